@@ -1,0 +1,68 @@
+"""Settings read once from the environment.
+
+Everything a deployment changes (where state lives, which model, which device, who may do what)
+comes from environment variables so the same code runs on a laptop, in CI and on a Space.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+BUNDLED_MODEL = "bundled:smollm2"
+HUB_FALLBACK_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+def _default_host() -> str:
+    # Spaces (and Docker images built for them) set GRADIO_SERVER_NAME=0.0.0.0; a laptop must not
+    # expose the app to its network unless asked to.
+    return _env("PLAYGROUND_HOST") or _env("GRADIO_SERVER_NAME") or "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = field(default_factory=lambda: Path(_env("PLAYGROUND_DATA_DIR", "data")).resolve())
+    model: str | None = field(default_factory=lambda: _env("PLAYGROUND_MODEL"))
+    device: str = field(default_factory=lambda: _env("PLAYGROUND_DEVICE", "auto"))
+    dtype: str = field(default_factory=lambda: _env("PLAYGROUND_DTYPE", "auto"))
+    threads: int | None = field(
+        default_factory=lambda: int(v) if (v := _env("PLAYGROUND_THREADS")) else None
+    )
+    host: str = field(default_factory=_default_host)
+    port: int = field(
+        default_factory=lambda: int(_env("PLAYGROUND_PORT") or _env("GRADIO_SERVER_PORT") or 7860)
+    )
+    database_url: str | None = field(default_factory=lambda: _env("PLAYGROUND_DATABASE_URL"))
+
+    def __post_init__(self) -> None:
+        if self.device not in {"auto", "cpu", "cuda", "mps"}:
+            raise ValueError(f"PLAYGROUND_DEVICE must be auto, cpu, cuda or mps, got {self.device!r}")
+        if self.dtype not in {"auto", "float32", "bfloat16", "float16"}:
+            raise ValueError(
+                f"PLAYGROUND_DTYPE must be auto, float32, bfloat16 or float16, got {self.dtype!r}"
+            )
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"PLAYGROUND_THREADS must be at least 1, got {self.threads}")
+
+    def path(self, *parts: str) -> Path:
+        """A path under the data directory, its parent created."""
+        target = self.data_dir.joinpath(*parts)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return target
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
+
+
+def reset_settings() -> None:
+    """Forget the cached settings (tests change the environment between cases)."""
+    get_settings.cache_clear()

@@ -1,0 +1,135 @@
+"""Device, precision and thread choices derived from the machine.
+
+Kept as pure functions of a `Hardware` description so the rules (which a GPU machine would take) are
+unit-tested on a CPU-only CI box. The rule that matters most here: bf16 autocast on a CPU without
+native bf16 (no AVX-512-BF16 / AMX) is ~40x slower, so CPUs compute in fp32 unless they have it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+
+
+@dataclass(frozen=True)
+class Hardware:
+    cuda: bool = False
+    cuda_bf16: bool = False
+    cuda_name: str = ""
+    mps: bool = False
+    cpu_flags: frozenset[str] = frozenset()
+    cpu_count: int = 1
+
+    @property
+    def cpu_native_bf16(self) -> bool:
+        return bool({"avx512_bf16", "amx_bf16"} & self.cpu_flags)
+
+
+@dataclass(frozen=True)
+class DevicePlan:
+    device: str
+    dtype: torch.dtype
+    threads: int
+    attn_implementation: str
+    reason: str
+
+    @property
+    def dtype_name(self) -> str:
+        return str(self.dtype).removeprefix("torch.")
+
+
+@dataclass(frozen=True)
+class TrainPrecision:
+    """What a trainer config should set; never bf16 on a CPU that emulates it."""
+
+    bf16: bool
+    fp16: bool
+    reason: str
+
+
+def _cpu_flags() -> frozenset[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS
+        return os.cpu_count() or 1
+
+
+@lru_cache(maxsize=1)
+def detect() -> Hardware:
+    cuda = torch.cuda.is_available()
+    return Hardware(
+        cuda=cuda,
+        cuda_bf16=bool(cuda and torch.cuda.is_bf16_supported()),
+        cuda_name=torch.cuda.get_device_name(0) if cuda else "",
+        mps=bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()),
+        cpu_flags=_cpu_flags(),
+        cpu_count=_usable_cpus(),
+    )
+
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def plan_device(
+    hw: Hardware, requested_device: str = "auto", requested_dtype: str = "auto", threads: int | None = None
+) -> DevicePlan:
+    """Pick device, inference dtype, thread count and attention kernel for `hw`."""
+    if requested_device == "auto":
+        device = "cuda" if hw.cuda else "mps" if hw.mps else "cpu"
+    else:
+        device = requested_device
+        if device == "cuda" and not hw.cuda:
+            raise ValueError("PLAYGROUND_DEVICE=cuda but no CUDA device is available")
+        if device == "mps" and not hw.mps:
+            raise ValueError("PLAYGROUND_DEVICE=mps but no Apple GPU is available")
+
+    if requested_dtype != "auto":
+        dtype, reason = _DTYPES[requested_dtype], f"{requested_dtype} as configured"
+    elif device == "cuda":
+        dtype = torch.bfloat16 if hw.cuda_bf16 else torch.float16
+        reason = "bf16 on a GPU that supports it" if hw.cuda_bf16 else "fp16 on a GPU without bf16"
+    elif device == "mps":
+        dtype, reason = torch.float16, "fp16 on Apple GPU"
+    else:
+        dtype, reason = torch.float32, (
+            "fp32 on CPU (native bf16 present, but fp32 matmuls are exact and fast enough for small models)"
+            if hw.cpu_native_bf16
+            else "fp32 on CPU: this CPU has no native bf16, emulating it is many times slower"
+        )
+    # Leave nothing idle on small machines, but do not oversubscribe big ones: intra-op scaling
+    # for a small model flattens out well before 16 threads.
+    n_threads = threads or max(1, min(hw.cpu_count, 16))
+    attn = "sdpa"
+    return DevicePlan(device=device, dtype=dtype, threads=n_threads, attn_implementation=attn, reason=reason)
+
+
+def train_precision(hw: Hardware, device: str) -> TrainPrecision:
+    """Mixed-precision flags for trl/transformers trainers on this hardware."""
+    if device == "cuda":
+        if hw.cuda_bf16:
+            return TrainPrecision(bf16=True, fp16=False, reason="bf16 mixed precision on GPU")
+        return TrainPrecision(bf16=False, fp16=True, reason="fp16 mixed precision on a GPU without bf16")
+    if device == "cpu" and hw.cpu_native_bf16:
+        return TrainPrecision(bf16=True, fp16=False, reason="bf16 autocast: this CPU has native bf16")
+    return TrainPrecision(
+        bf16=False, fp16=False, reason="fp32: no native bf16 here (bf16 autocast would be ~40x slower)"
+    )
+
+
+def apply_threads(plan: DevicePlan) -> None:
+    if plan.device == "cpu" and torch.get_num_threads() != plan.threads:
+        torch.set_num_threads(plan.threads)

