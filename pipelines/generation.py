@@ -1,0 +1,369 @@
+"""Streaming generation: the primitive every tab uses; batch and blocking calls wrap it.
+
+We drive the model's forward pass ourselves rather than call `model.generate` because each step
+must (a) pick the token with `sampling.process_logits` -- the same function the distribution
+inspector shows -- (b) stream the token's log-probability and its top alternatives as it is made,
+and (c) let several rows of one batch carry different sampling settings and seeds (the 2-4
+responses of a preference comparison come from one call).
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+
+from .models import ModelHandle
+from .sampling import (
+    DistributionView,
+    InvalidParameter,
+    SamplingParams,
+    inspect_distribution,
+    process_logits,
+    sample_token,
+)
+
+Prompt = str | Sequence[int]
+TOP_ALTERNATIVES = 5
+MAX_PROMPT_CHARS = 200_000
+
+
+@dataclass
+class TokenRecord:
+    token: str
+    id: int
+    logprob: float  # log P(token) under the model at temperature 1 (before any sampling filter)
+    top: list[dict[str, Any]]  # the model's most likely alternatives at this position
+    sampled_prob: float  # probability the token had under the active sampling settings
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "token": self.token,
+            "id": self.id,
+            "logprob": self.logprob,
+            "top": self.top,
+            "sampled_prob": self.sampled_prob,
+        }
+
+
+@dataclass
+class Completion:
+    """One row of a generation, updated in place while it streams."""
+
+    prompt_ids: list[int]
+    params: SamplingParams
+    seed: int
+    text: str = ""  # what may be shown: held back while it could still become a stop string
+    tokens: list[TokenRecord] = field(default_factory=list)
+    finish_reason: str | None = None  # "length" | "stop" | "eos" | "cancelled"
+    seconds: float = 0.0
+    max_new_tokens: int = 0  # after fitting into the context window
+
+    @property
+    def done(self) -> bool:
+        return self.finish_reason is not None
+
+    @property
+    def completion_ids(self) -> list[int]:
+        return [t.id for t in self.tokens]
+
+    @property
+    def tokens_per_second(self) -> float:
+        return len(self.tokens) / self.seconds if self.seconds > 0 else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "tokens": [t.to_json() for t in self.tokens],
+            "finish_reason": self.finish_reason,
+            "tokens_per_second": round(self.tokens_per_second, 3),
+            "prompt_tokens": len(self.prompt_ids),
+            "completion_tokens": len(self.tokens),
+            "seed": self.seed,
+            "seconds": round(self.seconds, 4),
+        }
+
+
+class _Detokenizer:
+    """Incremental decoding that never emits half a UTF-8 character (the TGI offset scheme)."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self.ids: list[int] = []
+        self.prefix_offset = 0
+        self.read_offset = 0
+        self.text = ""
+
+    def _decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def push(self, token_id: int) -> None:
+        self.ids.append(token_id)
+        prefix = self._decode(self.ids[self.prefix_offset : self.read_offset])
+        full = self._decode(self.ids[self.prefix_offset :])
+        if len(full) > len(prefix) and not full.endswith("\ufffd"):
+            self.text += full[len(prefix) :]
+            self.prefix_offset, self.read_offset = self.read_offset, len(self.ids)
+
+    def flush(self) -> None:
+        prefix = self._decode(self.ids[self.prefix_offset : self.read_offset])
+        full = self._decode(self.ids[self.prefix_offset :])
+        if len(full) > len(prefix):
+            self.text += full[len(prefix) :]
+        self.prefix_offset = self.read_offset = len(self.ids)
+
+
+def _find_stop(text: str, stops: tuple[str, ...], search_from: int) -> int | None:
+    hits = [i for s in stops if (i := text.find(s, max(0, search_from - len(s) + 1))) != -1]
+    return min(hits) if hits else None
+
+
+def _held_back(text: str, stops: tuple[str, ...]) -> int:
+    """Length of the longest tail of `text` that could still grow into a stop string."""
+    longest = 0
+    for stop in stops:
+        for n in range(min(len(stop) - 1, len(text)), longest, -1):
+            if text.endswith(stop[:n]):
+                longest = n
+                break
+    return longest
+
+
+def encode(handle: ModelHandle, prompt: Prompt) -> list[int]:
+    """Token ids for a prompt: text is tokenized as the model expects (special tokens added)."""
+    if isinstance(prompt, str):
+        if not prompt.strip():
+            raise InvalidParameter("prompt", "is empty")
+        if len(prompt) > MAX_PROMPT_CHARS:
+            raise InvalidParameter("prompt", f"is {len(prompt):,} characters; the limit is {MAX_PROMPT_CHARS:,}")
+        return list(handle.tokenizer(prompt, add_special_tokens=True)["input_ids"])
+    ids = [int(i) for i in prompt]
+    if not ids:
+        raise InvalidParameter("prompt", "is empty")
+    return ids
+
+
+def fit_to_window(handle: ModelHandle, prompt_len: int, max_new_tokens: int) -> int:
+    """How many tokens may be generated after a prompt of `prompt_len` tokens."""
+    window = handle.context_window
+    if prompt_len >= window:
+        raise InvalidParameter(
+            "prompt",
+            f"is {prompt_len:,} tokens; the model's context window is {window:,} tokens "
+            "(the prompt and the generated text must fit in it together)",
+        )
+    return min(max_new_tokens, window - prompt_len)
+
+
+def _decode_token(handle: ModelHandle, token_id: int) -> str:
+    return handle.tokenizer.decode([token_id], skip_special_tokens=False)
+
+
+def stream_batch(
+    handle: ModelHandle,
+    prompts: Sequence[Prompt],
+    params: Sequence[SamplingParams],
+    *,
+    adapter: str | None = None,
+    top_alternatives: int = TOP_ALTERNATIVES,
+    should_stop: Callable[[], bool] | None = None,
+    ignore_eos: bool = False,
+) -> Iterator[list[Completion]]:
+    """Generate for several prompts in one batch, yielding the rows after every step.
+
+    Rows are left-padded so they decode in lock-step; each row has its own sampling settings and
+    its own seeded generator, so a row's text depends only on its prompt, settings and seed.
+    `ignore_eos` keeps going past end-of-sequence (benchmarks need equal lengths).
+    """
+    if len(prompts) != len(params) or not prompts:
+        raise ValueError("stream_batch needs one SamplingParams per prompt")
+    tokenizer = handle.tokenizer
+    device = handle.device
+    rows: list[Completion] = []
+    for prompt, p in zip(prompts, params):
+        ids = encode(handle, prompt)
+        seed = p.seed if p.seed is not None else secrets.randbelow(2**31)
+        rows.append(Completion(ids, p, seed, max_new_tokens=fit_to_window(handle, len(ids), p.max_new_tokens)))
+    generators = [torch.Generator(device="cpu").manual_seed(r.seed) for r in rows]
+    detoks = [_Detokenizer(tokenizer) for _ in rows]
+    raw_texts = [""] * len(rows)
+    history = [torch.tensor(r.prompt_ids, dtype=torch.long) for r in rows]
+    eos = frozenset() if ignore_eos else handle.eos_token_ids
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    width = max(len(r.prompt_ids) for r in rows)
+    padded = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        padded[i, width - len(r.prompt_ids) :] = torch.tensor(r.prompt_ids)
+        mask[i, width - len(r.prompt_ids) :] = 1
+    needs_mask = bool((mask == 0).any())
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+
+    started = time.perf_counter()
+    inputs: dict[str, Any] = {
+        "input_ids": padded.to(device),
+        "position_ids": positions.to(device),
+        "use_cache": True,
+        "logits_to_keep": 1,
+    }
+    if needs_mask:
+        inputs["attention_mask"] = mask.to(device)
+    cache = None
+    next_positions = positions[:, -1:] + 1
+    try:
+        while True:
+            if should_stop is not None and should_stop():
+                for i, row in enumerate(rows):
+                    if not row.done:
+                        detoks[i].flush()
+                        row.text = detoks[i].text
+                        row.finish_reason = "cancelled"
+                        row.seconds = time.perf_counter() - started
+                yield rows
+                return
+            out = handle.forward(**inputs, past_key_values=cache, adapter=adapter)
+            cache = out.past_key_values
+            logits = out.logits[:, -1, :].float().cpu()
+            chosen = []
+            for i, row in enumerate(rows):
+                if row.done:
+                    chosen.append(pad_id)
+                    continue
+                processed = process_logits(logits[i], row.params, history[i])
+                token_id = sample_token(processed, row.params, generators[i])
+                chosen.append(token_id)
+                history[i] = torch.cat([history[i], torch.tensor([token_id])])
+                if token_id in eos:
+                    detoks[i].flush()  # release any text held back for a possible stop string
+                    row.text = detoks[i].text
+                    row.finish_reason = "eos"
+                    continue
+                logprobs = torch.log_softmax(processed.raw, dim=-1)
+                top = torch.topk(logprobs, top_alternatives) if top_alternatives else None
+                row.tokens.append(
+                    TokenRecord(
+                        token=_decode_token(handle, token_id),
+                        id=token_id,
+                        logprob=float(logprobs[token_id]),
+                        top=[]
+                        if top is None
+                        else [
+                            {"token": _decode_token(handle, int(t)), "logprob": float(v)}
+                            for v, t in zip(top.values, top.indices)
+                        ],
+                        sampled_prob=float(processed.final_probs[token_id]),
+                    )
+                )
+                before = len(raw_texts[i])
+                detoks[i].push(token_id)
+                if len(row.tokens) >= row.max_new_tokens:
+                    detoks[i].flush()
+                raw_texts[i] = detoks[i].text
+                hit = _find_stop(raw_texts[i], row.params.stop, before) if row.params.stop else None
+                if hit is not None:
+                    row.text = raw_texts[i][:hit]
+                    row.finish_reason = "stop"
+                elif len(row.tokens) >= row.max_new_tokens:
+                    row.text = raw_texts[i]
+                    row.finish_reason = "length"
+                else:
+                    hold = _held_back(raw_texts[i], row.params.stop) if row.params.stop else 0
+                    row.text = raw_texts[i][: len(raw_texts[i]) - hold]
+            elapsed = time.perf_counter() - started
+            for row in rows:
+                if not row.done or row.seconds == 0.0:
+                    row.seconds = elapsed
+            yield rows
+            if all(r.done for r in rows):
+                return
+            mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=torch.long)], dim=-1)
+            inputs = {
+                "input_ids": torch.tensor(chosen, dtype=torch.long).unsqueeze(-1).to(device),
+                "position_ids": next_positions.to(device),
+                "use_cache": True,
+                "logits_to_keep": 1,
+            }
+            if needs_mask:
+                inputs["attention_mask"] = mask.to(device)
+            next_positions = next_positions + 1
+    finally:
+        del cache
+
+
+def stream(handle: ModelHandle, prompt: Prompt, params: SamplingParams, **kwargs: Any) -> Iterator[Completion]:
+    for rows in stream_batch(handle, [prompt], [params], **kwargs):
+        yield rows[0]
+
+
+def generate(handle: ModelHandle, prompt: Prompt, params: SamplingParams, **kwargs: Any) -> Completion:
+    completion = None
+    for completion in stream(handle, prompt, params, **kwargs):
+        pass
+    assert completion is not None
+    return completion
+
+
+def generate_batch(
+    handle: ModelHandle, prompts: Sequence[Prompt], params: Sequence[SamplingParams], **kwargs: Any
+) -> list[Completion]:
+    rows: list[Completion] = []
+    for rows in stream_batch(handle, prompts, params, **kwargs):
+        pass
+    return rows
+
+
+# --- the distribution inspector ---------------------------------------------------------------
+
+class _LogitsCache:
+    """Recent next-token logits by context, so moving a slider re-filters without a forward pass."""
+
+    def __init__(self, size: int = 32) -> None:
+        self.size = size
+        self.entries: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+
+    def get(self, handle: ModelHandle, ids: Sequence[int], adapter: str | None) -> torch.Tensor:
+        key = (id(handle.model), adapter, tuple(ids))
+        if key in self.entries:
+            self.entries.move_to_end(key)
+            return self.entries[key]
+        out = handle.forward(
+            input_ids=torch.tensor([list(ids)], dtype=torch.long, device=handle.device),
+            logits_to_keep=1,
+            adapter=adapter,
+        )
+        logits = out.logits[0, -1, :].float().cpu()
+        self.entries[key] = logits
+        if len(self.entries) > self.size:
+            self.entries.popitem(last=False)
+        return logits
+
+
+_logits_cache = _LogitsCache()
+
+
+def next_token_logits(handle: ModelHandle, ids: Sequence[int], adapter: str | None = None) -> torch.Tensor:
+    return _logits_cache.get(handle, ids, adapter)
+
+
+def inspect_next_token(
+    handle: ModelHandle,
+    context_ids: Sequence[int],
+    params: SamplingParams,
+    *,
+    adapter: str | None = None,
+    top_n: int = 20,
+) -> DistributionView:
+    """The next-token distribution after `context_ids`, before and after the sampling settings."""
+    ids = list(context_ids)
+    if not ids:
+        raise InvalidParameter("prompt", "is empty")
+    fit_to_window(handle, len(ids), 1)
+    logits = next_token_logits(handle, ids, adapter)
+    return inspect_distribution(
+        logits, params, torch.tensor(ids, dtype=torch.long), lambda i: _decode_token(handle, i), top_n=top_n
+    )

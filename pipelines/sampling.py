@@ -1,0 +1,271 @@
+"""Sampling parameters and the pure functions that turn next-token logits into what is sampled.
+
+Generation and the distribution inspector both call `process_logits`, so the chart a user sees is
+computed by exactly the code that picks the token. The order of the filters follows transformers'
+`generate` (repetition penalty, temperature, top-k, top-p, min-p) so results are comparable.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, Callable, Iterable, Mapping
+
+import torch
+
+MAX_STOP_STRINGS = 16
+MAX_STOP_LENGTH = 200
+
+
+class InvalidParameter(ValueError):
+    """A parameter is out of range; `param` names it so CLIs and UIs can point at it."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(f"{param}: {message}")
+        self.param = param
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to pick each next token. Validated on construction so no caller can sample nonsense."""
+
+    max_new_tokens: int = 128
+    temperature: float = 0.7  # 0 means greedy: always the most likely token
+    top_k: int = 0  # 0 means off
+    top_p: float = 1.0  # 1 means off
+    min_p: float = 0.0  # 0 means off
+    repetition_penalty: float = 1.0  # 1 means off
+    seed: int | None = None  # None: a fresh random seed per call, reported back
+    stop: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        def number(name: str, kind: type) -> Any:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise InvalidParameter(name, f"must be a number, got {value!r}")
+            if kind is int:
+                if isinstance(value, float) and not value.is_integer():
+                    raise InvalidParameter(name, f"must be a whole number, got {value!r}")
+                value = int(value)
+            elif not math.isfinite(value):
+                raise InvalidParameter(name, f"must be finite, got {value!r}")
+            object.__setattr__(self, name, kind(value))
+            return kind(value)
+
+        if not 1 <= number("max_new_tokens", int) <= 8192:
+            raise InvalidParameter("max_new_tokens", f"must be between 1 and 8192, got {self.max_new_tokens}")
+        if not 0 <= number("temperature", float) <= 5:
+            raise InvalidParameter("temperature", f"must be between 0 and 5, got {self.temperature}")
+        if number("top_k", int) < 0:
+            raise InvalidParameter("top_k", f"must be 0 (off) or a positive count, got {self.top_k}")
+        if not 0 < number("top_p", float) <= 1:
+            raise InvalidParameter("top_p", f"must be in (0, 1], got {self.top_p}")
+        if not 0 <= number("min_p", float) < 1:
+            raise InvalidParameter("min_p", f"must be in [0, 1), got {self.min_p}")
+        if not 0 < number("repetition_penalty", float) <= 10:
+            raise InvalidParameter(
+                "repetition_penalty", f"must be in (0, 10], got {self.repetition_penalty}"
+            )
+        if self.seed is not None:
+            if not 0 <= number("seed", int) < 2**63:
+                raise InvalidParameter("seed", f"must be between 0 and 2^63-1, got {self.seed}")
+        stop = self.stop
+        if isinstance(stop, str):
+            stop = (stop,)
+        if not isinstance(stop, Iterable):
+            raise InvalidParameter("stop", f"must be a list of strings, got {stop!r}")
+        stop = tuple(stop)
+        if any(not isinstance(s, str) for s in stop):
+            raise InvalidParameter("stop", "every stop string must be text")
+        stop = tuple(dict.fromkeys(s for s in stop if s))  # drop empties and duplicates, keep order
+        if len(stop) > MAX_STOP_STRINGS:
+            raise InvalidParameter("stop", f"at most {MAX_STOP_STRINGS} stop strings, got {len(stop)}")
+        if any(len(s) > MAX_STOP_LENGTH for s in stop):
+            raise InvalidParameter("stop", f"each stop string must be at most {MAX_STOP_LENGTH} characters")
+        object.__setattr__(self, "stop", stop)
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    def with_seed(self, seed: int | None) -> "SamplingParams":
+        return replace(self, seed=seed)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["stop"] = list(self.stop)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "SamplingParams":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            name = sorted(unknown)[0]
+            raise InvalidParameter(name, "is not a sampling parameter")
+        return cls(**dict(data))
+
+
+# --- the filters -----------------------------------------------------------------------------
+
+def apply_repetition_penalty(logits: torch.Tensor, previous_ids: torch.Tensor, penalty: float) -> torch.Tensor:
+    """CTRL-style penalty (Keskar et al. 2019), as in transformers: divide positive logits of
+    tokens already seen by `penalty`, multiply negative ones."""
+    if penalty == 1.0 or previous_ids.numel() == 0:
+        return logits
+    out = logits.clone()
+    seen = torch.unique(previous_ids)
+    values = out[seen]
+    out[seen] = torch.where(values > 0, values / penalty, values * penalty)
+    return out
+
+
+def top_k_keep(logits: torch.Tensor, k: int) -> torch.Tensor:
+    if k <= 0 or k >= logits.numel():
+        return torch.isfinite(logits)
+    threshold = torch.topk(logits, k).values[-1]
+    return logits >= threshold
+
+
+def top_p_keep(logits: torch.Tensor, p: float) -> torch.Tensor:
+    """Nucleus: the smallest set of most likely tokens whose probability reaches `p`."""
+    if p >= 1.0:
+        return torch.isfinite(logits)
+    probs = torch.softmax(logits, dim=-1)
+    sorted_probs, order = torch.sort(probs, descending=True)
+    mass_before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs
+    keep_sorted = mass_before < p
+    keep_sorted[0] = True
+    keep = torch.zeros_like(keep_sorted)
+    keep[order] = keep_sorted
+    return keep & torch.isfinite(logits)
+
+
+def min_p_keep(logits: torch.Tensor, min_p: float) -> torch.Tensor:
+    """Keep tokens at least `min_p` times as likely as the most likely one (Nguyen et al. 2024)."""
+    if min_p <= 0:
+        return torch.isfinite(logits)
+    probs = torch.softmax(logits, dim=-1)
+    return probs >= min_p * probs.max()
+
+
+@dataclass
+class ProcessedLogits:
+    """Every stage of the pipeline for one position, for sampling and for showing."""
+
+    raw: torch.Tensor  # the model's logits
+    penalised: torch.Tensor  # after the repetition penalty
+    scaled: torch.Tensor  # after temperature (equal to penalised when greedy)
+    cut_by: dict[str, torch.Tensor]  # filter name -> tokens that filter removed
+    final: torch.Tensor  # logits that are sampled from, -inf where cut
+
+    @property
+    def final_probs(self) -> torch.Tensor:
+        return torch.softmax(self.final, dim=-1)
+
+
+def process_logits(
+    logits: torch.Tensor, params: SamplingParams, previous_ids: torch.Tensor | None = None
+) -> ProcessedLogits:
+    """Apply the sampling configuration to one position's logits (1-D, float)."""
+    raw = logits.float()
+    prev = previous_ids if previous_ids is not None else torch.empty(0, dtype=torch.long)
+    penalised = apply_repetition_penalty(raw, prev.to(raw.device), params.repetition_penalty)
+    neg_inf = torch.tensor(float("-inf"), device=raw.device)
+    cut_by: dict[str, torch.Tensor] = {}
+    if params.greedy:
+        keep = torch.zeros_like(penalised, dtype=torch.bool)
+        keep[torch.argmax(penalised)] = True
+        cut_by["greedy"] = ~keep
+        return ProcessedLogits(raw, penalised, penalised, cut_by, torch.where(keep, penalised, neg_inf))
+
+    scaled = penalised / params.temperature
+    current = scaled
+    for name, keep_fn, value in (
+        ("top-k", top_k_keep, params.top_k),
+        ("top-p", top_p_keep, params.top_p),
+        ("min-p", min_p_keep, params.min_p),
+    ):
+        keep = keep_fn(current, value)
+        cut_by[name] = torch.isfinite(current) & ~keep
+        current = torch.where(keep, current, neg_inf)
+    return ProcessedLogits(raw, penalised, scaled, cut_by, current)
+
+
+def sample_token(processed: ProcessedLogits, params: SamplingParams, generator: torch.Generator | None) -> int:
+    if params.greedy:
+        return int(torch.argmax(processed.final))
+    probs = processed.final_probs
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+def entropy_bits(probs: torch.Tensor) -> float:
+    nonzero = probs[probs > 0]
+    return max(0.0, float(-(nonzero * torch.log2(nonzero)).sum()))
+
+
+# --- the inspector's view ---------------------------------------------------------------------
+
+@dataclass
+class CandidateRow:
+    token: str
+    id: int
+    raw_prob: float  # softmax of the model's logits at temperature 1
+    final_prob: float  # probability it is sampled with the current settings
+    cut_by: str  # "" if kept, else the first filter that removed it
+
+
+@dataclass
+class DistributionView:
+    rows: list[CandidateRow]
+    raw_entropy_bits: float
+    final_entropy_bits: float
+    kept_tokens: int
+    vocab_size: int
+    cut_mass: float  # raw probability mass removed by the filters
+
+    def summary(self) -> str:
+        return (
+            f"{self.kept_tokens:,} of {self.vocab_size:,} tokens can be sampled; the filters removed "
+            f"{self.cut_mass:.1%} of the model's probability mass. Entropy: "
+            f"{self.raw_entropy_bits:.2f} bits at T=1 -> {self.final_entropy_bits:.2f} bits after settings."
+        )
+
+
+def inspect_distribution(
+    logits: torch.Tensor,
+    params: SamplingParams,
+    previous_ids: torch.Tensor | None,
+    decode: Callable[[int], str],
+    top_n: int = 20,
+) -> DistributionView:
+    """The top candidates before and after the settings, with the filter that cut each one."""
+    processed = process_logits(logits, params, previous_ids)
+    raw_probs = torch.softmax(processed.raw, dim=-1)
+    final_probs = processed.final_probs
+    candidates = torch.cat([torch.topk(raw_probs, top_n).indices, torch.topk(final_probs, top_n).indices])
+    ordered = sorted(
+        {int(i) for i in candidates}, key=lambda i: (-float(final_probs[i]), -float(raw_probs[i]))
+    )[: max(top_n, 1)]
+    ordered.sort(key=lambda i: -float(raw_probs[i]))
+    rows = []
+    for token_id in ordered:
+        cut = next((name for name, mask in processed.cut_by.items() if bool(mask[token_id])), "")
+        rows.append(
+            CandidateRow(
+                token=decode(token_id),
+                id=token_id,
+                raw_prob=float(raw_probs[token_id]),
+                final_prob=float(final_probs[token_id]),
+                cut_by=cut,
+            )
+        )
+    kept = torch.isfinite(processed.final)
+    return DistributionView(
+        rows=rows,
+        raw_entropy_bits=entropy_bits(raw_probs),
+        final_entropy_bits=entropy_bits(final_probs),
+        kept_tokens=int(kept.sum()),
+        vocab_size=int(logits.numel()),
+        cut_mass=float(raw_probs[~kept].sum()),
+    )
