@@ -1,0 +1,55 @@
+"""Build the playground from its tabs and launch it (also the Hugging Face Spaces entry point)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+import gradio as gr  # noqa: E402
+
+from pipelines import models  # noqa: E402
+from pipelines.config import get_settings  # noqa: E402
+from playground import generate, sidebar  # noqa: E402
+from playground.controls import ASSETS  # noqa: E402
+
+TITLE = "LLM Playground"
+
+
+def build_app(handle: models.ModelHandle | None = None) -> gr.Blocks:
+    handle = handle or models.get_handle()
+    with gr.Blocks(title=TITLE) as demo:
+        gr.Markdown(f"# {TITLE}\nLearn, demo and do the whole life of a small LLM, on this machine.")
+        shared = sidebar.build(handle)
+        with gr.Tabs():
+            with gr.Tab("Generate", id="generate"):
+                generate.build(demo, shared.sampling)
+    return demo
+
+
+def launch_kwargs() -> dict:
+    settings = get_settings()
+    return {
+        "server_name": settings.host,
+        "server_port": settings.port,
+        "css": (ASSETS / "style.css").read_text(encoding="utf-8"),
+        "footer_links": ["api", "settings"],
+    }
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        handle = models.get_handle()
+    except models.ModelUnavailable as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    build_app(handle).queue(default_concurrency_limit=4).launch(**launch_kwargs())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,141 @@
+"""Controls shared by several tabs, built in one place.
+
+The sidebar's sampling panel is a single set of components that Generate, Chat and the other tabs
+all read, so a setting changed once applies everywhere. Compare builds a second panel from the same
+builder for its "B" configuration.
+"""
+
+from __future__ import annotations
+
+import codecs
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import gradio as gr
+
+from pipelines.sampling import InvalidParameter, SamplingParams
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+
+# Every event that runs the model shares one queue. Forward passes are serialised by the model's
+# lock anyway; the limit bounds how many streams interleave (and how much KV cache is alive).
+MODEL_EVENTS: dict[str, Any] = {"concurrency_id": "model", "concurrency_limit": 4}
+PARAM_NAMES = ("max_new_tokens", "temperature", "top_k", "top_p", "min_p", "repetition_penalty", "seed", "stop")
+
+
+@dataclass
+class SamplingControls:
+    max_new_tokens: gr.Slider
+    temperature: gr.Slider
+    top_k: gr.Slider
+    top_p: gr.Slider
+    min_p: gr.Slider
+    repetition_penalty: gr.Slider
+    seed: gr.Number
+    stop: gr.Textbox
+
+    @property
+    def inputs(self) -> list[gr.components.Component]:
+        return list(self.kwargs().values())
+
+    def kwargs(self, prefix: str = "") -> dict[str, gr.components.Component]:
+        """`inputs_kwargs` for an event: handlers take the settings by name, and so does the API."""
+        return {f"{prefix}{name}": getattr(self, name) for name in PARAM_NAMES}
+
+    @property
+    def filters(self) -> list[gr.components.Component]:
+        """The knobs that reshape the distribution (the inspector re-renders when they move)."""
+        return [self.temperature, self.top_k, self.top_p, self.min_p, self.repetition_penalty]
+
+    @staticmethod
+    def updates_for(settings: dict[str, Any]) -> list[Any]:
+        """gr.update values for `inputs`, applying the subset of settings given (e.g. a preset)."""
+        values = {
+            "max_new_tokens": settings.get("max_new_tokens"),
+            "temperature": settings.get("temperature"),
+            "top_k": settings.get("top_k"),
+            "top_p": settings.get("top_p"),
+            "min_p": settings.get("min_p"),
+            "repetition_penalty": settings.get("repetition_penalty"),
+            "seed": settings.get("seed"),
+            "stop": format_stop(settings["stop"]) if "stop" in settings else None,
+        }
+        return [gr.update(value=v) if v is not None else gr.update() for v in values.values()]
+
+
+def parse_stop(text: str | None) -> tuple[str, ...]:
+    """One stop string per line; backslash escapes (\\n, \\t) let users write a newline."""
+    if not text:
+        return ()
+    out = []
+    for line in text.splitlines():
+        if not line:
+            continue
+        try:
+            out.append(codecs.decode(line, "unicode_escape") if "\\" in line else line)
+        except UnicodeDecodeError as error:
+            raise InvalidParameter("stop", f"bad escape in {line!r}: {error.reason}") from error
+    return tuple(out)
+
+
+def format_stop(stops: Sequence[str]) -> str:
+    return "\n".join(s.encode("unicode_escape").decode("ascii") for s in stops)
+
+
+def to_params(values: dict[str, Any], prefix: str = "") -> SamplingParams:
+    """SamplingParams from handler keyword arguments, raised as a clear UI error if invalid."""
+    try:
+        v = {name: values[f"{prefix}{name}"] for name in PARAM_NAMES}
+        seed = v["seed"]
+        return SamplingParams(
+            max_new_tokens=int(v["max_new_tokens"]),
+            temperature=float(v["temperature"]),
+            top_k=int(v["top_k"]),
+            top_p=float(v["top_p"]),
+            min_p=float(v["min_p"]),
+            repetition_penalty=float(v["repetition_penalty"]),
+            seed=None if seed in (None, "") or float(seed) < 0 else int(seed),
+            stop=parse_stop(v["stop"]),
+        )
+    except InvalidParameter as error:
+        raise gr.Error(f"Invalid setting — {error}") from error
+    except (KeyError, TypeError, ValueError) as error:
+        raise gr.Error(f"Invalid setting — {error}") from error
+
+
+def sampling_controls(defaults: SamplingParams | None = None, *, label_prefix: str = "") -> SamplingControls:
+    """The sampling panel. Ranges match `SamplingParams` validation so sliders cannot go wrong."""
+    d = defaults or SamplingParams()
+    p = label_prefix
+    return SamplingControls(
+        max_new_tokens=gr.Slider(1, 1024, value=d.max_new_tokens, step=1, label=f"{p}Max new tokens"),
+        temperature=gr.Slider(
+            0, 2, value=d.temperature, step=0.05, label=f"{p}Temperature", info="0 = greedy (always the top token)"
+        ),
+        top_k=gr.Slider(0, 200, value=d.top_k, step=1, label=f"{p}Top-k", info="0 = off"),
+        top_p=gr.Slider(0.01, 1, value=d.top_p, step=0.01, label=f"{p}Top-p (nucleus)", info="1 = off"),
+        min_p=gr.Slider(0, 0.99, value=d.min_p, step=0.01, label=f"{p}Min-p", info="0 = off"),
+        repetition_penalty=gr.Slider(
+            0.5, 2.0, value=d.repetition_penalty, step=0.05, label=f"{p}Repetition penalty", info="1 = off"
+        ),
+        seed=gr.Number(
+            value=-1 if d.seed is None else d.seed, precision=0, label=f"{p}Seed",
+            info="-1 = random (the seed used is shown, to replay it)",
+        ),
+        stop=gr.Textbox(
+            value=format_stop(d.stop), lines=2, label=f"{p}Stop strings", info="one per line; \\n = newline"
+        ),
+    )
+
+
+def how_it_works(name: str) -> gr.Accordion:
+    """The tab's teaching panel, from `assets/howto/<name>.md`."""
+    with gr.Accordion("How it works", open=False) as panel:
+        gr.Markdown((ASSETS / "howto" / f"{name}.md").read_text(encoding="utf-8"), latex_delimiters=[])
+    return panel
+
+
+def show_token(text: str) -> str:
+    """A token made visible: spaces and line breaks would otherwise vanish in labels."""
+    return text.replace(" ", "␣").replace("\n", "⏎").replace("\t", "⇥") or "∅"

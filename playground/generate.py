@@ -1,0 +1,281 @@
+"""Generate tab: streamed completion, the distribution inspector, a per-token view and Compare."""
+
+from __future__ import annotations
+
+import html
+import math
+import time
+from typing import Any, Iterator
+
+import gradio as gr
+import pandas as pd
+
+from pipelines import generation, models, prompts
+from pipelines.sampling import InvalidParameter, SamplingParams
+
+from .controls import MODEL_EVENTS, SamplingControls, how_it_works, sampling_controls, show_token, to_params
+
+UI_UPDATE_SECONDS = 0.05  # stream at most ~20 updates/s: the browser, not the model, is the bottleneck
+CUT_COLORS = {
+    "kept": "#2563eb",
+    "top-k": "#f59e0b",
+    "top-p": "#ef4444",
+    "min-p": "#a855f7",
+    "greedy": "#9ca3af",
+}
+EMPTY_STATE: dict[str, Any] = {}
+
+
+def _model_error(error: Exception) -> gr.Error:
+    return gr.Error(str(error)) if isinstance(error, (InvalidParameter, models.ModelUnavailable)) else gr.Error(
+        f"Generation failed: {error}"
+    )
+
+
+def _stats(completion: generation.Completion) -> str:
+    return (
+        f"**{len(completion.tokens)}** tokens · **{completion.tokens_per_second:.1f}** tokens/s · "
+        f"prompt {len(completion.prompt_ids)} tokens · seed `{completion.seed}`"
+        + (f" · finished: *{completion.finish_reason}*" if completion.finish_reason else " · generating…")
+    )
+
+
+def _state(completion: generation.Completion, prompt: str) -> dict[str, Any]:
+    return {
+        "prompt": prompt,
+        "prompt_ids": list(completion.prompt_ids),
+        "tokens": [t.to_json() for t in completion.tokens],
+        "text": completion.text,
+        "finish_reason": completion.finish_reason,
+    }
+
+
+def run_generation(prompt: str, **sampling: Any) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """Stream a completion: (text so far, stats line, state for the token views)."""
+    params = to_params(sampling)
+    if not prompt or not prompt.strip():
+        raise gr.Error("The prompt is empty: type some text or pick a preset.")
+    try:
+        handle = models.get_handle()
+        last = 0.0
+        completion = None
+        for completion in generation.stream(handle, prompt, params):
+            now = time.monotonic()
+            if completion.done or now - last >= UI_UPDATE_SECONDS:
+                last = now
+                yield completion.text, _stats(completion), _state(completion, prompt)
+    except (InvalidParameter, models.ModelUnavailable) as error:
+        raise _model_error(error) from error
+
+
+def token_view(state: dict[str, Any]) -> tuple[str, pd.DataFrame]:
+    """Generated tokens shaded by probability (hover for details), and the same as a table."""
+    tokens = (state or {}).get("tokens") or []
+    if not tokens:
+        return "<p class='muted'>Generate something to see its tokens.</p>", pd.DataFrame(
+            columns=["#", "token", "id", "probability", "logprob", "top alternatives"]
+        )
+    spans = []
+    rows = []
+    for index, tok in enumerate(tokens):
+        prob = math.exp(tok["logprob"])
+        alternatives = ", ".join(f"{show_token(a['token'])} {math.exp(a['logprob']):.2f}" for a in tok["top"])
+        title = f"#{index} p={prob:.3f} logprob={tok['logprob']:.2f} | top: {alternatives}"
+        hue = int(120 * prob)  # red = surprising, green = expected
+        text = html.escape(tok["token"]).replace("\n", "⏎<br>")
+        spans.append(
+            f"<span class='tok' style='background:hsl({hue},75%,82%)' title='{html.escape(title, quote=True)}'>{text}</span>"
+        )
+        rows.append([index, show_token(tok["token"]), tok["id"], round(prob, 4), round(tok["logprob"], 3), alternatives])
+    legend = "<p class='muted'>Shading: <span class='tok' style='background:hsl(0,75%,82%)'>unlikely</span> → <span class='tok' style='background:hsl(120,75%,82%)'>likely</span> (model probability at T = 1). Hover a token for details.</p>"
+    table = pd.DataFrame(rows, columns=["#", "token", "id", "probability", "logprob", "top alternatives"])
+    return legend + "<div class='token-view'>" + "".join(spans) + "</div>", table
+
+
+def _context(prompt: str, state: dict[str, Any], position: int) -> tuple[list[int], str]:
+    """Token ids before the chosen position, and a sentence saying where that is."""
+    handle = models.get_handle()
+    state = state or {}
+    if state.get("prompt") == prompt and state.get("tokens"):
+        tokens = state["tokens"]
+        position = max(0, min(int(position or 0), len(tokens)))
+        ids = state["prompt_ids"] + [t["id"] for t in tokens[:position]]
+        if position < len(tokens):
+            chosen = tokens[position]
+            where = (
+                f"After the prompt and {position} generated token(s); the token actually sampled here was "
+                f"**{html.escape(show_token(chosen['token']))}** (p = {math.exp(chosen['logprob']):.3f} at T = 1)."
+            )
+        else:
+            where = f"After the prompt and all {position} generated tokens."
+        return ids, where
+    if not prompt or not prompt.strip():
+        raise gr.Error("The prompt is empty: type some text or pick a preset.")
+    return generation.encode(handle, prompt), "Right after the prompt."
+
+
+def _with_every_filter(labels: list[str], probs: list[float], filters: list[str]) -> pd.DataFrame:
+    """Chart data with a zero-height bar for each filter absent from it.
+
+    The chart fixes its colour legend from the categories in the data, so every category must
+    always be present for the colours (and the legend) to stay right as the settings change.
+    """
+    missing = [name for name in CUT_COLORS if name not in filters]
+    return pd.DataFrame(
+        {
+            "token": labels + [labels[0]] * len(missing),
+            "probability": probs + [0.0] * len(missing),
+            "filter": filters + missing,
+        }
+    )
+
+
+def inspect(prompt: str, state: dict[str, Any] | None = None, position: int = 0, **sampling: Any):
+    """The next-token distribution at a position: model (T=1) vs after the sampling settings."""
+    params = to_params(sampling)
+    try:
+        ids, where = _context(prompt, state, position)
+        view = generation.inspect_next_token(models.get_handle(), ids, params, top_n=15)
+    except (InvalidParameter, models.ModelUnavailable) as error:
+        raise _model_error(error) from error
+    # Zero-padded ranks: the chart orders its x axis alphabetically, which is then rank order.
+    labels = [f"{rank + 1:02d}. {show_token(row.token)}" for rank, row in enumerate(view.rows)]
+    raw = _with_every_filter(labels, [row.raw_prob for row in view.rows], [row.cut_by or "kept" for row in view.rows])
+    final = _with_every_filter(labels, [row.final_prob for row in view.rows], ["kept"] * len(labels))
+    table = pd.DataFrame(
+        [
+            [rank + 1, show_token(r.token), r.id, round(r.raw_prob, 4), round(r.final_prob, 4), r.cut_by or "—"]
+            for rank, r in enumerate(view.rows)
+        ],
+        columns=["rank", "token", "id", "P (model, T=1)", "P (your settings)", "cut by"],
+    )
+    summary = f"{where}\n\n{view.summary()}"
+    return raw, final, summary, table
+
+
+def compare(prompt: str, **settings: Any) -> Iterator[tuple[str, str, str, str]]:
+    """Two sampling configurations (a_*, b_*) on the same prompt, generated together in one batch."""
+    params_a, params_b = to_params(settings, "a_"), to_params(settings, "b_")
+    if not prompt or not prompt.strip():
+        raise gr.Error("The prompt is empty: type some text or pick a preset.")
+    try:
+        last = 0.0
+        for rows in generation.stream_batch(models.get_handle(), [prompt, prompt], [params_a, params_b]):
+            now = time.monotonic()
+            if all(r.done for r in rows) or now - last >= UI_UPDATE_SECONDS:
+                last = now
+                yield rows[0].text, _stats(rows[0]), rows[1].text, _stats(rows[1])
+    except (InvalidParameter, models.ModelUnavailable) as error:
+        raise _model_error(error) from error
+
+
+def load_preset(label: str) -> list[Any]:
+    if not label:
+        return [gr.update()] * 9
+    text, settings = prompts.render_preset(label)
+    return [text, *SamplingControls.updates_for(settings)]
+
+
+def position_update(state: dict[str, Any]) -> dict[str, Any]:
+    n = len((state or {}).get("tokens") or [])
+    return gr.update(maximum=max(n, 1), value=0, interactive=n > 0)
+
+
+def build(demo: gr.Blocks, sampling: SamplingControls) -> None:
+    """Lay out the tab; `sampling` is the shared sidebar panel."""
+    state = gr.State(EMPTY_STATE)
+    with gr.Row():
+        with gr.Column(scale=3):
+            preset = gr.Dropdown(
+                choices=prompts.preset_names(),
+                value=None,
+                label="Preset (in-context learning)",
+                info="fills the prompt with a zero-, one- or few-shot template and suitable settings",
+            )
+            prompt = gr.Textbox(
+                lines=8,
+                label="Prompt",
+                value="The three most important ideas in machine learning are",
+                placeholder="Type text for the model to continue…",
+            )
+            with gr.Row():
+                run = gr.Button("Generate", variant="primary")
+                stop = gr.Button("Stop", variant="stop")
+            output = gr.Textbox(lines=8, label="Completion", interactive=False, buttons=["copy"])
+            stats = gr.Markdown()
+        with gr.Column(scale=2):
+            gr.Markdown("#### Next-token distribution")
+            position = gr.Slider(
+                0, 1, value=0, step=1, label="Position in the generated text", info="0 = right after the prompt",
+                interactive=False,
+            )
+            raw_plot = gr.BarPlot(
+                x="token", y="probability", color="filter", color_map=CUT_COLORS, title="Model (T = 1), coloured by the filter that cuts it",
+                x_label_angle=-45, height=260, tooltip="all",
+            )
+            final_plot = gr.BarPlot(
+                x="token", y="probability", color="filter", color_map=CUT_COLORS, title="What is sampled with your settings",
+                x_label_angle=-45, height=260, tooltip="all",
+            )
+            summary = gr.Markdown()
+            with gr.Accordion("Candidates as a table", open=False):
+                candidates = gr.Dataframe(interactive=False, wrap=True)
+    with gr.Accordion("Per-token view", open=True):
+        tokens_html = gr.HTML(js_on_load=None)
+        with gr.Accordion("Token table", open=False):
+            tokens_table = gr.Dataframe(interactive=False, wrap=True)
+    with gr.Accordion("Compare two settings side by side", open=False):
+        gr.Markdown(
+            "**A** uses the settings in the sidebar; set **B** here. Both run on the same prompt in one batched call."
+        )
+        with gr.Row():
+            with gr.Column(scale=1):
+                sampling_b = sampling_controls(SamplingParams(temperature=1.2, top_p=1.0), label_prefix="B · ")
+            with gr.Column(scale=2):
+                compare_run = gr.Button("Compare", variant="primary")
+                with gr.Row():
+                    with gr.Column():
+                        text_a = gr.Textbox(lines=8, label="A (sidebar settings)", interactive=False)
+                        stats_a = gr.Markdown()
+                    with gr.Column():
+                        text_b = gr.Textbox(lines=8, label="B", interactive=False)
+                        stats_b = gr.Markdown()
+    how_it_works("generate")
+
+    inspect_event = {
+        "fn": inspect,
+        "inputs": [prompt, state, position],
+        "inputs_kwargs": sampling.kwargs(),
+        "outputs": [raw_plot, final_plot, summary, candidates],
+    }
+    views = [tokens_html, tokens_table]
+
+    gr.on(
+        [position.release, *(c.release for c in sampling.filters), prompt.blur],
+        **inspect_event,
+        api_name="inspect",
+        trigger_mode="always_last",
+        **MODEL_EVENTS,
+    )
+    demo.load(**inspect_event, api_visibility="private")
+    preset.change(
+        load_preset, preset, [prompt, *sampling.inputs], api_name="preset"
+    ).then(**inspect_event, api_visibility="private")
+    generating = run.click(
+        run_generation, [prompt], [output, stats, state], inputs_kwargs=sampling.kwargs(),
+        api_name="generate", **MODEL_EVENTS,
+    )
+    generating.then(token_view, state, views, api_visibility="private").then(
+        position_update, state, position, api_visibility="private"
+    ).then(**inspect_event, api_visibility="private")
+    stop.click(token_view, state, views, cancels=[generating], api_visibility="private").then(
+        position_update, state, position, api_visibility="private"
+    )
+    compare_run.click(
+        compare,
+        [prompt],
+        [text_a, stats_a, text_b, stats_b],
+        inputs_kwargs={**sampling.kwargs("a_"), **sampling_b.kwargs("b_")},
+        api_name="compare",
+        **MODEL_EVENTS,
+    )
