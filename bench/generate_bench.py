@@ -1,0 +1,102 @@
+"""Decode speed of the app's generation path vs plain `model.generate`, measured in one run.
+
+Same model, prompt, sampling settings, seed, token count and thread count on both sides; each side
+is warmed up once, then timed `--repeats` times and the median is reported. The ratio is the
+number that matters -- absolute tokens/s depend on the machine.
+
+    python bench/generate_bench.py [--tokens 200] [--repeats 3] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+import torch  # noqa: E402
+
+from pipelines import generation, models  # noqa: E402
+from pipelines.sampling import SamplingParams  # noqa: E402
+
+PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
+
+
+def app_tokens_per_second(handle: models.ModelHandle, prompt_ids: list[int], params: SamplingParams) -> float:
+    started = time.perf_counter()
+    completion = generation.generate(handle, prompt_ids, params, ignore_eos=True)
+    return len(completion.tokens) / (time.perf_counter() - started)
+
+
+def transformers_tokens_per_second(handle: models.ModelHandle, prompt_ids: list[int], params: SamplingParams) -> float:
+    inputs = torch.tensor([prompt_ids], device=handle.device)
+    torch.manual_seed(params.seed or 0)
+    started = time.perf_counter()
+    with torch.inference_mode():
+        out = handle.model.generate(
+            inputs,
+            attention_mask=torch.ones_like(inputs),
+            do_sample=not params.greedy,
+            temperature=params.temperature or None,
+            top_p=params.top_p,
+            top_k=params.top_k or None,
+            max_new_tokens=params.max_new_tokens,
+            min_new_tokens=params.max_new_tokens,
+            pad_token_id=handle.tokenizer.pad_token_id,
+        )
+    return (out.shape[1] - inputs.shape[1]) / (time.perf_counter() - started)
+
+
+def measure(handle: models.ModelHandle, tokens: int, repeats: int) -> dict[str, float]:
+    params = SamplingParams(temperature=0.7, top_p=0.9, seed=0, max_new_tokens=tokens)
+    prompt_ids = handle.tokenizer.apply_chat_template(
+        [{"role": "user", "content": PROMPT}], add_generation_prompt=True, tokenize=True, return_dict=False
+    )
+    if isinstance(prompt_ids, dict):
+        prompt_ids = prompt_ids["input_ids"]
+    prompt_ids = list(prompt_ids)
+    warm = SamplingParams(temperature=0.7, seed=0, max_new_tokens=8)
+    app_tokens_per_second(handle, prompt_ids, warm)
+    transformers_tokens_per_second(handle, prompt_ids, warm)
+    app, hf = [], []
+    for _ in range(repeats):  # interleave so drift in machine load hits both sides alike
+        app.append(app_tokens_per_second(handle, prompt_ids, params))
+        hf.append(transformers_tokens_per_second(handle, prompt_ids, params))
+    app_tps, hf_tps = statistics.median(app), statistics.median(hf)
+    return {
+        "app_tokens_per_second": round(app_tps, 2),
+        "transformers_tokens_per_second": round(hf_tps, 2),
+        "speedup_vs_transformers": round(app_tps / hf_tps, 3),
+        "tokens": tokens,
+        "repeats": repeats,
+        "threads": torch.get_num_threads(),
+        "model": handle.name,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tokens", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    handle = models.get_handle()
+    result = measure(handle, args.tokens, args.repeats)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"model {result['model']}, {args.tokens} sampled tokens, {result['threads']} threads, median of {args.repeats}")
+        print(f"  app generation path     {result['app_tokens_per_second']:8.2f} tokens/s")
+        print(f"  transformers .generate  {result['transformers_tokens_per_second']:8.2f} tokens/s")
+        print(f"  speedup                 {result['speedup_vs_transformers']:8.3f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

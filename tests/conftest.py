@@ -1,0 +1,125 @@
+"""Shared fixtures.
+
+Most tests use a tiny randomly initialised Llama with SmolLM2's real tokenizer, built in-process
+(milliseconds per forward). Integration tests use the real bundled model; its GGUF is converted
+once into a cache under `.cache/test-data` that later runs reuse.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests must never reach for the Hub
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+MODEL_CACHE = Path(os.environ.get("PLAYGROUND_TEST_CACHE", ROOT / ".cache" / "test-data")).resolve()
+
+
+@pytest.fixture(autouse=True)
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test gets its own empty data directory; nothing leaks into ./data."""
+    from pipelines import config
+
+    target = tmp_path / "data"
+    monkeypatch.setenv("PLAYGROUND_DATA_DIR", str(target))
+    config.reset_settings()
+    yield target
+    config.reset_settings()
+
+
+@pytest.fixture(scope="session")
+def bundled_dir() -> Path:
+    """The bundled model converted to safetensors (converted on the first test run only)."""
+    from pipelines import models
+    from pipelines.config import Settings
+
+    return models.bundled_model_dir(Settings(data_dir=MODEL_CACHE))
+
+
+@pytest.fixture(scope="session")
+def tokenizer(bundled_dir: Path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(bundled_dir)
+
+
+HEAD_SCALE = 20
+
+
+def build_tiny_model(tokenizer, *, max_positions: int = 512, seed: int = 0):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=max_positions,
+        tie_word_embeddings=False,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model = LlamaForCausalLM(config)
+    # Random init gives near-uniform next-token distributions (~15.6 bits); a larger output head
+    # makes them peaked like a real model's, so greedy output varies and top-k/top-p matter.
+    with torch.no_grad():
+        model.lm_head.weight.mul_(HEAD_SCALE)
+    return model
+
+
+@pytest.fixture(scope="session")
+def tiny_handle(tokenizer):
+    from pipelines import models
+
+    return models.wrap(build_tiny_model(tokenizer), tokenizer, name="tiny-llama", source="in-process")
+
+
+@pytest.fixture
+def use_tiny(tiny_handle):
+    """Install the tiny model as the process-wide model for code that calls get_handle()."""
+    from pipelines import models
+
+    models.set_handle(tiny_handle)
+    yield tiny_handle
+    models.set_handle(None)
+
+
+@pytest.fixture(scope="session")
+def real_handle(bundled_dir: Path):
+    from pipelines import models
+
+    return models.load_handle(str(bundled_dir))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def app_url(use_tiny):
+    """The full app, on the tiny model, launched on a free local port."""
+    import app as app_module
+
+    demo = app_module.build_app(use_tiny)
+    demo.queue(default_concurrency_limit=4)
+    kwargs = app_module.launch_kwargs()
+    kwargs.update(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
+    _, url, _ = demo.launch(**kwargs)
+    yield url
+    demo.close()

@@ -1,0 +1,82 @@
+"""`python -m pipelines generate`: the JSON contract and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from pipelines.cli import main
+from tests.conftest import ROOT
+
+
+def run_json(capsys, *argv: str) -> dict:
+    assert main(list(argv)) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1, "exactly one JSON document on stdout"
+    return json.loads(out)
+
+
+def test_generate_json_contract(use_tiny, capsys):
+    doc = run_json(capsys, "generate", "--prompt", "Hello there", "--max-new-tokens", "6", "--seed", "3", "--json")
+    assert set(doc) >= {"text", "tokens", "finish_reason", "tokens_per_second"}
+    assert isinstance(doc["text"], str) and doc["finish_reason"] in {"length", "stop", "eos"}
+    assert isinstance(doc["tokens_per_second"], float)
+    for token in doc["tokens"]:
+        assert isinstance(token["token"], str) and isinstance(token["id"], int)
+        assert isinstance(token["logprob"], float)
+        assert all(set(alt) >= {"token", "logprob"} for alt in token["top"])
+
+
+def test_same_seed_same_text(use_tiny, capsys):
+    args = ("generate", "--prompt", "Once upon", "--temperature", "1.0", "--seed", "42", "--max-new-tokens", "12", "--json")
+    assert run_json(capsys, *args)["text"] == run_json(capsys, *args)["text"]
+
+
+def test_stop_flag_takes_several_strings(use_tiny, capsys):
+    doc = run_json(capsys, "generate", "--prompt", "Hello", "--temperature", "0", "--max-new-tokens", "20", "--stop", "a", "e", "--json")
+    assert "a" not in doc["text"] and "e" not in doc["text"]
+
+
+def test_plain_output_streams_text(use_tiny, capsys):
+    assert main(["generate", "--prompt", "Hello", "--max-new-tokens", "5", "--seed", "1"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip() and "tokens/s" in captured.err
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["generate", "--prompt", "hi", "--top-p", "1.7"], "top_p"),
+        (["generate", "--prompt", "hi", "--temperature", "-1"], "temperature"),
+        (["generate", "--prompt", "   "], "prompt"),
+        (["generate", "--prompt", "hi", "--top-k", "many"], "--top-k"),
+        (["generate"], "--prompt"),
+        (["no-such-command"], "invalid choice"),
+    ],
+)
+def test_invalid_input_is_one_line_and_non_zero(use_tiny, capsys, argv, needle):
+    assert main(argv) != 0
+    err = capsys.readouterr().err.strip()
+    assert needle in err and "\n" not in err and "Traceback" not in err
+
+
+def test_overlong_prompt_names_the_prompt(use_tiny, capsys):
+    assert main(["generate", "--prompt", "word " * 600, "--json"]) == 2
+    err = capsys.readouterr().err
+    assert "prompt" in err and "context window" in err
+
+
+def test_real_process_fails_fast_without_traceback():
+    """Validation happens before the model is loaded: bad flags cost no model load."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, "-m", "pipelines", "generate", "--prompt", "hi", "--top-p", "1.7", "--json"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.strip().count("\n") == 0 and "top_p" in result.stderr

