@@ -148,3 +148,14 @@ def test_inspector_uses_the_sampling_functions(tiny_handle):
     # the token greedy decoding picks is the inspector's most likely one
     greedy = generation.generate(tiny_handle, PROMPT, SamplingParams(temperature=0, max_new_tokens=1), ignore_eos=True)
     assert max(view.rows, key=lambda r: r.raw_prob).id == greedy.completion_ids[0]
+
+
+def test_concurrent_streams_match_sequential_runs(tiny_handle):
+    """One shared model, several threads: per-step locking interleaves streams without mixing them."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    jobs = [(f"Prompt number {i}", SamplingParams(temperature=1.0, seed=i, max_new_tokens=12)) for i in range(6)]
+    expected = [generation.generate(tiny_handle, p, s, ignore_eos=True).completion_ids for p, s in jobs]
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        results = list(pool.map(lambda job: generation.generate(tiny_handle, *job, ignore_eos=True).completion_ids, jobs))
+    assert results == expected
