@@ -327,7 +327,7 @@ class _LogitsCache:
         self.entries: OrderedDict[tuple, torch.Tensor] = OrderedDict()
 
     def get(self, handle: ModelHandle, ids: Sequence[int], adapter: str | None) -> torch.Tensor:
-        key = (id(handle.model), adapter, tuple(ids))
+        key = (id(handle.base_model), handle.adapter_fingerprint(adapter), tuple(ids))
         if key in self.entries:
             self.entries.move_to_end(key)
             return self.entries[key]

@@ -23,6 +23,7 @@ from urllib.parse import urlparse
 
 import torch
 
+from . import adapters
 from .config import BUNDLED_MODEL, HUB_FALLBACK_MODEL, Settings, get_settings
 from .hardware import DevicePlan, apply_threads, detect, plan_device
 
@@ -154,6 +155,9 @@ class ModelHandle:
     source: str
     plan: DevicePlan
     lock: threading.RLock = field(default_factory=threading.RLock)
+    # adapter name -> (internal PEFT adapter name, weights version it was loaded from)
+    _loaded_adapters: dict[str, tuple[str, float]] = field(default_factory=dict)
+    _active_adapter: str | None = None
 
     @property
     def device(self) -> torch.device:
@@ -191,9 +195,66 @@ class ModelHandle:
             self._activate(adapter)
             return self.model(**inputs)
 
+    def adapter_fingerprint(self, adapter: str | None) -> tuple[str, float] | None:
+        """Identifies the exact weights an adapter name refers to now (for caches)."""
+        if adapter is None:
+            return None
+        return adapter, adapters.version(adapters.get(adapter).path)
+
     def _activate(self, adapter: str | None) -> None:
-        if adapter is not None:
-            raise ModelUnavailable(f"adapter {adapter!r} is not available")
+        """Make `adapter` (or the bare base model) the one the next forward pass uses.
+
+        Adapters are attached to the one base model with PEFT and switched per request; the
+        base weights are never reloaded or copied. An adapter rewritten on disk (retrained under
+        the same name) is reloaded on its next use.
+        """
+        if adapter is None:
+            if self._active_adapter is not None:
+                self.model.base_model.disable_adapter_layers()
+                self._active_adapter = None
+            return
+        try:
+            info = adapters.get(adapter)
+        except adapters.AdapterError as error:
+            raise ModelUnavailable(str(error)) from error
+        version = adapters.version(info.path)
+        loaded = self._loaded_adapters.get(adapter)
+        if loaded is None or loaded[1] != version:
+            self._load_adapter(adapter, info.path, version)
+        internal = self._loaded_adapters[adapter][0]
+        if self._active_adapter != adapter:
+            self.model.base_model.enable_adapter_layers()
+            self.model.set_adapter(internal)
+            self._active_adapter = adapter
+
+    def _load_adapter(self, name: str, path: Path, version: float) -> None:
+        from peft import PeftModel
+
+        internal = f"{name}@{int(version)}"
+        try:
+            if isinstance(self.model, PeftModel):
+                self.model.load_adapter(str(path), adapter_name=internal)
+            else:
+                self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=internal)
+        except (OSError, ValueError, RuntimeError, KeyError) as error:
+            raise ModelUnavailable(
+                f"adapter {name!r} cannot be used with {self.name} ({_first_line(error)}); "
+                "it was probably trained on a different base model"
+            ) from error
+        self.model.eval()
+        previous = self._loaded_adapters.get(name)
+        self._loaded_adapters[name] = (internal, version)
+        self._active_adapter = "\0stale"  # force set_adapter on the way out
+        if previous is not None:
+            self.model.set_adapter(internal)
+            self.model.delete_adapter(previous[0])
+
+    @property
+    def base_model(self) -> Any:
+        """The underlying transformers model, whether or not adapters are attached."""
+        from peft import PeftModel
+
+        return self.model.get_base_model() if isinstance(self.model, PeftModel) else self.model
 
 
 def load_handle(model_id: str | None = None, settings: Settings | None = None) -> ModelHandle:

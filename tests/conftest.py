@@ -123,3 +123,33 @@ def app_url(use_tiny):
     _, url, _ = demo.launch(**kwargs)
     yield url
     demo.close()
+
+
+def make_lora_adapter(tokenizer, adapters_root: Path, name: str, *, seed: int = 1) -> Path:
+    """A small random LoRA adapter for the tiny model, saved in standard PEFT format."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    base = build_tiny_model(tokenizer)
+    torch.manual_seed(seed)
+    config = LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj", "v_proj", "down_proj"], init_lora_weights=False)
+    peft_model = get_peft_model(base, config)
+    with torch.no_grad():
+        for param_name, param in peft_model.named_parameters():
+            if "lora_B" in param_name:
+                param.normal_(0, 0.5)
+    out = adapters_root / name
+    peft_model.save_pretrained(out)
+    (out / "meta.json").write_text('{"base_model": "tiny-llama", "kind": "lora"}')
+    return out
+
+
+@pytest.fixture
+def fresh_tiny_handle(tokenizer):
+    """A tiny model of its own: attaching adapters wraps the model, so tests that do must not share it."""
+    from pipelines import models
+
+    handle = models.wrap(build_tiny_model(tokenizer), tokenizer, name="tiny-llama", source="in-process")
+    models.set_handle(handle)
+    yield handle
+    models.set_handle(None)

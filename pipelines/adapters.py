@@ -1,0 +1,102 @@
+"""Trained PEFT adapters on disk: `<data>/adapters/<name>/` in standard PEFT format + meta.json.
+
+Fine-tuning, DPO and RLOO all write here; every model picker lists what is here. Names are
+checked so an adapter name can never address a path outside the adapters directory.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import Settings, get_settings
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+BASE_CHOICE = "(base model)"
+
+
+class AdapterError(ValueError):
+    """An adapter name is invalid or the adapter is missing/unreadable."""
+
+
+@dataclass(frozen=True)
+class AdapterInfo:
+    name: str
+    path: Path
+    peft_type: str
+    base_model: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        kind = self.meta.get("kind") or self.peft_type.lower()
+        return f"{self.name} ({kind})"
+
+
+def check_name(name: str) -> str:
+    if not isinstance(name, str) or not NAME_PATTERN.match(name) or ".." in name:
+        raise AdapterError(
+            f"invalid adapter name {name!r}: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    return name
+
+
+def adapters_dir(settings: Settings | None = None) -> Path:
+    return (settings or get_settings()).data_dir / "adapters"
+
+
+def adapter_path(name: str, settings: Settings | None = None) -> Path:
+    return adapters_dir(settings) / check_name(name)
+
+
+def read(path: Path) -> AdapterInfo:
+    config_file = path / "adapter_config.json"
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise AdapterError(f"adapter {path.name!r} is unreadable: {error}") from error
+    meta_file = path / "meta.json"
+    meta: dict[str, Any] = {}
+    if meta_file.is_file():
+        try:
+            meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        except ValueError:
+            meta = {}
+    return AdapterInfo(
+        name=path.name,
+        path=path,
+        peft_type=str(config.get("peft_type", "unknown")),
+        base_model=str(meta.get("base_model") or config.get("base_model_name_or_path") or ""),
+        meta=meta,
+    )
+
+
+def list_adapters(settings: Settings | None = None) -> list[AdapterInfo]:
+    """Every readable adapter, newest first. Half-written ones (no config yet) are skipped."""
+    root = adapters_dir(settings)
+    if not root.is_dir():
+        return []
+    found = []
+    for path in root.iterdir():
+        if path.is_dir() and NAME_PATTERN.match(path.name) and (path / "adapter_config.json").is_file():
+            try:
+                found.append(read(path))
+            except AdapterError:
+                continue
+    return sorted(found, key=lambda a: a.path.stat().st_mtime, reverse=True)
+
+
+def get(name: str, settings: Settings | None = None) -> AdapterInfo:
+    path = adapter_path(name, settings)
+    if not (path / "adapter_config.json").is_file():
+        raise AdapterError(f"no adapter named {name!r} in {adapters_dir(settings)}")
+    return read(path)
+
+
+def version(path: Path) -> float:
+    """Changes when the adapter's weights are rewritten (e.g. retrained under the same name)."""
+    stamps = [p.stat().st_mtime_ns for p in path.glob("adapter_model.*")]
+    return max(stamps, default=0)
