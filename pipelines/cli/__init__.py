@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from . import generate
+from . import chat, generate
 from .common import OneLineParser, UsageError, configure_logging, run_guarded
 
-COMMANDS = (generate,)
+COMMANDS = (generate, chat)
 
 
 def build_parser() -> OneLineParser:

@@ -51,3 +51,20 @@ def test_cli_refuses_a_prompt_longer_than_the_window(bundled_dir):
     result = _cli("generate", "--prompt", "lorem ipsum " * 5000, "--json")
     assert result.returncode == 2 and result.stdout == ""
     assert "prompt" in result.stderr and "8,192" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_six_thousand_word_history_is_answered(real_handle):
+    from pipelines import chat
+
+    history = []
+    for i in range(80):
+        history.append({"role": "user", "content": f"Note {i}: " + "the river runs past the old mill " * 7})
+        history.append({"role": "assistant", "content": "Noted. " + "I will remember that detail " * 7})
+    history.append({"role": "user", "content": "What is the capital of France?"})
+    assert sum(len(m["content"].split()) for m in history) >= 6000
+    # A large reply budget makes the trim keep ~4k tokens (half the window): the same code path as
+    # a full window at a quarter of the attention cost on a 2-core CI machine.
+    params = SamplingParams(temperature=0, max_new_tokens=4000, stop=(".", "\n"))
+    completion, prompt = chat.reply(real_handle, chat.normalise(history), params)
+    assert completion.text.strip() and prompt.prompt_tokens <= 8192 - 4000
+    assert prompt.dropped_turns > 0 and prompt.messages[-1].content == "What is the capital of France?"

@@ -80,3 +80,31 @@ def test_real_process_fails_fast_without_traceback():
     assert result.returncode == 2
     assert result.stdout == ""
     assert result.stderr.strip().count("\n") == 0 and "top_p" in result.stderr
+
+
+def test_chat_json_contract(use_tiny, capsys, tmp_path):
+    messages = tmp_path / "m.json"
+    messages.write_text(json.dumps([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]))
+    doc = run_json(capsys, "chat", "--messages", str(messages), "--max-new-tokens", "5", "--json")
+    assert doc["role"] == "assistant" and isinstance(doc["content"], str)
+    assert doc["prompt_tokens"] > 5 and 1 <= doc["completion_tokens"] <= 5 and doc["dropped_turns"] == 0
+
+
+@pytest.mark.parametrize(
+    "content, needle",
+    [("[]", "end with a user message"), ("{oops", "not valid JSON"), ('[{"role": "bot", "content": "x"}]', "role")],
+)
+def test_chat_bad_files_are_one_line_errors(use_tiny, capsys, tmp_path, content, needle):
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    assert main(["chat", "--messages", str(path), "--json"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and "\n" not in err
+
+
+def test_chat_unknown_adapter_and_missing_file(use_tiny, capsys, tmp_path):
+    path = tmp_path / "m.json"
+    path.write_text('[{"role": "user", "content": "Hi"}]')
+    assert main(["chat", "--messages", str(path), "--adapter", "nope", "--json"]) == 1
+    assert "no adapter named 'nope'" in capsys.readouterr().err
+    assert main(["chat", "--messages", str(tmp_path / "missing.json")]) == 2

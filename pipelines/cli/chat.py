@@ -1,0 +1,55 @@
+"""`python -m pipelines chat`: answer the last user message of a conversation file."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .. import chat, models
+from .common import UsageError, add_sampling_flags, emit_json, quiet_stdout, sampling_from_args
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("chat", help="reply to a conversation (OpenAI-style messages JSON)")
+    parser.add_argument("--messages", required=True, metavar="FILE.json", help="a JSON list of {role, content}")
+    parser.add_argument("--adapter", default=None, help="name of an adapter under <data>/adapters")
+    parser.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    add_sampling_flags(parser)
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    params = sampling_from_args(args)
+    path = Path(args.messages)
+    if not path.is_file():
+        raise UsageError(f"--messages: no such file {args.messages!r}")
+    messages = chat.import_json(path.read_bytes())
+    with quiet_stdout(args.json):
+        handle = models.get_handle()
+        shown = 0
+        result = None
+        for result in chat.stream_reply(handle, messages, params, adapter=args.adapter):
+            if not args.json:
+                sys.stdout.write(result[0].text[shown:])
+                sys.stdout.flush()
+                shown = len(result[0].text)
+    assert result is not None
+    completion, prompt = result
+    if args.json:
+        emit_json(
+            {
+                "role": "assistant",
+                "content": completion.text,
+                "prompt_tokens": prompt.prompt_tokens,
+                "completion_tokens": len(completion.tokens),
+                "dropped_turns": prompt.dropped_turns,
+                "finish_reason": completion.finish_reason,
+                "truncated_chars": prompt.truncated_chars,
+            }
+        )
+    else:
+        sys.stdout.write("\n")
+        note = f", {prompt.notice()}" if prompt.notice() else ""
+        print(f"[{prompt.prompt_tokens} prompt + {len(completion.tokens)} reply tokens{note}]", file=sys.stderr)
+    return 0
