@@ -13,7 +13,7 @@ import gradio as gr  # noqa: E402
 
 from pipelines import models  # noqa: E402
 from pipelines.config import get_settings  # noqa: E402
-from playground import generate, sidebar  # noqa: E402
+from playground import chat, generate, sidebar  # noqa: E402
 from playground.controls import ASSETS  # noqa: E402
 
 TITLE = "LLM Playground"
@@ -23,10 +23,12 @@ def build_app(handle: models.ModelHandle | None = None) -> gr.Blocks:
     handle = handle or models.get_handle()
     with gr.Blocks(title=TITLE) as demo:
         gr.Markdown(f"# {TITLE}\nLearn, demo and do the whole life of a small LLM, on this machine.")
-        shared = sidebar.build(handle)
+        shared = sidebar.build(demo, handle)
         with gr.Tabs():
             with gr.Tab("Generate", id="generate"):
-                generate.build(demo, shared.sampling)
+                generate.build(demo, shared)
+            with gr.Tab("Chat", id="chat"):
+                chat.build(demo, shared)
     return demo
 
 

@@ -14,6 +14,7 @@ from pipelines import generation, models, prompts
 from pipelines.sampling import InvalidParameter, SamplingParams
 
 from .controls import MODEL_EVENTS, SamplingControls, how_it_works, sampling_controls, show_token, to_params
+from .sidebar import Shared, selected_adapter
 
 UI_UPDATE_SECONDS = 0.05  # stream at most ~20 updates/s: the browser, not the model, is the bottleneck
 CUT_COLORS = {
@@ -40,9 +41,10 @@ def _stats(completion: generation.Completion) -> str:
     )
 
 
-def _state(completion: generation.Completion, prompt: str) -> dict[str, Any]:
+def _state(completion: generation.Completion, prompt: str, adapter: str | None) -> dict[str, Any]:
     return {
         "prompt": prompt,
+        "adapter": adapter,
         "prompt_ids": list(completion.prompt_ids),
         "tokens": [t.to_json() for t in completion.tokens],
         "text": completion.text,
@@ -50,20 +52,21 @@ def _state(completion: generation.Completion, prompt: str) -> dict[str, Any]:
     }
 
 
-def run_generation(prompt: str, **sampling: Any) -> Iterator[tuple[str, str, dict[str, Any]]]:
+def run_generation(prompt: str, adapter: str | None = None, **sampling: Any) -> Iterator[tuple[str, str, dict[str, Any]]]:
     """Stream a completion: (text so far, stats line, state for the token views)."""
     params = to_params(sampling)
+    adapter = selected_adapter(adapter)
     if not prompt or not prompt.strip():
         raise gr.Error("The prompt is empty: type some text or pick a preset.")
     try:
         handle = models.get_handle()
         last = 0.0
         completion = None
-        for completion in generation.stream(handle, prompt, params):
+        for completion in generation.stream(handle, prompt, params, adapter=adapter):
             now = time.monotonic()
             if completion.done or now - last >= UI_UPDATE_SECONDS:
                 last = now
-                yield completion.text, _stats(completion), _state(completion, prompt)
+                yield completion.text, _stats(completion), _state(completion, prompt, adapter)
     except (InvalidParameter, models.ModelUnavailable) as error:
         raise _model_error(error) from error
 
@@ -92,11 +95,11 @@ def token_view(state: dict[str, Any]) -> tuple[str, pd.DataFrame]:
     return legend + "<div class='token-view'>" + "".join(spans) + "</div>", table
 
 
-def _context(prompt: str, state: dict[str, Any], position: int) -> tuple[list[int], str]:
+def _context(prompt: str, state: dict[str, Any], position: int, adapter: str | None) -> tuple[list[int], str]:
     """Token ids before the chosen position, and a sentence saying where that is."""
     handle = models.get_handle()
     state = state or {}
-    if state.get("prompt") == prompt and state.get("tokens"):
+    if state.get("prompt") == prompt and state.get("adapter") == adapter and state.get("tokens"):
         tokens = state["tokens"]
         position = max(0, min(int(position or 0), len(tokens)))
         ids = state["prompt_ids"] + [t["id"] for t in tokens[:position]]
@@ -130,12 +133,15 @@ def _with_every_filter(labels: list[str], probs: list[float], filters: list[str]
     )
 
 
-def inspect(prompt: str, state: dict[str, Any] | None = None, position: int = 0, **sampling: Any):
+def inspect(
+    prompt: str, state: dict[str, Any] | None = None, position: int = 0, adapter: str | None = None, **sampling: Any
+):
     """The next-token distribution at a position: model (T=1) vs after the sampling settings."""
     params = to_params(sampling)
+    adapter = selected_adapter(adapter)
     try:
-        ids, where = _context(prompt, state, position)
-        view = generation.inspect_next_token(models.get_handle(), ids, params, top_n=15)
+        ids, where = _context(prompt, state, position, adapter)
+        view = generation.inspect_next_token(models.get_handle(), ids, params, adapter=adapter, top_n=15)
     except (InvalidParameter, models.ModelUnavailable) as error:
         raise _model_error(error) from error
     # Zero-padded ranks: the chart orders its x axis alphabetically, which is then rank order.
@@ -153,14 +159,15 @@ def inspect(prompt: str, state: dict[str, Any] | None = None, position: int = 0,
     return raw, final, summary, table
 
 
-def compare(prompt: str, **settings: Any) -> Iterator[tuple[str, str, str, str]]:
+def compare(prompt: str, adapter: str | None = None, **settings: Any) -> Iterator[tuple[str, str, str, str]]:
     """Two sampling configurations (a_*, b_*) on the same prompt, generated together in one batch."""
     params_a, params_b = to_params(settings, "a_"), to_params(settings, "b_")
+    adapter = selected_adapter(adapter)
     if not prompt or not prompt.strip():
         raise gr.Error("The prompt is empty: type some text or pick a preset.")
     try:
         last = 0.0
-        for rows in generation.stream_batch(models.get_handle(), [prompt, prompt], [params_a, params_b]):
+        for rows in generation.stream_batch(models.get_handle(), [prompt, prompt], [params_a, params_b], adapter=adapter):
             now = time.monotonic()
             if all(r.done for r in rows) or now - last >= UI_UPDATE_SECONDS:
                 last = now
@@ -181,8 +188,9 @@ def position_update(state: dict[str, Any]) -> dict[str, Any]:
     return gr.update(maximum=max(n, 1), value=0, interactive=n > 0)
 
 
-def build(demo: gr.Blocks, sampling: SamplingControls) -> None:
-    """Lay out the tab; `sampling` is the shared sidebar panel."""
+def build(demo: gr.Blocks, shared: Shared) -> None:
+    """Lay out the tab; sampling settings and adapter come from the shared sidebar."""
+    sampling = shared.sampling
     state = gr.State(EMPTY_STATE)
     with gr.Row():
         with gr.Column(scale=3):
@@ -244,14 +252,14 @@ def build(demo: gr.Blocks, sampling: SamplingControls) -> None:
 
     inspect_event = {
         "fn": inspect,
-        "inputs": [prompt, state, position],
+        "inputs": [prompt, state, position, shared.adapter],
         "inputs_kwargs": sampling.kwargs(),
         "outputs": [raw_plot, final_plot, summary, candidates],
     }
     views = [tokens_html, tokens_table]
 
     gr.on(
-        [position.release, *(c.release for c in sampling.filters), prompt.blur],
+        [position.release, *(c.release for c in sampling.filters), prompt.blur, shared.adapter.change],
         **inspect_event,
         api_name="inspect",
         trigger_mode="always_last",
@@ -262,7 +270,7 @@ def build(demo: gr.Blocks, sampling: SamplingControls) -> None:
         load_preset, preset, [prompt, *sampling.inputs], api_name="preset"
     ).then(**inspect_event, api_visibility="private")
     generating = run.click(
-        run_generation, [prompt], [output, stats, state], inputs_kwargs=sampling.kwargs(),
+        run_generation, [prompt, shared.adapter], [output, stats, state], inputs_kwargs=sampling.kwargs(),
         api_name="generate", **MODEL_EVENTS,
     )
     generating.then(token_view, state, views, api_visibility="private").then(
@@ -273,7 +281,7 @@ def build(demo: gr.Blocks, sampling: SamplingControls) -> None:
     )
     compare_run.click(
         compare,
-        [prompt],
+        [prompt, shared.adapter],
         [text_a, stats_a, text_b, stats_b],
         inputs_kwargs={**sampling.kwargs("a_"), **sampling_b.kwargs("b_")},
         api_name="compare",

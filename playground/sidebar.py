@@ -1,4 +1,4 @@
-"""The sidebar every tab shares: which model is loaded, and the sampling panel."""
+"""The sidebar every tab shares: which model is loaded, which adapter is on, the sampling panel."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import gradio as gr
 
+from pipelines import adapters
 from pipelines.models import ModelHandle
 
 from .controls import SamplingControls, sampling_controls
@@ -16,10 +17,11 @@ class Shared:
     """Components that several tabs read."""
 
     sampling: SamplingControls
+    adapter: gr.Dropdown
 
 
 def model_card(handle: ModelHandle) -> str:
-    params = sum(p.numel() for p in handle.model.parameters())
+    params = sum(p.numel() for p in handle.base_model.parameters())
     return (
         f"**{handle.name}** · {params / 1e6:.0f}M parameters · context {handle.context_window:,} tokens  \n"
         f"{handle.plan.device} · {handle.plan.dtype_name} · {handle.plan.threads} threads  \n"
@@ -27,9 +29,35 @@ def model_card(handle: ModelHandle) -> str:
     )
 
 
-def build(handle: ModelHandle) -> Shared:
+def adapter_choices() -> list[tuple[str, str]]:
+    return [(adapters.BASE_CHOICE, adapters.BASE_CHOICE)] + [(a.label, a.name) for a in adapters.list_adapters()]
+
+
+def refresh_adapters(current: str | None) -> dict:
+    choices = adapter_choices()
+    values = {value for _, value in choices}
+    return gr.update(choices=choices, value=current if current in values else adapters.BASE_CHOICE)
+
+
+def selected_adapter(value: str | None) -> str | None:
+    """The adapter name a handler should use (None = the bare base model)."""
+    return None if value in (None, "", adapters.BASE_CHOICE) else value
+
+
+def build(demo: gr.Blocks, handle: ModelHandle) -> Shared:
     with gr.Sidebar(label="Model & sampling", open=True, width=330):
         gr.Markdown(model_card(handle))
+        with gr.Row():
+            adapter = gr.Dropdown(
+                choices=adapter_choices(),
+                value=adapters.BASE_CHOICE,
+                label="Adapter",
+                info="base model, or a LoRA / aligned adapter trained in this app (switching never reloads the base)",
+                scale=4,
+            )
+            refresh = gr.Button("↻", scale=1, min_width=40, size="sm")
         with gr.Accordion("Sampling (shared by every tab)", open=True):
             sampling = sampling_controls()
-    return Shared(sampling=sampling)
+    refresh.click(refresh_adapters, adapter, adapter, api_name="list_adapters")
+    demo.load(refresh_adapters, adapter, adapter, api_visibility="private")
+    return Shared(sampling=sampling, adapter=adapter)

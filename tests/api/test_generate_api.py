@@ -17,7 +17,7 @@ def test_named_endpoints_exist(client):
     endpoints = client.view_api(return_format="dict")["named_endpoints"]
     assert {"/generate", "/inspect", "/compare", "/preset"} <= set(endpoints)
     names = [p["parameter_name"] for p in endpoints["/generate"]["parameters"]]
-    assert names == ["prompt", "max_new_tokens", "temperature", "top_k", "top_p", "min_p", "repetition_penalty", "seed", "stop"]
+    assert names == ["prompt", "adapter", "max_new_tokens", "temperature", "top_k", "top_p", "min_p", "repetition_penalty", "seed", "stop"]
 
 
 def test_generate_is_seeded_and_reports_stats(client):

@@ -1,0 +1,292 @@
+"""Chat tab: multi-turn chat through the model's chat template, with the exact prompt on show."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import gradio as gr
+
+from pipelines import chat, models
+from pipelines.sampling import InvalidParameter, SamplingParams
+
+from .controls import MODEL_EVENTS, how_it_works, to_params
+from .sidebar import Shared, selected_adapter
+
+UI_UPDATE_SECONDS = 0.05
+MAX_IMPORT_BYTES = 5_000_000
+
+
+def to_messages(history: list[dict[str, Any]] | None) -> list[chat.Message]:
+    """Chatbot value (Gradio 6 content blocks) -> plain text messages."""
+    try:
+        return chat.normalise(history or [])
+    except InvalidParameter as error:
+        raise gr.Error(str(error)) from error
+
+
+def to_chatbot(messages: list[chat.Message]) -> list[dict[str, str]]:
+    return [m.to_json() for m in messages if m.role != "system"]
+
+
+def _system(system_prompt: str | None) -> str | None:
+    return system_prompt if system_prompt and system_prompt.strip() else None
+
+
+def prompt_report(prompt: chat.ChatPrompt) -> str:
+    share = prompt.prompt_tokens / prompt.context_window
+    line = (
+        f"**{prompt.prompt_tokens:,}** of **{prompt.context_window:,}** context tokens ({share:.0%}), "
+        f"up to {prompt.max_new_tokens:,} more for the reply."
+    )
+    notice = prompt.notice()
+    return line + (f"  \n⚠️ {notice}." if notice else "")
+
+
+def _respond(
+    history: list[dict[str, Any]], system_prompt: str | None, adapter: str | None, sampling: dict[str, Any]
+) -> Iterator[tuple[list[dict[str, str]], str, str]]:
+    """Stream the assistant's reply to `history` (which ends with a user message)."""
+    params = to_params(sampling)
+    messages = to_messages(history)
+    shown = to_chatbot(messages)
+    try:
+        last = 0.0
+        notified = False
+        for completion, prompt in chat.stream_reply(
+            models.get_handle(), messages, params, system_prompt=_system(system_prompt), adapter=selected_adapter(adapter)
+        ):
+            if prompt.notice() and not notified:
+                gr.Info(prompt.notice().capitalize() + ".")
+                notified = True
+            now = time.monotonic()
+            if completion.done or now - last >= UI_UPDATE_SECONDS:
+                last = now
+                reply = {"role": "assistant", "content": completion.text}
+                yield shown + [reply], prompt.text, prompt_report(prompt)
+    except (InvalidParameter, models.ModelUnavailable) as error:
+        raise gr.Error(str(error)) from error
+
+
+BUSY_MESSAGE = "A reply is still being written: wait for it, or press Stop."
+
+
+def take_message(message: str, history: list[dict[str, Any]] | None, busy: bool):
+    """First step of Send: move the message into the conversation, clear the box, mark busy.
+
+    Refusing while a reply streams keeps the typed text in the box (nothing is lost) and stops
+    two streams from writing one conversation.
+    """
+    if busy:
+        raise gr.Error(BUSY_MESSAGE)
+    if not message or not message.strip():
+        raise gr.Error("Type a message first.")
+    return "", to_chatbot(to_messages(history)) + [{"role": "user", "content": message}], True
+
+
+def claim(busy: bool) -> bool:
+    """First step of Regenerate: only one reply at a time per conversation."""
+    if busy:
+        raise gr.Error(BUSY_MESSAGE)
+    return True
+
+
+def release() -> bool:
+    return False
+
+
+def _until_last_user(history: list[dict[str, Any]] | None) -> tuple[list[dict[str, str]], str]:
+    """History before the last user message, and that message's text."""
+    messages = to_chatbot(to_messages(history))
+    for index in range(len(messages) - 1, -1, -1):
+        if messages[index]["role"] == "user":
+            return messages[:index], messages[index]["content"]
+    raise gr.Error("There is no user message to work on yet.")
+
+
+def answer(history: list[dict[str, Any]] | None, system_prompt: str | None, adapter: str | None = None, **sampling: Any):
+    """Answer the last user message, replacing any reply it already had (= Regenerate)."""
+    before, text = _until_last_user(history)
+    yield from _respond(before + [{"role": "user", "content": text}], system_prompt, adapter, sampling)
+
+
+def undo(history: list[dict[str, Any]] | None, busy: bool = False) -> tuple[list[dict[str, str]], str]:
+    """Remove the last turn and put its message back in the box, to edit and resend."""
+    if busy:
+        raise gr.Error(BUSY_MESSAGE)
+    before, text = _until_last_user(history)
+    return before, text
+
+
+def apply_edit(history: list[dict[str, Any]], busy: bool, edit_data: gr.EditData):
+    """A user message edited in place: keep what came before it; the edited text is answered next."""
+    if busy:
+        raise gr.Error(BUSY_MESSAGE)
+    messages = to_chatbot(to_messages(history))
+    index = edit_data.index if isinstance(edit_data.index, int) else edit_data.index[0]
+    new_text = chat.flatten_content(edit_data.value)
+    if not new_text.strip():
+        raise gr.Error("The edited message is empty.")
+    return messages[:index] + [{"role": "user", "content": new_text}], True
+
+
+def chat_api(
+    message: str,
+    history: list[dict[str, Any]] | None = None,
+    system_prompt: str | None = None,
+    adapter: str | None = None,
+    max_new_tokens: int = 128,
+    temperature: float = 0.7,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    min_p: float = 0.0,
+    repetition_penalty: float = 1.0,
+    seed: int = -1,
+    stop: list[str] | None = None,
+) -> dict[str, Any]:
+    """Send `message` after `history` (OpenAI-style messages) and return the reply.
+
+    Returns {"history": messages including the reply, "reply", "prompt_tokens",
+    "completion_tokens", "dropped_turns", "finish_reason"}. Pass "history" back to continue.
+    """
+    if not message or not str(message).strip():
+        raise gr.Error("message is empty")
+    try:
+        params = SamplingParams(
+            max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+            repetition_penalty=repetition_penalty, seed=None if seed is None or seed < 0 else seed, stop=tuple(stop or ()),
+        )
+        messages = to_messages(history) + [chat.Message("user", str(message))]
+        completion, prompt = chat.reply(
+            models.get_handle(), messages, params, system_prompt=_system(system_prompt), adapter=selected_adapter(adapter)
+        )
+    except (InvalidParameter, models.ModelUnavailable) as error:
+        raise gr.Error(str(error)) from error
+    return {
+        "history": to_chatbot(messages) + [{"role": "assistant", "content": completion.text}],
+        "reply": completion.text,
+        "prompt_tokens": prompt.prompt_tokens,
+        "completion_tokens": len(completion.tokens),
+        "dropped_turns": prompt.dropped_turns,
+        "finish_reason": completion.finish_reason,
+    }
+
+
+def preview(history: list[dict[str, Any]] | None, draft: str, system_prompt: str | None, max_new_tokens: float = 256):
+    """The prompt the model would receive if `draft` were sent now (teaching: the chat template)."""
+    messages = to_chatbot(to_messages(history))
+    if draft and draft.strip():
+        messages.append({"role": "user", "content": draft})
+    elif not messages or messages[-1]["role"] != "user":
+        messages.append({"role": "user", "content": "…"})
+    try:
+        prompt = chat.build_prompt(
+            models.get_handle(), chat.normalise(messages), system_prompt=_system(system_prompt), max_new_tokens=int(max_new_tokens)
+        )
+    except InvalidParameter as error:
+        raise gr.Error(str(error)) from error
+    return prompt.text, prompt_report(prompt)
+
+
+def export_conversation(history: list[dict[str, Any]] | None, system_prompt: str | None) -> str:
+    """Write the conversation as an OpenAI-style messages JSON file and return its path."""
+    messages = to_messages(history)
+    if not messages:
+        raise gr.Error("Nothing to export yet.")
+    folder = Path(tempfile.mkdtemp(prefix="chat-export-"))
+    path = folder / "conversation.json"
+    path.write_text(chat.export_json(messages, _system(system_prompt)), encoding="utf-8")
+    return str(path)
+
+
+def import_conversation(file: str | None) -> tuple[list[dict[str, str]], str]:
+    """Load an exported (or any OpenAI-style) messages file to continue it."""
+    if not file:
+        raise gr.Error("Choose a .json file to import.")
+    path = Path(file)
+    if path.stat().st_size > MAX_IMPORT_BYTES:
+        raise gr.Error(f"The file is larger than {MAX_IMPORT_BYTES // 1_000_000} MB.")
+    try:
+        messages = chat.import_json(path.read_bytes())
+    except InvalidParameter as error:
+        raise gr.Error(f"Could not import {path.name}: {error}") from error
+    system, rest = chat.split_system(messages)
+    return to_chatbot(rest), system if system is not None else gr.update()
+
+
+def build(demo: gr.Blocks, shared: Shared) -> None:
+    handle = models.get_handle()
+    default_system = chat.default_system_prompt(handle.tokenizer) or ""
+    sampling_kwargs = shared.sampling.kwargs()
+    with gr.Row():
+        with gr.Column(scale=3):
+            system_prompt = gr.Textbox(
+                value=default_system,
+                label="System prompt",
+                info="the model's own default is shown; change it to steer the assistant",
+                lines=2,
+            )
+            chatbot = gr.Chatbot(
+                label="Conversation",
+                height=480,
+                editable="user",
+                buttons=["copy", "copy_all"],
+                placeholder="Say hello — replies stream from the local model.",
+                feedback_options=None,
+            )
+            with gr.Row():
+                message = gr.Textbox(
+                    show_label=False,
+                    placeholder="Message (Enter to send, Shift+Enter for a new line)",
+                    lines=1,  # Gradio submits on Enter only for single-line boxes; they still grow
+                    max_lines=8,
+                    scale=5,
+                )
+                send_button = gr.Button("Send", variant="primary", scale=1)
+                stop_button = gr.Button("Stop", variant="stop", scale=1)
+            with gr.Row():
+                regenerate_button = gr.Button("↻ Regenerate", size="sm")
+                undo_button = gr.Button("↶ Undo (edit & resend)", size="sm")
+                clear_button = gr.Button("🗑 Clear", size="sm")
+                export_button = gr.Button("⬇ Export JSON", size="sm")
+                import_button = gr.UploadButton("⬆ Import JSON", file_types=[".json"], size="sm")
+        with gr.Column(scale=2):
+            with gr.Accordion("What the model actually receives", open=True):
+                gr.Markdown(
+                    "The conversation is turned into one string by the model's **chat template** "
+                    "(`tokenizer.apply_chat_template`): role markers and special tokens included."
+                )
+                report = gr.Markdown()
+                rendered = gr.Code(label="Rendered prompt", language=None, lines=18, interactive=False, wrap_lines=True)
+            export_file = gr.File(label="Exported conversation (OpenAI-style messages)", interactive=False)
+    how_it_works("chat")
+
+    busy = gr.State(False)  # per session: one reply streams into a conversation at a time
+    outputs = [chatbot, rendered, report]
+    fast = {"queue": False, "api_visibility": "private"}
+    stream = {"inputs_kwargs": sampling_kwargs, "api_visibility": "private", **MODEL_EVENTS}
+    answer_inputs = [chatbot, system_prompt, shared.adapter]
+
+    sent = gr.on([send_button.click, message.submit], take_message, [message, chatbot, busy], [message, chatbot, busy], **fast)
+    sending = sent.success(answer, answer_inputs, outputs, **stream)
+    regen = gr.on([regenerate_button.click, chatbot.retry], claim, busy, busy, **fast)
+    regenerating = regen.success(answer, answer_inputs, outputs, **stream)
+    edited = chatbot.edit(apply_edit, [chatbot, busy], [chatbot, busy], **fast)
+    editing = edited.success(answer, answer_inputs, outputs, **stream)
+    for running in (sending, regenerating, editing):
+        running.then(release, None, busy, **fast)
+    stop_button.click(release, None, busy, cancels=[sending, regenerating, editing], **fast)
+
+    gr.on([undo_button.click, chatbot.undo], undo, [chatbot, busy], [chatbot, message], api_name="undo")
+    clear_button.click(lambda: ([], "", ""), None, [chatbot, rendered, report], api_name="clear_chat")
+    chatbot.clear(lambda: ("", ""), None, [rendered, report], api_visibility="private")
+    export_button.click(export_conversation, [chatbot, system_prompt], export_file, api_name="export_chat")
+    import_button.upload(import_conversation, import_button, [chatbot, system_prompt], api_name="import_chat")
+    gr.api(chat_api, api_name="chat", **MODEL_EVENTS)
+    gr.on(
+        [system_prompt.blur, message.blur, demo.load, shared.sampling.max_new_tokens.release],
+        preview, [chatbot, message, system_prompt, shared.sampling.max_new_tokens], [rendered, report],
+        api_name="chat_prompt", trigger_mode="always_last",
+    )

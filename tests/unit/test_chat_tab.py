@@ -1,0 +1,101 @@
+"""Chat tab handlers as plain Python."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import gradio as gr
+import pytest
+
+from playground import chat as chat_tab
+from tests.unit.test_generate_tab import DEFAULTS
+
+
+def last(gen):
+    return list(gen)[-1]
+
+
+def send(message, history, system="", **overrides):
+    """The Send chain as the browser runs it: take the message, then stream the answer."""
+    box, history, busy = chat_tab.take_message(message, history, False)
+    assert box == "" and busy is True
+    return last(chat_tab.answer(history, system, None, **{**DEFAULTS, **overrides}))
+
+
+def test_send_streams_and_shows_the_prompt(use_tiny):
+    history, rendered, report = send("Hi there", [], "Be brief.")
+    assert [m["role"] for m in history] == ["user", "assistant"]
+    assert "<|im_start|>system\nBe brief.<|im_end|>" in rendered and rendered.endswith("<|im_start|>assistant\n")
+    assert "context tokens" in report
+
+
+def test_two_turns_regenerate_undo_edit(use_tiny):
+    history, *_ = send("First", [])
+    history, *_ = send("Second", history)
+    assert [m["content"] for m in history if m["role"] == "user"] == ["First", "Second"]
+    assert chat_tab.claim(False) is True
+    again, rendered, _ = last(chat_tab.answer(history, "", None, **{**DEFAULTS, "temperature": 1.0, "seed": 5}))
+    assert len(again) == 4 and again[:3] == history[:3]
+    before, text = chat_tab.undo(history)
+    assert text == "Second" and len(before) == 2
+    edited, busy = chat_tab.apply_edit(history, False, SimpleNamespace(index=0, value="Changed"))
+    assert edited == [{"role": "user", "content": "Changed"}] and busy
+    answered, rendered, _ = last(chat_tab.answer(edited, "", None, **DEFAULTS))
+    assert len(answered) == 2 and "Changed" in rendered
+
+
+def test_one_reply_at_a_time_and_nothing_typed_is_lost(use_tiny):
+    with pytest.raises(gr.Error, match="still being written"):
+        chat_tab.take_message("typed while streaming", [], True)  # the box keeps its text
+    with pytest.raises(gr.Error, match="still being written"):
+        chat_tab.claim(True)
+    with pytest.raises(gr.Error, match="still being written"):
+        chat_tab.undo([{"role": "user", "content": "x"}], True)
+    assert chat_tab.release() is False
+
+
+def test_gradio_content_blocks_are_accepted(use_tiny):
+    history = [{"role": "user", "content": [{"type": "text", "text": "Hi"}]}, {"role": "assistant", "content": [{"type": "text", "text": "Yo"}]}]
+    out, *_ = send("More", history)
+    assert out[0]["content"] == "Hi" and out[2]["content"] == "More"
+
+
+def test_empty_and_nothing_to_undo_are_clear_errors(use_tiny):
+    with pytest.raises(gr.Error, match="Type a message"):
+        chat_tab.take_message("   ", [], False)
+    with pytest.raises(gr.Error, match="no user message"):
+        chat_tab.undo([])
+    with pytest.raises(gr.Error, match="empty"):
+        chat_tab.chat_api("")
+
+
+def test_chat_api_holds_a_conversation(use_tiny):
+    first = chat_tab.chat_api("Hello", [], "Be brief.", max_new_tokens=5, temperature=0)
+    second = chat_tab.chat_api("Again", first["history"], "Be brief.", max_new_tokens=5, temperature=0)
+    assert [m["role"] for m in second["history"]] == ["user", "assistant"] * 2
+    assert second["history"][-1]["content"] == second["reply"] and second["prompt_tokens"] > first["prompt_tokens"]
+    with pytest.raises(gr.Error, match="top_p"):
+        chat_tab.chat_api("Hi", top_p=2.0)
+
+
+def test_export_then_import_continues_the_conversation(use_tiny, tmp_path):
+    history, *_ = send("Remember me", [], "Sys")
+    path = chat_tab.export_conversation(history, "Sys")
+    data = json.loads(open(path, encoding="utf-8").read())
+    assert data[0] == {"role": "system", "content": "Sys"} and data[1]["content"] == "Remember me"
+    restored, system = chat_tab.import_conversation(path)
+    assert restored == history and system == "Sys"
+
+
+@pytest.mark.parametrize("content", [b"{broken", b"\xff\xfe", b'{"x": 1}', b'[{"role": "robot", "content": "x"}]'])
+def test_bad_import_files_are_explained(tmp_path, content):
+    path = tmp_path / "bad.json"
+    path.write_bytes(content)
+    with pytest.raises(gr.Error, match="Could not import bad.json"):
+        chat_tab.import_conversation(str(path))
+
+
+def test_preview_shows_the_template_for_a_draft(use_tiny):
+    rendered, report = chat_tab.preview([], "draft question", "Sys", 64)
+    assert "draft question" in rendered and "of **512** context tokens" in report
