@@ -40,6 +40,7 @@ class Settings:
         default_factory=lambda: int(_env("PLAYGROUND_PORT") or _env("GRADIO_SERVER_PORT") or 7860)
     )
     database_url: str | None = field(default_factory=lambda: _env("PLAYGROUND_DATABASE_URL"))
+    max_jobs: int = field(default_factory=lambda: int(_env("PLAYGROUND_MAX_JOBS", "1")))
 
     def __post_init__(self) -> None:
         if self.device not in {"auto", "cpu", "cuda", "mps"}:
@@ -48,6 +49,8 @@ class Settings:
             raise ValueError(
                 f"PLAYGROUND_DTYPE must be auto, float32, bfloat16 or float16, got {self.dtype!r}"
             )
+        if self.max_jobs < 1:
+            raise ValueError(f"PLAYGROUND_MAX_JOBS must be at least 1, got {self.max_jobs}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"PLAYGROUND_THREADS must be at least 1, got {self.threads}")
 

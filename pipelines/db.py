@@ -1,0 +1,81 @@
+"""The database: SQLite in WAL mode in the data directory, or any SQLAlchemy URL.
+
+SQLite is the default because it needs nothing installed and, in WAL mode with a busy timeout,
+several threads and processes (the app, job workers, the CLI) can write to it safely. Teams that
+run several app replicas point PLAYGROUND_DATABASE_URL at PostgreSQL instead; nothing else
+changes.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from typing import Iterator
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+
+from .config import Settings, get_settings
+
+
+class Base(DeclarativeBase):
+    """Every table of the playground."""
+
+
+_engines: dict[str, Engine] = {}
+_lock = threading.Lock()
+
+
+def database_url(settings: Settings | None = None) -> str:
+    settings = settings or get_settings()
+    if settings.database_url:
+        return settings.database_url
+    return f"sqlite:///{settings.path('playground.db')}"
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
+    cursor.execute("PRAGMA synchronous=FULL")  # an acknowledged label survives a power cut
+    cursor.execute("PRAGMA busy_timeout=30000")  # wait for a lock instead of failing
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def engine(settings: Settings | None = None) -> Engine:
+    """One engine per database URL per process, with every table created."""
+    url = database_url(settings)
+    with _lock:
+        if url not in _engines:
+            if url.startswith("sqlite"):
+                eng = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+                event.listen(eng, "connect", _sqlite_pragmas)
+            else:
+                eng = create_engine(url, pool_pre_ping=True)
+            _import_tables()
+            Base.metadata.create_all(eng)
+            _engines[url] = eng
+        return _engines[url]
+
+
+def _import_tables() -> None:
+    """Table modules register themselves on Base when imported."""
+    from . import jobs  # noqa: F401
+
+
+@contextmanager
+def session(settings: Settings | None = None) -> Iterator[Session]:
+    """A transaction: committed on success, rolled back on any error."""
+    factory = sessionmaker(engine(settings), expire_on_commit=False)
+    with factory() as s:
+        with s.begin():
+            yield s
+
+
+def dispose_all() -> None:
+    """Close every pooled connection (tests switch data directories between cases)."""
+    with _lock:
+        for eng in _engines.values():
+            eng.dispose()
+        _engines.clear()

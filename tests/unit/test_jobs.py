@@ -1,0 +1,145 @@
+"""The job runner with real worker processes training the tiny model."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import psutil
+import pytest
+
+from pipelines import db, finetune, jobs
+from tests.conftest import write_sft_rows
+
+
+@pytest.fixture
+def manager(tiny_model_env, data_dir):
+    db.dispose_all()
+    m = jobs.JobManager(max_parallel=1, interval=0.2)
+    yield m
+    for job in jobs.list_jobs():
+        if not job.done:
+            jobs.request_cancel(job.id)
+    deadline = time.time() + 20
+    while m._procs and time.time() < deadline:
+        m.poll_once()
+        time.sleep(0.2)
+    db.dispose_all()
+
+
+def spec(tmp_path, name: str, **overrides) -> dict:
+    data = write_sft_rows(tmp_path / f"{name}.jsonl")
+    values = {"data": str(data), "out": name, "max_steps": 2, "batch_size": 4, "max_length": 64,
+              "eval_samples": 2, "eval_max_new_tokens": 4, **overrides}
+    return finetune.FinetuneSpec(**values).to_dict()
+
+
+def wait(manager, job_id, statuses, timeout=120.0, until=None):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        manager.poll_once()
+        job = jobs.get(job_id)
+        if job.status in statuses and (until is None or until(job)):
+            return job
+        time.sleep(0.3)
+    raise AssertionError(f"job {job_id} still {jobs.get(job_id).status}: {jobs.tail_log(job_id)}")
+
+
+def _wait_exit(manager, pid, seconds) -> bool:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        manager.poll_once()  # reaps the child
+        if not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_queued_running_succeeded(manager, tmp_path, data_dir):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    job = jobs.submit("finetune", "ok-run", spec(tmp_path, "ok-run"))
+    assert job.status == jobs.QUEUED
+    seen = {wait(manager, job.id, {jobs.RUNNING, jobs.SUCCEEDED}).status}
+    done = wait(manager, job.id, {jobs.SUCCEEDED})
+    seen.add(done.status)
+    assert jobs.RUNNING in seen or done.started_at is not None
+    assert done.progress == 1.0 and done.step == done.total_steps == 2
+    assert set(done.result) >= {"adapter_dir", "train_loss", "eval_loss", "steps", "seconds"}
+    records = jobs.read_metrics(job.id)
+    assert any("loss" in r for r in records) and all("step" in r for r in records)
+    assert "adapter saved" in jobs.tail_log(job.id)
+    adapter_dir = data_dir / "adapters" / "ok-run"
+    meta = json.loads((adapter_dir / "meta.json").read_text())
+    assert meta["kind"] == "lora" and meta["data"]["rows"] == 24 and "before" in meta["metrics"]
+    # plain peft loads it, no playground code involved
+    base = AutoModelForCausalLM.from_pretrained(os.environ["PLAYGROUND_MODEL"])
+    assert isinstance(PeftModel.from_pretrained(base, str(adapter_dir)), PeftModel)
+    assert not (data_dir / "jobs" / job.id / "adapter").exists()  # staging moved, not copied
+
+
+def test_failure_is_reported_with_its_reason(manager, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a", "response": "b"}\n{"prompt": "no response"}\n')
+    job = jobs.submit("finetune", "bad-run", {**spec(tmp_path, "bad-run"), "data": str(bad)})
+    done = wait(manager, job.id, {jobs.FAILED})
+    assert "rows have problems" in done.message and "row 2" in done.message
+    assert "rows have problems" in jobs.tail_log(job.id)
+
+
+def test_cancel_stops_a_running_job_and_queue_holds_the_next(manager, tmp_path, data_dir):
+    never = jobs.submit("finetune", "never", spec(tmp_path, "never"))
+    assert jobs.request_cancel(never.id).status == jobs.CANCELLED  # a queued job cancels at once
+    long_job = jobs.submit("finetune", "long-run", spec(tmp_path, "long-run", max_steps=5000))
+    waiting = jobs.submit("finetune", "waiting", spec(tmp_path, "waiting"))
+    running = wait(manager, long_job.id, {jobs.RUNNING}, until=lambda j: j.step >= 1)
+    assert jobs.get(waiting.id).status == jobs.QUEUED  # one job at a time
+    pid = running.pid
+    started = time.time()
+    manager.cancel(long_job.id)
+    done = wait(manager, long_job.id, {jobs.CANCELLED}, timeout=30)
+    assert time.time() - started < 20 and done.message.startswith("cancelled")
+    gone = _wait_exit(manager, pid, 10)
+    assert gone, "the worker process must be gone within seconds of the cancel"
+    assert not (data_dir / "adapters" / "long-run").exists()
+    # the slot is free again: the queue moves on to the waiting job
+    assert wait(manager, waiting.id, {jobs.RUNNING, jobs.SUCCEEDED}).status in {jobs.RUNNING, jobs.SUCCEEDED}
+    assert jobs.get(never.id).status == jobs.CANCELLED and jobs.get(never.id).started_at is None
+
+
+def test_killed_worker_is_marked_interrupted_with_its_log(manager, tmp_path):
+    job = jobs.submit("finetune", "killed", spec(tmp_path, "killed", max_steps=5000))
+    running = wait(manager, job.id, {jobs.RUNNING}, until=lambda j: j.step >= 1)
+    os.killpg(running.pid, signal.SIGKILL)
+    done = wait(manager, job.id, {jobs.INTERRUPTED}, timeout=30)
+    assert "died" in done.message and "started" in jobs.tail_log(job.id)
+
+
+def test_restart_marks_orphans_interrupted(tiny_model_env, data_dir):
+    job = jobs.submit("finetune", "orphan", {"data": "x", "out": "orphan"})
+    dead = psutil.Popen(["true"])
+    dead.wait()
+    with db.session() as s:
+        row = s.get(jobs.JobRow, job.id)
+        row.status, row.pid, row.pid_started, row.host = jobs.RUNNING, dead.pid, time.time() - 100, None
+    alive = jobs.submit("finetune", "alive", {"data": "x", "out": "alive"})
+    me = psutil.Process()
+    with db.session() as s:
+        row = s.get(jobs.JobRow, alive.id)
+        row.status, row.pid, row.pid_started, row.foreground = jobs.RUNNING, me.pid, me.create_time(), True
+    fresh = jobs.JobManager(max_parallel=1)  # what an app restart creates
+    assert fresh.recover() == [job.id]
+    assert jobs.get(job.id).status == jobs.INTERRUPTED and "ended without finishing" in jobs.get(job.id).message
+    assert jobs.get(alive.id).status == jobs.RUNNING  # a live process (a CLI run) is left alone
+
+
+def test_unknown_kind_and_job_are_refused(data_dir):
+    with pytest.raises(jobs.JobError, match="unknown job kind"):
+        jobs.submit("mining", "x", {})
+    with pytest.raises(jobs.JobError, match="no job"):
+        jobs.get("doesnotexist")
+    with pytest.raises(jobs.JobError, match="invalid job id"):
+        jobs.job_dir("../../etc")
