@@ -1,0 +1,73 @@
+"""Numbers for before/after comparisons: loss, perplexity, ROUGE-L, BLEU, and a forgetting probe.
+
+ROUGE-L and BLEU come from metric modules in `evaluate`'s format that ship with the project
+(`pipelines/metrics/`) and are loaded by path, because `evaluate.load("rouge")` needs the Hub.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+METRICS_DIR = Path(__file__).resolve().parent / "metrics"
+GENERAL_TEXT = Path(__file__).resolve().parent.parent / "assets" / "datasets" / "general_text.txt"
+
+
+@lru_cache(maxsize=None)
+def load_metric(name: str):
+    """An `evaluate` metric module shipped in pipelines/metrics/<name>/<name>.py."""
+    import evaluate
+
+    script = METRICS_DIR / name / f"{name}.py"
+    if not script.is_file():
+        raise ValueError(f"no metric module {name!r} in {METRICS_DIR}")
+    return evaluate.load(str(script))
+
+
+def text_metrics(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+    """ROUGE-L (F1, 0-1) and corpus BLEU (0-100) of predictions against references."""
+    if not predictions:
+        return {"rougeL": float("nan"), "bleu": float("nan")}
+    rouge = load_metric("rouge_l").compute(predictions=list(predictions), references=list(references))
+    bleu = load_metric("bleu").compute(predictions=list(predictions), references=list(references))
+    return {"rougeL": float(rouge["rougeL"]), "bleu": float(bleu["bleu"])}
+
+
+def perplexity_of(loss: float | None) -> float | None:
+    if loss is None or not math.isfinite(loss):
+        return None
+    return float(math.exp(min(loss, 50.0)))
+
+
+@torch.inference_mode()
+def text_perplexity(model: Any, tokenizer: Any, text: str, *, window: int = 256, stride: int = 128) -> float:
+    """Perplexity of plain text under `model` with a sliding window (each token scored once).
+
+    `model` is called with input_ids and labels, so a PEFT model (LoRA or prompt tuning) works
+    as is; a general-text sample measured before and after fine-tuning shows forgetting.
+    """
+    ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"]
+    device = next(model.parameters()).device
+    total_nll, total_tokens, previous_end = 0.0, 0, 0
+    for begin in range(0, ids.shape[1], stride):
+        end = min(begin + window, ids.shape[1])
+        target_len = end - previous_end
+        chunk = ids[:, begin:end].to(device)
+        labels = chunk.clone()
+        labels[:, :-target_len] = -100
+        out = model(input_ids=chunk, labels=labels)
+        scored = int((labels[:, 1:] != -100).sum())
+        total_nll += float(out.loss) * scored
+        total_tokens += scored
+        previous_end = end
+        if end == ids.shape[1]:
+            break
+    return float(math.exp(total_nll / max(total_tokens, 1)))
+
+
+def general_text() -> str:
+    return GENERAL_TEXT.read_text(encoding="utf-8")
