@@ -100,3 +100,53 @@ def version(path: Path) -> float:
     """Changes when the adapter's weights are rewritten (e.g. retrained under the same name)."""
     stamps = [p.stat().st_mtime_ns for p in path.glob("adapter_model.*")]
     return max(stamps, default=0)
+
+
+def exports_dir(settings: Settings | None = None) -> Path:
+    return (settings or get_settings()).data_dir / "exports"
+
+
+def export_zip(name: str, settings: Settings | None = None) -> Path:
+    """The adapter directory as a zip file (PEFT format + meta.json), for download."""
+    import shutil
+
+    info = get(name, settings)
+    out_dir = exports_dir(settings)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp_base = out_dir / f".tmp-{name}"
+    archive = Path(shutil.make_archive(str(tmp_base), "zip", root_dir=info.path.parent, base_dir=info.name))
+    final = out_dir / f"{name}.zip"
+    archive.replace(final)
+    return final
+
+
+def merge(name: str, settings: Settings | None = None) -> Path:
+    """Fold a LoRA adapter into its base model and save a standalone model directory.
+
+    W' = W + (alpha / r) * B A for every adapted layer: the result loads with plain
+    `AutoModelForCausalLM.from_pretrained` and needs no peft at inference time.
+    """
+    import os
+    import shutil
+
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from . import models
+
+    info = get(name, settings)
+    if info.peft_type != "LORA":
+        raise AdapterError(f"only LoRA adapters can be merged into the base model ({name!r} is {info.peft_type})")
+    model_id = info.meta.get("base_model_source") or (settings or get_settings()).model or models.default_model_id()
+    source, _ = models.resolve_source(model_id, settings)
+    base = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+    merged = PeftModel.from_pretrained(base, str(info.path)).merge_and_unload()
+    target = exports_dir(settings) / f"{name}-merged"
+    tmp = exports_dir(settings) / f".tmp-{name}-merged-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    merged.save_pretrained(tmp)
+    AutoTokenizer.from_pretrained(source).save_pretrained(tmp)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
+    return target

@@ -159,6 +159,29 @@ def fit_to_window(handle: ModelHandle, prompt_len: int, max_new_tokens: int) -> 
     return min(max_new_tokens, window - prompt_len)
 
 
+def _prefill_inputs(
+    handle: ModelHandle, padded: torch.Tensor, mask: torch.Tensor, adapter: str | None
+) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
+    """Forward inputs for the first pass, with a prompt-tuning adapter's virtual tokens in front.
+
+    Returns the inputs, the attention mask (virtual tokens included) and the position ids.
+    """
+    prefix = handle.virtual_prefix(adapter)
+    device = handle.device
+    inputs: dict[str, Any] = {"use_cache": True, "logits_to_keep": 1}
+    if prefix is not None:
+        embeds = handle.embed(padded.to(device))
+        inputs["inputs_embeds"] = torch.cat([prefix.unsqueeze(0).expand(padded.shape[0], -1, -1), embeds], dim=1)
+        mask = torch.cat([torch.ones((padded.shape[0], prefix.shape[0]), dtype=mask.dtype), mask], dim=-1)
+    else:
+        inputs["input_ids"] = padded.to(device)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    inputs["position_ids"] = positions.to(device)
+    if bool((mask == 0).any()):
+        inputs["attention_mask"] = mask.to(device)
+    return inputs, mask, positions
+
+
 def _decode_token(handle: ModelHandle, token_id: int) -> str:
     return handle.tokenizer.decode([token_id], skip_special_tokens=False)
 
@@ -201,18 +224,9 @@ def stream_batch(
     for i, r in enumerate(rows):
         padded[i, width - len(r.prompt_ids) :] = torch.tensor(r.prompt_ids)
         mask[i, width - len(r.prompt_ids) :] = 1
-    needs_mask = bool((mask == 0).any())
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-
     started = time.perf_counter()
-    inputs: dict[str, Any] = {
-        "input_ids": padded.to(device),
-        "position_ids": positions.to(device),
-        "use_cache": True,
-        "logits_to_keep": 1,
-    }
-    if needs_mask:
-        inputs["attention_mask"] = mask.to(device)
+    inputs, mask, positions = _prefill_inputs(handle, padded, mask, adapter)
+    needs_mask = "attention_mask" in inputs
     cache = None
     next_positions = positions[:, -1:] + 1
     try:
@@ -331,11 +345,10 @@ class _LogitsCache:
         if key in self.entries:
             self.entries.move_to_end(key)
             return self.entries[key]
-        out = handle.forward(
-            input_ids=torch.tensor([list(ids)], dtype=torch.long, device=handle.device),
-            logits_to_keep=1,
-            adapter=adapter,
-        )
+        ids_tensor = torch.tensor([list(ids)], dtype=torch.long)
+        inputs, _, _ = _prefill_inputs(handle, ids_tensor, torch.ones_like(ids_tensor), adapter)
+        inputs["use_cache"] = False
+        out = handle.forward(**inputs, adapter=adapter)
         logits = out.logits[0, -1, :].float().cpu()
         self.entries[key] = logits
         if len(self.entries) > self.size:

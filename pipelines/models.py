@@ -158,6 +158,10 @@ class ModelHandle:
     # adapter name -> (internal PEFT adapter name, weights version it was loaded from)
     _loaded_adapters: dict[str, tuple[str, float]] = field(default_factory=dict)
     _active_adapter: str | None = None
+    # prompt-tuning adapters: name -> (weights version, learned virtual-token embeddings)
+    _prompt_adapters: dict[str, tuple[float, torch.Tensor]] = field(default_factory=dict)
+    # adapters addressed by explicit path (a job evaluating what it just trained), not by data dir
+    _adapter_paths: dict[str, Path] = field(default_factory=dict)
 
     @property
     def device(self) -> torch.device:
@@ -195,11 +199,58 @@ class ModelHandle:
             self._activate(adapter)
             return self.model(**inputs)
 
+    def register_adapter(self, name: str, path: Path) -> None:
+        """Make an adapter directory usable by name without publishing it to the data dir."""
+        self._adapter_paths[name] = Path(path)
+
+    def _adapter_info(self, adapter: str) -> adapters.AdapterInfo:
+        try:
+            if adapter in self._adapter_paths:
+                return adapters.read(self._adapter_paths[adapter])
+            return adapters.get(adapter)
+        except adapters.AdapterError as error:
+            raise ModelUnavailable(str(error)) from error
+
     def adapter_fingerprint(self, adapter: str | None) -> tuple[str, float] | None:
         """Identifies the exact weights an adapter name refers to now (for caches)."""
         if adapter is None:
             return None
-        return adapter, adapters.version(adapters.get(adapter).path)
+        return adapter, adapters.version(self._adapter_info(adapter).path)
+
+    def virtual_prefix(self, adapter: str | None) -> torch.Tensor | None:
+        """Learned virtual-token embeddings of a prompt-tuning adapter, else None.
+
+        Prompt tuning trains only these vectors; at inference they are prepended to the prompt's
+        embeddings once, at prefill (PEFT's forward would prepend them on every decode step).
+        """
+        if adapter is None:
+            return None
+        info = self._adapter_info(adapter)
+        if info.peft_type != "PROMPT_TUNING":
+            return None
+        version = adapters.version(info.path)
+        cached = self._prompt_adapters.get(adapter)
+        if cached is None or cached[0] != version:
+            from safetensors.torch import load_file
+
+            weights = info.path / "adapter_model.safetensors"
+            try:
+                embeddings = load_file(str(weights))["prompt_embeddings"]
+            except (OSError, KeyError) as error:
+                raise ModelUnavailable(f"prompt-tuning adapter {adapter!r} is unreadable ({_first_line(error)})") from error
+            hidden = self.base_model.get_input_embeddings().weight.shape[1]
+            if embeddings.shape[-1] != hidden:
+                raise ModelUnavailable(
+                    f"adapter {adapter!r} was trained on a model with hidden size {embeddings.shape[-1]}, not {hidden}"
+                )
+            cached = (version, embeddings)
+            self._prompt_adapters[adapter] = cached
+        dtype = self.base_model.get_input_embeddings().weight.dtype
+        return cached[1].to(device=self.device, dtype=dtype)
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        with self.locked():
+            return self.base_model.get_input_embeddings()(input_ids)
 
     def _activate(self, adapter: str | None) -> None:
         """Make `adapter` (or the bare base model) the one the next forward pass uses.
@@ -208,15 +259,12 @@ class ModelHandle:
         base weights are never reloaded or copied. An adapter rewritten on disk (retrained under
         the same name) is reloaded on its next use.
         """
-        if adapter is None:
+        info = self._adapter_info(adapter) if adapter is not None else None
+        if info is None or info.peft_type == "PROMPT_TUNING":  # base weights (prompt tuning adds only inputs)
             if self._active_adapter is not None:
                 self.model.base_model.disable_adapter_layers()
                 self._active_adapter = None
             return
-        try:
-            info = adapters.get(adapter)
-        except adapters.AdapterError as error:
-            raise ModelUnavailable(str(error)) from error
         version = adapters.version(info.path)
         loaded = self._loaded_adapters.get(adapter)
         if loaded is None or loaded[1] != version:

@@ -153,3 +153,31 @@ def fresh_tiny_handle(tokenizer):
     models.set_handle(handle)
     yield handle
     models.set_handle(None)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tokenizer, tmp_path_factory) -> Path:
+    """The tiny model saved as a model directory, for job processes that load by path."""
+    path = tmp_path_factory.mktemp("tiny-model")
+    build_tiny_model(tokenizer).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture
+def tiny_model_env(tiny_model_dir, monkeypatch):
+    """PLAYGROUND_MODEL points at the tiny model (inherited by job worker processes)."""
+    from pipelines import config
+
+    monkeypatch.setenv("PLAYGROUND_MODEL", str(tiny_model_dir))
+    config.reset_settings()
+    return tiny_model_dir
+
+
+def write_sft_rows(path: Path, n: int = 24) -> Path:
+    import json
+
+    with path.open("w", encoding="utf-8") as handle:
+        for i in range(n):
+            handle.write(json.dumps({"prompt": f"What is {i} plus {i}?", "response": f"In short: {2 * i}."}) + "\n")
+    return path

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from . import chat, generate
+from . import chat, finetune, generate
 from .common import OneLineParser, UsageError, configure_logging, run_guarded
 
-COMMANDS = (generate, chat)
+COMMANDS = (generate, chat, finetune)
 
 
 def build_parser() -> OneLineParser:

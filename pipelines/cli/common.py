@@ -17,6 +17,10 @@ class UsageError(Exception):
     """The command was misused (bad flag, bad file); printed as one line, exit status 2."""
 
 
+class CommandFailed(Exception):
+    """The command ran but its work failed (e.g. a training job); one line, exit status 1."""
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse, but a misuse is reported on one line without the usage block."""
 
@@ -80,17 +84,22 @@ def configure_logging(verbose: bool) -> None:
 
 def run_guarded(func: Callable[[], int]) -> int:
     """Run a command; expected failures become one line on stderr and a non-zero status."""
+    from ..adapters import AdapterError
     from ..models import ModelUnavailable
+    from ..sft_data import DataError
 
     try:
         return func()
-    except UsageError as error:
+    except (UsageError, DataError, AdapterError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except InvalidParameter as error:
         print(f"error: invalid parameter {error}", file=sys.stderr)
         return 2
     except ModelUnavailable as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except CommandFailed as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -108,3 +108,57 @@ def test_chat_unknown_adapter_and_missing_file(use_tiny, capsys, tmp_path):
     assert main(["chat", "--messages", str(path), "--adapter", "nope", "--json"]) == 1
     assert "no adapter named 'nope'" in capsys.readouterr().err
     assert main(["chat", "--messages", str(tmp_path / "missing.json")]) == 2
+
+
+def test_finetune_json_contract_in_the_foreground(tiny_model_env, capsys, tmp_path, data_dir):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from pipelines import jobs
+    from tests.conftest import write_sft_rows
+
+    data = write_sft_rows(tmp_path / "d.jsonl")
+    doc = run_json(
+        capsys, "finetune", "--data", str(data), "--out", "cli-adapter", "--max-steps", "2", "--batch-size", "4",
+        "--max-length", "64", "--json",
+    )
+    assert set(doc) >= {"adapter_dir", "train_loss", "eval_loss", "steps", "seconds"}
+    assert doc["steps"] == 2 and isinstance(doc["train_loss"], float) and isinstance(doc["eval_loss"], float)
+    PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_env), doc["adapter_dir"])
+    job = jobs.get(doc["job_id"])  # the foreground run is visible as a job
+    assert job.foreground and job.status == jobs.SUCCEEDED and job.pid is not None
+    # the name is now taken; prompt tuning under another name works
+    assert main(["finetune", "--data", str(data), "--out", "cli-adapter", "--max-steps", "1", "--json"]) == 2
+    assert "already exists" in capsys.readouterr().err
+    doc = run_json(capsys, "finetune", "--data", str(data), "--out", "cli-prompt", "--method", "prompt-tuning",
+                   "--max-steps", "1", "--batch-size", "4", "--max-length", "64", "--json")
+    assert (data_dir / "adapters" / "cli-prompt" / "adapter_config.json").is_file()
+
+
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        (["--lora-r", "0"], "lora_r"),
+        (["--epochs", "1", "--max-steps", "3"], "not allowed with"),
+        (["--out", "../x"], "invalid adapter name"),
+        (["--qlora"], "qlora"),
+    ],
+)
+def test_finetune_bad_flags_are_one_line(tiny_model_env, capsys, tmp_path, extra, needle):
+    from tests.conftest import write_sft_rows
+
+    data = write_sft_rows(tmp_path / "d.jsonl")
+    argv = ["finetune", "--data", str(data), "--out", "x", *extra]
+    if "--out" in extra:
+        argv = ["finetune", "--data", str(data), *extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and "\n" not in err
+
+
+def test_finetune_bad_data_fails_before_loading_a_model(capsys, tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("instruction,output\nfine,ok\n,missing instruction\n")
+    assert main(["finetune", "--data", str(bad), "--out", "x"]) == 2
+    err = capsys.readouterr().err
+    assert "row 2" in err and "instruction" in err
