@@ -11,9 +11,9 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import gradio as gr  # noqa: E402
 
-from pipelines import models  # noqa: E402
+from pipelines import jobs, models  # noqa: E402
 from pipelines.config import get_settings  # noqa: E402
-from playground import chat, generate, sidebar  # noqa: E402
+from playground import chat, finetune, generate, sidebar  # noqa: E402
 from playground.controls import ASSETS  # noqa: E402
 
 TITLE = "LLM Playground"
@@ -29,6 +29,8 @@ def build_app(handle: models.ModelHandle | None = None) -> gr.Blocks:
                 generate.build(demo, shared)
             with gr.Tab("Chat", id="chat"):
                 chat.build(demo, shared)
+            with gr.Tab("Fine-tune", id="finetune"):
+                finetune.build(demo, shared)
     return demo
 
 
@@ -49,6 +51,7 @@ def main() -> int:
     except models.ModelUnavailable as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    jobs.manager()  # recover jobs interrupted by a previous shutdown, then run queued ones
     build_app(handle).queue(default_concurrency_limit=4).launch(**launch_kwargs())
     return 0
 

@@ -1,0 +1,286 @@
+"""Fine-tune tab: data check, LoRA / prompt-tuning settings and plan, background job, results."""
+
+from __future__ import annotations
+
+import html
+import uuid
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+
+from pipelines import adapters, finetune, jobs, models, sft_data
+from pipelines.files import UploadError, copy_upload
+from pipelines.hardware import detect, plan_device, train_precision
+from pipelines.sampling import InvalidParameter
+
+from . import jobs_panel
+from .controls import ASSETS, how_it_works
+from .sidebar import Shared, refresh_adapters
+
+SAMPLES_DIR = ASSETS / "datasets"
+DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".tsv")
+SERIES = {"loss": "train loss", "eval_loss": "eval loss"}
+
+
+def sample_datasets() -> dict[str, Path]:
+    return {p.name: p for p in sorted(SAMPLES_DIR.glob("*.jsonl"))}
+
+
+def _data_path(upload: str | None, sample: str | None) -> Path:
+    if upload:
+        return Path(upload)
+    if sample and sample in sample_datasets():
+        return sample_datasets()[sample]
+    raise gr.Error("Upload a dataset or pick a bundled sample.")
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**20:,.0f} MiB" if n < 2**30 else f"{n / 2**30:,.2f} GiB"
+
+
+def check_data(upload: str | None, sample: str | None, max_length: float):
+    """Validate the chosen data: summary, preview, row problems, and one loss-mask example."""
+    path = _data_path(upload, sample)
+    try:
+        data = sft_data.load_file(path)
+    except sft_data.DataError as error:
+        raise gr.Error(f"Cannot use this file: {error}") from error
+    tokenizer = models.get_handle().tokenizer
+    problems = data.problems + sft_data.check_lengths(data, tokenizer, int(max_length))
+    bad = len({p.row for p in problems})
+    summary = f"**{html.escape(path.name)}** — {data.summary()}."
+    if bad:
+        summary += f"  \n⚠️ **{bad} rows have problems** (listed below). Fix the file, or tick *Skip rows with problems*."
+    else:
+        summary += "  \n✅ Every row is usable."
+    problem_table = pd.DataFrame(
+        [[p.row, p.column or "", p.message] for p in problems[:500]], columns=["row", "column", "problem"]
+    )
+    preview = pd.DataFrame(data.preview)
+    mask = _loss_mask_html(tokenizer, data.conversations[0]) if data.conversations else ""
+    return summary, preview, problem_table, mask
+
+
+def _loss_mask_html(tokenizer: Any, conversation: Any) -> str:
+    pieces = finetune.loss_mask_example(tokenizer, conversation)
+    spans = "".join(
+        f"<span class='tok {'loss' if loss else 'noloss'}'>{html.escape(text).replace(chr(10), '⏎<br>')}</span>"
+        for text, loss in pieces
+    )
+    counted = sum(loss for _, loss in pieces)
+    return (
+        f"<p class='muted'>One training example as the model sees it: <span class='tok loss'>green tokens</span> carry "
+        f"the loss ({counted} of {len(pieces)}); grey ones are context only.</p><div class='loss-mask'>{spans}</div>"
+    )
+
+
+def update_plan(method: str, lora_r: float, targets: list[str], virtual_tokens: float):
+    """Trainable parameters and the memory table for the chosen method on this model."""
+    model = models.get_handle().base_model
+    result = finetune.plan(model, method, lora_r=int(lora_r), target_modules=targets or [], num_virtual_tokens=int(virtual_tokens))
+    text = (
+        f"**{result.trainable_params:,}** trainable parameters of **{result.total_params:,}** "
+        f"(**{result.trainable_percent:.2f}%**) — {result.total_params / max(result.trainable_params, 1):,.0f}× fewer than full fine-tuning."
+    )
+    table = pd.DataFrame(
+        [
+            [r["method"], _mb(r["weights"]), _mb(r["optimizer"]), _mb(r["gradients"]), _mb(r["activations"]), _mb(r["total"])]
+            for r in result.rows
+        ],
+        columns=["method", "weights", "Adam states", "gradients", "activations (rule of thumb)", "total"],
+    )
+    return text, table
+
+
+def start_job(
+    upload: str | None, sample: str | None, skip_bad_rows: bool, method: str, lora_r: float, lora_alpha: float,
+    lora_dropout: float, targets: list[str], virtual_tokens: float, learning_rate: float | None, epochs: float,
+    max_steps: float, batch_size: float, grad_accum: float, max_length: float, gradient_checkpointing: bool,
+    seed: float, qlora: bool, name: str, overwrite: bool,
+):
+    """Validate everything, copy the data next to the job, and queue it."""
+    source = _data_path(upload, sample)
+    job_id = uuid.uuid4().hex[:12]
+    try:
+        spec = finetune.FinetuneSpec(
+            data="(set below)", out=(name or "").strip(), method=method, lora_r=int(lora_r), lora_alpha=int(lora_alpha),
+            lora_dropout=float(lora_dropout), target_modules=list(targets or []), num_virtual_tokens=int(virtual_tokens),
+            learning_rate=float(learning_rate) if learning_rate else None, epochs=float(epochs),
+            max_steps=int(max_steps) if max_steps and max_steps > 0 else -1, batch_size=int(batch_size),
+            grad_accum=int(grad_accum), max_length=int(max_length), gradient_checkpointing=bool(gradient_checkpointing),
+            seed=int(seed), skip_bad_rows=bool(skip_bad_rows), qlora=bool(qlora), overwrite=bool(overwrite),
+        )
+        finetune.check_can_write(spec)
+        data = sft_data.load_file(source)
+        sft_data.accept(data, data.problems, skip_bad_rows=spec.skip_bad_rows)
+        copied = copy_upload(source, jobs.job_dir(job_id) / "inputs", max_bytes=sft_data.MAX_FILE_BYTES, allowed_suffixes=DATA_SUFFIXES)
+    except (InvalidParameter, sft_data.DataError, UploadError) as error:
+        raise gr.Error(str(error)) from error
+    spec.data = str(copied)
+    job = jobs.submit("finetune", spec.out, spec.to_dict(), job_id=job_id)
+    jobs.manager().poll_once()
+    gr.Info(f"Fine-tuning job for {spec.out!r} queued; progress appears below.")
+    return jobs_panel.refresh_choices(("finetune",), job.id)
+
+
+def results(job_id: str | None):
+    """Before/after numbers and sample outputs of a finished fine-tuning job."""
+    empty = (pd.DataFrame(columns=["metric", "base model", "fine-tuned", "change"]),
+             pd.DataFrame(columns=["prompt", "reference", "before", "after"]))
+    if not job_id:
+        return "", *empty
+    job = jobs.get(job_id)
+    if job.status != jobs.SUCCEEDED:
+        return "Results appear here when the job succeeds.", *empty
+    before, after = job.result.get("before", {}), job.result.get("after", {})
+    names = {"loss": "eval loss", "perplexity": "eval perplexity", "rougeL": "ROUGE-L (F1)", "bleu": "BLEU",
+             "general_perplexity": "perplexity on general text (forgetting probe)"}
+    rows = []
+    for key, label in names.items():
+        b, a = before.get(key), after.get(key)
+        if b is None and a is None:
+            continue
+        change = f"{a - b:+.4g}" if isinstance(a, (int, float)) and isinstance(b, (int, float)) else ""
+        rows.append([label, None if b is None else round(b, 4), None if a is None else round(a, 4), change])
+    table = pd.DataFrame(rows, columns=["metric", "base model", "fine-tuned", "change"])
+    samples = pd.DataFrame(job.result.get("samples", []), columns=["prompt", "reference", "before", "after"])
+    text = (
+        f"Adapter **{html.escape(job.name)}** saved to `{html.escape(job.result.get('adapter_dir', ''))}` after "
+        f"{job.result.get('steps')} steps ({job.result.get('seconds', 0):.0f} s). Pick it in the sidebar to use it in Generate and Chat."
+    )
+    return text, table, samples
+
+
+def adapter_names() -> list[str]:
+    return [a.name for a in adapters.list_adapters()]
+
+
+def merge_adapter(name: str | None) -> str:
+    if not name:
+        raise gr.Error("Choose an adapter.")
+    try:
+        path = adapters.merge(name)
+    except adapters.AdapterError as error:
+        raise gr.Error(str(error)) from error
+    return f"Merged model saved to `{path}` — load it with `AutoModelForCausalLM.from_pretrained`, or set `PLAYGROUND_MODEL` to it."
+
+
+def download_adapter(name: str | None) -> str:
+    if not name:
+        raise gr.Error("Choose an adapter.")
+    try:
+        return str(adapters.export_zip(name))
+    except adapters.AdapterError as error:
+        raise gr.Error(str(error)) from error
+
+
+def watch_for_new_adapter(job_id: str | None, last_status: str | None, current_adapter: str | None):
+    """When the watched job has just succeeded, refresh the adapter pickers (once)."""
+    if not job_id:
+        return last_status, gr.update(), gr.update()
+    status = jobs.get(job_id).status
+    if status == jobs.SUCCEEDED and last_status not in (None, jobs.SUCCEEDED):
+        return status, refresh_adapters(current_adapter), gr.update(choices=adapter_names())
+    return status, gr.update(), gr.update()
+
+
+def build(demo: gr.Blocks, shared: Shared) -> None:
+    handle = models.get_handle()
+    linear = finetune.linear_module_names(handle.base_model)
+    device = plan_device(detect()).device
+    precision = train_precision(detect(), device)
+    qlora_ok, qlora_reason = finetune.qlora_available()
+    samples = list(sample_datasets())
+    defaults = finetune.FinetuneSpec(data="-", out="my-adapter")
+
+    with gr.Row():
+        with gr.Column(scale=1):
+            gr.Markdown("#### 1 · Data")
+            sample = gr.Dropdown(samples, value=samples[0] if samples else None, label="Bundled sample")
+            upload = gr.File(label="…or upload JSONL / CSV / Parquet", file_types=list(DATA_SUFFIXES), type="filepath")
+            gr.Markdown(
+                "<span class='muted'>Formats: `prompt` + `response`; Alpaca `instruction` (+ `input`) + `output`; "
+                "or conversational `messages`. The format is detected from the fields.</span>"
+            )
+            summary = gr.Markdown()
+            skip_bad = gr.Checkbox(label="Skip rows with problems", value=False)
+            with gr.Accordion("Preview", open=False):
+                preview = gr.Dataframe(interactive=False, wrap=True, max_height=240)
+            with gr.Accordion("Row problems", open=True):
+                problems = gr.Dataframe(interactive=False, wrap=True, max_height=240)
+            with gr.Accordion("Which tokens carry the loss?", open=False):
+                loss_mask = gr.HTML()
+        with gr.Column(scale=1):
+            gr.Markdown("#### 2 · Method and settings")
+            method = gr.Radio(list(finetune.METHODS), value="lora", label="PEFT method")
+            with gr.Group() as lora_group:
+                with gr.Row():
+                    lora_r = gr.Slider(1, 64, value=defaults.lora_r, step=1, label="LoRA rank r")
+                    lora_alpha = gr.Slider(1, 128, value=defaults.lora_alpha, step=1, label="LoRA alpha")
+                lora_dropout = gr.Slider(0, 0.5, value=defaults.lora_dropout, step=0.01, label="LoRA dropout")
+                targets = gr.CheckboxGroup(linear, value=[t for t in defaults.target_modules if t in linear], label="Target layers")
+            virtual_tokens = gr.Slider(1, 100, value=defaults.num_virtual_tokens, step=1, label="Virtual tokens (prompt tuning)", visible=False)
+            with gr.Row():
+                learning_rate = gr.Number(value=5e-4, label="Learning rate", info="defaults: 5e-4 LoRA, 3e-2 prompt tuning")
+                epochs = gr.Number(value=defaults.epochs, label="Epochs", minimum=0.1)
+                max_steps = gr.Number(value=0, precision=0, label="Max steps", info="> 0 overrides epochs", minimum=0)
+            with gr.Row():
+                batch_size = gr.Number(value=defaults.batch_size, precision=0, label="Batch size", minimum=1)
+                grad_accum = gr.Number(value=defaults.grad_accum, precision=0, label="Gradient accumulation", minimum=1)
+                max_length = gr.Number(value=defaults.max_length, precision=0, label="Max length (tokens)", minimum=16)
+            with gr.Row():
+                seed = gr.Number(value=defaults.seed, precision=0, label="Seed")
+                checkpointing = gr.Checkbox(value=False, label="Gradient checkpointing", info="saves memory, costs ~30% time")
+                qlora = gr.Checkbox(value=False, label="QLoRA (4-bit base)", interactive=qlora_ok, info=qlora_reason)
+            gr.Markdown(f"<span class='muted'>Precision: {precision.reason}. Batches are padded per batch and grouped by length.</span>")
+            plan_text = gr.Markdown()
+            plan_table = gr.Dataframe(interactive=False, wrap=True)
+            with gr.Row():
+                name = gr.Textbox(value="my-adapter", label="Adapter name", scale=3)
+                overwrite = gr.Checkbox(value=False, label="Replace if it exists", scale=1)
+            start = gr.Button("Start fine-tuning", variant="primary")
+
+    panel = jobs_panel.build(demo, ("finetune",), SERIES, title="3 · Training jobs (they keep running if you close the page)")
+    with gr.Accordion("4 · Results: base vs fine-tuned on held-out data", open=True):
+        result_text = gr.Markdown()
+        result_table = gr.Dataframe(interactive=False, wrap=True)
+        result_samples = gr.Dataframe(interactive=False, wrap=True, max_height=400)
+    with gr.Accordion("Adapters: merge into the base model, or download", open=False):
+        with gr.Row():
+            adapter_pick = gr.Dropdown(adapter_names(), label="Adapter", scale=3)
+            merge_button = gr.Button("Merge & export", scale=1)
+            zip_button = gr.Button("Download .zip", scale=1)
+        merge_result = gr.Markdown()
+        zip_file = gr.File(label="Adapter archive", interactive=False)
+    how_it_works("finetune")
+
+    data_inputs = [upload, sample, max_length]
+    data_outputs = [summary, preview, problems, loss_mask]
+    gr.on([upload.change, sample.change, demo.load], check_data, data_inputs, data_outputs, api_name="check_dataset")
+    plan_inputs = [method, lora_r, targets, virtual_tokens]
+    gr.on(
+        [method.change, lora_r.release, targets.change, virtual_tokens.release, demo.load],
+        update_plan, plan_inputs, [plan_text, plan_table], api_name="finetune_plan",
+    )
+    method.change(
+        lambda m: (gr.update(visible=m == "lora"), gr.update(visible=m == "prompt-tuning"), 5e-4 if m == "lora" else 3e-2),
+        method, [lora_group, virtual_tokens, learning_rate], api_visibility="private",
+    )
+    start.click(
+        start_job,
+        [upload, sample, skip_bad, method, lora_r, lora_alpha, lora_dropout, targets, virtual_tokens, learning_rate,
+         epochs, max_steps, batch_size, grad_accum, max_length, checkpointing, seed, qlora, name, overwrite],
+        panel.job,
+        api_name="start_finetune",
+    )
+    gr.on([panel.job.change, panel.timer.tick], results, panel.job, [result_text, result_table, result_samples],
+          api_visibility="private", show_progress="hidden")
+    last_status = gr.State(None)
+    panel.timer.tick(
+        watch_for_new_adapter, [panel.job, last_status, shared.adapter], [last_status, shared.adapter, adapter_pick],
+        api_visibility="private", show_progress="hidden",
+    )
+    merge_button.click(merge_adapter, adapter_pick, merge_result, api_name="merge_adapter")
+    zip_button.click(download_adapter, adapter_pick, zip_file, api_name="download_adapter")

@@ -1,0 +1,64 @@
+"""Fine-tune tab handlers as plain Python."""
+
+from __future__ import annotations
+
+import gradio as gr
+import pytest
+
+from pipelines import jobs
+from playground import finetune as tab
+from tests.conftest import write_sft_rows
+
+
+def test_bundled_sample_checks_clean(use_tiny):
+    summary, preview, problems, mask = tab.check_data(None, "concise_tutor.jsonl", 512)
+    assert "120 rows" in summary and "Every row is usable" in summary
+    assert len(preview) == 5 and problems.empty
+    assert "class='tok loss'" in mask and "carry the loss" in mask
+
+
+def test_upload_with_bad_rows_lists_them(use_tiny, tmp_path):
+    path = tmp_path / "u.jsonl"
+    path.write_text('{"prompt": "a", "response": "b"}\n{"prompt": 3, "response": "x"}\n{oops\n')
+    summary, _, problems, _ = tab.check_data(str(path), None, 512)
+    assert "2 rows have problems" in summary
+    assert list(problems["row"]) == [2, 3]
+
+
+def test_unusable_upload_is_a_message(use_tiny, tmp_path):
+    path = tmp_path / "u.txt"
+    path.write_text("hello")
+    with pytest.raises(gr.Error, match="unsupported file type"):
+        tab.check_data(str(path), None, 512)
+    with pytest.raises(gr.Error, match="Upload a dataset"):
+        tab.check_data(None, None, 512)
+
+
+def test_plan_updates_with_the_settings(use_tiny):
+    small, table = tab.update_plan("lora", 4, ["q_proj"], 20)
+    large, _ = tab.update_plan("lora", 32, ["q_proj", "v_proj"], 20)
+    prompt, _ = tab.update_plan("prompt-tuning", 4, [], 20)
+    assert "trainable parameters" in small and small != large and "1,280" in prompt
+    assert list(table["method"])[0].startswith("Full fine-tuning") and len(table) == 3
+
+
+def test_start_job_validates_and_queues(use_tiny, tiny_model_env, tmp_path, data_dir, monkeypatch):
+    started = []
+    monkeypatch.setattr(jobs, "manager", lambda: type("M", (), {"poll_once": lambda self: started.append(1)})())
+    args = dict(upload=None, sample="concise_tutor.jsonl", skip_bad_rows=False, method="lora", lora_r=4, lora_alpha=8,
+                lora_dropout=0.0, targets=["q_proj"], virtual_tokens=10, learning_rate=1e-3, epochs=1, max_steps=2,
+                batch_size=4, grad_accum=1, max_length=128, gradient_checkpointing=False, seed=1, qlora=False,
+                name="from-ui", overwrite=False)
+    update = tab.start_job(**args)
+    job = jobs.get(update["value"])
+    assert job.status == jobs.QUEUED and job.spec["out"] == "from-ui" and started
+    assert job.spec["data"].startswith(str(data_dir / "jobs" / job.id / "inputs"))  # the data travels with the job
+    with pytest.raises(gr.Error, match="lora_r"):
+        tab.start_job(**{**args, "lora_r": 0})
+    with pytest.raises(gr.Error, match="invalid adapter name"):
+        tab.start_job(**{**args, "name": "../../etc"})
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a", "response": "b"}\n{"prompt": "only"}\n')
+    with pytest.raises(gr.Error, match="rows have problems"):
+        tab.start_job(**{**args, "upload": str(bad)})
+    assert tab.start_job(**{**args, "upload": str(bad), "skip_bad_rows": True, "name": "skipping"})["value"]
