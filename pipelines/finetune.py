@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -25,9 +24,9 @@ from typing import Any, Sequence
 
 import torch
 
-from . import adapters, evaluation, generation, sft_data
+from . import adapters, evaluation, generation, sft_data, training
 from .config import get_settings
-from .hardware import detect, plan_device, train_precision
+from .hardware import detect, train_precision
 from .jobs import JobCancelled, JobContext, trainer_callback
 from .sampling import InvalidParameter, SamplingParams
 
@@ -69,28 +68,18 @@ class FinetuneSpec:
     overwrite: bool = False
 
     def __post_init__(self) -> None:
-        try:
-            adapters.check_name(self.out)
-        except adapters.AdapterError as error:
-            raise InvalidParameter("out", str(error)) from error
+        training.check_output_name(self.out)
         if self.method not in METHODS:
             raise InvalidParameter("method", f"must be one of {', '.join(METHODS)}, got {self.method!r}")
-        checks = [
-            ("lora_r", 1 <= self.lora_r <= 256, "must be between 1 and 256"),
-            ("lora_alpha", 0 < self.lora_alpha <= 1024, "must be between 1 and 1024"),
-            ("lora_dropout", 0 <= self.lora_dropout < 1, "must be in [0, 1)"),
-            ("num_virtual_tokens", 1 <= self.num_virtual_tokens <= 200, "must be between 1 and 200"),
-            ("epochs", 0 < self.epochs <= 100, "must be in (0, 100]"),
-            ("max_steps", self.max_steps == -1 or 1 <= self.max_steps <= 100_000, "must be -1 (use epochs) or 1-100000"),
-            ("batch_size", 1 <= self.batch_size <= 512, "must be between 1 and 512"),
-            ("grad_accum", 1 <= self.grad_accum <= 512, "must be between 1 and 512"),
-            ("max_length", 16 <= self.max_length <= 32_768, "must be between 16 and 32768"),
-            ("eval_fraction", 0 <= self.eval_fraction < 1, "must be in [0, 1)"),
-            ("eval_samples", 0 <= self.eval_samples <= 200, "must be between 0 and 200"),
-        ]
-        for name, ok, message in checks:
-            if not ok:
-                raise InvalidParameter(name, f"{message}, got {getattr(self, name)}")
+        training.raise_failed(
+            [
+                *training.common_checks(self),
+                ("lora_dropout", 0 <= self.lora_dropout < 1, "must be in [0, 1)"),
+                ("num_virtual_tokens", 1 <= self.num_virtual_tokens <= 200, "must be between 1 and 200"),
+                ("eval_samples", 0 <= self.eval_samples <= 200, "must be between 0 and 200"),
+            ],
+            self,
+        )
         if self.learning_rate is not None and not 0 < self.learning_rate <= 1:
             raise InvalidParameter("learning_rate", f"must be in (0, 1], got {self.learning_rate}")
         if self.method == "lora" and not self.target_modules:
@@ -216,22 +205,6 @@ def check_can_write(spec: FinetuneSpec) -> None:
         raise InvalidParameter("out", f"an adapter named {spec.out!r} already exists; choose another name or allow replacing it")
 
 
-def _publish(staging: Path, name: str, overwrite: bool) -> Path:
-    """Move a finished adapter into place atomically (readers never see a half-written one)."""
-    target = target_dir(name)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    trash = None
-    if target.exists():
-        if not overwrite:
-            raise InvalidParameter("out", f"an adapter named {name!r} appeared while training; not replacing it")
-        trash = target.parent / f".trash-{name}-{time.time_ns()}"
-        os.replace(target, trash)
-    os.replace(staging, target)
-    if trash is not None:
-        shutil.rmtree(trash, ignore_errors=True)
-    return target
-
-
 def _samples(handle: Any, conversations: Sequence[Sequence[Any]], spec: FinetuneSpec, adapter: str | None) -> list[str]:
     from .chat import render
 
@@ -273,9 +246,7 @@ def run(spec: FinetuneSpec, ctx: JobContext) -> dict[str, Any]:
     check_can_write(spec)
     model_id = spec.base_model or settings.model or models.default_model_id()
     source, base_name = models.resolve_source(model_id, settings)
-    hardware = detect()
-    device = plan_device(hardware, settings.device).device
-    precision = train_precision(hardware, device)
+    device, precision = training.device_and_precision(settings.device)
     ctx.info(f"base model {base_name} on {device}; precision: {precision.reason}")
 
     tokenizer = AutoTokenizer.from_pretrained(source)
@@ -297,8 +268,7 @@ def run(spec: FinetuneSpec, ctx: JobContext) -> dict[str, Any]:
     torch.manual_seed(spec.seed)
     model = _load_base(source, device, spec)
     peft_config = peft_config_for(spec, source)
-    steps_per_epoch = max(1, -(-len(train_ds) // (spec.batch_size * spec.grad_accum)))
-    planned_steps = spec.max_steps if spec.max_steps > 0 else int(steps_per_epoch * spec.epochs + 0.999)
+    planned_steps = training.planned_steps(len(train_ds), spec.batch_size, spec.grad_accum, spec.epochs, spec.max_steps)
     args = training_args(spec, ctx.directory / "trainer", device=device, planned_steps=planned_steps, has_eval=eval_ds is not None)
     trainer = SFTTrainer(
         model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer,
@@ -382,7 +352,7 @@ def run(spec: FinetuneSpec, ctx: JobContext) -> dict[str, Any]:
         "seconds": seconds,
     }
     (staging / "meta.json").write_text(json.dumps(meta, indent=2, default=float), encoding="utf-8")
-    target = _publish(staging, spec.out, spec.overwrite)
+    target = training.publish(staging, target_dir(spec.out), overwrite=spec.overwrite)
     ctx.info(f"adapter saved to {target}")
     return {
         "adapter_dir": str(target),
@@ -438,8 +408,9 @@ def training_args(spec: FinetuneSpec, output_dir: Path, *, device: str, planned_
         use_cpu=device == "cpu",
         seed=spec.seed,
         logging_steps=max(1, planned_steps // 40),
-        eval_strategy="steps" if has_eval else "no",
-        eval_steps=max(1, planned_steps // 4),
+        # Evaluate during training only on longer runs; the job measures before and after anyway.
+        eval_strategy="steps" if has_eval and planned_steps >= 12 else "no",
+        eval_steps=max(3, planned_steps // 4),
         save_strategy="no",
         report_to="none",
         disable_tqdm=True,

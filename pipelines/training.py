@@ -1,0 +1,74 @@
+"""What every training job shares: spec checks, step planning, hardware choice, atomic publish.
+
+Fine-tuning, reward modelling, DPO and RLOO specs differ in their own knobs but not in these,
+so they live here once.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+from . import adapters
+from .hardware import TrainPrecision, detect, plan_device, train_precision
+from .sampling import InvalidParameter
+
+
+def check_output_name(name: str, param: str = "out") -> None:
+    try:
+        adapters.check_name(name)
+    except adapters.AdapterError as error:
+        raise InvalidParameter(param, str(error)) from error
+
+
+def common_checks(spec: Any) -> list[tuple[str, bool, str]]:
+    """Range checks for the fields most specs share (only those the spec has)."""
+    rules = {
+        "epochs": (lambda v: 0 < v <= 100, "must be in (0, 100]"),
+        "max_steps": (lambda v: v == -1 or 1 <= v <= 100_000, "must be -1 (use epochs) or 1-100000"),
+        "batch_size": (lambda v: 1 <= v <= 512, "must be between 1 and 512"),
+        "grad_accum": (lambda v: 1 <= v <= 512, "must be between 1 and 512"),
+        "max_length": (lambda v: 16 <= v <= 32_768, "must be between 16 and 32768"),
+        "eval_fraction": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
+        "lora_r": (lambda v: 1 <= v <= 256, "must be between 1 and 256"),
+        "lora_alpha": (lambda v: 0 < v <= 1024, "must be between 1 and 1024"),
+    }
+    return [(name, rule(getattr(spec, name)), message) for name, (rule, message) in rules.items() if hasattr(spec, name)]
+
+
+def raise_failed(checks: Iterable[tuple[str, bool, str]], spec: Any) -> None:
+    for name, ok, message in checks:
+        if not ok:
+            raise InvalidParameter(name, f"{message}, got {getattr(spec, name)}")
+
+
+def planned_steps(examples: int, batch_size: int, grad_accum: int, epochs: float, max_steps: int) -> int:
+    """Optimizer steps a run will take (max_steps wins when set)."""
+    if max_steps > 0:
+        return max_steps
+    per_epoch = max(1, -(-examples // (batch_size * grad_accum)))
+    return max(1, int(per_epoch * epochs + 0.999))
+
+
+def device_and_precision(requested_device: str = "auto") -> tuple[str, TrainPrecision]:
+    hardware = detect()
+    device = plan_device(hardware, requested_device).device
+    return device, train_precision(hardware, device)
+
+
+def publish(staging: Path, target: Path, *, overwrite: bool, param: str = "out") -> Path:
+    """Move a finished model directory into place in one rename (readers never see half of it)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    trash = None
+    if target.exists():
+        if not overwrite:
+            raise InvalidParameter(param, f"{target.name!r} already exists; choose another name or allow replacing it")
+        trash = target.parent / f".trash-{target.name}-{time.time_ns()}"
+        os.replace(target, trash)
+    os.replace(staging, target)
+    if trash is not None:
+        shutil.rmtree(trash, ignore_errors=True)
+    return target
