@@ -61,7 +61,7 @@ def engine(settings: Settings | None = None) -> Engine:
 
 def _import_tables() -> None:
     """Table modules register themselves on Base when imported."""
-    from . import jobs  # noqa: F401
+    from . import jobs, preferences  # noqa: F401
 
 
 @contextmanager

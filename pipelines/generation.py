@@ -191,7 +191,7 @@ def stream_batch(
     prompts: Sequence[Prompt],
     params: Sequence[SamplingParams],
     *,
-    adapter: str | None = None,
+    adapter: str | None | Sequence[str | None] = None,
     top_alternatives: int = TOP_ALTERNATIVES,
     should_stop: Callable[[], bool] | None = None,
     ignore_eos: bool = False,
@@ -201,9 +201,24 @@ def stream_batch(
     Rows are left-padded so they decode in lock-step; each row has its own sampling settings and
     its own seeded generator, so a row's text depends only on its prompt, settings and seed.
     `ignore_eos` keeps going past end-of-sequence (benchmarks need equal lengths).
+
+    `adapter` is one adapter for every row, or one per row: rows with different LoRA adapters
+    share the batch (PEFT mixed-batch inference); a prompt-tuning adapter changes the prompt
+    itself, so rows that mix one in are generated group by group instead.
     """
     if len(prompts) != len(params) or not prompts:
         raise ValueError("stream_batch needs one SamplingParams per prompt")
+    if isinstance(adapter, (list, tuple)):
+        if len(adapter) != len(prompts):
+            raise ValueError("stream_batch needs one adapter per prompt")
+        if len(set(adapter)) == 1:
+            adapter = adapter[0]
+        elif any(handle.is_prompt_tuning(a) for a in adapter):
+            yield from _stream_groups(handle, prompts, params, list(adapter), top_alternatives=top_alternatives,
+                                      should_stop=should_stop, ignore_eos=ignore_eos)
+            return
+        else:
+            adapter = list(adapter)
     tokenizer = handle.tokenizer
     device = handle.device
     rows: list[Completion] = []
@@ -225,7 +240,7 @@ def stream_batch(
         padded[i, width - len(r.prompt_ids) :] = torch.tensor(r.prompt_ids)
         mask[i, width - len(r.prompt_ids) :] = 1
     started = time.perf_counter()
-    inputs, mask, positions = _prefill_inputs(handle, padded, mask, adapter)
+    inputs, mask, positions = _prefill_inputs(handle, padded, mask, None if isinstance(adapter, list) else adapter)
     needs_mask = "attention_mask" in inputs
     cache = None
     next_positions = positions[:, -1:] + 1
@@ -307,6 +322,20 @@ def stream_batch(
             next_positions = next_positions + 1
     finally:
         del cache
+
+
+def _stream_groups(
+    handle: ModelHandle, prompts: Sequence[Prompt], params: Sequence[SamplingParams], adapters: list[str | None], **kwargs: Any
+) -> Iterator[list[Completion]]:
+    """Rows grouped by adapter, each group generated as its own batch, streamed as one list."""
+    rows: list[Completion | None] = [None] * len(prompts)
+    for adapter in dict.fromkeys(adapters):
+        indices = [i for i, a in enumerate(adapters) if a == adapter]
+        for group in stream_batch(handle, [prompts[i] for i in indices], [params[i] for i in indices], adapter=adapter, **kwargs):
+            for i, row in zip(indices, group):
+                rows[i] = row
+            if all(r is not None for r in rows):
+                yield list(rows)  # type: ignore[arg-type]
 
 
 def stream(handle: ModelHandle, prompt: Prompt, params: SamplingParams, **kwargs: Any) -> Iterator[Completion]:

@@ -18,7 +18,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 from urllib.parse import urlparse
 
 import torch
@@ -194,10 +194,38 @@ class ModelHandle:
         with self.lock, torch.inference_mode():
             yield
 
-    def forward(self, adapter: str | None = None, **inputs: Any) -> Any:
+    def forward(self, adapter: str | None | Sequence[str | None] = None, **inputs: Any) -> Any:
+        """One forward pass; `adapter` may name one adapter, or give one per batch row."""
         with self.locked():
+            if isinstance(adapter, (list, tuple)):
+                names = self._activate_per_row(adapter)
+                if names is not None:
+                    return self.model(**inputs, adapter_names=names)
+                adapter = adapter[0]
             self._activate(adapter)
             return self.model(**inputs)
+
+    def _activate_per_row(self, row_adapters: Sequence[str | None]) -> list[str] | None:
+        """PEFT's mixed-batch LoRA: each row runs through its own adapter (or none).
+
+        Returns the per-row PEFT adapter names, or None when all rows use the same adapter.
+        """
+        if len(set(row_adapters)) == 1:
+            return None
+        for adapter in {a for a in row_adapters if a is not None}:
+            info = self._adapter_info(adapter)
+            if info.peft_type != "LORA":
+                raise ModelUnavailable(f"adapter {adapter!r} ({info.peft_type}) cannot share a batch with other adapters")
+            version = adapters.version(info.path)
+            loaded = self._loaded_adapters.get(adapter)
+            if loaded is None or loaded[1] != version:
+                self._load_adapter(adapter, info.path, version)
+        self.model.base_model.enable_adapter_layers()
+        self._active_adapter = "\0mixed"  # the next single-adapter call re-establishes its state
+        return [self._loaded_adapters[a][0] if a is not None else "__base__" for a in row_adapters]
+
+    def is_prompt_tuning(self, adapter: str | None) -> bool:
+        return adapter is not None and self._adapter_info(adapter).peft_type == "PROMPT_TUNING"
 
     def register_adapter(self, name: str, path: Path) -> None:
         """Make an adapter directory usable by name without publishing it to the data dir."""

@@ -70,3 +70,32 @@ def test_unknown_or_incompatible_adapter_is_a_clear_error(fresh_tiny_handle, tok
         generation.generate(fresh_tiny_handle, "Hi", GREEDY, adapter="broken")
     # the model still serves afterwards
     assert generation.generate(fresh_tiny_handle, "Hi", GREEDY).finish_reason
+
+
+def test_rows_with_different_adapters_share_one_batch(fresh_tiny_handle, tokenizer, data_dir):
+    make_lora_adapter(tokenizer, data_dir / "adapters", "left", seed=1)
+    make_lora_adapter(tokenizer, data_dir / "adapters", "right", seed=2)
+    prompts = ["Hello there", "Hello there", "A longer prompt here", "Hello there"]
+    row_adapters = [None, "left", "right", "left"]
+    singles = [
+        generation.generate(fresh_tiny_handle, p, GREEDY, adapter=a, ignore_eos=True).completion_ids
+        for p, a in zip(prompts, row_adapters)
+    ]
+    calls = []
+    original = fresh_tiny_handle.forward
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    fresh_tiny_handle.forward = counting  # instance attribute shadows the method
+    try:
+        rows = generation.generate_batch(fresh_tiny_handle, prompts, [GREEDY] * 4, adapter=row_adapters, ignore_eos=True)
+    finally:
+        del fresh_tiny_handle.forward
+    assert [r.completion_ids for r in rows] == singles
+    assert len(calls) == GREEDY.max_new_tokens  # one batched pass per token, not one per row
+    assert singles[0] != singles[1] != singles[2]
+    # and the base model is exact again afterwards
+    again = generation.generate(fresh_tiny_handle, "Hello there", GREEDY, ignore_eos=True).completion_ids
+    assert again == singles[0]

@@ -1,0 +1,68 @@
+"""Comparison items: one prompt, 2-4 responses from configured sources, in one batched call.
+
+A source is the base model or an adapter, with its own sampling settings and seed. The display
+order is drawn before generating, so what streams on screen is already in the order it will
+be stored (and position bias can be measured later).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field, replace
+from typing import Iterator, Sequence
+
+from . import chat, generation, preferences
+from .chat import Message
+from .models import ModelHandle
+from .sampling import SamplingParams
+
+
+@dataclass(frozen=True)
+class Source:
+    adapter: str | None = None
+    params: SamplingParams = field(default_factory=SamplingParams)
+
+    @property
+    def label(self) -> str:
+        return self.adapter or "base"
+
+
+def stream_item(
+    handle: ModelHandle,
+    prompt: Sequence[Message],
+    sources: Sequence[Source],
+    *,
+    origin: str = "typed",
+    created_by: str | None = None,
+    rng: random.Random | None = None,
+    should_stop=None,
+) -> Iterator[tuple[list[str], preferences.ItemView | None]]:
+    """Yield the responses' texts (in display order) as they stream; the stored item comes last."""
+    if not 2 <= len(sources) <= preferences.MAX_RESPONSES:
+        raise preferences.PreferenceError(f"a comparison needs 2 to {preferences.MAX_RESPONSES} sources")
+    messages = chat.normalise(prompt)
+    order = list(range(len(sources)))
+    (rng or random.SystemRandom()).shuffle(order)
+    shown = [sources[i] for i in order]
+    longest = max(s.params.max_new_tokens for s in shown)
+    rendered = chat.build_prompt(handle, messages, max_new_tokens=longest)
+    params = [replace(s.params, max_new_tokens=min(s.params.max_new_tokens, rendered.max_new_tokens)) for s in shown]
+    rows: list[generation.Completion] = []
+    for rows in generation.stream_batch(
+        handle, [rendered.ids] * len(shown), params, adapter=[s.adapter for s in shown], should_stop=should_stop
+    ):
+        yield [r.text for r in rows], None
+    drafts = [
+        preferences.ResponseDraft(text=row.text.strip(), source=src.label, model=handle.name, sampling=src.params.to_dict(), seed=row.seed)
+        for row, src in zip(rows, shown)
+    ]
+    item = preferences.create_item(messages, drafts, origin=origin, created_by=created_by, shuffle=False)
+    yield [d.text for d in drafts], item
+
+
+def generate_item(handle: ModelHandle, prompt: Sequence[Message], sources: Sequence[Source], **kwargs) -> preferences.ItemView:
+    item = None
+    for _, item in stream_item(handle, prompt, sources, **kwargs):
+        pass
+    assert item is not None
+    return item
