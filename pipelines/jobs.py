@@ -44,6 +44,7 @@ CANCEL_GRACE_SECONDS = 5.0
 # kind -> "module:function"; imported only inside the worker, so the app stays light.
 KINDS: dict[str, str] = {
     "finetune": "pipelines.finetune:run_job",
+    "reward": "pipelines.reward:run_job",
 }
 
 

@@ -1,0 +1,358 @@
+"""Reward models: learn a scalar score from human preference pairs (the first step of RLHF).
+
+A reward model is the base model with a one-output classification head, trained with trl's
+`RewardTrainer` on (prompt, chosen, rejected) triples to minimise the Bradley-Terry loss
+-log sigma(r(x, y_chosen) - r(x, y_rejected)). LoRA adapts the body; the new score head is
+trained in full (`modules_to_save`). Pairs are split into train/held-out *by prompt*, so the
+held-out accuracy measures generalisation to questions the model never saw -- tiny preference
+sets are easy to memorise.
+
+Scoring tokenises exactly as the trainer did (the chat template over prompt + response, no
+generation prompt), so scores at inference mean what they meant in training.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from . import adapters, preferences, training
+from .config import Settings, get_settings
+from .jobs import JobCancelled, JobContext, trainer_callback
+from .sampling import InvalidParameter
+
+DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+class RewardModelError(ValueError):
+    """A reward model is missing or unusable."""
+
+
+@dataclass
+class RewardSpec:
+    out: str
+    data: str | None = None
+    from_store: bool = False
+    base_model: str | None = None
+    epochs: float = 2.0
+    max_steps: int = -1
+    learning_rate: float = 3e-4
+    batch_size: int = 8
+    max_length: int = 512
+    lora_r: int = 16
+    lora_alpha: int = 32
+    eval_fraction: float = 0.2
+    seed: int = 42
+    skip_bad_rows: bool = False
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        training.check_output_name(self.out)
+        if bool(self.data) == bool(self.from_store):
+            raise InvalidParameter("data", "give either a data file or from_store, not both or neither")
+        training.raise_failed(
+            [*training.common_checks(self), ("learning_rate", 0 < self.learning_rate <= 1, "must be in (0, 1]")], self
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RewardSpec":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+# --- where reward models live ------------------------------------------------------------------
+
+def models_dir(settings: Settings | None = None) -> Path:
+    return (settings or get_settings()).data_dir / "reward_models"
+
+
+def model_path(name: str, settings: Settings | None = None) -> Path:
+    return models_dir(settings) / adapters.check_name(name)
+
+
+def list_models(settings: Settings | None = None) -> list[dict[str, Any]]:
+    root = models_dir(settings)
+    found = []
+    if root.is_dir():
+        for path in root.iterdir():
+            meta_file = path / "meta.json"
+            if path.is_dir() and adapters.NAME_PATTERN.match(path.name) and meta_file.is_file():
+                try:
+                    found.append({"name": path.name, **json.loads(meta_file.read_text(encoding="utf-8"))})
+                except ValueError:
+                    continue
+    return sorted(found, key=lambda m: m.get("created", ""), reverse=True)
+
+
+def meta(name: str) -> dict[str, Any]:
+    path = model_path(name)
+    if not (path / "meta.json").is_file():
+        raise RewardModelError(f"no reward model named {name!r} in {models_dir()}")
+    return json.loads((path / "meta.json").read_text(encoding="utf-8"))
+
+
+# --- data --------------------------------------------------------------------------------------
+
+def _as_json(messages: Sequence[Any]) -> list[dict[str, str]]:
+    return [m.to_json() if hasattr(m, "to_json") else dict(m) for m in messages]
+
+
+def load_pairs(spec: RewardSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(pairs as trl conversational rows, row errors)."""
+    if spec.from_store:
+        pairs, _ = preferences.pairs_and_unpaired()
+        rows = [{k: r[k] for k in preferences.TRL_PAIR_COLUMNS} for r in pairs]
+        errors: list[dict[str, Any]] = []
+    else:
+        raw, errors = preferences.read_pairs(spec.data)
+        rows = [
+            {"prompt": _as_json(r["prompt"]), "chosen": _as_json(r["chosen"]), "rejected": _as_json(r["rejected"])}
+            for r in raw if "chosen" in r
+        ]
+    if errors and not spec.skip_bad_rows:
+        listed = "; ".join(f"line {e['line']}: {e['error']}" for e in errors[:5])
+        raise InvalidParameter("data", f"{len(errors)} rows have problems ({listed}); fix them or skip bad rows")
+    if len(rows) < 2:
+        raise InvalidParameter("data", f"need at least 2 preference pairs to train, found {len(rows)}")
+    return rows, errors
+
+
+def split_by_prompt(rows: Sequence[dict[str, Any]], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """Held-out pairs whose prompts never appear in training."""
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(json.dumps(row["prompt"], sort_keys=True), []).append(row)
+    keys = sorted(groups)
+    random.Random(seed).shuffle(keys)
+    if fraction <= 0 or len(keys) < 2:
+        return list(rows), []
+    n_eval = max(1, round(len(keys) * fraction))
+    held = set(keys[:n_eval])
+    train = [r for k in keys if k not in held for r in groups[k]]
+    evaluation = [r for k in keys if k in held for r in groups[k]]
+    return train, evaluation
+
+
+def tokenize(tokenizer: Any, prompt: Sequence[dict[str, str]], response: str) -> list[int]:
+    """Token ids of a scored conversation, exactly as trl's RewardTrainer builds them."""
+    ids = tokenizer.apply_chat_template(list(prompt) + [{"role": "assistant", "content": response}], tokenize=True, return_dict=True)
+    return list(ids["input_ids"])
+
+
+# --- training ----------------------------------------------------------------------------------
+
+def _load_classifier(source: str, tokenizer: Any) -> Any:
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=1, dtype=torch.float32)
+    # Llama-family classifiers find the scored (last real) token through config.pad_token_id.
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def run(spec: RewardSpec, ctx: JobContext) -> dict[str, Any]:
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoTokenizer
+    from trl import RewardConfig, RewardTrainer
+
+    from . import models
+
+    started = time.time()
+    settings = get_settings()
+    target = model_path(spec.out)
+    if target.exists() and not spec.overwrite:
+        raise InvalidParameter("out", f"a reward model named {spec.out!r} already exists")
+    model_id = spec.base_model or settings.model or models.default_model_id()
+    source, base_name = models.resolve_source(model_id, settings)
+    device, precision = training.device_and_precision(settings.device)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+
+    rows, errors = load_pairs(spec)
+    train_rows, eval_rows = split_by_prompt(rows, spec.eval_fraction, spec.seed)
+    ctx.info(
+        f"{len(rows)} preference pairs ({len(errors)} bad rows skipped); split by prompt: {len(train_rows)} train, "
+        f"{len(eval_rows)} held-out pairs on unseen prompts; base model {base_name} on {device} ({precision.reason})"
+    )
+    ctx.check()
+    torch.manual_seed(spec.seed)
+    model = _load_classifier(source, tokenizer).to(device)
+    peft_config = LoraConfig(
+        task_type="SEQ_CLS", r=spec.lora_r, lora_alpha=spec.lora_alpha, lora_dropout=0.0,
+        target_modules=list(DEFAULT_TARGETS), modules_to_save=["score"],
+    )
+    planned = training.planned_steps(len(train_rows), spec.batch_size, 1, spec.epochs, spec.max_steps)
+    args = RewardConfig(
+        output_dir=str(ctx.directory / "trainer"), num_train_epochs=spec.epochs, max_steps=spec.max_steps,
+        per_device_train_batch_size=spec.batch_size, per_device_eval_batch_size=spec.batch_size,
+        learning_rate=spec.learning_rate, lr_scheduler_type="cosine", warmup_steps=max(0, planned // 20),
+        max_length=spec.max_length, gradient_checkpointing=False, bf16=precision.bf16, fp16=precision.fp16,
+        use_cpu=device == "cpu", seed=spec.seed, logging_steps=max(1, planned // 40),
+        # Evaluate during training only on longer runs; the job measures before and after anyway.
+        eval_strategy="steps" if eval_rows and planned >= 12 else "no", eval_steps=max(3, planned // 4), save_strategy="no",
+        report_to="none", disable_tqdm=True, dataloader_num_workers=0,
+    )
+    trainer = RewardTrainer(
+        model=model, args=args, train_dataset=Dataset.from_list(train_rows),
+        eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None, processing_class=tokenizer,
+        peft_config=peft_config, callbacks=[trainer_callback(ctx)],
+    )
+    kept_train = len(trainer.train_dataset)
+    kept_eval = len(trainer.eval_dataset) if trainer.eval_dataset is not None else 0
+    ctx.info(
+        f"after preprocessing: {kept_train} train / {kept_eval} held-out pairs "
+        f"({len(train_rows) - kept_train + len(eval_rows) - kept_eval} dropped as longer than {spec.max_length} tokens)"
+    )
+    # trl logs its reward metrics as eval_* whatever the prefix: read the untrained accuracy now
+    before = dict(trainer.evaluate()) if kept_eval else {}
+    result = trainer.train()
+    if ctx.should_stop():
+        raise JobCancelled()
+    after = trainer.evaluate() if kept_eval else {}
+    metrics = {
+        "eval_accuracy": after.get("eval_accuracy"),
+        "eval_margin": after.get("eval_margin"),
+        "eval_loss": after.get("eval_loss"),
+        "eval_accuracy_before": before.get("eval_accuracy"),
+        "train_loss": float(result.training_loss),
+    }
+    ctx.info("held-out: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
+    if not ctx.report:
+        return {"steps": int(trainer.state.global_step)}
+
+    staging = ctx.directory / "reward_model"
+    shutil.rmtree(staging, ignore_errors=True)
+    trainer.model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    seconds = time.time() - started
+    info = {
+        "kind": "reward",
+        "base_model": base_name,
+        "base_model_source": model_id,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "job_id": ctx.job_id,
+        "data": {
+            "source": "store" if spec.from_store else Path(spec.data).name,
+            "pairs": len(rows), "bad_rows": len(errors), "train_pairs": kept_train, "eval_pairs": kept_eval,
+            "split": "by prompt",
+        },
+        "hyperparameters": {**spec.to_dict(), "precision": precision.reason, "device": device},
+        "metrics": metrics,
+        "seconds": seconds,
+    }
+    (staging / "meta.json").write_text(json.dumps(info, indent=2, default=float), encoding="utf-8")
+    training.publish(staging, target, overwrite=spec.overwrite)
+    ctx.info(f"reward model saved to {target}")
+    _scorers.pop(spec.out, None)
+    return {"model_dir": str(target), "eval_accuracy": metrics["eval_accuracy"], "steps": int(trainer.state.global_step),
+            "seconds": seconds, **metrics}
+
+
+def run_job(ctx: JobContext) -> dict[str, Any]:
+    """Job-runner entry point (kind "reward")."""
+    return run(RewardSpec.from_dict(ctx.spec), ctx)
+
+
+# --- scoring -----------------------------------------------------------------------------------
+
+class RewardScorer:
+    """A trained reward model loaded for scoring (thread-safe; one forward at a time)."""
+
+    def __init__(self, name: str) -> None:
+        from peft import PeftModel
+        from transformers import AutoTokenizer
+
+        from . import models
+
+        self.name = name
+        self.path = model_path(name)
+        info = meta(name)
+        self.version = (self.path / "meta.json").stat().st_mtime_ns
+        source, _ = models.resolve_source(info["base_model_source"])
+        self.tokenizer = AutoTokenizer.from_pretrained(self.path)
+        base = _load_classifier(source, self.tokenizer)
+        try:
+            self.model = PeftModel.from_pretrained(base, str(self.path)).eval()
+        except (OSError, ValueError, RuntimeError) as error:
+            raise RewardModelError(f"reward model {name!r} cannot be loaded: {str(error).splitlines()[0][:200]}") from error
+        self.lock = threading.Lock()
+
+    @torch.inference_mode()
+    def score(self, prompt: Sequence[Any], responses: Sequence[str], batch_size: int = 8) -> list[float]:
+        prompt = _as_json(prompt)
+        pad = self.tokenizer.pad_token_id
+        scores: list[float] = []
+        for start in range(0, len(responses), batch_size):
+            ids = [tokenize(self.tokenizer, prompt, r) for r in responses[start : start + batch_size]]
+            width = max(len(x) for x in ids)
+            input_ids = torch.full((len(ids), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(ids), width), dtype=torch.long)
+            for i, row in enumerate(ids):  # right padding, as trl's preference collator pads
+                input_ids[i, : len(row)] = torch.tensor(row)
+                mask[i, : len(row)] = 1
+            with self.lock:
+                logits = self.model(input_ids=input_ids, attention_mask=mask).logits
+            scores.extend(float(x) for x in logits[:, 0])
+        return scores
+
+
+_scorers: OrderedDict[str, RewardScorer] = OrderedDict()
+_scorers_lock = threading.Lock()
+
+
+def scorer(name: str) -> RewardScorer:
+    """A cached scorer (the two most recently used stay loaded); reloaded if retrained."""
+    with _scorers_lock:
+        current = _scorers.get(name)
+        path = model_path(name)
+        if current is not None and (path / "meta.json").is_file() and current.version == (path / "meta.json").stat().st_mtime_ns:
+            _scorers.move_to_end(name)
+            return current
+        loaded = RewardScorer(name)
+        _scorers[name] = loaded
+        while len(_scorers) > 2:
+            _scorers.popitem(last=False)
+        return loaded
+
+
+def score(name: str, prompt: Sequence[Any] | str, response: str) -> float:
+    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+    return scorer(name).score(messages, [response])[0]
+
+
+def evaluate_pairs(name: str, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Fraction of pairs where the chosen response scores above the rejected one."""
+    model = scorer(name)
+    correct, margins = 0, []
+    for row in rows:
+        chosen, rejected = model.score(row["prompt"], [row["chosen"][-1]["content"], row["rejected"][-1]["content"]])
+        correct += chosen > rejected
+        margins.append(chosen - rejected)
+    n = len(rows)
+    return {"accuracy": correct / n if n else None, "n": n, "mean_margin": sum(margins) / n if n else None}
+
+
+def evaluate_file(name: str, path: str | Path) -> dict[str, Any]:
+    raw, errors = preferences.read_pairs(path)
+    rows = [{"prompt": _as_json(r["prompt"]), "chosen": _as_json(r["chosen"]), "rejected": _as_json(r["rejected"])} for r in raw if "chosen" in r]
+    return {**evaluate_pairs(name, rows), "errors": errors}
+
+
+def agreement_with_humans(name: str) -> dict[str, Any]:
+    """How often the reward model prefers what the annotators preferred, over the stored pairs."""
+    pairs, _ = preferences.pairs_and_unpaired()
+    return evaluate_pairs(name, pairs)
