@@ -28,6 +28,15 @@ class OneLineParser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}")
 
 
+def needs_action(command: str, actions: str):
+    """Handler for a command group called without its action (e.g. `reward` alone)."""
+
+    def handler(_args: argparse.Namespace) -> int:
+        raise UsageError(f"{command} needs an action: {actions}")
+
+    return handler
+
+
 def add_sampling_flags(parser: argparse.ArgumentParser) -> None:
     defaults = SamplingParams()
     group = parser.add_argument_group("sampling")
@@ -86,11 +95,13 @@ def run_guarded(func: Callable[[], int]) -> int:
     """Run a command; expected failures become one line on stderr and a non-zero status."""
     from ..adapters import AdapterError
     from ..models import ModelUnavailable
+    from ..preferences import PreferenceError
+    from ..reward import RewardModelError
     from ..sft_data import DataError
 
     try:
         return func()
-    except (UsageError, DataError, AdapterError) as error:
+    except (UsageError, DataError, AdapterError, PreferenceError, RewardModelError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except InvalidParameter as error:

@@ -162,3 +162,39 @@ def test_finetune_bad_data_fails_before_loading_a_model(capsys, tmp_path):
     assert main(["finetune", "--data", str(bad), "--out", "x"]) == 2
     err = capsys.readouterr().err
     assert "row 2" in err and "instruction" in err
+
+
+def test_prefs_import_export_json_contracts(capsys, tmp_path, data_dir):
+    from pipelines import db
+
+    db.dispose_all()
+    source = tmp_path / "in.jsonl"
+    source.write_text(
+        json.dumps({"prompt": [{"role": "user", "content": "Q"}], "chosen": [{"role": "assistant", "content": "good"}],
+                    "rejected": [{"role": "assistant", "content": "bad"}]}) + "\n{broken\n"
+    )
+    doc = run_json(capsys, "prefs", "import", str(source), "--json")
+    assert doc == {"imported": 1, "errors": [{"line": 2, "error": doc["errors"][0]["error"]}]}
+    for fmt, name in (("jsonl", "o.jsonl"), ("parquet", "o.parquet"), ("unpaired", "u.jsonl")):
+        doc = run_json(capsys, "prefs", "export", "--out", str(tmp_path / name), "--format", fmt, "--json")
+        assert doc["rows"] == (0 if fmt == "unpaired" else 1) and (tmp_path / name).exists()
+    row = json.loads((tmp_path / "o.jsonl").read_text())
+    assert row["chosen"][0]["content"] == "good" and row["rejected"][0]["content"] == "bad"
+    assert main(["prefs", "import", str(tmp_path / "missing.jsonl")]) == 2
+    db.dispose_all()
+
+
+def test_reward_cli_train_eval_score(tiny_model_env, capsys, data_dir):
+    from tests.conftest import ROOT
+
+    sample = str(ROOT / "assets" / "datasets" / "preference_pairs.jsonl")
+    doc = run_json(capsys, "reward", "train", "--data", sample, "--out", "cli-rm", "--max-steps", "1",
+                   "--batch-size", "4", "--max-length", "128", "--json")
+    assert set(doc) >= {"model_dir", "eval_accuracy", "steps"} and doc["steps"] == 1
+    doc = run_json(capsys, "reward", "eval", "--model", "cli-rm", "--data", sample, "--json")
+    assert set(doc) >= {"accuracy", "n"} and doc["n"] == 120
+    doc = run_json(capsys, "reward", "score", "--model", "cli-rm", "--prompt", "Hi", "--response", "Hello", "--json")
+    assert isinstance(doc["reward"], float)
+    assert main(["reward", "score", "--model", "missing", "--prompt", "a", "--response", "b", "--json"]) == 2
+    assert "no reward model named" in capsys.readouterr().err
+    assert main(["reward", "train", "--out", "x", "--json"]) == 2  # neither --data nor --from-store

@@ -1,0 +1,54 @@
+"""`python -m pipelines prefs import|export`: move preference labels in and out of the store."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .. import preferences
+from .common import UsageError, emit_json, needs_action
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    prefs = subparsers.add_parser("prefs", help="import or export human preference labels")
+    commands = prefs.add_subparsers(dest="prefs_command", metavar="ACTION", parser_class=type(prefs))
+    imp = commands.add_parser("import", help="add trl-format preference rows (JSONL, Parquet, datasets dir)")
+    imp.add_argument("file", metavar="FILE")
+    imp.add_argument("--annotator", default=None, help="recorded as who gave the labels (default import:<file>)")
+    imp.add_argument("--json", action="store_true")
+    imp.set_defaults(handler=run_import)
+    exp = commands.add_parser("export", help="write the labels in trl's format")
+    exp.add_argument("--out", required=True, metavar="FILE")
+    exp.add_argument("--format", choices=["jsonl", "parquet", "dataset", "unpaired"], default="jsonl")
+    exp.add_argument("--json", action="store_true")
+    exp.set_defaults(handler=run_export)
+    prefs.set_defaults(handler=needs_action("prefs", "import or export"))
+
+
+def run_import(args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    if not path.exists():
+        raise UsageError(f"no such file {args.file!r}")
+    try:
+        result = preferences.import_file(path, annotator=args.annotator)
+    except preferences.PreferenceError as error:
+        raise UsageError(str(error)) from error
+    if args.json:
+        emit_json(result.to_json())
+    else:
+        print(f"imported {result.imported} rows; {len(result.errors)} rows skipped")
+        for error in result.errors[:20]:
+            print(f"  line {error['line']}: {error['error']}")
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    try:
+        result = preferences.export(args.out, args.format)
+    except preferences.PreferenceError as error:
+        raise UsageError(str(error)) from error
+    if args.json:
+        emit_json(result)
+    else:
+        print(f"wrote {result['rows']} rows to {result['path']} ({result['pairs']} pairs, {result['unpaired']} unpaired in the store)")
+    return 0

@@ -1,0 +1,103 @@
+"""`python -m pipelines reward train|eval|score`: reward models from preference pairs."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .. import jobs, reward
+from .common import CommandFailed, UsageError, emit_json, needs_action, quiet_stdout
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("reward", help="train, evaluate or query a reward model")
+    commands = parser.add_subparsers(dest="reward_command", metavar="ACTION", parser_class=type(parser))
+    train = commands.add_parser("train", help="train a reward model (Bradley-Terry loss) with LoRA")
+    source = train.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", metavar="FILE", help="preference pairs in trl's format")
+    source.add_argument("--from-store", action="store_true", help="the labels collected in the app")
+    train.add_argument("--out", required=True, metavar="NAME")
+    length = train.add_mutually_exclusive_group()
+    length.add_argument("--epochs", type=float, default=None)
+    length.add_argument("--max-steps", type=int, default=None)
+    train.add_argument("--lr", type=float, default=3e-4)
+    train.add_argument("--batch-size", type=int, default=8)
+    train.add_argument("--max-length", type=int, default=512)
+    train.add_argument("--eval-fraction", type=float, default=0.2, help="share of prompts held out")
+    train.add_argument("--seed", type=int, default=42)
+    train.add_argument("--skip-bad-rows", action="store_true")
+    train.add_argument("--overwrite", action="store_true")
+    train.add_argument("--json", action="store_true")
+    train.set_defaults(handler=run_train)
+    evaluate = commands.add_parser("eval", help="pairwise accuracy of a reward model on a file")
+    evaluate.add_argument("--model", required=True, metavar="NAME")
+    evaluate.add_argument("--data", required=True, metavar="FILE")
+    evaluate.add_argument("--json", action="store_true")
+    evaluate.set_defaults(handler=run_eval)
+    score = commands.add_parser("score", help="the reward of one response to one prompt")
+    score.add_argument("--model", required=True, metavar="NAME")
+    score.add_argument("--prompt", required=True)
+    score.add_argument("--response", required=True)
+    score.add_argument("--json", action="store_true")
+    score.set_defaults(handler=run_score)
+    parser.set_defaults(handler=needs_action("reward", "train, eval or score"))
+
+
+def run_train(args: argparse.Namespace) -> int:
+    if args.data and not Path(args.data).exists():
+        raise UsageError(f"--data: no such file {args.data!r}")
+    spec = reward.RewardSpec(
+        out=args.out, data=str(Path(args.data).resolve()) if args.data else None, from_store=args.from_store,
+        epochs=args.epochs if args.epochs is not None else 2.0, max_steps=args.max_steps if args.max_steps is not None else -1,
+        learning_rate=args.lr, batch_size=args.batch_size, max_length=args.max_length, eval_fraction=args.eval_fraction,
+        seed=args.seed, skip_bad_rows=args.skip_bad_rows, overwrite=args.overwrite,
+    )
+    if reward.model_path(spec.out).exists() and not spec.overwrite:
+        raise UsageError(f"a reward model named {spec.out!r} already exists (use --overwrite)")
+    reward.load_pairs(spec)  # data problems are usage errors, reported before any model loads
+    with quiet_stdout(args.json):
+        job = jobs.run_foreground("reward", spec.out, spec.to_dict(), echo=True)
+    if job.status != jobs.SUCCEEDED:
+        raise CommandFailed(f"reward training {job.status}: {job.message} (log: {jobs.log_path(job.id)})")
+    result = job.result
+    if args.json:
+        emit_json({"model_dir": result["model_dir"], "eval_accuracy": result["eval_accuracy"], "steps": result["steps"],
+                   "job_id": job.id, "eval_margin": result.get("eval_margin"), "seconds": result.get("seconds")})
+    else:
+        accuracy = result["eval_accuracy"]
+        shown = f"{accuracy:.1%}" if accuracy is not None else "n/a (no held-out pairs)"
+        print(f"reward model saved to {result['model_dir']}; held-out accuracy {shown}")
+    return 0
+
+
+def _existing(name: str) -> None:
+    try:
+        reward.meta(name)
+    except reward.RewardModelError as error:
+        raise UsageError(str(error)) from error
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    _existing(args.model)
+    if not Path(args.data).exists():
+        raise UsageError(f"--data: no such file {args.data!r}")
+    with quiet_stdout(args.json):
+        result = reward.evaluate_file(args.model, args.data)
+    if args.json:
+        emit_json(result)
+    else:
+        print(f"accuracy {result['accuracy']:.1%} on {result['n']} pairs (mean margin {result['mean_margin']:+.3f})")
+    return 0
+
+
+def run_score(args: argparse.Namespace) -> int:
+    _existing(args.model)
+    if not args.prompt.strip() or not args.response.strip():
+        raise UsageError("--prompt and --response must not be empty")
+    with quiet_stdout(args.json):
+        value = reward.score(args.model, args.prompt, args.response)
+    if args.json:
+        emit_json({"reward": value})
+    else:
+        print(f"{value:+.4f}")
+    return 0
