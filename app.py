@@ -13,8 +13,8 @@ import gradio as gr  # noqa: E402
 
 from pipelines import jobs, models  # noqa: E402
 from pipelines.config import get_settings  # noqa: E402
-from playground import chat, finetune, generate, sidebar  # noqa: E402
-from playground.controls import ASSETS  # noqa: E402
+from playground import chat, finetune, generate, preferences, reward, sidebar  # noqa: E402
+from playground.controls import ASSETS, how_it_works  # noqa: E402
 
 TITLE = "LLM Playground"
 
@@ -31,6 +31,15 @@ def build_app(handle: models.ModelHandle | None = None) -> gr.Blocks:
                 chat.build(demo, shared)
             with gr.Tab("Fine-tune", id="finetune"):
                 finetune.build(demo, shared)
+            with gr.Tab("Preferences", id="preferences"):
+                with gr.Tabs():
+                    with gr.Tab("Label", id="label"):
+                        preferences.build_label(demo, shared)
+                    with gr.Tab("Dataset", id="dataset"):
+                        preferences.build_dataset(demo)
+                    with gr.Tab("Reward model", id="reward"):
+                        reward.build(demo)
+                how_it_works("preferences")
     return demo
 
 
@@ -41,6 +50,7 @@ def launch_kwargs() -> dict:
         "server_port": settings.port,
         "css": (ASSETS / "style.css").read_text(encoding="utf-8"),
         "footer_links": ["api", "settings"],
+        "head": preferences.KEYBOARD_JS,
     }
 
 

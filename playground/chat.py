@@ -9,11 +9,11 @@ from typing import Any, Iterator
 
 import gradio as gr
 
-from pipelines import chat, models
+from pipelines import chat, models, preferences
 from pipelines.sampling import InvalidParameter, SamplingParams
 
 from .controls import MODEL_EVENTS, how_it_works, to_params
-from .sidebar import Shared, selected_adapter
+from .sidebar import Shared, annotator_name, selected_adapter
 
 UI_UPDATE_SECONDS = 0.05
 MAX_IMPORT_BYTES = 5_000_000
@@ -174,6 +174,55 @@ def chat_api(
     }
 
 
+def _context_before(messages: list[dict[str, str]], index: int, system_prompt: str | None) -> list[dict[str, str]]:
+    system = _system(system_prompt)
+    return ([{"role": "system", "content": system}] if system else []) + messages[:index]
+
+
+def feedback(history: list[dict[str, Any]] | None, system_prompt: str | None, annotator: str, like: gr.LikeData, request: gr.Request = None):
+    """Thumbs up/down on a reply becomes a one-response preference item with its label."""
+    messages = to_chatbot(to_messages(history))
+    index = like.index if isinstance(like.index, int) else like.index[0]
+    if not 0 <= index < len(messages) or messages[index]["role"] != "assistant" or index == 0:
+        raise gr.Error("Rate an assistant reply.")
+    who = annotator_name(annotator, request) or f"chat:{getattr(request, 'session_hash', 'anonymous')}"
+    liked = like.liked is True or like.liked == "Like"
+    try:
+        item = preferences.create_item(
+            _context_before(messages, index, system_prompt),
+            [preferences.ResponseDraft(messages[index]["content"], source="chat", model=models.get_handle().name)],
+            origin="chat-feedback", created_by=who,
+        )
+        preferences.submit_label(item.id, who, "up" if liked else "down", session_id=getattr(request, "session_hash", None))
+    except preferences.PreferenceError as error:
+        raise gr.Error(str(error)) from error
+    gr.Info(f"Saved your {'👍' if liked else '👎'} as a preference label.")
+
+
+def send_to_compare(history: list[dict[str, Any]] | None, system_prompt: str | None, adapter: str | None,
+                    annotator: str, request: gr.Request = None, **sampling: Any) -> None:
+    """Queue the last reply against a fresh alternative as a comparison item for the Preferences tab."""
+    before, text = _until_last_user(history)
+    messages = to_chatbot(to_messages(history))
+    if messages[-1]["role"] != "assistant":
+        raise gr.Error("Wait for a reply first: the comparison pits it against a new one.")
+    params = to_params(sampling)
+    prompt = _context_before(before + [{"role": "user", "content": text}], len(before) + 1, system_prompt)
+    try:
+        alternative, _ = chat.reply(models.get_handle(), chat.normalise(prompt), params, adapter=selected_adapter(adapter))
+        source = selected_adapter(adapter) or "base"
+        preferences.create_item(
+            prompt,
+            [preferences.ResponseDraft(messages[-1]["content"], source=source, model=models.get_handle().name),
+             preferences.ResponseDraft(alternative.text.strip(), source=source, model=models.get_handle().name,
+                                       sampling=params.to_dict(), seed=alternative.seed)],
+            origin="chat-compare", created_by=annotator_name(annotator, request) or None,
+        )
+    except (InvalidParameter, models.ModelUnavailable, preferences.PreferenceError) as error:
+        raise gr.Error(str(error)) from error
+    gr.Info("Sent to the Preferences queue: choose 'Queue' there to vote on it.")
+
+
 def preview(history: list[dict[str, Any]] | None, draft: str, system_prompt: str | None, max_new_tokens: float = 256):
     """The prompt the model would receive if `draft` were sent now (teaching: the chat template)."""
     messages = to_chatbot(to_messages(history))
@@ -234,7 +283,7 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
                 editable="user",
                 buttons=["copy", "copy_all"],
                 placeholder="Say hello — replies stream from the local model.",
-                feedback_options=None,
+                feedback_options=("Like", "Dislike"),
             )
             with gr.Row():
                 message = gr.Textbox(
@@ -250,6 +299,7 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
                 regenerate_button = gr.Button("↻ Regenerate", size="sm")
                 undo_button = gr.Button("↶ Undo (edit & resend)", size="sm")
                 clear_button = gr.Button("🗑 Clear", size="sm")
+                compare_button = gr.Button("⚖ Compare → Preferences", size="sm")
                 export_button = gr.Button("⬇ Export JSON", size="sm")
                 import_button = gr.UploadButton("⬆ Import JSON", file_types=[".json"], size="sm")
         with gr.Column(scale=2):
@@ -285,6 +335,11 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
     export_button.click(export_conversation, [chatbot, system_prompt], export_file, api_name="export_chat")
     import_button.upload(import_conversation, import_button, [chatbot, system_prompt], api_name="import_chat")
     gr.api(chat_api, api_name="chat", **MODEL_EVENTS)
+    chatbot.like(feedback, [chatbot, system_prompt, shared.annotator], None, api_visibility="private")
+    compare_button.click(
+        send_to_compare, [chatbot, system_prompt, shared.adapter, shared.annotator], None,
+        inputs_kwargs=sampling_kwargs, api_name="chat_compare", **MODEL_EVENTS,
+    )
     gr.on(
         [system_prompt.blur, message.blur, demo.load, shared.sampling.max_new_tokens.release],
         preview, [chatbot, message, system_prompt, shared.sampling.max_new_tokens], [rendered, report],

@@ -18,6 +18,7 @@ class Shared:
 
     sampling: SamplingControls
     adapter: gr.Dropdown
+    annotator: gr.Textbox
 
 
 def model_card(handle: ModelHandle) -> str:
@@ -44,9 +45,24 @@ def selected_adapter(value: str | None) -> str | None:
     return None if value in (None, "", adapters.BASE_CHOICE) else value
 
 
+def identity(request: gr.Request | None) -> dict:
+    """With auth on, the login name is the annotator (and cannot be edited); else a free field."""
+    user = getattr(request, "username", None) if request is not None else None
+    if user:
+        return gr.update(value=user, interactive=False, info="signed in")
+    return gr.update()
+
+
+def annotator_name(typed: str | None, request: gr.Request | None) -> str:
+    """Who is acting: the signed-in user if any, else what they typed."""
+    user = getattr(request, "username", None) if request is not None else None
+    return (user or typed or "").strip()
+
+
 def build(demo: gr.Blocks, handle: ModelHandle) -> Shared:
     with gr.Sidebar(label="Model & sampling", open=True, width=330):
         gr.Markdown(model_card(handle))
+        annotator = gr.Textbox(label="Your name", placeholder="used for your preference labels", max_length=128)
         with gr.Row():
             adapter = gr.Dropdown(
                 choices=adapter_choices(),
@@ -60,4 +76,5 @@ def build(demo: gr.Blocks, handle: ModelHandle) -> Shared:
             sampling = sampling_controls()
     refresh.click(refresh_adapters, adapter, adapter, api_name="list_adapters")
     demo.load(refresh_adapters, adapter, adapter, api_visibility="private")
-    return Shared(sampling=sampling, adapter=adapter)
+    demo.load(identity, None, annotator, api_visibility="private")
+    return Shared(sampling=sampling, adapter=adapter, annotator=annotator)

@@ -7,7 +7,6 @@ import pytest
 
 from pipelines import jobs
 from playground import finetune as tab
-from tests.conftest import write_sft_rows
 
 
 def test_bundled_sample_checks_clean(use_tiny):
