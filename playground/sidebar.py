@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import gradio as gr
@@ -45,9 +46,23 @@ def selected_adapter(value: str | None) -> str | None:
     return None if value in (None, "", adapters.BASE_CHOICE) else value
 
 
+def signed_in_user(request: gr.Request | None) -> str | None:
+    """The signed-in user: Gradio auth (PLAYGROUND_AUTH) or a Hugging Face OAuth login on Spaces."""
+    if request is None:
+        return None
+    user = getattr(request, "username", None)
+    if user:
+        return str(user)
+    try:  # HF OAuth keeps the profile in the session, not in request.username
+        info = request.session.get("oauth_info") or {}
+        return info.get("userinfo", {}).get("preferred_username") or None
+    except (AttributeError, AssertionError, KeyError, TypeError):
+        return None
+
+
 def identity(request: gr.Request | None) -> dict:
-    """With auth on, the login name is the annotator (and cannot be edited); else a free field."""
-    user = getattr(request, "username", None) if request is not None else None
+    """When signed in, the login name is the annotator (and cannot be edited); else a free field."""
+    user = signed_in_user(request)
     if user:
         return gr.update(value=user, interactive=False, info="signed in")
     return gr.update()
@@ -55,13 +70,14 @@ def identity(request: gr.Request | None) -> dict:
 
 def annotator_name(typed: str | None, request: gr.Request | None) -> str:
     """Who is acting: the signed-in user if any, else what they typed."""
-    user = getattr(request, "username", None) if request is not None else None
-    return (user or typed or "").strip()
+    return (signed_in_user(request) or typed or "").strip()
 
 
 def build(demo: gr.Blocks, handle: ModelHandle) -> Shared:
     with gr.Sidebar(label="Model & sampling", open=True, width=330):
         gr.Markdown(model_card(handle))
+        if os.environ.get("OAUTH_CLIENT_ID"):  # a Space with `hf_oauth: true` in its README
+            gr.LoginButton()
         annotator = gr.Textbox(label="Your name", placeholder="used for your preference labels", max_length=128)
         with gr.Row():
             adapter = gr.Dropdown(
