@@ -1,0 +1,92 @@
+"""Splitting text into overlapping chunks measured in the embedder's own tokens.
+
+all-MiniLM-L6-v2 reads at most 256 word pieces and silently ignores the rest, so chunks are
+measured with its tokenizer, not in characters. Chunks end at paragraph and sentence boundaries
+where possible; a single sentence longer than a chunk is split by tokens. Each chunk keeps its
+character offsets in the page text, so a citation can show the exact passage.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+DEFAULT_CHUNK_TOKENS = 200
+DEFAULT_OVERLAP_TOKENS = 40
+MAX_CHUNK_TOKENS = 254  # the embedder reads 256 word pieces, two of them [CLS] and [SEP]
+
+_SENTENCE_END = re.compile(r"(?<=[.!?…])\s+(?=\S)|\n\s*\n")
+
+
+@dataclass(frozen=True)
+class Chunk:
+    text: str
+    page: int | None
+    start: int  # character offsets in the section's text
+    end: int
+    tokens: int
+
+
+def _spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each sentence-like unit; paragraph breaks are boundaries too."""
+    spans, cursor = [], 0
+    for match in _SENTENCE_END.finditer(text):
+        if match.start() > cursor:
+            spans.append((cursor, match.start()))
+        cursor = match.end()
+    if cursor < len(text):
+        spans.append((cursor, len(text)))
+    return [(s, e) for s, e in spans if text[s:e].strip()]
+
+
+def _split_long(text: str, start: int, end: int, tokenizer: Any, size: int, overlap: int) -> list[tuple[int, int, int]]:
+    """A span longer than `size` tokens, cut into token windows: (start, end, tokens)."""
+    encoded = tokenizer(text[start:end], add_special_tokens=False, return_offsets_mapping=True)
+    offsets = encoded["offset_mapping"]
+    pieces, step = [], max(1, size - overlap)
+    for first in range(0, len(offsets), step):
+        window = offsets[first : first + size]
+        pieces.append((start + window[0][0], start + window[-1][1], len(window)))
+        if first + size >= len(offsets):
+            break
+    return pieces
+
+
+def chunk_text(text: str, page: int | None, tokenizer: Any, *, size: int = DEFAULT_CHUNK_TOKENS, overlap: int = DEFAULT_OVERLAP_TOKENS) -> list[Chunk]:
+    if not 16 <= size <= MAX_CHUNK_TOKENS:
+        raise ValueError(f"chunk size must be between 16 and {MAX_CHUNK_TOKENS} tokens (the embedder's limit), got {size}")
+    if not 0 <= overlap < size:
+        raise ValueError(f"overlap must be at least 0 and smaller than the chunk size, got {overlap}")
+    spans = _spans(text)
+    if not spans:
+        return []
+    counts = [len(ids) for ids in tokenizer([text[s:e] for s, e in spans], add_special_tokens=False)["input_ids"]]
+    units: list[tuple[int, int, int]] = []
+    for (s, e), n in zip(spans, counts):
+        units.extend(_split_long(text, s, e, tokenizer, size, overlap) if n > size else [(s, e, n)])
+
+    chunks: list[Chunk] = []
+    current: list[tuple[int, int, int]] = []
+    total = 0
+
+    def flush() -> None:
+        start, end = current[0][0], current[-1][1]
+        chunks.append(Chunk(text[start:end], page, start, end, total))
+
+    for unit in units:
+        if current and total + unit[2] > size:
+            flush()
+            carried: list[tuple[int, int, int]] = []
+            carried_tokens = 0
+            for previous in reversed(current):  # trailing sentences become the overlap
+                if carried_tokens + previous[2] > overlap:
+                    break
+                carried.insert(0, previous)
+                carried_tokens += previous[2]
+            current, total = carried, carried_tokens
+        current.append(unit)
+        total += unit[2]
+    if current and (not chunks or current[-1][1] > chunks[-1].end):
+        flush()
+    return chunks

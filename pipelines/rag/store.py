@@ -1,0 +1,363 @@
+"""Collections on disk: `<data>/rag/<collection>/` with uploads, chunks, vectors and indexes.
+
+Every change (ingest, removal) writes a complete new *generation* directory -- chunk table,
+embeddings, FAISS index, BM25 index, document list -- and then switches the `CURRENT` pointer
+with one atomic rename. A crash at any moment leaves the previous generation intact and in use.
+
+Embeddings are the source of truth: the FAISS index is rebuilt from them, exact
+(`IndexIDMap(IndexFlatIP)`, normalised vectors -> cosine) for small collections and HNSW above
+`HNSW_THRESHOLD` chunks; since every generation is rebuilt, removing a document works for both.
+Each collection records its embedder and dimension and refuses a mismatched one.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import threading
+import time
+from collections import OrderedDict
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from ..config import Settings, get_settings
+from ..files import safe_filename
+from . import chunking, embedder, parsing
+
+HNSW_THRESHOLD = 20_000
+NAME_MAX = 64
+
+
+class CollectionError(ValueError):
+    """A collection is missing, misnamed or incompatible; the message says what to do."""
+
+
+@dataclass
+class DocumentInfo:
+    id: str  # the first 16 hex digits of the content's sha256
+    name: str
+    kind: str
+    sha256: str
+    pages: int | None
+    chunks: int
+    characters: int
+    added: float
+    stored_as: str
+
+
+@dataclass
+class ChunkRecord:
+    id: int
+    doc_id: str
+    source: str
+    page: int | None
+    start: int
+    end: int
+    text: str
+
+
+@dataclass
+class IngestReport:
+    ingested: list[dict[str, Any]] = field(default_factory=list)  # {"file", "chunks"}
+    unchanged: list[dict[str, Any]] = field(default_factory=list)  # re-uploads of identical content
+    errors: list[dict[str, Any]] = field(default_factory=list)  # {"file", "error"}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ingested": self.ingested, "unchanged": self.unchanged, "errors": self.errors}
+
+
+def check_name(name: str) -> str:
+    cleaned = (name or "").strip()
+    if not cleaned or len(cleaned) > NAME_MAX or cleaned != safe_filename(cleaned) or cleaned.startswith("."):
+        raise CollectionError(f"invalid collection name {name!r}: use letters, digits, spaces, '.', '_' or '-' (max {NAME_MAX})")
+    return cleaned
+
+
+def root(settings: Settings | None = None) -> Path:
+    return (settings or get_settings()).data_dir / "rag"
+
+
+def collection_dir(name: str, settings: Settings | None = None) -> Path:
+    return root(settings) / check_name(name)
+
+
+def list_collections() -> list[dict[str, Any]]:
+    found = []
+    base = root()
+    if base.is_dir():
+        for path in sorted(base.iterdir()):
+            meta_file = path / "collection.json"
+            if path.is_dir() and meta_file.is_file():
+                meta = json.loads(meta_file.read_text(encoding="utf-8"))
+                try:
+                    generation = load(path.name)
+                    meta.update(documents=len(generation.documents), chunks=len(generation.chunks))
+                except CollectionError:
+                    meta.update(documents=None, chunks=None)
+                found.append(meta)
+    return found
+
+
+def create(name: str, *, chunk_size: int = chunking.DEFAULT_CHUNK_TOKENS, overlap: int = chunking.DEFAULT_OVERLAP_TOKENS) -> Path:
+    path = collection_dir(name)
+    if (path / "collection.json").exists():
+        raise CollectionError(f"a collection named {name!r} already exists")
+    if not 16 <= chunk_size <= chunking.MAX_CHUNK_TOKENS or not 0 <= overlap < chunk_size:
+        raise CollectionError(f"chunk size must be 16-{chunking.MAX_CHUNK_TOKENS} tokens and overlap smaller than it")
+    (path / "documents").mkdir(parents=True, exist_ok=True)
+    meta = {
+        "name": name, "embedder": embedder.EMBEDDER_NAME, "dimension": embedder.dimension(), "chunk_size": chunk_size,
+        "overlap": overlap, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    _write_atomic(path / "collection.json", json.dumps(meta, indent=2))
+    return path
+
+
+def delete(name: str) -> None:
+    path = collection_dir(name)
+    if not path.exists():
+        raise CollectionError(f"no collection named {name!r}")
+    trash = path.parent / f".trash-{path.name}-{time.time_ns()}"
+    os.replace(path, trash)  # disappears at once; the files go after
+    shutil.rmtree(trash, ignore_errors=True)
+    _cache.pop(name, None)
+
+
+def meta(name: str) -> dict[str, Any]:
+    path = collection_dir(name) / "collection.json"
+    if not path.is_file():
+        raise CollectionError(f"no collection named {name!r}")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}-{threading.get_ident()}")
+    tmp.write_text(text, encoding="utf-8")
+    with tmp.open("rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+@contextmanager
+def _writer(name: str) -> Iterator[Path]:
+    """One writer per collection at a time, across threads and processes."""
+    path = collection_dir(name)
+    if not (path / "collection.json").is_file():
+        raise CollectionError(f"no collection named {name!r}")
+    with _thread_locks.setdefault(name, threading.Lock()):
+        with (path / ".lock").open("w") as lock_file:
+            fcntl.flock(lock_file, fcntl.LOCK_EX)
+            try:
+                yield path
+            finally:
+                fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
+_thread_locks: dict[str, threading.Lock] = {}
+
+
+# --- a generation: everything one version of a collection needs to answer --------------------
+
+@dataclass
+class Generation:
+    name: str
+    directory: Path | None
+    documents: list[DocumentInfo]
+    chunks: list[ChunkRecord]
+    embeddings: np.ndarray
+    index: Any = None
+    bm25: Any = None
+
+    @property
+    def index_kind(self) -> str:
+        return "hnsw" if len(self.chunks) > HNSW_THRESHOLD else "exact"
+
+
+def _build_faiss(embeddings: np.ndarray) -> Any:
+    import faiss
+
+    dim = embeddings.shape[1]
+    if len(embeddings) > HNSW_THRESHOLD:
+        index = faiss.IndexHNSWFlat(dim, 32, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = 80
+        index.hnsw.efSearch = 64
+        index.add(embeddings)  # HNSW numbers vectors 0..n-1: the same ids as the chunk table
+        return index
+    index = faiss.IndexIDMap(faiss.IndexFlatIP(dim))
+    if len(embeddings):
+        index.add_with_ids(embeddings, np.arange(len(embeddings), dtype=np.int64))
+    return index
+
+
+def _bm25_tokens(texts: Sequence[str]) -> list[list[str]]:
+    import bm25s
+
+    return bm25s.tokenize(list(texts), stopwords="en", return_ids=False, show_progress=False)
+
+
+def _build_bm25(texts: Sequence[str]) -> Any:
+    import bm25s
+
+    retriever = bm25s.BM25()
+    if texts:
+        retriever.index(_bm25_tokens(texts), show_progress=False)
+    return retriever
+
+
+def _write_generation(path: Path, documents: list[DocumentInfo], chunks: list[ChunkRecord], embeddings: np.ndarray) -> str:
+    import faiss
+
+    name = f"gen-{time.time_ns()}"
+    tmp = path / f".tmp-{name}"
+    tmp.mkdir(parents=True)
+    with (tmp / "chunks.jsonl").open("w", encoding="utf-8") as handle:
+        for chunk in chunks:
+            handle.write(json.dumps(asdict(chunk), ensure_ascii=False) + "\n")
+    np.save(tmp / "embeddings.npy", embeddings)
+    faiss.write_index(_build_faiss(embeddings), str(tmp / "index.faiss"))
+    if chunks:
+        _build_bm25([c.text for c in chunks]).save(str(tmp / "bm25"))
+    (tmp / "documents.json").write_text(json.dumps([asdict(d) for d in documents], indent=2), encoding="utf-8")
+    os.replace(tmp, path / name)
+    _write_atomic(path / "CURRENT", name)  # the switch: one rename
+    for old in path.glob("gen-*"):
+        if old.name != name:
+            shutil.rmtree(old, ignore_errors=True)
+    for stale in path.glob(".tmp-gen-*"):  # left by a crash
+        shutil.rmtree(stale, ignore_errors=True)
+    return name
+
+
+_cache: OrderedDict[str, tuple[str, Generation]] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def load(name: str) -> Generation:
+    """The collection's current generation, cached in memory until it changes."""
+    path = collection_dir(name)
+    info = meta(name)
+    if info.get("embedder") != embedder.EMBEDDER_NAME:
+        raise CollectionError(
+            f"collection {name!r} was indexed with {info.get('embedder')} ({info.get('dimension')} dimensions), not "
+            f"{embedder.EMBEDDER_NAME}: re-index it (Re-index button, or delete and ingest again)"
+        )
+    pointer = path / "CURRENT"
+    current = pointer.read_text(encoding="utf-8").strip() if pointer.is_file() else ""
+    with _cache_lock:
+        cached = _cache.get(name)
+        if cached is not None and cached[0] == current:
+            _cache.move_to_end(name)
+            return cached[1]
+    if not current:
+        generation = Generation(name, None, [], [], np.zeros((0, info["dimension"]), dtype=np.float32))
+    else:
+        generation = _read_generation(name, path / current)
+        if generation.embeddings.shape[1] != info["dimension"]:
+            raise CollectionError(f"collection {name!r} has {generation.embeddings.shape[1]}-dimensional vectors; expected {info['dimension']}")
+    with _cache_lock:
+        _cache[name] = (current, generation)
+        while len(_cache) > 8:
+            _cache.popitem(last=False)
+    return generation
+
+
+def _read_generation(name: str, directory: Path) -> Generation:
+    import bm25s
+    import faiss
+
+    chunks = [ChunkRecord(**json.loads(line)) for line in (directory / "chunks.jsonl").read_text(encoding="utf-8").splitlines() if line]
+    documents = [DocumentInfo(**d) for d in json.loads((directory / "documents.json").read_text(encoding="utf-8"))]
+    embeddings = np.load(directory / "embeddings.npy")
+    index = faiss.read_index(str(directory / "index.faiss"))
+    retriever = bm25s.BM25.load(str(directory / "bm25")) if (directory / "bm25").exists() else None
+    return Generation(name, directory, documents, chunks, embeddings, index, retriever)
+
+
+# --- changes -----------------------------------------------------------------------------------
+
+def ingest(name: str, files: Sequence[tuple[str | Path, str]]) -> IngestReport:
+    """Add files (path, display name); each bad file is reported and the rest go in.
+
+    A file whose content is already in the collection is a no-op (matched by sha256).
+    """
+    report = IngestReport()
+    with _writer(name) as path:
+        info = meta(name)
+        current = load(name)
+        known = {d.sha256 for d in current.documents}
+        documents = list(current.documents)
+        chunks = list(current.chunks)
+        new_texts: list[str] = []
+        new_chunks: list[ChunkRecord] = []
+        tokenizer = embedder.tokenizer()
+        for source, display in files:
+            display = safe_filename(display or Path(source).name, default="document.txt")
+            try:
+                parsed = parsing.parse(source, display)
+            except parsing.ParseError as error:
+                report.errors.append({"file": display, "error": str(error)})
+                continue
+            if parsed.sha256 in known:
+                report.unchanged.append({"file": display, "chunks": 0})
+                continue
+            doc_id = parsed.sha256[:16]
+            pieces = [c for section in parsed.sections for c in chunking.chunk_text(
+                section.text, section.page, tokenizer, size=info["chunk_size"], overlap=info["overlap"])]
+            if not pieces:
+                report.errors.append({"file": display, "error": f"{display} contains no text to index"})
+                continue
+            stored_as = f"{doc_id}-{display}"
+            shutil.copyfile(source, path / "documents" / stored_as)
+            for piece in pieces:
+                new_chunks.append(ChunkRecord(len(chunks) + len(new_chunks), doc_id, display, piece.page, piece.start, piece.end, piece.text))
+                new_texts.append(piece.text)
+            pages = max((s.page or 0) for s in parsed.sections) or None
+            documents.append(DocumentInfo(doc_id, display, parsed.kind, parsed.sha256, pages, len(pieces), parsed.characters, time.time(), stored_as))
+            known.add(parsed.sha256)
+            report.ingested.append({"file": display, "chunks": len(pieces)})
+        if new_chunks:
+            vectors = embedder.embed(new_texts)
+            embeddings = np.concatenate([current.embeddings, vectors]) if len(current.embeddings) else vectors
+            _write_generation(path, documents, chunks + new_chunks, embeddings)
+    return report
+
+
+def remove_document(name: str, doc_id: str) -> DocumentInfo:
+    with _writer(name) as path:
+        current = load(name)
+        doc = next((d for d in current.documents if d.id == doc_id or d.name == doc_id), None)
+        if doc is None:
+            raise CollectionError(f"no document {doc_id!r} in {name!r}")
+        keep = [i for i, c in enumerate(current.chunks) if c.doc_id != doc.id]
+        chunks = [replace(current.chunks[i], id=new_id) for new_id, i in enumerate(keep)]
+        embeddings = current.embeddings[keep] if keep else np.zeros((0, current.embeddings.shape[1]), dtype=np.float32)
+        _write_generation(path, [d for d in current.documents if d.id != doc.id], chunks, embeddings)
+        (path / "documents" / doc.stored_as).unlink(missing_ok=True)
+    return doc
+
+
+def reindex(name: str) -> int:
+    """Embed every chunk again with the current embedder (after an embedder change)."""
+    with _writer(name) as path:
+        info = meta(name)
+        pointer = path / "CURRENT"
+        if not pointer.is_file():
+            return 0
+        directory = path / pointer.read_text(encoding="utf-8").strip()
+        chunks = [ChunkRecord(**json.loads(line)) for line in (directory / "chunks.jsonl").read_text(encoding="utf-8").splitlines() if line]
+        documents = [DocumentInfo(**d) for d in json.loads((directory / "documents.json").read_text(encoding="utf-8"))]
+        embeddings = embedder.embed([c.text for c in chunks])
+        info.update(embedder=embedder.EMBEDDER_NAME, dimension=int(embeddings.shape[1]) if len(embeddings) else embedder.dimension())
+        _write_atomic(path / "collection.json", json.dumps(info, indent=2))
+        _write_generation(path, documents, chunks, embeddings)
+        return len(chunks)
+
+
+def document_path(name: str, doc: DocumentInfo) -> Path:
+    return collection_dir(name) / "documents" / doc.stored_as

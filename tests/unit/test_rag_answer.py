@@ -1,0 +1,85 @@
+"""Grounded prompts, fitting to the window, citations, and the side-by-side answer."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pipelines import models
+from pipelines.rag import answer, retrieval, store
+from pipelines.sampling import SamplingParams
+from tests.conftest import build_tiny_model
+from tests.rag_corpus import write_corpus, write_questions
+
+
+@pytest.fixture
+def collection(tmp_path, data_dir):
+    store.create("docs")
+    store.ingest("docs", [(f, f.name) for f in write_corpus(tmp_path / "corpus")])
+    return "docs"
+
+
+def test_prompt_numbers_passages_best_last_with_the_grounding_instruction(collection, tiny_handle):
+    hits = retrieval.search(collection, "Who planted the orchard?", k=3)
+    prompt = answer.grounded_prompt(tiny_handle, "Who planted the orchard?", hits, 64)
+    user = prompt.messages[-1].content
+    assert "only the numbered context passages" in prompt.messages[0].content and "do not say" in prompt.messages[0].content
+    assert user.index("[3]") < user.index("[2]") < user.index("[1]") < user.index("Question:")
+    assert f"[1] ({hits[0].chunk.source})" in user and prompt.notice == "" and prompt.hits == hits
+    lighthouse = retrieval.search(collection, "Who was the last keeper of the lighthouse?", k=1)
+    assert "page 2" in answer.grounded_prompt(tiny_handle, "q", lighthouse, 16).messages[-1].content
+
+
+def test_passages_are_dropped_or_shortened_to_fit_and_the_user_is_told(collection, tokenizer):
+    small = models.wrap(build_tiny_model(tokenizer, max_positions=256), tokenizer, name="tiny-256")
+    hits = retrieval.search(collection, "Tell me about the lighthouse keeper", k=8)
+    prompt = answer.grounded_prompt(small, "Tell me about the lighthouse keeper", hits, 64)
+    assert len(prompt.ids) <= 256 - 64 and len(prompt.hits) < len(hits)
+    assert "passages fit" in prompt.notice
+    assert prompt.hits == hits[: len(prompt.hits)]  # the lowest-ranked go first
+
+
+def test_citations_are_parsed_and_bounded():
+    assert answer.citations("Paris [2]. Also [1, 3] and [2] again, not [9] or [0].", 3) == [2, 1, 3]
+    assert answer.citations("No citations here.", 3) == []
+
+
+def test_grounded_and_plain_answers_come_from_one_batch(collection, tiny_handle):
+    hits = retrieval.search(collection, "What is the steam locomotive called?", k=2)
+    last = None
+    for last in answer.stream_answers(tiny_handle, "What is the steam locomotive called?", hits, SamplingParams(temperature=0, max_new_tokens=6)):
+        pass
+    grounded, plain, prompt = last
+    assert grounded.done and plain.done and grounded.prompt_ids != plain.prompt_ids
+    assert plain.prompt_ids == answer.chat.build_prompt(tiny_handle, [answer.Message("user", "What is the steam locomotive called?")]).ids
+
+
+def test_rag_cli_contracts(use_tiny, capsys, tmp_path, data_dir):
+    from pipelines.cli import main
+
+    files = write_corpus(tmp_path / "c")
+    assert main(["rag", "ingest", "--collection", "cli", *map(str, files), str(tmp_path / "missing.pdf"), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert sorted(i["file"] for i in doc["ingested"]) == sorted(f.name for f in files)
+    assert doc["errors"] == [{"file": "missing.pdf", "error": "no such file"}]
+    bad = tmp_path / "bad.exe"
+    bad.write_bytes(b"MZ")
+    assert main(["rag", "ingest", "--collection", "cli", str(bad), "--json"]) == 1  # nothing ingested
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["ingested"] == [] and "unsupported" in doc["errors"][0]["error"]
+
+    assert main(["rag", "query", "--collection", "cli", "--question", "Who planted the orchard?", "--k", "2", "--no-generate", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["answer"] is None and doc["citations"] == [] and len(doc["chunks"]) == 2
+    assert set(doc["chunks"][0]) >= {"text", "source", "page", "score"} and doc["chunks"][0]["source"] == "orchard.md"
+    assert main(["rag", "query", "--collection", "cli", "--question", "Who planted the orchard?", "--max-new-tokens", "4", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert isinstance(doc["answer"], str) and isinstance(doc["citations"], list)
+
+    assert main(["rag", "eval", "--collection", "cli", "--questions", str(write_questions(tmp_path / "q.jsonl")), "--k", "3", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert set(doc) >= {"dense", "bm25", "hybrid"} and set(doc["dense"]) == {"recall@3", "mrr"}
+
+    assert main(["rag", "query", "--collection", "nope", "--question", "x", "--json"]) == 2
+    assert "no collection named" in capsys.readouterr().err
