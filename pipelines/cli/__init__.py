@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from . import chat, finetune, generate, prefs, reward
+from . import chat, finetune, generate, prefs, rag, reward
 from .common import OneLineParser, UsageError, configure_logging, run_guarded
 
-COMMANDS = (generate, chat, finetune, prefs, reward)
+COMMANDS = (generate, chat, finetune, prefs, reward, rag)
 
 
 def build_parser() -> OneLineParser:

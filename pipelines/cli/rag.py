@@ -1,0 +1,115 @@
+"""`python -m pipelines rag ingest|query|eval`: document collections, headless."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .. import models
+from ..rag import answer, chunking, evaluate, retrieval, store
+from .common import UsageError, add_sampling_flags, emit_json, needs_action, quiet_stdout, sampling_from_args
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("rag", help="ingest documents, ask questions with citations, measure retrieval")
+    commands = parser.add_subparsers(dest="rag_command", metavar="ACTION", parser_class=type(parser))
+    ingest = commands.add_parser("ingest", help="add files to a collection (created if missing)")
+    ingest.add_argument("--collection", required=True)
+    ingest.add_argument("files", nargs="+", metavar="FILE")
+    ingest.add_argument("--chunk-size", type=int, default=chunking.DEFAULT_CHUNK_TOKENS, help="tokens per chunk (new collections)")
+    ingest.add_argument("--overlap", type=int, default=chunking.DEFAULT_OVERLAP_TOKENS, help="overlapping tokens (new collections)")
+    ingest.add_argument("--json", action="store_true")
+    ingest.set_defaults(handler=run_ingest)
+    query = commands.add_parser("query", help="retrieve passages and answer with citations")
+    query.add_argument("--collection", required=True)
+    query.add_argument("--question", required=True)
+    query.add_argument("--k", type=int, default=5)
+    query.add_argument("--mode", choices=retrieval.MODES, default="hybrid")
+    query.add_argument("--no-generate", action="store_true", help="only retrieve")
+    query.add_argument("--json", action="store_true")
+    add_sampling_flags(query)
+    query.set_defaults(handler=run_query, temperature=0.0)
+    ev = commands.add_parser("eval", help="recall@k and MRR for dense, BM25 and hybrid retrieval")
+    ev.add_argument("--collection", required=True)
+    ev.add_argument("--questions", required=True, metavar="FILE", help='JSONL of {"question", "source", "page"?}')
+    ev.add_argument("--k", type=int, default=5)
+    ev.add_argument("--json", action="store_true")
+    ev.set_defaults(handler=run_eval)
+    parser.set_defaults(handler=needs_action("rag", "ingest, query or eval"))
+
+
+def _collection(name: str) -> None:
+    try:
+        store.meta(name)
+    except store.CollectionError as error:
+        raise UsageError(str(error)) from error
+
+
+def run_ingest(args: argparse.Namespace) -> int:
+    missing = [f for f in args.files if not Path(f).is_file()]
+    with quiet_stdout(args.json):
+        try:
+            if not (store.collection_dir(args.collection) / "collection.json").exists():
+                store.create(args.collection, chunk_size=args.chunk_size, overlap=args.overlap)
+            report = store.ingest(args.collection, [(f, Path(f).name) for f in args.files if f not in missing])
+        except store.CollectionError as error:
+            raise UsageError(str(error)) from error
+    report.errors[:0] = [{"file": Path(f).name, "error": "no such file"} for f in missing]
+    if args.json:
+        emit_json(report.to_json())
+    else:
+        for item in report.ingested:
+            print(f"ingested {item['file']}: {item['chunks']} chunks")
+        for item in report.unchanged:
+            print(f"unchanged {item['file']} (already in the collection)")
+        for item in report.errors:
+            print(f"error {item['file']}: {item['error']}", file=sys.stderr)
+    return 0 if report.ingested or report.unchanged else 1
+
+
+def run_query(args: argparse.Namespace) -> int:
+    _collection(args.collection)
+    params = sampling_from_args(args)
+    try:
+        with quiet_stdout(args.json):
+            hits = retrieval.search(args.collection, args.question, k=args.k, mode=args.mode)
+            text, cited = None, []
+            if not args.no_generate:
+                completion, _, prompt = None, None, None
+                for completion, _, prompt in answer.stream_answers(models.get_handle(), args.question, hits, params, with_baseline=False):
+                    pass
+                text = completion.text.strip()
+                cited = answer.citations(text, len(prompt.hits))
+    except (ValueError, store.CollectionError) as error:
+        raise UsageError(str(error)) from error
+    if args.json:
+        emit_json({"chunks": [h.to_json() for h in hits], "answer": text, "citations": cited, "mode": args.mode, "k": args.k})
+    else:
+        for h in hits:
+            page = f" p.{h.chunk.page}" if h.chunk.page else ""
+            print(f"[{h.rank}] {h.score:.3f} {h.chunk.source}{page}: {h.chunk.text[:160]}")
+        if text is not None:
+            print(f"\n{text}")
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    _collection(args.collection)
+    if not Path(args.questions).is_file():
+        raise UsageError(f"--questions: no such file {args.questions!r}")
+    rows, errors = evaluate.load_questions(args.questions)
+    if not rows:
+        raise UsageError(f"no usable questions in {args.questions}" + (f" ({errors[0]['error']})" if errors else ""))
+    try:
+        with quiet_stdout(args.json):
+            report = evaluate.evaluate(args.collection, rows, k=args.k)
+    except ValueError as error:
+        raise UsageError(str(error)) from error
+    report["errors"] = errors
+    if args.json:
+        emit_json(report)
+    else:
+        for mode in retrieval.MODES:
+            print(f"{mode:7s} recall@{args.k} {report[mode][f'recall@{args.k}']:.3f}  MRR {report[mode]['mrr']:.3f}")
+    return 0
