@@ -1,0 +1,269 @@
+"""RAG tab: collections and documents, ask with citations beside a no-retrieval answer, evaluate."""
+
+from __future__ import annotations
+
+import html
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+
+from pipelines import models
+from pipelines.files import UploadError, copy_upload
+from pipelines.rag import answer, chunking, embedder, evaluate, parsing, retrieval, store
+from pipelines.sampling import InvalidParameter
+
+from .controls import MODEL_EVENTS, how_it_works, to_params
+from .sidebar import Shared, selected_adapter
+
+UI_UPDATE_SECONDS = 0.1
+MAX_FILES_PER_UPLOAD = 20
+ALLOWED = tuple(parsing.KINDS)
+
+
+def collection_names() -> list[str]:
+    return [c["name"] for c in store.list_collections()]
+
+
+def _error(error: Exception) -> gr.Error:
+    return gr.Error(str(error))
+
+
+def create_collection(name: str, chunk_size: float, overlap: float):
+    try:
+        store.create((name or "").strip(), chunk_size=int(chunk_size), overlap=int(overlap))
+    except (store.CollectionError, embedder.EmbedderUnavailable) as error:
+        raise _error(error) from error
+    gr.Info(f"Collection {name!r} created.")
+    return gr.update(choices=collection_names(), value=name.strip())
+
+
+def delete_collection(name: str | None):
+    if not name:
+        raise gr.Error("Choose a collection.")
+    try:
+        store.delete(name)
+    except store.CollectionError as error:
+        raise _error(error) from error
+    names = collection_names()
+    return gr.update(choices=names, value=names[0] if names else None)
+
+
+def documents_table(name: str | None) -> pd.DataFrame:
+    columns = ["id", "file", "type", "pages", "chunks", "characters", "added"]
+    if not name:
+        return pd.DataFrame(columns=columns)
+    try:
+        generation = store.load(name)
+    except store.CollectionError as error:
+        raise _error(error) from error
+    return pd.DataFrame(
+        [[d.id, d.name, d.kind, d.pages or "", d.chunks, d.characters, time.strftime("%Y-%m-%d %H:%M", time.localtime(d.added))]
+         for d in generation.documents],
+        columns=columns,
+    )
+
+
+def collection_summary(name: str | None) -> str:
+    if not name:
+        return "Create a collection, then upload documents."
+    try:
+        meta, generation = store.meta(name), store.load(name)
+    except store.CollectionError as error:
+        return f"⚠️ {html.escape(str(error))}"
+    return (
+        f"**{html.escape(name)}** — {len(generation.documents)} documents, {len(generation.chunks)} chunks of "
+        f"{meta['chunk_size']} tokens (overlap {meta['overlap']}), {generation.index_kind} index, embedder `{meta['embedder']}`."
+    )
+
+
+def ingest_files(name: str | None, files: list[str] | None):
+    """Ingest uploads; every file gets a line saying what happened."""
+    if not name:
+        raise gr.Error("Choose or create a collection first.")
+    if not files:
+        raise gr.Error("Choose one or more files to upload.")
+    if len(files) > MAX_FILES_PER_UPLOAD:
+        raise gr.Error(f"At most {MAX_FILES_PER_UPLOAD} files per upload.")
+    lines = []
+    with tempfile.TemporaryDirectory() as tmp:
+        accepted = []
+        for index, file in enumerate(files):
+            try:  # each upload in its own folder: sanitised names may collide
+                copied = copy_upload(file, Path(tmp) / str(index), max_bytes=parsing.MAX_FILE_BYTES, allowed_suffixes=ALLOWED)
+                accepted.append((copied, copied.name))
+            except UploadError as error:
+                lines.append(f"❌ {html.escape(str(error))}")
+        try:
+            report = store.ingest(name, accepted) if accepted else store.IngestReport()
+        except (store.CollectionError, embedder.EmbedderUnavailable) as error:
+            raise _error(error) from error
+    lines += [f"✅ {html.escape(i['file'])}: {i['chunks']} chunks" for i in report.ingested]
+    lines += [f"↺ {html.escape(i['file'])}: already in the collection (same content), skipped" for i in report.unchanged]
+    lines += [f"❌ {html.escape(e['file'])}: {html.escape(e['error'])}" for e in report.errors]
+    return "  \n".join(lines), documents_table(name), collection_summary(name)
+
+
+def remove_document(name: str | None, doc_id: str):
+    if not name or not doc_id:
+        raise gr.Error("Choose a collection and a document id (from the table).")
+    try:
+        doc = store.remove_document(name, doc_id.strip())
+    except store.CollectionError as error:
+        raise _error(error) from error
+    return f"Removed {html.escape(doc.name)}.", documents_table(name), collection_summary(name)
+
+
+def reindex_collection(name: str | None) -> str:
+    if not name:
+        raise gr.Error("Choose a collection.")
+    try:
+        n = store.reindex(name)
+    except store.CollectionError as error:
+        raise _error(error) from error
+    return f"Re-embedded {n} chunks with {embedder.EMBEDDER_NAME}."
+
+
+def _hits_frame(hits: list[retrieval.Hit]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [[f"[{h.rank}]", round(h.score, 4), h.chunk.source, h.chunk.page or "", h.chunk.text[:300]] for h in hits],
+        columns=["#", "score", "source", "page", "passage"],
+    )
+
+
+def _answer_md(text: str, hits: list[retrieval.Hit]) -> str:
+    cited = answer.citations(text, len(hits))
+    shown = html.escape(text)
+    for number in cited:  # link each [n] to its passage below
+        shown = shown.replace(f"[{number}]", f"<a href='#passage-{number}'>[{number}]</a>")
+    footer = ("  \n<span class='muted'>Cites: " + ", ".join(f"[{n}] {html.escape(hits[n - 1].chunk.source)}" for n in cited) + "</span>") if cited else ""
+    return shown + footer
+
+
+def passages_html(hits: list[retrieval.Hit]) -> str:
+    blocks = []
+    for h in hits:
+        where = html.escape(h.chunk.source) + (f", page {h.chunk.page}" if h.chunk.page else "")
+        blocks.append(
+            f"<div class='passage' id='passage-{h.rank}'><b>[{h.rank}]</b> <span class='muted'>{where} · characters "
+            f"{h.chunk.start}–{h.chunk.end} · score {h.score:.4f}</span><br>{html.escape(h.chunk.text)}</div>"
+        )
+    return "".join(blocks)
+
+
+def ask(name: str | None, question: str, mode: str, k: float, adapter: str | None = None, **sampling: Any):
+    """Retrieve, then stream the grounded answer and the answer without retrieval side by side."""
+    if not name:
+        raise gr.Error("Choose a collection with documents first.")
+    if not question or not question.strip():
+        raise gr.Error("Type a question.")
+    params = to_params(sampling)
+    try:
+        hits = retrieval.search(name, question, k=int(k), mode=mode)
+    except (ValueError, store.CollectionError, embedder.EmbedderUnavailable) as error:
+        raise _error(error) from error
+    if not hits:
+        gr.Warning("Nothing in the collection matched; the model will say the documents do not cover it.")
+    frame, passages = _hits_frame(hits), passages_html(hits)
+    last = 0.0
+    try:
+        for grounded, plain, prompt in answer.stream_answers(models.get_handle(), question, hits, params, adapter=selected_adapter(adapter)):
+            now = time.monotonic()
+            if grounded.done and (plain is None or plain.done) or now - last >= UI_UPDATE_SECONDS:
+                last = now
+                notice = f"⚠️ {prompt.notice}." if prompt.notice else f"All {len(prompt.hits)} passages fit in the prompt."
+                yield frame, _answer_md(grounded.text, prompt.hits), plain.text if plain else "", notice, passages
+    except (InvalidParameter, models.ModelUnavailable, ValueError) as error:
+        raise _error(error) from error
+
+
+def evaluate_questions(name: str | None, file: str | None, k: float):
+    if not name:
+        raise gr.Error("Choose a collection.")
+    if not file:
+        raise gr.Error('Upload a JSONL file of {"question", "source"} rows.')
+    rows, errors = evaluate.load_questions(file)
+    if not rows:
+        raise gr.Error("No usable questions in the file" + (f": line {errors[0]['line']}: {errors[0]['error']}" if errors else "."))
+    try:
+        report = evaluate.evaluate(name, rows, k=int(k))
+    except (ValueError, store.CollectionError) as error:
+        raise _error(error) from error
+    key = f"recall@{int(k)}"
+    table = pd.DataFrame([[m, round(report[m][key], 3), round(report[m]["mrr"], 3)] for m in retrieval.MODES], columns=["mode", key, "MRR"])
+    details = pd.DataFrame(report["details"])
+    note = f"{report['n']} questions" + (f"; {len(errors)} rows skipped: " + "; ".join(f"line {e['line']}: {e['error']}" for e in errors[:5]) if errors else "")
+    return table, details, note
+
+
+def build(demo: gr.Blocks, shared: Shared) -> None:
+    names = collection_names()
+    with gr.Row():
+        with gr.Column(scale=1):
+            gr.Markdown("#### Collections and documents")
+            collection = gr.Dropdown(names, value=names[0] if names else None, label="Collection")
+            summary = gr.Markdown()
+            with gr.Accordion("New collection", open=not names):
+                new_name = gr.Textbox(label="Name", placeholder="e.g. handbook")
+                with gr.Row():
+                    chunk_size = gr.Slider(32, chunking.MAX_CHUNK_TOKENS, value=chunking.DEFAULT_CHUNK_TOKENS, step=1, label="Chunk size (tokens)",
+                                           info="the embedder reads at most 254")
+                    overlap = gr.Slider(0, 128, value=chunking.DEFAULT_OVERLAP_TOKENS, step=1, label="Overlap (tokens)")
+                create_button = gr.Button("Create")
+            # no file_types: gradio would refuse the whole batch for one bad file; each file is checked and reported instead
+            files = gr.File(label="Upload PDF, DOCX, HTML, Markdown or text", file_count="multiple", type="filepath")
+            ingest_button = gr.Button("Ingest", variant="primary")
+            report = gr.Markdown()
+            docs = gr.Dataframe(interactive=False, wrap=True, max_height=260, label="Documents")
+            with gr.Row():
+                doc_id = gr.Textbox(label="Document id to remove", scale=3)
+                remove_button = gr.Button("Remove", scale=1)
+            with gr.Row():
+                reindex_button = gr.Button("Re-index", size="sm")
+                delete_button = gr.Button("Delete collection", variant="stop", size="sm")
+        with gr.Column(scale=2):
+            gr.Markdown("#### Ask")
+            question = gr.Textbox(label="Question", lines=2)
+            with gr.Row():
+                mode = gr.Radio(list(retrieval.MODES), value="hybrid", label="Retrieval")
+                k = gr.Slider(1, 20, value=5, step=1, label="Passages (k)", info="raise it if documents seem ignored")
+                ask_button = gr.Button("Ask", variant="primary")
+            notice = gr.Markdown()
+            with gr.Row():
+                with gr.Column():
+                    gr.Markdown("**With retrieval** (grounded, cited)")
+                    grounded = gr.Markdown(elem_classes=["answer-box"])
+                with gr.Column():
+                    gr.Markdown("**Without retrieval** (the model's memory)")
+                    plain = gr.Textbox(show_label=False, lines=8, interactive=False)
+            hits = gr.Dataframe(interactive=False, wrap=True, label="Retrieved passages")
+            with gr.Accordion("Passages in full (click a citation to jump here)", open=True):
+                passages = gr.HTML()
+    with gr.Accordion("Evaluate retrieval on your questions", open=False):
+        gr.Markdown('Upload JSONL rows `{"question": ..., "source": "<file name>", "page": <optional>}`; recall@k and MRR per mode.')
+        with gr.Row():
+            questions = gr.File(label="Questions (JSONL)", file_types=[".jsonl", ".json"], type="filepath", scale=2)
+            eval_k = gr.Slider(1, 20, value=5, step=1, label="k", scale=1)
+            eval_button = gr.Button("Evaluate", scale=1)
+        eval_note = gr.Markdown()
+        eval_table = gr.Dataframe(interactive=False)
+        eval_details = gr.Dataframe(interactive=False, wrap=True, max_height=300)
+    how_it_works("rag")
+
+    doc_outputs = [report, docs, summary]
+    gr.on([collection.change, demo.load], lambda n: (documents_table(n), collection_summary(n)), collection, [docs, summary],
+          api_visibility="private")
+    demo.load(lambda: gr.update(choices=collection_names()), None, collection, api_visibility="private")
+    create_button.click(create_collection, [new_name, chunk_size, overlap], collection, api_name="rag_create")
+    delete_button.click(delete_collection, collection, collection, api_name="rag_delete")
+    ingest_button.click(ingest_files, [collection, files], doc_outputs, api_name="rag_ingest")
+    remove_button.click(remove_document, [collection, doc_id], doc_outputs, api_name="rag_remove_document")
+    reindex_button.click(reindex_collection, collection, report, api_name="rag_reindex")
+    gr.on(
+        [ask_button.click, question.submit], ask, [collection, question, mode, k, shared.adapter],
+        [hits, grounded, plain, notice, passages], inputs_kwargs=shared.sampling.kwargs(), api_name="rag_ask", **MODEL_EVENTS,
+    )
+    eval_button.click(evaluate_questions, [collection, questions, eval_k], [eval_table, eval_details, eval_note], api_name="rag_eval")

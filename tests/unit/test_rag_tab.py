@@ -1,0 +1,44 @@
+"""RAG tab handlers as plain Python."""
+
+from __future__ import annotations
+
+import gradio as gr
+import pytest
+
+from playground import rag as tab
+from tests.rag_corpus import bad_files, write_corpus, write_questions
+from tests.unit.test_generate_tab import DEFAULTS
+
+
+def test_collection_ingest_ask_evaluate(use_tiny, tmp_path, data_dir):
+    update = tab.create_collection("notes", 200, 40)
+    assert update["value"] == "notes"
+    files = [str(f) for f in write_corpus(tmp_path / "c")]
+    bad = bad_files(tmp_path / "bad")
+    report, docs, summary = tab.ingest_files("notes", files + [str(tmp_path / "bad" / "corrupt.pdf"), str(tmp_path / "bad" / "program.exe")])
+    assert report.count("✅") == 5 and report.count("❌") == 2 and "not a readable PDF" in report and len(docs) == 5
+    assert "5 documents" in summary
+    report, _, _ = tab.ingest_files("notes", files[:1])
+    assert "already in the collection" in report
+    frame, grounded, plain, notice, passages = list(tab.ask("notes", "Who planted the orchard?", "hybrid", 3, None, **{**DEFAULTS, "max_new_tokens": 4}))[-1]
+    assert list(frame["source"])[0] == "orchard.md" and "id='passage-1'" in passages and "passages fit" in notice
+    table, details, note = tab.evaluate_questions("notes", str(write_questions(tmp_path / "q.jsonl")), 5)
+    assert list(table["mode"]) == ["dense", "bm25", "hybrid"] and len(details) == 12 and "12 questions" in note
+    doc_id = docs.iloc[0]["id"]
+    message, docs_after, _ = tab.remove_document("notes", doc_id)
+    assert "Removed" in message and len(docs_after) == 4
+    assert bad  # (bad files created above)
+
+
+def test_clear_messages_for_bad_input(use_tiny, data_dir):
+    with pytest.raises(gr.Error, match="Choose or create"):
+        tab.ingest_files(None, ["x"])
+    with pytest.raises(gr.Error, match="invalid collection name"):
+        tab.create_collection("../../etc", 200, 40)
+    tab.create_collection("empty", 200, 40)
+    with pytest.raises(gr.Error, match="Type a question"):
+        list(tab.ask("empty", "  ", "hybrid", 3, None, **DEFAULTS))
+    with pytest.raises(gr.Error, match="files"):
+        tab.ingest_files("empty", [])
+    with pytest.raises(gr.Error, match="already exists"):
+        tab.create_collection("empty", 200, 40)
