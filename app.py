@@ -13,7 +13,7 @@ import gradio as gr  # noqa: E402
 
 from pipelines import jobs, models  # noqa: E402
 from pipelines.config import get_settings  # noqa: E402
-from playground import chat, finetune, generate, preferences, rag, reward, sidebar  # noqa: E402
+from playground import chat, finetune, generate, preferences, rag, reasoning, reward, sidebar  # noqa: E402
 from playground.controls import ASSETS, how_it_works  # noqa: E402
 
 TITLE = "LLM Playground"
@@ -42,6 +42,8 @@ def build_app(handle: models.ModelHandle | None = None) -> gr.Blocks:
                 how_it_works("preferences")
             with gr.Tab("RAG", id="rag"):
                 rag.build(demo, shared)
+            with gr.Tab("Reasoning", id="reasoning"):
+                reasoning.build(demo, shared)
     return demo
 
 

@@ -1,0 +1,288 @@
+"""Reasoning tab: one question under direct, chain-of-thought and PAL prompting side by side, and a benchmark."""
+
+from __future__ import annotations
+
+import html
+import json
+import time
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+
+from pipelines import models
+from pipelines.reasoning import benchmark, extract, solve, strategies
+from pipelines.reasoning.solve import StrategyResult
+from pipelines.sampling import InvalidParameter
+
+from .controls import MODEL_EVENTS, how_it_works, to_params
+from .sidebar import Shared, selected_adapter
+
+UI_UPDATE_SECONDS = 0.15
+KEYS = strategies.KEYS
+BENCH_COLUMNS = ["strategy", "accuracy", "correct", "n", "no answer", "mean tokens", "mean seconds"]
+
+
+def bundled_problems() -> list[dict[str, Any]]:
+    return benchmark.load_problems()[0]
+
+
+def pick_problem(label: str | None):
+    for number, problem in enumerate(bundled_problems(), start=1):
+        if label == _label(number, problem):
+            return problem["question"], problem["answer"]
+    return gr.update(), gr.update()
+
+
+def _label(number: int, problem: dict[str, Any]) -> str:
+    text = problem["question"]
+    return f"{number}. {text[:70]}{'…' if len(text) > 70 else ''}"
+
+
+def _strategies(keys: list[str], prompt_texts: dict[str, str]) -> list[strategies.Strategy]:
+    if not keys:
+        raise gr.Error("Tick at least one strategy.")
+    try:
+        return [strategies.parse(k, prompt_texts[k]) for k in KEYS if k in keys]
+    except ValueError as error:
+        raise gr.Error(str(error)) from error
+
+
+def _summary(result: StrategyResult | None, gold: float | None) -> str:
+    if result is None:
+        return "<span class='muted'>not run</span>"
+    if not result.done:
+        tokens = sum(s.tokens for s in result.samples)
+        if all(s.finish_reason for s in result.samples):
+            waiting = "running the program in the sandbox" if result.strategy == "pal" else "waiting for the other strategies"
+            return f"<span class='muted'>finished ({tokens} tokens) · {waiting}…</span>"
+        return f"<span class='muted'>generating… {tokens} tokens</span>"
+    verdict = ""
+    if gold is not None:
+        verdict = " ✅ right" if result.correct else f" ❌ wrong (expected {extract.format_number(gold)})"
+    lines = [f"**Answer: {extract.format_number(result.answer)}**{verdict}",
+             f"<span class='muted'>{result.mean_tokens:.0f} tokens · {result.seconds:.1f} s · prompt {result.prompt_tokens} tokens</span>"]
+    if result.votes:
+        lines.append("Votes: " + " · ".join(f"`{html.escape(k)}` × {v}" for k, v in sorted(result.votes.items(), key=lambda kv: -kv[1])))
+    if result.notice:
+        lines.append(f"⚠️ {html.escape(result.notice)}")
+    return "  \n".join(lines)
+
+
+def _program_report(result: StrategyResult | None) -> tuple[str, str]:
+    if result is None or not result.done or result.program is None:
+        return "", ""
+    run = result.samples[0].run or {}
+    if run.get("ok"):
+        report = f"✅ `solution()` returned `{html.escape(json.dumps(run.get('result'))[:200])}` in {run.get('seconds', 0):.2f} s"
+    else:
+        report = f"❌ {html.escape(str(run.get('error')))}"
+    if run.get("stdout"):
+        report += f"  \nPrinted: `{html.escape(run['stdout'][:300])}`"
+    if run.get("protections"):
+        report += f"  \n<span class='muted'>sandbox: {html.escape(', '.join(run['protections']))}</span>"
+    return result.program, report
+
+
+def run_strategies(question: str, gold: float | None, keys: list[str], samples: float, direct_prompt: str, cot_prompt: str,
+                   pal_prompt: str, adapter: str | None = None, **sampling: Any):
+    """Stream the three columns: output, summary, and (PAL) program and sandbox report."""
+    chosen = _strategies(keys, {"direct": direct_prompt, "cot": cot_prompt, "pal": pal_prompt})
+    params = to_params(sampling)
+    gold = float(gold) if gold is not None and gold == gold else None
+    try:
+        solve.check_inputs(question, int(samples), params)
+    except ValueError as error:
+        raise gr.Error(str(error)) from error
+    last = 0.0
+    try:
+        stream = solve.stream_solve(models.get_handle(), question, chosen, params, samples=int(samples), gold=gold,
+                                    adapter=selected_adapter(adapter))
+        for results in stream:
+            now = time.monotonic()
+            finished = all(r.done for r in results)
+            if finished or now - last >= UI_UPDATE_SECONDS:
+                last = now
+                by_key = {r.strategy: r for r in results}
+                outputs = []
+                for key in KEYS:
+                    result = by_key.get(key)
+                    outputs += [result.output if result else "", _summary(result, gold)]
+                program, report = _program_report(by_key.get("pal"))
+                yield *outputs, program, report, {"results": [r.to_json() for r in results]} if finished else gr.skip()
+    except (InvalidParameter, models.ModelUnavailable, ValueError) as error:
+        raise gr.Error(str(error)) from error
+
+
+def reset_prompt(key: str) -> str:
+    return json.dumps(strategies.load(key).to_json(), indent=2, ensure_ascii=False)
+
+
+def _bench_table(summary: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    rows = [[key, f"{row['accuracy']:.1%}", row["correct"], row["n"], row["no_answer"], row["mean_tokens"], row["mean_seconds"]]
+            for key, row in summary.items()]
+    return pd.DataFrame(rows, columns=BENCH_COLUMNS)
+
+
+def _items_table(record: dict[str, Any]) -> pd.DataFrame:
+    keys = record.get("strategies", [])
+    rows = []
+    for number, item in enumerate(record.get("items", []), start=1):
+        row = [number, item["question"], extract.format_number(item["answer"])]
+        for key in keys:
+            r = item["results"].get(key, {})
+            row.append(("✅ " if r.get("correct") else "❌ ") + extract.format_number(r.get("answer")))
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["#", "question", "expected", *keys])
+
+
+def _run_note(record: dict[str, Any], running: bool = False) -> str:
+    done = f"{len(record.get('items', []))} of {record.get('total')}"
+    status = f"running: {done} done" if running else "complete" if record.get("complete") else f"stopped after {done}"
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(record.get("created", 0)))
+    adapter = f" + {record['adapter']}" if record.get("adapter") else ""
+    return (f"Run `{record.get('id')}` ({when}) — {html.escape(str(record.get('model')))}{html.escape(adapter)}, "
+            f"{html.escape(str(record.get('data')))}, {record.get('samples')} sample(s) per strategy, {status}.")
+
+
+def saved_run_choices() -> list[tuple[str, str]]:
+    out = []
+    for run in benchmark.list_runs():
+        accuracy = ", ".join(f"{k} {v['accuracy']:.0%}" for k, v in (run.get("summary") or {}).items())
+        out.append((f"{run['id']} · {run.get('data')} · {run['done']}/{run.get('total')} · {accuracy}", run["id"]))
+    return out
+
+
+def run_benchmark(source: str, file: str | None, limit: float, keys: list[str], samples: float, direct_prompt: str, cot_prompt: str,
+                  pal_prompt: str, adapter: str | None = None, progress: gr.Progress = gr.Progress(), **sampling: Any):
+    chosen = _strategies(keys, {"direct": direct_prompt, "cot": cot_prompt, "pal": pal_prompt})
+    params = to_params(sampling)
+    if int(samples) > 1 and params.temperature == 0:
+        raise gr.Error("Self-consistency needs a temperature above 0 (sidebar).")
+    if source == "Upload JSONL":
+        if not file:
+            raise gr.Error('Upload a JSONL file of {"question", "answer"} rows.')
+        problems, errors = benchmark.load_problems(file)
+        name = file.rsplit("/", 1)[-1]
+    else:
+        problems, errors = benchmark.load_problems()
+        name = "problems.jsonl"
+    if not problems:
+        raise gr.Error("No usable problems" + (f": line {errors[0]['line']}: {errors[0]['error']}" if errors else "."))
+    problems = problems[: int(limit)] if limit else problems
+    progress(0, desc=f"0 / {len(problems)} problems")
+    if errors:
+        gr.Warning(f"{len(errors)} rows skipped; first: line {errors[0]['line']}: {errors[0]['error']}")
+    record: dict[str, Any] = {}
+    try:
+        for record in benchmark.iter_run(models.get_handle(), problems, chosen, params, samples=int(samples),
+                                         adapter=selected_adapter(adapter), data_name=name):
+            done = len(record["items"])
+            progress(done / len(problems), desc=f"{done} / {len(problems)} problems")
+            yield _bench_table(record["summary"]), _items_table(record), _run_note(record, running=True), gr.skip()
+    except (InvalidParameter, models.ModelUnavailable, ValueError) as error:
+        raise gr.Error(str(error)) from error
+    yield _bench_table(record["summary"]), _items_table(record), _run_note(record), gr.update(choices=saved_run_choices(), value=record["id"])
+
+
+def load_saved_run(run_id: str | None):
+    if not run_id:
+        raise gr.Error("Choose a saved run.")
+    try:
+        record = benchmark.load_run(run_id)
+    except (ValueError, OSError) as error:
+        raise gr.Error(str(error)) from error
+    return _bench_table(record.get("summary", {})), _items_table(record), _run_note(record)
+
+
+def item_detail(run_id: str | None, evt: gr.SelectData):
+    """The full outputs of one benchmark item, for the row clicked in the drill-down table."""
+    if not run_id:
+        return gr.skip()
+    record = benchmark.load_run(run_id)
+    row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+    if not 0 <= row < len(record["items"]):
+        return gr.skip()
+    item = record["items"][row]
+    parts = [f"**{html.escape(item['question'])}** — expected {extract.format_number(item['answer'])}"]
+    for key, r in item["results"].items():
+        parts.append(f"\n**{key}** → {extract.format_number(r['answer'])} {'✅' if r['correct'] else '❌'}\n\n```text\n{r['output']}\n```")
+        if r.get("error"):
+            parts.append(f"sandbox: {html.escape(str(r['error']))}")
+    return "\n".join(parts)
+
+
+def build(demo: gr.Blocks, shared: Shared) -> None:
+    problems = bundled_problems()
+    with gr.Row():
+        with gr.Column(scale=3):
+            question = gr.Textbox(label="Word problem", lines=3, placeholder="e.g. Roger has 5 tennis balls…")
+        with gr.Column(scale=2):
+            pick = gr.Dropdown([_label(i, p) for i, p in enumerate(problems, start=1)], value=None, label="…or pick one of the bundled problems")
+            gold = gr.Number(label="Known answer (optional, to mark right or wrong)", value=None)
+    with gr.Row():
+        keys = gr.CheckboxGroup([(strategies.load(k).name, k) for k in KEYS], value=list(KEYS), label="Strategies")
+        samples = gr.Slider(1, 8, value=1, step=1, label="Samples per strategy (self-consistency)",
+                            info="above 1: majority vote; needs temperature > 0")
+        with gr.Column(min_width=160):
+            run_button = gr.Button("Run", variant="primary")
+            stop_button = gr.Button("Stop", variant="stop")
+    gr.Markdown("<span class='muted'>Each strategy has its own token budget (in its prompt below); the other sampling settings come "
+                "from the sidebar and are the same for all three.</span>")
+    columns: dict[str, tuple[gr.Textbox, gr.Markdown]] = {}
+    with gr.Row(equal_height=False):
+        for key in KEYS:
+            strategy = strategies.load(key)
+            with gr.Column():
+                gr.Markdown(f"#### {strategy.name}\n<span class='muted'>{html.escape(strategy.description)}</span>")
+                output = gr.Textbox(show_label=False, lines=10, max_lines=24, interactive=False)
+                summary = gr.Markdown()
+                if key == "pal":
+                    program = gr.Code(language="python", label="Program run in the sandbox", interactive=False)
+                    program_report = gr.Markdown()
+                columns[key] = (output, summary)
+    raw = gr.JSON(visible=False)
+
+    with gr.Accordion("Prompts (few-shot exemplars, editable for this session)", open=False):
+        editors = {}
+        with gr.Tabs():
+            for key in KEYS:
+                with gr.Tab(strategies.load(key).name):
+                    editors[key] = gr.Code(reset_prompt(key), language="json", lines=16, label=f"assets/reasoning/{key}.json")
+                    reset = gr.Button("Reset to the bundled prompt", size="sm")
+                    reset.click(lambda k=key: reset_prompt(k), None, editors[key], api_visibility="private")
+
+    with gr.Accordion("Benchmark: accuracy of each strategy over a problem set", open=False):
+        with gr.Row():
+            source = gr.Radio(["Bundled problems (48)", "Upload JSONL"], value="Bundled problems (48)", label="Problems")
+            bench_file = gr.File(label='JSONL of {"question", "answer"}', type="filepath")
+            limit = gr.Slider(1, 500, value=10, step=1, label="At most this many problems",
+                              info="all three strategies on 10 problems take ~5 min on a 2-core CPU")
+            with gr.Column(min_width=160):
+                bench_button = gr.Button("Run benchmark", variant="primary")
+                bench_stop = gr.Button("Stop", variant="stop")
+        bench_note = gr.Markdown()
+        bench_table = gr.Dataframe(headers=BENCH_COLUMNS, interactive=False)
+        items = gr.Dataframe(interactive=False, wrap=True, max_height=360, label="Per problem (click a row for the full outputs)")
+        detail = gr.Markdown()
+        with gr.Row():
+            saved = gr.Dropdown(saved_run_choices(), label="Saved runs", scale=4)
+            load_button = gr.Button("Load", scale=1)
+    how_it_works("reasoning")
+
+    prompt_inputs = [editors[k] for k in KEYS]
+    outputs = [c for key in KEYS for c in columns[key]] + [program, program_report, raw]
+    running = gr.on(
+        [run_button.click, question.submit], run_strategies, [question, gold, keys, samples, *prompt_inputs, shared.adapter], outputs,
+        inputs_kwargs=shared.sampling.kwargs(), api_name="reason", **MODEL_EVENTS,
+    )
+    stop_button.click(None, None, None, cancels=[running], api_visibility="private")
+    pick.change(pick_problem, pick, [question, gold], api_visibility="private")
+    benching = bench_button.click(
+        run_benchmark, [source, bench_file, limit, keys, samples, *prompt_inputs, shared.adapter], [bench_table, items, bench_note, saved],
+        inputs_kwargs=shared.sampling.kwargs(), api_name="reason_bench", **MODEL_EVENTS,
+    )
+    bench_stop.click(None, None, None, cancels=[benching], api_visibility="private")
+    load_button.click(load_saved_run, saved, [bench_table, items, bench_note], api_name="reason_load_run")
+    items.select(item_detail, saved, detail, api_visibility="private")
+    demo.load(lambda: gr.update(choices=saved_run_choices()), None, saved, api_visibility="private")

@@ -1,0 +1,82 @@
+"""Reasoning tab handlers as plain Python."""
+
+from __future__ import annotations
+
+import json
+
+import gradio as gr
+import pytest
+
+from playground import reasoning as tab
+from tests.unit.test_generate_tab import DEFAULTS
+
+PROMPTS = [tab.reset_prompt(k) for k in tab.KEYS]
+SHORT = {**DEFAULTS, "temperature": 0}
+
+
+class _Progress:
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, fraction, desc=None):
+        self.calls.append((fraction, desc))
+
+
+def _short(prompt_json: str, budget: int = 4) -> str:
+    data = json.loads(prompt_json)
+    data["max_new_tokens"] = budget
+    return json.dumps(data)
+
+
+def test_three_columns_stream_and_finish(use_tiny):
+    updates = list(tab.run_strategies("What is 2 + 2?", 4, list(tab.KEYS), 1, *[_short(p) for p in PROMPTS], None, **SHORT))
+    final = updates[-1]
+    direct_out, direct_summary, cot_out, cot_summary, pal_out, pal_summary, program, report, raw = final
+    assert "Answer:" in direct_summary and "expected 4" in direct_summary or "right" in direct_summary
+    assert isinstance(program, str) and report  # PAL's text went to the sandbox and the report says what happened
+    assert [r["strategy"] for r in raw["results"]] == ["direct", "cot", "pal"]
+
+
+def test_only_the_ticked_strategies_run(use_tiny):
+    final = list(tab.run_strategies("What is 2 + 2?", None, ["cot"], 1, *[_short(p) for p in PROMPTS], None, **SHORT))[-1]
+    assert final[1] == "<span class='muted'>not run</span>" and "Answer:" in final[3] and final[6] == ""
+
+
+def test_bad_input_is_a_clear_message(use_tiny):
+    with pytest.raises(gr.Error, match="empty"):
+        list(tab.run_strategies("  ", None, list(tab.KEYS), 1, *PROMPTS, None, **SHORT))
+    with pytest.raises(gr.Error, match="Tick at least one"):
+        list(tab.run_strategies("2+2?", None, [], 1, *PROMPTS, None, **SHORT))
+    with pytest.raises(gr.Error, match="not valid JSON"):
+        list(tab.run_strategies("2+2?", None, ["cot"], 1, PROMPTS[0], "{oops", PROMPTS[2], None, **SHORT))
+    with pytest.raises(gr.Error, match="temperature above 0"):
+        list(tab.run_strategies("2+2?", None, ["cot"], 3, *PROMPTS, None, **SHORT))
+
+
+def test_problem_picker_fills_question_and_answer():
+    first = tab._label(1, tab.bundled_problems()[0])
+    question, gold = tab.pick_problem(first)
+    assert question.startswith("Mia has 12 stickers") and gold == 27
+
+
+def test_benchmark_runs_saves_and_reloads(use_tiny, tmp_path):
+    data = tmp_path / "p.jsonl"
+    data.write_text('{"question": "What is 1 + 1?", "answer": 2}\n{"question": "What is 2 + 2?", "answer": 4}\nnot json\n')
+    progress = _Progress()
+    updates = list(tab.run_benchmark("Upload JSONL", str(data), 10, ["direct", "pal"], 1, *[_short(p, 3) for p in PROMPTS], None,
+                                     progress=progress, **SHORT))
+    table, items, note, saved = updates[-1]
+    assert list(table["strategy"]) == ["direct", "pal"] and list(table["n"]) == [2, 2]
+    assert len(items) == 2 and "complete" in note and progress.calls[-1][0] == 1.0
+    assert "running: 1 of 2 done" in updates[0][2]
+    run_id = saved["value"]
+    table2, items2, note2 = tab.load_saved_run(run_id)
+    assert table2.equals(table) and len(items2) == 2
+    with pytest.raises(gr.Error, match="Upload a JSONL"):
+        list(tab.run_benchmark("Upload JSONL", None, 10, ["direct"], 1, *PROMPTS, None, progress=progress, **SHORT))
+    empty = tmp_path / "bad.jsonl"
+    empty.write_text('{"question": "q", "answer": "lots"}\n')
+    with pytest.raises(gr.Error, match="No usable problems: line 1"):
+        list(tab.run_benchmark("Upload JSONL", str(empty), 10, ["direct"], 1, *PROMPTS, None, progress=progress, **SHORT))
+    with pytest.raises(gr.Error, match="Choose a saved run"):
+        tab.load_saved_run(None)
