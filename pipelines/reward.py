@@ -19,7 +19,7 @@ import shutil
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -38,38 +38,8 @@ class RewardModelError(ValueError):
 
 
 @dataclass
-class RewardSpec:
-    out: str
-    data: str | None = None
-    from_store: bool = False
-    base_model: str | None = None
-    epochs: float = 2.0
-    max_steps: int = -1
-    learning_rate: float = 3e-4
-    batch_size: int = 8
-    max_length: int = 512
-    lora_r: int = 16
-    lora_alpha: int = 32
-    eval_fraction: float = 0.2
-    seed: int = 42
-    skip_bad_rows: bool = False
-    overwrite: bool = False
-
-    def __post_init__(self) -> None:
-        training.check_output_name(self.out)
-        if bool(self.data) == bool(self.from_store):
-            raise InvalidParameter("data", "give either a data file or from_store, not both or neither")
-        training.raise_failed(
-            [*training.common_checks(self), ("learning_rate", 0 < self.learning_rate <= 1, "must be in (0, 1]")], self
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "RewardSpec":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+class RewardSpec(training.PairSpec):
+    """A reward-model job: the shared pair-training fields, with reward-model defaults."""
 
 
 # --- where reward models live ------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -72,3 +73,46 @@ def publish(staging: Path, target: Path, *, overwrite: bool, param: str = "out")
     if trash is not None:
         shutil.rmtree(trash, ignore_errors=True)
     return target
+
+
+class SpecDict:
+    """to_dict/from_dict for job specs, which travel as JSON; keys a newer or older spec lacks are ignored."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):  # noqa: ANN206
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
+class PairSpec(SpecDict):
+    """What every job trained on preference pairs takes: the reward model and DPO."""
+
+    out: str
+    data: str | None = None
+    from_store: bool = False
+    base_model: str | None = None
+    epochs: float = 2.0
+    max_steps: int = -1
+    learning_rate: float = 3e-4
+    batch_size: int = 8
+    max_length: int = 512
+    lora_r: int = 16
+    lora_alpha: int = 32
+    eval_fraction: float = 0.2
+    seed: int = 42
+    skip_bad_rows: bool = False
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        check_output_name(self.out)
+        if bool(self.data) == bool(self.from_store):
+            raise InvalidParameter("data", "give either a data file or from_store, not both or neither")
+        raise_failed([*common_checks(self), ("learning_rate", 0 < self.learning_rate <= 1, "must be in (0, 1]"),
+                      *self.extra_checks()], self)
+
+    def extra_checks(self) -> list[tuple[str, bool, str]]:
+        return []
