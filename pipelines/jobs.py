@@ -45,6 +45,8 @@ CANCEL_GRACE_SECONDS = 5.0
 KINDS: dict[str, str] = {
     "finetune": "pipelines.finetune:run_job",
     "reward": "pipelines.reward:run_job",
+    "dpo": "pipelines.align.dpo:run_job",
+    "rloo": "pipelines.align.rloo:run_job",
 }
 
 

@@ -377,6 +377,42 @@ def add_prompt_set(name: str, prompts: Sequence[Sequence[Message]]) -> int:
     return added
 
 
+def read_prompts(path: Path) -> tuple[list[list[Message]], list[Any]]:
+    """Prompts from a JSONL/CSV/Parquet file with a 'prompt' column (text or messages), and row problems."""
+    from . import sft_data
+
+    prompts, problems = [], []
+    for number, record, error in sft_data._records(Path(path)):
+        if error:
+            problems.append(sft_data.RowProblem(number, None, error))
+            continue
+        value = record.get("prompt") if isinstance(record, dict) else None
+        if isinstance(value, str) and value.strip():
+            prompts.append([Message("user", value.strip())])
+        elif isinstance(value, list):
+            try:
+                prompts.append(normalise(value))
+            except InvalidParameter as problem:
+                problems.append(sft_data.RowProblem(number, "prompt", str(problem)))
+        else:
+            problems.append(sft_data.RowProblem(number, "prompt", "is missing or not text"))
+    if not prompts:
+        raise sft_data.DataError("no usable prompts in the file (it needs a 'prompt' column)")
+    return prompts, problems
+
+
+def stored_prompts() -> list[list[Message]]:
+    """Every distinct prompt in the store: those of comparison items, then those of prompt sets."""
+    seen, out = set(), []
+    with session() as s:
+        rows = [r for r in s.scalars(select(PrefItem.prompt))] + [r for r in s.scalars(select(PrefPrompt.prompt))]
+    for raw in rows:
+        if raw not in seen:
+            seen.add(raw)
+            out.append(normalise(json.loads(raw)))
+    return out
+
+
 def prompt_sets() -> dict[str, int]:
     with session() as s:
         return {name: n for name, n in s.execute(select(PrefPrompt.set_name, func.count()).group_by(PrefPrompt.set_name))}

@@ -224,7 +224,7 @@ def upload_prompt_set(file: str | None, name: str):
     try:
         with tempfile.TemporaryDirectory() as tmp:
             copied = copy_upload(file, Path(tmp), max_bytes=sft_data.MAX_FILE_BYTES, allowed_suffixes=PROMPT_SUFFIXES)
-            prompts, problems = _read_prompts(copied)
+            prompts, problems = preferences.read_prompts(copied)
         added = preferences.add_prompt_set(name or Path(file).stem, prompts)
     except (UploadError, sft_data.DataError, preferences.PreferenceError) as error:
         raise gr.Error(str(error)) from error
@@ -232,27 +232,6 @@ def upload_prompt_set(file: str | None, name: str):
     if problems:
         message += f"  \n{len(problems)} rows skipped: " + "; ".join(str(p) for p in problems[:5])
     return message, gr.update(choices=list(preferences.prompt_sets()), value=name or Path(file).stem)
-
-
-def _read_prompts(path: Path) -> tuple[list[list[preferences.Message]], list[sft_data.RowProblem]]:
-    prompts, problems = [], []
-    for number, record, error in sft_data._records(path):
-        if error:
-            problems.append(sft_data.RowProblem(number, None, error))
-            continue
-        value = record.get("prompt") if isinstance(record, dict) else None
-        if isinstance(value, str) and value.strip():
-            prompts.append([preferences.Message("user", value.strip())])
-        elif isinstance(value, list):
-            try:
-                prompts.append(preferences.normalise(value))
-            except InvalidParameter as problem:
-                problems.append(sft_data.RowProblem(number, "prompt", str(problem)))
-        else:
-            problems.append(sft_data.RowProblem(number, "prompt", "is missing or not text"))
-    if not prompts:
-        raise sft_data.DataError("no usable prompts in the file (it needs a 'prompt' column)")
-    return prompts, problems
 
 
 # --- the dataset -------------------------------------------------------------------------------

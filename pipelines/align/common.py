@@ -1,0 +1,95 @@
+"""What DPO and RLOO share: the policy, LoRA, prompts, publishing the adapter, job metadata."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from .. import adapters, preferences, training
+from ..chat import Message
+from ..config import get_settings
+from ..jobs import JobContext
+from ..sampling import InvalidParameter
+
+DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+BUNDLED_PAIRS = Path(__file__).resolve().parent.parent.parent / "assets" / "datasets" / "preference_pairs.jsonl"
+
+
+def check_new_adapter(name: str, overwrite: bool) -> None:
+    if adapters.adapter_path(name).exists() and not overwrite:
+        raise InvalidParameter("out", f"an adapter named {name!r} already exists; choose another name or allow replacing it")
+
+
+def base_source(base_model: str | None) -> tuple[str, str, str]:
+    """(model id, local source, display name) of the policy's base model."""
+    from .. import models
+
+    settings = get_settings()
+    model_id = base_model or settings.model or models.default_model_id()
+    source, name = models.resolve_source(model_id, settings)
+    return model_id, source, name
+
+
+def load_policy(source: str, device: str) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).to(device)
+    return model, tokenizer
+
+
+def lora_config(r: int, alpha: int) -> Any:
+    from peft import LoraConfig
+
+    return LoraConfig(task_type="CAUSAL_LM", r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules=list(DEFAULT_TARGETS))
+
+
+def load_prompts(path: str | None) -> list[list[Message]]:
+    """Prompts from a file (a 'prompt' column: text or messages), or every prompt in the store."""
+    from .. import sft_data
+
+    if path:
+        try:
+            prompts, _ = preferences.read_prompts(Path(path))
+        except (sft_data.DataError, OSError) as error:
+            raise InvalidParameter("prompts", str(error)) from error
+    else:
+        prompts = preferences.stored_prompts()
+    prompts = [p for p in prompts if p and p[-1].role == "user"]
+    if not prompts:
+        raise InvalidParameter("prompts", "no usable prompts (each must end with a user message)")
+    return prompts
+
+
+def as_json(messages: Sequence[Message]) -> list[dict[str, str]]:
+    return [m.to_json() for m in messages]
+
+
+def publish_adapter(trainer: Any, tokenizer: Any, ctx: JobContext, out: str, overwrite: bool, meta: dict[str, Any]) -> Path:
+    """Save the trained LoRA in PEFT format with meta.json and move it into data/adapters in one rename."""
+    staging = ctx.directory / "adapter"
+    shutil.rmtree(staging, ignore_errors=True)
+    trainer.model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    meta = {"created": time.strftime("%Y-%m-%dT%H:%M:%S"), "job_id": ctx.job_id, **meta}
+    (staging / "meta.json").write_text(json.dumps(meta, indent=2, default=float), encoding="utf-8")
+    target = training.publish(staging, adapters.adapter_path(out), overwrite=overwrite)
+    ctx.info(f"adapter saved to {target}")
+    return target
+
+
+def update_meta(target: Path, extra: dict[str, Any]) -> None:
+    """Add measurements made after publishing (the adapter is already usable; meta is rewritten atomically)."""
+    path = target / "meta.json"
+    meta = json.loads(path.read_text(encoding="utf-8"))
+    meta.update(extra)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(meta, indent=2, default=float), encoding="utf-8")
+    temporary.replace(path)

@@ -1,0 +1,63 @@
+"""Did alignment help? The adapter against the base model on prompts, judged by a reward model.
+
+Both answer every prompt in one batch (PEFT switches the adapter per row), greedy by default so
+the comparison is repeatable; the reward model scores both answers. Win rate counts a tie as
+half. A reward model is only a proxy for people, so the tab also sends the same pairs to the
+Preferences queue for human votes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any, Callable, Sequence
+
+from .. import chat, generation, reward
+from ..chat import Message
+from ..models import ModelHandle
+from ..sampling import SamplingParams
+
+MAX_PROMPTS = 500
+BATCH = 8
+
+
+def answer_both(handle: ModelHandle, prompts: Sequence[Sequence[Message]], adapter: str, params: SamplingParams,
+                progress: Callable[[int, int], None] | None = None) -> list[tuple[str, str]]:
+    """(base answer, adapter answer) per prompt."""
+    out: list[tuple[str, str]] = []
+    for start in range(0, len(prompts), BATCH):
+        block = prompts[start : start + BATCH]
+        ids, row_params, row_adapters = [], [], []
+        for messages in block:
+            rendered = chat.build_prompt(handle, messages, max_new_tokens=params.max_new_tokens)
+            fitted = replace(params, max_new_tokens=rendered.max_new_tokens)
+            ids += [rendered.ids, rendered.ids]
+            row_params += [fitted, fitted]
+            row_adapters += [None, adapter]
+        rows = generation.generate_batch(handle, ids, row_params, adapter=row_adapters)
+        out += [(rows[i].text.strip(), rows[i + 1].text.strip()) for i in range(0, len(rows), 2)]
+        if progress:
+            progress(len(out), len(prompts))
+    return out
+
+
+def evaluate(handle: ModelHandle, adapter: str, reward_model: str, prompts: Sequence[Sequence[Message]],
+             params: SamplingParams | None = None, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    if not prompts:
+        raise ValueError("no prompts to evaluate on")
+    prompts = list(prompts)[:MAX_PROMPTS]
+    params = params or SamplingParams(temperature=0, max_new_tokens=128)
+    answers = answer_both(handle, prompts, adapter, params, progress)
+    scorer = reward.scorer(reward_model)
+    rows, wins = [], 0.0
+    for messages, (base_text, adapter_text) in zip(prompts, answers):
+        base_score, adapter_score = scorer.score([m.to_json() for m in messages], [base_text, adapter_text])
+        wins += 1.0 if adapter_score > base_score else 0.5 if adapter_score == base_score else 0.0
+        rows.append({"prompt": chat.flatten_content(messages[-1].content), "base": base_text, "adapter": adapter_text,
+                     "reward_base": round(base_score, 4), "reward_adapter": round(adapter_score, 4)})
+    n = len(rows)
+    return {
+        "win_rate": round(wins / n, 4),
+        "mean_reward_adapter": round(sum(r["reward_adapter"] for r in rows) / n, 4),
+        "mean_reward_base": round(sum(r["reward_base"] for r in rows) / n, 4),
+        "n": n, "adapter": adapter, "reward_model": reward_model, "rows": rows,
+    }

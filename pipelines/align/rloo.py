@@ -1,0 +1,148 @@
+"""RLOO: reinforcement learning from a reward model, with a KL penalty to the reference.
+
+For each prompt the policy samples k completions; the reward model scores them; each completion's
+advantage is its reward minus the mean reward of the *other* k-1 (the leave-one-out baseline,
+Ahmadian et al. 2024), which needs no value network -- the memory-light successor of PPO for
+LLMs. The reward is reduced by beta * KL(policy || reference): without it the policy drifts
+toward whatever text the reward model over-rates (reward hacking) and away from fluent language.
+The reference is the base model with the LoRA adapter switched off.
+
+The reward function is this project's `RewardScorer`, so rewards during training are computed
+exactly as everywhere else in the app. The job measures the mean reward-model score of greedy
+answers on (up to 16 of) its prompts before and after: the base model, then the adapter.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .. import reward, training
+from ..jobs import JobCancelled, JobContext, trainer_callback
+from ..sampling import InvalidParameter, SamplingParams
+from . import common, evaluate
+
+MEASURE_PROMPTS = 16
+
+
+@dataclass
+class RLOOSpec(training.SpecDict):
+    out: str
+    reward_model: str
+    prompts: str | None = None  # a file; None: the prompts in the store
+    base_model: str | None = None
+    beta: float = 0.05
+    max_steps: int = 30
+    learning_rate: float = 1e-4
+    num_generations: int = 4
+    prompts_per_step: int = 2
+    max_completion_length: int = 64
+    temperature: float = 1.0
+    lora_r: int = 16
+    lora_alpha: int = 32
+    seed: int = 42
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        training.check_output_name(self.out)
+        training.raise_failed([
+            *training.common_checks(self),
+            ("max_steps", 1 <= self.max_steps <= 100_000, "must be between 1 and 100000"),
+            ("learning_rate", 0 < self.learning_rate <= 1, "must be in (0, 1]"),
+            ("beta", 0 <= self.beta <= 10, "must be in [0, 10]"),
+            ("num_generations", 2 <= self.num_generations <= 64, "must be between 2 and 64 (the baseline needs the others)"),
+            ("prompts_per_step", 1 <= self.prompts_per_step <= 64, "must be between 1 and 64"),
+            ("max_completion_length", 4 <= self.max_completion_length <= 4096, "must be between 4 and 4096"),
+            ("temperature", 0 < self.temperature <= 2, "must be in (0, 2]: RLOO needs varied samples"),
+        ], self)
+
+
+
+def check(spec: RLOOSpec) -> list:
+    """Everything that can be checked before a job starts: the reward model, the prompts, the name."""
+    common.check_new_adapter(spec.out, spec.overwrite)
+    try:
+        reward.meta(spec.reward_model)
+    except reward.RewardModelError as error:
+        raise InvalidParameter("reward_model", str(error)) from error
+    return common.load_prompts(spec.prompts)
+
+
+def reward_function(name: str):
+    """A trl reward function backed by the trained reward model."""
+    scorer = reward.scorer(name)
+
+    def reward_model(prompts, completions, **_: Any) -> list[float]:
+        scores = []
+        for prompt, completion in zip(prompts, completions):
+            messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
+            text = completion[-1]["content"] if isinstance(completion, list) else completion
+            scores.append(scorer.score(messages, [text])[0])
+        return scores
+
+    return reward_model
+
+
+def run(spec: RLOOSpec, ctx: JobContext) -> dict[str, Any]:
+    from datasets import Dataset
+    from trl import RLOOConfig, RLOOTrainer
+
+    from .. import models
+
+    started = time.time()
+    prompts = check(spec)
+    model_id, source, base_name = common.base_source(spec.base_model)
+    device, precision = training.device_and_precision()
+    ctx.info(f"{len(prompts)} prompts; reward model {spec.reward_model}; base {base_name} on {device} ({precision.reason}); "
+             f"beta={spec.beta}, {spec.num_generations} samples per prompt, {spec.prompts_per_step} prompts per step")
+    ctx.check()
+    torch.manual_seed(spec.seed)
+    model, tokenizer = common.load_policy(source, device)
+    batch = spec.num_generations * spec.prompts_per_step
+    args = RLOOConfig(
+        output_dir=str(ctx.directory / "trainer"), max_steps=spec.max_steps, per_device_train_batch_size=batch,
+        num_generations=spec.num_generations, max_completion_length=spec.max_completion_length, temperature=spec.temperature,
+        beta=spec.beta, learning_rate=spec.learning_rate, lr_scheduler_type="constant", gradient_checkpointing=False,
+        bf16=precision.bf16, fp16=precision.fp16, use_cpu=device == "cpu", seed=spec.seed, logging_steps=1,
+        save_strategy="no", report_to="none", disable_tqdm=True, dataloader_num_workers=0,
+    )
+    trainer = RLOOTrainer(
+        model=model, reward_funcs=reward_function(spec.reward_model), args=args,
+        train_dataset=Dataset.from_list([{"prompt": common.as_json(p)} for p in prompts]), processing_class=tokenizer,
+        peft_config=common.lora_config(spec.lora_r, spec.lora_alpha), callbacks=[trainer_callback(ctx)],
+    )
+    trainer.train()
+    if ctx.should_stop():
+        raise JobCancelled()
+    steps = int(trainer.state.global_step)
+    if not ctx.report:
+        return {"steps": steps}
+    target = common.publish_adapter(trainer, tokenizer, ctx, spec.out, spec.overwrite, {
+        "kind": "rloo", "base_model": base_name, "base_model_source": model_id,
+        "data": {"source": spec.prompts.rsplit("/", 1)[-1] if spec.prompts else "store", "prompts": len(prompts)},
+        "reward_model": spec.reward_model,
+        "hyperparameters": {**spec.to_dict(), "precision": precision.reason, "device": device},
+    })
+    del trainer, model
+    gc.collect()
+    ctx.info(f"measuring the mean reward of greedy answers on {min(len(prompts), MEASURE_PROMPTS)} of the prompts, base vs adapter")
+    handle = models.load_handle(model_id)
+    measured = evaluate.evaluate(handle, spec.out, spec.reward_model, prompts[:MEASURE_PROMPTS],
+                                 SamplingParams(temperature=0, max_new_tokens=spec.max_completion_length))
+    start, end = measured["mean_reward_base"], measured["mean_reward_adapter"]
+    ctx.info(f"mean reward {start:+.4f} -> {end:+.4f}; win rate vs base {measured['win_rate']:.2f}")
+    common.update_meta(target, {"metrics": {"mean_reward_start": start, "mean_reward_end": end, "win_rate": measured["win_rate"],
+                                            "measured_on": measured["n"]}, "seconds": time.time() - started})
+    return {"adapter_dir": str(target), "steps": steps, "mean_reward_start": start, "mean_reward_end": end,
+            "win_rate": measured["win_rate"], "seconds": time.time() - started}
+
+
+def run_job(ctx: JobContext) -> dict[str, Any]:
+    """Job-runner entry point (kind "rloo")."""
+    return run(RLOOSpec.from_dict(ctx.spec), ctx)
+
+

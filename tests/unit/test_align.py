@@ -1,0 +1,82 @@
+"""DPO and RLOO jobs on the tiny model: short real runs through the job runner, and the evaluation."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pipelines import adapters, jobs, models, reward
+from pipelines.align import common, dpo, evaluate, rloo
+from pipelines.chat import Message
+from pipelines.sampling import InvalidParameter, SamplingParams
+from tests.conftest import ROOT
+
+PAIRS = ROOT / "assets" / "datasets" / "preference_pairs.jsonl"
+
+
+@pytest.mark.parametrize("kwargs, param", [
+    ({"out": "a", "data": "x", "beta": 0}, "beta"), ({"out": "a", "data": "x", "loss_type": "magic"}, "loss_type"),
+    ({"out": "a"}, "data"), ({"out": "../x", "data": "x"}, "out"), ({"out": "a", "data": "x", "learning_rate": 2}, "learning_rate"),
+])
+def test_dpo_spec_validation(kwargs, param):
+    with pytest.raises(InvalidParameter) as caught:
+        dpo.DPOSpec(**kwargs)
+    assert caught.value.param == param
+
+
+@pytest.mark.parametrize("kwargs, param", [
+    ({"num_generations": 1}, "num_generations"), ({"beta": -1}, "beta"), ({"temperature": 0}, "temperature"),
+    ({"max_steps": 0}, "max_steps"),
+])
+def test_rloo_spec_validation(kwargs, param):
+    with pytest.raises(InvalidParameter) as caught:
+        rloo.RLOOSpec(out="a", reward_model="rm", **kwargs)
+    assert caught.value.param == param
+
+
+def test_prompts_from_file_and_store(tmp_path, data_dir):
+    path = tmp_path / "prompts.jsonl"
+    path.write_text(json.dumps({"prompt": "Hi"}) + "\n" + json.dumps({"prompt": [{"role": "user", "content": "Yo"}]}) + "\n{bad\n")
+    assert [p[-1].content for p in common.load_prompts(str(path))] == ["Hi", "Yo"]
+    with pytest.raises(InvalidParameter, match="no usable prompts"):
+        common.load_prompts(None)  # the store is empty
+
+
+def test_dpo_job_trains_an_adapter_usable_everywhere(tiny_model_env, data_dir):
+    spec = dpo.DPOSpec(out="tiny-dpo", data=str(PAIRS), max_steps=2, batch_size=4, max_length=128, beta=0.2)
+    job = jobs.run_foreground("dpo", spec.out, spec.to_dict(), echo=False)
+    assert job.status == jobs.SUCCEEDED, jobs.tail_log(job.id)
+    assert job.result["steps"] == 2 and job.result["adapter_dir"].endswith("tiny-dpo")
+    assert job.result["eval_margin_before"] == pytest.approx(0, abs=1e-4)  # the adapter starts as the identity
+    info = adapters.read(adapters.adapter_path("tiny-dpo"))
+    assert info.meta["kind"] == "dpo" and info.meta["data"]["split"] == "by prompt"
+    records = jobs.read_metrics(job.id)
+    assert any("rewards/margins" in r for r in records) and any("loss" in r for r in records)
+
+
+def test_rloo_job_and_evaluation(tiny_model_env, data_dir, tmp_path):
+    rm = reward.RewardSpec(out="tiny-rm", data=str(PAIRS), max_steps=1, batch_size=4, max_length=128)
+    assert jobs.run_foreground("reward", rm.out, rm.to_dict(), echo=False).status == jobs.SUCCEEDED
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"Say something about {w}."}) + "\n" for w in ("cats", "rain", "tea", "maps")))
+    spec = rloo.RLOOSpec(out="tiny-rloo", reward_model="tiny-rm", prompts=str(prompts), max_steps=2, num_generations=2,
+                         prompts_per_step=2, max_completion_length=8)
+    job = jobs.run_foreground("rloo", spec.out, spec.to_dict(), echo=False)
+    assert job.status == jobs.SUCCEEDED, jobs.tail_log(job.id)
+    result = job.result
+    assert result["steps"] == 2 and isinstance(result["mean_reward_start"], float) and isinstance(result["mean_reward_end"], float)
+    assert adapters.read(adapters.adapter_path("tiny-rloo")).meta["kind"] == "rloo"
+    records = jobs.read_metrics(job.id)
+    assert any("reward" in r for r in records) and any("kl" in r for r in records)
+
+    handle = models.load_handle(str(tiny_model_env))
+    report = evaluate.evaluate(handle, "tiny-rloo", "tiny-rm", [[Message("user", "Hi")], [Message("user", "Tell me a fact.")]],
+                               SamplingParams(temperature=0, max_new_tokens=6))
+    assert report["n"] == 2 and 0 <= report["win_rate"] <= 1 and len(report["rows"]) == 2
+    assert set(report) >= {"win_rate", "mean_reward_adapter", "mean_reward_base"}
+
+    with pytest.raises(InvalidParameter, match="no reward model"):
+        rloo.check(rloo.RLOOSpec(out="x", reward_model="missing", prompts=str(prompts)))
+    with pytest.raises(InvalidParameter, match="already exists"):
+        rloo.check(rloo.RLOOSpec(out="tiny-rloo", reward_model="tiny-rm", prompts=str(prompts)))
