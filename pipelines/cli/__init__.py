@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from . import chat, finetune, generate, prefs, rag, reason, reward, sandbox
+from . import align, chat, finetune, generate, prefs, rag, reason, reward, sandbox
 from .common import OneLineParser, UsageError, configure_logging, run_guarded
 
-COMMANDS = (generate, chat, finetune, prefs, reward, rag, reason, sandbox)
+COMMANDS = (generate, chat, finetune, prefs, reward, align, rag, reason, sandbox)
 
 
 def build_parser() -> OneLineParser:
