@@ -13,7 +13,7 @@ import gradio as gr  # noqa: E402
 
 from pipelines import jobs, models  # noqa: E402
 from pipelines.config import get_settings  # noqa: E402
-from playground import chat, finetune, generate, preferences, rag, reasoning, reward, sidebar  # noqa: E402
+from playground import align, chat, finetune, generate, preferences, rag, reasoning, reward, sidebar  # noqa: E402
 from playground.controls import ASSETS, how_it_works  # noqa: E402
 
 TITLE = "LLM Playground"
@@ -39,6 +39,8 @@ def build_app(handle: models.ModelHandle | None = None) -> gr.Blocks:
                         preferences.build_dataset(demo)
                     with gr.Tab("Reward model", id="reward"):
                         reward.build(demo)
+                    with gr.Tab("Align (DPO / RLOO)", id="align"):
+                        align.build(demo)
                 how_it_works("preferences")
             with gr.Tab("RAG", id="rag"):
                 rag.build(demo, shared)

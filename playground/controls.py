@@ -129,9 +129,9 @@ def sampling_controls(defaults: SamplingParams | None = None, *, label_prefix: s
     )
 
 
-def how_it_works(name: str) -> gr.Accordion:
+def how_it_works(name: str, title: str = "How it works") -> gr.Accordion:
     """The tab's teaching panel, from `assets/howto/<name>.md`."""
-    with gr.Accordion("How it works", open=False) as panel:
+    with gr.Accordion(title, open=False) as panel:
         gr.Markdown((ASSETS / "howto" / f"{name}.md").read_text(encoding="utf-8"), latex_delimiters=[])
     return panel
 
