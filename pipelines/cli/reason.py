@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 from .. import models
 from ..reasoning import benchmark, extract, solve, strategies
 from ..sampling import InvalidParameter
-from .common import UsageError, add_sampling_flags, emit_json, needs_action, quiet_stdout, sampling_from_args
+from .common import CommandFailed, UsageError, add_sampling_flags, emit_json, needs_action, quiet_stdout, sampling_from_args
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -102,13 +103,26 @@ def run_bench(args: argparse.Namespace) -> int:
     if args.samples > 1 and params.temperature == 0:
         raise UsageError("self-consistency needs a temperature above 0")
 
+    seen: dict = {}
+
     def progress(done: int, total: int, record: dict) -> None:
+        seen.update(record)
         summary = ", ".join(f"{k} {v['correct']}/{v['n']}" for k, v in record["summary"].items())
         print(f"[{done}/{total}] {summary}", file=sys.stderr, flush=True)
 
-    with quiet_stdout(args.json):
-        record = benchmark.run(models.get_handle(), problems, chosen, params, samples=args.samples, adapter=args.adapter,
-                               token_cap=cap, data_name=Path(args.data).name if args.data else "problems.jsonl", progress=progress)
+    def interrupt(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)  # a killed run still saves what it finished
+    try:
+        with quiet_stdout(args.json):
+            record = benchmark.run(models.get_handle(), problems, chosen, params, samples=args.samples, adapter=args.adapter,
+                                   token_cap=cap, data_name=Path(args.data).name if args.data else "problems.jsonl", progress=progress)
+    except KeyboardInterrupt:
+        done = len(seen.get("items", []))
+        raise CommandFailed(f"stopped after {done} problems" + (f"; the partial run was saved as {seen['id']}" if done else "")) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     if args.json:
         emit_json(record["summary"] | {"n": len(record["items"]), "run_id": record["id"], "errors": errors})
     else:

@@ -64,3 +64,26 @@ def test_sandbox_run_exit_codes(capsys, tmp_path):
     assert doc["ok"] is False and "timed out" in doc["error"]  # a failed program is still exit 0
     assert main(["sandbox", "run", str(tmp_path / "nope.py"), "--json"]) != 0
     assert main(["sandbox", "run", str(good), "--timeout", "0", "--json"]) != 0
+
+
+def test_a_terminated_bench_keeps_its_partial_run(use_tiny, capsys, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from pipelines.reasoning import benchmark, solve
+
+    data = tmp_path / "p.jsonl"
+    data.write_text("".join(f'{{"question": "What is {n} + 1?", "answer": {n + 1}}}\n' for n in range(3)))
+    real_solve, calls = solve.solve, []
+
+    def solve_then_terminate(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # SIGTERM arrives while the second problem runs
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_solve(*args, **kwargs)
+
+    monkeypatch.setattr(solve, "solve", solve_then_terminate)
+    assert main(["reason", "bench", "--data", str(data), "--strategies", "direct", "--max-new-tokens", "2", "--json"]) == 1
+    assert "stopped after 1 problems; the partial run was saved" in capsys.readouterr().err
+    saved = benchmark.list_runs()[0]
+    assert saved["done"] == 1 and saved["complete"] is False and saved["total"] == 3
