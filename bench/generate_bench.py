@@ -1,8 +1,12 @@
-"""Decode speed of the app's generation path vs plain `model.generate`, measured in one run.
+"""Decode speed of the app's generation path vs plain `model.generate` in fp32, measured in one run.
 
 Same model, prompt, sampling settings, seed, token count and thread count on both sides; each side
 is warmed up once, then timed `--repeats` times and the median is reported. The ratio is the
-number that matters -- absolute tokens/s depend on the machine.
+number that matters -- absolute tokens/s depend on the machine. On CPU the app decodes the base
+model through int8 dynamically quantised linear layers (PLAYGROUND_FAST=0 turns that off), so
+quality is measured too: greedy continuations of a fixed prompt set from the app's path and from
+fp32 `generate`, compared token by token (`greedy_agreement`: the share of tokens before the
+first divergence; `greedy_exact`: the share of prompts whose continuations are identical).
 
     python bench/generate_bench.py [--tokens 200] [--repeats 3] [--json]
 """
@@ -26,6 +30,12 @@ from pipelines import generation, models  # noqa: E402
 from pipelines.sampling import SamplingParams  # noqa: E402
 
 PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
+AGREEMENT_PROMPTS = [
+    "What is the capital of France?", "Explain photosynthesis in one sentence.", "List three uses of a paperclip.",
+    "Translate 'good morning' into Spanish.", "Why is the sky blue?", "Write a haiku about autumn.",
+    "What is 12 times 7?", "Give one tip for learning to cook.", "Describe a cat to someone who has never seen one.",
+    "What does a compiler do?", "Name a famous painting and its painter.", "How do plants drink water?",
+]
 
 
 def app_tokens_per_second(handle: models.ModelHandle, prompt_ids: list[int], params: SamplingParams) -> float:
@@ -53,6 +63,34 @@ def transformers_tokens_per_second(handle: models.ModelHandle, prompt_ids: list[
     return (out.shape[1] - inputs.shape[1]) / (time.perf_counter() - started)
 
 
+def _chat_ids(handle: models.ModelHandle, text: str) -> list[int]:
+    ids = handle.tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True, tokenize=True,
+                                               return_dict=False)
+    return list(ids["input_ids"] if isinstance(ids, dict) else ids)
+
+
+def greedy_agreement(handle: models.ModelHandle, tokens: int = 32) -> dict[str, float]:
+    """How often the app's (possibly int8) greedy decoding matches fp32 `generate`, token by token."""
+    matched = total = exact = 0
+    params = SamplingParams(temperature=0, max_new_tokens=tokens)
+    for text in AGREEMENT_PROMPTS:
+        ids = _chat_ids(handle, text)
+        ours = generation.generate(handle, ids, params).completion_ids
+        inputs = torch.tensor([ids], device=handle.device)
+        with torch.inference_mode():
+            out = handle.model.generate(inputs, attention_mask=torch.ones_like(inputs), do_sample=False, max_new_tokens=tokens,
+                                        pad_token_id=handle.tokenizer.pad_token_id)
+        reference = out[0, len(ids):].tolist()
+        common = 0
+        for a, b in zip(ours, reference):
+            if a != b:
+                break
+            common += 1
+        length = max(len(ours), len(reference))
+        matched, total, exact = matched + common, total + length, exact + (ours == reference)
+    return {"greedy_agreement": round(matched / total, 3), "greedy_exact": round(exact / len(AGREEMENT_PROMPTS), 3)}
+
+
 def measure(handle: models.ModelHandle, tokens: int, repeats: int) -> dict[str, float]:
     params = SamplingParams(temperature=0.7, top_p=0.9, seed=0, max_new_tokens=tokens)
     prompt_ids = handle.tokenizer.apply_chat_template(
@@ -77,6 +115,8 @@ def measure(handle: models.ModelHandle, tokens: int, repeats: int) -> dict[str, 
         "repeats": repeats,
         "threads": torch.get_num_threads(),
         "model": handle.name,
+        "fast_path": "int8 dynamic quantisation" if handle.fast_model is not None else "off (fp32)",
+        **greedy_agreement(handle),
     }
 
 
@@ -94,7 +134,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"model {result['model']}, {args.tokens} sampled tokens, {result['threads']} threads, median of {args.repeats}")
         print(f"  app generation path     {result['app_tokens_per_second']:8.2f} tokens/s")
         print(f"  transformers .generate  {result['transformers_tokens_per_second']:8.2f} tokens/s")
-        print(f"  speedup                 {result['speedup_vs_transformers']:8.3f}x")
+        print(f"  speedup                 {result['speedup_vs_transformers']:8.3f}x  (fast path: {result['fast_path']})")
+        print(f"  greedy agreement with fp32: {result['greedy_agreement']:.1%} of tokens, "
+              f"{result['greedy_exact']:.0%} of {len(AGREEMENT_PROMPTS)} prompts identical")
     return 0
 
 

@@ -25,7 +25,7 @@ import torch
 
 from . import adapters
 from .config import BUNDLED_MODEL, HUB_FALLBACK_MODEL, Settings, get_settings
-from .hardware import DevicePlan, apply_threads, detect, plan_device
+from .hardware import int8_engine, DevicePlan, apply_threads, detect, plan_device
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +162,8 @@ class ModelHandle:
     _prompt_adapters: dict[str, tuple[float, torch.Tensor]] = field(default_factory=dict)
     # adapters addressed by explicit path (a job evaluating what it just trained), not by data dir
     _adapter_paths: dict[str, Path] = field(default_factory=dict)
+    # an int8 copy of the base model for decoding without adapters on CPU (None: always full precision)
+    fast_model: Any = None
 
     @property
     def device(self) -> torch.device:
@@ -197,6 +199,8 @@ class ModelHandle:
     def forward(self, adapter: str | None | Sequence[str | None] = None, **inputs: Any) -> Any:
         """One forward pass; `adapter` may name one adapter, or give one per batch row."""
         with self.locked():
+            if self.fast_model is not None and (adapter is None or (isinstance(adapter, (list, tuple)) and not any(adapter))):
+                return self.fast_model(**inputs)
             if isinstance(adapter, (list, tuple)):
                 names = self._activate_per_row(adapter)
                 if names is not None:
@@ -337,7 +341,7 @@ def load_handle(model_id: str | None = None, settings: Settings | None = None) -
     """Load a base model for inference on the best device this machine has."""
     settings = settings or get_settings()
     model_id = model_id or settings.model or default_model_id()
-    plan = plan_device(detect(), settings.device, settings.dtype, settings.threads)
+    plan = plan_device(detect(), settings.device, settings.dtype, settings.threads, fast=settings.fast)
     apply_threads(plan)
     source, name = resolve_source(model_id, settings)
     try:
@@ -350,7 +354,28 @@ def load_handle(model_id: str | None = None, settings: Settings | None = None) -
         except (OSError, ValueError) as error:
             raise _unavailable(model_id, error) from error
     model.to(plan.device).eval()
-    return wrap(model, tokenizer, name=name, source=source, plan=plan)
+    handle = wrap(model, tokenizer, name=name, source=source, plan=plan)
+    if plan.int8_decode:
+        handle.fast_model = quantize_int8(model, int8_engine(detect()))
+    return handle
+
+
+def quantize_int8(model: Any, engine: str | None = None) -> Any:
+    """An inference copy of `model` whose linear layers run int8 weights with dynamic activation scales.
+
+    The fp32 model stays as it is: training, adapters and exact log-probabilities use it.
+    """
+    import copy
+    import warnings
+
+    if engine:
+        torch.backends.quantized.engine = engine
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization is deprecated in favour of torchao, not yet bundled here
+        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+        # per-output-channel weight scales: one scale for a whole 49k x 576 matrix loses too much
+        return quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8).eval()
 
 
 def _from_pretrained(source: str, plan: DevicePlan, *, local_files_only: bool) -> tuple[Any, Any]:

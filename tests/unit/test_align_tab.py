@@ -42,10 +42,10 @@ def test_starting_jobs_checks_inputs_first(data_dir, monkeypatch):
                       0, 1e-4, False)
 
 
-def test_evaluate_and_queue_for_humans(use_tiny, tiny_model_env, data_dir, tmp_path):
+def test_evaluate_and_queue_for_humans(fresh_tiny_handle, tiny_model_env, data_dir, tmp_path):
     from tests.conftest import make_lora_adapter
 
-    make_lora_adapter(use_tiny.tokenizer, data_dir / "adapters", "tuned")
+    make_lora_adapter(fresh_tiny_handle.tokenizer, data_dir / "adapters", "tuned")  # attaching wraps the model: not the shared one
     rm = reward.RewardSpec(out="rm", data=PAIRS, max_steps=1, batch_size=4, max_length=96)
     assert jobs.run_foreground("reward", rm.out, rm.to_dict(), echo=False).status == jobs.SUCCEEDED
     prompts = tmp_path / "p.jsonl"
