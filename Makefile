@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench clean-venv
+.PHONY: run test bench llamacpp run-llamacpp clean-venv
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,16 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Optional llama.cpp engine (compiles; minutes). Override the build with e.g.
+# LLAMACPP_CMAKE_ARGS="-DGGML_CUDA=on" on a CUDA machine.
+LLAMACPP_CMAKE_ARGS ?= -DGGML_NATIVE=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF
+
+llamacpp: $(STAMP)
+	CMAKE_ARGS="$(LLAMACPP_CMAKE_ARGS)" $(BIN)/python -m pip install -r requirements-llamacpp.txt
+
+run-llamacpp: llamacpp
+	PLAYGROUND_ENGINE=llamacpp $(BIN)/python app.py
 
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py

@@ -8,7 +8,13 @@ quality is measured too: greedy continuations of a fixed prompt set from the app
 fp32 `generate`, compared token by token (`greedy_agreement`: the share of tokens before the
 first divergence; `greedy_exact`: the share of prompts whose continuations are identical).
 
-    python bench/generate_bench.py [--tokens 200] [--repeats 3] [--json]
+When llama-cpp-python is installed (`make llamacpp`), the app's path is also timed on the
+llama.cpp engine (`llamacpp_tokens_per_second`) beside llama-cpp-python's own sampling loop
+(`Llama.generate`) on the same GGUF file, prompt tokens, settings and threads
+(`llamacpp_direct_tokens_per_second`): the gap is what the app's own sampling, log-probabilities
+and streaming cost on top of llama.cpp.
+
+    python bench/generate_bench.py [--tokens 200] [--repeats 3] [--json] [--no-llamacpp]
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import torch  # noqa: E402
 
-from pipelines import generation, models  # noqa: E402
+from pipelines import chat, generation, llamacpp_engine, models  # noqa: E402
 from pipelines.sampling import SamplingParams  # noqa: E402
 
 PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
@@ -63,14 +69,30 @@ def transformers_tokens_per_second(handle: models.ModelHandle, prompt_ids: list[
     return (out.shape[1] - inputs.shape[1]) / (time.perf_counter() - started)
 
 
+def llamacpp_direct_tokens_per_second(engine: llamacpp_engine.LlamaCppEngine, prompt_ids: list[int], params: SamplingParams) -> float:
+    """llama-cpp-python's own decode-and-sample loop, no app code in between."""
+    llm = engine.llm
+    with engine.lock:
+        llm.reset()
+        llm.set_seed(params.seed or 0)
+        started = time.perf_counter()
+        produced = 0
+        for _ in llm.generate(prompt_ids, temp=params.temperature, top_p=params.top_p, top_k=params.top_k or 0,
+                              min_p=params.min_p or 0.0, repeat_penalty=params.repetition_penalty, reset=True):
+            produced += 1
+            if produced >= params.max_new_tokens:
+                break
+        seconds = time.perf_counter() - started
+        llm.reset()
+    return produced / seconds
+
+
 def _chat_ids(handle: models.ModelHandle, text: str) -> list[int]:
-    ids = handle.tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True, tokenize=True,
-                                               return_dict=False)
-    return list(ids["input_ids"] if isinstance(ids, dict) else ids)
+    return chat.render(handle, [chat.Message("user", text)])[1]
 
 
 def greedy_agreement(handle: models.ModelHandle, tokens: int = 32) -> dict[str, float]:
-    """How often the app's (possibly int8) greedy decoding matches fp32 `generate`, token by token."""
+    """How often the app's (int8 or llama.cpp) greedy decoding matches fp32 `generate`, token by token."""
     matched = total = exact = 0
     params = SamplingParams(temperature=0, max_new_tokens=tokens)
     for text in AGREEMENT_PROMPTS:
@@ -91,14 +113,42 @@ def greedy_agreement(handle: models.ModelHandle, tokens: int = 32) -> dict[str, 
     return {"greedy_agreement": round(matched / total, 3), "greedy_exact": round(exact / len(AGREEMENT_PROMPTS), 3)}
 
 
-def measure(handle: models.ModelHandle, tokens: int, repeats: int) -> dict[str, float]:
+def measure_llamacpp(handle: models.ModelHandle, prompt_ids: list[int], params: SamplingParams, repeats: int) -> dict[str, float]:
+    """The app's path on the llama.cpp engine vs llama-cpp-python's own loop, and its greedy agreement with fp32."""
+    engine = handle.llamacpp
+    own = engine is None
+    if own:
+        gguf = llamacpp_engine.gguf_for(handle.source, models.bundled_gguf_path() if handle.name == models.BUNDLED_NAME else None)
+        if gguf is None:
+            return {"llamacpp": "skipped: no GGUF file for this model"}
+        engine = llamacpp_engine.LlamaCppEngine(gguf, n_ctx=2048, threads=torch.get_num_threads(), n_vocab=handle.model.config.vocab_size)
+        handle.llamacpp = engine
+    try:
+        warm = SamplingParams(temperature=0.7, seed=0, max_new_tokens=8)
+        app_tokens_per_second(handle, prompt_ids, warm)
+        llamacpp_direct_tokens_per_second(engine, prompt_ids, warm)
+        app, direct = [], []
+        for _ in range(repeats):
+            app.append(app_tokens_per_second(handle, prompt_ids, params))
+            direct.append(llamacpp_direct_tokens_per_second(engine, prompt_ids, params))
+        agreement = greedy_agreement(handle)
+    finally:
+        if own:
+            handle.llamacpp = None
+            engine.close()
+    app_tps, direct_tps = statistics.median(app), statistics.median(direct)
+    return {
+        "llamacpp_tokens_per_second": round(app_tps, 2),
+        "llamacpp_direct_tokens_per_second": round(direct_tps, 2),
+        "llamacpp_vs_direct": round(app_tps / direct_tps, 3),
+        "llamacpp_greedy_agreement": agreement["greedy_agreement"],
+        "llamacpp_greedy_exact": agreement["greedy_exact"],
+    }
+
+
+def measure(handle: models.ModelHandle, tokens: int, repeats: int, llamacpp: bool = True) -> dict[str, float]:
     params = SamplingParams(temperature=0.7, top_p=0.9, seed=0, max_new_tokens=tokens)
-    prompt_ids = handle.tokenizer.apply_chat_template(
-        [{"role": "user", "content": PROMPT}], add_generation_prompt=True, tokenize=True, return_dict=False
-    )
-    if isinstance(prompt_ids, dict):
-        prompt_ids = prompt_ids["input_ids"]
-    prompt_ids = list(prompt_ids)
+    prompt_ids = _chat_ids(handle, PROMPT)
     warm = SamplingParams(temperature=0.7, seed=0, max_new_tokens=8)
     app_tokens_per_second(handle, prompt_ids, warm)
     transformers_tokens_per_second(handle, prompt_ids, warm)
@@ -107,7 +157,7 @@ def measure(handle: models.ModelHandle, tokens: int, repeats: int) -> dict[str, 
         app.append(app_tokens_per_second(handle, prompt_ids, params))
         hf.append(transformers_tokens_per_second(handle, prompt_ids, params))
     app_tps, hf_tps = statistics.median(app), statistics.median(hf)
-    return {
+    result = {
         "app_tokens_per_second": round(app_tps, 2),
         "transformers_tokens_per_second": round(hf_tps, 2),
         "speedup_vs_transformers": round(app_tps / hf_tps, 3),
@@ -115,9 +165,16 @@ def measure(handle: models.ModelHandle, tokens: int, repeats: int) -> dict[str, 
         "repeats": repeats,
         "threads": torch.get_num_threads(),
         "model": handle.name,
+        "engine": handle.engine_name,
         "fast_path": "int8 dynamic quantisation" if handle.fast_model is not None else "off (fp32)",
         **greedy_agreement(handle),
     }
+    if llamacpp and llamacpp_engine.available():
+        result.update(measure_llamacpp(handle, prompt_ids, params, repeats))
+        result["llamacpp_speedup_vs_transformers"] = round(result["llamacpp_tokens_per_second"] / hf_tps, 3)
+    elif llamacpp:
+        result["llamacpp"] = f"skipped: llama-cpp-python is not installed ({llamacpp_engine.INSTALL_HINT})"
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,9 +182,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokens", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--no-llamacpp", action="store_true", help="skip the llama.cpp engine even when installed")
     args = parser.parse_args(argv)
     handle = models.get_handle()
-    result = measure(handle, args.tokens, args.repeats)
+    result = measure(handle, args.tokens, args.repeats, llamacpp=not args.no_llamacpp)
     if args.json:
         print(json.dumps(result))
     else:
@@ -137,6 +195,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  speedup                 {result['speedup_vs_transformers']:8.3f}x  (fast path: {result['fast_path']})")
         print(f"  greedy agreement with fp32: {result['greedy_agreement']:.1%} of tokens, "
               f"{result['greedy_exact']:.0%} of {len(AGREEMENT_PROMPTS)} prompts identical")
+        if "llamacpp_tokens_per_second" in result:
+            print(f"  app path on llama.cpp   {result['llamacpp_tokens_per_second']:8.2f} tokens/s "
+                  f"({result['llamacpp_speedup_vs_transformers']:.2f}x transformers)")
+            print(f"  llama-cpp-python direct {result['llamacpp_direct_tokens_per_second']:8.2f} tokens/s "
+                  f"(app path = {result['llamacpp_vs_direct']:.1%} of direct)")
+            print(f"  llama.cpp greedy agreement with fp32: {result['llamacpp_greedy_agreement']:.1%} of tokens, "
+                  f"{result['llamacpp_greedy_exact']:.0%} of prompts identical")
+        elif "llamacpp" in result:
+            print(f"  llama.cpp engine: {result['llamacpp']}")
     return 0
 
 

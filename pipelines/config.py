@@ -40,10 +40,15 @@ class Settings:
         default_factory=lambda: int(_env("PLAYGROUND_PORT") or _env("GRADIO_SERVER_PORT") or 7860)
     )
     database_url: str | None = field(default_factory=lambda: _env("PLAYGROUND_DATABASE_URL"))
+    # the largest single upload the server accepts (handlers apply tighter per-kind limits)
+    max_upload_mb: int = field(default_factory=lambda: int(_env("PLAYGROUND_MAX_UPLOAD_MB", "200")))
     max_jobs: int = field(default_factory=lambda: int(_env("PLAYGROUND_MAX_JOBS", "1")))
     # opt-in int8 dynamic quantisation for base-model decoding on CPU: ~1.6x faster here, but greedy
     # text drifts from fp32 (bench/generate_bench.py measures both), so exactness stays the default
     fast: bool = field(default_factory=lambda: (_env("PLAYGROUND_FAST", "0") or "0").lower() in {"1", "true", "yes", "on"})
+    # "llamacpp": base-model forward passes run on the GGUF file through llama-cpp-python (optional
+    # install, `make llamacpp`); adapters and training stay on torch either way
+    engine: str = field(default_factory=lambda: (_env("PLAYGROUND_ENGINE", "torch") or "torch").lower().replace("-", "").replace(".", ""))
 
     def __post_init__(self) -> None:
         if self.device not in {"auto", "cpu", "cuda", "mps"}:
@@ -52,6 +57,10 @@ class Settings:
             raise ValueError(
                 f"PLAYGROUND_DTYPE must be auto, float32, bfloat16 or float16, got {self.dtype!r}"
             )
+        if self.engine not in {"torch", "llamacpp"}:
+            raise ValueError(f"PLAYGROUND_ENGINE must be torch or llamacpp, got {self.engine!r}")
+        if self.max_upload_mb < 1:
+            raise ValueError(f"PLAYGROUND_MAX_UPLOAD_MB must be at least 1, got {self.max_upload_mb}")
         if self.max_jobs < 1:
             raise ValueError(f"PLAYGROUND_MAX_JOBS must be at least 1, got {self.max_jobs}")
         if self.threads is not None and self.threads < 1:

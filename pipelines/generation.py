@@ -62,6 +62,7 @@ class Completion:
     finish_reason: str | None = None  # "length" | "stop" | "eos" | "cancelled"
     seconds: float = 0.0
     max_new_tokens: int = 0  # after fitting into the context window
+    engine: str = "torch"  # which engine ran the forward passes: "torch" or "llama.cpp"
 
     @property
     def done(self) -> bool:
@@ -85,6 +86,7 @@ class Completion:
             "completion_tokens": len(self.tokens),
             "seed": self.seed,
             "seconds": round(self.seconds, 4),
+            "engine": self.engine,
         }
 
 
@@ -186,6 +188,76 @@ def _decode_token(handle: ModelHandle, token_id: int) -> str:
     return handle.tokenizer.decode([token_id], skip_special_tokens=False)
 
 
+class _RowState:
+    """Everything one row needs between steps: its generator, token history and text so far.
+
+    `advance` turns the next-token logits into the row's next token, whichever engine produced
+    them, so sampling, log-probabilities, stop strings and streaming text are one code path.
+    """
+
+    def __init__(self, handle: ModelHandle, row: Completion, eos: frozenset[int], top_alternatives: int) -> None:
+        self.handle = handle
+        self.row = row
+        self.eos = eos
+        self.top_alternatives = top_alternatives
+        self.generator = torch.Generator(device="cpu").manual_seed(row.seed)
+        self.detok = _Detokenizer(handle.tokenizer)
+        self.raw_text = ""
+        self.history = torch.tensor(row.prompt_ids, dtype=torch.long)
+
+    @property
+    def ids(self) -> list[int]:
+        return self.row.prompt_ids + self.row.completion_ids
+
+    def cancel(self, started: float) -> None:
+        self.detok.flush()
+        self.row.text = self.detok.text
+        self.row.finish_reason = "cancelled"
+        self.row.seconds = time.perf_counter() - started
+
+    def advance(self, logits: torch.Tensor) -> int:
+        """Pick, record and detokenize the next token from its logits; returns the token id."""
+        row, detok, handle = self.row, self.detok, self.handle
+        processed = process_logits(logits, row.params, self.history)
+        token_id = sample_token(processed, row.params, self.generator)
+        self.history = torch.cat([self.history, torch.tensor([token_id])])
+        if token_id in self.eos:
+            detok.flush()  # release any text held back for a possible stop string
+            row.text = detok.text
+            row.finish_reason = "eos"
+            return token_id
+        logprobs = torch.log_softmax(processed.raw, dim=-1)
+        top = torch.topk(logprobs, self.top_alternatives) if self.top_alternatives else None
+        row.tokens.append(
+            TokenRecord(
+                token=_decode_token(handle, token_id),
+                id=token_id,
+                logprob=float(logprobs[token_id]),
+                top=[]
+                if top is None
+                else [{"token": _decode_token(handle, int(t)), "logprob": float(v)} for v, t in zip(top.values, top.indices)],
+                sampled_prob=float(processed.final_probs[token_id]),
+            )
+        )
+        before = len(self.raw_text)
+        detok.push(token_id)
+        if len(row.tokens) >= row.max_new_tokens:
+            detok.flush()
+        self.raw_text = detok.text
+        stops = row.params.stop
+        hit = _find_stop(self.raw_text, stops, before) if stops else None
+        if hit is not None:
+            row.text = self.raw_text[:hit]
+            row.finish_reason = "stop"
+        elif len(row.tokens) >= row.max_new_tokens:
+            row.text = self.raw_text
+            row.finish_reason = "length"
+        else:
+            hold = _held_back(self.raw_text, stops) if stops else 0
+            row.text = self.raw_text[: len(self.raw_text) - hold]
+        return token_id
+
+
 def stream_batch(
     handle: ModelHandle,
     prompts: Sequence[Prompt],
@@ -205,6 +277,9 @@ def stream_batch(
     `adapter` is one adapter for every row, or one per row: rows with different LoRA adapters
     share the batch (PEFT mixed-batch inference); a prompt-tuning adapter changes the prompt
     itself, so rows that mix one in are generated group by group instead.
+
+    With the llama.cpp engine enabled, requests without adapters decode there, row after row
+    (its context holds one sequence); the rows stream exactly as they would from torch.
     """
     if len(prompts) != len(params) or not prompts:
         raise ValueError("stream_batch needs one SamplingParams per prompt")
@@ -219,20 +294,56 @@ def stream_batch(
             return
         else:
             adapter = list(adapter)
-    tokenizer = handle.tokenizer
-    device = handle.device
     rows: list[Completion] = []
     for prompt, p in zip(prompts, params):
         ids = encode(handle, prompt)
         seed = p.seed if p.seed is not None else secrets.randbelow(2**31)
         rows.append(Completion(ids, p, seed, max_new_tokens=fit_to_window(handle, len(ids), p.max_new_tokens)))
-    generators = [torch.Generator(device="cpu").manual_seed(r.seed) for r in rows]
-    detoks = [_Detokenizer(tokenizer) for _ in rows]
-    raw_texts = [""] * len(rows)
-    history = [torch.tensor(r.prompt_ids, dtype=torch.long) for r in rows]
     eos = frozenset() if ignore_eos else handle.eos_token_ids
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    states = [_RowState(handle, row, eos, top_alternatives) for row in rows]
+    engine = handle.llamacpp_for(adapter)
+    if engine is not None:
+        for row in rows:
+            row.engine = engine.name
+        yield from _stream_llamacpp(engine, rows, states, should_stop)
+    else:
+        yield from _stream_torch(handle, rows, states, adapter, should_stop)
 
+
+def _stopped(should_stop: Callable[[], bool] | None, states: list[_RowState], started: float) -> bool:
+    """Whether the caller asked to stop; if so every unfinished row is marked cancelled."""
+    if should_stop is None or not should_stop():
+        return False
+    for state in states:
+        if not state.row.done:
+            state.cancel(started)
+    return True
+
+
+def _stream_llamacpp(
+    engine: Any, rows: list[Completion], states: list[_RowState], should_stop: Callable[[], bool] | None
+) -> Iterator[list[Completion]]:
+    for state in states:
+        started = time.perf_counter()
+        while not state.row.done:
+            if _stopped(should_stop, states, started):
+                yield rows
+                return
+            state.advance(engine.next_logits(state.ids))
+            state.row.seconds = time.perf_counter() - started
+            yield rows
+
+
+def _stream_torch(
+    handle: ModelHandle,
+    rows: list[Completion],
+    states: list[_RowState],
+    adapter: str | None | list[str | None],
+    should_stop: Callable[[], bool] | None,
+) -> Iterator[list[Completion]]:
+    device = handle.device
+    tokenizer = handle.tokenizer
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     width = max(len(r.prompt_ids) for r in rows)
     padded = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -246,63 +357,13 @@ def stream_batch(
     next_positions = positions[:, -1:] + 1
     try:
         while True:
-            if should_stop is not None and should_stop():
-                for i, row in enumerate(rows):
-                    if not row.done:
-                        detoks[i].flush()
-                        row.text = detoks[i].text
-                        row.finish_reason = "cancelled"
-                        row.seconds = time.perf_counter() - started
+            if _stopped(should_stop, states, started):
                 yield rows
                 return
             out = handle.forward(**inputs, past_key_values=cache, adapter=adapter)
             cache = out.past_key_values
             logits = out.logits[:, -1, :].float().cpu()
-            chosen = []
-            for i, row in enumerate(rows):
-                if row.done:
-                    chosen.append(pad_id)
-                    continue
-                processed = process_logits(logits[i], row.params, history[i])
-                token_id = sample_token(processed, row.params, generators[i])
-                chosen.append(token_id)
-                history[i] = torch.cat([history[i], torch.tensor([token_id])])
-                if token_id in eos:
-                    detoks[i].flush()  # release any text held back for a possible stop string
-                    row.text = detoks[i].text
-                    row.finish_reason = "eos"
-                    continue
-                logprobs = torch.log_softmax(processed.raw, dim=-1)
-                top = torch.topk(logprobs, top_alternatives) if top_alternatives else None
-                row.tokens.append(
-                    TokenRecord(
-                        token=_decode_token(handle, token_id),
-                        id=token_id,
-                        logprob=float(logprobs[token_id]),
-                        top=[]
-                        if top is None
-                        else [
-                            {"token": _decode_token(handle, int(t)), "logprob": float(v)}
-                            for v, t in zip(top.values, top.indices)
-                        ],
-                        sampled_prob=float(processed.final_probs[token_id]),
-                    )
-                )
-                before = len(raw_texts[i])
-                detoks[i].push(token_id)
-                if len(row.tokens) >= row.max_new_tokens:
-                    detoks[i].flush()
-                raw_texts[i] = detoks[i].text
-                hit = _find_stop(raw_texts[i], row.params.stop, before) if row.params.stop else None
-                if hit is not None:
-                    row.text = raw_texts[i][:hit]
-                    row.finish_reason = "stop"
-                elif len(row.tokens) >= row.max_new_tokens:
-                    row.text = raw_texts[i]
-                    row.finish_reason = "length"
-                else:
-                    hold = _held_back(raw_texts[i], row.params.stop) if row.params.stop else 0
-                    row.text = raw_texts[i][: len(raw_texts[i]) - hold]
+            chosen = [pad_id if state.row.done else state.advance(logits[i]) for i, state in enumerate(states)]
             elapsed = time.perf_counter() - started
             for row in rows:
                 if not row.done or row.seconds == 0.0:

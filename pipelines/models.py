@@ -164,6 +164,8 @@ class ModelHandle:
     _adapter_paths: dict[str, Path] = field(default_factory=dict)
     # an int8 copy of the base model for decoding without adapters on CPU (None: always full precision)
     fast_model: Any = None
+    # the optional llama.cpp engine for base-model decoding (None: torch does every forward pass)
+    llamacpp: Any = None
 
     @property
     def device(self) -> torch.device:
@@ -195,6 +197,18 @@ class ModelHandle:
     def locked(self) -> Iterator[None]:
         with self.lock, torch.inference_mode():
             yield
+
+    def llamacpp_for(self, adapter: str | None | Sequence[str | None]) -> Any:
+        """The llama.cpp engine when it can serve a request with these adapters (none at all), else None."""
+        if self.llamacpp is None:
+            return None
+        if adapter is None or (isinstance(adapter, (list, tuple)) and not any(adapter)):
+            return self.llamacpp
+        return None
+
+    @property
+    def engine_name(self) -> str:
+        return "llama.cpp" if self.llamacpp is not None else "torch"
 
     def forward(self, adapter: str | None | Sequence[str | None] = None, **inputs: Any) -> Any:
         """One forward pass; `adapter` may name one adapter, or give one per batch row."""
@@ -357,6 +371,16 @@ def load_handle(model_id: str | None = None, settings: Settings | None = None) -
     handle = wrap(model, tokenizer, name=name, source=source, plan=plan)
     if plan.int8_decode:
         handle.fast_model = quantize_int8(model, int8_engine(detect()))
+    if settings.engine == "llamacpp":
+        from . import llamacpp_engine
+
+        try:
+            handle.llamacpp = llamacpp_engine.load(
+                source, bundled_gguf_path() if model_id == BUNDLED_MODEL else None,
+                n_ctx=min(handle.context_window, 8192), threads=plan.threads, n_vocab=model.config.vocab_size,
+            )
+        except llamacpp_engine.EngineUnavailable as error:
+            raise ModelUnavailable(str(error)) from error
     return handle
 
 

@@ -128,16 +128,27 @@ def top_k_keep(logits: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def top_p_keep(logits: torch.Tensor, p: float) -> torch.Tensor:
-    """Nucleus: the smallest set of most likely tokens whose probability reaches `p`."""
+    """Nucleus: the smallest set of most likely tokens whose probability reaches `p`.
+
+    The nucleus is nearly always a few dozen tokens, so the most likely ones are found with
+    `topk`, widening until their mass reaches `p`, instead of sorting the whole vocabulary on
+    every step (a 49k-entry sort was a third of the per-token cost on top of llama.cpp).
+    """
     if p >= 1.0:
         return torch.isfinite(logits)
     probs = torch.softmax(logits, dim=-1)
-    sorted_probs, order = torch.sort(probs, descending=True)
-    mass_before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs
-    keep_sorted = mass_before < p
-    keep_sorted[0] = True
-    keep = torch.zeros_like(keep_sorted)
-    keep[order] = keep_sorted
+    n = probs.numel()
+    k = min(n, 256)
+    while True:
+        top_probs, order = torch.topk(probs, k)
+        cumulative = torch.cumsum(top_probs, dim=-1)
+        if k == n or float(cumulative[-1]) >= p:
+            break
+        k = min(n, k * 8)
+    keep_top = (cumulative - top_probs) < p
+    keep_top[0] = True
+    keep = torch.zeros(n, dtype=torch.bool)
+    keep[order[keep_top]] = True
     return keep & torch.isfinite(logits)
 
 
@@ -181,11 +192,15 @@ def process_logits(
 
     scaled = penalised / params.temperature
     current = scaled
-    for name, keep_fn, value in (
-        ("top-k", top_k_keep, params.top_k),
-        ("top-p", top_p_keep, params.top_p),
-        ("min-p", min_p_keep, params.min_p),
+    nothing_cut = torch.zeros_like(scaled, dtype=torch.bool)
+    for name, keep_fn, value, active in (
+        ("top-k", top_k_keep, params.top_k, 0 < params.top_k < scaled.numel()),
+        ("top-p", top_p_keep, params.top_p, params.top_p < 1.0),
+        ("min-p", min_p_keep, params.min_p, params.min_p > 0),
     ):
+        if not active:  # a filter that is off cuts nothing; skip its full-vocabulary passes
+            cut_by[name] = nothing_cut
+            continue
         keep = keep_fn(current, value)
         cut_by[name] = torch.isfinite(current) & ~keep
         current = torch.where(keep, current, neg_inf)
@@ -193,10 +208,15 @@ def process_logits(
 
 
 def sample_token(processed: ProcessedLogits, params: SamplingParams, generator: torch.Generator | None) -> int:
+    """Draw the next token; after a filter, only among the tokens it kept (same distribution, less work)."""
     if params.greedy:
         return int(torch.argmax(processed.final))
-    probs = processed.final_probs
-    return int(torch.multinomial(probs, 1, generator=generator))
+    final = processed.final
+    support = torch.isfinite(final).nonzero().squeeze(-1)
+    if support.numel() < final.numel() // 2:
+        probs = torch.softmax(final[support], dim=-1)
+        return int(support[torch.multinomial(probs, 1, generator=generator)])
+    return int(torch.multinomial(torch.softmax(final, dim=-1), 1, generator=generator))
 
 
 def entropy_bits(probs: torch.Tensor) -> float:

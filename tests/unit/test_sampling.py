@@ -169,3 +169,33 @@ def test_params_normalise_and_round_trip():
     assert SamplingParams.from_dict(p.to_dict()) == p
     with pytest.raises(InvalidParameter):
         SamplingParams.from_dict({"temprature": 1})
+
+
+@pytest.mark.parametrize("scale", [0.01, 1.0, 8.0])  # flat (nucleus of thousands), typical, peaked
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.9, 0.999])
+def test_top_p_matches_a_full_sort(scale, p):
+    from pipelines.sampling import top_p_keep
+
+    torch.manual_seed(int(scale * 100) + int(p * 1000))
+    logits = torch.randn(49152) * scale
+    probs = torch.softmax(logits, dim=-1)
+    ordered, order = torch.sort(probs, descending=True)
+    before = torch.cumsum(ordered, dim=-1) - ordered
+    expected = torch.zeros(49152, dtype=torch.bool)
+    expected[order[before < p]] = True
+    expected[order[0]] = True
+    assert torch.equal(top_p_keep(logits, p), expected)
+
+
+def test_sampling_only_among_kept_tokens_keeps_the_distribution():
+    from pipelines.sampling import process_logits, sample_token
+
+    logits = torch.full((1000,), -5.0)
+    logits[:4] = torch.tensor([2.0, 1.0, 0.5, 0.0])
+    params = SamplingParams(temperature=1.0, top_k=4)
+    processed = process_logits(logits, params)
+    generator = torch.Generator().manual_seed(0)
+    draws = torch.tensor([sample_token(processed, params, generator) for _ in range(4000)])
+    expected = torch.softmax(logits[:4], dim=-1)
+    observed = torch.bincount(draws, minlength=4)[:4].float() / len(draws)
+    assert draws.max() < 4 and torch.allclose(observed, expected, atol=0.03)
