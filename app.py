@@ -5,13 +5,34 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
+
+def _preload_model() -> None:
+    """Import torch/transformers and load the model while the main thread imports gradio and builds the UI.
+
+    Both take seconds and much of each runs outside the GIL (shared-library loading, safetensors
+    reads), so on two cores start-up is shorter by roughly the smaller of the two. Errors are left
+    for `main`, whose own `get_handle` call reports them.
+    """
+    try:
+        from pipelines import models
+
+        models.get_handle()
+    except Exception:  # noqa: BLE001 - main() loads again and reports the error properly
+        pass
+
+
+if __name__ == "__main__":
+    threading.Thread(target=_preload_model, name="model-preload", daemon=True).start()
+
 import gradio as gr  # noqa: E402
 
 from pipelines import jobs, models  # noqa: E402
+from pipelines.access import AuthConfigError, get_policy  # noqa: E402
 from pipelines.config import get_settings  # noqa: E402
 from playground import align, chat, finetune, generate, preferences, rag, reasoning, reward, sidebar  # noqa: E402
 from playground.controls import ASSETS, how_it_works  # noqa: E402
@@ -51,13 +72,23 @@ def build_app(handle: models.ModelHandle | None = None) -> gr.Blocks:
 
 def launch_kwargs() -> dict:
     settings = get_settings()
-    return {
+    policy = get_policy()
+    kwargs = {
         "server_name": settings.host,
         "server_port": settings.port,
         "css": (ASSETS / "style.css").read_text(encoding="utf-8"),
         "footer_links": ["api", "settings"],
         "head": preferences.KEYBOARD_JS,
+        # refused by the server while the upload streams in, before any handler sees it
+        "max_file_size": f"{settings.max_upload_mb}mb",
+        # a client whose input fails Gradio's own validation (a malformed chat history, say) gets
+        # the reason instead of "the upstream app raised an exception"
+        "show_error": True,
     }
+    if policy.gradio_auth():
+        kwargs["auth"] = policy.gradio_auth()
+        kwargs["auth_message"] = "Sign in to use the playground (accounts come from PLAYGROUND_AUTH)."
+    return kwargs
 
 
 def main() -> int:
@@ -65,6 +96,11 @@ def main() -> int:
     try:
         handle = models.get_handle()
     except models.ModelUnavailable as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    try:
+        get_policy()
+    except AuthConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     jobs.manager()  # recover jobs interrupted by a previous shutdown, then run queued ones

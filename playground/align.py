@@ -17,6 +17,7 @@ from pipelines.sampling import InvalidParameter, SamplingParams
 from . import jobs_panel
 from .controls import ASSETS, how_it_works
 from .sidebar import annotator_name
+from .guard import admin_only
 
 METHODS = ("DPO (from preference pairs)", "RLOO (reward model + KL penalty)")
 PAIR_SOURCES = ("Labels in the store", "Bundled sample (clear-cut pairs)", "Upload a file")
@@ -49,9 +50,10 @@ def _file_input(source: str, sources: tuple[str, ...], upload: str | None, job_i
     return None
 
 
+@admin_only("start training")
 def start_job(method: str, name: str, pair_source: str, pair_upload: str | None, beta: float, loss_type: str, epochs: float,
               prompt_source: str, prompt_upload: str | None, reward_model: str | None, kl_beta: float, generations: float,
-              max_steps: float, lr: float, overwrite: bool):
+              max_steps: float, lr: float, overwrite: bool, request: gr.Request = None):
     """Validate everything that can fail before a model loads, then queue the job."""
     job_id = uuid.uuid4().hex[:12]
     name = (name or "").strip()

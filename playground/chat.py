@@ -10,10 +10,11 @@ from typing import Any, Iterator
 import gradio as gr
 
 from pipelines import chat, models, preferences
+from pipelines.access import get_policy
 from pipelines.sampling import InvalidParameter, SamplingParams
 
 from .controls import MODEL_EVENTS, how_it_works, to_params
-from .sidebar import Shared, annotator_name, selected_adapter
+from .sidebar import Shared, annotator_name, labeller, selected_adapter
 
 UI_UPDATE_SECONDS = 0.05
 MAX_IMPORT_BYTES = 5_000_000
@@ -185,7 +186,10 @@ def feedback(history: list[dict[str, Any]] | None, system_prompt: str | None, an
     index = like.index if isinstance(like.index, int) else like.index[0]
     if not 0 <= index < len(messages) or messages[index]["role"] != "assistant" or index == 0:
         raise gr.Error("Rate an assistant reply.")
-    who = annotator_name(annotator, request) or f"chat:{getattr(request, 'session_hash', 'anonymous')}"
+    if get_policy().sign_in:
+        who = labeller(annotator, request, "rate replies")
+    else:
+        who = annotator_name(annotator, request) or f"chat:{getattr(request, 'session_hash', 'anonymous')}"
     liked = like.liked is True or like.liked == "Like"
     try:
         item = preferences.create_item(
@@ -279,6 +283,7 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
             )
             chatbot = gr.Chatbot(
                 label="Conversation",
+                elem_id="chat-conversation",
                 height=480,
                 editable="user",
                 buttons=["copy", "copy_all"],

@@ -18,6 +18,7 @@ from pipelines.sampling import InvalidParameter
 from . import jobs_panel
 from .controls import ASSETS, how_it_works
 from .sidebar import Shared, refresh_adapters
+from .guard import admin_only
 
 SAMPLES_DIR = ASSETS / "datasets"
 DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".tsv")
@@ -94,12 +95,12 @@ def update_plan(method: str, lora_r: float, targets: list[str], virtual_tokens: 
     return text, table
 
 
+@admin_only("start training")
 def start_job(
     upload: str | None, sample: str | None, skip_bad_rows: bool, method: str, lora_r: float, lora_alpha: float,
     lora_dropout: float, targets: list[str], virtual_tokens: float, learning_rate: float | None, epochs: float,
     max_steps: float, batch_size: float, grad_accum: float, max_length: float, gradient_checkpointing: bool,
-    seed: float, qlora: bool, name: str, overwrite: bool,
-):
+    seed: float, qlora: bool, name: str, overwrite: bool, request: gr.Request = None):
     """Validate everything, copy the data next to the job, and queue it."""
     source = _data_path(upload, sample)
     job_id = uuid.uuid4().hex[:12]
@@ -157,7 +158,8 @@ def adapter_names() -> list[str]:
     return [a.name for a in adapters.list_adapters()]
 
 
-def merge_adapter(name: str | None) -> str:
+@admin_only("merge adapters")
+def merge_adapter(name: str | None, request: gr.Request = None) -> str:
     if not name:
         raise gr.Error("Choose an adapter.")
     try:
@@ -167,7 +169,8 @@ def merge_adapter(name: str | None) -> str:
     return f"Merged model saved to `{path}` — load it with `AutoModelForCausalLM.from_pretrained`, or set `PLAYGROUND_MODEL` to it."
 
 
-def download_adapter(name: str | None) -> str:
+@admin_only("export adapters")
+def download_adapter(name: str | None, request: gr.Request = None) -> str:
     if not name:
         raise gr.Error("Choose an adapter.")
     try:
@@ -199,7 +202,7 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
         with gr.Column(scale=1):
             gr.Markdown("#### 1 · Data")
             sample = gr.Dropdown(samples, value=samples[0] if samples else None, label="Bundled sample")
-            upload = gr.File(label="…or upload JSONL / CSV / Parquet", file_types=list(DATA_SUFFIXES), type="filepath")
+            upload = gr.File(label="…or upload JSONL / CSV / Parquet", file_types=list(DATA_SUFFIXES), type="filepath", elem_id="ft-upload")
             gr.Markdown(
                 "<span class='muted'>Formats: `prompt` + `response`; Alpaca `instruction` (+ `input`) + `output`; "
                 "or conversational `messages`. The format is detected from the fields.</span>"

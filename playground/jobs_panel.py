@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
+from .guard import admin_only
 import pandas as pd
 
 from pipelines import jobs
@@ -101,7 +102,8 @@ def render(job_id: str | None, series: dict[str, str]):
     )
 
 
-def cancel(job_id: str | None) -> str:
+@admin_only("cancel training jobs")
+def cancel(job_id: str | None, request: gr.Request = None) -> str:
     if not job_id:
         raise gr.Error("Select a job first.")
     try:

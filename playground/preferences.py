@@ -16,7 +16,8 @@ from pipelines.files import UploadError, copy_upload
 from pipelines.sampling import InvalidParameter, SamplingParams
 
 from .controls import ASSETS, MODEL_EVENTS
-from .sidebar import Shared, adapter_choices, annotator_name, selected_adapter
+from .sidebar import Shared, adapter_choices, labeller, selected_adapter
+from .guard import admin_only
 
 MODES = ("Type a prompt", "From a prompt set", "Queue: items you have not voted on yet")
 NO_REWARD_MODEL = "(none)"
@@ -26,10 +27,7 @@ IMPORT_SUFFIXES = (".jsonl", ".json", ".parquet")
 
 
 def _who(annotator: str | None, request: gr.Request | None) -> str:
-    name = annotator_name(annotator, request)
-    if not name:
-        raise gr.Error("Enter your name in the sidebar first: every label records who gave it.")
-    return name
+    return labeller(annotator, request)
 
 
 def _response_updates(texts: list[str], n: int) -> list[Any]:
@@ -259,7 +257,8 @@ def dataset_view():
     return text, annotators, board, recent
 
 
-def export_labels(fmt: str) -> str:
+@admin_only("export preference data")
+def export_labels(fmt: str, request: gr.Request = None) -> str:
     folder = Path(tempfile.mkdtemp(prefix="prefs-export-"))
     stamp = time.strftime("%Y%m%d-%H%M%S")
     if fmt == "dataset":
@@ -274,7 +273,8 @@ def export_labels(fmt: str) -> str:
     return result["path"]
 
 
-def import_labels(file: str | None) -> str:
+@admin_only("import preference data")
+def import_labels(file: str | None, request: gr.Request = None) -> str:
     if not file:
         raise gr.Error("Choose a preference file (JSONL or Parquet in trl's format).")
     try:
@@ -291,7 +291,8 @@ def import_labels(file: str | None) -> str:
     return text
 
 
-def push_labels(repo_id: str, token: str) -> str:
+@admin_only("export preference data")
+def push_labels(repo_id: str, token: str, request: gr.Request = None) -> str:
     if not repo_id or "/" not in repo_id:
         raise gr.Error("Give a dataset repository id like 'my-team/preferences'.")
     try:
@@ -301,7 +302,8 @@ def push_labels(repo_id: str, token: str) -> str:
     return f"Pushed to {url}"
 
 
-def delete_item(item_id: str) -> str:
+@admin_only("delete data")
+def delete_item(item_id: str, request: gr.Request = None) -> str:
     if not item_id or not item_id.strip():
         raise gr.Error("Give the id of the item to delete (see the table).")
     if not preferences.delete_item(item_id.strip()):
@@ -343,7 +345,7 @@ def build_label(demo: gr.Blocks, shared: Shared) -> None:
         with gr.Column(scale=2):
             with gr.Row():
                 next_button = gr.Button("Next item (N)", variant="primary", elem_id="pref-next", scale=3)
-                item_id = gr.Textbox(label="Item id", interactive=False, scale=1, max_lines=1)
+                item_id = gr.Textbox(label="Item id", interactive=False, scale=1, max_lines=1, elem_id="pref-item-id")
             prompt_view = gr.Markdown()
             with gr.Row():
                 boxes = []
@@ -358,7 +360,7 @@ def build_label(demo: gr.Blocks, shared: Shared) -> None:
             ranking = gr.Textbox(label="Ranking", placeholder="e.g. B > A = C", visible=False)
             rank_button = gr.Button("Submit ranking", visible=False)
             rationale = gr.Textbox(label="Rationale (optional)", lines=2)
-            revealed = gr.Markdown()
+            revealed = gr.Markdown(elem_id="pref-revealed")
 
     n_responses.change(lambda n: [gr.update(visible=i < int(n)) for i in range(4)], n_responses, [s[0] for s in slots], api_visibility="private")
     slot_kwargs: dict[str, Any] = {}

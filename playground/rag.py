@@ -18,6 +18,7 @@ from pipelines.sampling import InvalidParameter
 
 from .controls import MODEL_EVENTS, how_it_works, to_params
 from .sidebar import Shared, selected_adapter
+from .guard import admin_only
 
 UI_UPDATE_SECONDS = 0.1
 MAX_FILES_PER_UPLOAD = 20
@@ -41,7 +42,8 @@ def create_collection(name: str, chunk_size: float, overlap: float):
     return gr.update(choices=collection_names(), value=name.strip())
 
 
-def delete_collection(name: str | None):
+@admin_only("delete data")
+def delete_collection(name: str | None, request: gr.Request = None):
     if not name:
         raise gr.Error("Choose a collection.")
     try:
@@ -107,7 +109,8 @@ def ingest_files(name: str | None, files: list[str] | None):
     return "  \n".join(lines), documents_table(name), collection_summary(name)
 
 
-def remove_document(name: str | None, doc_id: str):
+@admin_only("delete data")
+def remove_document(name: str | None, doc_id: str, request: gr.Request = None):
     if not name or not doc_id:
         raise gr.Error("Choose a collection and a document id (from the table).")
     try:
@@ -214,7 +217,7 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
                     overlap = gr.Slider(0, 128, value=chunking.DEFAULT_OVERLAP_TOKENS, step=1, label="Overlap (tokens)")
                 create_button = gr.Button("Create")
             # no file_types: gradio would refuse the whole batch for one bad file; each file is checked and reported instead
-            files = gr.File(label="Upload PDF, DOCX, HTML, Markdown or text", file_count="multiple", type="filepath")
+            files = gr.File(label="Upload PDF, DOCX, HTML, Markdown or text", file_count="multiple", type="filepath", elem_id="rag-files")
             ingest_button = gr.Button("Ingest", variant="primary")
             report = gr.Markdown()
             docs = gr.Dataframe(interactive=False, wrap=True, max_height=260, label="Documents")
@@ -235,11 +238,11 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
             with gr.Row():
                 with gr.Column():
                     gr.Markdown("**With retrieval** (grounded, cited)")
-                    grounded = gr.Markdown(elem_classes=["answer-box"])
+                    grounded = gr.Markdown(elem_classes=["answer-box"], elem_id="rag-grounded")
                 with gr.Column():
                     gr.Markdown("**Without retrieval** (the model's memory)")
                     plain = gr.Textbox(show_label=False, lines=8, interactive=False)
-            hits = gr.Dataframe(interactive=False, wrap=True, label="Retrieved passages")
+            hits = gr.Dataframe(interactive=False, wrap=True, label="Retrieved passages", elem_id="rag-hits")
             with gr.Accordion("Passages in full (click a citation to jump here)", open=True):
                 passages = gr.HTML()
     with gr.Accordion("Evaluate retrieval on your questions", open=False):

@@ -14,6 +14,7 @@ from pipelines.sampling import InvalidParameter
 
 from . import jobs_panel
 from .controls import ASSETS
+from .guard import admin_only
 
 SOURCES = ("Labels in the store", "Bundled sample (clear-cut pairs)", "Upload a file")
 SAMPLE = ASSETS / "datasets" / "preference_pairs.jsonl"
@@ -21,8 +22,9 @@ SERIES = {"loss": "train loss", "eval_loss": "eval loss", "eval_accuracy": "held
 SUFFIXES = (".jsonl", ".json", ".parquet")
 
 
+@admin_only("start training")
 def start_training(source: str, upload: str | None, name: str, epochs: float, max_steps: float, lr: float,
-                   batch_size: float, skip_bad_rows: bool, overwrite: bool):
+                   batch_size: float, skip_bad_rows: bool, overwrite: bool, request: gr.Request = None):
     job_id = uuid.uuid4().hex[:12]
     try:
         data = None

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from pipelines import adapters
+from pipelines.access import AccessDenied, get_policy
 from pipelines.models import ModelHandle
 
 from .controls import SamplingControls, sampling_controls
@@ -69,8 +70,26 @@ def identity(request: gr.Request | None) -> dict:
 
 
 def annotator_name(typed: str | None, request: gr.Request | None) -> str:
-    """Who is acting: the signed-in user if any, else what they typed."""
-    return (signed_in_user(request) or typed or "").strip()
+    """Who is acting: the signed-in user if any, else what they typed (only while sign-in is off).
+
+    With sign-in on, a typed name is ignored: anyone could type anyone's name.
+    """
+    user = signed_in_user(request)
+    if user:
+        return user.strip()
+    return "" if get_policy().sign_in else (typed or "").strip()
+
+
+def labeller(typed: str | None, request: gr.Request | None, action: str = "label") -> str:
+    """The identity a label is stored under; a clear error when there is none."""
+    try:
+        get_policy().check_identity(signed_in_user(request), action)
+    except AccessDenied as error:
+        raise gr.Error(str(error), title="Sign in") from None
+    name = annotator_name(typed, request)
+    if not name:
+        raise gr.Error("Enter your name in the sidebar first: every label records who gave it.")
+    return name
 
 
 def build(demo: gr.Blocks, handle: ModelHandle) -> Shared:

@@ -27,13 +27,18 @@ MODEL_CACHE = Path(os.environ.get("PLAYGROUND_TEST_CACHE", ROOT / ".cache" / "te
 @pytest.fixture(autouse=True)
 def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test gets its own empty data directory; nothing leaks into ./data."""
-    from pipelines import config
+    from pipelines import access, config
 
     target = tmp_path / "data"
     monkeypatch.setenv("PLAYGROUND_DATA_DIR", str(target))
+    # a developer's own deployment settings must not change what the tests see
+    for name in ("PLAYGROUND_AUTH", "PLAYGROUND_ADMINS", "OAUTH_CLIENT_ID", "PLAYGROUND_ENGINE", "PLAYGROUND_FAST"):
+        monkeypatch.delenv(name, raising=False)
     config.reset_settings()
+    access.reset_policy()
     yield target
     config.reset_settings()
+    access.reset_policy()
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,74 @@
+"""The access policy: parsing PLAYGROUND_AUTH / PLAYGROUND_ADMINS and who may do what."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipelines import access
+from pipelines.access import AccessDenied, AccessPolicy, AuthConfigError
+
+
+def test_users_from_the_variable_or_a_file(tmp_path):
+    assert access.parse_users("alice:a1, bob:b:2") == {"alice": "a1", "bob": "b:2"}
+    file = tmp_path / "users.txt"
+    file.write_text("# team\nalice:p,w\n\nbob:x\n")
+    assert access.parse_users(str(file)) == {"alice": "p,w", "bob": "x"}
+    assert access.parse_users("") == {}
+
+
+@pytest.mark.parametrize("bad", ["alice", "alice:", ":pw", "alice:1,alice:2"])
+def test_malformed_users_are_refused(bad):
+    with pytest.raises(AuthConfigError):
+        access.parse_users(bad)
+
+
+def test_laptop_default_lets_everyone_do_everything():
+    policy = AccessPolicy()
+    assert not policy.sign_in and policy.is_admin(None) and policy.is_admin("anyone")
+    policy.check_identity(None, "label")
+
+
+def test_sign_in_requires_an_identity_and_admins_are_listed():
+    policy = AccessPolicy(users={"alice": "a", "bob": "b"}, admins=frozenset({"alice"}))
+    with pytest.raises(AccessDenied, match="Sign in to label"):
+        policy.check_identity(None, "label")
+    policy.check_identity("bob", "label")
+    policy.check_admin("alice", "start training")
+    with pytest.raises(AccessDenied, match="Only admins may start training; 'bob'"):
+        policy.check_admin("bob", "start training")
+    with pytest.raises(AccessDenied, match="Sign in as an admin"):
+        policy.check_admin(None, "export")
+
+
+def test_oauth_without_admin_list_admits_signed_in_users_only():
+    policy = AccessPolicy(oauth=True)
+    assert policy.is_admin("someone") and not policy.is_admin(None)
+
+
+def test_policy_from_environment(monkeypatch):
+    monkeypatch.setenv("PLAYGROUND_AUTH", "alice:a")
+    monkeypatch.setenv("PLAYGROUND_ADMINS", "alice, carol")
+    access.reset_policy()
+    policy = access.get_policy()
+    assert policy.gradio_auth() == [("alice", "a")] and policy.admins == {"alice", "carol"}
+
+
+def test_guarded_handlers_refuse_in_process(monkeypatch):
+    """The decorator itself, without a server: a handler called with no signed-in user is refused."""
+    import gradio as gr
+
+    from pipelines.rag import store
+    from playground import preferences as tab
+    from playground import rag
+
+    monkeypatch.setenv("PLAYGROUND_AUTH", "alice:a")
+    monkeypatch.setenv("PLAYGROUND_ADMINS", "alice")
+    access.reset_policy()
+    with pytest.raises(gr.Error, match="Sign in as an admin to delete data"):
+        tab.delete_item("whatever", request=None)
+    with pytest.raises(gr.Error, match="Sign in to label"):
+        tab.vote_api("whatever", "A", "typed-name", request=None)
+    store.create("keep")
+    with pytest.raises(gr.Error, match="Sign in as an admin to delete data"):
+        rag.delete_collection("keep", request=None)
+    assert "keep" in [c["name"] for c in store.list_collections()]
