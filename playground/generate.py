@@ -209,8 +209,8 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
             with gr.Row():
                 run = gr.Button("Generate", variant="primary")
                 stop = gr.Button("Stop", variant="stop")
-            output = gr.Textbox(lines=8, label="Completion", interactive=False, buttons=["copy"])
-            stats = gr.Markdown()
+            output = gr.Textbox(lines=8, label="Completion", interactive=False, buttons=["copy"], elem_id="gen-output")
+            stats = gr.Markdown(elem_id="gen-stats")
         with gr.Column(scale=2):
             gr.Markdown("#### Next-token distribution")
             position = gr.Slider(

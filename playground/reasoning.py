@@ -235,8 +235,8 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
             strategy = strategies.load(key)
             with gr.Column():
                 gr.Markdown(f"#### {strategy.name}\n<span class='muted'>{html.escape(strategy.description)}</span>")
-                output = gr.Textbox(show_label=False, lines=10, max_lines=24, interactive=False)
-                summary = gr.Markdown()
+                output = gr.Textbox(show_label=False, lines=10, max_lines=24, interactive=False, elem_id=f"reason-{key}")
+                summary = gr.Markdown(elem_id=f"reason-{key}-summary")
                 if key == "pal":
                     program = gr.Code(language="python", label="Program run in the sandbox", interactive=False)
                     program_report = gr.Markdown()

@@ -1,0 +1,93 @@
+"""Every named endpoint is called through gradio_client, most with bad input: each answers with a clear message.
+
+The first test keeps the table honest: an endpoint added to the app without a call in some API
+test fails it.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from gradio_client import Client, handle_file
+
+pytestmark = pytest.mark.api
+
+HERE = Path(__file__).parent
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("inputs")
+    (folder / "binary.jsonl").write_bytes(b"not json\n\xff\xfe\x00")
+    (folder / "broken.json").write_text('{"messages": [')
+    (folder / "empty.jsonl").write_text("")
+    return folder
+
+
+def _cases(f: Path) -> dict[str, tuple[dict, str]]:
+    """endpoint -> (arguments, regex the error (or the result's text) must match)."""
+    return {
+        "align_eval": (dict(adapter=None, reward_model=None, upload=None), r"[Cc]hoose"),
+        "align_queue": (dict(adapter=None, upload=None), r"[Cc]hoose"),
+        "chat_compare": (dict(history=[], annotator="t"), r"no user message"),
+        "check_dataset": (dict(upload=handle_file(str(f / "binary.jsonl")), sample=None), r"not UTF-8"),
+        "clear_chat": (dict(), r"^OK"),
+        "download_adapter": (dict(name=None), r"Choose an adapter"),
+        "export_chat": (dict(history=[{"role": "user", "content": "hi"}]), r"content|list"),
+        "finetune_plan": (dict(method="lora", lora_r=8, targets=["q_proj"], virtual_tokens=20), r"trainable parameters"),
+        "import_chat": (dict(file=handle_file(str(f / "broken.json"))), r"JSON|json"),
+        "import_preferences": (dict(file=handle_file(str(f / "binary.jsonl"))), r"not UTF-8"),
+        "list_adapters": (dict(), r"base model"),
+        "merge_adapter": (dict(name=None), r"Choose an adapter"),
+        "push_preferences": (dict(repo_id="no-slash", token=""), r"repository id"),
+        "rag_delete": (dict(name=None), r"Choose a collection"),
+        "rag_reindex": (dict(name=None), r"Choose a collection"),
+        "rag_remove_document": (dict(name=None, doc_id=""), r"Choose a collection"),
+        "reason_bench": (dict(source="Upload JSONL", file=None, limit=1), r"Upload a JSONL"),
+        "reason_load_run": (dict(run_id=None), r"Choose a saved run"),
+        "reward_agreement": (dict(name=None), r"Choose a reward model"),
+        "reward_models": (dict(), r"held-out"),
+        "reward_score": (dict(name=None), r"Choose a reward model"),
+        "start_alignment": (dict(method="DPO (from preference pairs)", pair_source="Upload a file",
+                                 pair_upload=handle_file(str(f / "binary.jsonl")), prompt_upload=None, reward_model=None),
+                                r"not UTF-8"),
+        "start_reward_training": (dict(source="Upload a file", upload=handle_file(str(f / "empty.jsonl"))), r"need at least 2 preference pairs"),
+        "upload_prompt_set": (dict(file=handle_file(str(f / "binary.jsonl")), name="x"), r"not UTF-8"),
+        "cancel_finetune_job": (dict(job_id=None), r"Select a job"),
+        "cancel_reward_job": (dict(job_id=None), r"Select a job"),
+        "cancel_dpo_job": (dict(job_id=None), r"Select a job"),
+    }
+
+
+ENDPOINTS = sorted([
+    "align_eval", "align_queue", "chat_compare", "check_dataset", "clear_chat", "download_adapter", "export_chat",
+    "finetune_plan", "import_chat", "import_preferences", "list_adapters", "merge_adapter", "push_preferences",
+    "rag_delete", "rag_reindex", "rag_remove_document", "reason_bench", "reason_load_run", "reward_agreement",
+    "reward_models", "reward_score", "start_alignment", "start_reward_training", "upload_prompt_set",
+    "cancel_finetune_job", "cancel_reward_job", "cancel_dpo_job",
+])
+
+
+def test_every_named_endpoint_is_called_by_some_api_test(app_url, files):
+    named = Client(app_url, verbose=False).view_api(return_format="dict", print_info=False)["named_endpoints"]
+    source = "\n".join(path.read_text() for path in HERE.glob("test_*.py"))
+    table = set(_cases(files))
+    assert table == set(ENDPOINTS)
+    missing = [name for name in named if name.lstrip("/") not in table and f'"{name}"' not in source]
+    assert not missing, f"endpoints without an API test: {missing}"
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+def test_endpoint_answers_clearly(app_url, files, endpoint):
+    arguments, expected = _cases(files)[endpoint]
+    client = Client(app_url, verbose=False)
+    try:
+        text = "OK " + str(client.predict(**arguments, api_name=f"/{endpoint}"))
+    except Exception as error:  # noqa: BLE001 - the message is what is checked
+        text = str(error)
+    assert "has not enabled verbose error reporting" not in text
+    assert re.search(expected, text), text
+    # the app keeps serving after every refusal
+    assert client.predict(api_name="/preference_stats")[0]

@@ -1,0 +1,127 @@
+"""What a person does in the browser, tab by tab, on the tiny model (its text is noise; the flows are real)."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from pipelines import jobs, preferences
+from tests.conftest import write_sft_rows
+
+pytestmark = pytest.mark.browser
+
+
+def _textbox(page: Page, label: str):
+    return page.get_by_label(label, exact=True).first
+
+
+def _value_grows(page: Page, selector: str, timeout: float = 60) -> list[str]:
+    """Snapshots of a textbox while it streams, until it stops changing."""
+    box = page.locator(selector)
+    seen: list[str] = []
+    deadline = time.time() + timeout
+    stable = 0
+    while time.time() < deadline:
+        value = box.input_value()
+        if value and (not seen or value != seen[-1]):
+            seen.append(value)
+            stable = 0
+        elif value:
+            stable += 1
+            if stable > 15:
+                break
+        time.sleep(0.05)
+    return seen
+
+
+def test_generation_streams_and_shows_the_distribution(page: Page):
+    _textbox(page, "Prompt").fill("Once upon a time")
+    page.get_by_role("button", name="Generate", exact=True).click()
+    snapshots = _value_grows(page, "#gen-output textarea")
+    assert snapshots, "no completion appeared"
+    assert len(snapshots) > 1, "the completion arrived in one piece instead of streaming"
+    assert snapshots[-1].startswith(snapshots[0][:1])
+    # the distribution chart: bars drawn for the next-token candidates
+    expect(page.locator(".vega-embed").first).to_be_visible()
+    expect(page.get_by_text("What is sampled with your settings")).to_be_visible()
+    expect(page.locator("#gen-stats")).to_contain_text("tokens/s")
+    expect(page.get_by_text(re.compile(r"the token actually sampled here was"))).to_be_visible()
+
+
+def test_two_turn_chat(page: Page):
+    page.get_by_role("tab", name="Chat").click()
+    message = page.get_by_placeholder(re.compile("message", re.I)).first
+    for turn in ("Hello there!", "And a second question?"):
+        message.fill(turn)
+        page.get_by_role("button", name="Send", exact=True).click()
+        expect(page.get_by_text(turn, exact=True).first).to_be_visible()
+        page.wait_for_function("() => !document.querySelector('.generating')", timeout=60_000)
+    bubbles = page.locator("#chat-conversation [data-testid='bot']")
+    expect(bubbles).to_have_count(2, timeout=60_000)
+    expect(page.locator("#chat-conversation [data-testid='user']")).to_have_count(2)
+
+
+def test_preference_vote_and_reveal(page: Page):
+    page.get_by_role("tab", name="Preferences").click()
+    page.get_by_label("Your name").fill("browser-tester")
+    page.get_by_role("button", name="Next item (N)").click()
+    item_box = page.locator("#pref-item-id textarea, #pref-item-id input").first
+    expect(item_box).not_to_have_value("", timeout=60_000)
+    item_id = item_box.input_value()
+    vote = page.locator("#vote-a")
+    expect(vote).to_be_enabled(timeout=60_000)
+    vote.click()
+    revealed = page.locator("#pref-revealed")
+    expect(revealed).to_contain_text("You voted", timeout=30_000)
+    expect(revealed).to_contain_text("temperature")
+    labels = preferences.get_item(item_id).labels
+    assert [(label.annotator, label.choice) for label in labels] == [("browser-tester", "A")]
+
+
+def test_short_finetune_shows_progress_and_finishes(page: Page, job_runner, tmp_path):
+    page.get_by_role("tab", name="Fine-tune").click()
+    page.locator("#ft-upload input[type=file]").set_input_files(str(write_sft_rows(tmp_path / "rows.jsonl", n=16)))
+    expect(page.get_by_text(re.compile(r"16 rows"))).to_be_visible(timeout=30_000)
+    page.get_by_label("Max steps").fill("3")
+    page.get_by_label("Batch size").fill("4")
+    page.get_by_label("Max length (tokens)").fill("64")
+    page.get_by_label("Adapter name").fill("browser-adapter")
+    page.get_by_role("button", name="Start fine-tuning").click()
+    expect(page.get_by_text(re.compile(r"step \d+/3")).first).to_be_visible(timeout=120_000)  # live progress
+    expect(page.get_by_text(re.compile(r"succeeded", re.I)).first).to_be_visible(timeout=240_000)
+    done = [job for job in jobs.list_jobs() if job.name == "browser-adapter"]
+    assert done and done[0].status == jobs.SUCCEEDED and done[0].step == 3
+
+
+def test_document_ingested_and_cited_answer(page: Page, tmp_path):
+    doc = tmp_path / "lighthouse.md"
+    doc.write_text("# Keeper\n\nThe lighthouse keeper Ada polishes the great lens every evening at dusk.\n")
+    page.get_by_role("tab", name="RAG").click()
+    page.get_by_label("Name", exact=True).fill("browserdocs")
+    page.get_by_role("button", name="Create").click()
+    page.wait_for_timeout(1000)
+    page.locator("#rag-files input[type=file]").set_input_files(str(doc))
+    page.wait_for_timeout(1000)
+    page.get_by_role("button", name="Ingest").click()
+    expect(page.get_by_text(re.compile(r"lighthouse\.md: \d+ chunks")).first).to_be_visible(timeout=120_000)
+    page.get_by_label("Question", exact=True).fill("Who polishes the lens?")
+    page.get_by_role("button", name="Ask").click()
+    expect(page.locator("#rag-hits")).to_contain_text("lighthouse.md", timeout=120_000)
+    # the passages the answer may cite, numbered as the prompt numbers them, with source and exact offsets
+    passage = page.locator("#passage-1")
+    expect(passage).to_contain_text("[1]")
+    expect(passage).to_contain_text("lighthouse.md")
+    expect(passage).to_contain_text("polishes the great lens")
+    expect(page.locator("#rag-grounded")).not_to_be_empty(timeout=120_000)
+
+
+def test_reasoning_comparison(page: Page):
+    page.get_by_role("tab", name="Reasoning").click()
+    page.get_by_label("Word problem").fill("Tom has 3 apples and buys 4 more. How many apples does he have?")
+    page.get_by_role("button", name="Run", exact=True).click()
+    for key in ("direct", "cot", "pal"):
+        expect(page.locator(f"#reason-{key}-summary")).to_contain_text("answer", timeout=180_000)
+        assert page.locator(f"#reason-{key} textarea").input_value()
