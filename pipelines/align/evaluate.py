@@ -41,12 +41,24 @@ def answer_both(handle: ModelHandle, prompts: Sequence[Sequence[Message]], adapt
 
 
 def evaluate(handle: ModelHandle, adapter: str, reward_model: str, prompts: Sequence[Sequence[Message]],
-             params: SamplingParams | None = None, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+             params: SamplingParams | None = None, progress: Callable[[int, int], None] | None = None,
+             samples: int = 1) -> dict[str, Any]:
+    """Base vs adapter on each prompt; with sampling, `samples` seeded draws per prompt and side.
+
+    Greedy answers show what a user sees at temperature 0; sampled ones estimate the expected
+    reward of the policy -- the quantity RLOO maximises -- and rows pair base and adapter answers
+    drawn with the same seed.
+    """
     if not prompts:
         raise ValueError("no prompts to evaluate on")
     prompts = list(prompts)[:MAX_PROMPTS]
     params = params or SamplingParams(temperature=0, max_new_tokens=128)
-    answers = answer_both(handle, prompts, adapter, params, progress)
+    samples = 1 if params.greedy else max(1, samples)
+    answers: list[tuple[str, str]] = []
+    for draw in range(samples):
+        seeded = params if samples == 1 else replace(params, seed=(params.seed or 0) + draw)
+        answers += answer_both(handle, prompts, adapter, seeded, progress)
+    prompts = prompts * samples
     scorer = reward.scorer(reward_model)
     rows, wins = [], 0.0
     for messages, (base_text, adapter_text) in zip(prompts, answers):
@@ -59,5 +71,5 @@ def evaluate(handle: ModelHandle, adapter: str, reward_model: str, prompts: Sequ
         "win_rate": round(wins / n, 4),
         "mean_reward_adapter": round(sum(r["reward_adapter"] for r in rows) / n, 4),
         "mean_reward_base": round(sum(r["reward_base"] for r in rows) / n, 4),
-        "n": n, "adapter": adapter, "reward_model": reward_model, "rows": rows,
+        "n": n, "samples": samples, "temperature": params.temperature, "adapter": adapter, "reward_model": reward_model, "rows": rows,
     }

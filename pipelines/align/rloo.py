@@ -8,8 +8,10 @@ toward whatever text the reward model over-rates (reward hacking) and away from 
 The reference is the base model with the LoRA adapter switched off.
 
 The reward function is this project's `RewardScorer`, so rewards during training are computed
-exactly as everywhere else in the app. The job measures the mean reward-model score of greedy
-answers on (up to 16 of) its prompts before and after: the base model, then the adapter.
+exactly as everywhere else in the app. The job measures, on (up to 16 of) its prompts, the mean
+reward-model score of answers sampled at the training temperature (4 seeded draws per prompt,
+base and adapter with the same seeds) -- the expected reward that RLOO maximises -- and of greedy
+answers, which a small KL-limited update often leaves unchanged.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from ..sampling import InvalidParameter, SamplingParams
 from . import common, evaluate
 
 MEASURE_PROMPTS = 16
+MEASURE_SAMPLES = 4
 
 
 @dataclass
@@ -129,16 +132,24 @@ def run(spec: RLOOSpec, ctx: JobContext) -> dict[str, Any]:
     })
     del trainer, model
     gc.collect()
-    ctx.info(f"measuring the mean reward of greedy answers on {min(len(prompts), MEASURE_PROMPTS)} of the prompts, base vs adapter")
+    measure_on = prompts[:MEASURE_PROMPTS]
+    ctx.info(f"measuring the mean reward on {len(measure_on)} of the prompts, base vs adapter: {MEASURE_SAMPLES} samples "
+             f"per prompt at temperature {spec.temperature}, then greedy")
     handle = models.load_handle(model_id)
-    measured = evaluate.evaluate(handle, spec.out, spec.reward_model, prompts[:MEASURE_PROMPTS],
-                                 SamplingParams(temperature=0, max_new_tokens=spec.max_completion_length))
-    start, end = measured["mean_reward_base"], measured["mean_reward_adapter"]
-    ctx.info(f"mean reward {start:+.4f} -> {end:+.4f}; win rate vs base {measured['win_rate']:.2f}")
-    common.update_meta(target, {"metrics": {"mean_reward_start": start, "mean_reward_end": end, "win_rate": measured["win_rate"],
-                                            "measured_on": measured["n"]}, "seconds": time.time() - started})
-    return {"adapter_dir": str(target), "steps": steps, "mean_reward_start": start, "mean_reward_end": end,
-            "win_rate": measured["win_rate"], "seconds": time.time() - started}
+    sampled = evaluate.evaluate(handle, spec.out, spec.reward_model, measure_on, SamplingParams(
+        temperature=spec.temperature, max_new_tokens=spec.max_completion_length, seed=spec.seed), samples=MEASURE_SAMPLES)
+    greedy = evaluate.evaluate(handle, spec.out, spec.reward_model, measure_on,
+                               SamplingParams(temperature=0, max_new_tokens=spec.max_completion_length))
+    start, end = sampled["mean_reward_base"], sampled["mean_reward_adapter"]
+    metrics = {
+        "mean_reward_start": start, "mean_reward_end": end, "win_rate": sampled["win_rate"], "measured_on": sampled["n"],
+        "greedy_mean_reward_start": greedy["mean_reward_base"], "greedy_mean_reward_end": greedy["mean_reward_adapter"],
+        "greedy_win_rate": greedy["win_rate"],
+    }
+    ctx.info(f"mean reward (sampled) {start:+.4f} -> {end:+.4f}, win rate vs base {sampled['win_rate']:.2f}; "
+             f"greedy {greedy['mean_reward_base']:+.4f} -> {greedy['mean_reward_adapter']:+.4f}")
+    common.update_meta(target, {"metrics": metrics, "seconds": time.time() - started})
+    return {"adapter_dir": str(target), "steps": steps, **metrics, "seconds": time.time() - started}
 
 
 def run_job(ctx: JobContext) -> dict[str, Any]:

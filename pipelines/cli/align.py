@@ -51,6 +51,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--reward-model", required=True, metavar="NAME")
     e.add_argument("--prompts", required=True, metavar="FILE")
     e.add_argument("--max-new-tokens", type=int, default=128)
+    e.add_argument("--temperature", type=float, default=0.0, help="0: greedy (default); above 0: sampled answers")
+    e.add_argument("--samples", type=int, default=1, help="seeded samples per prompt when sampling")
     e.add_argument("--json", action="store_true")
     e.set_defaults(handler=run_eval)
     parser.set_defaults(handler=needs_action("align", "dpo, rloo or eval"))
@@ -115,7 +117,8 @@ def run_eval(args: argparse.Namespace) -> int:
         raise UsageError(str(error)) from error
     with quiet_stdout(args.json):
         report = evaluate.evaluate(models.get_handle(), args.adapter, args.reward_model, prompts,
-                                   SamplingParams(temperature=0, max_new_tokens=args.max_new_tokens))
+                                   SamplingParams(temperature=args.temperature, max_new_tokens=args.max_new_tokens, seed=0),
+                                   samples=args.samples)
     if args.json:
         emit_json(report)
     else:

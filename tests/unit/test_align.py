@@ -66,6 +66,7 @@ def test_rloo_job_and_evaluation(tiny_model_env, data_dir, tmp_path):
     assert job.status == jobs.SUCCEEDED, jobs.tail_log(job.id)
     result = job.result
     assert result["steps"] == 2 and isinstance(result["mean_reward_start"], float) and isinstance(result["mean_reward_end"], float)
+    assert result["measured_on"] == 4 * rloo.MEASURE_SAMPLES and isinstance(result["greedy_mean_reward_end"], float)
     assert adapters.read(adapters.adapter_path("tiny-rloo")).meta["kind"] == "rloo"
     records = jobs.read_metrics(job.id)
     assert any("reward" in r for r in records) and any("kl" in r for r in records)
@@ -75,6 +76,11 @@ def test_rloo_job_and_evaluation(tiny_model_env, data_dir, tmp_path):
                                SamplingParams(temperature=0, max_new_tokens=6))
     assert report["n"] == 2 and 0 <= report["win_rate"] <= 1 and len(report["rows"]) == 2
     assert set(report) >= {"win_rate", "mean_reward_adapter", "mean_reward_base"}
+    sampled = evaluate.evaluate(handle, "tiny-rloo", "tiny-rm", [[Message("user", "Hi")], [Message("user", "Tell me a fact.")]],
+                                SamplingParams(temperature=1.0, max_new_tokens=6, seed=3), samples=3)
+    assert sampled["n"] == 6 and sampled["samples"] == 3
+    draws = [row["base"] for row in sampled["rows"][::2]]  # the first prompt's three seeded draws
+    assert len(set(draws)) > 1, "every draw used the same seed"
 
     with pytest.raises(InvalidParameter, match="no reward model"):
         rloo.check(rloo.RLOOSpec(out="x", reward_model="missing", prompts=str(prompts)))
