@@ -5,29 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import threading
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-
-
-def _preload_model() -> None:
-    """Import torch/transformers and load the model while the main thread imports gradio and builds the UI.
-
-    Both take seconds and much of each runs outside the GIL (shared-library loading, safetensors
-    reads), so on two cores start-up is shorter by roughly the smaller of the two. Errors are left
-    for `main`, whose own `get_handle` call reports them.
-    """
-    try:
-        from pipelines import models
-
-        models.get_handle()
-    except Exception:  # noqa: BLE001 - main() loads again and reports the error properly
-        pass
-
-
-if __name__ == "__main__":
-    threading.Thread(target=_preload_model, name="model-preload", daemon=True).start()
 
 import gradio as gr  # noqa: E402
 
@@ -38,6 +18,9 @@ from playground import align, chat, finetune, generate, preferences, rag, reason
 from playground.controls import ASSETS, how_it_works  # noqa: E402
 
 TITLE = "LLM Playground"
+# Requests waiting beyond this are refused at once ("queue full") instead of piling up without bound;
+# model calls additionally share one concurrency group of 4 (playground.controls.MODEL_EVENTS).
+QUEUE_MAX = 256
 
 
 def build_app(handle: models.ModelHandle | None = None) -> gr.Blocks:
@@ -104,7 +87,7 @@ def main() -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     jobs.manager()  # recover jobs interrupted by a previous shutdown, then run queued ones
-    build_app(handle).queue(default_concurrency_limit=4).launch(**launch_kwargs())
+    build_app(handle).queue(default_concurrency_limit=4, max_size=QUEUE_MAX).launch(**launch_kwargs())
     return 0
 
 
