@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from .. import preferences
@@ -39,6 +40,10 @@ def run_import(args: argparse.Namespace) -> int:
         print(f"imported {result.imported} rows; {len(result.errors)} rows skipped")
         for error in result.errors[:20]:
             print(f"  line {error['line']}: {error['error']}")
+    if result.errors and not result.imported:  # nothing usable at all: a script must notice
+        first = result.errors[0]
+        print(f"error: no row of {path.name} could be imported (line {first['line']}: {first['error']})", file=sys.stderr)
+        return 2
     return 0
 
 

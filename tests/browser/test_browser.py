@@ -6,7 +6,9 @@ import re
 import time
 
 import pytest
-from playwright.sync_api import Page, expect
+
+pytest.importorskip("playwright", reason="browser tests need the playwright package: run `make test` (requirements-dev.txt)")
+from playwright.sync_api import Page, expect  # noqa: E402
 
 from pipelines import jobs, preferences
 from tests.conftest import write_sft_rows
