@@ -30,8 +30,27 @@ def bundled_problems() -> list[dict[str, Any]]:
 def pick_problem(label: str | None):
     for number, problem in enumerate(bundled_problems(), start=1):
         if label == _label(number, problem):
-            return problem["question"], problem["answer"]
+            return problem["question"], extract.format_number(problem["answer"])
     return gr.update(), gr.update()
+
+
+def parse_gold(value: float | str | None) -> float | None:
+    """The known answer, or None when the box is blank.
+
+    A text box rather than gr.Number: an empty Number reaches the handler as 0 from the browser, which marked
+    every answer to a typed-in question "wrong (expected 0)".
+    """
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    text = str(value).strip()
+    if not text:
+        return None
+    number = extract.parse_number(text)
+    if number is None:
+        raise gr.Error(f"Known answer {text[:40]!r} is not a number (e.g. 42, 3.5, 3/4, $1,200); leave it blank if unknown.")
+    return number
 
 
 def _label(number: int, problem: dict[str, Any]) -> str:
@@ -84,12 +103,12 @@ def _program_report(result: StrategyResult | None) -> tuple[str, str]:
     return result.program, report
 
 
-def run_strategies(question: str, gold: float | None, keys: list[str], samples: float, direct_prompt: str, cot_prompt: str,
+def run_strategies(question: str, gold: float | str | None, keys: list[str], samples: float, direct_prompt: str, cot_prompt: str,
                    pal_prompt: str, adapter: str | None = None, **sampling: Any):
     """Stream the three columns: output, summary, and (PAL) program and sandbox report."""
     chosen = _strategies(keys, {"direct": direct_prompt, "cot": cot_prompt, "pal": pal_prompt})
     params = to_params(sampling)
-    gold = float(gold) if gold is not None and gold == gold else None
+    gold = parse_gold(gold)
     try:
         solve.check_inputs(question, int(samples), params)
     except ValueError as error:
@@ -219,7 +238,7 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
             question = gr.Textbox(label="Word problem", lines=3, placeholder="e.g. Roger has 5 tennis balls…")
         with gr.Column(scale=2):
             pick = gr.Dropdown([_label(i, p) for i, p in enumerate(problems, start=1)], value=None, label="…or pick one of the bundled problems")
-            gold = gr.Number(label="Known answer (optional, to mark right or wrong)", value=None)
+            gold = gr.Textbox(label="Known answer (optional, to mark right or wrong)", placeholder="blank = unknown")
     with gr.Row():
         keys = gr.CheckboxGroup([(strategies.load(k).name, k) for k in KEYS], value=list(KEYS), label="Strategies")
         samples = gr.Slider(1, 8, value=1, step=1, label="Samples per strategy (self-consistency)",

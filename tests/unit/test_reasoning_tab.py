@@ -56,7 +56,20 @@ def test_bad_input_is_a_clear_message(use_tiny):
 def test_problem_picker_fills_question_and_answer():
     first = tab._label(1, tab.bundled_problems()[0])
     question, gold = tab.pick_problem(first)
-    assert question.startswith("Mia has 12 stickers") and gold == 27
+    assert question.startswith("Mia has 12 stickers") and gold == "27"
+    assert tab.parse_gold(gold) == 27
+
+
+def test_known_answer_box_blank_means_unknown_and_garbage_is_refused():
+    assert tab.parse_gold("") is None and tab.parse_gold("   ") is None and tab.parse_gold(None) is None
+    assert tab.parse_gold(" $1,200 ") == 1200 and tab.parse_gold("3/4") == 0.75 and tab.parse_gold(4) == 4.0
+    with pytest.raises(gr.Error, match="not a number"):
+        tab.parse_gold("seven-ish")
+    with pytest.raises(gr.Error, match="not a number"):
+        list(tab.run_strategies("2+2?", "abc", ["cot"], 1, *PROMPTS, None, **SHORT))
+    # a blank box never marks an answer wrong
+    final = list(tab.run_strategies("What is 2 + 2?", "", ["direct"], 1, *[_short(p) for p in PROMPTS], None, **SHORT))[-1]
+    assert "wrong" not in final[1] and "right" not in final[1]
 
 
 def test_benchmark_runs_saves_and_reloads(use_tiny, tmp_path):
