@@ -2,11 +2,13 @@
 
 Same model, prompt, sampling settings, seed, token count and thread count on both sides; each side
 is warmed up once, then timed `--repeats` times and the median is reported. The ratio is the
-number that matters -- absolute tokens/s depend on the machine. On CPU the app decodes the base
-model through int8 dynamically quantised linear layers (PLAYGROUND_FAST=0 turns that off), so
-quality is measured too: greedy continuations of a fixed prompt set from the app's path and from
-fp32 `generate`, compared token by token (`greedy_agreement`: the share of tokens before the
-first divergence; `greedy_exact`: the share of prompts whose continuations are identical).
+number that matters -- absolute tokens/s depend on the machine. On an x86 CPU the app decodes the
+base model through its lean fp16 decoder (pipelines/fast_decode.py; PLAYGROUND_FAST=0 turns it
+off), so quality is measured too: greedy continuations of a fixed prompt set from the app's path
+and from fp32 `generate`, compared token by token (`greedy_agreement`: the share of tokens before
+the first divergence; `greedy_exact`: the share of prompts whose continuations are identical).
+`app_exact_tokens_per_second` is the app's own loop with the fast decoder off (transformers in
+fp32), which separates what the decoder gains from what the sampling loop costs.
 
 When llama-cpp-python is installed (`make llamacpp`), the app's path is also timed on the
 llama.cpp engine (`llamacpp_tokens_per_second`) beside llama-cpp-python's own sampling loop
@@ -92,7 +94,7 @@ def _chat_ids(handle: models.ModelHandle, text: str) -> list[int]:
 
 
 def greedy_agreement(handle: models.ModelHandle, tokens: int = 32) -> dict[str, float]:
-    """How often the app's (int8 or llama.cpp) greedy decoding matches fp32 `generate`, token by token."""
+    """How often the app's (fast fp16 or llama.cpp) greedy decoding matches fp32 `generate`, token by token."""
     matched = total = exact = 0
     params = SamplingParams(temperature=0, max_new_tokens=tokens)
     for text in AGREEMENT_PROMPTS:
@@ -152,10 +154,17 @@ def measure(handle: models.ModelHandle, tokens: int, repeats: int, llamacpp: boo
     warm = SamplingParams(temperature=0.7, seed=0, max_new_tokens=8)
     app_tokens_per_second(handle, prompt_ids, warm)
     transformers_tokens_per_second(handle, prompt_ids, warm)
-    app, hf = [], []
-    for _ in range(repeats):  # interleave so drift in machine load hits both sides alike
+    app, hf, exact = [], [], []
+    decoder = handle.fast_decoder
+    for _ in range(repeats):  # interleave so drift in machine load hits every side alike
         app.append(app_tokens_per_second(handle, prompt_ids, params))
         hf.append(transformers_tokens_per_second(handle, prompt_ids, params))
+        if decoder is not None:
+            handle.fast_decoder = None
+            try:
+                exact.append(app_tokens_per_second(handle, prompt_ids, params))
+            finally:
+                handle.fast_decoder = decoder
     app_tps, hf_tps = statistics.median(app), statistics.median(hf)
     result = {
         "app_tokens_per_second": round(app_tps, 2),
@@ -166,9 +175,11 @@ def measure(handle: models.ModelHandle, tokens: int, repeats: int, llamacpp: boo
         "threads": torch.get_num_threads(),
         "model": handle.name,
         "engine": handle.engine_name,
-        "fast_path": "int8 dynamic quantisation" if handle.fast_model is not None else "off (fp32)",
+        "fast_path": "lean fp16 decoder" + (" (TorchScript)" if decoder.scripted else " (eager)") if decoder is not None else "off (fp32)",
         **greedy_agreement(handle),
     }
+    if exact:
+        result["app_exact_tokens_per_second"] = round(statistics.median(exact), 2)
     if llamacpp and llamacpp_engine.available():
         result.update(measure_llamacpp(handle, prompt_ids, params, repeats))
         result["llamacpp_speedup_vs_transformers"] = round(result["llamacpp_tokens_per_second"] / hf_tps, 3)
@@ -193,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  app generation path     {result['app_tokens_per_second']:8.2f} tokens/s")
         print(f"  transformers .generate  {result['transformers_tokens_per_second']:8.2f} tokens/s")
         print(f"  speedup                 {result['speedup_vs_transformers']:8.3f}x  (fast path: {result['fast_path']})")
+        if "app_exact_tokens_per_second" in result:
+            print(f"  app path, fast off      {result['app_exact_tokens_per_second']:8.2f} tokens/s  (PLAYGROUND_FAST=0)")
         print(f"  greedy agreement with fp32: {result['greedy_agreement']:.1%} of tokens, "
               f"{result['greedy_exact']:.0%} of {len(AGREEMENT_PROMPTS)} prompts identical")
         if "llamacpp_tokens_per_second" in result:

@@ -43,9 +43,9 @@ class Settings:
     # the largest single upload the server accepts (handlers apply tighter per-kind limits)
     max_upload_mb: int = field(default_factory=lambda: int(_env("PLAYGROUND_MAX_UPLOAD_MB", "200")))
     max_jobs: int = field(default_factory=lambda: int(_env("PLAYGROUND_MAX_JOBS", "1")))
-    # opt-in int8 dynamic quantisation for base-model decoding on CPU: ~1.6x faster here, but greedy
-    # text drifts from fp32 (bench/generate_bench.py measures both), so exactness stays the default
-    fast: bool = field(default_factory=lambda: (_env("PLAYGROUND_FAST", "0") or "0").lower() in {"1", "true", "yes", "on"})
+    # base-model decoding on CPU through the lean fp16 decoder (pipelines/fast_decode.py): ~3x
+    # transformers' fp32 `generate` here at near-fp32 logits; "0" decodes through transformers in fp32
+    fast: bool = field(default_factory=lambda: (_env("PLAYGROUND_FAST", "1") or "1").lower() in {"1", "true", "yes", "on"})
     # "llamacpp": base-model forward passes run on the GGUF file through llama-cpp-python (optional
     # install, `make llamacpp`); adapters and training stay on torch either way
     engine: str = field(default_factory=lambda: (_env("PLAYGROUND_ENGINE", "torch") or "torch").lower().replace("-", "").replace(".", ""))

@@ -29,6 +29,7 @@ from .sampling import (
 
 Prompt = str | Sequence[int]
 TOP_ALTERNATIVES = 5
+FAST_ENGINE = "torch-fp16"  # Completion.engine of rows decoded by the lean fp16 decoder
 MAX_PROMPT_CHARS = 200_000
 
 
@@ -62,7 +63,7 @@ class Completion:
     finish_reason: str | None = None  # "length" | "stop" | "eos" | "cancelled"
     seconds: float = 0.0
     max_new_tokens: int = 0  # after fitting into the context window
-    engine: str = "torch"  # which engine ran the forward passes: "torch" or "llama.cpp"
+    engine: str = "torch"  # which engine ran the forward passes: "torch", "torch-fp16" (the lean decoder) or "llama.cpp"
 
     @property
     def done(self) -> bool:
@@ -302,10 +303,15 @@ def stream_batch(
     eos = frozenset() if ignore_eos else handle.eos_token_ids
     states = [_RowState(handle, row, eos, top_alternatives) for row in rows]
     engine = handle.llamacpp_for(adapter)
+    decoder = handle.fast_decoder_for(adapter)
     if engine is not None:
         for row in rows:
             row.engine = engine.name
         yield from _stream_llamacpp(engine, rows, states, should_stop)
+    elif decoder is not None:
+        for row in rows:
+            row.engine = FAST_ENGINE
+        yield from _stream_fast(handle, decoder, rows, states, should_stop)
     else:
         yield from _stream_torch(handle, rows, states, adapter, should_stop)
 
@@ -334,14 +340,8 @@ def _stream_llamacpp(
             yield rows
 
 
-def _stream_torch(
-    handle: ModelHandle,
-    rows: list[Completion],
-    states: list[_RowState],
-    adapter: str | None | list[str | None],
-    should_stop: Callable[[], bool] | None,
-) -> Iterator[list[Completion]]:
-    device = handle.device
+def _left_padded(handle: ModelHandle, rows: list[Completion]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompts right-aligned in one [B, T] tensor, and the mask of real (non-padding) tokens."""
     tokenizer = handle.tokenizer
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     width = max(len(r.prompt_ids) for r in rows)
@@ -350,39 +350,106 @@ def _stream_torch(
     for i, r in enumerate(rows):
         padded[i, width - len(r.prompt_ids) :] = torch.tensor(r.prompt_ids)
         mask[i, width - len(r.prompt_ids) :] = 1
+    return padded, mask
+
+
+def _lockstep(
+    rows: list[Completion],
+    states: list[_RowState],
+    step: Callable[[list[int] | None], torch.Tensor],
+    should_stop: Callable[[], bool] | None,
+    pad_id: int,
+) -> Iterator[list[Completion]]:
+    """Decode every row one token per step; `step(None)` runs the prompts, `step(tokens)` one token each.
+
+    `step` returns the next-token logits [B, V]; finished rows are fed padding until all are done.
+    """
     started = time.perf_counter()
+    chosen: list[int] | None = None
+    while True:
+        if _stopped(should_stop, states, started):
+            yield rows
+            return
+        logits = step(chosen)
+        chosen = [pad_id if state.row.done else state.advance(logits[i]) for i, state in enumerate(states)]
+        elapsed = time.perf_counter() - started
+        for row in rows:
+            if not row.done or row.seconds == 0.0:
+                row.seconds = elapsed
+        yield rows
+        if all(r.done for r in rows):
+            return
+
+
+def _stream_torch(
+    handle: ModelHandle,
+    rows: list[Completion],
+    states: list[_RowState],
+    adapter: str | None | list[str | None],
+    should_stop: Callable[[], bool] | None,
+) -> Iterator[list[Completion]]:
+    device = handle.device
+    padded, mask = _left_padded(handle, rows)
     inputs, mask, positions = _prefill_inputs(handle, padded, mask, None if isinstance(adapter, list) else adapter)
     needs_mask = "attention_mask" in inputs
-    cache = None
-    next_positions = positions[:, -1:] + 1
-    try:
-        while True:
-            if _stopped(should_stop, states, started):
-                yield rows
-                return
-            out = handle.forward(**inputs, past_key_values=cache, adapter=adapter)
-            cache = out.past_key_values
-            logits = out.logits[:, -1, :].float().cpu()
-            chosen = [pad_id if state.row.done else state.advance(logits[i]) for i, state in enumerate(states)]
-            elapsed = time.perf_counter() - started
-            for row in rows:
-                if not row.done or row.seconds == 0.0:
-                    row.seconds = elapsed
-            yield rows
-            if all(r.done for r in rows):
-                return
-            mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=torch.long)], dim=-1)
+    state: dict[str, Any] = {"cache": None, "mask": mask, "next": positions[:, -1:] + 1}
+
+    def step(chosen: list[int] | None) -> torch.Tensor:
+        nonlocal inputs
+        if chosen is not None:
+            state["mask"] = torch.cat([state["mask"], torch.ones((len(rows), 1), dtype=torch.long)], dim=-1)
             inputs = {
                 "input_ids": torch.tensor(chosen, dtype=torch.long).unsqueeze(-1).to(device),
-                "position_ids": next_positions.to(device),
+                "position_ids": state["next"].to(device),
                 "use_cache": True,
                 "logits_to_keep": 1,
             }
             if needs_mask:
-                inputs["attention_mask"] = mask.to(device)
-            next_positions = next_positions + 1
+                inputs["attention_mask"] = state["mask"].to(device)
+            state["next"] = state["next"] + 1
+        out = handle.forward(**inputs, past_key_values=state["cache"], adapter=adapter)
+        state["cache"] = out.past_key_values
+        return out.logits[:, -1, :].float().cpu()
+
+    try:
+        yield from _lockstep(rows, states, step, should_stop, _pad_id(handle))
     finally:
-        del cache
+        state.clear()
+
+
+def _stream_fast(
+    handle: ModelHandle, decoder: Any, rows: list[Completion], states: list[_RowState], should_stop: Callable[[], bool] | None
+) -> Iterator[list[Completion]]:
+    """The base model on the lean fp16 decoder (pipelines/fast_decode.py), same rows and sampling."""
+    padded, mask = _left_padded(handle, rows)
+    width = padded.shape[1]
+    total = width + max(r.max_new_tokens for r in rows)
+    key_mask = torch.ones((len(rows), total), dtype=torch.bool)
+    key_mask[:, :width] = mask.bool()
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    padding = None if bool(mask.all()) else key_mask
+    cache = decoder.new_cache(len(rows), total)
+    offset = 0
+
+    def step(chosen: list[int] | None) -> torch.Tensor:
+        nonlocal positions, offset
+        with handle.locked():
+            if chosen is None:
+                logits = decoder.forward(padded, positions, 0, cache, padding)
+                offset, positions = width, positions[:, -1:] + 1
+            else:
+                logits = decoder.forward(torch.tensor(chosen, dtype=torch.long).unsqueeze(-1), positions, offset, cache, padding)
+                offset, positions = offset + 1, positions + 1
+        return logits.float()
+
+    try:
+        yield from _lockstep(rows, states, step, should_stop, _pad_id(handle))
+    finally:
+        cache.clear()
+
+
+def _pad_id(handle: ModelHandle) -> int:
+    return handle.tokenizer.pad_token_id if handle.tokenizer.pad_token_id is not None else 0
 
 
 def _stream_groups(

@@ -539,8 +539,9 @@ class JobManager:
             "PLAYGROUND_DATA_DIR": str(self.settings.data_dir),
             "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH")])),
             "PYTHONUNBUFFERED": "1",
-            # Training is torch's; before/after evaluations must also decode on one engine to compare.
+            # Training is torch's; before/after evaluations must also decode on one engine, in full precision, to compare.
             "PLAYGROUND_ENGINE": "torch",
+            "PLAYGROUND_FAST": "0",
             # The log is for people: no progress bars drawn with carriage returns, no deprecation chatter.
             "HF_HUB_DISABLE_PROGRESS_BARS": "1",
             "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",

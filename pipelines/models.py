@@ -16,7 +16,7 @@ import socket
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 from urllib.parse import urlparse
@@ -25,7 +25,7 @@ import torch
 
 from . import adapters
 from .config import BUNDLED_MODEL, HUB_FALLBACK_MODEL, Settings, get_settings
-from .hardware import int8_engine, DevicePlan, apply_threads, detect, plan_device
+from .hardware import DevicePlan, apply_threads, detect, plan_device
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +141,10 @@ def resolve_source(model_id: str, settings: Settings | None = None) -> tuple[str
     return model_id, model_id.split("/")[-1]
 
 
+def _no_adapter(adapter: str | None | Sequence[str | None]) -> bool:
+    return adapter is None or (isinstance(adapter, (list, tuple)) and not any(adapter))
+
+
 @dataclass
 class ModelHandle:
     """One loaded base model shared by every tab, plus what callers need to know about it.
@@ -162,8 +166,8 @@ class ModelHandle:
     _prompt_adapters: dict[str, tuple[float, torch.Tensor]] = field(default_factory=dict)
     # adapters addressed by explicit path (a job evaluating what it just trained), not by data dir
     _adapter_paths: dict[str, Path] = field(default_factory=dict)
-    # an int8 copy of the base model for decoding without adapters on CPU (None: always full precision)
-    fast_model: Any = None
+    # the lean fp16 decoder for base-model generation on CPU (None: transformers decodes everything)
+    fast_decoder: Any = None
     # the optional llama.cpp engine for base-model decoding (None: torch does every forward pass)
     llamacpp: Any = None
 
@@ -198,11 +202,15 @@ class ModelHandle:
         with self.lock, torch.inference_mode():
             yield
 
+    def fast_decoder_for(self, adapter: str | None | Sequence[str | None]) -> Any:
+        """The lean decoder when it can serve a request with these adapters (none at all), else None."""
+        if self.fast_decoder is not None and _no_adapter(adapter):
+            return self.fast_decoder
+        return None
+
     def llamacpp_for(self, adapter: str | None | Sequence[str | None]) -> Any:
         """The llama.cpp engine when it can serve a request with these adapters (none at all), else None."""
-        if self.llamacpp is None:
-            return None
-        if adapter is None or (isinstance(adapter, (list, tuple)) and not any(adapter)):
+        if self.llamacpp is not None and _no_adapter(adapter):
             return self.llamacpp
         return None
 
@@ -213,8 +221,6 @@ class ModelHandle:
     def forward(self, adapter: str | None | Sequence[str | None] = None, **inputs: Any) -> Any:
         """One forward pass; `adapter` may name one adapter, or give one per batch row."""
         with self.locked():
-            if self.fast_model is not None and (adapter is None or (isinstance(adapter, (list, tuple)) and not any(adapter))):
-                return self.fast_model(**inputs)
             if isinstance(adapter, (list, tuple)):
                 names = self._activate_per_row(adapter)
                 if names is not None:
@@ -369,8 +375,14 @@ def load_handle(model_id: str | None = None, settings: Settings | None = None) -
             raise _unavailable(model_id, error) from error
     model.to(plan.device).eval()
     handle = wrap(model, tokenizer, name=name, source=source, plan=plan)
-    if plan.int8_decode:
-        handle.fast_model = quantize_int8(model, int8_engine(detect()))
+    if plan.fast_decode:
+        from . import fast_decode
+
+        reason = fast_decode.unsupported_reason(model)
+        if reason is None:
+            handle.fast_decoder = fast_decode.FastDecoder.build(model)
+        else:  # the sidebar's model card shows the plan: say why this model decodes through transformers
+            handle.plan = replace(plan, fast_decode=False, reason=f"{plan.reason.split(';')[0]}; no fast decoder: {reason}")
     if settings.engine == "llamacpp":
         from . import llamacpp_engine
 
@@ -382,24 +394,6 @@ def load_handle(model_id: str | None = None, settings: Settings | None = None) -
         except llamacpp_engine.EngineUnavailable as error:
             raise ModelUnavailable(str(error)) from error
     return handle
-
-
-def quantize_int8(model: Any, engine: str | None = None) -> Any:
-    """An inference copy of `model` whose linear layers run int8 weights with dynamic activation scales.
-
-    The fp32 model stays as it is: training, adapters and exact log-probabilities use it.
-    """
-    import copy
-    import warnings
-
-    if engine:
-        torch.backends.quantized.engine = engine
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.ao.quantization is deprecated in favour of torchao, not yet bundled here
-        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-
-        # per-output-channel weight scales: one scale for a whole 49k x 576 matrix loses too much
-        return quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8).eval()
 
 
 def _from_pretrained(source: str, plan: DevicePlan, *, local_files_only: bool) -> tuple[Any, Any]:

@@ -63,31 +63,22 @@ def test_host_defaults_to_loopback(monkeypatch):
     assert Settings().host == "0.0.0.0"
 
 
-def test_int8_fast_path_only_where_it_applies():
+def test_fast_decode_only_where_it_applies():
     x86 = Hardware(cpu_flags=frozenset({"avx2"}), cpu_count=2, int8_engines=frozenset({"x86", "fbgemm", "qnnpack"}), arch="x86_64")
     arm = Hardware(cpu_count=4, int8_engines=frozenset({"qnnpack"}), arch="aarch64")
     old = Hardware(cpu_flags=frozenset({"sse4_2"}), cpu_count=2, int8_engines=frozenset({"x86", "fbgemm"}), arch="x86_64")
     gpu = Hardware(cuda=True, cuda_bf16=True, int8_engines=x86.int8_engines, cpu_flags=x86.cpu_flags, arch="x86_64")
-    assert plan_device(x86, fast=True).int8_decode and "int8" in plan_device(x86, fast=True).reason
-    assert not plan_device(x86).int8_decode  # opt-in: exact fp32 by default
-    assert plan_device(arm, fast=True).int8_decode
-    assert not plan_device(old, fast=True).int8_decode  # no AVX2: no fast int8 kernels
-    assert not plan_device(gpu, fast=True).int8_decode and plan_device(gpu, fast=True).attn_implementation == "sdpa"
-    assert not plan_device(x86, requested_dtype="float32", fast=True).int8_decode  # an explicit dtype is respected
+    assert plan_device(x86, fast=True).fast_decode and "fp16" in plan_device(x86, fast=True).reason
+    assert not plan_device(x86, fast=False).fast_decode  # PLAYGROUND_FAST=0
+    assert not plan_device(arm, fast=True).fast_decode  # fbgemm's fp16 GEMM is x86-only
+    assert not plan_device(old, fast=True).fast_decode  # no AVX2: no fbgemm kernels
+    assert not plan_device(gpu, fast=True).fast_decode and plan_device(gpu, fast=True).attn_implementation == "sdpa"
+    assert not plan_device(x86, requested_dtype="float32", fast=True).fast_decode  # an explicit dtype is respected
 
 
-def test_fast_model_serves_the_base_and_adapters_keep_full_precision(fresh_tiny_handle, data_dir, tokenizer):
-    from pipelines import models
-    from tests.conftest import make_lora_adapter
+def test_fast_path_is_on_by_default_and_can_be_turned_off(monkeypatch):
+    from pipelines.config import Settings
 
-    handle = fresh_tiny_handle
-    make_lora_adapter(tokenizer, data_dir / "adapters", "style")
-    ids = torch.tensor([[1, 2, 3, 4]])
-    exact = handle.forward(input_ids=ids).logits
-    handle.fast_model = models.quantize_int8(handle.model)
-    fast = handle.forward(input_ids=ids).logits
-    assert not torch.equal(fast, exact) and torch.nn.functional.cosine_similarity(fast[0, -1], exact[0, -1], dim=0) > 0.9
-    assert any("quantized" in type(m).__module__ for m in handle.fast_model.modules())
-    tuned = handle.forward(adapter="style", input_ids=ids).logits  # PEFT adapters run on the fp32 model
-    assert not torch.allclose(tuned, fast)
-    assert all("quantized" not in type(m).__module__ for m in handle.model.modules())
+    assert Settings().fast
+    monkeypatch.setenv("PLAYGROUND_FAST", "0")
+    assert not Settings().fast
