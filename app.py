@@ -77,7 +77,8 @@ def launch_kwargs() -> dict:
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        handle = models.get_handle()
+        handle = models.load_handle(background=True)  # the fast decoder packs its weights while the UI builds
+        models.set_handle(handle)
     except models.ModelUnavailable as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

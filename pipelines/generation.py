@@ -24,7 +24,7 @@ from .sampling import (
     SamplingParams,
     inspect_distribution,
     process_logits,
-    sample_token,
+    sample_with_probability,
 )
 
 Prompt = str | Sequence[int]
@@ -219,8 +219,8 @@ class _RowState:
     def advance(self, logits: torch.Tensor) -> int:
         """Pick, record and detokenize the next token from its logits; returns the token id."""
         row, detok, handle = self.row, self.detok, self.handle
-        processed = process_logits(logits, row.params, self.history)
-        token_id = sample_token(processed, row.params, self.generator)
+        processed = process_logits(logits, row.params, self.history, track_cuts=False)
+        token_id, probability = sample_with_probability(processed, row.params, self.generator)
         self.history = torch.cat([self.history, torch.tensor([token_id])])
         if token_id in self.eos:
             detok.flush()  # release any text held back for a possible stop string
@@ -237,7 +237,7 @@ class _RowState:
                 top=[]
                 if top is None
                 else [{"token": _decode_token(handle, int(t)), "logprob": float(v)} for v, t in zip(top.values, top.indices)],
-                sampled_prob=float(processed.final_probs[token_id]),
+                sampled_prob=probability,
             )
         )
         before = len(self.raw_text)

@@ -18,7 +18,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 from urllib.parse import urlparse
 
 import torch
@@ -141,6 +141,12 @@ def resolve_source(model_id: str, settings: Settings | None = None) -> tuple[str
     return model_id, model_id.split("/")[-1]
 
 
+def _set_event() -> threading.Event:
+    event = threading.Event()
+    event.set()  # nothing being built
+    return event
+
+
 def _no_adapter(adapter: str | None | Sequence[str | None]) -> bool:
     return adapter is None or (isinstance(adapter, (list, tuple)) and not any(adapter))
 
@@ -168,6 +174,7 @@ class ModelHandle:
     _adapter_paths: dict[str, Path] = field(default_factory=dict)
     # the lean fp16 decoder for base-model generation on CPU (None: transformers decodes everything)
     fast_decoder: Any = None
+    _fast_ready: threading.Event = field(default_factory=lambda: _set_event())
     # the optional llama.cpp engine for base-model decoding (None: torch does every forward pass)
     llamacpp: Any = None
 
@@ -201,6 +208,28 @@ class ModelHandle:
     def locked(self) -> Iterator[None]:
         with self.lock, torch.inference_mode():
             yield
+
+    def attach_fast_decoder(self, build: Callable[[], Any], *, background: bool) -> None:
+        """Build the fast decoder now, or in a daemon thread that installs it when done."""
+
+        def run() -> None:
+            try:
+                self.fast_decoder = build()
+            except Exception:  # the transformers path keeps serving; say why in the log
+                log.exception("the fast decoder could not be built; decoding stays on transformers")
+            finally:
+                self._fast_ready.set()
+
+        self._fast_ready.clear()
+        if background:
+            threading.Thread(target=run, name="fast-decoder-build", daemon=True).start()
+        else:
+            run()
+
+    def wait_fast_decoder(self, timeout: float | None = None) -> Any:
+        """The fast decoder once its build has finished (None when there is none)."""
+        self._fast_ready.wait(timeout)
+        return self.fast_decoder
 
     def fast_decoder_for(self, adapter: str | None | Sequence[str | None]) -> Any:
         """The lean decoder when it can serve a request with these adapters (none at all), else None."""
@@ -357,8 +386,13 @@ class ModelHandle:
         return self.model.get_base_model() if isinstance(self.model, PeftModel) else self.model
 
 
-def load_handle(model_id: str | None = None, settings: Settings | None = None) -> ModelHandle:
-    """Load a base model for inference on the best device this machine has."""
+def load_handle(model_id: str | None = None, settings: Settings | None = None, *, background: bool = False) -> ModelHandle:
+    """Load a base model for inference on the best device this machine has.
+
+    `background`: build the fast decoder in a thread (its fp16 packing releases the GIL, so on
+    the app's start it overlaps the UI build); requests decode through transformers until it is
+    ready. One-shot callers (CLI, benchmarks) build it before returning.
+    """
     settings = settings or get_settings()
     model_id = model_id or settings.model or default_model_id()
     plan = plan_device(detect(), settings.device, settings.dtype, settings.threads, fast=settings.fast)
@@ -380,7 +414,7 @@ def load_handle(model_id: str | None = None, settings: Settings | None = None) -
 
         reason = fast_decode.unsupported_reason(model)
         if reason is None:
-            handle.fast_decoder = fast_decode.FastDecoder.build(model)
+            handle.attach_fast_decoder(lambda: fast_decode.FastDecoder.build(model), background=background)
         else:  # the sidebar's model card shows the plan: say why this model decodes through transformers
             handle.plan = replace(plan, fast_decode=False, reason=f"{plan.reason.split(';')[0]}; no fast decoder: {reason}")
     if settings.engine == "llamacpp":

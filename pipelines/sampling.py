@@ -176,9 +176,13 @@ class ProcessedLogits:
 
 
 def process_logits(
-    logits: torch.Tensor, params: SamplingParams, previous_ids: torch.Tensor | None = None
+    logits: torch.Tensor, params: SamplingParams, previous_ids: torch.Tensor | None = None, *, track_cuts: bool = True
 ) -> ProcessedLogits:
-    """Apply the sampling configuration to one position's logits (1-D, float)."""
+    """Apply the sampling configuration to one position's logits (1-D, float).
+
+    `track_cuts=False` leaves `cut_by` empty: generation only needs `final`, and the per-filter
+    masks the inspector shows cost full-vocabulary passes on every token.
+    """
     raw = logits.float()
     prev = previous_ids if previous_ids is not None else torch.empty(0, dtype=torch.long)
     penalised = apply_repetition_penalty(raw, prev.to(raw.device), params.repetition_penalty)
@@ -187,36 +191,49 @@ def process_logits(
     if params.greedy:
         keep = torch.zeros_like(penalised, dtype=torch.bool)
         keep[torch.argmax(penalised)] = True
-        cut_by["greedy"] = ~keep
+        if track_cuts:
+            cut_by["greedy"] = ~keep
         return ProcessedLogits(raw, penalised, penalised, cut_by, torch.where(keep, penalised, neg_inf))
 
     scaled = penalised / params.temperature
     current = scaled
-    nothing_cut = torch.zeros_like(scaled, dtype=torch.bool)
+    nothing_cut = torch.zeros_like(scaled, dtype=torch.bool) if track_cuts else None
     for name, keep_fn, value, active in (
         ("top-k", top_k_keep, params.top_k, 0 < params.top_k < scaled.numel()),
         ("top-p", top_p_keep, params.top_p, params.top_p < 1.0),
         ("min-p", min_p_keep, params.min_p, params.min_p > 0),
     ):
         if not active:  # a filter that is off cuts nothing; skip its full-vocabulary passes
-            cut_by[name] = nothing_cut
+            if track_cuts:
+                cut_by[name] = nothing_cut
             continue
         keep = keep_fn(current, value)
-        cut_by[name] = torch.isfinite(current) & ~keep
+        if track_cuts:
+            cut_by[name] = torch.isfinite(current) & ~keep
         current = torch.where(keep, current, neg_inf)
     return ProcessedLogits(raw, penalised, scaled, cut_by, current)
 
 
 def sample_token(processed: ProcessedLogits, params: SamplingParams, generator: torch.Generator | None) -> int:
     """Draw the next token; after a filter, only among the tokens it kept (same distribution, less work)."""
-    if params.greedy:
-        return int(torch.argmax(processed.final))
+    return sample_with_probability(processed, params, generator)[0]
+
+
+def sample_with_probability(
+    processed: ProcessedLogits, params: SamplingParams, generator: torch.Generator | None
+) -> tuple[int, float]:
+    """The drawn token and the probability it was drawn with, from the one softmax the draw needs."""
     final = processed.final
+    if params.greedy:
+        return int(torch.argmax(final)), 1.0
     support = torch.isfinite(final).nonzero().squeeze(-1)
     if support.numel() < final.numel() // 2:
         probs = torch.softmax(final[support], dim=-1)
-        return int(support[torch.multinomial(probs, 1, generator=generator)])
-    return int(torch.multinomial(torch.softmax(final, dim=-1), 1, generator=generator))
+        index = int(torch.multinomial(probs, 1, generator=generator))
+        return int(support[index]), float(probs[index])
+    probs = torch.softmax(final, dim=-1)
+    token = int(torch.multinomial(probs, 1, generator=generator))
+    return token, float(probs[token])
 
 
 def entropy_bits(probs: torch.Tensor) -> float:

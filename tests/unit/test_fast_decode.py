@@ -124,6 +124,8 @@ def test_load_handle_attaches_it_unless_turned_off(tiny_model_dir, monkeypatch):
 
     handle = models.load_handle(str(tiny_model_dir))
     assert handle.fast_decoder is not None and handle.plan.fast_decode
+    later = models.load_handle(str(tiny_model_dir), background=True)  # what the app does at start
+    assert later.wait_fast_decoder(timeout=60) is not None
     monkeypatch.setenv("PLAYGROUND_FAST", "0")
     reset_settings()
     exact = models.load_handle(str(tiny_model_dir))

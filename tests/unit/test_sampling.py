@@ -15,6 +15,7 @@ from pipelines.sampling import (
     inspect_distribution,
     process_logits,
     sample_token,
+    sample_with_probability,
 )
 
 # probabilities 0.5, 0.25, 0.125, 0.0625, 0.0625
@@ -44,6 +45,18 @@ def test_greedy_is_one_hot_on_the_argmax():
     assert p.final_probs.tolist() == [1.0, 0.0, 0.0, 0.0, 0.0]
     assert sample_token(p, SamplingParams(temperature=0), None) == 0
     assert p.cut_by["greedy"].tolist() == [False, True, True, True, True]
+
+
+@pytest.mark.parametrize("params", [SamplingParams(temperature=0), SamplingParams(temperature=0.7, top_p=0.9),
+                                    SamplingParams(temperature=1.3, top_k=3, min_p=0.05), SamplingParams(temperature=1.0)])
+def test_generation_skips_the_inspector_bookkeeping_but_draws_the_same(params):
+    logits = torch.randn(500, generator=torch.Generator().manual_seed(4)) * 3
+    full, lean = process_logits(logits, params), process_logits(logits, params, track_cuts=False)
+    assert torch.equal(full.final, lean.final) and lean.cut_by == {}
+    for seed in range(5):
+        token = sample_token(full, params, torch.Generator().manual_seed(seed))
+        same, probability = sample_with_probability(lean, params, torch.Generator().manual_seed(seed))
+        assert same == token and probability == pytest.approx(float(full.final_probs[token]), rel=1e-5)
 
 
 def test_top_k_keeps_k_and_renormalises():
