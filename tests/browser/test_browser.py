@@ -104,7 +104,7 @@ def test_document_ingested_and_cited_answer(page: Page, tmp_path):
     page.get_by_role("tab", name="RAG").click()
     page.get_by_label("Name", exact=True).fill("browserdocs")
     page.get_by_role("button", name="Create").click()
-    page.wait_for_timeout(1000)
+    expect(page.get_by_text("browserdocs — 0 documents")).to_be_visible()  # the new collection is the selected one
     page.locator("#rag-files input[type=file]").set_input_files(str(doc))
     page.wait_for_timeout(1000)
     page.get_by_role("button", name="Ingest").click()
