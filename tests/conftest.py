@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -116,18 +117,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def app_url(use_tiny):
-    """The full app, on the tiny model, launched on a free local port."""
+@contextmanager
+def launched_app(handle):
+    """The full app on `handle`, launched on a free local port; yields its URL."""
     import app as app_module
 
-    demo = app_module.build_app(use_tiny)
+    demo = app_module.build_app(handle)
     demo.queue(default_concurrency_limit=4)
     kwargs = app_module.launch_kwargs()
     kwargs.update(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
     _, url, _ = demo.launch(**kwargs)
-    yield url
-    demo.close()
+    try:
+        yield url
+    finally:
+        demo.close()
+
+
+@pytest.fixture
+def app_url(use_tiny):
+    """The full app, on the tiny model, launched on a free local port."""
+    with launched_app(use_tiny) as url:
+        yield url
 
 
 def make_lora_adapter(tokenizer, adapters_root: Path, name: str, *, seed: int = 1) -> Path:

@@ -84,3 +84,4 @@ def job_runner(tiny_model_env, data_dir):
     manager.stop()
     jobs._manager = previous
     db.dispose_all()
+

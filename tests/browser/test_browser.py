@@ -11,6 +11,7 @@ pytest.importorskip("playwright", reason="browser tests need the playwright pack
 from playwright.sync_api import Page, expect  # noqa: E402
 
 from pipelines import jobs, preferences
+from tests.browser_flows import ingest_document
 from tests.conftest import write_sft_rows
 
 pytestmark = pytest.mark.browser
@@ -101,14 +102,7 @@ def test_short_finetune_shows_progress_and_finishes(page: Page, job_runner, tmp_
 def test_document_ingested_and_cited_answer(page: Page, tmp_path):
     doc = tmp_path / "lighthouse.md"
     doc.write_text("# Keeper\n\nThe lighthouse keeper Ada polishes the great lens every evening at dusk.\n")
-    page.get_by_role("tab", name="RAG").click()
-    page.get_by_label("Name", exact=True).fill("browserdocs")
-    page.get_by_role("button", name="Create").click()
-    expect(page.get_by_text("browserdocs — 0 documents")).to_be_visible()  # the new collection is the selected one
-    page.locator("#rag-files input[type=file]").set_input_files(str(doc))
-    page.wait_for_timeout(1000)
-    page.get_by_role("button", name="Ingest").click()
-    expect(page.get_by_text(re.compile(r"lighthouse\.md: \d+ chunks")).first).to_be_visible(timeout=120_000)
+    ingest_document(page, "browserdocs", doc)
     page.get_by_label("Question", exact=True).fill("Who polishes the lens?")
     page.get_by_role("button", name="Ask").click()
     expect(page.locator("#rag-hits")).to_contain_text("lighthouse.md", timeout=120_000)
