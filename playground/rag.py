@@ -13,7 +13,7 @@ import pandas as pd
 
 from pipelines import models
 from pipelines.files import UploadError, copy_upload
-from pipelines.rag import answer, chunking, embedder, evaluate, parsing, retrieval, store
+from pipelines.rag import answer, attribution, chunking, embedder, evaluate, parsing, retrieval, store
 from pipelines.sampling import InvalidParameter
 
 from .controls import MODEL_EVENTS, how_it_works, to_params
@@ -137,13 +137,52 @@ def _hits_frame(hits: list[retrieval.Hit]) -> pd.DataFrame:
     )
 
 
-def _answer_md(text: str, hits: list[retrieval.Hit]) -> str:
-    cited = answer.citations(text, len(hits))
-    shown = html.escape(text)
-    for number in cited:  # link each [n] to its passage below
-        shown = shown.replace(f"[{number}]", f"<a href='#passage-{number}'>[{number}]</a>")
-    footer = ("  \n<span class='muted'>Cites: " + ", ".join(f"[{n}] {html.escape(hits[n - 1].chunk.source)}" for n in cited) + "</span>") if cited else ""
-    return shown + footer
+def _linked(escaped: str, numbers: list[int]) -> str:
+    for number in numbers:  # link each [n] the model wrote to its passage below
+        escaped = escaped.replace(f"[{number}]", f"<a href='#passage-{number}'>[{number}]</a>")
+    return escaped
+
+
+def _source_links(numbers: list[int], title: str) -> str:
+    return "".join(f" <a class='attributed' href='#passage-{n}' title='{html.escape(title, quote=True)}'>[{n}]</a>" for n in numbers)
+
+
+def _answer_md(text: str, hits: list[retrieval.Hit], supports: list[attribution.SentenceSupport] | None = None) -> str:
+    """The answer with [n] linked to passages; once finished (`supports` given), each sentence is
+    marked with the passages that support it and sentences nothing supports are underlined."""
+    if supports is None:
+        cited = answer.citations(text, len(hits))
+        footer = ("  \n<span class='muted'>Cites: " + ", ".join(f"[{n}] {html.escape(hits[n - 1].chunk.source)}" for n in cited) + "</span>") if cited else ""
+        return _linked(html.escape(text), cited) + footer
+    parts, cursor, missing = [], 0, []
+    for item in supports:
+        parts.append(html.escape(text[cursor:item.start]))
+        body = _linked(html.escape(item.sentence), item.cited)
+        if item.claim and not item.passages:
+            why = f"no passage supports this ({item.word_support:.0%} of its words are in the passages)"
+            body = f"<span class='unsupported' title='{html.escape(why, quote=True)}'>{body}</span>"
+        added = [n for n in item.passages if n not in item.cited]
+        if added:
+            body += _source_links(added, f"found by checking: {item.word_support:.0%} of its words are in the passage, similarity {item.similarity:.2f}")
+        if item.passages:
+            missing += [w for w in item.unsupported_words if w not in missing]
+        parts.append(body)
+        cursor = item.end
+    parts.append(html.escape(text[cursor:]))
+    lines = []
+    sources = attribution.supporting_passages(supports)
+    if sources:
+        lines.append("Sources: " + ", ".join(f"[{n}] {html.escape(hits[n - 1].chunk.source)}" for n in sources))
+    claims = [i for i in supports if i.claim]
+    if any(n not in i.cited for i in supports for n in i.passages):
+        lines.append("[n] with a dotted underline were added by checking each sentence against the passages (shared words "
+                     "and embedding similarity), not written by the model.")
+    unsupported = [i for i in claims if not i.passages]
+    if unsupported:
+        lines.append(f"⚠️ {len(unsupported)} of {len(claims)} statements are not supported by the passages (wavy underline).")
+    if missing:
+        lines.append("Words in supported statements that the passages do not contain: " + ", ".join(html.escape(w) for w in missing[:12]))
+    return "".join(parts) + "".join(f"  \n<span class='muted'>{line}</span>" for line in lines)
 
 
 def passages_html(hits: list[retrieval.Hit]) -> str:
@@ -172,15 +211,25 @@ def ask(name: str | None, question: str, mode: str, k: float, adapter: str | Non
         gr.Warning("Nothing in the collection matched; the model will say the documents do not cover it.")
     frame, passages = _hits_frame(hits), passages_html(hits)
     last = 0.0
+    supports = None
     try:
         for grounded, plain, prompt in answer.stream_answers(models.get_handle(), question, hits, params, adapter=selected_adapter(adapter)):
             now = time.monotonic()
+            if grounded.done and supports is None:
+                supports = _check_support(grounded.text, prompt.hits)
             if grounded.done and (plain is None or plain.done) or now - last >= UI_UPDATE_SECONDS:
                 last = now
                 notice = f"⚠️ {prompt.notice}." if prompt.notice else f"All {len(prompt.hits)} passages fit in the prompt."
-                yield frame, _answer_md(grounded.text, prompt.hits), plain.text if plain else "", notice, passages
+                yield frame, _answer_md(grounded.text, prompt.hits, supports), plain.text if plain else "", notice, passages
     except (InvalidParameter, models.ModelUnavailable, ValueError) as error:
         raise _error(error) from error
+
+
+def _check_support(text: str, hits: list[retrieval.Hit]) -> list[attribution.SentenceSupport] | None:
+    try:
+        return attribution.attribute(text, hits)
+    except embedder.EmbedderUnavailable:
+        return None  # the answer still shows, with only the citations the model wrote
 
 
 def evaluate_questions(name: str | None, file: str | None, k: float):

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from .. import models
-from ..rag import answer, chunking, evaluate, retrieval, store
+from ..rag import answer, attribution, chunking, evaluate, retrieval, store
 from .common import UsageError, add_sampling_flags, emit_json, needs_action, quiet_stdout, sampling_from_args
 
 
@@ -74,23 +74,28 @@ def run_query(args: argparse.Namespace) -> int:
     try:
         with quiet_stdout(args.json):
             hits = retrieval.search(args.collection, args.question, k=args.k, mode=args.mode)
-            text, cited = None, []
+            text, cited, supports = None, [], []
             if not args.no_generate:
                 completion, _, prompt = None, None, None
                 for completion, _, prompt in answer.stream_answers(models.get_handle(), args.question, hits, params, with_baseline=False):
                     pass
                 text = completion.text.strip()
                 cited = answer.citations(text, len(prompt.hits))
+                supports = attribution.attribute(text, prompt.hits)
     except (ValueError, store.CollectionError) as error:
         raise UsageError(str(error)) from error
     if args.json:
-        emit_json({"chunks": [h.to_json() for h in hits], "answer": text, "citations": cited, "mode": args.mode, "k": args.k})
+        emit_json({"chunks": [h.to_json() for h in hits], "answer": text, "citations": cited, "mode": args.mode, "k": args.k,
+                   "sources": attribution.supporting_passages(supports), "support": [s.to_json() for s in supports]})
     else:
         for h in hits:
             page = f" p.{h.chunk.page}" if h.chunk.page else ""
             print(f"[{h.rank}] {h.score:.3f} {h.chunk.source}{page}: {h.chunk.text[:160]}")
         if text is not None:
             print(f"\n{text}")
+            for item in supports:
+                mark = "supported by " + ", ".join(f"[{n}]" for n in item.passages) if item.passages else ("no claim" if not item.claim else "NOT SUPPORTED")
+                print(f"  - {mark}: {item.sentence}")
     return 0
 
 

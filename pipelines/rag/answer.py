@@ -9,7 +9,6 @@ is told what was left out.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, replace
 from typing import Iterator, Sequence
 
@@ -17,6 +16,7 @@ from .. import chat, generation
 from ..chat import Message
 from ..models import ModelHandle
 from ..sampling import SamplingParams
+from .attribution import citations  # noqa: F401  (answer.citations is the public name)
 from .retrieval import Hit
 
 INSTRUCTION = (
@@ -71,17 +71,6 @@ def grounded_prompt(handle: ModelHandle, question: str, hits: Sequence[Hit], max
     if len(ids) > budget:
         raise ValueError(f"the question alone does not fit in the {window:,}-token context window")
     return GroundedPrompt(_messages(question, passages), kept, ids, min(max_new_tokens, window - len(ids)), "; ".join(notes))
-
-
-def citations(text: str, n_passages: int) -> list[int]:
-    """Passage numbers cited in an answer, in order of first use, limited to real passages."""
-    found: list[int] = []
-    for match in re.finditer(r"\[([\d,\s]+)\]", text):
-        for part in match.group(1).split(","):
-            part = part.strip()
-            if part.isdigit() and 1 <= int(part) <= n_passages and int(part) not in found:
-                found.append(int(part))
-    return found
 
 
 def stream_answers(

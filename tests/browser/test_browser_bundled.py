@@ -1,10 +1,12 @@
-"""The RAG flow in the browser on the real bundled model: a document ingested and an answer grounded in it.
+"""The RAG flow in the browser on the real bundled model: a document ingested and a cited answer grounded in it.
 
 The tiny model of test_browser.py streams noise, so it cannot show that the answer comes from the
 document; this test runs the app on SmolLM2 itself, greedy, and asks for a name only the document knows.
 """
 
 from __future__ import annotations
+
+import re
 
 import pytest
 
@@ -44,4 +46,11 @@ def test_document_ingested_and_answer_grounded_in_it(page: Page, tmp_path):
     expect(passage).to_contain_text("[1]", timeout=120_000)
     expect(passage).to_contain_text("railway.txt")
     # only the document knows the name; the model's answer from memory (shown beside it) does not
-    expect(page.locator("#rag-grounded")).to_contain_text("Grey Heron", timeout=180_000)
+    grounded = page.locator("#rag-grounded")
+    expect(grounded).to_contain_text("Grey Heron", timeout=180_000)
+    # SmolLM2 writes no [n] itself: the finished answer is checked against the passages and cites [1], linked to it
+    expect(grounded).to_contain_text("Sources: [1] railway.txt", timeout=60_000)
+    citation = grounded.locator("a[href='#passage-1']").first
+    expect(citation).to_have_text("[1]")
+    citation.click()
+    expect(page).to_have_url(re.compile("#passage-1$"))

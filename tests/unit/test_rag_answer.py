@@ -40,11 +40,6 @@ def test_passages_are_dropped_or_shortened_to_fit_and_the_user_is_told(collectio
     assert prompt.hits == hits[: len(prompt.hits)]  # the lowest-ranked go first
 
 
-def test_citations_are_parsed_and_bounded():
-    assert answer.citations("Paris [2]. Also [1, 3] and [2] again, not [9] or [0].", 3) == [2, 1, 3]
-    assert answer.citations("No citations here.", 3) == []
-
-
 def test_grounded_and_plain_answers_come_from_one_batch(collection, tiny_handle):
     hits = retrieval.search(collection, "What is the steam locomotive called?", k=2)
     last = None
@@ -75,7 +70,9 @@ def test_rag_cli_contracts(use_tiny, capsys, tmp_path, data_dir):
     assert set(doc["chunks"][0]) >= {"text", "source", "page", "score"} and doc["chunks"][0]["source"] == "orchard.md"
     assert main(["rag", "query", "--collection", "cli", "--question", "Who planted the orchard?", "--max-new-tokens", "4", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert isinstance(doc["answer"], str) and isinstance(doc["citations"], list)
+    assert isinstance(doc["answer"], str) and isinstance(doc["citations"], list) and isinstance(doc["sources"], list)
+    assert [s["sentence"] for s in doc["support"]] == [doc["answer"][s["start"]:s["end"]] for s in doc["support"]]
+    assert all(set(s) >= {"passages", "supported", "word_support", "similarity", "unsupported_words"} for s in doc["support"])
 
     assert main(["rag", "eval", "--collection", "cli", "--questions", str(write_questions(tmp_path / "q.jsonl")), "--k", "3", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)

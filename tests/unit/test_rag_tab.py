@@ -42,3 +42,18 @@ def test_clear_messages_for_bad_input(use_tiny, data_dir):
         tab.ingest_files("empty", [])
     with pytest.raises(gr.Error, match="already exists"):
         tab.create_collection("empty", 200, 40)
+
+
+def test_finished_answer_marks_support_per_sentence():
+    from tests.unit.test_rag_attribution import passages
+    from tests.rag_corpus import RAILWAY_TXT, ORCHARD_MD
+
+    hits = passages(RAILWAY_TXT, ORCHARD_MD)
+    text = "The locomotive is called Grey Heron. The capital of France is <b>Paris</b>. Planted by Mira Lenz [2]."
+    streaming = tab._answer_md(text, hits)
+    assert "href='#passage-2'" in streaming and "href='#passage-1'" not in streaming and "&lt;b&gt;" in streaming
+    done = tab._answer_md(text, hits, tab.attribution.attribute(text, hits))
+    assert "<a class='attributed' href='#passage-1'" in done  # found by the check: the model wrote no [1]
+    assert done.count("class='unsupported'") == 1 and "Paris" in done.split("class='unsupported'")[1].split("</span>")[0]
+    assert "Sources: [1] doc0.txt, [2] doc1.txt" in done and "1 of 3 statements are not supported" in done
+    assert "&lt;b&gt;Paris" in done  # still escaped
