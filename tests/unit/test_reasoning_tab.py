@@ -60,7 +60,7 @@ def test_problem_picker_fills_question_and_answer():
     assert tab.parse_gold(gold) == 27
 
 
-def test_known_answer_box_blank_means_unknown_and_garbage_is_refused():
+def test_known_answer_box_blank_means_unknown_and_garbage_is_refused(use_tiny):
     assert tab.parse_gold("") is None and tab.parse_gold("   ") is None and tab.parse_gold(None) is None
     assert tab.parse_gold(" $1,200 ") == 1200 and tab.parse_gold("3/4") == 0.75 and tab.parse_gold(4) == 4.0
     with pytest.raises(gr.Error, match="not a number"):
