@@ -128,28 +128,34 @@ def top_k_keep(logits: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def top_p_keep(logits: torch.Tensor, p: float) -> torch.Tensor:
-    """Nucleus: the smallest set of most likely tokens whose probability reaches `p`.
-
-    The nucleus is nearly always a few dozen tokens, so the most likely ones are found with
-    `topk`, widening until their mass reaches `p`, instead of sorting the whole vocabulary on
-    every step (a 49k-entry sort was a third of the per-token cost on top of llama.cpp).
-    """
+    """Nucleus: the smallest set of most likely tokens whose probability reaches `p`."""
     if p >= 1.0:
         return torch.isfinite(logits)
+    keep = torch.zeros(logits.numel(), dtype=torch.bool, device=logits.device)
+    keep[top_p_indices(logits, p)] = True
+    return keep
+
+
+def top_p_indices(logits: torch.Tensor, p: float) -> torch.Tensor:
+    """The nucleus as token ids, most likely first.
+
+    The nucleus is nearly always a few dozen tokens (SmolLM2 at temperature 0.7, p 0.9: median 2,
+    at most 34 over 200 steps), so the most likely ones are found with `topk`, widening until their
+    mass reaches `p`, instead of sorting the whole vocabulary on every step. Tokens of probability
+    zero (cut by an earlier filter) are never part of it.
+    """
     probs = torch.softmax(logits, dim=-1)
     n = probs.numel()
-    k = min(n, 256)
+    k = min(n, 64)
     while True:
         top_probs, order = torch.topk(probs, k)
         cumulative = torch.cumsum(top_probs, dim=-1)
         if k == n or float(cumulative[-1]) >= p:
             break
         k = min(n, k * 8)
-    keep_top = (cumulative - top_probs) < p
+    keep_top = ((cumulative - top_probs) < p) & (top_probs > 0)
     keep_top[0] = True
-    keep = torch.zeros(n, dtype=torch.bool)
-    keep[order[keep_top]] = True
-    return keep & torch.isfinite(logits)
+    return order[keep_top]
 
 
 def min_p_keep(logits: torch.Tensor, min_p: float) -> torch.Tensor:
@@ -169,6 +175,7 @@ class ProcessedLogits:
     scaled: torch.Tensor  # after temperature (equal to penalised when greedy)
     cut_by: dict[str, torch.Tensor]  # filter name -> tokens that filter removed
     final: torch.Tensor  # logits that are sampled from, -inf where cut
+    support: torch.Tensor | None = None  # the finite entries of `final` in ascending order, when already known
 
     @property
     def final_probs(self) -> torch.Tensor:
@@ -197,6 +204,7 @@ def process_logits(
 
     scaled = penalised / params.temperature
     current = scaled
+    support = None
     nothing_cut = torch.zeros_like(scaled, dtype=torch.bool) if track_cuts else None
     for name, keep_fn, value, active in (
         ("top-k", top_k_keep, params.top_k, 0 < params.top_k < scaled.numel()),
@@ -207,11 +215,18 @@ def process_logits(
             if track_cuts:
                 cut_by[name] = nothing_cut
             continue
-        keep = keep_fn(current, value)
+        if name == "top-p" and not track_cuts and params.min_p <= 0:
+            # the last filter: its kept ids are the draw's support, which spares the sampler
+            # two full-vocabulary passes to find them again
+            support = torch.sort(top_p_indices(current, value)).values
+            keep = torch.zeros(current.numel(), dtype=torch.bool, device=current.device)
+            keep[support] = True
+        else:
+            keep = keep_fn(current, value)
         if track_cuts:
             cut_by[name] = torch.isfinite(current) & ~keep
         current = torch.where(keep, current, neg_inf)
-    return ProcessedLogits(raw, penalised, scaled, cut_by, current)
+    return ProcessedLogits(raw, penalised, scaled, cut_by, current, support)
 
 
 def sample_token(processed: ProcessedLogits, params: SamplingParams, generator: torch.Generator | None) -> int:
@@ -226,7 +241,7 @@ def sample_with_probability(
     final = processed.final
     if params.greedy:
         return int(torch.argmax(final)), 1.0
-    support = torch.isfinite(final).nonzero().squeeze(-1)
+    support = processed.support if processed.support is not None else torch.isfinite(final).nonzero().squeeze(-1)
     if support.numel() < final.numel() // 2:
         probs = torch.softmax(final[support], dim=-1)
         index = int(torch.multinomial(probs, 1, generator=generator))

@@ -48,11 +48,14 @@ def test_greedy_is_one_hot_on_the_argmax():
 
 
 @pytest.mark.parametrize("params", [SamplingParams(temperature=0), SamplingParams(temperature=0.7, top_p=0.9),
-                                    SamplingParams(temperature=1.3, top_k=3, min_p=0.05), SamplingParams(temperature=1.0)])
+                                    SamplingParams(temperature=1.3, top_k=3, min_p=0.05), SamplingParams(temperature=1.0),
+                                    SamplingParams(temperature=2.0, top_p=0.999), SamplingParams(temperature=1.0, top_k=40, top_p=0.95)])
 def test_generation_skips_the_inspector_bookkeeping_but_draws_the_same(params):
     logits = torch.randn(500, generator=torch.Generator().manual_seed(4)) * 3
     full, lean = process_logits(logits, params), process_logits(logits, params, track_cuts=False)
     assert torch.equal(full.final, lean.final) and lean.cut_by == {}
+    if lean.support is not None:  # known from top-p: exactly the tokens that can be drawn, in id order
+        assert torch.equal(lean.support, torch.isfinite(full.final).nonzero().squeeze(-1))
     for seed in range(5):
         token = sample_token(full, params, torch.Generator().manual_seed(seed))
         same, probability = sample_with_probability(lean, params, torch.Generator().manual_seed(seed))
