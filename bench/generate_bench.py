@@ -182,7 +182,8 @@ def measure(handle: models.ModelHandle, tokens: int, repeats: int, llamacpp: boo
         result["app_exact_tokens_per_second"] = round(statistics.median(exact), 2)
     if llamacpp and llamacpp_engine.available():
         result.update(measure_llamacpp(handle, prompt_ids, params, repeats))
-        result["llamacpp_speedup_vs_transformers"] = round(result["llamacpp_tokens_per_second"] / hf_tps, 3)
+        if "llamacpp_tokens_per_second" in result:  # not when the model has no GGUF file
+            result["llamacpp_speedup_vs_transformers"] = round(result["llamacpp_tokens_per_second"] / hf_tps, 3)
     elif llamacpp:
         result["llamacpp"] = f"skipped: llama-cpp-python is not installed ({llamacpp_engine.INSTALL_HINT})"
     return result
