@@ -150,25 +150,33 @@ def attribute(answer: str, hits: Sequence[Hit], embed: Callable[[Sequence[str]],
     passage_words = [{normal for normal, _ in _words(h.chunk.text, stop)} for h in hits]
     passage_sentences = [[h.chunk.text[s:e] for s, e in chunking._spans(h.chunk.text)] or [h.chunk.text] for h in hits]
     results: list[SentenceSupport] = []
+    pending: list[tuple[SentenceSupport, list[int], list[int]]] = []  # (item, passages to compare with, passages chosen)
     for start, end in sentences(answer):
         text = answer[start:end]
         item = SentenceSupport(text, start, end, cited=citations(text, len(hits)))
+        results.append(item)
         written = _words(text, stop)
         words = [normal for normal, _ in written]
         if not words:
             item.claim = False
-            results.append(item)
             continue
         chosen, covered = _cover(words, passage_words)
         item.word_support = round(sum(w in covered for w in words) / len(words), 3)
         item.unsupported_words = list(dict.fromkeys(original for normal, original in written if normal not in covered))
         candidates = list(dict.fromkeys(chosen + [c - 1 for c in item.cited]))
         if candidates:
-            vectors = embed([_CITATION.sub(" ", text)] + [s for c in candidates for s in passage_sentences[c]])
-            item.similarity = round(float((vectors[1:] @ vectors[0]).max()), 3)
+            pending.append((item, candidates, chosen))
+    if not pending:
+        return results
+    # one embedding call: every sentence to check, then each needed passage's sentences once
+    needed = sorted({c for _, candidates, _ in pending for c in candidates})
+    owner = np.array([c for c in needed for _ in passage_sentences[c]])
+    vectors = embed([_CITATION.sub(" ", item.sentence) for item, _, _ in pending] + [t for c in needed for t in passage_sentences[c]])
+    questions, passage_vectors = vectors[: len(pending)], vectors[len(pending):]
+    for row, (item, candidates, chosen) in enumerate(pending):
+        item.similarity = round(float((passage_vectors[np.isin(owner, candidates)] @ questions[row]).max()), 3)
         if item.word_support >= MIN_WORD_SUPPORT and item.similarity >= MIN_SIMILARITY:
             item.passages = [c + 1 for c in chosen]
-        results.append(item)
     return results
 
 

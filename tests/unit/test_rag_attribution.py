@@ -85,3 +85,19 @@ def test_sentence_spans():
 def test_citations_are_parsed_and_bounded():
     assert attribution.citations("Paris [2]. Also [1, 3] and [2] again, not [9] or [0].", 3) == [2, 1, 3]
     assert attribution.citations("No citations here.", 3) == []
+
+
+def test_one_embedding_call_per_answer_with_each_needed_passage_embedded_once():
+    from pipelines.rag import embedder
+
+    calls: list[int] = []
+
+    def counting(texts):
+        calls.append(len(texts))
+        return embedder.embed(texts)
+
+    hits = passages(" ".join(BAKERY), RAILWAY_TXT, ORCHARD)
+    items = attribution.attribute("The bakery opens at six. It sells cardamom buns. The railway is 14 km long. Paris is big.", hits, counting)
+    assert [i.passages for i in items] == [[1], [1], [2], []]
+    # 3 sentences to check (no passage shares a word with "Paris is big") + the sentences of passages 1 and 2
+    assert calls == [3 + len(BAKERY) + 4]
