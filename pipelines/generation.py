@@ -342,10 +342,8 @@ def _stream_llamacpp(
 
 def _left_padded(handle: ModelHandle, rows: list[Completion]) -> tuple[torch.Tensor, torch.Tensor]:
     """Prompts right-aligned in one [B, T] tensor, and the mask of real (non-padding) tokens."""
-    tokenizer = handle.tokenizer
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     width = max(len(r.prompt_ids) for r in rows)
-    padded = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    padded = torch.full((len(rows), width), _pad_id(handle), dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, r in enumerate(rows):
         padded[i, width - len(r.prompt_ids) :] = torch.tensor(r.prompt_ids)
@@ -392,29 +390,30 @@ def _stream_torch(
     padded, mask = _left_padded(handle, rows)
     inputs, mask, positions = _prefill_inputs(handle, padded, mask, None if isinstance(adapter, list) else adapter)
     needs_mask = "attention_mask" in inputs
-    state: dict[str, Any] = {"cache": None, "mask": mask, "next": positions[:, -1:] + 1}
+    cache = None
+    next_positions = positions[:, -1:] + 1
 
     def step(chosen: list[int] | None) -> torch.Tensor:
-        nonlocal inputs
+        nonlocal inputs, mask, cache, next_positions
         if chosen is not None:
-            state["mask"] = torch.cat([state["mask"], torch.ones((len(rows), 1), dtype=torch.long)], dim=-1)
+            mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=torch.long)], dim=-1)
             inputs = {
                 "input_ids": torch.tensor(chosen, dtype=torch.long).unsqueeze(-1).to(device),
-                "position_ids": state["next"].to(device),
+                "position_ids": next_positions.to(device),
                 "use_cache": True,
                 "logits_to_keep": 1,
             }
             if needs_mask:
-                inputs["attention_mask"] = state["mask"].to(device)
-            state["next"] = state["next"] + 1
-        out = handle.forward(**inputs, past_key_values=state["cache"], adapter=adapter)
-        state["cache"] = out.past_key_values
+                inputs["attention_mask"] = mask.to(device)
+            next_positions = next_positions + 1
+        out = handle.forward(**inputs, past_key_values=cache, adapter=adapter)
+        cache = out.past_key_values
         return out.logits[:, -1, :].float().cpu()
 
     try:
         yield from _lockstep(rows, states, step, should_stop, _pad_id(handle))
     finally:
-        state.clear()
+        cache = None  # release the KV cache as soon as the stream ends, not when the generator is collected
 
 
 def _stream_fast(

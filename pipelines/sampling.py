@@ -131,8 +131,12 @@ def top_p_keep(logits: torch.Tensor, p: float) -> torch.Tensor:
     """Nucleus: the smallest set of most likely tokens whose probability reaches `p`."""
     if p >= 1.0:
         return torch.isfinite(logits)
-    keep = torch.zeros(logits.numel(), dtype=torch.bool, device=logits.device)
-    keep[top_p_indices(logits, p)] = True
+    return _mask_of(top_p_indices(logits, p), logits)
+
+
+def _mask_of(indices: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    keep = torch.zeros(like.numel(), dtype=torch.bool, device=like.device)
+    keep[indices] = True
     return keep
 
 
@@ -219,8 +223,7 @@ def process_logits(
             # the last filter: its kept ids are the draw's support, which spares the sampler
             # two full-vocabulary passes to find them again
             support = torch.sort(top_p_indices(current, value)).values
-            keep = torch.zeros(current.numel(), dtype=torch.bool, device=current.device)
-            keep[support] = True
+            keep = _mask_of(support, current)
         else:
             keep = keep_fn(current, value)
         if track_cuts:

@@ -143,6 +143,10 @@ def _linked(escaped: str, numbers: list[int]) -> str:
     return escaped
 
 
+def _sources_line(label: str, numbers: list[int], hits: list[retrieval.Hit]) -> str:
+    return f"{label}: " + ", ".join(f"[{n}] {html.escape(hits[n - 1].chunk.source)}" for n in numbers)
+
+
 def _source_links(numbers: list[int], title: str) -> str:
     return "".join(f" <a class='attributed' href='#passage-{n}' title='{html.escape(title, quote=True)}'>[{n}]</a>" for n in numbers)
 
@@ -152,7 +156,7 @@ def _answer_md(text: str, hits: list[retrieval.Hit], supports: list[attribution.
     marked with the passages that support it and sentences nothing supports are underlined."""
     if supports is None:
         cited = answer.citations(text, len(hits))
-        footer = ("  \n<span class='muted'>Cites: " + ", ".join(f"[{n}] {html.escape(hits[n - 1].chunk.source)}" for n in cited) + "</span>") if cited else ""
+        footer = f"  \n<span class='muted'>{_sources_line('Cites', cited, hits)}</span>" if cited else ""
         return _linked(html.escape(text), cited) + footer
     parts, cursor, missing = [], 0, []
     for item in supports:
@@ -172,7 +176,7 @@ def _answer_md(text: str, hits: list[retrieval.Hit], supports: list[attribution.
     lines = []
     sources = attribution.supporting_passages(supports)
     if sources:
-        lines.append("Sources: " + ", ".join(f"[{n}] {html.escape(hits[n - 1].chunk.source)}" for n in sources))
+        lines.append(_sources_line("Sources", sources, hits))
     claims = [i for i in supports if i.claim]
     if any(n not in i.cited for i in supports for n in i.passages):
         lines.append("[n] with a dotted underline were added by checking each sentence against the passages (shared words "

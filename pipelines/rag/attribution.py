@@ -25,6 +25,7 @@ says so. Citations the model does write are kept and checked the same way.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
 
@@ -75,6 +76,7 @@ class SentenceSupport:
         return {**asdict(self), "supported": self.supported}
 
 
+@lru_cache(maxsize=1)
 def _stopwords() -> frozenset[str]:
     from bm25s.stopwords import STOPWORDS_EN  # the list BM25 retrieval already uses
 
@@ -90,10 +92,6 @@ def _normal(word: str) -> str:
 def _words(text: str, stop: frozenset[str]) -> list[tuple[str, str]]:
     """(matching form, word as written) for each content word; citation brackets are not words."""
     return [(_normal(w), w) for w in _WORD.findall(_CITATION.sub(" ", text)) if w.lower() not in stop]
-
-
-def content_words(text: str) -> list[str]:
-    return [normal for normal, _ in _words(text, _stopwords())]
 
 
 def sentences(text: str) -> list[tuple[int, int]]:
@@ -148,7 +146,7 @@ def attribute(answer: str, hits: Sequence[Hit], embed: Callable[[Sequence[str]],
         from .embedder import embed
     stop = _stopwords()
     passage_words = [{normal for normal, _ in _words(h.chunk.text, stop)} for h in hits]
-    passage_sentences = [[h.chunk.text[s:e] for s, e in chunking._spans(h.chunk.text)] or [h.chunk.text] for h in hits]
+    passage_sentences = [[h.chunk.text[s:e] for s, e in chunking.sentence_spans(h.chunk.text)] or [h.chunk.text] for h in hits]
     results: list[SentenceSupport] = []
     pending: list[tuple[SentenceSupport, list[int], list[int]]] = []  # (item, passages to compare with, passages chosen)
     for start, end in sentences(answer):

@@ -28,7 +28,7 @@ class Chunk:
     tokens: int
 
 
-def _spans(text: str) -> list[tuple[int, int]]:
+def sentence_spans(text: str) -> list[tuple[int, int]]:
     """(start, end) of each sentence-like unit; paragraph breaks are boundaries too."""
     spans, cursor = [], 0
     for match in _SENTENCE_END.finditer(text):
@@ -58,7 +58,7 @@ def chunk_text(text: str, page: int | None, tokenizer: Any, *, size: int = DEFAU
         raise ValueError(f"chunk size must be between 16 and {MAX_CHUNK_TOKENS} tokens (the embedder's limit), got {size}")
     if not 0 <= overlap < size:
         raise ValueError(f"overlap must be at least 0 and smaller than the chunk size, got {overlap}")
-    spans = _spans(text)
+    spans = sentence_spans(text)
     if not spans:
         return []
     counts = [len(ids) for ids in tokenizer([text[s:e] for s, e in spans], add_special_tokens=False)["input_ids"]]
