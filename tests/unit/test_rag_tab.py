@@ -57,3 +57,18 @@ def test_finished_answer_marks_support_per_sentence():
     assert done.count("class='unsupported'") == 1 and "Paris" in done.split("class='unsupported'")[1].split("</span>")[0]
     assert "Sources: [1] doc0.txt, [2] doc1.txt" in done and "1 of 3 statements are not supported" in done
     assert "&lt;b&gt;Paris" in done  # still escaped
+
+
+def test_without_the_embedder_the_answer_keeps_the_model_citations(monkeypatch):
+    from pipelines.rag import embedder
+    from tests.unit.test_rag_attribution import passages
+    from tests.rag_corpus import RAILWAY_TXT
+
+    def missing(texts):
+        raise embedder.EmbedderUnavailable("the embedder package is missing")
+
+    monkeypatch.setattr(embedder, "embed", missing)
+    hits = passages(RAILWAY_TXT)
+    assert tab._check_support("Grey Heron [1].", hits) is None
+    shown = tab._answer_md("Grey Heron [1].", hits, tab._check_support("Grey Heron [1].", hits))
+    assert "<a href='#passage-1'>[1]</a>" in shown and "Cites: [1] doc0.txt" in shown
