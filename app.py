@@ -23,11 +23,11 @@ TITLE = "LLM Playground"
 QUEUE_MAX = 256
 
 
-def build_app(handle: models.ModelHandle | None = None) -> gr.Blocks:
-    handle = handle or models.get_handle()
+def build_app(model_name: str | None = None) -> gr.Blocks:
+    """The whole UI. It needs no loaded model: what depends on one is filled on page load."""
     with gr.Blocks(title=TITLE) as demo:
         gr.Markdown(f"# {TITLE}\nLearn, demo and do the whole life of a small LLM, on this machine.")
-        shared = sidebar.build(demo, handle)
+        shared = sidebar.build(demo, model_name or models.display_name())
         with gr.Tabs():
             with gr.Tab("Generate", id="generate"):
                 generate.build(demo, shared)
@@ -77,18 +77,30 @@ def launch_kwargs() -> dict:
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        handle = models.load_handle(background=True)  # the fast decoder packs its weights while the UI builds
-        models.set_handle(handle)
-    except models.ModelUnavailable as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    try:
         get_policy()
     except AuthConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    try:
+        name = models.check_configured()
+    except models.ModelUnavailable as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     jobs.manager()  # recover jobs interrupted by a previous shutdown, then run queued ones
-    build_app(handle).queue(default_concurrency_limit=4, max_size=QUEUE_MAX).launch(**launch_kwargs())
+    demo = build_app(name).queue(default_concurrency_limit=4, max_size=QUEUE_MAX)
+    # From here on model calls wait for the weights; started after the UI is built (competing for
+    # the interpreter, a load would slow the build as much as it gained) and before the server
+    # answers, so that no early request loads a second copy.
+    models.load_in_background()
+    demo.launch(prevent_thread_lock=True, **launch_kwargs())
+    try:
+        models.wait_for_handle()
+    except models.ModelUnavailable as error:  # what only loading could tell (a Hub id offline, corrupt weights)
+        print(f"error: {error}", file=sys.stderr)
+        demo.close()
+        return 1
+    logging.getLogger("app").info("model loaded; every tab is ready")
+    demo.block_thread()
     return 0
 
 

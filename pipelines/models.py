@@ -389,9 +389,9 @@ class ModelHandle:
 def load_handle(model_id: str | None = None, settings: Settings | None = None, *, background: bool = False) -> ModelHandle:
     """Load a base model for inference on the best device this machine has.
 
-    `background`: build the fast decoder in a thread (its fp16 packing releases the GIL, so on
-    the app's start it overlaps the UI build); requests decode through transformers until it is
-    ready. One-shot callers (CLI, benchmarks) build it before returning.
+    `background`: build the fast decoder in a thread (its fp16 packing releases the GIL, so in
+    the app it overlaps the first requests, which decode through transformers until it is
+    ready). One-shot callers (CLI, benchmarks) build it before returning.
     """
     settings = settings or get_settings()
     model_id = model_id or settings.model or default_model_id()
@@ -480,18 +480,103 @@ _handle: ModelHandle | None = None
 _handle_lock = threading.Lock()
 
 
-def get_handle() -> ModelHandle:
-    """The process-wide base model, loaded on first use."""
-    global _handle
-    if _handle is None:
-        with _handle_lock:
-            if _handle is None:
-                _handle = load_handle()
+@dataclass
+class _BackgroundLoad:
+    done: threading.Event = field(default_factory=threading.Event)
+    error: ModelUnavailable | None = None
+
+
+_loading: _BackgroundLoad | None = None
+
+
+def display_name(model_id: str | None = None, settings: Settings | None = None) -> str:
+    """The configured model's name, known without loading (or converting) anything."""
+    settings = settings or get_settings()
+    model_id = model_id or settings.model or default_model_id()
+    if model_id == BUNDLED_MODEL:
+        return BUNDLED_NAME
+    local = Path(model_id).expanduser()
+    return local.resolve().name if local.is_dir() else model_id.rstrip("/").split("/")[-1]
+
+
+def check_configured(settings: Settings | None = None) -> str:
+    """The configured model's display name, after the checks that need no loading.
+
+    A missing bundled package or model directory fails here, before a server starts; what only
+    loading can tell (a Hub id offline, corrupt weights) surfaces from `wait_for_handle`.
+    """
+    settings = settings or get_settings()
+    model_id = settings.model or default_model_id()
+    if model_id == BUNDLED_MODEL:
+        if bundled_gguf_path() is None:
+            bundled_model_dir(settings)  # raises the install instructions
+    else:
+        local = Path(model_id).expanduser()
+        if not local.is_dir() and (local.suffix == ".gguf" or model_id.startswith((".", "/", "~"))):
+            raise ModelUnavailable(f"PLAYGROUND_MODEL={model_id!r}: no such model directory")
+    return display_name(model_id, settings)
+
+
+def load_in_background(settings: Settings | None = None) -> None:
+    """Load the process-wide model in a thread; every `get_handle` call waits for it.
+
+    Why: importing transformers' model code and reading the weights is about 4 s of the app's
+    start (the first start's GGUF conversion much more). The app starts this once its server is
+    up: pages, labels, datasets and RAG indexes need no model, and model calls queue meanwhile.
+    """
+    global _loading
+    settings = settings or get_settings()
+    model_id = settings.model or default_model_id()
+    loading = _BackgroundLoad()
+
+    def run() -> None:
+        global _handle
+        try:
+            handle = load_handle(model_id, settings, background=True)
+            with _handle_lock:
+                _handle = handle
+        except ModelUnavailable as error:
+            loading.error = error
+        except Exception as error:  # noqa: BLE001 - a corrupt cache, say: report it like any load failure
+            log.exception("loading the model failed")
+            loading.error = ModelUnavailable(f"Model {model_id!r} could not be loaded ({_first_line(error)}).")
+        finally:
+            loading.done.set()
+
+    with _handle_lock:
+        _loading = loading
+    threading.Thread(target=run, name="model-load", daemon=True).start()
+
+
+def wait_for_handle(timeout: float | None = None) -> ModelHandle | None:
+    """The process-wide model once a background load has finished (None on timeout).
+
+    Raises the load's ModelUnavailable when it failed, so every caller sees the same reason.
+    """
+    loading = _loading
+    if loading is not None:
+        if not loading.done.wait(timeout):
+            return None
+        if loading.error is not None:
+            raise loading.error
     return _handle
+
+
+def get_handle() -> ModelHandle:
+    """The process-wide base model: waits for a background load, or loads on first use."""
+    global _handle
+    handle = wait_for_handle()
+    if handle is not None:
+        return handle
+    with _handle_lock:
+        if _handle is None:
+            _handle = load_handle()
+        return _handle
 
 
 def set_handle(handle: ModelHandle | None) -> None:
     """Install (or clear) the process-wide model; tests and the CLI use this."""
-    global _handle
+    global _handle, _loading
     with _handle_lock:
         _handle = handle
+        _loading = None

@@ -13,7 +13,7 @@ from pipelines import chat, models, preferences
 from pipelines.access import get_policy
 from pipelines.sampling import InvalidParameter, SamplingParams
 
-from .controls import MODEL_EVENTS, how_it_works, to_params
+from .controls import MODEL_EVENTS, fill_when_model_ready, how_it_works, to_params
 from .sidebar import Shared, annotator_name, labeller, selected_adapter
 
 UI_UPDATE_SECONDS = 0.05
@@ -269,14 +269,18 @@ def import_conversation(file: str | None) -> tuple[list[dict[str, str]], str]:
     return to_chatbot(rest), system if system is not None else gr.update()
 
 
+def model_default_system() -> dict:
+    """The system prompt box, showing the loaded model's own default and open for editing."""
+    return gr.update(value=chat.default_system_prompt(models.get_handle().tokenizer) or "", interactive=True)
+
+
 def build(demo: gr.Blocks, shared: Shared) -> None:
-    handle = models.get_handle()
-    default_system = chat.default_system_prompt(handle.tokenizer) or ""
     sampling_kwargs = shared.sampling.kwargs()
     with gr.Row():
         with gr.Column(scale=3):
             system_prompt = gr.Textbox(
-                value=default_system,
+                value="",
+                interactive=False,  # until the model's default is filled in (fill_when_model_ready)
                 label="System prompt",
                 info="the model's own default is shown; change it to steer the assistant",
                 lines=2,
@@ -334,6 +338,7 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
         running.then(release, None, busy, **fast)
     stop_button.click(release, None, busy, cancels=[sending, regenerating, editing], **fast)
 
+    fill_when_model_ready(demo, model_default_system, None, system_prompt)
     gr.on([undo_button.click, chatbot.undo], undo, [chatbot, busy], [chatbot, message], api_name="undo")
     clear_button.click(lambda: ([], "", ""), None, [chatbot, rendered, report], api_name="clear_chat")
     chatbot.clear(lambda: ("", ""), None, [rendered, report], api_visibility="private")

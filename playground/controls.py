@@ -10,7 +10,7 @@ from __future__ import annotations
 import codecs
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import gradio as gr
 
@@ -127,6 +127,16 @@ def sampling_controls(defaults: SamplingParams | None = None, *, label_prefix: s
             value=format_stop(d.stop), lines=2, label=f"{p}Stop strings", info="one per line; \\n = newline"
         ),
     )
+
+
+def fill_when_model_ready(demo: gr.Blocks, fn: Callable[..., Any], inputs: Any, outputs: Any) -> None:
+    """Run `fn` on every page load, where it may wait for the model: what it fills needs the weights.
+
+    The server answers while the model still loads in the background (models.load_in_background),
+    so components that depend on the loaded model are built disabled and filled here; the
+    components show a running timer meanwhile, so nobody mistakes the wait for a hang.
+    """
+    demo.load(fn, inputs, outputs, show_progress="minimal", api_visibility="private")
 
 
 def how_it_works(name: str, title: str = "How it works") -> gr.Accordion:

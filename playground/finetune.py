@@ -16,7 +16,7 @@ from pipelines.hardware import detect, plan_device, train_precision
 from pipelines.sampling import InvalidParameter
 
 from . import jobs_panel
-from .controls import ASSETS, how_it_works
+from .controls import ASSETS, fill_when_model_ready, how_it_works
 from .sidebar import Shared, refresh_adapters
 from .guard import admin_only
 
@@ -190,8 +190,6 @@ def watch_for_new_adapter(job_id: str | None, last_status: str | None, current_a
 
 
 def build(demo: gr.Blocks, shared: Shared) -> None:
-    handle = models.get_handle()
-    linear = finetune.linear_module_names(handle.base_model)
     device = plan_device(detect()).device
     precision = train_precision(detect(), device)
     qlora_ok, qlora_reason = finetune.qlora_available()
@@ -223,7 +221,10 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
                     lora_r = gr.Slider(1, 64, value=defaults.lora_r, step=1, label="LoRA rank r")
                     lora_alpha = gr.Slider(1, 128, value=defaults.lora_alpha, step=1, label="LoRA alpha")
                 lora_dropout = gr.Slider(0, 0.5, value=defaults.lora_dropout, step=0.01, label="LoRA dropout")
-                targets = gr.CheckboxGroup(linear, value=[t for t in defaults.target_modules if t in linear], label="Target layers")
+                targets = gr.CheckboxGroup(
+                    list(finetune.DEFAULT_TARGETS), value=list(defaults.target_modules), label="Target layers",
+                    interactive=False,  # until the loaded model's own layer names replace the defaults
+                )
             virtual_tokens = gr.Slider(1, 100, value=defaults.num_virtual_tokens, step=1, label="Virtual tokens (prompt tuning)", visible=False)
             with gr.Row():
                 learning_rate = gr.Number(value=5e-4, label="Learning rate", info="defaults: 5e-4 LoRA, 3e-2 prompt tuning")
@@ -259,6 +260,12 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
         zip_file = gr.File(label="Adapter archive", interactive=False)
     how_it_works("finetune")
 
+    def fill_targets() -> dict:
+        linear = finetune.linear_module_names(models.get_handle().base_model)
+        targets.choices = [(name, name) for name in linear]  # API calls are checked against the model's layers too
+        return gr.update(choices=linear, value=[t for t in defaults.target_modules if t in linear], interactive=True)
+
+    fill_when_model_ready(demo, fill_targets, None, targets)
     data_inputs = [upload, sample, max_length]
     data_outputs = [summary, preview, problems, loss_mask]
     gr.on([upload.change, sample.change, demo.load], check_data, data_inputs, data_outputs, api_name="check_dataset")

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from pipelines import adapters
+from pipelines import adapters, models
 from pipelines.access import AccessDenied, get_policy
 from pipelines.models import ModelHandle
 
-from .controls import SamplingControls, sampling_controls
+from .controls import SamplingControls, fill_when_model_ready, sampling_controls
 
 
 @dataclass
@@ -30,6 +30,14 @@ def model_card(handle: ModelHandle) -> str:
         f"{handle.plan.device} · {handle.plan.dtype_name} · {handle.plan.threads} threads  \n"
         f"<span class='muted'>{handle.plan.reason}</span>"
     )
+
+
+def loading_card(name: str) -> str:
+    return f"**{name}** · loading the weights…  \n<span class='muted'>the model's tabs answer once it is in</span>"
+
+
+def current_model_card() -> str:
+    return model_card(models.get_handle())
 
 
 def adapter_choices() -> list[tuple[str, str]]:
@@ -92,9 +100,9 @@ def labeller(typed: str | None, request: gr.Request | None, action: str = "label
     return name
 
 
-def build(demo: gr.Blocks, handle: ModelHandle) -> Shared:
+def build(demo: gr.Blocks, model_name: str) -> Shared:
     with gr.Sidebar(label="Model & sampling", open=True, width=330):
-        gr.Markdown(model_card(handle))
+        card = gr.Markdown(loading_card(model_name))
         if os.environ.get("OAUTH_CLIENT_ID"):  # a Space with `hf_oauth: true` in its README
             gr.LoginButton()
         annotator = gr.Textbox(label="Your name", placeholder="used for your preference labels", max_length=128)
@@ -112,4 +120,5 @@ def build(demo: gr.Blocks, handle: ModelHandle) -> Shared:
     refresh.click(refresh_adapters, adapter, adapter, api_name="list_adapters")
     demo.load(refresh_adapters, adapter, adapter, api_visibility="private")
     demo.load(identity, None, annotator, api_visibility="private")
+    fill_when_model_ready(demo, current_model_card, None, card)
     return Shared(sampling=sampling, adapter=adapter, annotator=annotator)

