@@ -25,10 +25,6 @@ MAX_FILES_PER_UPLOAD = 20
 ALLOWED = tuple(parsing.KINDS)
 
 
-def collection_names() -> list[str]:
-    return [c["name"] for c in store.list_collections()]
-
-
 def _error(error: Exception) -> gr.Error:
     return gr.Error(str(error))
 
@@ -39,7 +35,7 @@ def create_collection(name: str, chunk_size: float, overlap: float):
     except (store.CollectionError, embedder.EmbedderUnavailable) as error:
         raise _error(error) from error
     gr.Info(f"Collection {name!r} created.")
-    return gr.update(choices=collection_names(), value=name.strip())
+    return gr.update(choices=store.collection_names(), value=name.strip())
 
 
 @admin_only("delete data")
@@ -50,7 +46,7 @@ def delete_collection(name: str | None, request: gr.Request = None):
         store.delete(name)
     except store.CollectionError as error:
         raise _error(error) from error
-    names = collection_names()
+    names = store.collection_names()
     return gr.update(choices=names, value=names[0] if names else None)
 
 
@@ -256,7 +252,7 @@ def evaluate_questions(name: str | None, file: str | None, k: float):
 
 
 def build(demo: gr.Blocks, shared: Shared) -> None:
-    names = collection_names()
+    names = store.collection_names()
     with gr.Row():
         with gr.Column(scale=1):
             gr.Markdown("#### Collections and documents")
@@ -312,7 +308,7 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
     doc_outputs = [report, docs, summary]
     gr.on([collection.change, demo.load], lambda n: (documents_table(n), collection_summary(n)), collection, [docs, summary],
           api_visibility="private")
-    demo.load(lambda: gr.update(choices=collection_names()), None, collection, api_visibility="private")
+    demo.load(lambda: gr.update(choices=store.collection_names()), None, collection, api_visibility="private")
     create_button.click(create_collection, [new_name, chunk_size, overlap], collection, api_name="rag_create")
     delete_button.click(delete_collection, collection, collection, api_name="rag_delete")
     ingest_button.click(ingest_files, [collection, files], doc_outputs, api_name="rag_ingest")

@@ -87,20 +87,33 @@ def collection_dir(name: str, settings: Settings | None = None) -> Path:
     return root(settings) / check_name(name)
 
 
-def list_collections() -> list[dict[str, Any]]:
-    found = []
+def collection_names() -> list[str]:
+    """The collections there are, read without loading any index (the RAG tab lists them at start-up)."""
     base = root()
-    if base.is_dir():
-        for path in sorted(base.iterdir()):
-            meta_file = path / "collection.json"
-            if path.is_dir() and meta_file.is_file():
-                meta = json.loads(meta_file.read_text(encoding="utf-8"))
-                try:
-                    generation = load(path.name)
-                    meta.update(documents=len(generation.documents), chunks=len(generation.chunks))
-                except CollectionError:
-                    meta.update(documents=None, chunks=None)
-                found.append(meta)
+    if not base.is_dir():
+        return []
+    return [path.name for path in sorted(base.iterdir())
+            if path.is_dir() and (path / "collection.json").is_file() and _valid_name(path.name)]
+
+
+def _valid_name(name: str) -> bool:
+    try:
+        return check_name(name) == name
+    except CollectionError:
+        return False
+
+
+def list_collections() -> list[dict[str, Any]]:
+    """Every collection's settings with its document and chunk counts (this loads each index)."""
+    found = []
+    for name in collection_names():
+        info = meta(name)
+        try:
+            generation = load(name)
+            info.update(documents=len(generation.documents), chunks=len(generation.chunks))
+        except CollectionError:
+            info.update(documents=None, chunks=None)
+        found.append(info)
     return found
 
 

@@ -209,3 +209,20 @@ def test_question_file_errors_by_line(tmp_path):
     path.write_text('{"question": "ok?", "source": "a.txt"}\n{bad\n{"question": ""}\n{"question": "x", "source": "a", "page": 0}\n')
     rows, errors = evaluate.load_questions(path)
     assert len(rows) == 1 and [e["line"] for e in errors] == [2, 3, 4]
+
+
+def test_collection_names_are_listed_without_loading_an_index(data_dir, tmp_path, monkeypatch):
+    """The RAG tab lists collections while the app starts: no FAISS or BM25 file is read for that."""
+    store.create("alpha")
+    note = tmp_path / "note.txt"
+    note.write_text("The lighthouse keeper polishes the lens every evening.")
+    assert store.ingest("alpha", [(note, "note.txt")]).ingested
+    store._cache.clear()  # as in a fresh process
+    store.create("beta")
+    (store.root() / ".tmp-half-written").mkdir()
+    (store.root() / ".tmp-half-written" / "collection.json").write_text("{}")
+    (store.root() / "no-meta").mkdir()
+    monkeypatch.setattr(store, "_read_generation", lambda *a: pytest.fail("an index was loaded"))
+    assert store.collection_names() == ["alpha", "beta"]
+    with pytest.raises(pytest.fail.Exception, match="an index was loaded"):
+        store.list_collections()  # the full listing with counts does read it: the check above is not vacuous
