@@ -27,7 +27,7 @@ def build_app(model_name: str | None = None) -> gr.Blocks:
     """The whole UI. It needs no loaded model: what depends on one is filled on page load."""
     with gr.Blocks(title=TITLE) as demo:
         gr.Markdown(f"# {TITLE}\nLearn, demo and do the whole life of a small LLM, on this machine.")
-        shared = sidebar.build(demo, model_name or models.display_name())
+        shared = sidebar.build(demo, model_name or models.check_configured())
         with gr.Tabs():
             with gr.Tab("Generate", id="generate"):
                 generate.build(demo, shared)

@@ -133,6 +133,11 @@ def resolve_source(model_id: str, settings: Settings | None = None) -> tuple[str
     """(what to pass to from_pretrained, a display name) for a configured model id."""
     if model_id == BUNDLED_MODEL:
         return str(bundled_model_dir(settings)), BUNDLED_NAME
+    return _local_or_hub(model_id)
+
+
+def _local_or_hub(model_id: str) -> tuple[str, str]:
+    """resolve_source for any model but the bundled one: nothing to convert, so nothing is loaded."""
     local = Path(model_id).expanduser()
     if local.is_dir():
         return str(local.resolve()), local.name
@@ -489,16 +494,6 @@ class _BackgroundLoad:
 _loading: _BackgroundLoad | None = None
 
 
-def display_name(model_id: str | None = None, settings: Settings | None = None) -> str:
-    """The configured model's name, known without loading (or converting) anything."""
-    settings = settings or get_settings()
-    model_id = model_id or settings.model or default_model_id()
-    if model_id == BUNDLED_MODEL:
-        return BUNDLED_NAME
-    local = Path(model_id).expanduser()
-    return local.resolve().name if local.is_dir() else model_id.rstrip("/").split("/")[-1]
-
-
 def check_configured(settings: Settings | None = None) -> str:
     """The configured model's display name, after the checks that need no loading.
 
@@ -507,14 +502,11 @@ def check_configured(settings: Settings | None = None) -> str:
     """
     settings = settings or get_settings()
     model_id = settings.model or default_model_id()
-    if model_id == BUNDLED_MODEL:
-        if bundled_gguf_path() is None:
-            bundled_model_dir(settings)  # raises the install instructions
-    else:
-        local = Path(model_id).expanduser()
-        if not local.is_dir() and (local.suffix == ".gguf" or model_id.startswith((".", "/", "~"))):
-            raise ModelUnavailable(f"PLAYGROUND_MODEL={model_id!r}: no such model directory")
-    return display_name(model_id, settings)
+    if model_id != BUNDLED_MODEL:
+        return _local_or_hub(model_id)[1]
+    if bundled_gguf_path() is None:
+        bundled_model_dir(settings)  # raises the install instructions
+    return BUNDLED_NAME
 
 
 def load_in_background(settings: Settings | None = None) -> None:
