@@ -74,6 +74,15 @@ def _respond(
 BUSY_MESSAGE = "A reply is still being written: wait for it, or press Stop."
 
 
+def _reply_buttons(enabled: bool) -> tuple[dict, dict]:
+    """Send and Regenerate, switched in the same response that sets `busy`.
+
+    An enabled Send then always means a new message is accepted: switching them in a follow-up
+    event would leave a moment where the reply looks finished but Send is refused.
+    """
+    return gr.update(interactive=enabled), gr.update(interactive=enabled)
+
+
 def take_message(message: str, history: list[dict[str, Any]] | None, busy: bool):
     """First step of Send: move the message into the conversation, clear the box, mark busy.
 
@@ -84,18 +93,18 @@ def take_message(message: str, history: list[dict[str, Any]] | None, busy: bool)
         raise gr.Error(BUSY_MESSAGE)
     if not message or not message.strip():
         raise gr.Error("Type a message first.")
-    return "", to_chatbot(to_messages(history)) + [{"role": "user", "content": message}], True
+    return "", to_chatbot(to_messages(history)) + [{"role": "user", "content": message}], True, *_reply_buttons(False)
 
 
-def claim(busy: bool) -> bool:
+def claim(busy: bool) -> tuple[bool, dict, dict]:
     """First step of Regenerate: only one reply at a time per conversation."""
     if busy:
         raise gr.Error(BUSY_MESSAGE)
-    return True
+    return True, *_reply_buttons(False)
 
 
-def release() -> bool:
-    return False
+def release() -> tuple[bool, dict, dict]:
+    return False, *_reply_buttons(True)
 
 
 def _until_last_user(history: list[dict[str, Any]] | None) -> tuple[list[dict[str, str]], str]:
@@ -130,7 +139,7 @@ def apply_edit(history: list[dict[str, Any]], busy: bool, edit_data: gr.EditData
     new_text = chat.flatten_content(edit_data.value)
     if not new_text.strip():
         raise gr.Error("The edited message is empty.")
-    return messages[:index] + [{"role": "user", "content": new_text}], True
+    return messages[:index] + [{"role": "user", "content": new_text}], True, *_reply_buttons(False)
 
 
 def chat_api(
@@ -328,15 +337,16 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
     stream = {"inputs_kwargs": sampling_kwargs, "api_visibility": "private", **MODEL_EVENTS}
     answer_inputs = [chatbot, system_prompt, shared.adapter]
 
-    sent = gr.on([send_button.click, message.submit], take_message, [message, chatbot, busy], [message, chatbot, busy], **fast)
+    claimed = [busy, send_button, regenerate_button]
+    sent = gr.on([send_button.click, message.submit], take_message, [message, chatbot, busy], [message, chatbot, *claimed], **fast)
     sending = sent.success(answer, answer_inputs, outputs, **stream)
-    regen = gr.on([regenerate_button.click, chatbot.retry], claim, busy, busy, **fast)
+    regen = gr.on([regenerate_button.click, chatbot.retry], claim, busy, claimed, **fast)
     regenerating = regen.success(answer, answer_inputs, outputs, **stream)
-    edited = chatbot.edit(apply_edit, [chatbot, busy], [chatbot, busy], **fast)
+    edited = chatbot.edit(apply_edit, [chatbot, busy], [chatbot, *claimed], **fast)
     editing = edited.success(answer, answer_inputs, outputs, **stream)
     for running in (sending, regenerating, editing):
-        running.then(release, None, busy, **fast)
-    stop_button.click(release, None, busy, cancels=[sending, regenerating, editing], **fast)
+        running.then(release, None, claimed, **fast)
+    stop_button.click(release, None, claimed, cancels=[sending, regenerating, editing], **fast)
 
     fill_when_model_ready(demo, model_default_system, None, system_prompt)
     gr.on([undo_button.click, chatbot.undo], undo, [chatbot, busy], [chatbot, message], api_name="undo")

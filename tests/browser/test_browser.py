@@ -57,11 +57,14 @@ def test_generation_streams_and_shows_the_distribution(page: Page):
 def test_two_turn_chat(page: Page):
     page.get_by_role("tab", name="Chat").click()
     message = page.get_by_placeholder(re.compile("message", re.I)).first
+    send = page.get_by_role("button", name="Send", exact=True)
     for turn in ("Hello there!", "And a second question?"):
         message.fill(turn)
-        page.get_by_role("button", name="Send", exact=True).click()
+        send.click()
         expect(page.get_by_text(turn, exact=True).first).to_be_visible()
-        page.wait_for_function("() => !document.querySelector('.generating')", timeout=60_000)
+        # Send is disabled in the response that shows the message, and enabled again only once the
+        # reply is finished and the conversation is free: what a person waits for before typing on
+        expect(send).to_be_enabled(timeout=60_000)
     bubbles = page.locator("#chat-conversation [data-testid='bot']")
     expect(bubbles).to_have_count(2, timeout=60_000)
     expect(page.locator("#chat-conversation [data-testid='user']")).to_have_count(2)

@@ -18,8 +18,9 @@ def last(gen):
 
 def send(message, history, system="", **overrides):
     """The Send chain as the browser runs it: take the message, then stream the answer."""
-    box, history, busy = chat_tab.take_message(message, history, False)
+    box, history, busy, send_button, regenerate_button = chat_tab.take_message(message, history, False)
     assert box == "" and busy is True
+    assert send_button["interactive"] is False and regenerate_button["interactive"] is False
     return last(chat_tab.answer(history, system, None, **{**DEFAULTS, **overrides}))
 
 
@@ -34,12 +35,12 @@ def test_two_turns_regenerate_undo_edit(use_tiny):
     history, *_ = send("First", [])
     history, *_ = send("Second", history)
     assert [m["content"] for m in history if m["role"] == "user"] == ["First", "Second"]
-    assert chat_tab.claim(False) is True
+    assert chat_tab.claim(False)[0] is True
     again, rendered, _ = last(chat_tab.answer(history, "", None, **{**DEFAULTS, "temperature": 1.0, "seed": 5}))
     assert len(again) == 4 and again[:3] == history[:3]
     before, text = chat_tab.undo(history)
     assert text == "Second" and len(before) == 2
-    edited, busy = chat_tab.apply_edit(history, False, SimpleNamespace(index=0, value="Changed"))
+    edited, busy, *_ = chat_tab.apply_edit(history, False, SimpleNamespace(index=0, value="Changed"))
     assert edited == [{"role": "user", "content": "Changed"}] and busy
     answered, rendered, _ = last(chat_tab.answer(edited, "", None, **DEFAULTS))
     assert len(answered) == 2 and "Changed" in rendered
@@ -52,7 +53,8 @@ def test_one_reply_at_a_time_and_nothing_typed_is_lost(use_tiny):
         chat_tab.claim(True)
     with pytest.raises(gr.Error, match="still being written"):
         chat_tab.undo([{"role": "user", "content": "x"}], True)
-    assert chat_tab.release() is False
+    released, send_button, regenerate_button = chat_tab.release()
+    assert released is False and send_button["interactive"] is True and regenerate_button["interactive"] is True
 
 
 def test_gradio_content_blocks_are_accepted(use_tiny):
