@@ -67,7 +67,7 @@ def measure(steps: int, batch_size: int, mixed_lengths: bool = True) -> dict:
     from trl import SFTConfig
 
     settings = get_settings()
-    source, name = models.resolve_source(settings.model or models.default_model_id(), settings)
+    source, name = models.resolve_source(models.configured_model_id(settings), settings)
     device = plan_device(detect(), settings.device).device
     examples = _examples(AutoTokenizer.from_pretrained(source), mixed_lengths)
     spec = finetune.FinetuneSpec(data=str(DATA), out="bench", max_steps=steps, batch_size=batch_size, max_length=512)

@@ -138,7 +138,7 @@ def merge(name: str, settings: Settings | None = None) -> Path:
     info = get(name, settings)
     if info.peft_type != "LORA":
         raise AdapterError(f"only LoRA adapters can be merged into the base model ({name!r} is {info.peft_type})")
-    model_id = info.meta.get("base_model_source") or (settings or get_settings()).model or models.default_model_id()
+    model_id = info.meta.get("base_model_source") or models.configured_model_id(settings or get_settings())
     source, _ = models.resolve_source(model_id, settings)
     base = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
     merged = PeftModel.from_pretrained(base, str(info.path)).merge_and_unload()

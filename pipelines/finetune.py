@@ -244,7 +244,7 @@ def run(spec: FinetuneSpec, ctx: JobContext) -> dict[str, Any]:
     started = time.time()
     settings = get_settings()
     check_can_write(spec)
-    model_id = spec.base_model or settings.model or models.default_model_id()
+    model_id = spec.base_model or models.configured_model_id(settings)
     source, base_name = models.resolve_source(model_id, settings)
     device, precision = training.device_and_precision(settings.device)
     ctx.info(f"base model {base_name} on {device}; precision: {precision.reason}")

