@@ -14,6 +14,7 @@ from pipelines.align import common, dpo, evaluate, rloo
 from pipelines.files import UploadError, copy_upload
 from pipelines.sampling import InvalidParameter, SamplingParams
 
+from .errors import UserError
 from . import jobs_panel
 from .controls import ASSETS, how_it_works
 from .sidebar import annotator_name
@@ -45,7 +46,7 @@ def _file_input(source: str, sources: tuple[str, ...], upload: str | None, job_i
         return str(SAMPLE)
     if source == sources[2]:
         if not upload:
-            raise gr.Error(f"Choose a {what} file.")
+            raise UserError(f"Choose a {what} file.")
         return str(copy_upload(upload, jobs.job_dir(job_id) / "inputs", max_bytes=200_000_000, allowed_suffixes=SUFFIXES))
     return None
 
@@ -68,7 +69,7 @@ def start_job(method: str, name: str, pair_source: str, pair_upload: str | None,
             kind = "dpo"
         else:
             if not reward_model:
-                raise gr.Error("Choose a reward model (train one in the Reward model tab first).")
+                raise UserError("Choose a reward model (train one in the Reward model tab first).")
             prompts = _file_input(prompt_source, PROMPT_SOURCES, prompt_upload, job_id, "prompt")
             spec = rloo.RLOOSpec(out=name, reward_model=reward_model, prompts=prompts, beta=float(kl_beta),
                                  num_generations=int(generations), max_steps=int(max_steps) if max_steps and max_steps > 0 else 30,
@@ -76,7 +77,7 @@ def start_job(method: str, name: str, pair_source: str, pair_upload: str | None,
             rloo.check(spec)
             kind = "rloo"
     except (InvalidParameter, UploadError, preferences.PreferenceError, sft_data.DataError) as error:
-        raise gr.Error(str(error)) from error
+        raise UserError(str(error)) from error
     jobs.submit(kind, spec.out, spec.to_dict(), job_id=job_id)
     jobs.manager().poll_once()
     gr.Info(f"{kind.upper()} job {spec.out!r} started; progress appears below.")
@@ -87,7 +88,7 @@ def _eval_prompts(source: str, upload: str | None) -> list[list[preferences.Mess
     try:
         if source == PROMPT_SOURCES[2]:
             if not upload:
-                raise gr.Error("Choose a prompt file.")
+                raise UserError("Choose a prompt file.")
             return common.load_prompts(upload)
         if source == PROMPT_SOURCES[1]:
             prompts = common.load_prompts(str(SAMPLE))
@@ -95,13 +96,13 @@ def _eval_prompts(source: str, upload: str | None) -> list[list[preferences.Mess
             return prompts
         return common.load_prompts(None)
     except InvalidParameter as error:
-        raise gr.Error(str(error)) from error
+        raise UserError(str(error)) from error
 
 
 def run_evaluation(adapter: str | None, reward_model: str | None, source: str, upload: str | None, n: float, max_new_tokens: float,
                    progress: gr.Progress = gr.Progress()):
     if not adapter or not reward_model:
-        raise gr.Error("Choose an adapter and a reward model.")
+        raise UserError("Choose an adapter and a reward model.")
     prompts = _eval_prompts(source, upload)[: int(n)]
     progress(0, desc=f"answering {len(prompts)} prompts with the base model and {adapter}")
     try:
@@ -109,7 +110,7 @@ def run_evaluation(adapter: str | None, reward_model: str | None, source: str, u
                                    SamplingParams(temperature=0, max_new_tokens=int(max_new_tokens)),
                                    progress=lambda done, total: progress(done / total, desc=f"{done} / {total} prompts"))
     except (reward.RewardModelError, models.ModelUnavailable, ValueError) as error:
-        raise gr.Error(str(error)) from error
+        raise UserError(str(error)) from error
     summary = (f"On **{report['n']}** prompts, judged by **{html.escape(reward_model)}**: **{html.escape(adapter)}** wins "
                f"**{report['win_rate']:.0%}** against the base model (ties count half); mean reward "
                f"**{report['mean_reward_adapter']:+.3f}** vs **{report['mean_reward_base']:+.3f}**. A reward model is a proxy: "
@@ -122,7 +123,7 @@ def queue_for_humans(adapter: str | None, source: str, upload: str | None, n: fl
                      progress: gr.Progress = gr.Progress()):
     """Comparison items, aligned vs base (sources hidden, order random), waiting in the Label queue."""
     if not adapter:
-        raise gr.Error("Choose an adapter.")
+        raise UserError("Choose an adapter.")
     prompts = _eval_prompts(source, upload)[: int(n)]
     params = SamplingParams(temperature=0.7, max_new_tokens=int(max_new_tokens))
     who = annotator_name(None, request) or None
@@ -133,7 +134,7 @@ def queue_for_humans(adapter: str | None, source: str, upload: str | None, n: fl
             comparisons.generate_item(models.get_handle(), prompt, [comparisons.Source(None, params), comparisons.Source(adapter, params)],
                                       origin=f"align:{adapter}", created_by=who)
         except (preferences.PreferenceError, ValueError) as error:
-            raise gr.Error(f"after {made} items: {error}") from error
+            raise UserError(f"after {made} items: {error}") from error
         made += 1
     return (f"Queued **{made}** comparison items ({html.escape(adapter)} vs base) — vote on them in the **Label** tab; the "
             "Dataset tab's leaderboard then ranks the two sources from human votes.")

@@ -13,6 +13,7 @@ from pipelines import chat, models, preferences
 from pipelines.access import get_policy
 from pipelines.sampling import InvalidParameter, SamplingParams
 
+from .errors import UserError
 from .controls import MODEL_EVENTS, fill_when_model_ready, how_it_works, to_params
 from .sidebar import Shared, annotator_name, labeller, selected_adapter
 
@@ -25,7 +26,7 @@ def to_messages(history: list[dict[str, Any]] | None) -> list[chat.Message]:
     try:
         return chat.normalise(history or [])
     except InvalidParameter as error:
-        raise gr.Error(str(error)) from error
+        raise UserError(str(error)) from error
 
 
 def to_chatbot(messages: list[chat.Message]) -> list[dict[str, str]]:
@@ -68,7 +69,7 @@ def _respond(
                 reply = {"role": "assistant", "content": completion.text}
                 yield shown + [reply], prompt.text, prompt_report(prompt)
     except (InvalidParameter, models.ModelUnavailable) as error:
-        raise gr.Error(str(error)) from error
+        raise UserError(str(error)) from error
 
 
 BUSY_MESSAGE = "A reply is still being written: wait for it, or press Stop."
@@ -90,16 +91,16 @@ def take_message(message: str, history: list[dict[str, Any]] | None, busy: bool)
     two streams from writing one conversation.
     """
     if busy:
-        raise gr.Error(BUSY_MESSAGE)
+        raise UserError(BUSY_MESSAGE)
     if not message or not message.strip():
-        raise gr.Error("Type a message first.")
+        raise UserError("Type a message first.")
     return "", to_chatbot(to_messages(history)) + [{"role": "user", "content": message}], True, *_reply_buttons(False)
 
 
 def claim(busy: bool) -> tuple[bool, dict, dict]:
     """First step of Regenerate: only one reply at a time per conversation."""
     if busy:
-        raise gr.Error(BUSY_MESSAGE)
+        raise UserError(BUSY_MESSAGE)
     return True, *_reply_buttons(False)
 
 
@@ -113,7 +114,7 @@ def _until_last_user(history: list[dict[str, Any]] | None) -> tuple[list[dict[st
     for index in range(len(messages) - 1, -1, -1):
         if messages[index]["role"] == "user":
             return messages[:index], messages[index]["content"]
-    raise gr.Error("There is no user message to work on yet.")
+    raise UserError("There is no user message to work on yet.")
 
 
 def answer(history: list[dict[str, Any]] | None, system_prompt: str | None, adapter: str | None = None, **sampling: Any):
@@ -125,7 +126,7 @@ def answer(history: list[dict[str, Any]] | None, system_prompt: str | None, adap
 def undo(history: list[dict[str, Any]] | None, busy: bool = False) -> tuple[list[dict[str, str]], str]:
     """Remove the last turn and put its message back in the box, to edit and resend."""
     if busy:
-        raise gr.Error(BUSY_MESSAGE)
+        raise UserError(BUSY_MESSAGE)
     before, text = _until_last_user(history)
     return before, text
 
@@ -133,12 +134,12 @@ def undo(history: list[dict[str, Any]] | None, busy: bool = False) -> tuple[list
 def apply_edit(history: list[dict[str, Any]], busy: bool, edit_data: gr.EditData):
     """A user message edited in place: keep what came before it; the edited text is answered next."""
     if busy:
-        raise gr.Error(BUSY_MESSAGE)
+        raise UserError(BUSY_MESSAGE)
     messages = to_chatbot(to_messages(history))
     index = edit_data.index if isinstance(edit_data.index, int) else edit_data.index[0]
     new_text = chat.flatten_content(edit_data.value)
     if not new_text.strip():
-        raise gr.Error("The edited message is empty.")
+        raise UserError("The edited message is empty.")
     return messages[:index] + [{"role": "user", "content": new_text}], True, *_reply_buttons(False)
 
 
@@ -162,7 +163,7 @@ def chat_api(
     "completion_tokens", "dropped_turns", "finish_reason"}. Pass "history" back to continue.
     """
     if not message or not str(message).strip():
-        raise gr.Error("message is empty")
+        raise UserError("message is empty")
     try:
         params = SamplingParams(
             max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
@@ -173,7 +174,7 @@ def chat_api(
             models.get_handle(), messages, params, system_prompt=_system(system_prompt), adapter=selected_adapter(adapter)
         )
     except (InvalidParameter, models.ModelUnavailable) as error:
-        raise gr.Error(str(error)) from error
+        raise UserError(str(error)) from error
     return {
         "history": to_chatbot(messages) + [{"role": "assistant", "content": completion.text}],
         "reply": completion.text,
@@ -194,7 +195,7 @@ def feedback(history: list[dict[str, Any]] | None, system_prompt: str | None, an
     messages = to_chatbot(to_messages(history))
     index = like.index if isinstance(like.index, int) else like.index[0]
     if not 0 <= index < len(messages) or messages[index]["role"] != "assistant" or index == 0:
-        raise gr.Error("Rate an assistant reply.")
+        raise UserError("Rate an assistant reply.")
     if get_policy().sign_in:
         who = labeller(annotator, request, "rate replies")
     else:
@@ -208,7 +209,7 @@ def feedback(history: list[dict[str, Any]] | None, system_prompt: str | None, an
         )
         preferences.submit_label(item.id, who, "up" if liked else "down", session_id=getattr(request, "session_hash", None))
     except preferences.PreferenceError as error:
-        raise gr.Error(str(error)) from error
+        raise UserError(str(error)) from error
     gr.Info(f"Saved your {'👍' if liked else '👎'} as a preference label.")
 
 
@@ -218,7 +219,7 @@ def send_to_compare(history: list[dict[str, Any]] | None, system_prompt: str | N
     before, text = _until_last_user(history)
     messages = to_chatbot(to_messages(history))
     if messages[-1]["role"] != "assistant":
-        raise gr.Error("Wait for a reply first: the comparison pits it against a new one.")
+        raise UserError("Wait for a reply first: the comparison pits it against a new one.")
     params = to_params(sampling)
     prompt = _context_before(before + [{"role": "user", "content": text}], len(before) + 1, system_prompt)
     try:
@@ -232,7 +233,7 @@ def send_to_compare(history: list[dict[str, Any]] | None, system_prompt: str | N
             origin="chat-compare", created_by=annotator_name(annotator, request) or None,
         )
     except (InvalidParameter, models.ModelUnavailable, preferences.PreferenceError) as error:
-        raise gr.Error(str(error)) from error
+        raise UserError(str(error)) from error
     gr.Info("Sent to the Preferences queue: choose 'Queue' there to vote on it.")
 
 
@@ -248,7 +249,7 @@ def preview(history: list[dict[str, Any]] | None, draft: str, system_prompt: str
             models.get_handle(), chat.normalise(messages), system_prompt=_system(system_prompt), max_new_tokens=int(max_new_tokens)
         )
     except InvalidParameter as error:
-        raise gr.Error(str(error)) from error
+        raise UserError(str(error)) from error
     return prompt.text, prompt_report(prompt)
 
 
@@ -256,7 +257,7 @@ def export_conversation(history: list[dict[str, Any]] | None, system_prompt: str
     """Write the conversation as an OpenAI-style messages JSON file and return its path."""
     messages = to_messages(history)
     if not messages:
-        raise gr.Error("Nothing to export yet.")
+        raise UserError("Nothing to export yet.")
     folder = Path(tempfile.mkdtemp(prefix="chat-export-"))
     path = folder / "conversation.json"
     path.write_text(chat.export_json(messages, _system(system_prompt)), encoding="utf-8")
@@ -266,14 +267,14 @@ def export_conversation(history: list[dict[str, Any]] | None, system_prompt: str
 def import_conversation(file: str | None) -> tuple[list[dict[str, str]], str]:
     """Load an exported (or any OpenAI-style) messages file to continue it."""
     if not file:
-        raise gr.Error("Choose a .json file to import.")
+        raise UserError("Choose a .json file to import.")
     path = Path(file)
     if path.stat().st_size > MAX_IMPORT_BYTES:
-        raise gr.Error(f"The file is larger than {MAX_IMPORT_BYTES // 1_000_000} MB.")
+        raise UserError(f"The file is larger than {MAX_IMPORT_BYTES // 1_000_000} MB.")
     try:
         messages = chat.import_json(path.read_bytes())
     except InvalidParameter as error:
-        raise gr.Error(f"Could not import {path.name}: {error}") from error
+        raise UserError(f"Could not import {path.name}: {error}") from error
     system, rest = chat.split_system(messages)
     return to_chatbot(rest), system if system is not None else gr.update()
 

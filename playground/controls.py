@@ -16,6 +16,8 @@ import gradio as gr
 
 from pipelines.sampling import InvalidParameter, SamplingParams
 
+from .errors import UserError
+
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
 # Every event that runs the model shares one queue. Forward passes are serialised by the model's
@@ -99,9 +101,9 @@ def to_params(values: dict[str, Any], prefix: str = "") -> SamplingParams:
             stop=parse_stop(v["stop"]),
         )
     except InvalidParameter as error:
-        raise gr.Error(f"Invalid setting — {error}") from error
+        raise UserError(f"Invalid setting — {error}") from error
     except (KeyError, TypeError, ValueError) as error:
-        raise gr.Error(f"Invalid setting — {error}") from error
+        raise UserError(f"Invalid setting — {error}") from error
 
 
 def sampling_controls(defaults: SamplingParams | None = None, *, label_prefix: str = "") -> SamplingControls:

@@ -15,6 +15,7 @@ from pipelines.files import UploadError, copy_upload
 from pipelines.hardware import detect, plan_device, train_precision
 from pipelines.sampling import InvalidParameter
 
+from .errors import UserError
 from . import jobs_panel
 from .controls import ASSETS, fill_when_model_ready, how_it_works
 from .sidebar import Shared, refresh_adapters
@@ -34,7 +35,7 @@ def _data_path(upload: str | None, sample: str | None) -> Path:
         return Path(upload)
     if sample and sample in sample_datasets():
         return sample_datasets()[sample]
-    raise gr.Error("Upload a dataset or pick a bundled sample.")
+    raise UserError("Upload a dataset or pick a bundled sample.")
 
 
 def _mb(n: int) -> str:
@@ -47,7 +48,7 @@ def check_data(upload: str | None, sample: str | None, max_length: float):
     try:
         data = sft_data.load_file(path)
     except sft_data.DataError as error:
-        raise gr.Error(f"Cannot use this file: {error}") from error
+        raise UserError(f"Cannot use this file: {error}") from error
     tokenizer = models.get_handle().tokenizer
     problems = data.problems + sft_data.check_lengths(data, tokenizer, int(max_length))
     bad = len({p.row for p in problems})
@@ -118,7 +119,7 @@ def start_job(
         sft_data.accept(data, data.problems, skip_bad_rows=spec.skip_bad_rows)
         copied = copy_upload(source, jobs.job_dir(job_id) / "inputs", max_bytes=sft_data.MAX_FILE_BYTES, allowed_suffixes=DATA_SUFFIXES)
     except (InvalidParameter, sft_data.DataError, UploadError) as error:
-        raise gr.Error(str(error)) from error
+        raise UserError(str(error)) from error
     spec.data = str(copied)
     job = jobs.submit("finetune", spec.out, spec.to_dict(), job_id=job_id)
     jobs.manager().poll_once()
@@ -161,22 +162,22 @@ def adapter_names() -> list[str]:
 @admin_only("merge adapters")
 def merge_adapter(name: str | None, request: gr.Request = None) -> str:
     if not name:
-        raise gr.Error("Choose an adapter.")
+        raise UserError("Choose an adapter.")
     try:
         path = adapters.merge(name)
     except adapters.AdapterError as error:
-        raise gr.Error(str(error)) from error
+        raise UserError(str(error)) from error
     return f"Merged model saved to `{path}` — load it with `AutoModelForCausalLM.from_pretrained`, or set `PLAYGROUND_MODEL` to it."
 
 
 @admin_only("export adapters")
 def download_adapter(name: str | None, request: gr.Request = None) -> str:
     if not name:
-        raise gr.Error("Choose an adapter.")
+        raise UserError("Choose an adapter.")
     try:
         return str(adapters.export_zip(name))
     except adapters.AdapterError as error:
-        raise gr.Error(str(error)) from error
+        raise UserError(str(error)) from error
 
 
 def watch_for_new_adapter(job_id: str | None, last_status: str | None, current_adapter: str | None):

@@ -13,6 +13,7 @@ import pandas as pd
 from pipelines import generation, models, prompts
 from pipelines.sampling import InvalidParameter, SamplingParams
 
+from .errors import UserError
 from .controls import MODEL_EVENTS, SamplingControls, how_it_works, sampling_controls, show_token, to_params
 from .sidebar import Shared, selected_adapter
 
@@ -28,7 +29,7 @@ EMPTY_STATE: dict[str, Any] = {}
 
 
 def _model_error(error: Exception) -> gr.Error:
-    return gr.Error(str(error)) if isinstance(error, (InvalidParameter, models.ModelUnavailable)) else gr.Error(
+    return UserError(str(error)) if isinstance(error, (InvalidParameter, models.ModelUnavailable)) else UserError(
         f"Generation failed: {error}"
     )
 
@@ -57,7 +58,7 @@ def run_generation(prompt: str, adapter: str | None = None, **sampling: Any) -> 
     params = to_params(sampling)
     adapter = selected_adapter(adapter)
     if not prompt or not prompt.strip():
-        raise gr.Error("The prompt is empty: type some text or pick a preset.")
+        raise UserError("The prompt is empty: type some text or pick a preset.")
     try:
         handle = models.get_handle()
         last = 0.0
@@ -113,7 +114,7 @@ def _context(prompt: str, state: dict[str, Any], position: int, adapter: str | N
             where = f"After the prompt and all {position} generated tokens."
         return ids, where
     if not prompt or not prompt.strip():
-        raise gr.Error("The prompt is empty: type some text or pick a preset.")
+        raise UserError("The prompt is empty: type some text or pick a preset.")
     return generation.encode(handle, prompt), "Right after the prompt."
 
 
@@ -164,7 +165,7 @@ def compare(prompt: str, adapter: str | None = None, **settings: Any) -> Iterato
     params_a, params_b = to_params(settings, "a_"), to_params(settings, "b_")
     adapter = selected_adapter(adapter)
     if not prompt or not prompt.strip():
-        raise gr.Error("The prompt is empty: type some text or pick a preset.")
+        raise UserError("The prompt is empty: type some text or pick a preset.")
     try:
         last = 0.0
         for rows in generation.stream_batch(models.get_handle(), [prompt, prompt], [params_a, params_b], adapter=adapter):

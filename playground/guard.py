@@ -14,6 +14,7 @@ import gradio as gr
 
 from pipelines.access import AccessDenied, get_policy
 
+from .errors import UserError
 from .sidebar import signed_in_user
 
 
@@ -32,7 +33,7 @@ def _guard(check: Callable[[str | None, str], None], action: str) -> Callable[[C
             try:
                 check(signed_in_user(_request_of(signature, args, kwargs)), action)
             except AccessDenied as error:
-                raise gr.Error(str(error), title="Not allowed") from None
+                raise UserError(str(error), title="Not allowed") from None
 
         if inspect.isgeneratorfunction(fn):
             @functools.wraps(fn)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
+from .errors import UserError
 from .guard import admin_only
 import pandas as pd
 
@@ -89,7 +90,7 @@ def render(job_id: str | None, series: dict[str, str]):
     try:
         job = jobs.get(job_id)
     except jobs.JobError as error:
-        raise gr.Error(str(error)) from error
+        raise UserError(str(error)) from error
     badge = {"queued": "⏳", "running": "🏃", "succeeded": "✅", "failed": "❌", "cancelled": "⏹", "interrupted": "⚠️"}[job.status]
     where = " (started from the CLI)" if job.foreground else ""
     status = f"{badge} **{html.escape(job.name)}** — {job.kind} — **{job.status}**{where}  \n{html.escape(job.message)}"
@@ -105,11 +106,11 @@ def render(job_id: str | None, series: dict[str, str]):
 @admin_only("cancel training jobs")
 def cancel(job_id: str | None, request: gr.Request = None) -> str:
     if not job_id:
-        raise gr.Error("Select a job first.")
+        raise UserError("Select a job first.")
     try:
         job = jobs.manager().cancel(job_id)
     except jobs.JobError as error:
-        raise gr.Error(str(error)) from error
+        raise UserError(str(error)) from error
     return f"Cancel requested for **{html.escape(job.name)}** ({job.status})."
 
 

@@ -15,6 +15,7 @@ from pipelines import adapters, comparisons, models, preferences, reward, sft_da
 from pipelines.files import UploadError, copy_upload
 from pipelines.sampling import InvalidParameter, SamplingParams
 
+from .errors import UserError
 from .controls import ASSETS, MODEL_EVENTS
 from .sidebar import Shared, adapter_choices, labeller, selected_adapter
 from .guard import admin_only
@@ -70,7 +71,7 @@ def new_item(
     if mode == MODES[2]:
         item = preferences.next_unlabelled(who)
         if item is None:
-            raise gr.Error("The queue is empty: you have voted on every stored item (import some, or send them from Chat).")
+            raise UserError("The queue is empty: you have voted on every stored item (import some, or send them from Chat).")
         texts = [r.text for r in item.responses]
         n = len(texts)
         yield (item.id, _prompt_md(item.prompt), *_response_updates(texts, n), *_vote_controls(n, True),
@@ -78,15 +79,15 @@ def new_item(
         return
     if mode == MODES[1]:
         if not prompt_set:
-            raise gr.Error("Upload or choose a prompt set first.")
+            raise UserError("Upload or choose a prompt set first.")
         try:
             messages = preferences.draw_prompt(prompt_set)
         except preferences.PreferenceError as error:
-            raise gr.Error(str(error)) from error
+            raise UserError(str(error)) from error
         origin = f"promptset:{prompt_set}"
     else:
         if not prompt or not prompt.strip():
-            raise gr.Error("Type a prompt to compare responses on.")
+            raise UserError("Type a prompt to compare responses on.")
         messages = [preferences.Message("user", prompt.strip())]
         origin = "typed"
     n = int(n_responses)
@@ -104,7 +105,7 @@ def new_item(
             for adapter, temperature, seed in slots
         ]
     except InvalidParameter as error:
-        raise gr.Error(str(error)) from error
+        raise UserError(str(error)) from error
     prompt_md = _prompt_md(messages)
     last = 0.0
     try:
@@ -117,7 +118,7 @@ def new_item(
                 last = now
                 yield (None, prompt_md, *_response_updates(texts, n), *_vote_controls(n, False), "Generating all responses in one batch…")
     except (InvalidParameter, models.ModelUnavailable, preferences.PreferenceError) as error:
-        raise gr.Error(str(error)) from error
+        raise UserError(str(error)) from error
 
 
 def reveal(item: preferences.ItemView, annotator: str, reward_model: str | None) -> str:
@@ -158,14 +159,14 @@ def vote(item_id: str | None, choice: str, rationale: str, annotator: str, rewar
     """Record a vote, lock the item, reveal sources (and reward scores). Outputs: 3 controls, reveal."""
     who = _who(annotator, request)
     if not item_id:
-        raise gr.Error("There is no item to vote on yet: press Next.")
+        raise UserError("There is no item to vote on yet: press Next.")
     try:
         result = preferences.submit_label(
             item_id, who, choice, rationale=rationale or "", session_id=getattr(request, "session_hash", None),
             ranking=None,
         )
     except preferences.PreferenceError as error:
-        raise gr.Error(str(error)) from error
+        raise UserError(str(error)) from error
     item = preferences.get_item(item_id)
     if not result.created:
         gr.Info("This vote was already recorded.")
@@ -194,21 +195,21 @@ def vote_api(item_id: str, choice: str, annotator: str, rationale: str = "", ran
         result = preferences.submit_label(item_id, who, choice, ranking=groups, rationale=rationale or "",
                                           session_id=getattr(request, "session_hash", None))
     except preferences.PreferenceError as error:
-        raise gr.Error(str(error)) from error
+        raise UserError(str(error)) from error
     return {"created": result.created, "choice": result.label.choice, "ranking": result.label.ranking, "item_id": item_id}
 
 
 def vote_ranking(item_id: str | None, ranking: str, rationale: str, annotator: str, reward_model: str | None = None, request: gr.Request = None):
     who = _who(annotator, request)
     if not item_id:
-        raise gr.Error("There is no item to vote on yet: press Next.")
+        raise UserError("There is no item to vote on yet: press Next.")
     item = preferences.get_item(item_id)
     try:
         groups = preferences.parse_ranking(ranking or "", len(item.responses))
         result = preferences.submit_label(item_id, who, "ranking", ranking=groups, rationale=rationale or "",
                                           session_id=getattr(request, "session_hash", None))
     except preferences.PreferenceError as error:
-        raise gr.Error(str(error)) from error
+        raise UserError(str(error)) from error
     if not result.created:
         gr.Info("This vote was already recorded.")
     return (*_vote_controls(len(item.responses), False), reveal(preferences.get_item(item_id), who, reward_model))
@@ -218,14 +219,14 @@ def vote_ranking(item_id: str | None, ranking: str, rationale: str, annotator: s
 
 def upload_prompt_set(file: str | None, name: str):
     if not file:
-        raise gr.Error("Choose a JSONL or CSV file with a 'prompt' column.")
+        raise UserError("Choose a JSONL or CSV file with a 'prompt' column.")
     try:
         with tempfile.TemporaryDirectory() as tmp:
             copied = copy_upload(file, Path(tmp), max_bytes=sft_data.MAX_FILE_BYTES, allowed_suffixes=PROMPT_SUFFIXES)
             prompts, problems = preferences.read_prompts(copied)
         added = preferences.add_prompt_set(name or Path(file).stem, prompts)
     except (UploadError, sft_data.DataError, preferences.PreferenceError) as error:
-        raise gr.Error(str(error)) from error
+        raise UserError(str(error)) from error
     message = f"Added {added} new prompts to **{html.escape(name or Path(file).stem)}**."
     if problems:
         message += f"  \n{len(problems)} rows skipped: " + "; ".join(str(p) for p in problems[:5])
@@ -276,13 +277,13 @@ def export_labels(fmt: str, request: gr.Request = None) -> str:
 @admin_only("import preference data")
 def import_labels(file: str | None, request: gr.Request = None) -> str:
     if not file:
-        raise gr.Error("Choose a preference file (JSONL or Parquet in trl's format).")
+        raise UserError("Choose a preference file (JSONL or Parquet in trl's format).")
     try:
         with tempfile.TemporaryDirectory() as tmp:
             copied = copy_upload(file, Path(tmp), max_bytes=200_000_000, allowed_suffixes=IMPORT_SUFFIXES)
             result = preferences.import_file(copied)
     except (UploadError, preferences.PreferenceError) as error:
-        raise gr.Error(str(error)) from error
+        raise UserError(str(error)) from error
     text = f"Imported **{result.imported}** rows."
     if result.errors:
         text += f" {len(result.errors)} rows skipped:  \n" + "  \n".join(
@@ -294,20 +295,20 @@ def import_labels(file: str | None, request: gr.Request = None) -> str:
 @admin_only("export preference data")
 def push_labels(repo_id: str, token: str, request: gr.Request = None) -> str:
     if not repo_id or "/" not in repo_id:
-        raise gr.Error("Give a dataset repository id like 'my-team/preferences'.")
+        raise UserError("Give a dataset repository id like 'my-team/preferences'.")
     try:
         url = preferences.push_to_hub(repo_id.strip(), token.strip() or None)
     except preferences.PreferenceError as error:
-        raise gr.Error(str(error)) from error
+        raise UserError(str(error)) from error
     return f"Pushed to {url}"
 
 
 @admin_only("delete data")
 def delete_item(item_id: str, request: gr.Request = None) -> str:
     if not item_id or not item_id.strip():
-        raise gr.Error("Give the id of the item to delete (see the table).")
+        raise UserError("Give the id of the item to delete (see the table).")
     if not preferences.delete_item(item_id.strip()):
-        raise gr.Error(f"No item {item_id!r}.")
+        raise UserError(f"No item {item_id!r}.")
     return f"Deleted item {html.escape(item_id)} and its votes."
 
 

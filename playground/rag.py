@@ -16,6 +16,7 @@ from pipelines.files import UploadError, copy_upload
 from pipelines.rag import answer, attribution, chunking, embedder, evaluate, parsing, retrieval, store
 from pipelines.sampling import InvalidParameter
 
+from .errors import UserError
 from .controls import MODEL_EVENTS, how_it_works, to_params
 from .sidebar import Shared, selected_adapter
 from .guard import admin_only
@@ -26,7 +27,7 @@ ALLOWED = tuple(parsing.KINDS)
 
 
 def _error(error: Exception) -> gr.Error:
-    return gr.Error(str(error))
+    return UserError(str(error))
 
 
 def create_collection(name: str, chunk_size: float, overlap: float):
@@ -41,7 +42,7 @@ def create_collection(name: str, chunk_size: float, overlap: float):
 @admin_only("delete data")
 def delete_collection(name: str | None, request: gr.Request = None):
     if not name:
-        raise gr.Error("Choose a collection.")
+        raise UserError("Choose a collection.")
     try:
         store.delete(name)
     except store.CollectionError as error:
@@ -81,11 +82,11 @@ def collection_summary(name: str | None) -> str:
 def ingest_files(name: str | None, files: list[str] | None):
     """Ingest uploads; every file gets a line saying what happened."""
     if not name:
-        raise gr.Error("Choose or create a collection first.")
+        raise UserError("Choose or create a collection first.")
     if not files:
-        raise gr.Error("Choose one or more files to upload.")
+        raise UserError("Choose one or more files to upload.")
     if len(files) > MAX_FILES_PER_UPLOAD:
-        raise gr.Error(f"At most {MAX_FILES_PER_UPLOAD} files per upload.")
+        raise UserError(f"At most {MAX_FILES_PER_UPLOAD} files per upload.")
     lines = []
     with tempfile.TemporaryDirectory() as tmp:
         accepted = []
@@ -108,7 +109,7 @@ def ingest_files(name: str | None, files: list[str] | None):
 @admin_only("delete data")
 def remove_document(name: str | None, doc_id: str, request: gr.Request = None):
     if not name or not doc_id:
-        raise gr.Error("Choose a collection and a document id (from the table).")
+        raise UserError("Choose a collection and a document id (from the table).")
     try:
         doc = store.remove_document(name, doc_id.strip())
     except store.CollectionError as error:
@@ -118,7 +119,7 @@ def remove_document(name: str | None, doc_id: str, request: gr.Request = None):
 
 def reindex_collection(name: str | None) -> str:
     if not name:
-        raise gr.Error("Choose a collection.")
+        raise UserError("Choose a collection.")
     try:
         n = store.reindex(name)
     except store.CollectionError as error:
@@ -199,9 +200,9 @@ def passages_html(hits: list[retrieval.Hit]) -> str:
 def ask(name: str | None, question: str, mode: str, k: float, adapter: str | None = None, **sampling: Any):
     """Retrieve, then stream the grounded answer and the answer without retrieval side by side."""
     if not name:
-        raise gr.Error("Choose a collection with documents first.")
+        raise UserError("Choose a collection with documents first.")
     if not question or not question.strip():
-        raise gr.Error("Type a question.")
+        raise UserError("Type a question.")
     params = to_params(sampling)
     try:
         hits = retrieval.search(name, question, k=int(k), mode=mode)
@@ -234,12 +235,12 @@ def _check_support(text: str, hits: list[retrieval.Hit]) -> list[attribution.Sen
 
 def evaluate_questions(name: str | None, file: str | None, k: float):
     if not name:
-        raise gr.Error("Choose a collection.")
+        raise UserError("Choose a collection.")
     if not file:
-        raise gr.Error('Upload a JSONL file of {"question", "source"} rows.')
+        raise UserError('Upload a JSONL file of {"question", "source"} rows.')
     rows, errors = evaluate.load_questions(file)
     if not rows:
-        raise gr.Error("No usable questions in the file" + (f": line {errors[0]['line']}: {errors[0]['error']}" if errors else "."))
+        raise UserError("No usable questions in the file" + (f": line {errors[0]['line']}: {errors[0]['error']}" if errors else "."))
     try:
         report = evaluate.evaluate(name, rows, k=int(k))
     except (ValueError, store.CollectionError) as error:

@@ -15,6 +15,7 @@ from pipelines.reasoning import benchmark, extract, solve, strategies
 from pipelines.reasoning.solve import StrategyResult
 from pipelines.sampling import InvalidParameter
 
+from .errors import UserError
 from .controls import MODEL_EVENTS, how_it_works, to_params
 from .sidebar import Shared, selected_adapter
 
@@ -49,7 +50,7 @@ def parse_gold(value: float | str | None) -> float | None:
         return None
     number = extract.parse_number(text)
     if number is None:
-        raise gr.Error(f"Known answer {text[:40]!r} is not a number (e.g. 42, 3.5, 3/4, $1,200); leave it blank if unknown.")
+        raise UserError(f"Known answer {text[:40]!r} is not a number (e.g. 42, 3.5, 3/4, $1,200); leave it blank if unknown.")
     return number
 
 
@@ -60,11 +61,11 @@ def _label(number: int, problem: dict[str, Any]) -> str:
 
 def _strategies(keys: list[str], prompt_texts: dict[str, str]) -> list[strategies.Strategy]:
     if not keys:
-        raise gr.Error("Tick at least one strategy.")
+        raise UserError("Tick at least one strategy.")
     try:
         return [strategies.parse(k, prompt_texts[k]) for k in KEYS if k in keys]
     except ValueError as error:
-        raise gr.Error(str(error)) from error
+        raise UserError(str(error)) from error
 
 
 def _summary(result: StrategyResult | None, gold: float | None) -> str:
@@ -112,7 +113,7 @@ def run_strategies(question: str, gold: float | str | None, keys: list[str], sam
     try:
         solve.check_inputs(question, int(samples), params)
     except ValueError as error:
-        raise gr.Error(str(error)) from error
+        raise UserError(str(error)) from error
     last = 0.0
     try:
         stream = solve.stream_solve(models.get_handle(), question, chosen, params, samples=int(samples), gold=gold,
@@ -130,7 +131,7 @@ def run_strategies(question: str, gold: float | str | None, keys: list[str], sam
                 program, report = _program_report(by_key.get("pal"))
                 yield *outputs, program, report, {"results": [r.to_json() for r in results]} if finished else gr.skip()
     except (InvalidParameter, models.ModelUnavailable, ValueError) as error:
-        raise gr.Error(str(error)) from error
+        raise UserError(str(error)) from error
 
 
 def reset_prompt(key: str) -> str:
@@ -177,17 +178,17 @@ def run_benchmark(source: str, file: str | None, limit: float, keys: list[str], 
     chosen = _strategies(keys, {"direct": direct_prompt, "cot": cot_prompt, "pal": pal_prompt})
     params = to_params(sampling)
     if int(samples) > 1 and params.temperature == 0:
-        raise gr.Error("Self-consistency needs a temperature above 0 (sidebar).")
+        raise UserError("Self-consistency needs a temperature above 0 (sidebar).")
     if source == "Upload JSONL":
         if not file:
-            raise gr.Error('Upload a JSONL file of {"question", "answer"} rows.')
+            raise UserError('Upload a JSONL file of {"question", "answer"} rows.')
         problems, errors = benchmark.load_problems(file)
         name = file.rsplit("/", 1)[-1]
     else:
         problems, errors = benchmark.load_problems()
         name = "problems.jsonl"
     if not problems:
-        raise gr.Error("No usable problems" + (f": line {errors[0]['line']}: {errors[0]['error']}" if errors else "."))
+        raise UserError("No usable problems" + (f": line {errors[0]['line']}: {errors[0]['error']}" if errors else "."))
     problems = problems[: int(limit)] if limit else problems
     progress(0, desc=f"0 / {len(problems)} problems")
     if errors:
@@ -200,17 +201,17 @@ def run_benchmark(source: str, file: str | None, limit: float, keys: list[str], 
             progress(done / len(problems), desc=f"{done} / {len(problems)} problems")
             yield _bench_table(record["summary"]), _items_table(record), _run_note(record, running=True), gr.skip()
     except (InvalidParameter, models.ModelUnavailable, ValueError) as error:
-        raise gr.Error(str(error)) from error
+        raise UserError(str(error)) from error
     yield _bench_table(record["summary"]), _items_table(record), _run_note(record), gr.update(choices=saved_run_choices(), value=record["id"])
 
 
 def load_saved_run(run_id: str | None):
     if not run_id:
-        raise gr.Error("Choose a saved run.")
+        raise UserError("Choose a saved run.")
     try:
         record = benchmark.load_run(run_id)
     except (ValueError, OSError) as error:
-        raise gr.Error(str(error)) from error
+        raise UserError(str(error)) from error
     return _bench_table(record.get("summary", {})), _items_table(record), _run_note(record)
 
 

@@ -12,6 +12,7 @@ from pipelines import jobs, preferences, reward
 from pipelines.files import UploadError, copy_upload
 from pipelines.sampling import InvalidParameter
 
+from .errors import UserError
 from . import jobs_panel
 from .controls import ASSETS
 from .guard import admin_only
@@ -32,7 +33,7 @@ def start_training(source: str, upload: str | None, name: str, epochs: float, ma
             data = str(SAMPLE)
         elif source == SOURCES[2]:
             if not upload:
-                raise gr.Error("Choose a preference file to train on.")
+                raise UserError("Choose a preference file to train on.")
             data = str(copy_upload(upload, jobs.job_dir(job_id) / "inputs", max_bytes=200_000_000, allowed_suffixes=SUFFIXES))
         spec = reward.RewardSpec(
             out=(name or "").strip(), data=data, from_store=data is None, epochs=float(epochs),
@@ -43,7 +44,7 @@ def start_training(source: str, upload: str | None, name: str, epochs: float, ma
             raise InvalidParameter("out", f"a reward model named {spec.out!r} exists; choose another name or allow replacing")
         reward.load_pairs(spec)  # fail now, with row numbers, rather than in the job
     except (InvalidParameter, UploadError, preferences.PreferenceError) as error:
-        raise gr.Error(str(error)) from error
+        raise UserError(str(error)) from error
     jobs.submit("reward", spec.out, spec.to_dict(), job_id=job_id)
     jobs.manager().poll_once()
     gr.Info(f"Reward model {spec.out!r} is training; progress appears below.")
@@ -69,23 +70,23 @@ def _round(value):
 
 def score_text(name: str | None, prompt: str, response: str) -> str:
     if not name or name == "(none)":
-        raise gr.Error("Choose a reward model.")
+        raise UserError("Choose a reward model.")
     if not prompt.strip() or not response.strip():
-        raise gr.Error("Give both a prompt and a response to score.")
+        raise UserError("Give both a prompt and a response to score.")
     try:
         value = reward.score(name, prompt, response)
     except reward.RewardModelError as error:
-        raise gr.Error(str(error)) from error
+        raise UserError(str(error)) from error
     return f"Reward: **{value:+.3f}** (higher = preferred; only differences between responses to the same prompt mean something)"
 
 
 def agreement(name: str | None) -> str:
     if not name or name == "(none)":
-        raise gr.Error("Choose a reward model.")
+        raise UserError("Choose a reward model.")
     try:
         result = reward.agreement_with_humans(name)
     except reward.RewardModelError as error:
-        raise gr.Error(str(error)) from error
+        raise UserError(str(error)) from error
     if not result["n"]:
         return "No labelled pairs in the store yet."
     return (

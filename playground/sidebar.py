@@ -11,6 +11,7 @@ from pipelines import adapters, models
 from pipelines.access import AccessDenied, get_policy
 from pipelines.models import ModelHandle
 
+from .errors import UserError
 from .controls import SamplingControls, fill_when_model_ready, sampling_controls
 
 
@@ -93,10 +94,10 @@ def labeller(typed: str | None, request: gr.Request | None, action: str = "label
     try:
         get_policy().check_identity(signed_in_user(request), action)
     except AccessDenied as error:
-        raise gr.Error(str(error), title="Sign in") from None
+        raise UserError(str(error), title="Sign in") from None
     name = annotator_name(typed, request)
     if not name:
-        raise gr.Error("Enter your name in the sidebar first: every label records who gave it.")
+        raise UserError("Enter your name in the sidebar first: every label records who gave it.")
     return name
 
 
