@@ -24,7 +24,7 @@ from typing import Any, Sequence
 
 import torch
 
-from . import adapters, evaluation, generation, sft_data, training
+from . import adapters, evaluation, generation, model_structure, sft_data, training
 from .config import get_settings
 from .hardware import detect, train_precision
 from .jobs import JobCancelled, JobContext, trainer_callback
@@ -120,13 +120,8 @@ def qlora_available() -> tuple[bool, str]:
 # --- the plan shown before training -------------------------------------------------------------
 
 def linear_module_names(model: Any) -> list[str]:
-    """Names of the linear layer types LoRA can target (the output head excluded)."""
-    names = set()
-    for full_name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear) and "lm_head" not in full_name and "score" not in full_name:
-            names.add(full_name.rsplit(".", 1)[-1])
-    order = {name: i for i, name in enumerate(DEFAULT_TARGETS)}
-    return sorted(names, key=lambda n: (order.get(n, 99), n))
+    """Names of the linear layer types LoRA can target (the output head excluded), adapters or not."""
+    return model_structure.linear_layer_types(model, DEFAULT_TARGETS)
 
 
 @dataclass
@@ -146,13 +141,13 @@ def plan(model: Any, method: str, *, lora_r: int, target_modules: Sequence[str],
     LoRA adds B (out x r) and A (r x in) beside each targeted W (out x in): r*(in+out) trainable
     parameters instead of in*out. Prompt tuning trains only num_virtual_tokens x hidden.
     """
-    total = sum(p.numel() for p in model.parameters())
+    total = model_structure.parameter_count(model)
     if method == "lora":
         targets = set(target_modules)
         trainable = sum(
             lora_r * (m.in_features + m.out_features)
-            for name, m in model.named_modules()
-            if isinstance(m, torch.nn.Linear) and name.rsplit(".", 1)[-1] in targets and "lm_head" not in name
+            for name, m in model_structure.linear_layers(model)
+            if name.rsplit(".", 1)[-1] in targets
         )
     else:
         trainable = num_virtual_tokens * model.get_input_embeddings().weight.shape[1]

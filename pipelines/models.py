@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 
 import torch
 
-from . import adapters
+from . import adapters, model_structure
 from .config import BUNDLED_MODEL, HUB_FALLBACK_MODEL, Settings, get_settings
 from .hardware import DevicePlan, apply_threads, detect, plan_device
 
@@ -393,6 +393,11 @@ class ModelHandle:
         if previous is not None:
             self.model.set_adapter(internal)
             self.model.delete_adapter(previous[0])
+
+    @property
+    def parameter_count(self) -> int:
+        """The base model's size, the same before and after adapters are attached to it."""
+        return model_structure.parameter_count(self.base_model)
 
     @property
     def base_model(self) -> Any:

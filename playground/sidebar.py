@@ -25,9 +25,8 @@ class Shared:
 
 
 def model_card(handle: ModelHandle) -> str:
-    params = sum(p.numel() for p in handle.base_model.parameters())
     return (
-        f"**{handle.name}** · {params / 1e6:.0f}M parameters · context {handle.context_window:,} tokens  \n"
+        f"**{handle.name}** · {handle.parameter_count / 1e6:.0f}M parameters · context {handle.context_window:,} tokens  \n"
         f"{handle.plan.device} · {handle.plan.dtype_name} · {handle.plan.threads} threads  \n"
         f"<span class='muted'>{handle.plan.reason}</span>"
     )

@@ -99,3 +99,25 @@ def test_rows_with_different_adapters_share_one_batch(fresh_tiny_handle, tokeniz
     # and the base model is exact again afterwards
     again = generation.generate(fresh_tiny_handle, "Hello there", GREEDY, ignore_eos=True).completion_ids
     assert again == singles[0]
+
+
+def test_using_an_adapter_never_changes_what_the_base_model_looks_like(fresh_tiny_handle, tokenizer, data_dir):
+    """The sidebar card, Fine-tune's target layers and its plan describe the base model, adapters attached or not."""
+    from pipelines import finetune
+    from playground.sidebar import model_card
+
+    handle = fresh_tiny_handle
+    card = model_card(handle)
+    layers = finetune.linear_module_names(handle.base_model)
+    plan = finetune.plan(handle.base_model, "lora", lora_r=8, target_modules=layers, num_virtual_tokens=20)
+    assert layers == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    assert handle.parameter_count == sum(p.numel() for p in handle.model.parameters())
+
+    make_lora_adapter(tokenizer, data_dir / "adapters", "demo-tutor", seed=1)
+    generation.generate(handle, "Hello", GREEDY, adapter="demo-tutor")
+    assert sum(p.numel() for p in handle.base_model.parameters()) > handle.parameter_count  # LoRA weights were injected
+
+    assert finetune.linear_module_names(handle.base_model) == layers
+    assert model_card(handle) == card
+    again = finetune.plan(handle.base_model, "lora", lora_r=8, target_modules=layers, num_virtual_tokens=20)
+    assert (again.total_params, again.trainable_params) == (plan.total_params, plan.trainable_params)
