@@ -304,4 +304,12 @@ def import_json(text: str | bytes) -> list[Message]:
         data = data["messages"]  # also accept {"messages": [...]}, as chat APIs send them
     if not isinstance(data, list):
         raise InvalidParameter("messages", "expected a JSON list of {role, content} objects")
-    return normalise(data)
+    for index, item in enumerate(data[:MAX_MESSAGES]):
+        # a message the file forgot to fill in is a broken file, not an empty turn to continue from
+        if isinstance(item, dict) and item.get("content") is None:
+            raise InvalidParameter("messages", f"message {index} ({item.get('role', 'no role')}) has no content")
+    messages = normalise(data)
+    for index, message in enumerate(messages):
+        if message.role in ("user", "system") and not message.content.strip():
+            raise InvalidParameter("messages", f"message {index} ({message.role}) is empty")
+    return messages

@@ -114,3 +114,14 @@ def test_export_import_round_trip():
 def test_import_rejects_bad_files(payload):
     with pytest.raises(InvalidParameter, match="messages"):
         chat.import_json(payload)
+
+
+@pytest.mark.parametrize("payload, reason", [
+    (b'[{"role": "user"}]', "message 0 [(]user[)] has no content"),
+    (b'[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": null}]', "message 1 [(]assistant[)] has no content"),
+    (b'[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "  "}]', "message 1 [(]user[)] is empty"),
+])
+def test_import_names_the_message_without_content(payload, reason):
+    with pytest.raises(InvalidParameter, match=reason):
+        chat.import_json(payload)
+    assert chat.import_json(b'[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": ""}]')[1].content == ""
