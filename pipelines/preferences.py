@@ -518,19 +518,33 @@ def _empty_parquet(path: Path) -> None:
     pq.write_table(pa.table({c: pa.array([], pa.string()) for c in TRL_PAIR_COLUMNS}), str(path))
 
 
-def push_to_hub(repo_id: str, token: str | None = None, *, private: bool = True) -> str:
-    """Upload the pairs (and unpaired rows, as a second split) to a dataset repo on the Hub."""
-    from datasets import Dataset, DatasetDict
+def push_to_hub(repo_id: str, token: str | None = None, *, private: bool = True) -> dict[str, Any]:
+    """Upload the labels to a dataset repo on the Hub, one config per shape of row.
+
+    Pairs (`prompt`/`chosen`/`rejected`, what RewardTrainer and DPOTrainer take) are the default
+    config "pairs"; ties, both-bad and thumbs (`prompt`/`completion`/`label`, KTO-style) are the
+    config "unpaired". They cannot be splits of one DatasetDict: splits must share their columns.
+    Returns {"url", "configs": {name: rows}}.
+    """
+    from datasets import Dataset
 
     pairs, unpaired = pairs_and_unpaired()
-    splits = {"train": Dataset.from_list([{k: r[k] for k in TRL_PAIR_COLUMNS} for r in pairs])}
-    if unpaired:
-        splits["unpaired"] = Dataset.from_list([{k: r[k] for k in TRL_UNPAIRED_COLUMNS} for r in unpaired])
+    tables = {
+        "pairs": [{k: r[k] for k in TRL_PAIR_COLUMNS} for r in pairs],
+        "unpaired": [{k: r[k] for k in TRL_UNPAIRED_COLUMNS} for r in unpaired],
+    }
+    tables = {name: rows for name, rows in tables.items() if rows}
+    if not tables:
+        raise PreferenceError("there are no labels to push yet")
     try:
-        DatasetDict(splits).push_to_hub(repo_id, token=token, private=private)
+        for name, rows in tables.items():
+            Dataset.from_list(rows).push_to_hub(
+                repo_id, config_name=name, split="train", set_default=name == next(iter(tables)),
+                token=token, private=private, commit_message=f"LLM Playground: {len(rows)} {name} rows",
+            )
     except Exception as error:  # noqa: BLE001 - offline, bad token, no permission: all one message
         raise PreferenceError(f"could not push to the Hub ({str(error).splitlines()[0][:200]})") from error
-    return f"https://huggingface.co/datasets/{repo_id}"
+    return {"url": f"https://huggingface.co/datasets/{repo_id}", "configs": {name: len(rows) for name, rows in tables.items()}}
 
 
 # --- import ------------------------------------------------------------------------------------
@@ -693,6 +707,19 @@ def stats(items: Sequence[ItemView] | None = None) -> dict[str, Any]:
         "tie_rate": choices["tie"] / len(two_way) if two_way else None,
         "both_bad_rate": choices["both_bad"] / len(two_way) if two_way else None,
     }
+
+
+def leaderboard_gap(items: Sequence[ItemView] | None = None) -> str:
+    """Why `leaderboard` has nothing to rank, in a sentence a person can act on."""
+    items = list(items if items is not None else _all_items())
+    compared = [item for item in items if any(label.choice not in THUMBS for label in item.labels)]
+    if not compared:
+        return "no comparison votes yet (👍/👎 on a single reply rank nothing)."
+    if not any(len({r.source for r in item.responses}) > 1 for item in compared):
+        sources = ", ".join(sorted({r.source for item in compared for r in item.responses}))
+        return (f"every vote so far compares responses of one source with each other ({sources}), so no source can beat "
+                "another. Pick different models for Source A and B (e.g. the base model and an adapter) to rank them.")
+    return "no vote between two different sources can be scored yet."
 
 
 def leaderboard(items: Sequence[ItemView] | None = None) -> list[dict[str, Any]]:

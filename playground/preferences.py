@@ -250,7 +250,10 @@ def dataset_view():
         f"(50% means no bias).  \nTie rate **{pct(st['tie_rate'])}**, both-bad rate **{pct(st['both_bad_rate'])}**."
     )
     annotators = pd.DataFrame(list(st["per_annotator"].items()), columns=["annotator", "labels"])
-    board = pd.DataFrame(preferences.leaderboard(items), columns=["source", "rating", "wins", "losses", "ties", "comparisons"])
+    ratings = preferences.leaderboard(items)
+    board = pd.DataFrame(ratings, columns=["source", "rating", "wins", "losses", "ties", "comparisons"])
+    if not ratings:
+        text += f"  \nLeaderboard: {preferences.leaderboard_gap(items)}"
     recent = pd.DataFrame(
         [[i.id, i.prompt_text[:80], len(i.responses), ", ".join(f"{lb.annotator}: {_describe(lb)}" for lb in i.labels)] for i in items[:50]],
         columns=["item", "prompt", "responses", "votes"],
@@ -297,10 +300,12 @@ def push_labels(repo_id: str, token: str, request: gr.Request = None) -> str:
     if not repo_id or "/" not in repo_id:
         raise UserError("Give a dataset repository id like 'my-team/preferences'.")
     try:
-        url = preferences.push_to_hub(repo_id.strip(), token.strip() or None)
+        pushed = preferences.push_to_hub(repo_id.strip(), token.strip() or None)
     except preferences.PreferenceError as error:
         raise UserError(str(error)) from error
-    return f"Pushed to {url}"
+    configs = ", ".join(f"`{name}` ({rows} rows)" for name, rows in pushed["configs"].items())
+    return (f"Pushed to {pushed['url']}: {configs}. Load one with "
+            f"`load_dataset({repo_id.strip()!r}, {next(iter(pushed['configs']))!r})`.")
 
 
 @admin_only("delete data")
@@ -398,6 +403,9 @@ def build_dataset(demo: gr.Blocks) -> None:
             gr.Markdown("#### Export for trl")
             fmt = gr.Radio(["jsonl", "parquet", "dataset", "unpaired"], value="jsonl", label="Format",
                            info="pairs in trl's conversational prompt/chosen/rejected; 'unpaired' = KTO prompt/completion/label")
+            gr.Markdown("<span class='muted'>Unpaired rows: a **tie** exports both responses with `label: true` (both "
+                        "acceptable), **both bad** exports both with `label: false`, 👍/👎 as voted. Ties and both-bad say "
+                        "nothing about order, so they are never pairs.</span>")
             export_button = gr.Button("Export")
             exported = gr.File(label="Download", interactive=False)
         with gr.Column():

@@ -214,3 +214,46 @@ def test_exported_pairs_train_in_plain_trl_reward_trainer(tmp_path, tokenizer):
         train_dataset=dataset, processing_class=tokenizer,
     )
     assert trainer.train().global_step == 2
+
+
+def test_push_to_hub_sends_pairs_and_unpaired_rows_as_separate_configs(monkeypatch):
+    """Splits of one DatasetDict must share columns; a tie or thumbs label made every push fail before any upload."""
+    from datasets import Dataset
+
+    pushed: dict[str, Dataset] = {}
+
+    def fake_push(self, repo_id, *, config_name="default", split=None, set_default=None, **kwargs):
+        assert repo_id == "team/prefs" and split == "train"
+        pushed[config_name] = self
+        if set_default:
+            pushed["(default)"] = config_name
+
+    monkeypatch.setattr(Dataset, "push_to_hub", fake_push)
+    preferences.submit_label(item(seed=1).id, "ann", "A")
+    preferences.submit_label(item(seed=2).id, "ann", "tie")
+    preferences.submit_label(item(seed=3).id, "ann", "both_bad")
+    thumbs = preferences.create_item(PROMPT, [ResponseDraft("Blue.", source="chat", model="m")])
+    preferences.submit_label(thumbs.id, "ann", "up")
+
+    result = preferences.push_to_hub("team/prefs")
+    assert result["configs"] == {"pairs": 1, "unpaired": 5}
+    assert pushed["(default)"] == "pairs"
+    assert pushed["pairs"].column_names == ["prompt", "chosen", "rejected"]
+    assert pushed["unpaired"].column_names == ["prompt", "completion", "label"]
+    assert sorted(pushed["unpaired"]["label"]) == [False, False, True, True, True]
+
+
+def test_push_to_hub_with_nothing_to_push_says_so(monkeypatch):
+    with pytest.raises(preferences.PreferenceError, match="no labels"):
+        preferences.push_to_hub("team/prefs")
+
+
+def test_an_empty_leaderboard_says_why():
+    assert "no comparison votes yet" in preferences.leaderboard_gap()
+    same = item(sources=["base", "base"], seed=4)
+    preferences.submit_label(same.id, "ann", "A")
+    assert preferences.leaderboard() == []
+    assert "one source with each other (base)" in preferences.leaderboard_gap()
+    mixed = item(sources=["base", "tutor"], seed=5)
+    preferences.submit_label(mixed.id, "ann", "B")
+    assert sorted(row["source"] for row in preferences.leaderboard()) == ["base", "tutor"]
