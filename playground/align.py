@@ -30,6 +30,13 @@ SERIES = {
     "rewards/accuracies": "pair accuracy (DPO)", "reward": "mean reward (RLOO)", "kl": "KL to reference (RLOO)",
 }
 KINDS = ("dpo", "rloo")
+# the evaluation's rows, verdict and rewards before the long answers, so a narrow column shows them
+EVAL_COLUMNS = {"prompt": "prompt", "outcome": "adapter", "reward_base": "reward base", "reward_adapter": "reward adapter",
+                "base": "base answer", "adapter": "adapter answer"}
+MAX_STEPS_INFO = {
+    METHODS[0]: "0 = train for the epochs given; > 0 stops after that many steps",
+    METHODS[1]: f"RLOO counts steps, not epochs: 0 means its default of {rloo.RLOOSpec.max_steps}",
+}
 EVAL_PROMPTS = 24
 
 
@@ -71,16 +78,19 @@ def start_job(method: str, name: str, pair_source: str, pair_upload: str | None,
             if not reward_model:
                 raise UserError("Choose a reward model (train one in the Reward model tab first).")
             prompts = _file_input(prompt_source, PROMPT_SOURCES, prompt_upload, job_id, "prompt")
+            steps = int(max_steps) if max_steps and max_steps > 0 else rloo.RLOOSpec.max_steps
             spec = rloo.RLOOSpec(out=name, reward_model=reward_model, prompts=prompts, beta=float(kl_beta),
-                                 num_generations=int(generations), max_steps=int(max_steps) if max_steps and max_steps > 0 else 30,
-                                 learning_rate=float(lr), overwrite=bool(overwrite))
+                                 num_generations=int(generations), max_steps=steps, learning_rate=float(lr), overwrite=bool(overwrite))
             rloo.check(spec)
             kind = "rloo"
     except (InvalidParameter, UploadError, preferences.PreferenceError, sft_data.DataError) as error:
         raise UserError(str(error)) from error
     jobs.submit(kind, spec.out, spec.to_dict(), job_id=job_id)
     jobs.manager().poll_once()
-    gr.Info(f"{kind.upper()} job {spec.out!r} started; progress appears below.")
+    steps = (f"{spec.max_steps} steps" if spec.max_steps > 0 else f"{spec.epochs:g} epoch(s)")
+    if kind == "rloo" and not (max_steps and max_steps > 0):
+        steps += " (RLOO has no epochs: max steps 0 means its default)"
+    gr.Info(f"{kind.upper()} job {spec.out!r} started: {steps}; progress appears below.")
     return jobs_panel.refresh_choices(KINDS, job_id)
 
 
@@ -112,10 +122,11 @@ def run_evaluation(adapter: str | None, reward_model: str | None, source: str, u
     except (reward.RewardModelError, models.ModelUnavailable, ValueError) as error:
         raise UserError(str(error)) from error
     summary = (f"On **{report['n']}** prompts, judged by **{html.escape(reward_model)}**: **{html.escape(adapter)}** wins "
-               f"**{report['win_rate']:.0%}** against the base model (ties count half); mean reward "
-               f"**{report['mean_reward_adapter']:+.3f}** vs **{report['mean_reward_base']:+.3f}**. A reward model is a proxy: "
-               "check with human votes below.")
-    table = pd.DataFrame(report["rows"], columns=["prompt", "base", "adapter", "reward_base", "reward_adapter"])
+               f"**{report['win_rate']:.0%}** against the base model ({report['wins']} better, {report['ties']} ties, "
+               f"{report['losses']} worse; a tie is an identical answer or rewards within ±{report['tie_tolerance']:g}, "
+               f"and counts half); mean reward **{report['mean_reward_adapter']:+.3f}** vs **{report['mean_reward_base']:+.3f}**. "
+               "A reward model is a proxy: check with human votes below.")
+    table = pd.DataFrame(report["rows"], columns=list(EVAL_COLUMNS)).rename(columns=EVAL_COLUMNS)
     return summary, table
 
 
@@ -164,7 +175,7 @@ def build(demo: gr.Blocks) -> None:
                                         info="penalises drifting from the reference: limits reward hacking")
                     generations = gr.Number(value=rloo.RLOOSpec.num_generations, precision=0, label="Samples per prompt", minimum=2)
             with gr.Row():
-                max_steps = gr.Number(value=0, precision=0, label="Max steps (> 0 overrides; RLOO default 30)", minimum=0)
+                max_steps = gr.Number(value=0, precision=0, label="Max steps", minimum=0, info=MAX_STEPS_INFO[METHODS[0]])
                 lr = gr.Number(value=dpo.DPOSpec.learning_rate, label="Learning rate")
             gr.Markdown("<span class='muted'>LoRA on the base model; the reference is the base model itself (the adapter switched "
                         "off). Precision comes from the hardware. The adapter appears in every adapter picker.</span>")
@@ -184,14 +195,15 @@ def build(demo: gr.Blocks) -> None:
                 eval_button = gr.Button("Evaluate with the reward model")
                 queue_button = gr.Button("⚖ Queue aligned vs base for human votes")
             eval_summary = gr.Markdown()
-            eval_table = gr.Dataframe(headers=["prompt", "base", "adapter", "reward_base", "reward_adapter"], interactive=False, wrap=True,
-                                      max_height=320)
+            eval_table = gr.Dataframe(headers=list(EVAL_COLUMNS.values()), interactive=False, wrap=True, max_height=320,
+                                      max_chars=160, column_widths=["20%", "10%", "10%", "10%", "25%", "25%"])
     panel = jobs_panel.build(demo, KINDS, SERIES, title="Alignment jobs")
     how_it_works("align", "How it works: RL with a KL penalty vs direct preference optimisation")
 
     method.change(lambda m: (gr.update(visible=m == METHODS[0]), gr.update(visible=m == METHODS[1]),
-                             dpo.DPOSpec.learning_rate if m == METHODS[0] else rloo.RLOOSpec.learning_rate),
-                  method, [dpo_box, rloo_box, lr], api_visibility="private")
+                             dpo.DPOSpec.learning_rate if m == METHODS[0] else rloo.RLOOSpec.learning_rate,
+                             gr.update(value=0 if m == METHODS[0] else rloo.RLOOSpec.max_steps, info=MAX_STEPS_INFO[m])),
+                  method, [dpo_box, rloo_box, lr, max_steps], api_visibility="private")
 
     def refresh_lists():
         names, rms = aligned_adapters(), reward_models()

@@ -122,6 +122,7 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(report)
     else:
-        print(f"{args.adapter} vs base on {report['n']} prompts, judged by {args.reward_model}: win rate {report['win_rate']:.1%}, "
+        print(f"{args.adapter} vs base on {report['n']} prompts, judged by {args.reward_model}: win rate {report['win_rate']:.1%} "
+              f"({report['wins']} better, {report['ties']} ties within {report['tie_tolerance']:g}, {report['losses']} worse), "
               f"mean reward {report['mean_reward_adapter']:+.3f} vs {report['mean_reward_base']:+.3f}")
     return 0

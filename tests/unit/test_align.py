@@ -86,3 +86,28 @@ def test_rloo_job_and_evaluation(tiny_model_env, data_dir, tmp_path):
         rloo.check(rloo.RLOOSpec(out="x", reward_model="missing", prompts=str(prompts)))
     with pytest.raises(InvalidParameter, match="already exists"):
         rloo.check(rloo.RLOOSpec(out="tiny-rloo", reward_model="tiny-rm", prompts=str(prompts)))
+
+
+def test_identical_answers_and_reward_noise_are_ties():
+    assert evaluate.outcome(("Paris.", -1.17284954), ("Paris.", -1.17284966)) == "tie"  # the same text
+    assert evaluate.outcome(("Paris.", -1.172849), ("Paris!", -1.172851)) == "tie"  # below the tolerance
+    assert evaluate.outcome(("Paris.", -1.2), ("It is Paris.", -1.1)) == "win"
+    assert evaluate.outcome(("Paris.", -1.1), ("It is Paris.", -1.2)) == "loss"
+    assert evaluate.outcome(("a", 0.0), ("b", 0.004), tolerance=0.001) == "win"
+
+
+def test_an_adapter_that_changes_nothing_wins_half(fresh_tiny_handle, tiny_model_env, data_dir):
+    """A LoRA whose B is zero answers exactly as the base model: 50%, whatever the batch numerics do to the scores."""
+    from peft import LoraConfig, get_peft_model
+
+    from tests.conftest import build_tiny_model
+
+    noop = get_peft_model(build_tiny_model(fresh_tiny_handle.tokenizer), LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    noop.save_pretrained(data_dir / "adapters" / "noop")
+    rm = reward.RewardSpec(out="judge", data=str(PAIRS), max_steps=1, batch_size=4, max_length=96)
+    assert jobs.run_foreground("reward", rm.out, rm.to_dict(), echo=False).status == jobs.SUCCEEDED
+    prompts = [[Message("user", p)] for p in ("Hi", "Tell me a fact.", "Name a colour.", "Count to three.")]
+    report = evaluate.evaluate(fresh_tiny_handle, "noop", "judge", prompts, SamplingParams(temperature=0, max_new_tokens=6))
+    assert all(row["base"] == row["adapter"] for row in report["rows"])
+    assert report["win_rate"] == 0.5 and report["ties"] == 4 and report["wins"] == report["losses"] == 0
+    assert report["tie_tolerance"] == evaluate.TIE_TOLERANCE
