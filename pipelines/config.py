@@ -13,6 +13,7 @@ from pathlib import Path
 
 BUNDLED_MODEL = "bundled:smollm2"
 HUB_FALLBACK_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
+TRAIN_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -49,6 +50,9 @@ class Settings:
     # "llamacpp": base-model forward passes run on the GGUF file through llama-cpp-python (optional
     # install, `make llamacpp`); adapters and training stay on torch either way
     engine: str = field(default_factory=lambda: (_env("PLAYGROUND_ENGINE", "torch") or "torch").lower().replace("-", "").replace(".", ""))
+    # mixed precision of training jobs: "auto" follows the hardware (pipelines.hardware.train_precision);
+    # "fp32" / "bf16" / "fp16" force a plan (tests run every plan whatever the host CPU has)
+    train_precision: str = field(default_factory=lambda: (_env("PLAYGROUND_TRAIN_PRECISION", "auto") or "auto").lower())
 
     def __post_init__(self) -> None:
         if self.device not in {"auto", "cpu", "cuda", "mps"}:
@@ -57,6 +61,8 @@ class Settings:
             raise ValueError(
                 f"PLAYGROUND_DTYPE must be auto, float32, bfloat16 or float16, got {self.dtype!r}"
             )
+        if self.train_precision not in TRAIN_PRECISIONS:
+            raise ValueError(f"PLAYGROUND_TRAIN_PRECISION must be {', '.join(TRAIN_PRECISIONS)}, got {self.train_precision!r}")
         if self.engine not in {"torch", "llamacpp"}:
             raise ValueError(f"PLAYGROUND_ENGINE must be torch or llamacpp, got {self.engine!r}")
         if self.max_upload_mb < 1:

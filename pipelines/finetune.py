@@ -20,14 +20,14 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
 from . import adapters, evaluation, generation, model_structure, sft_data, training
 from .config import get_settings
-from .hardware import detect, train_precision
-from .jobs import JobCancelled, JobContext, trainer_callback
+from .hardware import TrainPrecision
+from .jobs import JobCancelled, JobContext, Phase, trainer_callback
 from .sampling import InvalidParameter, SamplingParams
 
 METHODS = ("lora", "prompt-tuning")
@@ -36,6 +36,7 @@ PROMPT_TUNING_INIT = "Answer the question helpfully, in the style of the example
 # Bytes per parameter for full fine-tuning with Adam in fp32, as usually quoted: weights 4,
 # Adam moments 8, gradients 4, activations ~8 (activations really scale with batch x length).
 BYTES_FULL = {"weights": 4, "adam": 8, "gradients": 4, "activations": 8}
+SAMPLE_BATCH = 4  # held-out answers generated per batch in the before/after comparison
 
 
 @dataclass
@@ -200,15 +201,19 @@ def check_can_write(spec: FinetuneSpec) -> None:
         raise InvalidParameter("out", f"an adapter named {spec.out!r} already exists; choose another name or allow replacing it")
 
 
-def _samples(handle: Any, conversations: Sequence[Sequence[Any]], spec: FinetuneSpec, adapter: str | None) -> list[str]:
+def _samples(handle: Any, conversations: Sequence[Sequence[Any]], spec: FinetuneSpec, adapter: str | None,
+             done: Callable[[int], None] | None = None) -> list[str]:
+    """Greedy answers to the held-out prompts, four per batch; `done(n)` after each batch."""
     from .chat import render
 
     prompts = [render(handle, list(c[:-1]))[1] for c in conversations]
     params = [SamplingParams(temperature=0, max_new_tokens=spec.eval_max_new_tokens)] * len(prompts)
     outputs: list[str] = []
-    for start in range(0, len(prompts), 4):
-        rows = generation.generate_batch(handle, prompts[start : start + 4], params[start : start + 4], adapter=adapter)
+    for start in range(0, len(prompts), SAMPLE_BATCH):
+        rows = generation.generate_batch(handle, prompts[start : start + SAMPLE_BATCH], params[start : start + SAMPLE_BATCH], adapter=adapter)
         outputs.extend(r.text.strip() for r in rows)
+        if done:
+            done(len(rows))
     return outputs
 
 
@@ -229,7 +234,29 @@ def _load_base(source: str, device: str, spec: FinetuneSpec) -> Any:
     return model
 
 
+def evaluation_units(eval_conversations: int, spec: FinetuneSpec) -> int:
+    """Units of work of the before/after evaluation, per model: loss, forgetting probe, answers."""
+    return (1 if eval_conversations else 0) + 1 + min(spec.eval_samples, eval_conversations)
+
+
+def evaluation_note(eval_conversations: int, spec: FinetuneSpec) -> str:
+    """What the evaluation will do, in words: its cost is the answers it generates."""
+    answers = min(spec.eval_samples, eval_conversations)
+    parts = [f"loss on {eval_conversations} held-out conversations"] if eval_conversations else []
+    parts.append("perplexity on general text")
+    if answers:
+        parts.append(f"{answers} answers of up to {spec.eval_max_new_tokens} tokens")
+    return ", ".join(parts) + ", for the base model and then the tuned one"
+
+
 def run(spec: FinetuneSpec, ctx: JobContext) -> dict[str, Any]:
+    """Prepare, train, then measure the base model and the tuned one on the same held-out data.
+
+    Both measurements come after training: the adapter switched off is exactly the base model,
+    and measuring then means the trainer has already prepared its model (mixed precision
+    wraps its forward), which PEFT's prompt-tuning `disable_adapter` would otherwise break
+    under bf16/fp16 by swapping the forward while accelerate rebinds it.
+    """
     from datasets import Dataset
     from transformers import AutoTokenizer
     from trl import SFTTrainer
@@ -237,11 +264,17 @@ def run(spec: FinetuneSpec, ctx: JobContext) -> dict[str, Any]:
     from . import models
 
     started = time.time()
+    ctx.plan(
+        Phase("prepare", "Prepare: data, base model, tokenisation"),
+        Phase("train", "Train", unit="steps"),
+        Phase("evaluate", "Evaluate: base model vs tuned", unit="parts"),
+    )
+    ctx.phase("prepare")
     settings = get_settings()
     check_can_write(spec)
     model_id = spec.base_model or models.configured_model_id(settings)
     source, base_name = models.resolve_source(model_id, settings)
-    device, precision = training.device_and_precision(settings.device)
+    device, precision = training.device_and_precision(settings)
     ctx.info(f"base model {base_name} on {device}; precision: {precision.reason}")
 
     tokenizer = AutoTokenizer.from_pretrained(source)
@@ -264,11 +297,13 @@ def run(spec: FinetuneSpec, ctx: JobContext) -> dict[str, Any]:
     model = _load_base(source, device, spec)
     peft_config = peft_config_for(spec, source)
     planned_steps = training.planned_steps(len(train_ds), spec.batch_size, spec.grad_accum, spec.epochs, spec.max_steps)
-    args = training_args(spec, ctx.directory / "trainer", device=device, planned_steps=planned_steps, has_eval=eval_ds is not None)
+    args = training_args(spec, ctx.directory / "trainer", device=device, planned_steps=planned_steps, has_eval=eval_ds is not None,
+                         precision=precision)
     trainer = SFTTrainer(
         model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer,
         peft_config=peft_config, callbacks=[trainer_callback(ctx)],
     )
+    training.console_quiet(trainer)
     peft_model = trainer.model
     trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in peft_model.parameters())
@@ -276,32 +311,41 @@ def run(spec: FinetuneSpec, ctx: JobContext) -> dict[str, Any]:
         f"{len(trainer.train_dataset)} training examples after tokenisation; {trainable:,} trainable parameters "
         f"of {total:,} ({100 * trainable / total:.2f}%); ~{planned_steps} steps"
     )
+    ctx.check()
+
+    ctx.phase("train", total=planned_steps)
+    train_result = trainer.train()
+    if ctx.should_stop():
+        raise JobCancelled()
 
     sample_conv = eval_conv[: spec.eval_samples]
     references = [c[-1].content for c in sample_conv]
+    units = evaluation_units(len(eval_conv), spec)
+    ctx.phase("evaluate", total=2 * units, note=evaluation_note(len(eval_conv), spec))
+    progress = _Counter(ctx)
     handle = models.wrap(peft_model.get_base_model(), tokenizer, name=base_name, source=source)
     # trainer.evaluate() is collective under distributed training: every rank calls it. The rest
     # (samples, perplexity on general text, saving) is local work for rank 0 only.
     main = ctx.report
+    peft_model.eval()
     before: dict[str, Any] = {}
     with peft_model.disable_adapter():
-        peft_model.eval()
         if eval_ds is not None:
             before["loss"] = trainer.evaluate(metric_key_prefix="before")["before_loss"]
+            progress.add(1)
         if main:
             before["general_perplexity"] = evaluation.text_perplexity(peft_model, tokenizer, evaluation.general_text())
-        before_outputs = _samples(handle, sample_conv, spec, None) if sample_conv and main else []
+            progress.add(1)
+        before_outputs = _samples(handle, sample_conv, spec, None, progress.add) if sample_conv and main else []
     before.update(evaluation.text_metrics(before_outputs, references) if before_outputs else {})
     before["perplexity"] = evaluation.perplexity_of(before.get("loss"))
-    ctx.info("before training: " + _fmt(before))
+    ctx.info("base model: " + _fmt(before))
     ctx.check()
 
-    train_result = trainer.train()
-    if ctx.should_stop():
-        raise JobCancelled()
     after: dict[str, Any] = {}
     if eval_ds is not None:
         after["loss"] = trainer.evaluate(metric_key_prefix="after")["after_loss"]
+        progress.add(1)
     if not main:
         return {"steps": int(trainer.state.global_step)}
 
@@ -311,14 +355,15 @@ def run(spec: FinetuneSpec, ctx: JobContext) -> dict[str, Any]:
     tokenizer.save_pretrained(staging)
     peft_model.eval()
     after["general_perplexity"] = evaluation.text_perplexity(peft_model, tokenizer, evaluation.general_text())
+    progress.add(1)
     if spec.method == "lora":
-        after_outputs = _samples(handle, sample_conv, spec, None) if sample_conv else []
+        after_outputs = _samples(handle, sample_conv, spec, None, progress.add) if sample_conv else []
     else:
         handle.register_adapter("__trained__", staging)
-        after_outputs = _samples(handle, sample_conv, spec, "__trained__") if sample_conv else []
+        after_outputs = _samples(handle, sample_conv, spec, "__trained__", progress.add) if sample_conv else []
     after.update(evaluation.text_metrics(after_outputs, references) if sample_conv else {})
     after["perplexity"] = evaluation.perplexity_of(after.get("loss"))
-    ctx.info("after training: " + _fmt(after))
+    ctx.info("tuned model: " + _fmt(after))
 
     samples = [
         {"prompt": c[-2].content if len(c) > 1 else "", "reference": ref, "before": b, "after": a}
@@ -361,6 +406,18 @@ def run(spec: FinetuneSpec, ctx: JobContext) -> dict[str, Any]:
     }
 
 
+class _Counter:
+    """Units of the evaluation phase done so far, reported to the job as they complete."""
+
+    def __init__(self, ctx: JobContext) -> None:
+        self.ctx, self.done = ctx, 0
+
+    def add(self, n: int) -> None:
+        self.done += n
+        self.ctx.advance(self.done)
+        self.ctx.check()
+
+
 def peft_config_for(spec: FinetuneSpec, source: str) -> Any:
     from peft import LoraConfig, PromptTuningConfig, PromptTuningInit
 
@@ -376,7 +433,8 @@ def peft_config_for(spec: FinetuneSpec, source: str) -> Any:
     )
 
 
-def training_args(spec: FinetuneSpec, output_dir: Path, *, device: str, planned_steps: int, has_eval: bool) -> Any:
+def training_args(spec: FinetuneSpec, output_dir: Path, *, device: str, planned_steps: int, has_eval: bool,
+                  precision: TrainPrecision) -> Any:
     """The project's SFTConfig: trl's defaults changed where they hurt on this hardware.
 
     - precision from the hardware (trl defaults to bf16, ~40x slower on CPUs that emulate it);
@@ -385,7 +443,6 @@ def training_args(spec: FinetuneSpec, output_dir: Path, *, device: str, planned_
     """
     from trl import SFTConfig
 
-    precision = train_precision(detect(), device)
     return SFTConfig(
         output_dir=str(output_dir),
         num_train_epochs=spec.epochs,

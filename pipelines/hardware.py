@@ -137,8 +137,25 @@ def plan_device(
     return DevicePlan(device=device, dtype=dtype, threads=n_threads, attn_implementation=attn, reason=reason, fast_decode=lean)
 
 
-def train_precision(hw: Hardware, device: str) -> TrainPrecision:
-    """Mixed-precision flags for trl/transformers trainers on this hardware."""
+def train_precision(hw: Hardware, device: str, requested: str = "auto") -> TrainPrecision:
+    """Mixed-precision flags for trl/transformers trainers on this hardware.
+
+    `requested` (PLAYGROUND_TRAIN_PRECISION) forces a plan where the hardware can run it, so every
+    plan can be exercised on any machine: a failure that only bf16 shows must not hide on a CPU
+    without it.
+    """
+    if requested == "fp32":
+        return TrainPrecision(bf16=False, fp16=False, reason="fp32 as configured (PLAYGROUND_TRAIN_PRECISION)")
+    if requested == "bf16":
+        if device == "cuda" and not hw.cuda_bf16:
+            raise ValueError("PLAYGROUND_TRAIN_PRECISION=bf16, but this GPU has no bf16: use fp16 or auto")
+        native = device != "cpu" or hw.cpu_native_bf16
+        return TrainPrecision(bf16=True, fp16=False, reason="bf16 mixed precision as configured (PLAYGROUND_TRAIN_PRECISION)"
+                              + ("" if native else "; this CPU emulates bf16, which is many times slower than fp32"))
+    if requested == "fp16":
+        if device == "cpu":
+            raise ValueError("PLAYGROUND_TRAIN_PRECISION=fp16 needs a GPU: use bf16, fp32 or auto on a CPU")
+        return TrainPrecision(bf16=False, fp16=True, reason="fp16 mixed precision as configured (PLAYGROUND_TRAIN_PRECISION)")
     if device == "cuda":
         if hw.cuda_bf16:
             return TrainPrecision(bf16=True, fp16=False, reason="bf16 mixed precision on GPU")

@@ -15,6 +15,7 @@ import importlib
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -23,7 +24,7 @@ import tempfile
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -156,6 +157,19 @@ def metrics_path(job_id: str, settings: Settings | None = None) -> Path:
     return job_dir(job_id, settings) / "metrics.jsonl"
 
 
+def phases_path(job_id: str, settings: Settings | None = None) -> Path:
+    return job_dir(job_id, settings) / "phases.json"
+
+
+def read_phases(job_id: str, settings: Settings | None = None) -> list["Phase"]:
+    """The job's phases as last written (none for jobs that predate phases, or a torn file)."""
+    try:
+        data = json.loads(phases_path(job_id, settings).read_text(encoding="utf-8"))
+        return [Phase(**{k: v for k, v in entry.items() if k in Phase.__dataclass_fields__}) for entry in data]
+    except (OSError, ValueError, TypeError):
+        return []
+
+
 def read_metrics(job_id: str, settings: Settings | None = None) -> list[dict[str, Any]]:
     """Every metrics record the job has written; a half-written last line is skipped."""
     path = metrics_path(job_id, settings)
@@ -170,6 +184,16 @@ def read_metrics(job_id: str, settings: Settings | None = None) -> list[dict[str
     return records
 
 
+_ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07]*\x07|[@-Z\\-_])")
+
+
+def readable(text: str) -> str:
+    """Log text as a person reads it: no terminal colour codes, and of a line redrawn with
+    carriage returns (a progress bar) only its last state."""
+    text = _ANSI.sub("", text)
+    return "\n".join(line.rsplit("\r", 1)[-1] if "\r" in line else line for line in text.split("\n"))
+
+
 def tail_log(job_id: str, lines: int = 60, settings: Settings | None = None) -> str:
     path = log_path(job_id, settings)
     if not path.is_file():
@@ -179,7 +203,8 @@ def tail_log(job_id: str, lines: int = 60, settings: Settings | None = None) -> 
         size = handle.tell()
         handle.seek(max(0, size - 64_000))
         text = handle.read().decode("utf-8", errors="replace")
-    return "\n".join(text.splitlines()[-lines:])
+    kept = [line for line in readable(text).splitlines() if line.strip()]
+    return "\n".join(kept[-lines:])
 
 
 # --- the table ----------------------------------------------------------------------------------
@@ -246,6 +271,46 @@ def _finish(job_id: str, status: str, message: str, result: dict[str, Any] | Non
 # --- inside a job -------------------------------------------------------------------------------
 
 @dataclass
+class Phase:
+    """One named stage of a job (prepare, train, evaluate, ...) with its own progress and clock.
+
+    A run is more than its optimizer steps: a short fine-tune spends most of its time measuring
+    the model before and after. Each phase therefore has its own count and its own ETA, taken
+    from its own elapsed time only, so a slow start never inflates the ETA of what follows.
+    """
+
+    name: str
+    label: str
+    unit: str = ""
+    total: int = 0
+    done: int = 0
+    note: str = ""
+    started: float | None = None
+    finished: float | None = None
+
+    @property
+    def state(self) -> str:
+        return "done" if self.finished else "running" if self.started else "pending"
+
+    def elapsed(self, now: float | None = None) -> float:
+        if self.started is None:
+            return 0.0
+        return (self.finished or now or time.time()) - self.started
+
+    def eta(self, now: float | None = None) -> float | None:
+        """Seconds left at the pace of this phase so far (None until one unit is done)."""
+        if self.state != "running" or not self.done or not self.total:
+            return None
+        return self.elapsed(now) / self.done * max(self.total - self.done, 0)
+
+    @property
+    def fraction(self) -> float:
+        if self.state == "done":
+            return 1.0
+        return min(self.done / self.total, 1.0) if self.total else 0.0
+
+
+@dataclass
 class JobContext:
     """What a job function gets: its spec and directory, and ways to report and to stop."""
 
@@ -256,8 +321,9 @@ class JobContext:
     report: bool = True  # False on non-main ranks of a distributed run
     _stop: threading.Event = field(default_factory=threading.Event)
     _last_write: float = 0.0
+    _last_phase_write: float = 0.0
     _last_cancel_check: float = 0.0
-    _started: float = field(default_factory=time.monotonic)
+    _phases: list[Phase] = field(default_factory=list)
 
     def info(self, message: str) -> None:
         line = f"[{time.strftime('%H:%M:%S')}] {message}"
@@ -278,16 +344,79 @@ class JobContext:
         with metrics_path(self.job_id).open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
 
+    # --- phases: what the job is doing now, and what comes next
+
+    def plan(self, *phases: Phase) -> None:
+        """Declare the job's phases up front, so the page shows what is still to come."""
+        self._phases = list(phases)
+        self._write_phases(force=True)
+
+    def phase(self, name: str, *, total: int | None = None, note: str | None = None) -> Phase:
+        """Finish the running phase and start `name` (declared by `plan`, or added now)."""
+        now = time.time()
+        for running in self._phases:
+            if running.state == "running":
+                running.finished = now
+        current = next((p for p in self._phases if p.name == name), None)
+        if current is None:
+            current = Phase(name=name, label=name.capitalize())
+            self._phases.append(current)
+        current.started, current.finished, current.done = now, None, 0
+        if total is not None:
+            current.total = total
+        if note is not None:
+            current.note = note
+        self.info(f"{current.label}" + (f" ({current.note})" if current.note else ""))
+        self._write_phases(force=True)
+        return current
+
+    def advance(self, done: int, total: int | None = None, *, force: bool = False) -> None:
+        """Progress within the running phase (`done` of `total` units)."""
+        current = self.current_phase
+        if current is None:
+            return
+        current.done = done
+        if total is not None:
+            current.total = total
+        self._write_phases(force=force or (bool(current.total) and done >= current.total))
+
+    def finish_phases(self) -> None:
+        now = time.time()
+        for running in self._phases:
+            if running.state == "running":
+                running.finished = now
+        self._write_phases(force=True)
+
+    @property
+    def current_phase(self) -> Phase | None:
+        return next((p for p in self._phases if p.state == "running"), None)
+
+    def _write_phases(self, *, force: bool = False) -> None:
+        if not self.report or not self._phases:
+            return
+        now = time.monotonic()
+        if not force and now - self._last_phase_write < 1.0:
+            return
+        self._last_phase_write = now
+        path = phases_path(self.job_id)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps([asdict(p) for p in self._phases]), encoding="utf-8")
+        os.replace(tmp, path)  # the page never reads half a file
+
     def progress(self, step: int, total: int, *, force: bool = False) -> None:
+        """Optimizer steps (the trainer callback): the job row's step count and the current phase."""
         if not self.report:
             return
+        if self.current_phase is None:  # a job that declared no phases: its steps are its training
+            self.phase("train")
+        self.advance(step, total, force=force)
         now = time.monotonic()
         if not force and now - self._last_write < 1.0:
             return
         self._last_write = now
-        elapsed = now - self._started
         fraction = min(step / total, 1.0) if total else 0.0
-        eta = elapsed / step * (total - step) if step and total else None
+        current = self.current_phase
+        eta = current.eta() if current is not None else None
         with session() as s:
             s.execute(
                 update(JobRow).where(JobRow.id == self.job_id).values(
@@ -360,6 +489,7 @@ def _execute(ctx: JobContext, kind: str) -> tuple[str, str, dict[str, Any]]:
         return FAILED, f"{type(error).__name__}: {first}", {}
     if ctx.should_stop():
         return CANCELLED, "cancelled", result
+    ctx.finish_phases()
     return SUCCEEDED, "finished", result
 
 
@@ -547,6 +677,8 @@ class JobManager:
             "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
             "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
             "PYTHONWARNINGS": "ignore::FutureWarning,ignore::DeprecationWarning",
+            "NO_COLOR": "1",
+            "TERM": "dumb",
         }
         if self.settings.database_url:
             env["PLAYGROUND_DATABASE_URL"] = self.settings.database_url

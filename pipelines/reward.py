@@ -141,13 +141,15 @@ def run(spec: RewardSpec, ctx: JobContext) -> dict[str, Any]:
     from . import models
 
     started = time.time()
+    ctx.plan(*training.pair_job_phases("held-out accuracy and margin"))
+    ctx.phase("prepare")
     settings = get_settings()
     target = model_path(spec.out)
     if target.exists() and not spec.overwrite:
         raise InvalidParameter("out", f"a reward model named {spec.out!r} already exists")
     model_id = spec.base_model or models.configured_model_id(settings)
     source, base_name = models.resolve_source(model_id, settings)
-    device, precision = training.device_and_precision(settings.device)
+    device, precision = training.device_and_precision(settings)
     tokenizer = AutoTokenizer.from_pretrained(source)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -181,6 +183,7 @@ def run(spec: RewardSpec, ctx: JobContext) -> dict[str, Any]:
         eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None, processing_class=tokenizer,
         peft_config=peft_config, callbacks=[trainer_callback(ctx)],
     )
+    training.console_quiet(trainer)
     kept_train = len(trainer.train_dataset)
     kept_eval = len(trainer.eval_dataset) if trainer.eval_dataset is not None else 0
     ctx.info(
@@ -188,10 +191,13 @@ def run(spec: RewardSpec, ctx: JobContext) -> dict[str, Any]:
         f"({len(train_rows) - kept_train + len(eval_rows) - kept_eval} dropped as longer than {spec.max_length} tokens)"
     )
     # trl logs its reward metrics as eval_* whatever the prefix: read the untrained accuracy now
+    ctx.phase("before", total=kept_eval)
     before = dict(trainer.evaluate()) if kept_eval else {}
+    ctx.phase("train", total=planned)
     result = trainer.train()
     if ctx.should_stop():
         raise JobCancelled()
+    ctx.phase("after", total=kept_eval)
     after = trainer.evaluate() if kept_eval else {}
     metrics = {
         "eval_accuracy": after.get("eval_accuracy"),

@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from . import adapters
+from .config import Settings, get_settings
 from .hardware import TrainPrecision, detect, plan_device, train_precision
+from .jobs import Phase
 from .sampling import InvalidParameter
 
 
@@ -54,10 +56,36 @@ def planned_steps(examples: int, batch_size: int, grad_accum: int, epochs: float
     return max(1, int(per_epoch * epochs + 0.999))
 
 
-def device_and_precision(requested_device: str = "auto") -> tuple[str, TrainPrecision]:
+def device_and_precision(settings: Settings | None = None) -> tuple[str, TrainPrecision]:
+    """Where training runs and in which precision: PLAYGROUND_DEVICE and PLAYGROUND_TRAIN_PRECISION on this hardware."""
+    settings = settings or get_settings()
     hardware = detect()
-    device = plan_device(hardware, requested_device).device
-    return device, train_precision(hardware, device)
+    device = plan_device(hardware, settings.device).device
+    try:
+        return device, train_precision(hardware, device, settings.train_precision)
+    except ValueError as error:
+        raise InvalidParameter("PLAYGROUND_TRAIN_PRECISION", str(error)) from error
+
+
+def pair_job_phases(measured: str) -> tuple[Phase, ...]:
+    """The phases of a job that measures held-out pairs before and after training (reward model, DPO)."""
+    return (
+        Phase("prepare", "Prepare: pairs, base model, tokenisation"),
+        Phase("before", f"Measure before training: {measured}", unit="pairs"),
+        Phase("train", "Train", unit="steps"),
+        Phase("after", f"Measure after training: {measured}", unit="pairs"),
+    )
+
+
+def console_quiet(trainer: Any) -> None:
+    """No raw metric dicts on the console: the job callback logs readable lines instead.
+
+    With progress bars off (as every job runs), transformers adds a PrinterCallback that prints
+    each log dict; in a background job that lands in the log people read.
+    """
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
 
 
 def publish(staging: Path, target: Path, *, overwrite: bool, param: str = "out") -> Path:

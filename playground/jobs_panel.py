@@ -27,7 +27,7 @@ class JobPanel:
     status: gr.Markdown
     progress: gr.HTML
     plot: gr.LinePlot
-    log: gr.Textbox
+    log: gr.HTML
     cancel: gr.Button
     timer: gr.Timer
     kinds: tuple[str, ...]
@@ -62,15 +62,51 @@ def refresh_choices(kinds: tuple[str, ...], selected: str | None = None) -> dict
     return gr.update(choices=choices, value=value)
 
 
-def progress_html(job: jobs.JobInfo) -> str:
+STATUS_COLOURS = {"succeeded": "#16a34a", "failed": "#dc2626", "cancelled": "#9ca3af", "interrupted": "#f59e0b"}
+
+
+def _bar(fraction: float, colour: str) -> str:
+    return f"<div class='job-progress'><div class='bar' style='width:{100 * fraction:.1f}%;background:{colour}'></div></div>"
+
+
+def _phase_line(phase: jobs.Phase, job: jobs.JobInfo) -> str:
+    """One phase: what it is, how far, how long it took or is expected to take."""
+    running = phase.state == "running" and job.status == jobs.RUNNING
+    stopped = phase.state == "running" and not running  # the job ended (failed, cancelled) inside this phase
+    icon = "✅" if phase.state == "done" else "⏹" if stopped else "▶️" if running else "○"
+    count = ""
+    if phase.total and phase.state != "pending":
+        count = f" · step {phase.done}/{phase.total}" if phase.unit == "steps" else f" · {phase.done}/{phase.total} {phase.unit}".rstrip()
+    timing = ""
+    if phase.state != "pending":
+        end = job.finished_at if stopped else None
+        timing = f"{_duration(phase.elapsed(end))}"
+        eta = phase.eta() if running else None
+        if eta is not None:
+            timing += f" · ETA {_duration(eta)}"
+    note = f"<br><span class='muted'>{html.escape(phase.note)}</span>" if phase.note else ""
+    bar = _bar(phase.fraction, "#2563eb") if running else ""
+    return (f"<div class='job-phase {phase.state}'><span>{icon} {html.escape(phase.label)}{count}</span>"
+            f"<span class='muted'>{timing}</span>{note}{bar}</div>")
+
+
+def progress_html(job: jobs.JobInfo, phases: list[jobs.Phase] | None = None) -> str:
+    """The job's phases, each with its own progress and clock; one bar for jobs from before phases existed."""
+    if phases:
+        total = f"<p class='muted'>elapsed {_duration(job.elapsed)} in all</p>" if job.started_at else ""
+        return "<div class='job-phases'>" + "".join(_phase_line(p, job) for p in phases) + "</div>" + total
     percent = 100 * (1.0 if job.status == jobs.SUCCEEDED else job.progress)
-    colour = {"succeeded": "#16a34a", "failed": "#dc2626", "cancelled": "#9ca3af", "interrupted": "#f59e0b"}.get(job.status, "#2563eb")
+    colour = STATUS_COLOURS.get(job.status, "#2563eb")
     steps = f"step {job.step}/{job.total_steps} · " if job.total_steps else ""
     eta = f" · ETA {_duration(job.eta_seconds)}" if job.status == jobs.RUNNING and job.eta_seconds else ""
-    return (
-        f"<div class='job-progress'><div class='bar' style='width:{percent:.1f}%;background:{colour}'></div></div>"
-        f"<p class='muted'>{steps}{percent:.0f}% · elapsed {_duration(job.elapsed)}{eta}</p>"
-    )
+    return _bar(percent / 100, colour) + f"<p class='muted'>{steps}{percent:.0f}% · elapsed {_duration(job.elapsed)}{eta}</p>"
+
+
+def log_html(text: str) -> str:
+    """The log tail, newest line in view: a reversed flex box keeps a scroll box anchored at its
+    bottom (a Textbox refilled every poll jumped back to its oldest line)."""
+    body = html.escape(text) if text else "<span class='muted'>nothing logged yet</span>"
+    return f"<div class='job-log'><pre>{body}</pre></div>"
 
 
 def metrics_frame(job_id: str, series: dict[str, str]) -> pd.DataFrame:
@@ -86,7 +122,7 @@ def render(job_id: str | None, series: dict[str, str]):
     """Status line, progress bar, metric curves, log tail and the Cancel button for a job."""
     if not job_id:
         empty = pd.DataFrame(columns=["step", "value", "series"])
-        return "No job selected yet.", "", empty, "", gr.update(interactive=False)
+        return "No job selected yet.", "", empty, log_html(""), gr.update(interactive=False)
     try:
         job = jobs.get(job_id)
     except jobs.JobError as error:
@@ -96,9 +132,9 @@ def render(job_id: str | None, series: dict[str, str]):
     status = f"{badge} **{html.escape(job.name)}** — {job.kind} — **{job.status}**{where}  \n{html.escape(job.message)}"
     return (
         status,
-        progress_html(job),
+        progress_html(job, jobs.read_phases(job_id)),
         metrics_frame(job_id, series),
-        jobs.tail_log(job_id, 40),
+        log_html(jobs.tail_log(job_id, 40)),
         gr.update(interactive=not job.done and not job.cancel_requested),
     )
 
@@ -124,7 +160,8 @@ def build(demo: gr.Blocks, kinds: tuple[str, ...], series: dict[str, str], *, ti
         status = gr.Markdown()
         progress = gr.HTML()
         plot = gr.LinePlot(x="step", y="value", color="series", title="Live metrics", height=260, x_title="step")
-        log = gr.Textbox(label="Log (last lines)", lines=8, max_lines=8, interactive=False, autoscroll=True)
+        gr.Markdown("<span class='muted'>Log (last lines)</span>")
+        log = gr.HTML(log_html(""), elem_classes=["job-log-box"])
     timer = gr.Timer(POLL_SECONDS)
     panel = JobPanel(job, status, progress, plot, log, cancel_button, timer, kinds, series)
     refresh.click(lambda current: refresh_choices(kinds, current), job, job, api_visibility="private")

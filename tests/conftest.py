@@ -35,6 +35,9 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     # a developer's own deployment settings must not change what the tests see
     for name in ("PLAYGROUND_AUTH", "PLAYGROUND_ADMINS", "OAUTH_CLIENT_ID", "PLAYGROUND_ENGINE", "PLAYGROUND_FAST"):
         monkeypatch.delenv(name, raising=False)
+    # Training runs the same plan on every host; tests/unit/test_precision_plans.py runs each plan
+    # (a CPU with native bf16 would otherwise train everything in bf16, one without never would).
+    monkeypatch.setenv("PLAYGROUND_TRAIN_PRECISION", "fp32")
     config.reset_settings()
     access.reset_policy()
     yield target

@@ -46,6 +46,8 @@ def run(spec: DPOSpec, ctx: JobContext) -> dict[str, Any]:
     from trl import DPOConfig, DPOTrainer
 
     started = time.time()
+    ctx.plan(*training.pair_job_phases("implicit reward margin and accuracy"))
+    ctx.phase("prepare")
     common.check_new_adapter(spec.out, spec.overwrite)
     model_id, source, base_name = common.base_source(spec.base_model)
     device, precision = training.device_and_precision()
@@ -72,10 +74,14 @@ def run(spec: DPOSpec, ctx: JobContext) -> dict[str, Any]:
         eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None, processing_class=tokenizer,
         peft_config=common.lora_config(spec.lora_r, spec.lora_alpha), callbacks=[trainer_callback(ctx)],
     )
+    training.console_quiet(trainer)
+    ctx.phase("before", total=len(eval_rows))
     before = _held_out(trainer.evaluate()) if eval_rows else {}
+    ctx.phase("train", total=planned)
     result = trainer.train()
     if ctx.should_stop():
         raise JobCancelled()
+    ctx.phase("after", total=len(eval_rows))
     after = _held_out(trainer.evaluate()) if eval_rows else {}
     ctx.info(f"held-out implicit reward margin {before.get('margin', 0):+.4f} -> {after.get('margin', 0):+.4f}, "
              f"accuracy {before.get('accuracy', 0):.2f} -> {after.get('accuracy', 0):.2f}")

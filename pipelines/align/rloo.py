@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from .. import reward, training
-from ..jobs import JobCancelled, JobContext, trainer_callback
+from ..jobs import JobCancelled, JobContext, Phase, trainer_callback
 from ..sampling import InvalidParameter, SamplingParams
 from . import common, evaluate
 
@@ -97,6 +97,12 @@ def run(spec: RLOOSpec, ctx: JobContext) -> dict[str, Any]:
     from .. import models
 
     started = time.time()
+    ctx.plan(
+        Phase("prepare", "Prepare: prompts, policy, reward model"),
+        Phase("train", "Train: sample, score, update", unit="steps"),
+        Phase("measure", "Measure: mean reward of base vs tuned", unit="passes"),
+    )
+    ctx.phase("prepare")
     prompts = check(spec)
     model_id, source, base_name = common.base_source(spec.base_model)
     device, precision = training.device_and_precision()
@@ -118,6 +124,8 @@ def run(spec: RLOOSpec, ctx: JobContext) -> dict[str, Any]:
         train_dataset=Dataset.from_list([{"prompt": common.as_json(p)} for p in prompts]), processing_class=tokenizer,
         peft_config=common.lora_config(spec.lora_r, spec.lora_alpha), callbacks=[trainer_callback(ctx)],
     )
+    training.console_quiet(trainer)
+    ctx.phase("train", total=spec.max_steps)
     trainer.train()
     if ctx.should_stop():
         raise JobCancelled()
@@ -133,13 +141,17 @@ def run(spec: RLOOSpec, ctx: JobContext) -> dict[str, Any]:
     del trainer, model
     gc.collect()
     measure_on = prompts[:MEASURE_PROMPTS]
-    ctx.info(f"measuring the mean reward on {len(measure_on)} of the prompts, base vs adapter: {MEASURE_SAMPLES} samples "
-             f"per prompt at temperature {spec.temperature}, then greedy")
+    sampled_total = len(measure_on) * MEASURE_SAMPLES
+    ctx.phase("measure", total=sampled_total + len(measure_on),
+              note=f"{len(measure_on)} prompts answered by base and tuned model: {MEASURE_SAMPLES} samples each at "
+                   f"temperature {spec.temperature}, then greedy; scored by {spec.reward_model}")
     handle = models.load_handle(model_id)
     sampled = evaluate.evaluate(handle, spec.out, spec.reward_model, measure_on, SamplingParams(
-        temperature=spec.temperature, max_new_tokens=spec.max_completion_length, seed=spec.seed), samples=MEASURE_SAMPLES)
+        temperature=spec.temperature, max_new_tokens=spec.max_completion_length, seed=spec.seed), samples=MEASURE_SAMPLES,
+        progress=lambda done, _total: _advance(ctx, done))
     greedy = evaluate.evaluate(handle, spec.out, spec.reward_model, measure_on,
-                               SamplingParams(temperature=0, max_new_tokens=spec.max_completion_length))
+                               SamplingParams(temperature=0, max_new_tokens=spec.max_completion_length),
+                               progress=lambda done, _total: _advance(ctx, sampled_total + done))
     start, end = sampled["mean_reward_base"], sampled["mean_reward_adapter"]
     metrics = {
         "mean_reward_start": start, "mean_reward_end": end, "win_rate": sampled["win_rate"], "measured_on": sampled["n"],
@@ -150,6 +162,11 @@ def run(spec: RLOOSpec, ctx: JobContext) -> dict[str, Any]:
              f"greedy {greedy['mean_reward_base']:+.4f} -> {greedy['mean_reward_adapter']:+.4f}")
     common.update_meta(target, {"metrics": metrics, "seconds": time.time() - started})
     return {"adapter_dir": str(target), "steps": steps, **metrics, "seconds": time.time() - started}
+
+
+def _advance(ctx: JobContext, done: int) -> None:
+    ctx.advance(done)
+    ctx.check()
 
 
 def run_job(ctx: JobContext) -> dict[str, Any]:

@@ -71,7 +71,14 @@ def test_queued_running_succeeded(manager, tmp_path, data_dir):
     assert set(done.result) >= {"adapter_dir", "train_loss", "eval_loss", "steps", "seconds"}
     records = jobs.read_metrics(job.id)
     assert any("loss" in r for r in records) and all("step" in r for r in records)
-    assert "adapter saved" in jobs.tail_log(job.id)
+    log = jobs.tail_log(job.id, 400)
+    assert "adapter saved" in log
+    assert "{'" not in log and "\x1b[" not in log and "\r" not in log  # no raw metric dicts, colour codes or redrawn bars
+    phases = jobs.read_phases(job.id)
+    assert [(p.name, p.state) for p in phases] == [("prepare", "done"), ("train", "done"), ("evaluate", "done")]
+    assert (phases[1].done, phases[1].total) == (2, 2)
+    assert phases[2].done == phases[2].total == 2 * (1 + 1 + 2)  # per model: held-out loss, forgetting probe, 2 answers
+    assert phases[0].finished <= phases[1].started and phases[1].finished <= phases[2].started
     adapter_dir = data_dir / "adapters" / "ok-run"
     meta = json.loads((adapter_dir / "meta.json").read_text())
     assert meta["kind"] == "lora" and meta["data"]["rows"] == 24 and "before" in meta["metrics"]
@@ -143,3 +150,37 @@ def test_unknown_kind_and_job_are_refused(data_dir):
         jobs.get("doesnotexist")
     with pytest.raises(jobs.JobError, match="invalid job id"):
         jobs.job_dir("../../etc")
+
+
+def test_phases_have_their_own_progress_and_eta(data_dir, monkeypatch):
+    """A slow phase before training must not inflate the training ETA (it counted from the job's start)."""
+    from playground import jobs_panel
+
+    from sqlalchemy import update
+
+    job = jobs.submit("finetune", "phased", {"data": "x", "out": "phased"})
+    with db.session() as s:
+        s.execute(update(jobs.JobRow).where(jobs.JobRow.id == job.id).values(status=jobs.RUNNING, started_at=1000.0))
+    ctx = jobs.JobContext(job_id=job.id, spec={}, directory=jobs.job_dir(job.id))
+    clock = [1000.0]
+    monkeypatch.setattr(jobs.time, "time", lambda: clock[0])
+    ctx.plan(jobs.Phase("prepare", "Prepare"), jobs.Phase("train", "Train", unit="steps"),
+             jobs.Phase("evaluate", "Evaluate", unit="parts"))
+    ctx.phase("prepare")
+    clock[0] += 300  # five minutes of preparation
+    ctx.phase("train", total=10)
+    clock[0] += 20
+    ctx.progress(2, 10, force=True)  # 10 s per step
+    train = ctx.current_phase
+    assert train.name == "train" and train.eta() == pytest.approx(80)
+    assert jobs.get(job.id).eta_seconds == pytest.approx(80)  # not (320 s / 2) * 8
+    phases = jobs.read_phases(job.id)
+    assert [p.state for p in phases] == ["done", "running", "pending"]
+    assert phases[0].elapsed() == pytest.approx(300)
+    html = jobs_panel.progress_html(jobs.get(job.id), phases)
+    assert "Train · step 2/10" in html and "ETA 1m 20s" in html and "Evaluate" in html and "5m 00s" in html
+
+
+def test_readable_log_drops_terminal_debris():
+    text = "a\x1b[31mred\x1b[0m\nbar 10%\rbar 50%\rbar 100%\n\x1b]0;title\x07ok"
+    assert jobs.readable(text) == "ared\nbar 100%\nok"
