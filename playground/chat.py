@@ -14,7 +14,7 @@ from pipelines.access import get_policy
 from pipelines.sampling import InvalidParameter, SamplingParams
 
 from .errors import UserError
-from .controls import MODEL_EVENTS, fill_when_model_ready, how_it_works, to_params
+from .controls import MODEL_EVENTS, STOPS, fill_when_model_ready, how_it_works, to_params
 from .sidebar import Shared, annotator_name, labeller, selected_adapter
 
 UI_UPDATE_SECONDS = 0.05
@@ -48,12 +48,16 @@ def prompt_report(prompt: chat.ChatPrompt) -> str:
 
 
 def _respond(
-    history: list[dict[str, Any]], system_prompt: str | None, adapter: str | None, sampling: dict[str, Any]
+    history: list[dict[str, Any]], system_prompt: str | None, adapter: str | None, sampling: dict[str, Any],
+    run_id: str | None = None,
 ) -> Iterator[tuple[list[dict[str, str]], str, str]]:
-    """Stream the assistant's reply to `history` (which ends with a user message)."""
+    """Stream the assistant's reply to `history` (which ends with a user message); Stop ends it (run_id)."""
     params = to_params(sampling)
     messages = to_messages(history)
     shown = to_chatbot(messages)
+    if not STOPS.begin(run_id):  # stopped while it waited for its turn: nothing to show
+        yield shown, gr.skip(), gr.skip()
+        return
     try:
         last = 0.0
         notified = False
@@ -63,11 +67,14 @@ def _respond(
             if prompt.notice() and not notified:
                 gr.Info(prompt.notice().capitalize() + ".")
                 notified = True
+            stopped = STOPS.stopped(run_id)
             now = time.monotonic()
-            if completion.done or now - last >= UI_UPDATE_SECONDS:
+            if completion.done or stopped or now - last >= UI_UPDATE_SECONDS:
                 last = now
                 reply = {"role": "assistant", "content": completion.text}
                 yield shown + [reply], prompt.text, prompt_report(prompt)
+            if stopped:  # the reply ends itself with what it has; its .then frees the conversation
+                return
     except (InvalidParameter, models.ModelUnavailable) as error:
         raise UserError(str(error)) from error
 
@@ -94,18 +101,26 @@ def take_message(message: str, history: list[dict[str, Any]] | None, busy: bool)
         raise UserError(BUSY_MESSAGE)
     if not message or not message.strip():
         raise UserError("Type a message first.")
-    return "", to_chatbot(to_messages(history)) + [{"role": "user", "content": message}], True, *_reply_buttons(False)
+    return "", to_chatbot(to_messages(history)) + [{"role": "user", "content": message}], True, *_reply_buttons(False), STOPS.new_run()
 
 
-def claim(busy: bool) -> tuple[bool, dict, dict]:
+def claim(busy: bool) -> tuple[bool, dict, dict, str]:
     """First step of Regenerate: only one reply at a time per conversation."""
     if busy:
         raise UserError(BUSY_MESSAGE)
-    return True, *_reply_buttons(False)
+    return True, *_reply_buttons(False), STOPS.new_run()
 
 
 def release() -> tuple[bool, dict, dict]:
     return False, *_reply_buttons(True)
+
+
+def stop_reply(run_id: str | None) -> tuple[Any, Any, Any]:
+    """Stop: a reply that is streaming ends itself and its follow-up frees the conversation; one that
+    never started is freed here (it will end before showing anything)."""
+    if STOPS.stop(run_id):
+        return gr.skip(), gr.skip(), gr.skip()
+    return release()
 
 
 def _until_last_user(history: list[dict[str, Any]] | None) -> tuple[list[dict[str, str]], str]:
@@ -117,10 +132,11 @@ def _until_last_user(history: list[dict[str, Any]] | None) -> tuple[list[dict[st
     raise UserError("There is no user message to work on yet.")
 
 
-def answer(history: list[dict[str, Any]] | None, system_prompt: str | None, adapter: str | None = None, **sampling: Any):
+def answer(history: list[dict[str, Any]] | None, system_prompt: str | None, adapter: str | None = None, run_id: str | None = None,
+           **sampling: Any):
     """Answer the last user message, replacing any reply it already had (= Regenerate)."""
     before, text = _until_last_user(history)
-    yield from _respond(before + [{"role": "user", "content": text}], system_prompt, adapter, sampling)
+    yield from _respond(before + [{"role": "user", "content": text}], system_prompt, adapter, sampling, run_id)
 
 
 def undo(history: list[dict[str, Any]] | None, busy: bool = False) -> tuple[list[dict[str, str]], str]:
@@ -140,7 +156,7 @@ def apply_edit(history: list[dict[str, Any]], busy: bool, edit_data: gr.EditData
     new_text = chat.flatten_content(edit_data.value)
     if not new_text.strip():
         raise UserError("The edited message is empty.")
-    return messages[:index] + [{"role": "user", "content": new_text}], True, *_reply_buttons(False)
+    return messages[:index] + [{"role": "user", "content": new_text}], True, *_reply_buttons(False), STOPS.new_run()
 
 
 def chat_api(
@@ -328,26 +344,33 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
                     "(`tokenizer.apply_chat_template`): role markers and special tokens included."
                 )
                 report = gr.Markdown()
-                rendered = gr.Code(label="Rendered prompt", language=None, lines=18, interactive=False, wrap_lines=True)
+                rendered = gr.Code(label="Rendered prompt", language=None, lines=18, max_lines=18, interactive=False, wrap_lines=True)
             export_file = gr.File(label="Exported conversation (OpenAI-style messages)", interactive=False)
     how_it_works("chat")
 
     busy = gr.State(False)  # per session: one reply streams into a conversation at a time
     outputs = [chatbot, rendered, report]
-    fast = {"queue": False, "api_visibility": "private"}
+    # Queued (a gr.Error raised with queue=False never reaches the page: an HTTP 500 and no
+    # message), but never waiting behind model calls: no concurrency limit of their own.
+    fast = {"concurrency_limit": None, "api_visibility": "private", "show_progress": "hidden"}
     stream = {"inputs_kwargs": sampling_kwargs, "api_visibility": "private", **MODEL_EVENTS}
-    answer_inputs = [chatbot, system_prompt, shared.adapter]
+    run_id = gr.State(None)  # the reply being written, so Stop can end it (controls.StopFlags)
+    answer_inputs = [chatbot, system_prompt, shared.adapter, run_id]
 
     claimed = [busy, send_button, regenerate_button]
-    sent = gr.on([send_button.click, message.submit], take_message, [message, chatbot, busy], [message, chatbot, *claimed], **fast)
+    sent = gr.on([send_button.click, message.submit], take_message, [message, chatbot, busy], [message, chatbot, *claimed, run_id], **fast)
     sending = sent.success(answer, answer_inputs, outputs, **stream)
-    regen = gr.on([regenerate_button.click, chatbot.retry], claim, busy, claimed, **fast)
+    regen = gr.on([regenerate_button.click, chatbot.retry], claim, busy, [*claimed, run_id], **fast)
     regenerating = regen.success(answer, answer_inputs, outputs, **stream)
-    edited = chatbot.edit(apply_edit, [chatbot, busy], [chatbot, *claimed], **fast)
+    edited = chatbot.edit(apply_edit, [chatbot, busy], [chatbot, *claimed, run_id], **fast)
     editing = edited.success(answer, answer_inputs, outputs, **stream)
     for running in (sending, regenerating, editing):
+        # every way out of a reply frees the conversation: finished or stopped (the stream ends
+        # itself, then .then), failed (.failure: the page runs no .then after an error), never
+        # started (stop_reply); a closed page takes its state along
         running.then(release, None, claimed, **fast)
-    stop_button.click(release, None, claimed, cancels=[sending, regenerating, editing], **fast)
+        running.failure(release, None, claimed, **fast)
+    stop_button.click(stop_reply, run_id, claimed, **fast)
 
     fill_when_model_ready(demo, model_default_system, None, system_prompt)
     gr.on([undo_button.click, chatbot.undo], undo, [chatbot, busy], [chatbot, message], api_name="undo")

@@ -8,6 +8,9 @@ builder for its "B" configuration.
 from __future__ import annotations
 
 import codecs
+import threading
+import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -146,6 +149,78 @@ def how_it_works(name: str, title: str = "How it works") -> gr.Accordion:
     with gr.Accordion(title, open=False) as panel:
         gr.Markdown((ASSETS / "howto" / f"{name}.md").read_text(encoding="utf-8"), latex_delimiters=[])
     return panel
+
+
+class StopFlags:
+    """Stop for streaming handlers: the Stop button raises a flag that the stream checks between tokens.
+
+    Cancelling a streaming event from the page (`cancels=`) races its last updates: the server
+    keeps yielding until the cancel lands, and those updates overwrite whatever Stop showed (a
+    page kept saying "generating…", a reply could overwrite the next message). Here the stream
+    ends itself and its last update says it was stopped. Each run gets an id (kept in the page's
+    gr.State) before it is queued, so a Stop pressed while the run still waits for its turn
+    applies to it too: the run then ends before it shows anything.
+    """
+
+    def __init__(self, keep: int = 1024) -> None:
+        self._runs: OrderedDict[str, dict[str, bool]] = OrderedDict()
+        self._keep = keep
+        self._lock = threading.Lock()
+
+    def new_run(self) -> str:
+        run_id = uuid.uuid4().hex
+        with self._lock:
+            self._runs[run_id] = {"stop": False, "started": False}
+            while len(self._runs) > self._keep:  # bounded: old runs are forgotten
+                self._runs.popitem(last=False)
+        return run_id
+
+    def begin(self, run_id: str | None) -> bool:
+        """The run starts streaming; False when Stop came first (then it must end at once, showing nothing)."""
+        with self._lock:
+            run = self._runs.get(run_id or "")
+            if run is None:
+                return True
+            run["started"] = True
+            return not run["stop"]
+
+    def stop(self, run_id: str | None) -> bool:
+        """Ask the run to stop; True when it had started (it will end itself), False when it never will start."""
+        with self._lock:
+            run = self._runs.get(run_id or "")
+            if run is None:
+                return False
+            run["stop"] = True
+            return run["started"]
+
+    def stopped(self, run_id: str | None) -> bool:
+        with self._lock:
+            run = self._runs.get(run_id or "")
+            return bool(run and run["stop"])
+
+
+STOPS = StopFlags()
+INSTANT: dict[str, Any] = {"api_visibility": "private", "show_progress": "hidden", "concurrency_limit": None}
+
+
+def stoppable(triggers: list[Any], stop: gr.Button) -> tuple[Any, gr.State]:
+    """A run id for each start (`triggers`), and `stop` wired to it; returns (the id event, the id State).
+
+    The streaming handler is chained with `.success` on the returned event and takes the State
+    as an input; it checks `STOPS.stopped(run_id)` between updates.
+    """
+    run_id = gr.State(None)
+    started = gr.on(triggers, STOPS.new_run, None, run_id, **INSTANT)
+    stop.click(STOPS.stop, run_id, None, **INSTANT)
+    return started, run_id
+
+
+def cleared_first(triggers: list[Any], outputs: list[Any]) -> Any:
+    """Empty `outputs` at once, before a handler (chained with `.then`) that may refuse its input.
+
+    A refused upload must not leave the previous file's summary standing as if it were this one's.
+    """
+    return gr.on(triggers, lambda: tuple(None for _ in outputs) if len(outputs) > 1 else None, None, outputs, **INSTANT)
 
 
 def show_token(text: str) -> str:

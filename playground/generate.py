@@ -14,7 +14,7 @@ from pipelines import generation, models, prompts
 from pipelines.sampling import InvalidParameter, SamplingParams
 
 from .errors import UserError
-from .controls import MODEL_EVENTS, SamplingControls, how_it_works, sampling_controls, show_token, to_params
+from .controls import MODEL_EVENTS, STOPS, SamplingControls, how_it_works, sampling_controls, show_token, stoppable, to_params
 from .sidebar import Shared, selected_adapter
 
 UI_UPDATE_SECONDS = 0.05  # stream at most ~20 updates/s: the browser, not the model, is the bottleneck
@@ -34,11 +34,12 @@ def _model_error(error: Exception) -> gr.Error:
     )
 
 
-def _stats(completion: generation.Completion) -> str:
+def _stats(completion: generation.Completion, *, stopped: bool = False) -> str:
+    finish = "stopped by you" if stopped else completion.finish_reason
     return (
         f"**{len(completion.tokens)}** tokens · **{completion.tokens_per_second:.1f}** tokens/s · "
         f"prompt {len(completion.prompt_ids)} tokens · seed `{completion.seed}`"
-        + (f" · finished: *{completion.finish_reason}*" if completion.finish_reason else " · generating…")
+        + (f" · finished: *{finish}*" if finish else " · generating…")
     )
 
 
@@ -53,8 +54,9 @@ def _state(completion: generation.Completion, prompt: str, adapter: str | None) 
     }
 
 
-def run_generation(prompt: str, adapter: str | None = None, **sampling: Any) -> Iterator[tuple[str, str, dict[str, Any]]]:
-    """Stream a completion: (text so far, stats line, state for the token views)."""
+def run_generation(prompt: str, adapter: str | None = None, run_id: str | None = None,
+                   **sampling: Any) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    """Stream a completion: (text so far, stats line, state for the token views); Stop ends it (run_id)."""
     params = to_params(sampling)
     adapter = selected_adapter(adapter)
     if not prompt or not prompt.strip():
@@ -64,6 +66,9 @@ def run_generation(prompt: str, adapter: str | None = None, **sampling: Any) -> 
         last = 0.0
         completion = None
         for completion in generation.stream(handle, prompt, params, adapter=adapter):
+            if STOPS.stopped(run_id):  # the stream ends itself, so its last word is "stopped"
+                yield completion.text, _stats(completion, stopped=True), _state(completion, prompt, adapter)
+                return
             now = time.monotonic()
             if completion.done or now - last >= UI_UPDATE_SECONDS:
                 last = now
@@ -209,7 +214,7 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
             )
             with gr.Row():
                 run = gr.Button("Generate", variant="primary")
-                stop = gr.Button("Stop", variant="stop")
+                stop = gr.Button("Stop", variant="stop", elem_id="gen-stop")
             output = gr.Textbox(lines=8, label="Completion", interactive=False, buttons=["copy"], elem_id="gen-output")
             stats = gr.Markdown(elem_id="gen-stats")
         with gr.Column(scale=2):
@@ -270,16 +275,15 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
     preset.change(
         load_preset, preset, [prompt, *sampling.inputs], api_name="preset"
     ).then(**inspect_event, api_visibility="private")
-    generating = run.click(
-        run_generation, [prompt, shared.adapter], [output, stats, state], inputs_kwargs=sampling.kwargs(),
+    started, run_id = stoppable([run.click], stop)
+    generating = started.success(
+        run_generation, [prompt, shared.adapter, run_id], [output, stats, state], inputs_kwargs=sampling.kwargs(),
         api_name="generate", **MODEL_EVENTS,
     )
+    # finished or stopped (the stream ends itself on Stop), the token views follow
     generating.then(token_view, state, views, api_visibility="private").then(
         position_update, state, position, api_visibility="private"
     ).then(**inspect_event, api_visibility="private")
-    stop.click(token_view, state, views, cancels=[generating], api_visibility="private").then(
-        position_update, state, position, api_visibility="private"
-    )
     compare_run.click(
         compare,
         [prompt, shared.adapter],

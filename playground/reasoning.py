@@ -16,7 +16,7 @@ from pipelines.reasoning.solve import StrategyResult
 from pipelines.sampling import InvalidParameter
 
 from .errors import UserError
-from .controls import MODEL_EVENTS, how_it_works, to_params
+from .controls import MODEL_EVENTS, STOPS, how_it_works, stoppable, to_params
 from .sidebar import Shared, selected_adapter
 
 UI_UPDATE_SECONDS = 0.15
@@ -68,11 +68,13 @@ def _strategies(keys: list[str], prompt_texts: dict[str, str]) -> list[strategie
         raise UserError(str(error)) from error
 
 
-def _summary(result: StrategyResult | None, gold: float | None) -> str:
+def _summary(result: StrategyResult | None, gold: float | None, *, stopped: bool = False) -> str:
     if result is None:
         return "<span class='muted'>not run</span>"
     if not result.done:
         tokens = sum(s.tokens for s in result.samples)
+        if stopped:
+            return f"<span class='muted'>⏹ stopped by you after {tokens} tokens</span>"
         if all(s.finish_reason for s in result.samples):
             waiting = "running the program in the sandbox" if result.strategy == "pal" else "waiting for the other strategies"
             return f"<span class='muted'>finished ({tokens} tokens) · {waiting}…</span>"
@@ -105,8 +107,8 @@ def _program_report(result: StrategyResult | None) -> tuple[str, str]:
 
 
 def run_strategies(question: str, gold: float | str | None, keys: list[str], samples: float, direct_prompt: str, cot_prompt: str,
-                   pal_prompt: str, adapter: str | None = None, **sampling: Any):
-    """Stream the three columns: output, summary, and (PAL) program and sandbox report."""
+                   pal_prompt: str, adapter: str | None = None, run_id: str | None = None, **sampling: Any):
+    """Stream the three columns: output, summary, and (PAL) program and sandbox report; Stop ends it (run_id)."""
     chosen = _strategies(keys, {"direct": direct_prompt, "cot": cot_prompt, "pal": pal_prompt})
     params = to_params(sampling)
     gold = parse_gold(gold)
@@ -119,17 +121,21 @@ def run_strategies(question: str, gold: float | str | None, keys: list[str], sam
         stream = solve.stream_solve(models.get_handle(), question, chosen, params, samples=int(samples), gold=gold,
                                     adapter=selected_adapter(adapter))
         for results in stream:
+            stopped = STOPS.stopped(run_id)
             now = time.monotonic()
             finished = all(r.done for r in results)
-            if finished or now - last >= UI_UPDATE_SECONDS:
+            if finished or stopped or now - last >= UI_UPDATE_SECONDS:
                 last = now
                 by_key = {r.strategy: r for r in results}
                 outputs = []
                 for key in KEYS:
                     result = by_key.get(key)
-                    outputs += [result.output if result else "", _summary(result, gold)]
+                    outputs += [result.output if result else "", _summary(result, gold, stopped=stopped)]
                 program, report = _program_report(by_key.get("pal"))
                 yield *outputs, program, report, {"results": [r.to_json() for r in results]} if finished else gr.skip()
+            if stopped:  # the stream ends itself: its last update says so (a cancelled one would keep "generating…")
+                stream.close()
+                return
     except (InvalidParameter, models.ModelUnavailable, ValueError) as error:
         raise UserError(str(error)) from error
 
@@ -174,7 +180,8 @@ def saved_run_choices() -> list[tuple[str, str]]:
 
 
 def run_benchmark(source: str, file: str | None, limit: float, keys: list[str], samples: float, direct_prompt: str, cot_prompt: str,
-                  pal_prompt: str, adapter: str | None = None, progress: gr.Progress = gr.Progress(), **sampling: Any):
+                  pal_prompt: str, adapter: str | None = None, run_id: str | None = None, progress: gr.Progress = gr.Progress(),
+                  **sampling: Any):
     chosen = _strategies(keys, {"direct": direct_prompt, "cot": cot_prompt, "pal": pal_prompt})
     params = to_params(sampling)
     if int(samples) > 1 and params.temperature == 0:
@@ -195,8 +202,10 @@ def run_benchmark(source: str, file: str | None, limit: float, keys: list[str], 
         gr.Warning(f"{len(errors)} rows skipped; first: line {errors[0]['line']}: {errors[0]['error']}")
     record: dict[str, Any] = {}
     try:
+        # Stop: the run ends after the current problem, is saved as incomplete, and its note says so
         for record in benchmark.iter_run(models.get_handle(), problems, chosen, params, samples=int(samples),
-                                         adapter=selected_adapter(adapter), data_name=name):
+                                         adapter=selected_adapter(adapter), data_name=name,
+                                         should_stop=lambda: STOPS.stopped(run_id)):
             done = len(record["items"])
             progress(done / len(problems), desc=f"{done} / {len(problems)} problems")
             yield _bench_table(record["summary"]), _items_table(record), _run_note(record, running=True), gr.skip()
@@ -283,7 +292,8 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
                 bench_stop = gr.Button("Stop", variant="stop")
         bench_note = gr.Markdown()
         bench_table = gr.Dataframe(headers=BENCH_COLUMNS, interactive=False)
-        items = gr.Dataframe(interactive=False, wrap=True, max_height=360, label="Per problem (click a row for the full outputs)")
+        items = gr.Dataframe(interactive=False, wrap=True, max_height=360, max_chars=90,
+                             label="Per problem (click a row for the full outputs)")
         detail = gr.Markdown()
         with gr.Row():
             saved = gr.Dropdown(saved_run_choices(), label="Saved runs", scale=4)
@@ -292,17 +302,17 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
 
     prompt_inputs = [editors[k] for k in KEYS]
     outputs = [c for key in KEYS for c in columns[key]] + [program, program_report, raw]
-    running = gr.on(
-        [run_button.click, question.submit], run_strategies, [question, gold, keys, samples, *prompt_inputs, shared.adapter], outputs,
+    started, run_id = stoppable([run_button.click, question.submit], stop_button)
+    started.success(
+        run_strategies, [question, gold, keys, samples, *prompt_inputs, shared.adapter, run_id], outputs,
         inputs_kwargs=shared.sampling.kwargs(), api_name="reason", **MODEL_EVENTS,
     )
-    stop_button.click(None, None, None, cancels=[running], api_visibility="private")
     pick.change(pick_problem, pick, [question, gold], api_visibility="private")
-    benching = bench_button.click(
-        run_benchmark, [source, bench_file, limit, keys, samples, *prompt_inputs, shared.adapter], [bench_table, items, bench_note, saved],
-        inputs_kwargs=shared.sampling.kwargs(), api_name="reason_bench", **MODEL_EVENTS,
+    bench_started, bench_id = stoppable([bench_button.click], bench_stop)
+    bench_started.success(
+        run_benchmark, [source, bench_file, limit, keys, samples, *prompt_inputs, shared.adapter, bench_id],
+        [bench_table, items, bench_note, saved], inputs_kwargs=shared.sampling.kwargs(), api_name="reason_bench", **MODEL_EVENTS,
     )
-    bench_stop.click(None, None, None, cancels=[benching], api_visibility="private")
     load_button.click(load_saved_run, saved, [bench_table, items, bench_note], api_name="reason_load_run")
     items.select(item_detail, saved, detail, api_visibility="private")
     demo.load(lambda: gr.update(choices=saved_run_choices()), None, saved, api_visibility="private")

@@ -18,10 +18,10 @@ def last(gen):
 
 def send(message, history, system="", **overrides):
     """The Send chain as the browser runs it: take the message, then stream the answer."""
-    box, history, busy, send_button, regenerate_button = chat_tab.take_message(message, history, False)
-    assert box == "" and busy is True
+    box, history, busy, send_button, regenerate_button, run_id = chat_tab.take_message(message, history, False)
+    assert box == "" and busy is True and run_id
     assert send_button["interactive"] is False and regenerate_button["interactive"] is False
-    return last(chat_tab.answer(history, system, None, **{**DEFAULTS, **overrides}))
+    return last(chat_tab.answer(history, system, None, run_id, **{**DEFAULTS, **overrides}))
 
 
 def test_send_streams_and_shows_the_prompt(use_tiny):
@@ -55,6 +55,23 @@ def test_one_reply_at_a_time_and_nothing_typed_is_lost(use_tiny):
         chat_tab.undo([{"role": "user", "content": "x"}], True)
     released, send_button, regenerate_button = chat_tab.release()
     assert released is False and send_button["interactive"] is True and regenerate_button["interactive"] is True
+
+
+def test_stop_ends_the_reply_itself_and_one_never_started_is_freed_at_once(use_tiny):
+    *_, run_id = chat_tab.take_message("Tell me a long story", [], False)
+    history = [{"role": "user", "content": "Tell me a long story"}]
+    stream = chat_tab.answer(history, "", None, run_id, **{**DEFAULTS, "max_new_tokens": 200, "temperature": 1.0, "seed": 7})
+    first, *_ = next(stream)
+    assert chat_tab.stop_reply(run_id) == (gr.skip(), gr.skip(), gr.skip())  # streaming: it frees itself when it ends
+    rest = list(stream)
+    assert len(rest) == 1  # one last update with what it had, then the stream ended on its own
+    assert rest[0][0][-1]["role"] == "assistant"
+
+    *_, queued = chat_tab.claim(False)
+    released = chat_tab.stop_reply(queued)  # pressed while the reply waited for its turn
+    assert released[0] is False and released[1]["interactive"] is True
+    shown = list(chat_tab.answer(history, "", None, queued, **DEFAULTS))
+    assert len(shown) == 1 and shown[0][0] == history  # it ends before showing anything
 
 
 def test_gradio_content_blocks_are_accepted(use_tiny):
