@@ -14,10 +14,11 @@ import gradio as gr  # noqa: E402
 from pipelines import jobs, models  # noqa: E402
 from pipelines.access import AuthConfigError, get_policy  # noqa: E402
 from pipelines.config import get_settings  # noqa: E402
-from playground import align, chat, finetune, generate, preferences, rag, reasoning, reward, sidebar  # noqa: E402
+from playground import align, chat, finetune, generate, pickers, preferences, rag, reasoning, reward, sidebar  # noqa: E402
 from playground.controls import ASSETS, how_it_works  # noqa: E402
 
 TITLE = "LLM Playground"
+PREFERENCES_HOWTO = "How it works: from votes to a reward model"
 # Requests waiting beyond this are refused at once ("queue full") instead of piling up without bound;
 # model calls additionally share one concurrency group of 4 (playground.controls.MODEL_EVENTS).
 QUEUE_MAX = 256
@@ -36,20 +37,24 @@ def build_app(model_name: str | None = None) -> gr.Blocks:
             with gr.Tab("Fine-tune", id="finetune"):
                 finetune.build(demo, shared)
             with gr.Tab("Preferences", id="preferences"):
+                # each sub-tab carries the one "How it works" that explains it (Align has its own)
                 with gr.Tabs():
                     with gr.Tab("Label", id="label"):
                         preferences.build_label(demo, shared)
+                        how_it_works("preferences", PREFERENCES_HOWTO)
                     with gr.Tab("Dataset", id="dataset"):
                         preferences.build_dataset(demo)
+                        how_it_works("preferences", PREFERENCES_HOWTO)
                     with gr.Tab("Reward model", id="reward"):
                         reward.build(demo)
+                        how_it_works("preferences", PREFERENCES_HOWTO)
                     with gr.Tab("Align (DPO / RLOO)", id="align"):
                         align.build(demo)
-                how_it_works("preferences")
             with gr.Tab("RAG", id="rag"):
                 rag.build(demo, shared)
             with gr.Tab("Reasoning", id="reasoning"):
                 reasoning.build(demo, shared)
+        pickers.keep_fresh(demo)
     return demo
 
 

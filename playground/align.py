@@ -19,6 +19,7 @@ from . import jobs_panel
 from .controls import ASSETS, how_it_works
 from .sidebar import annotator_name
 from .guard import admin_only
+from .pickers import FIRST, LiveDropdown
 
 METHODS = ("DPO (from preference pairs)", "RLOO (reward model + KL penalty)")
 PAIR_SOURCES = ("Labels in the store", "Bundled sample (clear-cut pairs)", "Upload a file")
@@ -167,7 +168,7 @@ def build(demo: gr.Blocks) -> None:
                     loss_type = gr.Dropdown(list(dpo.LOSS_TYPES), value="sigmoid", label="Loss")
                     epochs = gr.Number(value=1, label="Epochs", minimum=0.1)
             with gr.Group(visible=False) as rloo_box:
-                reward_model = gr.Dropdown(reward_models(), label="Reward model", info="from the Reward model tab")
+                reward_model = LiveDropdown(reward_models, fallback=FIRST, label="Reward model", info="from the Reward model tab")
                 prompt_source = gr.Radio(list(PROMPT_SOURCES), value=PROMPT_SOURCES[1], label="Prompts")
                 prompt_upload = gr.File(label="Prompts (a 'prompt' column)", type="filepath")
                 with gr.Row():
@@ -183,8 +184,8 @@ def build(demo: gr.Blocks) -> None:
         with gr.Column():
             gr.Markdown("#### Did it get better?")
             with gr.Row():
-                eval_adapter = gr.Dropdown(aligned_adapters(), label="Adapter")
-                eval_rm = gr.Dropdown(reward_models(), label="Judge (reward model)")
+                eval_adapter = LiveDropdown(aligned_adapters, fallback=FIRST, label="Adapter")
+                eval_rm = LiveDropdown(reward_models, fallback=FIRST, label="Judge (reward model)")
                 refresh = gr.Button("↻", size="sm", min_width=40)
             eval_source = gr.Radio(list(PROMPT_SOURCES), value=PROMPT_SOURCES[1], label="Prompts")
             eval_upload = gr.File(label="Prompts (a 'prompt' column)", type="filepath")
@@ -210,7 +211,7 @@ def build(demo: gr.Blocks) -> None:
         return (gr.update(choices=names, value=names[0] if names else None), gr.update(choices=rms, value=rms[0] if rms else None),
                 gr.update(choices=rms, value=rms[0] if rms else None))
 
-    gr.on([refresh.click, demo.load], refresh_lists, None, [eval_adapter, eval_rm, reward_model], api_visibility="private")
+    refresh.click(refresh_lists, None, [eval_adapter, eval_rm, reward_model], api_visibility="private")
     start.click(start_job, [method, name, pair_source, pair_upload, beta, loss_type, epochs, prompt_source, prompt_upload, reward_model,
                             kl_beta, generations, max_steps, lr, overwrite], panel.job, api_name="start_alignment")
     eval_button.click(run_evaluation, [eval_adapter, eval_rm, eval_source, eval_upload, eval_n, eval_tokens], [eval_summary, eval_table],

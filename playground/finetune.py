@@ -17,13 +17,15 @@ from pipelines.sampling import InvalidParameter
 
 from .errors import UserError
 from . import jobs_panel
-from .controls import ASSETS, fill_when_model_ready, how_it_works
+from .controls import ASSETS, cleared_first, fill_when_model_ready, how_it_works
 from .sidebar import Shared, refresh_adapters
 from .guard import admin_only
+from .pickers import LiveDropdown
 
 SAMPLES_DIR = ASSETS / "datasets"
 DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".tsv")
 SERIES = {"loss": "train loss", "eval_loss": "eval loss"}
+SAMPLE_COLUMNS = ("prompt", "before", "after", "reference")  # the answers side by side, the reference last
 
 
 def sample_datasets() -> dict[str, Path]:
@@ -142,7 +144,7 @@ def start_job(
 def results(job_id: str | None):
     """Before/after numbers and sample outputs of a finished fine-tuning job."""
     empty = (pd.DataFrame(columns=["metric", "base model", "fine-tuned", "change"]),
-             pd.DataFrame(columns=["prompt", "reference", "before", "after"]))
+             pd.DataFrame(columns=list(SAMPLE_COLUMNS)))
     if not job_id:
         return "", *empty
     job = jobs.get(job_id)
@@ -159,7 +161,7 @@ def results(job_id: str | None):
         change = f"{a - b:+.4g}" if isinstance(a, (int, float)) and isinstance(b, (int, float)) else ""
         rows.append([label, None if b is None else round(b, 4), None if a is None else round(a, 4), change])
     table = pd.DataFrame(rows, columns=["metric", "base model", "fine-tuned", "change"])
-    samples = pd.DataFrame(job.result.get("samples", []), columns=["prompt", "reference", "before", "after"])
+    samples = pd.DataFrame(job.result.get("samples", []), columns=list(SAMPLE_COLUMNS))
     text = (
         f"Adapter **{html.escape(job.name)}** saved to `{html.escape(job.result.get('adapter_dir', ''))}` after "
         f"{job.result.get('steps')} steps ({job.result.get('seconds', 0):.0f} s). Pick it in the sidebar to use it in Generate and Chat."
@@ -235,7 +237,7 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
                     lora_alpha = gr.Slider(1, 128, value=defaults.lora_alpha, step=1, label="LoRA alpha")
                 lora_dropout = gr.Slider(0, 0.5, value=defaults.lora_dropout, step=0.01, label="LoRA dropout")
                 targets = gr.CheckboxGroup(
-                    list(finetune.DEFAULT_TARGETS), value=list(defaults.target_modules), label="Target layers",
+                    list(finetune.DEFAULT_TARGETS), value=list(defaults.target_modules), label="Target layers", elem_id="ft-targets",
                     interactive=False,  # until the loaded model's own layer names replace the defaults
                 )
             virtual_tokens = gr.Slider(1, 100, value=defaults.num_virtual_tokens, step=1, label="Virtual tokens (prompt tuning)", visible=False)
@@ -269,10 +271,11 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
     with gr.Accordion("4 · Results: base vs fine-tuned on held-out data", open=True):
         result_text = gr.Markdown()
         result_table = gr.Dataframe(interactive=False, wrap=True)
-        result_samples = gr.Dataframe(interactive=False, wrap=True, max_height=400)
+        result_samples = gr.Dataframe(interactive=False, wrap=True, max_height=400,
+                                      column_widths=["22%", "26%", "26%", "26%"])
     with gr.Accordion("Adapters: merge into the base model, or download", open=False):
         with gr.Row():
-            adapter_pick = gr.Dropdown(adapter_names(), label="Adapter", scale=3)
+            adapter_pick = LiveDropdown(adapter_names, label="Adapter", scale=3, elem_id="ft-adapter-pick")
             merge_button = gr.Button("Merge & export", scale=1)
             zip_button = gr.Button("Download .zip", scale=1)
         merge_result = gr.Markdown()
@@ -285,10 +288,12 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
         return gr.update(choices=linear, value=[t for t in defaults.target_modules if t in linear], interactive=True)
 
     fill_when_model_ready(demo, fill_targets, None, targets)
+    eval_samples.change(evaluation_cost, eval_samples, eval_cost, api_visibility="private", show_progress="hidden")
     data_inputs = [upload, sample, max_length]
     data_outputs = [summary, preview, problems, loss_mask]
-    eval_samples.change(evaluation_cost, eval_samples, eval_cost, api_visibility="private", show_progress="hidden")
-    gr.on([upload.change, sample.change, demo.load], check_data, data_inputs, data_outputs, api_name="check_dataset")
+    # the previous file's summary goes first: a refused file must not leave it standing as if it were this one's
+    cleared_first([upload.change, sample.change, demo.load], data_outputs).then(
+        check_data, data_inputs, data_outputs, api_name="check_dataset")
     plan_inputs = [method, lora_r, targets, virtual_tokens]
     gr.on(
         [method.change, lora_r.release, targets.change, virtual_tokens.release, demo.load],

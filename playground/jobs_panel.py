@@ -12,11 +12,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
-from .errors import UserError
-from .guard import admin_only
 import pandas as pd
 
 from pipelines import jobs
+
+from .errors import UserError
+from .guard import admin_only
+from .pickers import FIRST, LiveDropdown
 
 POLL_SECONDS = 1.5
 
@@ -154,7 +156,7 @@ def build(demo: gr.Blocks, kinds: tuple[str, ...], series: dict[str, str], *, ti
     with gr.Group():
         gr.Markdown(f"#### {title}")
         with gr.Row():
-            job = gr.Dropdown(choices=job_choices(kinds), label="Job", scale=5, allow_custom_value=False)
+            job = LiveDropdown(lambda: job_choices(kinds), fallback=FIRST, newest_on_load=True, label="Job", scale=5)
             refresh = gr.Button("↻", scale=1, min_width=40, size="sm")
             cancel_button = gr.Button("Cancel job", variant="stop", scale=1, interactive=False)
         status = gr.Markdown()
@@ -165,8 +167,6 @@ def build(demo: gr.Blocks, kinds: tuple[str, ...], series: dict[str, str], *, ti
     timer = gr.Timer(POLL_SECONDS)
     panel = JobPanel(job, status, progress, plot, log, cancel_button, timer, kinds, series)
     refresh.click(lambda current: refresh_choices(kinds, current), job, job, api_visibility="private")
-    # choices are read when the page loads (newest job selected): jobs started since app start appear
-    demo.load(lambda: refresh_choices(kinds), None, job, api_visibility="private")
     job.change(lambda job_id: render(job_id, series), job, panel.outputs, api_visibility="private")
     timer.tick(lambda job_id: render(job_id, series), job, panel.outputs, api_visibility="private", show_progress="hidden")
     cancel_button.click(cancel, job, status, api_name=f"cancel_{kinds[0]}_job")

@@ -16,9 +16,10 @@ from pipelines.files import UploadError, copy_upload
 from pipelines.sampling import InvalidParameter, SamplingParams
 
 from .errors import UserError
-from .controls import ASSETS, MODEL_EVENTS
+from .controls import ASSETS, MODEL_EVENTS, cleared_first
 from .sidebar import Shared, adapter_choices, labeller, selected_adapter
 from .guard import admin_only
+from .pickers import LiveDropdown
 
 MODES = ("Type a prompt", "From a prompt set", "Queue: items you have not voted on yet")
 NO_REWARD_MODEL = "(none)"
@@ -323,16 +324,15 @@ def reward_model_choices() -> list[str]:
 
 # --- layout ------------------------------------------------------------------------------------
 
-def _source_slot(letter: str, temperature: float, choices: list[tuple[str, str]]):
+def _source_slot(letter: str, temperature: float):
     with gr.Row(visible=letter in "AB") as row:
-        adapter = gr.Dropdown(choices, value=adapters.BASE_CHOICE, label=f"Source {letter}: model", scale=3)
+        adapter = LiveDropdown(adapter_choices, fallback=adapters.BASE_CHOICE, label=f"Source {letter}: model", scale=3)
         temp = gr.Slider(0, 2, value=temperature, step=0.05, label="temperature", scale=2)
         seed = gr.Number(value=-1, precision=0, label="seed", scale=1, info="-1 random")
     return row, adapter, temp, seed
 
 
 def build_label(demo: gr.Blocks, shared: Shared) -> None:
-    choices = adapter_choices()
     with gr.Row():
         with gr.Column(scale=1):
             with gr.Accordion("Guidelines", open=False):
@@ -340,14 +340,14 @@ def build_label(demo: gr.Blocks, shared: Shared) -> None:
             mode = gr.Radio(list(MODES), value=MODES[0], label="Prompts")
             prompt = gr.Textbox(label="Prompt", lines=3, value="Give me three tips for staying focused while studying.")
             with gr.Row():
-                prompt_set = gr.Dropdown(list(preferences.prompt_sets()), label="Prompt set", scale=3)
+                prompt_set = LiveDropdown(lambda: list(preferences.prompt_sets()), label="Prompt set", scale=3)
                 set_upload = gr.UploadButton("Upload set", file_types=list(PROMPT_SUFFIXES), scale=1, size="sm")
             set_name = gr.Textbox(label="Name for an uploaded set", placeholder="defaults to the file name")
             set_status = gr.Markdown()
             n_responses = gr.Radio([2, 3, 4], value=2, label="Responses per item")
-            slots = [_source_slot(letter, t, choices) for letter, t in zip("ABCD", (0.7, 1.0, 0.7, 1.0))]
+            slots = [_source_slot(letter, t) for letter, t in zip("ABCD", (0.7, 1.0, 0.7, 1.0))]
             gr.Markdown("<span class='muted'>Sources are generated together in one batched call and shown in random order.</span>")
-            reward_pick = gr.Dropdown(reward_model_choices(), value=NO_REWARD_MODEL, label="Reward model to reveal scores")
+            reward_pick = LiveDropdown(reward_model_choices, fallback=NO_REWARD_MODEL, label="Reward model to reveal scores")
         with gr.Column(scale=2):
             with gr.Row():
                 next_button = gr.Button("Next item (N)", variant="primary", elem_id="pref-next", scale=3)
@@ -384,10 +384,8 @@ def build_label(demo: gr.Blocks, shared: Shared) -> None:
         button.click(_voter(choice), [item_id, rationale, shared.annotator, reward_pick], vote_outputs, api_visibility="private")
     rank_button.click(vote_ranking, [item_id, ranking, rationale, shared.annotator, reward_pick], vote_outputs, api_name="vote_ranking")
     gr.api(vote_api, api_name="vote")
-    set_upload.upload(upload_prompt_set, [set_upload, set_name], [set_status, prompt_set], api_name="upload_prompt_set")
-    demo.load(lambda: gr.update(choices=reward_model_choices()), None, reward_pick, api_visibility="private")
-    for _, adapter, _, _ in slots:
-        demo.load(lambda: gr.update(choices=adapter_choices()), None, adapter, api_visibility="private")
+    cleared_first([set_upload.upload], [set_status]).then(
+        upload_prompt_set, [set_upload, set_name], [set_status, prompt_set], api_name="upload_prompt_set")
 
 
 def build_dataset(demo: gr.Blocks) -> None:
@@ -427,7 +425,8 @@ def build_dataset(demo: gr.Blocks) -> None:
     view_outputs = [summary, annotators, board, recent]
     gr.on([refresh.click, demo.load], dataset_view, None, view_outputs, api_name="preference_stats")
     export_button.click(export_labels, fmt, exported, api_name="export_preferences")
-    import_file.upload(import_labels, import_file, imported, api_name="import_preferences").then(dataset_view, None, view_outputs, api_visibility="private")
+    cleared_first([import_file.upload], [imported]).then(
+        import_labels, import_file, imported, api_name="import_preferences").then(dataset_view, None, view_outputs, api_visibility="private")
     push_button.click(push_labels, [repo, token], pushed, api_name="push_preferences")
     delete_button.click(delete_item, delete_id, deleted, api_name="delete_item").then(dataset_view, None, view_outputs, api_visibility="private")
 

@@ -17,9 +17,10 @@ from pipelines.rag import answer, attribution, chunking, embedder, evaluate, par
 from pipelines.sampling import InvalidParameter
 
 from .errors import UserError
-from .controls import MODEL_EVENTS, how_it_works, to_params
+from .controls import MODEL_EVENTS, cleared_first, how_it_works, to_params
 from .sidebar import Shared, selected_adapter
 from .guard import admin_only
+from .pickers import FIRST, LiveDropdown
 
 UI_UPDATE_SECONDS = 0.1
 MAX_FILES_PER_UPLOAD = 20
@@ -253,11 +254,11 @@ def evaluate_questions(name: str | None, file: str | None, k: float):
 
 
 def build(demo: gr.Blocks, shared: Shared) -> None:
-    names = store.collection_names()
+    names = store.collection_names()  # what exists at start (opens "New collection" when there is nothing)
     with gr.Row():
         with gr.Column(scale=1):
             gr.Markdown("#### Collections and documents")
-            collection = gr.Dropdown(names, value=names[0] if names else None, label="Collection")
+            collection = LiveDropdown(store.collection_names, fallback=FIRST, label="Collection", elem_id="rag-collection")
             summary = gr.Markdown()
             with gr.Accordion("New collection", open=not names):
                 new_name = gr.Textbox(label="Name", placeholder="e.g. handbook")
@@ -309,10 +310,9 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
     doc_outputs = [report, docs, summary]
     gr.on([collection.change, demo.load], lambda n: (documents_table(n), collection_summary(n)), collection, [docs, summary],
           api_visibility="private")
-    demo.load(lambda: gr.update(choices=store.collection_names()), None, collection, api_visibility="private")
     create_button.click(create_collection, [new_name, chunk_size, overlap], collection, api_name="rag_create")
     delete_button.click(delete_collection, collection, collection, api_name="rag_delete")
-    ingest_button.click(ingest_files, [collection, files], doc_outputs, api_name="rag_ingest")
+    cleared_first([ingest_button.click], [report]).then(ingest_files, [collection, files], doc_outputs, api_name="rag_ingest")
     remove_button.click(remove_document, [collection, doc_id], doc_outputs, api_name="rag_remove_document")
     reindex_button.click(reindex_collection, collection, report, api_name="rag_reindex")
     gr.on(

@@ -17,6 +17,7 @@ from pipelines.sampling import InvalidParameter
 
 from .errors import UserError
 from .controls import MODEL_EVENTS, STOPS, how_it_works, stoppable, to_params
+from .pickers import LiveDropdown
 from .sidebar import Shared, selected_adapter
 
 UI_UPDATE_SECONDS = 0.15
@@ -296,7 +297,7 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
                              label="Per problem (click a row for the full outputs)")
         detail = gr.Markdown()
         with gr.Row():
-            saved = gr.Dropdown(saved_run_choices(), label="Saved runs", scale=4)
+            saved = LiveDropdown(saved_run_choices, label="Saved runs", scale=4)
             load_button = gr.Button("Load", scale=1)
     how_it_works("reasoning")
 
@@ -315,4 +316,3 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
     )
     load_button.click(load_saved_run, saved, [bench_table, items, bench_note], api_name="reason_load_run")
     items.select(item_detail, saved, detail, api_visibility="private")
-    demo.load(lambda: gr.update(choices=saved_run_choices()), None, saved, api_visibility="private")

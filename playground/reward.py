@@ -16,6 +16,7 @@ from .errors import UserError
 from . import jobs_panel
 from .controls import ASSETS
 from .guard import admin_only
+from .pickers import FIRST, LiveDropdown
 
 SOURCES = ("Labels in the store", "Bundled sample (clear-cut pairs)", "Upload a file")
 SAMPLE = ASSETS / "datasets" / "preference_pairs.jsonl"
@@ -51,17 +52,21 @@ def start_training(source: str, upload: str | None, name: str, epochs: float, ma
     return jobs_panel.refresh_choices(("reward",), job_id)
 
 
+def reward_model_names() -> list[str]:
+    return [m["name"] for m in reward.list_models()]
+
+
 def models_table() -> pd.DataFrame:
     rows = []
     for m in reward.list_models():
         metrics, data = m.get("metrics", {}), m.get("data", {})
-        rows.append([
-            m["name"], m.get("base_model", ""), data.get("source", ""), data.get("train_pairs"), data.get("eval_pairs"),
-            _round(metrics.get("eval_accuracy_before")), _round(metrics.get("eval_accuracy")), _round(metrics.get("eval_margin")),
-            m.get("created", ""),
+        rows.append([  # what tells models apart first: a narrow column must not hide the accuracy
+            m["name"], _round(metrics.get("eval_accuracy_before")), _round(metrics.get("eval_accuracy")),
+            _round(metrics.get("eval_margin")), data.get("train_pairs"), data.get("eval_pairs"), data.get("source", ""),
+            m.get("base_model", ""), m.get("created", ""),
         ])
-    return pd.DataFrame(rows, columns=["name", "base", "data", "train pairs", "held-out pairs", "held-out acc. before",
-                                       "held-out acc. after", "mean margin", "created"])
+    return pd.DataFrame(rows, columns=["name", "held-out acc. before", "held-out acc. after", "mean margin", "train pairs",
+                                       "held-out pairs", "data", "base", "created"])
 
 
 def _round(value):
@@ -118,9 +123,9 @@ def build(demo: gr.Blocks) -> None:
             start = gr.Button("Train reward model", variant="primary")
         with gr.Column():
             gr.Markdown("#### Reward models")
-            table = gr.Dataframe(interactive=False, wrap=True)
+            table = gr.Dataframe(interactive=False, wrap=True, pinned_columns=1)
             refresh = gr.Button("Refresh", size="sm")
-            pick = gr.Dropdown(label="Reward model", choices=[])
+            pick = LiveDropdown(reward_model_names, fallback=FIRST, label="Reward model")
             prompt = gr.Textbox(label="Prompt", lines=2, value="What is the capital of France?")
             response = gr.Textbox(label="Response", lines=3, value="The capital of France is Paris.")
             score_button = gr.Button("Score")
@@ -130,7 +135,7 @@ def build(demo: gr.Blocks) -> None:
     panel = jobs_panel.build(demo, ("reward",), SERIES, title="Reward-model training jobs")
 
     def refresh_models():
-        names = [m["name"] for m in reward.list_models()]
+        names = reward_model_names()
         return models_table(), gr.update(choices=names, value=names[0] if names else None)
 
     gr.on([refresh.click, demo.load], refresh_models, None, [table, pick], api_name="reward_models")

@@ -13,6 +13,7 @@ from pipelines.models import ModelHandle
 
 from .errors import UserError
 from .controls import SamplingControls, fill_when_model_ready, sampling_controls
+from .pickers import LiveDropdown
 
 
 @dataclass
@@ -102,15 +103,16 @@ def labeller(typed: str | None, request: gr.Request | None, action: str = "label
 
 def build(demo: gr.Blocks, model_name: str) -> Shared:
     with gr.Sidebar(label="Model & sampling", open=True, width=330):
-        card = gr.Markdown(loading_card(model_name))
+        card = gr.Markdown(loading_card(model_name), elem_id="model-card")
         if os.environ.get("OAUTH_CLIENT_ID"):  # a Space with `hf_oauth: true` in its README
             gr.LoginButton()
         annotator = gr.Textbox(label="Your name", placeholder="used for your preference labels", max_length=128)
         with gr.Row():
-            adapter = gr.Dropdown(
-                choices=adapter_choices(),
-                value=adapters.BASE_CHOICE,
+            adapter = LiveDropdown(
+                adapter_choices,
+                fallback=adapters.BASE_CHOICE,
                 label="Adapter",
+                elem_id="sidebar-adapter",
                 info="base model, or a LoRA / aligned adapter trained in this app (switching never reloads the base)",
                 scale=4,
             )
@@ -118,7 +120,6 @@ def build(demo: gr.Blocks, model_name: str) -> Shared:
         with gr.Accordion("Sampling (shared by every tab)", open=True):
             sampling = sampling_controls()
     refresh.click(refresh_adapters, adapter, adapter, api_name="list_adapters")
-    demo.load(refresh_adapters, adapter, adapter, api_visibility="private")
     demo.load(identity, None, annotator, api_visibility="private")
     fill_when_model_ready(demo, current_model_card, None, card)
     return Shared(sampling=sampling, adapter=adapter, annotator=annotator)

@@ -9,11 +9,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, launched_app
 
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
@@ -52,21 +53,37 @@ def pytest_runtest_makereport(item, call):
         item.browser_failed = report.failed
 
 
-@pytest.fixture
-def page(browser, request, app_url):
-    """A fresh page on the app; a screenshot of it is saved when the test fails."""
+@contextmanager
+def opened(browser, request, url: str):
+    """A fresh page on `url`; a screenshot of it is saved when the test fails."""
     context = browser.new_context(viewport={"width": 1400, "height": 1100})
     page = context.new_page()
     page.set_default_timeout(60_000)
-    page.goto(app_url)
+    page.goto(url)
     page.get_by_role("tab", name="Generate").wait_for()
-    yield page
-    if getattr(request.node, "browser_failed", False):
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        name = re.sub(r"[^\w.-]+", "_", request.node.name)
-        page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-        print(f"screenshot saved: {ARTIFACTS / f'{name}.png'}")
-    context.close()
+    try:
+        yield page
+    finally:
+        if getattr(request.node, "browser_failed", False):
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            name = re.sub(r"[^\w.-]+", "_", request.node.name)
+            page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+            print(f"screenshot saved: {ARTIFACTS / f'{name}.png'}")
+        context.close()
+
+
+@pytest.fixture
+def page(browser, request, app_url):
+    """A fresh page on the app (the shared tiny model)."""
+    with opened(browser, request, app_url) as page:
+        yield page
+
+
+@pytest.fixture
+def own_page(browser, request, fresh_tiny_handle):
+    """A page on an app with a tiny model of its own: using an adapter attaches it to the model."""
+    with launched_app(fresh_tiny_handle) as url, opened(browser, request, url) as page:
+        yield page
 
 
 @pytest.fixture
