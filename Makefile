@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench llamacpp run-llamacpp clean-venv
+.PHONY: run test test-fast bench llamacpp run-llamacpp clean-venv
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The inner loop: unit tests only (tiny model, no app launch, no browser).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
 # Optional llama.cpp engine (compiles; minutes). Override the build with e.g.
 # LLAMACPP_CMAKE_ARGS="-DGGML_CUDA=on" on a CUDA machine.
