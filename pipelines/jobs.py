@@ -595,7 +595,8 @@ class JobManager:
                 log.exception("job manager poll failed")
 
     def recover(self) -> list[str]:
-        """After a restart: jobs marked running whose process is gone become interrupted."""
+        """Jobs marked running whose process is gone (after a restart: not this app's children) end here:
+        cancelled if someone asked for that (the kill after the grace period is the cancel's), else interrupted."""
         lost = []
         with session(self.settings) as s:
             rows = list(s.scalars(select(JobRow).where(JobRow.status == RUNNING)))
@@ -603,7 +604,9 @@ class JobManager:
             if row.host not in (None, self.host) or row.id in self._procs:
                 continue
             if not _alive(row.pid, row.pid_started):
-                if _finish(row.id, INTERRUPTED, "the job's process ended without finishing (app restart or crash); see its log"):
+                if row.cancel_requested:
+                    _finish(row.id, CANCELLED, "cancelled")
+                elif _finish(row.id, INTERRUPTED, "the job's process ended without finishing (app restart or crash); see its log"):
                     lost.append(row.id)
         return lost
 

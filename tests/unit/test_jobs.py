@@ -137,8 +137,13 @@ def test_restart_marks_orphans_interrupted(tiny_model_env, data_dir):
     with db.session() as s:
         row = s.get(jobs.JobRow, alive.id)
         row.status, row.pid, row.pid_started, row.foreground = jobs.RUNNING, me.pid, me.create_time(), True
+    cancelled = jobs.submit("finetune", "cancelled-orphan", {"data": "x", "out": "cancelled-orphan"})
+    with db.session() as s:  # kept running across a restart, then cancelled: the new app killed it after the grace
+        row = s.get(jobs.JobRow, cancelled.id)
+        row.status, row.pid, row.pid_started, row.host, row.cancel_requested = jobs.RUNNING, dead.pid, time.time() - 100, None, True
     fresh = jobs.JobManager(max_parallel=1)  # what an app restart creates
     assert fresh.recover() == [job.id]
+    assert jobs.get(cancelled.id).status == jobs.CANCELLED
     assert jobs.get(job.id).status == jobs.INTERRUPTED and "ended without finishing" in jobs.get(job.id).message
     assert jobs.get(alive.id).status == jobs.RUNNING  # a live process (a CLI run) is left alone
 
