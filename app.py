@@ -14,7 +14,7 @@ import gradio as gr  # noqa: E402
 from pipelines import jobs, models  # noqa: E402
 from pipelines.access import AuthConfigError, get_policy  # noqa: E402
 from pipelines.config import get_settings  # noqa: E402
-from playground import align, chat, finetune, generate, pickers, preferences, rag, reasoning, reward, sidebar  # noqa: E402
+from playground import align, chat, finetune, generate, pickers, preferences, rag, reasoning, reward, sidebar, signin  # noqa: E402
 from playground.controls import ASSETS, how_it_works  # noqa: E402
 
 TITLE = "LLM Playground"
@@ -73,9 +73,7 @@ def launch_kwargs() -> dict:
         # the reason instead of "the upstream app raised an exception"
         "show_error": True,
     }
-    if policy.gradio_auth():
-        kwargs["auth"] = policy.gradio_auth()
-        kwargs["auth_message"] = "Sign in to use the playground (accounts come from PLAYGROUND_AUTH)."
+    kwargs.update(signin.launch_kwargs(policy))  # throttled password sign-in when PLAYGROUND_AUTH is set
     return kwargs
 
 

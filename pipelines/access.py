@@ -8,10 +8,15 @@ the app binds 127.0.0.1 unless configured otherwise.
 
 from __future__ import annotations
 
+import hmac
 import logging
 import os
+import threading
+import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +27,69 @@ class AccessDenied(PermissionError):
 
 class AuthConfigError(ValueError):
     """PLAYGROUND_AUTH / PLAYGROUND_ADMINS cannot be understood."""
+
+
+class SignInThrottled(PermissionError):
+    """Too many failed sign-ins for this name or from this address; `seconds` until the next try."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = max(1, int(seconds + 0.999))
+        super().__init__(f"Too many failed sign-ins: try again in {self.seconds} s.")
+
+
+class LoginThrottle:
+    """Failed sign-ins slow down, per user name and per client address, doubling each time.
+
+    A name gets `free_per_user` failures, an address (several people may share one behind a NAT)
+    `free_per_address`; each failure beyond that locks the key for base * 2^k seconds, at most
+    `cap`. A failure-free quarter of an hour forgets a key, and a successful sign-in forgets its
+    name's failures. The check comes before the password is looked at, so a locked name learns
+    nothing. Memory is bounded: the oldest keys are dropped beyond `max_keys`.
+    """
+
+    def __init__(self, *, free_per_user: int = 5, free_per_address: int = 20, base: float = 1.0, cap: float = 900.0,
+                 forget_after: float = 900.0, max_keys: int = 10_000, clock: Callable[[], float] = time.monotonic) -> None:
+        self.free = {"user": free_per_user, "addr": free_per_address}
+        self.base, self.cap, self.forget_after, self.max_keys, self.clock = base, cap, forget_after, max_keys, clock
+        self._keys: OrderedDict[str, tuple[int, float, float]] = OrderedDict()  # key -> (failures, last failure, locked until)
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _keys_for(user: str, address: str | None) -> list[tuple[str, str]]:
+        keys = [("user", f"user:{user.strip().lower()}")]
+        if address:
+            keys.append(("addr", f"addr:{address}"))
+        return keys
+
+    def _state(self, key: str, now: float) -> tuple[int, float, float]:
+        failures, last, until = self._keys.get(key, (0, 0.0, 0.0))
+        if failures and now - last > self.forget_after and now >= until:
+            self._keys.pop(key, None)
+            return 0, 0.0, 0.0
+        return failures, last, until
+
+    def wait_seconds(self, user: str, address: str | None) -> float:
+        now = self.clock()
+        with self._lock:
+            return max([self._state(key, now)[2] - now for _, key in self._keys_for(user, address)] + [0.0])
+
+    def record(self, user: str, address: str | None, ok: bool) -> None:
+        now = self.clock()
+        with self._lock:
+            for kind, key in self._keys_for(user, address):
+                if ok:
+                    if kind == "user":
+                        self._keys.pop(key, None)
+                    continue
+                failures, _, until = self._state(key, now)
+                failures += 1
+                over = failures - self.free[kind]
+                if over > 0:
+                    until = now + min(self.cap, self.base * 2 ** (over - 1))
+                self._keys[key] = (failures, now, until)
+                self._keys.move_to_end(key)
+            while len(self._keys) > self.max_keys:
+                self._keys.popitem(last=False)
 
 
 def parse_users(value: str | None) -> dict[str, str]:
@@ -90,6 +158,24 @@ class AccessPolicy:
     def gradio_auth(self) -> list[tuple[str, str]] | None:
         return sorted(self.users.items()) or None
 
+    def check_password(self, user: str, password: str, address: str | None = None,
+                       throttle: "LoginThrottle | None" = None) -> bool:
+        """A sign-in attempt against PLAYGROUND_AUTH, throttled per name and per address.
+
+        Raises SignInThrottled (before the password is compared) while the name or address is locked.
+        """
+        throttle = throttle or login_throttle()
+        wait = throttle.wait_seconds(user, address)
+        if wait > 0:
+            raise SignInThrottled(wait)
+        expected = self.users.get(user)
+        # compare even for unknown names, so timing does not tell which names exist
+        ok = hmac.compare_digest(password.encode(), (expected or "\0" + password).encode()) and expected is not None
+        throttle.record(user, address, ok)
+        if not ok:
+            log.warning("failed sign-in for %r from %s", user[:64], address or "an unknown address")
+        return ok
+
 
 def policy_from_env() -> AccessPolicy:
     policy = AccessPolicy(
@@ -115,7 +201,15 @@ def get_policy() -> AccessPolicy:
     return _policy
 
 
+_throttle = LoginThrottle()
+
+
+def login_throttle() -> LoginThrottle:
+    return _throttle
+
+
 def reset_policy() -> None:
-    """Forget the cached policy (tests change the environment between cases)."""
-    global _policy
+    """Forget the cached policy and the sign-in failures (tests change the environment between cases)."""
+    global _policy, _throttle
     _policy = None
+    _throttle = LoginThrottle()

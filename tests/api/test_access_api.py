@@ -28,7 +28,7 @@ def auth_url(use_tiny, monkeypatch):
     demo = app_module.build_app(use_tiny.name)
     demo.queue(default_concurrency_limit=4)
     kwargs = app_module.launch_kwargs()
-    assert kwargs["auth"] == sorted(USERS.items())
+    assert callable(kwargs["auth"]) and kwargs["auth"]("bob", USERS["bob"]) and not kwargs["auth"]("bob", "nope")
     kwargs.update(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
     _, url, _ = demo.launch(**kwargs)
     yield url
@@ -87,3 +87,23 @@ def test_admins_can_delete_and_export(auth_url):
     assert alice.predict(item_id=item, api_name="/delete_item").startswith("Deleted item")
     with pytest.raises(preferences.PreferenceError):
         preferences.get_item(item)
+
+
+def test_failed_sign_ins_are_throttled_per_name_and_per_address(auth_url, monkeypatch):
+    """40 wrong passwords in a burst used to be answered at full speed, and the right one then worked."""
+    monkeypatch.setattr(access, "_throttle", access.LoginThrottle(base=30.0))  # locks that outlast the test's requests
+    login = f"{auth_url.rstrip('/')}/login"
+    answers = [httpx.post(login, data={"username": "alice", "password": f"guess-{i}"}, timeout=10) for i in range(40)]
+    assert all(a.status_code == 400 for a in answers)
+    assert all("Incorrect" in a.json()["detail"] for a in answers[:5])  # five free tries
+    throttled = [a for a in answers[5:] if "Too many failed sign-ins" in a.json()["detail"]]
+    assert len(throttled) == 34 and int(throttled[-1].headers["Retry-After"]) >= 25
+    right = httpx.post(login, data={"username": "alice", "password": USERS["alice"]}, timeout=10)
+    assert right.status_code == 400 and "Too many failed sign-ins" in right.json()["detail"]  # the name is locked
+    # the address has used 6 of its failures (locked attempts are not counted): bob still signs in
+    bob = httpx.post(login, data={"username": "bob", "password": USERS["bob"]}, timeout=10)
+    assert bob.status_code == 200
+    for i in range(20):  # many names from one address: the address is locked too
+        httpx.post(login, data={"username": f"user{i}", "password": "x"}, timeout=10)
+    late = httpx.post(login, data={"username": "bob", "password": USERS["bob"]}, timeout=10)
+    assert late.status_code == 400 and "Too many failed sign-ins" in late.json()["detail"]

@@ -72,3 +72,42 @@ def test_guarded_handlers_refuse_in_process(monkeypatch):
     with pytest.raises(gr.Error, match="Sign in as an admin to delete data"):
         rag.delete_collection("keep", request=None)
     assert "keep" in [c["name"] for c in store.list_collections()]
+
+
+def test_login_throttle_doubles_per_name_and_per_address_and_forgets():
+    from pipelines.access import LoginThrottle
+
+    now = [0.0]
+    throttle = LoginThrottle(free_per_user=2, free_per_address=4, base=1.0, cap=8.0, forget_after=100.0, clock=lambda: now[0])
+    for _ in range(2):
+        throttle.record("Alice", "10.0.0.1", ok=False)
+    assert throttle.wait_seconds("alice", "10.0.0.9") == 0  # two free failures; names are case-insensitive
+    waits = []
+    for _ in range(5):
+        throttle.record("alice", "10.0.0.9", ok=False)
+        waits.append(throttle.wait_seconds("alice", None))
+    assert waits == [1.0, 2.0, 4.0, 8.0, 8.0]  # doubling, capped
+    assert throttle.wait_seconds("bob", "10.0.0.1") == 0  # the first address has only two failures
+    for name in ("c", "d", "e"):
+        throttle.record(name, "10.0.0.9", ok=False)
+    assert throttle.wait_seconds("bob", "10.0.0.9") > 0  # the second address has 8 > 4
+    now[0] += 9
+    throttle.record("alice", None, ok=True)  # a success forgets the name's failures
+    assert throttle.wait_seconds("alice", None) == 0
+    now[0] += 200
+    assert throttle.wait_seconds("zed", "10.0.0.9") == 0  # quiet for long enough: forgotten
+
+
+def test_login_throttle_is_checked_before_the_password_and_bounded():
+    from pipelines.access import AccessPolicy, LoginThrottle, SignInThrottled
+
+    policy = AccessPolicy(users={"alice": "pw"})
+    throttle = LoginThrottle(free_per_user=1, base=60.0, max_keys=50)
+    assert policy.check_password("alice", "pw", "1.2.3.4", throttle)
+    assert not policy.check_password("alice", "no", "1.2.3.4", throttle)
+    assert not policy.check_password("alice", "no", "1.2.3.4", throttle)
+    with pytest.raises(SignInThrottled, match="try again in 60 s"):
+        policy.check_password("alice", "pw", "1.2.3.4", throttle)  # locked: even the right password waits
+    for i in range(500):
+        throttle.record(f"name{i}", f"10.0.{i // 250}.{i % 250}", ok=False)
+    assert len(throttle._keys) <= 50
