@@ -296,10 +296,13 @@ def import_json(text: str | bytes) -> list[Message]:
             text = text.decode("utf-8")
         except UnicodeDecodeError as error:
             raise InvalidParameter("messages", "the file is not UTF-8 text") from error
+    from .rows import loads
+
     try:
-        data = json.loads(text)
+        data = loads(text)
     except ValueError as error:
-        raise InvalidParameter("messages", f"the file is not valid JSON ({error.msg}, line {error.lineno})") from error
+        where = f"{error.msg}, line {error.lineno}" if isinstance(error, json.JSONDecodeError) else str(error)
+        raise InvalidParameter("messages", f"the file is not valid JSON ({where})") from error
     if isinstance(data, dict) and isinstance(data.get("messages"), list):
         data = data["messages"]  # also accept {"messages": [...]}, as chat APIs send them
     if not isinstance(data, list):

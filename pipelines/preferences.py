@@ -29,6 +29,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from .chat import Message, normalise
 from .db import Base, engine, session
+from .rows import RowLimits, RowsError, read_rows
 from .sampling import InvalidParameter
 
 LETTERS = "ABCD"
@@ -574,6 +575,9 @@ def _as_messages(value: Any, role: str, field_name: str) -> list[Message]:
     raise PreferenceError(f"{field_name} must be text or a list of messages")
 
 
+IMPORT_LIMITS = RowLimits(max_bytes=200_000_000, max_rows=MAX_IMPORT_ROWS)
+
+
 def _read_rows(path: Path) -> Iterable[tuple[int, Any, str | None]]:
     if path.is_dir():
         from datasets import load_from_disk
@@ -582,43 +586,23 @@ def _read_rows(path: Path) -> Iterable[tuple[int, Any, str | None]]:
             dataset = load_from_disk(str(path))
         except Exception as error:  # noqa: BLE001
             raise PreferenceError(f"{path.name} is not a saved datasets directory ({error})") from error
-        if hasattr(dataset, "keys"):  # a DatasetDict: take every split
-            for split in dataset.values():
-                yield from ((i, row, None) for i, row in enumerate(split, start=1))
-        else:
-            yield from ((i, row, None) for i, row in enumerate(dataset, start=1))
+        splits = list(dataset.values()) if hasattr(dataset, "keys") else [dataset]  # a DatasetDict: every split
+        total = sum(split.num_rows for split in splits)
+        if total > MAX_IMPORT_ROWS:  # counted from the arrow metadata, before any row is read
+            raise PreferenceError(f"{path.name} has {total:,} rows; the limit is {MAX_IMPORT_ROWS:,}")
+        for split in splits:
+            yield from ((i, row, None) for i, row in enumerate(split, start=1))
         return
-    suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        try:
-            table = pq.read_table(path)
-        except Exception as error:  # noqa: BLE001
-            raise PreferenceError(f"{path.name} is not a readable Parquet file") from error
-        yield from ((i, row, None) for i, row in enumerate(table.to_pylist(), start=1))
-    elif suffix in (".jsonl", ".json", ".ndjson"):
-        try:
-            text = path.read_text(encoding="utf-8-sig")
-        except UnicodeDecodeError as error:
-            raise PreferenceError(f"{path.name} is not UTF-8 text") from error
-        for number, line in enumerate(text.splitlines(), start=1):
-            if line.strip():
-                try:
-                    yield number, json.loads(line), None
-                except ValueError as error:
-                    yield number, None, f"not valid JSON ({error.msg})"
-    else:
-        raise PreferenceError(f"unsupported file type {path.suffix or '(none)'}: use .jsonl, .parquet or a datasets directory")
+    try:
+        yield from read_rows(path, IMPORT_LIMITS, formats=(".jsonl", ".json", ".ndjson", ".parquet"))
+    except RowsError as error:
+        raise PreferenceError(str(error).replace(": use", ": use a datasets directory, or")) from error
 
 
 def read_pairs(path: str | Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """trl preference rows from a file, validated row by row: (rows as message lists, errors)."""
     rows, errors = [], []
     for number, record, error in _read_rows(Path(path)):
-        if len(rows) + len(errors) >= MAX_IMPORT_ROWS:
-            errors.append({"line": number, "error": f"more than {MAX_IMPORT_ROWS:,} rows; the rest was not read"})
-            break
         if error:
             errors.append({"line": number, "error": error})
             continue

@@ -11,15 +11,13 @@ proceeds without it only if the user says so.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from .chat import ROLES, Message
+from .rows import RowLimits, RowsError, loads, read_rows
 
 MAX_FILE_BYTES = 50_000_000
 MAX_ROWS = 100_000
@@ -66,59 +64,15 @@ class LoadedData:
         return text
 
 
-def _records(path: Path) -> Iterator[tuple[int, Any, str | None]]:
-    """(row number, record or None, error) for every row of the file."""
-    suffix = path.suffix.lower()
-    if suffix in (".jsonl", ".ndjson", ".json"):
-        raw = path.read_bytes()
-        try:
-            text = raw.decode("utf-8-sig")
-        except UnicodeDecodeError as error:
-            raise DataError(f"{path.name} is not UTF-8 text (byte {error.start})") from error
-        if suffix == ".json" and text.lstrip().startswith("["):
-            try:
-                items = json.loads(text)
-            except ValueError as error:
-                raise DataError(f"{path.name} is not valid JSON ({error})") from error
-            for index, item in enumerate(items, start=1):
-                yield index, item, None
-            return
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                yield number, json.loads(line), None
-            except ValueError as error:
-                yield number, None, f"not valid JSON ({error.msg} at column {error.colno})"
-    elif suffix in (".csv", ".tsv"):
-        raw = path.read_bytes()
-        try:
-            text = raw.decode("utf-8-sig")
-        except UnicodeDecodeError as error:
-            raise DataError(f"{path.name} is not UTF-8 text (byte {error.start})") from error
-        try:
-            dialect = csv.excel_tab if suffix == ".tsv" else csv.excel
-            reader = csv.DictReader(io.StringIO(text, newline=""), dialect=dialect)
-            if not reader.fieldnames:
-                raise DataError(f"{path.name} has no header row")
-            for number, row in enumerate(reader, start=1):
-                if None in row:  # more cells than header columns
-                    yield number, None, "has more cells than the header has columns"
-                    continue
-                yield number, {k: (v if v != "" else None) for k, v in row.items()}, None
-        except csv.Error as error:
-            raise DataError(f"{path.name} is not valid CSV ({error})") from error
-    elif suffix == ".parquet":
-        import pyarrow.parquet as pq
+LIMITS = RowLimits(max_bytes=MAX_FILE_BYTES, max_rows=MAX_ROWS)
 
-        try:
-            table = pq.read_table(path)
-        except Exception as error:  # noqa: BLE001 - pyarrow raises several types for corrupt files
-            raise DataError(f"{path.name} is not a readable Parquet file ({error})") from error
-        for number, row in enumerate(table.to_pylist(), start=1):
-            yield number, row, None
-    else:
-        raise DataError(f"unsupported file type {path.suffix or '(none)'}: use .jsonl, .json, .csv or .parquet")
+
+def _records(path: Path, limits: RowLimits = LIMITS) -> Iterator[tuple[int, Any, str | None]]:
+    """(row number, record or None, error) for every row of the file, within `limits` (pipelines.rows)."""
+    try:
+        yield from read_rows(path, limits)
+    except RowsError as error:
+        raise DataError(str(error)) from error
 
 
 def _detect(keys: set[str]) -> str | None:
@@ -149,7 +103,7 @@ def _conversation(fmt: str, record: dict[str, Any], row: int, problems: list[Row
         raw = record.get("messages")
         if isinstance(raw, str):  # CSV cells hold JSON text
             try:
-                raw = json.loads(raw)
+                raw = loads(raw)
             except ValueError:
                 problems.append(RowProblem(row, "messages", "is not a JSON list of messages"))
                 return None
@@ -210,8 +164,6 @@ def load_file(path: str | Path) -> LoadedData:
     total = 0
     for number, record, error in _records(path):
         total += 1
-        if total > MAX_ROWS:
-            raise DataError(f"{path.name} has more than {MAX_ROWS:,} rows")
         if error:
             problems.append(RowProblem(number, None, error))
             continue

@@ -17,7 +17,7 @@ from pipelines.rag import answer, attribution, chunking, embedder, evaluate, par
 from pipelines.sampling import InvalidParameter
 
 from .errors import UserError
-from .controls import MODEL_EVENTS, cleared_first, how_it_works, to_params
+from .controls import MODEL_EVENTS, STOPS, cleared_first, how_it_works, stoppable, to_params
 from .sidebar import Shared, selected_adapter
 from .guard import admin_only
 from .pickers import FIRST, LiveDropdown
@@ -234,7 +234,8 @@ def _check_support(text: str, hits: list[retrieval.Hit]) -> list[attribution.Sen
         return None  # the answer still shows, with only the citations the model wrote
 
 
-def evaluate_questions(name: str | None, file: str | None, k: float):
+def evaluate_questions(name: str | None, file: str | None, k: float, run_id: str | None = None):
+    """recall@k and MRR per retrieval mode; Stop (run_id) ends it between questions."""
     if not name:
         raise UserError("Choose a collection.")
     if not file:
@@ -243,7 +244,9 @@ def evaluate_questions(name: str | None, file: str | None, k: float):
     if not rows:
         raise UserError("No usable questions in the file" + (f": line {errors[0]['line']}: {errors[0]['error']}" if errors else "."))
     try:
-        report = evaluate.evaluate(name, rows, k=int(k))
+        report = evaluate.evaluate(name, rows, k=int(k), should_stop=lambda: STOPS.stopped(run_id))
+    except evaluate.EvaluationStopped:
+        return gr.skip(), gr.skip(), "⏹ Stopped: nothing was measured (a partial run would mix modes unevenly)."
     except (ValueError, store.CollectionError) as error:
         raise _error(error) from error
     key = f"recall@{int(k)}"
@@ -297,11 +300,14 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
             with gr.Accordion("Passages in full (click a citation to jump here)", open=True):
                 passages = gr.HTML()
     with gr.Accordion("Evaluate retrieval on your questions", open=False):
-        gr.Markdown('Upload JSONL rows `{"question": ..., "source": "<file name>", "page": <optional>}`; recall@k and MRR per mode.')
+        gr.Markdown('Upload JSONL rows `{"question": ..., "source": "<file name>", "page": <optional>}`; recall@k and MRR per mode. '
+                    f"At most {evaluate.MAX_QUESTIONS:,} questions of {evaluate.MAX_QUESTION_CHARS:,} characters, "
+                    f"{evaluate.MAX_FILE_BYTES // 1_000_000} MB.")
         with gr.Row():
             questions = gr.File(label="Questions (JSONL)", file_types=[".jsonl", ".json"], type="filepath", scale=2)
             eval_k = gr.Slider(1, 20, value=5, step=1, label="k", scale=1)
             eval_button = gr.Button("Evaluate", scale=1)
+            eval_stop = gr.Button("Stop", variant="stop", scale=1)
         eval_note = gr.Markdown()
         eval_table = gr.Dataframe(interactive=False)
         eval_details = gr.Dataframe(interactive=False, wrap=True, max_height=300)
@@ -319,4 +325,6 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
         [ask_button.click, question.submit], ask, [collection, question, mode, k, shared.adapter],
         [hits, grounded, plain, notice, passages], inputs_kwargs=shared.sampling.kwargs(), api_name="rag_ask", **MODEL_EVENTS,
     )
-    eval_button.click(evaluate_questions, [collection, questions, eval_k], [eval_table, eval_details, eval_note], api_name="rag_eval")
+    eval_started, eval_id = stoppable([eval_button.click], eval_stop)
+    eval_started.success(evaluate_questions, [collection, questions, eval_k, eval_id], [eval_table, eval_details, eval_note],
+                         api_name="rag_eval")

@@ -15,6 +15,7 @@ from typing import Any
 DEFAULT_CHUNK_TOKENS = 200
 DEFAULT_OVERLAP_TOKENS = 40
 MAX_CHUNK_TOKENS = 254  # the embedder reads 256 word pieces, two of them [CLS] and [SEP]
+CHARS_PER_TOKEN = 6  # a chunk has at most size x 6 characters (English prose averages ~4.5 per word piece)
 
 _SENTENCE_END = re.compile(r"(?<=[.!?…])\s+(?=\S)|\n\s*\n")
 
@@ -40,6 +41,19 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
     return [(s, e) for s, e in spans if text[s:e].strip()]
 
 
+def _at_most_chars(spans: list[tuple[int, int]], limit: int) -> list[tuple[int, int]]:
+    """Spans cut to at most `limit` characters.
+
+    The embedder's WordPiece reads any word over 100 characters as one [UNK]: an unbroken 100 kB
+    string counted as a single token, became one chunk, and then no question retrieving it fit the
+    model's context. Token windows cannot cut what is one token, so characters bound it too.
+    """
+    out: list[tuple[int, int]] = []
+    for start, end in spans:
+        out.extend((s, min(s + limit, end)) for s in range(start, end, limit))
+    return out
+
+
 def _split_long(text: str, start: int, end: int, tokenizer: Any, size: int, overlap: int) -> list[tuple[int, int, int]]:
     """A span longer than `size` tokens, cut into token windows: (start, end, tokens)."""
     encoded = tokenizer(text[start:end], add_special_tokens=False, return_offsets_mapping=True)
@@ -58,7 +72,8 @@ def chunk_text(text: str, page: int | None, tokenizer: Any, *, size: int = DEFAU
         raise ValueError(f"chunk size must be between 16 and {MAX_CHUNK_TOKENS} tokens (the embedder's limit), got {size}")
     if not 0 <= overlap < size:
         raise ValueError(f"overlap must be at least 0 and smaller than the chunk size, got {overlap}")
-    spans = sentence_spans(text)
+    max_chars = size * CHARS_PER_TOKEN
+    spans = _at_most_chars(sentence_spans(text), max_chars)
     if not spans:
         return []
     counts = [len(ids) for ids in tokenizer([text[s:e] for s, e in spans], add_special_tokens=False)["input_ids"]]
@@ -75,12 +90,12 @@ def chunk_text(text: str, page: int | None, tokenizer: Any, *, size: int = DEFAU
         chunks.append(Chunk(text[start:end], page, start, end, total))
 
     for unit in units:
-        if current and total + unit[2] > size:
+        if current and (total + unit[2] > size or unit[1] - current[0][0] > max_chars):
             flush()
             carried: list[tuple[int, int, int]] = []
             carried_tokens = 0
             for previous in reversed(current):  # trailing sentences become the overlap
-                if carried_tokens + previous[2] > overlap:
+                if carried_tokens + previous[2] > overlap or unit[1] - previous[0] > max_chars:
                     break
                 carried.insert(0, previous)
                 carried_tokens += previous[2]

@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 from ..config import get_settings
 from ..models import ModelHandle
+from ..rows import RowLimits, RowsError, read_rows
 from ..sampling import SamplingParams
 from . import extract, solve
 from .strategies import PROBLEMS_FILE, Strategy
@@ -31,39 +32,33 @@ def runs_dir() -> Path:
 def load_problems(path: str | Path | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Rows {"question", "answer": float} and row errors {"line", "error"}; the bundled set by default."""
     path = Path(path) if path else PROBLEMS_FILE
-    if path.stat().st_size > MAX_FILE_BYTES:
-        return [], [{"line": 0, "error": f"the file is over {MAX_FILE_BYTES // 1_000_000} MB"}]
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        return [], [{"line": 0, "error": "the file is not UTF-8 text"}]
+    limits = RowLimits(max_bytes=MAX_FILE_BYTES, max_rows=10 * MAX_PROBLEMS, max_row_chars=4 * solve.MAX_QUESTION_CHARS)
     rows, errors = [], []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as error:
-            errors.append({"line": number, "error": f"not valid JSON ({error.msg})"})
-            continue
-        if not isinstance(item, dict):
-            errors.append({"line": number, "error": "expected an object with 'question' and 'answer'"})
-            continue
-        question, answer = item.get("question"), item.get("answer")
-        if not isinstance(question, str) or not question.strip():
-            errors.append({"line": number, "error": "'question' must be non-empty text"})
-            continue
-        if len(question) > solve.MAX_QUESTION_CHARS:
-            errors.append({"line": number, "error": f"'question' is over {solve.MAX_QUESTION_CHARS:,} characters"})
-            continue
-        gold = extract.from_value(answer) if not isinstance(answer, str) else extract.parse_number(answer)
-        if gold is None:
-            errors.append({"line": number, "error": f"'answer' must be a number, got {answer!r}"[:200]})
-            continue
-        rows.append({"question": question.strip(), "answer": gold})
-        if len(rows) >= MAX_PROBLEMS:
-            errors.append({"line": number, "error": f"only the first {MAX_PROBLEMS:,} problems are used"})
-            break
+    try:
+        for number, item, error in read_rows(path, limits, formats=(".jsonl", ".json", ".ndjson")):
+            if error:
+                errors.append({"line": number, "error": error})
+                continue
+            if not isinstance(item, dict):
+                errors.append({"line": number, "error": "expected an object with 'question' and 'answer'"})
+                continue
+            question, answer = item.get("question"), item.get("answer")
+            if not isinstance(question, str) or not question.strip():
+                errors.append({"line": number, "error": "'question' must be non-empty text"})
+                continue
+            if len(question) > solve.MAX_QUESTION_CHARS:
+                errors.append({"line": number, "error": f"'question' is over {solve.MAX_QUESTION_CHARS:,} characters"})
+                continue
+            gold = extract.from_value(answer) if not isinstance(answer, str) else extract.parse_number(answer)
+            if gold is None:
+                errors.append({"line": number, "error": f"'answer' must be a number, got {answer!r}"[:200]})
+                continue
+            rows.append({"question": question.strip(), "answer": gold})
+            if len(rows) >= MAX_PROBLEMS:
+                errors.append({"line": number, "error": f"only the first {MAX_PROBLEMS:,} problems are used"})
+                break
+    except RowsError as error:
+        return [], [{"line": 0, "error": str(error)}]
     return rows, errors
 
 

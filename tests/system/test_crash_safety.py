@@ -6,14 +6,9 @@ gradio_client and reads the database and files directly afterwards, as an operat
 
 from __future__ import annotations
 
-import os
-import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import psutil
@@ -23,36 +18,10 @@ from gradio_client import Client
 from pipelines import adapters, db, finetune, generation, jobs, models, preferences
 from pipelines.rag import retrieval, store
 from pipelines.sampling import SamplingParams
-from tests.conftest import ROOT, free_port, make_lora_adapter, write_sft_rows
+from tests.app_process import AppProcess
+from tests.conftest import make_lora_adapter, write_sft_rows
 
 pytestmark = pytest.mark.system
-
-
-class AppProcess:
-    """`python app.py` in its own process group, like a deployment's supervisor would run it."""
-
-    def __init__(self, data_dir: Path, model_dir: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}/"
-        env = {**os.environ, "PLAYGROUND_DATA_DIR": str(data_dir), "PLAYGROUND_MODEL": str(model_dir),
-               "PLAYGROUND_PORT": str(self.port), "PLAYGROUND_HOST": "127.0.0.1"}
-        self.log = (data_dir.parent / f"app-{self.port}.log").open("wb")
-        self.proc = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=env, stdout=self.log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.time() + 180
-        while time.time() < deadline:
-            assert self.proc.poll() is None, f"the app exited: {Path(self.log.name).read_text()[-2000:]}"
-            try:
-                with urllib.request.urlopen(self.url, timeout=1):
-                    return
-            except OSError:
-                time.sleep(0.2)
-        raise AssertionError("the app did not start")
-
-    def kill(self) -> None:
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=30)
-        self.log.close()
 
 
 def _integrity(data_dir: Path) -> str:

@@ -24,6 +24,8 @@ def bad_files(tmp_path):
         "csv": tmp_path / "table.csv",
         "missing": tmp_path / "does-not-exist.jsonl",
         "python": tmp_path / "prog.py",
+        "deep": tmp_path / "deep.jsonl",
+        "deep_json": tmp_path / "deep.json",
     }
     files["binary"].write_bytes(BINARY)
     files["malformed"].write_text('{"prompt": "unterminated\n')
@@ -31,6 +33,8 @@ def bad_files(tmp_path):
     files["wrong_columns"].write_text('{"colour": "blue"}\n')
     files["csv"].write_text('a,b\n"unterminated,1\n')
     files["python"].write_text("def solution(:\n")
+    files["deep"].write_text("[" * 100_000 + "]" * 100_000 + "\n")  # nested 100,000 deep: the only row
+    files["deep_json"].write_text("[" * 100_000 + "]" * 100_000)
     return files
 
 
@@ -58,6 +62,13 @@ CASES = [
     ["align", "eval", "--adapter", "missing", "--reward-model", "missing", "--prompts", "{malformed}"],
     ["generate", "--prompt", "hi", "--max-new-tokens", "-5"],
     ["chat", "--messages", "{binary}"],
+    ["prefs", "import", "{deep}"],
+    ["finetune", "--data", "{deep}", "--out", "ft"],
+    ["reward", "train", "--data", "{deep}", "--out", "rm"],
+    ["rag", "eval", "--collection", "missing", "--questions", "{deep}"],
+    ["reason", "bench", "--data", "{deep}"],
+    ["align", "rloo", "--prompts", "{deep}", "--reward-model", "missing", "--out", "a"],
+    ["chat", "--messages", "{deep_json}"],
 ]
 
 

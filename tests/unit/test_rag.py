@@ -71,6 +71,15 @@ def test_a_sentence_longer_than_a_chunk_is_split_by_tokens():
     assert len(chunks) >= 4 and all(c.tokens <= 100 for c in chunks)
 
 
+def test_an_unbroken_string_is_cut_by_characters_too():
+    """WordPiece reads a 100 kB word as one [UNK]: it was one 100 kB chunk no question could fit around."""
+    text = "Intro sentence. " + "x" * 100_000 + " Outro."
+    chunks = chunking.chunk_text(text, None, embedder.tokenizer(), size=200, overlap=40)
+    assert len(chunks) >= 100_000 // (200 * chunking.CHARS_PER_TOKEN)
+    assert max(len(c.text) for c in chunks) <= 200 * chunking.CHARS_PER_TOKEN
+    assert all(text[c.start : c.end] == c.text for c in chunks)
+
+
 @pytest.mark.parametrize("size, overlap", [(8, 0), (300, 0), (64, 64), (64, -1)])
 def test_bad_chunk_settings_are_refused(size, overlap):
     with pytest.raises(ValueError):
