@@ -1,9 +1,11 @@
 """Who may do what: sign-in from PLAYGROUND_AUTH (or Hugging Face OAuth on a Space), admins from PLAYGROUND_ADMINS.
 
-Labelling needs an identity once sign-in is on (a label must say who gave it); starting training,
-deleting data and exporting need an admin. With no sign-in and no admin list the app is a
-single-person tool on a laptop and everyone may do everything -- that is the default because
-the app binds 127.0.0.1 unless configured otherwise.
+Once sign-in is on, visitors who are not signed in are read-only: they may generate, chat and ask
+questions of existing collections, but not create, upload, index, queue or label anything others
+see. PLAYGROUND_ANONYMOUS_LABELS opens labelling alone to them, for public label drives (a label
+then records an anonymous session id). Starting training, deleting data and exporting need an
+admin. With no sign-in and no admin list the app is a single-person tool on a laptop and everyone
+may do everything -- that is the default because the app binds 127.0.0.1 unless configured otherwise.
 """
 
 from __future__ import annotations
@@ -133,15 +135,26 @@ class AccessPolicy:
     users: dict[str, str] = field(default_factory=dict)  # PLAYGROUND_AUTH: Gradio's own login
     admins: frozenset[str] = frozenset()  # PLAYGROUND_ADMINS; empty: every signed-in user (or everyone)
     oauth: bool = False  # a Space with `hf_oauth: true`: people sign in with their Hugging Face account
+    anonymous_labels: bool = False  # PLAYGROUND_ANONYMOUS_LABELS: visitors who are not signed in may label
 
     @property
     def sign_in(self) -> bool:
         return bool(self.users) or self.oauth
 
     def check_identity(self, user: str | None, action: str) -> None:
-        """Anonymous callers may not act on shared data once sign-in is on."""
+        """Anonymous callers may not change what others see once sign-in is on."""
         if self.sign_in and not user:
-            raise AccessDenied(f"Sign in to {action}: this app records who does it.")
+            raise AccessDenied(f"Sign in to {action}. Visitors who are not signed in can generate, chat and ask questions; "
+                               "what others see needs a name behind it.")
+
+    def check_labeller(self, user: str | None, action: str = "label") -> None:
+        """Labelling: signed-in users, or anyone when the operator opened a public label drive."""
+        if not self.anonymous_labels:
+            self.check_identity(user, action)
+
+    def may_remove(self, user: str | None, owner: str | None) -> bool:
+        """Admins may remove anything; a signed-in user what they added themselves."""
+        return self.is_admin(user) or bool(user and owner and user == owner)
 
     def is_admin(self, user: str | None) -> bool:
         if self.admins:
@@ -182,6 +195,7 @@ def policy_from_env() -> AccessPolicy:
         users=parse_users(os.environ.get("PLAYGROUND_AUTH")),
         admins=parse_admins(os.environ.get("PLAYGROUND_ADMINS")),
         oauth=bool(os.environ.get("OAUTH_CLIENT_ID")),
+        anonymous_labels=(os.environ.get("PLAYGROUND_ANONYMOUS_LABELS") or "").strip().lower() in {"1", "true", "yes", "on"},
     )
     if policy.sign_in and not policy.admins:
         log.warning("Sign-in is on but PLAYGROUND_ADMINS is empty: every signed-in user may train, delete and export.")

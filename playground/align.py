@@ -18,7 +18,7 @@ from .errors import UserError
 from . import jobs_panel
 from .controls import ASSETS, how_it_works
 from .sidebar import annotator_name
-from .guard import admin_only
+from .guard import admin_only, signed_in
 from .pickers import FIRST, LiveDropdown
 
 METHODS = ("DPO (from preference pairs)", "RLOO (reward model + KL penalty)")
@@ -131,6 +131,7 @@ def run_evaluation(adapter: str | None, reward_model: str | None, source: str, u
     return summary, table
 
 
+@signed_in("queue comparisons for everyone's labelling")
 def queue_for_humans(adapter: str | None, source: str, upload: str | None, n: float, max_new_tokens: float, request: gr.Request = None,
                      progress: gr.Progress = gr.Progress()):
     """Comparison items, aligned vs base (sources hidden, order random), waiting in the Label queue."""

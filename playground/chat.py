@@ -15,6 +15,7 @@ from pipelines.sampling import InvalidParameter, SamplingParams
 
 from .errors import UserError
 from .controls import MODEL_EVENTS, STOPS, fill_when_model_ready, how_it_works, to_params
+from .guard import signed_in
 from .sidebar import Shared, annotator_name, labeller, selected_adapter
 
 UI_UPDATE_SECONDS = 0.05
@@ -229,6 +230,7 @@ def feedback(history: list[dict[str, Any]] | None, system_prompt: str | None, an
     gr.Info(f"Saved your {'👍' if liked else '👎'} as a preference label.")
 
 
+@signed_in("queue comparisons for everyone's labelling")
 def send_to_compare(history: list[dict[str, Any]] | None, system_prompt: str | None, adapter: str | None,
                     annotator: str, request: gr.Request = None, **sampling: Any) -> None:
     """Queue the last reply against a fresh alternative as a comparison item for the Preferences tab."""

@@ -18,7 +18,7 @@ from pipelines.sampling import InvalidParameter, SamplingParams
 from .errors import UserError
 from .controls import ASSETS, MODEL_EVENTS, cleared_first
 from .sidebar import Shared, adapter_choices, labeller, selected_adapter
-from .guard import admin_only
+from .guard import admin_only, signed_in
 from .pickers import LiveDropdown
 
 MODES = ("Type a prompt", "From a prompt set", "Queue: items you have not voted on yet")
@@ -218,7 +218,8 @@ def vote_ranking(item_id: str | None, ranking: str, rationale: str, annotator: s
 
 # --- prompt sets -------------------------------------------------------------------------------
 
-def upload_prompt_set(file: str | None, name: str):
+@signed_in("add prompt sets")
+def upload_prompt_set(file: str | None, name: str, request: gr.Request = None):
     if not file:
         raise UserError("Choose a JSONL or CSV file with a 'prompt' column.")
     try:

@@ -12,14 +12,15 @@ import gradio as gr
 import pandas as pd
 
 from pipelines import models
+from pipelines.access import get_policy
 from pipelines.files import UploadError, copy_upload
 from pipelines.rag import answer, attribution, chunking, embedder, evaluate, parsing, retrieval, store
 from pipelines.sampling import InvalidParameter
 
 from .errors import UserError
 from .controls import MODEL_EVENTS, STOPS, cleared_first, how_it_works, stoppable, to_params
-from .sidebar import Shared, selected_adapter
-from .guard import admin_only
+from .sidebar import Shared, selected_adapter, signed_in_user
+from .guard import admin_only, signed_in
 from .pickers import FIRST, LiveDropdown
 
 UI_UPDATE_SECONDS = 0.1
@@ -31,7 +32,8 @@ def _error(error: Exception) -> gr.Error:
     return UserError(str(error))
 
 
-def create_collection(name: str, chunk_size: float, overlap: float):
+@signed_in("create collections")
+def create_collection(name: str, chunk_size: float, overlap: float, request: gr.Request = None):
     try:
         store.create((name or "").strip(), chunk_size=int(chunk_size), overlap=int(overlap))
     except (store.CollectionError, embedder.EmbedderUnavailable) as error:
@@ -53,7 +55,7 @@ def delete_collection(name: str | None, request: gr.Request = None):
 
 
 def documents_table(name: str | None) -> pd.DataFrame:
-    columns = ["id", "file", "type", "pages", "chunks", "characters", "added"]
+    columns = ["id", "file", "type", "pages", "chunks", "characters", "added", "by"]
     if not name:
         return pd.DataFrame(columns=columns)
     try:
@@ -61,7 +63,8 @@ def documents_table(name: str | None) -> pd.DataFrame:
     except store.CollectionError as error:
         raise _error(error) from error
     return pd.DataFrame(
-        [[d.id, d.name, d.kind, d.pages or "", d.chunks, d.characters, time.strftime("%Y-%m-%d %H:%M", time.localtime(d.added))]
+        [[d.id, d.name, d.kind, d.pages or "", d.chunks, d.characters, time.strftime("%Y-%m-%d %H:%M", time.localtime(d.added)),
+          d.added_by]
          for d in generation.documents],
         columns=columns,
     )
@@ -80,7 +83,8 @@ def collection_summary(name: str | None) -> str:
     )
 
 
-def ingest_files(name: str | None, files: list[str] | None):
+@signed_in("upload documents")
+def ingest_files(name: str | None, files: list[str] | None, request: gr.Request = None):
     """Ingest uploads; every file gets a line saying what happened."""
     if not name:
         raise UserError("Choose or create a collection first.")
@@ -98,7 +102,7 @@ def ingest_files(name: str | None, files: list[str] | None):
             except UploadError as error:
                 lines.append(f"❌ {html.escape(str(error))}")
         try:
-            report = store.ingest(name, accepted) if accepted else store.IngestReport()
+            report = store.ingest(name, accepted, added_by=signed_in_user(request) or "") if accepted else store.IngestReport()
         except (store.CollectionError, embedder.EmbedderUnavailable) as error:
             raise _error(error) from error
     lines += [f"✅ {html.escape(i['file'])}: {i['chunks']} chunks" for i in report.ingested]
@@ -107,18 +111,21 @@ def ingest_files(name: str | None, files: list[str] | None):
     return "  \n".join(lines), documents_table(name), collection_summary(name)
 
 
-@admin_only("delete data")
+@signed_in("remove documents")
 def remove_document(name: str | None, doc_id: str, request: gr.Request = None):
+    """Admins may remove any document; a signed-in user the ones they uploaded."""
     if not name or not doc_id:
         raise UserError("Choose a collection and a document id (from the table).")
+    user = signed_in_user(request)
     try:
-        doc = store.remove_document(name, doc_id.strip())
+        doc = store.remove_document(name, doc_id.strip(), allowed=lambda d: get_policy().may_remove(user, d.added_by))
     except store.CollectionError as error:
         raise _error(error) from error
     return f"Removed {html.escape(doc.name)}.", documents_table(name), collection_summary(name)
 
 
-def reindex_collection(name: str | None) -> str:
+@signed_in("re-index collections")
+def reindex_collection(name: str | None, request: gr.Request = None) -> str:
     if not name:
         raise UserError("Choose a collection.")
     try:

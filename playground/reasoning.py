@@ -18,6 +18,7 @@ from pipelines.sampling import InvalidParameter
 from .errors import UserError
 from .controls import MODEL_EVENTS, STOPS, how_it_works, stoppable, to_params
 from .pickers import LiveDropdown
+from .guard import signed_in
 from .sidebar import Shared, selected_adapter
 
 UI_UPDATE_SECONDS = 0.15
@@ -180,9 +181,10 @@ def saved_run_choices() -> list[tuple[str, str]]:
     return out
 
 
+@signed_in("run and save benchmarks")
 def run_benchmark(source: str, file: str | None, limit: float, keys: list[str], samples: float, direct_prompt: str, cot_prompt: str,
                   pal_prompt: str, adapter: str | None = None, run_id: str | None = None, progress: gr.Progress = gr.Progress(),
-                  **sampling: Any):
+                  request: gr.Request = None, **sampling: Any):
     chosen = _strategies(keys, {"direct": direct_prompt, "cot": cot_prompt, "pal": pal_prompt})
     params = to_params(sampling)
     if int(samples) > 1 and params.temperature == 0:

@@ -90,11 +90,21 @@ def annotator_name(typed: str | None, request: gr.Request | None) -> str:
 
 
 def labeller(typed: str | None, request: gr.Request | None, action: str = "label") -> str:
-    """The identity a label is stored under; a clear error when there is none."""
+    """The identity a label is stored under; a clear error when there is none.
+
+    In a public label drive (PLAYGROUND_ANONYMOUS_LABELS with sign-in on) a visitor who is not
+    signed in labels as `anon:<session>`: a typed name could be anyone's.
+    """
+    policy, user = get_policy(), signed_in_user(request)
     try:
-        get_policy().check_identity(signed_in_user(request), action)
+        policy.check_labeller(user, action)
     except AccessDenied as error:
         raise UserError(str(error), title="Sign in") from None
+    if policy.sign_in and not user:
+        session = getattr(request, "session_hash", None)
+        if not session:
+            raise UserError("Labelling without signing in needs a browser session.", title="Sign in")
+        return f"anon:{session}"
     name = annotator_name(typed, request)
     if not name:
         raise UserError("Enter your name in the sidebar first: every label records who gave it.")

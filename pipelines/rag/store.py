@@ -22,7 +22,7 @@ from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -49,6 +49,7 @@ class DocumentInfo:
     characters: int
     added: float
     stored_as: str
+    added_by: str = ""  # who uploaded it ("" before sign-in existed, or with no sign-in): they may remove it
 
 
 @dataclass
@@ -294,7 +295,7 @@ def _read_generation(name: str, directory: Path) -> Generation:
 
 # --- changes -----------------------------------------------------------------------------------
 
-def ingest(name: str, files: Sequence[tuple[str | Path, str]]) -> IngestReport:
+def ingest(name: str, files: Sequence[tuple[str | Path, str]], added_by: str = "") -> IngestReport:
     """Add files (path, display name); each bad file is reported and the rest go in.
 
     A file whose content is already in the collection is a no-op (matched by sha256).
@@ -331,7 +332,8 @@ def ingest(name: str, files: Sequence[tuple[str | Path, str]]) -> IngestReport:
                 new_chunks.append(ChunkRecord(len(chunks) + len(new_chunks), doc_id, display, piece.page, piece.start, piece.end, piece.text))
                 new_texts.append(piece.text)
             pages = max((s.page or 0) for s in parsed.sections) or None
-            documents.append(DocumentInfo(doc_id, display, parsed.kind, parsed.sha256, pages, len(pieces), parsed.characters, time.time(), stored_as))
+            documents.append(DocumentInfo(doc_id, display, parsed.kind, parsed.sha256, pages, len(pieces), parsed.characters, time.time(),
+                                          stored_as, added_by))
             known.add(parsed.sha256)
             report.ingested.append({"file": display, "chunks": len(pieces)})
         if new_chunks:
@@ -341,12 +343,15 @@ def ingest(name: str, files: Sequence[tuple[str | Path, str]]) -> IngestReport:
     return report
 
 
-def remove_document(name: str, doc_id: str) -> DocumentInfo:
+def remove_document(name: str, doc_id: str, allowed: Callable[[DocumentInfo], bool] | None = None) -> DocumentInfo:
+    """Remove one document (by id or file name); `allowed` may refuse it (CollectionError) under the write lock."""
     with _writer(name) as path:
         current = load(name)
         doc = next((d for d in current.documents if d.id == doc_id or d.name == doc_id), None)
         if doc is None:
             raise CollectionError(f"no document {doc_id!r} in {name!r}")
+        if allowed is not None and not allowed(doc):
+            raise CollectionError(f"{doc.name} was added by {doc.added_by or 'someone else'}: only they or an admin may remove it")
         keep = [i for i, c in enumerate(current.chunks) if c.doc_id != doc.id]
         chunks = [replace(current.chunks[i], id=new_id) for new_id, i in enumerate(keep)]
         embeddings = current.embeddings[keep] if keep else np.zeros((0, current.embeddings.shape[1]), dtype=np.float32)

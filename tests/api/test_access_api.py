@@ -107,3 +107,38 @@ def test_failed_sign_ins_are_throttled_per_name_and_per_address(auth_url, monkey
         httpx.post(login, data={"username": f"user{i}", "password": "x"}, timeout=10)
     late = httpx.post(login, data={"username": "bob", "password": USERS["bob"]}, timeout=10)
     assert late.status_code == 400 and "Too many failed sign-ins" in late.json()["detail"]
+
+
+def test_on_a_public_space_anonymous_api_callers_are_read_only(use_tiny, monkeypatch):
+    """`hf_oauth: true` (OAUTH_CLIENT_ID): the page is public, so the server itself must refuse changes."""
+    import gradio.oauth
+
+    import app as app_module
+
+    # what a Space with `hf_oauth: true` sets; gradio reads it at import, so its module is patched too
+    space = {"OAUTH_CLIENT_ID": "space-client", "OAUTH_CLIENT_SECRET": "secret", "OAUTH_SCOPES": "openid profile",
+             "OPENID_PROVIDER_URL": "https://huggingface.co"}
+    for name, value in space.items():
+        monkeypatch.setenv(name, value)
+        monkeypatch.setattr(gradio.oauth, name, value)
+    monkeypatch.setattr(gradio.oauth, "get_space", lambda: "team/playground")  # the real OAuth routes (gradio[oauth])
+    access.reset_policy()
+    demo = app_module.build_app(use_tiny.name)
+    demo.queue(default_concurrency_limit=4)
+    kwargs = app_module.launch_kwargs()
+    kwargs.update(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
+    _, url, _ = demo.launch(**kwargs)
+    try:
+        visitor = Client(url, verbose=False)
+        assert visitor.predict(prompt="Hello", max_new_tokens=3, api_name="/generate")[0] is not None  # generating is open
+        for endpoint, arguments in (("/rag_create", dict(name="mine", chunk_size=200, overlap=40)),
+                                    ("/upload_prompt_set", dict(file=None, name="x"))):
+            with pytest.raises(Exception, match="Sign in"):
+                visitor.predict(api_name=endpoint, **arguments)
+        item = _item()
+        with pytest.raises(Exception, match="Sign in to label"):
+            visitor.predict(item_id=item, choice="A", annotator="mallory", api_name="/vote")
+        assert preferences.get_item(item).labels == []
+    finally:
+        demo.close()
+        db.dispose_all()
