@@ -1,11 +1,14 @@
 """Running model-written Python with the operating system's limits, never in the app's process.
 
-Each program runs in a fresh interpreter (`pipelines/sandbox_child.py`, which locks itself down
-before the program's first line: network namespace, rlimits, `nobody`, Landlock, seccomp) in its
-own session and process group, with an empty environment and a scratch directory removed
-afterwards. A wall-clock timer kills the whole process group; the group is killed again after a
-normal exit, so nothing the program started survives it. Nothing here inspects the source for
-bad words: the program may try anything, the kernel says no.
+Each program runs in a fresh interpreter (`pipelines/sandbox_child.py`: a warden process makes
+user, network, mount and PID namespaces and a quota'd scratch tmpfs, then forks the prisoner that
+runs the program under Landlock and a seccomp allow-list) in its own session and process group,
+with an empty environment and a scratch directory removed afterwards. It holds when the app runs
+as an ordinary user, as on a Space: the program cannot name, limit, reprioritise or signal any
+other process of that user. A wall-clock timer kills the whole process group; the group is killed
+again after a normal exit, so nothing the program started survives it. The report comes from the
+warden on a descriptor the program never holds, and is parsed here as untrusted bytes anyway.
+Nothing here inspects the source for bad words: the program may try anything, the kernel says no.
 """
 
 from __future__ import annotations
@@ -35,8 +38,11 @@ class SandboxLimits:
     cpu_seconds: int = 5
     memory_mb: int = 256  # address space: the interpreter itself needs ~30 MB
     file_bytes: int = 1_000_000  # largest file the program may write (in its scratch directory)
+    disk_bytes: int = 4_000_000  # all its files together (a tmpfs quota; without one the scratch is read-only)
+    files: int = 64  # how many files and directories it may create
     processes: int = 16
     output_chars: int = 10_000  # stdout kept, the rest dropped with a marker
+    namespaces: bool = True  # False: what a host without user namespaces gets (seccomp and Landlock alone)
 
     def __post_init__(self) -> None:
         if not 0.1 <= self.timeout_seconds <= 600:
@@ -98,21 +104,6 @@ def _kill_group(pgid: int) -> None:
         pass
 
 
-def _signal_error(returncode: int, limits: SandboxLimits) -> str:
-    number = -returncode
-    if number in (signal.SIGXCPU, signal.SIGKILL):
-        return f"CPU time limit exceeded ({limits.cpu_seconds} s)"
-    if number == signal.SIGSEGV:
-        return "the program crashed (segmentation fault: recursion too deep, or memory limit)"
-    if number == signal.SIGSYS:
-        return "forbidden operation (blocked system call)"
-    try:
-        name = signal.Signals(number).name
-    except ValueError:
-        name = str(number)
-    return f"the program was killed by signal {name}"
-
-
 def run(source: str, limits: SandboxLimits | None = None) -> SandboxResult:
     """Run `source` and call its `solution()`; every failure comes back in the result, never raised."""
     limits = limits or SandboxLimits()
@@ -131,7 +122,8 @@ def run(source: str, limits: SandboxLimits | None = None) -> SandboxResult:
             os.chown(scratch, NOBODY, NOBODY)
             os.chown(program, NOBODY, NOBODY)
         child_limits = {"cpu_seconds": limits.cpu_seconds, "memory_mb": limits.memory_mb, "file_bytes": limits.file_bytes,
-                        "processes": limits.processes, "read_paths": _read_paths()}
+                        "disk_bytes": limits.disk_bytes, "files": limits.files, "processes": limits.processes,
+                        "namespaces": limits.namespaces, "read_paths": _read_paths()}
         process = subprocess.Popen(
             [sys.executable, "-I", "-S", "-B", str(CHILD), str(program), str(write_fd), json.dumps(child_limits)],
             cwd=scratch, env={}, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -155,20 +147,15 @@ def run(source: str, limits: SandboxLimits | None = None) -> SandboxResult:
         out = stdout.text(limits.output_chars)
         if timed_out:
             return SandboxResult(False, stdout=out, error=f"timed out after {limits.timeout_seconds:g} s", seconds=seconds)
-        raw = payload[0] if payload else b""
-        if raw:
-            try:
-                data = json.loads(raw[:10_000_000].decode("utf-8", errors="replace"))
-                return SandboxResult(bool(data.get("ok")), data.get("result"), out, data.get("error"), seconds,
-                                     list(data.get("protections") or []))
-            except (ValueError, AttributeError):
-                return SandboxResult(False, stdout=out, error="the program interfered with the sandbox's result channel", seconds=seconds)
-        if process.returncode < 0:
-            return SandboxResult(False, stdout=out, error=_signal_error(process.returncode, limits), seconds=seconds)
+        report = _report(payload[0] if payload else b"")
+        if report is not None:
+            ok, result, error, protections = report
+            return SandboxResult(ok, result, out, error, seconds, protections)
+        # the warden reports every way the program can end; without a report the warden itself failed
+        how = f"signal {-process.returncode}" if process.returncode < 0 else f"exit status {process.returncode}"
         detail = stderr.text(400).strip().splitlines()
         return SandboxResult(False, stdout=out, seconds=seconds,
-                             error=f"the program ended without a result (exit status {process.returncode})"
-                             + (f": {detail[-1]}" if detail else ""))
+                             error=f"the sandbox ended without a report ({how})" + (f": {detail[-1]}" if detail else ""))
     except OSError as error:
         return SandboxResult(False, error=f"could not start the sandbox: {error}")
     finally:
@@ -178,6 +165,22 @@ def run(source: str, limits: SandboxLimits | None = None) -> SandboxResult:
             _kill_group(process.pid)
             process.wait()
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _report(raw: bytes) -> tuple[bool, Any, str | None, list[str]] | None:
+    """(ok, result, error, protections) from the warden's report, checked as untrusted bytes; None if unusable."""
+    if not raw or len(raw) >= 10_000_000:
+        return None
+    try:
+        data = json.loads(raw.decode("utf-8", errors="replace"))
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("protections"), list):
+        return None
+    protections = [str(p)[:200] for p in data["protections"]][:20]
+    ok = data.get("ok") is True
+    error = data.get("error")
+    return ok, data.get("result") if ok else None, None if ok else str(error or "the program failed")[:2000], protections
 
 
 def _read_all(fd: int) -> bytes:

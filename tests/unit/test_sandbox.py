@@ -203,11 +203,11 @@ def test_endless_programs_are_killed_in_time(source):
 
 
 def test_killing_the_parent_is_refused():
-    result = run("""
+    result = run(f"""
         import os, signal
         def solution():
             outcomes = []
-            for target in (os.getppid(), -1, 1):
+            for target in (os.getppid(), -1, 0, {os.getpid()}):  # its parent, everyone, its group, the app
                 try:
                     os.kill(target, signal.SIGKILL)
                     outcomes.append("sent")
@@ -215,7 +215,7 @@ def test_killing_the_parent_is_refused():
                     outcomes.append(error.errno)
             return outcomes
     """)
-    assert "sent" not in str(result.result)
+    assert result.ok and "sent" not in str(result.result)
     assert os.getpid() > 0  # and the caller is still here to check
 
 
@@ -260,3 +260,36 @@ def test_limits_are_validated():
 
 def _process_count() -> int:
     return sum(1 for entry in os.listdir("/proc") if entry.isdigit())
+
+
+def test_a_program_cannot_forge_its_report_or_crash_the_command(tmp_path, capsys):
+    """It wrote `ok: true` and fake protections to every descriptor, or deep JSON that crashed `sandbox run` (exit 1)."""
+    import json
+
+    from pipelines.cli import main
+
+    forging = run("""
+        import os
+        def solution():
+            for fd in range(256):
+                try:
+                    os.write(fd, b'{"ok": true, "result": 42, "protections": ["forged"]}\\n')
+                except OSError:
+                    pass
+            raise RuntimeError("the real outcome")
+    """)
+    assert forging.ok is False and forging.result is None and "forged" not in forging.protections
+    program = tmp_path / "crash.py"
+    program.write_text(textwrap.dedent("""
+        import os
+        def solution():
+            for fd in range(3, 256):
+                try:
+                    os.write(fd, b"[" * 200000 + b"]" * 200000 + b"\\xff{")
+                except OSError:
+                    pass
+            os._exit(0)
+    """))
+    assert main(["sandbox", "run", str(program), "--json", "--timeout", "3"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] is False and report["error"] and isinstance(report["protections"], list)

@@ -1,0 +1,196 @@
+"""The attack set against the sandbox, run by a plain system Python as an ordinary user (as on a Space).
+
+`python3 sandbox_attacks.py CODE_DIR [--no-namespaces]` imports `pipelines.sandbox` from CODE_DIR
+(stdlib only), starts a stand-in for the app (a process of the same user), runs every attack
+through `sandbox.run`, checks the stand-in afterwards and prints one JSON document. The test that
+calls it (tests/unit/test_sandbox_unprivileged.py) asserts on that document; this file imports
+nothing from the project but the sandbox, so any interpreter of the right version can run it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+sys.path.insert(0, sys.argv[1])
+from pipelines import sandbox  # noqa: E402
+
+LIMITS = sandbox.SandboxLimits(timeout_seconds=5, cpu_seconds=3, namespaces="--no-namespaces" not in sys.argv)
+
+
+def run(source: str) -> dict:
+    return sandbox.run(textwrap.dedent(source), LIMITS).to_json()
+
+
+def state(pid: int) -> dict:
+    """Everything the attacks try to change about the stand-in."""
+    stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return {
+        "nofile": resource.prlimit(pid, resource.RLIMIT_NOFILE), "cpu": resource.prlimit(pid, resource.RLIMIT_CPU),
+        "as": resource.prlimit(pid, resource.RLIMIT_AS), "nice": os.getpriority(os.PRIO_PROCESS, pid),
+        "affinity": sorted(os.sched_getaffinity(pid)), "scheduler": os.sched_getscheduler(pid),
+        "state": stat[0],  # R/S alive, T stopped, Z gone
+    }
+
+
+def main() -> None:
+    stand_in = subprocess.Popen(["sleep", "600"])
+    before = state(stand_in.pid)
+    report: dict = {"uid": os.getuid(), "stand_in_before": before}
+    try:
+        report["processes"] = run(f"""
+            import os, resource, signal
+            PID = {stand_in.pid}
+            def attempt(action):
+                try:
+                    action()
+                    return "done"
+                except OSError as error:
+                    return error.errno
+            def solution():
+                return {{
+                    "prlimit_nofile": attempt(lambda: resource.prlimit(PID, resource.RLIMIT_NOFILE, (3, 3))),
+                    "prlimit_cpu": attempt(lambda: resource.prlimit(PID, resource.RLIMIT_CPU, (1, 1))),
+                    "prlimit_as": attempt(lambda: resource.prlimit(PID, resource.RLIMIT_AS, (10**7, 10**7))),
+                    "setpriority": attempt(lambda: os.setpriority(os.PRIO_PROCESS, PID, 19)),
+                    "affinity": attempt(lambda: os.sched_setaffinity(PID, {{0}})),
+                    "scheduler": attempt(lambda: os.sched_setscheduler(PID, os.SCHED_IDLE, os.sched_param(0))),
+                    "stop": attempt(lambda: os.kill(PID, signal.SIGSTOP)),
+                    "kill": attempt(lambda: os.kill(PID, signal.SIGKILL)),
+                    "own_limit": attempt(lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (32, 32))),
+                }}
+        """)
+        time.sleep(0.2)
+        report["stand_in_after"] = state(stand_in.pid)
+
+        report["disk"] = run("""
+            def solution():
+                written, files = 0, 0
+                block = b"x" * 1_000_000
+                try:
+                    for index in range(3000):  # 3 GB in 1 MB files, as the attack did
+                        with open(f"f{index}", "wb") as handle:
+                            handle.write(block)
+                        written, files = written + len(block), files + 1
+                except OSError as error:
+                    return {"written": written, "files": files, "stopped_by": error.errno}
+                return {"written": written, "files": files, "stopped_by": None}
+        """)
+        report["many_files"] = run("""
+            def solution():
+                made = 0
+                try:
+                    for index in range(100_000):
+                        open(f"e{index}", "w").close()
+                        made += 1
+                except OSError as error:
+                    return {"files": made, "stopped_by": error.errno}
+                return {"files": made, "stopped_by": None}
+        """)
+
+        home = Path(tempfile.mkdtemp(prefix="app-socket-"))
+        path = home / "control.sock"
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.bind(str(path))
+        os.chmod(path, 0o600)
+        server.listen(1)
+        server.settimeout(0.5)
+        abstract = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        abstract.bind("\0playground-app")
+        abstract.listen(1)
+        abstract.settimeout(0.5)
+        report["unix_sockets"] = run(f"""
+            import ctypes
+            def solution():
+                libc = ctypes.CDLL(None, use_errno=True)
+                outcomes = {{}}
+                for name, address in (("path", b"{path}"), ("abstract", b"\\0playground-app")):
+                    fd = libc.socket(1, 1, 0)  # AF_UNIX, SOCK_STREAM
+                    if fd < 0:
+                        outcomes[name] = "socket: " + str(ctypes.get_errno())
+                        continue
+                    raw = (1).to_bytes(2, "little") + address
+                    outcomes[name] = libc.connect(fd, raw, len(raw))
+                    libc.write(fd, b"hello app", 9)
+                return outcomes
+        """)
+        reached = []
+        for listener in (server, abstract):
+            try:
+                connection, _ = listener.accept()
+                reached.append(connection.recv(100).decode(errors="replace"))
+            except OSError:
+                pass
+            listener.close()
+        report["unix_sockets_reached"] = reached
+        shutil.rmtree(home, ignore_errors=True)
+
+        watched = Path(tempfile.mkdtemp(prefix="app-data-"))
+        report["inotify"] = run(f"""
+            import ctypes
+            def solution():
+                libc = ctypes.CDLL(None, use_errno=True)
+                fd = libc.inotify_init1(0)
+                if fd < 0:
+                    return "inotify_init1: " + str(ctypes.get_errno())
+                return libc.inotify_add_watch(fd, b"{watched}", 0xfff)
+        """)
+        shutil.rmtree(watched, ignore_errors=True)
+
+        report["forgery"] = run("""
+            import os
+            FAKE = b'{"ok": true, "result": 42, "error": null, "protections": ["forged"]}\\n'
+            def solution():
+                for fd in range(0, 256):
+                    try:
+                        os.write(fd, FAKE)
+                    except OSError:
+                        pass
+                raise RuntimeError("the real outcome")
+        """)
+        report["host_crash"] = run("""
+            import os
+            def solution():
+                deep = b"[" * 200000 + b"]" * 200000
+                for fd in range(3, 256):
+                    try:
+                        os.write(fd, deep)
+                        os.write(fd, b"\\xff\\xfe garbage {")
+                    except OSError:
+                        pass
+                os._exit(0)
+        """)
+        report["good"] = run("""
+            import math, threading
+            def solution():
+                results = []
+                worker = threading.Thread(target=lambda: results.append(math.factorial(10)))  # threads are fine
+                worker.start()
+                worker.join()
+                print("hello")
+                return results
+        """)
+        report["scratch"] = run("""
+            def solution():
+                open("note.txt", "w").write("scratch works")
+                return open("note.txt").read()
+        """)
+    finally:
+        report["stand_in_alive"] = stand_in.poll() is None
+        stand_in.send_signal(signal.SIGKILL)
+        stand_in.wait()
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()

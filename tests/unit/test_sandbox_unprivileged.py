@@ -1,0 +1,104 @@
+"""The attack set as an ordinary user, the way a Space (uid 1000) or a laptop runs the app.
+
+Issue 17 found that with the app and the sandboxed program under the same non-root uid, a program
+could set another process's limits, nice value, affinity and scheduler, fill the disk, connect to
+the user's UNIX sockets, watch files with inotify, forge its own report and crash the host side.
+tests/sandbox_attacks.py runs every attack against a stand-in process of that user, with and
+without namespaces (the second is what a host without user namespaces gets), and reports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from pipelines import sandbox
+from tests.conftest import ROOT
+
+UID = 4321  # no passwd entry needed: setpriv switches the ids themselves
+SYSTEM_PYTHON = "/usr/bin/python3"
+ERRNO_ENOSPC, ERRNO_EPERM, ERRNO_EACCES = 28, 1, 13
+
+
+def _command(code: Path, *extra: str) -> list[str]:
+    script = [str(code / "sandbox_attacks.py"), str(code), *extra]
+    if os.geteuid() != 0:
+        return [sys.executable, *script]  # already an ordinary user
+    if not (shutil.which("setpriv") and os.path.exists(SYSTEM_PYTHON)):
+        pytest.skip(f"needs setpriv and {SYSTEM_PYTHON} to run the attacks as an ordinary user")
+    # this environment's own Python may live where other users cannot read: use the system's
+    return ["setpriv", f"--reuid={UID}", f"--regid={UID}", "--clear-groups", SYSTEM_PYTHON, *script]
+
+
+@pytest.fixture(scope="module", params=["namespaces", "no-namespaces"])
+def report(request):
+    code = Path(tempfile.mkdtemp(prefix="sandbox-code-", dir="/tmp"))
+    try:
+        (code / "pipelines").mkdir()
+        for name in ("__init__.py", "sandbox.py", "sandbox_child.py"):
+            shutil.copy(ROOT / "pipelines" / name, code / "pipelines" / name)
+        shutil.copy(ROOT / "tests" / "sandbox_attacks.py", code)
+        for path in [code, *code.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        extra = ["--no-namespaces"] if request.param == "no-namespaces" else []
+        done = subprocess.run(_command(code, *extra), capture_output=True, text=True, timeout=240, cwd="/tmp", env={"PATH": "/usr/bin:/bin"})
+        assert done.returncode == 0, done.stderr[-3000:]
+        return request.param, json.loads(done.stdout)
+    finally:
+        shutil.rmtree(code, ignore_errors=True)
+
+
+def test_runs_as_an_ordinary_user(report):
+    mode, data = report
+    assert data["uid"] != 0
+    protections = data["good"]["protections"]
+    assert data["good"]["ok"] and data["good"]["result"] == [3628800] and data["good"]["stdout"] == "hello\n"
+    assert "seccomp allow-list" in protections and any(p.startswith("landlock ABI") for p in protections), protections
+    if mode == "namespaces" and "user namespace" in protections:
+        assert {"network namespace", "PID namespace"} <= set(protections)
+        assert data["scratch"]["ok"] and data["scratch"]["result"] == "scratch works"
+    else:  # no quota'd tmpfs: the scratch directory is read-only, said in protections
+        assert any("read-only" in p for p in protections), protections
+        assert not data["scratch"]["ok"]
+
+
+def test_the_app_of_the_same_user_comes_out_unchanged(report):
+    _, data = report
+    attempts = data["processes"]["result"]
+    assert attempts.pop("own_limit") == "done"  # its own limits are its business
+    assert all(outcome != "done" for outcome in attempts.values()), attempts
+    before, after = data["stand_in_before"], data["stand_in_after"]
+    for key in ("nofile", "cpu", "as", "nice", "affinity", "scheduler"):
+        assert before[key] == after[key], key
+    assert after["state"] not in ("T", "t", "Z", "X") and data["stand_in_alive"]
+
+
+def test_the_disk_is_bounded_in_bytes_and_files(report):
+    _, data = report
+    disk, many = data["disk"]["result"], data["many_files"]["result"]
+    limits = sandbox.SandboxLimits()
+    assert disk["written"] <= limits.disk_bytes and disk["stopped_by"] in (ERRNO_ENOSPC, ERRNO_EPERM, ERRNO_EACCES)
+    assert many["files"] <= limits.files and many["stopped_by"] in (ERRNO_ENOSPC, ERRNO_EPERM, ERRNO_EACCES)
+
+
+def test_no_unix_sockets_and_no_inotify(report):
+    _, data = report
+    assert all(str(outcome).startswith("socket: ") for outcome in data["unix_sockets"]["result"].values())
+    assert data["unix_sockets_reached"] == []
+    assert str(data["inotify"]["result"]).startswith("inotify_init1: ")
+
+
+def test_the_report_cannot_be_forged_or_crash_the_host_side(report):
+    _, data = report
+    forged = data["forgery"]
+    assert forged["ok"] is False and forged["result"] is None and "forged" not in forged["protections"]
+    assert "result channel" in forged["error"]
+    crashed = data["host_crash"]
+    assert crashed["ok"] is False and crashed["error"] and isinstance(crashed["protections"], list)
