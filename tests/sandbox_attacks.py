@@ -170,6 +170,77 @@ def main() -> None:
                         pass
                 os._exit(0)
         """)
+        secret = Path(tempfile.mkdtemp(prefix="app-secret-")) / "token"  # the app user's own file, mode 0600
+        secret.write_text("hunter2")
+        secret.chmod(0o600)
+        outside = secret.parent / "escape.txt"
+        tcp = socket.socket()
+        tcp.bind(("127.0.0.1", 0))
+        tcp.listen(1)
+        tcp.settimeout(0.5)
+        report["earlier"] = {
+            "read_own_secret": run(f"""
+                def solution():
+                    return open("{secret}").read()
+            """),
+            "write_outside": run(f"""
+                def solution():
+                    open("{outside}", "w").write("escaped")
+                    return 1
+            """),
+            "shell": run("""
+                import os
+                def solution():
+                    return os.system("id")
+            """),
+            "fork_bomb": run("""
+                import os
+                def solution():
+                    while True:
+                        os.fork()
+            """),
+            "tcp": run(f"""
+                import ctypes, struct
+                def solution():
+                    libc = ctypes.CDLL(None, use_errno=True)
+                    fd = libc.socket(2, 1, 0)
+                    if fd < 0:
+                        return "socket: " + str(ctypes.get_errno())
+                    address = struct.pack("=H", 2) + struct.pack(">H", {tcp.getsockname()[1]}) + bytes([127, 0, 0, 1]) + bytes(8)
+                    return libc.connect(fd, address, len(address))
+            """),
+            "memory_bomb": run("""
+                def solution():
+                    hoard = []
+                    while True:
+                        hoard.append(bytearray(50_000_000))
+            """),
+            "endless": run("""
+                def solution():
+                    while True:
+                        pass
+            """),
+            "kill_parent": run("""
+                import os, signal
+                def solution():
+                    outcomes = []
+                    for target in (os.getppid(), -1, 0):
+                        try:
+                            os.kill(target, signal.SIGKILL)
+                            outcomes.append("sent")
+                        except OSError as error:
+                            outcomes.append(error.errno)
+                    return outcomes
+            """),
+        }
+        try:
+            tcp.accept()
+            report["tcp_reached"] = True
+        except OSError:
+            report["tcp_reached"] = False
+        tcp.close()
+        report["outside_written"] = outside.exists()
+        shutil.rmtree(secret.parent, ignore_errors=True)
         report["good"] = run("""
             import math, threading
             def solution():

@@ -102,3 +102,17 @@ def test_the_report_cannot_be_forged_or_crash_the_host_side(report):
     assert "result channel" in forged["error"]
     crashed = data["host_crash"]
     assert crashed["ok"] is False and crashed["error"] and isinstance(crashed["protections"], list)
+
+
+def test_the_earlier_attacks_hold_as_an_ordinary_user_too(report):
+    """The root-run attack set (tests/unit/test_sandbox.py) again, where nothing can rely on becoming `nobody`."""
+    _, data = report
+    earlier = {name: result for name, result in data["earlier"].items()}
+    assert not earlier["read_own_secret"]["ok"] and "hunter2" not in json.dumps(earlier)  # even the app user's own files
+    assert not earlier["write_outside"]["ok"] and not data["outside_written"]
+    assert not earlier["shell"]["ok"] or earlier["shell"]["result"] != 0
+    assert not earlier["fork_bomb"]["ok"]
+    assert str(earlier["tcp"]["result"]).startswith("socket: ") and not data["tcp_reached"]
+    assert not earlier["memory_bomb"]["ok"] and "memory" in earlier["memory_bomb"]["error"]
+    assert not earlier["endless"]["ok"] and ("CPU" in earlier["endless"]["error"] or "timed out" in earlier["endless"]["error"])
+    assert earlier["kill_parent"]["ok"] and "sent" not in str(earlier["kill_parent"]["result"])
