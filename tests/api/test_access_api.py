@@ -11,7 +11,7 @@ import pytest
 from gradio_client import Client
 
 from pipelines import access, db, preferences
-from tests.conftest import free_port, write_sft_rows
+from tests.conftest import launched_app, write_sft_rows
 
 pytestmark = pytest.mark.api
 
@@ -25,14 +25,11 @@ def auth_url(use_tiny, monkeypatch):
     monkeypatch.setenv("PLAYGROUND_AUTH", ",".join(f"{u}:{p}" for u, p in USERS.items()))
     monkeypatch.setenv("PLAYGROUND_ADMINS", "alice")
     access.reset_policy()
-    demo = app_module.build_app(use_tiny.name)
-    demo.queue(default_concurrency_limit=4)
-    kwargs = app_module.launch_kwargs()
-    assert callable(kwargs["auth"]) and kwargs["auth"]("bob", USERS["bob"]) and not kwargs["auth"]("bob", "nope")
-    kwargs.update(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
-    _, url, _ = demo.launch(**kwargs)
-    yield url
-    demo.close()
+    check = app_module.launch_kwargs()["auth"]
+    assert callable(check) and check("bob", USERS["bob"]) and not check("bob", "nope")
+    access.reset_policy()  # forget that failed try
+    with launched_app(use_tiny) as url:
+        yield url
     db.dispose_all()
 
 
@@ -113,8 +110,6 @@ def test_on_a_public_space_anonymous_api_callers_are_read_only(use_tiny, monkeyp
     """`hf_oauth: true` (OAUTH_CLIENT_ID): the page is public, so the server itself must refuse changes."""
     import gradio.oauth
 
-    import app as app_module
-
     # what a Space with `hf_oauth: true` sets; gradio reads it at import, so its module is patched too
     space = {"OAUTH_CLIENT_ID": "space-client", "OAUTH_CLIENT_SECRET": "secret", "OAUTH_SCOPES": "openid profile",
              "OPENID_PROVIDER_URL": "https://huggingface.co"}
@@ -123,12 +118,7 @@ def test_on_a_public_space_anonymous_api_callers_are_read_only(use_tiny, monkeyp
         monkeypatch.setattr(gradio.oauth, name, value)
     monkeypatch.setattr(gradio.oauth, "get_space", lambda: "team/playground")  # the real OAuth routes (gradio[oauth])
     access.reset_policy()
-    demo = app_module.build_app(use_tiny.name)
-    demo.queue(default_concurrency_limit=4)
-    kwargs = app_module.launch_kwargs()
-    kwargs.update(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
-    _, url, _ = demo.launch(**kwargs)
-    try:
+    with launched_app(use_tiny) as url:
         visitor = Client(url, verbose=False)
         assert visitor.predict(prompt="Hello", max_new_tokens=3, api_name="/generate")[0] is not None  # generating is open
         for endpoint, arguments in (("/rag_create", dict(name="mine", chunk_size=200, overlap=40)),
@@ -139,6 +129,4 @@ def test_on_a_public_space_anonymous_api_callers_are_read_only(use_tiny, monkeyp
         with pytest.raises(Exception, match="Sign in to label"):
             visitor.predict(item_id=item, choice="A", annotator="mallory", api_name="/vote")
         assert preferences.get_item(item).labels == []
-    finally:
-        demo.close()
-        db.dispose_all()
+    db.dispose_all()
