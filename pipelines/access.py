@@ -20,18 +20,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from .errors import PlaygroundError
+
 log = logging.getLogger(__name__)
 
 
-class AccessDenied(PermissionError):
+class AccessDenied(PlaygroundError, PermissionError):
     """The caller may not do this; the message says why and who may."""
 
 
-class AuthConfigError(ValueError):
+class AuthConfigError(PlaygroundError, ValueError):
     """PLAYGROUND_AUTH / PLAYGROUND_ADMINS cannot be understood."""
 
 
-class SignInThrottled(PermissionError):
+class SignInThrottled(PlaygroundError, PermissionError):
     """Too many failed sign-ins for this name or from this address; `seconds` until the next try."""
 
     def __init__(self, seconds: float) -> None:

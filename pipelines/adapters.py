@@ -12,13 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .errors import PlaygroundError
 from .config import Settings, get_settings
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 BASE_CHOICE = "(base model)"
 
 
-class AdapterError(ValueError):
+class AdapterError(PlaygroundError, ValueError):
     """An adapter name is invalid or the adapter is missing/unreadable."""
 
 
@@ -133,13 +134,13 @@ def merge(name: str, settings: Settings | None = None) -> Path:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from . import models
+    from . import model_source
 
     info = get(name, settings)
     if info.peft_type != "LORA":
         raise AdapterError(f"only LoRA adapters can be merged into the base model ({name!r} is {info.peft_type})")
-    model_id = info.meta.get("base_model_source") or models.configured_model_id(settings or get_settings())
-    source, _ = models.resolve_source(model_id, settings)
+    model_id = info.meta.get("base_model_source") or model_source.configured_model_id(settings or get_settings())
+    source, _ = model_source.resolve_source(model_id, settings)
     base = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
     merged = PeftModel.from_pretrained(base, str(info.path)).merge_and_unload()
     target = exports_dir(settings) / f"{name}-merged"

@@ -14,13 +14,10 @@ from typing import Iterator
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from .config import Settings, get_settings
-
-
-class Base(DeclarativeBase):
-    """Every table of the playground."""
+from .tables import Base
 
 
 _engines: dict[str, Engine] = {}
@@ -53,15 +50,9 @@ def engine(settings: Settings | None = None) -> Engine:
                 event.listen(eng, "connect", _sqlite_pragmas)
             else:
                 eng = create_engine(url, pool_pre_ping=True)
-            _import_tables()
             Base.metadata.create_all(eng)
             _engines[url] = eng
         return _engines[url]
-
-
-def _import_tables() -> None:
-    """Table modules register themselves on Base when imported."""
-    from . import jobs, preferences  # noqa: F401
 
 
 @contextmanager

@@ -7,10 +7,12 @@ import shutil
 import unicodedata
 from pathlib import Path
 
+from .errors import PlaygroundError
+
 MAX_NAME = 100
 
 
-class UploadError(ValueError):
+class UploadError(PlaygroundError, ValueError):
     """An upload was refused; the message says why."""
 
 

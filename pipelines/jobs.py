@@ -29,11 +29,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 import psutil
-from sqlalchemy import Boolean, Float, Integer, String, Text, select, update
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import select, update
 
+from .errors import PlaygroundError
 from .config import Settings, get_settings
-from .db import Base, session
+from .db import session
+from .tables import JobRow
 
 log = logging.getLogger(__name__)
 
@@ -51,37 +52,12 @@ KINDS: dict[str, str] = {
 }
 
 
-class JobError(RuntimeError):
+class JobError(PlaygroundError, RuntimeError):
     """A job cannot be submitted, found or controlled; the message says why."""
 
 
 class JobCancelled(Exception):
     """Raised inside a job function when a cancel was requested."""
-
-
-class JobRow(Base):
-    __tablename__ = "jobs"
-
-    id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    kind: Mapped[str] = mapped_column(String(32))
-    name: Mapped[str] = mapped_column(String(128))
-    status: Mapped[str] = mapped_column(String(16), index=True)
-    spec: Mapped[str] = mapped_column(Text)
-    owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
-    created_at: Mapped[float] = mapped_column(Float)
-    started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
-    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
-    host: Mapped[str | None] = mapped_column(String(255), nullable=True)
-    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    pid_started: Mapped[float | None] = mapped_column(Float, nullable=True)
-    foreground: Mapped[bool] = mapped_column(Boolean, default=False)
-    progress: Mapped[float] = mapped_column(Float, default=0.0)
-    step: Mapped[int] = mapped_column(Integer, default=0)
-    total_steps: Mapped[int] = mapped_column(Integer, default=0)
-    eta_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
-    message: Mapped[str] = mapped_column(Text, default="")
-    result: Mapped[str] = mapped_column(Text, default="{}")
-    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 @dataclass(frozen=True)

@@ -21,13 +21,17 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from .errors import PlaygroundError
+
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = "run `make llamacpp` (pip install -r requirements-llamacpp.txt; it compiles llama.cpp)"
 
 
-class EngineUnavailable(RuntimeError):
+class EngineUnavailable(PlaygroundError, RuntimeError):
     """llama.cpp was asked for but cannot run here; the message says why and what to do."""
+
+    exit_code = 1
 
 
 def available() -> bool:

@@ -24,13 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from sqlalchemy import Float, ForeignKey, Integer, String, Text, UniqueConstraint, delete, func, select
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import delete, func, select
 
-from .chat import Message, normalise
-from .db import Base, engine, session
+from .messages import Message, normalise
+from .db import engine, session
 from .rows import RowLimits, RowsError, read_rows
-from .sampling import InvalidParameter
+from .tables import PrefItem, PrefLabel, PrefPrompt, PrefResponse
+from .errors import InvalidParameter, PlaygroundError
 
 LETTERS = "ABCD"
 TWO_WAY = ("A", "B", "tie", "both_bad")
@@ -40,59 +40,8 @@ MAX_RATIONALE = 4_000
 MAX_IMPORT_ROWS = 200_000
 
 
-class PreferenceError(ValueError):
+class PreferenceError(PlaygroundError, ValueError):
     """A vote or item is invalid; the message says why."""
-
-
-# --- tables ------------------------------------------------------------------------------------
-
-class PrefItem(Base):
-    __tablename__ = "pref_items"
-
-    id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    prompt: Mapped[str] = mapped_column(Text)  # JSON list of {role, content}
-    prompt_text: Mapped[str] = mapped_column(Text)  # the last user message, for display and grouping
-    origin: Mapped[str] = mapped_column(String(128))
-    created_at: Mapped[float] = mapped_column(Float, index=True)
-    created_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
-
-
-class PrefResponse(Base):
-    __tablename__ = "pref_responses"
-
-    id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    item_id: Mapped[str] = mapped_column(ForeignKey("pref_items.id", ondelete="CASCADE"), index=True)
-    position: Mapped[int] = mapped_column(Integer)  # where it was shown: 0 = A (left), 1 = B, ...
-    text: Mapped[str] = mapped_column(Text)
-    source: Mapped[str] = mapped_column(String(256))  # "base" or the adapter's name
-    model: Mapped[str] = mapped_column(String(256))  # the base model
-    sampling: Mapped[str] = mapped_column(Text, default="{}")
-    seed: Mapped[int | None] = mapped_column(Integer, nullable=True)
-
-
-class PrefLabel(Base):
-    __tablename__ = "pref_labels"
-    __table_args__ = (UniqueConstraint("item_id", "annotator", name="one_vote_per_annotator"),)
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    item_id: Mapped[str] = mapped_column(ForeignKey("pref_items.id", ondelete="CASCADE"), index=True)
-    annotator: Mapped[str] = mapped_column(String(128), index=True)
-    choice: Mapped[str] = mapped_column(String(16))  # A | B | tie | both_bad | ranking | up | down
-    ranking: Mapped[str] = mapped_column(Text)  # JSON: groups of positions, best first, e.g. [[1], [0]]
-    rationale: Mapped[str] = mapped_column(Text, default="")
-    created_at: Mapped[float] = mapped_column(Float)
-    session: Mapped[str | None] = mapped_column(String(128), nullable=True)
-
-
-class PrefPrompt(Base):
-    __tablename__ = "pref_prompts"
-    __table_args__ = (UniqueConstraint("set_name", "prompt_text", name="unique_prompt_in_set"),)
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    set_name: Mapped[str] = mapped_column(String(128), index=True)
-    prompt: Mapped[str] = mapped_column(Text)
-    prompt_text: Mapped[str] = mapped_column(Text)
-    used: Mapped[int] = mapped_column(Integer, default=0)
 
 
 # --- views -------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from typing import Any, Sequence
 
 import torch
 
+from .errors import PlaygroundError
 from . import adapters, preferences, training
 from .config import Settings, get_settings
 from .jobs import JobCancelled, JobContext, trainer_callback
@@ -33,7 +34,7 @@ from .sampling import InvalidParameter
 DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
-class RewardModelError(ValueError):
+class RewardModelError(PlaygroundError, ValueError):
     """A reward model is missing or unusable."""
 
 

@@ -23,11 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from .errors import PlaygroundError
+
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv", ".parquet": "parquet"}
 MAX_DEPTH = 64  # message lists are 3 levels deep; nothing a person writes by hand needs 64
 
 
-class RowsError(ValueError):
+class RowsError(PlaygroundError, ValueError):
     """The file as a whole cannot be read within its limits; the message says why."""
 
 

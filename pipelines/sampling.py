@@ -13,16 +13,10 @@ from typing import Any, Callable, Iterable, Mapping
 
 import torch
 
+from .errors import InvalidParameter  # noqa: F401 - re-exported: callers long imported it from here
+
 MAX_STOP_STRINGS = 16
 MAX_STOP_LENGTH = 200
-
-
-class InvalidParameter(ValueError):
-    """A parameter is out of range; `param` names it so CLIs and UIs can point at it."""
-
-    def __init__(self, param: str, message: str) -> None:
-        super().__init__(f"{param}: {message}")
-        self.param = param
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from .chat import ROLES, Message
+from .errors import PlaygroundError
+from .messages import ROLES, Message
 from .rows import RowLimits, RowsError, loads, read_rows
 
 MAX_FILE_BYTES = 50_000_000
@@ -28,7 +29,7 @@ PROMPT_KEYS = ("prompt", "question", "input_text")
 RESPONSE_KEYS = ("response", "completion", "answer", "output_text")
 
 
-class DataError(ValueError):
+class DataError(PlaygroundError, ValueError):
     """The file as a whole cannot be used (unreadable, wrong type, no usable rows)."""
 
 

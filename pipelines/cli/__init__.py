@@ -6,25 +6,44 @@ a command prints exactly one JSON document on stdout; logs and progress go to st
 
 from __future__ import annotations
 
+import importlib
+import sys
 from typing import Sequence
 
-from . import align, chat, finetune, generate, prefs, rag, reason, reward, sandbox
 from .common import OneLineParser, UsageError, configure_logging, run_guarded
 
-COMMANDS = (generate, chat, finetune, prefs, reward, align, rag, reason, sandbox)
+# command -> what it does; each lives in the module of the same name (pipelines/cli/<command>.py)
+COMMANDS = {
+    "generate": "complete a prompt with the base model",
+    "chat": "reply to a conversation (OpenAI-style messages JSON)",
+    "finetune": "fine-tune an adapter on an instruction dataset",
+    "prefs": "import or export human preference labels",
+    "reward": "train, evaluate or query a reward model",
+    "align": "DPO or RLOO on the base model, and reward-model-judged evaluation",
+    "rag": "ingest documents, ask questions with citations, measure retrieval",
+    "reason": "direct vs chain-of-thought vs program-aided answers, and their accuracy",
+    "sandbox": "run untrusted Python in the sandbox",
+}
 
 
-def build_parser() -> OneLineParser:
+def build_parser(argv: Sequence[str] = ()) -> OneLineParser:
+    """The parser, with only the command being run loaded: `--help` and a command's own flags
+    never import the model stack of the other commands (torch and transformers take seconds)."""
     parser = OneLineParser(prog="python -m pipelines", description="LLM Playground pipelines, headless")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
-    for module in COMMANDS:
-        module.register(subparsers)
+    chosen = next((arg for arg in argv if not arg.startswith("-")), None)
+    for name, help_text in COMMANDS.items():
+        if name == chosen:
+            importlib.import_module(f"{__name__}.{name}").register(subparsers, help_text)
+        else:
+            subparsers.add_parser(name, help=help_text)  # listed; its flags load when it is the one run
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
 
     def run() -> int:
         args = parser.parse_args(argv)

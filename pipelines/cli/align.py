@@ -11,8 +11,8 @@ from ..sampling import SamplingParams
 from .common import CommandFailed, UsageError, emit_json, needs_action, quiet_stdout
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("align", help="DPO or RLOO on the base model, and reward-model-judged evaluation")
+def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
+    parser = subparsers.add_parser("align", help=help_text)
     commands = parser.add_subparsers(dest="align_command", metavar="ACTION", parser_class=type(parser))
     d = commands.add_parser("dpo", help="direct preference optimisation with LoRA (reference: the base model)")
     source = d.add_mutually_exclusive_group(required=True)

@@ -10,8 +10,8 @@ from .. import chat, models
 from .common import UsageError, add_sampling_flags, emit_json, quiet_stdout, sampling_from_args
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("chat", help="reply to a conversation (OpenAI-style messages JSON)")
+def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
+    parser = subparsers.add_parser("chat", help=help_text)
     parser.add_argument("--messages", required=True, metavar="FILE.json", help="a JSON list of {role, content}")
     parser.add_argument("--adapter", default=None, help="name of an adapter under <data>/adapters")
     parser.add_argument("--json", action="store_true", help="print one JSON document on stdout")

@@ -8,17 +8,22 @@ import json
 import logging
 import os
 import sys
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from ..sampling import InvalidParameter, SamplingParams
+from ..errors import InvalidParameter, PlaygroundError
+
+if TYPE_CHECKING:
+    from ..sampling import SamplingParams
 
 
-class UsageError(Exception):
+class UsageError(PlaygroundError):
     """The command was misused (bad flag, bad file); printed as one line, exit status 2."""
 
 
-class CommandFailed(Exception):
+class CommandFailed(PlaygroundError):
     """The command ran but its work failed (e.g. a training job); one line, exit status 1."""
+
+    exit_code = 1
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -38,6 +43,8 @@ def needs_action(command: str, actions: str):
 
 
 def add_sampling_flags(parser: argparse.ArgumentParser) -> None:
+    from ..sampling import SamplingParams  # only for a command that samples (it loads torch)
+
     defaults = SamplingParams()
     group = parser.add_argument_group("sampling")
     group.add_argument("--temperature", type=float, default=defaults.temperature, help="0 means greedy")
@@ -51,6 +58,8 @@ def add_sampling_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def sampling_from_args(args: argparse.Namespace) -> SamplingParams:
+    from ..sampling import SamplingParams
+
     return SamplingParams(
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
@@ -92,27 +101,14 @@ def configure_logging(verbose: bool) -> None:
 
 
 def run_guarded(func: Callable[[], int]) -> int:
-    """Run a command; expected failures become one line on stderr and a non-zero status."""
-    from ..adapters import AdapterError
-    from ..models import ModelUnavailable
-    from ..preferences import PreferenceError
-    from ..reward import RewardModelError
-    from ..sft_data import DataError
-
+    """Run a command; every refusal of the error family becomes one line on stderr and its exit status
+    (2: the input was wrong, 1: something could not be done), without importing what raised it."""
     try:
         return func()
-    except (UsageError, DataError, AdapterError, PreferenceError, RewardModelError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except InvalidParameter as error:
-        print(f"error: invalid parameter {error}", file=sys.stderr)
-        return 2
-    except ModelUnavailable as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    except CommandFailed as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    except PlaygroundError as error:
+        kind = "invalid parameter " if isinstance(error, InvalidParameter) else ""
+        print(f"error: {kind}{error}", file=sys.stderr)
+        return error.exit_code
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130

@@ -13,8 +13,8 @@ from .. import finetune, jobs, sft_data
 from .common import CommandFailed, UsageError, emit_json, quiet_stdout
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("finetune", help="fine-tune an adapter on an instruction dataset")
+def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
+    p = subparsers.add_parser("finetune", help=help_text)
     p.add_argument("--data", required=True, metavar="FILE", help="JSONL, CSV or Parquet: prompt/response, Alpaca or messages")
     p.add_argument("--out", required=True, metavar="NAME", help="adapter name, saved under <data>/adapters/NAME")
     p.add_argument("--method", choices=finetune.METHODS, default="lora")

@@ -10,8 +10,8 @@ from ..sampling import InvalidParameter
 from .common import add_sampling_flags, emit_json, quiet_stdout, sampling_from_args
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("generate", help="complete a prompt with the base model")
+def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
+    parser = subparsers.add_parser("generate", help=help_text)
     parser.add_argument("--prompt", required=True, help="text to continue")
     parser.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     add_sampling_flags(parser)

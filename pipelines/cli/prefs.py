@@ -10,8 +10,8 @@ from .. import preferences
 from .common import UsageError, emit_json, needs_action
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    prefs = subparsers.add_parser("prefs", help="import or export human preference labels")
+def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
+    prefs = subparsers.add_parser("prefs", help=help_text)
     commands = prefs.add_subparsers(dest="prefs_command", metavar="ACTION", parser_class=type(prefs))
     imp = commands.add_parser("import", help="add trl-format preference rows (JSONL, Parquet, datasets dir)")
     imp.add_argument("file", metavar="FILE")

@@ -11,8 +11,8 @@ from ..rag import answer, attribution, chunking, evaluate, retrieval, store
 from .common import UsageError, add_sampling_flags, emit_json, needs_action, quiet_stdout, sampling_from_args
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("rag", help="ingest documents, ask questions with citations, measure retrieval")
+def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
+    parser = subparsers.add_parser("rag", help=help_text)
     commands = parser.add_subparsers(dest="rag_command", metavar="ACTION", parser_class=type(parser))
     ingest = commands.add_parser("ingest", help="add files to a collection (created if missing)")
     ingest.add_argument("--collection", required=True)

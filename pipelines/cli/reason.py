@@ -14,8 +14,8 @@ from ..sampling import InvalidParameter
 from .common import CommandFailed, UsageError, add_sampling_flags, emit_json, needs_action, quiet_stdout, sampling_from_args
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("reason", help="direct vs chain-of-thought vs program-aided answers, and their accuracy")
+def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
+    parser = subparsers.add_parser("reason", help=help_text)
     commands = parser.add_subparsers(dest="reason_command", metavar="ACTION", parser_class=type(parser))
     run = commands.add_parser("run", help="answer one question with each strategy")
     run.add_argument("--question", required=True)

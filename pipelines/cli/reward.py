@@ -9,8 +9,8 @@ from .. import jobs, reward
 from .common import CommandFailed, UsageError, emit_json, needs_action, quiet_stdout
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("reward", help="train, evaluate or query a reward model")
+def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
+    parser = subparsers.add_parser("reward", help=help_text)
     commands = parser.add_subparsers(dest="reward_command", metavar="ACTION", parser_class=type(parser))
     train = commands.add_parser("train", help="train a reward model (Bradley-Terry loss) with LoRA")
     source = train.add_mutually_exclusive_group(required=True)

@@ -9,8 +9,8 @@ from .. import sandbox
 from .common import UsageError, emit_json, needs_action
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("sandbox", help="run untrusted Python in the sandbox")
+def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
+    parser = subparsers.add_parser("sandbox", help=help_text)
     commands = parser.add_subparsers(dest="sandbox_command", metavar="ACTION", parser_class=type(parser))
     run = commands.add_parser("run", help="run FILE's solution() with CPU, memory, file, process, network and time limits")
     run.add_argument("file", metavar="FILE.py")

@@ -13,12 +13,16 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..errors import PlaygroundError
+
 EMBEDDER_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 BATCH_SIZE = 64
 
 
-class EmbedderUnavailable(RuntimeError):
+class EmbedderUnavailable(PlaygroundError, RuntimeError):
     """The bundled embedder package is not installed."""
+
+    exit_code = 1
 
 
 def model_path() -> Path:

@@ -22,6 +22,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import PlaygroundError
+
 MAX_FILE_BYTES = 20_000_000
 MAX_DOCUMENT_CHARS = 3_000_000  # a 1,000-page book is ~2 M characters
 PARSE_CPU_SECONDS = 60
@@ -41,7 +43,7 @@ KINDS = {
 }
 
 
-class ParseError(ValueError):
+class ParseError(PlaygroundError, ValueError):
     """A file cannot be turned into text; the message is shown to the user."""
 
 

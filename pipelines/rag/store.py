@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from ..errors import PlaygroundError
 from ..config import Settings, get_settings
 from ..files import safe_filename
 from . import chunking, embedder, parsing
@@ -34,7 +35,7 @@ HNSW_THRESHOLD = 20_000
 NAME_MAX = 64
 
 
-class CollectionError(ValueError):
+class CollectionError(PlaygroundError, ValueError):
     """A collection is missing, misnamed or incompatible; the message says what to do."""
 
 

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from ..chat import Message
+from ..messages import Message
 from ..prompts import ASSETS as ASSETS_DIR
 
 KEYS = ("direct", "cot", "pal")

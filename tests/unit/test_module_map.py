@@ -1,0 +1,93 @@
+"""The shape of `pipelines/`: no import circles, light leaves, one error family.
+
+Storage, the sandbox and the CLI's help must not pull in torch (seconds of import, gigabytes of
+address space); a module that needs the model stack imports it itself. An import circle, even
+through an import inside a function, means two modules that cannot be understood (or loaded)
+apart.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+PACKAGE = ROOT / "pipelines"
+
+
+def _modules() -> dict[str, object]:
+    found = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return found
+
+
+def _imports(name: str, path, modules) -> set[str]:
+    """Every pipelines module `name` imports, at module level or inside a function."""
+    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        targets = []
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = ".".join(package[: len(package) - node.level + 1] + ([node.module] if node.module else [])) if node.level else node.module
+            targets = [base] + [f"{base}.{alias.name}" for alias in node.names]
+        for target in targets:
+            while target and target not in modules:
+                target = target.rpartition(".")[0]
+            if target and target not in (name, "pipelines") and target.startswith("pipelines"):
+                out.add(target)
+    return out
+
+
+def test_no_import_cycles_inside_pipelines():
+    modules = _modules()
+    graph = {name: _imports(name, path, modules) for name, path in modules.items()}
+    cycles, state = [], {}
+
+    def visit(node, trail):
+        state[node] = "open"
+        for target in sorted(graph[node]):
+            if state.get(target) == "open":
+                cycles.append(trail[trail.index(target):] + [target])
+            elif target not in state:
+                visit(target, trail + [target])
+        state[node] = "done"
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [name])
+    assert not cycles, "import cycles: " + "; ".join(" -> ".join(cycle) for cycle in cycles)
+
+
+def test_storage_the_sandbox_and_the_cli_help_import_no_torch():
+    probe = (
+        "import sys\n"
+        "import pipelines.preferences, pipelines.db, pipelines.jobs, pipelines.sandbox, pipelines.sft_data, pipelines.access\n"
+        "from pipelines.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = sorted(m for m in ('torch', 'transformers', 'gradio') if m in sys.modules)\n"
+        "print('HEAVY', heavy)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "HEAVY []" in done.stdout, done.stdout[-500:]
+
+
+def test_every_refusal_belongs_to_one_error_family():
+    from pipelines import access, adapters, files, jobs, model_source, preferences, rows, sft_data
+    from pipelines.cli import common
+    from pipelines.errors import InvalidParameter, PlaygroundError
+    from pipelines.rag import embedder, parsing, store
+
+    family = [access.AccessDenied, access.AuthConfigError, access.SignInThrottled, adapters.AdapterError, files.UploadError,
+              jobs.JobError, model_source.ModelUnavailable, preferences.PreferenceError, rows.RowsError, sft_data.DataError,
+              common.UsageError, common.CommandFailed, embedder.EmbedderUnavailable, parsing.ParseError, store.CollectionError,
+              InvalidParameter]
+    assert all(issubclass(kind, PlaygroundError) for kind in family)
+    assert InvalidParameter("top_p", "must be in (0, 1]").param == "top_p"
+    assert model_source.ModelUnavailable("x").exit_code == 1 and sft_data.DataError("x").exit_code == 2
