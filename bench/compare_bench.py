@@ -60,8 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"{args.tokens} tokens per response, median of {args.repeats}: 1 response {median[1]:.2f} s, 2 responses "
-              f"{median[2]:.2f} s ({result['two_vs_one']:.2f}x), 4 responses {median[4]:.2f} s ({result['four_vs_one']:.2f}x)")
+        print(
+            f"{args.tokens} tokens per response, median of {args.repeats}: 1 response {median[1]:.2f} s, 2 responses "
+            f"{median[2]:.2f} s ({result['two_vs_one']:.2f}x), 4 responses {median[4]:.2f} s ({result['four_vs_one']:.2f}x)"
+        )
     return 0
 
 

@@ -40,7 +40,8 @@ def _examples(tokenizer, mixed_lengths: bool) -> list[dict]:
         from pipelines.chat import Message
 
         conversations = [
-            c if i % 4 else [c[0], Message("assistant", " ".join([c[1].content] * 4))] for i, c in enumerate(conversations)
+            c if i % 4 else [c[0], Message("assistant", " ".join([c[1].content] * 4))]
+            for i, c in enumerate(conversations)
         ]
     return sft_data.to_examples(conversations)
 
@@ -54,7 +55,10 @@ def _train(source: str, examples: list[dict], args, spec) -> float:
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
     trainer = SFTTrainer(
-        model=model, args=args, train_dataset=Dataset.from_list(examples), processing_class=tokenizer,
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(examples),
+        processing_class=tokenizer,
         peft_config=finetune.peft_config_for(spec, source),
     )
     started = time.perf_counter()
@@ -75,9 +79,18 @@ def measure(steps: int, batch_size: int, mixed_lengths: bool = True) -> dict:
         project_args = finetune.training_args(spec, Path(tmp) / "p", device=device, planned_steps=steps, has_eval=False)
         precision = train_precision(detect(), device)
         baseline_args = SFTConfig(
-            output_dir=str(Path(tmp) / "b"), max_steps=steps, per_device_train_batch_size=batch_size,
-            learning_rate=spec.lr, max_length=spec.max_length, report_to="none", save_strategy="no",
-            disable_tqdm=True, seed=spec.seed, bf16=precision.bf16, fp16=precision.fp16, use_cpu=device == "cpu",
+            output_dir=str(Path(tmp) / "b"),
+            max_steps=steps,
+            per_device_train_batch_size=batch_size,
+            learning_rate=spec.lr,
+            max_length=spec.max_length,
+            report_to="none",
+            save_strategy="no",
+            disable_tqdm=True,
+            seed=spec.seed,
+            bf16=precision.bf16,
+            fp16=precision.fp16,
+            use_cpu=device == "cpu",
         )
         baseline = _train(source, examples, baseline_args, spec)
         project = _train(source, examples, project_args, spec)

@@ -39,10 +39,18 @@ from pipelines.sampling import SamplingParams  # noqa: E402
 
 PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
 AGREEMENT_PROMPTS = [
-    "What is the capital of France?", "Explain photosynthesis in one sentence.", "List three uses of a paperclip.",
-    "Translate 'good morning' into Spanish.", "Why is the sky blue?", "Write a haiku about autumn.",
-    "What is 12 times 7?", "Give one tip for learning to cook.", "Describe a cat to someone who has never seen one.",
-    "What does a compiler do?", "Name a famous painting and its painter.", "How do plants drink water?",
+    "What is the capital of France?",
+    "Explain photosynthesis in one sentence.",
+    "List three uses of a paperclip.",
+    "Translate 'good morning' into Spanish.",
+    "Why is the sky blue?",
+    "Write a haiku about autumn.",
+    "What is 12 times 7?",
+    "Give one tip for learning to cook.",
+    "Describe a cat to someone who has never seen one.",
+    "What does a compiler do?",
+    "Name a famous painting and its painter.",
+    "How do plants drink water?",
 ]
 
 
@@ -71,7 +79,9 @@ def transformers_tokens_per_second(handle: models.ModelHandle, prompt_ids: list[
     return (out.shape[1] - inputs.shape[1]) / (time.perf_counter() - started)
 
 
-def llamacpp_direct_tokens_per_second(engine: llamacpp_engine.LlamaCppEngine, prompt_ids: list[int], params: SamplingParams) -> float:
+def llamacpp_direct_tokens_per_second(
+    engine: llamacpp_engine.LlamaCppEngine, prompt_ids: list[int], params: SamplingParams
+) -> float:
     """llama-cpp-python's own decode-and-sample loop, no app code in between."""
     llm = engine.llm
     with engine.lock:
@@ -79,8 +89,15 @@ def llamacpp_direct_tokens_per_second(engine: llamacpp_engine.LlamaCppEngine, pr
         llm.set_seed(params.seed or 0)
         started = time.perf_counter()
         produced = 0
-        for _ in llm.generate(prompt_ids, temp=params.temperature, top_p=params.top_p, top_k=params.top_k or 0,
-                              min_p=params.min_p or 0.0, repeat_penalty=params.repetition_penalty, reset=True):
+        for _ in llm.generate(
+            prompt_ids,
+            temp=params.temperature,
+            top_p=params.top_p,
+            top_k=params.top_k or 0,
+            min_p=params.min_p or 0.0,
+            repeat_penalty=params.repetition_penalty,
+            reset=True,
+        ):
             produced += 1
             if produced >= params.max_new_tokens:
                 break
@@ -102,9 +119,14 @@ def greedy_agreement(handle: models.ModelHandle, tokens: int = 32) -> dict[str, 
         ours = generation.generate(handle, ids, params).completion_ids
         inputs = torch.tensor([ids], device=handle.device)
         with torch.inference_mode():
-            out = handle.model.generate(inputs, attention_mask=torch.ones_like(inputs), do_sample=False, max_new_tokens=tokens,
-                                        pad_token_id=handle.tokenizer.pad_token_id)
-        reference = out[0, len(ids):].tolist()
+            out = handle.model.generate(
+                inputs,
+                attention_mask=torch.ones_like(inputs),
+                do_sample=False,
+                max_new_tokens=tokens,
+                pad_token_id=handle.tokenizer.pad_token_id,
+            )
+        reference = out[0, len(ids) :].tolist()
         common = 0
         for a, b in zip(ours, reference):
             if a != b:
@@ -115,15 +137,21 @@ def greedy_agreement(handle: models.ModelHandle, tokens: int = 32) -> dict[str, 
     return {"greedy_agreement": round(matched / total, 3), "greedy_exact": round(exact / len(AGREEMENT_PROMPTS), 3)}
 
 
-def measure_llamacpp(handle: models.ModelHandle, prompt_ids: list[int], params: SamplingParams, repeats: int) -> dict[str, float]:
+def measure_llamacpp(
+    handle: models.ModelHandle, prompt_ids: list[int], params: SamplingParams, repeats: int
+) -> dict[str, float]:
     """The app's path on the llama.cpp engine vs llama-cpp-python's own loop, and its greedy agreement with fp32."""
     engine = handle.llamacpp
     own = engine is None
     if own:
-        gguf = llamacpp_engine.gguf_for(handle.source, models.bundled_gguf_path() if handle.name == models.BUNDLED_NAME else None)
+        gguf = llamacpp_engine.gguf_for(
+            handle.source, models.bundled_gguf_path() if handle.name == models.BUNDLED_NAME else None
+        )
         if gguf is None:
             return {"llamacpp": "skipped: no GGUF file for this model"}
-        engine = llamacpp_engine.LlamaCppEngine(gguf, n_ctx=2048, threads=torch.get_num_threads(), n_vocab=handle.model.config.vocab_size)
+        engine = llamacpp_engine.LlamaCppEngine(
+            gguf, n_ctx=2048, threads=torch.get_num_threads(), n_vocab=handle.model.config.vocab_size
+        )
         handle.llamacpp = engine
     try:
         warm = SamplingParams(temperature=0.7, seed=0, max_new_tokens=8)
@@ -175,7 +203,9 @@ def measure(handle: models.ModelHandle, tokens: int, repeats: int, llamacpp: boo
         "threads": torch.get_num_threads(),
         "model": handle.name,
         "engine": handle.engine_name,
-        "fast_path": "lean fp16 decoder" + (" (TorchScript)" if decoder.scripted else " (eager)") if decoder is not None else "off (fp32)",
+        "fast_path": "lean fp16 decoder" + (" (TorchScript)" if decoder.scripted else " (eager)")
+        if decoder is not None
+        else "off (fp32)",
         **greedy_agreement(handle),
     }
     if exact:
@@ -201,21 +231,35 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"model {result['model']}, {args.tokens} sampled tokens, {result['threads']} threads, median of {args.repeats}")
+        print(
+            f"model {result['model']}, {args.tokens} sampled tokens, {result['threads']} threads, median of {args.repeats}"
+        )
         print(f"  app generation path     {result['app_tokens_per_second']:8.2f} tokens/s")
         print(f"  transformers .generate  {result['transformers_tokens_per_second']:8.2f} tokens/s")
-        print(f"  speedup                 {result['speedup_vs_transformers']:8.3f}x  (fast path: {result['fast_path']})")
+        print(
+            f"  speedup                 {result['speedup_vs_transformers']:8.3f}x  (fast path: {result['fast_path']})"
+        )
         if "app_exact_tokens_per_second" in result:
-            print(f"  app path, fast off      {result['app_exact_tokens_per_second']:8.2f} tokens/s  (PLAYGROUND_FAST=0)")
-        print(f"  greedy agreement with fp32: {result['greedy_agreement']:.1%} of tokens, "
-              f"{result['greedy_exact']:.0%} of {len(AGREEMENT_PROMPTS)} prompts identical")
+            print(
+                f"  app path, fast off      {result['app_exact_tokens_per_second']:8.2f} tokens/s  (PLAYGROUND_FAST=0)"
+            )
+        print(
+            f"  greedy agreement with fp32: {result['greedy_agreement']:.1%} of tokens, "
+            f"{result['greedy_exact']:.0%} of {len(AGREEMENT_PROMPTS)} prompts identical"
+        )
         if "llamacpp_tokens_per_second" in result:
-            print(f"  app path on llama.cpp   {result['llamacpp_tokens_per_second']:8.2f} tokens/s "
-                  f"({result['llamacpp_speedup_vs_transformers']:.2f}x transformers)")
-            print(f"  llama-cpp-python direct {result['llamacpp_direct_tokens_per_second']:8.2f} tokens/s "
-                  f"(app path = {result['llamacpp_vs_direct']:.1%} of direct)")
-            print(f"  llama.cpp greedy agreement with fp32: {result['llamacpp_greedy_agreement']:.1%} of tokens, "
-                  f"{result['llamacpp_greedy_exact']:.0%} of prompts identical")
+            print(
+                f"  app path on llama.cpp   {result['llamacpp_tokens_per_second']:8.2f} tokens/s "
+                f"({result['llamacpp_speedup_vs_transformers']:.2f}x transformers)"
+            )
+            print(
+                f"  llama-cpp-python direct {result['llamacpp_direct_tokens_per_second']:8.2f} tokens/s "
+                f"(app path = {result['llamacpp_vs_direct']:.1%} of direct)"
+            )
+            print(
+                f"  llama.cpp greedy agreement with fp32: {result['llamacpp_greedy_agreement']:.1%} of tokens, "
+                f"{result['llamacpp_greedy_exact']:.0%} of prompts identical"
+            )
         elif "llamacpp" in result:
             print(f"  llama.cpp engine: {result['llamacpp']}")
     return 0

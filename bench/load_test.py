@@ -41,11 +41,18 @@ def free_port() -> int:
 
 def launch(data_dir: Path, model: str | None) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    env = {**os.environ, "PLAYGROUND_DATA_DIR": str(data_dir), "PLAYGROUND_PORT": str(port), "PLAYGROUND_HOST": "127.0.0.1"}
+    env = {
+        **os.environ,
+        "PLAYGROUND_DATA_DIR": str(data_dir),
+        "PLAYGROUND_PORT": str(port),
+        "PLAYGROUND_HOST": "127.0.0.1",
+    }
     if model:
         env["PLAYGROUND_MODEL"] = model
     log = (data_dir / "app.log").open("wb")
-    process = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+    )
     url = f"http://127.0.0.1:{port}/"
     deadline = time.time() + 600
     while time.time() < deadline:
@@ -62,9 +69,14 @@ def launch(data_dir: Path, model: str | None) -> tuple[subprocess.Popen, str]:
 def make_items(n: int) -> list[str]:
     from pipelines import db, preferences
 
-    ids = [preferences.create_item([{"role": "user", "content": f"Load-test question {i}?"}],
-                                   [preferences.ResponseDraft(f"first answer {i}"), preferences.ResponseDraft(f"second answer {i}")],
-                                   origin="load-test").id for i in range(n)]
+    ids = [
+        preferences.create_item(
+            [{"role": "user", "content": f"Load-test question {i}?"}],
+            [preferences.ResponseDraft(f"first answer {i}"), preferences.ResponseDraft(f"second answer {i}")],
+            origin="load-test",
+        ).id
+        for i in range(n)
+    ]
     db.dispose_all()
     return ids
 
@@ -72,7 +84,9 @@ def make_items(n: int) -> list[str]:
 class Client:
     """One simulated user: its own gradio_client session, its own annotator name."""
 
-    def __init__(self, number: int, url: str, items: list[str], max_new_tokens: int, deadline: float, stats: "Stats") -> None:
+    def __init__(
+        self, number: int, url: str, items: list[str], max_new_tokens: int, deadline: float, stats: "Stats"
+    ) -> None:
         from gradio_client import Client as GradioClient
 
         self.name = f"load-{number:02d}"
@@ -93,13 +107,20 @@ class Client:
             started = time.perf_counter()
             try:
                 if action == "generate":
-                    self.client.predict(prompt=f"Write one sentence about the number {self.rng.randint(1, 999)}.",
-                                        max_new_tokens=self.max_new_tokens, api_name="/generate")
+                    self.client.predict(
+                        prompt=f"Write one sentence about the number {self.rng.randint(1, 999)}.",
+                        max_new_tokens=self.max_new_tokens,
+                        api_name="/generate",
+                    )
                 elif action == "chat":
-                    self.client.predict(message="Say hello in three words.", max_new_tokens=self.max_new_tokens, api_name="/chat")
+                    self.client.predict(
+                        message="Say hello in three words.", max_new_tokens=self.max_new_tokens, api_name="/chat"
+                    )
                 else:
                     item = self.items.pop()
-                    result = self.client.predict(item_id=item, choice=self.rng.choice("AB"), annotator=self.name, api_name="/vote")
+                    result = self.client.predict(
+                        item_id=item, choice=self.rng.choice("AB"), annotator=self.name, api_name="/vote"
+                    )
                     if result.get("created"):
                         self.stats.acknowledged(item, self.name)
                 self.stats.record(action, time.perf_counter() - started, None)
@@ -166,13 +187,19 @@ def main(argv: list[str] | None = None) -> int:
     stored = stored_labels(data_dir)
     acked = set(stats.acks)
     result = {
-        "clients": args.clients, "seconds": args.seconds, "app_survived": alive,
+        "clients": args.clients,
+        "seconds": args.seconds,
+        "app_survived": alive,
         "requests": sum(len(v) for v in stats.latency.values()) + sum(len(v) for v in stats.errors.values()),
         "errors": sum(len(v) for v in stats.errors.values()),
         "endpoints": {
-            name: {"requests": len(stats.latency[name]) + len(stats.errors[name]), "errors": len(stats.errors[name]),
-                   "p50_s": round(percentile(stats.latency[name], 50), 3), "p95_s": round(percentile(stats.latency[name], 95), 3),
-                   "first_error": stats.errors[name][0] if stats.errors[name] else None}
+            name: {
+                "requests": len(stats.latency[name]) + len(stats.errors[name]),
+                "errors": len(stats.errors[name]),
+                "p50_s": round(percentile(stats.latency[name], 50), 3),
+                "p95_s": round(percentile(stats.latency[name], 95), 3),
+                "first_error": stats.errors[name][0] if stats.errors[name] else None,
+            }
             for name, _ in MIX
         },
         "labels_acknowledged": len(stats.acks),
@@ -183,16 +210,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"{args.clients} clients for {args.seconds:.0f} s: {result['requests']} requests, {result['errors']} errors, "
-              f"app {'still serving' if alive else 'DIED'}")
+        print(
+            f"{args.clients} clients for {args.seconds:.0f} s: {result['requests']} requests, {result['errors']} errors, "
+            f"app {'still serving' if alive else 'DIED'}"
+        )
         print("| endpoint | requests | errors | p50 s | p95 s |\n|---|---|---|---|---|")
         for name, row in result["endpoints"].items():
             print(f"| {name} | {row['requests']} | {row['errors']} | {row['p50_s']} | {row['p95_s']} |")
             if row["first_error"]:
                 print(f"  first error: {row['first_error']}")
-        print(f"labels: {result['labels_acknowledged']} acknowledged, {result['labels_stored']} stored, "
-              f"{result['labels_lost']} lost, {result['labels_duplicated']} duplicated")
-    return 0 if result["errors"] == 0 and result["labels_lost"] == 0 and result["labels_duplicated"] == 0 and alive else 1
+        print(
+            f"labels: {result['labels_acknowledged']} acknowledged, {result['labels_stored']} stored, "
+            f"{result['labels_lost']} lost, {result['labels_duplicated']} duplicated"
+        )
+    return (
+        0 if result["errors"] == 0 and result["labels_lost"] == 0 and result["labels_duplicated"] == 0 and alive else 1
+    )
 
 
 if __name__ == "__main__":

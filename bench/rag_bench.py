@@ -28,11 +28,53 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-NOUNS = ["river", "bridge", "library", "orchard", "harbour", "museum", "railway", "market", "garden", "lighthouse",
-         "factory", "school", "theatre", "observatory", "bakery", "mill", "castle", "forest", "valley", "island"]
+NOUNS = [
+    "river",
+    "bridge",
+    "library",
+    "orchard",
+    "harbour",
+    "museum",
+    "railway",
+    "market",
+    "garden",
+    "lighthouse",
+    "factory",
+    "school",
+    "theatre",
+    "observatory",
+    "bakery",
+    "mill",
+    "castle",
+    "forest",
+    "valley",
+    "island",
+]
 ADJECTIVES = ["old", "northern", "quiet", "busy", "restored", "famous", "small", "ancient", "modern", "coastal"]
-VERBS = ["opened", "was rebuilt", "was extended", "closed briefly", "was painted", "hosted a festival", "won an award", "flooded"]
-PLACES = ["Arden", "Bexley", "Corran", "Dunmore", "Elsworth", "Fallow", "Garrick", "Holme", "Ilsby", "Jarrow", "Kettle", "Lorne"]
+VERBS = [
+    "opened",
+    "was rebuilt",
+    "was extended",
+    "closed briefly",
+    "was painted",
+    "hosted a festival",
+    "won an award",
+    "flooded",
+]
+PLACES = [
+    "Arden",
+    "Bexley",
+    "Corran",
+    "Dunmore",
+    "Elsworth",
+    "Fallow",
+    "Garrick",
+    "Holme",
+    "Ilsby",
+    "Jarrow",
+    "Kettle",
+    "Lorne",
+]
 
 
 def document(rng: random.Random, paragraphs: int) -> str:
@@ -129,8 +171,10 @@ def main(argv: list[str] | None = None) -> int:
             seed += 1
         generation = store.load("latency")
         rng = random.Random(3)
-        questions = [f"When was the {rng.choice(ADJECTIVES)} {rng.choice(NOUNS)} of {rng.choice(PLACES)} {rng.choice(VERBS)}?"
-                     for _ in range(args.queries)]
+        questions = [
+            f"When was the {rng.choice(ADJECTIVES)} {rng.choice(NOUNS)} of {rng.choice(PLACES)} {rng.choice(VERBS)}?"
+            for _ in range(args.queries)
+        ]
         latency = {}
         for mode in retrieval.MODES:
             retrieval.search("latency", questions[0], k=5, mode=mode)  # warm
@@ -140,7 +184,10 @@ def main(argv: list[str] | None = None) -> int:
                 retrieval.search("latency", question, k=5, mode=mode)
                 times.append((time.perf_counter() - started) * 1000)
             times.sort()
-            latency[mode] = {"p50_ms": round(statistics.median(times), 2), "p95_ms": round(times[int(0.95 * (len(times) - 1))], 2)}
+            latency[mode] = {
+                "p50_ms": round(statistics.median(times), 2),
+                "p95_ms": round(times[int(0.95 * (len(times) - 1))], 2),
+            }
         index_only = index_search_comparison(generation.embeddings, embedder.embed(questions))
 
     result = {
@@ -156,13 +203,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"ingest of {len(texts)} chunks: {project_rate:.1f} chunks/s vs bare encode {bare_rate:.1f} chunks/s "
-              f"-> {result['ingest_vs_bare_encode']:.3f}x")
+        print(
+            f"ingest of {len(texts)} chunks: {project_rate:.1f} chunks/s vs bare encode {bare_rate:.1f} chunks/s "
+            f"-> {result['ingest_vs_bare_encode']:.3f}x"
+        )
         for mode, values in latency.items():
-            print(f"query at {len(generation.chunks):,} chunks, {mode:6s}: p50 {values['p50_ms']:.1f} ms, p95 {values['p95_ms']:.1f} ms")
+            print(
+                f"query at {len(generation.chunks):,} chunks, {mode:6s}: p50 {values['p50_ms']:.1f} ms, p95 {values['p95_ms']:.1f} ms"
+            )
         exact, hnsw = index_only["exact_ms"], index_only["hnsw_ms"]
-        print(f"FAISS search alone, same vectors: exact {exact:.2f} ms, HNSW {hnsw:.2f} ms ({exact / hnsw:.1f}x), "
-              f"HNSW recall@5 vs exact {index_only['hnsw_recall@5']:.3f}")
+        print(
+            f"FAISS search alone, same vectors: exact {exact:.2f} ms, HNSW {hnsw:.2f} ms ({exact / hnsw:.1f}x), "
+            f"HNSW recall@5 vs exact {index_only['hnsw_recall@5']:.3f}"
+        )
     return 0
 
 

@@ -11,7 +11,14 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHES = ["generate_bench.py", "compare_bench.py", "startup_bench.py", "finetune_bench.py", "rag_bench.py", "load_test.py"]
+BENCHES = [
+    "generate_bench.py",
+    "compare_bench.py",
+    "startup_bench.py",
+    "finetune_bench.py",
+    "rag_bench.py",
+    "load_test.py",
+]
 
 
 def main() -> int:

@@ -41,10 +41,16 @@ def start_seconds(data_dir: str, timeout: float = 600) -> tuple[float, float]:
     from gradio_client import Client
 
     port = free_port()
-    env = {**os.environ, "PLAYGROUND_DATA_DIR": data_dir, "PLAYGROUND_PORT": str(port), "GRADIO_ANALYTICS_ENABLED": "False"}
+    env = {
+        **os.environ,
+        "PLAYGROUND_DATA_DIR": data_dir,
+        "PLAYGROUND_PORT": str(port),
+        "GRADIO_ANALYTICS_ENABLED": "False",
+    }
     started = time.perf_counter()
-    process = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         while time.perf_counter() - started < timeout:
             if process.poll() is not None:
@@ -76,7 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines import config, models
 
     data_dir = str(config.get_settings().data_dir)
-    models.bundled_model_dir(config.get_settings()) if models.bundled_gguf_path() else None  # make sure the cache is warm
+    models.bundled_model_dir(
+        config.get_settings()
+    ) if models.bundled_gguf_path() else None  # make sure the cache is warm
     start_seconds(data_dir)  # the OS file cache, like any second start
     warm = [start_seconds(data_dir) for _ in range(args.repeats)]
     result = {
@@ -92,11 +100,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"warm start (converted model cached), median of {args.repeats}: serving in "
-              f"{result['warm_start_seconds']:.1f} s, first generated token at {result['warm_first_generation_seconds']:.1f} s")
+        print(
+            f"warm start (converted model cached), median of {args.repeats}: serving in "
+            f"{result['warm_start_seconds']:.1f} s, first generated token at {result['warm_first_generation_seconds']:.1f} s"
+        )
         if "cold_start_seconds" in result:
-            print(f"first start (GGUF conversion): serving in {result['cold_start_seconds']:.1f} s, "
-                  f"first generated token at {result['cold_first_generation_seconds']:.1f} s")
+            print(
+                f"first start (GGUF conversion): serving in {result['cold_start_seconds']:.1f} s, "
+                f"first generated token at {result['cold_first_generation_seconds']:.1f} s"
+            )
     return 0
 
 

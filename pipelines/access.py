@@ -51,11 +51,22 @@ class LoginThrottle:
     nothing. Memory is bounded: the oldest keys are dropped beyond `max_keys`.
     """
 
-    def __init__(self, *, free_per_user: int = 5, free_per_address: int = 20, base: float = 1.0, cap: float = 900.0,
-                 forget_after: float = 900.0, max_keys: int = 10_000, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        free_per_user: int = 5,
+        free_per_address: int = 20,
+        base: float = 1.0,
+        cap: float = 900.0,
+        forget_after: float = 900.0,
+        max_keys: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.free = {"user": free_per_user, "addr": free_per_address}
         self.base, self.cap, self.forget_after, self.max_keys, self.clock = base, cap, forget_after, max_keys, clock
-        self._keys: OrderedDict[str, tuple[int, float, float]] = OrderedDict()  # key -> (failures, last failure, locked until)
+        self._keys: OrderedDict[str, tuple[int, float, float]] = (
+            OrderedDict()
+        )  # key -> (failures, last failure, locked until)
         self._lock = threading.Lock()
 
     @staticmethod
@@ -146,8 +157,10 @@ class AccessPolicy:
     def check_identity(self, user: str | None, action: str) -> None:
         """Anonymous callers may not change what others see once sign-in is on."""
         if self.sign_in and not user:
-            raise AccessDenied(f"Sign in to {action}. Visitors who are not signed in can generate, chat and ask questions; "
-                               "what others see needs a name behind it.")
+            raise AccessDenied(
+                f"Sign in to {action}. Visitors who are not signed in can generate, chat and ask questions; "
+                "what others see needs a name behind it."
+            )
 
     def check_labeller(self, user: str | None, action: str = "label") -> None:
         """Labelling: signed-in users, or anyone when the operator opened a public label drive."""
@@ -173,8 +186,9 @@ class AccessPolicy:
     def gradio_auth(self) -> list[tuple[str, str]] | None:
         return sorted(self.users.items()) or None
 
-    def check_password(self, user: str, password: str, address: str | None = None,
-                       throttle: "LoginThrottle | None" = None) -> bool:
+    def check_password(
+        self, user: str, password: str, address: str | None = None, throttle: "LoginThrottle | None" = None
+    ) -> bool:
         """A sign-in attempt against PLAYGROUND_AUTH, throttled per name and per address.
 
         Raises SignInThrottled (before the password is compared) while the name or address is locked.
@@ -197,7 +211,8 @@ def policy_from_env() -> AccessPolicy:
         users=parse_users(os.environ.get("PLAYGROUND_AUTH")),
         admins=parse_admins(os.environ.get("PLAYGROUND_ADMINS")),
         oauth=bool(os.environ.get("OAUTH_CLIENT_ID")),
-        anonymous_labels=(os.environ.get("PLAYGROUND_ANONYMOUS_LABELS") or "").strip().lower() in {"1", "true", "yes", "on"},
+        anonymous_labels=(os.environ.get("PLAYGROUND_ANONYMOUS_LABELS") or "").strip().lower()
+        in {"1", "true", "yes", "on"},
     )
     if policy.sign_in and not policy.admins:
         log.warning("Sign-in is on but PLAYGROUND_ADMINS is empty: every signed-in user may train, delete and export.")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 from . import generation
 from .messages import MAX_CONTENT_CHARS, MAX_MESSAGES, ROLES, Message, flatten_content, normalise, split_system  # noqa: F401 - re-exported
@@ -214,6 +214,7 @@ def _with_max(params: SamplingParams, max_new_tokens: int) -> SamplingParams:
 
 
 # --- import / export ------------------------------------------------------------------------
+
 
 def export_json(messages: Sequence[Message], system_prompt: str | None = None) -> str:
     """The conversation as an OpenAI-style messages list (system message first, if any)."""

@@ -53,14 +53,18 @@ def stream_item(
     ):
         yield [r.text for r in rows], None
     drafts = [
-        preferences.ResponseDraft(text=row.text.strip(), source=src.label, model=handle.name, sampling=src.params.to_dict(), seed=row.seed)
+        preferences.ResponseDraft(
+            text=row.text.strip(), source=src.label, model=handle.name, sampling=src.params.to_dict(), seed=row.seed
+        )
         for row, src in zip(rows, shown)
     ]
     item = preferences.create_item(messages, drafts, origin=origin, created_by=created_by, shuffle=False)
     yield [d.text for d in drafts], item
 
 
-def generate_item(handle: ModelHandle, prompt: Sequence[Message], sources: Sequence[Source], **kwargs) -> preferences.ItemView:
+def generate_item(
+    handle: ModelHandle, prompt: Sequence[Message], sources: Sequence[Source], **kwargs
+) -> preferences.ItemView:
     item = None
     for _, item in stream_item(handle, prompt, sources, **kwargs):
         pass

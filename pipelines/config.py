@@ -33,23 +33,26 @@ class Settings:
     model: str | None = field(default_factory=lambda: _env("PLAYGROUND_MODEL"))
     device: str = field(default_factory=lambda: _env("PLAYGROUND_DEVICE", "auto"))
     dtype: str = field(default_factory=lambda: _env("PLAYGROUND_DTYPE", "auto"))
-    threads: int | None = field(
-        default_factory=lambda: int(v) if (v := _env("PLAYGROUND_THREADS")) else None
-    )
+    threads: int | None = field(default_factory=lambda: int(v) if (v := _env("PLAYGROUND_THREADS")) else None)
     host: str = field(default_factory=_default_host)
-    port: int = field(
-        default_factory=lambda: int(_env("PLAYGROUND_PORT") or _env("GRADIO_SERVER_PORT") or 7860)
-    )
+    port: int = field(default_factory=lambda: int(_env("PLAYGROUND_PORT") or _env("GRADIO_SERVER_PORT") or 7860))
     database_url: str | None = field(default_factory=lambda: _env("PLAYGROUND_DATABASE_URL"))
     # the largest single upload the server accepts (handlers apply tighter per-kind limits)
     max_upload_mb: int = field(default_factory=lambda: int(_env("PLAYGROUND_MAX_UPLOAD_MB", "200")))
     max_jobs: int = field(default_factory=lambda: int(_env("PLAYGROUND_MAX_JOBS", "1")))
     # base-model decoding on CPU through the lean fp16 decoder (pipelines/fast_decode.py): ~3x
     # transformers' fp32 `generate` here at near-fp32 logits; "0" decodes through transformers in fp32
-    fast: bool = field(default_factory=lambda: (_env("PLAYGROUND_FAST", "1") or "1").lower() in {"1", "true", "yes", "on"})
+    fast: bool = field(
+        default_factory=lambda: (_env("PLAYGROUND_FAST", "1") or "1").lower() in {"1", "true", "yes", "on"}
+    )
     # "llamacpp": base-model forward passes run on the GGUF file through llama-cpp-python (optional
     # install, `make llamacpp`); adapters and training stay on torch either way
-    engine: str = field(default_factory=lambda: (_env("PLAYGROUND_ENGINE", "torch") or "torch").lower().replace("-", "").replace(".", ""))
+    engine: str = field(
+        default_factory=lambda: (_env("PLAYGROUND_ENGINE", "torch") or "torch")
+        .lower()
+        .replace("-", "")
+        .replace(".", "")
+    )
     # mixed precision of training jobs: "auto" follows the hardware (pipelines.hardware.train_precision);
     # "fp32" / "bf16" / "fp16" force a plan (tests run every plan whatever the host CPU has)
     train_precision: str = field(default_factory=lambda: (_env("PLAYGROUND_TRAIN_PRECISION", "auto") or "auto").lower())
@@ -58,11 +61,11 @@ class Settings:
         if self.device not in {"auto", "cpu", "cuda", "mps"}:
             raise ValueError(f"PLAYGROUND_DEVICE must be auto, cpu, cuda or mps, got {self.device!r}")
         if self.dtype not in {"auto", "float32", "bfloat16", "float16"}:
-            raise ValueError(
-                f"PLAYGROUND_DTYPE must be auto, float32, bfloat16 or float16, got {self.dtype!r}"
-            )
+            raise ValueError(f"PLAYGROUND_DTYPE must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
         if self.train_precision not in TRAIN_PRECISIONS:
-            raise ValueError(f"PLAYGROUND_TRAIN_PRECISION must be {', '.join(TRAIN_PRECISIONS)}, got {self.train_precision!r}")
+            raise ValueError(
+                f"PLAYGROUND_TRAIN_PRECISION must be {', '.join(TRAIN_PRECISIONS)}, got {self.train_precision!r}"
+            )
         if self.engine not in {"torch", "llamacpp"}:
             raise ValueError(f"PLAYGROUND_ENGINE must be torch or llamacpp, got {self.engine!r}")
         if self.max_upload_mb < 1:

@@ -33,7 +33,9 @@ def text_metrics(predictions: Sequence[str], references: Sequence[str]) -> dict[
     """ROUGE-L (F1, 0-1) and corpus BLEU (0-100) of predictions against references."""
     if not predictions:
         return {"rougeL": float("nan"), "bleu": float("nan")}
-    logging.getLogger("absl").setLevel(logging.WARNING)  # rouge-score's tokenizer announces itself at INFO in the job log
+    logging.getLogger("absl").setLevel(
+        logging.WARNING
+    )  # rouge-score's tokenizer announces itself at INFO in the job log
     rouge = load_metric("rouge_l").compute(predictions=list(predictions), references=list(references))
     bleu = load_metric("bleu").compute(predictions=list(predictions), references=list(references))
     return {"rougeL": float(rouge["rougeL"]), "bleu": float(bleu["bleu"])}

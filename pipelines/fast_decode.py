@@ -157,7 +157,10 @@ class FastDecoder:
             for layer in model.model.layers:
                 attn, mlp = layer.self_attn, layer.mlp
                 norm1, norm2 = layer.input_layernorm.weight.float(), layer.post_attention_layernorm.weight.float()
-                qkv = torch.cat([attn.q_proj.weight[q_rows], attn.k_proj.weight[k_rows], attn.v_proj.weight]).float() * norm1
+                qkv = (
+                    torch.cat([attn.q_proj.weight[q_rows], attn.k_proj.weight[k_rows], attn.v_proj.weight]).float()
+                    * norm1
+                )
                 gate_up = torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]).float() * norm2
                 layers.append((_pack(qkv), _pack(attn.o_proj.weight), _pack(gate_up), _pack(mlp.down_proj.weight)))
             head = _pack(model.lm_head.weight.float() * model.model.norm.weight.float())
@@ -165,10 +168,18 @@ class FastDecoder:
         rotary = model.model.rotary_emb
         fn, scripted = _compiled_layers()
         return cls(
-            embed=embed, layers=layers, head=head, inv_freq=rotary.inv_freq.detach().float().clone(),
-            rope_scale=float(getattr(rotary, "attention_scaling", 1.0)), n_heads=n_heads, n_kv_heads=n_kv,
-            head_dim=head_dim, intermediate=config.intermediate_size, eps=float(config.rms_norm_eps),
-            n_layers=len(layers), scripted=scripted,
+            embed=embed,
+            layers=layers,
+            head=head,
+            inv_freq=rotary.inv_freq.detach().float().clone(),
+            rope_scale=float(getattr(rotary, "attention_scaling", 1.0)),
+            n_heads=n_heads,
+            n_kv_heads=n_kv,
+            head_dim=head_dim,
+            intermediate=config.intermediate_size,
+            eps=float(config.rms_norm_eps),
+            n_layers=len(layers),
+            scripted=scripted,
         )
 
     def new_cache(self, batch: int, length: int) -> KVCache:
@@ -180,7 +191,12 @@ class FastDecoder:
         return torch.polar(torch.full_like(angles, self.rope_scale), angles).unsqueeze(2)
 
     def forward(
-        self, ids: torch.Tensor, positions: torch.Tensor, start: int, cache: KVCache, key_mask: torch.Tensor | None = None
+        self,
+        ids: torch.Tensor,
+        positions: torch.Tensor,
+        start: int,
+        cache: KVCache,
+        key_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Logits [B, V] of the last position after feeding `ids` [B, T] at cache offset `start`.
 
@@ -203,8 +219,20 @@ class FastDecoder:
         fn, _ = _compiled_layers()
         x = F.embedding(ids, self.embed)
         with torch.inference_mode(), torch.jit.optimized_execution(False):
-            logits = fn(x, self._freqs(positions), start, self.layers, cache, mask, self.n_heads, self.n_kv_heads,
-                        self.head_dim, self.intermediate, self.eps, self.head)
+            logits = fn(
+                x,
+                self._freqs(positions),
+                start,
+                self.layers,
+                cache,
+                mask,
+                self.n_heads,
+                self.n_kv_heads,
+                self.head_dim,
+                self.intermediate,
+                self.eps,
+                self.head,
+            )
         return logits[:, -1]
 
 

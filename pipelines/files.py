@@ -29,7 +29,9 @@ def safe_filename(name: str, default: str = "upload") -> str:
     return name
 
 
-def copy_upload(source: str | Path, directory: Path, *, max_bytes: int, allowed_suffixes: tuple[str, ...], name: str | None = None) -> Path:
+def copy_upload(
+    source: str | Path, directory: Path, *, max_bytes: int, allowed_suffixes: tuple[str, ...], name: str | None = None
+) -> Path:
     """Copy an uploaded file into `directory` under a sanitised name, enforcing type and size."""
     source = Path(source)
     if not source.is_file():

@@ -120,6 +120,7 @@ def qlora_available() -> tuple[bool, str]:
 
 # --- the plan shown before training -------------------------------------------------------------
 
+
 def linear_module_names(model: Any) -> list[str]:
     """Names of the linear layer types LoRA can target (the output head excluded), adapters or not."""
     return model_structure.linear_layer_types(model, DEFAULT_TARGETS)
@@ -136,7 +137,9 @@ class TrainingPlan:
         return 100.0 * self.trainable_params / max(self.total_params, 1)
 
 
-def plan(model: Any, method: str, *, lora_r: int, target_modules: Sequence[str], num_virtual_tokens: int) -> TrainingPlan:
+def plan(
+    model: Any, method: str, *, lora_r: int, target_modules: Sequence[str], num_virtual_tokens: int
+) -> TrainingPlan:
     """Trainable parameters and the memory each method would need, for this model.
 
     LoRA adds B (out x r) and A (r x in) beside each targeted W (out x in): r*(in+out) trainable
@@ -183,8 +186,12 @@ def plan(model: Any, method: str, *, lora_r: int, target_modules: Sequence[str],
 def loss_mask_example(tokenizer: Any, conversation: Sequence[Any]) -> list[tuple[str, bool]]:
     """(token text, carries loss) for one example, exactly as trl masks prompt/completion data."""
     example = sft_data.to_examples([conversation])[-1]
-    prompt_ids = tokenizer.apply_chat_template(example["prompt"], add_generation_prompt=True, tokenize=True, return_dict=False)
-    full_ids = tokenizer.apply_chat_template(example["prompt"] + example["completion"], tokenize=True, return_dict=False)
+    prompt_ids = tokenizer.apply_chat_template(
+        example["prompt"], add_generation_prompt=True, tokenize=True, return_dict=False
+    )
+    full_ids = tokenizer.apply_chat_template(
+        example["prompt"] + example["completion"], tokenize=True, return_dict=False
+    )
     if hasattr(prompt_ids, "keys"):
         prompt_ids, full_ids = prompt_ids["input_ids"], full_ids["input_ids"]
     return [(tokenizer.decode([t]), i >= len(prompt_ids)) for i, t in enumerate(full_ids)]
@@ -192,17 +199,25 @@ def loss_mask_example(tokenizer: Any, conversation: Sequence[Any]) -> list[tuple
 
 # --- the job ------------------------------------------------------------------------------------
 
+
 def target_dir(name: str) -> Path:
     return adapters.adapter_path(name)
 
 
 def check_can_write(spec: FinetuneSpec) -> None:
     if target_dir(spec.out).exists() and not spec.overwrite:
-        raise InvalidParameter("out", f"an adapter named {spec.out!r} already exists; choose another name or allow replacing it")
+        raise InvalidParameter(
+            "out", f"an adapter named {spec.out!r} already exists; choose another name or allow replacing it"
+        )
 
 
-def _samples(handle: Any, conversations: Sequence[Sequence[Any]], spec: FinetuneSpec, adapter: str | None,
-             done: Callable[[int], None] | None = None) -> list[str]:
+def _samples(
+    handle: Any,
+    conversations: Sequence[Sequence[Any]],
+    spec: FinetuneSpec,
+    adapter: str | None,
+    done: Callable[[int], None] | None = None,
+) -> list[str]:
     """Greedy answers to the held-out prompts, four per batch; `done(n)` after each batch."""
     from .chat import render
 
@@ -210,7 +225,9 @@ def _samples(handle: Any, conversations: Sequence[Sequence[Any]], spec: Finetune
     params = [SamplingParams(temperature=0, max_new_tokens=spec.eval_max_new_tokens)] * len(prompts)
     outputs: list[str] = []
     for start in range(0, len(prompts), SAMPLE_BATCH):
-        rows = generation.generate_batch(handle, prompts[start : start + SAMPLE_BATCH], params[start : start + SAMPLE_BATCH], adapter=adapter)
+        rows = generation.generate_batch(
+            handle, prompts[start : start + SAMPLE_BATCH], params[start : start + SAMPLE_BATCH], adapter=adapter
+        )
         outputs.extend(r.text.strip() for r in rows)
         if done:
             done(len(rows))
@@ -297,11 +314,22 @@ def run(spec: FinetuneSpec, ctx: JobContext) -> dict[str, Any]:
     model = _load_base(source, device, spec)
     peft_config = peft_config_for(spec, source)
     planned_steps = training.planned_steps(len(train_ds), spec.batch_size, spec.grad_accum, spec.epochs, spec.max_steps)
-    args = training_args(spec, ctx.directory / "trainer", device=device, planned_steps=planned_steps, has_eval=eval_ds is not None,
-                         precision=precision)
+    args = training_args(
+        spec,
+        ctx.directory / "trainer",
+        device=device,
+        planned_steps=planned_steps,
+        has_eval=eval_ds is not None,
+        precision=precision,
+    )
     trainer = SFTTrainer(
-        model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer,
-        peft_config=peft_config, callbacks=[trainer_callback(ctx)],
+        model=model,
+        args=args,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=[trainer_callback(ctx)],
     )
     training.console_quiet(trainer)
     peft_model = trainer.model
@@ -385,7 +413,12 @@ def run(spec: FinetuneSpec, ctx: JobContext) -> dict[str, Any]:
             "eval_conversations": len(eval_conv),
             "train_examples": len(trainer.train_dataset),
         },
-        "hyperparameters": {**spec.to_dict(), "learning_rate": spec.lr, "precision": precision.reason, "device": device},
+        "hyperparameters": {
+            **spec.to_dict(),
+            "learning_rate": spec.lr,
+            "precision": precision.reason,
+            "device": device,
+        },
         "trainable_params": trainable,
         "metrics": {"before": before, "after": after, "train_loss": train_result.training_loss},
         "samples": samples,
@@ -423,18 +456,24 @@ def peft_config_for(spec: FinetuneSpec, source: str) -> Any:
 
     if spec.method == "lora":
         return LoraConfig(
-            r=spec.lora_r, lora_alpha=spec.lora_alpha, lora_dropout=spec.lora_dropout,
-            target_modules=list(spec.target_modules), task_type="CAUSAL_LM",
+            r=spec.lora_r,
+            lora_alpha=spec.lora_alpha,
+            lora_dropout=spec.lora_dropout,
+            target_modules=list(spec.target_modules),
+            task_type="CAUSAL_LM",
         )
     return PromptTuningConfig(
-        task_type="CAUSAL_LM", num_virtual_tokens=spec.num_virtual_tokens,
-        prompt_tuning_init=PromptTuningInit.TEXT, prompt_tuning_init_text=PROMPT_TUNING_INIT,
+        task_type="CAUSAL_LM",
+        num_virtual_tokens=spec.num_virtual_tokens,
+        prompt_tuning_init=PromptTuningInit.TEXT,
+        prompt_tuning_init_text=PROMPT_TUNING_INIT,
         tokenizer_name_or_path=source,
     )
 
 
-def training_args(spec: FinetuneSpec, output_dir: Path, *, device: str, planned_steps: int, has_eval: bool,
-                  precision: TrainPrecision) -> Any:
+def training_args(
+    spec: FinetuneSpec, output_dir: Path, *, device: str, planned_steps: int, has_eval: bool, precision: TrainPrecision
+) -> Any:
     """The project's SFTConfig: trl's defaults changed where they hurt on this hardware.
 
     - precision from the hardware (trl defaults to bf16, ~40x slower on CPUs that emulate it);

@@ -63,7 +63,9 @@ class Completion:
     finish_reason: str | None = None  # "length" | "stop" | "eos" | "cancelled"
     seconds: float = 0.0
     max_new_tokens: int = 0  # after fitting into the context window
-    engine: str = "torch"  # which engine ran the forward passes: "torch", "torch-fp16" (the lean decoder) or "llama.cpp"
+    engine: str = (
+        "torch"  # which engine ran the forward passes: "torch", "torch-fp16" (the lean decoder) or "llama.cpp"
+    )
 
     @property
     def done(self) -> bool:
@@ -236,7 +238,10 @@ class _RowState:
                 logprob=float(logprobs[token_id]),
                 top=[]
                 if top is None
-                else [{"token": _decode_token(handle, int(t)), "logprob": float(v)} for v, t in zip(top.values, top.indices)],
+                else [
+                    {"token": _decode_token(handle, int(t)), "logprob": float(v)}
+                    for v, t in zip(top.values, top.indices)
+                ],
                 sampled_prob=probability,
             )
         )
@@ -290,8 +295,15 @@ def stream_batch(
         if len(set(adapter)) == 1:
             adapter = adapter[0]
         elif any(handle.is_prompt_tuning(a) for a in adapter):
-            yield from _stream_groups(handle, prompts, params, list(adapter), top_alternatives=top_alternatives,
-                                      should_stop=should_stop, ignore_eos=ignore_eos)
+            yield from _stream_groups(
+                handle,
+                prompts,
+                params,
+                list(adapter),
+                top_alternatives=top_alternatives,
+                should_stop=should_stop,
+                ignore_eos=ignore_eos,
+            )
             return
         else:
             adapter = list(adapter)
@@ -417,7 +429,11 @@ def _stream_torch(
 
 
 def _stream_fast(
-    handle: ModelHandle, decoder: Any, rows: list[Completion], states: list[_RowState], should_stop: Callable[[], bool] | None
+    handle: ModelHandle,
+    decoder: Any,
+    rows: list[Completion],
+    states: list[_RowState],
+    should_stop: Callable[[], bool] | None,
 ) -> Iterator[list[Completion]]:
     """The base model on the lean fp16 decoder (pipelines/fast_decode.py), same rows and sampling."""
     padded, mask = _left_padded(handle, rows)
@@ -437,7 +453,9 @@ def _stream_fast(
                 logits = decoder.forward(padded, positions, 0, cache, padding)
                 offset, positions = width, positions[:, -1:] + 1
             else:
-                logits = decoder.forward(torch.tensor(chosen, dtype=torch.long).unsqueeze(-1), positions, offset, cache, padding)
+                logits = decoder.forward(
+                    torch.tensor(chosen, dtype=torch.long).unsqueeze(-1), positions, offset, cache, padding
+                )
                 offset, positions = offset + 1, positions + 1
         return logits.float()
 
@@ -452,13 +470,19 @@ def _pad_id(handle: ModelHandle) -> int:
 
 
 def _stream_groups(
-    handle: ModelHandle, prompts: Sequence[Prompt], params: Sequence[SamplingParams], adapters: list[str | None], **kwargs: Any
+    handle: ModelHandle,
+    prompts: Sequence[Prompt],
+    params: Sequence[SamplingParams],
+    adapters: list[str | None],
+    **kwargs: Any,
 ) -> Iterator[list[Completion]]:
     """Rows grouped by adapter, each group generated as its own batch, streamed as one list."""
     rows: list[Completion | None] = [None] * len(prompts)
     for adapter in dict.fromkeys(adapters):
         indices = [i for i, a in enumerate(adapters) if a == adapter]
-        for group in stream_batch(handle, [prompts[i] for i in indices], [params[i] for i in indices], adapter=adapter, **kwargs):
+        for group in stream_batch(
+            handle, [prompts[i] for i in indices], [params[i] for i in indices], adapter=adapter, **kwargs
+        ):
             for i, row in zip(indices, group):
                 rows[i] = row
             if all(r is not None for r in rows):
@@ -488,6 +512,7 @@ def generate_batch(
 
 
 # --- the distribution inspector ---------------------------------------------------------------
+
 
 class _LogitsCache:
     """Recent next-token logits by context, so moving a slider re-filters without a forward pass."""

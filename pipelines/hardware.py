@@ -96,7 +96,11 @@ def fp16_gemm_available(hw: Hardware) -> bool:
 
 
 def plan_device(
-    hw: Hardware, requested_device: str = "auto", requested_dtype: str = "auto", threads: int | None = None, fast: bool = False
+    hw: Hardware,
+    requested_device: str = "auto",
+    requested_dtype: str = "auto",
+    threads: int | None = None,
+    fast: bool = False,
 ) -> DevicePlan:
     """Pick device, inference dtype, thread count, attention kernel and the CPU fast decode path for `hw`.
 
@@ -122,19 +126,26 @@ def plan_device(
     elif device == "mps":
         dtype, reason = torch.float16, "fp16 on Apple GPU"
     else:
-        dtype, reason = torch.float32, (
-            "fp32 on CPU (native bf16 present, but fp32 matmuls are exact and fast enough for small models)"
-            if hw.cpu_native_bf16
-            else "fp32 on CPU: this CPU has no native bf16, emulating it is many times slower"
+        dtype, reason = (
+            torch.float32,
+            (
+                "fp32 on CPU (native bf16 present, but fp32 matmuls are exact and fast enough for small models)"
+                if hw.cpu_native_bf16
+                else "fp32 on CPU: this CPU has no native bf16, emulating it is many times slower"
+            ),
         )
     # Leave nothing idle on small machines, but do not oversubscribe big ones: intra-op scaling
     # for a small model flattens out well before 16 threads.
     n_threads = threads or max(1, min(hw.cpu_count, 16))
     attn = "sdpa"
-    lean = bool(fast and device == "cpu" and dtype == torch.float32 and requested_dtype == "auto" and fp16_gemm_available(hw))
+    lean = bool(
+        fast and device == "cpu" and dtype == torch.float32 and requested_dtype == "auto" and fp16_gemm_available(hw)
+    )
     if lean:
         reason += "; base-model decoding through fp16 weights in a TorchScript loop (PLAYGROUND_FAST=0 turns it off)"
-    return DevicePlan(device=device, dtype=dtype, threads=n_threads, attn_implementation=attn, reason=reason, fast_decode=lean)
+    return DevicePlan(
+        device=device, dtype=dtype, threads=n_threads, attn_implementation=attn, reason=reason, fast_decode=lean
+    )
 
 
 def train_precision(hw: Hardware, device: str, requested: str = "auto") -> TrainPrecision:
@@ -150,12 +161,18 @@ def train_precision(hw: Hardware, device: str, requested: str = "auto") -> Train
         if device == "cuda" and not hw.cuda_bf16:
             raise ValueError("PLAYGROUND_TRAIN_PRECISION=bf16, but this GPU has no bf16: use fp16 or auto")
         native = device != "cpu" or hw.cpu_native_bf16
-        return TrainPrecision(bf16=True, fp16=False, reason="bf16 mixed precision as configured (PLAYGROUND_TRAIN_PRECISION)"
-                              + ("" if native else "; this CPU emulates bf16, which is many times slower than fp32"))
+        return TrainPrecision(
+            bf16=True,
+            fp16=False,
+            reason="bf16 mixed precision as configured (PLAYGROUND_TRAIN_PRECISION)"
+            + ("" if native else "; this CPU emulates bf16, which is many times slower than fp32"),
+        )
     if requested == "fp16":
         if device == "cpu":
             raise ValueError("PLAYGROUND_TRAIN_PRECISION=fp16 needs a GPU: use bf16, fp32 or auto on a CPU")
-        return TrainPrecision(bf16=False, fp16=True, reason="fp16 mixed precision as configured (PLAYGROUND_TRAIN_PRECISION)")
+        return TrainPrecision(
+            bf16=False, fp16=True, reason="fp16 mixed precision as configured (PLAYGROUND_TRAIN_PRECISION)"
+        )
     if device == "cuda":
         if hw.cuda_bf16:
             return TrainPrecision(bf16=True, fp16=False, reason="bf16 mixed precision on GPU")

@@ -119,6 +119,7 @@ def _info(row: JobRow) -> JobInfo:
 
 # --- files --------------------------------------------------------------------------------------
 
+
 def job_dir(job_id: str, settings: Settings | None = None) -> Path:
     if not job_id or not all(c.isalnum() for c in job_id):
         raise JobError(f"invalid job id {job_id!r}")
@@ -185,7 +186,10 @@ def tail_log(job_id: str, lines: int = 60, settings: Settings | None = None) -> 
 
 # --- the table ----------------------------------------------------------------------------------
 
-def submit(kind: str, name: str, spec: dict[str, Any], *, owner: str | None = None, job_id: str | None = None) -> JobInfo:
+
+def submit(
+    kind: str, name: str, spec: dict[str, Any], *, owner: str | None = None, job_id: str | None = None
+) -> JobInfo:
     """Queue a job; the app's JobManager starts it when a slot is free."""
     if kind not in KINDS:
         raise JobError(f"unknown job kind {kind!r}")
@@ -194,8 +198,14 @@ def submit(kind: str, name: str, spec: dict[str, Any], *, owner: str | None = No
     (job_dir(job_id) / "spec.json").write_text(json.dumps(spec, indent=2), encoding="utf-8")
     with session() as s:
         row = JobRow(
-            id=job_id, kind=kind, name=name, status=QUEUED, spec=json.dumps(spec), owner=owner,
-            created_at=time.time(), message="waiting for a free slot",
+            id=job_id,
+            kind=kind,
+            name=name,
+            status=QUEUED,
+            spec=json.dumps(spec),
+            owner=owner,
+            created_at=time.time(),
+            message="waiting for a free slot",
         )
         s.add(row)
         s.flush()
@@ -234,7 +244,12 @@ def request_cancel(job_id: str) -> JobInfo:
 
 def _finish(job_id: str, status: str, message: str, result: dict[str, Any] | None = None) -> bool:
     """Write a final status once: only a running job can finish (compare-and-set)."""
-    values: dict[str, Any] = {"status": status, "finished_at": time.time(), "message": message[:4000], "eta_seconds": None}
+    values: dict[str, Any] = {
+        "status": status,
+        "finished_at": time.time(),
+        "message": message[:4000],
+        "eta_seconds": None,
+    }
     if result is not None:
         values["result"] = json.dumps(result)
     if status == SUCCEEDED:
@@ -245,6 +260,7 @@ def _finish(job_id: str, status: str, message: str, result: dict[str, Any] | Non
 
 
 # --- inside a job -------------------------------------------------------------------------------
+
 
 @dataclass
 class Phase:
@@ -395,9 +411,9 @@ class JobContext:
         eta = current.eta() if current is not None else None
         with session() as s:
             s.execute(
-                update(JobRow).where(JobRow.id == self.job_id).values(
-                    step=step, total_steps=total, progress=fraction, eta_seconds=eta
-                )
+                update(JobRow)
+                .where(JobRow.id == self.job_id)
+                .values(step=step, total_steps=total, progress=fraction, eta_seconds=eta)
             )
 
     def request_stop(self) -> None:
@@ -439,7 +455,9 @@ def trainer_callback(ctx: JobContext):
             if logs:
                 clean = {k: float(v) for k, v in logs.items() if isinstance(v, (int, float))}
                 ctx.metric({"step": state.global_step, "epoch": state.epoch, **clean})
-                shown = ", ".join(f"{k}={v:.4g}" for k, v in clean.items() if k in ("loss", "eval_loss", "learning_rate", "grad_norm"))
+                shown = ", ".join(
+                    f"{k}={v:.4g}" for k, v in clean.items() if k in ("loss", "eval_loss", "learning_rate", "grad_norm")
+                )
                 if shown:
                     ctx.info(f"step {state.global_step}/{state.max_steps}: {shown}")
 
@@ -488,7 +506,9 @@ def _is_main_rank() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def run_foreground(kind: str, name: str, spec: dict[str, Any], *, owner: str | None = None, echo: bool = True) -> JobInfo:
+def run_foreground(
+    kind: str, name: str, spec: dict[str, Any], *, owner: str | None = None, echo: bool = True
+) -> JobInfo:
     """Run a job in this process (the CLI path), visible to the app like any other job.
 
     Under `accelerate launch` every rank runs the job function; only rank 0 records it.
@@ -504,9 +524,19 @@ def run_foreground(kind: str, name: str, spec: dict[str, Any], *, owner: str | N
         with session() as s:
             s.add(
                 JobRow(
-                    id=job_id, kind=kind, name=name, status=RUNNING, spec=json.dumps(spec), owner=owner,
-                    created_at=time.time(), started_at=time.time(), host=socket.gethostname(), pid=me.pid,
-                    pid_started=me.create_time(), foreground=True, message="running in the foreground",
+                    id=job_id,
+                    kind=kind,
+                    name=name,
+                    status=RUNNING,
+                    spec=json.dumps(spec),
+                    owner=owner,
+                    created_at=time.time(),
+                    started_at=time.time(),
+                    host=socket.gethostname(),
+                    pid=me.pid,
+                    pid_started=me.create_time(),
+                    foreground=True,
+                    message="running in the foreground",
                 )
             )
     directory = job_dir(job_id) if main else Path(tempfile.mkdtemp(prefix="playground-rank-"))
@@ -520,10 +550,13 @@ def run_foreground(kind: str, name: str, spec: dict[str, Any], *, owner: str | N
         ctx.info(f"{status}: {message}")
         _finish(job_id, status, message, result)
         return get(job_id)
-    return JobInfo(job_id, kind, name, status, spec, owner, 0, None, None, 1.0, 0, 0, None, message, result, False, True, None)
+    return JobInfo(
+        job_id, kind, name, status, spec, owner, 0, None, None, 1.0, 0, 0, None, message, result, False, True, None
+    )
 
 
 # --- the manager (lives in the app process) ------------------------------------------------------
+
 
 def _alive(pid: int | None, started: float | None) -> bool:
     """Is this exact process still running? (pid + start time, so a reused pid does not count)."""
@@ -541,7 +574,9 @@ def _alive(pid: int | None, started: float | None) -> bool:
 class JobManager:
     """Starts queued jobs as processes, watches them, cancels them, recovers after restarts."""
 
-    def __init__(self, settings: Settings | None = None, *, max_parallel: int | None = None, interval: float = 1.0) -> None:
+    def __init__(
+        self, settings: Settings | None = None, *, max_parallel: int | None = None, interval: float = 1.0
+    ) -> None:
         self.settings = settings or get_settings()
         self.max_parallel = max_parallel or self.settings.max_jobs
         self.interval = interval
@@ -582,7 +617,9 @@ class JobManager:
             if not _alive(row.pid, row.pid_started):
                 if row.cancel_requested:
                     _finish(row.id, CANCELLED, "cancelled")
-                elif _finish(row.id, INTERRUPTED, "the job's process ended without finishing (app restart or crash); see its log"):
+                elif _finish(
+                    row.id, INTERRUPTED, "the job's process ended without finishing (app restart or crash); see its log"
+                ):
                     lost.append(row.id)
         return lost
 
@@ -635,9 +672,9 @@ class JobManager:
     def _launch(self, job_id: str) -> None:
         with session(self.settings) as s:  # claim atomically: another replica may be racing us
             claimed = s.execute(
-                update(JobRow).where(JobRow.id == job_id, JobRow.status == QUEUED).values(
-                    status=RUNNING, host=self.host, message="starting", started_at=time.time()
-                )
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.status == QUEUED)
+                .values(status=RUNNING, host=self.host, message="starting", started_at=time.time())
             ).rowcount
         if claimed != 1:
             return
@@ -646,7 +683,9 @@ class JobManager:
         env = {
             **os.environ,
             "PLAYGROUND_DATA_DIR": str(self.settings.data_dir),
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH")])),
+            "PYTHONPATH": os.pathsep.join(
+                filter(None, [str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH")])
+            ),
             "PYTHONUNBUFFERED": "1",
             # Training is torch's; before/after evaluations must also decode on one engine, in full precision, to compare.
             "PLAYGROUND_ENGINE": "torch",
@@ -664,8 +703,12 @@ class JobManager:
         with (directory / "log.txt").open("ab") as logfile:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "pipelines.worker", job_id],
-                stdout=logfile, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=env, cwd=str(directory), start_new_session=True,
+                stdout=logfile,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                cwd=str(directory),
+                start_new_session=True,
             )
         self._procs[job_id] = proc
         started = psutil.Process(proc.pid).create_time() if psutil.pid_exists(proc.pid) else None

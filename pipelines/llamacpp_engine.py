@@ -57,8 +57,13 @@ class LlamaCppEngine:
         self.gguf = Path(gguf)
         try:
             self.llm = Llama(
-                model_path=str(self.gguf), n_ctx=n_ctx, n_batch=512, n_threads=threads, n_threads_batch=threads,
-                logits_all=False, verbose=False,
+                model_path=str(self.gguf),
+                n_ctx=n_ctx,
+                n_batch=512,
+                n_threads=threads,
+                n_threads_batch=threads,
+                logits_all=False,
+                verbose=False,
             )
         except (ValueError, RuntimeError, OSError) as error:
             raise EngineUnavailable(f"llama.cpp could not load {self.gguf.name}: {error}") from error

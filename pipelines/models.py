@@ -22,11 +22,23 @@ from . import adapters, model_structure
 from .config import BUNDLED_MODEL, Settings, get_settings
 from .hardware import DevicePlan, apply_threads, detect, plan_device
 from .model_source import (  # noqa: F401 - re-exported: where the model comes from, for older callers
-    BUNDLED_NAME, BUNDLED_PACKAGE, ModelUnavailable, _first_line, _local_or_hub, _required_bundled_gguf, bundled_gguf_path,
-    bundled_model_dir, check_configured, configured_model_id, convert_gguf, default_model_id, resolve_source,
+    BUNDLED_NAME,
+    BUNDLED_PACKAGE,
+    ModelUnavailable,
+    _first_line,
+    _local_or_hub,
+    _required_bundled_gguf,
+    bundled_gguf_path,
+    bundled_model_dir,
+    check_configured,
+    configured_model_id,
+    convert_gguf,
+    default_model_id,
+    resolve_source,
 )
 
 log = logging.getLogger(__name__)
+
 
 def _set_event() -> threading.Event:
     event = threading.Event()
@@ -155,7 +167,9 @@ class ModelHandle:
         for adapter in {a for a in row_adapters if a is not None}:
             info = self._adapter_info(adapter)
             if info.peft_type != "LORA":
-                raise ModelUnavailable(f"adapter {adapter!r} ({info.peft_type}) cannot share a batch with other adapters")
+                raise ModelUnavailable(
+                    f"adapter {adapter!r} ({info.peft_type}) cannot share a batch with other adapters"
+                )
             version = adapters.version(info.path)
             loaded = self._loaded_adapters.get(adapter)
             if loaded is None or loaded[1] != version:
@@ -205,7 +219,9 @@ class ModelHandle:
             try:
                 embeddings = load_file(str(weights))["prompt_embeddings"]
             except (OSError, KeyError) as error:
-                raise ModelUnavailable(f"prompt-tuning adapter {adapter!r} is unreadable ({_first_line(error)})") from error
+                raise ModelUnavailable(
+                    f"prompt-tuning adapter {adapter!r} is unreadable ({_first_line(error)})"
+                ) from error
             hidden = self.base_model.get_input_embeddings().weight.shape[1]
             if embeddings.shape[-1] != hidden:
                 raise ModelUnavailable(
@@ -278,7 +294,9 @@ class ModelHandle:
         return self.model.get_base_model() if isinstance(self.model, PeftModel) else self.model
 
 
-def load_handle(model_id: str | None = None, settings: Settings | None = None, *, background: bool = False) -> ModelHandle:
+def load_handle(
+    model_id: str | None = None, settings: Settings | None = None, *, background: bool = False
+) -> ModelHandle:
     """Load a base model for inference on the best device this machine has.
 
     `background`: build the fast decoder in a thread (its fp16 packing releases the GIL, so in
@@ -308,14 +326,19 @@ def load_handle(model_id: str | None = None, settings: Settings | None = None, *
         if reason is None:
             handle.attach_fast_decoder(lambda: fast_decode.FastDecoder.build(model), background=background)
         else:  # the sidebar's model card shows the plan: say why this model decodes through transformers
-            handle.plan = replace(plan, fast_decode=False, reason=f"{plan.reason.split(';')[0]}; no fast decoder: {reason}")
+            handle.plan = replace(
+                plan, fast_decode=False, reason=f"{plan.reason.split(';')[0]}; no fast decoder: {reason}"
+            )
     if settings.engine == "llamacpp":
         from . import llamacpp_engine
 
         try:
             handle.llamacpp = llamacpp_engine.load(
-                source, bundled_gguf_path() if model_id == BUNDLED_MODEL else None,
-                n_ctx=min(handle.context_window, 8192), threads=plan.threads, n_vocab=model.config.vocab_size,
+                source,
+                bundled_gguf_path() if model_id == BUNDLED_MODEL else None,
+                n_ctx=min(handle.context_window, 8192),
+                threads=plan.threads,
+                n_vocab=model.config.vocab_size,
             )
         except llamacpp_engine.EngineUnavailable as error:
             raise ModelUnavailable(str(error)) from error

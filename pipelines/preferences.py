@@ -46,6 +46,7 @@ class PreferenceError(PlaygroundError, ValueError):
 
 # --- views -------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class ResponseView:
     id: str
@@ -111,16 +112,21 @@ def _item_view(item: PrefItem, responses: Iterable[PrefResponse], labels: Iterab
         origin=item.origin,
         created_at=item.created_at,
         responses=sorted(
-            (ResponseView(r.id, r.position, r.text, r.source, r.model, json.loads(r.sampling or "{}"), r.seed) for r in responses),
+            (
+                ResponseView(r.id, r.position, r.text, r.source, r.model, json.loads(r.sampling or "{}"), r.seed)
+                for r in responses
+            ),
             key=lambda r: r.position,
         ),
         labels=[
-            LabelView(lb.item_id, lb.annotator, lb.choice, json.loads(lb.ranking), lb.rationale, lb.created_at) for lb in labels
+            LabelView(lb.item_id, lb.annotator, lb.choice, json.loads(lb.ranking), lb.rationale, lb.created_at)
+            for lb in labels
         ],
     )
 
 
 # --- items -------------------------------------------------------------------------------------
+
 
 def create_item(
     prompt: Sequence[Message] | Sequence[dict[str, Any]],
@@ -143,8 +149,12 @@ def create_item(
     item_id = uuid.uuid4().hex[:12]
     with session() as s:
         item = PrefItem(
-            id=item_id, prompt=_messages_json(messages), prompt_text=_prompt_text(messages)[:10_000], origin=origin[:128],
-            created_at=time.time(), created_by=created_by,
+            id=item_id,
+            prompt=_messages_json(messages),
+            prompt_text=_prompt_text(messages)[:10_000],
+            origin=origin[:128],
+            created_at=time.time(),
+            created_by=created_by,
         )
         s.add(item)
         s.flush()  # the item row must exist before responses reference it
@@ -153,8 +163,14 @@ def create_item(
             draft = responses[draft_index]
             rows.append(
                 PrefResponse(
-                    id=uuid.uuid4().hex[:12], item_id=item_id, position=position, text=draft.text,
-                    source=draft.source[:256], model=draft.model[:256], sampling=json.dumps(draft.sampling), seed=draft.seed,
+                    id=uuid.uuid4().hex[:12],
+                    item_id=item_id,
+                    position=position,
+                    text=draft.text,
+                    source=draft.source[:256],
+                    model=draft.model[:256],
+                    sampling=json.dumps(draft.sampling),
+                    seed=draft.seed,
                 )
             )
         s.add_all(rows)
@@ -189,9 +205,7 @@ def next_unlabelled(annotator: str, *, min_responses: int = 2) -> ItemView | Non
     """The oldest item this annotator has not voted on (e.g. imported or sent from Chat)."""
     with session() as s:
         voted = select(PrefLabel.item_id).where(PrefLabel.annotator == annotator)
-        counts = (
-            select(PrefResponse.item_id, func.count().label("n")).group_by(PrefResponse.item_id).subquery()
-        )
+        counts = select(PrefResponse.item_id, func.count().label("n")).group_by(PrefResponse.item_id).subquery()
         item_id = s.scalar(
             select(PrefItem.id)
             .join(counts, counts.c.item_id == PrefItem.id)
@@ -210,6 +224,7 @@ def delete_item(item_id: str) -> bool:
 
 
 # --- votes -------------------------------------------------------------------------------------
+
 
 def ranking_for(choice: str, n_responses: int, ranking: Sequence[Sequence[int]] | None = None) -> list[list[int]]:
     """Normalise a vote to groups of positions, best first (ties share a group)."""
@@ -278,13 +293,25 @@ def submit_label(
     groups = ranking_for(choice, n, ranking)
     stored_choice = "ranking" if choice == "ranking" else choice
     values = {
-        "item_id": item_id, "annotator": annotator, "choice": stored_choice, "ranking": json.dumps(groups),
-        "rationale": (rationale or "").strip(), "created_at": time.time(), "session": session_id,
+        "item_id": item_id,
+        "annotator": annotator,
+        "choice": stored_choice,
+        "ranking": json.dumps(groups),
+        "rationale": (rationale or "").strip(),
+        "created_at": time.time(),
+        "session": session_id,
     }
     with session() as s:
         inserted = s.execute(_insert_ignore(values)).rowcount == 1
         existing = s.scalar(select(PrefLabel).where(PrefLabel.item_id == item_id, PrefLabel.annotator == annotator))
-        view = LabelView(existing.item_id, existing.annotator, existing.choice, json.loads(existing.ranking), existing.rationale, existing.created_at)
+        view = LabelView(
+            existing.item_id,
+            existing.annotator,
+            existing.choice,
+            json.loads(existing.ranking),
+            existing.rationale,
+            existing.created_at,
+        )
     if not inserted and (view.choice != stored_choice or view.ranking != groups):
         raise PreferenceError(f"{annotator} already voted on this item ({view.choice}); votes are locked once cast")
     return VoteResult(view, inserted)
@@ -306,10 +333,14 @@ def _insert_ignore(values: dict[str, Any]):
 
 def delete_label(item_id: str, annotator: str) -> bool:
     with session() as s:
-        return s.execute(delete(PrefLabel).where(PrefLabel.item_id == item_id, PrefLabel.annotator == annotator)).rowcount == 1
+        return (
+            s.execute(delete(PrefLabel).where(PrefLabel.item_id == item_id, PrefLabel.annotator == annotator)).rowcount
+            == 1
+        )
 
 
 # --- prompt sets -------------------------------------------------------------------------------
+
 
 def add_prompt_set(name: str, prompts: Sequence[Sequence[Message]]) -> int:
     """Store prompts under a set name (duplicates within the set are skipped). Returns how many are new."""
@@ -365,7 +396,9 @@ def stored_prompts() -> list[list[Message]]:
 
 def prompt_sets() -> dict[str, int]:
     with session() as s:
-        return {name: n for name, n in s.execute(select(PrefPrompt.set_name, func.count()).group_by(PrefPrompt.set_name))}
+        return {
+            name: n for name, n in s.execute(select(PrefPrompt.set_name, func.count()).group_by(PrefPrompt.set_name))
+        }
 
 
 def draw_prompt(set_name: str, rng: random.Random | None = None) -> list[Message]:
@@ -374,13 +407,16 @@ def draw_prompt(set_name: str, rng: random.Random | None = None) -> list[Message
         least = s.scalar(select(func.min(PrefPrompt.used)).where(PrefPrompt.set_name == set_name))
         if least is None:
             raise PreferenceError(f"no prompt set {set_name!r}")
-        candidates = s.scalars(select(PrefPrompt).where(PrefPrompt.set_name == set_name, PrefPrompt.used == least)).all()
+        candidates = s.scalars(
+            select(PrefPrompt).where(PrefPrompt.set_name == set_name, PrefPrompt.used == least)
+        ).all()
         chosen = (rng or random).choice(candidates)
         chosen.used += 1
         return normalise(json.loads(chosen.prompt))
 
 
 # --- from votes to training data ---------------------------------------------------------------
+
 
 def _assistant(text: str) -> list[dict[str, str]]:
     return [{"role": "assistant", "content": text}]
@@ -402,18 +438,36 @@ def pairs_and_unpaired(items: Iterable[ItemView] | None = None) -> tuple[list[di
         for label in item.labels:
             meta = {"item_id": item.id, "annotator": label.annotator}
             if label.choice in THUMBS:
-                unpaired.append({"prompt": prompt, "completion": _assistant(by_position[0].text), "label": label.choice == "up", **meta})
+                unpaired.append(
+                    {
+                        "prompt": prompt,
+                        "completion": _assistant(by_position[0].text),
+                        "label": label.choice == "up",
+                        **meta,
+                    }
+                )
                 continue
             if label.choice in ("tie", "both_bad"):
                 for response in item.responses:
-                    unpaired.append({"prompt": prompt, "completion": _assistant(response.text), "label": label.choice == "tie", **meta})
+                    unpaired.append(
+                        {
+                            "prompt": prompt,
+                            "completion": _assistant(response.text),
+                            "label": label.choice == "tie",
+                            **meta,
+                        }
+                    )
                 continue
             for better_group, worse_group in itertools.combinations(label.ranking, 2):
                 for better, worse in itertools.product(better_group, worse_group):
-                    pairs.append({
-                        "prompt": prompt, "chosen": _assistant(by_position[better].text),
-                        "rejected": _assistant(by_position[worse].text), **meta,
-                    })
+                    pairs.append(
+                        {
+                            "prompt": prompt,
+                            "chosen": _assistant(by_position[better].text),
+                            "rejected": _assistant(by_position[worse].text),
+                            **meta,
+                        }
+                    )
     return pairs, unpaired
 
 
@@ -455,7 +509,9 @@ def export(path: str | Path, fmt: str = "jsonl") -> dict[str, Any]:
         import shutil
 
         shutil.rmtree(tmp, ignore_errors=True)
-        Dataset.from_list(rows).save_to_disk(str(tmp)) if rows else Dataset.from_dict({c: [] for c in TRL_PAIR_COLUMNS}).save_to_disk(str(tmp))
+        Dataset.from_list(rows).save_to_disk(str(tmp)) if rows else Dataset.from_dict(
+            {c: [] for c in TRL_PAIR_COLUMNS}
+        ).save_to_disk(str(tmp))
         shutil.rmtree(path, ignore_errors=True)
     tmp.replace(path)
     return {"path": str(path), "format": fmt, "rows": len(rows), "pairs": len(pairs), "unpaired": len(unpaired)}
@@ -489,15 +545,24 @@ def push_to_hub(repo_id: str, token: str | None = None, *, private: bool = True)
     try:
         for name, rows in tables.items():
             Dataset.from_list(rows).push_to_hub(
-                repo_id, config_name=name, split="train", set_default=name == next(iter(tables)),
-                token=token, private=private, commit_message=f"LLM Playground: {len(rows)} {name} rows",
+                repo_id,
+                config_name=name,
+                split="train",
+                set_default=name == next(iter(tables)),
+                token=token,
+                private=private,
+                commit_message=f"LLM Playground: {len(rows)} {name} rows",
             )
     except Exception as error:  # noqa: BLE001 - offline, bad token, no permission: all one message
         raise PreferenceError(f"could not push to the Hub ({str(error).splitlines()[0][:200]})") from error
-    return {"url": f"https://huggingface.co/datasets/{repo_id}", "configs": {name: len(rows) for name, rows in tables.items()}}
+    return {
+        "url": f"https://huggingface.co/datasets/{repo_id}",
+        "configs": {name: len(rows) for name, rows in tables.items()},
+    }
 
 
 # --- import ------------------------------------------------------------------------------------
+
 
 @dataclass
 class ImportResult:
@@ -598,20 +663,31 @@ def import_file(path: str | Path, *, annotator: str | None = None) -> ImportResu
     imported = 0
     for row in rows:
         if "chosen" in row:
-            item = create_item(row["prompt"], [ResponseDraft(row["chosen"][0].content, source="imported"),
-                                               ResponseDraft(row["rejected"][0].content, source="imported")],
-                               origin=f"import:{path.name}", created_by=annotator)
+            item = create_item(
+                row["prompt"],
+                [
+                    ResponseDraft(row["chosen"][0].content, source="imported"),
+                    ResponseDraft(row["rejected"][0].content, source="imported"),
+                ],
+                origin=f"import:{path.name}",
+                created_by=annotator,
+            )
             chosen_position = next(r.position for r in item.responses if r.text == row["chosen"][0].content)
             submit_label(item.id, annotator, LETTERS[chosen_position])
         else:
-            item = create_item(row["prompt"], [ResponseDraft(row["completion"][0].content, source="imported")],
-                               origin=f"import:{path.name}", created_by=annotator)
+            item = create_item(
+                row["prompt"],
+                [ResponseDraft(row["completion"][0].content, source="imported")],
+                origin=f"import:{path.name}",
+                created_by=annotator,
+            )
             submit_label(item.id, annotator, "up" if row["label"] else "down")
         imported += 1
     return ImportResult(imported, errors)
 
 
 # --- what the labels say -----------------------------------------------------------------------
+
 
 def stats(items: Sequence[ItemView] | None = None) -> dict[str, Any]:
     """Totals, labels per annotator, agreement, position bias, tie and both-bad rates."""
@@ -650,8 +726,10 @@ def leaderboard_gap(items: Sequence[ItemView] | None = None) -> str:
         return "no comparison votes yet (👍/👎 on a single reply rank nothing)."
     if not any(len({r.source for r in item.responses}) > 1 for item in compared):
         sources = ", ".join(sorted({r.source for item in compared for r in item.responses}))
-        return (f"every vote so far compares responses of one source with each other ({sources}), so no source can beat "
-                "another. Pick different models for Source A and B (e.g. the base model and an adapter) to rank them.")
+        return (
+            f"every vote so far compares responses of one source with each other ({sources}), so no source can beat "
+            "another. Pick different models for Source A and B (e.g. the base model and an adapter) to rank them."
+        )
     return "no vote between two different sources can be scored yet."
 
 
@@ -698,9 +776,14 @@ def leaderboard(items: Sequence[ItemView] | None = None) -> list[dict[str, Any]]
     scale = 400 / np.log(10)
     ratings = 1000 + scale * (params - params.mean())
     table = [
-        {"source": name, "rating": round(float(ratings[index[name]]), 1), "wins": record[name]["wins"],
-         "losses": record[name]["losses"], "ties": record[name]["ties"],
-         "comparisons": record[name]["wins"] + record[name]["losses"] + record[name]["ties"]}
+        {
+            "source": name,
+            "rating": round(float(ratings[index[name]]), 1),
+            "wins": record[name]["wins"],
+            "losses": record[name]["losses"],
+            "ties": record[name]["ties"],
+            "comparisons": record[name]["wins"] + record[name]["losses"] + record[name]["ties"],
+        }
         for name in names
     ]
     return sorted(table, key=lambda row: -row["rating"])

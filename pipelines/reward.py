@@ -45,6 +45,7 @@ class RewardSpec(training.PairSpec):
 
 # --- where reward models live ------------------------------------------------------------------
 
+
 def models_dir(settings: Settings | None = None) -> Path:
     return (settings or get_settings()).data_dir / "reward_models"
 
@@ -76,6 +77,7 @@ def meta(name: str) -> dict[str, Any]:
 
 # --- data --------------------------------------------------------------------------------------
 
+
 def _as_json(messages: Sequence[Any]) -> list[dict[str, str]]:
     return [m.to_json() if hasattr(m, "to_json") else dict(m) for m in messages]
 
@@ -90,7 +92,8 @@ def load_pairs(spec: RewardSpec) -> tuple[list[dict[str, Any]], list[dict[str, A
         raw, errors = preferences.read_pairs(spec.data)
         rows = [
             {"prompt": _as_json(r["prompt"]), "chosen": _as_json(r["chosen"]), "rejected": _as_json(r["rejected"])}
-            for r in raw if "chosen" in r
+            for r in raw
+            if "chosen" in r
         ]
     if errors and not spec.skip_bad_rows:
         listed = "; ".join(f"line {e['line']}: {e['error']}" for e in errors[:5])
@@ -118,11 +121,14 @@ def split_by_prompt(rows: Sequence[dict[str, Any]], fraction: float, seed: int) 
 
 def tokenize(tokenizer: Any, prompt: Sequence[dict[str, str]], response: str) -> list[int]:
     """Token ids of a scored conversation, exactly as trl's RewardTrainer builds them."""
-    ids = tokenizer.apply_chat_template(list(prompt) + [{"role": "assistant", "content": response}], tokenize=True, return_dict=True)
+    ids = tokenizer.apply_chat_template(
+        list(prompt) + [{"role": "assistant", "content": response}], tokenize=True, return_dict=True
+    )
     return list(ids["input_ids"])
 
 
 # --- training ----------------------------------------------------------------------------------
+
 
 def _load_classifier(source: str, tokenizer: Any) -> Any:
     from transformers import AutoModelForSequenceClassification
@@ -165,24 +171,46 @@ def run(spec: RewardSpec, ctx: JobContext) -> dict[str, Any]:
     torch.manual_seed(spec.seed)
     model = _load_classifier(source, tokenizer).to(device)
     peft_config = LoraConfig(
-        task_type="SEQ_CLS", r=spec.lora_r, lora_alpha=spec.lora_alpha, lora_dropout=0.0,
-        target_modules=list(DEFAULT_TARGETS), modules_to_save=["score"],
+        task_type="SEQ_CLS",
+        r=spec.lora_r,
+        lora_alpha=spec.lora_alpha,
+        lora_dropout=0.0,
+        target_modules=list(DEFAULT_TARGETS),
+        modules_to_save=["score"],
     )
     planned = training.planned_steps(len(train_rows), spec.batch_size, 1, spec.epochs, spec.max_steps)
     args = RewardConfig(
-        output_dir=str(ctx.directory / "trainer"), num_train_epochs=spec.epochs, max_steps=spec.max_steps,
-        per_device_train_batch_size=spec.batch_size, per_device_eval_batch_size=spec.batch_size,
-        learning_rate=spec.learning_rate, lr_scheduler_type="cosine", warmup_steps=max(0, planned // 20),
-        max_length=spec.max_length, gradient_checkpointing=False, bf16=precision.bf16, fp16=precision.fp16,
-        use_cpu=device == "cpu", seed=spec.seed, logging_steps=max(1, planned // 40),
+        output_dir=str(ctx.directory / "trainer"),
+        num_train_epochs=spec.epochs,
+        max_steps=spec.max_steps,
+        per_device_train_batch_size=spec.batch_size,
+        per_device_eval_batch_size=spec.batch_size,
+        learning_rate=spec.learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=max(0, planned // 20),
+        max_length=spec.max_length,
+        gradient_checkpointing=False,
+        bf16=precision.bf16,
+        fp16=precision.fp16,
+        use_cpu=device == "cpu",
+        seed=spec.seed,
+        logging_steps=max(1, planned // 40),
         # Evaluate during training only on longer runs; the job measures before and after anyway.
-        eval_strategy="steps" if eval_rows and planned >= 12 else "no", eval_steps=max(3, planned // 4), save_strategy="no",
-        report_to="none", disable_tqdm=True, dataloader_num_workers=0,
+        eval_strategy="steps" if eval_rows and planned >= 12 else "no",
+        eval_steps=max(3, planned // 4),
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
     )
     trainer = RewardTrainer(
-        model=model, args=args, train_dataset=Dataset.from_list(train_rows),
-        eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None, processing_class=tokenizer,
-        peft_config=peft_config, callbacks=[trainer_callback(ctx)],
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(train_rows),
+        eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=[trainer_callback(ctx)],
     )
     training.console_quiet(trainer)
     kept_train = len(trainer.train_dataset)
@@ -224,7 +252,10 @@ def run(spec: RewardSpec, ctx: JobContext) -> dict[str, Any]:
         "job_id": ctx.job_id,
         "data": {
             "source": "store" if spec.from_store else Path(spec.data).name,
-            "pairs": len(rows), "bad_rows": len(errors), "train_pairs": kept_train, "eval_pairs": kept_eval,
+            "pairs": len(rows),
+            "bad_rows": len(errors),
+            "train_pairs": kept_train,
+            "eval_pairs": kept_eval,
             "split": "by prompt",
         },
         "hyperparameters": {**spec.to_dict(), "precision": precision.reason, "device": device},
@@ -235,8 +266,13 @@ def run(spec: RewardSpec, ctx: JobContext) -> dict[str, Any]:
     training.publish(staging, target, overwrite=spec.overwrite)
     ctx.info(f"reward model saved to {target}")
     _scorers.pop(spec.out, None)
-    return {"model_dir": str(target), "eval_accuracy": metrics["eval_accuracy"], "steps": int(trainer.state.global_step),
-            "seconds": seconds, **metrics}
+    return {
+        "model_dir": str(target),
+        "eval_accuracy": metrics["eval_accuracy"],
+        "steps": int(trainer.state.global_step),
+        "seconds": seconds,
+        **metrics,
+    }
 
 
 def run_job(ctx: JobContext) -> dict[str, Any]:
@@ -245,6 +281,7 @@ def run_job(ctx: JobContext) -> dict[str, Any]:
 
 
 # --- scoring -----------------------------------------------------------------------------------
+
 
 class RewardScorer:
     """A trained reward model loaded for scoring (thread-safe; one forward at a time)."""
@@ -265,7 +302,9 @@ class RewardScorer:
         try:
             self.model = PeftModel.from_pretrained(base, str(self.path)).eval()
         except (OSError, ValueError, RuntimeError) as error:
-            raise RewardModelError(f"reward model {name!r} cannot be loaded: {str(error).splitlines()[0][:200]}") from error
+            raise RewardModelError(
+                f"reward model {name!r} cannot be loaded: {str(error).splitlines()[0][:200]}"
+            ) from error
         self.lock = threading.Lock()
 
     @torch.inference_mode()
@@ -296,7 +335,11 @@ def scorer(name: str) -> RewardScorer:
     with _scorers_lock:
         current = _scorers.get(name)
         path = model_path(name)
-        if current is not None and (path / "meta.json").is_file() and current.version == (path / "meta.json").stat().st_mtime_ns:
+        if (
+            current is not None
+            and (path / "meta.json").is_file()
+            and current.version == (path / "meta.json").stat().st_mtime_ns
+        ):
             _scorers.move_to_end(name)
             return current
         loaded = RewardScorer(name)
@@ -325,7 +368,11 @@ def evaluate_pairs(name: str, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 def evaluate_file(name: str, path: str | Path) -> dict[str, Any]:
     raw, errors = preferences.read_pairs(path)
-    rows = [{"prompt": _as_json(r["prompt"]), "chosen": _as_json(r["chosen"]), "rejected": _as_json(r["rejected"])} for r in raw if "chosen" in r]
+    rows = [
+        {"prompt": _as_json(r["prompt"]), "chosen": _as_json(r["chosen"]), "rejected": _as_json(r["rejected"])}
+        for r in raw
+        if "chosen" in r
+    ]
     return {**evaluate_pairs(name, rows), "errors": errors}
 
 

@@ -131,21 +131,29 @@ def _parquet(path: Path, limits: RowLimits) -> Iterator[Row]:
     if meta.num_rows > limits.max_rows:
         raise RowsError(f"{path.name} has {meta.num_rows:,} rows; the limit is {limits.max_rows:,}")
     if expanded > 4 * limits.max_bytes:
-        raise RowsError(f"{path.name} expands to {expanded / 1e6:,.0f} MB when read; the limit is {4 * limits.max_bytes / 1e6:,.0f} MB")
+        raise RowsError(
+            f"{path.name} expands to {expanded / 1e6:,.0f} MB when read; the limit is {4 * limits.max_bytes / 1e6:,.0f} MB"
+        )
     number = 0
     try:
         for batch in file.iter_batches(batch_size=1_000):
             for row in batch.to_pylist():
                 number += 1
                 too_deep = depth(row) > limits.max_depth
-                yield number, None if too_deep else row, f"nested deeper than {limits.max_depth} levels" if too_deep else None
+                yield (
+                    number,
+                    None if too_deep else row,
+                    f"nested deeper than {limits.max_depth} levels" if too_deep else None,
+                )
     except RowsError:
         raise
     except Exception as error:  # noqa: BLE001
         raise RowsError(f"{path.name} is not a readable Parquet file ({str(error)[:160]})") from error
 
 
-def read_rows(path: str | Path, limits: RowLimits = RowLimits(), *, formats: tuple[str, ...] = tuple(FORMATS)) -> Iterator[Row]:
+def read_rows(
+    path: str | Path, limits: RowLimits = RowLimits(), *, formats: tuple[str, ...] = tuple(FORMATS)
+) -> Iterator[Row]:
     """(number, record, error) for every row of the file, within `limits`; RowsError for the file."""
     path = Path(path)
     suffix = path.suffix.lower()

@@ -57,9 +57,7 @@ class SamplingParams:
         if not 0 <= number("min_p", float) < 1:
             raise InvalidParameter("min_p", f"must be in [0, 1), got {self.min_p}")
         if not 0 < number("repetition_penalty", float) <= 10:
-            raise InvalidParameter(
-                "repetition_penalty", f"must be in (0, 10], got {self.repetition_penalty}"
-            )
+            raise InvalidParameter("repetition_penalty", f"must be in (0, 10], got {self.repetition_penalty}")
         if self.seed is not None:
             if not 0 <= number("seed", int) < 2**63:
                 raise InvalidParameter("seed", f"must be between 0 and 2^63-1, got {self.seed}")
@@ -101,6 +99,7 @@ class SamplingParams:
 
 
 # --- the filters -----------------------------------------------------------------------------
+
 
 def apply_repetition_penalty(logits: torch.Tensor, previous_ids: torch.Tensor, penalty: float) -> torch.Tensor:
     """CTRL-style penalty (Keskar et al. 2019), as in transformers: divide positive logits of
@@ -255,6 +254,7 @@ def entropy_bits(probs: torch.Tensor) -> float:
 
 # --- the inspector's view ---------------------------------------------------------------------
 
+
 @dataclass
 class CandidateRow:
     token: str
@@ -293,9 +293,9 @@ def inspect_distribution(
     raw_probs = torch.softmax(processed.raw, dim=-1)
     final_probs = processed.final_probs
     candidates = torch.cat([torch.topk(raw_probs, top_n).indices, torch.topk(final_probs, top_n).indices])
-    ordered = sorted(
-        {int(i) for i in candidates}, key=lambda i: (-float(final_probs[i]), -float(raw_probs[i]))
-    )[: max(top_n, 1)]
+    ordered = sorted({int(i) for i in candidates}, key=lambda i: (-float(final_probs[i]), -float(raw_probs[i])))[
+        : max(top_n, 1)
+    ]
     ordered.sort(key=lambda i: -float(raw_probs[i]))
     rows = []
     for token_id in ordered:

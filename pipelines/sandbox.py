@@ -59,8 +59,14 @@ class SandboxResult:
     protections: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {"ok": self.ok, "result": self.result, "stdout": self.stdout, "error": self.error,
-                "seconds": round(self.seconds, 3), "protections": self.protections}
+        return {
+            "ok": self.ok,
+            "result": self.result,
+            "stdout": self.stdout,
+            "error": self.error,
+            "seconds": round(self.seconds, 3),
+            "protections": self.protections,
+        }
 
 
 def _read_paths() -> list[str]:
@@ -110,7 +116,9 @@ def run(source: str, limits: SandboxLimits | None = None) -> SandboxResult:
     if not isinstance(source, str) or not source.strip():
         return SandboxResult(False, error="the program is empty")
     if len(source) > MAX_SOURCE_CHARS:
-        return SandboxResult(False, error=f"the program is {len(source):,} characters; the limit is {MAX_SOURCE_CHARS:,}")
+        return SandboxResult(
+            False, error=f"the program is {len(source):,} characters; the limit is {MAX_SOURCE_CHARS:,}"
+        )
     scratch = Path(tempfile.mkdtemp(prefix="sandbox-"))
     started = time.monotonic()
     read_fd, write_fd = os.pipe()
@@ -121,13 +129,25 @@ def run(source: str, limits: SandboxLimits | None = None) -> SandboxResult:
         if os.geteuid() == 0:  # the child becomes nobody: it must still own its scratch directory
             os.chown(scratch, NOBODY, NOBODY)
             os.chown(program, NOBODY, NOBODY)
-        child_limits = {"cpu_seconds": limits.cpu_seconds, "memory_mb": limits.memory_mb, "file_bytes": limits.file_bytes,
-                        "disk_bytes": limits.disk_bytes, "files": limits.files, "processes": limits.processes,
-                        "namespaces": limits.namespaces, "read_paths": _read_paths()}
+        child_limits = {
+            "cpu_seconds": limits.cpu_seconds,
+            "memory_mb": limits.memory_mb,
+            "file_bytes": limits.file_bytes,
+            "disk_bytes": limits.disk_bytes,
+            "files": limits.files,
+            "processes": limits.processes,
+            "namespaces": limits.namespaces,
+            "read_paths": _read_paths(),
+        }
         process = subprocess.Popen(
             [sys.executable, "-I", "-S", "-B", str(CHILD), str(program), str(write_fd), json.dumps(child_limits)],
-            cwd=scratch, env={}, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            pass_fds=(write_fd,), start_new_session=True,
+            cwd=scratch,
+            env={},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            pass_fds=(write_fd,),
+            start_new_session=True,
         )
         os.close(write_fd)
         write_fd = -1
@@ -146,7 +166,9 @@ def run(source: str, limits: SandboxLimits | None = None) -> SandboxResult:
         seconds = time.monotonic() - started
         out = stdout.text(limits.output_chars)
         if timed_out:
-            return SandboxResult(False, stdout=out, error=f"timed out after {limits.timeout_seconds:g} s", seconds=seconds)
+            return SandboxResult(
+                False, stdout=out, error=f"timed out after {limits.timeout_seconds:g} s", seconds=seconds
+            )
         report = _report(payload[0] if payload else b"")
         if report is not None:
             ok, result, error, protections = report
@@ -154,8 +176,12 @@ def run(source: str, limits: SandboxLimits | None = None) -> SandboxResult:
         # the warden reports every way the program can end; without a report the warden itself failed
         how = f"signal {-process.returncode}" if process.returncode < 0 else f"exit status {process.returncode}"
         detail = stderr.text(400).strip().splitlines()
-        return SandboxResult(False, stdout=out, seconds=seconds,
-                             error=f"the sandbox ended without a report ({how})" + (f": {detail[-1]}" if detail else ""))
+        return SandboxResult(
+            False,
+            stdout=out,
+            seconds=seconds,
+            error=f"the sandbox ended without a report ({how})" + (f": {detail[-1]}" if detail else ""),
+        )
     except OSError as error:
         return SandboxResult(False, error=f"could not start the sandbox: {error}")
     finally:
@@ -180,7 +206,12 @@ def _report(raw: bytes) -> tuple[bool, Any, str | None, list[str]] | None:
     protections = [str(p)[:200] for p in data["protections"]][:20]
     ok = data.get("ok") is True
     error = data.get("error")
-    return ok, data.get("result") if ok else None, None if ok else str(error or "the program failed")[:2000], protections
+    return (
+        ok,
+        data.get("result") if ok else None,
+        None if ok else str(error or "the program failed")[:2000],
+        protections,
+    )
 
 
 def _read_all(fd: int) -> bytes:

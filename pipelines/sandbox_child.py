@@ -38,8 +38,24 @@ import sys
 import traceback
 
 ALLOWED_MODULES = (
-    "math", "cmath", "fractions", "decimal", "statistics", "itertools", "functools", "operator", "collections",
-    "datetime", "re", "string", "random", "heapq", "bisect", "numbers", "calendar", "textwrap",
+    "math",
+    "cmath",
+    "fractions",
+    "decimal",
+    "statistics",
+    "itertools",
+    "functools",
+    "operator",
+    "collections",
+    "datetime",
+    "re",
+    "string",
+    "random",
+    "heapq",
+    "bisect",
+    "numbers",
+    "calendar",
+    "textwrap",
 )
 for _name in ALLOWED_MODULES:
     __import__(_name)
@@ -59,60 +75,318 @@ SCOPE_ALL = (1 << 0) | (1 << 1)  # abstract unix sockets, signals (ABI 6)
 AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
 SYSCALLS = {
     "x86_64": {
-        "read": 0, "write": 1, "open": 2, "close": 3, "stat": 4, "fstat": 5, "lstat": 6, "poll": 7, "lseek": 8, "mmap": 9,
-        "mprotect": 10, "munmap": 11, "brk": 12, "rt_sigaction": 13, "rt_sigprocmask": 14, "rt_sigreturn": 15, "ioctl": 16,
-        "pread64": 17, "pwrite64": 18, "readv": 19, "writev": 20, "access": 21, "pipe": 22, "select": 23, "sched_yield": 24,
-        "mremap": 25, "msync": 26, "mincore": 27, "madvise": 28, "dup": 32, "dup2": 33, "pause": 34, "nanosleep": 35,
-        "getitimer": 36, "alarm": 37, "setitimer": 38, "getpid": 39, "exit": 60, "uname": 63, "fcntl": 72, "flock": 73,
-        "fsync": 74, "fdatasync": 75, "truncate": 76, "ftruncate": 77, "getdents": 78, "getcwd": 79, "chdir": 80,
-        "fchdir": 81, "rename": 82, "mkdir": 83, "rmdir": 84, "creat": 85, "link": 86, "unlink": 87, "symlink": 88,
-        "readlink": 89, "chmod": 90, "fchmod": 91, "umask": 95, "gettimeofday": 96, "getrlimit": 97, "getrusage": 98,
-        "sysinfo": 99, "times": 100, "getuid": 102, "getgid": 104, "geteuid": 107, "getegid": 108, "getppid": 110,
-        "getpgrp": 111, "getgroups": 115, "getresuid": 118, "getresgid": 120, "getpgid": 121, "getsid": 124,
-        "sigaltstack": 131, "statfs": 137, "fstatfs": 138, "getpriority": 140, "prctl": 157, "arch_prctl": 158,
-        "gettid": 186, "time": 201, "futex": 202, "sched_getaffinity": 204, "set_tid_address": 218, "getdents64": 217,
-        "restart_syscall": 219, "clock_gettime": 228, "clock_getres": 229, "clock_nanosleep": 230, "exit_group": 231,
-        "epoll_wait": 232, "epoll_ctl": 233, "openat": 257, "mkdirat": 258, "newfstatat": 262, "unlinkat": 263,
-        "renameat": 264, "linkat": 265, "symlinkat": 266, "readlinkat": 267, "fchmodat": 268, "faccessat": 269,
-        "pselect6": 270, "ppoll": 271, "set_robust_list": 273, "utimensat": 280, "epoll_pwait": 281, "eventfd2": 290,
-        "epoll_create1": 291, "dup3": 292, "pipe2": 293, "preadv": 295, "pwritev": 296, "getrandom": 318, "statx": 332,
-        "rseq": 334, "faccessat2": 439, "epoll_pwait2": 441, "futex_waitv": 449, "sched_getparam": 143,
-        "sched_getscheduler": 145, "getcpu": 309, "fadvise64": 221, "rt_sigpending": 127, "rt_sigtimedwait": 128,
-        "rt_sigsuspend": 130, "close_range": 436, "copy_file_range": 326, "fallocate": 285, "getxattr": 191,
-        "lgetxattr": 192, "fgetxattr": 193, "listxattr": 194, "llistxattr": 195, "flistxattr": 196, "renameat2": 316,
-        "sched_get_priority_max": 146, "sched_get_priority_min": 147, "clone": 56, "clone3": 435, "kill": 62,
-        "tkill": 200, "tgkill": 234, "prlimit64": 302, "setpriority": 141, "sched_setaffinity": 203,
-        "sched_setscheduler": 144, "sched_setparam": 142, "sched_setattr": 314, "openat2": 437, "capset": 126,
+        "read": 0,
+        "write": 1,
+        "open": 2,
+        "close": 3,
+        "stat": 4,
+        "fstat": 5,
+        "lstat": 6,
+        "poll": 7,
+        "lseek": 8,
+        "mmap": 9,
+        "mprotect": 10,
+        "munmap": 11,
+        "brk": 12,
+        "rt_sigaction": 13,
+        "rt_sigprocmask": 14,
+        "rt_sigreturn": 15,
+        "ioctl": 16,
+        "pread64": 17,
+        "pwrite64": 18,
+        "readv": 19,
+        "writev": 20,
+        "access": 21,
+        "pipe": 22,
+        "select": 23,
+        "sched_yield": 24,
+        "mremap": 25,
+        "msync": 26,
+        "mincore": 27,
+        "madvise": 28,
+        "dup": 32,
+        "dup2": 33,
+        "pause": 34,
+        "nanosleep": 35,
+        "getitimer": 36,
+        "alarm": 37,
+        "setitimer": 38,
+        "getpid": 39,
+        "exit": 60,
+        "uname": 63,
+        "fcntl": 72,
+        "flock": 73,
+        "fsync": 74,
+        "fdatasync": 75,
+        "truncate": 76,
+        "ftruncate": 77,
+        "getdents": 78,
+        "getcwd": 79,
+        "chdir": 80,
+        "fchdir": 81,
+        "rename": 82,
+        "mkdir": 83,
+        "rmdir": 84,
+        "creat": 85,
+        "link": 86,
+        "unlink": 87,
+        "symlink": 88,
+        "readlink": 89,
+        "chmod": 90,
+        "fchmod": 91,
+        "umask": 95,
+        "gettimeofday": 96,
+        "getrlimit": 97,
+        "getrusage": 98,
+        "sysinfo": 99,
+        "times": 100,
+        "getuid": 102,
+        "getgid": 104,
+        "geteuid": 107,
+        "getegid": 108,
+        "getppid": 110,
+        "getpgrp": 111,
+        "getgroups": 115,
+        "getresuid": 118,
+        "getresgid": 120,
+        "getpgid": 121,
+        "getsid": 124,
+        "sigaltstack": 131,
+        "statfs": 137,
+        "fstatfs": 138,
+        "getpriority": 140,
+        "prctl": 157,
+        "arch_prctl": 158,
+        "gettid": 186,
+        "time": 201,
+        "futex": 202,
+        "sched_getaffinity": 204,
+        "set_tid_address": 218,
+        "getdents64": 217,
+        "restart_syscall": 219,
+        "clock_gettime": 228,
+        "clock_getres": 229,
+        "clock_nanosleep": 230,
+        "exit_group": 231,
+        "epoll_wait": 232,
+        "epoll_ctl": 233,
+        "openat": 257,
+        "mkdirat": 258,
+        "newfstatat": 262,
+        "unlinkat": 263,
+        "renameat": 264,
+        "linkat": 265,
+        "symlinkat": 266,
+        "readlinkat": 267,
+        "fchmodat": 268,
+        "faccessat": 269,
+        "pselect6": 270,
+        "ppoll": 271,
+        "set_robust_list": 273,
+        "utimensat": 280,
+        "epoll_pwait": 281,
+        "eventfd2": 290,
+        "epoll_create1": 291,
+        "dup3": 292,
+        "pipe2": 293,
+        "preadv": 295,
+        "pwritev": 296,
+        "getrandom": 318,
+        "statx": 332,
+        "rseq": 334,
+        "faccessat2": 439,
+        "epoll_pwait2": 441,
+        "futex_waitv": 449,
+        "sched_getparam": 143,
+        "sched_getscheduler": 145,
+        "getcpu": 309,
+        "fadvise64": 221,
+        "rt_sigpending": 127,
+        "rt_sigtimedwait": 128,
+        "rt_sigsuspend": 130,
+        "close_range": 436,
+        "copy_file_range": 326,
+        "fallocate": 285,
+        "getxattr": 191,
+        "lgetxattr": 192,
+        "fgetxattr": 193,
+        "listxattr": 194,
+        "llistxattr": 195,
+        "flistxattr": 196,
+        "renameat2": 316,
+        "sched_get_priority_max": 146,
+        "sched_get_priority_min": 147,
+        "clone": 56,
+        "clone3": 435,
+        "kill": 62,
+        "tkill": 200,
+        "tgkill": 234,
+        "prlimit64": 302,
+        "setpriority": 141,
+        "sched_setaffinity": 203,
+        "sched_setscheduler": 144,
+        "sched_setparam": 142,
+        "sched_setattr": 314,
+        "openat2": 437,
+        "capset": 126,
     },
     "aarch64": {
-        "read": 63, "write": 64, "close": 57, "fstat": 80, "lseek": 62, "mmap": 222, "mprotect": 226, "munmap": 215,
-        "brk": 214, "rt_sigaction": 134, "rt_sigprocmask": 135, "rt_sigreturn": 139, "ioctl": 29, "pread64": 67,
-        "pwrite64": 68, "readv": 65, "writev": 66, "sched_yield": 124, "mremap": 216, "msync": 227, "mincore": 232,
-        "madvise": 233, "dup": 23, "nanosleep": 101, "getitimer": 102, "setitimer": 103, "getpid": 172, "exit": 93,
-        "uname": 160, "fcntl": 25, "flock": 32, "fsync": 82, "fdatasync": 83, "truncate": 45, "ftruncate": 46,
-        "getcwd": 17, "chdir": 49, "fchdir": 50, "fchmod": 52, "umask": 166, "gettimeofday": 169, "getrlimit": 163,
-        "getrusage": 165, "sysinfo": 179, "times": 153, "getuid": 174, "getgid": 176, "geteuid": 175, "getegid": 177,
-        "getppid": 173, "getgroups": 158, "getresuid": 148, "getresgid": 150, "getpgid": 155, "getsid": 156,
-        "sigaltstack": 132, "statfs": 43, "fstatfs": 44, "getpriority": 141, "prctl": 167, "gettid": 178, "futex": 98,
-        "sched_getaffinity": 123, "set_tid_address": 96, "getdents64": 61, "restart_syscall": 128, "clock_gettime": 113,
-        "clock_getres": 114, "clock_nanosleep": 115, "exit_group": 94, "epoll_ctl": 21, "openat": 56, "mkdirat": 34,
-        "newfstatat": 79, "unlinkat": 35, "renameat": 38, "linkat": 37, "symlinkat": 36, "readlinkat": 78,
-        "fchmodat": 53, "faccessat": 48, "pselect6": 72, "ppoll": 73, "set_robust_list": 99, "utimensat": 88,
-        "epoll_pwait": 22, "eventfd2": 19, "epoll_create1": 20, "dup3": 24, "pipe2": 59, "preadv": 69, "pwritev": 70,
-        "getrandom": 278, "statx": 291, "rseq": 293, "faccessat2": 439, "epoll_pwait2": 441, "futex_waitv": 449,
-        "sched_getparam": 121, "sched_getscheduler": 120, "getcpu": 168, "fadvise64": 223, "rt_sigpending": 136,
-        "rt_sigtimedwait": 137, "rt_sigsuspend": 133, "close_range": 436, "copy_file_range": 285, "fallocate": 47,
-        "getxattr": 8, "lgetxattr": 9, "fgetxattr": 10, "listxattr": 11, "llistxattr": 12, "flistxattr": 13,
-        "renameat2": 276, "sched_get_priority_max": 125, "sched_get_priority_min": 126, "clone": 220, "clone3": 435,
-        "kill": 129, "tkill": 130, "tgkill": 131, "prlimit64": 261, "setpriority": 140, "sched_setaffinity": 122,
-        "sched_setscheduler": 119, "sched_setparam": 118, "sched_setattr": 274, "openat2": 437, "capset": 91,
+        "read": 63,
+        "write": 64,
+        "close": 57,
+        "fstat": 80,
+        "lseek": 62,
+        "mmap": 222,
+        "mprotect": 226,
+        "munmap": 215,
+        "brk": 214,
+        "rt_sigaction": 134,
+        "rt_sigprocmask": 135,
+        "rt_sigreturn": 139,
+        "ioctl": 29,
+        "pread64": 67,
+        "pwrite64": 68,
+        "readv": 65,
+        "writev": 66,
+        "sched_yield": 124,
+        "mremap": 216,
+        "msync": 227,
+        "mincore": 232,
+        "madvise": 233,
+        "dup": 23,
+        "nanosleep": 101,
+        "getitimer": 102,
+        "setitimer": 103,
+        "getpid": 172,
+        "exit": 93,
+        "uname": 160,
+        "fcntl": 25,
+        "flock": 32,
+        "fsync": 82,
+        "fdatasync": 83,
+        "truncate": 45,
+        "ftruncate": 46,
+        "getcwd": 17,
+        "chdir": 49,
+        "fchdir": 50,
+        "fchmod": 52,
+        "umask": 166,
+        "gettimeofday": 169,
+        "getrlimit": 163,
+        "getrusage": 165,
+        "sysinfo": 179,
+        "times": 153,
+        "getuid": 174,
+        "getgid": 176,
+        "geteuid": 175,
+        "getegid": 177,
+        "getppid": 173,
+        "getgroups": 158,
+        "getresuid": 148,
+        "getresgid": 150,
+        "getpgid": 155,
+        "getsid": 156,
+        "sigaltstack": 132,
+        "statfs": 43,
+        "fstatfs": 44,
+        "getpriority": 141,
+        "prctl": 167,
+        "gettid": 178,
+        "futex": 98,
+        "sched_getaffinity": 123,
+        "set_tid_address": 96,
+        "getdents64": 61,
+        "restart_syscall": 128,
+        "clock_gettime": 113,
+        "clock_getres": 114,
+        "clock_nanosleep": 115,
+        "exit_group": 94,
+        "epoll_ctl": 21,
+        "openat": 56,
+        "mkdirat": 34,
+        "newfstatat": 79,
+        "unlinkat": 35,
+        "renameat": 38,
+        "linkat": 37,
+        "symlinkat": 36,
+        "readlinkat": 78,
+        "fchmodat": 53,
+        "faccessat": 48,
+        "pselect6": 72,
+        "ppoll": 73,
+        "set_robust_list": 99,
+        "utimensat": 88,
+        "epoll_pwait": 22,
+        "eventfd2": 19,
+        "epoll_create1": 20,
+        "dup3": 24,
+        "pipe2": 59,
+        "preadv": 69,
+        "pwritev": 70,
+        "getrandom": 278,
+        "statx": 291,
+        "rseq": 293,
+        "faccessat2": 439,
+        "epoll_pwait2": 441,
+        "futex_waitv": 449,
+        "sched_getparam": 121,
+        "sched_getscheduler": 120,
+        "getcpu": 168,
+        "fadvise64": 223,
+        "rt_sigpending": 136,
+        "rt_sigtimedwait": 137,
+        "rt_sigsuspend": 133,
+        "close_range": 436,
+        "copy_file_range": 285,
+        "fallocate": 47,
+        "getxattr": 8,
+        "lgetxattr": 9,
+        "fgetxattr": 10,
+        "listxattr": 11,
+        "llistxattr": 12,
+        "flistxattr": 13,
+        "renameat2": 276,
+        "sched_get_priority_max": 125,
+        "sched_get_priority_min": 126,
+        "clone": 220,
+        "clone3": 435,
+        "kill": 129,
+        "tkill": 130,
+        "tgkill": 131,
+        "prlimit64": 261,
+        "setpriority": 140,
+        "sched_setaffinity": 122,
+        "sched_setscheduler": 119,
+        "sched_setparam": 118,
+        "sched_setattr": 274,
+        "openat2": 437,
+        "capset": 91,
     },
 }
 # allowed only on the calling process itself: the first argument must be 0 (= self) or its own pid
 ON_SELF = ("prlimit64", "sched_setaffinity", "sched_setscheduler", "sched_setparam", "sched_setattr")
 SIGNALS = ("kill", "tkill", "tgkill")  # only to its own pid (never 0: that is the whole process group)
-FS_WRITES = ("rename", "mkdir", "rmdir", "creat", "link", "unlink", "symlink", "chmod", "fchmod", "truncate",
-             "mkdirat", "unlinkat", "renameat", "linkat", "symlinkat", "fchmodat", "utimensat", "fallocate", "renameat2")
+FS_WRITES = (
+    "rename",
+    "mkdir",
+    "rmdir",
+    "creat",
+    "link",
+    "unlink",
+    "symlink",
+    "chmod",
+    "fchmod",
+    "truncate",
+    "mkdirat",
+    "unlinkat",
+    "renameat",
+    "linkat",
+    "symlinkat",
+    "fchmodat",
+    "utimensat",
+    "fallocate",
+    "renameat2",
+)
 SPECIAL = {"clone", "clone3", "openat2", "open", "openat", "setpriority", "capset", *ON_SELF, *SIGNALS}
 ALLOWED = [name for name in SYSCALLS["x86_64"] if name not in SPECIAL and name not in FS_WRITES]
 O_WRITE_FLAGS = 0o1 | 0o2 | 0o100 | 0o1000 | 0o2000  # O_WRONLY O_RDWR O_CREAT O_TRUNC O_APPEND
@@ -125,6 +399,7 @@ MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 2, 4, 8, 1 << 14, 1 << 18
 
 
 # --- the warden: namespaces, quota, limits ---------------------------------------------------------
+
 
 def _write(path, text):
     with open(path, "w") as handle:
@@ -154,11 +429,16 @@ def _namespaces(scratch, limits):
             return notes + [f"user namespace: no id map ({error.strerror}); scratch directory read-only"], False
         notes.insert(0, "user namespace")
     owner = NOBODY if root else 0  # the prisoner's uid as this mount namespace sees it
-    options = (f"size={int(limits['disk_bytes'])},nr_inodes={int(limits['files']) + 1},mode=0700,"
-               f"uid={owner},gid={owner}").encode()
-    if (LIBC.mount(None, b"/", None, MS_REC | MS_PRIVATE, None) != 0
-            or LIBC.mount(b"tmpfs", scratch.encode(), b"tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, options) != 0):
-        return notes + [f"tmpfs quota: unavailable ({os.strerror(ctypes.get_errno())}); scratch directory read-only"], False
+    options = (
+        f"size={int(limits['disk_bytes'])},nr_inodes={int(limits['files']) + 1},mode=0700,uid={owner},gid={owner}"
+    ).encode()
+    if (
+        LIBC.mount(None, b"/", None, MS_REC | MS_PRIVATE, None) != 0
+        or LIBC.mount(b"tmpfs", scratch.encode(), b"tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, options) != 0
+    ):
+        return notes + [
+            f"tmpfs quota: unavailable ({os.strerror(ctypes.get_errno())}); scratch directory read-only"
+        ], False
     os.chdir(scratch)  # into the tmpfs now mounted over it
     notes.append(f"scratch quota: {int(limits['disk_bytes']) // 1000:,} kB, {int(limits['files'])} files")
     return notes, True
@@ -186,6 +466,7 @@ def _limits(limits):
 
 
 # --- the prisoner: identity, Landlock, seccomp --------------------------------------------------------
+
 
 def _drop_privileges():
     """Root of the host becomes `nobody`; root of our own user namespace (or anyone) keeps no capabilities."""
@@ -232,7 +513,10 @@ def _landlock(scratch, read_paths, writable, abi_wanted=7):
     read_only = FS_EXECUTE | FS_READ_FILE | FS_READ_DIR
     file_rights = FS_EXECUTE | FS_READ_FILE | FS_WRITE_FILE | (1 << 14 if abi >= 3 else 0)
     rules = [(path, read_only) for path in read_paths]
-    rules += [(scratch, handled_fs if writable else FS_READ_FILE | FS_READ_DIR), ("/dev/null", FS_READ_FILE | FS_WRITE_FILE)]
+    rules += [
+        (scratch, handled_fs if writable else FS_READ_FILE | FS_READ_DIR),
+        ("/dev/null", FS_READ_FILE | FS_WRITE_FILE),
+    ]
     for path, rights in rules:
         try:
             fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
@@ -316,7 +600,9 @@ def _describe_error(error):
         return "recursion too deep"
     if isinstance(error, OSError) and error.errno == errno.ENOSPC:
         return "the scratch directory's quota is full (no space left)"
-    if isinstance(error, PermissionError) or (isinstance(error, OSError) and error.errno in (errno.EPERM, errno.EACCES)):
+    if isinstance(error, PermissionError) or (
+        isinstance(error, OSError) and error.errno in (errno.EPERM, errno.EACCES)
+    ):
         return f"forbidden operation: {error}"
     frames = [f for f in traceback.extract_tb(error.__traceback__) if f.filename == "<program>"]
     where = f" (line {frames[-1].lineno})" if frames else ""
@@ -342,7 +628,7 @@ def _frame(pipe_fd, payload):
     data = (json.dumps(payload) + "\n").encode()
     view = memoryview(data)
     while view:
-        view = view[os.write(pipe_fd, view):]
+        view = view[os.write(pipe_fd, view) :]
 
 
 def _prisoner(source, pipe_fd, scratch, limits, writable):
@@ -358,8 +644,14 @@ def _prisoner(source, pipe_fd, scratch, limits, writable):
         try:
             _frame(pipe_fd, payload)
         except (TypeError, ValueError, RecursionError):
-            _frame(pipe_fd, {"ok": False, "result": None,
-                             "error": f"solution() returned a {type(result).__name__}, which is not JSON-serialisable"})
+            _frame(
+                pipe_fd,
+                {
+                    "ok": False,
+                    "result": None,
+                    "error": f"solution() returned a {type(result).__name__}, which is not JSON-serialisable",
+                },
+            )
 
     namespace = {"__name__": "__sandbox__", "__builtins__": __builtins__}
     try:
@@ -382,6 +674,7 @@ def _prisoner(source, pipe_fd, scratch, limits, writable):
 
 
 # --- the warden's verdict -----------------------------------------------------------------------------
+
 
 def _read_frames(fd):
     chunks, size = [], 0

@@ -86,7 +86,9 @@ def _detect(keys: set[str]) -> str | None:
     return None
 
 
-def _text(record: dict[str, Any], key: str, row: int, problems: list[RowProblem], *, optional: bool = False) -> str | None:
+def _text(
+    record: dict[str, Any], key: str, row: int, problems: list[RowProblem], *, optional: bool = False
+) -> str | None:
     value = record.get(key)
     if value is None or (isinstance(value, str) and not value.strip()):
         if not optional:
@@ -179,7 +181,9 @@ def load_file(path: str | Path) -> LoadedData:
                     "prompt+response, instruction+output (Alpaca), or messages"
                 )
         if len(preview) < PREVIEW_ROWS:
-            preview.append({k: (v if not isinstance(v, str) or len(v) < 300 else v[:300] + "…") for k, v in record.items()})
+            preview.append(
+                {k: (v if not isinstance(v, str) or len(v) < 300 else v[:300] + "…") for k, v in record.items()}
+            )
         conversation = _conversation(fmt, record, number, problems)
         if conversation is not None:
             conversations.append(conversation)
@@ -197,15 +201,21 @@ def check_lengths(data: LoadedData, tokenizer: Any, max_length: int) -> list[Row
         if hasattr(ids, "keys"):
             ids = ids["input_ids"]
         if len(ids) > max_length:
-            problems.append(RowProblem(row, None, f"is {len(ids)} tokens; max length is {max_length} (it would be cut)"))
+            problems.append(
+                RowProblem(row, None, f"is {len(ids)} tokens; max length is {max_length} (it would be cut)")
+            )
     return problems
 
 
 def accept(data: LoadedData, problems: Sequence[RowProblem], *, skip_bad_rows: bool) -> list[list[Message]]:
     """The conversations to train on; bad rows are dropped only with the user's consent."""
     if problems and not skip_bad_rows:
-        listed = "; ".join(str(p) for p in problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
-        raise DataError(f"{len({p.row for p in problems})} rows have problems ({listed}). Fix them, or choose to skip them.")
+        listed = "; ".join(str(p) for p in problems[:5]) + (
+            f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
+        )
+        raise DataError(
+            f"{len({p.row for p in problems})} rows have problems ({listed}). Fix them, or choose to skip them."
+        )
     bad = {p.row for p in problems}
     kept = [c for row, c in zip(data.rows, data.conversations) if row not in bad]
     if not kept:

@@ -17,6 +17,7 @@ class Base(DeclarativeBase):
 
 # --- jobs (pipelines.jobs) ----------------------------------------------------------------------
 
+
 class JobRow(Base):
     __tablename__ = "jobs"
 
@@ -43,6 +44,7 @@ class JobRow(Base):
 
 
 # --- preferences (pipelines.preferences) --------------------------------------------------------
+
 
 class PrefItem(Base):
     __tablename__ = "pref_items"

@@ -39,7 +39,9 @@ def common_checks(spec: Any) -> list[tuple[str, bool, str]]:
         "lora_r": (lambda v: 1 <= v <= 256, "must be between 1 and 256"),
         "lora_alpha": (lambda v: 0 < v <= 1024, "must be between 1 and 1024"),
     }
-    return [(name, rule(getattr(spec, name)), message) for name, (rule, message) in rules.items() if hasattr(spec, name)]
+    return [
+        (name, rule(getattr(spec, name)), message) for name, (rule, message) in rules.items() if hasattr(spec, name)
+    ]
 
 
 def raise_failed(checks: Iterable[tuple[str, bool, str]], spec: Any) -> None:
@@ -139,8 +141,14 @@ class PairSpec(SpecDict):
         check_output_name(self.out)
         if bool(self.data) == bool(self.from_store):
             raise InvalidParameter("data", "give either a data file or from_store, not both or neither")
-        raise_failed([*common_checks(self), ("learning_rate", 0 < self.learning_rate <= 1, "must be in (0, 1]"),
-                      *self.extra_checks()], self)
+        raise_failed(
+            [
+                *common_checks(self),
+                ("learning_rate", 0 < self.learning_rate <= 1, "must be in (0, 1]"),
+                *self.extra_checks(),
+            ],
+            self,
+        )
 
     def extra_checks(self) -> list[tuple[str, bool, str]]:
         return []

@@ -27,13 +27,23 @@ PROMPT_SOURCES = ("Prompts in the store", "Bundled sample prompts", "Upload a fi
 SAMPLE = ASSETS / "datasets" / "preference_pairs.jsonl"
 SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
 SERIES = {
-    "loss": "loss", "rewards/margins": "reward margin (DPO)", "eval_rewards/margins": "held-out margin (DPO)",
-    "rewards/accuracies": "pair accuracy (DPO)", "reward": "mean reward (RLOO)", "kl": "KL to reference (RLOO)",
+    "loss": "loss",
+    "rewards/margins": "reward margin (DPO)",
+    "eval_rewards/margins": "held-out margin (DPO)",
+    "rewards/accuracies": "pair accuracy (DPO)",
+    "reward": "mean reward (RLOO)",
+    "kl": "KL to reference (RLOO)",
 }
 KINDS = ("dpo", "rloo")
 # the evaluation's rows, verdict and rewards before the long answers, so a narrow column shows them
-EVAL_COLUMNS = {"prompt": "prompt", "outcome": "adapter", "reward_base": "reward base", "reward_adapter": "reward adapter",
-                "base": "base answer", "adapter": "adapter answer"}
+EVAL_COLUMNS = {
+    "prompt": "prompt",
+    "outcome": "adapter",
+    "reward_base": "reward base",
+    "reward_adapter": "reward adapter",
+    "base": "base answer",
+    "adapter": "adapter answer",
+}
 MAX_STEPS_INFO = {
     METHODS[0]: "0 = train for the epochs given; > 0 stops after that many steps",
     METHODS[1]: f"RLOO counts steps, not epochs: 0 means its default of {rloo.RLOOSpec.max_steps}",
@@ -55,23 +65,48 @@ def _file_input(source: str, sources: tuple[str, ...], upload: str | None, job_i
     if source == sources[2]:
         if not upload:
             raise UserError(f"Choose a {what} file.")
-        return str(copy_upload(upload, jobs.job_dir(job_id) / "inputs", max_bytes=200_000_000, allowed_suffixes=SUFFIXES))
+        return str(
+            copy_upload(upload, jobs.job_dir(job_id) / "inputs", max_bytes=200_000_000, allowed_suffixes=SUFFIXES)
+        )
     return None
 
 
 @admin_only("start training")
-def start_job(method: str, name: str, pair_source: str, pair_upload: str | None, beta: float, loss_type: str, epochs: float,
-              prompt_source: str, prompt_upload: str | None, reward_model: str | None, kl_beta: float, generations: float,
-              max_steps: float, lr: float, overwrite: bool, request: gr.Request = None):
+def start_job(
+    method: str,
+    name: str,
+    pair_source: str,
+    pair_upload: str | None,
+    beta: float,
+    loss_type: str,
+    epochs: float,
+    prompt_source: str,
+    prompt_upload: str | None,
+    reward_model: str | None,
+    kl_beta: float,
+    generations: float,
+    max_steps: float,
+    lr: float,
+    overwrite: bool,
+    request: gr.Request = None,
+):
     """Validate everything that can fail before a model loads, then queue the job."""
     job_id = uuid.uuid4().hex[:12]
     name = (name or "").strip()
     try:
         if method == METHODS[0]:
             data = _file_input(pair_source, PAIR_SOURCES, pair_upload, job_id, "preference")
-            spec = dpo.DPOSpec(out=name, data=data, from_store=data is None, beta=float(beta), loss_type=loss_type,
-                               epochs=float(epochs), max_steps=int(max_steps) if max_steps and max_steps > 0 else -1,
-                               learning_rate=float(lr), overwrite=bool(overwrite))
+            spec = dpo.DPOSpec(
+                out=name,
+                data=data,
+                from_store=data is None,
+                beta=float(beta),
+                loss_type=loss_type,
+                epochs=float(epochs),
+                max_steps=int(max_steps) if max_steps and max_steps > 0 else -1,
+                learning_rate=float(lr),
+                overwrite=bool(overwrite),
+            )
             common.check_new_adapter(spec.out, spec.overwrite)
             reward.load_pairs(spec)
             kind = "dpo"
@@ -80,15 +115,23 @@ def start_job(method: str, name: str, pair_source: str, pair_upload: str | None,
                 raise UserError("Choose a reward model (train one in the Reward model tab first).")
             prompts = _file_input(prompt_source, PROMPT_SOURCES, prompt_upload, job_id, "prompt")
             steps = int(max_steps) if max_steps and max_steps > 0 else rloo.RLOOSpec.max_steps
-            spec = rloo.RLOOSpec(out=name, reward_model=reward_model, prompts=prompts, beta=float(kl_beta),
-                                 num_generations=int(generations), max_steps=steps, learning_rate=float(lr), overwrite=bool(overwrite))
+            spec = rloo.RLOOSpec(
+                out=name,
+                reward_model=reward_model,
+                prompts=prompts,
+                beta=float(kl_beta),
+                num_generations=int(generations),
+                max_steps=steps,
+                learning_rate=float(lr),
+                overwrite=bool(overwrite),
+            )
             rloo.check(spec)
             kind = "rloo"
     except (InvalidParameter, UploadError, preferences.PreferenceError, sft_data.DataError) as error:
         raise UserError(str(error)) from error
     jobs.submit(kind, spec.out, spec.to_dict(), job_id=job_id)
     jobs.manager().poll_once()
-    steps = (f"{spec.max_steps} steps" if spec.max_steps > 0 else f"{spec.epochs:g} epoch(s)")
+    steps = f"{spec.max_steps} steps" if spec.max_steps > 0 else f"{spec.epochs:g} epoch(s)"
     if kind == "rloo" and not (max_steps and max_steps > 0):
         steps += " (RLOO has no epochs: max steps 0 means its default)"
     gr.Info(f"{kind.upper()} job {spec.out!r} started: {steps}; progress appears below.")
@@ -110,30 +153,51 @@ def _eval_prompts(source: str, upload: str | None) -> list[list[preferences.Mess
         raise UserError(str(error)) from error
 
 
-def run_evaluation(adapter: str | None, reward_model: str | None, source: str, upload: str | None, n: float, max_new_tokens: float,
-                   progress: gr.Progress = gr.Progress()):
+def run_evaluation(
+    adapter: str | None,
+    reward_model: str | None,
+    source: str,
+    upload: str | None,
+    n: float,
+    max_new_tokens: float,
+    progress: gr.Progress = gr.Progress(),
+):
     if not adapter or not reward_model:
         raise UserError("Choose an adapter and a reward model.")
     prompts = _eval_prompts(source, upload)[: int(n)]
     progress(0, desc=f"answering {len(prompts)} prompts with the base model and {adapter}")
     try:
-        report = evaluate.evaluate(models.get_handle(), adapter, reward_model, prompts,
-                                   SamplingParams(temperature=0, max_new_tokens=int(max_new_tokens)),
-                                   progress=lambda done, total: progress(done / total, desc=f"{done} / {total} prompts"))
+        report = evaluate.evaluate(
+            models.get_handle(),
+            adapter,
+            reward_model,
+            prompts,
+            SamplingParams(temperature=0, max_new_tokens=int(max_new_tokens)),
+            progress=lambda done, total: progress(done / total, desc=f"{done} / {total} prompts"),
+        )
     except (reward.RewardModelError, models.ModelUnavailable, ValueError) as error:
         raise UserError(str(error)) from error
-    summary = (f"On **{report['n']}** prompts, judged by **{html.escape(reward_model)}**: **{html.escape(adapter)}** wins "
-               f"**{report['win_rate']:.0%}** against the base model ({report['wins']} better, {report['ties']} ties, "
-               f"{report['losses']} worse; a tie is an identical answer or rewards within ±{report['tie_tolerance']:g}, "
-               f"and counts half); mean reward **{report['mean_reward_adapter']:+.3f}** vs **{report['mean_reward_base']:+.3f}**. "
-               "A reward model is a proxy: check with human votes below.")
+    summary = (
+        f"On **{report['n']}** prompts, judged by **{html.escape(reward_model)}**: **{html.escape(adapter)}** wins "
+        f"**{report['win_rate']:.0%}** against the base model ({report['wins']} better, {report['ties']} ties, "
+        f"{report['losses']} worse; a tie is an identical answer or rewards within ±{report['tie_tolerance']:g}, "
+        f"and counts half); mean reward **{report['mean_reward_adapter']:+.3f}** vs **{report['mean_reward_base']:+.3f}**. "
+        "A reward model is a proxy: check with human votes below."
+    )
     table = pd.DataFrame(report["rows"], columns=list(EVAL_COLUMNS)).rename(columns=EVAL_COLUMNS)
     return summary, table
 
 
 @signed_in("queue comparisons for everyone's labelling")
-def queue_for_humans(adapter: str | None, source: str, upload: str | None, n: float, max_new_tokens: float, request: gr.Request = None,
-                     progress: gr.Progress = gr.Progress()):
+def queue_for_humans(
+    adapter: str | None,
+    source: str,
+    upload: str | None,
+    n: float,
+    max_new_tokens: float,
+    request: gr.Request = None,
+    progress: gr.Progress = gr.Progress(),
+):
     """Comparison items, aligned vs base (sources hidden, order random), waiting in the Label queue."""
     if not adapter:
         raise UserError("Choose an adapter.")
@@ -144,13 +208,20 @@ def queue_for_humans(adapter: str | None, source: str, upload: str | None, n: fl
     for number, prompt in enumerate(prompts, start=1):
         progress((number - 1) / len(prompts), desc=f"item {number} / {len(prompts)}")
         try:
-            comparisons.generate_item(models.get_handle(), prompt, [comparisons.Source(None, params), comparisons.Source(adapter, params)],
-                                      origin=f"align:{adapter}", created_by=who)
+            comparisons.generate_item(
+                models.get_handle(),
+                prompt,
+                [comparisons.Source(None, params), comparisons.Source(adapter, params)],
+                origin=f"align:{adapter}",
+                created_by=who,
+            )
         except (preferences.PreferenceError, ValueError) as error:
             raise UserError(f"after {made} items: {error}") from error
         made += 1
-    return (f"Queued **{made}** comparison items ({html.escape(adapter)} vs base) — vote on them in the **Label** tab; the "
-            "Dataset tab's leaderboard then ranks the two sources from human votes.")
+    return (
+        f"Queued **{made}** comparison items ({html.escape(adapter)} vs base) — vote on them in the **Label** tab; the "
+        "Dataset tab's leaderboard then ranks the two sources from human votes."
+    )
 
 
 def build(demo: gr.Blocks) -> None:
@@ -165,22 +236,35 @@ def build(demo: gr.Blocks) -> None:
                 pair_source = gr.Radio(list(PAIR_SOURCES), value=PAIR_SOURCES[1], label="Preference pairs")
                 pair_upload = gr.File(label="Pairs (trl format)", type="filepath")
                 with gr.Row():
-                    beta = gr.Number(value=dpo.DPOSpec.beta, label="β (DPO)", info="higher: stay closer to the reference")
+                    beta = gr.Number(
+                        value=dpo.DPOSpec.beta, label="β (DPO)", info="higher: stay closer to the reference"
+                    )
                     loss_type = gr.Dropdown(list(dpo.LOSS_TYPES), value="sigmoid", label="Loss")
                     epochs = gr.Number(value=1, label="Epochs", minimum=0.1)
             with gr.Group(visible=False) as rloo_box:
-                reward_model = LiveDropdown(reward_models, fallback=FIRST, label="Reward model", info="from the Reward model tab")
+                reward_model = LiveDropdown(
+                    reward_models, fallback=FIRST, label="Reward model", info="from the Reward model tab"
+                )
                 prompt_source = gr.Radio(list(PROMPT_SOURCES), value=PROMPT_SOURCES[1], label="Prompts")
                 prompt_upload = gr.File(label="Prompts (a 'prompt' column)", type="filepath")
                 with gr.Row():
-                    kl_beta = gr.Number(value=rloo.RLOOSpec.beta, label="KL coefficient β",
-                                        info="penalises drifting from the reference: limits reward hacking")
-                    generations = gr.Number(value=rloo.RLOOSpec.num_generations, precision=0, label="Samples per prompt", minimum=2)
+                    kl_beta = gr.Number(
+                        value=rloo.RLOOSpec.beta,
+                        label="KL coefficient β",
+                        info="penalises drifting from the reference: limits reward hacking",
+                    )
+                    generations = gr.Number(
+                        value=rloo.RLOOSpec.num_generations, precision=0, label="Samples per prompt", minimum=2
+                    )
             with gr.Row():
-                max_steps = gr.Number(value=0, precision=0, label="Max steps", minimum=0, info=MAX_STEPS_INFO[METHODS[0]])
+                max_steps = gr.Number(
+                    value=0, precision=0, label="Max steps", minimum=0, info=MAX_STEPS_INFO[METHODS[0]]
+                )
                 lr = gr.Number(value=dpo.DPOSpec.learning_rate, label="Learning rate")
-            gr.Markdown("<span class='muted'>LoRA on the base model; the reference is the base model itself (the adapter switched "
-                        "off). Precision comes from the hardware. The adapter appears in every adapter picker.</span>")
+            gr.Markdown(
+                "<span class='muted'>LoRA on the base model; the reference is the base model itself (the adapter switched "
+                "off). Precision comes from the hardware. The adapter appears in every adapter picker.</span>"
+            )
             start = gr.Button("Start", variant="primary")
         with gr.Column():
             gr.Markdown("#### Did it get better?")
@@ -197,25 +281,73 @@ def build(demo: gr.Blocks) -> None:
                 eval_button = gr.Button("Evaluate with the reward model")
                 queue_button = gr.Button("⚖ Queue aligned vs base for human votes")
             eval_summary = gr.Markdown()
-            eval_table = gr.Dataframe(headers=list(EVAL_COLUMNS.values()), interactive=False, wrap=True, max_height=320,
-                                      max_chars=160, column_widths=["20%", "10%", "10%", "10%", "25%", "25%"])
+            eval_table = gr.Dataframe(
+                headers=list(EVAL_COLUMNS.values()),
+                interactive=False,
+                wrap=True,
+                max_height=320,
+                max_chars=160,
+                column_widths=["20%", "10%", "10%", "10%", "25%", "25%"],
+            )
     panel = jobs_panel.build(demo, KINDS, SERIES, title="Alignment jobs")
     how_it_works("align", "How it works: RL with a KL penalty vs direct preference optimisation")
 
-    method.change(lambda m: (gr.update(visible=m == METHODS[0]), gr.update(visible=m == METHODS[1]),
-                             dpo.DPOSpec.learning_rate if m == METHODS[0] else rloo.RLOOSpec.learning_rate,
-                             gr.update(value=0 if m == METHODS[0] else rloo.RLOOSpec.max_steps, info=MAX_STEPS_INFO[m])),
-                  method, [dpo_box, rloo_box, lr, max_steps], api_visibility="private")
+    method.change(
+        lambda m: (
+            gr.update(visible=m == METHODS[0]),
+            gr.update(visible=m == METHODS[1]),
+            dpo.DPOSpec.learning_rate if m == METHODS[0] else rloo.RLOOSpec.learning_rate,
+            gr.update(value=0 if m == METHODS[0] else rloo.RLOOSpec.max_steps, info=MAX_STEPS_INFO[m]),
+        ),
+        method,
+        [dpo_box, rloo_box, lr, max_steps],
+        api_visibility="private",
+    )
 
     def refresh_lists():
         names, rms = aligned_adapters(), reward_models()
-        return (gr.update(choices=names, value=names[0] if names else None), gr.update(choices=rms, value=rms[0] if rms else None),
-                gr.update(choices=rms, value=rms[0] if rms else None))
+        return (
+            gr.update(choices=names, value=names[0] if names else None),
+            gr.update(choices=rms, value=rms[0] if rms else None),
+            gr.update(choices=rms, value=rms[0] if rms else None),
+        )
 
     refresh.click(refresh_lists, None, [eval_adapter, eval_rm, reward_model], api_visibility="private")
-    start.click(start_job, [method, name, pair_source, pair_upload, beta, loss_type, epochs, prompt_source, prompt_upload, reward_model,
-                            kl_beta, generations, max_steps, lr, overwrite], panel.job, api_name="start_alignment")
-    eval_button.click(run_evaluation, [eval_adapter, eval_rm, eval_source, eval_upload, eval_n, eval_tokens], [eval_summary, eval_table],
-                      api_name="align_eval", concurrency_id="model", concurrency_limit=4)
-    queue_button.click(queue_for_humans, [eval_adapter, eval_source, eval_upload, eval_n, eval_tokens], eval_summary,
-                       api_name="align_queue", concurrency_id="model", concurrency_limit=4)
+    start.click(
+        start_job,
+        [
+            method,
+            name,
+            pair_source,
+            pair_upload,
+            beta,
+            loss_type,
+            epochs,
+            prompt_source,
+            prompt_upload,
+            reward_model,
+            kl_beta,
+            generations,
+            max_steps,
+            lr,
+            overwrite,
+        ],
+        panel.job,
+        api_name="start_alignment",
+    )
+    eval_button.click(
+        run_evaluation,
+        [eval_adapter, eval_rm, eval_source, eval_upload, eval_n, eval_tokens],
+        [eval_summary, eval_table],
+        api_name="align_eval",
+        concurrency_id="model",
+        concurrency_limit=4,
+    )
+    queue_button.click(
+        queue_for_humans,
+        [eval_adapter, eval_source, eval_upload, eval_n, eval_tokens],
+        eval_summary,
+        api_name="align_queue",
+        concurrency_id="model",
+        concurrency_limit=4,
+    )

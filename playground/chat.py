@@ -49,7 +49,10 @@ def prompt_report(prompt: chat.ChatPrompt) -> str:
 
 
 def _respond(
-    history: list[dict[str, Any]], system_prompt: str | None, adapter: str | None, sampling: dict[str, Any],
+    history: list[dict[str, Any]],
+    system_prompt: str | None,
+    adapter: str | None,
+    sampling: dict[str, Any],
     run_id: str | None = None,
 ) -> Iterator[tuple[list[dict[str, str]], str, str]]:
     """Stream the assistant's reply to `history` (which ends with a user message); Stop ends it (run_id)."""
@@ -63,7 +66,11 @@ def _respond(
         last = 0.0
         notified = False
         for completion, prompt in chat.stream_reply(
-            models.get_handle(), messages, params, system_prompt=_system(system_prompt), adapter=selected_adapter(adapter)
+            models.get_handle(),
+            messages,
+            params,
+            system_prompt=_system(system_prompt),
+            adapter=selected_adapter(adapter),
         ):
             if prompt.notice() and not notified:
                 gr.Info(prompt.notice().capitalize() + ".")
@@ -102,7 +109,13 @@ def take_message(message: str, history: list[dict[str, Any]] | None, busy: bool)
         raise UserError(BUSY_MESSAGE)
     if not message or not message.strip():
         raise UserError("Type a message first.")
-    return "", to_chatbot(to_messages(history)) + [{"role": "user", "content": message}], True, *_reply_buttons(False), STOPS.new_run()
+    return (
+        "",
+        to_chatbot(to_messages(history)) + [{"role": "user", "content": message}],
+        True,
+        *_reply_buttons(False),
+        STOPS.new_run(),
+    )
 
 
 def claim(busy: bool) -> tuple[bool, dict, dict, str]:
@@ -133,8 +146,13 @@ def _until_last_user(history: list[dict[str, Any]] | None) -> tuple[list[dict[st
     raise UserError("There is no user message to work on yet.")
 
 
-def answer(history: list[dict[str, Any]] | None, system_prompt: str | None, adapter: str | None = None, run_id: str | None = None,
-           **sampling: Any):
+def answer(
+    history: list[dict[str, Any]] | None,
+    system_prompt: str | None,
+    adapter: str | None = None,
+    run_id: str | None = None,
+    **sampling: Any,
+):
     """Answer the last user message, replacing any reply it already had (= Regenerate)."""
     before, text = _until_last_user(history)
     yield from _respond(before + [{"role": "user", "content": text}], system_prompt, adapter, sampling, run_id)
@@ -183,12 +201,22 @@ def chat_api(
         raise UserError("message is empty")
     try:
         params = SamplingParams(
-            max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
-            repetition_penalty=repetition_penalty, seed=None if seed is None or seed < 0 else seed, stop=tuple(stop or ()),
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            min_p=min_p,
+            repetition_penalty=repetition_penalty,
+            seed=None if seed is None or seed < 0 else seed,
+            stop=tuple(stop or ()),
         )
         messages = to_messages(history) + [chat.Message("user", str(message))]
         completion, prompt = chat.reply(
-            models.get_handle(), messages, params, system_prompt=_system(system_prompt), adapter=selected_adapter(adapter)
+            models.get_handle(),
+            messages,
+            params,
+            system_prompt=_system(system_prompt),
+            adapter=selected_adapter(adapter),
         )
     except (InvalidParameter, models.ModelUnavailable) as error:
         raise UserError(str(error)) from error
@@ -207,7 +235,13 @@ def _context_before(messages: list[dict[str, str]], index: int, system_prompt: s
     return ([{"role": "system", "content": system}] if system else []) + messages[:index]
 
 
-def feedback(history: list[dict[str, Any]] | None, system_prompt: str | None, annotator: str, like: gr.LikeData, request: gr.Request = None):
+def feedback(
+    history: list[dict[str, Any]] | None,
+    system_prompt: str | None,
+    annotator: str,
+    like: gr.LikeData,
+    request: gr.Request = None,
+):
     """Thumbs up/down on a reply becomes a one-response preference item with its label."""
     messages = to_chatbot(to_messages(history))
     index = like.index if isinstance(like.index, int) else like.index[0]
@@ -222,17 +256,26 @@ def feedback(history: list[dict[str, Any]] | None, system_prompt: str | None, an
         item = preferences.create_item(
             _context_before(messages, index, system_prompt),
             [preferences.ResponseDraft(messages[index]["content"], source="chat", model=models.get_handle().name)],
-            origin="chat-feedback", created_by=who,
+            origin="chat-feedback",
+            created_by=who,
         )
-        preferences.submit_label(item.id, who, "up" if liked else "down", session_id=getattr(request, "session_hash", None))
+        preferences.submit_label(
+            item.id, who, "up" if liked else "down", session_id=getattr(request, "session_hash", None)
+        )
     except preferences.PreferenceError as error:
         raise UserError(str(error)) from error
     gr.Info(f"Saved your {'👍' if liked else '👎'} as a preference label.")
 
 
 @signed_in("queue comparisons for everyone's labelling")
-def send_to_compare(history: list[dict[str, Any]] | None, system_prompt: str | None, adapter: str | None,
-                    annotator: str, request: gr.Request = None, **sampling: Any) -> None:
+def send_to_compare(
+    history: list[dict[str, Any]] | None,
+    system_prompt: str | None,
+    adapter: str | None,
+    annotator: str,
+    request: gr.Request = None,
+    **sampling: Any,
+) -> None:
     """Queue the last reply against a fresh alternative as a comparison item for the Preferences tab."""
     before, text = _until_last_user(history)
     messages = to_chatbot(to_messages(history))
@@ -241,14 +284,24 @@ def send_to_compare(history: list[dict[str, Any]] | None, system_prompt: str | N
     params = to_params(sampling)
     prompt = _context_before(before + [{"role": "user", "content": text}], len(before) + 1, system_prompt)
     try:
-        alternative, _ = chat.reply(models.get_handle(), chat.normalise(prompt), params, adapter=selected_adapter(adapter))
+        alternative, _ = chat.reply(
+            models.get_handle(), chat.normalise(prompt), params, adapter=selected_adapter(adapter)
+        )
         source = selected_adapter(adapter) or "base"
         preferences.create_item(
             prompt,
-            [preferences.ResponseDraft(messages[-1]["content"], source=source, model=models.get_handle().name),
-             preferences.ResponseDraft(alternative.text.strip(), source=source, model=models.get_handle().name,
-                                       sampling=params.to_dict(), seed=alternative.seed)],
-            origin="chat-compare", created_by=annotator_name(annotator, request) or None,
+            [
+                preferences.ResponseDraft(messages[-1]["content"], source=source, model=models.get_handle().name),
+                preferences.ResponseDraft(
+                    alternative.text.strip(),
+                    source=source,
+                    model=models.get_handle().name,
+                    sampling=params.to_dict(),
+                    seed=alternative.seed,
+                ),
+            ],
+            origin="chat-compare",
+            created_by=annotator_name(annotator, request) or None,
         )
     except (InvalidParameter, models.ModelUnavailable, preferences.PreferenceError) as error:
         raise UserError(str(error)) from error
@@ -264,7 +317,10 @@ def preview(history: list[dict[str, Any]] | None, draft: str, system_prompt: str
         messages.append({"role": "user", "content": "…"})
     try:
         prompt = chat.build_prompt(
-            models.get_handle(), chat.normalise(messages), system_prompt=_system(system_prompt), max_new_tokens=int(max_new_tokens)
+            models.get_handle(),
+            chat.normalise(messages),
+            system_prompt=_system(system_prompt),
+            max_new_tokens=int(max_new_tokens),
         )
     except InvalidParameter as error:
         raise UserError(str(error)) from error
@@ -346,7 +402,9 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
                     "(`tokenizer.apply_chat_template`): role markers and special tokens included."
                 )
                 report = gr.Markdown()
-                rendered = gr.Code(label="Rendered prompt", language=None, lines=18, max_lines=18, interactive=False, wrap_lines=True)
+                rendered = gr.Code(
+                    label="Rendered prompt", language=None, lines=18, max_lines=18, interactive=False, wrap_lines=True
+                )
             export_file = gr.File(label="Exported conversation (OpenAI-style messages)", interactive=False)
     how_it_works("chat")
 
@@ -360,7 +418,13 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
     answer_inputs = [chatbot, system_prompt, shared.adapter, run_id]
 
     claimed = [busy, send_button, regenerate_button]
-    sent = gr.on([send_button.click, message.submit], take_message, [message, chatbot, busy], [message, chatbot, *claimed, run_id], **fast)
+    sent = gr.on(
+        [send_button.click, message.submit],
+        take_message,
+        [message, chatbot, busy],
+        [message, chatbot, *claimed, run_id],
+        **fast,
+    )
     sending = sent.success(answer, answer_inputs, outputs, **stream)
     regen = gr.on([regenerate_button.click, chatbot.retry], claim, busy, [*claimed, run_id], **fast)
     regenerating = regen.success(answer, answer_inputs, outputs, **stream)
@@ -383,11 +447,18 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
     gr.api(chat_api, api_name="chat", **MODEL_EVENTS)
     chatbot.like(feedback, [chatbot, system_prompt, shared.annotator], None, api_visibility="private")
     compare_button.click(
-        send_to_compare, [chatbot, system_prompt, shared.adapter, shared.annotator], None,
-        inputs_kwargs=sampling_kwargs, api_name="chat_compare", **MODEL_EVENTS,
+        send_to_compare,
+        [chatbot, system_prompt, shared.adapter, shared.annotator],
+        None,
+        inputs_kwargs=sampling_kwargs,
+        api_name="chat_compare",
+        **MODEL_EVENTS,
     )
     gr.on(
         [system_prompt.blur, message.blur, demo.load, shared.sampling.max_new_tokens.release],
-        preview, [chatbot, message, system_prompt, shared.sampling.max_new_tokens], [rendered, report],
-        api_name="chat_prompt", trigger_mode="always_last",
+        preview,
+        [chatbot, message, system_prompt, shared.sampling.max_new_tokens],
+        [rendered, report],
+        api_name="chat_prompt",
+        trigger_mode="always_last",
     )

@@ -125,7 +125,9 @@ def sampling_controls(defaults: SamplingParams | None = None, *, label_prefix: s
             0.5, 2.0, value=d.repetition_penalty, step=0.05, label=f"{p}Repetition penalty", info="1 = off"
         ),
         seed=gr.Number(
-            value=-1 if d.seed is None else d.seed, precision=0, label=f"{p}Seed",
+            value=-1 if d.seed is None else d.seed,
+            precision=0,
+            label=f"{p}Seed",
             info="-1 = random (the seed used is shown, to replay it)",
         ),
         stop=gr.Textbox(

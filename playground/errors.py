@@ -17,7 +17,9 @@ log = logging.getLogger("playground")
 class UserError(gr.Error):
     """A refusal the person can act on; shown as a toast, logged as one line."""
 
-    def __init__(self, message: str = "That did not work.", *, title: str = "Error", duration: float | None = 10) -> None:
+    def __init__(
+        self, message: str = "That did not work.", *, title: str = "Error", duration: float | None = 10
+    ) -> None:
         super().__init__(message, duration=duration, title=title, print_exception=False)
         first = str(message).strip().splitlines()[0][:300] if str(message).strip() else title
         log.info("refused (%s): %s", title, first)

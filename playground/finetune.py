@@ -56,7 +56,9 @@ def check_data(upload: str | None, sample: str | None, max_length: float):
     bad = len({p.row for p in problems})
     summary = f"**{html.escape(path.name)}** — {data.summary()}."
     if bad:
-        summary += f"  \n⚠️ **{bad} rows have problems** (listed below). Fix the file, or tick *Skip rows with problems*."
+        summary += (
+            f"  \n⚠️ **{bad} rows have problems** (listed below). Fix the file, or tick *Skip rows with problems*."
+        )
     else:
         summary += "  \n✅ Every row is usable."
     problem_table = pd.DataFrame(
@@ -83,14 +85,23 @@ def _loss_mask_html(tokenizer: Any, conversation: Any) -> str:
 def update_plan(method: str, lora_r: float, targets: list[str], virtual_tokens: float):
     """Trainable parameters and the memory table for the chosen method on this model."""
     model = models.get_handle().base_model
-    result = finetune.plan(model, method, lora_r=int(lora_r), target_modules=targets or [], num_virtual_tokens=int(virtual_tokens))
+    result = finetune.plan(
+        model, method, lora_r=int(lora_r), target_modules=targets or [], num_virtual_tokens=int(virtual_tokens)
+    )
     text = (
         f"**{result.trainable_params:,}** trainable parameters of **{result.total_params:,}** "
         f"(**{result.trainable_percent:.2f}%**) — {result.total_params / max(result.trainable_params, 1):,.0f}× fewer than full fine-tuning."
     )
     table = pd.DataFrame(
         [
-            [r["method"], _mb(r["weights"]), _mb(r["optimizer"]), _mb(r["gradients"]), _mb(r["activations"]), _mb(r["total"])]
+            [
+                r["method"],
+                _mb(r["weights"]),
+                _mb(r["optimizer"]),
+                _mb(r["gradients"]),
+                _mb(r["activations"]),
+                _mb(r["total"]),
+            ]
             for r in result.rows
         ],
         columns=["method", "weights", "Adam states", "gradients", "activations (rule of thumb)", "total"],
@@ -102,36 +113,79 @@ def evaluation_cost(eval_samples: float) -> str:
     """What the evaluation after training costs: its generated answers take most of its time."""
     n = int(eval_samples or 0)
     defaults = finetune.FinetuneSpec(data="-", out="x")
-    answers = (f"and **{n}** held-out answers from each model (**{2 * n}** generations of up to "
-               f"{defaults.eval_max_new_tokens} tokens, most of the evaluation's time)") if n else "and no answers (0)"
-    return ("<span class='muted'>After training, the job measures the base model and the tuned one: held-out loss, "
-            f"perplexity on general text (forgetting), {answers}. The job's progress shows each phase with its own ETA.</span>")
+    answers = (
+        (
+            f"and **{n}** held-out answers from each model (**{2 * n}** generations of up to "
+            f"{defaults.eval_max_new_tokens} tokens, most of the evaluation's time)"
+        )
+        if n
+        else "and no answers (0)"
+    )
+    return (
+        "<span class='muted'>After training, the job measures the base model and the tuned one: held-out loss, "
+        f"perplexity on general text (forgetting), {answers}. The job's progress shows each phase with its own ETA.</span>"
+    )
 
 
 @admin_only("start training")
 def start_job(
-    upload: str | None, sample: str | None, skip_bad_rows: bool, method: str, lora_r: float, lora_alpha: float,
-    lora_dropout: float, targets: list[str], virtual_tokens: float, learning_rate: float | None, epochs: float,
-    max_steps: float, batch_size: float, grad_accum: float, max_length: float, gradient_checkpointing: bool,
-    seed: float, qlora: bool, name: str, overwrite: bool, eval_fraction: float = 0.1, eval_samples: float = 8,
-    request: gr.Request = None):
+    upload: str | None,
+    sample: str | None,
+    skip_bad_rows: bool,
+    method: str,
+    lora_r: float,
+    lora_alpha: float,
+    lora_dropout: float,
+    targets: list[str],
+    virtual_tokens: float,
+    learning_rate: float | None,
+    epochs: float,
+    max_steps: float,
+    batch_size: float,
+    grad_accum: float,
+    max_length: float,
+    gradient_checkpointing: bool,
+    seed: float,
+    qlora: bool,
+    name: str,
+    overwrite: bool,
+    eval_fraction: float = 0.1,
+    eval_samples: float = 8,
+    request: gr.Request = None,
+):
     """Validate everything, copy the data next to the job, and queue it."""
     source = _data_path(upload, sample)
     job_id = uuid.uuid4().hex[:12]
     try:
         spec = finetune.FinetuneSpec(
-            data="(set below)", out=(name or "").strip(), method=method, lora_r=int(lora_r), lora_alpha=int(lora_alpha),
-            lora_dropout=float(lora_dropout), target_modules=list(targets or []), num_virtual_tokens=int(virtual_tokens),
-            learning_rate=float(learning_rate) if learning_rate else None, epochs=float(epochs),
-            max_steps=int(max_steps) if max_steps and max_steps > 0 else -1, batch_size=int(batch_size),
-            grad_accum=int(grad_accum), max_length=int(max_length), gradient_checkpointing=bool(gradient_checkpointing),
-            seed=int(seed), skip_bad_rows=bool(skip_bad_rows), qlora=bool(qlora), overwrite=bool(overwrite),
-            eval_fraction=float(eval_fraction), eval_samples=int(eval_samples),
+            data="(set below)",
+            out=(name or "").strip(),
+            method=method,
+            lora_r=int(lora_r),
+            lora_alpha=int(lora_alpha),
+            lora_dropout=float(lora_dropout),
+            target_modules=list(targets or []),
+            num_virtual_tokens=int(virtual_tokens),
+            learning_rate=float(learning_rate) if learning_rate else None,
+            epochs=float(epochs),
+            max_steps=int(max_steps) if max_steps and max_steps > 0 else -1,
+            batch_size=int(batch_size),
+            grad_accum=int(grad_accum),
+            max_length=int(max_length),
+            gradient_checkpointing=bool(gradient_checkpointing),
+            seed=int(seed),
+            skip_bad_rows=bool(skip_bad_rows),
+            qlora=bool(qlora),
+            overwrite=bool(overwrite),
+            eval_fraction=float(eval_fraction),
+            eval_samples=int(eval_samples),
         )
         finetune.check_can_write(spec)
         data = sft_data.load_file(source)
         sft_data.accept(data, data.problems, skip_bad_rows=spec.skip_bad_rows)
-        copied = copy_upload(source, jobs.job_dir(job_id) / "inputs", max_bytes=sft_data.MAX_FILE_BYTES, allowed_suffixes=DATA_SUFFIXES)
+        copied = copy_upload(
+            source, jobs.job_dir(job_id) / "inputs", max_bytes=sft_data.MAX_FILE_BYTES, allowed_suffixes=DATA_SUFFIXES
+        )
     except (InvalidParameter, sft_data.DataError, UploadError) as error:
         raise UserError(str(error)) from error
     spec.data = str(copied)
@@ -143,16 +197,23 @@ def start_job(
 
 def results(job_id: str | None):
     """Before/after numbers and sample outputs of a finished fine-tuning job."""
-    empty = (pd.DataFrame(columns=["metric", "base model", "fine-tuned", "change"]),
-             pd.DataFrame(columns=list(SAMPLE_COLUMNS)))
+    empty = (
+        pd.DataFrame(columns=["metric", "base model", "fine-tuned", "change"]),
+        pd.DataFrame(columns=list(SAMPLE_COLUMNS)),
+    )
     if not job_id:
         return "", *empty
     job = jobs.get(job_id)
     if job.status != jobs.SUCCEEDED:
         return "Results appear here when the job succeeds.", *empty
     before, after = job.result.get("before", {}), job.result.get("after", {})
-    names = {"loss": "eval loss", "perplexity": "eval perplexity", "rougeL": "ROUGE-L (F1)", "bleu": "BLEU",
-             "general_perplexity": "perplexity on general text (forgetting probe)"}
+    names = {
+        "loss": "eval loss",
+        "perplexity": "eval perplexity",
+        "rougeL": "ROUGE-L (F1)",
+        "bleu": "BLEU",
+        "general_perplexity": "perplexity on general text (forgetting probe)",
+    }
     rows = []
     for key, label in names.items():
         b, a = before.get(key), after.get(key)
@@ -215,7 +276,12 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
         with gr.Column(scale=1):
             gr.Markdown("#### 1 · Data")
             sample = gr.Dropdown(samples, value=samples[0] if samples else None, label="Bundled sample")
-            upload = gr.File(label="…or upload JSONL / CSV / Parquet", file_types=list(DATA_SUFFIXES), type="filepath", elem_id="ft-upload")
+            upload = gr.File(
+                label="…or upload JSONL / CSV / Parquet",
+                file_types=list(DATA_SUFFIXES),
+                type="filepath",
+                elem_id="ft-upload",
+            )
             gr.Markdown(
                 "<span class='muted'>Formats: `prompt` + `response`; Alpaca `instruction` (+ `input`) + `output`; "
                 "or conversational `messages`. The format is detected from the fields.</span>"
@@ -237,12 +303,19 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
                     lora_alpha = gr.Slider(1, 128, value=defaults.lora_alpha, step=1, label="LoRA alpha")
                 lora_dropout = gr.Slider(0, 0.5, value=defaults.lora_dropout, step=0.01, label="LoRA dropout")
                 targets = gr.CheckboxGroup(
-                    list(finetune.DEFAULT_TARGETS), value=list(defaults.target_modules), label="Target layers", elem_id="ft-targets",
+                    list(finetune.DEFAULT_TARGETS),
+                    value=list(defaults.target_modules),
+                    label="Target layers",
+                    elem_id="ft-targets",
                     interactive=False,  # until the loaded model's own layer names replace the defaults
                 )
-            virtual_tokens = gr.Slider(1, 100, value=defaults.num_virtual_tokens, step=1, label="Virtual tokens (prompt tuning)", visible=False)
+            virtual_tokens = gr.Slider(
+                1, 100, value=defaults.num_virtual_tokens, step=1, label="Virtual tokens (prompt tuning)", visible=False
+            )
             with gr.Row():
-                learning_rate = gr.Number(value=5e-4, label="Learning rate", info="defaults: 5e-4 LoRA, 3e-2 prompt tuning")
+                learning_rate = gr.Number(
+                    value=5e-4, label="Learning rate", info="defaults: 5e-4 LoRA, 3e-2 prompt tuning"
+                )
                 epochs = gr.Number(value=defaults.epochs, label="Epochs", minimum=0.1)
                 max_steps = gr.Number(value=0, precision=0, label="Max steps", info="> 0 overrides epochs", minimum=0)
             with gr.Row():
@@ -251,15 +324,31 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
                 max_length = gr.Number(value=defaults.max_length, precision=0, label="Max length (tokens)", minimum=16)
             with gr.Row():
                 seed = gr.Number(value=defaults.seed, precision=0, label="Seed")
-                checkpointing = gr.Checkbox(value=False, label="Gradient checkpointing", info="saves memory, costs ~30% time")
+                checkpointing = gr.Checkbox(
+                    value=False, label="Gradient checkpointing", info="saves memory, costs ~30% time"
+                )
                 qlora = gr.Checkbox(value=False, label="QLoRA (4-bit base)", interactive=qlora_ok, info=qlora_reason)
             with gr.Row():
-                eval_fraction = gr.Slider(0, 0.5, value=defaults.eval_fraction, step=0.05, label="Held-out share",
-                                          info="conversations kept out of training to measure on")
-                eval_samples = gr.Slider(0, 50, value=defaults.eval_samples, step=1, label="Answers compared",
-                                         info="held-out answers generated by the base and the tuned model; 0 = none")
+                eval_fraction = gr.Slider(
+                    0,
+                    0.5,
+                    value=defaults.eval_fraction,
+                    step=0.05,
+                    label="Held-out share",
+                    info="conversations kept out of training to measure on",
+                )
+                eval_samples = gr.Slider(
+                    0,
+                    50,
+                    value=defaults.eval_samples,
+                    step=1,
+                    label="Answers compared",
+                    info="held-out answers generated by the base and the tuned model; 0 = none",
+                )
             eval_cost = gr.Markdown(evaluation_cost(defaults.eval_samples))
-            gr.Markdown(f"<span class='muted'>Precision: {precision.reason}. Batches are padded per batch and grouped by length.</span>")
+            gr.Markdown(
+                f"<span class='muted'>Precision: {precision.reason}. Batches are padded per batch and grouped by length.</span>"
+            )
             plan_text = gr.Markdown()
             plan_table = gr.Dataframe(interactive=False, wrap=True)
             with gr.Row():
@@ -267,12 +356,15 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
                 overwrite = gr.Checkbox(value=False, label="Replace if it exists", scale=1)
             start = gr.Button("Start fine-tuning", variant="primary")
 
-    panel = jobs_panel.build(demo, ("finetune",), SERIES, title="3 · Training jobs (they keep running if you close the page)")
+    panel = jobs_panel.build(
+        demo, ("finetune",), SERIES, title="3 · Training jobs (they keep running if you close the page)"
+    )
     with gr.Accordion("4 · Results: base vs fine-tuned on held-out data", open=True):
         result_text = gr.Markdown()
         result_table = gr.Dataframe(interactive=False, wrap=True)
-        result_samples = gr.Dataframe(interactive=False, wrap=True, max_height=400,
-                                      column_widths=["22%", "26%", "26%", "26%"])
+        result_samples = gr.Dataframe(
+            interactive=False, wrap=True, max_height=400, column_widths=["22%", "26%", "26%", "26%"]
+        )
     with gr.Accordion("Adapters: merge into the base model, or download", open=False):
         with gr.Row():
             adapter_pick = LiveDropdown(adapter_names, label="Adapter", scale=3, elem_id="ft-adapter-pick")
@@ -293,30 +385,70 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
     data_outputs = [summary, preview, problems, loss_mask]
     # the previous file's summary goes first: a refused file must not leave it standing as if it were this one's
     cleared_first([upload.change, sample.change, demo.load], data_outputs).then(
-        check_data, data_inputs, data_outputs, api_name="check_dataset")
+        check_data, data_inputs, data_outputs, api_name="check_dataset"
+    )
     plan_inputs = [method, lora_r, targets, virtual_tokens]
     gr.on(
         [method.change, lora_r.release, targets.change, virtual_tokens.release, demo.load],
-        update_plan, plan_inputs, [plan_text, plan_table], api_name="finetune_plan",
+        update_plan,
+        plan_inputs,
+        [plan_text, plan_table],
+        api_name="finetune_plan",
     )
     method.change(
-        lambda m: (gr.update(visible=m == "lora"), gr.update(visible=m == "prompt-tuning"), 5e-4 if m == "lora" else 3e-2),
-        method, [lora_group, virtual_tokens, learning_rate], api_visibility="private",
+        lambda m: (
+            gr.update(visible=m == "lora"),
+            gr.update(visible=m == "prompt-tuning"),
+            5e-4 if m == "lora" else 3e-2,
+        ),
+        method,
+        [lora_group, virtual_tokens, learning_rate],
+        api_visibility="private",
     )
     start.click(
         start_job,
-        [upload, sample, skip_bad, method, lora_r, lora_alpha, lora_dropout, targets, virtual_tokens, learning_rate,
-         epochs, max_steps, batch_size, grad_accum, max_length, checkpointing, seed, qlora, name, overwrite,
-         eval_fraction, eval_samples],
+        [
+            upload,
+            sample,
+            skip_bad,
+            method,
+            lora_r,
+            lora_alpha,
+            lora_dropout,
+            targets,
+            virtual_tokens,
+            learning_rate,
+            epochs,
+            max_steps,
+            batch_size,
+            grad_accum,
+            max_length,
+            checkpointing,
+            seed,
+            qlora,
+            name,
+            overwrite,
+            eval_fraction,
+            eval_samples,
+        ],
         panel.job,
         api_name="start_finetune",
     )
-    gr.on([panel.job.change, panel.timer.tick], results, panel.job, [result_text, result_table, result_samples],
-          api_visibility="private", show_progress="hidden")
+    gr.on(
+        [panel.job.change, panel.timer.tick],
+        results,
+        panel.job,
+        [result_text, result_table, result_samples],
+        api_visibility="private",
+        show_progress="hidden",
+    )
     last_status = gr.State(None)
     panel.timer.tick(
-        watch_for_new_adapter, [panel.job, last_status, shared.adapter], [last_status, shared.adapter, adapter_pick],
-        api_visibility="private", show_progress="hidden",
+        watch_for_new_adapter,
+        [panel.job, last_status, shared.adapter],
+        [last_status, shared.adapter, adapter_pick],
+        api_visibility="private",
+        show_progress="hidden",
     )
     merge_button.click(merge_adapter, adapter_pick, merge_result, api_name="merge_adapter")
     zip_button.click(download_adapter, adapter_pick, zip_file, api_name="download_adapter")

@@ -14,7 +14,16 @@ from pipelines import generation, models, prompts
 from pipelines.sampling import InvalidParameter, SamplingParams
 
 from .errors import UserError
-from .controls import MODEL_EVENTS, STOPS, SamplingControls, how_it_works, sampling_controls, show_token, stoppable, to_params
+from .controls import (
+    MODEL_EVENTS,
+    STOPS,
+    SamplingControls,
+    how_it_works,
+    sampling_controls,
+    show_token,
+    stoppable,
+    to_params,
+)
 from .sidebar import Shared, selected_adapter
 
 UI_UPDATE_SECONDS = 0.05  # stream at most ~20 updates/s: the browser, not the model, is the bottleneck
@@ -29,8 +38,10 @@ EMPTY_STATE: dict[str, Any] = {}
 
 
 def _model_error(error: Exception) -> gr.Error:
-    return UserError(str(error)) if isinstance(error, (InvalidParameter, models.ModelUnavailable)) else UserError(
-        f"Generation failed: {error}"
+    return (
+        UserError(str(error))
+        if isinstance(error, (InvalidParameter, models.ModelUnavailable))
+        else UserError(f"Generation failed: {error}")
     )
 
 
@@ -54,8 +65,9 @@ def _state(completion: generation.Completion, prompt: str, adapter: str | None) 
     }
 
 
-def run_generation(prompt: str, adapter: str | None = None, run_id: str | None = None,
-                   **sampling: Any) -> Iterator[tuple[str, str, dict[str, Any]]]:
+def run_generation(
+    prompt: str, adapter: str | None = None, run_id: str | None = None, **sampling: Any
+) -> Iterator[tuple[str, str, dict[str, Any]]]:
     """Stream a completion: (text so far, stats line, state for the token views); Stop ends it (run_id)."""
     params = to_params(sampling)
     adapter = selected_adapter(adapter)
@@ -95,7 +107,9 @@ def token_view(state: dict[str, Any]) -> tuple[str, pd.DataFrame]:
         spans.append(
             f"<span class='tok' style='background:hsl({hue},75%,82%)' title='{html.escape(title, quote=True)}'>{text}</span>"
         )
-        rows.append([index, show_token(tok["token"]), tok["id"], round(prob, 4), round(tok["logprob"], 3), alternatives])
+        rows.append(
+            [index, show_token(tok["token"]), tok["id"], round(prob, 4), round(tok["logprob"], 3), alternatives]
+        )
     legend = "<p class='muted'>Shading: <span class='tok' style='background:hsl(0,75%,82%)'>unlikely</span> → <span class='tok' style='background:hsl(120,75%,82%)'>likely</span> (model probability at T = 1). Hover a token for details.</p>"
     table = pd.DataFrame(rows, columns=["#", "token", "id", "probability", "logprob", "top alternatives"])
     return legend + "<div class='token-view'>" + "".join(spans) + "</div>", table
@@ -173,7 +187,9 @@ def compare(prompt: str, adapter: str | None = None, **settings: Any) -> Iterato
         raise UserError("The prompt is empty: type some text or pick a preset.")
     try:
         last = 0.0
-        for rows in generation.stream_batch(models.get_handle(), [prompt, prompt], [params_a, params_b], adapter=adapter):
+        for rows in generation.stream_batch(
+            models.get_handle(), [prompt, prompt], [params_a, params_b], adapter=adapter
+        ):
             now = time.monotonic()
             if all(r.done for r in rows) or now - last >= UI_UPDATE_SECONDS:
                 last = now
@@ -220,16 +236,33 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
         with gr.Column(scale=2):
             gr.Markdown("#### Next-token distribution")
             position = gr.Slider(
-                0, 1, value=0, step=1, label="Position in the generated text", info="0 = right after the prompt",
+                0,
+                1,
+                value=0,
+                step=1,
+                label="Position in the generated text",
+                info="0 = right after the prompt",
                 interactive=False,
             )
             raw_plot = gr.BarPlot(
-                x="token", y="probability", color="filter", color_map=CUT_COLORS, title="Model (T = 1), coloured by the filter that cuts it",
-                x_label_angle=-45, height=260, tooltip="all",
+                x="token",
+                y="probability",
+                color="filter",
+                color_map=CUT_COLORS,
+                title="Model (T = 1), coloured by the filter that cuts it",
+                x_label_angle=-45,
+                height=260,
+                tooltip="all",
             )
             final_plot = gr.BarPlot(
-                x="token", y="probability", color="filter", color_map=CUT_COLORS, title="What is sampled with your settings",
-                x_label_angle=-45, height=260, tooltip="all",
+                x="token",
+                y="probability",
+                color="filter",
+                color_map=CUT_COLORS,
+                title="What is sampled with your settings",
+                x_label_angle=-45,
+                height=260,
+                tooltip="all",
             )
             summary = gr.Markdown()
             with gr.Accordion("Candidates as a table", open=False):
@@ -272,13 +305,17 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
         **MODEL_EVENTS,
     )
     demo.load(**inspect_event, api_visibility="private")
-    preset.change(
-        load_preset, preset, [prompt, *sampling.inputs], api_name="preset"
-    ).then(**inspect_event, api_visibility="private")
+    preset.change(load_preset, preset, [prompt, *sampling.inputs], api_name="preset").then(
+        **inspect_event, api_visibility="private"
+    )
     started, run_id = stoppable([run.click], stop)
     generating = started.success(
-        run_generation, [prompt, shared.adapter, run_id], [output, stats, state], inputs_kwargs=sampling.kwargs(),
-        api_name="generate", **MODEL_EVENTS,
+        run_generation,
+        [prompt, shared.adapter, run_id],
+        [output, stats, state],
+        inputs_kwargs=sampling.kwargs(),
+        api_name="generate",
+        **MODEL_EVENTS,
     )
     # finished or stopped (the stream ends itself on Stop), the token views follow
     generating.then(token_view, state, views, api_visibility="private").then(

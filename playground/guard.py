@@ -36,6 +36,7 @@ def _guard(check: Callable[[str | None, str], None], action: str) -> Callable[[C
                 raise UserError(str(error), title="Not allowed") from None
 
         if inspect.isgeneratorfunction(fn):
+
             @functools.wraps(fn)
             def generator_wrapper(*args: Any, **kwargs: Any) -> Any:
                 enforce(args, kwargs)

@@ -50,7 +50,11 @@ def _duration(seconds: float | None) -> str:
     if seconds is None:
         return "—"
     seconds = int(seconds)
-    return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m {seconds % 60:02d}s"
+    return (
+        f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
+        if seconds >= 3600
+        else f"{seconds // 60}m {seconds % 60:02d}s"
+    )
 
 
 def job_choices(kinds: tuple[str, ...]) -> list[tuple[str, str]]:
@@ -78,7 +82,11 @@ def _phase_line(phase: jobs.Phase, job: jobs.JobInfo) -> str:
     icon = "✅" if phase.state == "done" else "⏹" if stopped else "▶️" if running else "○"
     count = ""
     if phase.total and phase.state != "pending":
-        count = f" · step {phase.done}/{phase.total}" if phase.unit == "steps" else f" · {phase.done}/{phase.total} {phase.unit}".rstrip()
+        count = (
+            f" · step {phase.done}/{phase.total}"
+            if phase.unit == "steps"
+            else f" · {phase.done}/{phase.total} {phase.unit}".rstrip()
+        )
     timing = ""
     if phase.state != "pending":
         end = job.finished_at if stopped else None
@@ -88,8 +96,10 @@ def _phase_line(phase: jobs.Phase, job: jobs.JobInfo) -> str:
             timing += f" · ETA {_duration(eta)}"
     note = f"<br><span class='muted'>{html.escape(phase.note)}</span>" if phase.note else ""
     bar = _bar(phase.fraction, "#2563eb") if running else ""
-    return (f"<div class='job-phase {phase.state}'><span>{icon} {html.escape(phase.label)}{count}</span>"
-            f"<span class='muted'>{timing}</span>{note}{bar}</div>")
+    return (
+        f"<div class='job-phase {phase.state}'><span>{icon} {html.escape(phase.label)}{count}</span>"
+        f"<span class='muted'>{timing}</span>{note}{bar}</div>"
+    )
 
 
 def progress_html(job: jobs.JobInfo, phases: list[jobs.Phase] | None = None) -> str:
@@ -101,7 +111,10 @@ def progress_html(job: jobs.JobInfo, phases: list[jobs.Phase] | None = None) -> 
     colour = STATUS_COLOURS.get(job.status, "#2563eb")
     steps = f"step {job.step}/{job.total_steps} · " if job.total_steps else ""
     eta = f" · ETA {_duration(job.eta_seconds)}" if job.status == jobs.RUNNING and job.eta_seconds else ""
-    return _bar(percent / 100, colour) + f"<p class='muted'>{steps}{percent:.0f}% · elapsed {_duration(job.elapsed)}{eta}</p>"
+    return (
+        _bar(percent / 100, colour)
+        + f"<p class='muted'>{steps}{percent:.0f}% · elapsed {_duration(job.elapsed)}{eta}</p>"
+    )
 
 
 def log_html(text: str) -> str:
@@ -129,7 +142,9 @@ def render(job_id: str | None, series: dict[str, str]):
         job = jobs.get(job_id)
     except jobs.JobError as error:
         raise UserError(str(error)) from error
-    badge = {"queued": "⏳", "running": "🏃", "succeeded": "✅", "failed": "❌", "cancelled": "⏹", "interrupted": "⚠️"}[job.status]
+    badge = {"queued": "⏳", "running": "🏃", "succeeded": "✅", "failed": "❌", "cancelled": "⏹", "interrupted": "⚠️"}[
+        job.status
+    ]
     where = " (started from the CLI)" if job.foreground else ""
     status = f"{badge} **{html.escape(job.name)}** — {job.kind} — **{job.status}**{where}  \n{html.escape(job.message)}"
     return (
@@ -168,6 +183,8 @@ def build(demo: gr.Blocks, kinds: tuple[str, ...], series: dict[str, str], *, ti
     panel = JobPanel(job, status, progress, plot, log, cancel_button, timer, kinds, series)
     refresh.click(lambda current: refresh_choices(kinds, current), job, job, api_visibility="private")
     job.change(lambda job_id: render(job_id, series), job, panel.outputs, api_visibility="private")
-    timer.tick(lambda job_id: render(job_id, series), job, panel.outputs, api_visibility="private", show_progress="hidden")
+    timer.tick(
+        lambda job_id: render(job_id, series), job, panel.outputs, api_visibility="private", show_progress="hidden"
+    )
     cancel_button.click(cancel, job, status, api_name=f"cancel_{kinds[0]}_job")
     return panel

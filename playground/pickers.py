@@ -31,8 +31,15 @@ class LiveDropdown(gr.Dropdown):
 
     is_template = True  # rendered by the frontend's own Dropdown
 
-    def __init__(self, list_choices: Callable[[], Choices], *, fallback: Any = None, newest_on_load: bool = False,
-                 choices: Choices | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        list_choices: Callable[[], Choices],
+        *,
+        fallback: Any = None,
+        newest_on_load: bool = False,
+        choices: Choices | None = None,
+        **kwargs: Any,
+    ) -> None:
         self.list_choices = list_choices
         self.fallback = fallback
         self.newest_on_load = newest_on_load

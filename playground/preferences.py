@@ -33,7 +33,9 @@ def _who(annotator: str | None, request: gr.Request | None) -> str:
 
 
 def _response_updates(texts: list[str], n: int) -> list[Any]:
-    return [gr.update(value=texts[i] if i < len(texts) else "", visible=i < n) for i in range(preferences.MAX_RESPONSES)]
+    return [
+        gr.update(value=texts[i] if i < len(texts) else "", visible=i < n) for i in range(preferences.MAX_RESPONSES)
+    ]
 
 
 VOTE_CONTROLS = 7  # the A/B row, its four buttons, the ranking box and its button
@@ -60,23 +62,43 @@ def _prompt_md(item_prompt: list[Any]) -> str:
 
 
 def new_item(
-    mode: str, prompt: str, prompt_set: str | None, n_responses: float, annotator: str,
-    adapter_a: str | None = None, temperature_a: float = 0.7, seed_a: float = -1,
-    adapter_b: str | None = None, temperature_b: float = 1.0, seed_b: float = -1,
-    adapter_c: str | None = None, temperature_c: float = 0.7, seed_c: float = -1,
-    adapter_d: str | None = None, temperature_d: float = 1.0, seed_d: float = -1,
-    max_new_tokens: float = 128, request: gr.Request = None,
+    mode: str,
+    prompt: str,
+    prompt_set: str | None,
+    n_responses: float,
+    annotator: str,
+    adapter_a: str | None = None,
+    temperature_a: float = 0.7,
+    seed_a: float = -1,
+    adapter_b: str | None = None,
+    temperature_b: float = 1.0,
+    seed_b: float = -1,
+    adapter_c: str | None = None,
+    temperature_c: float = 0.7,
+    seed_c: float = -1,
+    adapter_d: str | None = None,
+    temperature_d: float = 1.0,
+    seed_d: float = -1,
+    max_new_tokens: float = 128,
+    request: gr.Request = None,
 ):
     """Load or generate the next item. Outputs: item id, prompt, 4 responses, vote controls, reveal."""
     who = _who(annotator, request)
     if mode == MODES[2]:
         item = preferences.next_unlabelled(who)
         if item is None:
-            raise UserError("The queue is empty: you have voted on every stored item (import some, or send them from Chat).")
+            raise UserError(
+                "The queue is empty: you have voted on every stored item (import some, or send them from Chat)."
+            )
         texts = [r.text for r in item.responses]
         n = len(texts)
-        yield (item.id, _prompt_md(item.prompt), *_response_updates(texts, n), *_vote_controls(n, True),
-               f"Item from the queue ({html.escape(item.origin)}).")
+        yield (
+            item.id,
+            _prompt_md(item.prompt),
+            *_response_updates(texts, n),
+            *_vote_controls(n, True),
+            f"Item from the queue ({html.escape(item.origin)}).",
+        )
         return
     if mode == MODES[1]:
         if not prompt_set:
@@ -92,14 +114,19 @@ def new_item(
         messages = [preferences.Message("user", prompt.strip())]
         origin = "typed"
     n = int(n_responses)
-    slots = [(adapter_a, temperature_a, seed_a), (adapter_b, temperature_b, seed_b),
-             (adapter_c, temperature_c, seed_c), (adapter_d, temperature_d, seed_d)][:n]
+    slots = [
+        (adapter_a, temperature_a, seed_a),
+        (adapter_b, temperature_b, seed_b),
+        (adapter_c, temperature_c, seed_c),
+        (adapter_d, temperature_d, seed_d),
+    ][:n]
     try:
         sources = [
             comparisons.Source(
                 adapter=selected_adapter(adapter),
                 params=SamplingParams(
-                    temperature=float(temperature), max_new_tokens=int(max_new_tokens),
+                    temperature=float(temperature),
+                    max_new_tokens=int(max_new_tokens),
                     seed=None if seed is None or float(seed) < 0 else int(seed),
                 ),
             )
@@ -110,14 +137,27 @@ def new_item(
     prompt_md = _prompt_md(messages)
     last = 0.0
     try:
-        for texts, item in comparisons.stream_item(models.get_handle(), messages, sources, origin=origin, created_by=who):
+        for texts, item in comparisons.stream_item(
+            models.get_handle(), messages, sources, origin=origin, created_by=who
+        ):
             now = time.monotonic()
             if item is not None:
-                yield (item.id, prompt_md, *_response_updates(texts, n), *_vote_controls(n, True),
-                       "Which response do you prefer? Sources are hidden until you vote.")
+                yield (
+                    item.id,
+                    prompt_md,
+                    *_response_updates(texts, n),
+                    *_vote_controls(n, True),
+                    "Which response do you prefer? Sources are hidden until you vote.",
+                )
             elif now - last >= UI_UPDATE_SECONDS:
                 last = now
-                yield (None, prompt_md, *_response_updates(texts, n), *_vote_controls(n, False), "Generating all responses in one batch…")
+                yield (
+                    None,
+                    prompt_md,
+                    *_response_updates(texts, n),
+                    *_vote_controls(n, False),
+                    "Generating all responses in one batch…",
+                )
     except (InvalidParameter, models.ModelUnavailable, preferences.PreferenceError) as error:
         raise UserError(str(error)) from error
 
@@ -130,11 +170,15 @@ def reveal(item: preferences.ItemView, annotator: str, reward_model: str | None)
             scores = reward.scorer(reward_model).score(item.prompt, [r.text for r in item.responses])
         except (reward.RewardModelError, OSError) as error:
             gr.Warning(f"Reward model {reward_model!r} could not score: {error}")
-    rows = ["| | source | temperature | seed |" + (" reward |" if scores else ""),
-            "|---|---|---|---|" + ("---|" if scores else "")]
+    rows = [
+        "| | source | temperature | seed |" + (" reward |" if scores else ""),
+        "|---|---|---|---|" + ("---|" if scores else ""),
+    ]
     for index, r in enumerate(item.responses):
         score = f" {scores[index]:+.3f} |" if scores else ""
-        rows.append(f"| **{r.letter}** | `{html.escape(r.source)}` | {r.sampling.get('temperature', '')} | {r.seed if r.seed is not None else ''} |{score}")
+        rows.append(
+            f"| **{r.letter}** | `{html.escape(r.source)}` | {r.sampling.get('temperature', '')} | {r.seed if r.seed is not None else ''} |{score}"
+        )
     head = f"**You voted: {_describe(label)}.** Voting on this item is locked.\n\n" if label else ""
     agreement = ""
     if scores and label and label.choice not in ("tie", "both_bad") and len(label.ranking) > 1:
@@ -156,14 +200,25 @@ def _describe(label: preferences.LabelView | None) -> str:
     return label.choice
 
 
-def vote(item_id: str | None, choice: str, rationale: str, annotator: str, reward_model: str | None = None, request: gr.Request = None):
+def vote(
+    item_id: str | None,
+    choice: str,
+    rationale: str,
+    annotator: str,
+    reward_model: str | None = None,
+    request: gr.Request = None,
+):
     """Record a vote, lock the item, reveal sources (and reward scores). Outputs: 3 controls, reveal."""
     who = _who(annotator, request)
     if not item_id:
         raise UserError("There is no item to vote on yet: press Next.")
     try:
         result = preferences.submit_label(
-            item_id, who, choice, rationale=rationale or "", session_id=getattr(request, "session_hash", None),
+            item_id,
+            who,
+            choice,
+            rationale=rationale or "",
+            session_id=getattr(request, "session_hash", None),
             ranking=None,
         )
     except preferences.PreferenceError as error:
@@ -177,13 +232,17 @@ def vote(item_id: str | None, choice: str, rationale: str, annotator: str, rewar
 def _voter(choice: str):
     """A click handler for one vote button (a closure per button: no late binding)."""
 
-    def handler(item_id: str | None, rationale: str, annotator: str, reward_model: str | None = None, request: gr.Request = None):
+    def handler(
+        item_id: str | None, rationale: str, annotator: str, reward_model: str | None = None, request: gr.Request = None
+    ):
         return vote(item_id, choice, rationale, annotator, reward_model, request)
 
     return handler
 
 
-def vote_api(item_id: str, choice: str, annotator: str, rationale: str = "", ranking: str = "", request: gr.Request = None) -> dict:
+def vote_api(
+    item_id: str, choice: str, annotator: str, rationale: str = "", ranking: str = "", request: gr.Request = None
+) -> dict:
     """Vote from a script: choice is A, B, tie, both_bad, up, down or ranking (with ranking like 'B > A = C').
 
     Returns {"created": bool, "choice": str, "ranking": [[positions]], "item_id": str}; the same vote
@@ -193,22 +252,46 @@ def vote_api(item_id: str, choice: str, annotator: str, rationale: str = "", ran
     try:
         item = preferences.get_item(item_id)
         groups = preferences.parse_ranking(ranking, len(item.responses)) if choice == "ranking" else None
-        result = preferences.submit_label(item_id, who, choice, ranking=groups, rationale=rationale or "",
-                                          session_id=getattr(request, "session_hash", None))
+        result = preferences.submit_label(
+            item_id,
+            who,
+            choice,
+            ranking=groups,
+            rationale=rationale or "",
+            session_id=getattr(request, "session_hash", None),
+        )
     except preferences.PreferenceError as error:
         raise UserError(str(error)) from error
-    return {"created": result.created, "choice": result.label.choice, "ranking": result.label.ranking, "item_id": item_id}
+    return {
+        "created": result.created,
+        "choice": result.label.choice,
+        "ranking": result.label.ranking,
+        "item_id": item_id,
+    }
 
 
-def vote_ranking(item_id: str | None, ranking: str, rationale: str, annotator: str, reward_model: str | None = None, request: gr.Request = None):
+def vote_ranking(
+    item_id: str | None,
+    ranking: str,
+    rationale: str,
+    annotator: str,
+    reward_model: str | None = None,
+    request: gr.Request = None,
+):
     who = _who(annotator, request)
     if not item_id:
         raise UserError("There is no item to vote on yet: press Next.")
     item = preferences.get_item(item_id)
     try:
         groups = preferences.parse_ranking(ranking or "", len(item.responses))
-        result = preferences.submit_label(item_id, who, "ranking", ranking=groups, rationale=rationale or "",
-                                          session_id=getattr(request, "session_hash", None))
+        result = preferences.submit_label(
+            item_id,
+            who,
+            "ranking",
+            ranking=groups,
+            rationale=rationale or "",
+            session_id=getattr(request, "session_hash", None),
+        )
     except preferences.PreferenceError as error:
         raise UserError(str(error)) from error
     if not result.created:
@@ -217,6 +300,7 @@ def vote_ranking(item_id: str | None, ranking: str, rationale: str, annotator: s
 
 
 # --- prompt sets -------------------------------------------------------------------------------
+
 
 @signed_in("add prompt sets")
 def upload_prompt_set(file: str | None, name: str, request: gr.Request = None):
@@ -236,6 +320,7 @@ def upload_prompt_set(file: str | None, name: str, request: gr.Request = None):
 
 
 # --- the dataset -------------------------------------------------------------------------------
+
 
 def dataset_view():
     """Totals and quality signals, labels per annotator, and the source leaderboard."""
@@ -257,7 +342,15 @@ def dataset_view():
     if not ratings:
         text += f"  \nLeaderboard: {preferences.leaderboard_gap(items)}"
     recent = pd.DataFrame(
-        [[i.id, i.prompt_text[:80], len(i.responses), ", ".join(f"{lb.annotator}: {_describe(lb)}" for lb in i.labels)] for i in items[:50]],
+        [
+            [
+                i.id,
+                i.prompt_text[:80],
+                len(i.responses),
+                ", ".join(f"{lb.annotator}: {_describe(lb)}" for lb in i.labels),
+            ]
+            for i in items[:50]
+        ],
         columns=["item", "prompt", "responses", "votes"],
     )
     return text, annotators, board, recent
@@ -306,8 +399,10 @@ def push_labels(repo_id: str, token: str, request: gr.Request = None) -> str:
     except preferences.PreferenceError as error:
         raise UserError(str(error)) from error
     configs = ", ".join(f"`{name}` ({rows} rows)" for name, rows in pushed["configs"].items())
-    return (f"Pushed to {pushed['url']}: {configs}. Load one with "
-            f"`load_dataset({repo_id.strip()!r}, {next(iter(pushed['configs']))!r})`.")
+    return (
+        f"Pushed to {pushed['url']}: {configs}. Load one with "
+        f"`load_dataset({repo_id.strip()!r}, {next(iter(pushed['configs']))!r})`."
+    )
 
 
 @admin_only("delete data")
@@ -324,6 +419,7 @@ def reward_model_choices() -> list[str]:
 
 
 # --- layout ------------------------------------------------------------------------------------
+
 
 def _source_slot(letter: str, temperature: float):
     with gr.Row(visible=letter in "AB") as row:
@@ -347,8 +443,12 @@ def build_label(demo: gr.Blocks, shared: Shared) -> None:
             set_status = gr.Markdown()
             n_responses = gr.Radio([2, 3, 4], value=2, label="Responses per item")
             slots = [_source_slot(letter, t) for letter, t in zip("ABCD", (0.7, 1.0, 0.7, 1.0))]
-            gr.Markdown("<span class='muted'>Sources are generated together in one batched call and shown in random order.</span>")
-            reward_pick = LiveDropdown(reward_model_choices, fallback=NO_REWARD_MODEL, label="Reward model to reveal scores")
+            gr.Markdown(
+                "<span class='muted'>Sources are generated together in one batched call and shown in random order.</span>"
+            )
+            reward_pick = LiveDropdown(
+                reward_model_choices, fallback=NO_REWARD_MODEL, label="Reward model to reveal scores"
+            )
         with gr.Column(scale=2):
             with gr.Row():
                 next_button = gr.Button("Next item (N)", variant="primary", elem_id="pref-next", scale=3)
@@ -358,7 +458,11 @@ def build_label(demo: gr.Blocks, shared: Shared) -> None:
                 boxes = []
                 for index, letter in enumerate("ABCD"):
                     with gr.Column(min_width=200):
-                        boxes.append(gr.Textbox(label=f"Response {letter}", lines=10, max_lines=24, interactive=False, visible=index < 2))
+                        boxes.append(
+                            gr.Textbox(
+                                label=f"Response {letter}", lines=10, max_lines=24, interactive=False, visible=index < 2
+                            )
+                        )
             with gr.Row() as vote_row:
                 vote_a = gr.Button("A is better (1)", elem_id="vote-a")
                 vote_b = gr.Button("B is better (2)", elem_id="vote-b")
@@ -369,7 +473,12 @@ def build_label(demo: gr.Blocks, shared: Shared) -> None:
             rationale = gr.Textbox(label="Rationale (optional)", lines=2)
             revealed = gr.Markdown(elem_id="pref-revealed")
 
-    n_responses.change(lambda n: [gr.update(visible=i < int(n)) for i in range(4)], n_responses, [s[0] for s in slots], api_visibility="private")
+    n_responses.change(
+        lambda n: [gr.update(visible=i < int(n)) for i in range(4)],
+        n_responses,
+        [s[0] for s in slots],
+        api_visibility="private",
+    )
     slot_kwargs: dict[str, Any] = {}
     for letter, (_, adapter, temp, seed) in zip("abcd", slots):
         slot_kwargs |= {f"adapter_{letter}": adapter, f"temperature_{letter}": temp, f"seed_{letter}": seed}
@@ -377,16 +486,28 @@ def build_label(demo: gr.Blocks, shared: Shared) -> None:
     vote_controls = [vote_row, vote_a, vote_b, vote_tie, vote_bad, ranking, rank_button]
     outputs = [item_id, prompt_view, *boxes, *vote_controls, revealed]
     next_button.click(
-        new_item, [mode, prompt, prompt_set, n_responses, shared.annotator], outputs, inputs_kwargs=slot_kwargs,
-        api_name="new_item", **MODEL_EVENTS,
+        new_item,
+        [mode, prompt, prompt_set, n_responses, shared.annotator],
+        outputs,
+        inputs_kwargs=slot_kwargs,
+        api_name="new_item",
+        **MODEL_EVENTS,
     )
     vote_outputs = [*vote_controls, revealed]
     for button, choice in ((vote_a, "A"), (vote_b, "B"), (vote_tie, "tie"), (vote_bad, "both_bad")):
-        button.click(_voter(choice), [item_id, rationale, shared.annotator, reward_pick], vote_outputs, api_visibility="private")
-    rank_button.click(vote_ranking, [item_id, ranking, rationale, shared.annotator, reward_pick], vote_outputs, api_name="vote_ranking")
+        button.click(
+            _voter(choice), [item_id, rationale, shared.annotator, reward_pick], vote_outputs, api_visibility="private"
+        )
+    rank_button.click(
+        vote_ranking,
+        [item_id, ranking, rationale, shared.annotator, reward_pick],
+        vote_outputs,
+        api_name="vote_ranking",
+    )
     gr.api(vote_api, api_name="vote")
     cleared_first([set_upload.upload], [set_status]).then(
-        upload_prompt_set, [set_upload, set_name], [set_status, prompt_set], api_name="upload_prompt_set")
+        upload_prompt_set, [set_upload, set_name], [set_status, prompt_set], api_name="upload_prompt_set"
+    )
 
 
 def build_dataset(demo: gr.Blocks) -> None:
@@ -400,16 +521,24 @@ def build_dataset(demo: gr.Blocks) -> None:
     with gr.Row():
         with gr.Column():
             gr.Markdown("#### Export for trl")
-            fmt = gr.Radio(["jsonl", "parquet", "dataset", "unpaired"], value="jsonl", label="Format",
-                           info="pairs in trl's conversational prompt/chosen/rejected; 'unpaired' = KTO prompt/completion/label")
-            gr.Markdown("<span class='muted'>Unpaired rows: a **tie** exports both responses with `label: true` (both "
-                        "acceptable), **both bad** exports both with `label: false`, 👍/👎 as voted. Ties and both-bad say "
-                        "nothing about order, so they are never pairs.</span>")
+            fmt = gr.Radio(
+                ["jsonl", "parquet", "dataset", "unpaired"],
+                value="jsonl",
+                label="Format",
+                info="pairs in trl's conversational prompt/chosen/rejected; 'unpaired' = KTO prompt/completion/label",
+            )
+            gr.Markdown(
+                "<span class='muted'>Unpaired rows: a **tie** exports both responses with `label: true` (both "
+                "acceptable), **both bad** exports both with `label: false`, 👍/👎 as voted. Ties and both-bad say "
+                "nothing about order, so they are never pairs.</span>"
+            )
             export_button = gr.Button("Export")
             exported = gr.File(label="Download", interactive=False)
         with gr.Column():
             gr.Markdown("#### Import")
-            import_file = gr.File(label="Preference file (JSONL / Parquet)", file_types=list(IMPORT_SUFFIXES), type="filepath")
+            import_file = gr.File(
+                label="Preference file (JSONL / Parquet)", file_types=list(IMPORT_SUFFIXES), type="filepath"
+            )
             imported = gr.Markdown()
         with gr.Column():
             gr.Markdown("#### Push to the Hub (needs network)")
@@ -427,9 +556,12 @@ def build_dataset(demo: gr.Blocks) -> None:
     gr.on([refresh.click, demo.load], dataset_view, None, view_outputs, api_name="preference_stats")
     export_button.click(export_labels, fmt, exported, api_name="export_preferences")
     cleared_first([import_file.upload], [imported]).then(
-        import_labels, import_file, imported, api_name="import_preferences").then(dataset_view, None, view_outputs, api_visibility="private")
+        import_labels, import_file, imported, api_name="import_preferences"
+    ).then(dataset_view, None, view_outputs, api_visibility="private")
     push_button.click(push_labels, [repo, token], pushed, api_name="push_preferences")
-    delete_button.click(delete_item, delete_id, deleted, api_name="delete_item").then(dataset_view, None, view_outputs, api_visibility="private")
+    delete_button.click(delete_item, delete_id, deleted, api_name="delete_item").then(
+        dataset_view, None, view_outputs, api_visibility="private"
+    )
 
 
 KEYBOARD_JS = """

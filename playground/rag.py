@@ -63,9 +63,19 @@ def documents_table(name: str | None) -> pd.DataFrame:
     except store.CollectionError as error:
         raise _error(error) from error
     return pd.DataFrame(
-        [[d.id, d.name, d.kind, d.pages or "", d.chunks, d.characters, time.strftime("%Y-%m-%d %H:%M", time.localtime(d.added)),
-          d.added_by]
-         for d in generation.documents],
+        [
+            [
+                d.id,
+                d.name,
+                d.kind,
+                d.pages or "",
+                d.chunks,
+                d.characters,
+                time.strftime("%Y-%m-%d %H:%M", time.localtime(d.added)),
+                d.added_by,
+            ]
+            for d in generation.documents
+        ],
         columns=columns,
     )
 
@@ -97,16 +107,24 @@ def ingest_files(name: str | None, files: list[str] | None, request: gr.Request 
         accepted = []
         for index, file in enumerate(files):
             try:  # each upload in its own folder: sanitised names may collide
-                copied = copy_upload(file, Path(tmp) / str(index), max_bytes=parsing.MAX_FILE_BYTES, allowed_suffixes=ALLOWED)
+                copied = copy_upload(
+                    file, Path(tmp) / str(index), max_bytes=parsing.MAX_FILE_BYTES, allowed_suffixes=ALLOWED
+                )
                 accepted.append((copied, copied.name))
             except UploadError as error:
                 lines.append(f"❌ {html.escape(str(error))}")
         try:
-            report = store.ingest(name, accepted, added_by=signed_in_user(request) or "") if accepted else store.IngestReport()
+            report = (
+                store.ingest(name, accepted, added_by=signed_in_user(request) or "")
+                if accepted
+                else store.IngestReport()
+            )
         except (store.CollectionError, embedder.EmbedderUnavailable) as error:
             raise _error(error) from error
     lines += [f"✅ {html.escape(i['file'])}: {i['chunks']} chunks" for i in report.ingested]
-    lines += [f"↺ {html.escape(i['file'])}: already in the collection (same content), skipped" for i in report.unchanged]
+    lines += [
+        f"↺ {html.escape(i['file'])}: already in the collection (same content), skipped" for i in report.unchanged
+    ]
     lines += [f"❌ {html.escape(e['file'])}: {html.escape(e['error'])}" for e in report.errors]
     return "  \n".join(lines), documents_table(name), collection_summary(name)
 
@@ -153,7 +171,10 @@ def _sources_line(label: str, numbers: list[int], hits: list[retrieval.Hit]) -> 
 
 
 def _source_links(numbers: list[int], title: str) -> str:
-    return "".join(f" <a class='attributed' href='#passage-{n}' title='{html.escape(title, quote=True)}'>[{n}]</a>" for n in numbers)
+    return "".join(
+        f" <a class='attributed' href='#passage-{n}' title='{html.escape(title, quote=True)}'>[{n}]</a>"
+        for n in numbers
+    )
 
 
 def _answer_md(text: str, hits: list[retrieval.Hit], supports: list[attribution.SentenceSupport] | None = None) -> str:
@@ -165,14 +186,17 @@ def _answer_md(text: str, hits: list[retrieval.Hit], supports: list[attribution.
         return _linked(html.escape(text), cited) + footer
     parts, cursor, missing = [], 0, []
     for item in supports:
-        parts.append(html.escape(text[cursor:item.start]))
+        parts.append(html.escape(text[cursor : item.start]))
         body = _linked(html.escape(item.sentence), item.cited)
         if item.claim and not item.passages:
             why = f"no passage supports this ({item.word_support:.0%} of its words are in the passages)"
             body = f"<span class='unsupported' title='{html.escape(why, quote=True)}'>{body}</span>"
         added = [n for n in item.passages if n not in item.cited]
         if added:
-            body += _source_links(added, f"found by checking: {item.word_support:.0%} of its words are in the passage, similarity {item.similarity:.2f}")
+            body += _source_links(
+                added,
+                f"found by checking: {item.word_support:.0%} of its words are in the passage, similarity {item.similarity:.2f}",
+            )
         if item.passages:
             missing += [w for w in item.unsupported_words if w not in missing]
         parts.append(body)
@@ -184,13 +208,20 @@ def _answer_md(text: str, hits: list[retrieval.Hit], supports: list[attribution.
         lines.append(_sources_line("Sources", sources, hits))
     claims = [i for i in supports if i.claim]
     if any(n not in i.cited for i in supports for n in i.passages):
-        lines.append("[n] with a dotted underline were added by checking each sentence against the passages (shared words "
-                     "and embedding similarity), not written by the model.")
+        lines.append(
+            "[n] with a dotted underline were added by checking each sentence against the passages (shared words "
+            "and embedding similarity), not written by the model."
+        )
     unsupported = [i for i in claims if not i.passages]
     if unsupported:
-        lines.append(f"⚠️ {len(unsupported)} of {len(claims)} statements are not supported by the passages (wavy underline).")
+        lines.append(
+            f"⚠️ {len(unsupported)} of {len(claims)} statements are not supported by the passages (wavy underline)."
+        )
     if missing:
-        lines.append("Words in supported statements that the passages do not contain: " + ", ".join(html.escape(w) for w in missing[:12]))
+        lines.append(
+            "Words in supported statements that the passages do not contain: "
+            + ", ".join(html.escape(w) for w in missing[:12])
+        )
     return "".join(parts) + "".join(f"  \n<span class='muted'>{line}</span>" for line in lines)
 
 
@@ -222,14 +253,24 @@ def ask(name: str | None, question: str, mode: str, k: float, adapter: str | Non
     last = 0.0
     supports = None
     try:
-        for grounded, plain, prompt in answer.stream_answers(models.get_handle(), question, hits, params, adapter=selected_adapter(adapter)):
+        for grounded, plain, prompt in answer.stream_answers(
+            models.get_handle(), question, hits, params, adapter=selected_adapter(adapter)
+        ):
             now = time.monotonic()
             if grounded.done and supports is None:
                 supports = _check_support(grounded.text, prompt.hits)
             if grounded.done and (plain is None or plain.done) or now - last >= UI_UPDATE_SECONDS:
                 last = now
-                notice = f"⚠️ {prompt.notice}." if prompt.notice else f"All {len(prompt.hits)} passages fit in the prompt."
-                yield frame, _answer_md(grounded.text, prompt.hits, supports), plain.text if plain else "", notice, passages
+                notice = (
+                    f"⚠️ {prompt.notice}." if prompt.notice else f"All {len(prompt.hits)} passages fit in the prompt."
+                )
+                yield (
+                    frame,
+                    _answer_md(grounded.text, prompt.hits, supports),
+                    plain.text if plain else "",
+                    notice,
+                    passages,
+                )
     except (InvalidParameter, models.ModelUnavailable, ValueError) as error:
         raise _error(error) from error
 
@@ -249,7 +290,9 @@ def evaluate_questions(name: str | None, file: str | None, k: float, run_id: str
         raise UserError('Upload a JSONL file of {"question", "source"} rows.')
     rows, errors = evaluate.load_questions(file)
     if not rows:
-        raise UserError("No usable questions in the file" + (f": line {errors[0]['line']}: {errors[0]['error']}" if errors else "."))
+        raise UserError(
+            "No usable questions in the file" + (f": line {errors[0]['line']}: {errors[0]['error']}" if errors else ".")
+        )
     try:
         report = evaluate.evaluate(name, rows, k=int(k), should_stop=lambda: STOPS.stopped(run_id))
     except evaluate.EvaluationStopped:
@@ -257,9 +300,16 @@ def evaluate_questions(name: str | None, file: str | None, k: float, run_id: str
     except (ValueError, store.CollectionError) as error:
         raise _error(error) from error
     key = f"recall@{int(k)}"
-    table = pd.DataFrame([[m, round(report[m][key], 3), round(report[m]["mrr"], 3)] for m in retrieval.MODES], columns=["mode", key, "MRR"])
+    table = pd.DataFrame(
+        [[m, round(report[m][key], 3), round(report[m]["mrr"], 3)] for m in retrieval.MODES],
+        columns=["mode", key, "MRR"],
+    )
     details = pd.DataFrame(report["details"])
-    note = f"{report['n']} questions" + (f"; {len(errors)} rows skipped: " + "; ".join(f"line {e['line']}: {e['error']}" for e in errors[:5]) if errors else "")
+    note = f"{report['n']} questions" + (
+        f"; {len(errors)} rows skipped: " + "; ".join(f"line {e['line']}: {e['error']}" for e in errors[:5])
+        if errors
+        else ""
+    )
     return table, details, note
 
 
@@ -268,17 +318,30 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
     with gr.Row():
         with gr.Column(scale=1):
             gr.Markdown("#### Collections and documents")
-            collection = LiveDropdown(store.collection_names, fallback=FIRST, label="Collection", elem_id="rag-collection")
+            collection = LiveDropdown(
+                store.collection_names, fallback=FIRST, label="Collection", elem_id="rag-collection"
+            )
             summary = gr.Markdown()
             with gr.Accordion("New collection", open=not names):
                 new_name = gr.Textbox(label="Name", placeholder="e.g. handbook")
                 with gr.Row():
-                    chunk_size = gr.Slider(32, chunking.MAX_CHUNK_TOKENS, value=chunking.DEFAULT_CHUNK_TOKENS, step=1, label="Chunk size (tokens)",
-                                           info="the embedder reads at most 254")
+                    chunk_size = gr.Slider(
+                        32,
+                        chunking.MAX_CHUNK_TOKENS,
+                        value=chunking.DEFAULT_CHUNK_TOKENS,
+                        step=1,
+                        label="Chunk size (tokens)",
+                        info="the embedder reads at most 254",
+                    )
                     overlap = gr.Slider(0, 128, value=chunking.DEFAULT_OVERLAP_TOKENS, step=1, label="Overlap (tokens)")
                 create_button = gr.Button("Create")
             # no file_types: gradio would refuse the whole batch for one bad file; each file is checked and reported instead
-            files = gr.File(label="Upload PDF, DOCX, HTML, Markdown or text", file_count="multiple", type="filepath", elem_id="rag-files")
+            files = gr.File(
+                label="Upload PDF, DOCX, HTML, Markdown or text",
+                file_count="multiple",
+                type="filepath",
+                elem_id="rag-files",
+            )
             ingest_button = gr.Button("Ingest", variant="primary")
             report = gr.Markdown()
             docs = gr.Dataframe(interactive=False, wrap=True, max_height=260, label="Documents")
@@ -307,9 +370,11 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
             with gr.Accordion("Passages in full (click a citation to jump here)", open=True):
                 passages = gr.HTML()
     with gr.Accordion("Evaluate retrieval on your questions", open=False):
-        gr.Markdown('Upload JSONL rows `{"question": ..., "source": "<file name>", "page": <optional>}`; recall@k and MRR per mode. '
-                    f"At most {evaluate.MAX_QUESTIONS:,} questions of {evaluate.MAX_QUESTION_CHARS:,} characters, "
-                    f"{evaluate.MAX_FILE_BYTES // 1_000_000} MB.")
+        gr.Markdown(
+            'Upload JSONL rows `{"question": ..., "source": "<file name>", "page": <optional>}`; recall@k and MRR per mode. '
+            f"At most {evaluate.MAX_QUESTIONS:,} questions of {evaluate.MAX_QUESTION_CHARS:,} characters, "
+            f"{evaluate.MAX_FILE_BYTES // 1_000_000} MB."
+        )
         with gr.Row():
             questions = gr.File(label="Questions (JSONL)", file_types=[".jsonl", ".json"], type="filepath", scale=2)
             eval_k = gr.Slider(1, 20, value=5, step=1, label="k", scale=1)
@@ -321,17 +386,33 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
     how_it_works("rag")
 
     doc_outputs = [report, docs, summary]
-    gr.on([collection.change, demo.load], lambda n: (documents_table(n), collection_summary(n)), collection, [docs, summary],
-          api_visibility="private")
+    gr.on(
+        [collection.change, demo.load],
+        lambda n: (documents_table(n), collection_summary(n)),
+        collection,
+        [docs, summary],
+        api_visibility="private",
+    )
     create_button.click(create_collection, [new_name, chunk_size, overlap], collection, api_name="rag_create")
     delete_button.click(delete_collection, collection, collection, api_name="rag_delete")
-    cleared_first([ingest_button.click], [report]).then(ingest_files, [collection, files], doc_outputs, api_name="rag_ingest")
+    cleared_first([ingest_button.click], [report]).then(
+        ingest_files, [collection, files], doc_outputs, api_name="rag_ingest"
+    )
     remove_button.click(remove_document, [collection, doc_id], doc_outputs, api_name="rag_remove_document")
     reindex_button.click(reindex_collection, collection, report, api_name="rag_reindex")
     gr.on(
-        [ask_button.click, question.submit], ask, [collection, question, mode, k, shared.adapter],
-        [hits, grounded, plain, notice, passages], inputs_kwargs=shared.sampling.kwargs(), api_name="rag_ask", **MODEL_EVENTS,
+        [ask_button.click, question.submit],
+        ask,
+        [collection, question, mode, k, shared.adapter],
+        [hits, grounded, plain, notice, passages],
+        inputs_kwargs=shared.sampling.kwargs(),
+        api_name="rag_ask",
+        **MODEL_EVENTS,
     )
     eval_started, eval_id = stoppable([eval_button.click], eval_stop)
-    eval_started.success(evaluate_questions, [collection, questions, eval_k, eval_id], [eval_table, eval_details, eval_note],
-                         api_name="rag_eval")
+    eval_started.success(
+        evaluate_questions,
+        [collection, questions, eval_k, eval_id],
+        [eval_table, eval_details, eval_note],
+        api_name="rag_eval",
+    )

@@ -52,7 +52,9 @@ def parse_gold(value: float | str | None) -> float | None:
         return None
     number = extract.parse_number(text)
     if number is None:
-        raise UserError(f"Known answer {text[:40]!r} is not a number (e.g. 42, 3.5, 3/4, $1,200); leave it blank if unknown.")
+        raise UserError(
+            f"Known answer {text[:40]!r} is not a number (e.g. 42, 3.5, 3/4, $1,200); leave it blank if unknown."
+        )
     return number
 
 
@@ -78,16 +80,23 @@ def _summary(result: StrategyResult | None, gold: float | None, *, stopped: bool
         if stopped:
             return f"<span class='muted'>⏹ stopped by you after {tokens} tokens</span>"
         if all(s.finish_reason for s in result.samples):
-            waiting = "running the program in the sandbox" if result.strategy == "pal" else "waiting for the other strategies"
+            waiting = (
+                "running the program in the sandbox" if result.strategy == "pal" else "waiting for the other strategies"
+            )
             return f"<span class='muted'>finished ({tokens} tokens) · {waiting}…</span>"
         return f"<span class='muted'>generating… {tokens} tokens</span>"
     verdict = ""
     if gold is not None:
         verdict = " ✅ right" if result.correct else f" ❌ wrong (expected {extract.format_number(gold)})"
-    lines = [f"**Answer: {extract.format_number(result.answer)}**{verdict}",
-             f"<span class='muted'>{result.mean_tokens:.0f} tokens · {result.seconds:.1f} s · prompt {result.prompt_tokens} tokens</span>"]
+    lines = [
+        f"**Answer: {extract.format_number(result.answer)}**{verdict}",
+        f"<span class='muted'>{result.mean_tokens:.0f} tokens · {result.seconds:.1f} s · prompt {result.prompt_tokens} tokens</span>",
+    ]
     if result.votes:
-        lines.append("Votes: " + " · ".join(f"`{html.escape(k)}` × {v}" for k, v in sorted(result.votes.items(), key=lambda kv: -kv[1])))
+        lines.append(
+            "Votes: "
+            + " · ".join(f"`{html.escape(k)}` × {v}" for k, v in sorted(result.votes.items(), key=lambda kv: -kv[1]))
+        )
     if result.notice:
         lines.append(f"⚠️ {html.escape(result.notice)}")
     return "  \n".join(lines)
@@ -108,8 +117,18 @@ def _program_report(result: StrategyResult | None) -> tuple[str, str]:
     return result.program, report
 
 
-def run_strategies(question: str, gold: float | str | None, keys: list[str], samples: float, direct_prompt: str, cot_prompt: str,
-                   pal_prompt: str, adapter: str | None = None, run_id: str | None = None, **sampling: Any):
+def run_strategies(
+    question: str,
+    gold: float | str | None,
+    keys: list[str],
+    samples: float,
+    direct_prompt: str,
+    cot_prompt: str,
+    pal_prompt: str,
+    adapter: str | None = None,
+    run_id: str | None = None,
+    **sampling: Any,
+):
     """Stream the three columns: output, summary, and (PAL) program and sandbox report; Stop ends it (run_id)."""
     chosen = _strategies(keys, {"direct": direct_prompt, "cot": cot_prompt, "pal": pal_prompt})
     params = to_params(sampling)
@@ -120,8 +139,15 @@ def run_strategies(question: str, gold: float | str | None, keys: list[str], sam
         raise UserError(str(error)) from error
     last = 0.0
     try:
-        stream = solve.stream_solve(models.get_handle(), question, chosen, params, samples=int(samples), gold=gold,
-                                    adapter=selected_adapter(adapter))
+        stream = solve.stream_solve(
+            models.get_handle(),
+            question,
+            chosen,
+            params,
+            samples=int(samples),
+            gold=gold,
+            adapter=selected_adapter(adapter),
+        )
         for results in stream:
             stopped = STOPS.stopped(run_id)
             now = time.monotonic()
@@ -147,8 +173,18 @@ def reset_prompt(key: str) -> str:
 
 
 def _bench_table(summary: dict[str, dict[str, Any]]) -> pd.DataFrame:
-    rows = [[key, f"{row['accuracy']:.1%}", row["correct"], row["n"], row["no_answer"], row["mean_tokens"], row["mean_seconds"]]
-            for key, row in summary.items()]
+    rows = [
+        [
+            key,
+            f"{row['accuracy']:.1%}",
+            row["correct"],
+            row["n"],
+            row["no_answer"],
+            row["mean_tokens"],
+            row["mean_seconds"],
+        ]
+        for key, row in summary.items()
+    ]
     return pd.DataFrame(rows, columns=BENCH_COLUMNS)
 
 
@@ -169,8 +205,10 @@ def _run_note(record: dict[str, Any], running: bool = False) -> str:
     status = f"running: {done} done" if running else "complete" if record.get("complete") else f"stopped after {done}"
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(record.get("created", 0)))
     adapter = f" + {record['adapter']}" if record.get("adapter") else ""
-    return (f"Run `{record.get('id')}` ({when}) — {html.escape(str(record.get('model')))}{html.escape(adapter)}, "
-            f"{html.escape(str(record.get('data')))}, {record.get('samples')} sample(s) per strategy, {status}.")
+    return (
+        f"Run `{record.get('id')}` ({when}) — {html.escape(str(record.get('model')))}{html.escape(adapter)}, "
+        f"{html.escape(str(record.get('data')))}, {record.get('samples')} sample(s) per strategy, {status}."
+    )
 
 
 def saved_run_choices() -> list[tuple[str, str]]:
@@ -182,9 +220,21 @@ def saved_run_choices() -> list[tuple[str, str]]:
 
 
 @signed_in("run and save benchmarks")
-def run_benchmark(source: str, file: str | None, limit: float, keys: list[str], samples: float, direct_prompt: str, cot_prompt: str,
-                  pal_prompt: str, adapter: str | None = None, run_id: str | None = None, progress: gr.Progress = gr.Progress(),
-                  request: gr.Request = None, **sampling: Any):
+def run_benchmark(
+    source: str,
+    file: str | None,
+    limit: float,
+    keys: list[str],
+    samples: float,
+    direct_prompt: str,
+    cot_prompt: str,
+    pal_prompt: str,
+    adapter: str | None = None,
+    run_id: str | None = None,
+    progress: gr.Progress = gr.Progress(),
+    request: gr.Request = None,
+    **sampling: Any,
+):
     chosen = _strategies(keys, {"direct": direct_prompt, "cot": cot_prompt, "pal": pal_prompt})
     params = to_params(sampling)
     if int(samples) > 1 and params.temperature == 0:
@@ -206,15 +256,27 @@ def run_benchmark(source: str, file: str | None, limit: float, keys: list[str], 
     record: dict[str, Any] = {}
     try:
         # Stop: the run ends after the current problem, is saved as incomplete, and its note says so
-        for record in benchmark.iter_run(models.get_handle(), problems, chosen, params, samples=int(samples),
-                                         adapter=selected_adapter(adapter), data_name=name,
-                                         should_stop=lambda: STOPS.stopped(run_id)):
+        for record in benchmark.iter_run(
+            models.get_handle(),
+            problems,
+            chosen,
+            params,
+            samples=int(samples),
+            adapter=selected_adapter(adapter),
+            data_name=name,
+            should_stop=lambda: STOPS.stopped(run_id),
+        ):
             done = len(record["items"])
             progress(done / len(problems), desc=f"{done} / {len(problems)} problems")
             yield _bench_table(record["summary"]), _items_table(record), _run_note(record, running=True), gr.skip()
     except (InvalidParameter, models.ModelUnavailable, ValueError) as error:
         raise UserError(str(error)) from error
-    yield _bench_table(record["summary"]), _items_table(record), _run_note(record), gr.update(choices=saved_run_choices(), value=record["id"])
+    yield (
+        _bench_table(record["summary"]),
+        _items_table(record),
+        _run_note(record),
+        gr.update(choices=saved_run_choices(), value=record["id"]),
+    )
 
 
 def load_saved_run(run_id: str | None):
@@ -238,7 +300,9 @@ def item_detail(run_id: str | None, evt: gr.SelectData):
     item = record["items"][row]
     parts = [f"**{html.escape(item['question'])}** — expected {extract.format_number(item['answer'])}"]
     for key, r in item["results"].items():
-        parts.append(f"\n**{key}** → {extract.format_number(r['answer'])} {'✅' if r['correct'] else '❌'}\n\n```text\n{r['output']}\n```")
+        parts.append(
+            f"\n**{key}** → {extract.format_number(r['answer'])} {'✅' if r['correct'] else '❌'}\n\n```text\n{r['output']}\n```"
+        )
         if r.get("error"):
             parts.append(f"sandbox: {html.escape(str(r['error']))}")
     return "\n".join(parts)
@@ -250,24 +314,38 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
         with gr.Column(scale=3):
             question = gr.Textbox(label="Word problem", lines=3, placeholder="e.g. Roger has 5 tennis balls…")
         with gr.Column(scale=2):
-            pick = gr.Dropdown([_label(i, p) for i, p in enumerate(problems, start=1)], value=None, label="…or pick one of the bundled problems")
+            pick = gr.Dropdown(
+                [_label(i, p) for i, p in enumerate(problems, start=1)],
+                value=None,
+                label="…or pick one of the bundled problems",
+            )
             gold = gr.Textbox(label="Known answer (optional, to mark right or wrong)", placeholder="blank = unknown")
     with gr.Row():
         keys = gr.CheckboxGroup([(strategies.load(k).name, k) for k in KEYS], value=list(KEYS), label="Strategies")
-        samples = gr.Slider(1, 8, value=1, step=1, label="Samples per strategy (self-consistency)",
-                            info="above 1: majority vote; needs temperature > 0")
+        samples = gr.Slider(
+            1,
+            8,
+            value=1,
+            step=1,
+            label="Samples per strategy (self-consistency)",
+            info="above 1: majority vote; needs temperature > 0",
+        )
         with gr.Column(min_width=160):
             run_button = gr.Button("Run", variant="primary")
             stop_button = gr.Button("Stop", variant="stop")
-    gr.Markdown("<span class='muted'>Each strategy has its own token budget (in its prompt below); the other sampling settings come "
-                "from the sidebar and are the same for all three.</span>")
+    gr.Markdown(
+        "<span class='muted'>Each strategy has its own token budget (in its prompt below); the other sampling settings come "
+        "from the sidebar and are the same for all three.</span>"
+    )
     columns: dict[str, tuple[gr.Textbox, gr.Markdown]] = {}
     with gr.Row(equal_height=False):
         for key in KEYS:
             strategy = strategies.load(key)
             with gr.Column():
                 gr.Markdown(f"#### {strategy.name}\n<span class='muted'>{html.escape(strategy.description)}</span>")
-                output = gr.Textbox(show_label=False, lines=10, max_lines=24, interactive=False, elem_id=f"reason-{key}")
+                output = gr.Textbox(
+                    show_label=False, lines=10, max_lines=24, interactive=False, elem_id=f"reason-{key}"
+                )
                 summary = gr.Markdown(elem_id=f"reason-{key}-summary")
                 if key == "pal":
                     program = gr.Code(language="python", label="Program run in the sandbox", interactive=False)
@@ -280,23 +358,38 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
         with gr.Tabs():
             for key in KEYS:
                 with gr.Tab(strategies.load(key).name):
-                    editors[key] = gr.Code(reset_prompt(key), language="json", lines=16, label=f"assets/reasoning/{key}.json")
+                    editors[key] = gr.Code(
+                        reset_prompt(key), language="json", lines=16, label=f"assets/reasoning/{key}.json"
+                    )
                     reset = gr.Button("Reset to the bundled prompt", size="sm")
                     reset.click(lambda k=key: reset_prompt(k), None, editors[key], api_visibility="private")
 
     with gr.Accordion("Benchmark: accuracy of each strategy over a problem set", open=False):
         with gr.Row():
-            source = gr.Radio(["Bundled problems (48)", "Upload JSONL"], value="Bundled problems (48)", label="Problems")
+            source = gr.Radio(
+                ["Bundled problems (48)", "Upload JSONL"], value="Bundled problems (48)", label="Problems"
+            )
             bench_file = gr.File(label='JSONL of {"question", "answer"}', type="filepath")
-            limit = gr.Slider(1, 500, value=10, step=1, label="At most this many problems",
-                              info="all three strategies on 10 problems take ~5 min on a 2-core CPU")
+            limit = gr.Slider(
+                1,
+                500,
+                value=10,
+                step=1,
+                label="At most this many problems",
+                info="all three strategies on 10 problems take ~5 min on a 2-core CPU",
+            )
             with gr.Column(min_width=160):
                 bench_button = gr.Button("Run benchmark", variant="primary")
                 bench_stop = gr.Button("Stop", variant="stop")
         bench_note = gr.Markdown()
         bench_table = gr.Dataframe(headers=BENCH_COLUMNS, interactive=False)
-        items = gr.Dataframe(interactive=False, wrap=True, max_height=360, max_chars=90,
-                             label="Per problem (click a row for the full outputs)")
+        items = gr.Dataframe(
+            interactive=False,
+            wrap=True,
+            max_height=360,
+            max_chars=90,
+            label="Per problem (click a row for the full outputs)",
+        )
         detail = gr.Markdown()
         with gr.Row():
             saved = LiveDropdown(saved_run_choices, label="Saved runs", scale=4)
@@ -307,14 +400,22 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
     outputs = [c for key in KEYS for c in columns[key]] + [program, program_report, raw]
     started, run_id = stoppable([run_button.click, question.submit], stop_button)
     started.success(
-        run_strategies, [question, gold, keys, samples, *prompt_inputs, shared.adapter, run_id], outputs,
-        inputs_kwargs=shared.sampling.kwargs(), api_name="reason", **MODEL_EVENTS,
+        run_strategies,
+        [question, gold, keys, samples, *prompt_inputs, shared.adapter, run_id],
+        outputs,
+        inputs_kwargs=shared.sampling.kwargs(),
+        api_name="reason",
+        **MODEL_EVENTS,
     )
     pick.change(pick_problem, pick, [question, gold], api_visibility="private")
     bench_started, bench_id = stoppable([bench_button.click], bench_stop)
     bench_started.success(
-        run_benchmark, [source, bench_file, limit, keys, samples, *prompt_inputs, shared.adapter, bench_id],
-        [bench_table, items, bench_note, saved], inputs_kwargs=shared.sampling.kwargs(), api_name="reason_bench", **MODEL_EVENTS,
+        run_benchmark,
+        [source, bench_file, limit, keys, samples, *prompt_inputs, shared.adapter, bench_id],
+        [bench_table, items, bench_note, saved],
+        inputs_kwargs=shared.sampling.kwargs(),
+        api_name="reason_bench",
+        **MODEL_EVENTS,
     )
     load_button.click(load_saved_run, saved, [bench_table, items, bench_note], api_name="reason_load_run")
     items.select(item_detail, saved, detail, api_visibility="private")

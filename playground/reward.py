@@ -20,13 +20,28 @@ from .pickers import FIRST, LiveDropdown
 
 SOURCES = ("Labels in the store", "Bundled sample (clear-cut pairs)", "Upload a file")
 SAMPLE = ASSETS / "datasets" / "preference_pairs.jsonl"
-SERIES = {"loss": "train loss", "eval_loss": "eval loss", "eval_accuracy": "held-out accuracy", "accuracy": "train accuracy"}
+SERIES = {
+    "loss": "train loss",
+    "eval_loss": "eval loss",
+    "eval_accuracy": "held-out accuracy",
+    "accuracy": "train accuracy",
+}
 SUFFIXES = (".jsonl", ".json", ".parquet")
 
 
 @admin_only("start training")
-def start_training(source: str, upload: str | None, name: str, epochs: float, max_steps: float, lr: float,
-                   batch_size: float, skip_bad_rows: bool, overwrite: bool, request: gr.Request = None):
+def start_training(
+    source: str,
+    upload: str | None,
+    name: str,
+    epochs: float,
+    max_steps: float,
+    lr: float,
+    batch_size: float,
+    skip_bad_rows: bool,
+    overwrite: bool,
+    request: gr.Request = None,
+):
     job_id = uuid.uuid4().hex[:12]
     try:
         data = None
@@ -35,14 +50,24 @@ def start_training(source: str, upload: str | None, name: str, epochs: float, ma
         elif source == SOURCES[2]:
             if not upload:
                 raise UserError("Choose a preference file to train on.")
-            data = str(copy_upload(upload, jobs.job_dir(job_id) / "inputs", max_bytes=200_000_000, allowed_suffixes=SUFFIXES))
+            data = str(
+                copy_upload(upload, jobs.job_dir(job_id) / "inputs", max_bytes=200_000_000, allowed_suffixes=SUFFIXES)
+            )
         spec = reward.RewardSpec(
-            out=(name or "").strip(), data=data, from_store=data is None, epochs=float(epochs),
-            max_steps=int(max_steps) if max_steps and max_steps > 0 else -1, learning_rate=float(lr),
-            batch_size=int(batch_size), skip_bad_rows=bool(skip_bad_rows), overwrite=bool(overwrite),
+            out=(name or "").strip(),
+            data=data,
+            from_store=data is None,
+            epochs=float(epochs),
+            max_steps=int(max_steps) if max_steps and max_steps > 0 else -1,
+            learning_rate=float(lr),
+            batch_size=int(batch_size),
+            skip_bad_rows=bool(skip_bad_rows),
+            overwrite=bool(overwrite),
         )
         if reward.model_path(spec.out).exists() and not spec.overwrite:
-            raise InvalidParameter("out", f"a reward model named {spec.out!r} exists; choose another name or allow replacing")
+            raise InvalidParameter(
+                "out", f"a reward model named {spec.out!r} exists; choose another name or allow replacing"
+            )
         reward.load_pairs(spec)  # fail now, with row numbers, rather than in the job
     except (InvalidParameter, UploadError, preferences.PreferenceError) as error:
         raise UserError(str(error)) from error
@@ -60,13 +85,33 @@ def models_table() -> pd.DataFrame:
     rows = []
     for m in reward.list_models():
         metrics, data = m.get("metrics", {}), m.get("data", {})
-        rows.append([  # what tells models apart first: a narrow column must not hide the accuracy
-            m["name"], _round(metrics.get("eval_accuracy_before")), _round(metrics.get("eval_accuracy")),
-            _round(metrics.get("eval_margin")), data.get("train_pairs"), data.get("eval_pairs"), data.get("source", ""),
-            m.get("base_model", ""), m.get("created", ""),
-        ])
-    return pd.DataFrame(rows, columns=["name", "held-out acc. before", "held-out acc. after", "mean margin", "train pairs",
-                                       "held-out pairs", "data", "base", "created"])
+        rows.append(
+            [  # what tells models apart first: a narrow column must not hide the accuracy
+                m["name"],
+                _round(metrics.get("eval_accuracy_before")),
+                _round(metrics.get("eval_accuracy")),
+                _round(metrics.get("eval_margin")),
+                data.get("train_pairs"),
+                data.get("eval_pairs"),
+                data.get("source", ""),
+                m.get("base_model", ""),
+                m.get("created", ""),
+            ]
+        )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "name",
+            "held-out acc. before",
+            "held-out acc. after",
+            "mean margin",
+            "train pairs",
+            "held-out pairs",
+            "data",
+            "base",
+            "created",
+        ],
+    )
 
 
 def _round(value):
@@ -139,7 +184,11 @@ def build(demo: gr.Blocks) -> None:
         return models_table(), gr.update(choices=names, value=names[0] if names else None)
 
     gr.on([refresh.click, demo.load], refresh_models, None, [table, pick], api_name="reward_models")
-    start.click(start_training, [source, upload, name, epochs, max_steps, lr, batch, skip, overwrite], panel.job,
-                api_name="start_reward_training")
+    start.click(
+        start_training,
+        [source, upload, name, epochs, max_steps, lr, batch, skip, overwrite],
+        panel.job,
+        api_name="start_reward_training",
+    )
     score_button.click(score_text, [pick, prompt, response], scored, api_name="reward_score")
     agree_button.click(agreement, pick, agreed, api_name="reward_agreement")

@@ -41,7 +41,9 @@ def auth_check(policy: AccessPolicy) -> Callable[[str, str], bool]:
         try:
             return policy.check_password(user, password, _client.get())
         except SignInThrottled as error:
-            raise HTTPException(status_code=400, detail=str(error), headers={"Retry-After": str(error.seconds)}) from None
+            raise HTTPException(
+                status_code=400, detail=str(error), headers={"Retry-After": str(error.seconds)}
+            ) from None
 
     return check
 
@@ -55,6 +57,6 @@ def launch_kwargs(policy: AccessPolicy) -> dict[str, Any]:
     return {
         "auth": auth_check(policy),
         "auth_message": "Sign in to use the playground (accounts come from PLAYGROUND_AUTH). After 5 failed attempts a "
-                        "name waits before the next one, twice as long each time.",
+        "name waits before the next one, twice as long each time.",
         "app_kwargs": {"middleware": [Middleware(ClientAddress)]},
     }

@@ -19,11 +19,22 @@ class AppProcess:
     def __init__(self, data_dir: Path, model_dir: Path) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
-        env = {**os.environ, "PLAYGROUND_DATA_DIR": str(data_dir), "PLAYGROUND_MODEL": str(model_dir),
-               "PLAYGROUND_PORT": str(self.port), "PLAYGROUND_HOST": "127.0.0.1"}
+        env = {
+            **os.environ,
+            "PLAYGROUND_DATA_DIR": str(data_dir),
+            "PLAYGROUND_MODEL": str(model_dir),
+            "PLAYGROUND_PORT": str(self.port),
+            "PLAYGROUND_HOST": "127.0.0.1",
+        }
         self.log = (data_dir.parent / f"app-{self.port}.log").open("wb")
-        self.proc = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=env, stdout=self.log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "app.py")],
+            cwd=ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.time() + 180
         while time.time() < deadline:
             assert self.proc.poll() is None, f"the app exited: {Path(self.log.name).read_text()[-2000:]}"

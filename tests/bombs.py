@@ -39,8 +39,10 @@ def pdf_bomb(path: Path, pages: int = 20, chars_per_page: int = 1_000_000) -> Pa
         4: b"<< /Length " + str(len(stream)).encode() + b" /Filter /FlateDecode >>\nstream\n" + stream + b"\nendstream",
     }
     for i in range(pages):
-        objects[10 + i] = (b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
-                           b"/Resources << /Font << /F1 3 0 R >> >> >>")
+        objects[10 + i] = (
+            b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+            b"/Resources << /Font << /F1 3 0 R >> >> >>"
+        )
     out = io.BytesIO()
     out.write(b"%PDF-1.4\n")
     offsets = {}

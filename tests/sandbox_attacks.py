@@ -36,9 +36,12 @@ def state(pid: int) -> dict:
     """Everything the attacks try to change about the stand-in."""
     stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return {
-        "nofile": resource.prlimit(pid, resource.RLIMIT_NOFILE), "cpu": resource.prlimit(pid, resource.RLIMIT_CPU),
-        "as": resource.prlimit(pid, resource.RLIMIT_AS), "nice": os.getpriority(os.PRIO_PROCESS, pid),
-        "affinity": sorted(os.sched_getaffinity(pid)), "scheduler": os.sched_getscheduler(pid),
+        "nofile": resource.prlimit(pid, resource.RLIMIT_NOFILE),
+        "cpu": resource.prlimit(pid, resource.RLIMIT_CPU),
+        "as": resource.prlimit(pid, resource.RLIMIT_AS),
+        "nice": os.getpriority(os.PRIO_PROCESS, pid),
+        "affinity": sorted(os.sched_getaffinity(pid)),
+        "scheduler": os.sched_getscheduler(pid),
         "state": stat[0],  # R/S alive, T stopped, Z gone
     }
 

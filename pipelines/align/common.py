@@ -22,7 +22,9 @@ BUNDLED_PAIRS = Path(__file__).resolve().parent.parent.parent / "assets" / "data
 
 def check_new_adapter(name: str, overwrite: bool) -> None:
     if adapters.adapter_path(name).exists() and not overwrite:
-        raise InvalidParameter("out", f"an adapter named {name!r} already exists; choose another name or allow replacing it")
+        raise InvalidParameter(
+            "out", f"an adapter named {name!r} already exists; choose another name or allow replacing it"
+        )
 
 
 def base_source(base_model: str | None) -> tuple[str, str, str]:
@@ -48,7 +50,9 @@ def load_policy(source: str, device: str) -> tuple[Any, Any]:
 def lora_config(r: int, alpha: int) -> Any:
     from peft import LoraConfig
 
-    return LoraConfig(task_type="CAUSAL_LM", r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules=list(DEFAULT_TARGETS))
+    return LoraConfig(
+        task_type="CAUSAL_LM", r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules=list(DEFAULT_TARGETS)
+    )
 
 
 def load_prompts(path: str | None) -> list[list[Message]]:
@@ -72,7 +76,9 @@ def as_json(messages: Sequence[Message]) -> list[dict[str, str]]:
     return [m.to_json() for m in messages]
 
 
-def publish_adapter(trainer: Any, tokenizer: Any, ctx: JobContext, out: str, overwrite: bool, meta: dict[str, Any]) -> Path:
+def publish_adapter(
+    trainer: Any, tokenizer: Any, ctx: JobContext, out: str, overwrite: bool, meta: dict[str, Any]
+) -> Path:
     """Save the trained LoRA in PEFT format with meta.json and move it into data/adapters in one rename."""
     staging = ctx.directory / "adapter"
     shutil.rmtree(staging, ignore_errors=True)

@@ -31,13 +31,20 @@ class DPOSpec(training.PairSpec):
     loss_type: str = "sigmoid"
 
     def extra_checks(self) -> list[tuple[str, bool, str]]:
-        return [("beta", 0 < self.beta <= 10, "must be in (0, 10]"),
-                ("loss_type", self.loss_type in LOSS_TYPES, f"must be one of {', '.join(LOSS_TYPES)}")]
+        return [
+            ("beta", 0 < self.beta <= 10, "must be in (0, 10]"),
+            ("loss_type", self.loss_type in LOSS_TYPES, f"must be one of {', '.join(LOSS_TYPES)}"),
+        ]
 
 
 def _held_out(metrics: dict[str, Any]) -> dict[str, Any]:
-    keys = {"eval_rewards/margins": "margin", "eval_rewards/accuracies": "accuracy", "eval_loss": "loss",
-            "eval_rewards/chosen": "reward_chosen", "eval_rewards/rejected": "reward_rejected"}
+    keys = {
+        "eval_rewards/margins": "margin",
+        "eval_rewards/accuracies": "accuracy",
+        "eval_loss": "loss",
+        "eval_rewards/chosen": "reward_chosen",
+        "eval_rewards/rejected": "reward_rejected",
+    }
     return {short: float(metrics[key]) for key, short in keys.items() if key in metrics}
 
 
@@ -53,26 +60,47 @@ def run(spec: DPOSpec, ctx: JobContext) -> dict[str, Any]:
     device, precision = training.device_and_precision()
     rows, errors = reward.load_pairs(spec)  # same pairs, same checks as the reward model
     train_rows, eval_rows = reward.split_by_prompt(rows, spec.eval_fraction, spec.seed)
-    ctx.info(f"{len(rows)} pairs ({len(errors)} bad rows skipped): {len(train_rows)} train, {len(eval_rows)} held-out on unseen "
-             f"prompts; base {base_name} on {device} ({precision.reason}); beta={spec.beta}, loss={spec.loss_type}")
+    ctx.info(
+        f"{len(rows)} pairs ({len(errors)} bad rows skipped): {len(train_rows)} train, {len(eval_rows)} held-out on unseen "
+        f"prompts; base {base_name} on {device} ({precision.reason}); beta={spec.beta}, loss={spec.loss_type}"
+    )
     ctx.check()
     torch.manual_seed(spec.seed)
     model, tokenizer = common.load_policy(source, device)
     planned = training.planned_steps(len(train_rows), spec.batch_size, 1, spec.epochs, spec.max_steps)
     args = DPOConfig(
-        output_dir=str(ctx.directory / "trainer"), num_train_epochs=spec.epochs, max_steps=spec.max_steps,
-        per_device_train_batch_size=spec.batch_size, per_device_eval_batch_size=spec.batch_size,
-        learning_rate=spec.learning_rate, lr_scheduler_type="cosine", warmup_steps=max(0, planned // 20),
-        beta=spec.beta, loss_type=[spec.loss_type], max_length=spec.max_length,
-        gradient_checkpointing=False, bf16=precision.bf16, fp16=precision.fp16, use_cpu=device == "cpu",
-        seed=spec.seed, logging_steps=1 if planned <= 40 else max(1, planned // 40),
-        eval_strategy="steps" if eval_rows and planned >= 12 else "no", eval_steps=max(3, planned // 4),
-        save_strategy="no", report_to="none", disable_tqdm=True, dataloader_num_workers=0,
+        output_dir=str(ctx.directory / "trainer"),
+        num_train_epochs=spec.epochs,
+        max_steps=spec.max_steps,
+        per_device_train_batch_size=spec.batch_size,
+        per_device_eval_batch_size=spec.batch_size,
+        learning_rate=spec.learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=max(0, planned // 20),
+        beta=spec.beta,
+        loss_type=[spec.loss_type],
+        max_length=spec.max_length,
+        gradient_checkpointing=False,
+        bf16=precision.bf16,
+        fp16=precision.fp16,
+        use_cpu=device == "cpu",
+        seed=spec.seed,
+        logging_steps=1 if planned <= 40 else max(1, planned // 40),
+        eval_strategy="steps" if eval_rows and planned >= 12 else "no",
+        eval_steps=max(3, planned // 4),
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
     )
     trainer = DPOTrainer(
-        model=model, args=args, train_dataset=Dataset.from_list(train_rows),
-        eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None, processing_class=tokenizer,
-        peft_config=common.lora_config(spec.lora_r, spec.lora_alpha), callbacks=[trainer_callback(ctx)],
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(train_rows),
+        eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
+        processing_class=tokenizer,
+        peft_config=common.lora_config(spec.lora_r, spec.lora_alpha),
+        callbacks=[trainer_callback(ctx)],
     )
     training.console_quiet(trainer)
     ctx.phase("before", total=len(eval_rows))
@@ -83,22 +111,45 @@ def run(spec: DPOSpec, ctx: JobContext) -> dict[str, Any]:
         raise JobCancelled()
     ctx.phase("after", total=len(eval_rows))
     after = _held_out(trainer.evaluate()) if eval_rows else {}
-    ctx.info(f"held-out implicit reward margin {before.get('margin', 0):+.4f} -> {after.get('margin', 0):+.4f}, "
-             f"accuracy {before.get('accuracy', 0):.2f} -> {after.get('accuracy', 0):.2f}")
+    ctx.info(
+        f"held-out implicit reward margin {before.get('margin', 0):+.4f} -> {after.get('margin', 0):+.4f}, "
+        f"accuracy {before.get('accuracy', 0):.2f} -> {after.get('accuracy', 0):.2f}"
+    )
     steps = int(trainer.state.global_step)
     if not ctx.report:
         return {"steps": steps}
     metrics = {"before": before, "after": after, "train_loss": float(result.training_loss)}
-    target = common.publish_adapter(trainer, tokenizer, ctx, spec.out, spec.overwrite, {
-        "kind": "dpo", "base_model": base_name, "base_model_source": model_id,
-        "data": {"source": "store" if spec.from_store else spec.data.rsplit("/", 1)[-1], "pairs": len(rows),
-                 "train_pairs": len(train_rows), "eval_pairs": len(eval_rows), "split": "by prompt"},
-        "hyperparameters": {**spec.to_dict(), "precision": precision.reason, "device": device},
-        "metrics": metrics, "seconds": time.time() - started,
-    })
-    return {"adapter_dir": str(target), "steps": steps, "eval_margin_before": before.get("margin"),
-            "eval_margin_after": after.get("margin"), "eval_accuracy_after": after.get("accuracy"),
-            "train_loss": float(result.training_loss), "seconds": time.time() - started}
+    target = common.publish_adapter(
+        trainer,
+        tokenizer,
+        ctx,
+        spec.out,
+        spec.overwrite,
+        {
+            "kind": "dpo",
+            "base_model": base_name,
+            "base_model_source": model_id,
+            "data": {
+                "source": "store" if spec.from_store else spec.data.rsplit("/", 1)[-1],
+                "pairs": len(rows),
+                "train_pairs": len(train_rows),
+                "eval_pairs": len(eval_rows),
+                "split": "by prompt",
+            },
+            "hyperparameters": {**spec.to_dict(), "precision": precision.reason, "device": device},
+            "metrics": metrics,
+            "seconds": time.time() - started,
+        },
+    )
+    return {
+        "adapter_dir": str(target),
+        "steps": steps,
+        "eval_margin_before": before.get("margin"),
+        "eval_margin_after": after.get("margin"),
+        "eval_accuracy_after": after.get("accuracy"),
+        "train_loss": float(result.training_loss),
+        "seconds": time.time() - started,
+    }
 
 
 def run_job(ctx: JobContext) -> dict[str, Any]:

@@ -26,15 +26,20 @@ TIE_TOLERANCE = 0.01
 
 
 def outcome(base: tuple[str, float], adapter: tuple[str, float], tolerance: float = TIE_TOLERANCE) -> str:
-    """"win", "loss" or "tie" for the adapter, from (answer, reward) of each side."""
+    """ "win", "loss" or "tie" for the adapter, from (answer, reward) of each side."""
     (base_text, base_score), (adapter_text, adapter_score) = base, adapter
     if base_text.strip() == adapter_text.strip() or abs(adapter_score - base_score) <= tolerance:
         return "tie"
     return "win" if adapter_score > base_score else "loss"
 
 
-def answer_both(handle: ModelHandle, prompts: Sequence[Sequence[Message]], adapter: str, params: SamplingParams,
-                progress: Callable[[int, int], None] | None = None) -> list[tuple[str, str]]:
+def answer_both(
+    handle: ModelHandle,
+    prompts: Sequence[Sequence[Message]],
+    adapter: str,
+    params: SamplingParams,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[tuple[str, str]]:
     """(base answer, adapter answer) per prompt."""
     out: list[tuple[str, str]] = []
     for start in range(0, len(prompts), BATCH):
@@ -53,9 +58,16 @@ def answer_both(handle: ModelHandle, prompts: Sequence[Sequence[Message]], adapt
     return out
 
 
-def evaluate(handle: ModelHandle, adapter: str, reward_model: str, prompts: Sequence[Sequence[Message]],
-             params: SamplingParams | None = None, progress: Callable[[int, int], None] | None = None,
-             samples: int = 1, tie_tolerance: float = TIE_TOLERANCE) -> dict[str, Any]:
+def evaluate(
+    handle: ModelHandle,
+    adapter: str,
+    reward_model: str,
+    prompts: Sequence[Sequence[Message]],
+    params: SamplingParams | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    samples: int = 1,
+    tie_tolerance: float = TIE_TOLERANCE,
+) -> dict[str, Any]:
     """Base vs adapter on each prompt; with sampling, `samples` seeded draws per prompt and side.
 
     Greedy answers show what a user sees at temperature 0; sampled ones estimate the expected
@@ -71,8 +83,13 @@ def evaluate(handle: ModelHandle, adapter: str, reward_model: str, prompts: Sequ
     for draw in range(samples):
         seeded = params if samples == 1 else replace(params, seed=(params.seed or 0) + draw)
         offset = draw * len(prompts)
-        answers += answer_both(handle, prompts, adapter, seeded,
-                               progress and (lambda done, total, offset=offset: progress(offset + done, samples * total)))
+        answers += answer_both(
+            handle,
+            prompts,
+            adapter,
+            seeded,
+            progress and (lambda done, total, offset=offset: progress(offset + done, samples * total)),
+        )
     prompts = prompts * samples
     scorer = reward.scorer(reward_model)
     rows = []
@@ -81,13 +98,29 @@ def evaluate(handle: ModelHandle, adapter: str, reward_model: str, prompts: Sequ
         base_score, adapter_score = scorer.score([m.to_json() for m in messages], [base_text, adapter_text])
         result = outcome((base_text, base_score), (adapter_text, adapter_score), tie_tolerance)
         counts[result] += 1
-        rows.append({"prompt": chat.flatten_content(messages[-1].content), "base": base_text, "adapter": adapter_text,
-                     "reward_base": round(base_score, 4), "reward_adapter": round(adapter_score, 4), "outcome": result})
+        rows.append(
+            {
+                "prompt": chat.flatten_content(messages[-1].content),
+                "base": base_text,
+                "adapter": adapter_text,
+                "reward_base": round(base_score, 4),
+                "reward_adapter": round(adapter_score, 4),
+                "outcome": result,
+            }
+        )
     n = len(rows)
     return {
         "win_rate": round((counts["win"] + 0.5 * counts["tie"]) / n, 4),
-        "wins": counts["win"], "ties": counts["tie"], "losses": counts["loss"], "tie_tolerance": tie_tolerance,
+        "wins": counts["win"],
+        "ties": counts["tie"],
+        "losses": counts["loss"],
+        "tie_tolerance": tie_tolerance,
         "mean_reward_adapter": round(sum(r["reward_adapter"] for r in rows) / n, 4),
         "mean_reward_base": round(sum(r["reward_base"] for r in rows) / n, 4),
-        "n": n, "samples": samples, "temperature": params.temperature, "adapter": adapter, "reward_model": reward_model, "rows": rows,
+        "n": n,
+        "samples": samples,
+        "temperature": params.temperature,
+        "adapter": adapter,
+        "reward_model": reward_model,
+        "rows": rows,
     }

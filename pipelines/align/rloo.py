@@ -52,17 +52,23 @@ class RLOOSpec(training.SpecDict):
 
     def __post_init__(self) -> None:
         training.check_output_name(self.out)
-        training.raise_failed([
-            *training.common_checks(self),
-            ("max_steps", 1 <= self.max_steps <= 100_000, "must be between 1 and 100000"),
-            ("learning_rate", 0 < self.learning_rate <= 1, "must be in (0, 1]"),
-            ("beta", 0 <= self.beta <= 10, "must be in [0, 10]"),
-            ("num_generations", 2 <= self.num_generations <= 64, "must be between 2 and 64 (the baseline needs the others)"),
-            ("prompts_per_step", 1 <= self.prompts_per_step <= 64, "must be between 1 and 64"),
-            ("max_completion_length", 4 <= self.max_completion_length <= 4096, "must be between 4 and 4096"),
-            ("temperature", 0 < self.temperature <= 2, "must be in (0, 2]: RLOO needs varied samples"),
-        ], self)
-
+        training.raise_failed(
+            [
+                *training.common_checks(self),
+                ("max_steps", 1 <= self.max_steps <= 100_000, "must be between 1 and 100000"),
+                ("learning_rate", 0 < self.learning_rate <= 1, "must be in (0, 1]"),
+                ("beta", 0 <= self.beta <= 10, "must be in [0, 10]"),
+                (
+                    "num_generations",
+                    2 <= self.num_generations <= 64,
+                    "must be between 2 and 64 (the baseline needs the others)",
+                ),
+                ("prompts_per_step", 1 <= self.prompts_per_step <= 64, "must be between 1 and 64"),
+                ("max_completion_length", 4 <= self.max_completion_length <= 4096, "must be between 4 and 4096"),
+                ("temperature", 0 < self.temperature <= 2, "must be in (0, 2]: RLOO needs varied samples"),
+            ],
+            self,
+        )
 
 
 def check(spec: RLOOSpec) -> list:
@@ -106,23 +112,43 @@ def run(spec: RLOOSpec, ctx: JobContext) -> dict[str, Any]:
     prompts = check(spec)
     model_id, source, base_name = common.base_source(spec.base_model)
     device, precision = training.device_and_precision()
-    ctx.info(f"{len(prompts)} prompts; reward model {spec.reward_model}; base {base_name} on {device} ({precision.reason}); "
-             f"beta={spec.beta}, {spec.num_generations} samples per prompt, {spec.prompts_per_step} prompts per step")
+    ctx.info(
+        f"{len(prompts)} prompts; reward model {spec.reward_model}; base {base_name} on {device} ({precision.reason}); "
+        f"beta={spec.beta}, {spec.num_generations} samples per prompt, {spec.prompts_per_step} prompts per step"
+    )
     ctx.check()
     torch.manual_seed(spec.seed)
     model, tokenizer = common.load_policy(source, device)
     batch = spec.num_generations * spec.prompts_per_step
     args = RLOOConfig(
-        output_dir=str(ctx.directory / "trainer"), max_steps=spec.max_steps, per_device_train_batch_size=batch,
-        num_generations=spec.num_generations, max_completion_length=spec.max_completion_length, temperature=spec.temperature,
-        beta=spec.beta, learning_rate=spec.learning_rate, lr_scheduler_type="constant", gradient_checkpointing=False,
-        bf16=precision.bf16, fp16=precision.fp16, use_cpu=device == "cpu", seed=spec.seed, logging_steps=1,
-        save_strategy="no", report_to="none", disable_tqdm=True, dataloader_num_workers=0,
+        output_dir=str(ctx.directory / "trainer"),
+        max_steps=spec.max_steps,
+        per_device_train_batch_size=batch,
+        num_generations=spec.num_generations,
+        max_completion_length=spec.max_completion_length,
+        temperature=spec.temperature,
+        beta=spec.beta,
+        learning_rate=spec.learning_rate,
+        lr_scheduler_type="constant",
+        gradient_checkpointing=False,
+        bf16=precision.bf16,
+        fp16=precision.fp16,
+        use_cpu=device == "cpu",
+        seed=spec.seed,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
     )
     trainer = RLOOTrainer(
-        model=model, reward_funcs=reward_function(spec.reward_model), args=args,
-        train_dataset=Dataset.from_list([{"prompt": common.as_json(p)} for p in prompts]), processing_class=tokenizer,
-        peft_config=common.lora_config(spec.lora_r, spec.lora_alpha), callbacks=[trainer_callback(ctx)],
+        model=model,
+        reward_funcs=reward_function(spec.reward_model),
+        args=args,
+        train_dataset=Dataset.from_list([{"prompt": common.as_json(p)} for p in prompts]),
+        processing_class=tokenizer,
+        peft_config=common.lora_config(spec.lora_r, spec.lora_alpha),
+        callbacks=[trainer_callback(ctx)],
     )
     training.console_quiet(trainer)
     ctx.phase("train", total=spec.max_steps)
@@ -132,34 +158,63 @@ def run(spec: RLOOSpec, ctx: JobContext) -> dict[str, Any]:
     steps = int(trainer.state.global_step)
     if not ctx.report:
         return {"steps": steps}
-    target = common.publish_adapter(trainer, tokenizer, ctx, spec.out, spec.overwrite, {
-        "kind": "rloo", "base_model": base_name, "base_model_source": model_id,
-        "data": {"source": spec.prompts.rsplit("/", 1)[-1] if spec.prompts else "store", "prompts": len(prompts)},
-        "reward_model": spec.reward_model,
-        "hyperparameters": {**spec.to_dict(), "precision": precision.reason, "device": device},
-    })
+    target = common.publish_adapter(
+        trainer,
+        tokenizer,
+        ctx,
+        spec.out,
+        spec.overwrite,
+        {
+            "kind": "rloo",
+            "base_model": base_name,
+            "base_model_source": model_id,
+            "data": {"source": spec.prompts.rsplit("/", 1)[-1] if spec.prompts else "store", "prompts": len(prompts)},
+            "reward_model": spec.reward_model,
+            "hyperparameters": {**spec.to_dict(), "precision": precision.reason, "device": device},
+        },
+    )
     del trainer, model
     gc.collect()
     measure_on = prompts[:MEASURE_PROMPTS]
     sampled_total = len(measure_on) * MEASURE_SAMPLES
-    ctx.phase("measure", total=sampled_total + len(measure_on),
-              note=f"{len(measure_on)} prompts answered by base and tuned model: {MEASURE_SAMPLES} samples each at "
-                   f"temperature {spec.temperature}, then greedy; scored by {spec.reward_model}")
+    ctx.phase(
+        "measure",
+        total=sampled_total + len(measure_on),
+        note=f"{len(measure_on)} prompts answered by base and tuned model: {MEASURE_SAMPLES} samples each at "
+        f"temperature {spec.temperature}, then greedy; scored by {spec.reward_model}",
+    )
     handle = models.load_handle(model_id)
-    sampled = evaluate.evaluate(handle, spec.out, spec.reward_model, measure_on, SamplingParams(
-        temperature=spec.temperature, max_new_tokens=spec.max_completion_length, seed=spec.seed), samples=MEASURE_SAMPLES,
-        progress=lambda done, _total: _advance(ctx, done))
-    greedy = evaluate.evaluate(handle, spec.out, spec.reward_model, measure_on,
-                               SamplingParams(temperature=0, max_new_tokens=spec.max_completion_length),
-                               progress=lambda done, _total: _advance(ctx, sampled_total + done))
+    sampled = evaluate.evaluate(
+        handle,
+        spec.out,
+        spec.reward_model,
+        measure_on,
+        SamplingParams(temperature=spec.temperature, max_new_tokens=spec.max_completion_length, seed=spec.seed),
+        samples=MEASURE_SAMPLES,
+        progress=lambda done, _total: _advance(ctx, done),
+    )
+    greedy = evaluate.evaluate(
+        handle,
+        spec.out,
+        spec.reward_model,
+        measure_on,
+        SamplingParams(temperature=0, max_new_tokens=spec.max_completion_length),
+        progress=lambda done, _total: _advance(ctx, sampled_total + done),
+    )
     start, end = sampled["mean_reward_base"], sampled["mean_reward_adapter"]
     metrics = {
-        "mean_reward_start": start, "mean_reward_end": end, "win_rate": sampled["win_rate"], "measured_on": sampled["n"],
-        "greedy_mean_reward_start": greedy["mean_reward_base"], "greedy_mean_reward_end": greedy["mean_reward_adapter"],
+        "mean_reward_start": start,
+        "mean_reward_end": end,
+        "win_rate": sampled["win_rate"],
+        "measured_on": sampled["n"],
+        "greedy_mean_reward_start": greedy["mean_reward_base"],
+        "greedy_mean_reward_end": greedy["mean_reward_adapter"],
         "greedy_win_rate": greedy["win_rate"],
     }
-    ctx.info(f"mean reward (sampled) {start:+.4f} -> {end:+.4f}, win rate vs base {sampled['win_rate']:.2f}; "
-             f"greedy {greedy['mean_reward_base']:+.4f} -> {greedy['mean_reward_adapter']:+.4f}")
+    ctx.info(
+        f"mean reward (sampled) {start:+.4f} -> {end:+.4f}, win rate vs base {sampled['win_rate']:.2f}; "
+        f"greedy {greedy['mean_reward_base']:+.4f} -> {greedy['mean_reward_adapter']:+.4f}"
+    )
     common.update_meta(target, {"metrics": metrics, "seconds": time.time() - started})
     return {"adapter_dir": str(target), "steps": steps, **metrics, "seconds": time.time() - started}
 
@@ -172,5 +227,3 @@ def _advance(ctx: JobContext, done: int) -> None:
 def run_job(ctx: JobContext) -> dict[str, Any]:
     """Job-runner entry point (kind "rloo")."""
     return run(RLOOSpec.from_dict(ctx.spec), ctx)
-
-

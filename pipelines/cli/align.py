@@ -74,10 +74,19 @@ def _run(kind: str, spec, json_mode: bool) -> dict:
 
 def run_dpo(args: argparse.Namespace) -> int:
     spec = dpo.DPOSpec(
-        out=args.out, data=_file(args.data, "--data") if args.data else None, from_store=args.from_store, beta=args.beta,
-        loss_type=args.loss_type, epochs=args.epochs if args.epochs is not None else dpo.DPOSpec.epochs,
-        max_steps=args.max_steps if args.max_steps is not None else -1, learning_rate=args.lr, batch_size=args.batch_size,
-        max_length=args.max_length, seed=args.seed, skip_bad_rows=args.skip_bad_rows, overwrite=args.overwrite,
+        out=args.out,
+        data=_file(args.data, "--data") if args.data else None,
+        from_store=args.from_store,
+        beta=args.beta,
+        loss_type=args.loss_type,
+        epochs=args.epochs if args.epochs is not None else dpo.DPOSpec.epochs,
+        max_steps=args.max_steps if args.max_steps is not None else -1,
+        learning_rate=args.lr,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        seed=args.seed,
+        skip_bad_rows=args.skip_bad_rows,
+        overwrite=args.overwrite,
     )
     common.check_new_adapter(spec.out, spec.overwrite)
     reward.load_pairs(spec)  # data problems are usage errors, reported before any model loads
@@ -85,16 +94,25 @@ def run_dpo(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(result)
     else:
-        print(f"adapter saved to {result['adapter_dir']} after {result['steps']} steps; held-out implicit reward margin "
-              f"{result.get('eval_margin_before') or 0:+.4f} -> {result.get('eval_margin_after') or 0:+.4f}")
+        print(
+            f"adapter saved to {result['adapter_dir']} after {result['steps']} steps; held-out implicit reward margin "
+            f"{result.get('eval_margin_before') or 0:+.4f} -> {result.get('eval_margin_after') or 0:+.4f}"
+        )
     return 0
 
 
 def run_rloo(args: argparse.Namespace) -> int:
     spec = rloo.RLOOSpec(
-        out=args.out, reward_model=args.reward_model, prompts=_file(args.prompts, "--prompts"), beta=args.beta,
-        max_steps=args.max_steps, learning_rate=args.lr, num_generations=args.num_generations,
-        prompts_per_step=args.prompts_per_step, max_completion_length=args.max_completion_length, seed=args.seed,
+        out=args.out,
+        reward_model=args.reward_model,
+        prompts=_file(args.prompts, "--prompts"),
+        beta=args.beta,
+        max_steps=args.max_steps,
+        learning_rate=args.lr,
+        num_generations=args.num_generations,
+        prompts_per_step=args.prompts_per_step,
+        max_completion_length=args.max_completion_length,
+        seed=args.seed,
         overwrite=args.overwrite,
     )
     rloo.check(spec)
@@ -102,8 +120,10 @@ def run_rloo(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(result)
     else:
-        print(f"adapter saved to {result['adapter_dir']} after {result['steps']} steps; mean reward "
-              f"{result['mean_reward_start']:+.4f} -> {result['mean_reward_end']:+.4f}")
+        print(
+            f"adapter saved to {result['adapter_dir']} after {result['steps']} steps; mean reward "
+            f"{result['mean_reward_start']:+.4f} -> {result['mean_reward_end']:+.4f}"
+        )
     return 0
 
 
@@ -116,13 +136,20 @@ def run_eval(args: argparse.Namespace) -> int:
     except (adapters.AdapterError, reward.RewardModelError) as error:
         raise UsageError(str(error)) from error
     with quiet_stdout(args.json):
-        report = evaluate.evaluate(models.get_handle(), args.adapter, args.reward_model, prompts,
-                                   SamplingParams(temperature=args.temperature, max_new_tokens=args.max_new_tokens, seed=0),
-                                   samples=args.samples)
+        report = evaluate.evaluate(
+            models.get_handle(),
+            args.adapter,
+            args.reward_model,
+            prompts,
+            SamplingParams(temperature=args.temperature, max_new_tokens=args.max_new_tokens, seed=0),
+            samples=args.samples,
+        )
     if args.json:
         emit_json(report)
     else:
-        print(f"{args.adapter} vs base on {report['n']} prompts, judged by {args.reward_model}: win rate {report['win_rate']:.1%} "
-              f"({report['wins']} better, {report['ties']} ties within {report['tie_tolerance']:g}, {report['losses']} worse), "
-              f"mean reward {report['mean_reward_adapter']:+.3f} vs {report['mean_reward_base']:+.3f}")
+        print(
+            f"{args.adapter} vs base on {report['n']} prompts, judged by {args.reward_model}: win rate {report['win_rate']:.1%} "
+            f"({report['wins']} better, {report['ties']} ties within {report['tie_tolerance']:g}, {report['losses']} worse), "
+            f"mean reward {report['mean_reward_adapter']:+.3f} vs {report['mean_reward_base']:+.3f}"
+        )
     return 0

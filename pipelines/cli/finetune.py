@@ -15,7 +15,9 @@ from .common import CommandFailed, UsageError, emit_json, quiet_stdout
 
 def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     p = subparsers.add_parser("finetune", help=help_text)
-    p.add_argument("--data", required=True, metavar="FILE", help="JSONL, CSV or Parquet: prompt/response, Alpaca or messages")
+    p.add_argument(
+        "--data", required=True, metavar="FILE", help="JSONL, CSV or Parquet: prompt/response, Alpaca or messages"
+    )
     p.add_argument("--out", required=True, metavar="NAME", help="adapter name, saved under <data>/adapters/NAME")
     p.add_argument("--method", choices=finetune.METHODS, default="lora")
     length = p.add_mutually_exclusive_group()
@@ -24,7 +26,9 @@ def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     p.add_argument("--lora-r", type=int, default=8)
     p.add_argument("--lora-alpha", type=int, default=16)
     p.add_argument("--lora-dropout", type=float, default=0.05)
-    p.add_argument("--target-modules", nargs="+", default=None, metavar="NAME", help="layer types for LoRA (default: all linear)")
+    p.add_argument(
+        "--target-modules", nargs="+", default=None, metavar="NAME", help="layer types for LoRA (default: all linear)"
+    )
     p.add_argument("--virtual-tokens", type=int, default=20, help="prompt tuning: number of learned tokens")
     p.add_argument("--lr", type=float, default=None, help="default 5e-4 (LoRA) or 3e-2 (prompt tuning)")
     p.add_argument("--batch-size", type=int, default=8)

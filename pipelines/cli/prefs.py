@@ -42,7 +42,9 @@ def run_import(args: argparse.Namespace) -> int:
             print(f"  line {error['line']}: {error['error']}")
     if result.errors and not result.imported:  # nothing usable at all: a script must notice
         first = result.errors[0]
-        print(f"error: no row of {path.name} could be imported (line {first['line']}: {first['error']})", file=sys.stderr)
+        print(
+            f"error: no row of {path.name} could be imported (line {first['line']}: {first['error']})", file=sys.stderr
+        )
         return 2
     return 0
 
@@ -55,5 +57,7 @@ def run_export(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(result)
     else:
-        print(f"wrote {result['rows']} rows to {result['path']} ({result['pairs']} pairs, {result['unpaired']} unpaired in the store)")
+        print(
+            f"wrote {result['rows']} rows to {result['path']} ({result['pairs']} pairs, {result['unpaired']} unpaired in the store)"
+        )
     return 0

@@ -17,8 +17,12 @@ def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     ingest = commands.add_parser("ingest", help="add files to a collection (created if missing)")
     ingest.add_argument("--collection", required=True)
     ingest.add_argument("files", nargs="+", metavar="FILE")
-    ingest.add_argument("--chunk-size", type=int, default=chunking.DEFAULT_CHUNK_TOKENS, help="tokens per chunk (new collections)")
-    ingest.add_argument("--overlap", type=int, default=chunking.DEFAULT_OVERLAP_TOKENS, help="overlapping tokens (new collections)")
+    ingest.add_argument(
+        "--chunk-size", type=int, default=chunking.DEFAULT_CHUNK_TOKENS, help="tokens per chunk (new collections)"
+    )
+    ingest.add_argument(
+        "--overlap", type=int, default=chunking.DEFAULT_OVERLAP_TOKENS, help="overlapping tokens (new collections)"
+    )
     ingest.add_argument("--json", action="store_true")
     ingest.set_defaults(handler=run_ingest)
     query = commands.add_parser("query", help="retrieve passages and answer with citations")
@@ -77,7 +81,9 @@ def run_query(args: argparse.Namespace) -> int:
             text, cited, supports = None, [], []
             if not args.no_generate:
                 completion, _, prompt = None, None, None
-                for completion, _, prompt in answer.stream_answers(models.get_handle(), args.question, hits, params, with_baseline=False):
+                for completion, _, prompt in answer.stream_answers(
+                    models.get_handle(), args.question, hits, params, with_baseline=False
+                ):
                     pass
                 text = completion.text.strip()
                 cited = answer.citations(text, len(prompt.hits))
@@ -85,8 +91,17 @@ def run_query(args: argparse.Namespace) -> int:
     except (ValueError, store.CollectionError) as error:
         raise UsageError(str(error)) from error
     if args.json:
-        emit_json({"chunks": [h.to_json() for h in hits], "answer": text, "citations": cited, "mode": args.mode, "k": args.k,
-                   "sources": attribution.supporting_passages(supports), "support": [s.to_json() for s in supports]})
+        emit_json(
+            {
+                "chunks": [h.to_json() for h in hits],
+                "answer": text,
+                "citations": cited,
+                "mode": args.mode,
+                "k": args.k,
+                "sources": attribution.supporting_passages(supports),
+                "support": [s.to_json() for s in supports],
+            }
+        )
     else:
         for h in hits:
             page = f" p.{h.chunk.page}" if h.chunk.page else ""
@@ -94,7 +109,11 @@ def run_query(args: argparse.Namespace) -> int:
         if text is not None:
             print(f"\n{text}")
             for item in supports:
-                mark = "supported by " + ", ".join(f"[{n}]" for n in item.passages) if item.passages else ("no claim" if not item.claim else "NOT SUPPORTED")
+                mark = (
+                    "supported by " + ", ".join(f"[{n}]" for n in item.passages)
+                    if item.passages
+                    else ("no claim" if not item.claim else "NOT SUPPORTED")
+                )
                 print(f"  - {mark}: {item.sentence}")
     return 0
 

@@ -11,7 +11,15 @@ from pathlib import Path
 from .. import models
 from ..reasoning import benchmark, extract, solve, strategies
 from ..sampling import InvalidParameter
-from .common import CommandFailed, UsageError, add_sampling_flags, emit_json, needs_action, quiet_stdout, sampling_from_args
+from .common import (
+    CommandFailed,
+    UsageError,
+    add_sampling_flags,
+    emit_json,
+    needs_action,
+    quiet_stdout,
+    sampling_from_args,
+)
 
 
 def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
@@ -27,7 +35,9 @@ def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     ex.add_argument("--json", action="store_true")
     ex.set_defaults(handler=run_extract)
     bench = commands.add_parser("bench", help="accuracy of each strategy over a problem set (saved as a run)")
-    bench.add_argument("--data", metavar="FILE", help='JSONL of {"question", "answer"} (default: the bundled 48 problems)')
+    bench.add_argument(
+        "--data", metavar="FILE", help='JSONL of {"question", "answer"} (default: the bundled 48 problems)'
+    )
     _strategy_flags(bench)
     bench.add_argument("--limit", type=int, help="only the first N problems")
     bench.add_argument("--json", action="store_true")
@@ -37,7 +47,9 @@ def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
 
 def _strategy_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strategies", default=",".join(strategies.KEYS), help="comma-separated: direct,cot,pal")
-    parser.add_argument("--samples", type=int, default=1, help="samples per strategy; above 1, the answer is the majority vote")
+    parser.add_argument(
+        "--samples", type=int, default=1, help="samples per strategy; above 1, the answer is the majority vote"
+    )
     parser.add_argument("--adapter", help="an adapter from data/adapters/")
     add_sampling_flags(parser)
     # greedy for one sample; sampled (0.7) for self-consistency, unless given
@@ -65,7 +77,15 @@ def run_run(args: argparse.Namespace) -> int:
     try:
         solve.check_inputs(args.question, args.samples, params)
         with quiet_stdout(args.json):
-            results = solve.solve(models.get_handle(), args.question, chosen, params, samples=args.samples, adapter=args.adapter, token_cap=cap)
+            results = solve.solve(
+                models.get_handle(),
+                args.question,
+                chosen,
+                params,
+                samples=args.samples,
+                adapter=args.adapter,
+                token_cap=cap,
+            )
     except ValueError as error:
         raise UsageError(str(error)) from error
     if args.json:
@@ -116,18 +136,31 @@ def run_bench(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGTERM, interrupt)  # a killed run still saves what it finished
     try:
         with quiet_stdout(args.json):
-            record = benchmark.run(models.get_handle(), problems, chosen, params, samples=args.samples, adapter=args.adapter,
-                                   token_cap=cap, data_name=Path(args.data).name if args.data else "problems.jsonl", progress=progress)
+            record = benchmark.run(
+                models.get_handle(),
+                problems,
+                chosen,
+                params,
+                samples=args.samples,
+                adapter=args.adapter,
+                token_cap=cap,
+                data_name=Path(args.data).name if args.data else "problems.jsonl",
+                progress=progress,
+            )
     except KeyboardInterrupt:
         done = len(seen.get("items", []))
-        raise CommandFailed(f"stopped after {done} problems" + (f"; the partial run was saved as {seen['id']}" if done else "")) from None
+        raise CommandFailed(
+            f"stopped after {done} problems" + (f"; the partial run was saved as {seen['id']}" if done else "")
+        ) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
     if args.json:
         emit_json(record["summary"] | {"n": len(record["items"]), "run_id": record["id"], "errors": errors})
     else:
         for key, row in record["summary"].items():
-            print(f"{key:7s} accuracy {row['accuracy']:.3f} ({row['correct']}/{row['n']})  mean tokens {row['mean_tokens']:.0f}  "
-                  f"mean seconds {row['mean_seconds']:.2f}")
+            print(
+                f"{key:7s} accuracy {row['accuracy']:.3f} ({row['correct']}/{row['n']})  mean tokens {row['mean_tokens']:.0f}  "
+                f"mean seconds {row['mean_seconds']:.2f}"
+            )
         print(f"saved run {record['id']}")
     return 0

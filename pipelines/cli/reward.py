@@ -47,10 +47,18 @@ def run_train(args: argparse.Namespace) -> int:
     if args.data and not Path(args.data).exists():
         raise UsageError(f"--data: no such file {args.data!r}")
     spec = reward.RewardSpec(
-        out=args.out, data=str(Path(args.data).resolve()) if args.data else None, from_store=args.from_store,
-        epochs=args.epochs if args.epochs is not None else 2.0, max_steps=args.max_steps if args.max_steps is not None else -1,
-        learning_rate=args.lr, batch_size=args.batch_size, max_length=args.max_length, eval_fraction=args.eval_fraction,
-        seed=args.seed, skip_bad_rows=args.skip_bad_rows, overwrite=args.overwrite,
+        out=args.out,
+        data=str(Path(args.data).resolve()) if args.data else None,
+        from_store=args.from_store,
+        epochs=args.epochs if args.epochs is not None else 2.0,
+        max_steps=args.max_steps if args.max_steps is not None else -1,
+        learning_rate=args.lr,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        eval_fraction=args.eval_fraction,
+        seed=args.seed,
+        skip_bad_rows=args.skip_bad_rows,
+        overwrite=args.overwrite,
     )
     if reward.model_path(spec.out).exists() and not spec.overwrite:
         raise UsageError(f"a reward model named {spec.out!r} already exists (use --overwrite)")
@@ -61,8 +69,16 @@ def run_train(args: argparse.Namespace) -> int:
         raise CommandFailed(f"reward training {job.status}: {job.message} (log: {jobs.log_path(job.id)})")
     result = job.result
     if args.json:
-        emit_json({"model_dir": result["model_dir"], "eval_accuracy": result["eval_accuracy"], "steps": result["steps"],
-                   "job_id": job.id, "eval_margin": result.get("eval_margin"), "seconds": result.get("seconds")})
+        emit_json(
+            {
+                "model_dir": result["model_dir"],
+                "eval_accuracy": result["eval_accuracy"],
+                "steps": result["steps"],
+                "job_id": job.id,
+                "eval_margin": result.get("eval_margin"),
+                "seconds": result.get("seconds"),
+            }
+        )
     else:
         accuracy = result["eval_accuracy"]
         shown = f"{accuracy:.1%}" if accuracy is not None else "n/a (no held-out pairs)"

@@ -12,7 +12,9 @@ from .common import UsageError, emit_json, needs_action
 def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     parser = subparsers.add_parser("sandbox", help=help_text)
     commands = parser.add_subparsers(dest="sandbox_command", metavar="ACTION", parser_class=type(parser))
-    run = commands.add_parser("run", help="run FILE's solution() with CPU, memory, file, process, network and time limits")
+    run = commands.add_parser(
+        "run", help="run FILE's solution() with CPU, memory, file, process, network and time limits"
+    )
     run.add_argument("file", metavar="FILE.py")
     run.add_argument("--timeout", type=float, default=sandbox.SandboxLimits.timeout_seconds, help="wall-clock seconds")
     run.add_argument("--json", action="store_true")

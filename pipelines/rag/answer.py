@@ -70,7 +70,9 @@ def grounded_prompt(handle: ModelHandle, question: str, hits: Sequence[Hit], max
         notes.append(f"passage [{len(kept)}] was shortened to fit")
     if len(ids) > budget:
         raise ValueError(f"the question alone does not fit in the {window:,}-token context window")
-    return GroundedPrompt(_messages(question, passages), kept, ids, min(max_new_tokens, window - len(ids)), "; ".join(notes))
+    return GroundedPrompt(
+        _messages(question, passages), kept, ids, min(max_new_tokens, window - len(ids)), "; ".join(notes)
+    )
 
 
 def stream_answers(
@@ -90,5 +92,7 @@ def stream_answers(
     if with_baseline:
         plain = chat.build_prompt(handle, [Message("user", question.strip())], max_new_tokens=fitted.max_new_tokens)
         prompts.append(plain.ids)
-    for rows in generation.stream_batch(handle, prompts, [fitted] * len(prompts), adapter=adapter, should_stop=should_stop):
+    for rows in generation.stream_batch(
+        handle, prompts, [fitted] * len(prompts), adapter=adapter, should_stop=should_stop
+    ):
         yield rows[0], (rows[1] if with_baseline else None), prompt

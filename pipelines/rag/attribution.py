@@ -40,16 +40,88 @@ MIN_NEW_WORDS = 2  # a further passage is cited only if it supports words the ea
 
 # Function words beyond BM25's short list (bm25s' 33 English stop words), which carry no claim.
 FUNCTION_WORDS = {
-    "am", "been", "being", "can", "could", "did", "do", "does", "had", "has", "have", "he", "her", "hers", "him",
-    "his", "i", "its", "me", "my", "our", "she", "so", "than", "them", "those", "us", "very", "we", "were", "what",
-    "when", "where", "which", "who", "whom", "whose", "why", "how", "would", "you", "your", "also", "about", "from",
-    "all", "any", "some", "there", "here", "yes", "just", "only", "both", "each", "s",
+    "am",
+    "been",
+    "being",
+    "can",
+    "could",
+    "did",
+    "do",
+    "does",
+    "had",
+    "has",
+    "have",
+    "he",
+    "her",
+    "hers",
+    "him",
+    "his",
+    "i",
+    "its",
+    "me",
+    "my",
+    "our",
+    "she",
+    "so",
+    "than",
+    "them",
+    "those",
+    "us",
+    "very",
+    "we",
+    "were",
+    "what",
+    "when",
+    "where",
+    "which",
+    "who",
+    "whom",
+    "whose",
+    "why",
+    "how",
+    "would",
+    "you",
+    "your",
+    "also",
+    "about",
+    "from",
+    "all",
+    "any",
+    "some",
+    "there",
+    "here",
+    "yes",
+    "just",
+    "only",
+    "both",
+    "each",
+    "s",
 }
 # Words that frame an answer rather than claim anything ("The answer is: ...", "The documents do not say").
 FRAMING = {
-    "answer", "answers", "question", "questions", "passage", "passages", "context", "document", "documents",
-    "text", "say", "says", "said", "according", "mention", "mentions", "mentioned", "information", "provided",
-    "based", "given", "states", "stated",
+    "answer",
+    "answers",
+    "question",
+    "questions",
+    "passage",
+    "passages",
+    "context",
+    "document",
+    "documents",
+    "text",
+    "say",
+    "says",
+    "said",
+    "according",
+    "mention",
+    "mentions",
+    "mentioned",
+    "information",
+    "provided",
+    "based",
+    "given",
+    "states",
+    "stated",
 }
 _BOUNDARY = re.compile(r"(?<=[.!?…])\s+(?=[A-Z0-9\"'“(\[])|\s*\n\s*")
 _CITATION = re.compile(r"\[([\d,\s]+)\]")
@@ -140,15 +212,21 @@ def _cover(words: list[str], passage_words: list[set[str]]) -> tuple[list[int], 
     return chosen, covered
 
 
-def attribute(answer: str, hits: Sequence[Hit], embed: Callable[[Sequence[str]], np.ndarray] | None = None) -> list[SentenceSupport]:
+def attribute(
+    answer: str, hits: Sequence[Hit], embed: Callable[[Sequence[str]], np.ndarray] | None = None
+) -> list[SentenceSupport]:
     """One SentenceSupport per sentence of `answer`; `hits` are the passages numbered [1].. in the prompt."""
     if embed is None:
         from .embedder import embed
     stop = _stopwords()
     passage_words = [{normal for normal, _ in _words(h.chunk.text, stop)} for h in hits]
-    passage_sentences = [[h.chunk.text[s:e] for s, e in chunking.sentence_spans(h.chunk.text)] or [h.chunk.text] for h in hits]
+    passage_sentences = [
+        [h.chunk.text[s:e] for s, e in chunking.sentence_spans(h.chunk.text)] or [h.chunk.text] for h in hits
+    ]
     results: list[SentenceSupport] = []
-    pending: list[tuple[SentenceSupport, list[int], list[int]]] = []  # (item, passages to compare with, passages chosen)
+    pending: list[
+        tuple[SentenceSupport, list[int], list[int]]
+    ] = []  # (item, passages to compare with, passages chosen)
     for start, end in sentences(answer):
         text = answer[start:end]
         item = SentenceSupport(text, start, end, cited=citations(text, len(hits)))
@@ -169,8 +247,11 @@ def attribute(answer: str, hits: Sequence[Hit], embed: Callable[[Sequence[str]],
     # one embedding call: every sentence to check, then each needed passage's sentences once
     needed = sorted({c for _, candidates, _ in pending for c in candidates})
     owner = np.array([c for c in needed for _ in passage_sentences[c]])
-    vectors = embed([_CITATION.sub(" ", item.sentence) for item, _, _ in pending] + [t for c in needed for t in passage_sentences[c]])
-    questions, passage_vectors = vectors[: len(pending)], vectors[len(pending):]
+    vectors = embed(
+        [_CITATION.sub(" ", item.sentence) for item, _, _ in pending]
+        + [t for c in needed for t in passage_sentences[c]]
+    )
+    questions, passage_vectors = vectors[: len(pending)], vectors[len(pending) :]
     for row, (item, candidates, chosen) in enumerate(pending):
         item.similarity = round(float((passage_vectors[np.isin(owner, candidates)] @ questions[row]).max()), 3)
         if item.word_support >= MIN_WORD_SUPPORT and item.similarity >= MIN_SIMILARITY:

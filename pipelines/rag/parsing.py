@@ -110,7 +110,9 @@ class _Budget:
     def take(self, text: str) -> str:
         self.left -= len(text)
         if self.left < 0:
-            raise ParseError(f"{self.name} has more than {self.limit:,} characters of text; split it into smaller files")
+            raise ParseError(
+                f"{self.name} has more than {self.limit:,} characters of text; split it into smaller files"
+            )
         return text
 
 
@@ -156,8 +158,10 @@ def check_zip(path: Path, name: str) -> None:
         raise ParseError(f"{name} inflates to {inflated / 1e6:,.0f} MB; the limit is {ZIP_MAX_INFLATED / 1e6:,.0f} MB")
     for member in members:
         if member.file_size > 1_000_000 and member.file_size > ZIP_MAX_RATIO * max(member.compress_size, 1):
-            raise ParseError(f"{name}: {member.filename[:80]} inflates {member.file_size / max(member.compress_size, 1):,.0f}x "
-                             f"(a zip bomb?); the limit is {ZIP_MAX_RATIO}x")
+            raise ParseError(
+                f"{name}: {member.filename[:80]} inflates {member.file_size / max(member.compress_size, 1):,.0f}x "
+                f"(a zip bomb?); the limit is {ZIP_MAX_RATIO}x"
+            )
 
 
 def _docx(path: Path, name: str) -> list[Section]:
@@ -222,9 +226,20 @@ def _parse_in_child(path: Path, name: str) -> list[Section]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "pipelines.rag.parsing", str(path), name, str(PARSE_CPU_SECONDS), str(PARSE_MEMORY_BYTES),
-             str(MAX_DOCUMENT_CHARS)], capture_output=True, env=env,
-            timeout=PARSE_CPU_SECONDS * 2, stdin=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "pipelines.rag.parsing",
+                str(path),
+                name,
+                str(PARSE_CPU_SECONDS),
+                str(PARSE_MEMORY_BYTES),
+                str(MAX_DOCUMENT_CHARS),
+            ],
+            capture_output=True,
+            env=env,
+            timeout=PARSE_CPU_SECONDS * 2,
+            stdin=subprocess.DEVNULL,
         )
     except subprocess.TimeoutExpired as error:
         raise ParseError(f"{name} took longer than {PARSE_CPU_SECONDS * 2} s to read; it was stopped") from error
@@ -235,8 +250,10 @@ def _parse_in_child(path: Path, name: str) -> list[Section]:
     if done.returncode < 0 or not isinstance(answer, dict):
         import signal
 
-        how = {signal.SIGXCPU: f"used more than {PARSE_CPU_SECONDS} s of CPU",
-               signal.SIGKILL: f"used more than {PARSE_CPU_SECONDS} s of CPU or its memory limit"}.get(-done.returncode)
+        how = {
+            signal.SIGXCPU: f"used more than {PARSE_CPU_SECONDS} s of CPU",
+            signal.SIGKILL: f"used more than {PARSE_CPU_SECONDS} s of CPU or its memory limit",
+        }.get(-done.returncode)
         if b"MemoryError" in done.stderr[-4000:]:
             how = f"needed more than {PARSE_MEMORY_BYTES // 1_000_000:,} MB of memory"
         raise ParseError(f"{name} could not be read within the limits" + (f": it {how}" if how else ""))

@@ -24,8 +24,15 @@ class Hit:
     rank: int  # 1-based
 
     def to_json(self) -> dict:
-        return {"text": self.chunk.text, "source": self.chunk.source, "page": self.chunk.page, "score": round(float(self.score), 6),
-                "start": self.chunk.start, "end": self.chunk.end, "chunk_id": self.chunk.id}
+        return {
+            "text": self.chunk.text,
+            "source": self.chunk.source,
+            "page": self.chunk.page,
+            "score": round(float(self.score), 6),
+            "start": self.chunk.start,
+            "end": self.chunk.end,
+            "chunk_id": self.chunk.id,
+        }
 
 
 def _dense(generation: store.Generation, question: str, k: int) -> list[tuple[int, float]]:
@@ -67,5 +74,3 @@ def search(collection: str, question: str, *, k: int = 5, mode: str = "hybrid") 
                 fused[chunk_id] = fused.get(chunk_id, 0.0) + 1.0 / (RRF_K + rank)
         ranked = sorted(fused.items(), key=lambda item: -item[1])[:k]
     return [Hit(generation.chunks[i], s, rank) for rank, (i, s) in enumerate(ranked[:k], start=1)]
-
-

@@ -77,7 +77,9 @@ class IngestReport:
 def check_name(name: str) -> str:
     cleaned = (name or "").strip()
     if not cleaned or len(cleaned) > NAME_MAX or cleaned != safe_filename(cleaned) or cleaned.startswith("."):
-        raise CollectionError(f"invalid collection name {name!r}: use letters, digits, spaces, '.', '_' or '-' (max {NAME_MAX})")
+        raise CollectionError(
+            f"invalid collection name {name!r}: use letters, digits, spaces, '.', '_' or '-' (max {NAME_MAX})"
+        )
     return cleaned
 
 
@@ -94,8 +96,11 @@ def collection_names() -> list[str]:
     base = root()
     if not base.is_dir():
         return []
-    return [path.name for path in sorted(base.iterdir())
-            if path.is_dir() and (path / "collection.json").is_file() and _valid_name(path.name)]
+    return [
+        path.name
+        for path in sorted(base.iterdir())
+        if path.is_dir() and (path / "collection.json").is_file() and _valid_name(path.name)
+    ]
 
 
 def _valid_name(name: str) -> bool:
@@ -119,7 +124,9 @@ def list_collections() -> list[dict[str, Any]]:
     return found
 
 
-def create(name: str, *, chunk_size: int = chunking.DEFAULT_CHUNK_TOKENS, overlap: int = chunking.DEFAULT_OVERLAP_TOKENS) -> Path:
+def create(
+    name: str, *, chunk_size: int = chunking.DEFAULT_CHUNK_TOKENS, overlap: int = chunking.DEFAULT_OVERLAP_TOKENS
+) -> Path:
     path = collection_dir(name)
     if (path / "collection.json").exists():
         raise CollectionError(f"a collection named {name!r} already exists")
@@ -127,8 +134,12 @@ def create(name: str, *, chunk_size: int = chunking.DEFAULT_CHUNK_TOKENS, overla
         raise CollectionError(f"chunk size must be 16-{chunking.MAX_CHUNK_TOKENS} tokens and overlap smaller than it")
     (path / "documents").mkdir(parents=True, exist_ok=True)
     meta = {
-        "name": name, "embedder": embedder.EMBEDDER_NAME, "dimension": embedder.dimension(), "chunk_size": chunk_size,
-        "overlap": overlap, "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "name": name,
+        "embedder": embedder.EMBEDDER_NAME,
+        "dimension": embedder.dimension(),
+        "chunk_size": chunk_size,
+        "overlap": overlap,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     _write_atomic(path / "collection.json", json.dumps(meta, indent=2))
     return path
@@ -179,6 +190,7 @@ _thread_locks: dict[str, threading.Lock] = {}
 
 # --- a generation: everything one version of a collection needs to answer --------------------
 
+
 @dataclass
 class Generation:
     name: str
@@ -225,7 +237,9 @@ def _build_bm25(texts: Sequence[str]) -> Any:
     return retriever
 
 
-def _write_generation(path: Path, documents: list[DocumentInfo], chunks: list[ChunkRecord], embeddings: np.ndarray) -> str:
+def _write_generation(
+    path: Path, documents: list[DocumentInfo], chunks: list[ChunkRecord], embeddings: np.ndarray
+) -> str:
     import faiss
 
     name = f"gen-{time.time_ns()}"
@@ -274,7 +288,9 @@ def load(name: str) -> Generation:
     else:
         generation = _read_generation(name, path / current)
         if generation.embeddings.shape[1] != info["dimension"]:
-            raise CollectionError(f"collection {name!r} has {generation.embeddings.shape[1]}-dimensional vectors; expected {info['dimension']}")
+            raise CollectionError(
+                f"collection {name!r} has {generation.embeddings.shape[1]}-dimensional vectors; expected {info['dimension']}"
+            )
     with _cache_lock:
         _cache[name] = (current, generation)
         while len(_cache) > 8:
@@ -286,7 +302,11 @@ def _read_generation(name: str, directory: Path) -> Generation:
     import bm25s
     import faiss
 
-    chunks = [ChunkRecord(**json.loads(line)) for line in (directory / "chunks.jsonl").read_text(encoding="utf-8").splitlines() if line]
+    chunks = [
+        ChunkRecord(**json.loads(line))
+        for line in (directory / "chunks.jsonl").read_text(encoding="utf-8").splitlines()
+        if line
+    ]
     documents = [DocumentInfo(**d) for d in json.loads((directory / "documents.json").read_text(encoding="utf-8"))]
     embeddings = np.load(directory / "embeddings.npy")
     index = faiss.read_index(str(directory / "index.faiss"))
@@ -295,6 +315,7 @@ def _read_generation(name: str, directory: Path) -> Generation:
 
 
 # --- changes -----------------------------------------------------------------------------------
+
 
 def ingest(name: str, files: Sequence[tuple[str | Path, str]], added_by: str = "") -> IngestReport:
     """Add files (path, display name); each bad file is reported and the rest go in.
@@ -322,19 +343,40 @@ def ingest(name: str, files: Sequence[tuple[str | Path, str]], added_by: str = "
                 report.unchanged.append({"file": display, "chunks": 0})
                 continue
             doc_id = parsed.sha256[:16]
-            pieces = [c for section in parsed.sections for c in chunking.chunk_text(
-                section.text, section.page, tokenizer, size=info["chunk_size"], overlap=info["overlap"])]
+            pieces = [
+                c
+                for section in parsed.sections
+                for c in chunking.chunk_text(
+                    section.text, section.page, tokenizer, size=info["chunk_size"], overlap=info["overlap"]
+                )
+            ]
             if not pieces:
                 report.errors.append({"file": display, "error": f"{display} contains no text to index"})
                 continue
             stored_as = f"{doc_id}-{display}"
             shutil.copyfile(source, path / "documents" / stored_as)
             for piece in pieces:
-                new_chunks.append(ChunkRecord(len(chunks) + len(new_chunks), doc_id, display, piece.page, piece.start, piece.end, piece.text))
+                new_chunks.append(
+                    ChunkRecord(
+                        len(chunks) + len(new_chunks), doc_id, display, piece.page, piece.start, piece.end, piece.text
+                    )
+                )
                 new_texts.append(piece.text)
             pages = max((s.page or 0) for s in parsed.sections) or None
-            documents.append(DocumentInfo(doc_id, display, parsed.kind, parsed.sha256, pages, len(pieces), parsed.characters, time.time(),
-                                          stored_as, added_by))
+            documents.append(
+                DocumentInfo(
+                    doc_id,
+                    display,
+                    parsed.kind,
+                    parsed.sha256,
+                    pages,
+                    len(pieces),
+                    parsed.characters,
+                    time.time(),
+                    stored_as,
+                    added_by,
+                )
+            )
             known.add(parsed.sha256)
             report.ingested.append({"file": display, "chunks": len(pieces)})
         if new_chunks:
@@ -352,7 +394,9 @@ def remove_document(name: str, doc_id: str, allowed: Callable[[DocumentInfo], bo
         if doc is None:
             raise CollectionError(f"no document {doc_id!r} in {name!r}")
         if allowed is not None and not allowed(doc):
-            raise CollectionError(f"{doc.name} was added by {doc.added_by or 'someone else'}: only they or an admin may remove it")
+            raise CollectionError(
+                f"{doc.name} was added by {doc.added_by or 'someone else'}: only they or an admin may remove it"
+            )
         keep = [i for i, c in enumerate(current.chunks) if c.doc_id != doc.id]
         chunks = [replace(current.chunks[i], id=new_id) for new_id, i in enumerate(keep)]
         embeddings = current.embeddings[keep] if keep else np.zeros((0, current.embeddings.shape[1]), dtype=np.float32)
@@ -369,10 +413,17 @@ def reindex(name: str) -> int:
         if not pointer.is_file():
             return 0
         directory = path / pointer.read_text(encoding="utf-8").strip()
-        chunks = [ChunkRecord(**json.loads(line)) for line in (directory / "chunks.jsonl").read_text(encoding="utf-8").splitlines() if line]
+        chunks = [
+            ChunkRecord(**json.loads(line))
+            for line in (directory / "chunks.jsonl").read_text(encoding="utf-8").splitlines()
+            if line
+        ]
         documents = [DocumentInfo(**d) for d in json.loads((directory / "documents.json").read_text(encoding="utf-8"))]
         embeddings = embedder.embed([c.text for c in chunks])
-        info.update(embedder=embedder.EMBEDDER_NAME, dimension=int(embeddings.shape[1]) if len(embeddings) else embedder.dimension())
+        info.update(
+            embedder=embedder.EMBEDDER_NAME,
+            dimension=int(embeddings.shape[1]) if len(embeddings) else embedder.dimension(),
+        )
         _write_atomic(path / "collection.json", json.dumps(info, indent=2))
         _write_generation(path, documents, chunks, embeddings)
         return len(chunks)

@@ -99,23 +99,54 @@ def iter_run(
         raise ValueError("no problems to run")
     keys = [s.key for s in strategies]
     record: dict[str, Any] = {
-        "id": time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3), "created": time.time(), "model": handle.name,
-        "adapter": adapter, "data": data_name, "strategies": keys, "samples": samples, "params": params.to_dict(),
-        "total": len(problems), "complete": False, "items": [], "summary": summarise([], keys),
+        "id": time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3),
+        "created": time.time(),
+        "model": handle.name,
+        "adapter": adapter,
+        "data": data_name,
+        "strategies": keys,
+        "samples": samples,
+        "params": params.to_dict(),
+        "total": len(problems),
+        "complete": False,
+        "items": [],
+        "summary": summarise([], keys),
     }
     started = time.monotonic()
     try:
         for problem in problems:
             if should_stop and should_stop():
                 break
-            results = solve.solve(handle, problem["question"], strategies, params, samples=samples, gold=problem["answer"],
-                                  adapter=adapter, token_cap=token_cap, should_stop=should_stop)
-            record["items"].append({
-                "question": problem["question"], "answer": problem["answer"],
-                "results": {r.strategy: {"answer": r.answer, "correct": bool(r.correct), "tokens": r.mean_tokens,
-                                         "seconds": round(r.seconds, 3), "output": r.output, "program": r.program, "votes": r.votes,
-                                         "error": (r.samples[0].run or {}).get("error")} for r in results},
-            })
+            results = solve.solve(
+                handle,
+                problem["question"],
+                strategies,
+                params,
+                samples=samples,
+                gold=problem["answer"],
+                adapter=adapter,
+                token_cap=token_cap,
+                should_stop=should_stop,
+            )
+            record["items"].append(
+                {
+                    "question": problem["question"],
+                    "answer": problem["answer"],
+                    "results": {
+                        r.strategy: {
+                            "answer": r.answer,
+                            "correct": bool(r.correct),
+                            "tokens": r.mean_tokens,
+                            "seconds": round(r.seconds, 3),
+                            "output": r.output,
+                            "program": r.program,
+                            "votes": r.votes,
+                            "error": (r.samples[0].run or {}).get("error"),
+                        }
+                        for r in results
+                    },
+                }
+            )
             record["summary"] = summarise(record["items"], keys)
             yield record
     finally:
@@ -125,8 +156,15 @@ def iter_run(
             save(record)
 
 
-def run(handle: ModelHandle, problems: Sequence[dict[str, Any]], strategies: Sequence[Strategy], params: SamplingParams, *,
-        progress: Callable[[int, int, dict[str, Any]], None] | None = None, **kwargs: Any) -> dict[str, Any]:
+def run(
+    handle: ModelHandle,
+    problems: Sequence[dict[str, Any]],
+    strategies: Sequence[Strategy],
+    params: SamplingParams,
+    *,
+    progress: Callable[[int, int, dict[str, Any]], None] | None = None,
+    **kwargs: Any,
+) -> dict[str, Any]:
     """The whole run at once (CLI); `progress(done, total, record)` after each problem."""
     record: dict[str, Any] = {}
     for record in iter_run(handle, problems, strategies, params, **kwargs):
@@ -151,8 +189,24 @@ def list_runs() -> list[dict[str, Any]]:
     for path in sorted(runs_dir().glob("*.json"), reverse=True):
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-            out.append({k: data.get(k) for k in ("id", "created", "model", "adapter", "data", "strategies", "samples", "total", "complete", "summary")}
-                       | {"done": len(data.get("items", []))})
+            out.append(
+                {
+                    k: data.get(k)
+                    for k in (
+                        "id",
+                        "created",
+                        "model",
+                        "adapter",
+                        "data",
+                        "strategies",
+                        "samples",
+                        "total",
+                        "complete",
+                        "summary",
+                    )
+                }
+                | {"done": len(data.get("items", []))}
+            )
         except (OSError, ValueError):
             continue
     return out

@@ -37,8 +37,15 @@ class Sample:
     answer: float | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"output": self.output, "tokens": self.tokens, "seconds": round(self.seconds, 3), "finish_reason": self.finish_reason,
-                "program": self.program, "run": self.run, "answer": self.answer}
+        return {
+            "output": self.output,
+            "tokens": self.tokens,
+            "seconds": round(self.seconds, 3),
+            "finish_reason": self.finish_reason,
+            "program": self.program,
+            "run": self.run,
+            "answer": self.answer,
+        }
 
 
 @dataclass
@@ -69,9 +76,17 @@ class StrategyResult:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "strategy": self.strategy, "output": self.output, "program": self.program, "answer": self.answer, "votes": self.votes,
-            "seconds": round(self.seconds, 3), "name": self.name, "tokens": round(self.mean_tokens, 1), "correct": self.correct,
-            "prompt_tokens": self.prompt_tokens, "error": (self.samples[0].run or {}).get("error") if self.samples else None,
+            "strategy": self.strategy,
+            "output": self.output,
+            "program": self.program,
+            "answer": self.answer,
+            "votes": self.votes,
+            "seconds": round(self.seconds, 3),
+            "name": self.name,
+            "tokens": round(self.mean_tokens, 1),
+            "correct": self.correct,
+            "prompt_tokens": self.prompt_tokens,
+            "error": (self.samples[0].run or {}).get("error") if self.samples else None,
             "samples": [s.to_json() for s in self.samples] if len(self.samples) > 1 else None,
         }
 
@@ -155,8 +170,15 @@ def stream_solve(
     for strategy in strategies:
         budget = min(strategy.max_new_tokens, token_cap) if token_cap else strategy.max_new_tokens
         prompt = chat.build_prompt(handle, strategy.messages(question), max_new_tokens=budget)
-        results.append(StrategyResult(strategy.key, strategy.name, [Sample() for _ in range(samples)],
-                                      prompt_tokens=prompt.prompt_tokens, notice=prompt.notice()))
+        results.append(
+            StrategyResult(
+                strategy.key,
+                strategy.name,
+                [Sample() for _ in range(samples)],
+                prompt_tokens=prompt.prompt_tokens,
+                notice=prompt.notice(),
+            )
+        )
         for index in range(samples):
             seed = params.seed + index if params.seed is not None else None
             prompts.append(prompt.ids)
@@ -176,7 +198,9 @@ def stream_solve(
     yield results
 
 
-def solve(handle: ModelHandle, question: str, strategies: Sequence[Strategy], params: SamplingParams, **kwargs: Any) -> list[StrategyResult]:
+def solve(
+    handle: ModelHandle, question: str, strategies: Sequence[Strategy], params: SamplingParams, **kwargs: Any
+) -> list[StrategyResult]:
     results: list[StrategyResult] = []
     for results in stream_solve(handle, question, strategies, params, **kwargs):
         pass

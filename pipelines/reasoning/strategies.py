@@ -42,8 +42,13 @@ class Strategy:
         return out + [Message("user", question.strip())]
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "description": self.description, "system": self.system,
-                "exemplars": [{"question": q, "answer": a} for q, a in self.exemplars], "max_new_tokens": self.max_new_tokens}
+        return {
+            "name": self.name,
+            "description": self.description,
+            "system": self.system,
+            "exemplars": [{"question": q, "answer": a} for q, a in self.exemplars],
+            "max_new_tokens": self.max_new_tokens,
+        }
 
 
 def parse(key: str, text: str | dict[str, Any]) -> Strategy:
@@ -62,10 +67,14 @@ def parse(key: str, text: str | dict[str, Any]) -> Strategy:
     if not isinstance(system, str):
         raise ValueError(f"{key} prompt: 'system' must be text")
     if not isinstance(exemplars, list) or len(exemplars) > MAX_EXEMPLARS:
-        raise ValueError(f"{key} prompt: 'exemplars' must be a list of at most {MAX_EXEMPLARS} {{question, answer}} objects")
+        raise ValueError(
+            f"{key} prompt: 'exemplars' must be a list of at most {MAX_EXEMPLARS} {{question, answer}} objects"
+        )
     pairs = []
     for number, item in enumerate(exemplars, start=1):
-        if not isinstance(item, dict) or not all(isinstance(item.get(f), str) and item.get(f).strip() for f in ("question", "answer")):
+        if not isinstance(item, dict) or not all(
+            isinstance(item.get(f), str) and item.get(f).strip() for f in ("question", "answer")
+        ):
             raise ValueError(f"{key} prompt: exemplar {number} needs a non-empty 'question' and 'answer'")
         pairs.append((item["question"], item["answer"]))
     if isinstance(budget, bool) or not isinstance(budget, int) or not 1 <= budget <= MAX_BUDGET:

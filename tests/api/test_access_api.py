@@ -34,15 +34,18 @@ def auth_url(use_tiny, monkeypatch):
 
 
 def _item() -> str:
-    return preferences.create_item([{"role": "user", "content": "Say hi."}],
-                                   [preferences.ResponseDraft("hi"), preferences.ResponseDraft("hello")]).id
+    return preferences.create_item(
+        [{"role": "user", "content": "Say hi."}], [preferences.ResponseDraft("hi"), preferences.ResponseDraft("hello")]
+    ).id
 
 
 def test_anonymous_callers_are_turned_away(auth_url):
     item = _item()
     with pytest.raises(Exception):
         Client(auth_url, verbose=False)
-    response = httpx.post(f"{auth_url.rstrip('/')}/gradio_api/call/vote", json={"data": [item, "A", "mallory"]}, timeout=10)
+    response = httpx.post(
+        f"{auth_url.rstrip('/')}/gradio_api/call/vote", json={"data": [item, "A", "mallory"]}, timeout=10
+    )
     assert response.status_code in (401, 403)
     with pytest.raises(Exception):
         Client(auth_url, auth=("bob", "wrong"), verbose=False)
@@ -70,10 +73,29 @@ def test_non_admins_cannot_train_delete_or_export(auth_url, tmp_path):
         bob.predict(fmt="jsonl", api_name="/export_preferences")
     data = write_sft_rows(tmp_path / "rows.jsonl")
     with pytest.raises(Exception, match="Only admins may start training"):
-        bob.predict(upload=handle_file(str(data)), sample=None, skip_bad_rows=False, method="lora", lora_r=4, lora_alpha=8,
-                    lora_dropout=0.0, targets=["q_proj"], virtual_tokens=8, learning_rate=None, epochs=1, max_steps=1,
-                    batch_size=2, grad_accum=1, max_length=64, gradient_checkpointing=False, seed=0, qlora=False,
-                    name="sneaky", overwrite=False, api_name="/start_finetune")
+        bob.predict(
+            upload=handle_file(str(data)),
+            sample=None,
+            skip_bad_rows=False,
+            method="lora",
+            lora_r=4,
+            lora_alpha=8,
+            lora_dropout=0.0,
+            targets=["q_proj"],
+            virtual_tokens=8,
+            learning_rate=None,
+            epochs=1,
+            max_steps=1,
+            batch_size=2,
+            grad_accum=1,
+            max_length=64,
+            gradient_checkpointing=False,
+            seed=0,
+            qlora=False,
+            name="sneaky",
+            overwrite=False,
+            api_name="/start_finetune",
+        )
     assert jobs.list_jobs() == []
 
 
@@ -111,8 +133,12 @@ def test_on_a_public_space_anonymous_api_callers_are_read_only(use_tiny, monkeyp
     import gradio.oauth
 
     # what a Space with `hf_oauth: true` sets; gradio reads it at import, so its module is patched too
-    space = {"OAUTH_CLIENT_ID": "space-client", "OAUTH_CLIENT_SECRET": "secret", "OAUTH_SCOPES": "openid profile",
-             "OPENID_PROVIDER_URL": "https://huggingface.co"}
+    space = {
+        "OAUTH_CLIENT_ID": "space-client",
+        "OAUTH_CLIENT_SECRET": "secret",
+        "OAUTH_SCOPES": "openid profile",
+        "OPENID_PROVIDER_URL": "https://huggingface.co",
+    }
     for name, value in space.items():
         monkeypatch.setenv(name, value)
         monkeypatch.setattr(gradio.oauth, name, value)
@@ -120,9 +146,13 @@ def test_on_a_public_space_anonymous_api_callers_are_read_only(use_tiny, monkeyp
     access.reset_policy()
     with launched_app(use_tiny) as url:
         visitor = Client(url, verbose=False)
-        assert visitor.predict(prompt="Hello", max_new_tokens=3, api_name="/generate")[0] is not None  # generating is open
-        for endpoint, arguments in (("/rag_create", dict(name="mine", chunk_size=200, overlap=40)),
-                                    ("/upload_prompt_set", dict(file=None, name="x"))):
+        assert (
+            visitor.predict(prompt="Hello", max_new_tokens=3, api_name="/generate")[0] is not None
+        )  # generating is open
+        for endpoint, arguments in (
+            ("/rag_create", dict(name="mine", chunk_size=200, overlap=40)),
+            ("/upload_prompt_set", dict(file=None, name="x")),
+        ):
             with pytest.raises(Exception, match="Sign in"):
                 visitor.predict(api_name=endpoint, **arguments)
         item = _item()

@@ -10,15 +10,26 @@ pytestmark = pytest.mark.api
 
 def test_two_turn_conversation(app_url):
     client = Client(app_url, verbose=False)
-    first = client.predict(message="Hello", history=[], system_prompt="Be brief.", temperature=0, max_new_tokens=6, api_name="/chat")
-    assert [m["role"] for m in first["history"]] == ["user", "assistant"] and first["reply"] == first["history"][-1]["content"]
+    first = client.predict(
+        message="Hello", history=[], system_prompt="Be brief.", temperature=0, max_new_tokens=6, api_name="/chat"
+    )
+    assert [m["role"] for m in first["history"]] == ["user", "assistant"] and first["reply"] == first["history"][-1][
+        "content"
+    ]
     second = client.predict(
-        message="And again", history=first["history"], system_prompt="Be brief.", temperature=0, max_new_tokens=6, api_name="/chat"
+        message="And again",
+        history=first["history"],
+        system_prompt="Be brief.",
+        temperature=0,
+        max_new_tokens=6,
+        api_name="/chat",
     )
     assert [m["content"] for m in second["history"] if m["role"] == "user"] == ["Hello", "And again"]
     assert second["prompt_tokens"] > first["prompt_tokens"] and second["dropped_turns"] == 0
     as_chatbot = [{"role": m["role"], "content": [{"type": "text", "text": m["content"]}]} for m in second["history"]]
-    rendered, report = client.predict(history=as_chatbot, draft="third", system_prompt="Be brief.", max_new_tokens=6, api_name="/chat_prompt")
+    rendered, report = client.predict(
+        history=as_chatbot, draft="third", system_prompt="Be brief.", max_new_tokens=6, api_name="/chat_prompt"
+    )
     assert rendered.count("<|im_start|>user") == 3 and "Be brief." in rendered
     undone, text = client.predict(history=as_chatbot, api_name="/undo")
     assert text == "And again" and len(undone) == 2

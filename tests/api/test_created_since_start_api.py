@@ -23,8 +23,9 @@ def test_api_calls_accept_what_was_created_after_start(fresh_tiny_handle, tiny_m
         spec = reward.RewardSpec(out="late-rm", data=str(PAIRS), max_steps=1, batch_size=4, max_length=96)
         assert jobs.run_foreground("reward", spec.out, spec.to_dict(), echo=False).status == jobs.SUCCEEDED
 
-        text, stats = client.predict(prompt="Hello", adapter="late-adapter", temperature=0, max_new_tokens=4,
-                                        api_name="/generate")
+        text, stats = client.predict(
+            prompt="Hello", adapter="late-adapter", temperature=0, max_new_tokens=4, api_name="/generate"
+        )
         assert "tokens/s" in stats
         scored = client.predict(name="late-rm", prompt="Hi", response="Hello!", api_name="/reward_score")
         assert scored.startswith("Reward:")

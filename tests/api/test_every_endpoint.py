@@ -36,7 +36,10 @@ def _cases(f: Path) -> dict[str, tuple[dict, str]]:
         "clear_chat": (dict(), r"^OK"),
         "download_adapter": (dict(name=None), r"Choose an adapter"),
         "export_chat": (dict(history=[{"role": "user", "content": "hi"}]), r"content|list"),
-        "finetune_plan": (dict(method="lora", lora_r=8, targets=["q_proj"], virtual_tokens=20), r"trainable parameters"),
+        "finetune_plan": (
+            dict(method="lora", lora_r=8, targets=["q_proj"], virtual_tokens=20),
+            r"trainable parameters",
+        ),
         "import_chat": (dict(file=handle_file(str(f / "broken.json"))), r"JSON|json"),
         "import_preferences": (dict(file=handle_file(str(f / "binary.jsonl"))), r"not UTF-8"),
         "list_adapters": (dict(), r"base model"),
@@ -50,10 +53,20 @@ def _cases(f: Path) -> dict[str, tuple[dict, str]]:
         "reward_agreement": (dict(name=None), r"Choose a reward model"),
         "reward_models": (dict(), r"held-out"),
         "reward_score": (dict(name=None), r"Choose a reward model"),
-        "start_alignment": (dict(method="DPO (from preference pairs)", pair_source="Upload a file",
-                                 pair_upload=handle_file(str(f / "binary.jsonl")), prompt_upload=None, reward_model=None),
-                                r"not UTF-8"),
-        "start_reward_training": (dict(source="Upload a file", upload=handle_file(str(f / "empty.jsonl"))), r"need at least 2 preference pairs"),
+        "start_alignment": (
+            dict(
+                method="DPO (from preference pairs)",
+                pair_source="Upload a file",
+                pair_upload=handle_file(str(f / "binary.jsonl")),
+                prompt_upload=None,
+                reward_model=None,
+            ),
+            r"not UTF-8",
+        ),
+        "start_reward_training": (
+            dict(source="Upload a file", upload=handle_file(str(f / "empty.jsonl"))),
+            r"need at least 2 preference pairs",
+        ),
         "upload_prompt_set": (dict(file=handle_file(str(f / "binary.jsonl")), name="x"), r"not UTF-8"),
         "cancel_finetune_job": (dict(job_id=None), r"Select a job"),
         "cancel_reward_job": (dict(job_id=None), r"Select a job"),
@@ -61,13 +74,37 @@ def _cases(f: Path) -> dict[str, tuple[dict, str]]:
     }
 
 
-ENDPOINTS = sorted([
-    "align_eval", "align_queue", "chat_compare", "check_dataset", "clear_chat", "download_adapter", "export_chat",
-    "finetune_plan", "import_chat", "import_preferences", "list_adapters", "merge_adapter", "push_preferences",
-    "rag_delete", "rag_reindex", "rag_remove_document", "reason_bench", "reason_load_run", "reward_agreement",
-    "reward_models", "reward_score", "start_alignment", "start_reward_training", "upload_prompt_set",
-    "cancel_finetune_job", "cancel_reward_job", "cancel_dpo_job",
-])
+ENDPOINTS = sorted(
+    [
+        "align_eval",
+        "align_queue",
+        "chat_compare",
+        "check_dataset",
+        "clear_chat",
+        "download_adapter",
+        "export_chat",
+        "finetune_plan",
+        "import_chat",
+        "import_preferences",
+        "list_adapters",
+        "merge_adapter",
+        "push_preferences",
+        "rag_delete",
+        "rag_reindex",
+        "rag_remove_document",
+        "reason_bench",
+        "reason_load_run",
+        "reward_agreement",
+        "reward_models",
+        "reward_score",
+        "start_alignment",
+        "start_reward_training",
+        "upload_prompt_set",
+        "cancel_finetune_job",
+        "cancel_reward_job",
+        "cancel_dpo_job",
+    ]
+)
 
 
 def test_every_named_endpoint_is_called_by_some_api_test(app_url, files):

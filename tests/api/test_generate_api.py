@@ -17,7 +17,18 @@ def test_named_endpoints_exist(client):
     endpoints = client.view_api(return_format="dict")["named_endpoints"]
     assert {"/generate", "/inspect", "/compare", "/preset"} <= set(endpoints)
     names = [p["parameter_name"] for p in endpoints["/generate"]["parameters"]]
-    assert names == ["prompt", "adapter", "max_new_tokens", "temperature", "top_k", "top_p", "min_p", "repetition_penalty", "seed", "stop"]
+    assert names == [
+        "prompt",
+        "adapter",
+        "max_new_tokens",
+        "temperature",
+        "top_k",
+        "top_p",
+        "min_p",
+        "repetition_penalty",
+        "seed",
+        "stop",
+    ]
 
 
 def test_generate_is_seeded_and_reports_stats(client):
@@ -35,7 +46,13 @@ def test_inspect_returns_both_distributions(client):
 
 def test_compare_two_settings(client):
     a_text, a_stats, b_text, b_stats = client.predict(
-        prompt="Hello", a_temperature=0, a_max_new_tokens=6, b_temperature=1.5, b_seed=2, b_max_new_tokens=6, api_name="/compare"
+        prompt="Hello",
+        a_temperature=0,
+        a_max_new_tokens=6,
+        b_temperature=1.5,
+        b_seed=2,
+        b_max_new_tokens=6,
+        api_name="/compare",
     )
     assert a_text and b_text and "seed `2`" in b_stats
 

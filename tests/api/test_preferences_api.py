@@ -16,8 +16,15 @@ def client(app_url):
 
 
 def test_item_vote_and_stats_over_the_api(client):
-    out = client.predict(mode="Type a prompt", prompt="Say hi.", prompt_set=None, n_responses=2, annotator="api-user",
-                         max_new_tokens=4, api_name="/new_item")
+    out = client.predict(
+        mode="Type a prompt",
+        prompt="Say hi.",
+        prompt_set=None,
+        n_responses=2,
+        annotator="api-user",
+        max_new_tokens=4,
+        api_name="/new_item",
+    )
     item_id = out[0]
     assert len(item_id) == 12 and out[1] == "**user:** Say hi."
     first = client.predict(item_id=item_id, choice="B", annotator="api-user", api_name="/vote")
@@ -27,9 +34,18 @@ def test_item_vote_and_stats_over_the_api(client):
         client.predict(item_id=item_id, choice="A", annotator="api-user", api_name="/vote")
     summary, annotators, board, recent = client.predict(api_name="/preference_stats")
     assert "**1** items, **1** labels" in summary
-    three = client.predict(mode="Type a prompt", prompt="Say hi.", prompt_set=None, n_responses=3, annotator="api-user",
-                           max_new_tokens=4, api_name="/new_item")[0]
-    outputs = client.predict(item_id=three, ranking="C > A = B", rationale="", annotator="api-user", api_name="/vote_ranking")
+    three = client.predict(
+        mode="Type a prompt",
+        prompt="Say hi.",
+        prompt_set=None,
+        n_responses=3,
+        annotator="api-user",
+        max_new_tokens=4,
+        api_name="/new_item",
+    )[0]
+    outputs = client.predict(
+        item_id=three, ranking="C > A = B", rationale="", annotator="api-user", api_name="/vote_ranking"
+    )
     assert "C > A = B" in outputs[-1]
     db.dispose_all()
 

@@ -22,13 +22,22 @@ def test_collection_upload_ask_and_evaluate_over_the_api(app_url, tmp_path):
     created = client.predict(name="api-docs", chunk_size=64, overlap=8, api_name="/rag_create")
     assert created["value"] == "api-docs"  # a dropdown update: the new collection, selected
     report, docs, _summary = client.predict(
-        name="api-docs", files=[handle_file(str(notes)), handle_file(str(orchard)), handle_file(str(junk))], api_name="/rag_ingest"
+        name="api-docs",
+        files=[handle_file(str(notes)), handle_file(str(orchard)), handle_file(str(junk))],
+        api_name="/rag_ingest",
     )
-    assert "✅ harbour.md" in report and "✅ orchard.txt" in report and "❌" in report  # the bad file is named, the rest go in
+    assert (
+        "✅ harbour.md" in report and "✅ orchard.txt" in report and "❌" in report
+    )  # the bad file is named, the rest go in
     assert sorted(row[1] for row in docs["data"]) == ["harbour.md", "orchard.txt"]
 
     hits, grounded, plain, notice, passages = client.predict(
-        name="api-docs", question="When was the lighthouse repainted?", mode="hybrid", k=2, temperature=0, max_new_tokens=4,
+        name="api-docs",
+        question="When was the lighthouse repainted?",
+        mode="hybrid",
+        k=2,
+        temperature=0,
+        max_new_tokens=4,
         api_name="/rag_ask",
     )
     assert hits["data"][0][2] == "harbour.md" and "1987" in passages

@@ -21,8 +21,9 @@ def _upload(base: str, name: str, content: bytes) -> httpx.Response:
 
 def _call(base: str, api: str, data: list) -> str:
     """Gradio's two-step call API; returns the raw event stream text."""
-    event = httpx.post(f"{base}/gradio_api/call/{api}", json={"data": data, "session_hash": "hostile-uploads"},
-                       timeout=30).json()["event_id"]
+    event = httpx.post(
+        f"{base}/gradio_api/call/{api}", json={"data": data, "session_hash": "hostile-uploads"}, timeout=30
+    ).json()["event_id"]
     return httpx.get(f"{base}/gradio_api/call/{api}/{event}", timeout=300).text
 
 
@@ -42,7 +43,9 @@ def test_hostile_names_stay_inside_the_collection(app_url, data_dir, tmp_path):
     assert "event: complete" in stream, stream[-500:]
     store._cache.clear()
     names = [d.name for d in store.load("uploads").documents]
-    assert len(names) == len(HOSTILE) and all("/" not in n and "\\" not in n and "\x00" not in n and len(n) <= 100 for n in names)
+    assert len(names) == len(HOSTILE) and all(
+        "/" not in n and "\\" not in n and "\x00" not in n and len(n) <= 100 for n in names
+    )
     collection = store.collection_dir("uploads").resolve()
     for written in collection.rglob("*"):
         assert written.resolve().is_relative_to(collection)

@@ -7,7 +7,9 @@ import time
 
 import pytest
 
-pytest.importorskip("playwright", reason="browser tests need the playwright package: run `make test` (requirements-dev.txt)")
+pytest.importorskip(
+    "playwright", reason="browser tests need the playwright package: run `make test` (requirements-dev.txt)"
+)
 from playwright.sync_api import Page, expect  # noqa: E402
 
 from pipelines import jobs, preferences
@@ -124,5 +126,7 @@ def test_reasoning_comparison(page: Page):
     for key in ("direct", "cot", "pal"):
         summary = page.locator(f"#reason-{key}-summary")
         expect(summary).to_contain_text(re.compile(r"answer", re.IGNORECASE), timeout=180_000)
-        expect(summary).not_to_contain_text("expected")  # no known answer was typed, so nothing is marked right or wrong
+        expect(summary).not_to_contain_text(
+            "expected"
+        )  # no known answer was typed, so nothing is marked right or wrong
         assert page.locator(f"#reason-{key} textarea").input_value()

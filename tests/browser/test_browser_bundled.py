@@ -10,7 +10,9 @@ import re
 
 import pytest
 
-pytest.importorskip("playwright", reason="browser tests need the playwright package: run `make test` (requirements-dev.txt)")
+pytest.importorskip(
+    "playwright", reason="browser tests need the playwright package: run `make test` (requirements-dev.txt)"
+)
 from playwright.sync_api import Page, expect  # noqa: E402
 
 from tests.browser_flows import ingest_document

@@ -11,7 +11,9 @@ import threading
 
 import pytest
 
-pytest.importorskip("playwright", reason="browser tests need the playwright package: run `make test` (requirements-dev.txt)")
+pytest.importorskip(
+    "playwright", reason="browser tests need the playwright package: run `make test` (requirements-dev.txt)"
+)
 from playwright.sync_api import Page, expect  # noqa: E402
 
 from pipelines import models

@@ -38,8 +38,18 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_cli_json_is_deterministic_on_the_real_model(bundled_dir):
-    args = ("generate", "--prompt", "Write a haiku about the sea.", "--temperature", "0.8", "--seed", "7",
-            "--max-new-tokens", "24", "--json")
+    args = (
+        "generate",
+        "--prompt",
+        "Write a haiku about the sea.",
+        "--temperature",
+        "0.8",
+        "--seed",
+        "7",
+        "--max-new-tokens",
+        "24",
+        "--json",
+    )
     first, second = _cli(*args), _cli(*args)
     assert first.returncode == 0, first.stderr
     a, b = json.loads(first.stdout), json.loads(second.stdout)

@@ -15,8 +15,15 @@ def test_short_finetune_lowers_eval_loss(bundled_dir, monkeypatch, data_dir):
 
     shutil.copytree(MODEL_CACHE / "models", data_dir / "models")  # reuse the converted model
     spec = finetune.FinetuneSpec(
-        data=str(ROOT / "assets" / "datasets" / "concise_tutor.jsonl"), out="tutor-short", max_steps=4, batch_size=8,
-        max_length=128, learning_rate=1e-3, eval_fraction=0.1, eval_samples=2, eval_max_new_tokens=12,
+        data=str(ROOT / "assets" / "datasets" / "concise_tutor.jsonl"),
+        out="tutor-short",
+        max_steps=4,
+        batch_size=8,
+        max_length=128,
+        learning_rate=1e-3,
+        eval_fraction=0.1,
+        eval_samples=2,
+        eval_max_new_tokens=12,
         target_modules=["q_proj", "v_proj"],
     )
     job = jobs.run_foreground("finetune", spec.out, spec.to_dict(), echo=False)

@@ -12,8 +12,12 @@ pytestmark = pytest.mark.integration
 
 def test_bundled_model_writes_a_program_the_sandbox_runs(real_handle):
     question = "Mia has 12 stickers. She buys 3 packs with 5 stickers each. How many stickers does she have now?"
-    results = {r.strategy: r for r in solve.solve(real_handle, question, strategies.load_all(), SamplingParams(temperature=0), gold=27,
-                                                  token_cap=60)}
+    results = {
+        r.strategy: r
+        for r in solve.solve(
+            real_handle, question, strategies.load_all(), SamplingParams(temperature=0), gold=27, token_cap=60
+        )
+    }
     assert "The answer is" in results["direct"].output and results["direct"].answer is not None
     assert results["cot"].answer is not None  # the few-shot format is followed: a number comes out
     pal = results["pal"]

@@ -15,8 +15,13 @@ pytestmark = pytest.mark.integration
 def test_reward_model_generalises_to_unseen_prompts(bundled_dir, data_dir):
     shutil.copytree(MODEL_CACHE / "models", data_dir / "models")
     spec = reward.RewardSpec(
-        out="clear-cut", data=str(ROOT / "assets" / "datasets" / "preference_pairs.jsonl"), max_steps=4,
-        batch_size=8, max_length=160, learning_rate=3e-4, eval_fraction=0.2,
+        out="clear-cut",
+        data=str(ROOT / "assets" / "datasets" / "preference_pairs.jsonl"),
+        max_steps=4,
+        batch_size=8,
+        max_length=160,
+        learning_rate=3e-4,
+        eval_fraction=0.2,
     )
     job = jobs.run_foreground("reward", spec.out, spec.to_dict(), echo=False)
     assert job.status == jobs.SUCCEEDED, jobs.tail_log(job.id)

@@ -18,9 +18,17 @@ pytestmark = pytest.mark.system
 
 
 def run_app(tmp_path, model: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PLAYGROUND_DATA_DIR": str(tmp_path / "data"), "PLAYGROUND_MODEL": model,
-           "PLAYGROUND_PORT": str(free_port()), "PLAYGROUND_HOST": "127.0.0.1", "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    env = {
+        **os.environ,
+        "PLAYGROUND_DATA_DIR": str(tmp_path / "data"),
+        "PLAYGROUND_MODEL": model,
+        "PLAYGROUND_PORT": str(free_port()),
+        "PLAYGROUND_HOST": "127.0.0.1",
+        "HF_HUB_OFFLINE": "1",
+    }
+    return subprocess.run(
+        [sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180
+    )
 
 
 def test_a_missing_model_directory_stops_the_app_before_it_serves(tmp_path):

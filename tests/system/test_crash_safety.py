@@ -29,16 +29,22 @@ def _integrity(data_dir: Path) -> str:
         return connection.execute("PRAGMA integrity_check").fetchone()[0]
 
 
-def test_sigkill_during_label_burst_and_training_loses_nothing_acknowledged(data_dir, tiny_model_env, tokenizer, tmp_path):
+def test_sigkill_during_label_burst_and_training_loses_nothing_acknowledged(
+    data_dir, tiny_model_env, tokenizer, tmp_path
+):
     # written before any crash: an adapter and a RAG index that must still load afterwards
     make_lora_adapter(tokenizer, adapters.adapters_dir(), "kept-adapter")
     store.create("kept")
     notes = tmp_path / "notes.txt"
     notes.write_text("The lighthouse keeper Ada polishes the lens every evening at dusk.")
     assert store.ingest("kept", [(notes, "notes.txt")]).ingested
-    items = [preferences.create_item([{"role": "user", "content": f"Question {i}?"}],
-                                     [preferences.ResponseDraft(f"a{i}"), preferences.ResponseDraft(f"b{i}")]).id
-             for i in range(300)]
+    items = [
+        preferences.create_item(
+            [{"role": "user", "content": f"Question {i}?"}],
+            [preferences.ResponseDraft(f"a{i}"), preferences.ResponseDraft(f"b{i}")],
+        ).id
+        for i in range(300)
+    ]
     db.dispose_all()
 
     # 1. a burst of votes from four clients; SIGKILL while they are still voting
@@ -78,9 +84,19 @@ def test_sigkill_during_label_burst_and_training_loses_nothing_acknowledged(data
 
     # 2. a training job running in its worker; the app and the worker die together (power cut)
     app = AppProcess(data_dir, tiny_model_env)
-    job = jobs.submit("finetune", "doomed", finetune.FinetuneSpec(
-        data=str(write_sft_rows(tmp_path / "rows.jsonl")), out="doomed", max_steps=100_000, batch_size=4, max_length=64,
-        eval_samples=2, eval_max_new_tokens=4).to_dict())
+    job = jobs.submit(
+        "finetune",
+        "doomed",
+        finetune.FinetuneSpec(
+            data=str(write_sft_rows(tmp_path / "rows.jsonl")),
+            out="doomed",
+            max_steps=100_000,
+            batch_size=4,
+            max_length=64,
+            eval_samples=2,
+            eval_max_new_tokens=4,
+        ).to_dict(),
+    )
     deadline = time.time() + 180
     while (running := jobs.get(job.id)).step < 2 and time.time() < deadline:
         assert not running.done, jobs.tail_log(job.id)
@@ -110,5 +126,7 @@ def test_sigkill_during_label_burst_and_training_loses_nothing_acknowledged(data
     store._cache.clear()
     assert retrieval.search("kept", "Who polishes the lens?", k=1)[0].chunk.source == "notes.txt"
     handle = models.load_handle(str(tiny_model_env))
-    reply = generation.generate(handle, "Hello", SamplingParams(temperature=0, max_new_tokens=3), adapter="kept-adapter")
+    reply = generation.generate(
+        handle, "Hello", SamplingParams(temperature=0, max_new_tokens=3), adapter="kept-adapter"
+    )
     assert len(reply.tokens) == 3

@@ -43,26 +43,45 @@ def test_every_bomb_is_refused_within_bounded_memory(data_dir, tiny_model_env, t
         docx = bombs.docx_bomb(tmp_path / "report.docx", inflated_mb=1024)
         pdf = bombs.pdf_bomb(tmp_path / "slides.pdf")
         text = bombs.unbroken_text(tmp_path / "wall.txt")
-        seen["docx, pdf, unbroken text"] = _error(lambda: client.predict(
-            name="bombs", files=[handle_file(str(docx)), handle_file(str(pdf)), handle_file(str(text))], api_name="/rag_ingest"))
+        seen["docx, pdf, unbroken text"] = _error(
+            lambda: client.predict(
+                name="bombs",
+                files=[handle_file(str(docx)), handle_file(str(pdf)), handle_file(str(text))],
+                api_name="/rag_ingest",
+            )
+        )
         parquet = bombs.parquet_bomb(tmp_path / "rows.parquet")
-        seen["parquet (fine-tune)"] = _error(lambda: client.predict(upload=handle_file(str(parquet)), sample=None, api_name="/check_dataset"))
-        seen["parquet (preferences)"] = _error(lambda: client.predict(file=handle_file(str(parquet)), api_name="/import_preferences"))
+        seen["parquet (fine-tune)"] = _error(
+            lambda: client.predict(upload=handle_file(str(parquet)), sample=None, api_name="/check_dataset")
+        )
+        seen["parquet (preferences)"] = _error(
+            lambda: client.predict(file=handle_file(str(parquet)), api_name="/import_preferences")
+        )
         deep = bombs.deep_jsonl(tmp_path / "prompts.jsonl", {"prompt": "Hi"})
-        seen["deep json (prompt set)"] = _error(lambda: client.predict(file=handle_file(str(deep)), name="deep", api_name="/upload_prompt_set"))
+        seen["deep json (prompt set)"] = _error(
+            lambda: client.predict(file=handle_file(str(deep)), name="deep", api_name="/upload_prompt_set")
+        )
         deep_chat = tmp_path / "chat.json"
         deep_chat.write_text(bombs.deep_json())
-        seen["deep json (chat)"] = _error(lambda: client.predict(file=handle_file(str(deep_chat)), api_name="/import_chat"))
+        seen["deep json (chat)"] = _error(
+            lambda: client.predict(file=handle_file(str(deep_chat)), api_name="/import_chat")
+        )
         questions = tmp_path / "questions.jsonl"
-        questions.write_text("".join(json.dumps({"question": "why " * 400, "source": "wall.txt"}) + "\n" for _ in range(3000)))
-        seen["retrieval questions"] = _error(lambda: client.predict(name="bombs", file=handle_file(str(questions)), k=5, api_name="/rag_eval"))
+        questions.write_text(
+            "".join(json.dumps({"question": "why " * 400, "source": "wall.txt"}) + "\n" for _ in range(3000))
+        )
+        seen["retrieval questions"] = _error(
+            lambda: client.predict(name="bombs", file=handle_file(str(questions)), k=5, api_name="/rag_eval")
+        )
         peak = app.peak_rss()
     finally:
         app.kill()
 
     report = "\n".join(f"{what}: {answer[:300]}" for what, answer in seen.items())
     print(f"peak RSS +{(peak - baseline) / 2**20:.0f} MB\n{report}")
-    assert "inflates" in seen["docx, pdf, unbroken text"] and "3,000,000 characters" in seen["docx, pdf, unbroken text"], report
+    assert (
+        "inflates" in seen["docx, pdf, unbroken text"] and "3,000,000 characters" in seen["docx, pdf, unbroken text"]
+    ), report
     assert "wall.txt: " in seen["docx, pdf, unbroken text"] and "chunks" in seen["docx, pdf, unbroken text"], report
     assert "5,000,000 rows" in seen["parquet (fine-tune)"] and "5,000,000 rows" in seen["parquet (preferences)"], report
     assert "nested deeper than 64 levels" in seen["deep json (prompt set)"] + seen["deep json (chat)"], report

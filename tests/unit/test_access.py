@@ -78,7 +78,9 @@ def test_login_throttle_doubles_per_name_and_per_address_and_forgets():
     from pipelines.access import LoginThrottle
 
     now = [0.0]
-    throttle = LoginThrottle(free_per_user=2, free_per_address=4, base=1.0, cap=8.0, forget_after=100.0, clock=lambda: now[0])
+    throttle = LoginThrottle(
+        free_per_user=2, free_per_address=4, base=1.0, cap=8.0, forget_after=100.0, clock=lambda: now[0]
+    )
     for _ in range(2):
         throttle.record("Alice", "10.0.0.1", ok=False)
     assert throttle.wait_seconds("alice", "10.0.0.9") == 0  # two free failures; names are case-insensitive

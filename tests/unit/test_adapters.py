@@ -27,7 +27,9 @@ def test_adapter_switch_changes_output_and_base_is_restored(fresh_tiny_handle, t
     assert after == before  # switching back to the base model is exact
     assert handle.base_model is base_model  # the base weights were never reloaded
     # switching back and forth is stable
-    assert generation.generate(handle, "Hello there", GREEDY, adapter="style-a", ignore_eos=True).completion_ids == with_a
+    assert (
+        generation.generate(handle, "Hello there", GREEDY, adapter="style-a", ignore_eos=True).completion_ids == with_a
+    )
 
 
 def test_chat_uses_the_adapter(fresh_tiny_handle, tokenizer, data_dir):
@@ -45,7 +47,9 @@ def test_retrained_adapter_is_reloaded(fresh_tiny_handle, tokenizer, data_dir):
     path = make_lora_adapter(tokenizer, data_dir / "adapters", "same-name", seed=5)
     for f in path.glob("adapter_model.*"):  # make sure the version stamp moves even on coarse clocks
         os.utime(f, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))
-    second = generation.generate(fresh_tiny_handle, "Hello", GREEDY, adapter="same-name", ignore_eos=True).completion_ids
+    second = generation.generate(
+        fresh_tiny_handle, "Hello", GREEDY, adapter="same-name", ignore_eos=True
+    ).completion_ids
     assert first != second
 
 
@@ -90,7 +94,9 @@ def test_rows_with_different_adapters_share_one_batch(fresh_tiny_handle, tokeniz
 
     fresh_tiny_handle.forward = counting  # instance attribute shadows the method
     try:
-        rows = generation.generate_batch(fresh_tiny_handle, prompts, [GREEDY] * 4, adapter=row_adapters, ignore_eos=True)
+        rows = generation.generate_batch(
+            fresh_tiny_handle, prompts, [GREEDY] * 4, adapter=row_adapters, ignore_eos=True
+        )
     finally:
         del fresh_tiny_handle.forward
     assert [r.completion_ids for r in rows] == singles

@@ -20,7 +20,9 @@ ANONYMOUS = SimpleNamespace(username=None, session={}, session_hash="visitor-1")
 
 
 def _user(name: str) -> SimpleNamespace:
-    return SimpleNamespace(username=None, session={"oauth_info": {"userinfo": {"preferred_username": name}}}, session_hash=f"s-{name}")
+    return SimpleNamespace(
+        username=None, session={"oauth_info": {"userinfo": {"preferred_username": name}}}, session_hash=f"s-{name}"
+    )
 
 
 @pytest.fixture
@@ -53,12 +55,22 @@ def test_anonymous_visitors_cannot_create_upload_index_queue_or_label(public_spa
     _refused(lambda: prefs_tab.upload_prompt_set(str(prompts), "set", request=ANONYMOUS), "add prompt sets")
     history = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
     _refused(lambda: chat.send_to_compare(history, "", None, "", request=ANONYMOUS), "queue comparisons")
-    _refused(lambda: align.queue_for_humans("x", align.PROMPT_SOURCES[1], None, 1, 8, request=ANONYMOUS), "queue comparisons")
-    _refused(lambda: reasoning.run_benchmark("Bundled problems", None, 1, ["direct"], 1, "", "", "", request=ANONYMOUS),
-             "run and save benchmarks")
-    item = preferences.create_item([{"role": "user", "content": "Hi"}], [preferences.ResponseDraft("a"), preferences.ResponseDraft("b")])
+    _refused(
+        lambda: align.queue_for_humans("x", align.PROMPT_SOURCES[1], None, 1, 8, request=ANONYMOUS), "queue comparisons"
+    )
+    _refused(
+        lambda: reasoning.run_benchmark("Bundled problems", None, 1, ["direct"], 1, "", "", "", request=ANONYMOUS),
+        "run and save benchmarks",
+    )
+    item = preferences.create_item(
+        [{"role": "user", "content": "Hi"}], [preferences.ResponseDraft("a"), preferences.ResponseDraft("b")]
+    )
     _refused(lambda: prefs_tab.vote_api(item.id, "A", "typed", request=ANONYMOUS), "label")
-    assert store.load("existing").documents == [] and preferences.prompt_sets() == {} and preferences.get_item(item.id).labels == []
+    assert (
+        store.load("existing").documents == []
+        and preferences.prompt_sets() == {}
+        and preferences.get_item(item.id).labels == []
+    )
     assert store.collection_names() == ["existing"] and len(preferences.list_items()) == 1
 
 
@@ -67,10 +79,14 @@ def test_a_public_label_drive_opens_labelling_alone_under_an_anonymous_session_i
 
     monkeypatch.setenv("PLAYGROUND_ANONYMOUS_LABELS", "1")
     access.reset_policy()
-    item = preferences.create_item([{"role": "user", "content": "Hi"}], [preferences.ResponseDraft("a"), preferences.ResponseDraft("b")])
+    item = preferences.create_item(
+        [{"role": "user", "content": "Hi"}], [preferences.ResponseDraft("a"), preferences.ResponseDraft("b")]
+    )
     assert prefs_tab.vote_api(item.id, "B", "someone-else", request=ANONYMOUS)["created"]
     assert [label.annotator for label in preferences.get_item(item.id).labels] == ["anon:visitor-1"]
-    _refused(lambda: rag.create_collection("mine", 200, 40, request=ANONYMOUS), "create collections")  # still read-only otherwise
+    _refused(
+        lambda: rag.create_collection("mine", 200, 40, request=ANONYMOUS), "create collections"
+    )  # still read-only otherwise
 
 
 def test_signed_in_users_add_documents_and_remove_only_their_own(public_space, tmp_path):

@@ -74,7 +74,9 @@ CASES = [
 
 @pytest.mark.parametrize("argv", CASES, ids=[" ".join(c[:2]) + f" #{i}" for i, c in enumerate(CASES)])
 def test_bad_cli_input_is_one_clear_line(tiny_model_env, use_tiny, bad_files, capsys, argv):
-    kept = preferences.create_item([{"role": "user", "content": "keep me"}], [preferences.ResponseDraft("a"), preferences.ResponseDraft("b")])
+    kept = preferences.create_item(
+        [{"role": "user", "content": "keep me"}], [preferences.ResponseDraft("a"), preferences.ResponseDraft("b")]
+    )
     preferences.submit_label(kept.id, "keeper", "A")
     args = [part.format(**{k: str(v) for k, v in bad_files.items()}) for part in argv]
     try:

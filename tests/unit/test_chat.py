@@ -28,7 +28,9 @@ def test_rendering_is_exactly_the_tokenizer_template(tiny_handle, messages):
 
 
 def test_default_system_prompt_comes_from_the_template(tokenizer):
-    assert chat.default_system_prompt(tokenizer) == "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+    assert (
+        chat.default_system_prompt(tokenizer) == "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+    )
 
 
 def test_system_prompt_argument_replaces_the_leading_one(tiny_handle):
@@ -37,7 +39,9 @@ def test_system_prompt_argument_replaces_the_leading_one(tiny_handle):
 
 
 def test_content_blocks_are_flattened():
-    messages = chat.normalise([{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}])
+    messages = chat.normalise(
+        [{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}]
+    )
     assert messages == [Message("user", "ab")]
 
 
@@ -89,7 +93,9 @@ def test_trimming_drops_oldest_turns_keeps_system_and_latest(small_window):
 
 def test_huge_history_is_answered_not_refused(small_window):
     history = long_history(200, 30)  # ~6,000 words
-    completion, prompt = chat.reply(small_window, chat.normalise(history), SamplingParams(temperature=0, max_new_tokens=8))
+    completion, prompt = chat.reply(
+        small_window, chat.normalise(history), SamplingParams(temperature=0, max_new_tokens=8)
+    )
     assert completion.finish_reason in {"length", "eos"} and prompt.dropped_turns >= 195
 
 
@@ -116,12 +122,23 @@ def test_import_rejects_bad_files(payload):
         chat.import_json(payload)
 
 
-@pytest.mark.parametrize("payload, reason", [
-    (b'[{"role": "user"}]', "message 0 [(]user[)] has no content"),
-    (b'[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": null}]', "message 1 [(]assistant[)] has no content"),
-    (b'[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "  "}]', "message 1 [(]user[)] is empty"),
-])
+@pytest.mark.parametrize(
+    "payload, reason",
+    [
+        (b'[{"role": "user"}]', "message 0 [(]user[)] has no content"),
+        (
+            b'[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": null}]',
+            "message 1 [(]assistant[)] has no content",
+        ),
+        (
+            b'[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "  "}]',
+            "message 1 [(]user[)] is empty",
+        ),
+    ],
+)
 def test_import_names_the_message_without_content(payload, reason):
     with pytest.raises(InvalidParameter, match=reason):
         chat.import_json(payload)
-    assert chat.import_json(b'[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": ""}]')[1].content == ""
+    assert (
+        chat.import_json(b'[{"role": "user", "content": "Hi"}, {"role": "assistant", "content": ""}]')[1].content == ""
+    )

@@ -60,7 +60,9 @@ def test_one_reply_at_a_time_and_nothing_typed_is_lost(use_tiny):
 def test_stop_ends_the_reply_itself_and_one_never_started_is_freed_at_once(use_tiny):
     *_, run_id = chat_tab.take_message("Tell me a long story", [], False)
     history = [{"role": "user", "content": "Tell me a long story"}]
-    stream = chat_tab.answer(history, "", None, run_id, **{**DEFAULTS, "max_new_tokens": 200, "temperature": 1.0, "seed": 7})
+    stream = chat_tab.answer(
+        history, "", None, run_id, **{**DEFAULTS, "max_new_tokens": 200, "temperature": 1.0, "seed": 7}
+    )
     first, *_ = next(stream)
     assert chat_tab.stop_reply(run_id) == (gr.skip(), gr.skip(), gr.skip())  # streaming: it frees itself when it ends
     rest = list(stream)
@@ -75,7 +77,10 @@ def test_stop_ends_the_reply_itself_and_one_never_started_is_freed_at_once(use_t
 
 
 def test_gradio_content_blocks_are_accepted(use_tiny):
-    history = [{"role": "user", "content": [{"type": "text", "text": "Hi"}]}, {"role": "assistant", "content": [{"type": "text", "text": "Yo"}]}]
+    history = [
+        {"role": "user", "content": [{"type": "text", "text": "Hi"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "Yo"}]},
+    ]
     out, *_ = send("More", history)
     assert out[0]["content"] == "Hi" and out[2]["content"] == "More"
 

@@ -32,12 +32,36 @@ def test_generate_json_contract(use_tiny, capsys):
 
 
 def test_same_seed_same_text(use_tiny, capsys):
-    args = ("generate", "--prompt", "Once upon", "--temperature", "1.0", "--seed", "42", "--max-new-tokens", "12", "--json")
+    args = (
+        "generate",
+        "--prompt",
+        "Once upon",
+        "--temperature",
+        "1.0",
+        "--seed",
+        "42",
+        "--max-new-tokens",
+        "12",
+        "--json",
+    )
     assert run_json(capsys, *args)["text"] == run_json(capsys, *args)["text"]
 
 
 def test_stop_flag_takes_several_strings(use_tiny, capsys):
-    doc = run_json(capsys, "generate", "--prompt", "Hello", "--temperature", "0", "--max-new-tokens", "20", "--stop", "a", "e", "--json")
+    doc = run_json(
+        capsys,
+        "generate",
+        "--prompt",
+        "Hello",
+        "--temperature",
+        "0",
+        "--max-new-tokens",
+        "20",
+        "--stop",
+        "a",
+        "e",
+        "--json",
+    )
     assert "a" not in doc["text"] and "e" not in doc["text"]
 
 
@@ -75,7 +99,11 @@ def test_real_process_fails_fast_without_traceback():
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     result = subprocess.run(
         [sys.executable, "-m", "pipelines", "generate", "--prompt", "hi", "--top-p", "1.7", "--json"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 2
     assert result.stdout == ""
@@ -119,8 +147,19 @@ def test_finetune_json_contract_in_the_foreground(tiny_model_env, capsys, tmp_pa
 
     data = write_sft_rows(tmp_path / "d.jsonl")
     doc = run_json(
-        capsys, "finetune", "--data", str(data), "--out", "cli-adapter", "--max-steps", "2", "--batch-size", "4",
-        "--max-length", "64", "--json",
+        capsys,
+        "finetune",
+        "--data",
+        str(data),
+        "--out",
+        "cli-adapter",
+        "--max-steps",
+        "2",
+        "--batch-size",
+        "4",
+        "--max-length",
+        "64",
+        "--json",
     )
     assert set(doc) >= {"adapter_dir", "train_loss", "eval_loss", "steps", "seconds"}
     assert doc["steps"] == 2 and isinstance(doc["train_loss"], float) and isinstance(doc["eval_loss"], float)
@@ -130,8 +169,23 @@ def test_finetune_json_contract_in_the_foreground(tiny_model_env, capsys, tmp_pa
     # the name is now taken; prompt tuning under another name works
     assert main(["finetune", "--data", str(data), "--out", "cli-adapter", "--max-steps", "1", "--json"]) == 2
     assert "already exists" in capsys.readouterr().err
-    doc = run_json(capsys, "finetune", "--data", str(data), "--out", "cli-prompt", "--method", "prompt-tuning",
-                   "--max-steps", "1", "--batch-size", "4", "--max-length", "64", "--json")
+    doc = run_json(
+        capsys,
+        "finetune",
+        "--data",
+        str(data),
+        "--out",
+        "cli-prompt",
+        "--method",
+        "prompt-tuning",
+        "--max-steps",
+        "1",
+        "--batch-size",
+        "4",
+        "--max-length",
+        "64",
+        "--json",
+    )
     assert (data_dir / "adapters" / "cli-prompt" / "adapter_config.json").is_file()
 
 
@@ -170,8 +224,14 @@ def test_prefs_import_export_json_contracts(capsys, tmp_path, data_dir):
     db.dispose_all()
     source = tmp_path / "in.jsonl"
     source.write_text(
-        json.dumps({"prompt": [{"role": "user", "content": "Q"}], "chosen": [{"role": "assistant", "content": "good"}],
-                    "rejected": [{"role": "assistant", "content": "bad"}]}) + "\n{broken\n"
+        json.dumps(
+            {
+                "prompt": [{"role": "user", "content": "Q"}],
+                "chosen": [{"role": "assistant", "content": "good"}],
+                "rejected": [{"role": "assistant", "content": "bad"}],
+            }
+        )
+        + "\n{broken\n"
     )
     doc = run_json(capsys, "prefs", "import", str(source), "--json")
     assert doc == {"imported": 1, "errors": [{"line": 2, "error": doc["errors"][0]["error"]}]}
@@ -188,8 +248,22 @@ def test_reward_cli_train_eval_score(tiny_model_env, capsys, data_dir):
     from tests.conftest import ROOT
 
     sample = str(ROOT / "assets" / "datasets" / "preference_pairs.jsonl")
-    doc = run_json(capsys, "reward", "train", "--data", sample, "--out", "cli-rm", "--max-steps", "1",
-                   "--batch-size", "4", "--max-length", "128", "--json")
+    doc = run_json(
+        capsys,
+        "reward",
+        "train",
+        "--data",
+        sample,
+        "--out",
+        "cli-rm",
+        "--max-steps",
+        "1",
+        "--batch-size",
+        "4",
+        "--max-length",
+        "128",
+        "--json",
+    )
     assert set(doc) >= {"model_dir", "eval_accuracy", "steps"} and doc["steps"] == 1
     doc = run_json(capsys, "reward", "eval", "--model", "cli-rm", "--data", sample, "--json")
     assert set(doc) >= {"accuracy", "n"} and doc["n"] == 120

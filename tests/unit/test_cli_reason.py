@@ -20,7 +20,18 @@ def test_extract(capsys):
 
 
 def test_run_contract(use_tiny, capsys):
-    doc = run_json(capsys, "reason", "run", "--question", "What is 2 + 2?", "--strategies", "direct,pal", "--max-new-tokens", "4", "--json")
+    doc = run_json(
+        capsys,
+        "reason",
+        "run",
+        "--question",
+        "What is 2 + 2?",
+        "--strategies",
+        "direct,pal",
+        "--max-new-tokens",
+        "4",
+        "--json",
+    )
     assert [r["strategy"] for r in doc["results"]] == ["direct", "pal"]
     for r in doc["results"]:
         assert set(r) >= {"strategy", "output", "program", "answer", "votes", "seconds"}
@@ -29,16 +40,42 @@ def test_run_contract(use_tiny, capsys):
 
 
 def test_run_with_samples_votes(use_tiny, capsys):
-    doc = run_json(capsys, "reason", "run", "--question", "What is 2 + 2?", "--strategies", "cot", "--samples", "2",
-                   "--max-new-tokens", "3", "--seed", "1", "--json")
+    doc = run_json(
+        capsys,
+        "reason",
+        "run",
+        "--question",
+        "What is 2 + 2?",
+        "--strategies",
+        "cot",
+        "--samples",
+        "2",
+        "--max-new-tokens",
+        "3",
+        "--seed",
+        "1",
+        "--json",
+    )
     assert sum(doc["results"][0]["votes"].values()) == 2
 
 
 def test_bench_contract(use_tiny, capsys, tmp_path):
     data = tmp_path / "p.jsonl"
     data.write_text('{"question": "What is 1 + 1?", "answer": 2}\n{"question": "What is 3 + 3?", "answer": 6}\n')
-    doc = run_json(capsys, "reason", "bench", "--data", str(data), "--strategies", "direct,cot", "--limit", "1",
-                   "--max-new-tokens", "3", "--json")
+    doc = run_json(
+        capsys,
+        "reason",
+        "bench",
+        "--data",
+        str(data),
+        "--strategies",
+        "direct,cot",
+        "--limit",
+        "1",
+        "--max-new-tokens",
+        "3",
+        "--json",
+    )
     assert doc["direct"]["n"] == 1 and 0 <= doc["direct"]["accuracy"] <= 1 and doc["cot"]["n"] == 1 and doc["run_id"]
 
 
@@ -83,7 +120,9 @@ def test_a_terminated_bench_keeps_its_partial_run(use_tiny, capsys, tmp_path, mo
         return real_solve(*args, **kwargs)
 
     monkeypatch.setattr(solve, "solve", solve_then_terminate)
-    assert main(["reason", "bench", "--data", str(data), "--strategies", "direct", "--max-new-tokens", "2", "--json"]) == 1
+    assert (
+        main(["reason", "bench", "--data", str(data), "--strategies", "direct", "--max-new-tokens", "2", "--json"]) == 1
+    )
     assert "stopped after 1 problems; the partial run was saved" in capsys.readouterr().err
     saved = benchmark.list_runs()[0]
     assert saved["done"] == 1 and saved["complete"] is False and saved["total"] == 3

@@ -9,8 +9,10 @@ from pipelines import fast_decode, generation, models
 from pipelines.sampling import SamplingParams
 from tests.conftest import build_tiny_model
 
-pytestmark = pytest.mark.skipif(fast_decode.unsupported_reason(torch.nn.Module()) == "this torch build has no fbgemm fp16 kernels",
-                                reason="torch without fbgemm")
+pytestmark = pytest.mark.skipif(
+    fast_decode.unsupported_reason(torch.nn.Module()) == "this torch build has no fbgemm fp16 kernels",
+    reason="torch without fbgemm",
+)
 
 
 @pytest.fixture(scope="module")
@@ -92,12 +94,15 @@ def test_generation_uses_it_for_the_base_model_only(fast_handle, tokenizer, data
 
 def test_batches_stop_strings_and_cancel_work_on_it(fast_handle):
     rows = generation.generate_batch(
-        fast_handle, ["Hi", "A much longer prompt that needs no padding at all"],
+        fast_handle,
+        ["Hi", "A much longer prompt that needs no padding at all"],
         [SamplingParams(temperature=0.8, seed=1, max_new_tokens=6), SamplingParams(temperature=0, max_new_tokens=3)],
         ignore_eos=True,
     )
     assert [len(r.tokens) for r in rows] == [6, 3] and all(r.engine == generation.FAST_ENGINE for r in rows)
-    alone = generation.generate(fast_handle, "Hi", SamplingParams(temperature=0.8, seed=1, max_new_tokens=6), ignore_eos=True)
+    alone = generation.generate(
+        fast_handle, "Hi", SamplingParams(temperature=0.8, seed=1, max_new_tokens=6), ignore_eos=True
+    )
     assert alone.completion_ids == rows[0].completion_ids  # padding in the batch changes nothing
     calls = {"n": 0}
 
@@ -105,7 +110,9 @@ def test_batches_stop_strings_and_cancel_work_on_it(fast_handle):
         calls["n"] += 1
         return calls["n"] > 3
 
-    last = list(generation.stream(fast_handle, "Hi", SamplingParams(temperature=0, max_new_tokens=50), should_stop=stop))[-1]
+    last = list(
+        generation.stream(fast_handle, "Hi", SamplingParams(temperature=0, max_new_tokens=50), should_stop=stop)
+    )[-1]
     assert last.finish_reason == "cancelled" and 0 < len(last.tokens) < 50
 
 
@@ -136,7 +143,9 @@ def test_a_model_it_cannot_run_says_so_in_the_plan(tmp_path, tokenizer):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     target = tmp_path / "gpt2-tiny"
-    GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, n_positions=64, vocab_size=len(tokenizer))).save_pretrained(target)
+    GPT2LMHeadModel(
+        GPT2Config(n_layer=1, n_embd=32, n_head=2, n_positions=64, vocab_size=len(tokenizer))
+    ).save_pretrained(target)
     tokenizer.save_pretrained(target)
     handle = models.load_handle(str(target))
     assert handle.fast_decoder is None and not handle.plan.fast_decode

@@ -60,7 +60,9 @@ def test_plan_counts_exactly_what_peft_trains(tokenizer, targets):
     full, lora, qlora = plan.rows
     assert full["total"] == plan.total_params * 24  # 4 + 8 + 4 + 8 bytes per parameter
     assert qlora["weights"] < lora["weights"] < full["total"]
-    prompt = finetune.plan(build_tiny_model(tokenizer), "prompt-tuning", lora_r=4, target_modules=[], num_virtual_tokens=10)
+    prompt = finetune.plan(
+        build_tiny_model(tokenizer), "prompt-tuning", lora_r=4, target_modules=[], num_virtual_tokens=10
+    )
     assert prompt.trainable_params == 10 * 64
 
 
@@ -74,7 +76,9 @@ def test_loss_mask_is_what_trl_trains_on(tokenizer):
     shown = finetune.loss_mask_example(tokenizer, conversation)
     args = SFTConfig(output_dir="unused", report_to="none", bf16=False, use_cpu=True, max_steps=1)
     trainer = SFTTrainer(
-        model=build_tiny_model(tokenizer), args=args, processing_class=tokenizer,
+        model=build_tiny_model(tokenizer),
+        args=args,
+        processing_class=tokenizer,
         train_dataset=Dataset.from_list(sft_data.to_examples([conversation])),
     )
     labels = trainer.train_dataset[0]["labels"] if "labels" in trainer.train_dataset.column_names else None
@@ -93,22 +97,37 @@ def test_prompt_tuning_adapter_generates_like_peft(tokenizer, fresh_tiny_handle,
     from peft import PromptTuningConfig, get_peft_model
 
     torch.manual_seed(3)
-    peft_model = get_peft_model(build_tiny_model(tokenizer), PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=6))
+    peft_model = get_peft_model(
+        build_tiny_model(tokenizer), PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=6)
+    )
     with torch.no_grad():
         peft_model.prompt_encoder["default"].embedding.weight.normal_(0, 2.0)
     peft_model.save_pretrained(data_dir / "adapters" / "pt")
     ids = tokenizer("Once upon a time", return_tensors="pt")
     with torch.inference_mode():
         expected = peft_model.generate(**ids, max_new_tokens=8, min_new_tokens=8, do_sample=False)[0, -8:].tolist()
-    ours = generation.generate(fresh_tiny_handle, "Once upon a time", SamplingParams(temperature=0, max_new_tokens=8), adapter="pt", ignore_eos=True)
-    base = generation.generate(fresh_tiny_handle, "Once upon a time", SamplingParams(temperature=0, max_new_tokens=8), ignore_eos=True)
+    ours = generation.generate(
+        fresh_tiny_handle,
+        "Once upon a time",
+        SamplingParams(temperature=0, max_new_tokens=8),
+        adapter="pt",
+        ignore_eos=True,
+    )
+    base = generation.generate(
+        fresh_tiny_handle, "Once upon a time", SamplingParams(temperature=0, max_new_tokens=8), ignore_eos=True
+    )
     assert ours.completion_ids == expected and base.completion_ids != expected
     # batched with left padding, and the inspector, use the same prefix
     rows = generation.generate_batch(
-        fresh_tiny_handle, ["Once upon a time", "A much longer prompt for padding"], [SamplingParams(temperature=0, max_new_tokens=8)] * 2,
-        adapter="pt", ignore_eos=True,
+        fresh_tiny_handle,
+        ["Once upon a time", "A much longer prompt for padding"],
+        [SamplingParams(temperature=0, max_new_tokens=8)] * 2,
+        adapter="pt",
+        ignore_eos=True,
     )
     assert rows[0].completion_ids == expected
-    view = generation.inspect_next_token(fresh_tiny_handle, ids["input_ids"][0].tolist(), SamplingParams(temperature=0), adapter="pt")
+    view = generation.inspect_next_token(
+        fresh_tiny_handle, ids["input_ids"][0].tolist(), SamplingParams(temperature=0), adapter="pt"
+    )
     assert max(view.rows, key=lambda r: r.raw_prob).id == expected[0]
     assert models.ModelHandle.virtual_prefix(fresh_tiny_handle, "pt").shape == (6, 64)

@@ -44,10 +44,28 @@ def test_plan_updates_with_the_settings(use_tiny):
 def test_start_job_validates_and_queues(use_tiny, tiny_model_env, tmp_path, data_dir, monkeypatch):
     started = []
     monkeypatch.setattr(jobs, "manager", lambda: type("M", (), {"poll_once": lambda self: started.append(1)})())
-    args = dict(upload=None, sample="concise_tutor.jsonl", skip_bad_rows=False, method="lora", lora_r=4, lora_alpha=8,
-                lora_dropout=0.0, targets=["q_proj"], virtual_tokens=10, learning_rate=1e-3, epochs=1, max_steps=2,
-                batch_size=4, grad_accum=1, max_length=128, gradient_checkpointing=False, seed=1, qlora=False,
-                name="from-ui", overwrite=False)
+    args = dict(
+        upload=None,
+        sample="concise_tutor.jsonl",
+        skip_bad_rows=False,
+        method="lora",
+        lora_r=4,
+        lora_alpha=8,
+        lora_dropout=0.0,
+        targets=["q_proj"],
+        virtual_tokens=10,
+        learning_rate=1e-3,
+        epochs=1,
+        max_steps=2,
+        batch_size=4,
+        grad_accum=1,
+        max_length=128,
+        gradient_checkpointing=False,
+        seed=1,
+        qlora=False,
+        name="from-ui",
+        overwrite=False,
+    )
     update = tab.start_job(**args)
     job = jobs.get(update["value"])
     assert job.status == jobs.QUEUED and job.spec["out"] == "from-ui" and started

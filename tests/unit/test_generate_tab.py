@@ -59,13 +59,26 @@ def test_inspector_follows_the_settings(use_tiny):
 
 
 def test_stale_state_falls_back_to_the_prompt(use_tiny):
-    state = {"prompt": "something else", "prompt_ids": [1], "tokens": [{"id": 5, "token": "x", "logprob": -1.0, "top": []}]}
+    state = {
+        "prompt": "something else",
+        "prompt_ids": [1],
+        "tokens": [{"id": 5, "token": "x", "logprob": -1.0, "top": []}],
+    }
     *_, summary, _ = generate.inspect("Hello", state, 1, **DEFAULTS)
     assert "Right after the prompt" in summary
 
 
 def test_token_view_escapes_hostile_text():
-    state = {"tokens": [{"token": "<script>alert(1)</script>", "id": 1, "logprob": -0.1, "top": [{"token": "'\"><img>", "logprob": -0.1}]}]}
+    state = {
+        "tokens": [
+            {
+                "token": "<script>alert(1)</script>",
+                "id": 1,
+                "logprob": -0.1,
+                "top": [{"token": "'\"><img>", "logprob": -0.1}],
+            }
+        ]
+    }
     html, _ = generate.token_view(state)
     assert "<script>" not in html and "<img>" not in html
     assert generate.token_view({})[0].startswith("<p")

@@ -41,7 +41,9 @@ def test_random_seed_is_reported_and_replays(tiny_handle):
 
 
 def test_length_finish_and_token_records(tiny_handle):
-    c = generation.generate(tiny_handle, PROMPT, SamplingParams(temperature=0.8, max_new_tokens=7, seed=1), ignore_eos=True)
+    c = generation.generate(
+        tiny_handle, PROMPT, SamplingParams(temperature=0.8, max_new_tokens=7, seed=1), ignore_eos=True
+    )
     assert c.finish_reason == "length" and len(c.tokens) == 7
     for record in c.tokens:
         assert record.logprob <= 0 and 0 < record.sampled_prob <= 1
@@ -53,7 +55,12 @@ def test_length_finish_and_token_records(tiny_handle):
 
 
 def test_streaming_grows_monotonically(tiny_handle):
-    texts = [c.text for c in generation.stream(tiny_handle, PROMPT, SamplingParams(temperature=0, max_new_tokens=15), ignore_eos=True)]
+    texts = [
+        c.text
+        for c in generation.stream(
+            tiny_handle, PROMPT, SamplingParams(temperature=0, max_new_tokens=15), ignore_eos=True
+        )
+    ]
     assert len(texts) == 15
     for before, after in zip(texts, texts[1:]):
         assert after.startswith(before)
@@ -89,7 +96,10 @@ def test_eos_finishes(tiny_handle):
 
 def test_batch_rows_equal_single_runs(tiny_handle):
     prompts = [PROMPT, "A much longer prompt that needs left padding in the batch"]
-    params = [SamplingParams(temperature=0, max_new_tokens=8), SamplingParams(temperature=1.0, seed=9, max_new_tokens=8)]
+    params = [
+        SamplingParams(temperature=0, max_new_tokens=8),
+        SamplingParams(temperature=1.0, seed=9, max_new_tokens=8),
+    ]
     rows = generation.generate_batch(tiny_handle, prompts, params, ignore_eos=True)
     for prompt, p, row in zip(prompts, params, rows):
         single = generation.generate(tiny_handle, prompt, p, ignore_eos=True)
@@ -123,7 +133,9 @@ def test_cancel_stops_promptly(tiny_handle):
     def should_stop():
         return steps >= 3
 
-    for c in generation.stream(tiny_handle, PROMPT, SamplingParams(max_new_tokens=100), should_stop=should_stop, ignore_eos=True):
+    for c in generation.stream(
+        tiny_handle, PROMPT, SamplingParams(max_new_tokens=100), should_stop=should_stop, ignore_eos=True
+    ):
         steps += 1
     assert c.finish_reason == "cancelled" and len(c.tokens) == 3
 
@@ -157,5 +169,7 @@ def test_concurrent_streams_match_sequential_runs(tiny_handle):
     jobs = [(f"Prompt number {i}", SamplingParams(temperature=1.0, seed=i, max_new_tokens=12)) for i in range(6)]
     expected = [generation.generate(tiny_handle, p, s, ignore_eos=True).completion_ids for p, s in jobs]
     with ThreadPoolExecutor(max_workers=6) as pool:
-        results = list(pool.map(lambda job: generation.generate(tiny_handle, *job, ignore_eos=True).completion_ids, jobs))
+        results = list(
+            pool.map(lambda job: generation.generate(tiny_handle, *job, ignore_eos=True).completion_ids, jobs)
+        )
     assert results == expected

@@ -64,9 +64,13 @@ def test_host_defaults_to_loopback(monkeypatch):
 
 
 def test_fast_decode_only_where_it_applies():
-    x86 = Hardware(cpu_flags=frozenset({"avx2"}), cpu_count=2, int8_engines=frozenset({"x86", "fbgemm", "qnnpack"}), arch="x86_64")
+    x86 = Hardware(
+        cpu_flags=frozenset({"avx2"}), cpu_count=2, int8_engines=frozenset({"x86", "fbgemm", "qnnpack"}), arch="x86_64"
+    )
     arm = Hardware(cpu_count=4, int8_engines=frozenset({"qnnpack"}), arch="aarch64")
-    old = Hardware(cpu_flags=frozenset({"sse4_2"}), cpu_count=2, int8_engines=frozenset({"x86", "fbgemm"}), arch="x86_64")
+    old = Hardware(
+        cpu_flags=frozenset({"sse4_2"}), cpu_count=2, int8_engines=frozenset({"x86", "fbgemm"}), arch="x86_64"
+    )
     gpu = Hardware(cuda=True, cuda_bf16=True, int8_engines=x86.int8_engines, cpu_flags=x86.cpu_flags, arch="x86_64")
     assert plan_device(x86, fast=True).fast_decode and "fp16" in plan_device(x86, fast=True).reason
     assert not plan_device(x86, fast=False).fast_decode  # PLAYGROUND_FAST=0

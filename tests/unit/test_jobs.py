@@ -31,8 +31,16 @@ def manager(tiny_model_env, data_dir):
 
 def spec(tmp_path, name: str, **overrides) -> dict:
     data = write_sft_rows(tmp_path / f"{name}.jsonl")
-    values = {"data": str(data), "out": name, "max_steps": 2, "batch_size": 4, "max_length": 64,
-              "eval_samples": 2, "eval_max_new_tokens": 4, **overrides}
+    values = {
+        "data": str(data),
+        "out": name,
+        "max_steps": 2,
+        "batch_size": 4,
+        "max_length": 64,
+        "eval_samples": 2,
+        "eval_max_new_tokens": 4,
+        **overrides,
+    }
     return finetune.FinetuneSpec(**values).to_dict()
 
 
@@ -73,7 +81,9 @@ def test_queued_running_succeeded(manager, tmp_path, data_dir):
     assert any("loss" in r for r in records) and all("step" in r for r in records)
     log = jobs.tail_log(job.id, 400)
     assert "adapter saved" in log
-    assert "{'" not in log and "\x1b[" not in log and "\r" not in log  # no raw metric dicts, colour codes or redrawn bars
+    assert (
+        "{'" not in log and "\x1b[" not in log and "\r" not in log
+    )  # no raw metric dicts, colour codes or redrawn bars
     phases = jobs.read_phases(job.id)
     assert [(p.name, p.state) for p in phases] == [("prepare", "done"), ("train", "done"), ("evaluate", "done")]
     assert (phases[1].done, phases[1].total) == (2, 2)
@@ -140,7 +150,13 @@ def test_restart_marks_orphans_interrupted(tiny_model_env, data_dir):
     cancelled = jobs.submit("finetune", "cancelled-orphan", {"data": "x", "out": "cancelled-orphan"})
     with db.session() as s:  # kept running across a restart, then cancelled: the new app killed it after the grace
         row = s.get(jobs.JobRow, cancelled.id)
-        row.status, row.pid, row.pid_started, row.host, row.cancel_requested = jobs.RUNNING, dead.pid, time.time() - 100, None, True
+        row.status, row.pid, row.pid_started, row.host, row.cancel_requested = (
+            jobs.RUNNING,
+            dead.pid,
+            time.time() - 100,
+            None,
+            True,
+        )
     fresh = jobs.JobManager(max_parallel=1)  # what an app restart creates
     assert fresh.recover() == [job.id]
     assert jobs.get(cancelled.id).status == jobs.CANCELLED
@@ -169,8 +185,11 @@ def test_phases_have_their_own_progress_and_eta(data_dir, monkeypatch):
     ctx = jobs.JobContext(job_id=job.id, spec={}, directory=jobs.job_dir(job.id))
     clock = [1000.0]
     monkeypatch.setattr(jobs.time, "time", lambda: clock[0])
-    ctx.plan(jobs.Phase("prepare", "Prepare"), jobs.Phase("train", "Train", unit="steps"),
-             jobs.Phase("evaluate", "Evaluate", unit="parts"))
+    ctx.plan(
+        jobs.Phase("prepare", "Prepare"),
+        jobs.Phase("train", "Train", unit="steps"),
+        jobs.Phase("evaluate", "Evaluate", unit="parts"),
+    )
     ctx.phase("prepare")
     clock[0] += 300  # five minutes of preparation
     ctx.phase("train", total=10)

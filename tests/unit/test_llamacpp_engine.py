@@ -45,10 +45,13 @@ def engine_handle(tokenizer):
     return handle, torch_only
 
 
-@pytest.mark.parametrize("params", [
-    SamplingParams(temperature=0, max_new_tokens=10),
-    SamplingParams(temperature=1.0, top_k=40, top_p=0.9, repetition_penalty=1.2, seed=7, max_new_tokens=10),
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        SamplingParams(temperature=0, max_new_tokens=10),
+        SamplingParams(temperature=1.0, top_k=40, top_p=0.9, repetition_penalty=1.2, seed=7, max_new_tokens=10),
+    ],
+)
 def test_engine_rows_match_torch_rows(engine_handle, params):
     handle, torch_only = engine_handle
     prompts = ["The quick brown fox", "Once upon a time"]
@@ -66,7 +69,10 @@ def test_engine_rows_match_torch_rows(engine_handle, params):
 def test_rows_stream_one_after_another_and_stop_strings_hold(engine_handle):
     handle, _ = engine_handle
     params = SamplingParams(temperature=0, max_new_tokens=6)
-    snapshots = [[len(r.tokens) for r in rows] for rows in generation.stream_batch(handle, ["a b c", "d e f"], [params, params], ignore_eos=True)]
+    snapshots = [
+        [len(r.tokens) for r in rows]
+        for rows in generation.stream_batch(handle, ["a b c", "d e f"], [params, params], ignore_eos=True)
+    ]
     assert snapshots[0] == [1, 0] and snapshots[-1] == [6, 6]
     assert [6, 1] in snapshots  # the second row starts once the first is finished
 
@@ -78,8 +84,11 @@ def test_adapters_and_cancel_are_routed(engine_handle):
     assert handle.llamacpp_for("some-adapter") is None and handle.llamacpp_for([None, "x"]) is None
     calls = iter(range(100))
     rows = generation.generate_batch(
-        handle, ["x y", "z"], [SamplingParams(temperature=0, max_new_tokens=50)] * 2,
-        ignore_eos=True, should_stop=lambda: next(calls) >= 3,
+        handle,
+        ["x y", "z"],
+        [SamplingParams(temperature=0, max_new_tokens=50)] * 2,
+        ignore_eos=True,
+        should_stop=lambda: next(calls) >= 3,
     )
     assert [r.finish_reason for r in rows] == ["cancelled", "cancelled"]
     assert len(rows[0].tokens) == 3 and rows[1].tokens == []
@@ -111,6 +120,7 @@ def test_jobs_always_decode_on_torch():
 
 
 # --- llama.cpp itself ---------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def llama(bundled_dir):

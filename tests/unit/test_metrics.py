@@ -11,7 +11,11 @@ from rouge_score import rouge_scorer
 from pipelines import evaluation
 
 PREDICTIONS = ["the cat sat on the mat", "a quick brown fox jumps", "In short: Paris is the capital."]
-REFERENCES = ["a cat was sitting on the mat", "the quick brown fox jumped over", "In short: The capital of France is Paris."]
+REFERENCES = [
+    "a cat was sitting on the mat",
+    "the quick brown fox jumped over",
+    "In short: The capital of France is Paris.",
+]
 
 
 def test_rouge_l_module_equals_rouge_score():
@@ -43,7 +47,9 @@ def test_text_perplexity_matches_the_model_loss(tiny_handle):
     with torch.inference_mode():
         expected = math.exp(float(tiny_handle.model(input_ids=ids, labels=ids).loss))
     assert ids.shape[1] < 256
-    assert evaluation.text_perplexity(tiny_handle.model, tiny_handle.tokenizer, text, window=256) == pytest.approx(expected, rel=1e-5)
+    assert evaluation.text_perplexity(tiny_handle.model, tiny_handle.tokenizer, text, window=256) == pytest.approx(
+        expected, rel=1e-5
+    )
     # a sliding window scores every token once; with context cut short the value moves only a little
     windowed = evaluation.text_perplexity(tiny_handle.model, tiny_handle.tokenizer, text, window=48, stride=24)
     assert math.isfinite(windowed) and windowed == pytest.approx(expected, rel=0.5)

@@ -97,7 +97,9 @@ def test_configuration_errors_are_found_without_loading(tmp_path, monkeypatch):
         models.check_configured(Settings(data_dir=tmp_path, model=str(tmp_path / "nope")))
     (tmp_path / "my-model").mkdir()
     assert models.check_configured(Settings(data_dir=tmp_path, model=str(tmp_path / "my-model"))) == "my-model"
-    assert models.check_configured(Settings(data_dir=tmp_path, model="org/some-model")) == "some-model"  # only loading can tell
+    assert (
+        models.check_configured(Settings(data_dir=tmp_path, model="org/some-model")) == "some-model"
+    )  # only loading can tell
     assert models.check_configured(Settings(data_dir=tmp_path, model=BUNDLED_MODEL)) == models.BUNDLED_NAME
     assert not (tmp_path / "models").exists()  # the bundled GGUF is converted by the load, not by the check
     monkeypatch.setattr(model_source, "bundled_gguf_path", lambda: None)
@@ -142,10 +144,13 @@ def test_model_calls_wait_for_a_background_load(gated_load, tiny_handle, tmp_pat
     assert got == [tiny_handle] and models.get_handle() is tiny_handle and models.wait_for_handle(0) is tiny_handle
 
 
-@pytest.mark.parametrize("error, message", [
-    (models.ModelUnavailable("Model 'org/x' could not be loaded (offline)."), "offline"),
-    (OSError("safetensors header is corrupt"), "could not be loaded \\(safetensors header is corrupt\\)"),
-])
+@pytest.mark.parametrize(
+    "error, message",
+    [
+        (models.ModelUnavailable("Model 'org/x' could not be loaded (offline)."), "offline"),
+        (OSError("safetensors header is corrupt"), "could not be loaded \\(safetensors header is corrupt\\)"),
+    ],
+)
 def test_a_failed_background_load_reaches_every_caller(gated_load, tmp_path, error, message):
     gate, outcome = gated_load
     outcome["error"] = error

@@ -34,7 +34,11 @@ def _imports(name: str, path, modules) -> set[str]:
         if isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
-            base = ".".join(package[: len(package) - node.level + 1] + ([node.module] if node.module else [])) if node.level else node.module
+            base = (
+                ".".join(package[: len(package) - node.level + 1] + ([node.module] if node.module else []))
+                if node.level
+                else node.module
+            )
             targets = [base] + [f"{base}.{alias.name}" for alias in node.names]
         for target in targets:
             while target and target not in modules:
@@ -53,7 +57,7 @@ def test_no_import_cycles_inside_pipelines():
         state[node] = "open"
         for target in sorted(graph[node]):
             if state.get(target) == "open":
-                cycles.append(trail[trail.index(target):] + [target])
+                cycles.append(trail[trail.index(target) :] + [target])
             elif target not in state:
                 visit(target, trail + [target])
         state[node] = "done"
@@ -84,10 +88,24 @@ def test_every_refusal_belongs_to_one_error_family():
     from pipelines.errors import InvalidParameter, PlaygroundError
     from pipelines.rag import embedder, parsing, store
 
-    family = [access.AccessDenied, access.AuthConfigError, access.SignInThrottled, adapters.AdapterError, files.UploadError,
-              jobs.JobError, model_source.ModelUnavailable, preferences.PreferenceError, rows.RowsError, sft_data.DataError,
-              common.UsageError, common.CommandFailed, embedder.EmbedderUnavailable, parsing.ParseError, store.CollectionError,
-              InvalidParameter]
+    family = [
+        access.AccessDenied,
+        access.AuthConfigError,
+        access.SignInThrottled,
+        adapters.AdapterError,
+        files.UploadError,
+        jobs.JobError,
+        model_source.ModelUnavailable,
+        preferences.PreferenceError,
+        rows.RowsError,
+        sft_data.DataError,
+        common.UsageError,
+        common.CommandFailed,
+        embedder.EmbedderUnavailable,
+        parsing.ParseError,
+        store.CollectionError,
+        InvalidParameter,
+    ]
     assert all(issubclass(kind, PlaygroundError) for kind in family)
     assert InvalidParameter("top_p", "must be in (0, 1]").param == "top_p"
     assert model_source.ModelUnavailable("x").exit_code == 1 and sft_data.DataError("x").exit_code == 2

@@ -41,8 +41,17 @@ def _run(kind: str, spec) -> jobs.JobInfo:
 @pytest.mark.parametrize("method", ["lora", "prompt-tuning"])
 def test_fine_tuning(plan, method, tmp_path, data_dir):
     data = write_sft_rows(tmp_path / "d.jsonl", n=12)
-    spec = FinetuneSpec(data=str(data), out=f"ft-{method}-{plan}", method=method, max_steps=1, batch_size=4,
-                        max_length=64, eval_fraction=0.2, eval_samples=1, eval_max_new_tokens=4)
+    spec = FinetuneSpec(
+        data=str(data),
+        out=f"ft-{method}-{plan}",
+        method=method,
+        max_steps=1,
+        batch_size=4,
+        max_length=64,
+        eval_fraction=0.2,
+        eval_samples=1,
+        eval_max_new_tokens=4,
+    )
     job = _run("finetune", spec)
     assert job.result["steps"] == 1 and job.result["before"]["loss"] > 0 and job.result["after"]["loss"] > 0
     assert adapters.get(spec.out).peft_type == ("LORA" if method == "lora" else "PROMPT_TUNING")
@@ -55,8 +64,15 @@ def test_reward_then_dpo_then_rloo(plan, tmp_path, data_dir):
     assert _run("dpo", spec).result["steps"] == 1
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in ("Hi", "Name a colour.")))
-    spec = rloo.RLOOSpec(out=f"rloo-{plan}", reward_model=rm.out, prompts=str(prompts), max_steps=1, num_generations=2,
-                         prompts_per_step=2, max_completion_length=4)
+    spec = rloo.RLOOSpec(
+        out=f"rloo-{plan}",
+        reward_model=rm.out,
+        prompts=str(prompts),
+        max_steps=1,
+        num_generations=2,
+        prompts_per_step=2,
+        max_completion_length=4,
+    )
     assert _run("rloo", spec).result["steps"] == 1
 
 

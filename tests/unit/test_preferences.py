@@ -22,7 +22,9 @@ def fresh_db(data_dir):
     db.dispose_all()
 
 
-def item(n: int = 2, texts: list[str] | None = None, sources: list[str] | None = None, seed: int = 0) -> preferences.ItemView:
+def item(
+    n: int = 2, texts: list[str] | None = None, sources: list[str] | None = None, seed: int = 0
+) -> preferences.ItemView:
     texts = texts or [f"answer {i}" for i in range(n)]
     sources = sources or [f"src{i}" for i in range(n)]
     drafts = [ResponseDraft(t, source=s, model="m") for t, s in zip(texts, sources)]
@@ -96,7 +98,10 @@ def test_rankings_expand_into_all_implied_pairs_and_ties_go_unpaired():
     preferences.submit_label(single.id, "ann", "down")
     pairs, unpaired = preferences.pairs_and_unpaired()
     got = {(p["chosen"][0]["content"], p["rejected"][0]["content"]) for p in pairs}
-    expected = {(by_letter["D"], by_letter[x]) for x in "CAB"} | {(by_letter["C"], by_letter["A"]), (by_letter["C"], by_letter["B"])}
+    expected = {(by_letter["D"], by_letter[x]) for x in "CAB"} | {
+        (by_letter["C"], by_letter["A"]),
+        (by_letter["C"], by_letter["B"]),
+    }
     assert got == expected and len(pairs) == 5  # A = B gives no pair
     labels = {u["completion"][0]["content"]: u["label"] for u in unpaired}
     assert labels == {"t1": True, "t2": True, "b1": False, "b2": False, "thumb": False}
@@ -132,8 +137,12 @@ def test_import_reports_errors_by_line(tmp_path):
         json.dumps({"prompt": [{"role": "wizard", "content": "x"}], "chosen": "a", "rejected": "b"}),
         json.dumps({"prompt": "Q?", "completion": "meh", "label": "maybe"}),
         json.dumps({"prompt": "Q?", "completion": "fine", "label": True}),
-        json.dumps({"chosen": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "a"}],
-                    "rejected": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "b"}]}),
+        json.dumps(
+            {
+                "chosen": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "a"}],
+                "rejected": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "b"}],
+            }
+        ),
     ]
     path = tmp_path / "mixed.jsonl"
     path.write_text("\n".join(lines))
@@ -169,7 +178,9 @@ def test_leaderboard_ranks_the_source_that_wins():
 
 
 def test_prompt_sets_draw_least_used_first():
-    added = preferences.add_prompt_set("demo", [[Message("user", f"q{i}")] for i in range(3)] + [[Message("user", "q0")]])
+    added = preferences.add_prompt_set(
+        "demo", [[Message("user", f"q{i}")] for i in range(3)] + [[Message("user", "q0")]]
+    )
     assert added == 3 and preferences.prompt_sets() == {"demo": 3}
     drawn = {preferences.draw_prompt("demo", random.Random(s))[0].content for s in range(3)}
     assert drawn == {"q0", "q1", "q2"}  # each used once before any repeats
@@ -205,13 +216,30 @@ def test_exported_pairs_train_in_plain_trl_reward_trainer(tmp_path, tokenizer):
     preferences.export(tmp_path / "pairs.jsonl", "jsonl")
     dataset = load_dataset("json", data_files=str(tmp_path / "pairs.jsonl"), split="train")
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=1, num_labels=1, pad_token_id=tokenizer.pad_token_id)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        num_labels=1,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     trainer = RewardTrainer(
         model=LlamaForSequenceClassification(config),
-        args=RewardConfig(output_dir=str(tmp_path / "out"), max_steps=2, per_device_train_batch_size=4, report_to="none",
-                          bf16=False, use_cpu=True, save_strategy="no", gradient_checkpointing=False),
-        train_dataset=dataset, processing_class=tokenizer,
+        args=RewardConfig(
+            output_dir=str(tmp_path / "out"),
+            max_steps=2,
+            per_device_train_batch_size=4,
+            report_to="none",
+            bf16=False,
+            use_cpu=True,
+            save_strategy="no",
+            gradient_checkpointing=False,
+        ),
+        train_dataset=dataset,
+        processing_class=tokenizer,
     )
     assert trainer.train().global_step == 2
 

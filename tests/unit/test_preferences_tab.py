@@ -30,7 +30,9 @@ def generate(mode=tab.MODES[0], prompt="Say something nice.", n=2, **slots):
 
 
 def test_new_item_generates_in_one_batch_hidden_and_shuffled(use_tiny):
-    out = generate(n=3, adapter_a=None, temperature_a=0.0, adapter_b=None, temperature_b=1.0, seed_b=5, temperature_c=1.0, seed_c=6)
+    out = generate(
+        n=3, adapter_a=None, temperature_a=0.0, adapter_b=None, temperature_b=1.0, seed_b=5, temperature_c=1.0, seed_c=6
+    )
     item_id, prompt_md, *boxes = out[:6]
     vote_row, *buttons, ranking, rank_button, message = out[6:]
     assert len(buttons) == 4 and all(b["interactive"] for b in buttons)
@@ -81,7 +83,9 @@ def test_prompt_sets_and_the_queue(use_tiny, tmp_path):
     out = last(tab.new_item(tab.MODES[1], "", "demo", 2, "alice", max_new_tokens=4))
     assert preferences.get_item(out[0]).prompt_text in {"First?", "Second?"}
     # an item waiting in the queue (here: imported) is served to an annotator who has not voted on it
-    waiting = preferences.create_item([preferences.Message("user", "Queued?")], [preferences.ResponseDraft("x"), preferences.ResponseDraft("y")])
+    waiting = preferences.create_item(
+        [preferences.Message("user", "Queued?")], [preferences.ResponseDraft("x"), preferences.ResponseDraft("y")]
+    )
     served = []
     for _ in range(3):  # oldest first: alice's un-voted item, then the queued one
         item_id = last(tab.new_item(tab.MODES[2], "", None, 2, "bob"))[0]
@@ -122,6 +126,8 @@ def test_chat_thumbs_and_compare_create_items(use_tiny):
     assert [m.role for m in items[0].prompt] == ["system", "user"]
     chat_tab.send_to_compare(history, "", None, "carol", **{**DEFAULTS, "max_new_tokens": 4})
     queued = preferences.next_unlabelled("dave")
-    assert queued is not None and "Hello there!" in [r.text for r in queued.responses] and queued.origin == "chat-compare"
+    assert (
+        queued is not None and "Hello there!" in [r.text for r in queued.responses] and queued.origin == "chat-compare"
+    )
     with pytest.raises(gr.Error, match="assistant reply"):
         chat_tab.feedback(history, "", "carol", SimpleNamespace(index=0, liked=False))

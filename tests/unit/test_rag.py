@@ -28,7 +28,12 @@ def test_formats_keep_pages_and_drop_scripts(corpus):
     by_name = {f.name: parsing.parse(f) for f in corpus}
     assert [s.page for s in by_name["lighthouse.pdf"].sections] == [1, 2]
     volcano = by_name["volcano.html"].sections[0].text
-    assert "stratovolcano" in volcano and "SECRET_SCRIPT_TEXT" not in volcano and "NOSCRIPT_TEXT" not in volcano and "color" not in volcano
+    assert (
+        "stratovolcano" in volcano
+        and "SECRET_SCRIPT_TEXT" not in volcano
+        and "NOSCRIPT_TEXT" not in volcano
+        and "color" not in volcano
+    )
     assert "Rye loaf | 4.50" in by_name["bakery.docx"].sections[0].text  # tables are text too
     assert "crêpes" in by_name["railway.txt"].sections[0].text  # latin-1 decoded correctly
 
@@ -94,7 +99,9 @@ def test_ingest_reports_bad_files_and_keeps_going(corpus, tmp_path, data_dir):
     assert [i["file"] for i in report.ingested] == ["lighthouse.pdf"]
     assert {e["file"] for e in report.errors} == set(bad)
     again = store.ingest("mixed", [(corpus[0], "renamed-copy.pdf")])
-    assert again.ingested == [] and again.unchanged == [{"file": "renamed-copy.pdf", "chunks": 0}]  # same content: no-op
+    assert again.ingested == [] and again.unchanged == [
+        {"file": "renamed-copy.pdf", "chunks": 0}
+    ]  # same content: no-op
 
 
 def test_hostile_names_are_sanitised(corpus, data_dir):
@@ -103,7 +110,10 @@ def test_hostile_names_are_sanitised(corpus, data_dir):
     report = store.ingest("names", [(corpus[4 if i % 2 else 3], name) for i, name in enumerate(hostile)])
     stored = {p.name for p in (data_dir / "rag" / "names" / "documents").iterdir()}
     assert all("/" not in n and "\x00" not in n and len(n) < 140 for n in stored)
-    assert all((data_dir / "rag" / "names" / "documents") in p.parents for p in (data_dir / "rag" / "names" / "documents").iterdir())
+    assert all(
+        (data_dir / "rag" / "names" / "documents") in p.parents
+        for p in (data_dir / "rag" / "names" / "documents").iterdir()
+    )
     assert len(report.ingested) + len(report.unchanged) == 4
     for bad in ["../x", "", "a/b", ".hidden"]:
         with pytest.raises(store.CollectionError):
@@ -140,7 +150,9 @@ def test_remove_document_and_delete_collection(collection, data_dir):
     doc = next(d for d in store.load(collection).documents if d.name == "orchard.md")
     store.remove_document(collection, doc.id)
     generation = store.load(collection)
-    assert "orchard.md" not in {c.source for c in generation.chunks} and len(generation.embeddings) == len(generation.chunks)
+    assert "orchard.md" not in {c.source for c in generation.chunks} and len(generation.embeddings) == len(
+        generation.chunks
+    )
     assert all(h.chunk.source != "orchard.md" for h in retrieval.search(collection, "Who planted the orchard?", k=5))
     with pytest.raises(store.CollectionError):
         store.remove_document(collection, doc.id)
@@ -167,14 +179,20 @@ def test_hnsw_above_the_threshold_supports_search_and_removal(corpus, data_dir, 
     store.ingest("big", [(f, f.name) for f in corpus])
     generation = store.load("big")
     assert generation.index_kind == "hnsw" and "HNSW" in type(generation.index).__name__
-    assert retrieval.search("big", "What is the sourdough starter called?", k=1, mode="dense")[0].chunk.source == "bakery.docx"
+    assert (
+        retrieval.search("big", "What is the sourdough starter called?", k=1, mode="dense")[0].chunk.source
+        == "bakery.docx"
+    )
     store.remove_document("big", next(d.id for d in generation.documents if d.name == "bakery.docx"))
     assert all(h.chunk.source != "bakery.docx" for h in retrieval.search("big", "sourdough starter", k=5, mode="dense"))
 
 
 @pytest.mark.parametrize("mode", retrieval.MODES)
 def test_every_mode_finds_the_right_documents(collection, mode):
-    found = sum(any(h.chunk.source == q["source"] for h in retrieval.search(collection, q["question"], k=3, mode=mode)) for q in QUESTIONS)
+    found = sum(
+        any(h.chunk.source == q["source"] for h in retrieval.search(collection, q["question"], k=3, mode=mode))
+        for q in QUESTIONS
+    )
     assert found / len(QUESTIONS) >= 0.75
 
 
@@ -215,7 +233,9 @@ def test_evaluation_recall_and_mrr(collection, tmp_path):
 
 def test_question_file_errors_by_line(tmp_path):
     path = tmp_path / "q.jsonl"
-    path.write_text('{"question": "ok?", "source": "a.txt"}\n{bad\n{"question": ""}\n{"question": "x", "source": "a", "page": 0}\n')
+    path.write_text(
+        '{"question": "ok?", "source": "a.txt"}\n{bad\n{"question": ""}\n{"question": "x", "source": "a", "page": 0}\n'
+    )
     rows, errors = evaluate.load_questions(path)
     assert len(rows) == 1 and [e["line"] for e in errors] == [2, 3, 4]
 

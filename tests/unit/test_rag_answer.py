@@ -24,7 +24,10 @@ def test_prompt_numbers_passages_best_last_with_the_grounding_instruction(collec
     hits = retrieval.search(collection, "Who planted the orchard?", k=3)
     prompt = answer.grounded_prompt(tiny_handle, "Who planted the orchard?", hits, 64)
     user = prompt.messages[-1].content
-    assert "only the numbered context passages" in prompt.messages[0].content and "do not say" in prompt.messages[0].content
+    assert (
+        "only the numbered context passages" in prompt.messages[0].content
+        and "do not say" in prompt.messages[0].content
+    )
     assert user.index("[3]") < user.index("[2]") < user.index("[1]") < user.index("Question:")
     assert f"[1] ({hits[0].chunk.source})" in user and prompt.notice == "" and prompt.hits == hits
     lighthouse = retrieval.search(collection, "Who was the last keeper of the lighthouse?", k=1)
@@ -43,18 +46,25 @@ def test_passages_are_dropped_or_shortened_to_fit_and_the_user_is_told(collectio
 def test_grounded_and_plain_answers_come_from_one_batch(collection, tiny_handle):
     hits = retrieval.search(collection, "What is the steam locomotive called?", k=2)
     last = None
-    for last in answer.stream_answers(tiny_handle, "What is the steam locomotive called?", hits, SamplingParams(temperature=0, max_new_tokens=6)):
+    for last in answer.stream_answers(
+        tiny_handle, "What is the steam locomotive called?", hits, SamplingParams(temperature=0, max_new_tokens=6)
+    ):
         pass
     grounded, plain, prompt = last
     assert grounded.done and plain.done and grounded.prompt_ids != plain.prompt_ids
-    assert plain.prompt_ids == answer.chat.build_prompt(tiny_handle, [answer.Message("user", "What is the steam locomotive called?")]).ids
+    assert (
+        plain.prompt_ids
+        == answer.chat.build_prompt(tiny_handle, [answer.Message("user", "What is the steam locomotive called?")]).ids
+    )
 
 
 def test_rag_cli_contracts(use_tiny, capsys, tmp_path, data_dir):
     from pipelines.cli import main
 
     files = write_corpus(tmp_path / "c")
-    assert main(["rag", "ingest", "--collection", "cli", *map(str, files), str(tmp_path / "missing.pdf"), "--json"]) == 0
+    assert (
+        main(["rag", "ingest", "--collection", "cli", *map(str, files), str(tmp_path / "missing.pdf"), "--json"]) == 0
+    )
     doc = json.loads(capsys.readouterr().out)
     assert sorted(i["file"] for i in doc["ingested"]) == sorted(f.name for f in files)
     assert doc["errors"] == [{"file": "missing.pdf", "error": "no such file"}]
@@ -64,17 +74,65 @@ def test_rag_cli_contracts(use_tiny, capsys, tmp_path, data_dir):
     doc = json.loads(capsys.readouterr().out)
     assert doc["ingested"] == [] and "unsupported" in doc["errors"][0]["error"]
 
-    assert main(["rag", "query", "--collection", "cli", "--question", "Who planted the orchard?", "--k", "2", "--no-generate", "--json"]) == 0
+    assert (
+        main(
+            [
+                "rag",
+                "query",
+                "--collection",
+                "cli",
+                "--question",
+                "Who planted the orchard?",
+                "--k",
+                "2",
+                "--no-generate",
+                "--json",
+            ]
+        )
+        == 0
+    )
     doc = json.loads(capsys.readouterr().out)
     assert doc["answer"] is None and doc["citations"] == [] and len(doc["chunks"]) == 2
     assert set(doc["chunks"][0]) >= {"text", "source", "page", "score"} and doc["chunks"][0]["source"] == "orchard.md"
-    assert main(["rag", "query", "--collection", "cli", "--question", "Who planted the orchard?", "--max-new-tokens", "4", "--json"]) == 0
+    assert (
+        main(
+            [
+                "rag",
+                "query",
+                "--collection",
+                "cli",
+                "--question",
+                "Who planted the orchard?",
+                "--max-new-tokens",
+                "4",
+                "--json",
+            ]
+        )
+        == 0
+    )
     doc = json.loads(capsys.readouterr().out)
     assert isinstance(doc["answer"], str) and isinstance(doc["citations"], list) and isinstance(doc["sources"], list)
-    assert [s["sentence"] for s in doc["support"]] == [doc["answer"][s["start"]:s["end"]] for s in doc["support"]]
-    assert all(set(s) >= {"passages", "supported", "word_support", "similarity", "unsupported_words"} for s in doc["support"])
+    assert [s["sentence"] for s in doc["support"]] == [doc["answer"][s["start"] : s["end"]] for s in doc["support"]]
+    assert all(
+        set(s) >= {"passages", "supported", "word_support", "similarity", "unsupported_words"} for s in doc["support"]
+    )
 
-    assert main(["rag", "eval", "--collection", "cli", "--questions", str(write_questions(tmp_path / "q.jsonl")), "--k", "3", "--json"]) == 0
+    assert (
+        main(
+            [
+                "rag",
+                "eval",
+                "--collection",
+                "cli",
+                "--questions",
+                str(write_questions(tmp_path / "q.jsonl")),
+                "--k",
+                "3",
+                "--json",
+            ]
+        )
+        == 0
+    )
     doc = json.loads(capsys.readouterr().out)
     assert set(doc) >= {"dense", "bm25", "hybrid"} and set(doc["dense"]) == {"recall@3", "mrr"}
 

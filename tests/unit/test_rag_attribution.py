@@ -19,7 +19,10 @@ ORCHARD = ORCHARD_MD.split("\n\n", 1)[1]
 
 
 def passages(*texts: str) -> list[Hit]:
-    return [Hit(ChunkRecord(i, f"d{i}", f"doc{i}.txt", None, 0, len(t), t), 1.0 - i / 10, i + 1) for i, t in enumerate(texts)]
+    return [
+        Hit(ChunkRecord(i, f"d{i}", f"doc{i}.txt", None, 0, len(t), t), 1.0 - i / 10, i + 1)
+        for i, t in enumerate(texts)
+    ]
 
 
 def support(answer: str, hits: list[Hit]) -> dict[str, attribution.SentenceSupport]:
@@ -36,7 +39,9 @@ def test_sentences_taken_from_a_passage_cite_it_and_invented_ones_are_flagged():
     assert found["The bakery is called Marlow Street Bakery."].passages == [1]
     invented = found["It is a local business that has been in the area for over 100 years."]
     assert invented.claim and not invented.supported and invented.passages == [] and "100" in invented.unsupported_words
-    assert found["The café at the station sells crêpes."].passages == [2]  # plural folded: crêpes ~ crêpes, sells ~ sell
+    assert found["The café at the station sells crêpes."].passages == [
+        2
+    ]  # plural folded: crêpes ~ crêpes, sells ~ sell
 
 
 @pytest.mark.parametrize(
@@ -64,22 +69,34 @@ def test_a_sentence_joining_two_passages_cites_both_and_invented_details_are_lis
     )
     assert joined.passages == [2, 1] and joined.word_support == 1.0  # the passage covering most of it first
     (dated,) = attribution.attribute("The lighthouse was first lit on 12 July 1872.", hits)
-    assert dated.passages == [2] and dated.unsupported_words == ["12", "July"]  # supported, with its invented date shown
+    assert dated.passages == [2] and dated.unsupported_words == [
+        "12",
+        "July",
+    ]  # supported, with its invented date shown
 
 
 def test_framing_only_sentences_make_no_claim_and_model_citations_are_kept():
     hits = passages(RAILWAY_TXT, ORCHARD)
-    items = attribution.attribute("The answer to this question is:\nIts locomotive is Grey Heron [1]. Mira Lenz planted it [1].", hits)
+    items = attribution.attribute(
+        "The answer to this question is:\nIts locomotive is Grey Heron [1]. Mira Lenz planted it [1].", hits
+    )
     assert [i.claim for i in items] == [False, True, True]
     assert items[1].cited == [1] and items[1].passages == [1]
-    assert items[2].cited == [1] and items[2].passages == [2]  # the model cited the wrong passage; the check finds the right one
+    assert items[2].cited == [1] and items[2].passages == [
+        2
+    ]  # the model cited the wrong passage; the check finds the right one
     assert attribution.supporting_passages(items) == [1, 2]
     assert attribution.attribute("", hits) == [] and attribution.attribute("Grey Heron.", [])[0].passages == []
 
 
 def test_sentence_spans():
     text = "Grey Heron [1]. It is 3.5 km long, e.g. short.\n- item one\n  - item two  "
-    assert [text[a:b] for a, b in attribution.sentences(text)] == ["Grey Heron [1].", "It is 3.5 km long, e.g. short.", "- item one", "- item two"]
+    assert [text[a:b] for a, b in attribution.sentences(text)] == [
+        "Grey Heron [1].",
+        "It is 3.5 km long, e.g. short.",
+        "- item one",
+        "- item two",
+    ]
 
 
 def test_citations_are_parsed_and_bounded():
@@ -97,7 +114,9 @@ def test_one_embedding_call_per_answer_with_each_needed_passage_embedded_once():
         return embedder.embed(texts)
 
     hits = passages(" ".join(BAKERY), RAILWAY_TXT, ORCHARD)
-    items = attribution.attribute("The bakery opens at six. It sells cardamom buns. The railway is 14 km long. Paris is big.", hits, counting)
+    items = attribution.attribute(
+        "The bakery opens at six. It sells cardamom buns. The railway is 14 km long. Paris is big.", hits, counting
+    )
     assert [i.passages for i in items] == [[1], [1], [2], []]
     # 3 sentences to check (no passage shares a word with "Paris is big") + the sentences of passages 1 and 2
     assert calls == [3 + len(BAKERY) + 4]

@@ -15,12 +15,16 @@ def test_collection_ingest_ask_evaluate(use_tiny, tmp_path, data_dir):
     assert update["value"] == "notes"
     files = [str(f) for f in write_corpus(tmp_path / "c")]
     bad = bad_files(tmp_path / "bad")
-    report, docs, summary = tab.ingest_files("notes", files + [str(tmp_path / "bad" / "corrupt.pdf"), str(tmp_path / "bad" / "program.exe")])
+    report, docs, summary = tab.ingest_files(
+        "notes", files + [str(tmp_path / "bad" / "corrupt.pdf"), str(tmp_path / "bad" / "program.exe")]
+    )
     assert report.count("✅") == 5 and report.count("❌") == 2 and "not a readable PDF" in report and len(docs) == 5
     assert "5 documents" in summary
     report, _, _ = tab.ingest_files("notes", files[:1])
     assert "already in the collection" in report
-    frame, grounded, plain, notice, passages = list(tab.ask("notes", "Who planted the orchard?", "hybrid", 3, None, **{**DEFAULTS, "max_new_tokens": 4}))[-1]
+    frame, grounded, plain, notice, passages = list(
+        tab.ask("notes", "Who planted the orchard?", "hybrid", 3, None, **{**DEFAULTS, "max_new_tokens": 4})
+    )[-1]
     assert list(frame["source"])[0] == "orchard.md" and "id='passage-1'" in passages and "passages fit" in notice
     table, details, note = tab.evaluate_questions("notes", str(write_questions(tmp_path / "q.jsonl")), 5)
     assert list(table["mode"]) == ["dense", "bm25", "hybrid"] and len(details) == 12 and "12 questions" in note
@@ -54,7 +58,9 @@ def test_finished_answer_marks_support_per_sentence():
     assert "href='#passage-2'" in streaming and "href='#passage-1'" not in streaming and "&lt;b&gt;" in streaming
     done = tab._answer_md(text, hits, tab.attribution.attribute(text, hits))
     assert "<a class='attributed' href='#passage-1'" in done  # found by the check: the model wrote no [1]
-    assert done.count("class='unsupported'") == 1 and "Paris" in done.split("class='unsupported'")[1].split("</span>")[0]
+    assert (
+        done.count("class='unsupported'") == 1 and "Paris" in done.split("class='unsupported'")[1].split("</span>")[0]
+    )
     assert "Sources: [1] doc0.txt, [2] doc1.txt" in done and "1 of 3 statements are not supported" in done
     assert "&lt;b&gt;Paris" in done  # still escaped
 

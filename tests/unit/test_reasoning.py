@@ -10,13 +10,30 @@ from pipelines.reasoning import benchmark, extract, solve, strategies
 from pipelines.sampling import SamplingParams
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("The answer is 27.", 27), ("$1,750", 1750), ("1,750.00", 1750), ("Answer: 16", 16), ("#### 72", 72),
-    ("\\boxed{3/4}", 0.75), ("She has 3/4 of the pie left.", 0.75), ("It needs 16 eggs", 16), ("1 1/2 cups", 1.5),
-    ("So 5 + 6 = 11. The answer is 11.", 11), ("The answer is 8 dollars, not 10.", 8), ("The answer is twelve.", 12),
-    ("The total is $ 45.50", 45.5), ("−5 degrees", -5), ("The answer is -3.", -3), ("25%", 25),
-    ("First 3 + 4 = 7, then 7 * 2 = 14", 14), ("The answer is: 1,000,000.", 1_000_000), ("0.5", 0.5),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("The answer is 27.", 27),
+        ("$1,750", 1750),
+        ("1,750.00", 1750),
+        ("Answer: 16", 16),
+        ("#### 72", 72),
+        ("\\boxed{3/4}", 0.75),
+        ("She has 3/4 of the pie left.", 0.75),
+        ("It needs 16 eggs", 16),
+        ("1 1/2 cups", 1.5),
+        ("So 5 + 6 = 11. The answer is 11.", 11),
+        ("The answer is 8 dollars, not 10.", 8),
+        ("The answer is twelve.", 12),
+        ("The total is $ 45.50", 45.5),
+        ("−5 degrees", -5),
+        ("The answer is -3.", -3),
+        ("25%", 25),
+        ("First 3 + 4 = 7, then 7 * 2 = 14", 14),
+        ("The answer is: 1,000,000.", 1_000_000),
+        ("0.5", 0.5),
+    ],
+)
 def test_extracts_the_answer_from_real_phrasings(text, expected):
     assert extract.extract_answer(text) == pytest.approx(expected)
 
@@ -28,9 +45,17 @@ def test_no_answer_is_none(text):
 
 def test_values_and_correctness():
     assert extract.from_value(4) == 4.0 and extract.from_value("42 apples") == 42.0 and extract.from_value([7]) == 7.0
-    assert extract.from_value(True) is None and extract.from_value({"a": 1}) is None and extract.from_value(float("nan")) is None
+    assert (
+        extract.from_value(True) is None
+        and extract.from_value({"a": 1}) is None
+        and extract.from_value(float("nan")) is None
+    )
     assert extract.is_correct(7.0000000001, 7) and not extract.is_correct(None, 7) and not extract.is_correct(6.9, 7)
-    assert extract.format_number(7.0) == "7" and extract.format_number(None) == "no answer" and extract.format_number(2.5) == "2.5"
+    assert (
+        extract.format_number(7.0) == "7"
+        and extract.format_number(None) == "no answer"
+        and extract.format_number(2.5) == "2.5"
+    )
 
 
 def test_bundled_prompts_and_problems():
@@ -46,10 +71,16 @@ def test_bundled_prompts_and_problems():
     assert not exemplar_questions & {p["question"] for p in problems}, "exemplars must not leak into the benchmark"
 
 
-@pytest.mark.parametrize("text, message", [
-    ("{not json", "not valid JSON"), ("[]", "JSON object"), ('{"exemplars": [{"question": "q"}]}', "exemplar 1"),
-    ('{"max_new_tokens": 0}', "max_new_tokens"), ('{"system": 3}', "system"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("{not json", "not valid JSON"),
+        ("[]", "JSON object"),
+        ('{"exemplars": [{"question": "q"}]}', "exemplar 1"),
+        ('{"max_new_tokens": 0}', "max_new_tokens"),
+        ('{"system": 3}', "system"),
+    ],
+)
 def test_edited_prompts_are_validated(text, message):
     with pytest.raises(ValueError, match=message):
         strategies.parse("cot", text)
@@ -66,7 +97,9 @@ def test_program_extraction_and_voting():
     assert solve.extract_program(reply) == "def solution():\n    return 2 + 2"
     assert solve.extract_program("```\nprint(1)\n```") == "print(1)"
     assert solve.extract_program("def solution():\n    return 3") == "def solution():\n    return 3"
-    assert solve.extract_program("```python\ndef solution():\n    return 1") == "def solution():\n    return 1"  # cut off
+    assert (
+        solve.extract_program("```python\ndef solution():\n    return 1") == "def solution():\n    return 1"
+    )  # cut off
     answer, votes = solve.vote([4.0, 5.0, 4.0, None])
     assert answer == 4.0 and votes == {"4": 2, "5": 1, "no answer": 1}
     assert solve.vote([None, None]) == (None, {"no answer": 2})
@@ -88,7 +121,9 @@ def test_every_strategy_in_one_batch_with_the_sandbox(use_tiny):
     pal_that_works = strategies.parse("pal", {"system": "Write code.", "exemplars": [], "max_new_tokens": 4})
     chosen = [strategies.load("direct"), strategies.load("cot"), pal_that_works]
     done_flags, results = [], []
-    for results in solve.stream_solve(use_tiny, "What is 2 + 2?", chosen, SamplingParams(temperature=0), gold=4, token_cap=6):
+    for results in solve.stream_solve(
+        use_tiny, "What is 2 + 2?", chosen, SamplingParams(temperature=0), gold=4, token_cap=6
+    ):
         done_flags.append(all(r.done for r in results))
     assert done_flags[0] is False and done_flags[-1] is True  # streamed first, answered last
     assert [r.strategy for r in results] == ["direct", "cot", "pal"] and all(r.done for r in results)
@@ -101,8 +136,14 @@ def test_every_strategy_in_one_batch_with_the_sandbox(use_tiny):
 
 
 def test_self_consistency_samples_and_votes(use_tiny):
-    results = solve.solve(use_tiny, "What is 2 + 2?", [strategies.load("direct")], SamplingParams(temperature=1.0, seed=5),
-                          samples=3, token_cap=5)
+    results = solve.solve(
+        use_tiny,
+        "What is 2 + 2?",
+        [strategies.load("direct")],
+        SamplingParams(temperature=1.0, seed=5),
+        samples=3,
+        token_cap=5,
+    )
     direct = results[0]
     assert len(direct.samples) == 3 and sum(direct.votes.values()) == 3
     assert len({s.output for s in direct.samples}) > 1, "each sample has its own seed"
@@ -111,13 +152,20 @@ def test_self_consistency_samples_and_votes(use_tiny):
 
 def test_benchmark_saves_and_reloads_runs_and_keeps_stopped_ones(use_tiny, tmp_path):
     data = tmp_path / "mine.jsonl"
-    rows = [{"question": "What is 1 + 1?", "answer": 2}, {"question": "What is 2 + 3?", "answer": "5"},
-            {"question": "", "answer": 1}, {"question": "Bad answer", "answer": "many"}, "not an object"]
+    rows = [
+        {"question": "What is 1 + 1?", "answer": 2},
+        {"question": "What is 2 + 3?", "answer": "5"},
+        {"question": "", "answer": 1},
+        {"question": "Bad answer", "answer": "many"},
+        "not an object",
+    ]
     data.write_text("\n".join(json.dumps(r) for r in rows) + "\n{broken\n")
     problems, errors = benchmark.load_problems(data)
     assert [p["answer"] for p in problems] == [2.0, 5.0] and [e["line"] for e in errors] == [3, 4, 5, 6]
     chosen = [strategies.load("direct"), strategies.load("pal")]
-    record = benchmark.run(use_tiny, problems, chosen, SamplingParams(temperature=0), token_cap=4, data_name="mine.jsonl")
+    record = benchmark.run(
+        use_tiny, problems, chosen, SamplingParams(temperature=0), token_cap=4, data_name="mine.jsonl"
+    )
     assert record["complete"] and set(record["summary"]) == {"direct", "pal"}
     assert record["summary"]["direct"]["n"] == 2 and 0 <= record["summary"]["pal"]["accuracy"] <= 1
     assert benchmark.load_run(record["id"])["items"] == record["items"]

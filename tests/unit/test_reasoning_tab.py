@@ -29,7 +29,9 @@ def _short(prompt_json: str, budget: int = 4) -> str:
 
 
 def test_three_columns_stream_and_finish(use_tiny):
-    updates = list(tab.run_strategies("What is 2 + 2?", 4, list(tab.KEYS), 1, *[_short(p) for p in PROMPTS], None, **SHORT))
+    updates = list(
+        tab.run_strategies("What is 2 + 2?", 4, list(tab.KEYS), 1, *[_short(p) for p in PROMPTS], None, **SHORT)
+    )
     final = updates[-1]
     direct_out, direct_summary, cot_out, cot_summary, pal_out, pal_summary, program, report, raw = final
     assert "Answer:" in direct_summary and "expected 4" in direct_summary or "right" in direct_summary
@@ -38,7 +40,9 @@ def test_three_columns_stream_and_finish(use_tiny):
 
 
 def test_only_the_ticked_strategies_run(use_tiny):
-    final = list(tab.run_strategies("What is 2 + 2?", None, ["cot"], 1, *[_short(p) for p in PROMPTS], None, **SHORT))[-1]
+    final = list(tab.run_strategies("What is 2 + 2?", None, ["cot"], 1, *[_short(p) for p in PROMPTS], None, **SHORT))[
+        -1
+    ]
     assert final[1] == "<span class='muted'>not run</span>" and "Answer:" in final[3] and final[6] == ""
 
 
@@ -68,16 +72,31 @@ def test_known_answer_box_blank_means_unknown_and_garbage_is_refused(use_tiny):
     with pytest.raises(gr.Error, match="not a number"):
         list(tab.run_strategies("2+2?", "abc", ["cot"], 1, *PROMPTS, None, **SHORT))
     # a blank box never marks an answer wrong
-    final = list(tab.run_strategies("What is 2 + 2?", "", ["direct"], 1, *[_short(p) for p in PROMPTS], None, **SHORT))[-1]
+    final = list(tab.run_strategies("What is 2 + 2?", "", ["direct"], 1, *[_short(p) for p in PROMPTS], None, **SHORT))[
+        -1
+    ]
     assert "wrong" not in final[1] and "right" not in final[1]
 
 
 def test_benchmark_runs_saves_and_reloads(use_tiny, tmp_path):
     data = tmp_path / "p.jsonl"
-    data.write_text('{"question": "What is 1 + 1?", "answer": 2}\n{"question": "What is 2 + 2?", "answer": 4}\nnot json\n')
+    data.write_text(
+        '{"question": "What is 1 + 1?", "answer": 2}\n{"question": "What is 2 + 2?", "answer": 4}\nnot json\n'
+    )
     progress = _Progress()
-    updates = list(tab.run_benchmark("Upload JSONL", str(data), 10, ["direct", "pal"], 1, *[_short(p, 3) for p in PROMPTS], None,
-                                     progress=progress, **SHORT))
+    updates = list(
+        tab.run_benchmark(
+            "Upload JSONL",
+            str(data),
+            10,
+            ["direct", "pal"],
+            1,
+            *[_short(p, 3) for p in PROMPTS],
+            None,
+            progress=progress,
+            **SHORT,
+        )
+    )
     table, items, note, saved = updates[-1]
     assert list(table["strategy"]) == ["direct", "pal"] and list(table["n"]) == [2, 2]
     assert len(items) == 2 and "complete" in note and progress.calls[-1][0] == 1.0
@@ -90,6 +109,8 @@ def test_benchmark_runs_saves_and_reloads(use_tiny, tmp_path):
     empty = tmp_path / "bad.jsonl"
     empty.write_text('{"question": "q", "answer": "lots"}\n')
     with pytest.raises(gr.Error, match="No usable problems: line 1"):
-        list(tab.run_benchmark("Upload JSONL", str(empty), 10, ["direct"], 1, *PROMPTS, None, progress=progress, **SHORT))
+        list(
+            tab.run_benchmark("Upload JSONL", str(empty), 10, ["direct"], 1, *PROMPTS, None, progress=progress, **SHORT)
+        )
     with pytest.raises(gr.Error, match="Choose a saved run"):
         tab.load_saved_run(None)

@@ -39,7 +39,12 @@ def test_bundled_pairs_are_clear_cut_and_varied():
 
 @pytest.mark.parametrize(
     "kwargs, param",
-    [({"data": None}, "data"), ({"data": "x", "from_store": True}, "data"), ({"out": "a/b"}, "out"), ({"learning_rate": 0}, "learning_rate")],
+    [
+        ({"data": None}, "data"),
+        ({"data": "x", "from_store": True}, "data"),
+        ({"out": "a/b"}, "out"),
+        ({"learning_rate": 0}, "learning_rate"),
+    ],
 )
 def test_spec_validation(kwargs, param):
     with pytest.raises(InvalidParameter) as info:
@@ -76,7 +81,9 @@ def test_train_score_and_evaluate_on_the_tiny_model(tiny_model_env, data_dir):
     result = reward.evaluate_file("tiny-rm", SAMPLE)
     assert result["n"] == 120 and 0 <= result["accuracy"] <= 1
 
-    it = preferences.create_item([Message("user", "Hi")], [preferences.ResponseDraft("Hello!"), preferences.ResponseDraft("Go away.")])
+    it = preferences.create_item(
+        [Message("user", "Hi")], [preferences.ResponseDraft("Hello!"), preferences.ResponseDraft("Go away.")]
+    )
     preferences.submit_label(it.id, "ann", next(r.letter for r in it.responses if r.text == "Hello!"))
     agreement = reward.agreement_with_humans("tiny-rm")
     assert agreement["n"] == 1 and agreement["accuracy"] == float(scores[0] > scores[1])
@@ -85,7 +92,9 @@ def test_train_score_and_evaluate_on_the_tiny_model(tiny_model_env, data_dir):
 def test_scoring_tokenises_like_reward_trainer(tokenizer):
     prompt = [{"role": "user", "content": "Hi"}]
     ids = reward.tokenize(tokenizer, prompt, "Hello!")
-    expected = tokenizer.apply_chat_template(prompt + [{"role": "assistant", "content": "Hello!"}], tokenize=True, return_dict=True)["input_ids"]
+    expected = tokenizer.apply_chat_template(
+        prompt + [{"role": "assistant", "content": "Hello!"}], tokenize=True, return_dict=True
+    )["input_ids"]
     assert ids == list(expected)
     assert tokenizer.decode(ids).count("<|im_start|>assistant") == 1  # no second generation prompt
 

@@ -47,9 +47,17 @@ def test_greedy_is_one_hot_on_the_argmax():
     assert p.cut_by["greedy"].tolist() == [False, True, True, True, True]
 
 
-@pytest.mark.parametrize("params", [SamplingParams(temperature=0), SamplingParams(temperature=0.7, top_p=0.9),
-                                    SamplingParams(temperature=1.3, top_k=3, min_p=0.05), SamplingParams(temperature=1.0),
-                                    SamplingParams(temperature=2.0, top_p=0.999), SamplingParams(temperature=1.0, top_k=40, top_p=0.95)])
+@pytest.mark.parametrize(
+    "params",
+    [
+        SamplingParams(temperature=0),
+        SamplingParams(temperature=0.7, top_p=0.9),
+        SamplingParams(temperature=1.3, top_k=3, min_p=0.05),
+        SamplingParams(temperature=1.0),
+        SamplingParams(temperature=2.0, top_p=0.999),
+        SamplingParams(temperature=1.0, top_k=40, top_p=0.95),
+    ],
+)
 def test_generation_skips_the_inspector_bookkeeping_but_draws_the_same(params):
     logits = torch.randn(500, generator=torch.Generator().manual_seed(4)) * 3
     full, lean = process_logits(logits, params), process_logits(logits, params, track_cuts=False)

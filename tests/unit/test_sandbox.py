@@ -39,14 +39,17 @@ def test_a_good_program_returns_its_value_and_output():
     assert "rlimits" in result.protections
 
 
-@pytest.mark.parametrize("source, message", [
-    ("def solution(:\n    return 1", "syntax error: line 1"),
-    ("x = 1", "no solution() function"),
-    ("def solution():\n    return {1, 2}", "not JSON-serialisable"),
-    ("def solution():\n    return 1 / 0", "ZeroDivisionError: division by zero (line 2)"),
-    ("import sys\ndef solution():\n    sys.exit(3)", "exit(3)"),
-    ("", "empty"),
-])
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        ("def solution(:\n    return 1", "syntax error: line 1"),
+        ("x = 1", "no solution() function"),
+        ("def solution():\n    return {1, 2}", "not JSON-serialisable"),
+        ("def solution():\n    return 1 / 0", "ZeroDivisionError: division by zero (line 2)"),
+        ("import sys\ndef solution():\n    sys.exit(3)", "exit(3)"),
+        ("", "empty"),
+    ],
+)
 def test_failures_come_back_as_clear_errors(source, message):
     result = run(source)
     assert not result.ok and message in result.error
@@ -190,11 +193,14 @@ def test_memory_bomb_hits_the_limit():
     assert not result.ok and "memory" in result.error
 
 
-@pytest.mark.parametrize("source", [
-    "def solution():\n    while True:\n        pass",
-    "import time\ndef solution():\n    time.sleep(60)",
-    "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ndef solution():\n    time.sleep(60)",
-])
+@pytest.mark.parametrize(
+    "source",
+    [
+        "def solution():\n    while True:\n        pass",
+        "import time\ndef solution():\n    time.sleep(60)",
+        "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ndef solution():\n    time.sleep(60)",
+    ],
+)
 def test_endless_programs_are_killed_in_time(source):
     started = time.monotonic()
     result = run(source)
@@ -280,7 +286,8 @@ def test_a_program_cannot_forge_its_report_or_crash_the_command(tmp_path, capsys
     """)
     assert forging.ok is False and forging.result is None and "forged" not in forging.protections
     program = tmp_path / "crash.py"
-    program.write_text(textwrap.dedent("""
+    program.write_text(
+        textwrap.dedent("""
         import os
         def solution():
             for fd in range(3, 256):
@@ -289,7 +296,8 @@ def test_a_program_cannot_forge_its_report_or_crash_the_command(tmp_path, capsys
                 except OSError:
                     pass
             os._exit(0)
-    """))
+    """)
+    )
     assert main(["sandbox", "run", str(program), "--json", "--timeout", "3"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["ok"] is False and report["error"] and isinstance(report["protections"], list)

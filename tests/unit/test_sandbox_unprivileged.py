@@ -48,7 +48,14 @@ def report(request):
         for path in [code, *code.rglob("*")]:
             path.chmod(0o755 if path.is_dir() else 0o644)
         extra = ["--no-namespaces"] if request.param == "no-namespaces" else []
-        done = subprocess.run(_command(code, *extra), capture_output=True, text=True, timeout=240, cwd="/tmp", env={"PATH": "/usr/bin:/bin"})
+        done = subprocess.run(
+            _command(code, *extra),
+            capture_output=True,
+            text=True,
+            timeout=240,
+            cwd="/tmp",
+            env={"PATH": "/usr/bin:/bin"},
+        )
         assert done.returncode == 0, done.stderr[-3000:]
         return request.param, json.loads(done.stdout)
     finally:
@@ -108,11 +115,15 @@ def test_the_earlier_attacks_hold_as_an_ordinary_user_too(report):
     """The root-run attack set (tests/unit/test_sandbox.py) again, where nothing can rely on becoming `nobody`."""
     _, data = report
     earlier = {name: result for name, result in data["earlier"].items()}
-    assert not earlier["read_own_secret"]["ok"] and "hunter2" not in json.dumps(earlier)  # even the app user's own files
+    assert not earlier["read_own_secret"]["ok"] and "hunter2" not in json.dumps(
+        earlier
+    )  # even the app user's own files
     assert not earlier["write_outside"]["ok"] and not data["outside_written"]
     assert not earlier["shell"]["ok"] or earlier["shell"]["result"] != 0
     assert not earlier["fork_bomb"]["ok"]
     assert str(earlier["tcp"]["result"]).startswith("socket: ") and not data["tcp_reached"]
     assert not earlier["memory_bomb"]["ok"] and "memory" in earlier["memory_bomb"]["error"]
-    assert not earlier["endless"]["ok"] and ("CPU" in earlier["endless"]["error"] or "timed out" in earlier["endless"]["error"])
+    assert not earlier["endless"]["ok"] and (
+        "CPU" in earlier["endless"]["error"] or "timed out" in earlier["endless"]["error"]
+    )
     assert earlier["kill_parent"]["ok"] and "sent" not in str(earlier["kill_parent"]["result"])

@@ -18,14 +18,18 @@ def write(path, text):
 
 
 def test_prompt_response_jsonl(tmp_path):
-    data = sft_data.load_file(write(tmp_path / "d.jsonl", '{"prompt": "Hi", "response": "Hello"}\n\n{"prompt": "A", "response": "B"}\n'))
+    data = sft_data.load_file(
+        write(tmp_path / "d.jsonl", '{"prompt": "Hi", "response": "Hello"}\n\n{"prompt": "A", "response": "B"}\n')
+    )
     assert data.format == "prompt-response" and data.usable == 2 and not data.problems
     assert data.conversations[0] == [Message("user", "Hi"), Message("assistant", "Hello")]
     assert data.rows == [1, 3]  # blank lines keep numbering honest
 
 
 def test_alpaca_csv_with_optional_input(tmp_path):
-    frame = pd.DataFrame({"instruction": ["Translate", "Summarise"], "input": ["chat", ""], "output": ["chat (fr)", "short"]})
+    frame = pd.DataFrame(
+        {"instruction": ["Translate", "Summarise"], "input": ["chat", ""], "output": ["chat (fr)", "short"]}
+    )
     frame.to_csv(tmp_path / "a.csv", index=False)
     data = sft_data.load_file(tmp_path / "a.csv")
     assert data.format == "alpaca" and data.usable == 2
@@ -33,7 +37,11 @@ def test_alpaca_csv_with_optional_input(tmp_path):
 
 
 def test_messages_parquet_and_json_cells(tmp_path):
-    conversation = [{"role": "system", "content": "S"}, {"role": "user", "content": "U"}, {"role": "assistant", "content": "A"}]
+    conversation = [
+        {"role": "system", "content": "S"},
+        {"role": "user", "content": "U"},
+        {"role": "assistant", "content": "A"},
+    ]
     pd.DataFrame({"messages": [conversation, conversation]}).to_parquet(tmp_path / "m.parquet")
     data = sft_data.load_file(tmp_path / "m.parquet")
     assert data.format == "messages" and data.usable == 2 and data.conversations[0][0] == Message("system", "S")
@@ -97,7 +105,12 @@ def test_split_is_seeded_and_disjoint():
 
 
 def test_over_long_rows_in_tokens_are_flagged(tmp_path, tokenizer):
-    data = sft_data.load_file(write(tmp_path / "d.jsonl", '{"prompt": "short", "response": "ok"}\n' + json.dumps({"prompt": "word " * 200, "response": "x"}) + "\n"))
+    data = sft_data.load_file(
+        write(
+            tmp_path / "d.jsonl",
+            '{"prompt": "short", "response": "ok"}\n' + json.dumps({"prompt": "word " * 200, "response": "x"}) + "\n",
+        )
+    )
     problems = sft_data.check_lengths(data, tokenizer, max_length=64)
     assert [p.row for p in problems] == [2] and "tokens" in problems[0].message
 

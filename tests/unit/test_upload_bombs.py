@@ -55,11 +55,17 @@ def test_deep_json_is_one_bad_row_everywhere(tmp_path):
     """JSON nested 100,000 deep raised 'maximum recursion depth exceeded' and sank the whole file."""
     sft = sft_data.load_file(bombs.deep_jsonl(tmp_path / "sft.jsonl", {"prompt": "Hi", "response": "Hello"}))
     assert sft.usable == 2 and [(p.row, p.message) for p in sft.problems] == [(2, "nested deeper than 64 levels")]
-    pairs, errors = preferences.read_pairs(bombs.deep_jsonl(tmp_path / "pairs.jsonl", {"prompt": "Hi", "chosen": "a", "rejected": "b"}))
+    pairs, errors = preferences.read_pairs(
+        bombs.deep_jsonl(tmp_path / "pairs.jsonl", {"prompt": "Hi", "chosen": "a", "rejected": "b"})
+    )
     assert len(pairs) == 2 and errors == [{"line": 2, "error": "nested deeper than 64 levels"}]
-    questions, errors = rag_evaluate.load_questions(bombs.deep_jsonl(tmp_path / "q.jsonl", {"question": "Why?", "source": "a.md"}))
+    questions, errors = rag_evaluate.load_questions(
+        bombs.deep_jsonl(tmp_path / "q.jsonl", {"question": "Why?", "source": "a.md"})
+    )
     assert len(questions) == 2 and errors[0]["line"] == 2
-    problems, errors = benchmark.load_problems(bombs.deep_jsonl(tmp_path / "p.jsonl", {"question": "1+1?", "answer": 2}))
+    problems, errors = benchmark.load_problems(
+        bombs.deep_jsonl(tmp_path / "p.jsonl", {"question": "1+1?", "answer": 2})
+    )
     assert len(problems) == 2 and errors[0]["line"] == 2
     prompts, problems = preferences.read_prompts(bombs.deep_jsonl(tmp_path / "prompts.jsonl", {"prompt": "Hi"}))
     assert len(prompts) == 2 and problems[0].row == 2
@@ -74,7 +80,11 @@ def test_deep_json_is_one_bad_row_everywhere(tmp_path):
 
 def test_retrieval_evaluation_is_capped_in_rows_and_question_length(tmp_path):
     many = tmp_path / "many.jsonl"
-    many.write_text("".join(json.dumps({"question": f"q{i}?", "source": "a.md"}) + "\n" for i in range(rag_evaluate.MAX_QUESTIONS + 5)))
+    many.write_text(
+        "".join(
+            json.dumps({"question": f"q{i}?", "source": "a.md"}) + "\n" for i in range(rag_evaluate.MAX_QUESTIONS + 5)
+        )
+    )
     questions, errors = rag_evaluate.load_questions(many)
     assert questions == [] and "more than 1,000 rows" in errors[0]["error"]
     long = tmp_path / "long.jsonl"
