@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast bench llamacpp run-llamacpp clean-venv
+.PHONY: run test test-fast lint bench llamacpp run-llamacpp clean-venv
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,13 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# ruff's lint rules and its formatter, over everything that is Python (settings in pyproject.toml).
+LINTED := pipelines playground app.py tests bench
+
+lint: $(STAMP)
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
 
 # The inner loop: unit tests only (tiny model, no app launch, no browser).
 test-fast: $(STAMP)
