@@ -14,8 +14,9 @@ import gradio as gr  # noqa: E402
 from pipelines import jobs, models  # noqa: E402
 from pipelines.access import AuthConfigError, get_policy  # noqa: E402
 from pipelines.config import get_settings  # noqa: E402
-from playground import align, chat, finetune, generate, pickers, preferences, rag, reasoning, reward, sidebar, signin  # noqa: E402
+from playground import align, chat, dataset, finetune, generate, label, pickers, rag, reasoning, reward, sidebar, signin  # noqa: E402
 from playground.controls import ASSETS, how_it_works  # noqa: E402
+from playground.errors import translate_errors  # noqa: E402
 
 TITLE = "LLM Playground"
 PREFERENCES_HOWTO = "How it works: from votes to a reward model"
@@ -40,10 +41,10 @@ def build_app(model_name: str | None = None) -> gr.Blocks:
                 # each sub-tab carries the one "How it works" that explains it (Align has its own)
                 with gr.Tabs():
                     with gr.Tab("Label", id="label"):
-                        preferences.build_label(demo, shared)
+                        label.build(demo, shared)
                         how_it_works("preferences", PREFERENCES_HOWTO)
                     with gr.Tab("Dataset", id="dataset"):
-                        preferences.build_dataset(demo)
+                        dataset.build(demo)
                         how_it_works("preferences", PREFERENCES_HOWTO)
                     with gr.Tab("Reward model", id="reward"):
                         reward.build(demo)
@@ -55,6 +56,7 @@ def build_app(model_name: str | None = None) -> gr.Blocks:
             with gr.Tab("Reasoning", id="reasoning"):
                 reasoning.build(demo, shared)
         pickers.keep_fresh(demo)
+    translate_errors(demo)  # the error family becomes page messages, in one place for every tab
     return demo
 
 
@@ -66,7 +68,7 @@ def launch_kwargs() -> dict:
         "server_port": settings.port,
         "css": (ASSETS / "style.css").read_text(encoding="utf-8"),
         "footer_links": ["api", "settings"],
-        "head": preferences.KEYBOARD_JS,
+        "head": label.KEYBOARD_JS,
         # refused by the server while the upload streams in, before any handler sees it
         "max_file_size": f"{settings.max_upload_mb}mb",
         # a client whose input fails Gradio's own validation (a malformed chat history, say) gets

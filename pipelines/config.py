@@ -11,6 +11,10 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+# What ships with the code: sample datasets, presets, teaching texts (one place, for pipelines and UI).
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+DATASETS = ASSETS / "datasets"
+PREFERENCE_SAMPLE = DATASETS / "preference_pairs.jsonl"
 BUNDLED_MODEL = "bundled:smollm2"
 HUB_FALLBACK_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 TRAIN_PRECISIONS = ("auto", "fp32", "bf16", "fp16")

@@ -14,8 +14,10 @@ from typing import Any, Sequence
 
 import torch
 
+from .config import DATASETS
+
 METRICS_DIR = Path(__file__).resolve().parent / "metrics"
-GENERAL_TEXT = Path(__file__).resolve().parent.parent / "assets" / "datasets" / "general_text.txt"
+GENERAL_TEXT = DATASETS / "general_text.txt"
 
 
 @lru_cache(maxsize=None)

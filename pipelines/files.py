@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import threading
 import unicodedata
 from pathlib import Path
 
@@ -14,6 +16,24 @@ MAX_NAME = 100
 
 class UploadError(PlaygroundError, ValueError):
     """An upload was refused; the message says why."""
+
+
+def write_atomic(path: Path, content: str | bytes) -> Path:
+    """Replace `path` with `content` in one rename, flushed to disk first: a reader (or a crash)
+    sees the old file or the new one, never half of one. The temporary name is unique per
+    process and thread, so two writers never write into the same temporary file."""
+    path = Path(path)
+    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}-{threading.get_ident()}")
+    data = content.encode("utf-8") if isinstance(content, str) else content
+    try:
+        with tmp.open("wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
 
 
 def safe_filename(name: str, default: str = "upload") -> str:

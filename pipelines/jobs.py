@@ -32,6 +32,7 @@ import psutil
 from sqlalchemy import select, update
 
 from .errors import PlaygroundError
+from .files import write_atomic
 from .config import Settings, get_settings
 from .db import session
 from .tables import JobRow
@@ -46,7 +47,7 @@ CANCEL_GRACE_SECONDS = 5.0
 # kind -> "module:function"; imported only inside the worker, so the app stays light.
 KINDS: dict[str, str] = {
     "finetune": "pipelines.finetune:run_job",
-    "reward": "pipelines.reward:run_job",
+    "reward": "pipelines.reward_training:run_job",
     "dpo": "pipelines.align.dpo:run_job",
     "rloo": "pipelines.align.rloo:run_job",
 }
@@ -390,10 +391,7 @@ class JobContext:
         if not force and now - self._last_phase_write < 1.0:
             return
         self._last_phase_write = now
-        path = phases_path(self.job_id)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps([asdict(p) for p in self._phases]), encoding="utf-8")
-        os.replace(tmp, path)  # the page never reads half a file
+        write_atomic(phases_path(self.job_id), json.dumps([asdict(p) for p in self._phases]))  # never half a file
 
     def progress(self, step: int, total: int, *, force: bool = False) -> None:
         """Optimizer steps (the trainer callback): the job row's step count and the current phase."""

@@ -12,7 +12,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+from .config import ASSETS
+
 SHOTS = {"zero-shot": 0, "one-shot": 1, "few-shot": 3}
 
 

@@ -1,11 +1,10 @@
-"""Reward models: learn a scalar score from human preference pairs (the first step of RLHF).
+"""Reward models: a scalar score learned from human preference pairs (the first step of RLHF).
 
-A reward model is the base model with a one-output classification head, trained with trl's
-`RewardTrainer` on (prompt, chosen, rejected) triples to minimise the Bradley-Terry loss
--log sigma(r(x, y_chosen) - r(x, y_rejected)). LoRA adapts the body; the new score head is
-trained in full (`modules_to_save`). Pairs are split into train/held-out *by prompt*, so the
-held-out accuracy measures generalisation to questions the model never saw -- tiny preference
-sets are easy to memorise.
+A reward model is the base model with a one-output classification head, trained (in
+`reward_training`, as a job) to minimise the Bradley-Terry loss
+-log sigma(r(x, y_chosen) - r(x, y_rejected)). This module holds what training and everything
+else share: the spec, where models live, the pairs and their split *by prompt* (held-out accuracy
+then measures generalisation to questions the model never saw), and scoring.
 
 Scoring tokenises exactly as the trainer did (the chat template over prompt + response, no
 generation prompt), so scores at inference mean what they meant in training.
@@ -15,9 +14,7 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 import threading
-import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,12 +23,9 @@ from typing import Any, Sequence
 import torch
 
 from .errors import PlaygroundError
-from . import adapters, preferences, training
+from . import adapters, preference_data, training
 from .config import Settings, get_settings
-from .jobs import JobCancelled, JobContext, trainer_callback
 from .sampling import InvalidParameter
-
-DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 class RewardModelError(PlaygroundError, ValueError):
@@ -41,6 +35,8 @@ class RewardModelError(PlaygroundError, ValueError):
 @dataclass
 class RewardSpec(training.PairSpec):
     """A reward-model job: the shared pair-training fields, with reward-model defaults."""
+
+    out: str = training.out_knob("reward_models")
 
 
 # --- where reward models live ------------------------------------------------------------------
@@ -85,11 +81,11 @@ def _as_json(messages: Sequence[Any]) -> list[dict[str, str]]:
 def load_pairs(spec: RewardSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(pairs as trl conversational rows, row errors)."""
     if spec.from_store:
-        pairs, _ = preferences.pairs_and_unpaired()
-        rows = [{k: r[k] for k in preferences.TRL_PAIR_COLUMNS} for r in pairs]
+        pairs, _ = preference_data.pairs_and_unpaired()
+        rows = [{k: r[k] for k in preference_data.TRL_PAIR_COLUMNS} for r in pairs]
         errors: list[dict[str, Any]] = []
     else:
-        raw, errors = preferences.read_pairs(spec.data)
+        raw, errors = preference_data.read_pairs(spec.data)
         rows = [
             {"prompt": _as_json(r["prompt"]), "chosen": _as_json(r["chosen"]), "rejected": _as_json(r["rejected"])}
             for r in raw
@@ -127,160 +123,16 @@ def tokenize(tokenizer: Any, prompt: Sequence[dict[str, str]], response: str) ->
     return list(ids["input_ids"])
 
 
-# --- training ----------------------------------------------------------------------------------
+# --- scoring -----------------------------------------------------------------------------------
 
 
-def _load_classifier(source: str, tokenizer: Any) -> Any:
+def load_classifier(source: str, tokenizer: Any) -> Any:
     from transformers import AutoModelForSequenceClassification
 
     model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=1, dtype=torch.float32)
     # Llama-family classifiers find the scored (last real) token through config.pad_token_id.
     model.config.pad_token_id = tokenizer.pad_token_id
     return model
-
-
-def run(spec: RewardSpec, ctx: JobContext) -> dict[str, Any]:
-    from datasets import Dataset
-    from peft import LoraConfig
-    from transformers import AutoTokenizer
-    from trl import RewardConfig, RewardTrainer
-
-    from . import models
-
-    started = time.time()
-    ctx.plan(*training.pair_job_phases("held-out accuracy and margin"))
-    ctx.phase("prepare")
-    settings = get_settings()
-    target = model_path(spec.out)
-    if target.exists() and not spec.overwrite:
-        raise InvalidParameter("out", f"a reward model named {spec.out!r} already exists")
-    model_id = spec.base_model or models.configured_model_id(settings)
-    source, base_name = models.resolve_source(model_id, settings)
-    device, precision = training.device_and_precision(settings)
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-
-    rows, errors = load_pairs(spec)
-    train_rows, eval_rows = split_by_prompt(rows, spec.eval_fraction, spec.seed)
-    ctx.info(
-        f"{len(rows)} preference pairs ({len(errors)} bad rows skipped); split by prompt: {len(train_rows)} train, "
-        f"{len(eval_rows)} held-out pairs on unseen prompts; base model {base_name} on {device} ({precision.reason})"
-    )
-    ctx.check()
-    torch.manual_seed(spec.seed)
-    model = _load_classifier(source, tokenizer).to(device)
-    peft_config = LoraConfig(
-        task_type="SEQ_CLS",
-        r=spec.lora_r,
-        lora_alpha=spec.lora_alpha,
-        lora_dropout=0.0,
-        target_modules=list(DEFAULT_TARGETS),
-        modules_to_save=["score"],
-    )
-    planned = training.planned_steps(len(train_rows), spec.batch_size, 1, spec.epochs, spec.max_steps)
-    args = RewardConfig(
-        output_dir=str(ctx.directory / "trainer"),
-        num_train_epochs=spec.epochs,
-        max_steps=spec.max_steps,
-        per_device_train_batch_size=spec.batch_size,
-        per_device_eval_batch_size=spec.batch_size,
-        learning_rate=spec.learning_rate,
-        lr_scheduler_type="cosine",
-        warmup_steps=max(0, planned // 20),
-        max_length=spec.max_length,
-        gradient_checkpointing=False,
-        bf16=precision.bf16,
-        fp16=precision.fp16,
-        use_cpu=device == "cpu",
-        seed=spec.seed,
-        logging_steps=max(1, planned // 40),
-        # Evaluate during training only on longer runs; the job measures before and after anyway.
-        eval_strategy="steps" if eval_rows and planned >= 12 else "no",
-        eval_steps=max(3, planned // 4),
-        save_strategy="no",
-        report_to="none",
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-    )
-    trainer = RewardTrainer(
-        model=model,
-        args=args,
-        train_dataset=Dataset.from_list(train_rows),
-        eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
-        processing_class=tokenizer,
-        peft_config=peft_config,
-        callbacks=[trainer_callback(ctx)],
-    )
-    training.console_quiet(trainer)
-    kept_train = len(trainer.train_dataset)
-    kept_eval = len(trainer.eval_dataset) if trainer.eval_dataset is not None else 0
-    ctx.info(
-        f"after preprocessing: {kept_train} train / {kept_eval} held-out pairs "
-        f"({len(train_rows) - kept_train + len(eval_rows) - kept_eval} dropped as longer than {spec.max_length} tokens)"
-    )
-    # trl logs its reward metrics as eval_* whatever the prefix: read the untrained accuracy now
-    ctx.phase("before", total=kept_eval)
-    before = dict(trainer.evaluate()) if kept_eval else {}
-    ctx.phase("train", total=planned)
-    result = trainer.train()
-    if ctx.should_stop():
-        raise JobCancelled()
-    ctx.phase("after", total=kept_eval)
-    after = trainer.evaluate() if kept_eval else {}
-    metrics = {
-        "eval_accuracy": after.get("eval_accuracy"),
-        "eval_margin": after.get("eval_margin"),
-        "eval_loss": after.get("eval_loss"),
-        "eval_accuracy_before": before.get("eval_accuracy"),
-        "train_loss": float(result.training_loss),
-    }
-    ctx.info("held-out: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
-    if not ctx.report:
-        return {"steps": int(trainer.state.global_step)}
-
-    staging = ctx.directory / "reward_model"
-    shutil.rmtree(staging, ignore_errors=True)
-    trainer.model.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
-    seconds = time.time() - started
-    info = {
-        "kind": "reward",
-        "base_model": base_name,
-        "base_model_source": model_id,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "job_id": ctx.job_id,
-        "data": {
-            "source": "store" if spec.from_store else Path(spec.data).name,
-            "pairs": len(rows),
-            "bad_rows": len(errors),
-            "train_pairs": kept_train,
-            "eval_pairs": kept_eval,
-            "split": "by prompt",
-        },
-        "hyperparameters": {**spec.to_dict(), "precision": precision.reason, "device": device},
-        "metrics": metrics,
-        "seconds": seconds,
-    }
-    (staging / "meta.json").write_text(json.dumps(info, indent=2, default=float), encoding="utf-8")
-    training.publish(staging, target, overwrite=spec.overwrite)
-    ctx.info(f"reward model saved to {target}")
-    _scorers.pop(spec.out, None)
-    return {
-        "model_dir": str(target),
-        "eval_accuracy": metrics["eval_accuracy"],
-        "steps": int(trainer.state.global_step),
-        "seconds": seconds,
-        **metrics,
-    }
-
-
-def run_job(ctx: JobContext) -> dict[str, Any]:
-    """Job-runner entry point (kind "reward")."""
-    return run(RewardSpec.from_dict(ctx.spec), ctx)
-
-
-# --- scoring -----------------------------------------------------------------------------------
 
 
 class RewardScorer:
@@ -298,7 +150,7 @@ class RewardScorer:
         self.version = (self.path / "meta.json").stat().st_mtime_ns
         source, _ = models.resolve_source(info["base_model_source"])
         self.tokenizer = AutoTokenizer.from_pretrained(self.path)
-        base = _load_classifier(source, self.tokenizer)
+        base = load_classifier(source, self.tokenizer)
         try:
             self.model = PeftModel.from_pretrained(base, str(self.path)).eval()
         except (OSError, ValueError, RuntimeError) as error:
@@ -349,6 +201,12 @@ def scorer(name: str) -> RewardScorer:
         return loaded
 
 
+def forget(name: str) -> None:
+    """Drop a cached scorer (its model was retrained or removed)."""
+    with _scorers_lock:
+        _scorers.pop(name, None)
+
+
 def score(name: str, prompt: Sequence[Any] | str, response: str) -> float:
     messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
     return scorer(name).score(messages, [response])[0]
@@ -367,7 +225,7 @@ def evaluate_pairs(name: str, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def evaluate_file(name: str, path: str | Path) -> dict[str, Any]:
-    raw, errors = preferences.read_pairs(path)
+    raw, errors = preference_data.read_pairs(path)
     rows = [
         {"prompt": _as_json(r["prompt"]), "chosen": _as_json(r["chosen"]), "rejected": _as_json(r["rejected"])}
         for r in raw
@@ -378,5 +236,5 @@ def evaluate_file(name: str, path: str | Path) -> dict[str, Any]:
 
 def agreement_with_humans(name: str) -> dict[str, Any]:
     """How often the reward model prefers what the annotators preferred, over the stored pairs."""
-    pairs, _ = preferences.pairs_and_unpaired()
+    pairs, _ = preference_data.pairs_and_unpaired()
     return evaluate_pairs(name, pairs)

@@ -7,13 +7,14 @@ computed by exactly the code that picks the token. The order of the filters foll
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Callable, Iterable, Mapping
 
 import torch
 
+from . import knobs
 from .errors import InvalidParameter  # noqa: F401 - re-exported: callers long imported it from here
+from .knobs import knob
 
 MAX_STOP_STRINGS = 16
 MAX_STOP_LENGTH = 200
@@ -23,44 +24,56 @@ MAX_STOP_LENGTH = 200
 class SamplingParams:
     """How to pick each next token. Validated on construction so no caller can sample nonsense."""
 
-    max_new_tokens: int = 128
-    temperature: float = 0.7  # 0 means greedy: always the most likely token
-    top_k: int = 0  # 0 means off
-    top_p: float = 1.0  # 1 means off
-    min_p: float = 0.0  # 0 means off
-    repetition_penalty: float = 1.0  # 1 means off
-    seed: int | None = None  # None: a fresh random seed per call, reported back
-    stop: tuple[str, ...] = field(default_factory=tuple)
+    max_new_tokens: int = knob(128, help="most tokens to generate", label="Max new tokens", low=1, high=8192, step=1)
+    temperature: float = knob(
+        0.7, help="divides the logits: 0 = greedy (always the top token)", label="Temperature", low=0, high=5, step=0.05
+    )
+    top_k: int = knob(0, help="keep the k most likely tokens; 0 = off", label="Top-k", low=0, high=1000, step=1)
+    top_p: float = knob(
+        1.0,
+        help="keep the smallest set of tokens whose probability reaches p; 1 = off",
+        label="Top-p (nucleus)",
+        low=0,
+        high=1,
+        low_open=True,
+        step=0.01,
+    )
+    min_p: float = knob(
+        0.0,
+        help="keep tokens at least min-p times as likely as the top one; 0 = off",
+        label="Min-p",
+        low=0,
+        high=1,
+        high_open=True,
+        step=0.01,
+    )
+    repetition_penalty: float = knob(
+        1.0,
+        help="divides the logits of tokens already seen; 1 = off",
+        label="Repetition penalty",
+        low=0,
+        high=10,
+        low_open=True,
+        step=0.05,
+    )
+    seed: int | None = knob(
+        None,
+        help="same seed + settings = same text; none: a fresh seed per call, reported back",
+        label="Seed",
+        low=0,
+        high=2**63 - 1,
+        ui_none=-1,
+        slider=False,
+    )
+    stop: tuple[str, ...] = knob(
+        default_factory=tuple,
+        help=f"stop strings (at most {MAX_STOP_STRINGS}, each up to {MAX_STOP_LENGTH} characters)",
+        label="Stop strings",
+        metavar="S",
+    )
 
     def __post_init__(self) -> None:
-        def number(name: str, kind: type) -> Any:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise InvalidParameter(name, f"must be a number, got {value!r}")
-            if kind is int:
-                if isinstance(value, float) and not value.is_integer():
-                    raise InvalidParameter(name, f"must be a whole number, got {value!r}")
-                value = int(value)
-            elif not math.isfinite(value):
-                raise InvalidParameter(name, f"must be finite, got {value!r}")
-            object.__setattr__(self, name, kind(value))
-            return kind(value)
-
-        if not 1 <= number("max_new_tokens", int) <= 8192:
-            raise InvalidParameter("max_new_tokens", f"must be between 1 and 8192, got {self.max_new_tokens}")
-        if not 0 <= number("temperature", float) <= 5:
-            raise InvalidParameter("temperature", f"must be between 0 and 5, got {self.temperature}")
-        if number("top_k", int) < 0:
-            raise InvalidParameter("top_k", f"must be 0 (off) or a positive count, got {self.top_k}")
-        if not 0 < number("top_p", float) <= 1:
-            raise InvalidParameter("top_p", f"must be in (0, 1], got {self.top_p}")
-        if not 0 <= number("min_p", float) < 1:
-            raise InvalidParameter("min_p", f"must be in [0, 1), got {self.min_p}")
-        if not 0 < number("repetition_penalty", float) <= 10:
-            raise InvalidParameter("repetition_penalty", f"must be in (0, 10], got {self.repetition_penalty}")
-        if self.seed is not None:
-            if not 0 <= number("seed", int) < 2**63:
-                raise InvalidParameter("seed", f"must be between 0 and 2^63-1, got {self.seed}")
+        knobs.check(self)
         stop = self.stop
         if isinstance(stop, str):
             stop = (stop,)

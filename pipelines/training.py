@@ -11,13 +11,15 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from . import adapters
 from .config import Settings, get_settings
 from .hardware import TrainPrecision, detect, plan_device, train_precision
 from .jobs import Phase
-from .sampling import InvalidParameter
+from .errors import InvalidParameter
+from . import knobs
+from .knobs import knob
 
 
 def check_output_name(name: str, param: str = "out") -> None:
@@ -27,27 +29,105 @@ def check_output_name(name: str, param: str = "out") -> None:
         raise InvalidParameter(param, str(error)) from error
 
 
-def common_checks(spec: Any) -> list[tuple[str, bool, str]]:
-    """Range checks for the fields most specs share (only those the spec has)."""
-    rules = {
-        "epochs": (lambda v: 0 < v <= 100, "must be in (0, 100]"),
-        "max_steps": (lambda v: v == -1 or 1 <= v <= 100_000, "must be -1 (use epochs) or 1-100000"),
-        "batch_size": (lambda v: 1 <= v <= 512, "must be between 1 and 512"),
-        "grad_accum": (lambda v: 1 <= v <= 512, "must be between 1 and 512"),
-        "max_length": (lambda v: 16 <= v <= 32_768, "must be between 16 and 32768"),
-        "eval_fraction": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
-        "lora_r": (lambda v: 1 <= v <= 256, "must be between 1 and 256"),
-        "lora_alpha": (lambda v: 0 < v <= 1024, "must be between 1 and 1024"),
-    }
-    return [
-        (name, rule(getattr(spec, name)), message) for name, (rule, message) in rules.items() if hasattr(spec, name)
-    ]
+# The linear layer types of a Llama-style block: LoRA's targets when the model's own are not read yet.
+DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
-def raise_failed(checks: Iterable[tuple[str, bool, str]], spec: Any) -> None:
-    for name, ok, message in checks:
-        if not ok:
-            raise InvalidParameter(name, f"{message}, got {getattr(spec, name)}")
+# --- the settings every training spec shares, defined once (each spec picks its defaults) ------------
+
+
+def out_knob(where: str) -> Any:
+    return knob(help=f"name of the result, saved under <data>/{where}/NAME", label="Name", metavar="NAME")
+
+
+def base_model_knob() -> Any:
+    return knob(
+        None,
+        help="Hub id or local path of the base model (default: PLAYGROUND_MODEL, the model the app serves)",
+        metavar="MODEL",
+        ui="the app trains the model it serves (PLAYGROUND_MODEL); another base is for the command line",
+    )
+
+
+def epochs_knob(value: float) -> Any:
+    return knob(value, help="passes over the training data", label="Epochs", low=0, high=100, low_open=True, step=0.1)
+
+
+def max_steps_knob(value: int = -1) -> Any:
+    if value == -1:
+        return knob(
+            -1,
+            help="optimizer steps; overrides epochs",
+            label="Max steps",
+            low=1,
+            high=100_000,
+            special={-1: "use epochs"},
+            step=1,
+            slider=False,
+        )
+    return knob(value, help="optimizer steps", label="Max steps", low=1, high=100_000, step=1, slider=False)
+
+
+def learning_rate_knob(value: float | None, help: str = "peak learning rate (cosine schedule)") -> Any:
+    return knob(value, help=help, label="Learning rate", low=0, high=1, low_open=True, flag="--lr")
+
+
+def batch_size_knob(value: int = 8) -> Any:
+    return knob(
+        value, help="examples per optimizer step and device", label="Batch size", low=1, high=512, step=1, slider=False
+    )
+
+
+def max_length_knob(value: int = 512) -> Any:
+    return knob(
+        value,
+        help="longest example in tokens (longer ones are cut)",
+        label="Max length (tokens)",
+        low=16,
+        high=32_768,
+        step=1,
+        slider=False,
+    )
+
+
+def lora_r_knob(value: int) -> Any:
+    return knob(value, help="rank of the LoRA update matrices", label="LoRA rank r", low=1, high=256, step=1)
+
+
+def lora_alpha_knob(value: int) -> Any:
+    return knob(
+        value, help="LoRA scale: the update is multiplied by alpha / r", label="LoRA alpha", low=1, high=1024, step=1
+    )
+
+
+def eval_fraction_knob(value: float, unit: str) -> Any:
+    return knob(
+        value,
+        help=f"share of {unit} held out of training to measure on",
+        label="Held-out share",
+        low=0,
+        high=1,
+        high_open=True,
+        step=0.05,
+    )
+
+
+def seed_knob() -> Any:
+    return knob(
+        42, help="same seed + settings + data = same run", label="Seed", low=0, high=2**32 - 1, step=1, slider=False
+    )
+
+
+def skip_bad_rows_knob() -> Any:
+    return knob(
+        False,
+        help="train without the rows that have problems instead of refusing the file",
+        label="Skip rows with problems",
+    )
+
+
+def overwrite_knob() -> Any:
+    return knob(False, help="replace an existing result of the same name", label="Replace if it exists")
 
 
 def planned_steps(examples: int, batch_size: int, grad_accum: int, epochs: float, max_steps: int) -> int:
@@ -67,6 +147,51 @@ def device_and_precision(settings: Settings | None = None) -> tuple[str, TrainPr
         return device, train_precision(hardware, device, settings.train_precision)
     except ValueError as error:
         raise InvalidParameter("PLAYGROUND_TRAIN_PRECISION", str(error)) from error
+
+
+def trainer_arguments(
+    spec: Any,
+    output_dir: Path,
+    *,
+    device: str,
+    precision: TrainPrecision,
+    planned_steps: int,
+    has_eval: bool,
+    **overrides: Any,
+) -> dict[str, Any]:
+    """What every job passes to its trl config (SFTConfig, RewardConfig, DPOConfig, RLOOConfig).
+
+    trl's defaults are changed where they hurt here: precision from the hardware (trl defaults
+    to bf16, ~40x slower on CPUs that emulate it), no gradient checkpointing (it recomputes every
+    activation, which a small model does not need), no checkpoints or progress bars (the job
+    publishes once and reports its own progress), and evaluation during training only on longer
+    runs (each job measures before and after anyway). `overrides` are the job's own.
+    """
+    arguments: dict[str, Any] = {
+        "output_dir": str(output_dir),
+        "num_train_epochs": getattr(spec, "epochs", 1.0),
+        "max_steps": spec.max_steps,
+        "per_device_train_batch_size": getattr(spec, "batch_size", 8),
+        "per_device_eval_batch_size": getattr(spec, "batch_size", 8),
+        "learning_rate": spec.learning_rate,
+        "lr_scheduler_type": "cosine",
+        "warmup_steps": max(0, planned_steps // 20),
+        "gradient_checkpointing": False,
+        "bf16": precision.bf16,
+        "fp16": precision.fp16,
+        "use_cpu": device == "cpu",
+        "seed": spec.seed,
+        "logging_steps": max(1, planned_steps // 40),
+        "eval_strategy": "steps" if has_eval and planned_steps >= 12 else "no",
+        "eval_steps": max(3, planned_steps // 4),
+        "save_strategy": "no",
+        "report_to": "none",
+        "disable_tqdm": True,
+        "dataloader_num_workers": 0,
+    }
+    if hasattr(spec, "max_length"):
+        arguments["max_length"] = spec.max_length
+    return arguments | overrides
 
 
 def pair_job_phases(measured: str) -> tuple[Phase, ...]:
@@ -121,34 +246,26 @@ class SpecDict:
 class PairSpec(SpecDict):
     """What every job trained on preference pairs takes: the reward model and DPO."""
 
-    out: str
-    data: str | None = None
-    from_store: bool = False
-    base_model: str | None = None
-    epochs: float = 2.0
-    max_steps: int = -1
-    learning_rate: float = 3e-4
-    batch_size: int = 8
-    max_length: int = 512
-    lora_r: int = 16
-    lora_alpha: int = 32
-    eval_fraction: float = 0.2
-    seed: int = 42
-    skip_bad_rows: bool = False
-    overwrite: bool = False
+    out: str = out_knob("reward_models or adapters")
+    data: str | None = knob(
+        None, help="preference pairs in trl's format (prompt, chosen, rejected)", label="Pairs file", metavar="FILE"
+    )
+    from_store: bool = knob(False, help="train on the labels collected in the app", label="Pairs")
+    base_model: str | None = base_model_knob()
+    epochs: float = epochs_knob(2.0)
+    max_steps: int = max_steps_knob()
+    learning_rate: float = learning_rate_knob(3e-4)
+    batch_size: int = batch_size_knob()
+    max_length: int = max_length_knob()
+    lora_r: int = lora_r_knob(16)
+    lora_alpha: int = lora_alpha_knob(32)
+    eval_fraction: float = eval_fraction_knob(0.2, "prompts")
+    seed: int = seed_knob()
+    skip_bad_rows: bool = skip_bad_rows_knob()
+    overwrite: bool = overwrite_knob()
 
     def __post_init__(self) -> None:
+        knobs.check(self)
         check_output_name(self.out)
         if bool(self.data) == bool(self.from_store):
             raise InvalidParameter("data", "give either a data file or from_store, not both or neither")
-        raise_failed(
-            [
-                *common_checks(self),
-                ("learning_rate", 0 < self.learning_rate <= 1, "must be in (0, 1]"),
-                *self.extra_checks(),
-            ],
-            self,
-        )
-
-    def extra_checks(self) -> list[tuple[str, bool, str]]:
-        return []

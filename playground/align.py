@@ -5,26 +5,29 @@ from __future__ import annotations
 import html
 import random
 import uuid
+from typing import Any
 
 import gradio as gr
 import pandas as pd
 
-from pipelines import adapters, comparisons, jobs, models, preferences, reward, sft_data
+from pipelines import adapters, comparisons, jobs, models, preferences, reward
 from pipelines.align import common, dpo, evaluate, rloo
-from pipelines.files import UploadError, copy_upload
-from pipelines.sampling import InvalidParameter, SamplingParams
+from pipelines.config import PREFERENCE_SAMPLE
+from pipelines.files import copy_upload
+from pipelines.sampling import SamplingParams
 
 from .errors import UserError
 from . import jobs_panel
-from .controls import ASSETS, how_it_works
+from .controls import how_it_works
 from .sidebar import annotator_name
 from .guard import admin_only, signed_in
 from .pickers import FIRST, LiveDropdown
+from .spec_controls import bind, build_spec, control, controls
 
 METHODS = ("DPO (from preference pairs)", "RLOO (reward model + KL penalty)")
 PAIR_SOURCES = ("Labels in the store", "Bundled sample (clear-cut pairs)", "Upload a file")
 PROMPT_SOURCES = ("Prompts in the store", "Bundled sample prompts", "Upload a file")
-SAMPLE = ASSETS / "datasets" / "preference_pairs.jsonl"
+SAMPLE = PREFERENCE_SAMPLE
 SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
 SERIES = {
     "loss": "loss",
@@ -44,11 +47,9 @@ EVAL_COLUMNS = {
     "base": "base answer",
     "adapter": "adapter answer",
 }
-MAX_STEPS_INFO = {
-    METHODS[0]: "0 = train for the epochs given; > 0 stops after that many steps",
-    METHODS[1]: f"RLOO counts steps, not epochs: 0 means its default of {rloo.RLOOSpec.max_steps}",
-}
 EVAL_PROMPTS = 24
+DPO_MORE = ("batch_size", "max_length", "lora_r", "lora_alpha", "eval_fraction", "seed", "skip_bad_rows")
+RLOO_MORE = ("max_completion_length", "temperature", "lora_r", "lora_alpha", "seed")
 
 
 def aligned_adapters() -> list[str]:
@@ -74,83 +75,50 @@ def _file_input(source: str, sources: tuple[str, ...], upload: str | None, job_i
 @admin_only("start training")
 def start_job(
     method: str,
-    name: str,
     pair_source: str,
     pair_upload: str | None,
-    beta: float,
-    loss_type: str,
-    epochs: float,
     prompt_source: str,
     prompt_upload: str | None,
-    reward_model: str | None,
-    kl_beta: float,
-    generations: float,
-    max_steps: float,
-    lr: float,
-    overwrite: bool,
     request: gr.Request = None,
+    **settings: Any,
 ):
-    """Validate everything that can fail before a model loads, then queue the job."""
+    """Validate everything that can fail before a model loads, then queue the job.
+
+    `settings` are the specs' fields by name: `out` and `overwrite` for both methods, the others
+    prefixed `dpo_` or `rloo_`.
+    """
     job_id = uuid.uuid4().hex[:12]
-    name = (name or "").strip()
-    try:
-        if method == METHODS[0]:
-            data = _file_input(pair_source, PAIR_SOURCES, pair_upload, job_id, "preference")
-            spec = dpo.DPOSpec(
-                out=name,
-                data=data,
-                from_store=data is None,
-                beta=float(beta),
-                loss_type=loss_type,
-                epochs=float(epochs),
-                max_steps=int(max_steps) if max_steps and max_steps > 0 else -1,
-                learning_rate=float(lr),
-                overwrite=bool(overwrite),
-            )
-            common.check_new_adapter(spec.out, spec.overwrite)
-            reward.load_pairs(spec)
-            kind = "dpo"
-        else:
-            if not reward_model:
-                raise UserError("Choose a reward model (train one in the Reward model tab first).")
-            prompts = _file_input(prompt_source, PROMPT_SOURCES, prompt_upload, job_id, "prompt")
-            steps = int(max_steps) if max_steps and max_steps > 0 else rloo.RLOOSpec.max_steps
-            spec = rloo.RLOOSpec(
-                out=name,
-                reward_model=reward_model,
-                prompts=prompts,
-                beta=float(kl_beta),
-                num_generations=int(generations),
-                max_steps=steps,
-                learning_rate=float(lr),
-                overwrite=bool(overwrite),
-            )
-            rloo.check(spec)
-            kind = "rloo"
-    except (InvalidParameter, UploadError, preferences.PreferenceError, sft_data.DataError) as error:
-        raise UserError(str(error)) from error
+    shared = {"out": str(settings.get("out") or "").strip(), "overwrite": bool(settings.get("overwrite"))}
+    if method == METHODS[0]:
+        data = _file_input(pair_source, PAIR_SOURCES, pair_upload, job_id, "preference")
+        spec = build_spec(dpo.DPOSpec, settings, "dpo_", data=data, from_store=data is None, **shared)
+        common.check_new_adapter(spec.out, spec.overwrite)
+        reward.load_pairs(spec)
+        kind = "dpo"
+    else:
+        if not settings.get("rloo_reward_model"):
+            raise UserError("Choose a reward model (train one in the Reward model tab first).")
+        prompts = _file_input(prompt_source, PROMPT_SOURCES, prompt_upload, job_id, "prompt")
+        spec = build_spec(rloo.RLOOSpec, settings, "rloo_", prompts=prompts, **shared)
+        rloo.check(spec)
+        kind = "rloo"
     jobs.submit(kind, spec.out, spec.to_dict(), job_id=job_id)
     jobs.manager().poll_once()
     steps = f"{spec.max_steps} steps" if spec.max_steps > 0 else f"{spec.epochs:g} epoch(s)"
-    if kind == "rloo" and not (max_steps and max_steps > 0):
-        steps += " (RLOO has no epochs: max steps 0 means its default)"
     gr.Info(f"{kind.upper()} job {spec.out!r} started: {steps}; progress appears below.")
     return jobs_panel.refresh_choices(KINDS, job_id)
 
 
 def _eval_prompts(source: str, upload: str | None) -> list[list[preferences.Message]]:
-    try:
-        if source == PROMPT_SOURCES[2]:
-            if not upload:
-                raise UserError("Choose a prompt file.")
-            return common.load_prompts(upload)
-        if source == PROMPT_SOURCES[1]:
-            prompts = common.load_prompts(str(SAMPLE))
-            random.Random(0).shuffle(prompts)
-            return prompts
-        return common.load_prompts(None)
-    except InvalidParameter as error:
-        raise UserError(str(error)) from error
+    if source == PROMPT_SOURCES[2]:
+        if not upload:
+            raise UserError("Choose a prompt file.")
+        return common.load_prompts(upload)
+    if source == PROMPT_SOURCES[1]:
+        prompts = common.load_prompts(str(SAMPLE))
+        random.Random(0).shuffle(prompts)
+        return prompts
+    return common.load_prompts(None)
 
 
 def run_evaluation(
@@ -230,37 +198,36 @@ def build(demo: gr.Blocks) -> None:
             gr.Markdown("#### Improve the policy")
             method = gr.Radio(list(METHODS), value=METHODS[0], label="Method")
             with gr.Row():
-                name = gr.Textbox(value="aligned", label="Adapter name")
-                overwrite = gr.Checkbox(label="Replace if it exists")
+                name = control(dpo.DPOSpec, "out", value="aligned", label="Adapter name")
+                overwrite = control(dpo.DPOSpec, "overwrite")
+            bind(rloo.RLOOSpec, "out", name)
+            bind(rloo.RLOOSpec, "overwrite", overwrite)
             with gr.Group(visible=True) as dpo_box:
                 pair_source = gr.Radio(list(PAIR_SOURCES), value=PAIR_SOURCES[1], label="Preference pairs")
                 pair_upload = gr.File(label="Pairs (trl format)", type="filepath")
+                bind(dpo.DPOSpec, "from_store", pair_source)
+                bind(dpo.DPOSpec, "data", pair_upload)
                 with gr.Row():
-                    beta = gr.Number(
-                        value=dpo.DPOSpec.beta, label="β (DPO)", info="higher: stay closer to the reference"
-                    )
-                    loss_type = gr.Dropdown(list(dpo.LOSS_TYPES), value="sigmoid", label="Loss")
-                    epochs = gr.Number(value=1, label="Epochs", minimum=0.1)
+                    dpo_settings = controls(dpo.DPOSpec, ["beta", "loss_type"])
+                with gr.Row():
+                    dpo_settings |= controls(dpo.DPOSpec, ["epochs", "max_steps", "learning_rate"])
+                with gr.Accordion("More DPO settings", open=False):
+                    dpo_settings |= controls(dpo.DPOSpec, DPO_MORE)
             with gr.Group(visible=False) as rloo_box:
                 reward_model = LiveDropdown(
                     reward_models, fallback=FIRST, label="Reward model", info="from the Reward model tab"
                 )
                 prompt_source = gr.Radio(list(PROMPT_SOURCES), value=PROMPT_SOURCES[1], label="Prompts")
                 prompt_upload = gr.File(label="Prompts (a 'prompt' column)", type="filepath")
+                bind(rloo.RLOOSpec, "reward_model", reward_model)
+                bind(rloo.RLOOSpec, "prompts", prompt_source)
+                bind(rloo.RLOOSpec, "prompts", prompt_upload)
                 with gr.Row():
-                    kl_beta = gr.Number(
-                        value=rloo.RLOOSpec.beta,
-                        label="KL coefficient β",
-                        info="penalises drifting from the reference: limits reward hacking",
-                    )
-                    generations = gr.Number(
-                        value=rloo.RLOOSpec.num_generations, precision=0, label="Samples per prompt", minimum=2
-                    )
-            with gr.Row():
-                max_steps = gr.Number(
-                    value=0, precision=0, label="Max steps", minimum=0, info=MAX_STEPS_INFO[METHODS[0]]
-                )
-                lr = gr.Number(value=dpo.DPOSpec.learning_rate, label="Learning rate")
+                    rloo_settings = controls(rloo.RLOOSpec, ["beta", "num_generations", "prompts_per_step"])
+                with gr.Row():
+                    rloo_settings |= controls(rloo.RLOOSpec, ["max_steps", "learning_rate"])
+                with gr.Accordion("More RLOO settings", open=False):
+                    rloo_settings |= controls(rloo.RLOOSpec, RLOO_MORE)
             gr.Markdown(
                 "<span class='muted'>LoRA on the base model; the reference is the base model itself (the adapter switched "
                 "off). Precision comes from the hardware. The adapter appears in every adapter picker.</span>"
@@ -276,7 +243,7 @@ def build(demo: gr.Blocks) -> None:
             eval_upload = gr.File(label="Prompts (a 'prompt' column)", type="filepath")
             with gr.Row():
                 eval_n = gr.Slider(1, 200, value=EVAL_PROMPTS, step=1, label="Prompts")
-                eval_tokens = gr.Slider(8, 512, value=96, step=8, label="Max new tokens")
+                eval_tokens = control(SamplingParams, "max_new_tokens", value=96, info=None)
             with gr.Row():
                 eval_button = gr.Button("Evaluate with the reward model")
                 queue_button = gr.Button("⚖ Queue aligned vs base for human votes")
@@ -293,14 +260,9 @@ def build(demo: gr.Blocks) -> None:
     how_it_works("align", "How it works: RL with a KL penalty vs direct preference optimisation")
 
     method.change(
-        lambda m: (
-            gr.update(visible=m == METHODS[0]),
-            gr.update(visible=m == METHODS[1]),
-            dpo.DPOSpec.learning_rate if m == METHODS[0] else rloo.RLOOSpec.learning_rate,
-            gr.update(value=0 if m == METHODS[0] else rloo.RLOOSpec.max_steps, info=MAX_STEPS_INFO[m]),
-        ),
+        lambda m: (gr.update(visible=m == METHODS[0]), gr.update(visible=m == METHODS[1])),
         method,
-        [dpo_box, rloo_box, lr, max_steps],
+        [dpo_box, rloo_box],
         api_visibility="private",
     )
 
@@ -315,24 +277,15 @@ def build(demo: gr.Blocks) -> None:
     refresh.click(refresh_lists, None, [eval_adapter, eval_rm, reward_model], api_visibility="private")
     start.click(
         start_job,
-        [
-            method,
-            name,
-            pair_source,
-            pair_upload,
-            beta,
-            loss_type,
-            epochs,
-            prompt_source,
-            prompt_upload,
-            reward_model,
-            kl_beta,
-            generations,
-            max_steps,
-            lr,
-            overwrite,
-        ],
+        [method, pair_source, pair_upload, prompt_source, prompt_upload],
         panel.job,
+        inputs_kwargs={
+            "out": name,
+            "overwrite": overwrite,
+            **{f"dpo_{k}": c for k, c in dpo_settings.items()},
+            "rloo_reward_model": reward_model,
+            **{f"rloo_{k}": c for k, c in rloo_settings.items()},
+        },
         api_name="start_alignment",
     )
     eval_button.click(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -14,7 +13,7 @@ from pipelines.access import get_policy
 from pipelines.sampling import InvalidParameter, SamplingParams
 
 from .errors import UserError
-from .controls import MODEL_EVENTS, STOPS, fill_when_model_ready, how_it_works, to_params
+from .controls import MODEL_EVENTS, STOPS, Throttle, fill_when_model_ready, how_it_works, to_params
 from .guard import signed_in
 from .sidebar import Shared, annotator_name, labeller, selected_adapter
 
@@ -24,10 +23,7 @@ MAX_IMPORT_BYTES = 5_000_000
 
 def to_messages(history: list[dict[str, Any]] | None) -> list[chat.Message]:
     """Chatbot value (Gradio 6 content blocks) -> plain text messages."""
-    try:
-        return chat.normalise(history or [])
-    except InvalidParameter as error:
-        raise UserError(str(error)) from error
+    return chat.normalise(history or [])
 
 
 def to_chatbot(messages: list[chat.Message]) -> list[dict[str, str]]:
@@ -62,29 +58,24 @@ def _respond(
     if not STOPS.begin(run_id):  # stopped while it waited for its turn: nothing to show
         yield shown, gr.skip(), gr.skip()
         return
-    try:
-        last = 0.0
-        notified = False
-        for completion, prompt in chat.stream_reply(
-            models.get_handle(),
-            messages,
-            params,
-            system_prompt=_system(system_prompt),
-            adapter=selected_adapter(adapter),
-        ):
-            if prompt.notice() and not notified:
-                gr.Info(prompt.notice().capitalize() + ".")
-                notified = True
-            stopped = STOPS.stopped(run_id)
-            now = time.monotonic()
-            if completion.done or stopped or now - last >= UI_UPDATE_SECONDS:
-                last = now
-                reply = {"role": "assistant", "content": completion.text}
-                yield shown + [reply], prompt.text, prompt_report(prompt)
-            if stopped:  # the reply ends itself with what it has; its .then frees the conversation
-                return
-    except (InvalidParameter, models.ModelUnavailable) as error:
-        raise UserError(str(error)) from error
+    throttle = Throttle(UI_UPDATE_SECONDS)
+    notified = False
+    for completion, prompt in chat.stream_reply(
+        models.get_handle(),
+        messages,
+        params,
+        system_prompt=_system(system_prompt),
+        adapter=selected_adapter(adapter),
+    ):
+        if prompt.notice() and not notified:
+            gr.Info(prompt.notice().capitalize() + ".")
+            notified = True
+        stopped = STOPS.stopped(run_id)
+        if throttle.due(final=completion.done or stopped):
+            reply = {"role": "assistant", "content": completion.text}
+            yield shown + [reply], prompt.text, prompt_report(prompt)
+        if stopped:  # the reply ends itself with what it has; its .then frees the conversation
+            return
 
 
 BUSY_MESSAGE = "A reply is still being written: wait for it, or press Stop."
@@ -199,27 +190,24 @@ def chat_api(
     """
     if not message or not str(message).strip():
         raise UserError("message is empty")
-    try:
-        params = SamplingParams(
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            min_p=min_p,
-            repetition_penalty=repetition_penalty,
-            seed=None if seed is None or seed < 0 else seed,
-            stop=tuple(stop or ()),
-        )
-        messages = to_messages(history) + [chat.Message("user", str(message))]
-        completion, prompt = chat.reply(
-            models.get_handle(),
-            messages,
-            params,
-            system_prompt=_system(system_prompt),
-            adapter=selected_adapter(adapter),
-        )
-    except (InvalidParameter, models.ModelUnavailable) as error:
-        raise UserError(str(error)) from error
+    params = SamplingParams(
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        min_p=min_p,
+        repetition_penalty=repetition_penalty,
+        seed=None if seed is None or seed < 0 else seed,
+        stop=tuple(stop or ()),
+    )
+    messages = to_messages(history) + [chat.Message("user", str(message))]
+    completion, prompt = chat.reply(
+        models.get_handle(),
+        messages,
+        params,
+        system_prompt=_system(system_prompt),
+        adapter=selected_adapter(adapter),
+    )
     return {
         "history": to_chatbot(messages) + [{"role": "assistant", "content": completion.text}],
         "reply": completion.text,
@@ -252,18 +240,13 @@ def feedback(
     else:
         who = annotator_name(annotator, request) or f"chat:{getattr(request, 'session_hash', 'anonymous')}"
     liked = like.liked is True or like.liked == "Like"
-    try:
-        item = preferences.create_item(
-            _context_before(messages, index, system_prompt),
-            [preferences.ResponseDraft(messages[index]["content"], source="chat", model=models.get_handle().name)],
-            origin="chat-feedback",
-            created_by=who,
-        )
-        preferences.submit_label(
-            item.id, who, "up" if liked else "down", session_id=getattr(request, "session_hash", None)
-        )
-    except preferences.PreferenceError as error:
-        raise UserError(str(error)) from error
+    item = preferences.create_item(
+        _context_before(messages, index, system_prompt),
+        [preferences.ResponseDraft(messages[index]["content"], source="chat", model=models.get_handle().name)],
+        origin="chat-feedback",
+        created_by=who,
+    )
+    preferences.submit_label(item.id, who, "up" if liked else "down", session_id=getattr(request, "session_hash", None))
     gr.Info(f"Saved your {'👍' if liked else '👎'} as a preference label.")
 
 
@@ -283,28 +266,23 @@ def send_to_compare(
         raise UserError("Wait for a reply first: the comparison pits it against a new one.")
     params = to_params(sampling)
     prompt = _context_before(before + [{"role": "user", "content": text}], len(before) + 1, system_prompt)
-    try:
-        alternative, _ = chat.reply(
-            models.get_handle(), chat.normalise(prompt), params, adapter=selected_adapter(adapter)
-        )
-        source = selected_adapter(adapter) or "base"
-        preferences.create_item(
-            prompt,
-            [
-                preferences.ResponseDraft(messages[-1]["content"], source=source, model=models.get_handle().name),
-                preferences.ResponseDraft(
-                    alternative.text.strip(),
-                    source=source,
-                    model=models.get_handle().name,
-                    sampling=params.to_dict(),
-                    seed=alternative.seed,
-                ),
-            ],
-            origin="chat-compare",
-            created_by=annotator_name(annotator, request) or None,
-        )
-    except (InvalidParameter, models.ModelUnavailable, preferences.PreferenceError) as error:
-        raise UserError(str(error)) from error
+    alternative, _ = chat.reply(models.get_handle(), chat.normalise(prompt), params, adapter=selected_adapter(adapter))
+    source = selected_adapter(adapter) or "base"
+    preferences.create_item(
+        prompt,
+        [
+            preferences.ResponseDraft(messages[-1]["content"], source=source, model=models.get_handle().name),
+            preferences.ResponseDraft(
+                alternative.text.strip(),
+                source=source,
+                model=models.get_handle().name,
+                sampling=params.to_dict(),
+                seed=alternative.seed,
+            ),
+        ],
+        origin="chat-compare",
+        created_by=annotator_name(annotator, request) or None,
+    )
     gr.Info("Sent to the Preferences queue: choose 'Queue' there to vote on it.")
 
 
@@ -315,15 +293,12 @@ def preview(history: list[dict[str, Any]] | None, draft: str, system_prompt: str
         messages.append({"role": "user", "content": draft})
     elif not messages or messages[-1]["role"] != "user":
         messages.append({"role": "user", "content": "…"})
-    try:
-        prompt = chat.build_prompt(
-            models.get_handle(),
-            chat.normalise(messages),
-            system_prompt=_system(system_prompt),
-            max_new_tokens=int(max_new_tokens),
-        )
-    except InvalidParameter as error:
-        raise UserError(str(error)) from error
+    prompt = chat.build_prompt(
+        models.get_handle(),
+        chat.normalise(messages),
+        system_prompt=_system(system_prompt),
+        max_new_tokens=int(max_new_tokens),
+    )
     return prompt.text, prompt_report(prompt)
 
 

@@ -9,24 +9,26 @@ from __future__ import annotations
 
 import codecs
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import gradio as gr
 
+from pipelines import knobs
+from pipelines.config import ASSETS
 from pipelines.sampling import InvalidParameter, SamplingParams
 
 from .errors import UserError
+from .spec_controls import bind, build_spec, control, refusal
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
 # Every event that runs the model shares one queue. Forward passes are serialised by the model's
 # lock anyway; the limit bounds how many streams interleave (and how much KV cache is alive).
 MODEL_EVENTS: dict[str, Any] = {"concurrency_id": "model", "concurrency_limit": 4}
-PARAM_NAMES = ("max_new_tokens", "temperature", "top_k", "top_p", "min_p", "repetition_penalty", "seed", "stop")
+PARAM_NAMES = tuple(knobs.knobs(SamplingParams))  # the order of the panel, the API and `inputs`
 
 
 @dataclass
@@ -56,17 +58,8 @@ class SamplingControls:
     @staticmethod
     def updates_for(settings: dict[str, Any]) -> list[Any]:
         """gr.update values for `inputs`, applying the subset of settings given (e.g. a preset)."""
-        values = {
-            "max_new_tokens": settings.get("max_new_tokens"),
-            "temperature": settings.get("temperature"),
-            "top_k": settings.get("top_k"),
-            "top_p": settings.get("top_p"),
-            "min_p": settings.get("min_p"),
-            "repetition_penalty": settings.get("repetition_penalty"),
-            "seed": settings.get("seed"),
-            "stop": format_stop(settings["stop"]) if "stop" in settings else None,
-        }
-        return [gr.update(value=v) if v is not None else gr.update() for v in values.values()]
+        shown = {**settings, "stop": format_stop(settings["stop"])} if "stop" in settings else settings
+        return [gr.update(value=shown[name]) if shown.get(name) is not None else gr.update() for name in PARAM_NAMES]
 
 
 def parse_stop(text: str | None) -> tuple[str, ...]:
@@ -89,51 +82,31 @@ def format_stop(stops: Sequence[str]) -> str:
 
 
 def to_params(values: dict[str, Any], prefix: str = "") -> SamplingParams:
-    """SamplingParams from handler keyword arguments, raised as a clear UI error if invalid."""
+    """SamplingParams from handler keyword arguments, raised as a clear UI error (naming the control) if invalid."""
+    missing = [prefix + name for name in PARAM_NAMES if prefix + name not in values]
+    if missing:
+        raise UserError(f"Invalid setting — {', '.join(missing)} missing")
     try:
-        v = {name: values[f"{prefix}{name}"] for name in PARAM_NAMES}
-        seed = v["seed"]
-        return SamplingParams(
-            max_new_tokens=int(v["max_new_tokens"]),
-            temperature=float(v["temperature"]),
-            top_k=int(v["top_k"]),
-            top_p=float(v["top_p"]),
-            min_p=float(v["min_p"]),
-            repetition_penalty=float(v["repetition_penalty"]),
-            seed=None if seed in (None, "") or float(seed) < 0 else int(seed),
-            stop=parse_stop(v["stop"]),
-        )
+        stop = parse_stop(values[f"{prefix}stop"])
     except InvalidParameter as error:
-        raise UserError(f"Invalid setting — {error}") from error
-    except (KeyError, TypeError, ValueError) as error:
-        raise UserError(f"Invalid setting — {error}") from error
+        raise refusal(SamplingParams, error) from error
+    return build_spec(SamplingParams, {**values, f"{prefix}stop": stop}, prefix)
 
 
 def sampling_controls(defaults: SamplingParams | None = None, *, label_prefix: str = "") -> SamplingControls:
-    """The sampling panel. Ranges match `SamplingParams` validation so sliders cannot go wrong."""
+    """The sampling panel, derived from `SamplingParams`' knobs (Compare's "B" panel is a second one)."""
     d = defaults or SamplingParams()
-    p = label_prefix
-    return SamplingControls(
-        max_new_tokens=gr.Slider(1, 1024, value=d.max_new_tokens, step=1, label=f"{p}Max new tokens"),
-        temperature=gr.Slider(
-            0, 2, value=d.temperature, step=0.05, label=f"{p}Temperature", info="0 = greedy (always the top token)"
-        ),
-        top_k=gr.Slider(0, 200, value=d.top_k, step=1, label=f"{p}Top-k", info="0 = off"),
-        top_p=gr.Slider(0.01, 1, value=d.top_p, step=0.01, label=f"{p}Top-p (nucleus)", info="1 = off"),
-        min_p=gr.Slider(0, 0.99, value=d.min_p, step=0.01, label=f"{p}Min-p", info="0 = off"),
-        repetition_penalty=gr.Slider(
-            0.5, 2.0, value=d.repetition_penalty, step=0.05, label=f"{p}Repetition penalty", info="1 = off"
-        ),
-        seed=gr.Number(
-            value=-1 if d.seed is None else d.seed,
-            precision=0,
-            label=f"{p}Seed",
-            info="-1 = random (the seed used is shown, to replay it)",
-        ),
-        stop=gr.Textbox(
-            value=format_stop(d.stop), lines=2, label=f"{p}Stop strings", info="one per line; \\n = newline"
-        ),
+    made = {
+        name: control(
+            SamplingParams, name, value=getattr(d, name), label=f"{label_prefix}{knobs.label(SamplingParams, name)}"
+        )
+        for name in PARAM_NAMES
+        if name != "stop"
+    }
+    stop = gr.Textbox(
+        value=format_stop(d.stop), lines=2, label=f"{label_prefix}Stop strings", info="one per line; \\n = newline"
     )
+    return SamplingControls(**made, stop=bind(SamplingParams, "stop", stop))
 
 
 def fill_when_model_ready(demo: gr.Blocks, fn: Callable[..., Any], inputs: Any, outputs: Any) -> None:
@@ -202,6 +175,27 @@ class StopFlags:
 
 
 STOPS = StopFlags()
+
+
+class Throttle:
+    """At most one page update per `seconds`, and always the last one.
+
+    A stream makes tokens faster than a browser draws them; every update is a websocket message
+    and a re-render, so streaming handlers send ~10-20 per second and always the final state.
+    """
+
+    def __init__(self, seconds: float = 0.05) -> None:
+        self.seconds = seconds
+        self._last = -float("inf")
+
+    def due(self, final: bool = False) -> bool:
+        now = time.monotonic()
+        if final or now - self._last >= self.seconds:
+            self._last = now
+            return True
+        return False
+
+
 INSTANT: dict[str, Any] = {"api_visibility": "private", "show_progress": "hidden", "concurrency_limit": None}
 
 

@@ -1,5 +1,8 @@
 """How the UI refuses something a person did: a message on the page, one line in the server log.
 
+Pipelines refuse with the error family (`pipelines.errors.PlaygroundError`); `translate_errors`
+wraps every handler of the built app once, so no tab writes its own `except … → gr.Error`.
+
 Gradio prints a full traceback for every `gr.Error` unless told not to; for an empty prompt or a
 name already taken that buries real failures in the log. Unexpected exceptions keep their
 tracebacks (they are not UserErrors).
@@ -7,9 +10,14 @@ tracebacks (they are not UserErrors).
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
+from typing import Any, Callable
 
 import gradio as gr
+
+from pipelines.errors import PlaygroundError
 
 log = logging.getLogger("playground")
 
@@ -23,3 +31,74 @@ class UserError(gr.Error):
         super().__init__(message, duration=duration, title=title, print_exception=False)
         first = str(message).strip().splitlines()[0][:300] if str(message).strip() else title
         log.info("refused (%s): %s", title, first)
+
+
+# --- the one translator: the error family becomes what a person reads -----------------------------
+
+TITLES = {"AccessDenied": "Not allowed", "SignInThrottled": "Sign in"}
+
+
+def refusal(error: PlaygroundError) -> UserError:
+    """A pipeline's refusal as the page shows it: its own message, titled by its kind."""
+    return UserError(str(error), title=TITLES.get(type(error).__name__, "Error"))
+
+
+def translated(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """`fn` with the error family turned into page messages (same kind of callable, same signature).
+
+    Gradio inspects the handler to decide how to run it (generator or not, which parameters it
+    fills itself), so the wrapper is the same kind of function and `functools.wraps` keeps the
+    signature visible.
+    """
+    if getattr(fn, "__translated__", False):
+        return fn
+    if inspect.isasyncgenfunction(fn):
+
+        @functools.wraps(fn)
+        async def agen(*args: Any, **kwargs: Any) -> Any:
+            try:
+                async for item in fn(*args, **kwargs):
+                    yield item
+            except PlaygroundError as error:
+                raise refusal(error) from error
+
+        wrapper: Any = agen
+    elif inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def gen(*args: Any, **kwargs: Any) -> Any:
+            try:
+                yield from fn(*args, **kwargs)
+            except PlaygroundError as error:
+                raise refusal(error) from error
+
+        wrapper = gen
+    elif inspect.iscoroutinefunction(fn):
+
+        @functools.wraps(fn)
+        async def coro(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return await fn(*args, **kwargs)
+            except PlaygroundError as error:
+                raise refusal(error) from error
+
+        wrapper = coro
+    else:
+
+        @functools.wraps(fn)
+        def plain(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except PlaygroundError as error:
+                raise refusal(error) from error
+
+        wrapper = plain
+    wrapper.__translated__ = True
+    return wrapper
+
+
+def translate_errors(demo: gr.Blocks) -> None:
+    """Every handler of the app refuses with a page message instead of "Error" (called once, when it is built)."""
+    for block_fn in demo.fns.values():
+        if block_fn.fn is not None:
+            block_fn.fn = translated(block_fn.fn)

@@ -10,19 +10,20 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from pipelines import adapters, finetune, jobs, models, sft_data
-from pipelines.files import UploadError, copy_upload
+from pipelines import adapters, finetune, jobs, knobs, models, sft_data
+from pipelines.config import DATASETS
+from pipelines.files import copy_upload
 from pipelines.hardware import detect, plan_device, train_precision
-from pipelines.sampling import InvalidParameter
 
 from .errors import UserError
 from . import jobs_panel
-from .controls import ASSETS, cleared_first, fill_when_model_ready, how_it_works
+from .controls import cleared_first, fill_when_model_ready, how_it_works
 from .sidebar import Shared, refresh_adapters
 from .guard import admin_only
 from .pickers import LiveDropdown
+from .spec_controls import bind, build_spec, control, controls
 
-SAMPLES_DIR = ASSETS / "datasets"
+SAMPLES_DIR = DATASETS
 DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".tsv")
 SERIES = {"loss": "train loss", "eval_loss": "eval loss"}
 SAMPLE_COLUMNS = ("prompt", "before", "after", "reference")  # the answers side by side, the reference last
@@ -128,66 +129,17 @@ def evaluation_cost(eval_samples: float) -> str:
 
 
 @admin_only("start training")
-def start_job(
-    upload: str | None,
-    sample: str | None,
-    skip_bad_rows: bool,
-    method: str,
-    lora_r: float,
-    lora_alpha: float,
-    lora_dropout: float,
-    targets: list[str],
-    virtual_tokens: float,
-    learning_rate: float | None,
-    epochs: float,
-    max_steps: float,
-    batch_size: float,
-    grad_accum: float,
-    max_length: float,
-    gradient_checkpointing: bool,
-    seed: float,
-    qlora: bool,
-    name: str,
-    overwrite: bool,
-    eval_fraction: float = 0.1,
-    eval_samples: float = 8,
-    request: gr.Request = None,
-):
-    """Validate everything, copy the data next to the job, and queue it."""
+def start_job(upload: str | None, sample: str | None, request: gr.Request = None, **settings: Any):
+    """Validate everything, copy the data next to the job, and queue it (settings by FinetuneSpec field name)."""
     source = _data_path(upload, sample)
     job_id = uuid.uuid4().hex[:12]
-    try:
-        spec = finetune.FinetuneSpec(
-            data="(set below)",
-            out=(name or "").strip(),
-            method=method,
-            lora_r=int(lora_r),
-            lora_alpha=int(lora_alpha),
-            lora_dropout=float(lora_dropout),
-            target_modules=list(targets or []),
-            num_virtual_tokens=int(virtual_tokens),
-            learning_rate=float(learning_rate) if learning_rate else None,
-            epochs=float(epochs),
-            max_steps=int(max_steps) if max_steps and max_steps > 0 else -1,
-            batch_size=int(batch_size),
-            grad_accum=int(grad_accum),
-            max_length=int(max_length),
-            gradient_checkpointing=bool(gradient_checkpointing),
-            seed=int(seed),
-            skip_bad_rows=bool(skip_bad_rows),
-            qlora=bool(qlora),
-            overwrite=bool(overwrite),
-            eval_fraction=float(eval_fraction),
-            eval_samples=int(eval_samples),
-        )
-        finetune.check_can_write(spec)
-        data = sft_data.load_file(source)
-        sft_data.accept(data, data.problems, skip_bad_rows=spec.skip_bad_rows)
-        copied = copy_upload(
-            source, jobs.job_dir(job_id) / "inputs", max_bytes=sft_data.MAX_FILE_BYTES, allowed_suffixes=DATA_SUFFIXES
-        )
-    except (InvalidParameter, sft_data.DataError, UploadError) as error:
-        raise UserError(str(error)) from error
+    spec = build_spec(finetune.FinetuneSpec, settings, data="(set below)")
+    finetune.check_can_write(spec)
+    data = sft_data.load_file(source)
+    sft_data.accept(data, data.problems, skip_bad_rows=spec.skip_bad_rows)
+    copied = copy_upload(
+        source, jobs.job_dir(job_id) / "inputs", max_bytes=sft_data.MAX_FILE_BYTES, allowed_suffixes=DATA_SUFFIXES
+    )
     spec.data = str(copied)
     job = jobs.submit("finetune", spec.out, spec.to_dict(), job_id=job_id)
     jobs.manager().poll_once()
@@ -238,10 +190,7 @@ def adapter_names() -> list[str]:
 def merge_adapter(name: str | None, request: gr.Request = None) -> str:
     if not name:
         raise UserError("Choose an adapter.")
-    try:
-        path = adapters.merge(name)
-    except adapters.AdapterError as error:
-        raise UserError(str(error)) from error
+    path = adapters.merge(name)
     return f"Merged model saved to `{path}` — load it with `AutoModelForCausalLM.from_pretrained`, or set `PLAYGROUND_MODEL` to it."
 
 
@@ -249,10 +198,7 @@ def merge_adapter(name: str | None, request: gr.Request = None) -> str:
 def download_adapter(name: str | None, request: gr.Request = None) -> str:
     if not name:
         raise UserError("Choose an adapter.")
-    try:
-        return str(adapters.export_zip(name))
-    except adapters.AdapterError as error:
-        raise UserError(str(error)) from error
+    return str(adapters.export_zip(name))
 
 
 def watch_for_new_adapter(job_id: str | None, last_status: str | None, current_adapter: str | None):
@@ -270,7 +216,8 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
     precision = train_precision(detect(), device)
     qlora_ok, qlora_reason = finetune.qlora_available()
     samples = list(sample_datasets())
-    defaults = finetune.FinetuneSpec(data="-", out="my-adapter")
+    Spec = finetune.FinetuneSpec
+    defaults = Spec(data="-", out="my-adapter")
 
     with gr.Row():
         with gr.Column(scale=1):
@@ -287,7 +234,7 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
                 "or conversational `messages`. The format is detected from the fields.</span>"
             )
             summary = gr.Markdown()
-            skip_bad = gr.Checkbox(label="Skip rows with problems", value=False)
+            skip_bad = control(Spec, "skip_bad_rows")
             with gr.Accordion("Preview", open=False):
                 preview = gr.Dataframe(interactive=False, wrap=True, max_height=240)
             with gr.Accordion("Row problems", open=True):
@@ -296,65 +243,68 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
                 loss_mask = gr.HTML()
         with gr.Column(scale=1):
             gr.Markdown("#### 2 · Method and settings")
-            method = gr.Radio(list(finetune.METHODS), value="lora", label="PEFT method")
+            method = control(Spec, "method")
             with gr.Group() as lora_group:
                 with gr.Row():
-                    lora_r = gr.Slider(1, 64, value=defaults.lora_r, step=1, label="LoRA rank r")
-                    lora_alpha = gr.Slider(1, 128, value=defaults.lora_alpha, step=1, label="LoRA alpha")
-                lora_dropout = gr.Slider(0, 0.5, value=defaults.lora_dropout, step=0.01, label="LoRA dropout")
-                targets = gr.CheckboxGroup(
-                    list(finetune.DEFAULT_TARGETS),
-                    value=list(defaults.target_modules),
-                    label="Target layers",
-                    elem_id="ft-targets",
-                    interactive=False,  # until the loaded model's own layer names replace the defaults
+                    lora = controls(Spec, ["lora_r", "lora_alpha"])
+                lora |= controls(Spec, ["lora_dropout"])
+                targets = bind(
+                    Spec,
+                    "target_modules",
+                    gr.CheckboxGroup(
+                        list(finetune.DEFAULT_TARGETS),
+                        value=list(defaults.target_modules),
+                        label=knobs.label(Spec, "target_modules"),
+                        info=knobs.knobs(Spec)["target_modules"].help,
+                        elem_id="ft-targets",
+                        interactive=False,  # until the loaded model's own layer names replace the defaults
+                    ),
                 )
-            virtual_tokens = gr.Slider(
-                1, 100, value=defaults.num_virtual_tokens, step=1, label="Virtual tokens (prompt tuning)", visible=False
-            )
+            virtual_tokens = control(Spec, "num_virtual_tokens", visible=False)
             with gr.Row():
-                learning_rate = gr.Number(
-                    value=5e-4, label="Learning rate", info="defaults: 5e-4 LoRA, 3e-2 prompt tuning"
+                schedule = controls(
+                    Spec, ["learning_rate", "epochs", "max_steps"], learning_rate={"value": defaults.lr}
                 )
-                epochs = gr.Number(value=defaults.epochs, label="Epochs", minimum=0.1)
-                max_steps = gr.Number(value=0, precision=0, label="Max steps", info="> 0 overrides epochs", minimum=0)
             with gr.Row():
-                batch_size = gr.Number(value=defaults.batch_size, precision=0, label="Batch size", minimum=1)
-                grad_accum = gr.Number(value=defaults.grad_accum, precision=0, label="Gradient accumulation", minimum=1)
-                max_length = gr.Number(value=defaults.max_length, precision=0, label="Max length (tokens)", minimum=16)
+                batching = controls(Spec, ["batch_size", "grad_accum", "max_length"])
             with gr.Row():
-                seed = gr.Number(value=defaults.seed, precision=0, label="Seed")
-                checkpointing = gr.Checkbox(
-                    value=False, label="Gradient checkpointing", info="saves memory, costs ~30% time"
-                )
-                qlora = gr.Checkbox(value=False, label="QLoRA (4-bit base)", interactive=qlora_ok, info=qlora_reason)
+                seed = control(Spec, "seed")
+                checkpointing = control(Spec, "gradient_checkpointing")
+                qlora = control(Spec, "qlora", interactive=qlora_ok, info=qlora_reason)
             with gr.Row():
-                eval_fraction = gr.Slider(
-                    0,
-                    0.5,
-                    value=defaults.eval_fraction,
-                    step=0.05,
-                    label="Held-out share",
-                    info="conversations kept out of training to measure on",
-                )
-                eval_samples = gr.Slider(
-                    0,
-                    50,
-                    value=defaults.eval_samples,
-                    step=1,
-                    label="Answers compared",
-                    info="held-out answers generated by the base and the tuned model; 0 = none",
-                )
+                measuring = controls(Spec, ["eval_fraction", "eval_samples"])
             eval_cost = gr.Markdown(evaluation_cost(defaults.eval_samples))
+            with gr.Accordion("More settings", open=False):
+                more = controls(Spec, ["group_by_length", "eval_max_new_tokens"])
             gr.Markdown(
                 f"<span class='muted'>Precision: {precision.reason}. Batches are padded per batch and grouped by length.</span>"
             )
             plan_text = gr.Markdown()
             plan_table = gr.Dataframe(interactive=False, wrap=True)
             with gr.Row():
-                name = gr.Textbox(value="my-adapter", label="Adapter name", scale=3)
-                overwrite = gr.Checkbox(value=False, label="Replace if it exists", scale=1)
+                name = control(Spec, "out", value="my-adapter", scale=3)
+                overwrite = control(Spec, "overwrite", scale=1)
             start = gr.Button("Start fine-tuning", variant="primary")
+    bind(Spec, "data", upload)
+    bind(Spec, "data", sample)
+    settings = {
+        "skip_bad_rows": skip_bad,
+        "method": method,
+        **lora,
+        "target_modules": targets,
+        "num_virtual_tokens": virtual_tokens,
+        **schedule,
+        **batching,
+        "seed": seed,
+        "gradient_checkpointing": checkpointing,
+        "qlora": qlora,
+        **measuring,
+        **more,
+        "out": name,
+        "overwrite": overwrite,
+    }
+    lora_r, learning_rate, eval_samples = lora["lora_r"], schedule["learning_rate"], measuring["eval_samples"]
+    max_length = batching["max_length"]
 
     panel = jobs_panel.build(
         demo, ("finetune",), SERIES, title="3 · Training jobs (they keep running if you close the page)"
@@ -399,41 +349,13 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
         lambda m: (
             gr.update(visible=m == "lora"),
             gr.update(visible=m == "prompt-tuning"),
-            5e-4 if m == "lora" else 3e-2,
+            finetune.default_learning_rate(m),
         ),
         method,
         [lora_group, virtual_tokens, learning_rate],
         api_visibility="private",
     )
-    start.click(
-        start_job,
-        [
-            upload,
-            sample,
-            skip_bad,
-            method,
-            lora_r,
-            lora_alpha,
-            lora_dropout,
-            targets,
-            virtual_tokens,
-            learning_rate,
-            epochs,
-            max_steps,
-            batch_size,
-            grad_accum,
-            max_length,
-            checkpointing,
-            seed,
-            qlora,
-            name,
-            overwrite,
-            eval_fraction,
-            eval_samples,
-        ],
-        panel.job,
-        api_name="start_finetune",
-    )
+    start.click(start_job, [upload, sample], panel.job, inputs_kwargs=settings, api_name="start_finetune")
     gr.on(
         [panel.job.change, panel.timer.tick],
         results,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import html
 import math
-import time
 from typing import Any, Iterator
 
 import gradio as gr
@@ -15,6 +14,7 @@ from pipelines.sampling import InvalidParameter, SamplingParams
 
 from .errors import UserError
 from .controls import (
+    Throttle,
     MODEL_EVENTS,
     STOPS,
     SamplingControls,
@@ -75,15 +75,13 @@ def run_generation(
         raise UserError("The prompt is empty: type some text or pick a preset.")
     try:
         handle = models.get_handle()
-        last = 0.0
+        throttle = Throttle(UI_UPDATE_SECONDS)
         completion = None
         for completion in generation.stream(handle, prompt, params, adapter=adapter):
             if STOPS.stopped(run_id):  # the stream ends itself, so its last word is "stopped"
                 yield completion.text, _stats(completion, stopped=True), _state(completion, prompt, adapter)
                 return
-            now = time.monotonic()
-            if completion.done or now - last >= UI_UPDATE_SECONDS:
-                last = now
+            if throttle.due(final=completion.done):
                 yield completion.text, _stats(completion), _state(completion, prompt, adapter)
     except (InvalidParameter, models.ModelUnavailable) as error:
         raise _model_error(error) from error
@@ -186,13 +184,11 @@ def compare(prompt: str, adapter: str | None = None, **settings: Any) -> Iterato
     if not prompt or not prompt.strip():
         raise UserError("The prompt is empty: type some text or pick a preset.")
     try:
-        last = 0.0
+        throttle = Throttle(UI_UPDATE_SECONDS)
         for rows in generation.stream_batch(
             models.get_handle(), [prompt, prompt], [params_a, params_b], adapter=adapter
         ):
-            now = time.monotonic()
-            if all(r.done for r in rows) or now - last >= UI_UPDATE_SECONDS:
-                last = now
+            if throttle.due(final=all(r.done for r in rows)):
                 yield rows[0].text, _stats(rows[0]), rows[1].text, _stats(rows[1])
     except (InvalidParameter, models.ModelUnavailable) as error:
         raise _model_error(error) from error

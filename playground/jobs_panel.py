@@ -138,10 +138,7 @@ def render(job_id: str | None, series: dict[str, str]):
     if not job_id:
         empty = pd.DataFrame(columns=["step", "value", "series"])
         return "No job selected yet.", "", empty, log_html(""), gr.update(interactive=False)
-    try:
-        job = jobs.get(job_id)
-    except jobs.JobError as error:
-        raise UserError(str(error)) from error
+    job = jobs.get(job_id)
     badge = {"queued": "⏳", "running": "🏃", "succeeded": "✅", "failed": "❌", "cancelled": "⏹", "interrupted": "⚠️"}[
         job.status
     ]
@@ -160,10 +157,7 @@ def render(job_id: str | None, series: dict[str, str]):
 def cancel(job_id: str | None, request: gr.Request = None) -> str:
     if not job_id:
         raise UserError("Select a job first.")
-    try:
-        job = jobs.manager().cancel(job_id)
-    except jobs.JobError as error:
-        raise UserError(str(error)) from error
+    job = jobs.manager().cancel(job_id)
     return f"Cancel requested for **{html.escape(job.name)}** ({job.status})."
 
 

@@ -18,7 +18,7 @@ from pipelines.rag import answer, attribution, chunking, embedder, evaluate, par
 from pipelines.sampling import InvalidParameter
 
 from .errors import UserError
-from .controls import MODEL_EVENTS, STOPS, cleared_first, how_it_works, stoppable, to_params
+from .controls import MODEL_EVENTS, STOPS, Throttle, cleared_first, how_it_works, stoppable, to_params
 from .sidebar import Shared, selected_adapter, signed_in_user
 from .guard import admin_only, signed_in
 from .pickers import FIRST, LiveDropdown
@@ -250,17 +250,15 @@ def ask(name: str | None, question: str, mode: str, k: float, adapter: str | Non
     if not hits:
         gr.Warning("Nothing in the collection matched; the model will say the documents do not cover it.")
     frame, passages = _hits_frame(hits), passages_html(hits)
-    last = 0.0
+    throttle = Throttle(UI_UPDATE_SECONDS)
     supports = None
     try:
         for grounded, plain, prompt in answer.stream_answers(
             models.get_handle(), question, hits, params, adapter=selected_adapter(adapter)
         ):
-            now = time.monotonic()
             if grounded.done and supports is None:
                 supports = _check_support(grounded.text, prompt.hits)
-            if grounded.done and (plain is None or plain.done) or now - last >= UI_UPDATE_SECONDS:
-                last = now
+            if throttle.due(final=grounded.done and (plain is None or plain.done)):
                 notice = (
                     f"⚠️ {prompt.notice}." if prompt.notice else f"All {len(prompt.hits)} passages fit in the prompt."
                 )

@@ -16,7 +16,7 @@ from pipelines.reasoning.solve import StrategyResult
 from pipelines.sampling import InvalidParameter
 
 from .errors import UserError
-from .controls import MODEL_EVENTS, STOPS, how_it_works, stoppable, to_params
+from .controls import MODEL_EVENTS, STOPS, Throttle, how_it_works, stoppable, to_params
 from .pickers import LiveDropdown
 from .guard import signed_in
 from .sidebar import Shared, selected_adapter
@@ -137,7 +137,7 @@ def run_strategies(
         solve.check_inputs(question, int(samples), params)
     except ValueError as error:
         raise UserError(str(error)) from error
-    last = 0.0
+    throttle = Throttle(UI_UPDATE_SECONDS)
     try:
         stream = solve.stream_solve(
             models.get_handle(),
@@ -150,10 +150,8 @@ def run_strategies(
         )
         for results in stream:
             stopped = STOPS.stopped(run_id)
-            now = time.monotonic()
             finished = all(r.done for r in results)
-            if finished or stopped or now - last >= UI_UPDATE_SECONDS:
-                last = now
+            if throttle.due(final=finished or stopped):
                 by_key = {r.strategy: r for r in results}
                 outputs = []
                 for key in KEYS:

@@ -4,22 +4,24 @@ from __future__ import annotations
 
 import html
 import uuid
+from typing import Any
 
 import gradio as gr
 import pandas as pd
 
-from pipelines import jobs, preferences, reward
-from pipelines.files import UploadError, copy_upload
+from pipelines import jobs, reward
+from pipelines.config import PREFERENCE_SAMPLE
+from pipelines.files import copy_upload
 from pipelines.sampling import InvalidParameter
 
 from .errors import UserError
 from . import jobs_panel
-from .controls import ASSETS
 from .guard import admin_only
 from .pickers import FIRST, LiveDropdown
+from .spec_controls import bind, build_spec, controls
 
 SOURCES = ("Labels in the store", "Bundled sample (clear-cut pairs)", "Upload a file")
-SAMPLE = ASSETS / "datasets" / "preference_pairs.jsonl"
+SAMPLE = PREFERENCE_SAMPLE
 SERIES = {
     "loss": "train loss",
     "eval_loss": "eval loss",
@@ -30,47 +32,24 @@ SUFFIXES = (".jsonl", ".json", ".parquet")
 
 
 @admin_only("start training")
-def start_training(
-    source: str,
-    upload: str | None,
-    name: str,
-    epochs: float,
-    max_steps: float,
-    lr: float,
-    batch_size: float,
-    skip_bad_rows: bool,
-    overwrite: bool,
-    request: gr.Request = None,
-):
+def start_training(source: str, upload: str | None, request: gr.Request = None, **settings: Any):
+    """Check the pairs and queue a reward-model job (settings by RewardSpec field name)."""
     job_id = uuid.uuid4().hex[:12]
-    try:
-        data = None
-        if source == SOURCES[1]:
-            data = str(SAMPLE)
-        elif source == SOURCES[2]:
-            if not upload:
-                raise UserError("Choose a preference file to train on.")
-            data = str(
-                copy_upload(upload, jobs.job_dir(job_id) / "inputs", max_bytes=200_000_000, allowed_suffixes=SUFFIXES)
-            )
-        spec = reward.RewardSpec(
-            out=(name or "").strip(),
-            data=data,
-            from_store=data is None,
-            epochs=float(epochs),
-            max_steps=int(max_steps) if max_steps and max_steps > 0 else -1,
-            learning_rate=float(lr),
-            batch_size=int(batch_size),
-            skip_bad_rows=bool(skip_bad_rows),
-            overwrite=bool(overwrite),
+    data = None
+    if source == SOURCES[1]:
+        data = str(SAMPLE)
+    elif source == SOURCES[2]:
+        if not upload:
+            raise UserError("Choose a preference file to train on.")
+        data = str(
+            copy_upload(upload, jobs.job_dir(job_id) / "inputs", max_bytes=200_000_000, allowed_suffixes=SUFFIXES)
         )
-        if reward.model_path(spec.out).exists() and not spec.overwrite:
-            raise InvalidParameter(
-                "out", f"a reward model named {spec.out!r} exists; choose another name or allow replacing"
-            )
-        reward.load_pairs(spec)  # fail now, with row numbers, rather than in the job
-    except (InvalidParameter, UploadError, preferences.PreferenceError) as error:
-        raise UserError(str(error)) from error
+    spec = build_spec(reward.RewardSpec, settings, data=data, from_store=data is None)
+    if reward.model_path(spec.out).exists() and not spec.overwrite:
+        raise InvalidParameter(
+            "out", f"a reward model named {spec.out!r} exists; choose another name or allow replacing"
+        )
+    reward.load_pairs(spec)  # fail now, with row numbers, rather than in the job
     jobs.submit("reward", spec.out, spec.to_dict(), job_id=job_id)
     jobs.manager().poll_once()
     gr.Info(f"Reward model {spec.out!r} is training; progress appears below.")
@@ -123,20 +102,14 @@ def score_text(name: str | None, prompt: str, response: str) -> str:
         raise UserError("Choose a reward model.")
     if not prompt.strip() or not response.strip():
         raise UserError("Give both a prompt and a response to score.")
-    try:
-        value = reward.score(name, prompt, response)
-    except reward.RewardModelError as error:
-        raise UserError(str(error)) from error
+    value = reward.score(name, prompt, response)
     return f"Reward: **{value:+.3f}** (higher = preferred; only differences between responses to the same prompt mean something)"
 
 
 def agreement(name: str | None) -> str:
     if not name or name == "(none)":
         raise UserError("Choose a reward model.")
-    try:
-        result = reward.agreement_with_humans(name)
-    except reward.RewardModelError as error:
-        raise UserError(str(error)) from error
+    result = reward.agreement_with_humans(name)
     if not result["n"]:
         return "No labelled pairs in the store yet."
     return (
@@ -147,20 +120,23 @@ def agreement(name: str | None) -> str:
 
 
 def build(demo: gr.Blocks) -> None:
+    Spec = reward.RewardSpec
     with gr.Row():
         with gr.Column():
             gr.Markdown("#### Train a reward model")
-            source = gr.Radio(list(SOURCES), value=SOURCES[1], label="Pairs")
-            upload = gr.File(label="Preference file (trl format)", file_types=list(SUFFIXES), type="filepath")
+            source = bind(Spec, "from_store", gr.Radio(list(SOURCES), value=SOURCES[1], label="Pairs"))
+            upload = bind(
+                Spec,
+                "data",
+                gr.File(label="Preference file (trl format)", file_types=list(SUFFIXES), type="filepath"),
+            )
             with gr.Row():
-                name = gr.Textbox(value="my-reward-model", label="Name")
-                overwrite = gr.Checkbox(label="Replace if it exists")
+                settings = controls(Spec, ["out", "overwrite"], out={"value": "my-reward-model"})
             with gr.Row():
-                epochs = gr.Number(value=2, label="Epochs", minimum=0.1)
-                max_steps = gr.Number(value=0, precision=0, label="Max steps (> 0 overrides)", minimum=0)
-                lr = gr.Number(value=3e-4, label="Learning rate")
-                batch = gr.Number(value=8, precision=0, label="Batch size", minimum=1)
-            skip = gr.Checkbox(label="Skip rows with problems")
+                settings |= controls(Spec, ["epochs", "max_steps", "learning_rate", "batch_size"])
+            settings |= controls(Spec, ["skip_bad_rows"])
+            with gr.Accordion("More settings", open=False):
+                settings |= controls(Spec, ["max_length", "lora_r", "lora_alpha", "eval_fraction", "seed"])
             gr.Markdown(
                 "<span class='muted'>The base model gets a one-number score head; LoRA adapts the body and the head is "
                 "trained in full. Held-out pairs use prompts never seen in training.</span>"
@@ -184,11 +160,6 @@ def build(demo: gr.Blocks) -> None:
         return models_table(), gr.update(choices=names, value=names[0] if names else None)
 
     gr.on([refresh.click, demo.load], refresh_models, None, [table, pick], api_name="reward_models")
-    start.click(
-        start_training,
-        [source, upload, name, epochs, max_steps, lr, batch, skip, overwrite],
-        panel.job,
-        api_name="start_reward_training",
-    )
+    start.click(start_training, [source, upload], panel.job, inputs_kwargs=settings, api_name="start_reward_training")
     score_button.click(score_text, [pick, prompt, response], scored, api_name="reward_score")
     agree_button.click(agreement, pick, agreed, api_name="reward_agreement")

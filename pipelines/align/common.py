@@ -10,14 +10,13 @@ from typing import Any, Sequence
 
 import torch
 
-from .. import adapters, preferences, training
+from .. import adapters, preference_data, preferences, training
+from ..files import write_atomic
+from ..training import DEFAULT_TARGETS
 from ..chat import Message
 from ..config import get_settings
 from ..jobs import JobContext
 from ..sampling import InvalidParameter
-
-DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-BUNDLED_PAIRS = Path(__file__).resolve().parent.parent.parent / "assets" / "datasets" / "preference_pairs.jsonl"
 
 
 def check_new_adapter(name: str, overwrite: bool) -> None:
@@ -61,7 +60,7 @@ def load_prompts(path: str | None) -> list[list[Message]]:
 
     if path:
         try:
-            prompts, _ = preferences.read_prompts(Path(path))
+            prompts, _ = preference_data.read_prompts(Path(path))
         except (sft_data.DataError, OSError) as error:
             raise InvalidParameter("prompts", str(error)) from error
     else:
@@ -96,6 +95,4 @@ def update_meta(target: Path, extra: dict[str, Any]) -> None:
     path = target / "meta.json"
     meta = json.loads(path.read_text(encoding="utf-8"))
     meta.update(extra)
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(meta, indent=2, default=float), encoding="utf-8")
-    temporary.replace(path)
+    write_atomic(path, json.dumps(meta, indent=2, default=float))

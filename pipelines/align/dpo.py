@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from .. import reward, training
+from ..knobs import knob
 from ..jobs import JobCancelled, JobContext, trainer_callback
 from . import common
 
@@ -25,16 +26,21 @@ LOSS_TYPES = ("sigmoid", "ipo", "hinge", "robust", "apo_zero", "sigmoid_norm")
 
 @dataclass
 class DPOSpec(training.PairSpec):
-    epochs: float = 1.0
-    learning_rate: float = 1e-4  # LoRA needs a higher rate than full-model DPO (usually 5e-7 to 5e-6)
-    beta: float = 0.1
-    loss_type: str = "sigmoid"
-
-    def extra_checks(self) -> list[tuple[str, bool, str]]:
-        return [
-            ("beta", 0 < self.beta <= 10, "must be in (0, 10]"),
-            ("loss_type", self.loss_type in LOSS_TYPES, f"must be one of {', '.join(LOSS_TYPES)}"),
-        ]
+    out: str = training.out_knob("adapters")
+    epochs: float = training.epochs_knob(1.0)
+    # LoRA needs a higher rate than full-model DPO (usually 5e-7 to 5e-6)
+    learning_rate: float = training.learning_rate_knob(1e-4)
+    beta: float = knob(
+        0.1,
+        help="strength of the pull toward the reference (the base model)",
+        label="β",
+        low=0,
+        high=10,
+        low_open=True,
+        step=0.01,
+        slider=False,
+    )
+    loss_type: str = knob("sigmoid", help="trl's DPO loss variant", label="Loss", choices=LOSS_TYPES)
 
 
 def _held_out(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -69,29 +75,16 @@ def run(spec: DPOSpec, ctx: JobContext) -> dict[str, Any]:
     model, tokenizer = common.load_policy(source, device)
     planned = training.planned_steps(len(train_rows), spec.batch_size, 1, spec.epochs, spec.max_steps)
     args = DPOConfig(
-        output_dir=str(ctx.directory / "trainer"),
-        num_train_epochs=spec.epochs,
-        max_steps=spec.max_steps,
-        per_device_train_batch_size=spec.batch_size,
-        per_device_eval_batch_size=spec.batch_size,
-        learning_rate=spec.learning_rate,
-        lr_scheduler_type="cosine",
-        warmup_steps=max(0, planned // 20),
-        beta=spec.beta,
-        loss_type=[spec.loss_type],
-        max_length=spec.max_length,
-        gradient_checkpointing=False,
-        bf16=precision.bf16,
-        fp16=precision.fp16,
-        use_cpu=device == "cpu",
-        seed=spec.seed,
-        logging_steps=1 if planned <= 40 else max(1, planned // 40),
-        eval_strategy="steps" if eval_rows and planned >= 12 else "no",
-        eval_steps=max(3, planned // 4),
-        save_strategy="no",
-        report_to="none",
-        disable_tqdm=True,
-        dataloader_num_workers=0,
+        **training.trainer_arguments(
+            spec,
+            ctx.directory / "trainer",
+            device=device,
+            precision=precision,
+            planned_steps=planned,
+            has_eval=bool(eval_rows),
+            beta=spec.beta,
+            loss_type=[spec.loss_type],
+        )
     )
     trainer = DPOTrainer(
         model=model,

@@ -23,7 +23,8 @@ from typing import Any
 
 import torch
 
-from .. import reward, training
+from .. import knobs, reward, training
+from ..knobs import knob
 from ..jobs import JobCancelled, JobContext, Phase, trainer_callback
 from ..sampling import InvalidParameter, SamplingParams
 from . import common, evaluate
@@ -34,41 +35,63 @@ MEASURE_SAMPLES = 4
 
 @dataclass
 class RLOOSpec(training.SpecDict):
-    out: str
-    reward_model: str
-    prompts: str | None = None  # a file; None: the prompts in the store
-    base_model: str | None = None
-    beta: float = 0.05
-    max_steps: int = 30
-    learning_rate: float = 1e-4
-    num_generations: int = 4
-    prompts_per_step: int = 2
-    max_completion_length: int = 64
-    temperature: float = 1.0
-    lora_r: int = 16
-    lora_alpha: int = 32
-    seed: int = 42
-    overwrite: bool = False
+    out: str = training.out_knob("adapters")
+    reward_model: str = knob(help="the reward model that scores the samples", label="Reward model", metavar="NAME")
+    prompts: str | None = knob(
+        None,
+        help="a file with a 'prompt' column: text or messages (default: the prompts in the store)",
+        label="Prompts",
+        metavar="FILE",
+    )
+    base_model: str | None = training.base_model_knob()
+    beta: float = knob(
+        0.05,
+        help="KL coefficient: how strongly the policy is held near the reference",
+        label="KL β",
+        low=0,
+        high=10,
+        step=0.01,
+        slider=False,
+    )
+    max_steps: int = training.max_steps_knob(30)
+    learning_rate: float = training.learning_rate_knob(1e-4)
+    num_generations: int = knob(
+        4,
+        help="completions sampled per prompt",
+        label="Samples per prompt (k)",
+        low=2,
+        high=64,
+        step=1,
+        why="the baseline needs the others",
+    )
+    prompts_per_step: int = knob(2, help="prompts per optimizer step", label="Prompts per step", low=1, high=64, step=1)
+    max_completion_length: int = knob(
+        64,
+        help="longest sampled completion in tokens",
+        label="Completion length",
+        low=4,
+        high=4096,
+        step=1,
+        slider=False,
+    )
+    temperature: float = knob(
+        1.0,
+        help="sampling temperature of the completions",
+        label="Sampling temperature",
+        low=0,
+        high=2,
+        low_open=True,
+        step=0.05,
+        why="RLOO needs varied samples",
+    )
+    lora_r: int = training.lora_r_knob(16)
+    lora_alpha: int = training.lora_alpha_knob(32)
+    seed: int = training.seed_knob()
+    overwrite: bool = training.overwrite_knob()
 
     def __post_init__(self) -> None:
+        knobs.check(self)
         training.check_output_name(self.out)
-        training.raise_failed(
-            [
-                *training.common_checks(self),
-                ("max_steps", 1 <= self.max_steps <= 100_000, "must be between 1 and 100000"),
-                ("learning_rate", 0 < self.learning_rate <= 1, "must be in (0, 1]"),
-                ("beta", 0 <= self.beta <= 10, "must be in [0, 10]"),
-                (
-                    "num_generations",
-                    2 <= self.num_generations <= 64,
-                    "must be between 2 and 64 (the baseline needs the others)",
-                ),
-                ("prompts_per_step", 1 <= self.prompts_per_step <= 64, "must be between 1 and 64"),
-                ("max_completion_length", 4 <= self.max_completion_length <= 4096, "must be between 4 and 4096"),
-                ("temperature", 0 < self.temperature <= 2, "must be in (0, 2]: RLOO needs varied samples"),
-            ],
-            self,
-        )
 
 
 def check(spec: RLOOSpec) -> list:
@@ -121,25 +144,23 @@ def run(spec: RLOOSpec, ctx: JobContext) -> dict[str, Any]:
     model, tokenizer = common.load_policy(source, device)
     batch = spec.num_generations * spec.prompts_per_step
     args = RLOOConfig(
-        output_dir=str(ctx.directory / "trainer"),
-        max_steps=spec.max_steps,
-        per_device_train_batch_size=batch,
-        num_generations=spec.num_generations,
-        max_completion_length=spec.max_completion_length,
-        temperature=spec.temperature,
-        beta=spec.beta,
-        learning_rate=spec.learning_rate,
-        lr_scheduler_type="constant",
-        gradient_checkpointing=False,
-        bf16=precision.bf16,
-        fp16=precision.fp16,
-        use_cpu=device == "cpu",
-        seed=spec.seed,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        disable_tqdm=True,
-        dataloader_num_workers=0,
+        **training.trainer_arguments(
+            spec,
+            ctx.directory / "trainer",
+            device=device,
+            precision=precision,
+            planned_steps=spec.max_steps,
+            has_eval=False,
+            per_device_train_batch_size=batch,
+            per_device_eval_batch_size=batch,
+            num_generations=spec.num_generations,
+            max_completion_length=spec.max_completion_length,
+            temperature=spec.temperature,
+            beta=spec.beta,
+            lr_scheduler_type="constant",
+            warmup_steps=0,
+            logging_steps=1,
+        )
     )
     trainer = RLOOTrainer(
         model=model,

@@ -8,7 +8,7 @@ import json
 import logging
 import os
 import sys
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 from ..errors import InvalidParameter, PlaygroundError
 
@@ -42,34 +42,100 @@ def needs_action(command: str, actions: str):
     return handler
 
 
+def add_spec_flags(
+    parser: argparse.ArgumentParser,
+    spec_class: type,
+    *,
+    title: str | None = None,
+    skip: Sequence[str] = (),
+    one_of: Sequence[tuple[str, ...]] = (),
+    at_most_one: Sequence[tuple[str, ...]] = (),
+    required: Sequence[str] = (),
+) -> None:
+    """The flags of a spec, derived from its knobs: name, type, choices, help and range in one place.
+
+    Defaults stay the spec's own (a flag not given is not passed), so `--help` shows them but no
+    second copy decides them. A value out of range is refused while parsing, naming the flag.
+    `one_of` groups need exactly one of their flags, `at_most_one` groups at most one.
+    """
+    from .. import knobs
+
+    target = parser.add_argument_group(title) if title else parser
+    groups: dict[str, Any] = {}
+    for names, needed in [*((g, True) for g in one_of), *((g, False) for g in at_most_one)]:
+        group = target.add_mutually_exclusive_group(required=needed)
+        groups.update(dict.fromkeys(names, group))
+    for name, k in knobs.knobs(spec_class).items():
+        if name in skip or k.cli is not None:
+            continue
+        kind, _ = knobs.kinds(spec_class)[name]
+        default = knobs.default(spec_class, name)
+        flag = k.flag or "--" + name.replace("_", "-")
+        shown = "" if default is None or kind in (bool, list) else f" (default: {default})"
+        allowed = knobs.describe(k) if k.choices is None else ""
+        help_text = k.help + (f"; {allowed}" if allowed and kind is not list else "") + shown
+        options: dict[str, Any] = {"dest": name, "help": help_text.replace("%", "%%"), "default": argparse.SUPPRESS}
+        if kind is bool:
+            options["action"] = argparse.BooleanOptionalAction if default else "store_true"
+        elif kind is list:
+            options.update(nargs="+", action="extend", metavar=k.metavar or "VALUE")
+        else:
+            options["type"] = _flag_type(spec_class, name, kind)
+            if k.choices is not None:
+                options["choices"] = k.choices
+            else:
+                options["metavar"] = k.metavar or ("N" if kind is int else "X" if kind is float else "TEXT")
+        if name in required or (default is None and not knobs.kinds(spec_class)[name][1] and name not in groups):
+            options["required"] = True
+        groups.get(name, target).add_argument(flag, **options)
+
+
+def _flag_type(spec_class: type, name: str, kind: type) -> Callable[[str], Any]:
+    from .. import knobs
+
+    def parse(text: str) -> Any:
+        try:
+            value = text if kind is str else _number(text, kind)
+            return knobs.coerce(spec_class, name, value)
+        except ValueError as error:  # InvalidParameter is a ValueError too
+            message = (
+                str(error).removeprefix(f"{name}: ")
+                if isinstance(error, InvalidParameter)
+                else f"not a number: {text!r}"
+            )
+            raise argparse.ArgumentTypeError(message) from None
+
+    parse.__name__ = kind.__name__  # argparse names the type in its own messages
+    return parse
+
+
+def _number(text: str, kind: type) -> float:
+    if kind is int:
+        try:
+            return int(text)  # exact, even beyond a float's 53 bits (seeds)
+        except ValueError:
+            pass
+    return float(text)
+
+
+def spec_args(args: argparse.Namespace, spec_class: type, **overrides: Any) -> dict[str, Any]:
+    """The spec's keyword arguments from the flags that were given (the rest keep the spec's defaults)."""
+    from .. import knobs
+
+    given = {name: getattr(args, name) for name in knobs.knobs(spec_class) if hasattr(args, name)}
+    return given | overrides
+
+
 def add_sampling_flags(parser: argparse.ArgumentParser) -> None:
     from ..sampling import SamplingParams  # only for a command that samples (it loads torch)
 
-    defaults = SamplingParams()
-    group = parser.add_argument_group("sampling")
-    group.add_argument("--temperature", type=float, default=defaults.temperature, help="0 means greedy")
-    group.add_argument("--top-k", type=int, default=defaults.top_k, help="0 means off")
-    group.add_argument("--top-p", type=float, default=defaults.top_p, help="1 means off")
-    group.add_argument("--min-p", type=float, default=defaults.min_p, help="0 means off")
-    group.add_argument("--repetition-penalty", type=float, default=defaults.repetition_penalty)
-    group.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens)
-    group.add_argument("--seed", type=int, default=None, help="same seed + settings = same text")
-    group.add_argument("--stop", nargs="+", action="extend", default=[], metavar="S", help="stop strings")
+    add_spec_flags(parser, SamplingParams, title="sampling")
 
 
 def sampling_from_args(args: argparse.Namespace) -> SamplingParams:
     from ..sampling import SamplingParams
 
-    return SamplingParams(
-        max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        min_p=args.min_p,
-        repetition_penalty=args.repetition_penalty,
-        seed=args.seed,
-        stop=tuple(args.stop),
-    )
+    return SamplingParams(**spec_args(args, SamplingParams))
 
 
 def emit_json(document: Any) -> None:

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .. import preferences
+from .. import preference_data, preferences
 from .common import UsageError, emit_json, needs_action
 
 
@@ -31,7 +31,7 @@ def run_import(args: argparse.Namespace) -> int:
     if not path.exists():
         raise UsageError(f"no such file {args.file!r}")
     try:
-        result = preferences.import_file(path, annotator=args.annotator)
+        result = preference_data.import_file(path, annotator=args.annotator)
     except preferences.PreferenceError as error:
         raise UsageError(str(error)) from error
     if args.json:
@@ -51,7 +51,7 @@ def run_import(args: argparse.Namespace) -> int:
 
 def run_export(args: argparse.Namespace) -> int:
     try:
-        result = preferences.export(args.out, args.format)
+        result = preference_data.export(args.out, args.format)
     except preferences.PreferenceError as error:
         raise UsageError(str(error)) from error
     if args.json:

@@ -6,27 +6,14 @@ import argparse
 from pathlib import Path
 
 from .. import jobs, reward
-from .common import CommandFailed, UsageError, emit_json, needs_action, quiet_stdout
+from .common import CommandFailed, UsageError, add_spec_flags, emit_json, needs_action, quiet_stdout, spec_args
 
 
 def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     parser = subparsers.add_parser("reward", help=help_text)
     commands = parser.add_subparsers(dest="reward_command", metavar="ACTION", parser_class=type(parser))
     train = commands.add_parser("train", help="train a reward model (Bradley-Terry loss) with LoRA")
-    source = train.add_mutually_exclusive_group(required=True)
-    source.add_argument("--data", metavar="FILE", help="preference pairs in trl's format")
-    source.add_argument("--from-store", action="store_true", help="the labels collected in the app")
-    train.add_argument("--out", required=True, metavar="NAME")
-    length = train.add_mutually_exclusive_group()
-    length.add_argument("--epochs", type=float, default=None)
-    length.add_argument("--max-steps", type=int, default=None)
-    train.add_argument("--lr", type=float, default=3e-4)
-    train.add_argument("--batch-size", type=int, default=8)
-    train.add_argument("--max-length", type=int, default=512)
-    train.add_argument("--eval-fraction", type=float, default=0.2, help="share of prompts held out")
-    train.add_argument("--seed", type=int, default=42)
-    train.add_argument("--skip-bad-rows", action="store_true")
-    train.add_argument("--overwrite", action="store_true")
+    add_spec_flags(train, reward.RewardSpec, one_of=[("data", "from_store")], at_most_one=[("epochs", "max_steps")])
     train.add_argument("--json", action="store_true")
     train.set_defaults(handler=run_train)
     evaluate = commands.add_parser("eval", help="pairwise accuracy of a reward model on a file")
@@ -43,23 +30,18 @@ def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     parser.set_defaults(handler=needs_action("reward", "train, eval or score"))
 
 
+def _resolved(args: argparse.Namespace) -> str | None:
+    """The pairs file as an absolute path (the job runs elsewhere), or None for --from-store."""
+    data = getattr(args, "data", None)
+    if data is None:
+        return None
+    if not Path(data).is_file():
+        raise UsageError(f"--data: no such file {data!r}")
+    return str(Path(data).resolve())
+
+
 def run_train(args: argparse.Namespace) -> int:
-    if args.data and not Path(args.data).exists():
-        raise UsageError(f"--data: no such file {args.data!r}")
-    spec = reward.RewardSpec(
-        out=args.out,
-        data=str(Path(args.data).resolve()) if args.data else None,
-        from_store=args.from_store,
-        epochs=args.epochs if args.epochs is not None else 2.0,
-        max_steps=args.max_steps if args.max_steps is not None else -1,
-        learning_rate=args.lr,
-        batch_size=args.batch_size,
-        max_length=args.max_length,
-        eval_fraction=args.eval_fraction,
-        seed=args.seed,
-        skip_bad_rows=args.skip_bad_rows,
-        overwrite=args.overwrite,
-    )
+    spec = reward.RewardSpec(**spec_args(args, reward.RewardSpec, data=_resolved(args)))
     if reward.model_path(spec.out).exists() and not spec.overwrite:
         raise UsageError(f"a reward model named {spec.out!r} already exists (use --overwrite)")
     reward.load_pairs(spec)  # data problems are usage errors, reported before any model loads

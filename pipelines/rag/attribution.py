@@ -123,7 +123,6 @@ FRAMING = {
     "states",
     "stated",
 }
-_BOUNDARY = re.compile(r"(?<=[.!?…])\s+(?=[A-Z0-9\"'“(\[])|\s*\n\s*")
 _CITATION = re.compile(r"\[([\d,\s]+)\]")
 _WORD = re.compile(r"\w+")
 
@@ -167,21 +166,8 @@ def _words(text: str, stop: frozenset[str]) -> list[tuple[str, str]]:
 
 
 def sentences(text: str) -> list[tuple[int, int]]:
-    """(start, end) of each sentence or line; "3.5", "e.g." and a "[1]." after a sentence stay inside it."""
-    spans, cursor = [], 0
-    for match in _BOUNDARY.finditer(text):
-        spans.append((cursor, match.start()))
-        cursor = match.end()
-    spans.append((cursor, len(text)))
-    trimmed = []
-    for start, end in spans:
-        while start < end and text[start].isspace():
-            start += 1
-        while end > start and text[end - 1].isspace():
-            end -= 1
-        if start < end:
-            trimmed.append((start, end))
-    return trimmed
+    """(start, end) of each sentence or line of an answer."""
+    return chunking.sentence_spans(text, lines=True)
 
 
 def citations(text: str, n_passages: int) -> list[int]:

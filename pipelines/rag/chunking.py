@@ -17,7 +17,11 @@ DEFAULT_OVERLAP_TOKENS = 40
 MAX_CHUNK_TOKENS = 254  # the embedder reads 256 word pieces, two of them [CLS] and [SEP]
 CHARS_PER_TOKEN = 6  # a chunk has at most size x 6 characters (English prose averages ~4.5 per word piece)
 
-_SENTENCE_END = re.compile(r"(?<=[.!?…])\s+(?=\S)|\n\s*\n")
+# A sentence ends at . ! ? or … followed by space and a capital, digit, quote or bracket: "3.5",
+# "e.g. this" and a citation "[1]." after a sentence stay inside it.
+_SENTENCE_END = r"(?<=[.!?…])\s+(?=[A-Z0-9\"'“(\[])"
+_PARAGRAPHS = re.compile(_SENTENCE_END + r"|\n\s*\n")  # documents: a line break alone is layout
+_LINES = re.compile(_SENTENCE_END + r"|\s*\n\s*")  # answers: each line is a claim of its own
 
 
 @dataclass(frozen=True)
@@ -29,16 +33,23 @@ class Chunk:
     tokens: int
 
 
-def sentence_spans(text: str) -> list[tuple[int, int]]:
-    """(start, end) of each sentence-like unit; paragraph breaks are boundaries too."""
+def sentence_spans(text: str, *, lines: bool = False) -> list[tuple[int, int]]:
+    """(start, end) of each sentence, without surrounding space; paragraph breaks (or, with
+    `lines`, every line break) are boundaries too. Chunking and answer attribution both use it."""
     spans, cursor = [], 0
-    for match in _SENTENCE_END.finditer(text):
-        if match.start() > cursor:
-            spans.append((cursor, match.start()))
+    for match in (_LINES if lines else _PARAGRAPHS).finditer(text):
+        spans.append((cursor, match.start()))
         cursor = match.end()
-    if cursor < len(text):
-        spans.append((cursor, len(text)))
-    return [(s, e) for s, e in spans if text[s:e].strip()]
+    spans.append((cursor, len(text)))
+    trimmed = []
+    for start, end in spans:
+        while start < end and text[start].isspace():
+            start += 1
+        while end > start and text[end - 1].isspace():
+            end -= 1
+        if start < end:
+            trimmed.append((start, end))
+    return trimmed
 
 
 def _at_most_chars(spans: list[tuple[int, int]], limit: int) -> list[tuple[int, int]]:

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..errors import PlaygroundError
 from ..config import Settings, get_settings
-from ..files import safe_filename
+from ..files import safe_filename, write_atomic
 from . import chunking, embedder, parsing
 
 HNSW_THRESHOLD = 20_000
@@ -141,7 +141,7 @@ def create(
         "overlap": overlap,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    _write_atomic(path / "collection.json", json.dumps(meta, indent=2))
+    write_atomic(path / "collection.json", json.dumps(meta, indent=2))
     return path
 
 
@@ -160,14 +160,6 @@ def meta(name: str) -> dict[str, Any]:
     if not path.is_file():
         raise CollectionError(f"no collection named {name!r}")
     return json.loads(path.read_text(encoding="utf-8"))
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}-{threading.get_ident()}")
-    tmp.write_text(text, encoding="utf-8")
-    with tmp.open("rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 @contextmanager
@@ -254,7 +246,7 @@ def _write_generation(
         _build_bm25([c.text for c in chunks]).save(str(tmp / "bm25"))
     (tmp / "documents.json").write_text(json.dumps([asdict(d) for d in documents], indent=2), encoding="utf-8")
     os.replace(tmp, path / name)
-    _write_atomic(path / "CURRENT", name)  # the switch: one rename
+    write_atomic(path / "CURRENT", name)  # the switch: one rename
     for old in path.glob("gen-*"):
         if old.name != name:
             shutil.rmtree(old, ignore_errors=True)
@@ -298,15 +290,17 @@ def load(name: str) -> Generation:
     return generation
 
 
+def _read_chunks(directory: Path) -> list[ChunkRecord]:
+    """A generation's chunks (written by this module, one JSON object per line)."""
+    with (directory / "chunks.jsonl").open(encoding="utf-8") as handle:
+        return [ChunkRecord(**json.loads(line)) for line in handle if line.strip()]
+
+
 def _read_generation(name: str, directory: Path) -> Generation:
     import bm25s
     import faiss
 
-    chunks = [
-        ChunkRecord(**json.loads(line))
-        for line in (directory / "chunks.jsonl").read_text(encoding="utf-8").splitlines()
-        if line
-    ]
+    chunks = _read_chunks(directory)
     documents = [DocumentInfo(**d) for d in json.loads((directory / "documents.json").read_text(encoding="utf-8"))]
     embeddings = np.load(directory / "embeddings.npy")
     index = faiss.read_index(str(directory / "index.faiss"))
@@ -413,21 +407,13 @@ def reindex(name: str) -> int:
         if not pointer.is_file():
             return 0
         directory = path / pointer.read_text(encoding="utf-8").strip()
-        chunks = [
-            ChunkRecord(**json.loads(line))
-            for line in (directory / "chunks.jsonl").read_text(encoding="utf-8").splitlines()
-            if line
-        ]
+        chunks = _read_chunks(directory)
         documents = [DocumentInfo(**d) for d in json.loads((directory / "documents.json").read_text(encoding="utf-8"))]
         embeddings = embedder.embed([c.text for c in chunks])
         info.update(
             embedder=embedder.EMBEDDER_NAME,
             dimension=int(embeddings.shape[1]) if len(embeddings) else embedder.dimension(),
         )
-        _write_atomic(path / "collection.json", json.dumps(info, indent=2))
+        write_atomic(path / "collection.json", json.dumps(info, indent=2))
         _write_generation(path, documents, chunks, embeddings)
         return len(chunks)
-
-
-def document_path(name: str, doc: DocumentInfo) -> Path:
-    return collection_dir(name) / "documents" / doc.stored_as

@@ -8,7 +8,6 @@ when it is stopped, so partial work is kept and labelled as such.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ from ..config import get_settings
 from ..models import ModelHandle
 from ..rows import RowLimits, RowsError, read_rows
 from ..sampling import SamplingParams
+from ..files import write_atomic
 from . import extract, solve
 from .strategies import PROBLEMS_FILE, Strategy
 
@@ -177,10 +177,7 @@ def save(record: dict[str, Any]) -> Path:
     folder = runs_dir()
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"{record['id']}.json"
-    temporary = target.with_suffix(".tmp")
-    temporary.write_text(json.dumps(record, indent=1), encoding="utf-8")
-    os.replace(temporary, target)
-    return target
+    return write_atomic(target, json.dumps(record, indent=1))
 
 
 def list_runs() -> list[dict[str, Any]]:

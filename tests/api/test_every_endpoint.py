@@ -59,7 +59,7 @@ def _cases(f: Path) -> dict[str, tuple[dict, str]]:
                 pair_source="Upload a file",
                 pair_upload=handle_file(str(f / "binary.jsonl")),
                 prompt_upload=None,
-                reward_model=None,
+                rloo_reward_model=None,
             ),
             r"not UTF-8",
         ),

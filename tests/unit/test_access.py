@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.refusals import REFUSED
 from pipelines import access
 from pipelines.access import AccessDenied, AccessPolicy, AuthConfigError
 
@@ -55,21 +56,20 @@ def test_policy_from_environment(monkeypatch):
 
 def test_guarded_handlers_refuse_in_process(monkeypatch):
     """The decorator itself, without a server: a handler called with no signed-in user is refused."""
-    import gradio as gr
 
     from pipelines.rag import store
-    from playground import preferences as tab
+    from playground import dataset, label as tab
     from playground import rag
 
     monkeypatch.setenv("PLAYGROUND_AUTH", "alice:a")
     monkeypatch.setenv("PLAYGROUND_ADMINS", "alice")
     access.reset_policy()
-    with pytest.raises(gr.Error, match="Sign in as an admin to delete data"):
-        tab.delete_item("whatever", request=None)
-    with pytest.raises(gr.Error, match="Sign in to label"):
+    with pytest.raises(REFUSED, match="Sign in as an admin to delete data"):
+        dataset.delete_item("whatever", request=None)
+    with pytest.raises(REFUSED, match="Sign in to label"):
         tab.vote_api("whatever", "A", "typed-name", request=None)
     store.create("keep")
-    with pytest.raises(gr.Error, match="Sign in as an admin to delete data"):
+    with pytest.raises(REFUSED, match="Sign in as an admin to delete data"):
         rag.delete_collection("keep", request=None)
     assert "keep" in [c["name"] for c in store.list_collections()]
 

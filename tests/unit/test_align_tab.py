@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-import gradio as gr
 import pytest
 
+from tests.refusals import REFUSED
 from pipelines import jobs, preferences, reward
 from playground import align as tab
 from tests.conftest import ROOT
@@ -19,119 +19,35 @@ class _Progress:
         pass
 
 
+def _start(method: int, pairs: int = 1, prompts: int = 1, **settings):
+    """The Align tab's Start, with the DPO defaults and the bundled sample unless told otherwise."""
+    values = {"out": "x", "overwrite": False, "dpo_beta": 0.1, "dpo_loss_type": "sigmoid", "dpo_epochs": 1}
+    values |= {"rloo_beta": 0.05, "rloo_num_generations": 4, "rloo_max_steps": 2, "rloo_learning_rate": 1e-4}
+    return tab.start_job(
+        tab.METHODS[method], tab.PAIR_SOURCES[pairs], None, tab.PROMPT_SOURCES[prompts], None, **values | settings
+    )
+
+
 def test_starting_jobs_checks_inputs_first(data_dir, monkeypatch):
     monkeypatch.setattr(
         jobs, "manager", lambda: type("M", (), {"poll_once": lambda self: None})()
     )  # queue only, no worker
-    update = tab.start_job(
-        tab.METHODS[0],
-        "my-dpo",
-        tab.PAIR_SOURCES[1],
-        None,
-        0.1,
-        "sigmoid",
-        1,
-        tab.PROMPT_SOURCES[1],
-        None,
-        None,
-        0.05,
-        4,
-        0,
-        1e-4,
-        False,
-    )
+    update = _start(0, out="my-dpo")
     job = jobs.get(update["value"])
     assert job.kind == "dpo" and job.spec["data"].endswith("preference_pairs.jsonl") and job.status == jobs.QUEUED
-    with pytest.raises(gr.Error, match="at least 2"):
-        tab.start_job(
-            tab.METHODS[0],
-            "x",
-            tab.PAIR_SOURCES[0],
-            None,
-            0.1,
-            "sigmoid",
-            1,
-            tab.PROMPT_SOURCES[1],
-            None,
-            None,
-            0.05,
-            4,
-            0,
-            1e-4,
-            False,
-        )  # no labels in the store yet
-    with pytest.raises(gr.Error, match="beta"):
-        tab.start_job(
-            tab.METHODS[0],
-            "x",
-            tab.PAIR_SOURCES[1],
-            None,
-            0,
-            "sigmoid",
-            1,
-            tab.PROMPT_SOURCES[1],
-            None,
-            None,
-            0.05,
-            4,
-            0,
-            1e-4,
-            False,
-        )
-    with pytest.raises(gr.Error, match="Choose a reward model"):
-        tab.start_job(
-            tab.METHODS[1],
-            "x",
-            tab.PAIR_SOURCES[1],
-            None,
-            0.1,
-            "sigmoid",
-            1,
-            tab.PROMPT_SOURCES[1],
-            None,
-            None,
-            0.05,
-            4,
-            0,
-            1e-4,
-            False,
-        )
-    with pytest.raises(gr.Error, match="no reward model"):
-        tab.start_job(
-            tab.METHODS[1],
-            "x",
-            tab.PAIR_SOURCES[1],
-            None,
-            0.1,
-            "sigmoid",
-            1,
-            tab.PROMPT_SOURCES[1],
-            None,
-            "ghost",
-            0.05,
-            4,
-            0,
-            1e-4,
-            False,
-        )
-    with pytest.raises(gr.Error, match="prompt file"):
-        tab.start_job(
-            tab.METHODS[1],
-            "x",
-            tab.PAIR_SOURCES[1],
-            None,
-            0.1,
-            "sigmoid",
-            1,
-            tab.PROMPT_SOURCES[2],
-            None,
-            "ghost",
-            0.05,
-            4,
-            0,
-            1e-4,
-            False,
-        )
+    assert job.spec["beta"] == 0.1 and job.spec["max_steps"] == -1  # -1: train for the epochs given
+    with pytest.raises(REFUSED, match="at least 2"):
+        _start(0, pairs=0)  # no labels in the store yet
+    with pytest.raises(REFUSED, match=r"β: must be in \(0, 10\], got 0"):
+        _start(0, dpo_beta=0)
+    with pytest.raises(REFUSED, match="Choose a reward model"):
+        _start(1, rloo_reward_model=None)
+    with pytest.raises(REFUSED, match="no reward model"):
+        _start(1, rloo_reward_model="ghost")
+    with pytest.raises(REFUSED, match="prompt file"):
+        _start(1, prompts=2, rloo_reward_model="ghost")
+    with pytest.raises(REFUSED, match="Samples per prompt"):
+        _start(1, rloo_reward_model="ghost", rloo_num_generations=1)
 
 
 def test_evaluate_and_queue_for_humans(fresh_tiny_handle, tiny_model_env, data_dir, tmp_path):
@@ -155,9 +71,9 @@ def test_evaluate_and_queue_for_humans(fresh_tiny_handle, tiny_model_env, data_d
     assert "Queued **3**" in message
     items = preferences.list_items()
     assert len(items) == 3 and all(sorted(r.source for r in i.responses) == ["base", "tuned"] for i in items)
-    with pytest.raises(gr.Error, match="Choose an adapter and a reward model"):
+    with pytest.raises(REFUSED, match="Choose an adapter and a reward model"):
         tab.run_evaluation(None, "rm", tab.PROMPT_SOURCES[1], None, 2, 8, progress=_Progress())
     empty = tmp_path / "empty.jsonl"
     empty.write_text('{"question": "no prompt column"}\n')
-    with pytest.raises(gr.Error, match="no usable prompts"):
+    with pytest.raises(REFUSED, match="no usable prompts"):
         tab.run_evaluation("tuned", "rm", tab.PROMPT_SOURCES[2], str(empty), 2, 8, progress=_Progress())

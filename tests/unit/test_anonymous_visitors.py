@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 from types import SimpleNamespace
 
-import gradio as gr
 import pytest
 
+from tests.refusals import REFUSED
 from pipelines import access, preferences
 from pipelines.rag import store
 
@@ -34,14 +34,14 @@ def public_space(monkeypatch, use_tiny):
 
 
 def _refused(call, what: str) -> None:
-    with pytest.raises(gr.Error, match=f"Sign in to {what}"):
+    with pytest.raises(REFUSED, match=f"Sign in to {what}"):
         result = call()
         if hasattr(result, "__next__"):  # a streaming handler refuses on its first step
             next(result)
 
 
 def test_anonymous_visitors_cannot_create_upload_index_queue_or_label(public_space, tmp_path, data_dir):
-    from playground import align, chat, preferences as prefs_tab, rag, reasoning
+    from playground import align, chat, label as prefs_tab, rag, reasoning
 
     doc = tmp_path / "notes.md"
     doc.write_text("# Notes\n\nThe orchard has forty apple trees.\n")
@@ -75,7 +75,7 @@ def test_anonymous_visitors_cannot_create_upload_index_queue_or_label(public_spa
 
 
 def test_a_public_label_drive_opens_labelling_alone_under_an_anonymous_session_id(public_space, monkeypatch, tmp_path):
-    from playground import preferences as prefs_tab, rag
+    from playground import label as prefs_tab, rag
 
     monkeypatch.setenv("PLAYGROUND_ANONYMOUS_LABELS", "1")
     access.reset_policy()
@@ -98,7 +98,7 @@ def test_signed_in_users_add_documents_and_remove_only_their_own(public_space, t
     rag.ingest_files("shared", [str(tmp_path / "alice.md")], request=_user("alice"))
     rag.ingest_files("shared", [str(tmp_path / "bob.md")], request=_user("bob"))
     assert {d.name: d.added_by for d in store.load("shared").documents} == {"alice.md": "alice", "bob.md": "bob"}
-    with pytest.raises(gr.Error, match="added by bob: only they or an admin"):
+    with pytest.raises(REFUSED, match="added by bob: only they or an admin"):
         rag.remove_document("shared", "bob.md", request=_user("alice"))
     rag.remove_document("shared", "alice.md", request=_user("alice"))
     rag.remove_document("shared", "bob.md", request=_user("operator"))

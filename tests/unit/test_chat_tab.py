@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import gradio as gr
 import pytest
 
+from tests.refusals import REFUSED
 from playground import chat as chat_tab
 from tests.unit.test_generate_tab import DEFAULTS
 
@@ -47,11 +48,11 @@ def test_two_turns_regenerate_undo_edit(use_tiny):
 
 
 def test_one_reply_at_a_time_and_nothing_typed_is_lost(use_tiny):
-    with pytest.raises(gr.Error, match="still being written"):
+    with pytest.raises(REFUSED, match="still being written"):
         chat_tab.take_message("typed while streaming", [], True)  # the box keeps its text
-    with pytest.raises(gr.Error, match="still being written"):
+    with pytest.raises(REFUSED, match="still being written"):
         chat_tab.claim(True)
-    with pytest.raises(gr.Error, match="still being written"):
+    with pytest.raises(REFUSED, match="still being written"):
         chat_tab.undo([{"role": "user", "content": "x"}], True)
     released, send_button, regenerate_button = chat_tab.release()
     assert released is False and send_button["interactive"] is True and regenerate_button["interactive"] is True
@@ -86,11 +87,11 @@ def test_gradio_content_blocks_are_accepted(use_tiny):
 
 
 def test_empty_and_nothing_to_undo_are_clear_errors(use_tiny):
-    with pytest.raises(gr.Error, match="Type a message"):
+    with pytest.raises(REFUSED, match="Type a message"):
         chat_tab.take_message("   ", [], False)
-    with pytest.raises(gr.Error, match="no user message"):
+    with pytest.raises(REFUSED, match="no user message"):
         chat_tab.undo([])
-    with pytest.raises(gr.Error, match="empty"):
+    with pytest.raises(REFUSED, match="empty"):
         chat_tab.chat_api("")
 
 
@@ -99,7 +100,7 @@ def test_chat_api_holds_a_conversation(use_tiny):
     second = chat_tab.chat_api("Again", first["history"], "Be brief.", max_new_tokens=5, temperature=0)
     assert [m["role"] for m in second["history"]] == ["user", "assistant"] * 2
     assert second["history"][-1]["content"] == second["reply"] and second["prompt_tokens"] > first["prompt_tokens"]
-    with pytest.raises(gr.Error, match="top_p"):
+    with pytest.raises(REFUSED, match="top_p"):
         chat_tab.chat_api("Hi", top_p=2.0)
 
 
@@ -116,7 +117,7 @@ def test_export_then_import_continues_the_conversation(use_tiny, tmp_path):
 def test_bad_import_files_are_explained(tmp_path, content):
     path = tmp_path / "bad.json"
     path.write_bytes(content)
-    with pytest.raises(gr.Error, match="Could not import bad.json"):
+    with pytest.raises(REFUSED, match="Could not import bad.json"):
         chat_tab.import_conversation(str(path))
 
 

@@ -74,8 +74,8 @@ def test_plain_output_streams_text(use_tiny, capsys):
 @pytest.mark.parametrize(
     "argv, needle",
     [
-        (["generate", "--prompt", "hi", "--top-p", "1.7"], "top_p"),
-        (["generate", "--prompt", "hi", "--temperature", "-1"], "temperature"),
+        (["generate", "--prompt", "hi", "--top-p", "1.7"], "--top-p: must be in (0, 1]"),
+        (["generate", "--prompt", "hi", "--temperature", "-1"], "--temperature"),
         (["generate", "--prompt", "   "], "prompt"),
         (["generate", "--prompt", "hi", "--top-k", "many"], "--top-k"),
         (["generate"], "--prompt"),
@@ -107,7 +107,7 @@ def test_real_process_fails_fast_without_traceback():
     )
     assert result.returncode == 2
     assert result.stdout == ""
-    assert result.stderr.strip().count("\n") == 0 and "top_p" in result.stderr
+    assert result.stderr.strip().count("\n") == 0 and "--top-p" in result.stderr
 
 
 def test_chat_json_contract(use_tiny, capsys, tmp_path):
@@ -192,7 +192,7 @@ def test_finetune_json_contract_in_the_foreground(tiny_model_env, capsys, tmp_pa
 @pytest.mark.parametrize(
     "extra, needle",
     [
-        (["--lora-r", "0"], "lora_r"),
+        (["--lora-r", "0"], "--lora-r: must be between 1 and 256"),
         (["--epochs", "1", "--max-steps", "3"], "not allowed with"),
         (["--out", "../x"], "invalid adapter name"),
         (["--qlora"], "qlora"),

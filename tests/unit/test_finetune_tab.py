@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import gradio as gr
 import pytest
 
+from tests.refusals import REFUSED
 from pipelines import jobs
 from playground import finetune as tab
 
@@ -27,9 +27,9 @@ def test_upload_with_bad_rows_lists_them(use_tiny, tmp_path):
 def test_unusable_upload_is_a_message(use_tiny, tmp_path):
     path = tmp_path / "u.txt"
     path.write_text("hello")
-    with pytest.raises(gr.Error, match="unsupported file type"):
+    with pytest.raises(REFUSED, match="unsupported file type"):
         tab.check_data(str(path), None, 512)
-    with pytest.raises(gr.Error, match="Upload a dataset"):
+    with pytest.raises(REFUSED, match="Upload a dataset"):
         tab.check_data(None, None, 512)
 
 
@@ -52,8 +52,8 @@ def test_start_job_validates_and_queues(use_tiny, tiny_model_env, tmp_path, data
         lora_r=4,
         lora_alpha=8,
         lora_dropout=0.0,
-        targets=["q_proj"],
-        virtual_tokens=10,
+        target_modules=["q_proj"],
+        num_virtual_tokens=10,
         learning_rate=1e-3,
         epochs=1,
         max_steps=2,
@@ -63,19 +63,19 @@ def test_start_job_validates_and_queues(use_tiny, tiny_model_env, tmp_path, data
         gradient_checkpointing=False,
         seed=1,
         qlora=False,
-        name="from-ui",
+        out="from-ui",
         overwrite=False,
     )
     update = tab.start_job(**args)
     job = jobs.get(update["value"])
     assert job.status == jobs.QUEUED and job.spec["out"] == "from-ui" and started
     assert job.spec["data"].startswith(str(data_dir / "jobs" / job.id / "inputs"))  # the data travels with the job
-    with pytest.raises(gr.Error, match="lora_r"):
+    with pytest.raises(REFUSED, match="LoRA rank r: must be between 1 and 256"):
         tab.start_job(**{**args, "lora_r": 0})
-    with pytest.raises(gr.Error, match="invalid adapter name"):
-        tab.start_job(**{**args, "name": "../../etc"})
+    with pytest.raises(REFUSED, match="invalid adapter name"):
+        tab.start_job(**{**args, "out": "../../etc"})
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "a", "response": "b"}\n{"prompt": "only"}\n')
-    with pytest.raises(gr.Error, match="rows have problems"):
+    with pytest.raises(REFUSED, match="rows have problems"):
         tab.start_job(**{**args, "upload": str(bad)})
-    assert tab.start_job(**{**args, "upload": str(bad), "skip_bad_rows": True, "name": "skipping"})["value"]
+    assert tab.start_job(**{**args, "upload": str(bad), "skip_bad_rows": True, "out": "skipping"})["value"]

@@ -71,7 +71,7 @@ def test_no_import_cycles_inside_pipelines():
 def test_storage_the_sandbox_and_the_cli_help_import_no_torch():
     probe = (
         "import sys\n"
-        "import pipelines.preferences, pipelines.db, pipelines.jobs, pipelines.sandbox, pipelines.sft_data, pipelines.access\n"
+        "import pipelines.preferences, pipelines.preference_data, pipelines.preference_stats, pipelines.knobs, pipelines.db, pipelines.jobs, pipelines.sandbox, pipelines.sft_data, pipelines.access\n"
         "from pipelines.cli import main\n"
         "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
         "heavy = sorted(m for m in ('torch', 'transformers', 'gradio') if m in sys.modules)\n"

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from pipelines import db, preferences
+from pipelines import db, preference_data, preference_stats, preferences
 from pipelines.chat import Message
 from pipelines.preferences import ResponseDraft
 
@@ -67,7 +67,7 @@ def test_ten_threads_fifty_votes_each_store_exactly_five_hundred():
     for t in threads:
         t.join()
     assert not errors
-    stats = preferences.stats()
+    stats = preference_stats.stats()
     assert stats["labels"] == 500 and all(n == 50 for n in stats["per_annotator"].values())
 
 
@@ -96,7 +96,7 @@ def test_rankings_expand_into_all_implied_pairs_and_ties_go_unpaired():
     preferences.submit_label(bad.id, "ann", "both_bad")
     single = preferences.create_item(PROMPT, [ResponseDraft("thumb", source="chat")])
     preferences.submit_label(single.id, "ann", "down")
-    pairs, unpaired = preferences.pairs_and_unpaired()
+    pairs, unpaired = preference_data.pairs_and_unpaired()
     got = {(p["chosen"][0]["content"], p["rejected"][0]["content"]) for p in pairs}
     expected = {(by_letter["D"], by_letter[x]) for x in "CAB"} | {
         (by_letter["C"], by_letter["A"]),
@@ -114,18 +114,18 @@ def test_export_import_round_trip_in_every_format(tmp_path):
         good = next(r for r in it.responses if r.text.startswith("good"))
         preferences.submit_label(it.id, "ann", good.letter)
     for fmt, name in (("jsonl", "p.jsonl"), ("parquet", "p.parquet"), ("dataset", "p_ds")):
-        result = preferences.export(tmp_path / name, fmt)
+        result = preference_data.export(tmp_path / name, fmt)
         assert result["rows"] == 6
     rows = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
     assert set(rows[0]) == {"prompt", "chosen", "rejected"} and rows[0]["chosen"][0]["content"].startswith("good")
-    assert preferences.export(tmp_path / "u.jsonl", "unpaired")["rows"] == 0
+    assert preference_data.export(tmp_path / "u.jsonl", "unpaired")["rows"] == 0
     db.dispose_all()
     for source in ("p.jsonl", "p.parquet", "p_ds"):
-        before = preferences.stats()["labels"]
-        result = preferences.import_file(tmp_path / source)
+        before = preference_stats.stats()["labels"]
+        result = preference_data.import_file(tmp_path / source)
         assert result.imported == 6 and result.errors == []
-        assert preferences.stats()["labels"] == before + 6
-    again, _ = preferences.pairs_and_unpaired()
+        assert preference_stats.stats()["labels"] == before + 6
+    again, _ = preference_data.pairs_and_unpaired()
     assert sum(p["chosen"][0]["content"].startswith("good") for p in again) == len(again) == 24
 
 
@@ -146,12 +146,12 @@ def test_import_reports_errors_by_line(tmp_path):
     ]
     path = tmp_path / "mixed.jsonl"
     path.write_text("\n".join(lines))
-    result = preferences.import_file(path)
+    result = preference_data.import_file(path)
     assert result.imported == 3
     assert [e["line"] for e in result.errors] == [2, 3, 4, 5]
     assert "not valid JSON" in result.errors[0]["error"] and "label" in result.errors[3]["error"]
     with pytest.raises(preferences.PreferenceError, match="unsupported file type"):
-        preferences.import_file(tmp_path / "x.csv")
+        preference_data.import_file(tmp_path / "x.csv")
 
 
 def test_stats_measure_agreement_position_bias_and_rates():
@@ -161,7 +161,7 @@ def test_stats_measure_agreement_position_bias_and_rates():
     preferences.submit_label(items[0].id, "bob", "A")
     preferences.submit_label(items[1].id, "bob", "B")
     preferences.submit_label(items[2].id, "bob", "tie")
-    st = preferences.stats()
+    st = preference_stats.stats()
     assert st["labels"] == 7 and st["per_annotator"] == {"alice": 4, "bob": 3}
     assert st["agreement"] == pytest.approx(1 / 3) and st["agreement_pairs"] == 3
     assert st["left_wins"] == pytest.approx(5 / 6) and st["tie_rate"] == pytest.approx(1 / 7)
@@ -172,7 +172,7 @@ def test_leaderboard_ranks_the_source_that_wins():
         it = item(texts=["strong", "weak"], sources=["tuned", "base"], seed=i)
         winner = next(r for r in it.responses if r.source == ("tuned" if i < 10 else "base"))
         preferences.submit_label(it.id, "ann", winner.letter)
-    board = preferences.leaderboard()
+    board = preference_stats.leaderboard()
     assert [row["source"] for row in board] == ["tuned", "base"]
     assert board[0]["wins"] == 10 and board[0]["losses"] == 2 and board[0]["rating"] > 1000 > board[1]["rating"]
 
@@ -213,7 +213,7 @@ def test_exported_pairs_train_in_plain_trl_reward_trainer(tmp_path, tokenizer):
     for i in range(8):
         it = item(texts=[f"helpful answer {i}", f"rude answer {i}"], seed=i)
         preferences.submit_label(it.id, "ann", next(r.letter for r in it.responses if r.text.startswith("helpful")))
-    preferences.export(tmp_path / "pairs.jsonl", "jsonl")
+    preference_data.export(tmp_path / "pairs.jsonl", "jsonl")
     dataset = load_dataset("json", data_files=str(tmp_path / "pairs.jsonl"), split="train")
     torch.manual_seed(0)
     config = LlamaConfig(
@@ -263,7 +263,7 @@ def test_push_to_hub_sends_pairs_and_unpaired_rows_as_separate_configs(monkeypat
     thumbs = preferences.create_item(PROMPT, [ResponseDraft("Blue.", source="chat", model="m")])
     preferences.submit_label(thumbs.id, "ann", "up")
 
-    result = preferences.push_to_hub("team/prefs")
+    result = preference_data.push_to_hub("team/prefs")
     assert result["configs"] == {"pairs": 1, "unpaired": 5}
     assert pushed["(default)"] == "pairs"
     assert pushed["pairs"].column_names == ["prompt", "chosen", "rejected"]
@@ -273,15 +273,15 @@ def test_push_to_hub_sends_pairs_and_unpaired_rows_as_separate_configs(monkeypat
 
 def test_push_to_hub_with_nothing_to_push_says_so(monkeypatch):
     with pytest.raises(preferences.PreferenceError, match="no labels"):
-        preferences.push_to_hub("team/prefs")
+        preference_data.push_to_hub("team/prefs")
 
 
 def test_an_empty_leaderboard_says_why():
-    assert "no comparison votes yet" in preferences.leaderboard_gap()
+    assert "no comparison votes yet" in preference_stats.leaderboard_gap()
     same = item(sources=["base", "base"], seed=4)
     preferences.submit_label(same.id, "ann", "A")
-    assert preferences.leaderboard() == []
-    assert "one source with each other (base)" in preferences.leaderboard_gap()
+    assert preference_stats.leaderboard() == []
+    assert "one source with each other (base)" in preference_stats.leaderboard_gap()
     mixed = item(sources=["base", "tutor"], seed=5)
     preferences.submit_label(mixed.id, "ann", "B")
-    assert sorted(row["source"] for row in preferences.leaderboard()) == ["base", "tutor"]
+    assert sorted(row["source"] for row in preference_stats.leaderboard()) == ["base", "tutor"]

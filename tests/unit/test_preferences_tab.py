@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 from types import SimpleNamespace
 
-import gradio as gr
 import pytest
 
+from tests.refusals import REFUSED
 from pipelines import db, preferences
 from playground import chat as chat_tab
-from playground import preferences as tab
+from playground import dataset as dataset_tab
+from playground import label as tab
 from tests.unit.test_generate_tab import DEFAULTS
 
 
@@ -52,7 +53,7 @@ def test_vote_locks_and_reveals_sources(use_tiny):
     assert preferences.get_item(item_id).labels[0].rationale == "clearer"
     *_, again = tab.vote(item_id, "A", "", "alice")  # a double click changes nothing
     assert len(preferences.get_item(item_id).labels) == 1
-    with pytest.raises(gr.Error, match="already voted"):
+    with pytest.raises(REFUSED, match="already voted"):
         tab.vote(item_id, "B", "", "alice")
 
 
@@ -60,18 +61,18 @@ def test_ranking_vote(use_tiny):
     item_id = generate(n=3)[0]
     *_, revealed = tab.vote_ranking(item_id, "C > A = B", "", "alice")
     assert "C > A = B" in revealed
-    with pytest.raises(gr.Error, match="letters"):
+    with pytest.raises(REFUSED, match="letters"):
         tab.vote_ranking(generate(n=3)[0], "A > E", "", "alice")
 
 
 def test_identity_and_input_errors(use_tiny):
-    with pytest.raises(gr.Error, match="your name"):
+    with pytest.raises(REFUSED, match="your name"):
         last(tab.new_item(tab.MODES[0], "hi", None, 2, ""))
-    with pytest.raises(gr.Error, match="Type a prompt"):
+    with pytest.raises(REFUSED, match="Type a prompt"):
         last(tab.new_item(tab.MODES[0], "  ", None, 2, "alice"))
-    with pytest.raises(gr.Error, match="queue is empty"):
+    with pytest.raises(REFUSED, match="queue is empty"):
         last(tab.new_item(tab.MODES[2], "", None, 2, "alice"))
-    with pytest.raises(gr.Error, match="press Next"):
+    with pytest.raises(REFUSED, match="press Next"):
         tab.vote(None, "A", "", "alice")
 
 
@@ -99,23 +100,23 @@ def test_prompt_sets_and_the_queue(use_tiny, tmp_path):
 def test_dataset_view_export_import(use_tiny, tmp_path):
     for _ in range(3):
         tab.vote(generate()[0], "A", "", "alice")
-    text, annotators, board, recent = tab.dataset_view()
+    text, annotators, board, recent = dataset_tab.dataset_view()
     assert "**3** items, **3** labels" in text and list(annotators["labels"]) == [3] and len(recent) == 3
-    path = tab.export_labels("jsonl")
+    path = dataset_tab.export_labels("jsonl")
     rows = [json.loads(line) for line in open(path, encoding="utf-8")]
     assert len(rows) == 3 and set(rows[0]) == {"prompt", "chosen", "rejected"}
-    assert tab.export_labels("dataset").endswith(".zip")
-    assert "Imported **3** rows" in tab.import_labels(path)
-    with pytest.raises(gr.Error):
-        tab.import_labels(None)
+    assert dataset_tab.export_labels("dataset").endswith(".zip")
+    assert "Imported **3** rows" in dataset_tab.import_labels(path)
+    with pytest.raises(REFUSED):
+        dataset_tab.import_labels(None)
     bad = tmp_path / "x.exe"
     bad.write_bytes(b"MZ")
-    with pytest.raises(gr.Error, match="unsupported file type"):
-        tab.import_labels(str(bad))
+    with pytest.raises(REFUSED, match="unsupported file type"):
+        dataset_tab.import_labels(str(bad))
     item_id = recent.iloc[0]["item"]
-    assert "Deleted" in tab.delete_item(item_id)
-    with pytest.raises(gr.Error, match="No item"):
-        tab.delete_item(item_id)
+    assert "Deleted" in dataset_tab.delete_item(item_id)
+    with pytest.raises(REFUSED, match="No item"):
+        dataset_tab.delete_item(item_id)
 
 
 def test_chat_thumbs_and_compare_create_items(use_tiny):
@@ -129,5 +130,5 @@ def test_chat_thumbs_and_compare_create_items(use_tiny):
     assert (
         queued is not None and "Hello there!" in [r.text for r in queued.responses] and queued.origin == "chat-compare"
     )
-    with pytest.raises(gr.Error, match="assistant reply"):
+    with pytest.raises(REFUSED, match="assistant reply"):
         chat_tab.feedback(history, "", "carol", SimpleNamespace(index=0, liked=False))

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import gradio as gr
 import pytest
 
+from tests.refusals import REFUSED
 from playground import rag as tab
 from tests.rag_corpus import bad_files, write_corpus, write_questions
 from tests.unit.test_generate_tab import DEFAULTS
@@ -35,16 +35,16 @@ def test_collection_ingest_ask_evaluate(use_tiny, tmp_path, data_dir):
 
 
 def test_clear_messages_for_bad_input(use_tiny, data_dir):
-    with pytest.raises(gr.Error, match="Choose or create"):
+    with pytest.raises(REFUSED, match="Choose or create"):
         tab.ingest_files(None, ["x"])
-    with pytest.raises(gr.Error, match="invalid collection name"):
+    with pytest.raises(REFUSED, match="invalid collection name"):
         tab.create_collection("../../etc", 200, 40)
     tab.create_collection("empty", 200, 40)
-    with pytest.raises(gr.Error, match="Type a question"):
+    with pytest.raises(REFUSED, match="Type a question"):
         list(tab.ask("empty", "  ", "hybrid", 3, None, **DEFAULTS))
-    with pytest.raises(gr.Error, match="files"):
+    with pytest.raises(REFUSED, match="files"):
         tab.ingest_files("empty", [])
-    with pytest.raises(gr.Error, match="already exists"):
+    with pytest.raises(REFUSED, match="already exists"):
         tab.create_collection("empty", 200, 40)
 
 

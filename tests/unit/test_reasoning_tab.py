@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-import gradio as gr
 import pytest
 
+from tests.refusals import REFUSED
 from playground import reasoning as tab
 from tests.unit.test_generate_tab import DEFAULTS
 
@@ -47,13 +47,13 @@ def test_only_the_ticked_strategies_run(use_tiny):
 
 
 def test_bad_input_is_a_clear_message(use_tiny):
-    with pytest.raises(gr.Error, match="empty"):
+    with pytest.raises(REFUSED, match="empty"):
         list(tab.run_strategies("  ", None, list(tab.KEYS), 1, *PROMPTS, None, **SHORT))
-    with pytest.raises(gr.Error, match="Tick at least one"):
+    with pytest.raises(REFUSED, match="Tick at least one"):
         list(tab.run_strategies("2+2?", None, [], 1, *PROMPTS, None, **SHORT))
-    with pytest.raises(gr.Error, match="not valid JSON"):
+    with pytest.raises(REFUSED, match="not valid JSON"):
         list(tab.run_strategies("2+2?", None, ["cot"], 1, PROMPTS[0], "{oops", PROMPTS[2], None, **SHORT))
-    with pytest.raises(gr.Error, match="temperature above 0"):
+    with pytest.raises(REFUSED, match="temperature above 0"):
         list(tab.run_strategies("2+2?", None, ["cot"], 3, *PROMPTS, None, **SHORT))
 
 
@@ -67,9 +67,9 @@ def test_problem_picker_fills_question_and_answer():
 def test_known_answer_box_blank_means_unknown_and_garbage_is_refused(use_tiny):
     assert tab.parse_gold("") is None and tab.parse_gold("   ") is None and tab.parse_gold(None) is None
     assert tab.parse_gold(" $1,200 ") == 1200 and tab.parse_gold("3/4") == 0.75 and tab.parse_gold(4) == 4.0
-    with pytest.raises(gr.Error, match="not a number"):
+    with pytest.raises(REFUSED, match="not a number"):
         tab.parse_gold("seven-ish")
-    with pytest.raises(gr.Error, match="not a number"):
+    with pytest.raises(REFUSED, match="not a number"):
         list(tab.run_strategies("2+2?", "abc", ["cot"], 1, *PROMPTS, None, **SHORT))
     # a blank box never marks an answer wrong
     final = list(tab.run_strategies("What is 2 + 2?", "", ["direct"], 1, *[_short(p) for p in PROMPTS], None, **SHORT))[
@@ -104,13 +104,13 @@ def test_benchmark_runs_saves_and_reloads(use_tiny, tmp_path):
     run_id = saved["value"]
     table2, items2, note2 = tab.load_saved_run(run_id)
     assert table2.equals(table) and len(items2) == 2
-    with pytest.raises(gr.Error, match="Upload a JSONL"):
+    with pytest.raises(REFUSED, match="Upload a JSONL"):
         list(tab.run_benchmark("Upload JSONL", None, 10, ["direct"], 1, *PROMPTS, None, progress=progress, **SHORT))
     empty = tmp_path / "bad.jsonl"
     empty.write_text('{"question": "q", "answer": "lots"}\n')
-    with pytest.raises(gr.Error, match="No usable problems: line 1"):
+    with pytest.raises(REFUSED, match="No usable problems: line 1"):
         list(
             tab.run_benchmark("Upload JSONL", str(empty), 10, ["direct"], 1, *PROMPTS, None, progress=progress, **SHORT)
         )
-    with pytest.raises(gr.Error, match="Choose a saved run"):
+    with pytest.raises(REFUSED, match="Choose a saved run"):
         tab.load_saved_run(None)

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from pipelines import preferences, rows, sft_data
+from pipelines import preference_data, preferences, rows, sft_data
 from pipelines.rag import evaluate as rag_evaluate
 from pipelines.rag import parsing
 from pipelines.reasoning import benchmark
@@ -47,7 +47,7 @@ def test_a_parquet_file_is_counted_from_its_metadata_before_any_row_is_read(tmp_
     with pytest.raises(sft_data.DataError, match="5,000,000 rows; the limit is 100,000"):
         sft_data.load_file(bomb)
     with pytest.raises(preferences.PreferenceError, match="5,000,000 rows"):
-        preferences.read_pairs(bomb)
+        preference_data.read_pairs(bomb)
     assert time.monotonic() - started < 5
 
 
@@ -55,7 +55,7 @@ def test_deep_json_is_one_bad_row_everywhere(tmp_path):
     """JSON nested 100,000 deep raised 'maximum recursion depth exceeded' and sank the whole file."""
     sft = sft_data.load_file(bombs.deep_jsonl(tmp_path / "sft.jsonl", {"prompt": "Hi", "response": "Hello"}))
     assert sft.usable == 2 and [(p.row, p.message) for p in sft.problems] == [(2, "nested deeper than 64 levels")]
-    pairs, errors = preferences.read_pairs(
+    pairs, errors = preference_data.read_pairs(
         bombs.deep_jsonl(tmp_path / "pairs.jsonl", {"prompt": "Hi", "chosen": "a", "rejected": "b"})
     )
     assert len(pairs) == 2 and errors == [{"line": 2, "error": "nested deeper than 64 levels"}]
@@ -67,7 +67,7 @@ def test_deep_json_is_one_bad_row_everywhere(tmp_path):
         bombs.deep_jsonl(tmp_path / "p.jsonl", {"question": "1+1?", "answer": 2})
     )
     assert len(problems) == 2 and errors[0]["line"] == 2
-    prompts, problems = preferences.read_prompts(bombs.deep_jsonl(tmp_path / "prompts.jsonl", {"prompt": "Hi"}))
+    prompts, problems = preference_data.read_prompts(bombs.deep_jsonl(tmp_path / "prompts.jsonl", {"prompt": "Hi"}))
     assert len(prompts) == 2 and problems[0].row == 2
     from pipelines import chat
     from pipelines.sampling import InvalidParameter

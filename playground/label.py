@@ -1,31 +1,29 @@
-"""Preferences tab: compare responses blind, vote, reveal; the dataset, its export and import."""
+"""Preferences › Label: compare responses blind, vote, reveal; prompt sets to draw from."""
 
 from __future__ import annotations
 
 import html
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
-import pandas as pd
 
-from pipelines import adapters, comparisons, models, preferences, reward, sft_data
-from pipelines.files import UploadError, copy_upload
-from pipelines.sampling import InvalidParameter, SamplingParams
+from pipelines import adapters, comparisons, models, preference_data, preferences, reward, sft_data
+from pipelines.files import copy_upload
+from pipelines.sampling import SamplingParams
 
 from .errors import UserError
-from .controls import ASSETS, MODEL_EVENTS, cleared_first
+from .spec_controls import build_spec, control
+from .controls import ASSETS, MODEL_EVENTS, Throttle, cleared_first
 from .sidebar import Shared, adapter_choices, labeller, selected_adapter
-from .guard import admin_only, signed_in
+from .guard import signed_in
 from .pickers import LiveDropdown
 
 MODES = ("Type a prompt", "From a prompt set", "Queue: items you have not voted on yet")
 NO_REWARD_MODEL = "(none)"
 UI_UPDATE_SECONDS = 0.1
 PROMPT_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".tsv")
-IMPORT_SUFFIXES = (".jsonl", ".json", ".parquet")
 
 
 def _who(annotator: str | None, request: gr.Request | None) -> str:
@@ -36,9 +34,6 @@ def _response_updates(texts: list[str], n: int) -> list[Any]:
     return [
         gr.update(value=texts[i] if i < len(texts) else "", visible=i < n) for i in range(preferences.MAX_RESPONSES)
     ]
-
-
-VOTE_CONTROLS = 7  # the A/B row, its four buttons, the ranking box and its button
 
 
 def _vote_controls(n: int, enabled: bool) -> list[Any]:
@@ -103,10 +98,7 @@ def new_item(
     if mode == MODES[1]:
         if not prompt_set:
             raise UserError("Upload or choose a prompt set first.")
-        try:
-            messages = preferences.draw_prompt(prompt_set)
-        except preferences.PreferenceError as error:
-            raise UserError(str(error)) from error
+        messages = preferences.draw_prompt(prompt_set)
         origin = f"promptset:{prompt_set}"
     else:
         if not prompt or not prompt.strip():
@@ -120,46 +112,34 @@ def new_item(
         (adapter_c, temperature_c, seed_c),
         (adapter_d, temperature_d, seed_d),
     ][:n]
-    try:
-        sources = [
-            comparisons.Source(
-                adapter=selected_adapter(adapter),
-                params=SamplingParams(
-                    temperature=float(temperature),
-                    max_new_tokens=int(max_new_tokens),
-                    seed=None if seed is None or float(seed) < 0 else int(seed),
-                ),
-            )
-            for adapter, temperature, seed in slots
-        ]
-    except InvalidParameter as error:
-        raise UserError(str(error)) from error
+    sources = [
+        comparisons.Source(
+            adapter=selected_adapter(adapter),
+            params=build_spec(
+                SamplingParams, {"temperature": temperature, "max_new_tokens": max_new_tokens, "seed": seed}
+            ),
+        )
+        for adapter, temperature, seed in slots
+    ]
     prompt_md = _prompt_md(messages)
-    last = 0.0
-    try:
-        for texts, item in comparisons.stream_item(
-            models.get_handle(), messages, sources, origin=origin, created_by=who
-        ):
-            now = time.monotonic()
-            if item is not None:
-                yield (
-                    item.id,
-                    prompt_md,
-                    *_response_updates(texts, n),
-                    *_vote_controls(n, True),
-                    "Which response do you prefer? Sources are hidden until you vote.",
-                )
-            elif now - last >= UI_UPDATE_SECONDS:
-                last = now
-                yield (
-                    None,
-                    prompt_md,
-                    *_response_updates(texts, n),
-                    *_vote_controls(n, False),
-                    "Generating all responses in one batch…",
-                )
-    except (InvalidParameter, models.ModelUnavailable, preferences.PreferenceError) as error:
-        raise UserError(str(error)) from error
+    throttle = Throttle(UI_UPDATE_SECONDS)
+    for texts, item in comparisons.stream_item(models.get_handle(), messages, sources, origin=origin, created_by=who):
+        if item is not None:
+            yield (
+                item.id,
+                prompt_md,
+                *_response_updates(texts, n),
+                *_vote_controls(n, True),
+                "Which response do you prefer? Sources are hidden until you vote.",
+            )
+        elif throttle.due():
+            yield (
+                None,
+                prompt_md,
+                *_response_updates(texts, n),
+                *_vote_controls(n, False),
+                "Generating all responses in one batch…",
+            )
 
 
 def reveal(item: preferences.ItemView, annotator: str, reward_model: str | None) -> str:
@@ -179,25 +159,13 @@ def reveal(item: preferences.ItemView, annotator: str, reward_model: str | None)
         rows.append(
             f"| **{r.letter}** | `{html.escape(r.source)}` | {r.sampling.get('temperature', '')} | {r.seed if r.seed is not None else ''} |{score}"
         )
-    head = f"**You voted: {_describe(label)}.** Voting on this item is locked.\n\n" if label else ""
+    head = f"**You voted: {label.describe()}.** Voting on this item is locked.\n\n" if label else ""
     agreement = ""
     if scores and label and label.choice not in ("tie", "both_bad") and len(label.ranking) > 1:
         best, worst = label.ranking[0], label.ranking[-1]
         agrees = min(scores[i] for i in best) > max(scores[i] for i in worst)
         agreement = f"\n\nReward model **{html.escape(reward_model)}** {'agrees ✓' if agrees else 'disagrees ✗'} with your vote."
     return head + "\n".join(rows) + agreement
-
-
-def _describe(label: preferences.LabelView | None) -> str:
-    if label is None:
-        return "—"
-    if label.choice in ("A", "B"):
-        return f"{label.choice} better"
-    if label.choice == "both_bad":
-        return "both bad"
-    if label.choice == "ranking":
-        return " > ".join(" = ".join(preferences.LETTERS[p] for p in group) for group in label.ranking)
-    return label.choice
 
 
 def vote(
@@ -207,26 +175,26 @@ def vote(
     annotator: str,
     reward_model: str | None = None,
     request: gr.Request = None,
+    ranking: str | None = None,
 ):
-    """Record a vote, lock the item, reveal sources (and reward scores). Outputs: 3 controls, reveal."""
+    """Record a vote (a ranking like 'B > A = C' when choice is "ranking"), lock the item, reveal
+    sources (and reward scores). Outputs: the vote controls, the reveal."""
     who = _who(annotator, request)
     if not item_id:
         raise UserError("There is no item to vote on yet: press Next.")
-    try:
-        result = preferences.submit_label(
-            item_id,
-            who,
-            choice,
-            rationale=rationale or "",
-            session_id=getattr(request, "session_hash", None),
-            ranking=None,
-        )
-    except preferences.PreferenceError as error:
-        raise UserError(str(error)) from error
     item = preferences.get_item(item_id)
+    groups = preferences.parse_ranking(ranking or "", len(item.responses)) if choice == "ranking" else None
+    result = preferences.submit_label(
+        item_id,
+        who,
+        choice,
+        ranking=groups,
+        rationale=rationale or "",
+        session_id=getattr(request, "session_hash", None),
+    )
     if not result.created:
         gr.Info("This vote was already recorded.")
-    return (*_vote_controls(len(item.responses), False), reveal(item, who, reward_model))
+    return (*_vote_controls(len(item.responses), False), reveal(preferences.get_item(item_id), who, reward_model))
 
 
 def _voter(choice: str):
@@ -249,19 +217,16 @@ def vote_api(
     twice returns created=false, a different vote on a voted item is refused.
     """
     who = _who(annotator, request)
-    try:
-        item = preferences.get_item(item_id)
-        groups = preferences.parse_ranking(ranking, len(item.responses)) if choice == "ranking" else None
-        result = preferences.submit_label(
-            item_id,
-            who,
-            choice,
-            ranking=groups,
-            rationale=rationale or "",
-            session_id=getattr(request, "session_hash", None),
-        )
-    except preferences.PreferenceError as error:
-        raise UserError(str(error)) from error
+    item = preferences.get_item(item_id)
+    groups = preferences.parse_ranking(ranking, len(item.responses)) if choice == "ranking" else None
+    result = preferences.submit_label(
+        item_id,
+        who,
+        choice,
+        ranking=groups,
+        rationale=rationale or "",
+        session_id=getattr(request, "session_hash", None),
+    )
     return {
         "created": result.created,
         "choice": result.label.choice,
@@ -278,25 +243,7 @@ def vote_ranking(
     reward_model: str | None = None,
     request: gr.Request = None,
 ):
-    who = _who(annotator, request)
-    if not item_id:
-        raise UserError("There is no item to vote on yet: press Next.")
-    item = preferences.get_item(item_id)
-    try:
-        groups = preferences.parse_ranking(ranking or "", len(item.responses))
-        result = preferences.submit_label(
-            item_id,
-            who,
-            "ranking",
-            ranking=groups,
-            rationale=rationale or "",
-            session_id=getattr(request, "session_hash", None),
-        )
-    except preferences.PreferenceError as error:
-        raise UserError(str(error)) from error
-    if not result.created:
-        gr.Info("This vote was already recorded.")
-    return (*_vote_controls(len(item.responses), False), reveal(preferences.get_item(item_id), who, reward_model))
+    return vote(item_id, "ranking", rationale, annotator, reward_model, request, ranking=ranking)
 
 
 # --- prompt sets -------------------------------------------------------------------------------
@@ -306,112 +253,14 @@ def vote_ranking(
 def upload_prompt_set(file: str | None, name: str, request: gr.Request = None):
     if not file:
         raise UserError("Choose a JSONL or CSV file with a 'prompt' column.")
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            copied = copy_upload(file, Path(tmp), max_bytes=sft_data.MAX_FILE_BYTES, allowed_suffixes=PROMPT_SUFFIXES)
-            prompts, problems = preferences.read_prompts(copied)
-        added = preferences.add_prompt_set(name or Path(file).stem, prompts)
-    except (UploadError, sft_data.DataError, preferences.PreferenceError) as error:
-        raise UserError(str(error)) from error
+    with tempfile.TemporaryDirectory() as tmp:
+        copied = copy_upload(file, Path(tmp), max_bytes=sft_data.MAX_FILE_BYTES, allowed_suffixes=PROMPT_SUFFIXES)
+        prompts, problems = preference_data.read_prompts(copied)
+    added = preferences.add_prompt_set(name or Path(file).stem, prompts)
     message = f"Added {added} new prompts to **{html.escape(name or Path(file).stem)}**."
     if problems:
         message += f"  \n{len(problems)} rows skipped: " + "; ".join(str(p) for p in problems[:5])
     return message, gr.update(choices=list(preferences.prompt_sets()), value=name or Path(file).stem)
-
-
-# --- the dataset -------------------------------------------------------------------------------
-
-
-def dataset_view():
-    """Totals and quality signals, labels per annotator, and the source leaderboard."""
-    items = preferences.list_items(limit=100_000)
-    st = preferences.stats(items)
-
-    def pct(value: float | None) -> str:
-        return "—" if value is None else f"{value:.0%}"
-
-    text = (
-        f"**{st['items']}** items, **{st['labels']}** labels ({st['labelled_items']} items labelled).  \n"
-        f"Agreement between annotators on shared items: **{pct(st['agreement'])}** over {st['agreement_pairs']} pairs of votes.  \n"
-        f"Position bias: the left response (A) won **{pct(st['left_wins'])}** of {st['decisive_votes']} decisive A/B votes "
-        f"(50% means no bias).  \nTie rate **{pct(st['tie_rate'])}**, both-bad rate **{pct(st['both_bad_rate'])}**."
-    )
-    annotators = pd.DataFrame(list(st["per_annotator"].items()), columns=["annotator", "labels"])
-    ratings = preferences.leaderboard(items)
-    board = pd.DataFrame(ratings, columns=["source", "rating", "wins", "losses", "ties", "comparisons"])
-    if not ratings:
-        text += f"  \nLeaderboard: {preferences.leaderboard_gap(items)}"
-    recent = pd.DataFrame(
-        [
-            [
-                i.id,
-                i.prompt_text[:80],
-                len(i.responses),
-                ", ".join(f"{lb.annotator}: {_describe(lb)}" for lb in i.labels),
-            ]
-            for i in items[:50]
-        ],
-        columns=["item", "prompt", "responses", "votes"],
-    )
-    return text, annotators, board, recent
-
-
-@admin_only("export preference data")
-def export_labels(fmt: str, request: gr.Request = None) -> str:
-    folder = Path(tempfile.mkdtemp(prefix="prefs-export-"))
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    if fmt == "dataset":
-        import shutil
-
-        target = folder / f"preferences-{stamp}"
-        preferences.export(target, "dataset")
-        return shutil.make_archive(str(target), "zip", root_dir=folder, base_dir=target.name)
-    suffix = {"jsonl": "jsonl", "parquet": "parquet", "unpaired": "unpaired.jsonl"}[fmt]
-    result = preferences.export(folder / f"preferences-{stamp}.{suffix}", fmt)
-    gr.Info(f"Exported {result['rows']} rows ({result['pairs']} pairs, {result['unpaired']} unpaired).")
-    return result["path"]
-
-
-@admin_only("import preference data")
-def import_labels(file: str | None, request: gr.Request = None) -> str:
-    if not file:
-        raise UserError("Choose a preference file (JSONL or Parquet in trl's format).")
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            copied = copy_upload(file, Path(tmp), max_bytes=200_000_000, allowed_suffixes=IMPORT_SUFFIXES)
-            result = preferences.import_file(copied)
-    except (UploadError, preferences.PreferenceError) as error:
-        raise UserError(str(error)) from error
-    text = f"Imported **{result.imported}** rows."
-    if result.errors:
-        text += f" {len(result.errors)} rows skipped:  \n" + "  \n".join(
-            f"line {e['line']}: {html.escape(e['error'])}" for e in result.errors[:20]
-        )
-    return text
-
-
-@admin_only("export preference data")
-def push_labels(repo_id: str, token: str, request: gr.Request = None) -> str:
-    if not repo_id or "/" not in repo_id:
-        raise UserError("Give a dataset repository id like 'my-team/preferences'.")
-    try:
-        pushed = preferences.push_to_hub(repo_id.strip(), token.strip() or None)
-    except preferences.PreferenceError as error:
-        raise UserError(str(error)) from error
-    configs = ", ".join(f"`{name}` ({rows} rows)" for name, rows in pushed["configs"].items())
-    return (
-        f"Pushed to {pushed['url']}: {configs}. Load one with "
-        f"`load_dataset({repo_id.strip()!r}, {next(iter(pushed['configs']))!r})`."
-    )
-
-
-@admin_only("delete data")
-def delete_item(item_id: str, request: gr.Request = None) -> str:
-    if not item_id or not item_id.strip():
-        raise UserError("Give the id of the item to delete (see the table).")
-    if not preferences.delete_item(item_id.strip()):
-        raise UserError(f"No item {item_id!r}.")
-    return f"Deleted item {html.escape(item_id)} and its votes."
 
 
 def reward_model_choices() -> list[str]:
@@ -424,12 +273,12 @@ def reward_model_choices() -> list[str]:
 def _source_slot(letter: str, temperature: float):
     with gr.Row(visible=letter in "AB") as row:
         adapter = LiveDropdown(adapter_choices, fallback=adapters.BASE_CHOICE, label=f"Source {letter}: model", scale=3)
-        temp = gr.Slider(0, 2, value=temperature, step=0.05, label="temperature", scale=2)
-        seed = gr.Number(value=-1, precision=0, label="seed", scale=1, info="-1 random")
+        temp = control(SamplingParams, "temperature", value=temperature, label="temperature", info=None, scale=2)
+        seed = control(SamplingParams, "seed", label="seed", info="-1 random", scale=1)
     return row, adapter, temp, seed
 
 
-def build_label(demo: gr.Blocks, shared: Shared) -> None:
+def build(demo: gr.Blocks, shared: Shared) -> None:
     with gr.Row():
         with gr.Column(scale=1):
             with gr.Accordion("Guidelines", open=False):
@@ -507,60 +356,6 @@ def build_label(demo: gr.Blocks, shared: Shared) -> None:
     gr.api(vote_api, api_name="vote")
     cleared_first([set_upload.upload], [set_status]).then(
         upload_prompt_set, [set_upload, set_name], [set_status, prompt_set], api_name="upload_prompt_set"
-    )
-
-
-def build_dataset(demo: gr.Blocks) -> None:
-    with gr.Row():
-        refresh = gr.Button("Refresh", size="sm")
-    summary = gr.Markdown()
-    with gr.Row():
-        annotators = gr.Dataframe(label="Labels per annotator", interactive=False)
-        board = gr.Dataframe(label="Leaderboard (Bradley–Terry ratings of the sources)", interactive=False)
-    recent = gr.Dataframe(label="Recent items", interactive=False, wrap=True, max_height=320)
-    with gr.Row():
-        with gr.Column():
-            gr.Markdown("#### Export for trl")
-            fmt = gr.Radio(
-                ["jsonl", "parquet", "dataset", "unpaired"],
-                value="jsonl",
-                label="Format",
-                info="pairs in trl's conversational prompt/chosen/rejected; 'unpaired' = KTO prompt/completion/label",
-            )
-            gr.Markdown(
-                "<span class='muted'>Unpaired rows: a **tie** exports both responses with `label: true` (both "
-                "acceptable), **both bad** exports both with `label: false`, 👍/👎 as voted. Ties and both-bad say "
-                "nothing about order, so they are never pairs.</span>"
-            )
-            export_button = gr.Button("Export")
-            exported = gr.File(label="Download", interactive=False)
-        with gr.Column():
-            gr.Markdown("#### Import")
-            import_file = gr.File(
-                label="Preference file (JSONL / Parquet)", file_types=list(IMPORT_SUFFIXES), type="filepath"
-            )
-            imported = gr.Markdown()
-        with gr.Column():
-            gr.Markdown("#### Push to the Hub (needs network)")
-            repo = gr.Textbox(label="Dataset repo", placeholder="team/preferences")
-            token = gr.Textbox(label="Token", type="password")
-            push_button = gr.Button("Push")
-            pushed = gr.Markdown()
-    with gr.Accordion("Delete an item (admin)", open=False):
-        with gr.Row():
-            delete_id = gr.Textbox(label="Item id", scale=3)
-            delete_button = gr.Button("Delete", variant="stop", scale=1)
-        deleted = gr.Markdown()
-
-    view_outputs = [summary, annotators, board, recent]
-    gr.on([refresh.click, demo.load], dataset_view, None, view_outputs, api_name="preference_stats")
-    export_button.click(export_labels, fmt, exported, api_name="export_preferences")
-    cleared_first([import_file.upload], [imported]).then(
-        import_labels, import_file, imported, api_name="import_preferences"
-    ).then(dataset_view, None, view_outputs, api_visibility="private")
-    push_button.click(push_labels, [repo, token], pushed, api_name="push_preferences")
-    delete_button.click(delete_item, delete_id, deleted, api_name="delete_item").then(
-        dataset_view, None, view_outputs, api_visibility="private"
     )
 
 

@@ -1,0 +1,161 @@
+"""Preferences › Dataset: what the labels add up to, and their export, import, Hub push and deletion."""
+
+from __future__ import annotations
+
+import html
+import tempfile
+import time
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from pipelines import preference_data, preference_stats, preferences
+from pipelines.files import copy_upload
+
+from .errors import UserError
+from .controls import cleared_first
+from .guard import admin_only
+
+
+IMPORT_SUFFIXES = (".jsonl", ".json", ".parquet")
+
+
+def dataset_view():
+    """Totals and quality signals, labels per annotator, and the source leaderboard."""
+    items = preferences.list_items(limit=100_000)
+    st = preference_stats.stats(items)
+
+    def pct(value: float | None) -> str:
+        return "—" if value is None else f"{value:.0%}"
+
+    text = (
+        f"**{st['items']}** items, **{st['labels']}** labels ({st['labelled_items']} items labelled).  \n"
+        f"Agreement between annotators on shared items: **{pct(st['agreement'])}** over {st['agreement_pairs']} pairs of votes.  \n"
+        f"Position bias: the left response (A) won **{pct(st['left_wins'])}** of {st['decisive_votes']} decisive A/B votes "
+        f"(50% means no bias).  \nTie rate **{pct(st['tie_rate'])}**, both-bad rate **{pct(st['both_bad_rate'])}**."
+    )
+    annotators = pd.DataFrame(list(st["per_annotator"].items()), columns=["annotator", "labels"])
+    ratings = preference_stats.leaderboard(items)
+    board = pd.DataFrame(ratings, columns=["source", "rating", "wins", "losses", "ties", "comparisons"])
+    if not ratings:
+        text += f"  \nLeaderboard: {preference_stats.leaderboard_gap(items)}"
+    recent = pd.DataFrame(
+        [
+            [
+                i.id,
+                i.prompt_text[:80],
+                len(i.responses),
+                ", ".join(f"{lb.annotator}: {lb.describe()}" for lb in i.labels),
+            ]
+            for i in items[:50]
+        ],
+        columns=["item", "prompt", "responses", "votes"],
+    )
+    return text, annotators, board, recent
+
+
+@admin_only("export preference data")
+def export_labels(fmt: str, request: gr.Request = None) -> str:
+    folder = Path(tempfile.mkdtemp(prefix="prefs-export-"))
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    if fmt == "dataset":
+        import shutil
+
+        target = folder / f"preferences-{stamp}"
+        preference_data.export(target, "dataset")
+        return shutil.make_archive(str(target), "zip", root_dir=folder, base_dir=target.name)
+    suffix = {"jsonl": "jsonl", "parquet": "parquet", "unpaired": "unpaired.jsonl"}[fmt]
+    result = preference_data.export(folder / f"preferences-{stamp}.{suffix}", fmt)
+    gr.Info(f"Exported {result['rows']} rows ({result['pairs']} pairs, {result['unpaired']} unpaired).")
+    return result["path"]
+
+
+@admin_only("import preference data")
+def import_labels(file: str | None, request: gr.Request = None) -> str:
+    if not file:
+        raise UserError("Choose a preference file (JSONL or Parquet in trl's format).")
+    with tempfile.TemporaryDirectory() as tmp:
+        copied = copy_upload(file, Path(tmp), max_bytes=200_000_000, allowed_suffixes=IMPORT_SUFFIXES)
+        result = preference_data.import_file(copied)
+    text = f"Imported **{result.imported}** rows."
+    if result.errors:
+        text += f" {len(result.errors)} rows skipped:  \n" + "  \n".join(
+            f"line {e['line']}: {html.escape(e['error'])}" for e in result.errors[:20]
+        )
+    return text
+
+
+@admin_only("export preference data")
+def push_labels(repo_id: str, token: str, request: gr.Request = None) -> str:
+    if not repo_id or "/" not in repo_id:
+        raise UserError("Give a dataset repository id like 'my-team/preferences'.")
+    pushed = preference_data.push_to_hub(repo_id.strip(), token.strip() or None)
+    configs = ", ".join(f"`{name}` ({rows} rows)" for name, rows in pushed["configs"].items())
+    return (
+        f"Pushed to {pushed['url']}: {configs}. Load one with "
+        f"`load_dataset({repo_id.strip()!r}, {next(iter(pushed['configs']))!r})`."
+    )
+
+
+@admin_only("delete data")
+def delete_item(item_id: str, request: gr.Request = None) -> str:
+    if not item_id or not item_id.strip():
+        raise UserError("Give the id of the item to delete (see the table).")
+    if not preferences.delete_item(item_id.strip()):
+        raise UserError(f"No item {item_id!r}.")
+    return f"Deleted item {html.escape(item_id)} and its votes."
+
+
+def build(demo: gr.Blocks) -> None:
+    with gr.Row():
+        refresh = gr.Button("Refresh", size="sm")
+    summary = gr.Markdown()
+    with gr.Row():
+        annotators = gr.Dataframe(label="Labels per annotator", interactive=False)
+        board = gr.Dataframe(label="Leaderboard (Bradley–Terry ratings of the sources)", interactive=False)
+    recent = gr.Dataframe(label="Recent items", interactive=False, wrap=True, max_height=320)
+    with gr.Row():
+        with gr.Column():
+            gr.Markdown("#### Export for trl")
+            fmt = gr.Radio(
+                ["jsonl", "parquet", "dataset", "unpaired"],
+                value="jsonl",
+                label="Format",
+                info="pairs in trl's conversational prompt/chosen/rejected; 'unpaired' = KTO prompt/completion/label",
+            )
+            gr.Markdown(
+                "<span class='muted'>Unpaired rows: a **tie** exports both responses with `label: true` (both "
+                "acceptable), **both bad** exports both with `label: false`, 👍/👎 as voted. Ties and both-bad say "
+                "nothing about order, so they are never pairs.</span>"
+            )
+            export_button = gr.Button("Export")
+            exported = gr.File(label="Download", interactive=False)
+        with gr.Column():
+            gr.Markdown("#### Import")
+            import_file = gr.File(
+                label="Preference file (JSONL / Parquet)", file_types=list(IMPORT_SUFFIXES), type="filepath"
+            )
+            imported = gr.Markdown()
+        with gr.Column():
+            gr.Markdown("#### Push to the Hub (needs network)")
+            repo = gr.Textbox(label="Dataset repo", placeholder="team/preferences")
+            token = gr.Textbox(label="Token", type="password")
+            push_button = gr.Button("Push")
+            pushed = gr.Markdown()
+    with gr.Accordion("Delete an item (admin)", open=False):
+        with gr.Row():
+            delete_id = gr.Textbox(label="Item id", scale=3)
+            delete_button = gr.Button("Delete", variant="stop", scale=1)
+        deleted = gr.Markdown()
+
+    view_outputs = [summary, annotators, board, recent]
+    gr.on([refresh.click, demo.load], dataset_view, None, view_outputs, api_name="preference_stats")
+    export_button.click(export_labels, fmt, exported, api_name="export_preferences")
+    cleared_first([import_file.upload], [imported]).then(
+        import_labels, import_file, imported, api_name="import_preferences"
+    ).then(dataset_view, None, view_outputs, api_visibility="private")
+    push_button.click(push_labels, [repo, token], pushed, api_name="push_preferences")
+    delete_button.click(delete_item, delete_id, deleted, api_name="delete_item").then(
+        dataset_view, None, view_outputs, api_visibility="private"
+    )
