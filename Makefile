@@ -21,16 +21,19 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# ruff's lint rules and its formatter, over everything that is Python (settings in pyproject.toml).
+# ruff's lint rules and its formatter over everything that is Python, and mypy over the engine
+# (pipelines/); settings in pyproject.toml.
 LINTED := pipelines playground app.py tests bench
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/ruff format --check $(LINTED)
+	$(BIN)/mypy
 
-# The inner loop: unit tests only (tiny model, no app launch, no browser).
+# The inner loop (under 2 minutes on 2 cores): unit tests on the tiny model, without the ones
+# marked slow (training jobs, spawned processes), on two processes.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests/unit -m "not slow" -n 2 $(PYTEST_ARGS)
 
 # Optional llama.cpp engine (compiles; minutes). Override the build with e.g.
 # LLAMACPP_CMAKE_ARGS="-DGGML_CUDA=on" on a CUDA machine.

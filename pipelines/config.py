@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import overload
 
 # What ships with the code: sample datasets, presets, teaching texts (one place, for pipelines and UI).
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -20,9 +21,13 @@ HUB_FALLBACK_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 TRAIN_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
+@overload
+def _env(name: str) -> str | None: ...
+@overload
+def _env(name: str, default: str) -> str: ...
 def _env(name: str, default: str | None = None) -> str | None:
     value = os.environ.get(name)
-    return value if value not in (None, "") else default
+    return value if value else default
 
 
 def _default_host() -> str:

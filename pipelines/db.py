@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import threading
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Iterator
 
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import CursorResult, Engine, Result
 from sqlalchemy.orm import Session, sessionmaker
 
 from .config import Settings, get_settings
@@ -62,6 +62,11 @@ def session(settings: Settings | None = None) -> Iterator[Session]:
     with factory() as s:
         with s.begin():
             yield s
+
+
+def rowcount(result: Result[Any]) -> int:
+    """Rows an UPDATE, DELETE or INSERT touched (SQLAlchemy types `execute` as a plain Result)."""
+    return result.rowcount if isinstance(result, CursorResult) else -1
 
 
 def dispose_all() -> None:

@@ -395,12 +395,12 @@ def _stream_torch(
     handle: ModelHandle,
     rows: list[Completion],
     states: list[_RowState],
-    adapter: str | None | list[str | None],
+    adapter: str | None | Sequence[str | None],
     should_stop: Callable[[], bool] | None,
 ) -> Iterator[list[Completion]]:
     device = handle.device
     padded, mask = _left_padded(handle, rows)
-    inputs, mask, positions = _prefill_inputs(handle, padded, mask, None if isinstance(adapter, list) else adapter)
+    inputs, mask, positions = _prefill_inputs(handle, padded, mask, adapter if isinstance(adapter, str) else None)
     needs_mask = "attention_mask" in inputs
     cache = None
     next_positions = positions[:, -1:] + 1

@@ -34,7 +34,7 @@ from sqlalchemy import select, update
 from .errors import PlaygroundError
 from .files import write_atomic
 from .config import Settings, get_settings
-from .db import session
+from .db import rowcount, session
 from .tables import JobRow
 
 log = logging.getLogger(__name__)
@@ -257,7 +257,7 @@ def _finish(job_id: str, status: str, message: str, result: dict[str, Any] | Non
         values["progress"] = 1.0
     with session() as s:
         done = s.execute(update(JobRow).where(JobRow.id == job_id, JobRow.status == RUNNING).values(**values))
-        return done.rowcount == 1
+        return rowcount(done) == 1
 
 
 # --- inside a job -------------------------------------------------------------------------------
@@ -648,7 +648,12 @@ class JobManager:
             rows = list(s.scalars(select(JobRow).where(JobRow.status == RUNNING, JobRow.cancel_requested.is_(True))))
         now = time.monotonic()
         for row in rows:
-            if row.foreground or row.host not in (None, self.host) or not _alive(row.pid, row.pid_started):
+            if (
+                row.foreground
+                or row.pid is None
+                or row.host not in (None, self.host)
+                or not _alive(row.pid, row.pid_started)
+            ):
                 continue  # foreground jobs poll the flag themselves; dead ones are reaped
             first = self._term_sent.get(row.id)
             try:
@@ -669,11 +674,13 @@ class JobManager:
 
     def _launch(self, job_id: str) -> None:
         with session(self.settings) as s:  # claim atomically: another replica may be racing us
-            claimed = s.execute(
-                update(JobRow)
-                .where(JobRow.id == job_id, JobRow.status == QUEUED)
-                .values(status=RUNNING, host=self.host, message="starting", started_at=time.time())
-            ).rowcount
+            claimed = rowcount(
+                s.execute(
+                    update(JobRow)
+                    .where(JobRow.id == job_id, JobRow.status == QUEUED)
+                    .values(status=RUNNING, host=self.host, message="starting", started_at=time.time())
+                )
+            )
         if claimed != 1:
             return
         directory = job_dir(job_id, self.settings)

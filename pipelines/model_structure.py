@@ -36,7 +36,7 @@ def base_named_modules(model: Any) -> Iterator[tuple[str, torch.nn.Module]]:
 
     def walk(name: str, module: torch.nn.Module) -> Iterator[tuple[str, torch.nn.Module]]:
         if tuner and isinstance(module, tuner):
-            module = module.get_base_layer()
+            module = module.get_base_layer()  # type: ignore[attr-defined]  # PEFT's BaseTunerLayer
         yield name, module
         for child_name, child in module.named_children():
             yield from walk(f"{name}.{child_name}" if name else child_name, child)

@@ -153,8 +153,9 @@ class ModelHandle:
                 names = self._activate_per_row(adapter)
                 if names is not None:
                     return self.model(**inputs, adapter_names=names)
-                adapter = adapter[0]
-            self._activate(adapter)
+                self._activate(adapter[0])
+            else:
+                self._activate(adapter if isinstance(adapter, str) else None)
             return self.model(**inputs)
 
     def _activate_per_row(self, row_adapters: Sequence[str | None]) -> list[str] | None:
@@ -244,7 +245,9 @@ class ModelHandle:
         the same name) is reloaded on its next use.
         """
         info = self._adapter_info(adapter) if adapter is not None else None
-        if info is None or info.peft_type == "PROMPT_TUNING":  # base weights (prompt tuning adds only inputs)
+        if (
+            adapter is None or info is None or info.peft_type == "PROMPT_TUNING"
+        ):  # base weights (prompt tuning adds only inputs)
             if self._active_adapter is not None:
                 self.model.base_model.disable_adapter_layers()
                 self._active_adapter = None

@@ -255,7 +255,8 @@ def _read_rows(path: Path) -> Iterable[tuple[int, Any, str | None]]:
 
 def read_pairs(path: str | Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """trl preference rows from a file, validated row by row: (rows as message lists, errors)."""
-    rows, errors = [], []
+    rows: list[dict[str, Any]] = []
+    errors: list[dict[str, Any]] = []
     for number, record, error in _read_rows(Path(path)):
         if error:
             errors.append({"line": number, "error": error})

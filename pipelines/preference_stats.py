@@ -87,7 +87,7 @@ def leaderboard(items: Sequence[ItemView] | None = None) -> list[dict[str, Any]]
         return []
     index = {name: i for i, name in enumerate(names)}
     data: list[tuple[int, int]] = []
-    record = {name: Counter() for name in names}
+    record: dict[str, Counter[str]] = {name: Counter() for name in names}
     for winner, loser, weight in comparisons:
         if weight == 1.0:
             data.append((index[winner], index[loser]))

@@ -24,7 +24,7 @@ from typing import Any, Iterable, Sequence
 from sqlalchemy import delete, func, select
 
 from .messages import Message, normalise
-from .db import engine, session
+from .db import engine, rowcount, session
 from .tables import PrefItem, PrefLabel, PrefPrompt, PrefResponse
 from .errors import PlaygroundError
 
@@ -226,7 +226,7 @@ def delete_item(item_id: str) -> bool:
     with session() as s:
         s.execute(delete(PrefLabel).where(PrefLabel.item_id == item_id))
         s.execute(delete(PrefResponse).where(PrefResponse.item_id == item_id))
-        return s.execute(delete(PrefItem).where(PrefItem.id == item_id)).rowcount == 1
+        return rowcount(s.execute(delete(PrefItem).where(PrefItem.id == item_id))) == 1
 
 
 # --- votes -------------------------------------------------------------------------------------
@@ -308,8 +308,10 @@ def submit_label(
         "session": session_id,
     }
     with session() as s:
-        inserted = s.execute(_insert_ignore(values)).rowcount == 1
+        inserted = rowcount(s.execute(_insert_ignore(values))) == 1
         existing = s.scalar(select(PrefLabel).where(PrefLabel.item_id == item_id, PrefLabel.annotator == annotator))
+        if existing is None:  # deleted between the insert and this read (an admin removed the item)
+            raise PreferenceError(f"item {item_id} is gone")
         view = LabelView(
             existing.item_id,
             existing.annotator,
@@ -327,14 +329,20 @@ def _insert_ignore(values: dict[str, Any]):
     """INSERT ... ON CONFLICT DO NOTHING in the running database's dialect."""
     dialect = engine().dialect.name
     if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    elif dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    else:  # other databases: a plain insert, the unique constraint still protects the data
-        from sqlalchemy import insert as plain_insert
+        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 
-        return plain_insert(PrefLabel).values(**values)
-    return insert(PrefLabel).values(**values).on_conflict_do_nothing(index_elements=["item_id", "annotator"])
+        return (
+            postgresql_insert(PrefLabel)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=["item_id", "annotator"])
+        )
+    if dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        return sqlite_insert(PrefLabel).values(**values).on_conflict_do_nothing(index_elements=["item_id", "annotator"])
+    from sqlalchemy import insert as plain_insert  # other databases: the unique constraint still protects the data
+
+    return plain_insert(PrefLabel).values(**values)
 
 
 # --- prompt sets -------------------------------------------------------------------------------

@@ -78,14 +78,14 @@ def _as_json(messages: Sequence[Any]) -> list[dict[str, str]]:
     return [m.to_json() if hasattr(m, "to_json") else dict(m) for m in messages]
 
 
-def load_pairs(spec: RewardSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def load_pairs(spec: training.PairSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(pairs as trl conversational rows, row errors)."""
     if spec.from_store:
         pairs, _ = preference_data.pairs_and_unpaired()
         rows = [{k: r[k] for k in preference_data.TRL_PAIR_COLUMNS} for r in pairs]
         errors: list[dict[str, Any]] = []
     else:
-        raw, errors = preference_data.read_pairs(spec.data)
+        raw, errors = preference_data.read_pairs(spec.data or "")
         rows = [
             {"prompt": _as_json(r["prompt"]), "chosen": _as_json(r["chosen"]), "rejected": _as_json(r["rejected"])}
             for r in raw

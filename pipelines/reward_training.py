@@ -123,7 +123,7 @@ def run(spec: RewardSpec, ctx: JobContext) -> dict[str, Any]:
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "job_id": ctx.job_id,
         "data": {
-            "source": "store" if spec.from_store else Path(spec.data).name,
+            "source": "store" if spec.from_store else Path(spec.data or "").name,
             "pairs": len(rows),
             "bad_rows": len(errors),
             "train_pairs": kept_train,

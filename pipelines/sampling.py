@@ -216,11 +216,12 @@ def process_logits(
     current = scaled
     support = None
     nothing_cut = torch.zeros_like(scaled, dtype=torch.bool) if track_cuts else None
-    for name, keep_fn, value, active in (
+    filters: tuple[tuple[str, Callable[[torch.Tensor, Any], torch.Tensor], float, bool], ...] = (
         ("top-k", top_k_keep, params.top_k, 0 < params.top_k < scaled.numel()),
         ("top-p", top_p_keep, params.top_p, params.top_p < 1.0),
         ("min-p", min_p_keep, params.min_p, params.min_p > 0),
-    ):
+    )
+    for name, keep_fn, value, active in filters:
         if not active:  # a filter that is off cuts nothing; skip its full-vocabulary passes
             if track_cuts:
                 cut_by[name] = nothing_cut

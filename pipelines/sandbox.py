@@ -215,9 +215,11 @@ def _report(raw: bytes) -> tuple[bool, Any, str | None, list[str]] | None:
 
 
 def _read_all(fd: int) -> bytes:
-    chunks = []
+    chunks: list[bytes] = []
+    kept = 0
     with os.fdopen(fd, "rb") as pipe:
         while block := pipe.read(65536):
-            if sum(map(len, chunks)) < 10_000_000:
+            if kept < 10_000_000:  # read to the end (the writer must not block), keep the first 10 MB
                 chunks.append(block)
+                kept += len(block)
     return b"".join(chunks)

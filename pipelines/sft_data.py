@@ -130,16 +130,16 @@ def _conversation(fmt: str, record: dict[str, Any], row: int, problems: list[Row
         instruction = _text(record, "instruction", row, problems)
         extra = _text(record, "input", row, problems, optional=True)
         output = _text(record, "output", row, problems)
-        if len(problems) > before:
+        if len(problems) > before or instruction is None or output is None:
             return None
-        prompt = f"{instruction}\n\n{extra}" if extra else instruction
-        messages = [Message("user", prompt), Message("assistant", output)]
+        question = f"{instruction}\n\n{extra}" if extra else instruction
+        messages = [Message("user", question), Message("assistant", output)]
     else:
         prompt_key = next((k for k in PROMPT_KEYS if k in record), PROMPT_KEYS[0])
         response_key = next((k for k in RESPONSE_KEYS if k in record), RESPONSE_KEYS[0])
         prompt = _text(record, prompt_key, row, problems)
         response = _text(record, response_key, row, problems)
-        if len(problems) > before:
+        if len(problems) > before or prompt is None or response is None:
             return None
         messages = [Message("user", prompt), Message("assistant", response)]
     size = sum(len(m.content) for m in messages)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -123,7 +124,7 @@ def run(spec: DPOSpec, ctx: JobContext) -> dict[str, Any]:
             "base_model": base_name,
             "base_model_source": model_id,
             "data": {
-                "source": "store" if spec.from_store else spec.data.rsplit("/", 1)[-1],
+                "source": "store" if spec.from_store else Path(spec.data or "").name,
                 "pairs": len(rows),
                 "train_pairs": len(train_rows),
                 "eval_pairs": len(eval_rows),

@@ -83,12 +83,17 @@ def evaluate(
     for draw in range(samples):
         seeded = params if samples == 1 else replace(params, seed=(params.seed or 0) + draw)
         offset = draw * len(prompts)
+
+        def advance(done: int, total: int, offset: int = offset) -> None:
+            if progress is not None:
+                progress(offset + done, samples * total)
+
         answers += answer_both(
             handle,
             prompts,
             adapter,
             seeded,
-            progress and (lambda done, total, offset=offset: progress(offset + done, samples * total)),
+            advance if progress is not None else None,
         )
     prompts = prompts * samples
     scorer = reward.scorer(reward_model)

@@ -30,16 +30,13 @@ def run_import(args: argparse.Namespace) -> int:
     path = Path(args.file)
     if not path.exists():
         raise UsageError(f"no such file {args.file!r}")
-    try:
-        result = preference_data.import_file(path, annotator=args.annotator)
-    except preferences.PreferenceError as error:
-        raise UsageError(str(error)) from error
+    result = preference_data.import_file(path, annotator=args.annotator)  # a refusal exits 2, as a misuse
     if args.json:
         emit_json(result.to_json())
     else:
         print(f"imported {result.imported} rows; {len(result.errors)} rows skipped")
-        for error in result.errors[:20]:
-            print(f"  line {error['line']}: {error['error']}")
+        for problem in result.errors[:20]:
+            print(f"  line {problem['line']}: {problem['error']}")
     if result.errors and not result.imported:  # nothing usable at all: a script must notice
         first = result.errors[0]
         print(

@@ -85,6 +85,7 @@ def run_query(args: argparse.Namespace) -> int:
                     models.get_handle(), args.question, hits, params, with_baseline=False
                 ):
                     pass
+                assert completion is not None and prompt is not None  # stream_answers yields at least once
                 text = completion.text.strip()
                 cited = answer.citations(text, len(prompt.hits))
                 supports = attribution.attribute(text, prompt.hits)

@@ -203,7 +203,9 @@ def attribute(
 ) -> list[SentenceSupport]:
     """One SentenceSupport per sentence of `answer`; `hits` are the passages numbered [1].. in the prompt."""
     if embed is None:
-        from .embedder import embed
+        from .embedder import embed as embed_texts
+
+        embed = embed_texts
     stop = _stopwords()
     passage_words = [{normal for normal, _ in _words(h.chunk.text, stop)} for h in hits]
     passage_sentences = [

@@ -21,6 +21,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import PlaygroundError
 
@@ -251,9 +252,9 @@ def _parse_in_child(path: Path, name: str) -> list[Section]:
         import signal
 
         how = {
-            signal.SIGXCPU: f"used more than {PARSE_CPU_SECONDS} s of CPU",
-            signal.SIGKILL: f"used more than {PARSE_CPU_SECONDS} s of CPU or its memory limit",
-        }.get(-done.returncode)
+            -signal.SIGXCPU: f"used more than {PARSE_CPU_SECONDS} s of CPU",
+            -signal.SIGKILL: f"used more than {PARSE_CPU_SECONDS} s of CPU or its memory limit",
+        }.get(done.returncode)
         if b"MemoryError" in done.stderr[-4000:]:
             how = f"needed more than {PARSE_MEMORY_BYTES // 1_000_000:,} MB of memory"
         raise ParseError(f"{name} could not be read within the limits" + (f": it {how}" if how else ""))
@@ -295,6 +296,7 @@ def _child_main(argv: list[str]) -> int:
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 5))
     resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    answer: dict[str, Any]
     try:
         answer = {"sections": [[s.text, s.page] for s in parse_here(path, name)]}
     except ParseError as error:

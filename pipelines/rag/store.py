@@ -208,10 +208,10 @@ def _build_faiss(embeddings: np.ndarray) -> Any:
         index.hnsw.efSearch = 64
         index.add(embeddings)  # HNSW numbers vectors 0..n-1: the same ids as the chunk table
         return index
-    index = faiss.IndexIDMap(faiss.IndexFlatIP(dim))
+    flat = faiss.IndexIDMap(faiss.IndexFlatIP(dim))
     if len(embeddings):
-        index.add_with_ids(embeddings, np.arange(len(embeddings), dtype=np.int64))
-    return index
+        flat.add_with_ids(embeddings, np.arange(len(embeddings), dtype=np.int64))
+    return flat
 
 
 def _bm25_tokens(texts: Sequence[str]) -> list[list[str]]:

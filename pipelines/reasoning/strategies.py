@@ -73,7 +73,7 @@ def parse(key: str, text: str | dict[str, Any]) -> Strategy:
     pairs = []
     for number, item in enumerate(exemplars, start=1):
         if not isinstance(item, dict) or not all(
-            isinstance(item.get(f), str) and item.get(f).strip() for f in ("question", "answer")
+            isinstance(item.get(f), str) and str(item[f]).strip() for f in ("question", "answer")
         ):
             raise ValueError(f"{key} prompt: exemplar {number} needs a non-empty 'question' and 'answer'")
         pairs.append((item["question"], item["answer"]))
