@@ -10,7 +10,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from tests.conftest import ROOT, free_port
+from tests.helpers import ROOT, free_port
 
 
 class AppProcess:

@@ -118,3 +118,14 @@ def bad_files(folder: Path) -> dict[str, str]:
         "whitespace.md": "contains no text",
         "locked.pdf": "password-protected",
     }
+
+
+def passages(*texts: str):
+    """Retrieval hits for `texts`, numbered [1].. as a prompt shows them, best first."""
+    from pipelines.rag.retrieval import Hit
+    from pipelines.rag.store import ChunkRecord
+
+    return [
+        Hit(ChunkRecord(i, f"d{i}", f"doc{i}.txt", None, 0, len(t), t), 1.0 - i / 10, i + 1)
+        for i, t in enumerate(texts)
+    ]

@@ -11,7 +11,7 @@ import pytest
 from gradio_client import Client
 
 from pipelines import access, db, preferences
-from tests.conftest import launched_app, write_sft_rows
+from tests.helpers import launched_app, write_sft_rows
 
 pytestmark = pytest.mark.api
 

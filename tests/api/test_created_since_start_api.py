@@ -10,7 +10,7 @@ import pytest
 from gradio_client import Client
 
 from pipelines import jobs, reward
-from tests.conftest import ROOT, launched_app, make_lora_adapter
+from tests.helpers import ROOT, launched_app, make_lora_adapter
 
 pytestmark = pytest.mark.api
 PAIRS = ROOT / "assets" / "datasets" / "preference_pairs.jsonl"

@@ -56,7 +56,7 @@ def test_hostile_names_stay_inside_the_collection(app_url, data_dir, tmp_path):
 def test_oversized_upload_is_refused_by_the_server(use_tiny, monkeypatch):
     import app as app_module
     from pipelines import config
-    from tests.conftest import free_port
+    from tests.helpers import free_port
 
     monkeypatch.setenv("PLAYGROUND_MAX_UPLOAD_MB", "1")
     config.reset_settings()

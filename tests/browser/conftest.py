@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, launched_app
+from tests.helpers import ROOT, launched_app
 
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")

@@ -14,7 +14,7 @@ from playwright.sync_api import Page, expect  # noqa: E402
 
 from pipelines import jobs, preferences
 from tests.browser_flows import ingest_document
-from tests.conftest import write_sft_rows
+from tests.helpers import write_sft_rows
 
 pytestmark = pytest.mark.browser
 

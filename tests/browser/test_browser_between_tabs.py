@@ -18,7 +18,7 @@ from playwright.sync_api import Page, expect  # noqa: E402
 
 from pipelines import jobs
 from tests.browser_flows import ingest_document
-from tests.conftest import make_lora_adapter, write_sft_rows
+from tests.helpers import make_lora_adapter, write_sft_rows
 
 pytestmark = pytest.mark.browser
 BASE_LAYERS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]

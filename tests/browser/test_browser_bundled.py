@@ -16,7 +16,7 @@ pytest.importorskip(
 from playwright.sync_api import Page, expect  # noqa: E402
 
 from tests.browser_flows import ingest_document
-from tests.conftest import launched_app
+from tests.helpers import launched_app
 from tests.rag_corpus import RAILWAY_TXT
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]

@@ -18,7 +18,7 @@ from playwright.sync_api import Page, expect  # noqa: E402
 
 from pipelines import models
 from pipelines.config import get_settings
-from tests.conftest import launched_app
+from tests.helpers import launched_app
 
 pytestmark = pytest.mark.browser
 

@@ -6,7 +6,7 @@ import pytest
 
 from pipelines import jobs
 from pipelines.align import dpo
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 pytestmark = pytest.mark.integration
 

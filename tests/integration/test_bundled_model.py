@@ -11,7 +11,7 @@ import pytest
 
 from pipelines import generation
 from pipelines.sampling import SamplingParams
-from tests.conftest import MODEL_CACHE, ROOT
+from tests.helpers import MODEL_CACHE, ROOT
 
 pytestmark = pytest.mark.integration
 

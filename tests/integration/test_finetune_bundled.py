@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pipelines import finetune, jobs
-from tests.conftest import MODEL_CACHE, ROOT
+from tests.helpers import MODEL_CACHE, ROOT
 
 pytestmark = pytest.mark.integration
 

@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from pipelines import jobs, reward
-from tests.conftest import MODEL_CACHE, ROOT
+from tests.helpers import MODEL_CACHE, ROOT
 
 pytestmark = pytest.mark.integration
 

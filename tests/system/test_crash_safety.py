@@ -19,7 +19,7 @@ from pipelines import adapters, db, finetune, generation, jobs, models, preferen
 from pipelines.rag import retrieval, store
 from pipelines.sampling import SamplingParams
 from tests.app_process import AppProcess
-from tests.conftest import make_lora_adapter, write_sft_rows
+from tests.helpers import make_lora_adapter, write_sft_rows
 
 pytestmark = pytest.mark.system
 

@@ -9,7 +9,7 @@ import pytest
 
 from pipelines import adapters, chat, generation, models
 from pipelines.sampling import SamplingParams
-from tests.conftest import make_lora_adapter
+from tests.helpers import make_lora_adapter
 
 GREEDY = SamplingParams(temperature=0, max_new_tokens=10)
 

@@ -10,7 +10,7 @@ from pipelines import adapters, jobs, models, reward
 from pipelines.align import common, dpo, evaluate, rloo
 from pipelines.chat import Message
 from pipelines.sampling import InvalidParameter, SamplingParams
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 PAIRS = ROOT / "assets" / "datasets" / "preference_pairs.jsonl"
 
@@ -56,6 +56,7 @@ def test_prompts_from_file_and_store(tmp_path, data_dir):
         common.load_prompts(None)  # the store is empty
 
 
+@pytest.mark.slow
 def test_dpo_job_trains_an_adapter_usable_everywhere(tiny_model_env, data_dir):
     spec = dpo.DPOSpec(out="tiny-dpo", data=str(PAIRS), max_steps=2, batch_size=4, max_length=128, beta=0.2)
     job = jobs.run_foreground("dpo", spec.out, spec.to_dict(), echo=False)
@@ -68,6 +69,7 @@ def test_dpo_job_trains_an_adapter_usable_everywhere(tiny_model_env, data_dir):
     assert any("rewards/margins" in r for r in records) and any("loss" in r for r in records)
 
 
+@pytest.mark.slow
 def test_rloo_job_and_evaluation(tiny_model_env, data_dir, tmp_path):
     rm = reward.RewardSpec(out="tiny-rm", data=str(PAIRS), max_steps=1, batch_size=4, max_length=128)
     assert jobs.run_foreground("reward", rm.out, rm.to_dict(), echo=False).status == jobs.SUCCEEDED
@@ -137,7 +139,7 @@ def test_an_adapter_that_changes_nothing_wins_half(fresh_tiny_handle, tiny_model
     """A LoRA whose B is zero answers exactly as the base model: 50%, whatever the batch numerics do to the scores."""
     from peft import LoraConfig, get_peft_model
 
-    from tests.conftest import build_tiny_model
+    from tests.helpers import build_tiny_model
 
     noop = get_peft_model(
         build_tiny_model(fresh_tiny_handle.tokenizer), LoraConfig(r=4, target_modules=["q_proj", "v_proj"])

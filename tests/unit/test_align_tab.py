@@ -9,7 +9,7 @@ import pytest
 from tests.refusals import REFUSED
 from pipelines import jobs, preferences, reward
 from playground import align as tab
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 PAIRS = str(ROOT / "assets" / "datasets" / "preference_pairs.jsonl")
 
@@ -51,7 +51,7 @@ def test_starting_jobs_checks_inputs_first(data_dir, monkeypatch):
 
 
 def test_evaluate_and_queue_for_humans(fresh_tiny_handle, tiny_model_env, data_dir, tmp_path):
-    from tests.conftest import make_lora_adapter
+    from tests.helpers import make_lora_adapter
 
     make_lora_adapter(
         fresh_tiny_handle.tokenizer, data_dir / "adapters", "tuned"

@@ -9,7 +9,7 @@ import pytest
 from pipelines import chat, models
 from pipelines.chat import Message
 from pipelines.sampling import InvalidParameter, SamplingParams
-from tests.conftest import build_tiny_model
+from tests.helpers import build_tiny_model
 
 CONVERSATION = [
     {"role": "system", "content": "You are terse."},

@@ -10,7 +10,7 @@ import pytest
 
 from tests.refusals import REFUSED
 from playground import chat as chat_tab
-from tests.unit.test_generate_tab import DEFAULTS
+from tests.helpers import SAMPLING_DEFAULTS as DEFAULTS
 
 
 def last(gen):

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from pipelines.cli import main
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 
 def run_json(capsys, *argv: str) -> dict:
@@ -138,12 +138,13 @@ def test_chat_unknown_adapter_and_missing_file(use_tiny, capsys, tmp_path):
     assert main(["chat", "--messages", str(tmp_path / "missing.json")]) == 2
 
 
+@pytest.mark.slow
 def test_finetune_json_contract_in_the_foreground(tiny_model_env, capsys, tmp_path, data_dir):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
     from pipelines import jobs
-    from tests.conftest import write_sft_rows
+    from tests.helpers import write_sft_rows
 
     data = write_sft_rows(tmp_path / "d.jsonl")
     doc = run_json(
@@ -199,7 +200,7 @@ def test_finetune_json_contract_in_the_foreground(tiny_model_env, capsys, tmp_pa
     ],
 )
 def test_finetune_bad_flags_are_one_line(tiny_model_env, capsys, tmp_path, extra, needle):
-    from tests.conftest import write_sft_rows
+    from tests.helpers import write_sft_rows
 
     data = write_sft_rows(tmp_path / "d.jsonl")
     argv = ["finetune", "--data", str(data), "--out", "x", *extra]
@@ -244,8 +245,9 @@ def test_prefs_import_export_json_contracts(capsys, tmp_path, data_dir):
     db.dispose_all()
 
 
+@pytest.mark.slow
 def test_reward_cli_train_eval_score(tiny_model_env, capsys, data_dir):
-    from tests.conftest import ROOT
+    from tests.helpers import ROOT
 
     sample = str(ROOT / "assets" / "datasets" / "preference_pairs.jsonl")
     doc = run_json(

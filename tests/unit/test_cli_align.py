@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 
 from pipelines.cli import main
-from tests.conftest import ROOT
+from tests.helpers import ROOT
+
+pytestmark = pytest.mark.slow  # trains models or spawns processes: `make test-fast` skips it
 
 PAIRS = str(ROOT / "assets" / "datasets" / "preference_pairs.jsonl")
 

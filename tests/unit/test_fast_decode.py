@@ -7,7 +7,7 @@ import torch
 
 from pipelines import fast_decode, generation, models
 from pipelines.sampling import SamplingParams
-from tests.conftest import build_tiny_model
+from tests.helpers import build_tiny_model
 
 pytestmark = pytest.mark.skipif(
     fast_decode.unsupported_reason(torch.nn.Module()) == "this torch build has no fbgemm fp16 kernels",
@@ -72,7 +72,7 @@ def test_left_padded_rows_equal_the_rows_alone(model, decoder):
 
 
 def test_generation_uses_it_for_the_base_model_only(fast_handle, tokenizer, data_dir):
-    from tests.conftest import make_lora_adapter
+    from tests.helpers import make_lora_adapter
 
     params = SamplingParams(temperature=0, max_new_tokens=12)
     fast = generation.generate(fast_handle, "Once upon a time", params, ignore_eos=True)

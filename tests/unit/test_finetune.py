@@ -8,7 +8,7 @@ import torch
 from pipelines import finetune, generation, models
 from pipelines.chat import Message
 from pipelines.sampling import InvalidParameter, SamplingParams
-from tests.conftest import build_tiny_model
+from tests.helpers import build_tiny_model
 
 
 @pytest.mark.parametrize(

@@ -5,20 +5,10 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from tests.helpers import SAMPLING_DEFAULTS as DEFAULTS
 from tests.refusals import REFUSED
 from playground import generate
 from playground.controls import PARAM_NAMES, parse_stop, to_params
-
-DEFAULTS = {
-    "max_new_tokens": 8,
-    "temperature": 0.0,
-    "top_k": 0,
-    "top_p": 1.0,
-    "min_p": 0.0,
-    "repetition_penalty": 1.0,
-    "seed": -1,
-    "stop": "",
-}
 
 
 def test_stop_strings_parse_escapes():

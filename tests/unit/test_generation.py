@@ -107,7 +107,7 @@ def test_batch_rows_equal_single_runs(tiny_handle):
 
 
 def test_context_window_is_enforced(tokenizer):
-    from tests.conftest import build_tiny_model
+    from tests.helpers import build_tiny_model
 
     handle = models.wrap(build_tiny_model(tokenizer, max_positions=64), tokenizer, name="tiny-64")
     long_prompt = "word " * 80

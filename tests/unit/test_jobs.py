@@ -11,7 +11,9 @@ import psutil
 import pytest
 
 from pipelines import db, finetune, jobs
-from tests.conftest import write_sft_rows
+from tests.helpers import write_sft_rows
+
+pytestmark = pytest.mark.slow  # trains models or spawns processes: `make test-fast` skips it
 
 
 @pytest.fixture

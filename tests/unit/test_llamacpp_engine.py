@@ -37,7 +37,7 @@ class TorchLogits:
 
 @pytest.fixture
 def engine_handle(tokenizer):
-    from tests.conftest import build_tiny_model
+    from tests.helpers import build_tiny_model
 
     handle = models.wrap(build_tiny_model(tokenizer), tokenizer, name="tiny-llama", source="in-process")
     torch_only = models.wrap(build_tiny_model(tokenizer), tokenizer, name="tiny-llama", source="in-process")

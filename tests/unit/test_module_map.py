@@ -12,7 +12,7 @@ import ast
 import subprocess
 import sys
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 PACKAGE = ROOT / "pipelines"
 
@@ -109,3 +109,16 @@ def test_every_refusal_belongs_to_one_error_family():
     assert all(issubclass(kind, PlaygroundError) for kind in family)
     assert InvalidParameter("top_p", "must be in (0, 1]").param == "top_p"
     assert model_source.ModelUnavailable("x").exit_code == 1 and sft_data.DataError("x").exit_code == 2
+
+
+def test_tests_import_helpers_not_other_tests():
+    """Shared test code lives in tests/helpers.py (and the other helper modules), never in a test file or conftest."""
+    offenders = []
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            stripped = line.strip()
+            if stripped.startswith(("from tests.", "import tests.")) and (
+                ".conftest" in stripped or ".test_" in stripped
+            ):
+                offenders.append(f"{path.relative_to(ROOT)}:{number}: {stripped}")
+    assert not offenders, "\n".join(offenders)

@@ -14,7 +14,9 @@ import pytest
 from pipelines import adapters, jobs, reward
 from pipelines.align import dpo, rloo
 from pipelines.finetune import FinetuneSpec
-from tests.conftest import ROOT, write_sft_rows
+from tests.helpers import ROOT, write_sft_rows
+
+pytestmark = pytest.mark.slow  # trains models or spawns processes: `make test-fast` skips it
 
 PAIRS = ROOT / "assets" / "datasets" / "preference_pairs.jsonl"
 PLANS = ("fp32", "bf16")

@@ -12,7 +12,7 @@ from pipelines import db, preferences
 from playground import chat as chat_tab
 from playground import dataset as dataset_tab
 from playground import label as tab
-from tests.unit.test_generate_tab import DEFAULTS
+from tests.helpers import SAMPLING_DEFAULTS as DEFAULTS
 
 
 @pytest.fixture(autouse=True)

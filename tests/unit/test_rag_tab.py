@@ -7,7 +7,7 @@ import pytest
 from tests.refusals import REFUSED
 from playground import rag as tab
 from tests.rag_corpus import bad_files, write_corpus, write_questions
-from tests.unit.test_generate_tab import DEFAULTS
+from tests.helpers import SAMPLING_DEFAULTS as DEFAULTS
 
 
 def test_collection_ingest_ask_evaluate(use_tiny, tmp_path, data_dir):
@@ -49,7 +49,7 @@ def test_clear_messages_for_bad_input(use_tiny, data_dir):
 
 
 def test_finished_answer_marks_support_per_sentence():
-    from tests.unit.test_rag_attribution import passages
+    from tests.rag_corpus import passages
     from tests.rag_corpus import RAILWAY_TXT, ORCHARD_MD
 
     hits = passages(RAILWAY_TXT, ORCHARD_MD)
@@ -67,7 +67,7 @@ def test_finished_answer_marks_support_per_sentence():
 
 def test_without_the_embedder_the_answer_keeps_the_model_citations(monkeypatch):
     from pipelines.rag import embedder
-    from tests.unit.test_rag_attribution import passages
+    from tests.rag_corpus import passages
     from tests.rag_corpus import RAILWAY_TXT
 
     def missing(texts):

@@ -8,7 +8,7 @@ import pytest
 
 from tests.refusals import REFUSED
 from playground import reasoning as tab
-from tests.unit.test_generate_tab import DEFAULTS
+from tests.helpers import SAMPLING_DEFAULTS as DEFAULTS
 
 PROMPTS = [tab.reset_prompt(k) for k in tab.KEYS]
 SHORT = {**DEFAULTS, "temperature": 0}

@@ -9,7 +9,7 @@ import pytest
 from pipelines import db, jobs, preferences, reward
 from pipelines.chat import Message
 from pipelines.sampling import InvalidParameter
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 SAMPLE = ROOT / "assets" / "datasets" / "preference_pairs.jsonl"
 
@@ -63,6 +63,7 @@ def test_too_few_or_bad_pairs_are_refused(tmp_path):
         reward.load_pairs(reward.RewardSpec(out="x", from_store=True))
 
 
+@pytest.mark.slow
 def test_train_score_and_evaluate_on_the_tiny_model(tiny_model_env, data_dir):
     spec = reward.RewardSpec(out="tiny-rm", data=str(SAMPLE), max_steps=2, batch_size=4, max_length=128)
     job = jobs.run_foreground("reward", spec.out, spec.to_dict(), echo=False)

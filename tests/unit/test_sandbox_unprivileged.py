@@ -20,7 +20,9 @@ from pathlib import Path
 import pytest
 
 from pipelines import sandbox
-from tests.conftest import ROOT
+from tests.helpers import ROOT
+
+pytestmark = pytest.mark.slow  # trains models or spawns processes: `make test-fast` skips it
 
 UID = 4321  # no passwd entry needed: setpriv switches the ids themselves
 SYSTEM_PYTHON = "/usr/bin/python3"

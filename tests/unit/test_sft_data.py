@@ -9,7 +9,7 @@ import pytest
 
 from pipelines import sft_data
 from pipelines.chat import Message
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 
 def write(path, text):
