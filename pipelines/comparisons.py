@@ -70,3 +70,69 @@ def generate_item(
         pass
     assert item is not None
     return item
+
+
+# --- from a chat to preference items -------------------------------------------------------------
+
+
+def _with_system(messages: Sequence[Message], system_prompt: str | None) -> list[Message]:
+    return ([Message("system", system_prompt)] if system_prompt else []) + list(messages)
+
+
+def rate_reply(
+    messages: Sequence[Message],
+    index: int,
+    liked: bool,
+    *,
+    system_prompt: str | None,
+    annotator: str,
+    model: str,
+    session_id: str | None = None,
+) -> preferences.ItemView:
+    """A thumbs up/down on reply `index` of a chat: a one-response item (the conversation before the
+    reply is its prompt) with the annotator's label on it."""
+    if not 0 < index < len(messages) or messages[index].role != "assistant":
+        raise preferences.PreferenceError("rate an assistant reply")
+    item = preferences.create_item(
+        _with_system(messages[:index], system_prompt),
+        [preferences.ResponseDraft(messages[index].content, source="chat", model=model)],
+        origin="chat-feedback",
+        created_by=annotator,
+    )
+    preferences.submit_label(item.id, annotator, "up" if liked else "down", session_id=session_id)
+    return preferences.get_item(item.id)
+
+
+def queue_reply_against_alternative(
+    handle: ModelHandle,
+    messages: Sequence[Message],
+    params: SamplingParams,
+    *,
+    system_prompt: str | None,
+    adapter: str | None,
+    created_by: str | None,
+) -> preferences.ItemView:
+    """The chat's last reply against a fresh answer to the same conversation, queued for everyone's votes."""
+    if not messages or messages[-1].role != "assistant":
+        raise preferences.PreferenceError("wait for a reply first: the comparison pits it against a new one")
+    last_user = max((i for i, m in enumerate(messages) if m.role == "user"), default=None)
+    if last_user is None:
+        raise preferences.PreferenceError("there is no user message to compare replies to")
+    prompt = _with_system(messages[: last_user + 1], system_prompt)
+    alternative, _ = chat.reply(handle, prompt, params, adapter=adapter)
+    source = adapter or "base"
+    return preferences.create_item(
+        prompt,
+        [
+            preferences.ResponseDraft(messages[-1].content, source=source, model=handle.name),
+            preferences.ResponseDraft(
+                alternative.text.strip(),
+                source=source,
+                model=handle.name,
+                sampling=params.to_dict(),
+                seed=alternative.seed,
+            ),
+        ],
+        origin="chat-compare",
+        created_by=created_by,
+    )

@@ -213,6 +213,13 @@ def submit(
         return _info(row)
 
 
+def start(kind: str, name: str, spec: dict[str, Any], *, job_id: str | None = None) -> JobInfo:
+    """Queue a job and let this process's manager start it now if a slot is free (not at its next poll)."""
+    job = submit(kind, name, spec, job_id=job_id)
+    manager().poll_once()
+    return job
+
+
 def get(job_id: str) -> JobInfo:
     with session() as s:
         row = s.get(JobRow, job_id)

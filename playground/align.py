@@ -102,8 +102,7 @@ def start_job(
         spec = build_spec(rloo.RLOOSpec, settings, "rloo_", prompts=prompts, **shared)
         rloo.check(spec)
         kind = "rloo"
-    jobs.submit(kind, spec.out, spec.to_dict(), job_id=job_id)
-    jobs.manager().poll_once()
+    jobs.start(kind, spec.out, spec.to_dict(), job_id=job_id)
     steps = f"{spec.max_steps} steps" if spec.max_steps > 0 else f"{spec.epochs:g} epoch(s)"
     gr.Info(f"{kind.upper()} job {spec.out!r} started: {steps}; progress appears below.")
     return jobs_panel.refresh_choices(KINDS, job_id)

@@ -8,7 +8,7 @@ from typing import Any, Iterator
 
 import gradio as gr
 
-from pipelines import chat, models, preferences
+from pipelines import chat, comparisons, models
 from pipelines.access import get_policy
 from pipelines.sampling import InvalidParameter, SamplingParams
 
@@ -218,11 +218,6 @@ def chat_api(
     }
 
 
-def _context_before(messages: list[dict[str, str]], index: int, system_prompt: str | None) -> list[dict[str, str]]:
-    system = _system(system_prompt)
-    return ([{"role": "system", "content": system}] if system else []) + messages[:index]
-
-
 def feedback(
     history: list[dict[str, Any]] | None,
     system_prompt: str | None,
@@ -231,22 +226,21 @@ def feedback(
     request: gr.Request = None,
 ):
     """Thumbs up/down on a reply becomes a one-response preference item with its label."""
-    messages = to_chatbot(to_messages(history))
     index = like.index if isinstance(like.index, int) else like.index[0]
-    if not 0 <= index < len(messages) or messages[index]["role"] != "assistant" or index == 0:
-        raise UserError("Rate an assistant reply.")
     if get_policy().sign_in:
         who = labeller(annotator, request, "rate replies")
     else:
         who = annotator_name(annotator, request) or f"chat:{getattr(request, 'session_hash', 'anonymous')}"
     liked = like.liked is True or like.liked == "Like"
-    item = preferences.create_item(
-        _context_before(messages, index, system_prompt),
-        [preferences.ResponseDraft(messages[index]["content"], source="chat", model=models.get_handle().name)],
-        origin="chat-feedback",
-        created_by=who,
+    comparisons.rate_reply(
+        to_messages(history),
+        index,
+        liked,
+        system_prompt=_system(system_prompt),
+        annotator=who,
+        model=models.get_handle().name,
+        session_id=getattr(request, "session_hash", None),
     )
-    preferences.submit_label(item.id, who, "up" if liked else "down", session_id=getattr(request, "session_hash", None))
     gr.Info(f"Saved your {'👍' if liked else '👎'} as a preference label.")
 
 
@@ -260,27 +254,12 @@ def send_to_compare(
     **sampling: Any,
 ) -> None:
     """Queue the last reply against a fresh alternative as a comparison item for the Preferences tab."""
-    before, text = _until_last_user(history)
-    messages = to_chatbot(to_messages(history))
-    if messages[-1]["role"] != "assistant":
-        raise UserError("Wait for a reply first: the comparison pits it against a new one.")
-    params = to_params(sampling)
-    prompt = _context_before(before + [{"role": "user", "content": text}], len(before) + 1, system_prompt)
-    alternative, _ = chat.reply(models.get_handle(), chat.normalise(prompt), params, adapter=selected_adapter(adapter))
-    source = selected_adapter(adapter) or "base"
-    preferences.create_item(
-        prompt,
-        [
-            preferences.ResponseDraft(messages[-1]["content"], source=source, model=models.get_handle().name),
-            preferences.ResponseDraft(
-                alternative.text.strip(),
-                source=source,
-                model=models.get_handle().name,
-                sampling=params.to_dict(),
-                seed=alternative.seed,
-            ),
-        ],
-        origin="chat-compare",
+    comparisons.queue_reply_against_alternative(
+        models.get_handle(),
+        to_messages(history),
+        to_params(sampling),
+        system_prompt=_system(system_prompt),
+        adapter=selected_adapter(adapter),
         created_by=annotator_name(annotator, request) or None,
     )
     gr.Info("Sent to the Preferences queue: choose 'Queue' there to vote on it.")

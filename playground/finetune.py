@@ -141,8 +141,7 @@ def start_job(upload: str | None, sample: str | None, request: gr.Request = None
         source, jobs.job_dir(job_id) / "inputs", max_bytes=sft_data.MAX_FILE_BYTES, allowed_suffixes=DATA_SUFFIXES
     )
     spec.data = str(copied)
-    job = jobs.submit("finetune", spec.out, spec.to_dict(), job_id=job_id)
-    jobs.manager().poll_once()
+    job = jobs.start("finetune", spec.out, spec.to_dict(), job_id=job_id)
     gr.Info(f"Fine-tuning job for {spec.out!r} queued; progress appears below.")
     return jobs_panel.refresh_choices(("finetune",), job.id)
 

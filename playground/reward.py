@@ -50,8 +50,7 @@ def start_training(source: str, upload: str | None, request: gr.Request = None, 
             "out", f"a reward model named {spec.out!r} exists; choose another name or allow replacing"
         )
     reward.load_pairs(spec)  # fail now, with row numbers, rather than in the job
-    jobs.submit("reward", spec.out, spec.to_dict(), job_id=job_id)
-    jobs.manager().poll_once()
+    jobs.start("reward", spec.out, spec.to_dict(), job_id=job_id)
     gr.Info(f"Reward model {spec.out!r} is training; progress appears below.")
     return jobs_panel.refresh_choices(("reward",), job_id)
 
