@@ -113,11 +113,11 @@ def queue_reply_against_alternative(
     created_by: str | None,
 ) -> preferences.ItemView:
     """The chat's last reply against a fresh answer to the same conversation, queued for everyone's votes."""
-    if not messages or messages[-1].role != "assistant":
-        raise preferences.PreferenceError("wait for a reply first: the comparison pits it against a new one")
     last_user = max((i for i, m in enumerate(messages) if m.role == "user"), default=None)
     if last_user is None:
-        raise preferences.PreferenceError("there is no user message to compare replies to")
+        raise preferences.PreferenceError("there is no user message to work on yet")
+    if messages[-1].role != "assistant":
+        raise preferences.PreferenceError("wait for a reply first: the comparison pits it against a new one")
     prompt = _with_system(messages[: last_user + 1], system_prompt)
     alternative, _ = chat.reply(handle, prompt, params, adapter=adapter)
     source = adapter or "base"

@@ -25,6 +25,7 @@ class Knob:
 
     help: str
     label: str = ""  # the UI's name for it; default: the field name, spelled out
+    info: str | None = None  # the UI's one-liner under the label when it differs from `help` (a narrow sidebar)
     low: float | None = None
     high: float | None = None
     low_open: bool = False  # the bound itself is not allowed (e.g. top-p > 0)

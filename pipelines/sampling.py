@@ -26,13 +26,22 @@ class SamplingParams:
 
     max_new_tokens: int = knob(128, help="most tokens to generate", label="Max new tokens", low=1, high=8192, step=1)
     temperature: float = knob(
-        0.7, help="divides the logits: 0 = greedy (always the top token)", label="Temperature", low=0, high=5, step=0.05
+        0.7,
+        help="divides the logits: 0 = greedy (always the top token)",
+        label="Temperature",
+        info="0 = greedy (always the top token)",
+        low=0,
+        high=5,
+        step=0.05,
     )
-    top_k: int = knob(0, help="keep the k most likely tokens; 0 = off", label="Top-k", low=0, high=1000, step=1)
+    top_k: int = knob(
+        0, help="keep the k most likely tokens; 0 = off", label="Top-k", info="0 = off", low=0, high=1000, step=1
+    )
     top_p: float = knob(
         1.0,
         help="keep the smallest set of tokens whose probability reaches p; 1 = off",
         label="Top-p (nucleus)",
+        info="1 = off",
         low=0,
         high=1,
         low_open=True,
@@ -42,6 +51,7 @@ class SamplingParams:
         0.0,
         help="keep tokens at least min-p times as likely as the top one; 0 = off",
         label="Min-p",
+        info="0 = off",
         low=0,
         high=1,
         high_open=True,
@@ -51,6 +61,7 @@ class SamplingParams:
         1.0,
         help="divides the logits of tokens already seen; 1 = off",
         label="Repetition penalty",
+        info="1 = off",
         low=0,
         high=10,
         low_open=True,
@@ -60,6 +71,7 @@ class SamplingParams:
         None,
         help="same seed + settings = same text; none: a fresh seed per call, reported back",
         label="Seed",
+        info="-1 = random (the seed used is shown, to replay it)",
         low=0,
         high=2**63 - 1,
         ui_none=-1,

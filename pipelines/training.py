@@ -50,7 +50,16 @@ def base_model_knob() -> Any:
 
 
 def epochs_knob(value: float) -> Any:
-    return knob(value, help="passes over the training data", label="Epochs", low=0, high=100, low_open=True, step=0.1)
+    return knob(
+        value,
+        help="passes over the training data",
+        label="Epochs",
+        low=0,
+        high=100,
+        low_open=True,
+        step=0.1,
+        slider=False,
+    )
 
 
 def max_steps_knob(value: int = -1) -> Any:

@@ -124,20 +124,31 @@ def log_html(text: str) -> str:
     return f"<div class='job-log'><pre>{body}</pre></div>"
 
 
-def metrics_frame(job_id: str, series: dict[str, str]) -> pd.DataFrame:
+def _typed(rows: list[dict[str, Any]]) -> pd.DataFrame | None:
+    """The plot's data, or None while there is none.
+
+    A LinePlot that is once sent an empty frame draws its axes but never a line again, whatever
+    data follow (gradio 6; seen in the browser with every training job before the first metric).
+    None leaves it blank and lets the first real frame draw.
+    """
+    if not rows:
+        return None
+    return pd.DataFrame(rows, columns=["step", "value", "series"]).astype({"step": "int64", "value": "float64"})
+
+
+def metrics_frame(job_id: str, series: dict[str, str]) -> pd.DataFrame | None:
     rows = []
     for record in jobs.read_metrics(job_id):
         for key, label in series.items():
             if key in record and record.get("step") is not None:
                 rows.append({"step": int(record["step"]), "value": float(record[key]), "series": label})
-    return pd.DataFrame(rows, columns=["step", "value", "series"])
+    return _typed(rows)
 
 
 def render(job_id: str | None, series: dict[str, str]):
     """Status line, progress bar, metric curves, log tail and the Cancel button for a job."""
     if not job_id:
-        empty = pd.DataFrame(columns=["step", "value", "series"])
-        return "No job selected yet.", "", empty, log_html(""), gr.update(interactive=False)
+        return "No job selected yet.", "", _typed([]), log_html(""), gr.update(interactive=False)
     job = jobs.get(job_id)
     badge = {"queued": "⏳", "running": "🏃", "succeeded": "✅", "failed": "❌", "cancelled": "⏹", "interrupted": "⚠️"}[
         job.status

@@ -51,8 +51,8 @@ def control(spec_class: type, name: str, *, value: Any = None, **options: Any) -
         value = knobs.default(spec_class, name)
     if value is None and k.ui_none is not None:
         value = k.ui_none
-    info = k.help
-    if k.ui_none is not None:
+    info = k.info if k.info is not None else k.help
+    if k.ui_none is not None and k.info is None:
         info += f" ({k.ui_none} = none)"
     common = {"label": knobs.label(spec_class, name), "info": info, **options}
     if k.choices is not None:
