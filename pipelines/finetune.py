@@ -46,7 +46,7 @@ class FinetuneSpec:
     """Everything a fine-tuning run needs; validated so a bad value fails before any work."""
 
     data: str = knob(help="JSONL, CSV or Parquet: prompt/response, Alpaca or messages", label="Data", metavar="FILE")
-    out: str = training.out_knob("adapters")
+    out: str = training.out_knob("adapters", "Adapter name")
     method: str = knob(
         "lora", help="what is trained: LoRA matrices or a learned prompt", label="PEFT method", choices=METHODS
     )

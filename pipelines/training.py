@@ -36,8 +36,8 @@ DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj
 # --- the settings every training spec shares, defined once (each spec picks its defaults) ------------
 
 
-def out_knob(where: str) -> Any:
-    return knob(help=f"name of the result, saved under <data>/{where}/NAME", label="Name", metavar="NAME")
+def out_knob(where: str, label: str = "Name") -> Any:
+    return knob(help=f"name of the result, saved under <data>/{where}/NAME", label=label, metavar="NAME")
 
 
 def base_model_knob() -> Any:

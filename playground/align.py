@@ -38,6 +38,10 @@ SERIES = {
     "kl": "KL to reference (RLOO)",
 }
 KINDS = ("dpo", "rloo")
+KINDS_SERIES = {  # what each job kind logs (the plot shows only its own)
+    "dpo": ("loss", "rewards/margins", "eval_rewards/margins", "rewards/accuracies"),
+    "rloo": ("loss", "reward", "kl"),
+}
 # the evaluation's rows, verdict and rewards before the long answers, so a narrow column shows them
 EVAL_COLUMNS = {
     "prompt": "prompt",
@@ -197,7 +201,7 @@ def build(demo: gr.Blocks) -> None:
             gr.Markdown("#### Improve the policy")
             method = gr.Radio(list(METHODS), value=METHODS[0], label="Method")
             with gr.Row():
-                name = control(dpo.DPOSpec, "out", value="aligned", label="Adapter name")
+                name = control(dpo.DPOSpec, "out", value="aligned")
                 overwrite = control(dpo.DPOSpec, "overwrite")
             bind(rloo.RLOOSpec, "out", name)
             bind(rloo.RLOOSpec, "overwrite", overwrite)
@@ -255,7 +259,7 @@ def build(demo: gr.Blocks) -> None:
                 max_chars=160,
                 column_widths=["20%", "10%", "10%", "10%", "25%", "25%"],
             )
-    panel = jobs_panel.build(demo, KINDS, SERIES, title="Alignment jobs")
+    panel = jobs_panel.build(demo, KINDS, SERIES, title="Alignment jobs", kinds_series=KINDS_SERIES)
     how_it_works("align", "How it works: RL with a KL penalty vs direct preference optimisation")
 
     method.change(

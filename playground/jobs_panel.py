@@ -7,9 +7,10 @@ It polls the job table with a gr.Timer, so progress survives page reloads and ap
 from __future__ import annotations
 
 import html
+import math
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import gradio as gr
 import pandas as pd
@@ -124,31 +125,45 @@ def log_html(text: str) -> str:
     return f"<div class='job-log'><pre>{body}</pre></div>"
 
 
-def _typed(rows: list[dict[str, Any]]) -> pd.DataFrame | None:
-    """The plot's data, or None while there is none.
+SERIES_COLOURS = ("#4c78a8", "#f58518", "#e45756", "#72b7b2", "#54a24b", "#eeca3b", "#b279a2", "#ff9da6")
 
-    A LinePlot that is once sent an empty frame draws its axes but never a line again, whatever
-    data follow (gradio 6; seen in the browser with every training job before the first metric).
-    None leaves it blank and lets the first real frame draw.
+
+def _typed(rows: list[dict[str, Any]], every: Sequence[str]) -> pd.DataFrame | None:
+    """The plot's data: numbers as numbers, and every series the job will log present from the start.
+
+    gradio's LinePlot (6.x) draws only the series that were in the first data it received: a series
+    that appears later (train loss after the first eval loss) never gets a line or a legend entry,
+    and an empty first frame leaves it blank for good. So nothing is sent until there is data, and
+    the series not logged yet are present as one empty (NaN) point each, which draws nothing.
     """
     if not rows:
         return None
+    present = {row["series"] for row in rows}
+    first = min(row["step"] for row in rows)
+    rows = rows + [{"step": first, "value": math.nan, "series": label} for label in every if label not in present]
     return pd.DataFrame(rows, columns=["step", "value", "series"]).astype({"step": "int64", "value": "float64"})
 
 
-def metrics_frame(job_id: str, series: dict[str, str]) -> pd.DataFrame | None:
+def metrics_frame(
+    job_id: str, series: dict[str, str], kinds_series: dict[str, tuple[str, ...]] | None = None
+) -> pd.DataFrame | None:
+    """The job's logged metrics as (step, value, series) rows; `kinds_series` says which metric keys
+    each job kind logs, when a panel serves several kinds (default: all of `series`)."""
+    kind = jobs.get(job_id).kind
+    keys = kinds_series.get(kind, tuple(series)) if kinds_series else tuple(series)
+    labels = {key: series[key] for key in keys if key in series}
     rows = []
     for record in jobs.read_metrics(job_id):
-        for key, label in series.items():
+        for key, label in labels.items():
             if key in record and record.get("step") is not None:
                 rows.append({"step": int(record["step"]), "value": float(record[key]), "series": label})
-    return _typed(rows)
+    return _typed(rows, list(labels.values()))
 
 
-def render(job_id: str | None, series: dict[str, str]):
+def render(job_id: str | None, series: dict[str, str], kinds_series: dict[str, tuple[str, ...]] | None = None):
     """Status line, progress bar, metric curves, log tail and the Cancel button for a job."""
     if not job_id:
-        return "No job selected yet.", "", _typed([]), log_html(""), gr.update(interactive=False)
+        return "No job selected yet.", "", None, log_html(""), gr.update(interactive=False)
     job = jobs.get(job_id)
     badge = {"queued": "⏳", "running": "🏃", "succeeded": "✅", "failed": "❌", "cancelled": "⏹", "interrupted": "⚠️"}[
         job.status
@@ -158,7 +173,7 @@ def render(job_id: str | None, series: dict[str, str]):
     return (
         status,
         progress_html(job, jobs.read_phases(job_id)),
-        metrics_frame(job_id, series),
+        metrics_frame(job_id, series, kinds_series),
         log_html(jobs.tail_log(job_id, 40)),
         gr.update(interactive=not job.done and not job.cancel_requested),
     )
@@ -172,7 +187,16 @@ def cancel(job_id: str | None, request: gr.Request = None) -> str:
     return f"Cancel requested for **{html.escape(job.name)}** ({job.status})."
 
 
-def build(demo: gr.Blocks, kinds: tuple[str, ...], series: dict[str, str], *, title: str = "Jobs") -> JobPanel:
+def build(
+    demo: gr.Blocks,
+    kinds: tuple[str, ...],
+    series: dict[str, str],
+    *,
+    title: str = "Jobs",
+    kinds_series: dict[str, tuple[str, ...]] | None = None,
+) -> JobPanel:
+    if len(series) > len(SERIES_COLOURS):
+        raise ValueError(f"at most {len(SERIES_COLOURS)} series in one plot, got {len(series)}")
     with gr.Group():
         gr.Markdown(f"#### {title}")
         with gr.Row():
@@ -181,15 +205,27 @@ def build(demo: gr.Blocks, kinds: tuple[str, ...], series: dict[str, str], *, ti
             cancel_button = gr.Button("Cancel job", variant="stop", scale=1, interactive=False)
         status = gr.Markdown()
         progress = gr.HTML()
-        plot = gr.LinePlot(x="step", y="value", color="series", title="Live metrics", height=260, x_title="step")
+        plot = gr.LinePlot(
+            x="step",
+            y="value",
+            color="series",
+            color_map=dict(zip(series.values(), SERIES_COLOURS)),  # each series its colour in every job
+            title="Live metrics",
+            height=260,
+            x_title="step",
+        )
         gr.Markdown("<span class='muted'>Log (last lines)</span>")
         log = gr.HTML(log_html(""), elem_classes=["job-log-box"])
     timer = gr.Timer(POLL_SECONDS)
     panel = JobPanel(job, status, progress, plot, log, cancel_button, timer, kinds, series)
     refresh.click(lambda current: refresh_choices(kinds, current), job, job, api_visibility="private")
-    job.change(lambda job_id: render(job_id, series), job, panel.outputs, api_visibility="private")
+    job.change(lambda job_id: render(job_id, series, kinds_series), job, panel.outputs, api_visibility="private")
     timer.tick(
-        lambda job_id: render(job_id, series), job, panel.outputs, api_visibility="private", show_progress="hidden"
+        lambda job_id: render(job_id, series, kinds_series),
+        job,
+        panel.outputs,
+        api_visibility="private",
+        show_progress="hidden",
     )
     cancel_button.click(cancel, job, status, api_name=f"cancel_{kinds[0]}_job")
     return panel

@@ -13,7 +13,6 @@ import pandas as pd
 from pipelines import models
 from pipelines.reasoning import benchmark, extract, solve, strategies
 from pipelines.reasoning.solve import StrategyResult
-from pipelines.sampling import InvalidParameter
 
 from .errors import UserError
 from .controls import MODEL_EVENTS, STOPS, Throttle, how_it_works, stoppable, to_params
@@ -66,10 +65,7 @@ def _label(number: int, problem: dict[str, Any]) -> str:
 def _strategies(keys: list[str], prompt_texts: dict[str, str]) -> list[strategies.Strategy]:
     if not keys:
         raise UserError("Tick at least one strategy.")
-    try:
-        return [strategies.parse(k, prompt_texts[k]) for k in KEYS if k in keys]
-    except ValueError as error:
-        raise UserError(str(error)) from error
+    return [strategies.parse(k, prompt_texts[k]) for k in KEYS if k in keys]
 
 
 def _summary(result: StrategyResult | None, gold: float | None, *, stopped: bool = False) -> str:
@@ -133,37 +129,31 @@ def run_strategies(
     chosen = _strategies(keys, {"direct": direct_prompt, "cot": cot_prompt, "pal": pal_prompt})
     params = to_params(sampling)
     gold = parse_gold(gold)
-    try:
-        solve.check_inputs(question, int(samples), params)
-    except ValueError as error:
-        raise UserError(str(error)) from error
+    solve.check_inputs(question, int(samples), params)
     throttle = Throttle(UI_UPDATE_SECONDS)
-    try:
-        stream = solve.stream_solve(
-            models.get_handle(),
-            question,
-            chosen,
-            params,
-            samples=int(samples),
-            gold=gold,
-            adapter=selected_adapter(adapter),
-        )
-        for results in stream:
-            stopped = STOPS.stopped(run_id)
-            finished = all(r.done for r in results)
-            if throttle.due(final=finished or stopped):
-                by_key = {r.strategy: r for r in results}
-                outputs = []
-                for key in KEYS:
-                    result = by_key.get(key)
-                    outputs += [result.output if result else "", _summary(result, gold, stopped=stopped)]
-                program, report = _program_report(by_key.get("pal"))
-                yield *outputs, program, report, {"results": [r.to_json() for r in results]} if finished else gr.skip()
-            if stopped:  # the stream ends itself: its last update says so (a cancelled one would keep "generating…")
-                stream.close()
-                return
-    except (InvalidParameter, models.ModelUnavailable, ValueError) as error:
-        raise UserError(str(error)) from error
+    stream = solve.stream_solve(
+        models.get_handle(),
+        question,
+        chosen,
+        params,
+        samples=int(samples),
+        gold=gold,
+        adapter=selected_adapter(adapter),
+    )
+    for results in stream:
+        stopped = STOPS.stopped(run_id)
+        finished = all(r.done for r in results)
+        if throttle.due(final=finished or stopped):
+            by_key = {r.strategy: r for r in results}
+            outputs = []
+            for key in KEYS:
+                result = by_key.get(key)
+                outputs += [result.output if result else "", _summary(result, gold, stopped=stopped)]
+            program, report = _program_report(by_key.get("pal"))
+            yield *outputs, program, report, {"results": [r.to_json() for r in results]} if finished else gr.skip()
+        if stopped:  # the stream ends itself: its last update says so (a cancelled one would keep "generating…")
+            stream.close()
+            return
 
 
 def reset_prompt(key: str) -> str:
@@ -252,23 +242,19 @@ def run_benchmark(
     if errors:
         gr.Warning(f"{len(errors)} rows skipped; first: line {errors[0]['line']}: {errors[0]['error']}")
     record: dict[str, Any] = {}
-    try:
-        # Stop: the run ends after the current problem, is saved as incomplete, and its note says so
-        for record in benchmark.iter_run(
-            models.get_handle(),
-            problems,
-            chosen,
-            params,
-            samples=int(samples),
-            adapter=selected_adapter(adapter),
-            data_name=name,
-            should_stop=lambda: STOPS.stopped(run_id),
-        ):
-            done = len(record["items"])
-            progress(done / len(problems), desc=f"{done} / {len(problems)} problems")
-            yield _bench_table(record["summary"]), _items_table(record), _run_note(record, running=True), gr.skip()
-    except (InvalidParameter, models.ModelUnavailable, ValueError) as error:
-        raise UserError(str(error)) from error
+    for record in benchmark.iter_run(
+        models.get_handle(),
+        problems,
+        chosen,
+        params,
+        samples=int(samples),
+        adapter=selected_adapter(adapter),
+        data_name=name,
+        should_stop=lambda: STOPS.stopped(run_id),
+    ):
+        done = len(record["items"])
+        progress(done / len(problems), desc=f"{done} / {len(problems)} problems")
+        yield _bench_table(record["summary"]), _items_table(record), _run_note(record, running=True), gr.skip()
     yield (
         _bench_table(record["summary"]),
         _items_table(record),
@@ -282,8 +268,8 @@ def load_saved_run(run_id: str | None):
         raise UserError("Choose a saved run.")
     try:
         record = benchmark.load_run(run_id)
-    except (ValueError, OSError) as error:
-        raise UserError(str(error)) from error
+    except OSError as error:
+        raise UserError(f"Could not read the saved run: {error.strerror or error}") from error
     return _bench_table(record.get("summary", {})), _items_table(record), _run_note(record)
 
 

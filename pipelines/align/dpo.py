@@ -27,7 +27,7 @@ LOSS_TYPES = ("sigmoid", "ipo", "hinge", "robust", "apo_zero", "sigmoid_norm")
 
 @dataclass
 class DPOSpec(training.PairSpec):
-    out: str = training.out_knob("adapters")
+    out: str = training.out_knob("adapters", "Adapter name")
     epochs: float = training.epochs_knob(1.0)
     # LoRA needs a higher rate than full-model DPO (usually 5e-7 to 5e-6)
     learning_rate: float = training.learning_rate_knob(1e-4)

@@ -15,6 +15,7 @@ from typing import Any, Callable, Sequence
 
 from .. import chat, generation, reward
 from ..chat import Message
+from ..errors import InvalidParameter
 from ..models import ModelHandle
 from ..sampling import SamplingParams
 
@@ -75,7 +76,7 @@ def evaluate(
     drawn with the same seed.
     """
     if not prompts:
-        raise ValueError("no prompts to evaluate on")
+        raise InvalidParameter("prompts", "no prompts to evaluate on")
     prompts = list(prompts)[:MAX_PROMPTS]
     params = params or SamplingParams(temperature=0, max_new_tokens=128)
     samples = 1 if params.greedy else max(1, samples)

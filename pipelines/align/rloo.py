@@ -35,7 +35,7 @@ MEASURE_SAMPLES = 4
 
 @dataclass
 class RLOOSpec(training.SpecDict):
-    out: str = training.out_knob("adapters")
+    out: str = training.out_knob("adapters", "Adapter name")
     reward_model: str = knob(help="the reward model that scores the samples", label="Reward model", metavar="NAME")
     prompts: str | None = knob(
         None,

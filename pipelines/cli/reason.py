@@ -60,7 +60,7 @@ def _setup(args: argparse.Namespace):
     try:
         keys = strategies.parse_keys(args.strategies)
         chosen = strategies.load_all(keys)
-    except ValueError as error:
+    except strategies.StrategyError as error:
         raise UsageError(f"--strategies: {error}") from error
     if args.temperature is None:
         args.temperature = 0.0 if args.samples <= 1 else 0.7
@@ -74,20 +74,17 @@ def _setup(args: argparse.Namespace):
 
 def run_run(args: argparse.Namespace) -> int:
     chosen, params, cap = _setup(args)
-    try:
-        solve.check_inputs(args.question, args.samples, params)
-        with quiet_stdout(args.json):
-            results = solve.solve(
-                models.get_handle(),
-                args.question,
-                chosen,
-                params,
-                samples=args.samples,
-                adapter=args.adapter,
-                token_cap=cap,
-            )
-    except ValueError as error:
-        raise UsageError(str(error)) from error
+    solve.check_inputs(args.question, args.samples, params)  # refusals exit 2 naming the parameter
+    with quiet_stdout(args.json):
+        results = solve.solve(
+            models.get_handle(),
+            args.question,
+            chosen,
+            params,
+            samples=args.samples,
+            adapter=args.adapter,
+            token_cap=cap,
+        )
     if args.json:
         emit_json({"results": [r.to_json() for r in results]})
     else:

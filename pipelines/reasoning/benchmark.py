@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from ..config import get_settings
+from ..errors import InvalidParameter
 from ..models import ModelHandle
 from ..rows import RowLimits, RowsError, read_rows
 from ..sampling import SamplingParams
@@ -96,7 +97,7 @@ def iter_run(
     which case it is saved as incomplete with the problems done so far.
     """
     if not problems:
-        raise ValueError("no problems to run")
+        raise InvalidParameter("problems", "no problems to run")
     keys = [s.key for s in strategies]
     record: dict[str, Any] = {
         "id": time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3),
@@ -211,8 +212,8 @@ def list_runs() -> list[dict[str, Any]]:
 
 def load_run(run_id: str) -> dict[str, Any]:
     if not run_id or "/" in run_id or run_id.startswith("."):
-        raise ValueError(f"invalid run id {run_id!r}")
+        raise InvalidParameter("run_id", f"invalid run id {run_id!r}")
     path = runs_dir() / f"{run_id}.json"
     if not path.exists():
-        raise ValueError(f"no saved run {run_id!r}")
+        raise InvalidParameter("run_id", f"no saved run {run_id!r}")
     return json.loads(path.read_text(encoding="utf-8"))

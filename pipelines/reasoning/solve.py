@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator, Sequence
 
 from .. import chat, generation, sandbox
+from ..errors import InvalidParameter
 from ..models import ModelHandle
 from ..sampling import SamplingParams
 from . import extract
@@ -114,13 +115,15 @@ def vote(answers: Sequence[float | None]) -> tuple[float | None, dict[str, int]]
 
 def check_inputs(question: str, samples: int, params: SamplingParams) -> str:
     if not isinstance(question, str) or not question.strip():
-        raise ValueError("the question is empty")
+        raise InvalidParameter("question", "is empty")
     if len(question) > MAX_QUESTION_CHARS:
-        raise ValueError(f"the question is {len(question):,} characters; the limit is {MAX_QUESTION_CHARS:,}")
+        raise InvalidParameter("question", f"is {len(question):,} characters; the limit is {MAX_QUESTION_CHARS:,}")
     if not 1 <= int(samples) <= MAX_SAMPLES:
-        raise ValueError(f"samples must be between 1 and {MAX_SAMPLES}, got {samples}")
+        raise InvalidParameter("samples", f"must be between 1 and {MAX_SAMPLES}, got {samples}")
     if samples > 1 and params.temperature == 0:
-        raise ValueError("self-consistency needs a temperature above 0: at temperature 0 every sample is the same")
+        raise InvalidParameter(
+            "temperature", "self-consistency needs a temperature above 0: at temperature 0 every sample is the same"
+        )
     return question.strip()
 
 
@@ -163,7 +166,7 @@ def stream_solve(
     """
     question = check_inputs(question, samples, params)
     if not strategies:
-        raise ValueError("choose at least one strategy")
+        raise InvalidParameter("strategies", "choose at least one strategy")
     limits = limits or sandbox.SandboxLimits()
     prompts, row_params, owners = [], [], []
     results = []

@@ -12,8 +12,14 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import PlaygroundError
 from ..messages import Message
 from ..prompts import ASSETS as ASSETS_DIR
+
+
+class StrategyError(PlaygroundError, ValueError):
+    """A strategy's prompt (as a person edited it) or a list of strategy names cannot be used."""
+
 
 KEYS = ("direct", "cot", "pal")
 PROMPTS_DIR = ASSETS_DIR / "reasoning"
@@ -54,20 +60,20 @@ class Strategy:
 def parse(key: str, text: str | dict[str, Any]) -> Strategy:
     """A strategy from its JSON; every problem is a ValueError that says where."""
     if key not in KEYS:
-        raise ValueError(f"unknown strategy {key!r}; choose from {', '.join(KEYS)}")
+        raise StrategyError(f"unknown strategy {key!r}; choose from {', '.join(KEYS)}")
     try:
         data = json.loads(text) if isinstance(text, str) else text
     except json.JSONDecodeError as error:
-        raise ValueError(f"{key} prompt: not valid JSON (line {error.lineno}: {error.msg})") from error
+        raise StrategyError(f"{key} prompt: not valid JSON (line {error.lineno}: {error.msg})") from error
     if not isinstance(data, dict):
-        raise ValueError(f"{key} prompt: expected a JSON object with system, exemplars and max_new_tokens")
+        raise StrategyError(f"{key} prompt: expected a JSON object with system, exemplars and max_new_tokens")
     system = data.get("system", "")
     exemplars = data.get("exemplars", [])
     budget = data.get("max_new_tokens", 256)
     if not isinstance(system, str):
-        raise ValueError(f"{key} prompt: 'system' must be text")
+        raise StrategyError(f"{key} prompt: 'system' must be text")
     if not isinstance(exemplars, list) or len(exemplars) > MAX_EXEMPLARS:
-        raise ValueError(
+        raise StrategyError(
             f"{key} prompt: 'exemplars' must be a list of at most {MAX_EXEMPLARS} {{question, answer}} objects"
         )
     pairs = []
@@ -75,10 +81,10 @@ def parse(key: str, text: str | dict[str, Any]) -> Strategy:
         if not isinstance(item, dict) or not all(
             isinstance(item.get(f), str) and str(item[f]).strip() for f in ("question", "answer")
         ):
-            raise ValueError(f"{key} prompt: exemplar {number} needs a non-empty 'question' and 'answer'")
+            raise StrategyError(f"{key} prompt: exemplar {number} needs a non-empty 'question' and 'answer'")
         pairs.append((item["question"], item["answer"]))
     if isinstance(budget, bool) or not isinstance(budget, int) or not 1 <= budget <= MAX_BUDGET:
-        raise ValueError(f"{key} prompt: 'max_new_tokens' must be a whole number from 1 to {MAX_BUDGET}")
+        raise StrategyError(f"{key} prompt: 'max_new_tokens' must be a whole number from 1 to {MAX_BUDGET}")
     return Strategy(key, str(data.get("name") or key), str(data.get("description") or ""), system, tuple(pairs), budget)
 
 
@@ -95,5 +101,5 @@ def parse_keys(text: str) -> list[str]:
     keys = [k.strip().lower() for k in text.split(",") if k.strip()]
     unknown = [k for k in keys if k not in KEYS]
     if unknown or not keys:
-        raise ValueError(f"strategies must be a comma-separated subset of {','.join(KEYS)}, got {text!r}")
+        raise StrategyError(f"strategies must be a comma-separated subset of {','.join(KEYS)}, got {text!r}")
     return list(dict.fromkeys(keys))

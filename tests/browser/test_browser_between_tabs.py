@@ -132,7 +132,7 @@ def test_chat_is_free_again_after_every_error(page: Page):
     stop.fill("\\x1")  # a broken escape: the reply fails on its settings, after the message was taken
     message.fill("First try")
     send.click()
-    expect(_toasts(page).filter(has_text="Invalid setting")).to_be_visible()
+    expect(_toasts(page).filter(has_text="Stop strings: bad escape")).to_be_visible()
     expect(send).to_be_enabled()
     expect(regenerate).to_be_enabled()
 
