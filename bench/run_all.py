@@ -17,6 +17,7 @@ BENCHES = [
     "startup_bench.py",
     "finetune_bench.py",
     "rag_bench.py",
+    "serve_bench.py",
     "load_test.py",
 ]
 
