@@ -169,17 +169,21 @@ def apply_edit(history: list[dict[str, Any]], busy: bool, edit_data: gr.EditData
     return messages[:index] + [{"role": "user", "content": new_text}], True, *_reply_buttons(False), STOPS.new_run()
 
 
+_DEFAULT = SamplingParams()
+
+
 def chat_api(
     message: str,
     history: list[dict[str, Any]] | None = None,
     system_prompt: str | None = None,
     adapter: str | None = None,
-    max_new_tokens: int = 128,
-    temperature: float = 0.7,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    min_p: float = 0.0,
-    repetition_penalty: float = 1.0,
+    # the script-facing parameters of /chat; their defaults are SamplingParams' own (one definition)
+    max_new_tokens: int = _DEFAULT.max_new_tokens,
+    temperature: float = _DEFAULT.temperature,
+    top_k: int = _DEFAULT.top_k,
+    top_p: float = _DEFAULT.top_p,
+    min_p: float = _DEFAULT.min_p,
+    repetition_penalty: float = _DEFAULT.repetition_penalty,
     seed: int = -1,
     stop: list[str] | None = None,
 ) -> dict[str, Any]:
