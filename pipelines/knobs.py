@@ -38,7 +38,7 @@ class Knob:
     ui: str | None = None  # None: the UI has a control; otherwise why it has none
     cli: str | None = None  # None: the CLI has a flag; otherwise why it has none
     slider: bool = True  # False: a number box even though the range is bounded
-    ui_none: Any = None  # what a UI number shows for None (a number box cannot be empty), e.g. -1 for "random"
+    ui_none: Any = None  # what a UI number shows for None (a box cannot be empty): -1 = "random"; below it too
     metavar: str | None = None  # the CLI's placeholder (FILE, NAME)
 
     @property

@@ -62,7 +62,7 @@ def control(spec_class: type, name: str, *, value: Any = None, **options: Any) -
     elif kind in (int, float):
         low, high = ui_bounds(k)
         if k.ui_none is not None:
-            low = k.ui_none if low is None else min(low, k.ui_none)
+            low = None  # the stand-in for None and anything below it mean None (a seed of -5: random)
         step = k.step or (1 if kind is int else None)
         if k.bounded and k.slider and low is not None and high is not None:
             component = gr.Slider(low, high, value=value, step=step, **common)
@@ -94,7 +94,7 @@ def spec_kwargs(spec_class: type, values: Mapping[str, Any], prefix: str = "") -
             continue
         value = values[key]
         kind, optional = knobs.kinds(spec_class)[name]
-        if k.ui_none is not None and value is not None and value == k.ui_none:
+        if k.ui_none is not None and isinstance(value, (int, float)) and value <= k.ui_none:
             value = None
         elif value in ("", None) and kind in (int, float):
             if not optional:

@@ -19,6 +19,7 @@ def test_stop_strings_parse_escapes():
 def test_to_params_turns_bad_values_into_ui_errors():
     assert to_params(DEFAULTS).seed is None  # -1 means random
     assert to_params({**DEFAULTS, "seed": 5}).seed == 5
+    assert to_params({**DEFAULTS, "seed": -5}).seed is None  # any negative seed means random, as the box says
     with pytest.raises(REFUSED, match=r"Top-p \(nucleus\): must be in \(0, 1\]"):
         to_params({**DEFAULTS, "top_p": 3})
     with pytest.raises(REFUSED):

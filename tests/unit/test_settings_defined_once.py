@@ -23,7 +23,7 @@ from pipelines.errors import InvalidParameter
 from pipelines.finetune import FinetuneSpec
 from pipelines.reward import RewardSpec
 from pipelines.sampling import SamplingParams
-from playground.spec_controls import bound_controls
+from playground.spec_controls import bound_controls, spec_kwargs
 
 # each spec, and the command (words before the flags) whose flags set it
 SPECS = {
@@ -125,7 +125,9 @@ def test_every_knob_has_a_control_with_the_specs_range(spec, app_controls):
             if k.high is not None:
                 assert high is not None, f"{where}: no maximum, the spec's is {k.high}"
                 assert not _accepts(spec, name, high + step), f"{where}: the spec accepts more than the control offers"
-            if k.low is not None and not (k.low_open and low is None):
+            if k.ui_none is not None:  # below the stand-in for None is None too: nothing there is refused
+                assert low is None and spec_kwargs(spec, {name: k.ui_none - 5}) == {name: None}
+            elif k.low is not None and not (k.low_open and low is None):
                 assert low is not None, f"{where}: no minimum, the spec's is {k.low}"
                 beyond = low - step
                 if beyond != k.ui_none and not math.isclose(beyond, k.ui_none or math.inf):
