@@ -88,7 +88,7 @@ def rate_reply(
     annotator: str,
     model: str,
     session_id: str | None = None,
-) -> preferences.ItemView:
+) -> preferences.VoteResult:
     """A thumbs up/down on reply `index` of a chat: a one-response item (the conversation before the
     reply is its prompt) with the annotator's label on it."""
     if not 0 < index < len(messages) or messages[index].role != "assistant":
@@ -99,8 +99,7 @@ def rate_reply(
         origin="chat-feedback",
         created_by=annotator,
     )
-    preferences.submit_label(item.id, annotator, "up" if liked else "down", session_id=session_id)
-    return preferences.get_item(item.id)
+    return preferences.submit_label(item.id, annotator, "up" if liked else "down", session_id=session_id)
 
 
 def queue_reply_against_alternative(

@@ -62,7 +62,9 @@ def knobs(spec_class: type) -> dict[str, Knob]:
 
 def label(spec_class: type, name: str) -> str:
     k = knobs(spec_class).get(name)
-    return (k.label if k and k.label else name.replace("_", " ").capitalize()) if k else name
+    if k is None:
+        return name
+    return k.label or name.replace("_", " ").capitalize()
 
 
 def default(spec_class: type, name: str) -> Any:

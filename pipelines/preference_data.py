@@ -17,16 +17,15 @@ from typing import Any, Iterable
 
 from .messages import Message, normalise
 from .rows import RowLimits, RowsError, read_rows
+from . import preferences
 from .errors import InvalidParameter
 from .preferences import (
     ItemView,
     LETTERS,
-    MAX_IMPORT_ROWS,
     PreferenceError,
     ResponseDraft,
     THUMBS,
     create_item,
-    list_items,
     submit_label,
 )
 
@@ -72,7 +71,7 @@ def pairs_and_unpaired(items: Iterable[ItemView] | None = None) -> tuple[list[di
     """
     pairs: list[dict[str, Any]] = []
     unpaired: list[dict[str, Any]] = []
-    for item in items if items is not None else all_items():
+    for item in items if items is not None else preferences.all_items():
         prompt = [m.to_json() for m in item.prompt]
         by_position = {r.position: r for r in item.responses}
         for label in item.labels:
@@ -109,16 +108,6 @@ def pairs_and_unpaired(items: Iterable[ItemView] | None = None) -> tuple[list[di
                         }
                     )
     return pairs, unpaired
-
-
-def all_items() -> Iterable[ItemView]:
-    offset = 0
-    while True:
-        batch = list_items(limit=500, offset=offset)
-        if not batch:
-            return
-        yield from batch
-        offset += len(batch)
 
 
 TRL_PAIR_COLUMNS = ("prompt", "chosen", "rejected")
@@ -229,6 +218,7 @@ def _as_messages(value: Any, role: str, field_name: str) -> list[Message]:
     raise PreferenceError(f"{field_name} must be text or a list of messages")
 
 
+MAX_IMPORT_ROWS = 200_000
 IMPORT_LIMITS = RowLimits(max_bytes=200_000_000, max_rows=MAX_IMPORT_ROWS)
 
 

@@ -7,7 +7,7 @@ from collections import Counter
 from typing import Any, Sequence
 
 
-from .preference_data import all_items
+from . import preferences
 from .preferences import THUMBS, TWO_WAY, ItemView
 
 
@@ -16,7 +16,7 @@ from .preferences import THUMBS, TWO_WAY, ItemView
 
 def stats(items: Sequence[ItemView] | None = None) -> dict[str, Any]:
     """Totals, labels per annotator, agreement, position bias, tie and both-bad rates."""
-    items = list(items if items is not None else all_items())
+    items = list(items if items is not None else preferences.all_items())
     labels = [label for item in items for label in item.labels]
     per_annotator = Counter(label.annotator for label in labels)
     choices = Counter(label.choice for label in labels)
@@ -45,7 +45,7 @@ def stats(items: Sequence[ItemView] | None = None) -> dict[str, Any]:
 
 def leaderboard_gap(items: Sequence[ItemView] | None = None) -> str:
     """Why `leaderboard` has nothing to rank, in a sentence a person can act on."""
-    items = list(items if items is not None else all_items())
+    items = list(items if items is not None else preferences.all_items())
     compared = [item for item in items if any(label.choice not in THUMBS for label in item.labels)]
     if not compared:
         return "no comparison votes yet (👍/👎 on a single reply rank nothing)."
@@ -67,7 +67,7 @@ def leaderboard(items: Sequence[ItemView] | None = None) -> list[dict[str, Any]]
     import choix
     import numpy as np
 
-    items = list(items if items is not None else all_items())
+    items = list(items if items is not None else preferences.all_items())
     comparisons: list[tuple[str, str, float]] = []
     for item in items:
         source = {r.position: r.source for r in item.responses}

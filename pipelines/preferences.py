@@ -33,7 +33,6 @@ TWO_WAY = ("A", "B", "tie", "both_bad")
 THUMBS = ("up", "down")
 MAX_RESPONSES = 4
 MAX_RATIONALE = 4_000
-MAX_IMPORT_ROWS = 200_000
 
 
 class PreferenceError(PlaygroundError, ValueError):
@@ -205,6 +204,17 @@ def list_items(limit: int = 200, offset: int = 0) -> list[ItemView]:
         for lb in s.scalars(select(PrefLabel).where(PrefLabel.item_id.in_(ids))):
             labels[lb.item_id].append(lb)
         return [_item_view(i, responses[i.id], labels[i.id]) for i in items]
+
+
+def all_items() -> Iterable[ItemView]:
+    """Every item, newest first, read a page at a time."""
+    offset = 0
+    while True:
+        batch = list_items(limit=500, offset=offset)
+        if not batch:
+            return
+        yield from batch
+        offset += len(batch)
 
 
 def next_unlabelled(annotator: str, *, min_responses: int = 2) -> ItemView | None:

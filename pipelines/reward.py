@@ -201,12 +201,6 @@ def scorer(name: str) -> RewardScorer:
         return loaded
 
 
-def forget(name: str) -> None:
-    """Drop a cached scorer (its model was retrained or removed)."""
-    with _scorers_lock:
-        _scorers.pop(name, None)
-
-
 def score(name: str, prompt: Sequence[Any] | str, response: str) -> float:
     messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
     return scorer(name).score(messages, [response])[0]

@@ -22,7 +22,7 @@ from .jobs import JobCancelled, JobContext, trainer_callback
 from .sampling import InvalidParameter
 
 
-from .reward import RewardSpec, forget, load_classifier, load_pairs, model_path, split_by_prompt
+from .reward import RewardSpec, load_classifier, load_pairs, model_path, split_by_prompt
 
 
 def run(spec: RewardSpec, ctx: JobContext) -> dict[str, Any]:
@@ -137,7 +137,6 @@ def run(spec: RewardSpec, ctx: JobContext) -> dict[str, Any]:
     (staging / "meta.json").write_text(json.dumps(info, indent=2, default=float), encoding="utf-8")
     training.publish(staging, target, overwrite=spec.overwrite)
     ctx.info(f"reward model saved to {target}")
-    forget(spec.out)  # a scorer of the old model in this process reloads
     return {
         "model_dir": str(target),
         "eval_accuracy": metrics["eval_accuracy"],

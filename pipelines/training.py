@@ -63,18 +63,18 @@ def epochs_knob(value: float) -> Any:
 
 
 def max_steps_knob(value: int = -1) -> Any:
-    if value == -1:
-        return knob(
-            -1,
-            help="optimizer steps; overrides epochs",
-            label="Max steps",
-            low=1,
-            high=100_000,
-            special={-1: "use epochs"},
-            step=1,
-            slider=False,
-        )
-    return knob(value, help="optimizer steps", label="Max steps", low=1, high=100_000, step=1, slider=False)
+    """-1 (the default) means "train for the epochs"; a spec without epochs (RLOO) gives a step count."""
+    by_epochs = value == -1
+    return knob(
+        value,
+        help="optimizer steps; overrides epochs" if by_epochs else "optimizer steps",
+        label="Max steps",
+        low=1,
+        high=100_000,
+        special={-1: "use epochs"} if by_epochs else {},
+        step=1,
+        slider=False,
+    )
 
 
 def learning_rate_knob(value: float | None, help: str = "peak learning rate (cosine schedule)") -> Any:

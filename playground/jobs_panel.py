@@ -145,12 +145,17 @@ def _typed(rows: list[dict[str, Any]], every: Sequence[str]) -> pd.DataFrame | N
 
 
 def metrics_frame(
-    job_id: str, series: dict[str, str], kinds_series: dict[str, tuple[str, ...]] | None = None
+    job_id: str,
+    series: dict[str, str],
+    kinds_series: dict[str, tuple[str, ...]] | None = None,
+    kind: str | None = None,
 ) -> pd.DataFrame | None:
     """The job's logged metrics as (step, value, series) rows; `kinds_series` says which metric keys
-    each job kind logs, when a panel serves several kinds (default: all of `series`)."""
-    kind = jobs.get(job_id).kind
-    keys = kinds_series.get(kind, tuple(series)) if kinds_series else tuple(series)
+    each job kind logs, when a panel serves several kinds (default: all of `series`). `kind` is the
+    job's, when the caller has already read it (the panel polls: one database read per tick)."""
+    keys = tuple(series)
+    if kinds_series:
+        keys = kinds_series.get(kind or jobs.get(job_id).kind, keys)
     labels = {key: series[key] for key in keys if key in series}
     rows = []
     for record in jobs.read_metrics(job_id):
@@ -173,7 +178,7 @@ def render(job_id: str | None, series: dict[str, str], kinds_series: dict[str, t
     return (
         status,
         progress_html(job, jobs.read_phases(job_id)),
-        metrics_frame(job_id, series, kinds_series),
+        metrics_frame(job_id, series, kinds_series, job.kind),
         log_html(jobs.tail_log(job_id, 40)),
         gr.update(interactive=not job.done and not job.cancel_requested),
     )

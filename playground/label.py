@@ -182,6 +182,17 @@ def vote(
     who = _who(annotator, request)
     if not item_id:
         raise UserError("There is no item to vote on yet: press Next.")
+    item, result = _submit(item_id, who, choice, rationale, ranking, request)
+    if not result.created:
+        gr.Info("This vote was already recorded.")
+    return (*_vote_controls(len(item.responses), False), reveal(preferences.get_item(item_id), who, reward_model))
+
+
+def _submit(
+    item_id: str, who: str, choice: str, rationale: str | None, ranking: str | None, request: gr.Request | None
+) -> tuple[preferences.ItemView, preferences.VoteResult]:
+    """Store one vote (a ranking text like 'B > A = C' when choice is "ranking"): the item as it
+    was before the vote, and the result."""
     item = preferences.get_item(item_id)
     groups = preferences.parse_ranking(ranking or "", len(item.responses)) if choice == "ranking" else None
     result = preferences.submit_label(
@@ -192,9 +203,7 @@ def vote(
         rationale=rationale or "",
         session_id=getattr(request, "session_hash", None),
     )
-    if not result.created:
-        gr.Info("This vote was already recorded.")
-    return (*_vote_controls(len(item.responses), False), reveal(preferences.get_item(item_id), who, reward_model))
+    return item, result
 
 
 def _voter(choice: str):
@@ -216,17 +225,7 @@ def vote_api(
     Returns {"created": bool, "choice": str, "ranking": [[positions]], "item_id": str}; the same vote
     twice returns created=false, a different vote on a voted item is refused.
     """
-    who = _who(annotator, request)
-    item = preferences.get_item(item_id)
-    groups = preferences.parse_ranking(ranking, len(item.responses)) if choice == "ranking" else None
-    result = preferences.submit_label(
-        item_id,
-        who,
-        choice,
-        ranking=groups,
-        rationale=rationale or "",
-        session_id=getattr(request, "session_hash", None),
-    )
+    _, result = _submit(item_id, _who(annotator, request), choice, rationale, ranking, request)
     return {
         "created": result.created,
         "choice": result.label.choice,
