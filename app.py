@@ -15,14 +15,17 @@ from pipelines import jobs, models  # noqa: E402
 from pipelines.access import AuthConfigError, get_policy  # noqa: E402
 from pipelines.config import get_settings  # noqa: E402
 from playground import align, chat, dataset, finetune, generate, label, pickers, rag, reasoning, reward, sidebar, signin  # noqa: E402
-from playground.controls import ASSETS, how_it_works  # noqa: E402
+from playground.controls import ASSETS, MODEL_CONCURRENCY, how_it_works  # noqa: E402
 from playground.errors import translate_errors  # noqa: E402
 
 TITLE = "LLM Playground"
 PREFERENCES_HOWTO = "How it works: from votes to a reward model"
 # Requests waiting beyond this are refused at once ("queue full") instead of piling up without bound;
-# model calls additionally share one concurrency group of 4 (playground.controls.MODEL_EVENTS).
+# model calls share one concurrency group sized from the scheduler's slots (playground.controls.MODEL_EVENTS).
 QUEUE_MAX = 256
+# worker threads: every model request in flight holds one while it streams, and the page's own quick
+# events (pickers, tab switches) must still find one free
+UI_THREADS = 40
 
 
 def build_app(model_name: str | None = None) -> gr.Blocks:
@@ -74,6 +77,7 @@ def launch_kwargs() -> dict:
         # a client whose input fails Gradio's own validation (a malformed chat history, say) gets
         # the reason instead of "the upstream app raised an exception"
         "show_error": True,
+        "max_threads": MODEL_CONCURRENCY + UI_THREADS,
     }
     kwargs.update(signin.launch_kwargs(policy))  # throttled password sign-in when PLAYGROUND_AUTH is set
     return kwargs

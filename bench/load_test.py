@@ -39,10 +39,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(data_dir: Path, model: str | None) -> tuple[subprocess.Popen, str]:
+def launch(data_dir: Path, model: str | None, extra_env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {
         **os.environ,
+        **(extra_env or {}),
         "PLAYGROUND_DATA_DIR": str(data_dir),
         "PLAYGROUND_PORT": str(port),
         "PLAYGROUND_HOST": "127.0.0.1",

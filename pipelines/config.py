@@ -62,6 +62,14 @@ class Settings:
         .replace("-", "")
         .replace(".", "")
     )
+    # continuous batching (pipelines/scheduler.py): every request's rows join one running batch of at
+    # most `batch_rows` rows per lane; `batch_queue` requests may wait for a slot, more are refused;
+    # PLAYGROUND_BATCHING=0 decodes each request on its own, as before the scheduler
+    batching: bool = field(
+        default_factory=lambda: (_env("PLAYGROUND_BATCHING", "1") or "1").lower() in {"1", "true", "yes", "on"}
+    )
+    batch_rows: int = field(default_factory=lambda: int(_env("PLAYGROUND_BATCH_ROWS", "16")))
+    batch_queue: int = field(default_factory=lambda: int(_env("PLAYGROUND_BATCH_QUEUE", "64")))
     # mixed precision of training jobs: "auto" follows the hardware (pipelines.hardware.train_precision);
     # "fp32" / "bf16" / "fp16" force a plan (tests run every plan whatever the host CPU has)
     train_precision: str = field(default_factory=lambda: (_env("PLAYGROUND_TRAIN_PRECISION", "auto") or "auto").lower())
@@ -81,6 +89,10 @@ class Settings:
             raise ValueError(f"PLAYGROUND_MAX_UPLOAD_MB must be at least 1, got {self.max_upload_mb}")
         if self.max_jobs < 1:
             raise ValueError(f"PLAYGROUND_MAX_JOBS must be at least 1, got {self.max_jobs}")
+        if self.batch_rows < 1:
+            raise ValueError(f"PLAYGROUND_BATCH_ROWS must be at least 1, got {self.batch_rows}")
+        if self.batch_queue < 1:
+            raise ValueError(f"PLAYGROUND_BATCH_QUEUE must be at least 1, got {self.batch_queue}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"PLAYGROUND_THREADS must be at least 1, got {self.threads}")
 

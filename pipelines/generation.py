@@ -9,6 +9,7 @@ responses of a preference comparison come from one call).
 
 from __future__ import annotations
 
+import functools
 import secrets
 import time
 from collections import OrderedDict
@@ -17,6 +18,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
+from . import scheduler
+from .batch_cache import left_padded, pad_id, prefill_inputs
 from .models import ModelHandle
 from .sampling import (
     DistributionView,
@@ -66,6 +69,8 @@ class Completion:
     engine: str = (
         "torch"  # which engine ran the forward passes: "torch", "torch-fp16" (the lean decoder) or "llama.cpp"
     )
+    # while the row waits for a decoding slot: how many requests are ahead of it (0 = next); else None
+    queue_position: int | None = None
 
     @property
     def done(self) -> bool:
@@ -164,31 +169,14 @@ def fit_to_window(handle: ModelHandle, prompt_len: int, max_new_tokens: int) -> 
     return min(max_new_tokens, window - prompt_len)
 
 
-def _prefill_inputs(
-    handle: ModelHandle, padded: torch.Tensor, mask: torch.Tensor, adapter: str | None
-) -> tuple[dict[str, Any], torch.Tensor, torch.Tensor]:
-    """Forward inputs for the first pass, with a prompt-tuning adapter's virtual tokens in front.
-
-    Returns the inputs, the attention mask (virtual tokens included) and the position ids.
-    """
-    prefix = handle.virtual_prefix(adapter)
-    device = handle.device
-    inputs: dict[str, Any] = {"use_cache": True, "logits_to_keep": 1}
-    if prefix is not None:
-        embeds = handle.embed(padded.to(device))
-        inputs["inputs_embeds"] = torch.cat([prefix.unsqueeze(0).expand(padded.shape[0], -1, -1), embeds], dim=1)
-        mask = torch.cat([torch.ones((padded.shape[0], prefix.shape[0]), dtype=mask.dtype), mask], dim=-1)
-    else:
-        inputs["input_ids"] = padded.to(device)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    inputs["position_ids"] = positions.to(device)
-    if bool((mask == 0).any()):
-        inputs["attention_mask"] = mask.to(device)
-    return inputs, mask, positions
-
-
 def _decode_token(handle: ModelHandle, token_id: int) -> str:
-    return handle.tokenizer.decode([token_id], skip_special_tokens=False)
+    return _token_text(handle.tokenizer, token_id)
+
+
+@functools.lru_cache(maxsize=1 << 17)
+def _token_text(tokenizer: Any, token_id: int) -> str:
+    """One token's text, cached: every step shows each row's token and its alternatives."""
+    return tokenizer.decode([token_id], skip_special_tokens=False)
 
 
 class _RowState:
@@ -218,8 +206,17 @@ class _RowState:
         self.row.finish_reason = "cancelled"
         self.row.seconds = time.perf_counter() - started
 
-    def advance(self, logits: torch.Tensor) -> int:
-        """Pick, record and detokenize the next token from its logits; returns the token id."""
+    def advance(
+        self,
+        logits: torch.Tensor,
+        logprobs: torch.Tensor | None = None,
+        top: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> int:
+        """Pick, record and detokenize the next token from its logits; returns the token id.
+
+        A batch passes each row's `logprobs` (log-softmax at T = 1) and `top` (values, ids) computed
+        for all rows at once; alone, the row computes them itself.
+        """
         row, detok, handle = self.row, self.detok, self.handle
         processed = process_logits(logits, row.params, self.history, track_cuts=False)
         token_id, probability = sample_with_probability(processed, row.params, self.generator)
@@ -229,8 +226,13 @@ class _RowState:
             row.text = detok.text
             row.finish_reason = "eos"
             return token_id
-        logprobs = torch.log_softmax(processed.raw, dim=-1)
-        top = torch.topk(logprobs, self.top_alternatives) if self.top_alternatives else None
+        if logprobs is None:
+            logprobs = torch.log_softmax(processed.raw, dim=-1)
+        if top is None and self.top_alternatives:
+            found = torch.topk(logprobs, self.top_alternatives)
+            top = (found.values, found.indices)
+        elif top is not None:
+            top = (top[0][: self.top_alternatives], top[1][: self.top_alternatives])
         row.tokens.append(
             TokenRecord(
                 token=_decode_token(handle, token_id),
@@ -240,7 +242,7 @@ class _RowState:
                 if top is None
                 else [
                     {"token": _decode_token(handle, int(t)), "logprob": float(v)}
-                    for v, t in zip(top.values, top.indices)
+                    for v, t in zip(top[0].tolist(), top[1].tolist())
                 ],
                 sampled_prob=probability,
             )
@@ -276,22 +278,36 @@ def stream_batch(
 ) -> Iterator[list[Completion]]:
     """Generate for several prompts in one batch, yielding the rows after every step.
 
-    Rows are left-padded so they decode in lock-step; each row has its own sampling settings and
-    its own seeded generator, so a row's text depends only on its prompt, settings and seed.
-    `ignore_eos` keeps going past end-of-sequence (benchmarks need equal lengths).
+    The rows join the model's running batch (pipelines/scheduler.py: continuous batching with
+    every other request of every session); while they wait for a slot they are yielded with
+    `queue_position` set. Each row has its own sampling settings and its own seeded generator, so
+    a row's text depends only on its prompt, settings and seed. `ignore_eos` keeps going past
+    end-of-sequence (benchmarks need equal lengths).
 
     `adapter` is one adapter for every row, or one per row: rows with different LoRA adapters
-    share the batch (PEFT mixed-batch inference); a prompt-tuning adapter changes the prompt
-    itself, so rows that mix one in are generated group by group instead.
+    share a step (PEFT mixed-batch inference). With batching off (PLAYGROUND_BATCHING=0) the rows
+    decode on their own, left-padded in lock-step, and rows that mix a prompt-tuning adapter in
+    are generated group by group.
 
     With the llama.cpp engine enabled, requests without adapters decode there, row after row
     (its context holds one sequence); the rows stream exactly as they would from torch.
     """
     if len(prompts) != len(params) or not prompts:
         raise ValueError("stream_batch needs one SamplingParams per prompt")
+    if isinstance(adapter, (list, tuple)) and len(adapter) != len(prompts):
+        raise ValueError("stream_batch needs one adapter per prompt")
+    batcher = scheduler.for_handle(handle)
+    if batcher is not None:
+        row_adapters = list(adapter) if isinstance(adapter, (list, tuple)) else [adapter] * len(prompts)
+        for name in set(row_adapters):
+            handle.is_prompt_tuning(name)  # an unknown or unreadable adapter is refused here, in the caller
+        rows, states = _rows(handle, prompts, params, top_alternatives, ignore_eos)
+        request = batcher.submit(states, row_adapters)
+        for row, lane in zip(rows, request.lanes):
+            row.engine = FAST_ENGINE if lane == "fast" else "torch"
+        yield from batcher.stream(request, should_stop)
+        return
     if isinstance(adapter, (list, tuple)):
-        if len(adapter) != len(prompts):
-            raise ValueError("stream_batch needs one adapter per prompt")
         if len(set(adapter)) == 1:
             adapter = adapter[0]
         elif any(handle.is_prompt_tuning(a) for a in adapter):
@@ -307,13 +323,7 @@ def stream_batch(
             return
         else:
             adapter = list(adapter)
-    rows: list[Completion] = []
-    for prompt, p in zip(prompts, params):
-        ids = encode(handle, prompt)
-        seed = p.seed if p.seed is not None else secrets.randbelow(2**31)
-        rows.append(Completion(ids, p, seed, max_new_tokens=fit_to_window(handle, len(ids), p.max_new_tokens)))
-    eos = frozenset() if ignore_eos else handle.eos_token_ids
-    states = [_RowState(handle, row, eos, top_alternatives) for row in rows]
+    rows, states = _rows(handle, prompts, params, top_alternatives, ignore_eos)
     engine = handle.llamacpp_for(adapter)
     decoder = handle.fast_decoder_for(adapter)
     if engine is not None:
@@ -326,6 +336,23 @@ def stream_batch(
         yield from _stream_fast(handle, decoder, rows, states, should_stop)
     else:
         yield from _stream_torch(handle, rows, states, adapter, should_stop)
+
+
+def _rows(
+    handle: ModelHandle,
+    prompts: Sequence[Prompt],
+    params: Sequence[SamplingParams],
+    top_alternatives: int,
+    ignore_eos: bool,
+) -> tuple[list[Completion], list[_RowState]]:
+    """A Completion per prompt (encoded, seeded, its budget fitted to the window) and its decoding state."""
+    rows: list[Completion] = []
+    for prompt, p in zip(prompts, params):
+        ids = encode(handle, prompt)
+        seed = p.seed if p.seed is not None else secrets.randbelow(2**31)
+        rows.append(Completion(ids, p, seed, max_new_tokens=fit_to_window(handle, len(ids), p.max_new_tokens)))
+    eos = frozenset() if ignore_eos else handle.eos_token_ids
+    return rows, [_RowState(handle, row, eos, top_alternatives) for row in rows]
 
 
 def _stopped(should_stop: Callable[[], bool] | None, states: list[_RowState], started: float) -> bool:
@@ -350,17 +377,6 @@ def _stream_llamacpp(
             state.advance(engine.next_logits(state.ids))
             state.row.seconds = time.perf_counter() - started
             yield rows
-
-
-def _left_padded(handle: ModelHandle, rows: list[Completion]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Prompts right-aligned in one [B, T] tensor, and the mask of real (non-padding) tokens."""
-    width = max(len(r.prompt_ids) for r in rows)
-    padded = torch.full((len(rows), width), _pad_id(handle), dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        padded[i, width - len(r.prompt_ids) :] = torch.tensor(r.prompt_ids)
-        mask[i, width - len(r.prompt_ids) :] = 1
-    return padded, mask
 
 
 def _lockstep(
@@ -399,8 +415,8 @@ def _stream_torch(
     should_stop: Callable[[], bool] | None,
 ) -> Iterator[list[Completion]]:
     device = handle.device
-    padded, mask = _left_padded(handle, rows)
-    inputs, mask, positions = _prefill_inputs(handle, padded, mask, adapter if isinstance(adapter, str) else None)
+    padded, mask = left_padded([r.prompt_ids for r in rows], pad_id(handle))
+    inputs, mask, positions = prefill_inputs(handle, padded, mask, adapter if isinstance(adapter, str) else None)
     needs_mask = "attention_mask" in inputs
     cache = None
     next_positions = positions[:, -1:] + 1
@@ -423,7 +439,7 @@ def _stream_torch(
         return out.logits[:, -1, :].float().cpu()
 
     try:
-        yield from _lockstep(rows, states, step, should_stop, _pad_id(handle))
+        yield from _lockstep(rows, states, step, should_stop, pad_id(handle))
     finally:
         cache = None  # release the KV cache as soon as the stream ends, not when the generator is collected
 
@@ -436,7 +452,7 @@ def _stream_fast(
     should_stop: Callable[[], bool] | None,
 ) -> Iterator[list[Completion]]:
     """The base model on the lean fp16 decoder (pipelines/fast_decode.py), same rows and sampling."""
-    padded, mask = _left_padded(handle, rows)
+    padded, mask = left_padded([r.prompt_ids for r in rows], pad_id(handle))
     width = padded.shape[1]
     total = width + max(r.max_new_tokens for r in rows)
     key_mask = torch.ones((len(rows), total), dtype=torch.bool)
@@ -460,13 +476,9 @@ def _stream_fast(
         return logits.float()
 
     try:
-        yield from _lockstep(rows, states, step, should_stop, _pad_id(handle))
+        yield from _lockstep(rows, states, step, should_stop, pad_id(handle))
     finally:
         cache.clear()
-
-
-def _pad_id(handle: ModelHandle) -> int:
-    return handle.tokenizer.pad_token_id if handle.tokenizer.pad_token_id is not None else 0
 
 
 def _stream_groups(
@@ -527,7 +539,7 @@ class _LogitsCache:
             self.entries.move_to_end(key)
             return self.entries[key]
         ids_tensor = torch.tensor([list(ids)], dtype=torch.long)
-        inputs, _, _ = _prefill_inputs(handle, ids_tensor, torch.ones_like(ids_tensor), adapter)
+        inputs, _, _ = prefill_inputs(handle, ids_tensor, torch.ones_like(ids_tensor), adapter)
         inputs["use_cache"] = False
         out = handle.forward(**inputs, adapter=adapter)
         logits = out.logits[0, -1, :].float().cpu()

@@ -76,6 +76,8 @@ class ModelHandle:
     _fast_ready: threading.Event = field(default_factory=lambda: _set_event())
     # the optional llama.cpp engine for base-model decoding (None: torch does every forward pass)
     llamacpp: Any = None
+    # the continuous-batching scheduler that owns this model's decoding (pipelines/scheduler.py)
+    scheduler: Any = None
 
     @property
     def device(self) -> torch.device:

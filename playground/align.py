@@ -18,7 +18,7 @@ from pipelines.sampling import SamplingParams
 
 from .errors import UserError
 from . import jobs_panel
-from .controls import how_it_works
+from .controls import MODEL_EVENTS, how_it_works
 from .sidebar import annotator_name
 from .guard import admin_only, signed_in
 from .pickers import FIRST, LiveDropdown
@@ -296,14 +296,12 @@ def build(demo: gr.Blocks) -> None:
         [eval_adapter, eval_rm, eval_source, eval_upload, eval_n, eval_tokens],
         [eval_summary, eval_table],
         api_name="align_eval",
-        concurrency_id="model",
-        concurrency_limit=4,
+        **MODEL_EVENTS,
     )
     queue_button.click(
         queue_for_humans,
         [eval_adapter, eval_source, eval_upload, eval_n, eval_tokens],
         eval_summary,
         api_name="align_queue",
-        concurrency_id="model",
-        concurrency_limit=4,
+        **MODEL_EVENTS,
     )

@@ -13,7 +13,7 @@ from pipelines.access import get_policy
 from pipelines.sampling import InvalidParameter, SamplingParams
 
 from .errors import UserError
-from .controls import MODEL_EVENTS, STOPS, Throttle, fill_when_model_ready, how_it_works, to_params
+from .controls import MODEL_EVENTS, STOPS, Throttle, fill_when_model_ready, how_it_works, to_params, waiting_note
 from .guard import signed_in
 from .sidebar import Shared, annotator_name, labeller, selected_adapter
 
@@ -71,8 +71,8 @@ def _respond(
             gr.Info(prompt.notice().capitalize() + ".")
             notified = True
         stopped = STOPS.stopped(run_id)
-        if throttle.due(final=completion.done or stopped):
-            reply = {"role": "assistant", "content": completion.text}
+        if throttle.due(final=completion.done or stopped, rows=[completion]):
+            reply = {"role": "assistant", "content": completion.text or waiting_note([completion])}
             yield shown + [reply], prompt.text, prompt_report(prompt)
         if stopped:  # the reply ends itself with what it has; its .then frees the conversation
             return

@@ -17,17 +17,20 @@ from typing import Any, Callable, Sequence
 
 import gradio as gr
 
-from pipelines import knobs
-from pipelines.config import ASSETS
+from pipelines import knobs, scheduler
+from pipelines.config import ASSETS, get_settings
 from pipelines.sampling import InvalidParameter, SamplingParams
 
 from .errors import UserError
 from .spec_controls import bind, build_spec, control, refusal
 
 
-# Every event that runs the model shares one queue. Forward passes are serialised by the model's
-# lock anyway; the limit bounds how many streams interleave (and how much KV cache is alive).
-MODEL_EVENTS: dict[str, Any] = {"concurrency_id": "model", "concurrency_limit": 4}
+# Every event that runs the model shares one concurrency group. Its limit lets twice as many requests
+# in as the scheduler has decoding slots (pipelines/scheduler.py): enough to keep every slot busy and
+# show the next ones their place in its queue; the scheduler, not Gradio, bounds the work. Beyond
+# that, requests wait in Gradio's own queue (app.QUEUE_MAX), which shows its position too.
+MODEL_CONCURRENCY = 2 * get_settings().batch_rows
+MODEL_EVENTS: dict[str, Any] = {"concurrency_id": "model", "concurrency_limit": MODEL_CONCURRENCY}
 PARAM_NAMES = tuple(knobs.knobs(SamplingParams))  # the order of the panel, the API and `inputs`
 
 
@@ -182,18 +185,40 @@ class Throttle:
 
     A stream makes tokens faster than a browser draws them; every update is a websocket message
     and a re-render, so streaming handlers send ~10-20 per second and always the final state.
+    When many rows decode at once (a class on one instance), the updates of all streams together
+    stay under `UPDATES_PER_SECOND`: each update costs the server Python time that the shared
+    decode step would otherwise get, and a student reading along needs no more than a few per second.
     """
+
+    UPDATES_PER_SECOND = 30.0
 
     def __init__(self, seconds: float = 0.05) -> None:
         self.seconds = seconds
         self._last = -float("inf")
+        self._seen: tuple = ()
 
-    def due(self, final: bool = False) -> bool:
+    def due(self, final: bool = False, rows: Sequence[Any] = ()) -> bool:
+        """Whether to send an update now; with `rows` (Completions), news is never held back:
+        a row's first token, or a new place in the scheduler's queue, goes out at once."""
         now = time.monotonic()
-        if final or now - self._last >= self.seconds:
+        seen = tuple((bool(r.tokens), r.queue_position) for r in rows)
+        news, self._seen = bool(rows) and seen != self._seen, seen if rows else self._seen
+        interval = max(self.seconds, scheduler.rows_in_flight() / self.UPDATES_PER_SECOND)
+        if final or news or now - self._last >= interval:
             self._last = now
             return True
         return False
+
+
+def waiting_note(rows: Sequence[Any]) -> str:
+    """What a person sees while their request waits for one of the model's decoding slots ("" once it runs)."""
+    ahead = [r.queue_position for r in rows if r.queue_position is not None and not r.tokens]
+    return waiting_text(min(ahead)) if ahead else ""
+
+
+def waiting_text(ahead: int) -> str:
+    who = "you are next" if ahead == 0 else f"{ahead} request{'s' if ahead != 1 else ''} ahead of you"
+    return f"⏳ Waiting for a free slot on the model ({who})…"
 
 
 INSTANT: dict[str, Any] = {"api_visibility": "private", "show_progress": "hidden", "concurrency_limit": None}

@@ -23,6 +23,7 @@ from .controls import (
     show_token,
     stoppable,
     to_params,
+    waiting_note,
 )
 from .sidebar import Shared, selected_adapter
 
@@ -47,6 +48,9 @@ def _model_error(error: Exception) -> gr.Error:
 
 def _stats(completion: generation.Completion, *, stopped: bool = False) -> str:
     finish = "stopped by you" if stopped else completion.finish_reason
+    waiting = waiting_note([completion])
+    if waiting and not finish:
+        return waiting
     return (
         f"**{len(completion.tokens)}** tokens · **{completion.tokens_per_second:.1f}** tokens/s · "
         f"prompt {len(completion.prompt_ids)} tokens · seed `{completion.seed}`"
@@ -81,7 +85,7 @@ def run_generation(
             if STOPS.stopped(run_id):  # the stream ends itself, so its last word is "stopped"
                 yield completion.text, _stats(completion, stopped=True), _state(completion, prompt, adapter)
                 return
-            if throttle.due(final=completion.done):
+            if throttle.due(final=completion.done, rows=[completion]):
                 yield completion.text, _stats(completion), _state(completion, prompt, adapter)
     except (InvalidParameter, models.ModelUnavailable) as error:
         raise _model_error(error) from error
@@ -188,7 +192,7 @@ def compare(prompt: str, adapter: str | None = None, **settings: Any) -> Iterato
         for rows in generation.stream_batch(
             models.get_handle(), [prompt, prompt], [params_a, params_b], adapter=adapter
         ):
-            if throttle.due(final=all(r.done for r in rows)):
+            if throttle.due(final=all(r.done for r in rows), rows=rows):
                 yield rows[0].text, _stats(rows[0]), rows[1].text, _stats(rows[1])
     except (InvalidParameter, models.ModelUnavailable) as error:
         raise _model_error(error) from error

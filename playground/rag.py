@@ -18,7 +18,16 @@ from pipelines.rag import answer, attribution, chunking, embedder, evaluate, par
 from pipelines.sampling import InvalidParameter
 
 from .errors import UserError
-from .controls import MODEL_EVENTS, STOPS, Throttle, cleared_first, how_it_works, stoppable, to_params
+from .controls import (
+    MODEL_EVENTS,
+    STOPS,
+    Throttle,
+    cleared_first,
+    how_it_works,
+    stoppable,
+    to_params,
+    waiting_note,
+)
 from .sidebar import Shared, selected_adapter, signed_in_user
 from .guard import admin_only, signed_in
 from .pickers import FIRST, LiveDropdown
@@ -258,8 +267,9 @@ def ask(name: str | None, question: str, mode: str, k: float, adapter: str | Non
         ):
             if grounded.done and supports is None:
                 supports = _check_support(grounded.text, prompt.hits)
-            if throttle.due(final=grounded.done and (plain is None or plain.done)):
-                notice = (
+            rows = [grounded] if plain is None else [grounded, plain]
+            if throttle.due(final=grounded.done and (plain is None or plain.done), rows=rows):
+                notice = waiting_note(rows) or (
                     f"⚠️ {prompt.notice}." if prompt.notice else f"All {len(prompt.hits)} passages fit in the prompt."
                 )
                 yield (

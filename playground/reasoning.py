@@ -15,7 +15,7 @@ from pipelines.reasoning import benchmark, extract, solve, strategies
 from pipelines.reasoning.solve import StrategyResult
 
 from .errors import UserError
-from .controls import MODEL_EVENTS, STOPS, Throttle, how_it_works, stoppable, to_params
+from .controls import MODEL_EVENTS, STOPS, Throttle, how_it_works, stoppable, to_params, waiting_text
 from .pickers import LiveDropdown
 from .guard import signed_in
 from .sidebar import Shared, selected_adapter
@@ -75,6 +75,8 @@ def _summary(result: StrategyResult | None, gold: float | None, *, stopped: bool
         tokens = sum(s.tokens for s in result.samples)
         if stopped:
             return f"<span class='muted'>⏹ stopped by you after {tokens} tokens</span>"
+        if result.queue_position is not None:
+            return f"<span class='muted'>{waiting_text(result.queue_position)}</span>"
         if all(s.finish_reason for s in result.samples):
             waiting = (
                 "running the program in the sandbox" if result.strategy == "pal" else "waiting for the other strategies"

@@ -62,6 +62,8 @@ class StrategyResult:
     correct: bool | None = None
     done: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    # while its rows wait for a decoding slot: requests ahead of them (pipelines/scheduler.py); else None
+    queue_position: int | None = None
 
     @property
     def output(self) -> str:
@@ -190,7 +192,14 @@ def stream_solve(
     started = time.monotonic()
     rows: list[generation.Completion] = []
     for rows in generation.stream_batch(handle, prompts, row_params, adapter=adapter, should_stop=should_stop):
+        for result in results:
+            result.queue_position = None
         for row, (which, index) in zip(rows, owners):
+            if row.queue_position is not None and not row.tokens:
+                waiting = results[which].queue_position
+                results[which].queue_position = (
+                    row.queue_position if waiting is None else min(waiting, row.queue_position)
+                )
             sample = results[which].samples[index]
             sample.output, sample.tokens, sample.finish_reason = row.text, len(row.tokens), row.finish_reason
             if row.done and not sample.seconds:

@@ -100,7 +100,9 @@ def test_rows_with_different_adapters_share_one_batch(fresh_tiny_handle, tokeniz
     finally:
         del fresh_tiny_handle.forward
     assert [r.completion_ids for r in rows] == singles
-    assert len(calls) == GREEDY.max_new_tokens  # one batched pass per token, not one per row
+    # one pass for the three distinct (prompt, adapter) prefills -- the two "left" rows share theirs --
+    # then one batched pass per further token: not one per row
+    assert len(calls) == GREEDY.max_new_tokens
     assert singles[0] != singles[1] != singles[2]
     # and the base model is exact again afterwards
     again = generation.generate(fresh_tiny_handle, "Hello there", GREEDY, ignore_eos=True).completion_ids

@@ -89,7 +89,8 @@ def test_generation_uses_it_for_the_base_model_only(fast_handle, tokenizer, data
     tuned = generation.generate(fast_handle, "Once upon a time", params, adapter="style", ignore_eos=True)
     assert tuned.engine == "torch"  # adapters run on the full-precision model
     mixed = generation.generate_batch(fast_handle, ["Once", "Once"], [params, params], adapter=[None, "style"])
-    assert {r.engine for r in mixed} == {"torch"}  # a batch mixing in an adapter stays on one engine
+    # each row runs where it can: the base row on the lean decoder's batch, the adapter row on transformers'
+    assert [r.engine for r in mixed] == [generation.FAST_ENGINE, "torch"]
 
 
 def test_batches_stop_strings_and_cancel_work_on_it(fast_handle):
@@ -104,16 +105,12 @@ def test_batches_stop_strings_and_cancel_work_on_it(fast_handle):
         fast_handle, "Hi", SamplingParams(temperature=0.8, seed=1, max_new_tokens=6), ignore_eos=True
     )
     assert alone.completion_ids == rows[0].completion_ids  # padding in the batch changes nothing
-    calls = {"n": 0}
-
-    def stop() -> bool:
-        calls["n"] += 1
-        return calls["n"] > 3
-
-    last = list(
-        generation.stream(fast_handle, "Hi", SamplingParams(temperature=0, max_new_tokens=50), should_stop=stop)
-    )[-1]
-    assert last.finish_reason == "cancelled" and 0 < len(last.tokens) < 50
+    seen = {"tokens": False}
+    for last in generation.stream(
+        fast_handle, "Hi", SamplingParams(temperature=0, max_new_tokens=400), should_stop=lambda: seen["tokens"]
+    ):
+        seen["tokens"] = bool(last.tokens)  # stop as soon as anything was made
+    assert last.finish_reason == "cancelled" and 0 < len(last.tokens) < 400
 
 
 def test_other_architectures_fall_back_with_a_reason():
