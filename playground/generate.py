@@ -27,6 +27,9 @@ from .controls import (
 )
 from .sidebar import Shared, selected_adapter
 
+# the inspector's two charts, one above the other; the how-to names them by these titles
+RAW_CHART_TITLE = "Model (T = 1), coloured by the filter that cuts it"
+FINAL_CHART_TITLE = "What is sampled with your settings"
 UI_UPDATE_SECONDS = 0.05  # stream at most ~20 updates/s: the browser, not the model, is the bottleneck
 CUT_COLORS = {
     "kept": "#2563eb",
@@ -249,7 +252,7 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
                 y="probability",
                 color="filter",
                 color_map=CUT_COLORS,
-                title="Model (T = 1), coloured by the filter that cuts it",
+                title=RAW_CHART_TITLE,
                 x_label_angle=-45,
                 height=260,
                 tooltip="all",
@@ -259,7 +262,7 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
                 y="probability",
                 color="filter",
                 color_map=CUT_COLORS,
-                title="What is sampled with your settings",
+                title=FINAL_CHART_TITLE,
                 x_label_angle=-45,
                 height=260,
                 tooltip="all",

@@ -95,3 +95,18 @@ def test_preset_fills_prompt_and_settings():
     assert "Bonjour" in values[0]
     assert values[1 + PARAM_NAMES.index("temperature")]["value"] == 0
     assert values[1 + PARAM_NAMES.index("stop")]["value"] == "\\n"
+
+
+def test_the_how_to_describes_the_tab_as_it_is_drawn():
+    """The charts are stacked and named by their titles; the token shading runs red to green."""
+    import re
+
+    from pipelines.config import ASSETS
+
+    howto = " ".join((ASSETS / "howto" / "generate.md").read_text(encoding="utf-8").split())
+    for title in (generate.RAW_CHART_TITLE, generate.FINAL_CHART_TITLE):
+        assert title in howto.replace("**", "")
+    assert not re.search(r"\bon the (left|right)\b", howto)  # nothing is side by side
+    legend, _ = generate.token_view({"tokens": [{"token": "a", "id": 1, "logprob": -0.1, "top": []}]})
+    assert "hsl(0," in legend and "hsl(120," in legend  # the view: hue 0 (red) = unlikely, 120 (green) = likely
+    assert "**red**" in howto and "**green**" in howto and "Pale" not in howto
