@@ -25,11 +25,21 @@ from .errors import UserError
 from .spec_controls import bind, build_spec, control, refusal
 
 
-# Every event that runs the model shares one concurrency group. Its limit lets twice as many requests
-# in as the scheduler has decoding slots (pipelines/scheduler.py): enough to keep every slot busy and
-# show the next ones their place in its queue; the scheduler, not Gradio, bounds the work. Beyond
-# that, requests wait in Gradio's own queue (app.QUEUE_MAX), which shows its position too.
-MODEL_CONCURRENCY = 2 * get_settings().batch_rows
+def _model_concurrency() -> int:
+    """How many model requests Gradio lets in at once (every event that runs the model shares one group).
+
+    With the scheduler (pipelines/scheduler.py), twice as many as it has decoding slots: enough to
+    keep every slot busy and show the next ones their place in its queue; the scheduler, not Gradio,
+    bounds the work. Without it (PLAYGROUND_BATCHING=0, or the llama.cpp engine, whose one context
+    re-reads a sequence whenever another stream interleaves), requests decode on their own under the
+    model lock, so only a few at once. Beyond the limit, requests wait in Gradio's own queue
+    (app.QUEUE_MAX), which shows its position too.
+    """
+    settings = get_settings()
+    return 2 * settings.batch_rows if settings.batching and settings.engine == "torch" else 4
+
+
+MODEL_CONCURRENCY = _model_concurrency()
 MODEL_EVENTS: dict[str, Any] = {"concurrency_id": "model", "concurrency_limit": MODEL_CONCURRENCY}
 PARAM_NAMES = tuple(knobs.knobs(SamplingParams))  # the order of the panel, the API and `inputs`
 
