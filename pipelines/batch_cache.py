@@ -117,8 +117,8 @@ class _Timeline:
         grown[:have_rows, :have_cols] = self.key_mask
         self.key_mask = grown
 
-    def _place(self, length: int, copies: int) -> tuple[int, int]:
-        """Make room for `copies` rows whose prompt fills `length` columns; returns (shift, first row)."""
+    def _place(self, length: int, copies: int) -> int:
+        """Make room for `copies` rows whose prompt fills `length` columns; returns the first new row."""
         shift = max(0, length - self.end)
         self._mask_capacity(self.rows + copies, self.end + shift + 1)
         if shift:
@@ -130,7 +130,7 @@ class _Timeline:
         self.key_mask[first : first + copies, : self.end] = False
         self.key_mask[first : first + copies, self.end - length : self.end] = True
         self.rows += copies
-        return shift, first
+        return first
 
     def _keep(self, keep: Sequence[int]) -> None:
         index = torch.tensor(list(keep), dtype=torch.long)
@@ -138,6 +138,12 @@ class _Timeline:
         self.rows = len(keep)
         if not self.rows:
             self.end = 0
+
+    def _drop_columns(self, columns: int) -> None:
+        """The key mask's side of `compact`: the first `columns` columns go, the timeline shortens."""
+        live = self.key_mask[: self.rows, columns : self.end].clone()
+        self.key_mask[: self.rows, : self.end - columns] = live
+        self.end -= columns
 
     def unused_columns(self) -> int:
         """Leading columns no live row attends to (they can be cut off)."""
@@ -207,7 +213,7 @@ class FastBatch(_Timeline):
             for k, v in self.cache:
                 for t in (k, v):
                     t[: self.rows, :, shift : shift + self.end] = t[: self.rows, :, : self.end].clone()
-        _, first = self._place(length, copies)
+        first = self._place(length, copies)
         for (k, v), (pk, pv) in zip(self.cache, job.kv):
             k[first : first + copies, :, self.end - length : self.end] = pk[:, :, :length]
             v[first : first + copies, :, self.end - length : self.end] = pv[:, :, :length]
@@ -231,9 +237,7 @@ class FastBatch(_Timeline):
         for k, v in self.cache:
             for t in (k, v):
                 t[: self.rows, :, : self.end - columns] = t[: self.rows, :, columns : self.end].clone()
-        live = self.key_mask[: self.rows, columns : self.end].clone()
-        self.key_mask[: self.rows, : self.end - columns] = live
-        self.end -= columns
+        self._drop_columns(columns)
 
     def step(self, tokens: Sequence[int], positions: Sequence[int], adapters: Sequence[str | None]) -> torch.Tensor:
         """Next-token logits [rows, V] after feeding one token per row at column `end`."""
@@ -295,9 +299,7 @@ class TorchBatch(_Timeline):
         """Several short prompts in one left-padded pass; rows with different LoRA adapters share it."""
         ids, mask = left_padded([j.ids for j in jobs], pad_id(self.handle))
         inputs, _, _ = prefill_inputs(self.handle, ids, mask, None)
-        adapters = [j.adapter for j in jobs]
-        adapter: str | None | list[str | None] = adapters[0] if len(set(adapters)) == 1 else adapters
-        out = self.handle.forward(**inputs, adapter=adapter)
+        out = self.handle.forward(**inputs, adapter=[j.adapter for j in jobs])
         layers = [(layer.keys, layer.values) for layer in _cache_layers(out.past_key_values)]
         _finish_group(jobs, layers, out.logits[:, -1])
 
@@ -346,14 +348,11 @@ class TorchBatch(_Timeline):
         for layer in _cache_layers(self.cache):
             layer.keys = layer.keys[:, :, columns:].contiguous()
             layer.values = layer.values[:, :, columns:].contiguous()
-        live = self.key_mask[: self.rows, columns : self.end].clone()
-        self.key_mask[: self.rows, : self.end - columns] = live
-        self.end -= columns
+        self._drop_columns(columns)
 
     def step(self, tokens: Sequence[int], positions: Sequence[int], adapters: Sequence[str | None]) -> torch.Tensor:
         device = self.handle.device
         key_mask = self._next_column()
-        adapter: str | None | list[str | None] = adapters[0] if len(set(adapters)) == 1 else list(adapters)
         out = self.handle.forward(
             input_ids=torch.tensor(list(tokens), dtype=torch.long)[:, None].to(device),
             position_ids=torch.tensor(list(positions), dtype=torch.long)[:, None].to(device),
@@ -361,7 +360,7 @@ class TorchBatch(_Timeline):
             past_key_values=self.cache,
             use_cache=True,
             logits_to_keep=1,
-            adapter=adapter,
+            adapter=list(adapters),  # one adapter for every row, or PEFT's mixed batch: ModelHandle.forward decides
         )
         self.cache = out.past_key_values
         self.end += 1

@@ -299,10 +299,8 @@ def stream_batch(
     batcher = scheduler.for_handle(handle)
     if batcher is not None:
         row_adapters = list(adapter) if isinstance(adapter, (list, tuple)) else [adapter] * len(prompts)
-        for name in set(row_adapters):
-            handle.is_prompt_tuning(name)  # an unknown or unreadable adapter is refused here, in the caller
         rows, states = _rows(handle, prompts, params, top_alternatives, ignore_eos)
-        request = batcher.submit(states, row_adapters)
+        request = batcher.submit(states, row_adapters)  # refuses an unknown adapter, in this thread
         for row, lane in zip(rows, request.lanes):
             row.engine = FAST_ENGINE if lane == "fast" else "torch"
         yield from batcher.stream(request, should_stop)

@@ -86,6 +86,7 @@ class Request:
 
     states: list[RowState]
     adapters: list[str | None]
+    prompt_tuning: list[bool]  # its adapter is prompt tuning: virtual tokens at prefill, base weights after
     lanes: list[str]
     pending: list[int]
     submitted: float = field(default_factory=time.perf_counter)
@@ -166,10 +167,16 @@ class Scheduler:
         return "fast" if adapter is None and self.handle.fast_decoder is not None else "torch"
 
     def submit(self, states: Sequence[RowState], adapters: Sequence[str | None]) -> Request:
-        """Queue a request's rows; refuses with `ServerBusy` when the queue is full."""
+        """Queue a request's rows; refuses with `ServerBusy` when the queue is full.
+
+        Runs in the caller's thread, so an unknown or unreadable adapter is refused there, and
+        each adapter's kind is read from disk once instead of in the scheduler's loop.
+        """
+        tuned = {a: a is not None and self.handle.is_prompt_tuning(a) for a in set(adapters)}
         request = Request(
             states=list(states),
             adapters=list(adapters),
+            prompt_tuning=[tuned[a] for a in adapters],
             lanes=[self.lane_for(a) for a in adapters],
             pending=list(range(len(states))),
             scheduler=self,
@@ -342,7 +349,7 @@ class Scheduler:
                 job = request.prefills.get(key)
                 if request.lanes[index] != lane_name or (job is not None and job.done_tokens) or free <= 0:
                     return group
-                if key[1] is not None and self.handle.is_prompt_tuning(key[1]):
+                if request.prompt_tuning[index]:
                     return group
                 wider = max(width, len(key[0]))
                 if (len(group) + 1) * wider > budget:
@@ -375,9 +382,8 @@ class Scheduler:
         if joining:
             lane.batch.join(job, len(joining))
             for index, token in joining:
-                adapter = request.adapters[index]
-                if adapter is not None and self.handle.is_prompt_tuning(adapter):
-                    adapter = None  # its virtual tokens are in the cache; the weights are the base's
+                # a prompt-tuning row's virtual tokens are in the cache; its weights are the base's
+                adapter = None if request.prompt_tuning[index] else request.adapters[index]
                 lane.slots.append(_Slot(request, index, token, job.length, adapter))
         if not any(request.key(i) == key for i in request.pending):
             request.prefills.pop(key, None)

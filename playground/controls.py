@@ -211,8 +211,10 @@ class Throttle:
         """Whether to send an update now; with `rows` (Completions), news is never held back:
         a row's first token, or a new place in the scheduler's queue, goes out at once."""
         now = time.monotonic()
-        seen = tuple((bool(r.tokens), r.queue_position) for r in rows)
-        news, self._seen = bool(rows) and seen != self._seen, seen if rows else self._seen
+        news = False
+        if rows:
+            seen = tuple((bool(r.tokens), r.queue_position) for r in rows)
+            news, self._seen = seen != self._seen, seen
         interval = max(self.seconds, scheduler.rows_in_flight() / self.UPDATES_PER_SECOND)
         if final or news or now - self._last >= interval:
             self._last = now
