@@ -26,6 +26,7 @@ from .sampling import (
     InvalidParameter,
     SamplingParams,
     inspect_distribution,
+    greedy_token,
     process_logits,
     sample_with_probability,
 )
@@ -218,8 +219,11 @@ class _RowState:
         for all rows at once; alone, the row computes them itself.
         """
         row, detok, handle = self.row, self.detok, self.handle
-        processed = process_logits(logits, row.params, self.history, track_cuts=False)
-        token_id, probability = sample_with_probability(processed, row.params, self.generator)
+        if row.params.greedy:
+            token_id, probability = greedy_token(logits, row.params, self.history, top), 1.0
+        else:
+            processed = process_logits(logits, row.params, self.history, track_cuts=False)
+            token_id, probability = sample_with_probability(processed, row.params, self.generator)
         self.history = torch.cat([self.history, torch.tensor([token_id])])
         if token_id in self.eos:
             detok.flush()  # release any text held back for a possible stop string
@@ -227,7 +231,7 @@ class _RowState:
             row.finish_reason = "eos"
             return token_id
         if logprobs is None:
-            logprobs = torch.log_softmax(processed.raw, dim=-1)
+            logprobs = torch.log_softmax(logits.float(), dim=-1)
         if top is None and self.top_alternatives:
             found = torch.topk(logprobs, self.top_alternatives)
             top = (found.values, found.indices)

@@ -12,6 +12,7 @@ from pipelines.sampling import (
     SamplingParams,
     apply_repetition_penalty,
     entropy_bits,
+    greedy_token,
     inspect_distribution,
     process_logits,
     sample_token,
@@ -45,6 +46,24 @@ def test_greedy_is_one_hot_on_the_argmax():
     assert p.final_probs.tolist() == [1.0, 0.0, 0.0, 0.0, 0.0]
     assert sample_token(p, SamplingParams(temperature=0), None) == 0
     assert p.cut_by["greedy"].tolist() == [False, True, True, True, True]
+
+
+@pytest.mark.parametrize("penalty", [1.0, 1.3])
+def test_greedy_shortcut_picks_what_the_full_pipeline_picks(penalty):
+    """The batch's ranked alternatives give the greedy pick; a tie at the top, or a repetition
+    penalty, leaves it to the logits, so the token never depends on being batched."""
+    params = SamplingParams(temperature=0, repetition_penalty=penalty)
+    history = torch.tensor([3, 7, 7, 11])
+    for seed in range(20):
+        logits = torch.randn(300, generator=torch.Generator().manual_seed(seed)) * 4
+        if seed % 4 == 0:  # a tie for first place: argmax takes the lowest id, topk may not
+            logits[[5, 200]] = logits.max() + 1
+        if seed % 4 == 1:  # the leader is a token already seen: the penalty may demote it
+            logits[7] = logits.max() + 0.1
+        expected = sample_token(process_logits(logits, params, history), params, None)
+        found = torch.topk(torch.log_softmax(logits, -1), 5)
+        assert greedy_token(logits, params, history, (found.values, found.indices)) == expected
+        assert greedy_token(logits, params, history) == expected
 
 
 @pytest.mark.parametrize(
