@@ -16,6 +16,7 @@ BENCHES = [
     "compare_bench.py",
     "startup_bench.py",
     "finetune_bench.py",
+    "memory_bench.py",
     "rag_bench.py",
     "serve_bench.py",
     "load_test.py",

@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from . import adapters, evaluation, generation, knobs, model_structure, sft_data, training
+from . import adapters, evaluation, generation, knobs, memory_plan, model_structure, sft_data, training
 from .config import get_settings
 from .hardware import TrainPrecision
 from .jobs import JobCancelled, JobContext, Phase, trainer_callback
@@ -35,9 +35,6 @@ from .sampling import SamplingParams
 
 METHODS = ("lora", "prompt-tuning")
 PROMPT_TUNING_INIT = "Answer the question helpfully, in the style of the examples."
-# Bytes per parameter for full fine-tuning with Adam in fp32, as usually quoted: weights 4,
-# Adam moments 8, gradients 4, activations ~8 (activations really scale with batch x length).
-BYTES_FULL = {"weights": 4, "adam": 8, "gradients": 4, "activations": 8}
 SAMPLE_BATCH = 4  # held-out answers generated per batch in the before/after comparison
 
 
@@ -173,57 +170,73 @@ def linear_module_names(model: Any) -> list[str]:
 class TrainingPlan:
     total_params: int
     trainable_params: int
-    rows: list[dict[str, Any]]  # the memory table
+    rows: list[dict[str, Any]]  # the memory table: one row per method, bytes at the peak of a step
 
     @property
     def trainable_percent(self) -> float:
         return 100.0 * self.trainable_params / max(self.total_params, 1)
 
 
-def plan(
-    model: Any, method: str, *, lora_r: int, target_modules: Sequence[str], num_virtual_tokens: int
-) -> TrainingPlan:
-    """Trainable parameters and the memory each method would need, for this model.
+def lora_trainable(model: Any, lora_r: int, target_modules: Sequence[str]) -> int:
+    """LoRA adds B (out x r) and A (r x in) beside each targeted W (out x in): r*(in+out) trainable
+    parameters instead of in*out."""
+    targets = set(target_modules)
+    return sum(
+        lora_r * (m.in_features + m.out_features)
+        for name, m in model_structure.linear_layers(model)
+        if name.rsplit(".", 1)[-1] in targets
+    )
 
-    LoRA adds B (out x r) and A (r x in) beside each targeted W (out x in): r*(in+out) trainable
-    parameters instead of in*out. Prompt tuning trains only num_virtual_tokens x hidden.
-    """
+
+def plan(
+    model: Any,
+    method: str,
+    *,
+    lora_r: int,
+    target_modules: Sequence[str],
+    num_virtual_tokens: int,
+    batch_size: int = 8,
+    max_length: int = 512,
+    gradient_checkpointing: bool = False,
+    lora_dropout: float = 0.05,
+    mixed_precision: bool = False,
+) -> TrainingPlan:
+    """Trainable parameters of the chosen method, and the peak memory of one training step of
+    every method at this batch size and length (pipelines/memory_plan.py: the worst case, every
+    example `max_length` tokens long)."""
+    shape = memory_plan.ModelShape.of(model)
     total = model_structure.parameter_count(model)
-    if method == "lora":
-        targets = set(target_modules)
-        trainable = sum(
-            lora_r * (m.in_features + m.out_features)
-            for name, m in model_structure.linear_layers(model)
-            if name.rsplit(".", 1)[-1] in targets
-        )
-    else:
-        trainable = num_virtual_tokens * model.get_input_embeddings().weight.shape[1]
-    rows = [
-        {
-            "method": "Full fine-tuning (fp32 + Adam)",
-            "weights": total * BYTES_FULL["weights"],
-            "optimizer": total * BYTES_FULL["adam"],
-            "gradients": total * BYTES_FULL["gradients"],
-            "activations": total * BYTES_FULL["activations"],
-        },
-        {
-            "method": f"LoRA r={lora_r} (frozen fp32 base)" if method == "lora" else "Prompt tuning (frozen fp32 base)",
-            "weights": total * 4 + trainable * 4,
-            "optimizer": trainable * 8,
-            "gradients": trainable * 4,
-            "activations": trainable * 8,
-        },
-        {
-            "method": "QLoRA (4-bit base + LoRA)",
-            "weights": total // 2 + trainable * 4,
-            "optimizer": trainable * 8,
-            "gradients": trainable * 4,
-            "activations": trainable * 8,
-        },
+    lora = lora_trainable(model, lora_r, target_modules)
+    prompt = num_virtual_tokens * model.get_input_embeddings().weight.shape[1]
+    common: dict[str, Any] = {
+        "batch": batch_size,
+        "length": max_length,
+        "mixed_precision": mixed_precision,
+        "checkpointing": gradient_checkpointing,
+    }
+    lora_options: dict[str, Any] = {
+        "lora_targets": tuple(target_modules),
+        "lora_r": lora_r,
+        "lora_dropout": lora_dropout,
+    }
+    plans = [
+        (memory_plan.estimate(shape, "full", trainable=total, **common), "Full fine-tuning"),
+        (memory_plan.estimate(shape, "lora", trainable=lora, **common, **lora_options), f"LoRA r={lora_r}"),
+        (
+            memory_plan.estimate(shape, "prompt-tuning", trainable=prompt, virtual_tokens=num_virtual_tokens, **common),
+            f"Prompt tuning ({num_virtual_tokens} tokens)",
+        ),
+        (
+            memory_plan.estimate(shape, "lora", trainable=lora, qlora=True, **common, **lora_options),
+            f"QLoRA r={lora_r} (NF4)",
+        ),
     ]
-    for row in rows:
-        row["total"] = row["weights"] + row["optimizer"] + row["gradients"] + row["activations"]
-    return TrainingPlan(total_params=total, trainable_params=trainable, rows=rows)
+    rows = []
+    for estimate, label in plans:
+        row = estimate.row()
+        row["method"] = label
+        rows.append(row)
+    return TrainingPlan(total_params=total, trainable_params=lora if method == "lora" else prompt, rows=rows)
 
 
 def loss_mask_example(tokenizer: Any, conversation: Sequence[Any]) -> list[tuple[str, bool]]:

@@ -14,6 +14,7 @@ from pipelines import adapters, finetune, jobs, knobs, models, sft_data
 from pipelines.config import DATASETS
 from pipelines.files import copy_upload
 from pipelines.hardware import detect, plan_device, train_precision
+from pipelines.training import device_and_precision
 
 from .errors import UserError
 from . import jobs_panel
@@ -42,7 +43,16 @@ def _data_path(upload: str | None, sample: str | None) -> Path:
 
 
 def _mb(n: int) -> str:
-    return f"{n / 2**20:,.0f} MiB" if n < 2**30 else f"{n / 2**30:,.2f} GiB"
+    return f"{n / 2**20:,.0f} MiB" if n < 2**30 else f"{n / 2**30:,.1f} GiB"
+
+
+def _count(n: int) -> str:
+    """Parameter counts short enough for a narrow table: 134.5M, 2.44M, 11.5k."""
+    if n >= 10**8:
+        return f"{n / 1e6:.1f}M"
+    if n >= 10**6:
+        return f"{n / 1e6:.2f}M"
+    return f"{n / 1e3:.1f}k" if n >= 10**4 else f"{n:,}"
 
 
 def check_data(upload: str | None, sample: str | None, max_length: float):
@@ -83,29 +93,54 @@ def _loss_mask_html(tokenizer: Any, conversation: Any) -> str:
     )
 
 
-def update_plan(method: str, lora_r: float, targets: list[str], virtual_tokens: float):
-    """Trainable parameters and the memory table for the chosen method on this model."""
+def update_plan(
+    method: str,
+    lora_r: float,
+    targets: list[str],
+    virtual_tokens: float,
+    batch_size: float = 8,
+    max_length: float = 512,
+    checkpointing: bool = False,
+    lora_dropout: float = 0.05,
+):
+    """Trainable parameters of the chosen method, and every method's peak memory at this batch and length."""
     model = models.get_handle().base_model
+    _, precision = device_and_precision()
     result = finetune.plan(
-        model, method, lora_r=int(lora_r), target_modules=targets or [], num_virtual_tokens=int(virtual_tokens)
+        model,
+        method,
+        lora_r=int(lora_r),
+        target_modules=targets or [],
+        num_virtual_tokens=int(virtual_tokens),
+        batch_size=max(1, int(batch_size or 1)),
+        max_length=max(1, int(max_length or 1)),
+        gradient_checkpointing=bool(checkpointing),
+        lora_dropout=float(lora_dropout or 0),
+        mixed_precision=precision.bf16 or precision.fp16,
     )
     text = (
         f"**{result.trainable_params:,}** trainable parameters of **{result.total_params:,}** "
-        f"(**{result.trainable_percent:.2f}%**) — {result.total_params / max(result.trainable_params, 1):,.0f}× fewer than full fine-tuning."
+        f"(**{result.trainable_percent:.2f}%**) — {result.total_params / max(result.trainable_params, 1):,.0f}× fewer than full fine-tuning.  \n"
+        f"<span class='muted'>Peak memory of one training step with batches of {int(batch_size or 1)} × "
+        f"{int(max_length or 1)} tokens (the worst case: every example at the maximum length; shorter "
+        "batches need less). Activations grow with batch × length, not with the trainable weights; *Adam* is the "
+        "optimizer's two moments, *loss grad* the logits-sized tensors at the start of the backward pass.</span>"
     )
     table = pd.DataFrame(
         [
             [
                 r["method"],
+                _count(r["trainable"]),
                 _mb(r["weights"]),
                 _mb(r["optimizer"]),
                 _mb(r["gradients"]),
                 _mb(r["activations"]),
+                _mb(r["loss"]),
                 _mb(r["total"]),
             ]
             for r in result.rows
         ],
-        columns=["method", "weights", "Adam states", "gradients", "activations (rule of thumb)", "total"],
+        columns=["method", "trainable", "weights", "Adam", "grads", "activations", "loss grad", "peak"],
     )
     return text, table
 
@@ -279,7 +314,12 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
                 f"<span class='muted'>Precision: {precision.reason}. Batches are padded per batch and grouped by length.</span>"
             )
             plan_text = gr.Markdown()
-            plan_table = gr.Dataframe(interactive=False, wrap=True)
+            plan_table = gr.Dataframe(
+                interactive=False,
+                wrap=True,
+                elem_id="ft-plan",
+                column_widths=["22%", "13%", "10%", "10%", "9%", "13%", "11%", "12%"],
+            )
             with gr.Row():
                 name = control(Spec, "out", value="my-adapter", scale=3)
                 overwrite = control(Spec, "overwrite", scale=1)
@@ -336,9 +376,28 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
     cleared_first([upload.change, sample.change, demo.load], data_outputs).then(
         check_data, data_inputs, data_outputs, api_name="check_dataset"
     )
-    plan_inputs = [method, lora_r, targets, virtual_tokens]
+    plan_inputs = [
+        method,
+        lora_r,
+        targets,
+        virtual_tokens,
+        batching["batch_size"],
+        max_length,
+        checkpointing,
+        lora["lora_dropout"],
+    ]
     gr.on(
-        [method.change, lora_r.release, targets.change, virtual_tokens.release, demo.load],
+        [
+            method.change,
+            lora_r.release,
+            targets.change,
+            virtual_tokens.release,
+            batching["batch_size"].change,
+            max_length.change,
+            checkpointing.change,
+            lora["lora_dropout"].release,
+            demo.load,
+        ],
         update_plan,
         plan_inputs,
         [plan_text, plan_table],

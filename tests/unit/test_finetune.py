@@ -57,9 +57,15 @@ def test_plan_counts_exactly_what_peft_trains(tokenizer, targets):
     plan = finetune.plan(model, "lora", lora_r=4, target_modules=targets, num_virtual_tokens=10)
     peft_model = get_peft_model(model, LoraConfig(r=4, target_modules=targets, task_type="CAUSAL_LM"))
     assert plan.trainable_params == sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
-    full, lora, qlora = plan.rows
-    assert full["total"] == plan.total_params * 24  # 4 + 8 + 4 + 8 bytes per parameter
+    full, lora, prompt_tuning, qlora = plan.rows
+    assert full["trainable"] == plan.total_params and lora["trainable"] == plan.trainable_params
+    assert full["weights"] + full["optimizer"] == plan.total_params * 12  # fp32 weights + two Adam moments
     assert qlora["weights"] < lora["weights"] < full["total"]
+    # activations depend on batch x length, which the plan now takes (pipelines/memory_plan.py)
+    bigger = finetune.plan(
+        model, "lora", lora_r=4, target_modules=targets, num_virtual_tokens=10, batch_size=16, max_length=512
+    )
+    assert bigger.rows[1]["activations"] == 2 * lora["activations"]
     prompt = finetune.plan(
         build_tiny_model(tokenizer), "prompt-tuning", lora_r=4, target_modules=[], num_virtual_tokens=10
     )

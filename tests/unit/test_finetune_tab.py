@@ -38,7 +38,11 @@ def test_plan_updates_with_the_settings(use_tiny):
     large, _ = tab.update_plan("lora", 32, ["q_proj", "v_proj"], 20)
     prompt, _ = tab.update_plan("prompt-tuning", 4, [], 20)
     assert "trainable parameters" in small and small != large and "1,280" in prompt
-    assert list(table["method"])[0].startswith("Full fine-tuning") and len(table) == 3
+    assert list(table["method"])[0].startswith("Full fine-tuning") and len(table) == 4
+    _, longer = tab.update_plan("lora", 4, ["q_proj"], 20, 8, 1024)
+    _, checkpointed = tab.update_plan("lora", 4, ["q_proj"], 20, 8, 1024, True)
+    assert list(longer["activations"]) != list(table["activations"])  # batch x length drive activations
+    assert list(checkpointed["activations"]) != list(longer["activations"])
 
 
 def test_start_job_validates_and_queues(use_tiny, tiny_model_env, tmp_path, data_dir, monkeypatch):
