@@ -33,7 +33,8 @@ from .knobs import knob
 from .training import DEFAULT_TARGETS
 from .sampling import SamplingParams
 
-METHODS = ("lora", "prompt-tuning")
+METHODS = ("lora", "prompt-tuning", "full", "selective")
+WHOLE_MODEL_METHODS = ("full", "selective")  # these save a model directory, not an adapter
 PROMPT_TUNING_INIT = "Answer the question helpfully, in the style of the examples."
 SAMPLE_BATCH = 4  # held-out answers generated per batch in the before/after comparison
 
@@ -43,9 +44,23 @@ class FinetuneSpec:
     """Everything a fine-tuning run needs; validated so a bad value fails before any work."""
 
     data: str = knob(help="JSONL, CSV or Parquet: prompt/response, Alpaca or messages", label="Data", metavar="FILE")
-    out: str = training.out_knob("adapters", "Adapter name")
+    out: str = knob(
+        help="name of the result, saved under <data>/adapters/NAME (a whole model, from full or selective "
+        "fine-tuning: <data>/models-tuned/NAME)",
+        label="Adapter name",
+        metavar="NAME",
+    )
     method: str = knob(
-        "lora", help="what is trained: LoRA matrices or a learned prompt", label="PEFT method", choices=METHODS
+        "lora",
+        help="what is trained: LoRA matrices, a learned prompt, every weight (full), or chosen blocks (selective)",
+        label="Method",
+        choices=METHODS,
+    )
+    train_blocks: list[int] = knob(
+        default_factory=list,
+        help="selective fine-tuning: the decoder blocks that train, 0-based (e.g. 27,28,29: the last three of 30)",
+        label="Blocks that train",
+        metavar="N[,N...]",
     )
     base_model: str | None = training.base_model_knob()
     lora_r: int = training.lora_r_knob(8)
@@ -69,7 +84,7 @@ class FinetuneSpec:
         flag="--virtual-tokens",
     )
     learning_rate: float | None = training.learning_rate_knob(
-        None, "peak learning rate; default 5e-4 (LoRA) or 3e-2 (prompt tuning)"
+        None, "peak learning rate; default 5e-4 (LoRA), 3e-2 (prompt tuning), 5e-5 (full, selective)"
     )
     epochs: float = training.epochs_knob(3.0)
     max_steps: int = training.max_steps_knob()
@@ -119,12 +134,19 @@ class FinetuneSpec:
         training.check_output_name(self.out)
         if self.method == "lora" and not self.target_modules:
             raise InvalidParameter("target_modules", "choose at least one layer type for LoRA")
+        self.train_blocks = parse_blocks(self.train_blocks)
+        if self.method == "selective" and not self.train_blocks:
+            raise InvalidParameter("train_blocks", "choose at least one block for selective fine-tuning")
         if self.qlora:
             available, reason = qlora_available()
             if not available:
                 raise InvalidParameter("qlora", reason)
             if self.method != "lora":
                 raise InvalidParameter("qlora", "QLoRA is a LoRA method")
+
+    @property
+    def saves_model(self) -> bool:
+        return self.method in WHOLE_MODEL_METHODS
 
     @property
     def lr(self) -> float:
@@ -139,14 +161,36 @@ class FinetuneSpec:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
+def parse_blocks(values: Any) -> list[int]:
+    """Block indices from a list of numbers or of texts like "27,28,29" (the CLI and the UI give both)."""
+    if values is None:
+        return []
+    items = values if isinstance(values, (list, tuple)) else [values]
+    blocks: set[int] = set()
+    for item in items:
+        for part in str(item).replace(" ", ",").split(","):
+            if not part:
+                continue
+            try:
+                number = int(part)
+            except ValueError:
+                raise InvalidParameter("train_blocks", f"must be block numbers like 27,28,29, got {part!r}") from None
+            if number < 0:
+                raise InvalidParameter("train_blocks", f"block numbers start at 0, got {number}")
+            blocks.add(number)
+    return sorted(blocks)
+
+
 def default_learning_rate(method: str) -> float:
     """The rate a run takes when none is given.
 
     Small models on ~100 examples learn a style within a few epochs at 5e-4; 2e-4 (the usual
     choice for 7B models) leaves most answers unchanged after 3 epochs of the bundled sample.
-    Prompt tuning trains a few thousand parameters and needs a far higher rate.
+    Prompt tuning trains a few thousand parameters and needs a far higher rate. Full and
+    selective fine-tuning move the pretrained weights themselves: 5e-5, the usual full-SFT rate
+    for small models (higher rates are how the forgetting demo damages the model on purpose).
     """
-    return 5e-4 if method == "lora" else 3e-2
+    return {"lora": 5e-4, "prompt-tuning": 3e-2}.get(method, 5e-5)
 
 
 def qlora_available() -> tuple[bool, str]:
@@ -200,6 +244,7 @@ def plan(
     gradient_checkpointing: bool = False,
     lora_dropout: float = 0.05,
     mixed_precision: bool = False,
+    train_blocks: Sequence[int] = (),
 ) -> TrainingPlan:
     """Trainable parameters of the chosen method, and the peak memory of one training step of
     every method at this batch size and length (pipelines/memory_plan.py: the worst case, every
@@ -231,12 +276,25 @@ def plan(
             f"QLoRA r={lora_r} (NF4)",
         ),
     ]
+    layers = model.model.layers if hasattr(model, "model") and hasattr(model.model, "layers") else []
+    blocks = [b for b in train_blocks if b < len(layers)]
+    selective = sum(p.numel() for b in blocks for p in layers[b].parameters())
+    if blocks:
+        shown = ",".join(map(str, blocks)) if len(blocks) <= 4 else f"{len(blocks)} blocks"
+        plans.insert(
+            1,
+            (
+                memory_plan.estimate(shape, "selective", trainable=selective, train_blocks=blocks, **common),
+                f"Selective (blocks {shown})",
+            ),
+        )
     rows = []
     for estimate, label in plans:
         row = estimate.row()
         row["method"] = label
         rows.append(row)
-    return TrainingPlan(total_params=total, trainable_params=lora if method == "lora" else prompt, rows=rows)
+    chosen = {"lora": lora, "prompt-tuning": prompt, "full": total, "selective": selective}[method]
+    return TrainingPlan(total_params=total, trainable_params=chosen, rows=rows)
 
 
 def loss_mask_example(tokenizer: Any, conversation: Sequence[Any]) -> list[tuple[str, bool]]:
@@ -256,15 +314,38 @@ def loss_mask_example(tokenizer: Any, conversation: Sequence[Any]) -> list[tuple
 # --- the job ------------------------------------------------------------------------------------
 
 
-def target_dir(name: str) -> Path:
+def target_dir(name: str, saves_model: bool = False) -> Path:
+    """Adapters go where every picker lists them; whole models (full or selective fine-tuning)
+    beside them under `<data>/models-tuned/`, each a directory PLAYGROUND_MODEL can load."""
+    if saves_model:
+        return get_settings().data_dir / "models-tuned" / adapters.check_name(name)
     return adapters.adapter_path(name)
 
 
 def check_can_write(spec: FinetuneSpec) -> None:
-    if target_dir(spec.out).exists() and not spec.overwrite:
+    if target_dir(spec.out, spec.saves_model).exists() and not spec.overwrite:
+        what = "a model" if spec.saves_model else "an adapter"
         raise InvalidParameter(
-            "out", f"an adapter named {spec.out!r} already exists; choose another name or allow replacing it"
+            "out", f"{what} named {spec.out!r} already exists; choose another name or allow replacing it"
         )
+
+
+def freeze_except_blocks(model: Any, blocks: Sequence[int]) -> int:
+    """Selective fine-tuning: only the chosen decoder blocks train; returns their parameter count."""
+    layers = model.model.layers
+    wrong = [b for b in blocks if b >= len(layers)]
+    if wrong:
+        raise InvalidParameter(
+            "train_blocks", f"this model has blocks 0-{len(layers) - 1}; there is no block {wrong[0]}"
+        )
+    for parameter in model.parameters():
+        parameter.requires_grad = False
+    trainable = 0
+    for b in blocks:
+        for parameter in layers[b].parameters():
+            parameter.requires_grad = True
+            trainable += parameter.numel()
+    return trainable
 
 
 def _samples(
@@ -337,11 +418,19 @@ def run(spec: FinetuneSpec, ctx: JobContext) -> dict[str, Any]:
     from . import models
 
     started = time.time()
-    ctx.plan(
-        Phase("prepare", "Prepare: data, base model, tokenisation"),
-        Phase("train", "Train", unit="steps"),
-        Phase("evaluate", "Evaluate: base model vs tuned", unit="parts"),
-    )
+    if spec.saves_model:  # the weights themselves change: the base is measured before they do
+        ctx.plan(
+            Phase("prepare", "Prepare: data, base model, tokenisation"),
+            Phase("evaluate-base", "Evaluate: base model", unit="parts"),
+            Phase("train", "Train", unit="steps"),
+            Phase("evaluate", "Evaluate: tuned model", unit="parts"),
+        )
+    else:
+        ctx.plan(
+            Phase("prepare", "Prepare: data, base model, tokenisation"),
+            Phase("train", "Train", unit="steps"),
+            Phase("evaluate", "Evaluate: base model vs tuned", unit="parts"),
+        )
     ctx.phase("prepare")
     settings = get_settings()
     check_can_write(spec)
@@ -368,7 +457,9 @@ def run(spec: FinetuneSpec, ctx: JobContext) -> dict[str, Any]:
 
     torch.manual_seed(spec.seed)
     model = _load_base(source, device, spec)
-    peft_config = peft_config_for(spec, source)
+    if spec.method == "selective":
+        freeze_except_blocks(model, spec.train_blocks)
+    peft_config = None if spec.saves_model else peft_config_for(spec, source)
     planned_steps = training.planned_steps(len(train_ds), spec.batch_size, spec.grad_accum, spec.epochs, spec.max_steps)
     args = training_args(
         spec,
@@ -388,42 +479,59 @@ def run(spec: FinetuneSpec, ctx: JobContext) -> dict[str, Any]:
         callbacks=[trainer_callback(ctx)],
     )
     training.console_quiet(trainer)
-    peft_model = trainer.model
-    trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in peft_model.parameters())
+    tuned = trainer.model
+    trainable = sum(p.numel() for p in tuned.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in tuned.parameters())
     ctx.info(
         f"{len(trainer.train_dataset)} training examples after tokenisation; {trainable:,} trainable parameters "
         f"of {total:,} ({100 * trainable / total:.2f}%); ~{planned_steps} steps"
     )
     ctx.check()
 
+    sample_conv = eval_conv[: spec.eval_samples]
+    references = [c[-1].content for c in sample_conv]
+    units = evaluation_units(len(eval_conv), spec)
+    base_model = tuned if spec.saves_model else tuned.get_base_model()
+    handle = models.wrap(base_model, tokenizer, name=base_name, source=source)
+    # trainer.evaluate() is collective under distributed training: every rank calls it. The rest
+    # (samples, perplexity on general text, saving) is local work for rank 0 only.
+    main = ctx.report
+
+    def measure_base(progress: _Counter) -> tuple[dict[str, Any], list[str]]:
+        before: dict[str, Any] = {}
+        if eval_ds is not None:
+            before["loss"] = trainer.evaluate(metric_key_prefix="before")["before_loss"]
+            progress.add(1)
+        if main:
+            before["general_perplexity"] = evaluation.text_perplexity(tuned, tokenizer, evaluation.general_text())
+            progress.add(1)
+        outputs = _samples(handle, sample_conv, spec, None, progress.add) if sample_conv and main else []
+        before.update(evaluation.text_metrics(outputs, references) if outputs else {})
+        before["perplexity"] = evaluation.perplexity_of(before.get("loss"))
+        ctx.info("base model: " + _fmt(before))
+        return before, outputs
+
+    note = evaluation_note(len(eval_conv), spec)
+    if spec.saves_model:
+        ctx.phase("evaluate-base", total=units, note=note.replace(", for the base model and then the tuned one", ""))
+        tuned.eval()
+        before, before_outputs = measure_base(_Counter(ctx))
+        tuned.train()
+        ctx.check()
     ctx.phase("train", total=planned_steps)
     train_result = trainer.train()
     if ctx.should_stop():
         raise JobCancelled()
 
-    sample_conv = eval_conv[: spec.eval_samples]
-    references = [c[-1].content for c in sample_conv]
-    units = evaluation_units(len(eval_conv), spec)
-    ctx.phase("evaluate", total=2 * units, note=evaluation_note(len(eval_conv), spec))
-    progress = _Counter(ctx)
-    handle = models.wrap(peft_model.get_base_model(), tokenizer, name=base_name, source=source)
-    # trainer.evaluate() is collective under distributed training: every rank calls it. The rest
-    # (samples, perplexity on general text, saving) is local work for rank 0 only.
-    main = ctx.report
-    peft_model.eval()
-    before: dict[str, Any] = {}
-    with peft_model.disable_adapter():
-        if eval_ds is not None:
-            before["loss"] = trainer.evaluate(metric_key_prefix="before")["before_loss"]
-            progress.add(1)
-        if main:
-            before["general_perplexity"] = evaluation.text_perplexity(peft_model, tokenizer, evaluation.general_text())
-            progress.add(1)
-        before_outputs = _samples(handle, sample_conv, spec, None, progress.add) if sample_conv and main else []
-    before.update(evaluation.text_metrics(before_outputs, references) if before_outputs else {})
-    before["perplexity"] = evaluation.perplexity_of(before.get("loss"))
-    ctx.info("base model: " + _fmt(before))
+    if spec.saves_model:
+        ctx.phase("evaluate", total=units, note=note.replace("for the base model and then", "for"))
+        progress = _Counter(ctx)
+    else:
+        ctx.phase("evaluate", total=2 * units, note=note)
+        progress = _Counter(ctx)
+        tuned.eval()
+        with tuned.disable_adapter():
+            before, before_outputs = measure_base(progress)
     ctx.check()
 
     after: dict[str, Any] = {}
@@ -433,18 +541,18 @@ def run(spec: FinetuneSpec, ctx: JobContext) -> dict[str, Any]:
     if not main:
         return {"steps": int(trainer.state.global_step)}
 
-    staging = ctx.directory / "adapter"
+    staging = ctx.directory / ("model" if spec.saves_model else "adapter")
     shutil.rmtree(staging, ignore_errors=True)
-    peft_model.save_pretrained(staging)
+    tuned.save_pretrained(staging)
     tokenizer.save_pretrained(staging)
-    peft_model.eval()
-    after["general_perplexity"] = evaluation.text_perplexity(peft_model, tokenizer, evaluation.general_text())
+    tuned.eval()
+    after["general_perplexity"] = evaluation.text_perplexity(tuned, tokenizer, evaluation.general_text())
     progress.add(1)
-    if spec.method == "lora":
-        after_outputs = _samples(handle, sample_conv, spec, None, progress.add) if sample_conv else []
-    else:
+    if spec.method == "prompt-tuning":
         handle.register_adapter("__trained__", staging)
         after_outputs = _samples(handle, sample_conv, spec, "__trained__", progress.add) if sample_conv else []
+    else:  # LoRA's layers are live in the wrapped model; a whole model is the model
+        after_outputs = _samples(handle, sample_conv, spec, None, progress.add) if sample_conv else []
     after.update(evaluation.text_metrics(after_outputs, references) if sample_conv else {})
     after["perplexity"] = evaluation.perplexity_of(after.get("loss"))
     ctx.info("tuned model: " + _fmt(after))
@@ -454,8 +562,9 @@ def run(spec: FinetuneSpec, ctx: JobContext) -> dict[str, Any]:
         for c, ref, b, a in zip(sample_conv, references, before_outputs, after_outputs)
     ]
     seconds = time.time() - started
+    size = sum(f.stat().st_size for f in staging.rglob("*") if f.is_file())
     meta = {
-        "kind": "lora" if spec.method == "lora" else "prompt-tuning",
+        "kind": spec.method,
         "base_model": base_name,
         "base_model_source": model_id,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -476,15 +585,19 @@ def run(spec: FinetuneSpec, ctx: JobContext) -> dict[str, Any]:
             "device": device,
         },
         "trainable_params": trainable,
+        "size_bytes": size,
         "metrics": {"before": before, "after": after, "train_loss": train_result.training_loss},
         "samples": samples,
         "seconds": seconds,
     }
     (staging / "meta.json").write_text(json.dumps(meta, indent=2, default=float), encoding="utf-8")
-    target = training.publish(staging, target_dir(spec.out), overwrite=spec.overwrite)
-    ctx.info(f"adapter saved to {target}")
+    target = training.publish(staging, target_dir(spec.out, spec.saves_model), overwrite=spec.overwrite)
+    ctx.info(f"{'model' if spec.saves_model else 'adapter'} saved to {target} ({size / 2**20:,.1f} MiB)")
     return {
-        "adapter_dir": str(target),
+        ("model_dir" if spec.saves_model else "adapter_dir"): str(target),
+        "method": spec.method,
+        "trainable_params": trainable,
+        "size_mb": round(size / 2**20, 2),
         "train_loss": float(train_result.training_loss),
         "eval_loss": after.get("loss"),
         "steps": int(trainer.state.global_step),

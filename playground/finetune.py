@@ -102,6 +102,7 @@ def update_plan(
     max_length: float = 512,
     checkpointing: bool = False,
     lora_dropout: float = 0.05,
+    train_blocks: list[Any] | None = None,
 ):
     """Trainable parameters of the chosen method, and every method's peak memory at this batch and length."""
     model = models.get_handle().base_model
@@ -117,6 +118,7 @@ def update_plan(
         gradient_checkpointing=bool(checkpointing),
         lora_dropout=float(lora_dropout or 0),
         mixed_precision=precision.bf16 or precision.fp16,
+        train_blocks=finetune.parse_blocks(train_blocks),
     )
     text = (
         f"**{result.trainable_params:,}** trainable parameters of **{result.total_params:,}** "
@@ -209,10 +211,19 @@ def results(job_id: str | None):
         rows.append([label, None if b is None else round(b, 4), None if a is None else round(a, 4), change])
     table = pd.DataFrame(rows, columns=["metric", "base model", "fine-tuned", "change"])
     samples = pd.DataFrame(job.result.get("samples", []), columns=list(SAMPLE_COLUMNS))
-    text = (
-        f"Adapter **{html.escape(job.name)}** saved to `{html.escape(job.result.get('adapter_dir', ''))}` after "
-        f"{job.result.get('steps')} steps ({job.result.get('seconds', 0):.0f} s). Pick it in the sidebar to use it in Generate and Chat."
-    )
+    done = f"after {job.result.get('steps')} steps ({job.result.get('seconds', 0):.0f} s)"
+    size = f", {job.result['size_mb']:,.1f} MiB" if job.result.get("size_mb") is not None else ""
+    if job.result.get("model_dir"):  # full or selective fine-tuning: a whole model
+        where = html.escape(job.result["model_dir"])
+        text = (
+            f"Model **{html.escape(job.name)}** saved to `{where}`{size} {done}. It is a whole model, not an "
+            f"adapter: serve it with `PLAYGROUND_MODEL={where} python app.py` to use it in every tab."
+        )
+    else:
+        text = (
+            f"Adapter **{html.escape(job.name)}** saved to `{html.escape(job.result.get('adapter_dir', ''))}`{size} "
+            f"{done}. Pick it in the sidebar to use it in Generate and Chat."
+        )
     return text, table, samples
 
 
@@ -295,6 +306,17 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
                     ),
                 )
             virtual_tokens = control(Spec, "num_virtual_tokens", visible=False)
+            blocks = bind(
+                Spec,
+                "train_blocks",
+                gr.CheckboxGroup(
+                    [],
+                    label=knobs.label(Spec, "train_blocks"),
+                    info=knobs.knobs(Spec)["train_blocks"].help,
+                    elem_id="ft-blocks",
+                    visible=False,
+                ),
+            )
             with gr.Row():
                 schedule = controls(
                     Spec, ["learning_rate", "epochs", "max_steps"], learning_rate={"value": defaults.lr}
@@ -332,6 +354,7 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
         **lora,
         "target_modules": targets,
         "num_virtual_tokens": virtual_tokens,
+        "train_blocks": blocks,
         **schedule,
         **batching,
         "seed": seed,
@@ -369,6 +392,13 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
         return gr.update(choices=linear, value=[t for t in defaults.target_modules if t in linear], interactive=True)
 
     fill_when_model_ready(demo, fill_targets, None, targets)
+
+    def fill_blocks() -> dict:
+        count = len(getattr(getattr(models.get_handle().base_model, "model", None), "layers", []))
+        blocks.choices = [(str(b), b) for b in range(count)]
+        return gr.update(choices=blocks.choices, value=list(range(max(0, count - 2), count)))
+
+    fill_when_model_ready(demo, fill_blocks, None, blocks)
     eval_samples.change(evaluation_cost, eval_samples, eval_cost, api_visibility="private", show_progress="hidden")
     data_inputs = [upload, sample, max_length]
     data_outputs = [summary, preview, problems, loss_mask]
@@ -385,6 +415,7 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
         max_length,
         checkpointing,
         lora["lora_dropout"],
+        blocks,
     ]
     gr.on(
         [
@@ -396,6 +427,7 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
             max_length.change,
             checkpointing.change,
             lora["lora_dropout"].release,
+            blocks.change,
             demo.load,
         ],
         update_plan,
@@ -407,10 +439,11 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
         lambda m: (
             gr.update(visible=m == "lora"),
             gr.update(visible=m == "prompt-tuning"),
+            gr.update(visible=m == "selective"),
             finetune.default_learning_rate(m),
         ),
         method,
-        [lora_group, virtual_tokens, learning_rate],
+        [lora_group, virtual_tokens, blocks, learning_rate],
         api_visibility="private",
     )
     start.click(start_job, [upload, sample], panel.job, inputs_kwargs=settings, api_name="start_finetune")

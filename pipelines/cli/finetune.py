@@ -1,4 +1,4 @@
-"""`python -m pipelines finetune`: LoRA / prompt-tuning SFT in the foreground.
+"""`python -m pipelines finetune`: LoRA, prompt-tuning, full or selective SFT in the foreground.
 
 The run is registered as a job, so the app's Fine-tune tab shows its progress and log too.
 Under `accelerate launch` every rank trains; rank 0 records and prints the result.
@@ -36,10 +36,14 @@ def run(args: argparse.Namespace) -> int:
     if job.status != jobs.SUCCEEDED:
         raise CommandFailed(f"fine-tuning {job.status}: {job.message} (log: {jobs.log_path(job.id)})")
     result = job.result
+    kept = "model_dir" if spec.saves_model else "adapter_dir"  # a whole model, or an adapter beside the base
     if args.json:
         emit_json(
             {
-                "adapter_dir": result["adapter_dir"],
+                kept: result[kept],
+                "method": spec.method,
+                "trainable_params": result.get("trainable_params"),
+                "size_mb": result.get("size_mb"),
                 "train_loss": result["train_loss"],
                 "eval_loss": result.get("eval_loss"),
                 "steps": result["steps"],
@@ -50,5 +54,6 @@ def run(args: argparse.Namespace) -> int:
             }
         )
     else:
-        print(f"adapter saved to {result['adapter_dir']} ({result['steps']} steps, {result['seconds']:.0f} s)")
+        what = "model" if spec.saves_model else "adapter"
+        print(f"{what} saved to {result[kept]} ({result['steps']} steps, {result['seconds']:.0f} s)")
     return 0

@@ -190,6 +190,52 @@ def test_finetune_json_contract_in_the_foreground(tiny_model_env, capsys, tmp_pa
     assert (data_dir / "adapters" / "cli-prompt" / "adapter_config.json").is_file()
 
 
+@pytest.mark.slow
+def test_finetune_full_and_selective_save_a_model(tiny_model_env, capsys, tmp_path, data_dir):
+    """`--method full` trains every weight, `--method selective --train-blocks 1` only block 1;
+    both print the same JSON with `model_dir`, a directory transformers loads as a model."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from tests.helpers import write_sft_rows
+
+    data = write_sft_rows(tmp_path / "d.jsonl")
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_env)
+    common = ["--data", str(data), "--max-steps", "2", "--batch-size", "4", "--max-length", "64", "--json"]
+    full = run_json(capsys, "finetune", "--method", "full", "--out", "all-weights", "--lr", "1e-3", *common)
+    assert "adapter_dir" not in full and full["method"] == "full" and full["steps"] == 2
+    assert full["trainable_params"] == sum(p.numel() for p in base.parameters())
+    tuned = AutoModelForCausalLM.from_pretrained(full["model_dir"])
+    assert all(
+        not torch.equal(a, b) for a, b in zip(base.model.layers[0].parameters(), tuned.model.layers[0].parameters())
+    )
+    assert full["model_dir"].endswith("models-tuned/all-weights") and full["size_mb"] > 0
+
+    chosen = run_json(
+        capsys,
+        "finetune",
+        "--method",
+        "selective",
+        "--train-blocks",
+        "1",
+        "--out",
+        "block-one",
+        "--lr",
+        "1e-3",
+        *common,
+    )
+    tuned = AutoModelForCausalLM.from_pretrained(chosen["model_dir"])
+    assert chosen["trainable_params"] == sum(p.numel() for p in base.model.layers[1].parameters())
+    changed = {
+        name for (name, a), (_, b) in zip(base.named_parameters(), tuned.named_parameters()) if not torch.equal(a, b)
+    }
+    assert changed and all(name.startswith("model.layers.1.") for name in changed)
+    assert main(["finetune", "--method", "selective", "--out", "none", "--data", str(data), "--json"]) == 2
+    assert "train_blocks" in capsys.readouterr().err
+    assert main(["finetune", "--method", "selective", "--train-blocks", "7", "--out", "past", *common]) == 1
+    assert "there is no block 7" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "extra, needle",
     [

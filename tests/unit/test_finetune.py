@@ -15,7 +15,9 @@ from tests.helpers import build_tiny_model
     "kwargs, param",
     [
         ({"out": "../escape"}, "out"),
-        ({"method": "full"}, "method"),
+        ({"method": "ia3"}, "method"),
+        ({"method": "selective"}, "train_blocks"),
+        ({"method": "selective", "train_blocks": ["27,x"]}, "train_blocks"),
         ({"lora_r": 0}, "lora_r"),
         ({"batch_size": 0}, "batch_size"),
         ({"eval_fraction": 1.0}, "eval_fraction"),

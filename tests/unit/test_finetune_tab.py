@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.refusals import REFUSED
-from pipelines import jobs
+from pipelines import jobs, models
 from playground import finetune as tab
 
 
@@ -83,3 +83,21 @@ def test_start_job_validates_and_queues(use_tiny, tiny_model_env, tmp_path, data
     with pytest.raises(REFUSED, match="rows have problems"):
         tab.start_job(**{**args, "upload": str(bad)})
     assert tab.start_job(**{**args, "upload": str(bad), "skip_bad_rows": True, "out": "skipping"})["value"]
+    # selective fine-tuning takes the ticked blocks; none ticked is refused, naming the setting
+    chosen = jobs.get(tab.start_job(**{**args, "method": "selective", "train_blocks": [1, 0], "out": "sel"})["value"])
+    assert chosen.spec["method"] == "selective" and chosen.spec["train_blocks"] == [0, 1]
+    with pytest.raises(REFUSED, match="at least one block"):
+        tab.start_job(**{**args, "method": "selective", "train_blocks": [], "out": "sel2"})
+
+
+def test_plan_compares_selective_blocks(use_tiny):
+    text, table = tab.update_plan("selective", 4, ["q_proj"], 20, 4, 128, False, 0.0, [1])
+    assert list(table["method"]) == [
+        "Full fine-tuning",
+        "Selective (blocks 1)",
+        "LoRA r=4",
+        "Prompt tuning (20 tokens)",
+        "QLoRA r=4 (NF4)",
+    ]
+    block = sum(p.numel() for p in models.get_handle().base_model.model.layers[1].parameters())
+    assert f"**{block:,}** trainable parameters" in text
