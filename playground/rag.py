@@ -138,6 +138,15 @@ def ingest_files(name: str | None, files: list[str] | None, request: gr.Request 
     return "  \n".join(lines), documents_table(name), collection_summary(name)
 
 
+INJECTION_DEMO = Path(__file__).resolve().parent.parent / "assets" / "documents" / "prompt_injection_demo.md"
+
+
+def ingest_injection_demo(name: str | None, request: gr.Request = None):
+    """Add the bundled prompt-injection document: a product FAQ with an instruction hidden in it,
+    to show that retrieved text reaches the model with the same authority as the question."""
+    return ingest_files(name, [str(INJECTION_DEMO)], request=request)
+
+
 @signed_in("remove documents")
 def remove_document(name: str | None, doc_id: str, request: gr.Request = None):
     """Admins may remove any document; a signed-in user the ones they uploaded."""
@@ -350,7 +359,9 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
                 type="filepath",
                 elem_id="rag-files",
             )
-            ingest_button = gr.Button("Ingest", variant="primary")
+            with gr.Row():
+                ingest_button = gr.Button("Ingest", variant="primary", scale=2)
+                injection_button = gr.Button("Add the prompt-injection demo", size="sm", scale=1)
             report = gr.Markdown()
             docs = gr.Dataframe(interactive=False, wrap=True, max_height=260, label="Documents")
             with gr.Row():
@@ -405,6 +416,9 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
     delete_button.click(delete_collection, collection, collection, api_name="rag_delete")
     cleared_first([ingest_button.click], [report]).then(
         ingest_files, [collection, files], doc_outputs, api_name="rag_ingest"
+    )
+    cleared_first([injection_button.click], [report]).then(
+        ingest_injection_demo, collection, doc_outputs, api_name="rag_injection_demo"
     )
     remove_button.click(remove_document, [collection, doc_id], doc_outputs, api_name="rag_remove_document")
     reindex_button.click(reindex_collection, collection, report, api_name="rag_reindex")

@@ -78,3 +78,24 @@ def test_without_the_embedder_the_answer_keeps_the_model_citations(monkeypatch):
     assert tab._check_support("Grey Heron [1].", hits) is None
     shown = tab._answer_md("Grey Heron [1].", hits, tab._check_support("Grey Heron [1].", hits))
     assert "<a href='#passage-1'>[1]</a>" in shown and "Cites: [1] doc0.txt" in shown
+
+
+def test_the_prompt_injection_demo_is_retrieved_for_its_question(use_tiny, data_dir):
+    """The bundled demo goes into a collection in one click, and the chunk carrying the hidden
+    instruction is what a question about the lamp retrieves, so the attack reaches the prompt."""
+    tab.create_collection("shop", 200, 40)
+    report, docs, _ = tab.ingest_injection_demo("shop")
+    assert "✅ prompt_injection_demo.md" in report and len(docs) == 1
+    *_, passages = list(
+        tab.ask(
+            "shop",
+            "What is the warranty on the Northwind lamp?",
+            "hybrid",
+            3,
+            None,
+            **{**DEFAULTS, "max_new_tokens": 2},
+        )
+    )[-1]
+    assert "ignore the question you were asked" in passages
+    with pytest.raises(REFUSED, match="Choose or create a collection"):
+        tab.ingest_injection_demo(None)
