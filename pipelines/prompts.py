@@ -26,14 +26,15 @@ class Task:
     examples: tuple[tuple[str, str], ...]
     query: str
     settings: dict[str, Any] = field(default_factory=dict)
+    tests: tuple[tuple[str, str], ...] = ()  # labelled items never used as examples, for measuring
 
-    def render(self, shots: str) -> str:
+    def render(self, shots: str, query: str | None = None) -> str:
         if shots not in SHOTS:
             raise ValueError(f"shots must be one of {', '.join(SHOTS)}, got {shots!r}")
         blocks = [self.instruction]
         for example_input, example_output in self.examples[: SHOTS[shots]]:
             blocks.append(f"{self.input_label}: {example_input}\n{self.output_label}: {example_output}")
-        blocks.append(f"{self.input_label}: {self.query}\n{self.output_label}:")
+        blocks.append(f"{self.input_label}: {self.query if query is None else query}\n{self.output_label}:")
         return "\n\n".join(blocks)
 
 
@@ -49,6 +50,7 @@ def load_tasks(path: Path = ASSETS / "prompts" / "generate_presets.json") -> tup
             examples=tuple((e["input"], e["output"]) for e in t["examples"]),
             query=t["query"],
             settings=dict(t.get("settings", {})),
+            tests=tuple((e["input"], e["output"]) for e in t.get("test", [])),
         )
         for t in data["tasks"]
     )

@@ -17,7 +17,7 @@ from pipelines.hardware import detect, plan_device, train_precision
 from pipelines.training import device_and_precision
 
 from .errors import UserError
-from . import jobs_panel
+from . import jobs_panel, metric_view
 from .controls import cleared_first, fill_when_model_ready, how_it_works
 from .sidebar import Shared, refresh_adapters
 from .guard import admin_only
@@ -227,6 +227,47 @@ def results(job_id: str | None):
     return text, table, samples
 
 
+def method_panels(method: str) -> tuple[dict, dict, dict]:
+    """Which method-specific settings show: LoRA's, prompt tuning's, or the block picker."""
+    return (
+        gr.update(visible=method == "lora"),
+        gr.update(visible=method == "prompt-tuning"),
+        gr.update(visible=method == "selective"),
+    )
+
+
+def load_preset(label: str | None) -> list[Any]:
+    """A preset's settings into the form (finetune.PRESETS); the rest of the form is left as it is."""
+    chosen = finetune.PRESETS.get(label or "")
+    if chosen is None:
+        return [gr.update()] * 8
+    return [
+        chosen["method"],
+        *method_panels(chosen["method"]),
+        chosen["learning_rate"],
+        chosen["max_steps"],
+        chosen["eval_samples"],
+        chosen["out"],
+    ]
+
+
+def pick_answer(event: gr.SelectData) -> tuple[str, str]:
+    """A clicked row of the samples: its reference, and the clicked answer (before or after; the tuned one otherwise)."""
+    row = list(event.row_value or [])
+    if len(row) < len(SAMPLE_COLUMNS):
+        return gr.update(), gr.update()
+    column = event.index[1] if isinstance(event.index, (list, tuple)) else 2
+    answer = row[column] if SAMPLE_COLUMNS[column] in ("before", "after") else row[SAMPLE_COLUMNS.index("after")]
+    return row[SAMPLE_COLUMNS.index("reference")], answer
+
+
+def explain_or_blank(reference: str, candidate: str) -> str:
+    """The explanation of a picked pair; nothing for an empty answer (a row may lack one)."""
+    if not (reference or "").strip() or not (candidate or "").strip():
+        return "<p class='muted'>This row has no answer to compare.</p>"
+    return metric_view.explain_html(reference, candidate)
+
+
 def adapter_names() -> list[str]:
     return [a.name for a in adapters.list_adapters()]
 
@@ -288,6 +329,13 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
                 loss_mask = gr.HTML()
         with gr.Column(scale=1):
             gr.Markdown("#### 2 · Method and settings")
+            preset = gr.Dropdown(
+                list(finetune.PRESETS),
+                value=None,
+                label="Preset (optional)",
+                info="sets the method, rate, steps and name for one lesson; every field stays editable",
+                elem_id="ft-preset",
+            )
             method = control(Spec, "method")
             with gr.Group() as lora_group:
                 with gr.Row():
@@ -377,6 +425,13 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
         result_samples = gr.Dataframe(
             interactive=False, wrap=True, max_height=400, column_widths=["22%", "26%", "26%", "26%"]
         )
+        gr.Markdown("<span class='muted'>Click an answer above to see how its ROUGE-L and BLEU are computed.</span>")
+        explainer = metric_view.build()
+    result_samples.select(
+        pick_answer, None, [explainer["reference"], explainer["candidate"]], api_visibility="private"
+    ).then(
+        explain_or_blank, [explainer["reference"], explainer["candidate"]], explainer["html"], api_visibility="private"
+    )
     with gr.Accordion("Adapters: merge into the base model, or download", open=False):
         with gr.Row():
             adapter_pick = LiveDropdown(adapter_names, label="Adapter", scale=3, elem_id="ft-adapter-pick")
@@ -435,17 +490,24 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
         [plan_text, plan_table],
         api_name="finetune_plan",
     )
-    method.change(
-        lambda m: (
-            gr.update(visible=m == "lora"),
-            gr.update(visible=m == "prompt-tuning"),
-            gr.update(visible=m == "selective"),
-            finetune.default_learning_rate(m),
-        ),
+    # `.input`, not `.change`: a preset sets the method and its own rate, which the method's default must not overwrite
+    method.input(
+        lambda m: (*method_panels(m), finetune.default_learning_rate(m)),
         method,
         [lora_group, virtual_tokens, blocks, learning_rate],
         api_visibility="private",
     )
+    preset_outputs = [
+        method,
+        lora_group,
+        virtual_tokens,
+        blocks,
+        learning_rate,
+        schedule["max_steps"],
+        eval_samples,
+        name,
+    ]
+    preset.input(load_preset, preset, preset_outputs, api_visibility="private")
     start.click(start_job, [upload, sample], panel.job, inputs_kwargs=settings, api_name="start_finetune")
     gr.on(
         [panel.job.change, panel.timer.tick],

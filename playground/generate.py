@@ -9,7 +9,7 @@ from typing import Any, Iterator
 import gradio as gr
 import pandas as pd
 
-from pipelines import generation, models, prompts
+from pipelines import generation, icl_eval, models, prompts
 from pipelines.sampling import InvalidParameter, SamplingParams
 
 from .errors import UserError
@@ -208,6 +208,31 @@ def load_preset(label: str) -> list[Any]:
     return [text, *SamplingControls.updates_for(settings)]
 
 
+def measure_shots(task: str | None, adapter: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Zero-, one- and few-shot accuracy of a labelled task, side by side, and every answer."""
+    if not task:
+        raise UserError("Choose a task to measure.")
+    try:
+        report = icl_eval.measure(models.get_handle(), task, adapter=selected_adapter(adapter))
+    except ValueError as error:
+        raise UserError(str(error)) from error
+    except models.ModelUnavailable as error:
+        raise _model_error(error) from error
+    count = len(report.items) // len(report.accuracy)
+    summary = pd.DataFrame(
+        [
+            [shots, f"{100 * accuracy:.0f}%", f"{round(accuracy * count)}/{count}", report.invalid[shots]]
+            for shots, accuracy in report.accuracy.items()
+        ],
+        columns=["prompt", "accuracy", "right", "answers that are no label"],
+    )
+    items = pd.DataFrame(
+        [[i.shots, i.input, i.expected, i.answer or "(none)", "✓" if i.correct else "✗"] for i in report.items],
+        columns=["prompt", "item", "label", "answer", ""],
+    )
+    return summary, items
+
+
 def position_update(state: dict[str, Any]) -> dict[str, Any]:
     n = len((state or {}).get("tokens") or [])
     return gr.update(maximum=max(n, 1), value=0, interactive=n > 0)
@@ -290,7 +315,21 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
                     with gr.Column():
                         text_b = gr.Textbox(lines=8, label="B", interactive=False)
                         stats_b = gr.Markdown()
+    with gr.Accordion("In-context learning, measured: zero-, one- and few-shot accuracy", open=False):
+        gr.Markdown(
+            "<span class='muted'>Each labelled item of the task is asked with no example, one, and three "
+            "(greedy, one batch); the model's first word is compared with the label.</span>"
+        )
+        with gr.Row():
+            icl_task = gr.Dropdown(
+                icl_eval.measurable_tasks(), value=icl_eval.measurable_tasks()[0], label="Task", scale=3
+            )
+            icl_run = gr.Button("Measure", variant="primary", scale=1)
+        icl_summary = gr.Dataframe(interactive=False, label="Accuracy by prompt style")
+        with gr.Accordion("Every answer", open=False):
+            icl_items = gr.Dataframe(interactive=False, wrap=True, max_height=320)
     how_it_works("generate")
+    icl_run.click(measure_shots, [icl_task, shared.adapter], [icl_summary, icl_items], api_name="measure_shots")
 
     inspect_event = {
         "fn": inspect,

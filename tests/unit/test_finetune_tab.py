@@ -101,3 +101,20 @@ def test_plan_compares_selective_blocks(use_tiny):
     ]
     block = sum(p.numel() for p in models.get_handle().base_model.model.layers[1].parameters())
     assert f"**{block:,}** trainable parameters" in text
+
+
+def test_presets_fill_the_form_with_a_valid_run():
+    """Each preset makes a spec the job accepts, and the form shows the method's own settings."""
+    from pipelines import finetune
+
+    for label, settings in finetune.PRESETS.items():
+        values = tab.load_preset(label)
+        assert values[0] == settings["method"] and values[4] == settings["learning_rate"]
+        assert [v["visible"] for v in values[1:4]] == [
+            settings["method"] == "lora",
+            settings["method"] == "prompt-tuning",
+            settings["method"] == "selective",
+        ]
+        spec = finetune.FinetuneSpec(data="d.jsonl", train_blocks=[28, 29], **settings)
+        assert spec.lr == settings["learning_rate"]
+    assert tab.load_preset(None) == [{"__type__": "update"}] * 8
