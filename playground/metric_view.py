@@ -52,8 +52,15 @@ def explain_html(reference: str, candidate: str) -> str:
         "<p class='muted'>Each candidate n-gram counts at most as often as it occurs in the reference.</p>"
         "<table><tr><th>n</th><th>matched / in candidate</th><th>precision</th><th>matched n-grams</th></tr>"
         f"{rows}</table>"
-        f"<p>geometric mean of the four precisions = <b>{mean:.3f}</b>"
-        + (" (one precision is 0, so the mean is 0: short answers often score 0)" if mean == 0 else "")
+        + (
+            "<p class='muted'>A precision with no match is smoothed, as sacrebleu does by default ('exp'): "
+            "the k-th such precision becomes 1 / (2<sup>k</sup> × n-grams in the candidate), so one missing "
+            "n-gram order does not make the score 0.</p>"
+            if 0 in bleu.matches
+            else ""
+        )
+        + f"<p>geometric mean of the four precisions = <b>{mean:.3f}</b>"
+        + (" (the candidate is too short to have every n-gram order, so the mean is 0)" if mean == 0 else "")
         + f" · brevity penalty = {'1' if ratio >= 1 else 'exp(1 − r/c)'} with c = {bleu.candidate_length}, "
         f"r = {bleu.reference_length} → <b>{bleu.brevity_penalty:.3f}</b> · "
         f"BLEU = 100 × BP × mean = <b>{bleu.bleu:.2f}</b></p>"
