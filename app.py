@@ -14,7 +14,21 @@ import gradio as gr  # noqa: E402
 from pipelines import jobs, models  # noqa: E402
 from pipelines.access import AuthConfigError, get_policy  # noqa: E402
 from pipelines.config import get_settings  # noqa: E402
-from playground import align, chat, dataset, finetune, generate, label, pickers, rag, reasoning, reward, sidebar, signin  # noqa: E402
+from playground import (
+    align,
+    chat,
+    dataset,
+    finetune,
+    generate,
+    label,
+    lessons,
+    pickers,
+    rag,
+    reasoning,
+    reward,
+    sidebar,
+    signin,
+)  # noqa: E402
 from playground.controls import ASSETS, MODEL_CONCURRENCY, how_it_works  # noqa: E402
 from playground.errors import translate_errors  # noqa: E402
 
@@ -33,13 +47,14 @@ def build_app(model_name: str | None = None) -> gr.Blocks:
     with gr.Blocks(title=TITLE) as demo:
         gr.Markdown(f"# {TITLE}\nLearn, demo and do the whole life of a small LLM, on this machine.")
         shared = sidebar.build(demo, model_name or models.check_configured())
-        with gr.Tabs():
+        targets: dict = {}  # what a lesson step may set in the tabs
+        with gr.Tabs() as tabs:
             with gr.Tab("Generate", id="generate"):
-                generate.build(demo, shared)
+                targets |= generate.build(demo, shared)
             with gr.Tab("Chat", id="chat"):
                 chat.build(demo, shared)
             with gr.Tab("Fine-tune", id="finetune"):
-                finetune.build(demo, shared)
+                targets |= finetune.build(demo, shared)
             with gr.Tab("Preferences", id="preferences"):
                 # each sub-tab carries the one "How it works" that explains it (Align has its own)
                 with gr.Tabs():
@@ -55,9 +70,11 @@ def build_app(model_name: str | None = None) -> gr.Blocks:
                     with gr.Tab("Align (DPO / RLOO)", id="align"):
                         align.build(demo)
             with gr.Tab("RAG", id="rag"):
-                rag.build(demo, shared)
+                targets |= rag.build(demo, shared)
             with gr.Tab("Reasoning", id="reasoning"):
                 reasoning.build(demo, shared)
+            with gr.Tab("Lessons", id="lessons"):
+                lessons.build(demo, shared, tabs, targets)
         pickers.keep_fresh(demo)
     translate_errors(demo)  # the error family becomes page messages, in one place for every tab
     return demo

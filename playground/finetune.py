@@ -297,7 +297,8 @@ def watch_for_new_adapter(job_id: str | None, last_status: str | None, current_a
     return status, gr.update(), gr.update()
 
 
-def build(demo: gr.Blocks, shared: Shared) -> None:
+def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
+    """Lay out the tab; returns what a lesson step may set here (the fields a preset fills)."""
     device = plan_device(detect()).device
     precision = train_precision(detect(), device)
     qlora_ok, qlora_reason = finetune.qlora_available()
@@ -527,3 +528,4 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
     )
     merge_button.click(merge_adapter, adapter_pick, merge_result, api_name="merge_adapter")
     zip_button.click(download_adapter, adapter_pick, zip_file, api_name="download_adapter")
+    return {"finetune_preset": preset_outputs}

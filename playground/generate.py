@@ -238,8 +238,9 @@ def position_update(state: dict[str, Any]) -> dict[str, Any]:
     return gr.update(maximum=max(n, 1), value=0, interactive=n > 0)
 
 
-def build(demo: gr.Blocks, shared: Shared) -> None:
-    """Lay out the tab; sampling settings and adapter come from the shared sidebar."""
+def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
+    """Lay out the tab; sampling settings and adapter come from the shared sidebar. Returns what a
+    lesson step may set here (the prompt)."""
     sampling = shared.sampling
     state = gr.State(EMPTY_STATE)
     with gr.Row():
@@ -371,3 +372,4 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
         api_name="compare",
         **MODEL_EVENTS,
     )
+    return {"prompt": prompt}

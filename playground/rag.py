@@ -330,7 +330,8 @@ def evaluate_questions(name: str | None, file: str | None, k: float, run_id: str
     return table, details, note
 
 
-def build(demo: gr.Blocks, shared: Shared) -> None:
+def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
+    """Lay out the tab; returns what a lesson step may set here (the question)."""
     names = store.collection_names()  # what exists at start (opens "New collection" when there is nothing)
     with gr.Row():
         with gr.Column(scale=1):
@@ -438,3 +439,4 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
         [eval_table, eval_details, eval_note],
         api_name="rag_eval",
     )
+    return {"rag_question": question}

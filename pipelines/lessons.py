@@ -1,0 +1,100 @@
+"""Guided lessons: each lecture's ideas as steps that set a tab up and say what to look for.
+
+Lessons are data (`assets/lessons/*.json`, in file-name order) so a lecturer can add or reorder
+them without code. A step names its tab, the lecture section it illustrates, what to do, what to
+look for, and what to set: the Generate prompt, the sidebar's sampling settings, a Fine-tune
+preset, or the RAG question. `check` refuses anything the app could not set, so a typo in a
+lesson fails the test suite instead of a class.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from .config import ASSETS
+
+LESSONS_DIR = ASSETS / "lessons"
+TABS = ("generate", "chat", "finetune", "preferences", "rag", "reasoning")
+SETTABLE = ("prompt", "sampling", "finetune_preset", "rag_question")
+
+
+class LessonError(ValueError):
+    """A lesson file that cannot be used, with the file and step it is about."""
+
+
+@dataclass(frozen=True)
+class Step:
+    title: str
+    tab: str
+    section: str  # the lecture section this step illustrates
+    do: str
+    look_for: str
+    set: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Lesson:
+    name: str  # the file's stem
+    title: str
+    lecture: str
+    steps: tuple[Step, ...]
+
+
+def check(lesson: Lesson) -> None:
+    """Every step must name a tab and set only what the app can set, to values it accepts."""
+    from .finetune import PRESETS
+    from .sampling import SamplingParams
+
+    if not lesson.steps:
+        raise LessonError(f"{lesson.name}: a lesson needs at least one step")
+    for number, step in enumerate(lesson.steps, 1):
+        where = f"{lesson.name}, step {number}"
+        if step.tab not in TABS:
+            raise LessonError(f"{where}: tab must be one of {', '.join(TABS)}, got {step.tab!r}")
+        for name in ("title", "section", "do", "look_for"):
+            if not str(getattr(step, name)).strip():
+                raise LessonError(f"{where}: {name} is empty")
+        unknown = set(step.set) - set(SETTABLE)
+        if unknown:
+            raise LessonError(f"{where}: cannot set {', '.join(sorted(unknown))}; settable: {', '.join(SETTABLE)}")
+        if "sampling" in step.set:
+            try:
+                SamplingParams(**{k: v for k, v in step.set["sampling"].items() if k != "seed" or v != -1})
+            except (TypeError, ValueError) as error:
+                raise LessonError(f"{where}: sampling: {error}") from error
+        preset = step.set.get("finetune_preset")
+        if preset is not None and preset not in PRESETS:
+            raise LessonError(f"{where}: no Fine-tune preset named {preset!r}")
+        if step.set.get("prompt") is not None and step.tab != "generate":
+            raise LessonError(f"{where}: a prompt is set in the Generate tab; this step is in {step.tab!r}")
+
+
+def read(path: Path) -> Lesson:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        lesson = Lesson(
+            name=path.stem,
+            title=data["title"],
+            lecture=data["lecture"],
+            steps=tuple(Step(**step) for step in data["steps"]),
+        )
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise LessonError(f"{path.name}: not a lesson ({type(error).__name__}: {error})") from error
+    check(lesson)
+    return lesson
+
+
+@lru_cache(maxsize=1)
+def load_lessons(directory: Path = LESSONS_DIR) -> tuple[Lesson, ...]:
+    return tuple(read(path) for path in sorted(directory.glob("*.json")))
+
+
+def find(title: str) -> Lesson:
+    for lesson in load_lessons():
+        if lesson.title == title:
+            return lesson
+    raise LessonError(f"no lesson titled {title!r}")

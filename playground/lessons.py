@@ -1,0 +1,82 @@
+"""The Lessons tab: walk through a lecture step by step; each step sets its tab up and opens it."""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+import gradio as gr
+
+from pipelines import lessons
+
+from .controls import SamplingControls
+from .errors import UserError
+from .finetune import load_preset
+from .sidebar import Shared
+
+
+TAB_NAMES = {"finetune": "Fine-tune", "rag": "RAG"}  # the rest are their ids, capitalised
+
+
+def step_markdown(title: str | None, index: int) -> str:
+    """The step's text: where it is in the lesson, the lecture section, what to do, what to look for."""
+    if not title:
+        return "<p class='muted'>Choose a lesson.</p>"
+    lesson = lessons.find(title)
+    index = max(0, min(int(index or 0), len(lesson.steps) - 1))
+    step = lesson.steps[index]
+    return (
+        f"<p class='muted'>{html.escape(lesson.lecture)}</p>\n\n"
+        f"### Step {index + 1} of {len(lesson.steps)}: {html.escape(step.title)}\n\n"
+        f"**Lecture section:** {html.escape(step.section)} · **Tab:** {TAB_NAMES.get(step.tab, step.tab.capitalize())}\n\n"
+        f"**Do:** {html.escape(step.do)}\n\n"
+        f"**Look for:** {html.escape(step.look_for)}"
+    )
+
+
+def move(title: str | None, index: int, delta: int) -> tuple[int, str]:
+    if not title:
+        return 0, step_markdown(None, 0)
+    count = len(lessons.find(title).steps)
+    index = max(0, min(int(index or 0) + delta, count - 1))
+    return index, step_markdown(title, index)
+
+
+def set_up(title: str | None, index: int) -> list[Any]:
+    """Updates for: the tabs (the step's one opens), the Generate prompt, the sidebar's sampling
+    settings, the Fine-tune preset's fields and the RAG question; what the step does not set stays."""
+    if not title:
+        raise UserError("Choose a lesson first.")
+    lesson = lessons.find(title)
+    step = lesson.steps[max(0, min(int(index or 0), len(lesson.steps) - 1))]
+    wanted = step.set
+    prompt = wanted["prompt"] if "prompt" in wanted else gr.update()
+    sampling = SamplingControls.updates_for(dict(wanted.get("sampling", {})))
+    finetune = load_preset(wanted.get("finetune_preset"))
+    question = wanted["rag_question"] if "rag_question" in wanted else gr.update()
+    return [gr.Tabs(selected=step.tab), prompt, *sampling, *finetune, question]
+
+
+def build(demo: gr.Blocks, shared: Shared, tabs: gr.Tabs, targets: dict[str, Any]) -> None:
+    """`targets`: the components a step may set in other tabs (generate's prompt, Fine-tune's preset
+    fields, RAG's question), built by those tabs."""
+    titles = [lesson.title for lesson in lessons.load_lessons()]
+    gr.Markdown(
+        "Each lesson follows one lecture. **Set up this step** opens the step's tab with its prompt and "
+        "settings filled in; come back here for the next step."
+    )
+    with gr.Row():
+        lesson = gr.Dropdown(
+            titles, value=titles[0] if titles else None, label="Lesson", scale=4, elem_id="lesson-pick"
+        )
+        previous = gr.Button("◀ Previous", scale=1)
+        following = gr.Button("Next ▶", scale=1)
+    index = gr.State(0)
+    shown = gr.Markdown(step_markdown(titles[0] if titles else None, 0), elem_id="lesson-step")
+    go = gr.Button("Set up this step", variant="primary", elem_id="lesson-go")
+
+    lesson.change(lambda t: (0, step_markdown(t, 0)), lesson, [index, shown], api_visibility="private")
+    previous.click(lambda t, i: move(t, i, -1), [lesson, index], [index, shown], api_visibility="private")
+    following.click(lambda t, i: move(t, i, 1), [lesson, index], [index, shown], api_visibility="private")
+    outputs = [tabs, targets["prompt"], *shared.sampling.inputs, *targets["finetune_preset"], targets["rag_question"]]
+    go.click(set_up, [lesson, index], outputs, api_visibility="private")

@@ -1,0 +1,61 @@
+"""The bundled lessons load, say what the app can set, and a step sets its tab up."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pipelines import lessons
+from tests.refusals import REFUSED
+
+
+def test_every_bundled_lesson_is_usable_and_each_lecture_has_one():
+    bundled = lessons.load_lessons()
+    assert len(bundled) >= 5 and len({lesson.lecture for lesson in bundled}) == len(bundled)
+    for lesson in bundled:
+        lessons.check(lesson)
+        assert all(step.section and step.look_for for step in lesson.steps)
+    used = {key for lesson in bundled for step in lesson.steps for key in step.set}
+    assert used == set(lessons.SETTABLE)  # every kind of set-up is exercised by some lesson
+
+
+@pytest.mark.parametrize(
+    "step, message",
+    [
+        ({"tab": "nowhere"}, "tab must be one of"),
+        ({"set": {"colour": "red"}}, "cannot set colour"),
+        ({"set": {"finetune_preset": "No such preset"}}, "no Fine-tune preset named"),
+        ({"set": {"sampling": {"temperature": -1}}}, "sampling: temperature"),
+        ({"tab": "rag", "set": {"prompt": "x"}}, "a prompt is set in the Generate tab"),
+        ({"look_for": " "}, "look_for is empty"),
+    ],
+)
+def test_a_broken_lesson_is_refused_naming_file_and_step(tmp_path, step, message):
+    good = {"title": "t", "tab": "generate", "section": "s", "do": "d", "look_for": "l", "set": {}}
+    (tmp_path / "x.json").write_text(
+        json.dumps({"title": "T", "lecture": "L", "steps": [good, {**good, **step}]}), encoding="utf-8"
+    )
+    with pytest.raises(lessons.LessonError, match=f"x, step 2: {message}"):
+        lessons.read(tmp_path / "x.json")
+    (tmp_path / "y.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(lessons.LessonError, match="y.json: not a lesson"):
+        lessons.read(tmp_path / "y.json")
+
+
+def test_set_up_opens_the_tab_with_its_settings():
+    from playground import lessons as tab
+    from playground.controls import PARAM_NAMES
+
+    first = lessons.load_lessons()[0]
+    updates = tab.set_up(first.title, 0)
+    assert updates[0].selected == "generate" and updates[1] == first.steps[0].set["prompt"]
+    sampling = dict(zip(PARAM_NAMES, updates[2 : 2 + len(PARAM_NAMES)]))
+    assert sampling["temperature"]["value"] == 0 and sampling["max_new_tokens"]["value"] == 40
+    assert "value" not in sampling["top_k"]  # what the step does not set stays as it is
+    peft = next(lesson for lesson in lessons.load_lessons() if lesson.name == "2_peft")
+    updates = tab.set_up(peft.title, 1)
+    assert updates[0].selected == "finetune" and updates[2 + len(PARAM_NAMES)] == "full"
+    assert tab.move(first.title, 0, 99)[0] == len(first.steps) - 1 and "Step 4 of 4" in tab.move(first.title, 3, 0)[1]
+    with pytest.raises(REFUSED, match="Choose a lesson"):
+        tab.set_up(None, 0)
