@@ -9,7 +9,7 @@ import gradio as gr
 
 from pipelines import lessons
 
-from .controls import SamplingControls
+from .controls import SamplingControls, how_it_works
 from .errors import UserError
 from .finetune import load_preset
 from .sidebar import Shared
@@ -74,6 +74,7 @@ def build(demo: gr.Blocks, shared: Shared, tabs: gr.Tabs, targets: dict[str, Any
     index = gr.State(0)
     shown = gr.Markdown(step_markdown(titles[0] if titles else None, 0), elem_id="lesson-step")
     go = gr.Button("Set up this step", variant="primary", elem_id="lesson-go")
+    how_it_works("lessons", "Writing your own lesson")
 
     lesson.change(lambda t: (0, step_markdown(t, 0)), lesson, [index, shown], api_visibility="private")
     previous.click(lambda t, i: move(t, i, -1), [lesson, index], [index, shown], api_visibility="private")

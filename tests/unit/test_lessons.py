@@ -59,3 +59,10 @@ def test_set_up_opens_the_tab_with_its_settings():
     assert tab.move(first.title, 0, 99)[0] == len(first.steps) - 1 and "Step 4 of 4" in tab.move(first.title, 3, 0)[1]
     with pytest.raises(REFUSED, match="Choose a lesson"):
         tab.set_up(None, 0)
+
+
+def test_the_how_to_names_what_a_step_may_set():
+    from pipelines.config import ASSETS
+
+    howto = (ASSETS / "howto" / "lessons.md").read_text(encoding="utf-8")
+    assert all(f"`{key}`" in howto for key in lessons.SETTABLE) and all(f"`{tab}`" in howto for tab in lessons.TABS)
