@@ -111,7 +111,9 @@ def test_train_use_the_adapter_in_chat_reload_and_train_again(own_page: Page, jo
 
     _start_finetune(page, rows, "second-tutor")
     assert _wait_for_job("second-tutor").status == jobs.SUCCEEDED, jobs.tail_log(_wait_for_job("second-tutor").id)
-    assert _toasts(page).count() == 0, _toasts(page).all_inner_texts()
+    # the "queued" notice may still be up when a fast run ends (it stays 10 s); nothing else may be
+    problems = [text for text in _toasts(page).all_inner_texts() if not text.startswith("Info")]
+    assert not problems, problems
 
 
 def test_chat_is_free_again_after_every_error(page: Page):
