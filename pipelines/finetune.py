@@ -305,7 +305,7 @@ def plan(
             f"QLoRA r={lora_r} (NF4)",
         ),
     ]
-    layers = model.model.layers if hasattr(model, "model") and hasattr(model.model, "layers") else []
+    layers = model_structure.decoder_blocks(model)
     blocks = [b for b in train_blocks if b < len(layers)]
     selective = sum(p.numel() for b in blocks for p in layers[b].parameters())
     if blocks:
@@ -359,9 +359,9 @@ def check_can_write(spec: FinetuneSpec) -> None:
         )
 
 
-def freeze_except_blocks(model: Any, blocks: Sequence[int]) -> int:
-    """Selective fine-tuning: only the chosen decoder blocks train; returns their parameter count."""
-    layers = model.model.layers
+def freeze_except_blocks(model: Any, blocks: Sequence[int]) -> None:
+    """Selective fine-tuning: only the chosen decoder blocks train."""
+    layers = model_structure.decoder_blocks(model)
     wrong = [b for b in blocks if b >= len(layers)]
     if wrong:
         raise InvalidParameter(
@@ -369,12 +369,9 @@ def freeze_except_blocks(model: Any, blocks: Sequence[int]) -> int:
         )
     for parameter in model.parameters():
         parameter.requires_grad = False
-    trainable = 0
     for b in blocks:
         for parameter in layers[b].parameters():
             parameter.requires_grad = True
-            trainable += parameter.numel()
-    return trainable
 
 
 def _samples(
@@ -422,23 +419,26 @@ def evaluation_units(eval_conversations: int, spec: FinetuneSpec) -> int:
     return (1 if eval_conversations else 0) + 1 + min(spec.eval_samples, eval_conversations)
 
 
-def evaluation_note(eval_conversations: int, spec: FinetuneSpec) -> str:
+def evaluation_note(
+    eval_conversations: int, spec: FinetuneSpec, models_measured: str = "for the base model and then the tuned one"
+) -> str:
     """What the evaluation will do, in words: its cost is the answers it generates."""
     answers = min(spec.eval_samples, eval_conversations)
     parts = [f"loss on {eval_conversations} held-out conversations"] if eval_conversations else []
     parts.append("perplexity on general text")
     if answers:
         parts.append(f"{answers} answers of up to {spec.eval_max_new_tokens} tokens")
-    return ", ".join(parts) + ", for the base model and then the tuned one"
+    return ", ".join(parts) + ", " + models_measured
 
 
 def run(spec: FinetuneSpec, ctx: JobContext) -> dict[str, Any]:
     """Prepare, train, then measure the base model and the tuned one on the same held-out data.
 
-    Both measurements come after training: the adapter switched off is exactly the base model,
-    and measuring then means the trainer has already prepared its model (mixed precision
-    wraps its forward), which PEFT's prompt-tuning `disable_adapter` would otherwise break
-    under bf16/fp16 by swapping the forward while accelerate rebinds it.
+    For adapters both measurements come after training: the adapter switched off is exactly the
+    base model, and measuring then means the trainer has already prepared its model (mixed
+    precision wraps its forward), which PEFT's prompt-tuning `disable_adapter` would otherwise
+    break under bf16/fp16 by swapping the forward while accelerate rebinds it. Full and selective
+    fine-tuning change the base weights themselves, so their base is measured before training.
     """
     from datasets import Dataset
     from transformers import AutoTokenizer
@@ -447,19 +447,15 @@ def run(spec: FinetuneSpec, ctx: JobContext) -> dict[str, Any]:
     from . import models
 
     started = time.time()
-    if spec.saves_model:  # the weights themselves change: the base is measured before they do
-        ctx.plan(
-            Phase("prepare", "Prepare: data, base model, tokenisation"),
-            Phase("evaluate-base", "Evaluate: base model", unit="parts"),
-            Phase("train", "Train", unit="steps"),
-            Phase("evaluate", "Evaluate: tuned model", unit="parts"),
-        )
-    else:
-        ctx.plan(
-            Phase("prepare", "Prepare: data, base model, tokenisation"),
-            Phase("train", "Train", unit="steps"),
-            Phase("evaluate", "Evaluate: base model vs tuned", unit="parts"),
-        )
+    # a whole model's weights change in training: its base is measured before they do
+    ctx.plan(
+        Phase("prepare", "Prepare: data, base model, tokenisation"),
+        *([Phase("evaluate-base", "Evaluate: base model", unit="parts")] if spec.saves_model else []),
+        Phase("train", "Train", unit="steps"),
+        Phase(
+            "evaluate", "Evaluate: tuned model" if spec.saves_model else "Evaluate: base model vs tuned", unit="parts"
+        ),
+    )
     ctx.phase("prepare")
     settings = get_settings()
     check_can_write(spec)
@@ -540,9 +536,8 @@ def run(spec: FinetuneSpec, ctx: JobContext) -> dict[str, Any]:
         ctx.info("base model: " + _fmt(before))
         return before, outputs
 
-    note = evaluation_note(len(eval_conv), spec)
     if spec.saves_model:
-        ctx.phase("evaluate-base", total=units, note=note.replace(", for the base model and then the tuned one", ""))
+        ctx.phase("evaluate-base", total=units, note=evaluation_note(len(eval_conv), spec, "for the base model"))
         tuned.eval()
         before, before_outputs = measure_base(_Counter(ctx))
         tuned.train()
@@ -553,11 +548,11 @@ def run(spec: FinetuneSpec, ctx: JobContext) -> dict[str, Any]:
         raise JobCancelled()
 
     if spec.saves_model:
-        ctx.phase("evaluate", total=units, note=note.replace("for the base model and then", "for"))
-        progress = _Counter(ctx)
+        ctx.phase("evaluate", total=units, note=evaluation_note(len(eval_conv), spec, "for the tuned model"))
     else:
-        ctx.phase("evaluate", total=2 * units, note=note)
-        progress = _Counter(ctx)
+        ctx.phase("evaluate", total=2 * units, note=evaluation_note(len(eval_conv), spec))
+    progress = _Counter(ctx)
+    if not spec.saves_model:
         tuned.eval()
         with tuned.disable_adapter():
             before, before_outputs = measure_base(progress)

@@ -55,9 +55,7 @@ class ModelShape:
     vocab: int
     params: int
     linear_params: int  # weights of the blocks' linear layers (what QLoRA quantises, autocast copies)
-    block_params: int  # parameters of one transformer block
     head_params: int  # the output head's weight (shared with the input embedding when tied)
-    tied: bool
 
     @classmethod
     def of(cls, model: Any) -> ModelShape:
@@ -72,7 +70,6 @@ class ModelShape:
         total = model_structure.parameter_count(model)
         tied = bool(getattr(config, "tie_word_embeddings", False))
         head = embed if tied else model.get_output_embeddings().weight.numel()
-        block = (total - embed - (0 if tied else head)) // max(layers, 1)
         return cls(
             layers=layers,
             hidden=config.hidden_size,
@@ -83,9 +80,7 @@ class ModelShape:
             vocab=config.vocab_size,
             params=total,
             linear_params=linear,
-            block_params=block,
             head_params=head,
-            tied=tied,
         )
 
     def in_features(self, target: str) -> int:

@@ -56,6 +56,13 @@ def parameter_count(model: Any) -> int:
     return total
 
 
+def decoder_blocks(model: Any) -> list[torch.nn.Module]:
+    """The base model's decoder blocks in order (`model.model.layers` in transformers' decoders);
+    empty for a model without that layout, where choosing blocks does not apply."""
+    layers = getattr(getattr(model, "model", None), "layers", None)
+    return list(layers) if layers is not None else []
+
+
 def linear_layers(model: Any) -> Iterator[tuple[str, torch.nn.Linear]]:
     """Every linear layer of the base model but the output head, by full name."""
     for name, module in base_named_modules(model):

@@ -10,7 +10,7 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from pipelines import adapters, finetune, jobs, knobs, models, sft_data
+from pipelines import adapters, finetune, jobs, knobs, model_structure, models, sft_data
 from pipelines.config import DATASETS
 from pipelines.files import copy_upload
 from pipelines.hardware import detect, plan_device, train_precision
@@ -450,7 +450,7 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
     fill_when_model_ready(demo, fill_targets, None, targets)
 
     def fill_blocks() -> dict:
-        count = len(getattr(getattr(models.get_handle().base_model, "model", None), "layers", []))
+        count = len(model_structure.decoder_blocks(models.get_handle().base_model))
         blocks.choices = [(str(b), b) for b in range(count)]
         return gr.update(choices=blocks.choices, value=list(range(max(0, count - 2), count)))
 

@@ -218,10 +218,14 @@ def measure_shots(task: str | None, adapter: str | None = None) -> tuple[pd.Data
         raise UserError(str(error)) from error
     except models.ModelUnavailable as error:
         raise _model_error(error) from error
-    count = len(report.items) // len(report.accuracy)
     summary = pd.DataFrame(
         [
-            [shots, f"{100 * accuracy:.0f}%", f"{round(accuracy * count)}/{count}", report.invalid[shots]]
+            [
+                shots,
+                f"{100 * accuracy:.0f}%",
+                f"{sum(i.correct for i in report.items if i.shots == shots)}/{sum(i.shots == shots for i in report.items)}",
+                report.invalid[shots],
+            ]
             for shots, accuracy in report.accuracy.items()
         ],
         columns=["prompt", "accuracy", "right", "answers that are no label"],
