@@ -80,6 +80,11 @@ class LiveDropdown(gr.Dropdown):
         return gr.update(choices=choices, value=self._fallback_value(choices))
 
 
+def first_value(choices: Choices) -> Any:
+    """The value of the first choice (what FIRST selects), or None."""
+    return _normalise(choices)[0][1] if choices else None
+
+
 def live_pickers(demo: gr.Blocks) -> list[LiveDropdown]:
     return [block for block in demo.blocks.values() if isinstance(block, LiveDropdown)]
 
@@ -96,7 +101,10 @@ def keep_fresh(demo: gr.Blocks) -> None:
     def on_open(picker: LiveDropdown) -> Callable[[Any], dict]:
         return lambda value: picker.refreshed(value)
 
-    quiet = {"api_visibility": "private", "show_progress": "hidden", "concurrency_limit": None}
+    # the values are only compared with today's list, never used: checking them against it first
+    # (preprocess) would refuse a value that is gone (a deleted collection, an adapter that no longer
+    # fits) and so fail the very refresh that replaces it, for every picker of the page
+    quiet = {"api_visibility": "private", "show_progress": "hidden", "concurrency_limit": None, "preprocess": False}
     demo.load(on_load, pickers, pickers, **quiet)
     for picker in pickers:
         picker.focus(on_open(picker), picker, picker, **quiet)
