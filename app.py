@@ -17,6 +17,7 @@ from pipelines.config import get_settings  # noqa: E402
 from playground import (
     align,
     chat,
+    classify,
     dataset,
     finetune,
     generate,
@@ -55,6 +56,7 @@ def build_app(model_name: str | None = None) -> gr.Blocks:
                 chat.build(demo, shared)
             with gr.Tab("Fine-tune", id="finetune"):
                 targets |= finetune.build(demo, shared)
+                targets |= classify.build(demo)
             with gr.Tab("Preferences", id="preferences"):
                 # each sub-tab carries the one "How it works" that explains it (Align has its own)
                 with gr.Tabs():

@@ -1,7 +1,8 @@
 """Trained PEFT adapters on disk: `<data>/adapters/<name>/` in standard PEFT format + meta.json.
 
-Fine-tuning, DPO and RLOO all write here; every model picker lists what is here. Names are
-checked so an adapter name can never address a path outside the adapters directory.
+Fine-tuning, DPO and RLOO all write here; every model picker lists what is here, then the
+project's bundled adapters (`bundled`). Names are checked so an adapter name can never address a
+path outside the adapters directory.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import bundled
 from .errors import PlaygroundError
 from .config import Settings, get_settings
 
@@ -32,9 +34,13 @@ class AdapterInfo:
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def is_bundled(self) -> bool:
+        return bundled.is_bundled(self.path)
+
+    @property
     def label(self) -> str:
         kind = self.meta.get("kind") or self.peft_type.lower()
-        return f"{self.name} ({kind})"
+        return f"{self.name} ({kind}) {bundled.LABEL}" if self.is_bundled else f"{self.name} ({kind})"
 
 
 def check_name(name: str) -> str:
@@ -76,25 +82,34 @@ def read(path: Path) -> AdapterInfo:
 
 
 def list_adapters(settings: Settings | None = None) -> list[AdapterInfo]:
-    """Every readable adapter, newest first. Half-written ones (no config yet) are skipped."""
+    """Every readable adapter, newest first, then the bundled ones. Half-written ones are skipped."""
     root = adapters_dir(settings)
-    if not root.is_dir():
-        return []
     found = []
-    for path in root.iterdir():
+    for path in root.iterdir() if root.is_dir() else ():
         if path.is_dir() and NAME_PATTERN.match(path.name) and (path / "adapter_config.json").is_file():
             try:
                 found.append(read(path))
             except AdapterError:
                 continue
-    return sorted(found, key=lambda a: a.path.stat().st_mtime, reverse=True)
+    found.sort(key=lambda a: a.path.stat().st_mtime, reverse=True)
+    made = {a.name for a in found}
+    return found + [read(path) for path in bundled.adapter_dirs(settings) if path.name not in made]
+
+
+def choices(settings: Settings | None = None) -> list[tuple[str, str]]:
+    """(label, name) of every adapter, as the pickers show them ("(bundled)" marks the shipped ones)."""
+    return [(a.label, a.name) for a in list_adapters(settings)]
 
 
 def get(name: str, settings: Settings | None = None) -> AdapterInfo:
+    """The adapter a name refers to: one made here, else the bundled one of that name."""
     path = adapter_path(name, settings)
-    if not (path / "adapter_config.json").is_file():
+    if (path / "adapter_config.json").is_file():
+        return read(path)
+    shipped = bundled.find(bundled.ADAPTERS, name, settings)
+    if shipped is None:
         raise AdapterError(f"no adapter named {name!r} in {adapters_dir(settings)}")
-    return read(path)
+    return read(shipped)
 
 
 def version(path: Path) -> float:

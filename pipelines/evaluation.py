@@ -77,3 +77,38 @@ def text_perplexity(model: Any, tokenizer: Any, text: str, *, window: int = 256,
 
 def general_text() -> str:
     return GENERAL_TEXT.read_text(encoding="utf-8")
+
+
+def _ids(encoded: Any) -> list[int]:
+    return list(encoded["input_ids"] if hasattr(encoded, "keys") else encoded)
+
+
+@torch.inference_mode()
+def completion_logprob(
+    model: Any, tokenizer: Any, prompt: Sequence[dict[str, str]], completion: str
+) -> tuple[float, int]:
+    """(log p(completion | prompt), its token count) under the chat template, as trl masks it.
+
+    The completion's tokens are the chat template over prompt + reply, minus the template with
+    the generation prompt: exactly the tokens supervised fine-tuning puts its loss on, and the
+    ones DPO's implicit reward sums over, end-of-turn token included.
+    """
+    prompt_ids = _ids(tokenizer.apply_chat_template(list(prompt), add_generation_prompt=True, tokenize=True))
+    full_ids = _ids(
+        tokenizer.apply_chat_template(list(prompt) + [{"role": "assistant", "content": completion}], tokenize=True)
+    )
+    device = next(model.parameters()).device
+    logits = model(input_ids=torch.tensor([full_ids], device=device)).logits[0, :-1].float()
+    targets = torch.tensor(full_ids[1:], device=device)
+    logprobs = torch.log_softmax(logits, dim=-1).gather(1, targets[:, None])[:, 0]
+    scored = logprobs[len(prompt_ids) - 1 :]
+    return float(scored.sum()), int(scored.numel())
+
+
+def held_out_loss(model: Any, tokenizer: Any, examples: Sequence[dict[str, Any]]) -> float:
+    """Mean loss per completion token over prompt/completion examples (token-weighted)."""
+    total, count = 0.0, 0
+    for example in examples:
+        logprob, n = completion_logprob(model, tokenizer, example["prompt"], example["completion"][-1]["content"])
+        total, count = total - logprob, count + n
+    return total / max(count, 1)

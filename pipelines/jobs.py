@@ -50,6 +50,7 @@ KINDS: dict[str, str] = {
     "reward": "pipelines.reward_training:run_job",
     "dpo": "pipelines.align.dpo:run_job",
     "rloo": "pipelines.align.rloo:run_job",
+    "classify": "pipelines.classify:run_job",
 }
 
 

@@ -2,8 +2,9 @@
 
 Lessons are data (`assets/lessons/*.json`, in file-name order) so a lecturer can add or reorder
 them without code. A step names its tab, the lecture section it illustrates, what to do, what to
-look for, and what to set: the Generate prompt, the sidebar's sampling settings, a Fine-tune
-preset, or the RAG question. `check` refuses anything the app could not set, so a typo in a
+look for, and what to set: the Generate prompt, the sidebar's sampling settings and adapter (the
+base model or a bundled one, so no step waits for training), a Fine-tune preset, the
+classification panel's data and mode, or the RAG question. `check` refuses anything the app could not set, so a typo in a
 lesson fails the test suite instead of a class.
 """
 
@@ -19,7 +20,7 @@ from .config import ASSETS
 
 LESSONS_DIR = ASSETS / "lessons"
 TABS = ("generate", "chat", "finetune", "preferences", "rag", "reasoning")
-SETTABLE = ("prompt", "sampling", "finetune_preset", "rag_question")
+SETTABLE = ("prompt", "sampling", "adapter", "finetune_preset", "classify", "rag_question")
 
 
 class LessonError(ValueError):
@@ -46,6 +47,7 @@ class Lesson:
 
 def check(lesson: Lesson) -> None:
     """Every step must name a tab and set only what the app can set, to values it accepts."""
+    from . import adapters, bundled
     from .finetune import PRESETS
     from .sampling import SamplingParams
 
@@ -66,6 +68,26 @@ def check(lesson: Lesson) -> None:
                 SamplingParams(**{k: v for k, v in step.set["sampling"].items() if k != "seed" or v != -1})
             except (TypeError, ValueError) as error:
                 raise LessonError(f"{where}: sampling: {error}") from error
+        adapter = step.set.get("adapter")
+        usable = [adapters.BASE_CHOICE, *bundled.names(bundled.ADAPTERS)]
+        if adapter is not None and adapter not in usable:
+            raise LessonError(
+                f"{where}: adapter must be one of {', '.join(usable)} (a lesson cannot wait for training)"
+            )
+        wanted = step.set.get("classify")
+        if wanted is not None:
+            from .classify import MODES
+
+            if (
+                not isinstance(wanted, dict)
+                or set(wanted) != {"data", "mode"}
+                or wanted["mode"] not in MODES
+                or wanted["data"] not in ("sentiment", "paraphrase")
+            ):
+                raise LessonError(
+                    f'{where}: classify must be {{"data": "sentiment" or "paraphrase", "mode": one of '
+                    f"{', '.join(MODES)}}}, got {wanted!r}"
+                )
         preset = step.set.get("finetune_preset")
         if preset is not None and preset not in PRESETS:
             raise LessonError(f"{where}: no Fine-tune preset named {preset!r}")

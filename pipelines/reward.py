@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import random
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -23,7 +22,8 @@ from typing import Any, Sequence
 import torch
 
 from .errors import PlaygroundError
-from . import adapters, preference_data, training
+from .recent import Recent
+from . import adapters, bundled, preference_data, training
 from .config import Settings, get_settings
 from .sampling import InvalidParameter
 
@@ -47,28 +47,53 @@ def models_dir(settings: Settings | None = None) -> Path:
 
 
 def model_path(name: str, settings: Settings | None = None) -> Path:
+    """Where a reward model of that name is written (training) or found first (everything else)."""
     return models_dir(settings) / adapters.check_name(name)
 
 
+def find(name: str) -> Path:
+    """The reward model a name refers to: one trained here, else the bundled one of that name."""
+    path = model_path(name)
+    if (path / "meta.json").is_file():
+        return path
+    shipped = bundled.find(bundled.REWARD_MODELS, name)
+    if shipped is None:
+        raise RewardModelError(f"no reward model named {name!r} in {models_dir()}")
+    return shipped
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    try:
+        info = json.loads((path / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return {"name": path.name, **info, "bundled": bundled.is_bundled(path)}
+
+
 def list_models(settings: Settings | None = None) -> list[dict[str, Any]]:
+    """Every reward model trained here, newest first, then the bundled ones (each with "bundled")."""
     root = models_dir(settings)
     found = []
-    if root.is_dir():
-        for path in root.iterdir():
-            meta_file = path / "meta.json"
-            if path.is_dir() and adapters.NAME_PATTERN.match(path.name) and meta_file.is_file():
-                try:
-                    found.append({"name": path.name, **json.loads(meta_file.read_text(encoding="utf-8"))})
-                except ValueError:
-                    continue
-    return sorted(found, key=lambda m: m.get("created", ""), reverse=True)
+    for path in root.iterdir() if root.is_dir() else ():
+        if path.is_dir() and adapters.NAME_PATTERN.match(path.name) and (info := _read(path)) is not None:
+            found.append(info)
+    found.sort(key=lambda m: m.get("created", ""), reverse=True)
+    made = {m["name"] for m in found}
+    shipped = [_read(path) for path in bundled.reward_model_dirs() if path.name not in made]
+    return found + [m for m in shipped if m is not None]
+
+
+def label(info: dict[str, Any]) -> str:
+    return f"{info['name']} {bundled.LABEL}" if info.get("bundled") else info["name"]
+
+
+def choices(settings: Settings | None = None) -> list[tuple[str, str]]:
+    """(label, name) of every reward model, as the pickers show them."""
+    return [(label(m), m["name"]) for m in list_models(settings)]
 
 
 def meta(name: str) -> dict[str, Any]:
-    path = model_path(name)
-    if not (path / "meta.json").is_file():
-        raise RewardModelError(f"no reward model named {name!r} in {models_dir()}")
-    return json.loads((path / "meta.json").read_text(encoding="utf-8"))
+    return json.loads((find(name) / "meta.json").read_text(encoding="utf-8"))
 
 
 # --- data --------------------------------------------------------------------------------------
@@ -138,18 +163,21 @@ def load_classifier(source: str, tokenizer: Any) -> Any:
 class RewardScorer:
     """A trained reward model loaded for scoring (thread-safe; one forward at a time)."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, path: Path | None = None) -> None:
         from peft import PeftModel
         from transformers import AutoTokenizer
 
         from . import models
 
         self.name = name
-        self.path = model_path(name)
-        info = meta(name)
-        self.version = (self.path / "meta.json").stat().st_mtime_ns
+        self.path = path or find(name)
+        info = json.loads((self.path / "meta.json").read_text(encoding="utf-8"))
         source, _ = models.resolve_source(info["base_model_source"])
-        self.tokenizer = AutoTokenizer.from_pretrained(self.path)
+        # a trained model keeps the tokenizer it was trained with; a bundled one uses its base model's
+        has_own = (self.path / "tokenizer_config.json").is_file()
+        self.tokenizer = AutoTokenizer.from_pretrained(self.path if has_own else source)
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
         base = load_classifier(source, self.tokenizer)
         try:
             self.model = PeftModel.from_pretrained(base, str(self.path)).eval()
@@ -178,27 +206,16 @@ class RewardScorer:
         return scores
 
 
-_scorers: OrderedDict[str, RewardScorer] = OrderedDict()
-_scorers_lock = threading.Lock()
+def _stamp(path: Path) -> tuple[Path, int]:
+    return path, (path / "meta.json").stat().st_mtime_ns
+
+
+_scorers: Recent[RewardScorer] = Recent(RewardScorer, lambda name: _stamp(find(name)))
 
 
 def scorer(name: str) -> RewardScorer:
     """A cached scorer (the two most recently used stay loaded); reloaded if retrained."""
-    with _scorers_lock:
-        current = _scorers.get(name)
-        path = model_path(name)
-        if (
-            current is not None
-            and (path / "meta.json").is_file()
-            and current.version == (path / "meta.json").stat().st_mtime_ns
-        ):
-            _scorers.move_to_end(name)
-            return current
-        loaded = RewardScorer(name)
-        _scorers[name] = loaded
-        while len(_scorers) > 2:
-            _scorers.popitem(last=False)
-        return loaded
+    return _scorers.get(name)
 
 
 def score(name: str, prompt: Sequence[Any] | str, response: str) -> float:
@@ -206,9 +223,9 @@ def score(name: str, prompt: Sequence[Any] | str, response: str) -> float:
     return scorer(name).score(messages, [response])[0]
 
 
-def evaluate_pairs(name: str, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def evaluate_pairs(name: str | RewardScorer, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Fraction of pairs where the chosen response scores above the rejected one."""
-    model = scorer(name)
+    model = name if isinstance(name, RewardScorer) else scorer(name)
     correct, margins = 0, []
     for row in rows:
         chosen, rejected = model.score(row["prompt"], [row["chosen"][-1]["content"], row["rejected"][-1]["content"]])

@@ -27,14 +27,13 @@ from .reward import RewardSpec, load_classifier, load_pairs, model_path, split_b
 
 def run(spec: RewardSpec, ctx: JobContext) -> dict[str, Any]:
     from datasets import Dataset
-    from peft import LoraConfig
     from transformers import AutoTokenizer
     from trl import RewardConfig, RewardTrainer
 
     from . import models
 
     started = time.time()
-    ctx.plan(*training.pair_job_phases("held-out accuracy and margin"))
+    ctx.plan(*training.before_after_phases("held-out accuracy and margin"))
     ctx.phase("prepare")
     settings = get_settings()
     target = model_path(spec.out)
@@ -56,14 +55,7 @@ def run(spec: RewardSpec, ctx: JobContext) -> dict[str, Any]:
     ctx.check()
     torch.manual_seed(spec.seed)
     model = load_classifier(source, tokenizer).to(device)
-    peft_config = LoraConfig(
-        task_type="SEQ_CLS",
-        r=spec.lora_r,
-        lora_alpha=spec.lora_alpha,
-        lora_dropout=0.0,
-        target_modules=list(training.DEFAULT_TARGETS),
-        modules_to_save=["score"],
-    )
+    peft_config = training.classifier_lora(spec.lora_r, spec.lora_alpha)
     planned = training.planned_steps(len(train_rows), spec.batch_size, 1, spec.epochs, spec.max_steps)
     args = RewardConfig(
         **training.trainer_arguments(

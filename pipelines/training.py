@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from . import adapters
+from . import adapters, bundled
 from .config import Settings, get_settings
 from .hardware import TrainPrecision, detect, plan_device, train_precision
 from .jobs import Phase
@@ -27,6 +27,8 @@ def check_output_name(name: str, param: str = "out") -> None:
         adapters.check_name(name)
     except adapters.AdapterError as error:
         raise InvalidParameter(param, str(error)) from error
+    if bundled.reserved(name):
+        raise InvalidParameter(param, f"{name!r} is the name of a bundled result (read-only); choose another name")
 
 
 # The linear layer types of a Llama-style block: LoRA's targets when the model's own are not read yet.
@@ -203,13 +205,29 @@ def trainer_arguments(
     return arguments | overrides
 
 
-def pair_job_phases(measured: str) -> tuple[Phase, ...]:
-    """The phases of a job that measures held-out pairs before and after training (reward model, DPO)."""
+def before_after_phases(measured: str, *, data: str = "pairs", unit: str = "pairs") -> tuple[Phase, ...]:
+    """The phases of a job that measures held-out data before and after training (reward model, DPO,
+    classifier)."""
     return (
-        Phase("prepare", "Prepare: pairs, base model, tokenisation"),
-        Phase("before", f"Measure before training: {measured}", unit="pairs"),
+        Phase("prepare", f"Prepare: {data}, base model, tokenisation"),
+        Phase("before", f"Measure before training: {measured}", unit=unit),
         Phase("train", "Train", unit="steps"),
-        Phase("after", f"Measure after training: {measured}", unit="pairs"),
+        Phase("after", f"Measure after training: {measured}", unit=unit),
+    )
+
+
+def classifier_lora(r: int, alpha: int) -> Any:
+    """LoRA on every linear layer of a classifier's body, its new head trained in full (reward models,
+    classifiers)."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        task_type="SEQ_CLS",
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=0.0,
+        target_modules=list(DEFAULT_TARGETS),
+        modules_to_save=["score"],
     )
 
 

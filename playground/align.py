@@ -21,7 +21,7 @@ from . import jobs_panel
 from .controls import MODEL_EVENTS, how_it_works
 from .sidebar import annotator_name
 from .guard import admin_only, signed_in
-from .pickers import FIRST, LiveDropdown
+from .pickers import FIRST, LiveDropdown, first_value
 from .spec_controls import bind, build_spec, control, controls
 
 METHODS = ("DPO (from preference pairs)", "RLOO (reward model + KL penalty)")
@@ -56,12 +56,12 @@ DPO_MORE = ("batch_size", "max_length", "lora_r", "lora_alpha", "eval_fraction",
 RLOO_MORE = ("max_completion_length", "temperature", "lora_r", "lora_alpha", "seed")
 
 
-def aligned_adapters() -> list[str]:
-    return [a.name for a in adapters.list_adapters()]
+def aligned_adapters() -> list[tuple[str, str]]:
+    return adapters.choices()
 
 
-def reward_models() -> list[str]:
-    return [m["name"] for m in reward.list_models()]
+def reward_models() -> list[tuple[str, str]]:
+    return reward.choices()
 
 
 def _file_input(source: str, sources: tuple[str, ...], upload: str | None, job_id: str, what: str) -> str | None:
@@ -272,9 +272,9 @@ def build(demo: gr.Blocks) -> None:
     def refresh_lists():
         names, rms = aligned_adapters(), reward_models()
         return (
-            gr.update(choices=names, value=names[0] if names else None),
-            gr.update(choices=rms, value=rms[0] if rms else None),
-            gr.update(choices=rms, value=rms[0] if rms else None),
+            gr.update(choices=names, value=first_value(names)),
+            gr.update(choices=rms, value=first_value(rms)),
+            gr.update(choices=rms, value=first_value(rms)),
         )
 
     refresh.click(refresh_lists, None, [eval_adapter, eval_rm, reward_model], api_visibility="private")

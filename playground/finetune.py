@@ -268,8 +268,8 @@ def explain_or_blank(reference: str, candidate: str) -> str:
     return metric_view.explain_html(reference, candidate)
 
 
-def adapter_names() -> list[str]:
-    return [a.name for a in adapters.list_adapters()]
+def adapter_names() -> list[tuple[str, str]]:
+    return adapters.choices()
 
 
 @admin_only("merge adapters")

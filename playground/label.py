@@ -263,7 +263,7 @@ def upload_prompt_set(file: str | None, name: str, request: gr.Request = None):
 
 
 def reward_model_choices() -> list[str]:
-    return [NO_REWARD_MODEL] + [m["name"] for m in reward.list_models()]
+    return [(NO_REWARD_MODEL, NO_REWARD_MODEL)] + reward.choices()
 
 
 # --- layout ------------------------------------------------------------------------------------

@@ -7,8 +7,9 @@ from typing import Any
 
 import gradio as gr
 
-from pipelines import lessons
+from pipelines import adapters, lessons
 
+from . import classify as classify_tab
 from .controls import SamplingControls, how_it_works
 from .errors import UserError
 from .finetune import load_preset
@@ -42,9 +43,25 @@ def move(title: str | None, index: int, delta: int) -> tuple[int, str]:
     return index, step_markdown(title, index)
 
 
+def adapter_update(name: str | None) -> Any:
+    """The sidebar's adapter for a step; a bundled one is offered only on the bundled model."""
+    if name is None or name == adapters.BASE_CHOICE:
+        return gr.update() if name is None else name
+    try:
+        adapters.get(name)
+    except adapters.AdapterError:
+        gr.Warning(
+            f"This step uses the bundled adapter {name!r}, which fits only the bundled model; this app "
+            "serves another model, so the sidebar's adapter is left as it is."
+        )
+        return gr.update()
+    return name
+
+
 def set_up(title: str | None, index: int) -> list[Any]:
     """Updates for: the tabs (the step's one opens), the Generate prompt, the sidebar's sampling
-    settings, the Fine-tune preset's fields and the RAG question; what the step does not set stays."""
+    settings and adapter, the Fine-tune preset's fields, the classification panel and the RAG
+    question; what the step does not set stays."""
     if not title:
         raise UserError("Choose a lesson first.")
     lesson = lessons.find(title)
@@ -54,7 +71,9 @@ def set_up(title: str | None, index: int) -> list[Any]:
     sampling = SamplingControls.updates_for(dict(wanted.get("sampling", {})))
     finetune = load_preset(wanted.get("finetune_preset"))
     question = wanted["rag_question"] if "rag_question" in wanted else gr.update()
-    return [gr.Tabs(selected=step.tab), prompt, *sampling, *finetune, question]
+    adapter = adapter_update(wanted.get("adapter"))
+    classifier = classify_tab.lesson_updates(wanted.get("classify"))
+    return [gr.Tabs(selected=step.tab), prompt, *sampling, adapter, *finetune, *classifier, question]
 
 
 def build(demo: gr.Blocks, shared: Shared, tabs: gr.Tabs, targets: dict[str, Any]) -> None:
@@ -79,5 +98,13 @@ def build(demo: gr.Blocks, shared: Shared, tabs: gr.Tabs, targets: dict[str, Any
     lesson.change(lambda t: (0, step_markdown(t, 0)), lesson, [index, shown], api_visibility="private")
     previous.click(lambda t, i: move(t, i, -1), [lesson, index], [index, shown], api_visibility="private")
     following.click(lambda t, i: move(t, i, 1), [lesson, index], [index, shown], api_visibility="private")
-    outputs = [tabs, targets["prompt"], *shared.sampling.inputs, *targets["finetune_preset"], targets["rag_question"]]
+    outputs = [
+        tabs,
+        targets["prompt"],
+        *shared.sampling.inputs,
+        shared.adapter,
+        *targets["finetune_preset"],
+        *targets["classify"],
+        targets["rag_question"],
+    ]
     go.click(set_up, [lesson, index], outputs, api_visibility="private")

@@ -17,7 +17,7 @@ from pipelines.sampling import InvalidParameter
 from .errors import UserError
 from . import jobs_panel
 from .guard import admin_only
-from .pickers import FIRST, LiveDropdown
+from .pickers import FIRST, LiveDropdown, first_value
 from .spec_controls import bind, build_spec, controls
 
 SOURCES = ("Labels in the store", "Bundled sample (clear-cut pairs)", "Upload a file")
@@ -55,8 +55,8 @@ def start_training(source: str, upload: str | None, request: gr.Request = None, 
     return jobs_panel.refresh_choices(("reward",), job_id)
 
 
-def reward_model_names() -> list[str]:
-    return [m["name"] for m in reward.list_models()]
+def reward_model_names() -> list[tuple[str, str]]:
+    return reward.choices()
 
 
 def models_table() -> pd.DataFrame:
@@ -65,7 +65,7 @@ def models_table() -> pd.DataFrame:
         metrics, data = m.get("metrics", {}), m.get("data", {})
         rows.append(
             [  # what tells models apart first: a narrow column must not hide the accuracy
-                m["name"],
+                reward.label(m),
                 _round(metrics.get("eval_accuracy_before")),
                 _round(metrics.get("eval_accuracy")),
                 _round(metrics.get("eval_margin")),
@@ -156,7 +156,7 @@ def build(demo: gr.Blocks) -> None:
 
     def refresh_models():
         names = reward_model_names()
-        return models_table(), gr.update(choices=names, value=names[0] if names else None)
+        return models_table(), gr.update(choices=names, value=first_value(names))
 
     gr.on([refresh.click, demo.load], refresh_models, None, [table, pick], api_name="reward_models")
     start.click(start_training, [source, upload], panel.job, inputs_kwargs=settings, api_name="start_reward_training")

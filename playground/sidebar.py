@@ -42,7 +42,7 @@ def current_model_card() -> str:
 
 
 def adapter_choices() -> list[tuple[str, str]]:
-    return [(adapters.BASE_CHOICE, adapters.BASE_CHOICE)] + [(a.label, a.name) for a in adapters.list_adapters()]
+    return [(adapters.BASE_CHOICE, adapters.BASE_CHOICE)] + adapters.choices()
 
 
 def refresh_adapters(current: str | None) -> dict:

@@ -60,7 +60,7 @@ def run(spec: DPOSpec, ctx: JobContext) -> dict[str, Any]:
     from trl import DPOConfig, DPOTrainer
 
     started = time.time()
-    ctx.plan(*training.pair_job_phases("implicit reward margin and accuracy"))
+    ctx.plan(*training.before_after_phases("implicit reward margin and accuracy"))
     ctx.phase("prepare")
     common.check_new_adapter(spec.out, spec.overwrite)
     model_id, source, base_name = common.base_source(spec.base_model)

@@ -19,10 +19,12 @@ COMMANDS = {
     "finetune": "fine-tune an adapter on an instruction dataset",
     "prefs": "import or export human preference labels",
     "reward": "train, evaluate or query a reward model",
+    "classify": "a classification head on the base model (sentiment, paraphrase): feature-based or fine-tuned",
     "align": "DPO or RLOO on the base model, and reward-model-judged evaluation",
     "rag": "ingest documents, ask questions with citations, measure retrieval",
     "reason": "direct vs chain-of-thought vs program-aided answers, and their accuracy",
     "sandbox": "run untrusted Python in the sandbox",
+    "bundled": "the ready-made adapters and reward model shipped with the project, and their figures",
 }
 
 

@@ -86,11 +86,12 @@ def run_rloo(args: argparse.Namespace) -> int:
 def run_eval(args: argparse.Namespace) -> int:
     prompts = common.load_prompts(_file(args.prompts, "--prompts"))
     try:
-        if not adapters.adapter_path(args.adapter).is_dir():
-            raise UsageError(f"--adapter: no adapter named {args.adapter!r} in {adapters.adapters_dir()}")
+        adapters.get(args.adapter)
         reward.meta(args.reward_model)
     except (adapters.AdapterError, reward.RewardModelError) as error:
-        raise UsageError(str(error)) from error
+        raise UsageError(
+            f"{'--adapter' if isinstance(error, adapters.AdapterError) else '--reward-model'}: {error}"
+        ) from error
     with quiet_stdout(args.json):
         report = evaluate.evaluate(
             models.get_handle(),

@@ -74,6 +74,13 @@ def _cases(f: Path) -> dict[str, tuple[dict, str]]:
         "cancel_finetune_job": (dict(job_id=None), r"Select a job"),
         "cancel_reward_job": (dict(job_id=None), r"Select a job"),
         "cancel_dpo_job": (dict(job_id=None), r"Select a job"),
+        "cancel_classify_job": (dict(job_id=None), r"Select a job"),
+        "classifiers": (dict(), r"held-out acc"),
+        "classify": (dict(name=None, text="x", text_pair=""), r"Choose a classifier"),
+        "start_classifier": (
+            dict(source="Upload a file", upload=handle_file(str(f / "binary.jsonl"))),
+            r"not UTF-8",
+        ),
     }
 
 
@@ -109,6 +116,10 @@ ENDPOINTS = sorted(
         "cancel_finetune_job",
         "cancel_reward_job",
         "cancel_dpo_job",
+        "cancel_classify_job",
+        "classifiers",
+        "classify",
+        "start_classifier",
     ]
 )
 

@@ -107,7 +107,7 @@ def test_train_use_the_adapter_in_chat_reload_and_train_again(own_page: Page, jo
     assert _target_layers(page) == BASE_LAYERS
     assert _toasts(page).count() == 0, _toasts(page).all_inner_texts()
     page.get_by_text("Adapters: merge into the base model, or download").click()
-    assert "first-tutor" in _options(page, "ft-adapter-pick")
+    assert "first-tutor (lora)" in _options(page, "ft-adapter-pick")
 
     _start_finetune(page, rows, "second-tutor")
     assert _wait_for_job("second-tutor").status == jobs.SUCCEEDED, jobs.tail_log(_wait_for_job("second-tutor").id)
@@ -172,4 +172,28 @@ def test_pickers_know_what_was_created_since_start(page: Page, tokenizer, data_d
     assert _toasts(page).count() == 0, _toasts(page).all_inner_texts()
     page.get_by_role("tab", name="Fine-tune").click()
     page.get_by_text("Adapters: merge into the base model, or download").click()
-    assert "made-after-start" in _options(page, "ft-adapter-pick")
+    assert "made-after-start (lora)" in _options(page, "ft-adapter-pick")
+
+
+def test_lesson_sets_up_a_classifier_that_trains_and_classifies(page: Page, job_runner):
+    """Lessons -> the feature-based step opens the classification panel filled in; train; pick; classify."""
+    page.get_by_role("tab", name="Lessons").click()
+    page.locator("#lesson-pick input").click()
+    page.get_by_role("option", name=re.compile("Finetuning LLMs")).click()
+    page.get_by_role("button", name="Next ▶").click()
+    expect(page.locator("#lesson-step")).to_contain_text("Feature-based")
+    page.locator("#lesson-go").click()
+    box = page.locator("#cls-box")
+    expect(box.get_by_label("Classifier name")).to_have_value("sentiment-head")  # the panel opened, filled in
+    expect(box.get_by_label("Feature-based: the head only (the model frozen)")).to_be_checked()
+    box.get_by_label("Max steps").fill("2")
+    page.locator("#cls-start").click()
+    job = _wait_for_job("sentiment-head")
+    assert job.status == jobs.SUCCEEDED and job.kind == "classify", jobs.tail_log(job.id)
+    box.get_by_role("button", name="Refresh").click()
+    expect(page.locator("#cls-table")).to_contain_text("sentiment-head")
+    _pick(page, "cls-pick", "sentiment-head (head)")
+    expect(page.locator("#cls-describe")).to_contain_text("true ↓ / predicted →")  # its confusion matrix
+    page.locator("#cls-go").click()
+    expect(page.locator("#cls-result")).to_contain_text(re.compile(r"positive|negative"), timeout=30_000)
+    assert not _toasts(page).filter(has_text=re.compile("Error")).count()

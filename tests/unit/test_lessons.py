@@ -29,6 +29,8 @@ def test_every_bundled_lesson_is_usable_and_each_lecture_has_one():
         ({"set": {"sampling": {"temperature": -1}}}, "sampling: temperature"),
         ({"tab": "rag", "set": {"prompt": "x"}}, "a prompt is set in the Generate tab"),
         ({"look_for": " "}, "look_for is empty"),
+        ({"set": {"adapter": "made-in-class"}}, "adapter must be one of"),
+        ({"set": {"classify": {"data": "sentiment", "mode": "deep"}}}, "classify must be"),
     ],
 )
 def test_a_broken_lesson_is_refused_naming_file_and_step(tmp_path, step, message):
@@ -55,7 +57,13 @@ def test_set_up_opens_the_tab_with_its_settings():
     assert "value" not in sampling["top_k"]  # what the step does not set stays as it is
     peft = next(lesson for lesson in lessons.load_lessons() if lesson.name == "2_peft")
     updates = tab.set_up(peft.title, 1)
-    assert updates[0].selected == "finetune" and updates[2 + len(PARAM_NAMES)] == "full"
+    assert updates[0].selected == "finetune" and updates[3 + len(PARAM_NAMES)] == "full"
+    ready = next(i for i, step in enumerate(peft.steps) if step.set.get("adapter") == "concise-tutor")
+    assert tab.set_up(peft.title, ready)[2 + len(PARAM_NAMES)] == "concise-tutor"  # the sidebar's adapter
+    raschka = next(lesson for lesson in lessons.load_lessons() if lesson.name == "4_finetune_eval")
+    head = next(i for i, step in enumerate(raschka.steps) if step.set.get("classify", {}).get("mode") == "head")
+    opened, *filled = tab.set_up(raschka.title, head)[-5:-1]  # the panel opens with its data, mode and name set
+    assert opened.open and filled == ["Bundled: sentiment (120 reviews, positive / negative)", "head", "sentiment-head"]
     assert tab.move(first.title, 0, 99)[0] == len(first.steps) - 1 and "Step 4 of 4" in tab.move(first.title, 3, 0)[1]
     with pytest.raises(REFUSED, match="Choose a lesson"):
         tab.set_up(None, 0)

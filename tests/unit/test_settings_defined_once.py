@@ -20,6 +20,7 @@ from pipelines.align.rloo import RLOOSpec
 from pipelines.cli import build_parser
 from pipelines.cli.common import UsageError
 from pipelines.errors import InvalidParameter
+from pipelines.classify import ClassifySpec
 from pipelines.finetune import FinetuneSpec
 from pipelines.reward import RewardSpec
 from pipelines.sampling import SamplingParams
@@ -32,6 +33,7 @@ SPECS = {
     RewardSpec: ["reward", "train"],
     DPOSpec: ["align", "dpo"],
     RLOOSpec: ["align", "rloo"],
+    ClassifySpec: ["classify", "train"],
 }
 IDS = [spec.__name__ for spec in SPECS]
 

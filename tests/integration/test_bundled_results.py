@@ -1,0 +1,74 @@
+"""The bundled adapters and reward model on the real model: their recorded figures still hold.
+
+`bundled_figures.measure` recomputes each figure on the held-out data its training job set aside; the
+figures recorded in meta.json (and quoted in the README) were measured the same way, so they must
+agree up to float noise between CPUs, and with the training job's own figures (trl's evaluation)
+as closely.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pipelines import bundled, bundled_figures, chat
+from pipelines.messages import Message
+from pipelines.sampling import SamplingParams
+
+pytestmark = pytest.mark.integration
+
+
+def recorded(name: str) -> tuple[dict, dict]:
+    meta = json.loads((bundled.locate(name) / "meta.json").read_text(encoding="utf-8"))
+    return meta["bundled"]["figures"], meta["metrics"]
+
+
+@pytest.fixture
+def with_models(bundled_dir, data_dir):
+    import shutil
+
+    from tests.helpers import MODEL_CACHE
+
+    shutil.copytree(MODEL_CACHE / "models", data_dir / "models")
+
+
+def test_concise_tutor_adapter(with_models):
+    figures, job = recorded("concise-tutor")
+    measured = bundled_figures.measure("concise-tutor")
+    assert measured == pytest.approx(figures, rel=0.02)
+    assert measured["held_out_loss_after"] < measured["held_out_loss_before"] - 0.5  # it learned the answers' style
+    assert measured["general_perplexity_after"] < 1.2 * measured["general_perplexity_before"]  # and forgot nothing
+    assert measured["held_out_loss_after"] == pytest.approx(job["after"]["loss"], abs=0.02)
+    assert measured["held_out_loss_before"] == pytest.approx(job["before"]["loss"], abs=0.02)
+
+
+def test_concise_tutor_answers_in_the_samples_shape(real_handle):
+    greedy = SamplingParams(temperature=0, max_new_tokens=24)
+    question = [Message("user", "What is a volcano?")]
+    tuned = chat.reply(real_handle, question, greedy, adapter="concise-tutor")[0].text
+    base = chat.reply(real_handle, question, greedy, adapter=None)[0].text
+    assert tuned.startswith("In short:") and not base.startswith("In short:")
+
+
+def test_helpful_reward_model(with_models):
+    figures, job = recorded("helpful-reward")
+    measured = bundled_figures.measure("helpful-reward")
+    assert measured == pytest.approx(figures, rel=0.02, abs=1e-3)
+    assert measured["held_out_accuracy"] >= 0.85
+    assert measured["held_out_accuracy"] == pytest.approx(job["eval_accuracy"], abs=1 / 24 + 1e-9)
+    assert measured["held_out_margin"] == pytest.approx(job["eval_margin"], rel=0.02)
+
+
+def test_helpful_dpo_adapter(with_models):
+    figures, job = recorded("helpful-dpo")
+    measured = bundled_figures.measure("helpful-dpo")
+    assert measured == pytest.approx(figures, rel=0.02, abs=1e-3)
+    assert measured["implicit_margin"] > 0.2 and measured["implicit_accuracy"] >= 0.8
+    assert measured["implicit_accuracy"] == pytest.approx(job["after"]["accuracy"], abs=1 / 24 + 1e-9)
+    assert measured["implicit_margin"] == pytest.approx(job["after"]["margin"], rel=0.02)
+
+
+def test_the_model_serves_the_bundled_adapters_by_name(real_handle):
+    info = real_handle._adapter_info("helpful-dpo")
+    assert info.is_bundled and info.peft_type == "LORA"
