@@ -10,7 +10,7 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from pipelines import preference_data, preference_stats, preferences
+from pipelines import agreement, preference_data, preference_stats, preferences
 from pipelines.files import copy_upload
 
 from .errors import UserError
@@ -35,11 +35,40 @@ def dataset_view():
         f"Position bias: the left response (A) won **{pct(st['left_wins'])}** of {st['decisive_votes']} decisive A/B votes "
         f"(50% means no bias).  \nTie rate **{pct(st['tie_rate'])}**, both-bad rate **{pct(st['both_bad_rate'])}**."
     )
-    annotators = pd.DataFrame(list(st["per_annotator"].items()), columns=["annotator", "labels"])
+    found = agreement.agreement(items)
+    alpha = found["krippendorff_alpha"]
+    text += (
+        f"  \nKrippendorff's α (ordinal: A better < tie < B better; both-bad counts as a tie): "
+        f"**{'—' if alpha is None else f'{alpha:.2f}'}** (1 = perfect, 0 = chance)"
+        + (f"; {found['excluded']} rankings and thumbs are not on that scale" if found["excluded"] else "")
+        + "."
+    )
+    bias = {row["annotator"]: row["left_wins"] for row in found["position_bias"]}
+    annotators = pd.DataFrame(
+        [[name, n, pct(bias.get(name))] for name, n in st["per_annotator"].items()],
+        columns=["annotator", "labels", "left (A) wins"],
+    )
+    pairs = pd.DataFrame(
+        [
+            [" & ".join(p["annotators"]), p["shared_items"], round(p["raw"], 3), _round(p["cohen_kappa"])]
+            for p in found["pairs"]
+        ],
+        columns=["annotators", "shared items", "raw agreement", "Cohen's κ"],
+    )
     ratings = preference_stats.leaderboard(items)
-    board = pd.DataFrame(ratings, columns=["source", "rating", "wins", "losses", "ties", "comparisons"])
+    board = pd.DataFrame(
+        ratings, columns=["source", "rating", "ci_low", "ci_high", "wins", "losses", "ties", "comparisons"]
+    )
     if not ratings:
         text += f"  \nLeaderboard: {preference_stats.leaderboard_gap(items)}"
+    matrix = preference_stats.win_rates(items)
+    wins = pd.DataFrame(
+        [
+            [a, *(("—" if r is None else f"{r:.0%} of {n}") for r, n in zip(rates, counts))]
+            for a, rates, counts in zip(matrix["sources"], matrix["win_rate"], matrix["comparisons"])
+        ],
+        columns=["row beat column", *matrix["sources"]],
+    )
     recent = pd.DataFrame(
         [
             [
@@ -52,7 +81,37 @@ def dataset_view():
         ],
         columns=["item", "prompt", "responses", "votes"],
     )
-    return text, annotators, board, recent
+    return text, annotators, board, forest_plot(ratings), wins, pairs, recent
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def forest_plot(ratings: list[dict]) -> str:
+    """Chatbot Arena's plot: each source's rating with its bootstrap 95% interval, on one axis."""
+    if not ratings:
+        return ""
+    low = min(r["ci_low"] for r in ratings if r["ci_low"] == r["ci_low"])
+    high = max(r["ci_high"] for r in ratings if r["ci_high"] == r["ci_high"])
+    span = max(high - low, 1.0)
+
+    def at(value: float) -> float:
+        return 100 * (value - low) / span
+
+    rows = []
+    for r in ratings:
+        left, right = at(r["ci_low"]), at(r["ci_high"])
+        rows.append(
+            f"<div class='forest-row'><span class='forest-name'>{html.escape(r['source'])}</span>"
+            f"<span class='forest-axis'><span class='forest-ci' style='left:{left:.1f}%;width:{max(right - left, 0.5):.1f}%'>"
+            f"</span><span class='forest-dot' style='left:{at(r['rating']):.1f}%'></span></span>"
+            f"<span class='forest-value'>{r['rating']:.0f} [{r['ci_low']:.0f}, {r['ci_high']:.0f}]</span></div>"
+        )
+    return (
+        "<div class='forest'>" + "".join(rows) + f"<p class='muted'>rating (dot) and bootstrap 95% interval (bar), "
+        f"axis {low:.0f} to {high:.0f}; intervals that overlap do not separate the sources.</p></div>"
+    )
 
 
 @admin_only("export preference data")
@@ -113,7 +172,14 @@ def build(demo: gr.Blocks) -> None:
     summary = gr.Markdown()
     with gr.Row():
         annotators = gr.Dataframe(label="Labels per annotator", interactive=False)
-        board = gr.Dataframe(label="Leaderboard (Bradley–Terry ratings of the sources)", interactive=False)
+        pairs = gr.Dataframe(label="Agreement per pair of annotators (shared items)", interactive=False)
+    with gr.Row():
+        board = gr.Dataframe(
+            label="Leaderboard (Bradley–Terry ratings of the sources, bootstrap 95% intervals)", interactive=False
+        )
+        with gr.Column():
+            forest = gr.HTML(elem_id="pref-forest")
+            wins = gr.Dataframe(label="Win rate: how often the row's source beat the column's", interactive=False)
     recent = gr.Dataframe(label="Recent items", interactive=False, wrap=True, max_height=320)
     with gr.Row():
         with gr.Column():
@@ -149,7 +215,7 @@ def build(demo: gr.Blocks) -> None:
             delete_button = gr.Button("Delete", variant="stop", scale=1)
         deleted = gr.Markdown()
 
-    view_outputs = [summary, annotators, board, recent]
+    view_outputs = [summary, annotators, board, forest, wins, pairs, recent]
     gr.on([refresh.click, demo.load], dataset_view, None, view_outputs, api_name="preference_stats")
     export_button.click(export_labels, fmt, exported, api_name="export_preferences")
     cleared_first([import_file.upload], [imported]).then(

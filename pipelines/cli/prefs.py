@@ -1,4 +1,4 @@
-"""`python -m pipelines prefs import|export`: move preference labels in and out of the store."""
+"""`python -m pipelines prefs import|export|stats`: preference labels in and out of the store, and what they say."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .. import preference_data, preferences
+from .. import agreement, preference_data, preference_stats, preferences
 from .common import UsageError, emit_json, needs_action
 
 
@@ -23,7 +23,14 @@ def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     exp.add_argument("--format", choices=["jsonl", "parquet", "dataset", "unpaired"], default="jsonl")
     exp.add_argument("--json", action="store_true")
     exp.set_defaults(handler=run_export)
-    prefs.set_defaults(handler=needs_action("prefs", "import or export"))
+    stats = commands.add_parser(
+        "stats", help="labels per annotator, agreement (raw, Cohen's kappa, Krippendorff's alpha), ratings with 95% CIs"
+    )
+    stats.add_argument("--rounds", type=int, default=200, help="bootstrap resamples of the votes (default: 200)")
+    stats.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default: 0)")
+    stats.add_argument("--json", action="store_true")
+    stats.set_defaults(handler=run_stats)
+    prefs.set_defaults(handler=needs_action("prefs", "import, export or stats"))
 
 
 def run_import(args: argparse.Namespace) -> int:
@@ -57,4 +64,35 @@ def run_export(args: argparse.Namespace) -> int:
         print(
             f"wrote {result['rows']} rows to {result['path']} ({result['pairs']} pairs, {result['unpaired']} unpaired in the store)"
         )
+    return 0
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    if not 0 <= args.rounds <= 10_000:
+        raise UsageError(f"--rounds: between 0 and 10000, got {args.rounds}")
+    items = list(preferences.all_items())
+    counts = preference_stats.stats(items)
+    board = preference_stats.leaderboard(items, rounds=args.rounds, seed=args.seed)
+    report = {
+        "labels": counts["labels"],
+        "items": counts["items"],
+        "annotators": [{"name": name, "labels": n} for name, n in counts["per_annotator"].items()],
+        "agreement": agreement.agreement(items),
+        "leaderboard": board,
+        "leaderboard_note": None if board else preference_stats.leaderboard_gap(items),
+        "win_rates": preference_stats.win_rates(items),
+    }
+    if args.json:
+        emit_json(report)
+        return 0
+    found = report["agreement"]
+    print(f"{report['labels']} labels on {report['items']} items by {len(report['annotators'])} annotators")
+    for name, value in (("raw agreement", found["raw"]), ("Krippendorff's alpha", found["krippendorff_alpha"])):
+        print(f"{name}: {'n/a' if value is None else f'{value:.3f}'}")
+    for row in board:
+        print(
+            f"{row['source']}: {row['rating']:.0f} [{row['ci_low']:.0f}, {row['ci_high']:.0f}] over {row['comparisons']}"
+        )
+    if not board:
+        print(f"leaderboard: {report['leaderboard_note']}")
     return 0

@@ -32,7 +32,7 @@ def test_item_vote_and_stats_over_the_api(client):
     assert first["created"] and not again["created"] and first["ranking"] == [[1], [0]]
     with pytest.raises(Exception, match="already voted"):
         client.predict(item_id=item_id, choice="A", annotator="api-user", api_name="/vote")
-    summary, annotators, board, recent = client.predict(api_name="/preference_stats")
+    summary, annotators, board, forest, wins, pairs, recent = client.predict(api_name="/preference_stats")
     assert "**1** items, **1** labels" in summary
     three = client.predict(
         mode="Type a prompt",

@@ -100,8 +100,11 @@ def test_prompt_sets_and_the_queue(use_tiny, tmp_path):
 def test_dataset_view_export_import(use_tiny, tmp_path):
     for _ in range(3):
         tab.vote(generate()[0], "A", "", "alice")
-    text, annotators, board, recent = dataset_tab.dataset_view()
+    text, annotators, board, forest, wins, pairs, recent = dataset_tab.dataset_view()
     assert "**3** items, **3** labels" in text and list(annotators["labels"]) == [3] and len(recent) == 3
+    assert "Krippendorff's α" in text and pairs.empty  # one annotator: no pair to agree
+    if len(board):  # base vs base comparisons rank nobody; a leaderboard comes with its interval plot
+        assert set(board.columns) >= {"ci_low", "ci_high"} and "forest-row" in forest
     path = dataset_tab.export_labels("jsonl")
     rows = [json.loads(line) for line in open(path, encoding="utf-8")]
     assert len(rows) == 3 and set(rows[0]) == {"prompt", "chosen", "rejected"}
