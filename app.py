@@ -59,7 +59,8 @@ def build_app(model_name: str | None = None) -> gr.Blocks:
                 targets |= classify.build(demo)
             with gr.Tab("Preferences", id="preferences"):
                 # each sub-tab carries the one "How it works" that explains it (Align has its own)
-                with gr.Tabs():
+                with gr.Tabs() as preference_tabs:
+                    targets["preferences_tab"] = preference_tabs
                     with gr.Tab("Label", id="label"):
                         label.build(demo, shared)
                         how_it_works("preferences", PREFERENCES_HOWTO)

@@ -4,7 +4,8 @@ Lessons are data (`assets/lessons/*.json`, in file-name order) so a lecturer can
 them without code. A step names its tab, the lecture section it illustrates, what to do, what to
 look for, and what to set: the Generate prompt, the sidebar's sampling settings and adapter (the
 base model or a bundled one, so no step waits for training), a Fine-tune preset, the
-classification panel's data and mode, or the RAG question. `check` refuses anything the app could not set, so a typo in a
+classification panel's data and mode, the RAG question, or which of the Preferences tab's own tabs
+opens. `check` refuses anything the app could not set, so a typo in a
 lesson fails the test suite instead of a class.
 """
 
@@ -20,7 +21,8 @@ from .config import ASSETS
 
 LESSONS_DIR = ASSETS / "lessons"
 TABS = ("generate", "chat", "finetune", "preferences", "rag", "reasoning")
-SETTABLE = ("prompt", "sampling", "adapter", "finetune_preset", "classify", "rag_question")
+SETTABLE = ("prompt", "sampling", "adapter", "finetune_preset", "classify", "rag_question", "preferences_tab")
+PREFERENCE_TABS = ("label", "dataset", "reward", "align")  # the Preferences tab's own tabs
 
 
 class LessonError(ValueError):
@@ -88,6 +90,11 @@ def check(lesson: Lesson) -> None:
                     f'{where}: classify must be {{"data": "sentiment" or "paraphrase", "mode": one of '
                     f"{', '.join(MODES)}}}, got {wanted!r}"
                 )
+        inner = step.set.get("preferences_tab")
+        if inner is not None and (inner not in PREFERENCE_TABS or step.tab != "preferences"):
+            raise LessonError(
+                f"{where}: preferences_tab must be one of {', '.join(PREFERENCE_TABS)}, in a preferences step"
+            )
         preset = step.set.get("finetune_preset")
         if preset is not None and preset not in PRESETS:
             raise LessonError(f"{where}: no Fine-tune preset named {preset!r}")

@@ -60,8 +60,8 @@ def adapter_update(name: str | None) -> Any:
 
 def set_up(title: str | None, index: int) -> list[Any]:
     """Updates for: the tabs (the step's one opens), the Generate prompt, the sidebar's sampling
-    settings and adapter, the Fine-tune preset's fields, the classification panel and the RAG
-    question; what the step does not set stays."""
+    settings and adapter, the Fine-tune preset's fields, the classification panel, the RAG
+    question and the Preferences tab's own tab; what the step does not set stays."""
     if not title:
         raise UserError("Choose a lesson first.")
     lesson = lessons.find(title)
@@ -73,7 +73,9 @@ def set_up(title: str | None, index: int) -> list[Any]:
     question = wanted["rag_question"] if "rag_question" in wanted else gr.update()
     adapter = adapter_update(wanted.get("adapter"))
     classifier = classify_tab.lesson_updates(wanted.get("classify"))
-    return [gr.Tabs(selected=step.tab), prompt, *sampling, adapter, *finetune, *classifier, question]
+    inner = wanted.get("preferences_tab")
+    preference_tab = gr.Tabs(selected=inner) if inner else gr.update()
+    return [gr.Tabs(selected=step.tab), prompt, *sampling, adapter, *finetune, *classifier, question, preference_tab]
 
 
 def build(demo: gr.Blocks, shared: Shared, tabs: gr.Tabs, targets: dict[str, Any]) -> None:
@@ -106,5 +108,6 @@ def build(demo: gr.Blocks, shared: Shared, tabs: gr.Tabs, targets: dict[str, Any
         *targets["finetune_preset"],
         *targets["classify"],
         targets["rag_question"],
+        targets["preferences_tab"],
     ]
     go.click(set_up, [lesson, index], outputs, api_visibility="private")

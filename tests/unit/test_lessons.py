@@ -31,6 +31,7 @@ def test_every_bundled_lesson_is_usable_and_each_lecture_has_one():
         ({"look_for": " "}, "look_for is empty"),
         ({"set": {"adapter": "made-in-class"}}, "adapter must be one of"),
         ({"set": {"classify": {"data": "sentiment", "mode": "deep"}}}, "classify must be"),
+        ({"set": {"preferences_tab": "reward"}}, "preferences_tab must be one of .* in a preferences step"),
     ],
 )
 def test_a_broken_lesson_is_refused_naming_file_and_step(tmp_path, step, message):
@@ -62,9 +63,13 @@ def test_set_up_opens_the_tab_with_its_settings():
     assert tab.set_up(peft.title, ready)[2 + len(PARAM_NAMES)] == "concise-tutor"  # the sidebar's adapter
     raschka = next(lesson for lesson in lessons.load_lessons() if lesson.name == "4_finetune_eval")
     head = next(i for i, step in enumerate(raschka.steps) if step.set.get("classify", {}).get("mode") == "head")
-    opened, *filled = tab.set_up(raschka.title, head)[-5:-1]  # the panel opens with its data, mode and name set
+    opened, *filled = tab.set_up(raschka.title, head)[-6:-2]  # the panel opens with its data, mode and name set
     assert opened.open and filled == ["Bundled: sentiment (120 reviews, positive / negative)", "head", "sentiment-head"]
     assert tab.move(first.title, 0, 99)[0] == len(first.steps) - 1 and "Step 4 of 4" in tab.move(first.title, 3, 0)[1]
+    rlhf = next(lesson for lesson in lessons.load_lessons() if lesson.name == "3_rlhf")
+    reward_step = next(i for i, step in enumerate(rlhf.steps) if step.set.get("preferences_tab") == "reward")
+    opened = tab.set_up(rlhf.title, reward_step)
+    assert opened[0].selected == "preferences" and opened[-1].selected == "reward"  # the inner tab opens too
     with pytest.raises(REFUSED, match="Choose a lesson"):
         tab.set_up(None, 0)
 
