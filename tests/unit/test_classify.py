@@ -77,7 +77,7 @@ def test_spec_refuses_bad_settings():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["head", "lora"])
+@pytest.mark.parametrize("mode", ["head", "lora", "full"])
 def test_train_then_predict_on_the_tiny_model(tiny_model_env, data_dir, capsys, mode):
     argv = ["classify", "train", "--data", str(PARAPHRASE), "--out", f"c-{mode}", "--mode", mode]
     assert main([*argv, "--max-steps", "2", "--batch-size", "4", "--json"]) == 0
