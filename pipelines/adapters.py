@@ -96,6 +96,20 @@ def list_adapters(settings: Settings | None = None) -> list[AdapterInfo]:
     return found + [read(path) for path in bundled.adapter_dirs(settings) if path.name not in made]
 
 
+def named_results(root: Path) -> list[dict[str, Any]]:
+    """{"name", **meta.json} of every well-named directory under `root` whose meta.json reads
+    (trained reward models, classifiers); half-written or unreadable ones are skipped."""
+    found = []
+    for path in root.iterdir() if root.is_dir() else ():
+        meta_file = path / "meta.json"
+        if path.is_dir() and NAME_PATTERN.match(path.name) and meta_file.is_file():
+            try:
+                found.append({"name": path.name, **json.loads(meta_file.read_text(encoding="utf-8"))})
+            except (OSError, ValueError):
+                continue
+    return found
+
+
 def choices(settings: Settings | None = None) -> list[tuple[str, str]]:
     """(label, name) of every adapter, as the pickers show them ("(bundled)" marks the shipped ones)."""
     return [(a.label, a.name) for a in list_adapters(settings)]

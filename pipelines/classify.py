@@ -37,7 +37,7 @@ from .knobs import knob
 from .recent import Recent
 from .rows import RowLimits, RowsError, read_rows
 from .sampling import InvalidParameter
-from .sft_data import RowProblem
+from .sft_data import RowProblem, text_field
 
 MODES = ("head", "lora", "full")
 DEFAULT_RATES = {"head": 2e-3, "lora": 5e-4, "full": 2e-5}
@@ -106,15 +106,12 @@ class Examples:
 
 
 def _field(record: dict[str, Any], key: str, row: int, problems: list[RowProblem], optional: bool = False) -> Any:
-    value = record.get(key)
-    if value is None or (isinstance(value, str) and not value.strip()):
-        if not optional:
-            problems.append(RowProblem(row, key, "is missing or empty"))
-        return None
-    if key == "label" and isinstance(value, (int, bool)):
-        return str(int(value))
-    if not isinstance(value, str):
-        problems.append(RowProblem(row, key, f"must be text, got {type(value).__name__}"))
+    """A column as fine-tuning data reads it (`sft_data.text_field`), integer labels as their text,
+    and at most MAX_TEXT_CHARS long."""
+    if key == "label" and isinstance(record.get(key), (int, bool)):
+        return str(int(record[key]))
+    value = text_field(record, key, row, problems, optional=optional)
+    if value is None:
         return None
     if len(value) > MAX_TEXT_CHARS:
         problems.append(RowProblem(row, key, f"is {len(value):,} characters; the limit is {MAX_TEXT_CHARS:,}"))
@@ -195,16 +192,7 @@ def classifier_path(name: str, settings: Settings | None = None) -> Path:
 
 
 def list_classifiers(settings: Settings | None = None) -> list[dict[str, Any]]:
-    root = classifiers_dir(settings)
-    found = []
-    for path in root.iterdir() if root.is_dir() else ():
-        meta_file = path / "meta.json"
-        if path.is_dir() and adapters.NAME_PATTERN.match(path.name) and meta_file.is_file():
-            try:
-                found.append({"name": path.name, **json.loads(meta_file.read_text(encoding="utf-8"))})
-            except ValueError:
-                continue
-    return sorted(found, key=lambda m: m.get("created", ""), reverse=True)
+    return sorted(adapters.named_results(classifiers_dir(settings)), key=lambda m: m.get("created", ""), reverse=True)
 
 
 def meta(name: str) -> dict[str, Any]:
@@ -246,11 +234,7 @@ def prepare(model: Any, spec: ClassifySpec) -> Any:
 
 
 def _tokenizer(source: str) -> Any:
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = training.load_tokenizer(source)
     tokenizer.padding_side = "right"
     return tokenizer
 
@@ -421,23 +405,20 @@ class Classifier:
         self.info = meta(name)
         self.labels: list[str] = list(self.info["labels"])
         try:
-            if self.info["mode"] == "full":
-                source = str(self.path)
-                self.tokenizer = _tokenizer(models.resolve_source(self.info["base_model_source"])[0])
-                self.model = load_base_classifier(source, self.labels, self.tokenizer)
-            else:
-                source, _ = models.resolve_source(self.info["base_model_source"])
-                self.tokenizer = _tokenizer(source)
-                model = load_base_classifier(source, self.labels, self.tokenizer)
-                if self.info["mode"] == "lora":
-                    from peft import PeftModel
+            mode = self.info["mode"]
+            base_source, _ = models.resolve_source(self.info["base_model_source"])
+            self.tokenizer = _tokenizer(base_source)
+            # a full run saved the whole model; the others are the base model plus what they trained
+            model = load_base_classifier(str(self.path) if mode == "full" else base_source, self.labels, self.tokenizer)
+            if mode == "lora":
+                from peft import PeftModel
 
-                    model = PeftModel.from_pretrained(model, str(self.path))
-                else:
-                    from safetensors.torch import load_file
+                model = PeftModel.from_pretrained(model, str(self.path))
+            elif mode == "head":
+                from safetensors.torch import load_file
 
-                    model.load_state_dict(load_file(str(self.path / "head.safetensors")), strict=False)
-                self.model = model
+                model.load_state_dict(load_file(str(self.path / "head.safetensors")), strict=False)
+            self.model = model
         except (OSError, ValueError, RuntimeError, KeyError) as error:
             raise ClassifierError(
                 f"classifier {name!r} cannot be loaded: {str(error).splitlines()[0][:200]}"

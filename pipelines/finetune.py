@@ -441,7 +441,6 @@ def run(spec: FinetuneSpec, ctx: JobContext) -> dict[str, Any]:
     fine-tuning change the base weights themselves, so their base is measured before training.
     """
     from datasets import Dataset
-    from transformers import AutoTokenizer
     from trl import SFTTrainer
 
     from . import models
@@ -464,9 +463,7 @@ def run(spec: FinetuneSpec, ctx: JobContext) -> dict[str, Any]:
     device, precision = training.device_and_precision(settings)
     ctx.info(f"base model {base_name} on {device}; precision: {precision.reason}")
 
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = training.load_tokenizer(source)
     data = sft_data.load_file(spec.data)
     problems = data.problems + sft_data.check_lengths(data, tokenizer, spec.max_length)
     conversations = sft_data.accept(data, problems, skip_bad_rows=spec.skip_bad_rows)

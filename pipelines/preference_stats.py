@@ -83,6 +83,10 @@ def _votes(items: Sequence[ItemView]) -> list[list[tuple[str, str, float]]]:
     return votes
 
 
+def _sources(votes: Sequence[Sequence[tuple[str, str, float]]]) -> list[str]:
+    return sorted({name for implied in votes for a, b, _ in implied for name in (a, b)})
+
+
 SCALE = 400 / math.log(10)  # Elo-like points per natural-log unit of strength
 
 
@@ -119,7 +123,7 @@ def ratings(votes: Sequence[Sequence[tuple[str, str, float]]], *, rounds: int = 
     """`leaderboard` from votes already turned into comparisons (each vote a list of them)."""
     import numpy as np
 
-    names = sorted({n for implied in votes for a, b, _ in implied for n in (a, b)})
+    names = _sources(votes)
     if len(names) < 2 or not any(weight == 1.0 for implied in votes for _, _, weight in implied):
         return []  # ties alone rank nobody: every rating would be the same
     record: dict[str, Counter[str]] = {name: Counter() for name in names}
@@ -136,7 +140,7 @@ def ratings(votes: Sequence[Sequence[tuple[str, str, float]]], *, rounds: int = 
     samples: dict[str, list[float]] = {name: [] for name in names}
     for _ in range(rounds):
         drawn = [votes[i] for i in rng.integers(0, len(votes), len(votes))]
-        present = sorted({n for implied in drawn for a, b, _ in implied for n in (a, b)})
+        present = _sources(drawn)
         if len(present) < 2:
             continue
         for name, value in zip(present, _fit(present, drawn)):
@@ -163,7 +167,7 @@ def win_rates(items: Sequence[ItemView] | None = None) -> dict[str, Any]:
     """How often each source beat each other one (a tie counts half), and over how many comparisons."""
     items = list(items if items is not None else preferences.all_items())
     votes = _votes(items)
-    names = sorted({n for implied in votes for a, b, _ in implied for n in (a, b)})
+    names = _sources(votes)
     won: defaultdict[tuple[str, str], float] = defaultdict(float)
     played: Counter[tuple[str, str]] = Counter()
     for implied in votes:

@@ -62,25 +62,13 @@ def find(name: str) -> Path:
     return shipped
 
 
-def _read(path: Path) -> dict[str, Any] | None:
-    try:
-        info = json.loads((path / "meta.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return {"name": path.name, **info, "bundled": bundled.is_bundled(path)}
-
-
 def list_models(settings: Settings | None = None) -> list[dict[str, Any]]:
     """Every reward model trained here, newest first, then the bundled ones (each with "bundled")."""
-    root = models_dir(settings)
-    found = []
-    for path in root.iterdir() if root.is_dir() else ():
-        if path.is_dir() and adapters.NAME_PATTERN.match(path.name) and (info := _read(path)) is not None:
-            found.append(info)
+    found = [{**m, "bundled": False} for m in adapters.named_results(models_dir(settings))]
     found.sort(key=lambda m: m.get("created", ""), reverse=True)
-    made = {m["name"] for m in found}
-    shipped = [_read(path) for path in bundled.reward_model_dirs() if path.name not in made]
-    return found + [m for m in shipped if m is not None]
+    offered = {path.name for path in bundled.reward_model_dirs()} - {m["name"] for m in found}
+    shipped = [{**m, "bundled": True} for m in adapters.named_results(bundled.REWARD_MODELS) if m["name"] in offered]
+    return found + shipped
 
 
 def label(info: dict[str, Any]) -> str:
@@ -165,7 +153,6 @@ class RewardScorer:
 
     def __init__(self, name: str, path: Path | None = None) -> None:
         from peft import PeftModel
-        from transformers import AutoTokenizer
 
         from . import models
 
@@ -175,9 +162,7 @@ class RewardScorer:
         source, _ = models.resolve_source(info["base_model_source"])
         # a trained model keeps the tokenizer it was trained with; a bundled one uses its base model's
         has_own = (self.path / "tokenizer_config.json").is_file()
-        self.tokenizer = AutoTokenizer.from_pretrained(self.path if has_own else source)
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.tokenizer = training.load_tokenizer(self.path if has_own else source)
         base = load_classifier(source, self.tokenizer)
         try:
             self.model = PeftModel.from_pretrained(base, str(self.path)).eval()

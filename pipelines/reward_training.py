@@ -27,7 +27,6 @@ from .reward import RewardSpec, load_classifier, load_pairs, model_path, split_b
 
 def run(spec: RewardSpec, ctx: JobContext) -> dict[str, Any]:
     from datasets import Dataset
-    from transformers import AutoTokenizer
     from trl import RewardConfig, RewardTrainer
 
     from . import models
@@ -42,9 +41,7 @@ def run(spec: RewardSpec, ctx: JobContext) -> dict[str, Any]:
     model_id = spec.base_model or models.configured_model_id(settings)
     source, base_name = models.resolve_source(model_id, settings)
     device, precision = training.device_and_precision(settings)
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = training.load_tokenizer(source)
 
     rows, errors = load_pairs(spec)
     train_rows, eval_rows = split_by_prompt(rows, spec.eval_fraction, spec.seed)

@@ -86,9 +86,10 @@ def _detect(keys: set[str]) -> str | None:
     return None
 
 
-def _text(
+def text_field(
     record: dict[str, Any], key: str, row: int, problems: list[RowProblem], *, optional: bool = False
 ) -> str | None:
+    """A text column of one row, or None with the row's problem noted (missing, empty, not text)."""
     value = record.get(key)
     if value is None or (isinstance(value, str) and not value.strip()):
         if not optional:
@@ -127,9 +128,9 @@ def _conversation(fmt: str, record: dict[str, Any], row: int, problems: list[Row
             problems.append(RowProblem(row, "messages", "has no assistant message to learn from"))
             return None
     elif fmt == "alpaca":
-        instruction = _text(record, "instruction", row, problems)
-        extra = _text(record, "input", row, problems, optional=True)
-        output = _text(record, "output", row, problems)
+        instruction = text_field(record, "instruction", row, problems)
+        extra = text_field(record, "input", row, problems, optional=True)
+        output = text_field(record, "output", row, problems)
         if len(problems) > before or instruction is None or output is None:
             return None
         question = f"{instruction}\n\n{extra}" if extra else instruction
@@ -137,8 +138,8 @@ def _conversation(fmt: str, record: dict[str, Any], row: int, problems: list[Row
     else:
         prompt_key = next((k for k in PROMPT_KEYS if k in record), PROMPT_KEYS[0])
         response_key = next((k for k in RESPONSE_KEYS if k in record), RESPONSE_KEYS[0])
-        prompt = _text(record, prompt_key, row, problems)
-        response = _text(record, response_key, row, problems)
+        prompt = text_field(record, prompt_key, row, problems)
+        response = text_field(record, response_key, row, problems)
         if len(problems) > before or prompt is None or response is None:
             return None
         messages = [Message("user", prompt), Message("assistant", response)]

@@ -216,6 +216,17 @@ def before_after_phases(measured: str, *, data: str = "pairs", unit: str = "pair
     )
 
 
+def load_tokenizer(source: str | Path) -> Any:
+    """The tokenizer of a model to train or score, with a pad token (the end-of-text one when it has
+    none): batches of different lengths need one, and every trainer here pads."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
 def classifier_lora(r: int, alpha: int) -> Any:
     """LoRA on every linear layer of a classifier's body, its new head trained in full (reward models,
     classifiers)."""

@@ -14,7 +14,7 @@ from pipelines.config import DATASETS
 from pipelines.files import copy_upload
 
 from . import jobs_panel
-from .controls import how_it_works
+from .controls import how_it_works, rounded
 from .errors import UserError
 from .guard import admin_only
 from .pickers import FIRST, LiveDropdown, first_value
@@ -71,20 +71,16 @@ def classifiers_table() -> pd.DataFrame:
             [
                 m["name"],
                 m.get("mode"),
-                _round(metrics.get("eval_accuracy_before")),
-                _round(metrics.get("eval_accuracy")),
+                rounded(metrics.get("eval_accuracy_before")),
+                rounded(metrics.get("eval_accuracy")),
                 m.get("trainable_params"),
                 data.get("source", ""),
                 f"{data.get('train_examples')} / {data.get('eval_examples')}",
-                _round(m.get("seconds"), 0),
+                rounded(m.get("seconds"), 0),
             ]
         )
     columns = ["name", "mode", "held-out acc. before", "after", "trainable", "data", "train / held out", "seconds"]
     return pd.DataFrame(rows, columns=columns)
-
-
-def _round(value: Any, digits: int = 3) -> Any:
-    return None if value is None else round(float(value), digits)
 
 
 def describe(name: str | None) -> str:

@@ -132,6 +132,11 @@ def fill_when_model_ready(demo: gr.Blocks, fn: Callable[..., Any], inputs: Any, 
     demo.load(fn, inputs, outputs, show_progress="minimal", api_visibility="private")
 
 
+def rounded(value: Any, digits: int = 3) -> float | None:
+    """A number for a table cell: rounded, and empty where nothing was measured."""
+    return None if value is None else round(float(value), digits)
+
+
 def how_it_works(name: str, title: str = "How it works") -> gr.Accordion:
     """The tab's teaching panel, from `assets/howto/<name>.md`."""
     with gr.Accordion(title, open=False) as panel:

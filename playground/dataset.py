@@ -14,7 +14,7 @@ from pipelines import agreement, preference_data, preference_stats, preferences
 from pipelines.files import copy_upload
 
 from .errors import UserError
-from .controls import cleared_first
+from .controls import cleared_first, rounded
 from .guard import admin_only
 
 
@@ -50,7 +50,7 @@ def dataset_view():
     )
     pairs = pd.DataFrame(
         [
-            [" & ".join(p["annotators"]), p["shared_items"], round(p["raw"], 3), _round(p["cohen_kappa"])]
+            [" & ".join(p["annotators"]), p["shared_items"], round(p["raw"], 3), rounded(p["cohen_kappa"])]
             for p in found["pairs"]
         ],
         columns=["annotators", "shared items", "raw agreement", "Cohen's κ"],
@@ -82,10 +82,6 @@ def dataset_view():
         columns=["item", "prompt", "responses", "votes"],
     )
     return text, annotators, board, forest_plot(ratings), wins, pairs, recent
-
-
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 3)
 
 
 def forest_plot(ratings: list[dict]) -> str:

@@ -14,6 +14,7 @@ from pipelines.config import PREFERENCE_SAMPLE
 from pipelines.files import copy_upload
 from pipelines.sampling import InvalidParameter
 
+from .controls import rounded
 from .errors import UserError
 from . import jobs_panel
 from .guard import admin_only
@@ -66,9 +67,9 @@ def models_table() -> pd.DataFrame:
         rows.append(
             [  # what tells models apart first: a narrow column must not hide the accuracy
                 reward.label(m),
-                _round(metrics.get("eval_accuracy_before")),
-                _round(metrics.get("eval_accuracy")),
-                _round(metrics.get("eval_margin")),
+                rounded(metrics.get("eval_accuracy_before")),
+                rounded(metrics.get("eval_accuracy")),
+                rounded(metrics.get("eval_margin")),
                 data.get("train_pairs"),
                 data.get("eval_pairs"),
                 data.get("source", ""),
@@ -90,10 +91,6 @@ def models_table() -> pd.DataFrame:
             "created",
         ],
     )
-
-
-def _round(value):
-    return None if value is None else round(float(value), 3)
 
 
 def score_text(name: str | None, prompt: str, response: str) -> str:

@@ -37,11 +37,9 @@ def base_source(base_model: str | None) -> tuple[str, str, str]:
 
 
 def load_policy(source: str, device: str) -> tuple[Any, Any]:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = training.load_tokenizer(source)
     model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32).to(device)
     return model, tokenizer
 
