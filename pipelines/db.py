@@ -21,6 +21,7 @@ from .tables import Base
 
 
 _engines: dict[str, Engine] = {}
+_locking_engines: dict[str, Engine] = {}
 _lock = threading.Lock()
 
 
@@ -64,6 +65,49 @@ def session(settings: Settings | None = None) -> Iterator[Session]:
             yield s
 
 
+def _begin_immediate(connection) -> None:  # noqa: ANN001
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _no_driver_transactions(dbapi_connection, _record) -> None:  # noqa: ANN001
+    dbapi_connection.isolation_level = None  # the "begin" event below starts every transaction itself
+
+
+def _locking_engine(settings: Settings | None = None) -> Engine:
+    """For SQLite, a second engine whose transactions start with BEGIN IMMEDIATE (the write lock).
+
+    pysqlite begins a transaction lazily, at the first write, so two serving transactions could
+    both read "one place left" before either writes. Taking the lock at BEGIN makes the read and
+    the write one step, across threads and processes (SQLAlchemy's documented pysqlite recipe).
+    """
+    url = database_url(settings)
+    engine(settings)  # the tables exist
+    with _lock:
+        if url not in _locking_engines:
+            eng = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+            event.listen(eng, "connect", _sqlite_pragmas)
+            event.listen(eng, "connect", _no_driver_transactions)
+            event.listen(eng, "begin", _begin_immediate)
+            _locking_engines[url] = eng
+        return _locking_engines[url]
+
+
+@contextmanager
+def locked_session(settings: Settings | None = None) -> Iterator[Session]:
+    """A transaction that reads and writes as one step with every other `locked_session`.
+
+    SQLite: it holds the database's write lock from its start. Other databases: a plain
+    transaction; the caller locks the row it serialises on with `SELECT ... FOR UPDATE`.
+    """
+    eng = engine(settings)
+    if eng.dialect.name == "sqlite":
+        eng = _locking_engine(settings)
+    factory = sessionmaker(eng, expire_on_commit=False)
+    with factory() as s:
+        with s.begin():
+            yield s
+
+
 def rowcount(result: Result[Any]) -> int:
     """Rows an UPDATE, DELETE or INSERT touched (SQLAlchemy types `execute` as a plain Result)."""
     return result.rowcount if isinstance(result, CursorResult) else -1
@@ -72,6 +116,7 @@ def rowcount(result: Result[Any]) -> int:
 def dispose_all() -> None:
     """Close every pooled connection (tests switch data directories between cases)."""
     with _lock:
-        for eng in _engines.values():
+        for eng in [*_engines.values(), *_locking_engines.values()]:
             eng.dispose()
         _engines.clear()
+        _locking_engines.clear()

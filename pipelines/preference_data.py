@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 
 from .messages import Message, normalise
 from .rows import RowLimits, RowsError, read_rows
-from . import preferences
+from . import drives, preference_stats, preferences
 from .errors import InvalidParameter
 from .preferences import (
     ItemView,
@@ -61,70 +62,190 @@ def _assistant(text: str) -> list[dict[str, str]]:
     return [{"role": "assistant", "content": text}]
 
 
-def pairs_and_unpaired(items: Iterable[ItemView] | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """All labels as trl rows: (pairs, unpaired).
+CONSENSUS_RULES = ("majority", "unanimous")
+CONSENSUS_TIES = ("count", "ignore")
 
-    Pairs: every (better, worse) combination implied by a vote -- a ranking of n responses in
-    distinct groups gives up to n(n-1)/2 pairs. Unpaired (KTO): ties and both-bad (which say
-    nothing about order) and thumbs. A tie marks both responses acceptable (label true);
-    both-bad marks both unacceptable (label false).
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """Which labels become training rows.
+
+    gold_filter: leave out the labels of annotators whose accuracy on gold items is below their
+        drive's `gold_threshold` (annotators with no gold answered yet are kept).
+    consensus: None for every label; "majority" or "unanimous" for one answer per item, kept only
+        when the item has its drive's `overlap` labels (1 outside drives) and more than half of
+        them (or all) give the same answer.
+    consensus_ties: "count" -- a tie or both-bad vote is an answer of its own (A, A, tie -> A;
+        A, tie -> no majority); "ignore" -- ties and both-bad abstain and the decisive votes decide
+        (A, tie -> A). Items with no winning answer are left out either way.
     """
-    pairs: list[dict[str, Any]] = []
-    unpaired: list[dict[str, Any]] = []
-    for item in items if items is not None else preferences.all_items():
-        prompt = [m.to_json() for m in item.prompt]
-        by_position = {r.position: r for r in item.responses}
-        for label in item.labels:
-            meta = {"item_id": item.id, "annotator": label.annotator}
-            if label.choice in THUMBS:
-                unpaired.append(
-                    {
-                        "prompt": prompt,
-                        "completion": _assistant(by_position[0].text),
-                        "label": label.choice == "up",
-                        **meta,
-                    }
-                )
-                continue
-            if label.choice in ("tie", "both_bad"):
-                for response in item.responses:
-                    unpaired.append(
-                        {
-                            "prompt": prompt,
-                            "completion": _assistant(response.text),
-                            "label": label.choice == "tie",
-                            **meta,
-                        }
-                    )
-                continue
-            for better_group, worse_group in itertools.combinations(label.ranking, 2):
-                for better, worse in itertools.product(better_group, worse_group):
-                    pairs.append(
-                        {
-                            "prompt": prompt,
-                            "chosen": _assistant(by_position[better].text),
-                            "rejected": _assistant(by_position[worse].text),
-                            **meta,
-                        }
-                    )
-    return pairs, unpaired
+
+    gold_filter: bool = True
+    consensus: str | None = None
+    consensus_ties: str = "count"
+
+    def __post_init__(self) -> None:
+        if self.consensus is not None and self.consensus not in CONSENSUS_RULES:
+            raise PreferenceError(f"consensus: {' or '.join(CONSENSUS_RULES)}, got {self.consensus!r}")
+        if self.consensus_ties not in CONSENSUS_TIES:
+            raise PreferenceError(f"consensus_ties: {' or '.join(CONSENSUS_TIES)}, got {self.consensus_ties!r}")
+
+
+@dataclass
+class TrainingRows:
+    pairs: list[dict[str, Any]]
+    unpaired: list[dict[str, Any]]
+    excluded_labels: int = 0  # left out by the gold filter
+    split_items: int = 0  # consensus: no answer won
+    incomplete_items: int = 0  # consensus: fewer labels than the drive's overlap
+
+
+def _answer(label: preferences.LabelView) -> tuple[str, str]:
+    """What a vote says, comparable between annotators (a ranking by its groups)."""
+    if label.choice in ("A", "B", "ranking"):
+        return "order", json.dumps([sorted(group) for group in label.ranking])
+    return label.choice, ""
+
+
+def _rows_for(item: ItemView, label: preferences.LabelView, meta: dict[str, Any], out: TrainingRows) -> None:
+    """The trl rows one vote implies. Pairs: every (better, worse) combination -- a ranking of n
+    responses in distinct groups gives up to n(n-1)/2. Unpaired (KTO): ties and both-bad, which
+    say nothing about order, and thumbs. A tie marks both responses acceptable (label true);
+    both-bad marks both unacceptable (label false)."""
+    prompt = [m.to_json() for m in item.prompt]
+    by_position = {r.position: r for r in item.responses}
+    if label.choice in THUMBS:
+        out.unpaired.append(
+            {"prompt": prompt, "completion": _assistant(by_position[0].text), "label": label.choice == "up", **meta}
+        )
+        return
+    if label.choice in ("tie", "both_bad"):
+        for response in item.responses:
+            out.unpaired.append(
+                {"prompt": prompt, "completion": _assistant(response.text), "label": label.choice == "tie", **meta}
+            )
+        return
+    for better_group, worse_group in itertools.combinations(label.ranking, 2):
+        for better, worse in itertools.product(better_group, worse_group):
+            out.pairs.append(
+                {
+                    "prompt": prompt,
+                    "chosen": _assistant(by_position[better].text),
+                    "rejected": _assistant(by_position[worse].text),
+                    **meta,
+                }
+            )
+
+
+def _winner(labels: list[preferences.LabelView], options: ExportOptions) -> preferences.LabelView | None:
+    votes = labels
+    if options.consensus_ties == "ignore":
+        votes = [lb for lb in labels if lb.choice not in ("tie", "both_bad")]
+    if not votes:
+        return None
+    counts = Counter(_answer(lb) for lb in votes)
+    answer, n = counts.most_common(1)[0]
+    won = n == len(votes) if options.consensus == "unanimous" else n * 2 > len(votes)
+    return next(lb for lb in votes if _answer(lb) == answer) if won else None
+
+
+def training_rows(items: Iterable[ItemView] | None = None, options: ExportOptions | None = None) -> TrainingRows:
+    """The labels as trl rows, each with where it came from.
+
+    Provenance on every row: `item_id`, `drive` (or None), `annotator` ("consensus" for a
+    consensus row), `annotators` (all who labelled the item), `item_agreement` (the share of the
+    item's kept labels that give its most common answer; None with one label), `gold_item`,
+    `gold_accuracy` of the annotator (None when unmeasured) and `passed_gold`.
+    """
+    options = options or ExportOptions()
+    items = list(items if items is not None else preferences.all_items())
+    member = drives.membership()
+    settings = {d.name: d for d in drives.all_drives()} if member else {}
+    gold = drives.gold_answers() if member else {}
+    accuracy = preference_stats.gold_accuracy(items, gold)
+    out = TrainingRows([], [])
+    for item in items:
+        drive = settings.get(member.get(item.id, ""))
+        threshold = drive.gold_threshold if drive else 0.0
+
+        def measured(annotator: str) -> float | None:
+            return accuracy[annotator]["gold_accuracy"] if annotator in accuracy else None
+
+        def passes(annotator: str) -> bool:
+            value = measured(annotator)
+            return value is None or value >= threshold
+
+        kept = [lb for lb in item.labels if passes(lb.annotator) or not options.gold_filter]
+        out.excluded_labels += len(item.labels) - len(kept)
+        answers = Counter(_answer(lb) for lb in kept)
+        provenance = {
+            "item_id": item.id,
+            "drive": drive.name if drive else None,
+            "annotators": sorted(lb.annotator for lb in item.labels),
+            "item_agreement": answers.most_common(1)[0][1] / len(kept) if len(kept) > 1 else None,
+            "gold_item": item.id in gold,
+        }
+        if options.consensus is None:
+            for label in kept:
+                meta = {
+                    **provenance,
+                    "annotator": label.annotator,
+                    "gold_accuracy": measured(label.annotator),
+                    "passed_gold": passes(label.annotator),
+                }
+                _rows_for(item, label, meta, out)
+            continue
+        if not kept:
+            continue
+        if len(kept) < (drive.overlap if drive else 1):
+            out.incomplete_items += 1
+            continue
+        winner = _winner(kept, options)
+        if winner is None:
+            out.split_items += 1
+            continue
+        meta = {**provenance, "annotator": "consensus", "gold_accuracy": None, "passed_gold": True}
+        _rows_for(item, winner, meta, out)
+    return out
+
+
+def pairs_and_unpaired(items: Iterable[ItemView] | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """All kept labels as trl rows with provenance: (pairs, unpaired). See `training_rows`."""
+    rows = training_rows(items)
+    return rows.pairs, rows.unpaired
 
 
 TRL_PAIR_COLUMNS = ("prompt", "chosen", "rejected")
 TRL_UNPAIRED_COLUMNS = ("prompt", "completion", "label")
+PROVENANCE_COLUMNS = (
+    "item_id",
+    "drive",
+    "annotator",
+    "annotators",
+    "item_agreement",
+    "gold_item",
+    "gold_accuracy",
+    "passed_gold",
+)
 
 
-def export(path: str | Path, fmt: str = "jsonl") -> dict[str, Any]:
-    """Write the store in trl's format: jsonl | parquet | dataset (a `datasets` dir) | unpaired (jsonl)."""
+def export(path: str | Path, fmt: str = "jsonl", options: ExportOptions | None = None) -> dict[str, Any]:
+    """Write the labels in trl's format: jsonl | parquet | dataset (a `datasets` dir) | unpaired (jsonl).
+
+    Each row carries its provenance columns next to trl's (trl's trainers drop columns they do
+    not use). `options` chooses the labels: the gold filter, or one consensus row per item.
+    """
     from datasets import Dataset
 
-    pairs, unpaired = pairs_and_unpaired()
+    found = training_rows(options=options)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "unpaired":
-        rows = [{k: r[k] for k in TRL_UNPAIRED_COLUMNS} for r in unpaired]
+        columns = (*TRL_UNPAIRED_COLUMNS, *PROVENANCE_COLUMNS)
+        rows = [{k: r[k] for k in columns} for r in found.unpaired]
     elif fmt in ("jsonl", "parquet", "dataset"):
-        rows = [{k: r[k] for k in TRL_PAIR_COLUMNS} for r in pairs]
+        columns = (*TRL_PAIR_COLUMNS, *PROVENANCE_COLUMNS)
+        rows = [{k: r[k] for k in columns} for r in found.pairs]
     else:
         raise PreferenceError(f"unknown export format {fmt!r}: use jsonl, parquet, dataset or unpaired")
     tmp = path.with_name(f".tmp-{path.name}")
@@ -143,7 +264,17 @@ def export(path: str | Path, fmt: str = "jsonl") -> dict[str, Any]:
         ).save_to_disk(str(tmp))
         shutil.rmtree(path, ignore_errors=True)
     tmp.replace(path)
-    return {"path": str(path), "format": fmt, "rows": len(rows), "pairs": len(pairs), "unpaired": len(unpaired)}
+    return {
+        "path": str(path),
+        "format": fmt,
+        "rows": len(rows),
+        "pairs": len(found.pairs),
+        "unpaired": len(found.unpaired),
+        "consensus": (options or ExportOptions()).consensus,
+        "excluded_labels": found.excluded_labels,
+        "split_items": found.split_items,
+        "incomplete_items": found.incomplete_items,
+    }
 
 
 def _empty_parquet(path: Path) -> None:
@@ -243,17 +374,21 @@ def _read_rows(path: Path) -> Iterable[tuple[int, Any, str | None]]:
         raise PreferenceError(str(error).replace(": use", ": use a datasets directory, or")) from error
 
 
+def _objects(path: Path, errors: list[dict[str, Any]]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """The rows of a file that are JSON objects, by line number; the others are added to `errors`."""
+    for number, record, error in _read_rows(path):
+        if error or not isinstance(record, dict):
+            errors.append({"line": number, "error": error or "is not an object"})
+            continue
+        yield number, record
+
+
 def read_pairs(path: str | Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """trl preference rows from a file, validated row by row: (rows as message lists, errors)."""
     rows: list[dict[str, Any]] = []
     errors: list[dict[str, Any]] = []
-    for number, record, error in _read_rows(Path(path)):
-        if error:
-            errors.append({"line": number, "error": error})
-            continue
+    for number, record in _objects(Path(path), errors):
         try:
-            if not isinstance(record, dict):
-                raise PreferenceError("is not an object")
             if {"chosen", "rejected"} <= set(record):
                 prompt, chosen, rejected = _pair_parts(record)
                 rows.append({"prompt": prompt, "chosen": chosen, "rejected": rejected})
@@ -315,3 +450,108 @@ def import_file(path: str | Path, *, annotator: str | None = None) -> ImportResu
             submit_label(item.id, annotator, "up" if row["label"] else "down")
         imported += 1
     return ImportResult(imported, errors)
+
+
+# --- label drives: items to label, gold answers ------------------------------------------------
+
+
+def parse_answer(text: str, n_responses: int) -> drives.GoldAnswer:
+    """A known answer as people write it: A, B, tie, both bad, up, down, or a ranking 'B > A = C'."""
+    raw = (text or "").strip()
+    aliases = {
+        "a": "A",
+        "b": "B",
+        "tie": "tie",
+        "both bad": "both_bad",
+        "both_bad": "both_bad",
+        "up": "up",
+        "down": "down",
+    }
+    choice = aliases.get(raw.lower())
+    if choice is not None:
+        return drives.GoldAnswer(choice, preferences.ranking_for(choice, n_responses))
+    if ">" in raw:
+        return drives.GoldAnswer("ranking", preferences.parse_ranking(raw, n_responses))
+    raise PreferenceError(
+        f"cannot read the answer {text!r}: use A, B, tie, both bad, up, down or a ranking like 'B > A'"
+    )
+
+
+def _response_drafts(value: Any) -> list[ResponseDraft]:
+    if not isinstance(value, list) or not value:
+        raise PreferenceError("responses must be a list of 1 to 4 texts or {text, source} objects")
+    drafts = []
+    for entry in value:
+        if isinstance(entry, str) and entry.strip():
+            drafts.append(ResponseDraft(entry, source="imported"))
+        elif isinstance(entry, dict) and isinstance(entry.get("text"), str) and entry["text"].strip():
+            source = entry.get("source", "imported")
+            drafts.append(ResponseDraft(entry["text"], source=str(source)[:256] or "imported"))
+        else:
+            raise PreferenceError("each response must be non-empty text or {text, source}")
+    if len(drafts) > preferences.MAX_RESPONSES:
+        raise PreferenceError(f"an item has 1 to {preferences.MAX_RESPONSES} responses, got {len(drafts)}")
+    return drafts
+
+
+@dataclass
+class DriveImport:
+    imported: int
+    gold: int
+    errors: list[dict[str, Any]]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"imported": self.imported, "gold": self.gold, "errors": self.errors}
+
+
+def import_drive_items(path: str | Path, drive: str, *, created_by: str | None = None) -> DriveImport:
+    """Add unlabelled items to a drive from a file, row by row (bad rows are reported, not fatal).
+
+    A row is {"prompt", "responses": [text or {text, source}], "gold"?: "A" | "B" | "tie" |
+    "both bad" | "up" | "down" | "B > A = C"}; the responses are shown in random order and the
+    gold answer names them as listed in the file. A trl pair row (prompt, chosen, rejected) is a
+    gold item whose known answer is the chosen response.
+    """
+    drives.get(drive)  # a missing drive is one clear error, not one per row
+    path = Path(path)
+    imported = gold = 0
+    errors: list[dict[str, Any]] = []
+    for number, record in _objects(path, errors):
+        try:
+            answer_text = record.get("gold")
+            if {"chosen", "rejected"} <= set(record):
+                prompt, chosen, rejected = _pair_parts(record)
+                drafts = [ResponseDraft(chosen[0].content, "imported"), ResponseDraft(rejected[0].content, "imported")]
+                answer_text = "A"  # as listed: the chosen response first
+            elif "responses" in record:
+                prompt = _as_messages(record.get("prompt"), "user", "prompt")
+                drafts = _response_drafts(record["responses"])
+            else:
+                raise PreferenceError("needs prompt + responses (and gold, optional), or prompt + chosen + rejected")
+            if answer_text is not None and not isinstance(answer_text, str):
+                raise PreferenceError("gold must be text such as 'A' or 'B > A'")
+            listed = parse_answer(answer_text, len(drafts)) if answer_text else None
+        except PreferenceError as problem:
+            errors.append({"line": number, "error": str(problem)})
+            continue
+        item = create_item(prompt, drafts, origin=f"drive:{drive}"[:128], created_by=created_by)
+        answers = {}
+        if listed is not None:  # the file names responses as listed; the item shows them shuffled
+            if listed.choice in ("A", "B", "ranking"):
+                shown = [_shown_position(item, drafts, i) for i in range(len(drafts))]
+                groups = [sorted(shown[p] for p in group) for group in listed.ranking]
+                choice = "AB"[groups[0][0]] if len(drafts) == 2 and len(groups) == 2 else "ranking"
+                listed = drives.GoldAnswer(choice, groups)
+            answers[item.id] = listed
+            gold += 1
+        drives.add_items(drive, [item.id], answers)
+        imported += 1
+    return DriveImport(imported, gold, errors)
+
+
+def _shown_position(item: ItemView, drafts: list[ResponseDraft], listed_index: int) -> int:
+    """Where the listed response ended up after shuffling (by text; identical texts keep order)."""
+    text = drafts[listed_index].text
+    same = [i for i, d in enumerate(drafts) if d.text == text]
+    positions = [r.position for r in item.responses if r.text == text]
+    return positions[same.index(listed_index)]

@@ -181,3 +181,27 @@ def win_rates(items: Sequence[ItemView] | None = None) -> dict[str, Any]:
         "win_rate": [[won[a, b] / played[a, b] if played[a, b] else None for b in names] for a in names],
         "comparisons": [[played[a, b] for b in names] for a in names],
     }
+
+
+# --- gold checks -------------------------------------------------------------------------------
+
+
+def gold_accuracy(items: Sequence[ItemView], answers: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each annotator's record on gold items: {name: {"gold_answered", "gold_correct", "gold_accuracy"}}.
+
+    `answers` maps item ids to `drives.GoldAnswer`. Annotators with no gold answered are absent:
+    their accuracy is unknown, not zero.
+    """
+    answered: Counter[str] = Counter()
+    correct: Counter[str] = Counter()
+    for item in items:
+        answer = answers.get(item.id)
+        if answer is None:
+            continue
+        for label in item.labels:
+            answered[label.annotator] += 1
+            correct[label.annotator] += answer.matches(label.choice, label.ranking)
+    return {
+        name: {"gold_answered": n, "gold_correct": correct[name], "gold_accuracy": correct[name] / n}
+        for name, n in answered.items()
+    }

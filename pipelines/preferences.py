@@ -23,9 +23,10 @@ from typing import Any, Iterable, Sequence
 
 from sqlalchemy import delete, func, select
 
+from . import drives
 from .messages import Message, normalise
-from .db import engine, rowcount, session
-from .tables import PrefItem, PrefLabel, PrefPrompt, PrefResponse
+from .db import engine, locked_session, rowcount, session
+from .tables import PrefDriveItem, PrefItem, PrefLabel, PrefPrompt, PrefResponse
 from .errors import PlaygroundError
 
 LETTERS = "ABCD"
@@ -218,14 +219,16 @@ def all_items() -> Iterable[ItemView]:
 
 
 def next_unlabelled(annotator: str, *, min_responses: int = 2) -> ItemView | None:
-    """The oldest item this annotator has not voted on (e.g. imported or sent from Chat)."""
+    """The oldest item this annotator has not voted on (e.g. imported or sent from Chat). Items of
+    label drives are left out: a drive serves them itself, counting their places."""
     with session() as s:
         voted = select(PrefLabel.item_id).where(PrefLabel.annotator == annotator)
+        in_drives = select(PrefDriveItem.item_id)
         counts = select(PrefResponse.item_id, func.count().label("n")).group_by(PrefResponse.item_id).subquery()
         item_id = s.scalar(
             select(PrefItem.id)
             .join(counts, counts.c.item_id == PrefItem.id)
-            .where(counts.c.n >= min_responses, PrefItem.id.not_in(voted))
+            .where(counts.c.n >= min_responses, PrefItem.id.not_in(voted), PrefItem.id.not_in(in_drives))
             .order_by(PrefItem.created_at)
             .limit(1)
         )
@@ -234,6 +237,7 @@ def next_unlabelled(annotator: str, *, min_responses: int = 2) -> ItemView | Non
 
 def delete_item(item_id: str) -> bool:
     with session() as s:
+        drives.forget_item(s, item_id)
         s.execute(delete(PrefLabel).where(PrefLabel.item_id == item_id))
         s.execute(delete(PrefResponse).where(PrefResponse.item_id == item_id))
         return rowcount(s.execute(delete(PrefItem).where(PrefItem.id == item_id))) == 1
@@ -317,7 +321,10 @@ def submit_label(
         "created_at": time.time(),
         "session": session_id,
     }
-    with session() as s:
+    in_drive = drives.drive_of(item_id) is not None
+    with locked_session() if in_drive else session() as s:
+        if in_drive:  # the item's places are counted and taken in the same step as the vote
+            drives.admit(s, item_id, annotator)
         inserted = rowcount(s.execute(_insert_ignore(values))) == 1
         existing = s.scalar(select(PrefLabel).where(PrefLabel.item_id == item_id, PrefLabel.annotator == annotator))
         if existing is None:  # deleted between the insert and this read (an admin removed the item)

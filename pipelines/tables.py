@@ -93,3 +93,45 @@ class PrefPrompt(Base):
     prompt: Mapped[str] = mapped_column(Text)
     prompt_text: Mapped[str] = mapped_column(Text)
     used: Mapped[int] = mapped_column(Integer, default=0)
+
+
+# --- label drives (pipelines.drives) ------------------------------------------------------------
+
+
+class PrefDrive(Base):
+    """A named set of items to label, each by `overlap` annotators, with unannounced gold checks."""
+
+    __tablename__ = "pref_drives"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    overlap: Mapped[int] = mapped_column(Integer, default=1)  # labels wanted per (non-gold) item
+    gold_threshold: Mapped[float] = mapped_column(
+        Float, default=0.0
+    )  # below it, an annotator's labels are not exported
+    gold_rate: Mapped[float] = mapped_column(Float, default=0.1)  # share of served items that are gold checks
+    lease_seconds: Mapped[float] = mapped_column(Float, default=1800.0)  # a served, unlabelled item is held this long
+    created_at: Mapped[float] = mapped_column(Float)
+    created_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    serves: Mapped[int] = mapped_column(Integer, default=0)  # bumped by every serve: the row serving locks
+
+
+class PrefDriveItem(Base):
+    __tablename__ = "pref_drive_items"
+
+    item_id: Mapped[str] = mapped_column(ForeignKey("pref_items.id", ondelete="CASCADE"), primary_key=True)
+    drive: Mapped[str] = mapped_column(ForeignKey("pref_drives.name", ondelete="CASCADE"), index=True)
+    gold: Mapped[str | None] = mapped_column(Text, nullable=True)  # JSON {"choice", "ranking"}: the known answer
+    added_at: Mapped[float] = mapped_column(Float)
+
+
+class PrefAssignment(Base):
+    """An item served to an annotator: it holds one of the item's `overlap` places until labelled or expired."""
+
+    __tablename__ = "pref_assignments"
+    __table_args__ = (UniqueConstraint("item_id", "annotator", name="one_assignment_per_annotator"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    drive: Mapped[str] = mapped_column(String(128), index=True)
+    item_id: Mapped[str] = mapped_column(ForeignKey("pref_items.id", ondelete="CASCADE"), index=True)
+    annotator: Mapped[str] = mapped_column(String(128), index=True)
+    served_at: Mapped[float] = mapped_column(Float)

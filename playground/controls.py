@@ -132,6 +132,16 @@ def fill_when_model_ready(demo: gr.Blocks, fn: Callable[..., Any], inputs: Any, 
     demo.load(fn, inputs, outputs, show_progress="minimal", api_visibility="private")
 
 
+def skipped_rows(errors: Sequence[dict[str, Any]], shown: int = 20) -> str:
+    """Row problems of an imported file, under its summary line: how many, and the first few by line."""
+    if not errors:
+        return ""
+    import html
+
+    lines = "  \n".join(f"line {e['line']}: {html.escape(str(e['error']))}" for e in errors[:shown])
+    return f" {len(errors)} rows skipped:  \n{lines}"
+
+
 def rounded(value: Any, digits: int = 3) -> float | None:
     """A number for a table cell: rounded, and empty where nothing was measured."""
     return None if value is None else round(float(value), digits)

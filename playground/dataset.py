@@ -10,12 +10,13 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from pipelines import agreement, preference_data, preference_stats, preferences
+from pipelines import agreement, drives, preference_data, preference_stats, preferences
 from pipelines.files import copy_upload
 
 from .errors import UserError
-from .controls import cleared_first, rounded
+from .controls import cleared_first, rounded, skipped_rows
 from .guard import admin_only
+from . import label_drives
 
 
 IMPORT_SUFFIXES = (".jsonl", ".json", ".parquet")
@@ -29,13 +30,13 @@ def dataset_view():
     def pct(value: float | None) -> str:
         return "—" if value is None else f"{value:.0%}"
 
+    found = agreement.agreement(items)
     text = (
         f"**{st['items']}** items, **{st['labels']}** labels ({st['labelled_items']} items labelled).  \n"
-        f"Agreement between annotators on shared items: **{pct(st['agreement'])}** over {st['agreement_pairs']} pairs of votes.  \n"
+        f"Agreement between annotators on shared items: **{pct(found['raw'])}** over {found['vote_pairs']} pairs of votes.  \n"
         f"Position bias: the left response (A) won **{pct(st['left_wins'])}** of {st['decisive_votes']} decisive A/B votes "
         f"(50% means no bias).  \nTie rate **{pct(st['tie_rate'])}**, both-bad rate **{pct(st['both_bad_rate'])}**."
     )
-    found = agreement.agreement(items)
     alpha = found["krippendorff_alpha"]
     text += (
         f"  \nKrippendorff's α (ordinal: A better < tie < B better; both-bad counts as a tie): "
@@ -44,9 +45,18 @@ def dataset_view():
         + "."
     )
     bias = {row["annotator"]: row["left_wins"] for row in found["position_bias"]}
+    gold = preference_stats.gold_accuracy(items, drives.gold_answers())
     annotators = pd.DataFrame(
-        [[name, n, pct(bias.get(name))] for name, n in st["per_annotator"].items()],
-        columns=["annotator", "labels", "left (A) wins"],
+        [
+            [
+                name,
+                n,
+                pct(bias.get(name)),
+                f"{gold[name]['gold_correct']} of {gold[name]['gold_answered']}" if name in gold else "—",
+            ]
+            for name, n in st["per_annotator"].items()
+        ],
+        columns=["annotator", "labels", "left (A) wins", "gold right"],
     )
     pairs = pd.DataFrame(
         [
@@ -110,19 +120,44 @@ def forest_plot(ratings: list[dict]) -> str:
     )
 
 
+EVERY_LABEL = "every label"
+CONSENSUS_CHOICES = (EVERY_LABEL, *preference_data.CONSENSUS_RULES)
+
+
 @admin_only("export preference data")
-def export_labels(fmt: str, request: gr.Request = None) -> str:
+def export_labels(
+    fmt: str, consensus: str = EVERY_LABEL, consensus_ties: str = "count", request: gr.Request = None
+) -> str:
+    """Write the labels in trl's format with their provenance: every (gold-filtered) label, or one
+    consensus row per item."""
+    if consensus not in CONSENSUS_CHOICES:
+        raise UserError(f"Rows: choose one of {', '.join(CONSENSUS_CHOICES)}.")
+    options = preference_data.ExportOptions(
+        consensus=None if consensus == EVERY_LABEL else consensus, consensus_ties=consensus_ties
+    )
     folder = Path(tempfile.mkdtemp(prefix="prefs-export-"))
     stamp = time.strftime("%Y%m%d-%H%M%S")
     if fmt == "dataset":
         import shutil
 
         target = folder / f"preferences-{stamp}"
-        preference_data.export(target, "dataset")
+        preference_data.export(target, "dataset", options)
         return shutil.make_archive(str(target), "zip", root_dir=folder, base_dir=target.name)
     suffix = {"jsonl": "jsonl", "parquet": "parquet", "unpaired": "unpaired.jsonl"}[fmt]
-    result = preference_data.export(folder / f"preferences-{stamp}.{suffix}", fmt)
-    gr.Info(f"Exported {result['rows']} rows ({result['pairs']} pairs, {result['unpaired']} unpaired).")
+    result = preference_data.export(folder / f"preferences-{stamp}.{suffix}", fmt, options)
+    left_out = [
+        f"{n} {what}"
+        for n, what in (
+            (result["excluded_labels"], "labels below their drive's gold threshold"),
+            (result["split_items"], "items without a consensus"),
+            (result["incomplete_items"], "items short of their drive's overlap"),
+        )
+        if n
+    ]
+    gr.Info(
+        f"Exported {result['rows']} rows ({result['pairs']} pairs, {result['unpaired']} unpaired)."
+        + (f" Left out: {'; '.join(left_out)}." if left_out else "")
+    )
     return result["path"]
 
 
@@ -133,12 +168,7 @@ def import_labels(file: str | None, request: gr.Request = None) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         copied = copy_upload(file, Path(tmp), max_bytes=200_000_000, allowed_suffixes=IMPORT_SUFFIXES)
         result = preference_data.import_file(copied)
-    text = f"Imported **{result.imported}** rows."
-    if result.errors:
-        text += f" {len(result.errors)} rows skipped:  \n" + "  \n".join(
-            f"line {e['line']}: {html.escape(e['error'])}" for e in result.errors[:20]
-        )
-    return text
+    return f"Imported **{result.imported}** rows." + skipped_rows(result.errors)
 
 
 @admin_only("export preference data")
@@ -177,6 +207,7 @@ def build(demo: gr.Blocks) -> None:
             forest = gr.HTML(elem_id="pref-forest")
             wins = gr.Dataframe(label="Win rate: how often the row's source beat the column's", interactive=False)
     recent = gr.Dataframe(label="Recent items", interactive=False, wrap=True, max_height=320)
+    label_drives.build(demo, refresh)
     with gr.Row():
         with gr.Column():
             gr.Markdown("#### Export for trl")
@@ -190,6 +221,18 @@ def build(demo: gr.Blocks) -> None:
                 "<span class='muted'>Unpaired rows: a **tie** exports both responses with `label: true` (both "
                 "acceptable), **both bad** exports both with `label: false`, 👍/👎 as voted. Ties and both-bad say "
                 "nothing about order, so they are never pairs.</span>"
+            )
+            consensus = gr.Radio(
+                list(CONSENSUS_CHOICES),
+                value=EVERY_LABEL,
+                label="Rows",
+                info="every label (gold-filtered), or one row per item where its labels agree (majority / unanimous)",
+            )
+            consensus_ties = gr.Radio(
+                list(preference_data.CONSENSUS_TIES),
+                value="count",
+                label="Consensus: tie and both-bad votes",
+                info="count: answers of their own; ignore: they abstain and the decisive votes decide",
             )
             export_button = gr.Button("Export")
             exported = gr.File(label="Download", interactive=False)
@@ -213,7 +256,7 @@ def build(demo: gr.Blocks) -> None:
 
     view_outputs = [summary, annotators, board, forest, wins, pairs, recent]
     gr.on([refresh.click, demo.load], dataset_view, None, view_outputs, api_name="preference_stats")
-    export_button.click(export_labels, fmt, exported, api_name="export_preferences")
+    export_button.click(export_labels, [fmt, consensus, consensus_ties], exported, api_name="export_preferences")
     cleared_first([import_file.upload], [imported]).then(
         import_labels, import_file, imported, api_name="import_preferences"
     ).then(dataset_view, None, view_outputs, api_visibility="private")

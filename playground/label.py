@@ -9,7 +9,7 @@ from typing import Any
 
 import gradio as gr
 
-from pipelines import adapters, comparisons, models, preference_data, preferences, reward, sft_data
+from pipelines import adapters, comparisons, drives, models, preference_data, preferences, reward, sft_data
 from pipelines.files import copy_upload
 from pipelines.sampling import SamplingParams
 
@@ -20,7 +20,12 @@ from .sidebar import Shared, adapter_choices, labeller, selected_adapter
 from .guard import signed_in
 from .pickers import LiveDropdown
 
-MODES = ("Type a prompt", "From a prompt set", "Queue: items you have not voted on yet")
+MODES = (
+    "Type a prompt",
+    "From a prompt set",
+    "Queue: items you have not voted on yet",
+    "Label drive: the next item assigned to you",
+)
 NO_REWARD_MODEL = "(none)"
 UI_UPDATE_SECONDS = 0.1
 PROMPT_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".tsv")
@@ -75,25 +80,31 @@ def new_item(
     temperature_d: float = 1.0,
     seed_d: float = -1,
     max_new_tokens: float = 128,
+    drive: str | None = None,
     request: gr.Request = None,
 ):
-    """Load or generate the next item. Outputs: item id, prompt, 4 responses, vote controls, reveal."""
+    """Load or generate the next item. Outputs: item id, prompt, 4 responses, vote controls, reveal,
+    drive progress."""
     who = _who(annotator, request)
+    if mode == MODES[3]:
+        if not drive:
+            raise UserError("Choose a label drive (an admin creates them under Dataset › Label drives).")
+        item_id = drives.take(drive, who)
+        progress = drives.describe(drives.progress(drive, who))
+        if item_id is None:
+            raise UserError(
+                f"Nothing left for you in the drive {drive!r}: every item you have not labelled has its "
+                "labels or is held by another annotator. Thank you!"
+            )
+        yield _show(preferences.get_item(item_id), "Which response do you prefer?", progress)
+        return
     if mode == MODES[2]:
         item = preferences.next_unlabelled(who)
         if item is None:
             raise UserError(
                 "The queue is empty: you have voted on every stored item (import some, or send them from Chat)."
             )
-        texts = [r.text for r in item.responses]
-        n = len(texts)
-        yield (
-            item.id,
-            _prompt_md(item.prompt),
-            *_response_updates(texts, n),
-            *_vote_controls(n, True),
-            f"Item from the queue ({html.escape(item.origin)}).",
-        )
+        yield _show(item, f"Item from the queue ({html.escape(item.origin)}).", "")
         return
     if mode == MODES[1]:
         if not prompt_set:
@@ -131,6 +142,7 @@ def new_item(
                 *_response_updates(texts, n),
                 *_vote_controls(n, True),
                 "Which response do you prefer? Sources are hidden until you vote.",
+                "",
             )
         elif throttle.due():
             yield (
@@ -139,7 +151,21 @@ def new_item(
                 *_response_updates(texts, n),
                 *_vote_controls(n, False),
                 "Generating all responses in one batch…",
+                "",
             )
+
+
+def _show(item: preferences.ItemView, note: str, progress: str) -> tuple:
+    """The outputs of `new_item` for a stored item, ready to vote on."""
+    texts = [r.text for r in item.responses]
+    n = len(texts)
+    return (item.id, _prompt_md(item.prompt), *_response_updates(texts, n), *_vote_controls(n, True), note, progress)
+
+
+def drive_progress(item_id: str, who: str) -> Any:
+    """The progress line of the item's drive for this annotator (unchanged outside drives)."""
+    drive = drives.drive_of(item_id)
+    return drives.describe(drives.progress(drive, who)) if drive else gr.update()
 
 
 def reveal(item: preferences.ItemView, annotator: str, reward_model: str | None) -> str:
@@ -185,7 +211,11 @@ def vote(
     item, result = _submit(item_id, who, choice, rationale, ranking, request)
     if not result.created:
         gr.Info("This vote was already recorded.")
-    return (*_vote_controls(len(item.responses), False), reveal(preferences.get_item(item_id), who, reward_model))
+    return (
+        *_vote_controls(len(item.responses), False),
+        reveal(preferences.get_item(item_id), who, reward_model),
+        drive_progress(item_id, who),
+    )
 
 
 def _submit(
@@ -231,6 +261,27 @@ def vote_api(
         "choice": result.label.choice,
         "ranking": result.label.ranking,
         "item_id": item_id,
+    }
+
+
+def drive_next(drive: str, annotator: str, request: gr.Request = None) -> dict:
+    """The next item of a label drive for this annotator, from a script.
+
+    Returns {"item_id", "prompt": [{role, content}], "responses": [{"letter", "text"}], "progress"}
+    -- item_id is None when nothing is left for them. Sources stay hidden, and gold items look like
+    any other. Vote with /vote.
+    """
+    who = _who(annotator, request)
+    item_id = drives.take(drive, who)
+    progress = drives.progress(drive, who)
+    if item_id is None:
+        return {"item_id": None, "prompt": [], "responses": [], "progress": progress}
+    item = preferences.get_item(item_id)
+    return {
+        "item_id": item.id,
+        "prompt": [m.to_json() for m in item.prompt],
+        "responses": [{"letter": r.letter, "text": r.text} for r in item.responses],
+        "progress": progress,
     }
 
 
@@ -284,16 +335,19 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
                 gr.Markdown((ASSETS / "guidelines.md").read_text(encoding="utf-8"))
             mode = gr.Radio(list(MODES), value=MODES[0], label="Prompts")
             prompt = gr.Textbox(label="Prompt", lines=3, value="Give me three tips for staying focused while studying.")
-            with gr.Row():
-                prompt_set = LiveDropdown(lambda: list(preferences.prompt_sets()), label="Prompt set", scale=3)
-                set_upload = gr.UploadButton("Upload set", file_types=list(PROMPT_SUFFIXES), scale=1, size="sm")
-            set_name = gr.Textbox(label="Name for an uploaded set", placeholder="defaults to the file name")
-            set_status = gr.Markdown()
-            n_responses = gr.Radio([2, 3, 4], value=2, label="Responses per item")
-            slots = [_source_slot(letter, t) for letter, t in zip("ABCD", (0.7, 1.0, 0.7, 1.0))]
-            gr.Markdown(
-                "<span class='muted'>Sources are generated together in one batched call and shown in random order.</span>"
-            )
+            drive = LiveDropdown(drives.names, label="Label drive", elem_id="label-drive", visible=False)
+            with gr.Column(visible=False) as set_box:
+                with gr.Row():
+                    prompt_set = LiveDropdown(lambda: list(preferences.prompt_sets()), label="Prompt set", scale=3)
+                    set_upload = gr.UploadButton("Upload set", file_types=list(PROMPT_SUFFIXES), scale=1, size="sm")
+                set_name = gr.Textbox(label="Name for an uploaded set", placeholder="defaults to the file name")
+                set_status = gr.Markdown()
+            with gr.Column() as generation_box:  # only modes that generate new items need sources
+                n_responses = gr.Radio([2, 3, 4], value=2, label="Responses per item")
+                slots = [_source_slot(letter, t) for letter, t in zip("ABCD", (0.7, 1.0, 0.7, 1.0))]
+                gr.Markdown(
+                    "<span class='muted'>Sources are generated together in one batched call and shown in random order.</span>"
+                )
             reward_pick = LiveDropdown(
                 reward_model_choices, fallback=NO_REWARD_MODEL, label="Reward model to reveal scores"
             )
@@ -301,6 +355,7 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
             with gr.Row():
                 next_button = gr.Button("Next item (N)", variant="primary", elem_id="pref-next", scale=3)
                 item_id = gr.Textbox(label="Item id", interactive=False, scale=1, max_lines=1, elem_id="pref-item-id")
+            progress = gr.Markdown(elem_id="drive-progress")
             prompt_view = gr.Markdown()
             with gr.Row():
                 boxes = []
@@ -321,6 +376,17 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
             rationale = gr.Textbox(label="Rationale (optional)", lines=2)
             revealed = gr.Markdown(elem_id="pref-revealed")
 
+    mode.change(
+        lambda chosen: [
+            gr.update(visible=chosen == MODES[0]),
+            gr.update(visible=chosen == MODES[1]),
+            gr.update(visible=chosen == MODES[3]),
+            gr.update(visible=chosen in MODES[:2]),
+        ],
+        mode,
+        [prompt, set_box, drive, generation_box],
+        api_visibility="private",
+    )
     n_responses.change(
         lambda n: [gr.update(visible=i < int(n)) for i in range(4)],
         n_responses,
@@ -331,8 +397,9 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
     for letter, (_, adapter, temp, seed) in zip("abcd", slots):
         slot_kwargs |= {f"adapter_{letter}": adapter, f"temperature_{letter}": temp, f"seed_{letter}": seed}
     slot_kwargs["max_new_tokens"] = shared.sampling.max_new_tokens
+    slot_kwargs["drive"] = drive
     vote_controls = [vote_row, vote_a, vote_b, vote_tie, vote_bad, ranking, rank_button]
-    outputs = [item_id, prompt_view, *boxes, *vote_controls, revealed]
+    outputs = [item_id, prompt_view, *boxes, *vote_controls, revealed, progress]
     next_button.click(
         new_item,
         [mode, prompt, prompt_set, n_responses, shared.annotator],
@@ -341,7 +408,7 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
         api_name="new_item",
         **MODEL_EVENTS,
     )
-    vote_outputs = [*vote_controls, revealed]
+    vote_outputs = [*vote_controls, revealed, progress]
     for button, choice in ((vote_a, "A"), (vote_b, "B"), (vote_tie, "tie"), (vote_bad, "both_bad")):
         button.click(
             _voter(choice), [item_id, rationale, shared.annotator, reward_pick], vote_outputs, api_visibility="private"
@@ -353,6 +420,7 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
         api_name="vote_ranking",
     )
     gr.api(vote_api, api_name="vote")
+    gr.api(drive_next, api_name="drive_next")
     cleared_first([set_upload.upload], [set_status]).then(
         upload_prompt_set, [set_upload, set_name], [set_status, prompt_set], api_name="upload_prompt_set"
     )

@@ -81,6 +81,11 @@ def _cases(f: Path) -> dict[str, tuple[dict, str]]:
             dict(source="Upload a file", upload=handle_file(str(f / "binary.jsonl"))),
             r"not UTF-8",
         ),
+        "drive_next": (dict(drive="nope", annotator="t"), r"no label drive 'nope'"),
+        "save_drive": (dict(name="  "), r"name the drive"),
+        "add_drive_items": (dict(file=handle_file(str(f / "binary.jsonl")), name="x"), r"no label drive 'x'"),
+        "mark_gold": (dict(item_id="", answer="A"), r"Give the id"),
+        "drives_view": (dict(), r"^OK"),
     }
 
 
@@ -120,6 +125,11 @@ ENDPOINTS = sorted(
         "classifiers",
         "classify",
         "start_classifier",
+        "drive_next",
+        "save_drive",
+        "add_drive_items",
+        "mark_gold",
+        "drives_view",
     ]
 )
 

@@ -117,7 +117,9 @@ def test_export_import_round_trip_in_every_format(tmp_path):
         result = preference_data.export(tmp_path / name, fmt)
         assert result["rows"] == 6
     rows = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
-    assert set(rows[0]) == {"prompt", "chosen", "rejected"} and rows[0]["chosen"][0]["content"].startswith("good")
+    assert set(rows[0]) == {"prompt", "chosen", "rejected", *preference_data.PROVENANCE_COLUMNS}
+    assert rows[0]["chosen"][0]["content"].startswith("good") and rows[0]["annotator"] == "ann"
+    assert rows[0]["drive"] is None and rows[0]["passed_gold"] is True and rows[0]["item_agreement"] is None
     assert preference_data.export(tmp_path / "u.jsonl", "unpaired")["rows"] == 0
     db.dispose_all()
     for source in ("p.jsonl", "p.parquet", "p_ds"):

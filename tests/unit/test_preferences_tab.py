@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from tests.refusals import REFUSED
-from pipelines import db, preferences
+from pipelines import preference_data, db, preferences
 from playground import chat as chat_tab
 from playground import dataset as dataset_tab
 from playground import label as tab
@@ -35,21 +35,22 @@ def test_new_item_generates_in_one_batch_hidden_and_shuffled(use_tiny):
         n=3, adapter_a=None, temperature_a=0.0, adapter_b=None, temperature_b=1.0, seed_b=5, temperature_c=1.0, seed_c=6
     )
     item_id, prompt_md, *boxes = out[:6]
-    vote_row, *buttons, ranking, rank_button, message = out[6:]
+    vote_row, *buttons, ranking, rank_button, message, progress = out[6:]
     assert len(buttons) == 4 and all(b["interactive"] for b in buttons)
     item = preferences.get_item(item_id)
     assert len(item.responses) == 3 and "Say something nice." in prompt_md
     assert [b["value"] for b in boxes[:3]] == [r.text for r in item.responses]
     assert boxes[3]["visible"] is False and ranking["visible"] and rank_button["visible"] and not vote_row["visible"]
     assert {r.sampling["temperature"] for r in item.responses} == {0.0, 1.0}
-    assert "hidden until you vote" in message
+    assert "hidden until you vote" in message and progress == ""
 
 
 def test_vote_locks_and_reveals_sources(use_tiny):
     item_id = generate()[0]
-    *controls, revealed = tab.vote(item_id, "A", "clearer", "alice")
+    *controls, revealed, progress = tab.vote(item_id, "A", "clearer", "alice")
     assert all(c["interactive"] is False for c in controls[1:])
     assert "You voted: A better" in revealed and "`base`" in revealed and "locked" in revealed
+    assert progress == {"__type__": "update"}, "no drive: the progress line is left as it is"
     assert preferences.get_item(item_id).labels[0].rationale == "clearer"
     *_, again = tab.vote(item_id, "A", "", "alice")  # a double click changes nothing
     assert len(preferences.get_item(item_id).labels) == 1
@@ -59,7 +60,7 @@ def test_vote_locks_and_reveals_sources(use_tiny):
 
 def test_ranking_vote(use_tiny):
     item_id = generate(n=3)[0]
-    *_, revealed = tab.vote_ranking(item_id, "C > A = B", "", "alice")
+    *_, revealed, _ = tab.vote_ranking(item_id, "C > A = B", "", "alice")
     assert "C > A = B" in revealed
     with pytest.raises(REFUSED, match="letters"):
         tab.vote_ranking(generate(n=3)[0], "A > E", "", "alice")
@@ -107,7 +108,11 @@ def test_dataset_view_export_import(use_tiny, tmp_path):
         assert set(board.columns) >= {"ci_low", "ci_high"} and "forest-row" in forest
     path = dataset_tab.export_labels("jsonl")
     rows = [json.loads(line) for line in open(path, encoding="utf-8")]
-    assert len(rows) == 3 and set(rows[0]) == {"prompt", "chosen", "rejected"}
+    assert len(rows) == 3 and set(rows[0]) == {"prompt", "chosen", "rejected", *preference_data.PROVENANCE_COLUMNS}
+    consensus = [json.loads(line) for line in open(dataset_tab.export_labels("jsonl", "unanimous"), encoding="utf-8")]
+    assert len(consensus) == 3 and {r["annotator"] for r in consensus} == {"consensus"}
+    with pytest.raises(REFUSED, match="Rows"):
+        dataset_tab.export_labels("jsonl", "most")
     assert dataset_tab.export_labels("dataset").endswith(".zip")
     assert "Imported **3** rows" in dataset_tab.import_labels(path)
     with pytest.raises(REFUSED):
@@ -135,3 +140,27 @@ def test_chat_thumbs_and_compare_create_items(use_tiny):
     )
     with pytest.raises(REFUSED, match="assistant reply"):
         chat_tab.feedback(history, "", "carol", SimpleNamespace(index=0, liked=False))
+
+
+def test_label_drive_mode_serves_assigned_items_and_shows_progress(use_tiny):
+    from pipelines import drives
+
+    drives.save("class", drives.DriveSettings(overlap=2))
+    made = [
+        preferences.create_item(
+            [preferences.Message("user", f"Q{i}?")], [preferences.ResponseDraft("x"), preferences.ResponseDraft("y")]
+        )
+        for i in range(2)
+    ]
+    drives.add_items("class", [m.id for m in made])
+    with pytest.raises(REFUSED, match="Choose a label drive"):
+        last(tab.new_item(tab.MODES[3], "", None, 2, "alice"))
+    out = last(tab.new_item(tab.MODES[3], "", None, 2, "alice", drive="class"))
+    assert out[0] in {m.id for m in made}
+    assert "**You:** 0 done of 1 assigned, 1 open" in out[-1] and "0 of 4 labels (0%)" in out[-1]
+    *_, progress = tab.vote(out[0], "A", "", "alice")
+    assert "**You:** 1 done of 1 assigned · 1 more available to you." in progress and "1 of 4 labels" in progress
+    second = last(tab.new_item(tab.MODES[3], "", None, 2, "alice", drive="class"))[0]
+    tab.vote(second, "B", "", "alice")
+    with pytest.raises(REFUSED, match="Nothing left for you"):
+        last(tab.new_item(tab.MODES[3], "", None, 2, "alice", drive="class"))

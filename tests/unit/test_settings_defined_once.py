@@ -21,6 +21,7 @@ from pipelines.cli import build_parser
 from pipelines.cli.common import UsageError
 from pipelines.errors import InvalidParameter
 from pipelines.classify import ClassifySpec
+from pipelines.drives import DriveSettings
 from pipelines.finetune import FinetuneSpec
 from pipelines.reward import RewardSpec
 from pipelines.sampling import SamplingParams
@@ -34,6 +35,7 @@ SPECS = {
     DPOSpec: ["align", "dpo"],
     RLOOSpec: ["align", "rloo"],
     ClassifySpec: ["classify", "train"],
+    DriveSettings: ["prefs", "drive", "create"],
 }
 IDS = [spec.__name__ for spec in SPECS]
 

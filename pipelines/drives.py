@@ -1,0 +1,416 @@
+"""Label drives: who labels what. A drive is a named set of items, each wanted from `overlap`
+annotators, with gold items (a known answer) mixed in unannounced.
+
+Serving is the hard part: ten annotators pressing Next at once must never push an item past its
+`overlap` labels, nor get the same item twice. Each serve reads who holds what and writes the new
+assignment as one step (`db.locked_session`: SQLite's write lock from BEGIN, or the drive's row
+locked FOR UPDATE elsewhere). An item served but not labelled holds its place for `lease_seconds`,
+then goes back to the pool -- a closed laptop does not stall the drive.
+
+The order is "fill partly labelled items first": the next annotator joins an item others have
+started before opening a new one, so items reach their `overlap` (and can be compared for
+agreement) as early as possible, and a drive stopped half-way has complete items rather than
+many items with one label. Gold items are served to every annotator once, at random with
+probability `gold_rate`, and do not count towards the drive's progress: they measure annotators.
+
+This module stores and serves; what the labels on gold items say about an annotator is
+`preference_stats.gold_accuracy`.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import random
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from typing import Any, Sequence
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from . import knobs
+from .db import locked_session, session
+from .knobs import knob
+from .errors import PlaygroundError
+from .tables import PrefAssignment, PrefDrive, PrefDriveItem, PrefItem, PrefLabel
+
+MAX_OVERLAP = 20
+MAX_NAME = 128
+
+
+class DriveError(PlaygroundError, ValueError):
+    """A drive, its settings or a place in it cannot be had; the message says why."""
+
+
+@dataclass(frozen=True)
+class DriveSettings:
+    """How a drive serves: defined once, for the CLI's flags and the Dataset tab's controls."""
+
+    overlap: int = knob(
+        1,
+        help="annotators per item: the drive stops serving an item once it has this many labels "
+        "(3 gives a reliability sample: agreement per item)",
+        label="Annotators per item (overlap)",
+        low=1,
+        high=MAX_OVERLAP,
+        step=1,
+    )
+    gold_threshold: float = knob(
+        0.0,
+        help="labels from annotators whose accuracy on gold items is below this are left out of exports "
+        "(0: keep everyone; annotators with no gold answered yet are kept)",
+        label="Gold accuracy needed",
+        low=0.0,
+        high=1.0,
+        step=0.05,
+    )
+    gold_rate: float = knob(
+        0.1,
+        help="the chance that the next item served is a gold check (each annotator sees each gold item once)",
+        label="Share of gold checks",
+        low=0.0,
+        high=0.5,
+        step=0.05,
+    )
+    lease_minutes: float = knob(
+        30.0,
+        help="how long an item served but not labelled keeps its place before it is offered to others",
+        label="Hold a served item (minutes)",
+        low=1.0,
+        high=10_080.0,
+        slider=False,
+    )
+
+    def __post_init__(self) -> None:
+        knobs.check(self)
+
+
+@dataclass(frozen=True)
+class Drive:
+    name: str
+    settings: DriveSettings
+    created_at: float
+    created_by: str | None
+
+    @property
+    def overlap(self) -> int:
+        return self.settings.overlap
+
+    @property
+    def gold_threshold(self) -> float:
+        return self.settings.gold_threshold
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            **asdict(self.settings),
+            "created_at": self.created_at,
+            "created_by": self.created_by,
+        }
+
+
+@dataclass(frozen=True)
+class GoldAnswer:
+    """The known answer of a gold item, as a vote: a choice and its groups of positions, best first."""
+
+    choice: str
+    ranking: list[list[int]]
+
+    def matches(self, choice: str, ranking: Sequence[Sequence[int]]) -> bool:
+        """Whether a vote gives this answer. Tie and both-bad order nothing, so the choice itself
+        must match; otherwise the order must (a three-way ranking may say "B > A = C")."""
+        if self.choice in ("tie", "both_bad", "up", "down") or choice in ("tie", "both_bad", "up", "down"):
+            return choice == self.choice
+        return [sorted(group) for group in ranking] == [sorted(group) for group in self.ranking]
+
+
+def _view(row: PrefDrive) -> Drive:
+    settings = DriveSettings(row.overlap, row.gold_threshold, row.gold_rate, row.lease_seconds / 60)
+    return Drive(row.name, settings, row.created_at, row.created_by)
+
+
+def save(name: str, settings: DriveSettings | None = None, *, created_by: str | None = None) -> tuple[Drive, bool]:
+    """Create a drive, or change an existing one's settings (a raised overlap reopens complete
+    items). Returns (the drive, whether it is new)."""
+    settings = settings or DriveSettings()
+    name = (name or "").strip()
+    if not name:
+        raise DriveError("name the drive")
+    if len(name) > MAX_NAME:
+        raise DriveError(f"the drive name is longer than {MAX_NAME} characters")
+    with session() as s:
+        row = s.get(PrefDrive, name)
+        created = row is None
+        if row is None:
+            row = PrefDrive(name=name, created_at=time.time(), created_by=created_by, serves=0)
+            s.add(row)
+        row.overlap, row.gold_threshold = settings.overlap, settings.gold_threshold
+        row.gold_rate, row.lease_seconds = settings.gold_rate, settings.lease_minutes * 60
+        s.flush()
+        return _view(row), created
+
+
+def get(name: str) -> Drive:
+    with session() as s:
+        row = s.get(PrefDrive, name or "")
+        if row is None:
+            known = ", ".join(names()[:10]) or "none yet"
+            raise DriveError(f"no label drive {name[:80]!r} (drives: {known})")
+        return _view(row)
+
+
+def names() -> list[str]:
+    with session() as s:
+        return list(s.scalars(select(PrefDrive.name).order_by(PrefDrive.created_at)))
+
+
+def all_drives() -> list[Drive]:
+    with session() as s:
+        return [_view(row) for row in s.scalars(select(PrefDrive).order_by(PrefDrive.created_at))]
+
+
+def add_items(name: str, item_ids: Sequence[str], gold: dict[str, GoldAnswer] | None = None) -> int:
+    """Put stored items in a drive (each item belongs to one drive at most). Returns how many are new."""
+    get(name)
+    gold = gold or {}
+    added = 0
+    with session() as s:
+        for item_id in dict.fromkeys(item_ids):
+            if s.get(PrefItem, item_id) is None:
+                raise DriveError(f"no item {item_id[:80]!r}")
+            row = s.get(PrefDriveItem, item_id)
+            if row is not None and row.drive != name:
+                raise DriveError(f"item {item_id} is already in the drive {row.drive!r}")
+            if row is None:
+                row = PrefDriveItem(item_id=item_id, drive=name, added_at=time.time())
+                s.add(row)
+                added += 1
+            if item_id in gold:
+                row.gold = json.dumps(asdict(gold[item_id]))
+    return added
+
+
+def set_gold(item_id: str, answer: GoldAnswer | None) -> str:
+    """Mark a drive's item as gold with its known answer (None: an ordinary item again). Returns the drive."""
+    with session() as s:
+        row = s.get(PrefDriveItem, item_id)
+        if row is None:
+            raise DriveError(f"item {item_id[:80]!r} is in no drive: add it to one first")
+        row.gold = None if answer is None else json.dumps(asdict(answer))
+        return row.drive
+
+
+def drive_of(item_id: str) -> str | None:
+    with session() as s:
+        return s.scalar(select(PrefDriveItem.drive).where(PrefDriveItem.item_id == item_id))
+
+
+def membership() -> dict[str, str]:
+    """Every drive item: item id -> drive."""
+    with session() as s:
+        return dict(s.execute(select(PrefDriveItem.item_id, PrefDriveItem.drive)).tuples().all())
+
+
+def gold_answers(name: str | None = None) -> dict[str, GoldAnswer]:
+    """The known answers: item id -> answer (of one drive, or of all)."""
+    query = select(PrefDriveItem.item_id, PrefDriveItem.gold).where(PrefDriveItem.gold.is_not(None))
+    if name is not None:
+        query = query.where(PrefDriveItem.drive == name)
+    with session() as s:
+        return {item_id: GoldAnswer(**json.loads(raw)) for item_id, raw in s.execute(query).tuples() if raw}
+
+
+def forget_item(s: Session, item_id: str) -> None:
+    """Drop an item's drive membership and assignments (the item is being deleted)."""
+    s.execute(delete(PrefAssignment).where(PrefAssignment.item_id == item_id))
+    s.execute(delete(PrefDriveItem).where(PrefDriveItem.item_id == item_id))
+
+
+# --- who holds what ----------------------------------------------------------------------------
+
+
+@dataclass
+class _State:
+    """A drive as serving sees it: its items, who labelled each, who holds each now."""
+
+    drive: PrefDrive
+    gold: set[str]
+    regular: list[str]
+    labelled: dict[str, set[str]]  # item -> annotators with a label
+    held: dict[str, set[str]]  # item -> annotators with a live, unlabelled assignment
+    served: dict[str, set[str]]  # annotator -> items ever served to them
+
+    def places_taken(self, item_id: str, besides: str | None = None) -> int:
+        return len((self.labelled[item_id] | self.held[item_id]) - {besides})
+
+    def open_for(self, annotator: str) -> list[str]:
+        """Regular items this annotator could be given now."""
+        mine = self.served[annotator]
+        return [
+            i
+            for i in self.regular
+            if i not in mine and annotator not in self.labelled[i] and self.places_taken(i) < self.drive.overlap
+        ]
+
+    def gold_for(self, annotator: str) -> list[str]:
+        mine = self.served[annotator]
+        return [i for i in sorted(self.gold) if i not in mine and annotator not in self.labelled[i]]
+
+
+def _state(s: Session, drive: PrefDrive, now: float) -> _State:
+    members = s.execute(
+        select(PrefDriveItem.item_id, PrefDriveItem.gold)
+        .where(PrefDriveItem.drive == drive.name)
+        .order_by(PrefDriveItem.added_at, PrefDriveItem.item_id)
+    ).all()
+    in_drive = select(PrefDriveItem.item_id).where(PrefDriveItem.drive == drive.name)
+    labelled: dict[str, set[str]] = defaultdict(set)
+    for item_id, annotator in s.execute(
+        select(PrefLabel.item_id, PrefLabel.annotator).where(PrefLabel.item_id.in_(in_drive))
+    ):
+        labelled[item_id].add(annotator)
+    held: dict[str, set[str]] = defaultdict(set)
+    served: dict[str, set[str]] = defaultdict(set)
+    for item_id, annotator, served_at in s.execute(
+        select(PrefAssignment.item_id, PrefAssignment.annotator, PrefAssignment.served_at).where(
+            PrefAssignment.drive == drive.name
+        )
+    ):
+        served[annotator].add(item_id)
+        if served_at >= now - drive.lease_seconds and annotator not in labelled[item_id]:
+            held[item_id].add(annotator)
+    return _State(
+        drive=drive,
+        gold={item_id for item_id, gold in members if gold},
+        regular=[item_id for item_id, gold in members if not gold],
+        labelled=labelled,
+        held=held,
+        served=served,
+    )
+
+
+def _locked_drive(s: Session, name: str) -> PrefDrive:
+    row = s.scalar(select(PrefDrive).where(PrefDrive.name == name).with_for_update())
+    if row is None:
+        raise DriveError(f"no label drive {name[:80]!r}")
+    return row
+
+
+def take(name: str, annotator: str, *, rng: random.Random | None = None, now: float | None = None) -> str | None:
+    """The item this annotator should label next in the drive, or None when there is none for them.
+
+    An item served and not yet labelled comes back first (a reload does not take a new place).
+    """
+    annotator = (annotator or "").strip()
+    if not annotator:
+        raise DriveError("say who you are (annotator name) to be given items")
+    rng = rng or random.SystemRandom()
+    now = time.time() if now is None else now
+    with locked_session() as s:
+        drive = _locked_drive(s, name)
+        drive.serves += 1
+        state = _state(s, drive, now)
+        open_items = sorted(i for i, who in state.held.items() if annotator in who)
+        if open_items:
+            return open_items[0]
+        regular = state.open_for(annotator)
+        gold = state.gold_for(annotator)
+        if gold and (not regular or rng.random() < drive.gold_rate):
+            chosen = rng.choice(gold)
+        elif regular:
+            fullest = max(state.places_taken(i) for i in regular)
+            chosen = rng.choice([i for i in regular if state.places_taken(i) == fullest])
+        else:
+            return None
+        s.add(PrefAssignment(drive=drive.name, item_id=chosen, annotator=annotator, served_at=now))
+        return chosen
+
+
+def admit(s: Session, item_id: str, annotator: str, *, now: float | None = None) -> None:
+    """Inside a `locked_session`, before a vote on a drive's item is stored: refuse it when the
+    item's places are all taken by others (a lease that ran out, or an item never served to this
+    annotator), and record the place otherwise. Gold items take every annotator."""
+    member = s.get(PrefDriveItem, item_id)
+    if member is None:
+        return
+    now = time.time() if now is None else now
+    drive = _locked_drive(s, member.drive)
+    state = _state(s, drive, now)
+    if member.gold or annotator in state.labelled[item_id]:
+        return
+    if state.places_taken(item_id, besides=annotator) >= drive.overlap:
+        raise DriveError(
+            f"this item of the drive {drive.name!r} already has its {drive.overlap} "
+            f"label{'s' if drive.overlap > 1 else ''} (or annotators working on them): press Next for another"
+        )
+    if item_id not in state.served[annotator]:
+        s.add(PrefAssignment(drive=drive.name, item_id=item_id, annotator=annotator, served_at=now))
+
+
+def progress(name: str, annotator: str | None = None, *, now: float | None = None) -> dict[str, Any]:
+    """How far the drive is, per annotator, and for `annotator`: done / assigned and what is left to them.
+
+    The drive's labels count up to `overlap` per regular item; gold items are checks, not progress.
+    """
+    now = time.time() if now is None else now
+    with session() as s:
+        row = s.get(PrefDrive, name)
+        if row is None:
+            raise DriveError(f"no label drive {name[:80]!r}")
+        state = _state(s, row, now)
+        overlap = row.overlap
+    counted = sum(min(overlap, len(state.labelled[i])) for i in state.regular)
+    needed = overlap * len(state.regular)
+    people = sorted(
+        {a for who in state.labelled.values() for a in who} | set(state.served),
+        key=lambda a: a.lower(),
+    )
+
+    def person(who: str) -> dict[str, Any]:
+        done = sum(1 for i in [*state.regular, *state.gold] if who in state.labelled[i])
+        holding = sum(1 for who_holds in state.held.values() if who in who_holds)
+        return {
+            "name": who,
+            "done": done,
+            "assigned": done + holding,
+            "open": holding,
+            "available": len(state.open_for(who)) + len(state.gold_for(who)),
+        }
+
+    report: dict[str, Any] = {
+        "drive": name,
+        "overlap": overlap,
+        "items": len(state.regular),
+        "gold_items": len(state.gold),
+        "labels": counted,
+        "labels_needed": needed,
+        "complete_items": sum(1 for i in state.regular if len(state.labelled[i]) >= overlap),
+        "share": counted / needed if needed else None,
+        "annotators": [person(who) for who in people],
+    }
+    if annotator:
+        report["you"] = person(annotator.strip())
+    return report
+
+
+def describe(report: dict[str, Any]) -> str:
+    """A progress report in two lines of Markdown, the annotator's first."""
+    lines = []
+    you = report.get("you")
+    if you is not None:
+        lines.append(
+            f"**You:** {you['done']} done of {you['assigned']} assigned"
+            + (f", {you['open']} open" if you["open"] else "")
+            + f" · {you['available']} more available to you."
+        )
+    share = report["share"]
+    lines.append(
+        f"**Drive {html.escape(report['drive'])}:** {report['labels']} of {report['labels_needed']} labels"
+        + (f" ({share:.0%})" if share is not None else "")
+        + f" · {report['complete_items']} of {report['items']} items have their {report['overlap']} "
+        + ("labels" if report["overlap"] > 1 else "label")
+        + f" · {len(report['annotators'])} annotators."
+    )
+    return "  \n".join(lines)
