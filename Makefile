@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast lint bench llamacpp run-llamacpp clean-venv
+.PHONY: run test test-fast test-heavy lint bench llamacpp run-llamacpp clean-venv
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,8 +18,13 @@ $(STAMP): requirements.txt requirements-dev.txt
 run: $(STAMP)
 	$(BIN)/python app.py
 
+# Everything but the suites marked heavy (long runs on the real model); those are `make test-heavy`,
+# which .ci/run adds when the time left allows.
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not heavy" $(PYTEST_ARGS)
+
+test-heavy: $(STAMP)
+	$(BIN)/python -m pytest -m heavy $(PYTEST_ARGS)
 
 # ruff's lint rules and its formatter over everything that is Python, and mypy over the engine
 # (pipelines/); settings in pyproject.toml.

@@ -16,7 +16,7 @@ from pipelines import bundled, bundled_figures, chat
 from pipelines.messages import Message
 from pipelines.sampling import SamplingParams
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.heavy]  # ~75 s: `make test-heavy`
 
 
 def recorded(name: str) -> tuple[dict, dict]:
