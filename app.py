@@ -21,6 +21,7 @@ from playground import (
     dataset,
     finetune,
     generate,
+    inside,
     label,
     lessons,
     pickers,
@@ -76,6 +77,8 @@ def build_app(model_name: str | None = None) -> gr.Blocks:
                 targets |= rag.build(demo, shared)
             with gr.Tab("Reasoning", id="reasoning"):
                 reasoning.build(demo, shared)
+            with gr.Tab("Inside the model", id="inside"):
+                inside.build(demo, shared)
             with gr.Tab("Lessons", id="lessons"):
                 lessons.build(demo, shared, tabs, targets)
         pickers.keep_fresh(demo)

@@ -245,7 +245,7 @@ class _RowState:
                 top=[]
                 if top is None
                 else [
-                    {"token": _decode_token(handle, int(t)), "logprob": float(v)}
+                    {"token": _decode_token(handle, int(t)), "id": int(t), "logprob": float(v)}
                     for v, t in zip(top[0].tolist(), top[1].tolist())
                 ],
                 sampled_prob=probability,

@@ -20,7 +20,7 @@ from typing import Any
 from .config import ASSETS
 
 LESSONS_DIR = ASSETS / "lessons"
-TABS = ("generate", "chat", "finetune", "preferences", "rag", "reasoning")
+TABS = ("generate", "chat", "finetune", "preferences", "rag", "reasoning", "inside")
 SETTABLE = ("prompt", "sampling", "adapter", "finetune_preset", "classify", "rag_question", "preferences_tab")
 PREFERENCE_TABS = ("label", "dataset", "reward", "align")  # the Preferences tab's own tabs
 

@@ -18,7 +18,7 @@ import torch
 HEAD_NAMES = ("lm_head", "score")
 
 
-def _tuner_layer_type() -> type | tuple[()]:
+def tuner_layer_type() -> type | tuple[()]:
     try:
         from peft.tuners.tuners_utils import BaseTunerLayer
     except ImportError:  # peft absent: nothing can have been injected
@@ -32,7 +32,7 @@ def base_named_modules(model: Any) -> Iterator[tuple[str, torch.nn.Module]]:
     A PEFT tuner layer is reported as its original layer under the original name, and the
     adapter's own modules (lora_A, lora_B, dropout, ...) are not reported at all.
     """
-    tuner = _tuner_layer_type()
+    tuner = tuner_layer_type()
 
     def walk(name: str, module: torch.nn.Module) -> Iterator[tuple[str, torch.nn.Module]]:
         if tuner and isinstance(module, tuner):

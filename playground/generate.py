@@ -26,6 +26,7 @@ from .controls import (
     waiting_note,
 )
 from .sidebar import Shared, selected_adapter
+from . import branches
 
 # the inspector's two charts, one above the other; the how-to names them by these titles
 RAW_CHART_TITLE = "Model (T = 1), coloured by the filter that cuts it"
@@ -104,18 +105,27 @@ def token_view(state: dict[str, Any]) -> tuple[str, pd.DataFrame]:
     spans = []
     rows = []
     for index, tok in enumerate(tokens):
+        text = html.escape(tok["token"]).replace("\n", "⏎<br>")
+        if tok.get("logprob") is None:  # forced in a branch of the token tree, not sampled
+            title = f"#{index} forced: chosen for this branch, not sampled · click to branch here"
+            spans.append(
+                f"<span class='tok forced' data-index='{index}' title='{html.escape(title, quote=True)}'>{text}</span>"
+            )
+            rows.append([index, show_token(tok["token"]), tok["id"], None, None, "forced"])
+            continue
         prob = math.exp(tok["logprob"])
         alternatives = ", ".join(f"{show_token(a['token'])} {math.exp(a['logprob']):.2f}" for a in tok["top"])
-        title = f"#{index} p={prob:.3f} logprob={tok['logprob']:.2f} | top: {alternatives}"
+        title = f"#{index} p={prob:.3f} logprob={tok['logprob']:.2f} | top: {alternatives} · click to branch here"
         hue = int(120 * prob)  # red = surprising, green = expected
-        text = html.escape(tok["token"]).replace("\n", "⏎<br>")
+        mark = " forced" if tok.get("forced") else ""
         spans.append(
-            f"<span class='tok' style='background:hsl({hue},75%,82%)' title='{html.escape(title, quote=True)}'>{text}</span>"
+            f"<span class='tok{mark}' data-index='{index}' style='background:hsl({hue},75%,82%)' "
+            f"title='{html.escape(title, quote=True)}'>{text}</span>"
         )
         rows.append(
             [index, show_token(tok["token"]), tok["id"], round(prob, 4), round(tok["logprob"], 3), alternatives]
         )
-    legend = "<p class='muted'>Shading: <span class='tok' style='background:hsl(0,75%,82%)'>unlikely</span> → <span class='tok' style='background:hsl(120,75%,82%)'>likely</span> (model probability at T = 1). Hover a token for details.</p>"
+    legend = "<p class='muted'>Shading: <span class='tok' style='background:hsl(0,75%,82%)'>unlikely</span> → <span class='tok' style='background:hsl(120,75%,82%)'>likely</span> (model probability at T = 1). Hover a token for details; click one to branch there (Token tree below).</p>"
     table = pd.DataFrame(rows, columns=["#", "token", "id", "probability", "logprob", "top alternatives"])
     return legend + "<div class='token-view'>" + "".join(spans) + "</div>", table
 
@@ -300,8 +310,27 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
             summary = gr.Markdown()
             with gr.Accordion("Candidates as a table", open=False):
                 candidates = gr.Dataframe(interactive=False, wrap=True)
+    tree = gr.State({})
     with gr.Accordion("Per-token view", open=True):
-        tokens_html = gr.HTML(js_on_load=None)
+        tokens_html = gr.HTML(js_on_load=branches.PICK_JS, elem_id="gen-tokens")
+        with gr.Accordion("Token tree: branch from any token", open=False, elem_id="tree-box") as tree_box:
+            gr.Markdown(
+                "<span class='muted'>Click a token above (or give its number), pick one of the model's alternatives "
+                "there or type your own, and the text continues from that point as a new branch, with the sidebar's "
+                "settings. Every branch is kept: pick one to show it (the views above and the distribution follow).</span>"
+            )
+            with gr.Row():
+                branch_at = gr.Number(
+                    label="Branch at token #", value=0, precision=0, minimum=0, elem_id="tree-at", scale=1
+                )
+                alternative = gr.Dropdown(label="Alternative", choices=[], elem_id="tree-alt", scale=2)
+                typed = gr.Textbox(label="…or type", placeholder="text to force instead", elem_id="tree-typed", scale=2)
+                grow_button = gr.Button("Continue from here", variant="primary", elem_id="tree-grow", scale=1)
+            with gr.Row():
+                branch_pick = gr.Dropdown(label="Branch", choices=[], elem_id="tree-branch", scale=4)
+                export_button = gr.Button("Export tree (JSON)", scale=1)
+            tree_view = gr.HTML(elem_id="token-tree")
+            tree_file = gr.File(label="Token tree (JSON)", interactive=False, height=70)
         with gr.Accordion("Token table", open=False):
             tokens_table = gr.Dataframe(interactive=False, wrap=True)
     with gr.Accordion("Compare two settings side by side", open=False):
@@ -367,7 +396,28 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
     # finished or stopped (the stream ends itself on Stop), the token views follow
     generating.then(token_view, state, views, api_visibility="private").then(
         position_update, state, position, api_visibility="private"
+    ).then(**inspect_event, api_visibility="private").then(
+        branches.start, state, [tree, tree_view, branch_pick], api_visibility="private"
+    )
+    tokens_html.click(branches.pick_token, state, [branch_at, alternative, position], api_visibility="private").then(
+        lambda: gr.update(open=True), None, tree_box, api_visibility="private"
     ).then(**inspect_event, api_visibility="private")
+    branched = grow_button.click(
+        branches.grow,
+        [tree, branch_pick, branch_at, alternative, typed],
+        [output, state, tree, tree_view, branch_pick],
+        inputs_kwargs=sampling.kwargs(),
+        api_name="token_tree_grow",
+        **MODEL_EVENTS,
+    )
+    shown = branch_pick.input(
+        branches.show, [tree, branch_pick], [output, state, tree, tree_view], api_visibility="private"
+    )
+    for event in (branched, shown):
+        event.then(token_view, state, views, api_visibility="private").then(
+            position_update, state, position, api_visibility="private"
+        )
+    export_button.click(branches.export, tree, tree_file, api_name="token_tree_export")
     compare_run.click(
         compare,
         [prompt, shared.adapter],

@@ -25,6 +25,7 @@ COMMANDS = {
     "reason": "direct vs chain-of-thought vs program-aided answers, and their accuracy",
     "sandbox": "run untrusted Python in the sandbox",
     "bundled": "the ready-made adapters and reward model shipped with the project, and their figures",
+    "inspect": "inside the model: tokens, likelihood of a text, attention, logit lens, architecture",
 }
 
 

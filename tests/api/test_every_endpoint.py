@@ -86,6 +86,14 @@ def _cases(f: Path) -> dict[str, tuple[dict, str]]:
         "add_drive_items": (dict(file=handle_file(str(f / "binary.jsonl")), name="x"), r"no label drive 'x'"),
         "mark_gold": (dict(item_id="", answer="A"), r"Give the id"),
         "drives_view": (dict(), r"^OK"),
+        "inside_tokens": (dict(text="  ", as_chat=False), r"text: is empty"),
+        "inside_perplexity": (dict(text="a", adapter=None), r"text: needs at least two tokens"),
+        "inside_score": (dict(prompt="LLMs are", first="", second="", adapter=None), r"continuation: is empty"),
+        "inside_attention": (dict(prompt="hi there", layer=5, head=0, mean=False, adapter=None), r"layer: must be"),
+        "inside_lens": (dict(prompt="", adapter=None), r"prompt: is empty"),
+        "inside_architecture": (dict(context=20_000_000), r"context"),
+        "token_tree_grow": (dict(branch_id=None, at=0, alternative=None, typed="x"), r"Generate something first"),
+        "token_tree_export": (dict(), r"Generate something first"),
     }
 
 
@@ -130,6 +138,14 @@ ENDPOINTS = sorted(
         "add_drive_items",
         "mark_gold",
         "drives_view",
+        "inside_tokens",
+        "inside_perplexity",
+        "inside_score",
+        "inside_attention",
+        "inside_lens",
+        "inside_architecture",
+        "token_tree_grow",
+        "token_tree_export",
     ]
 )
 

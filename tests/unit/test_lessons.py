@@ -57,7 +57,7 @@ def test_set_up_opens_the_tab_with_its_settings():
     assert sampling["temperature"]["value"] == 0 and sampling["max_new_tokens"]["value"] == 40
     assert "value" not in sampling["top_k"]  # what the step does not set stays as it is
     peft = next(lesson for lesson in lessons.load_lessons() if lesson.name == "2_peft")
-    updates = tab.set_up(peft.title, 1)
+    updates = tab.set_up(peft.title, 2)  # step 1 is the objective in Inside the model
     assert updates[0].selected == "finetune" and updates[3 + len(PARAM_NAMES)] == "full"
     ready = next(i for i, step in enumerate(peft.steps) if step.set.get("adapter") == "concise-tutor")
     assert tab.set_up(peft.title, ready)[2 + len(PARAM_NAMES)] == "concise-tutor"  # the sidebar's adapter
@@ -65,7 +65,10 @@ def test_set_up_opens_the_tab_with_its_settings():
     head = next(i for i, step in enumerate(raschka.steps) if step.set.get("classify", {}).get("mode") == "head")
     opened, *filled = tab.set_up(raschka.title, head)[-6:-2]  # the panel opens with its data, mode and name set
     assert opened.open and filled == ["Bundled: sentiment (120 reviews, positive / negative)", "head", "sentiment-head"]
-    assert tab.move(first.title, 0, 99)[0] == len(first.steps) - 1 and "Step 4 of 4" in tab.move(first.title, 3, 0)[1]
+    assert (
+        tab.move(first.title, 0, 99)[0] == len(first.steps) - 1
+        and f"Step 4 of {len(first.steps)}" in tab.move(first.title, 3, 0)[1]
+    )
     rlhf = next(lesson for lesson in lessons.load_lessons() if lesson.name == "3_rlhf")
     reward_step = next(i for i, step in enumerate(rlhf.steps) if step.set.get("preferences_tab") == "reward")
     opened = tab.set_up(rlhf.title, reward_step)

@@ -1,0 +1,133 @@
+"""`python -m pipelines inspect tokens|score|perplexity|attention|lens|architecture`: inside the model."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from typing import Any, Callable
+
+from .common import UsageError, emit_json, needs_action, quiet_stdout
+
+
+def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
+    parser = subparsers.add_parser("inspect", help=help_text)
+    views = parser.add_subparsers(dest="view", metavar="VIEW", parser_class=type(parser))
+
+    def view(name: str, help_: str, handler: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
+        sub = views.add_parser(name, help=help_)
+        sub.add_argument("--json", action="store_true", help="print one JSON document")
+        sub.set_defaults(handler=handler)
+        return sub
+
+    def with_adapter(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sub.add_argument("--adapter", default=None, metavar="NAME", help="a LoRA adapter (default: the base model)")
+        return sub
+
+    tokens = view("tokens", "the text's tokens: ids and the tokenizer's pieces", run_tokens)
+    tokens.add_argument("--text", required=True)
+    tokens.add_argument("--as-chat", action="store_true", help="wrapped in the chat template (its special tokens)")
+    perplexity = with_adapter(
+        view("perplexity", "per-token log-probabilities, mean loss and perplexity", run_perplexity)
+    )
+    perplexity.add_argument("--text", required=True)
+    score = with_adapter(view("score", "log P(continuation | prompt) and the rank of its first token", run_score))
+    score.add_argument("--prompt", required=True)
+    score.add_argument("--continuation", required=True)
+    score.add_argument("--versus", default=None, metavar="TEXT", help="a second continuation to compare with")
+    attention = with_adapter(view("attention", "one layer's attention weights over the prompt", run_attention))
+    attention.add_argument("--prompt", required=True)
+    attention.add_argument("--layer", type=int, required=True, help="0 = the first block")
+    attention.add_argument("--head", type=int, default=None, help="one head (default: the mean over heads)")
+    lens = with_adapter(view("lens", "the logit lens: each layer's top next token per position", run_lens))
+    lens.add_argument("--prompt", required=True)
+    architecture = view("architecture", "modules, shapes, parameter counts and the KV cache's size", run_architecture)
+    architecture.add_argument("--context", type=int, default=None, help="tokens of context for the KV-cache size")
+    parser.set_defaults(handler=needs_action("inspect", "tokens, score, perplexity, attention, lens or architecture"))
+
+
+def _computed(args: argparse.Namespace, compute: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
+    from .. import adapters, inside, models
+
+    with quiet_stdout(args.json):
+        handle = models.get_handle()
+        try:
+            return compute(handle)
+        except (adapters.AdapterError, inside.InsideError) as error:
+            raise UsageError(f"--adapter: {error}") from error
+
+
+def _emit(args: argparse.Namespace, report: dict[str, Any], lines: list[str]) -> int:
+    if args.json:
+        emit_json(report)
+    else:
+        sys.stdout.write("\n".join(lines) + "\n")
+    return 0
+
+
+def run_tokens(args: argparse.Namespace) -> int:
+    from .. import inside, models
+
+    with quiet_stdout(args.json):
+        tokenizer = models.get_handle().tokenizer
+    report = inside.tokens(tokenizer, args.text, as_chat=args.as_chat)
+    pieces = " | ".join(f"{t['piece']} ({t['id']})" for t in report["tokens"])
+    return _emit(args, report, [pieces, f"{report['characters']} characters, {report['count']} tokens"])
+
+
+def run_perplexity(args: argparse.Namespace) -> int:
+    from .. import inside
+
+    report = _computed(args, lambda h: inside.perplexity(h, args.text, adapter=args.adapter))
+    lines = [f"{t['piece']!r}: {t['logprob']:.3f}" for t in report["tokens"] if t["logprob"] is not None]
+    lines.append(f"mean loss {report['mean_loss']:.4f}, perplexity {report['perplexity']:.2f}")
+    return _emit(args, report, lines)
+
+
+def run_score(args: argparse.Namespace) -> int:
+    from .. import inside
+
+    report = _computed(args, lambda h: inside.score(h, args.prompt, args.continuation, adapter=args.adapter))
+    lines = [f"log P = {report['logprob']:.4f} (p = {report['prob']:.3g}), first token's rank {report['rank']}"]
+    if args.versus is not None:
+        other = _computed(args, lambda h: inside.score(h, args.prompt, args.versus, adapter=args.adapter))
+        report["versus"] = other
+        report["ratio"] = math.exp(report["logprob"] - other["logprob"])
+        lines.append(f"versus {args.versus!r}: log P = {other['logprob']:.4f}; {report['ratio']:.3g}x as likely")
+    return _emit(args, report, lines)
+
+
+def run_attention(args: argparse.Namespace) -> int:
+    from .. import inside
+
+    report = _computed(
+        args, lambda h: inside.attention(h, args.prompt, layer=args.layer, head=args.head, adapter=args.adapter)
+    )
+    pieces = [t["piece"] for t in report["tokens"]]
+    lines = [f"{piece:>12} " + " ".join(f"{w:.2f}" for w in row) for piece, row in zip(pieces, report["weights"])]
+    return _emit(args, report, lines)
+
+
+def run_lens(args: argparse.Namespace) -> int:
+    from .. import inside
+
+    report = _computed(args, lambda h: inside.lens(h, args.prompt, adapter=args.adapter))
+    lines = [
+        f"layer {n:>2}: " + " ".join(f"{cell['token']}({cell['prob']:.2f})" for cell in row)
+        for n, row in enumerate(report["layers"])
+    ]
+    return _emit(args, report, lines)
+
+
+def run_architecture(args: argparse.Namespace) -> int:
+    from .. import inside
+
+    report = _computed(args, lambda h: inside.architecture(h, context=args.context))
+    kv = report["kv_cache"]
+    lines = [f"{report['model']}: {report['total_params']:,} parameters"]
+    lines += [f"  {name}: {part['params']:,} ({part['share']:.1%})" for name, part in report["parts"].items()]
+    lines.append(
+        f"KV cache: {kv['bytes_per_token']:,} bytes per token ({kv['kv_heads']} key-value heads for {kv['heads']} "
+        f"query heads: {kv['gqa_saving']:.0f}x smaller); {kv['bytes_for_context'] / 2**20:.1f} MiB for {kv['context']} tokens"
+    )
+    return _emit(args, report, lines)

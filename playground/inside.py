@@ -1,0 +1,301 @@
+"""Inside the model: tokens, the likelihood of a text, attention, the logit lens, the architecture.
+
+Each panel is one call into `pipelines.inside` on the loaded model (with the sidebar's adapter);
+this module only draws what comes back, as HTML the browser renders without a plotting library.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+
+from pipelines import inside, models
+
+from .controls import fill_when_model_ready, how_it_works
+from .sidebar import Shared, selected_adapter
+
+PALETTE = 6  # token colours, cycled (assets/style.css: .tok.c0 … .tok.c5)
+SHOWN_PIECE = 10  # characters of a token shown in a grid cell (the whole one in its tooltip)
+
+
+def _piece(token: dict[str, Any]) -> str:
+    return html.escape(token["piece"])
+
+
+def tokens_html(report: dict[str, Any]) -> str:
+    spans = []
+    for index, token in enumerate(report["tokens"]):
+        kind = "special" if token["special"] else f"c{index % PALETTE}"
+        spans.append(
+            f"<span class='tok {kind}' title='id {token['id']} · decodes to {html.escape(repr(token['text']))}'>"
+            f"{_piece(token)}<sub>{token['id']}</sub></span>"
+        )
+    return "<div class='tok-row'>" + "".join(spans) + "</div>"
+
+
+def tokenize(text: str, as_chat: bool) -> tuple[str, str]:
+    report = inside.tokens(models.get_handle().tokenizer, text, as_chat=as_chat)
+    ratio = report["characters_per_token"]
+    summary = (
+        f"**{report['characters']}** characters → **{report['count']}** tokens"
+        + (f" ({ratio:.1f} characters per token)" if ratio else "")
+        + ". `Ġ` marks a leading space, `Ċ` a newline"
+        + ("; the chat template's special tokens are grey." if as_chat else ".")
+    )
+    return tokens_html(report), summary
+
+
+def _shade(surprisal: float) -> str:
+    """Background for a token's surprisal: white when expected, deep red from 10 nats up."""
+    alpha = min(max(surprisal, 0.0) / 10.0, 1.0)
+    return f"background: rgba(220, 38, 38, {alpha:.2f})"
+
+
+def surprisal_html(report: dict[str, Any]) -> str:
+    spans = []
+    for token in report["tokens"]:
+        text = html.escape(token["text"]).replace("\n", "↵<br>")
+        if token["logprob"] is None:
+            spans.append(f"<span class='surp first' title='the first token is never predicted'>{text}</span>")
+            continue
+        surprisal = -token["logprob"]
+        spans.append(
+            f"<span class='surp' style='{_shade(surprisal)}' title='−log p = {surprisal:.2f} · "
+            f"p = {math.exp(token['logprob']):.3g} · rank {token['rank']}'>{text}</span>"
+        )
+    return "<div class='surp-text'>" + "".join(spans) + "</div>"
+
+
+def score_text(text: str, adapter: str | None) -> tuple[str, str]:
+    report = inside.perplexity(models.get_handle(), text, adapter=selected_adapter(adapter))
+    summary = (
+        f"Log-likelihood **{report['total_logprob']:.2f}** over {report['scored_tokens']} predicted tokens · "
+        f"mean loss **{report['mean_loss']:.3f}** nats · perplexity **{report['perplexity']:.2f}** = exp(mean loss). "
+        "Hover a token for its −log p and rank; darker = more surprising."
+    )
+    return surprisal_html(report), summary
+
+
+def score_continuations(prompt: str, first: str, second: str, adapter: str | None) -> str:
+    handle, chosen = models.get_handle(), selected_adapter(adapter)
+    rows = [inside.score(handle, prompt, first, adapter=chosen)]
+    if second:
+        rows.append(inside.score(handle, prompt, second, adapter=chosen))
+    lines = ["| continuation | tokens | log P | P | rank of its first token |", "|---|---|---|---|---|"]
+    for text, row in zip([first, second], rows):
+        pieces = " ".join(f"`{html.escape(t['piece'])}`" for t in row["tokens"])
+        lines.append(
+            f"| {html.escape(repr(text), quote=False)} | {pieces} | {row['logprob']:.3f} | {row['prob']:.3g} | {row['rank']} |"
+        )
+    top = rows[0]["top_next"]
+    text = (
+        "\n".join(lines)
+        + f"\n\nThe model's own top next token after the prompt: `{html.escape(top['piece'])}` (p = {top['prob']:.3g})."
+    )
+    if len(rows) == 2:
+        ratio = math.exp(rows[0]["logprob"] - rows[1]["logprob"])
+        text += f" The first continuation is **{ratio:.3g}×** as likely as the second."
+    return text
+
+
+def attention_html(report: dict[str, Any]) -> str:
+    pieces = [html.escape(t["piece"][:SHOWN_PIECE]) for t in report["tokens"]]
+    head = "".join(f"<th class='key'><span>{p}</span></th>" for p in pieces)
+    rows = []
+    for i, (piece, weights) in enumerate(zip(pieces, report["weights"])):
+        cells = []
+        for j, w in enumerate(weights):
+            if j > i:
+                cells.append("<td class='masked' title='masked: a token never sees later tokens'></td>")
+            else:
+                cells.append(
+                    f"<td style='background: rgba(234, 88, 12, {min(1.0, w**0.5):.2f})' "
+                    f"title='{pieces[i]} → {pieces[j]}: {w:.3f}'></td>"
+                )
+        rows.append(f"<tr><th class='query'>{piece}</th>{''.join(cells)}</tr>")
+    return f"<table class='heatmap'><tr><th></th>{head}</tr>{''.join(rows)}</table>"
+
+
+def show_attention(prompt: str, layer: float, head: float, mean: bool, adapter: str | None) -> tuple[str, str]:
+    report = inside.attention(
+        models.get_handle(),
+        prompt,
+        layer=int(layer),
+        head=None if mean else int(head),
+        adapter=selected_adapter(adapter),
+    )
+    which = "the mean over heads" if report["head"] is None else f"head {report['head']}"
+    return attention_html(report), (
+        f"Layer {report['layer']}, {which}: row = the query token, column = the key token it attends to "
+        "(hover a cell for its weight; each row sums to 1; hatched = masked by causality)."
+    )
+
+
+def lens_html(report: dict[str, Any]) -> str:
+    inputs = "".join(f"<th class='key'><span>{_piece(t)[:SHOWN_PIECE]}</span></th>" for t in report["tokens"])
+    final = [cell["id"] for cell in report["final"]]
+    rows = []
+    for number, (layer, final_probs) in enumerate(zip(report["layers"], report["final_prob"])):
+        cells = []
+        for position, cell in enumerate(layer):
+            mark = " final" if cell["id"] == final[position] else ""
+            cells.append(
+                f"<td class='lens{mark}' style='background: rgba(37, 99, 235, {0.08 + 0.6 * cell['prob']:.2f})' "
+                f"title='layer {number}: {html.escape(cell['token'])} p = {cell['prob']:.3f}; "
+                f"p(final prediction) = {final_probs[position]:.3f}'>{html.escape(cell['token'][:SHOWN_PIECE])}</td>"
+            )
+        rows.append(f"<tr><th class='query'>layer {number}</th>{''.join(cells)}</tr>")
+    return f"<table class='heatmap lens-grid'><tr><th>input →</th>{inputs}</tr>{''.join(rows)}</table>"
+
+
+def show_lens(prompt: str, adapter: str | None) -> tuple[str, str]:
+    report = inside.lens(models.get_handle(), prompt, adapter=selected_adapter(adapter))
+    last = [row[-1] for row in report["final_prob"]]
+    rises = next((n for n, p in enumerate(last) if p >= 0.5), None)
+    note = (
+        f"The model's prediction after the last token is `{html.escape(report['final'][-1]['token'])}`; "
+        + (f"it reaches p ≥ 0.5 at layer {rises}." if rises is not None else "no layer gives it p ≥ 0.5.")
+        + " Each cell: the top next token if the model stopped after that layer (blue = its probability; outlined = "
+        "the same as the final prediction)."
+    )
+    return lens_html(report), note
+
+
+def _tree_lines(node: dict[str, Any], depth: int = 0) -> list[str]:
+    weights = ", ".join(
+        f"{w['name']} {'×'.join(str(d) for d in w['shape'])}" + (" (tied)" if w["tied"] else "")
+        for w in node["weights"]
+    )
+    repeat = f" **× {node['repeat']}**" if node.get("repeat") else ""
+    name = f"`{node['name']}` " if node["name"] != node["type"] else ""
+    line = f"{'    ' * depth}- {name}{node['type']}{repeat} — {node['params']:,} parameters"
+    if node.get("repeat"):
+        line += " each"
+    lines = [line + (f" ({weights})" if weights else "")]
+    for child in node["children"]:
+        lines += _tree_lines(child, depth + 1)
+    return lines
+
+
+def show_architecture(context: float) -> tuple[str, pd.DataFrame, str]:
+    report = inside.architecture(models.get_handle(), context=int(context) if context else None)
+    kv = report["kv_cache"]
+    parts = pd.DataFrame(
+        [[name, part["params"], f"{part['share']:.1%}"] for name, part in report["parts"].items()],
+        columns=["part", "parameters", "share"],
+    )
+    cache = (
+        f"**{report['total_params']:,}** parameters"
+        + (" (the output head is the embedding matrix, counted once)" if report["tied_head"] else "")
+        + f".  \n**KV cache**: 2 × {kv['layers']} layers × {kv['kv_heads']} key-value heads × {kv['head_dim']} × "
+        f"{kv['dtype_bytes']} bytes = **{kv['bytes_per_token']:,} bytes per token**; with one key-value head per "
+        f"query head ({kv['heads']}) it would be {kv['bytes_per_token_without_gqa']:,} — grouped-query attention saves "
+        f"{kv['gqa_saving']:.0f}×. For {kv['context']:,} tokens: **{kv['bytes_for_context'] / 2**20:,.1f} MiB** per sequence."
+    )
+    return "\n".join(_tree_lines(report["tree"])), parts, cache
+
+
+def _sizes() -> tuple[Any, Any]:
+    found = inside.shape(models.wait_for_handle() or models.get_handle())
+    return (
+        gr.update(maximum=found["layers"] - 1, value=min(found["layers"] - 1, 3), interactive=True),
+        gr.update(maximum=found["heads"] - 1, value=0, interactive=True),
+    )
+
+
+def build(demo: gr.Blocks, shared: Shared) -> None:
+    gr.Markdown(
+        "What happens inside the model, live on the loaded weights (and the sidebar's adapter): its tokens, how "
+        "likely it finds a text, where each token attends, what each layer would predict, and its parts."
+    )
+    with gr.Tabs():
+        with gr.Tab("Tokenizer"):
+            with gr.Row():
+                text = gr.Textbox(
+                    label="Text", lines=2, value="LLMs are cool, and unfriendly tokens split into pieces.", scale=4
+                )
+                with gr.Column(scale=1):
+                    as_chat = gr.Checkbox(label="as chat (the chat template's tokens)")
+                    tokenize_button = gr.Button("Tokenize", variant="primary")
+            token_view = gr.HTML(elem_id="inside-tokens")
+            token_summary = gr.Markdown()
+        with gr.Tab("Likelihood"):
+            with gr.Row():
+                scored = gr.Textbox(
+                    label="Any text", lines=3, value="The capital of France is Paris. It is a large city.", scale=4
+                )
+                score_button = gr.Button("Score the text", variant="primary", scale=1)
+            surprisal = gr.HTML(elem_id="inside-surprisal")
+            likelihood = gr.Markdown()
+            gr.Markdown("#### Score a continuation")
+            with gr.Row():
+                prompt = gr.Textbox(label="Prompt", value="LLMs are", scale=2)
+                first = gr.Textbox(label="Continuation", value=" cool", scale=1)
+                second = gr.Textbox(label="Compared with (optional)", value=" boring", scale=1)
+                compare_button = gr.Button("Score", scale=1)
+            continuations = gr.Markdown(elem_id="inside-continuations")
+        with gr.Tab("Attention"):
+            with gr.Row():
+                attn_prompt = gr.Textbox(
+                    label="Prompt", value="The cat sat on the mat because it was tired.", lines=2, scale=3
+                )
+                with gr.Column(scale=2):
+                    layer = gr.Slider(0, 29, value=3, step=1, label="Layer", elem_id="inside-layer")
+                    head = gr.Slider(0, 8, value=0, step=1, label="Head", elem_id="inside-head")
+                    mean = gr.Checkbox(label="mean over heads")
+                    attention_button = gr.Button("Show attention", variant="primary")
+            attention = gr.HTML(elem_id="inside-attention")
+            attention_note = gr.Markdown()
+        with gr.Tab("Logit lens"):
+            with gr.Row():
+                lens_prompt = gr.Textbox(label="Prompt", value="The capital of France is", scale=4)
+                lens_button = gr.Button("Run the lens", variant="primary", scale=1)
+            lens = gr.HTML(elem_id="inside-lens")
+            lens_note = gr.Markdown()
+        with gr.Tab("Architecture"):
+            with gr.Row():
+                context = gr.Number(
+                    label="Context length for the KV cache (tokens)", value=8192, precision=0, minimum=1
+                )
+                architecture_button = gr.Button("Show", scale=0)
+            cache = gr.Markdown(elem_id="inside-kv")
+            with gr.Row():
+                tree = gr.Markdown(elem_id="inside-tree")
+                parts = gr.Dataframe(label="Parameters per part", interactive=False)
+    how_it_works("inside")
+    adapter = shared.adapter
+    gr.on(
+        [tokenize_button.click, text.submit],
+        tokenize,
+        [text, as_chat],
+        [token_view, token_summary],
+        api_name="inside_tokens",
+    )
+    gr.on([score_button.click], score_text, [scored, adapter], [surprisal, likelihood], api_name="inside_perplexity")
+    gr.on(
+        [compare_button.click],
+        score_continuations,
+        [prompt, first, second, adapter],
+        continuations,
+        api_name="inside_score",
+    )
+    gr.on(
+        [attention_button.click, layer.release, head.release, mean.change],
+        show_attention,
+        [attn_prompt, layer, head, mean, adapter],
+        [attention, attention_note],
+        api_name="inside_attention",
+    )
+    gr.on(
+        [lens_button.click, lens_prompt.submit],
+        show_lens,
+        [lens_prompt, adapter],
+        [lens, lens_note],
+        api_name="inside_lens",
+    )
+    gr.on([architecture_button.click], show_architecture, context, [tree, parts, cache], api_name="inside_architecture")
+    fill_when_model_ready(demo, _sizes, None, [layer, head])
