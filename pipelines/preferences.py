@@ -325,7 +325,7 @@ def submit_label(
     with locked_session() if in_drive else session() as s:
         if in_drive:  # the item's places are counted and taken in the same step as the vote
             drives.admit(s, item_id, annotator)
-        inserted = rowcount(s.execute(_insert_ignore(values))) == 1
+        inserted = s.execute(_insert_ignore(values)).first() is not None  # RETURNING: a row only when new
         existing = s.scalar(select(PrefLabel).where(PrefLabel.item_id == item_id, PrefLabel.annotator == annotator))
         if existing is None:  # deleted between the insert and this read (an admin removed the item)
             raise PreferenceError(f"item {item_id} is gone")
@@ -352,14 +352,20 @@ def _insert_ignore(values: dict[str, Any]):
             postgresql_insert(PrefLabel)
             .values(**values)
             .on_conflict_do_nothing(index_elements=["item_id", "annotator"])
+            .returning(PrefLabel.id)
         )
     if dialect == "sqlite":
         from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-        return sqlite_insert(PrefLabel).values(**values).on_conflict_do_nothing(index_elements=["item_id", "annotator"])
+        return (
+            sqlite_insert(PrefLabel)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=["item_id", "annotator"])
+            .returning(PrefLabel.id)
+        )
     from sqlalchemy import insert as plain_insert  # other databases: the unique constraint still protects the data
 
-    return plain_insert(PrefLabel).values(**values)
+    return plain_insert(PrefLabel).values(**values).returning(PrefLabel.id)
 
 
 # --- prompt sets -------------------------------------------------------------------------------

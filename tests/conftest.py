@@ -118,3 +118,31 @@ def tiny_model_env(tiny_model_dir, monkeypatch):
     monkeypatch.setenv("PLAYGROUND_MODEL", str(tiny_model_dir))
     config.reset_settings()
     return tiny_model_dir
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url():
+    """A throwaway PostgreSQL server for the session (tests/postgres.py); skips without one."""
+    from tests import postgres
+
+    with postgres.server() as url:
+        if url is None:
+            pytest.skip(f"PostgreSQL tests need a server: {postgres.INSTALL}")
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_database(request, data_dir, monkeypatch):
+    """The store's tests run on both databases: SQLite in the data directory, and a fresh
+    database on the PostgreSQL server (PLAYGROUND_DATABASE_URL, inherited by spawned processes)."""
+    from pipelines import config, db
+    from tests import postgres
+
+    if request.param == "postgresql":
+        monkeypatch.setenv(
+            "PLAYGROUND_DATABASE_URL", postgres.fresh_database(request.getfixturevalue("postgres_admin_url"))
+        )
+        config.reset_settings()
+    db.dispose_all()
+    yield request.param
+    db.dispose_all()

@@ -116,3 +116,29 @@ def test_architecture_counts_every_parameter_once(tiny_handle):
 def test_an_over_long_text_is_refused_naming_the_parameter(tiny_handle):
     with pytest.raises(InvalidParameter, match="text: is .* tokens; these views take at most"):
         inside.perplexity(tiny_handle, "word " * 2000)
+
+
+def test_the_views_follow_the_sidebars_adapter(fresh_tiny_handle, tokenizer, data_dir):
+    """With a LoRA adapter the numbers are the adapted model's, and the base is untouched after."""
+    from peft import PeftModel
+
+    from tests.helpers import build_tiny_model, make_lora_adapter
+
+    path = make_lora_adapter(tokenizer, data_dir / "adapters", "style", seed=4)
+    base_loss = inside.perplexity(fresh_tiny_handle, TEXT)["mean_loss"]
+    adapted = inside.perplexity(fresh_tiny_handle, TEXT, adapter="style")
+    ids = tokenizer(TEXT, add_special_tokens=False)["input_ids"]
+    reference = PeftModel.from_pretrained(build_tiny_model(tokenizer), path).eval()
+    with torch.inference_mode():
+        expected = float(reference(input_ids=torch.tensor([ids]), labels=torch.tensor([ids])).loss)
+    assert adapted["mean_loss"] == pytest.approx(expected, rel=1e-4) and adapted["mean_loss"] != pytest.approx(
+        base_loss
+    )
+    weights = inside.attention(fresh_tiny_handle, TEXT, layer=0, head=1, adapter="style")["weights"]
+    assert float(torch.triu(torch.tensor(weights), diagonal=1).abs().max()) == 0.0
+    assert inside.lens(fresh_tiny_handle, TEXT, adapter="style")["final"][-1]["id"] == int(
+        reference(input_ids=torch.tensor([ids])).logits[0, -1].argmax()
+    )
+    assert inside.perplexity(fresh_tiny_handle, TEXT)["mean_loss"] == pytest.approx(base_loss, rel=1e-6)
+    card = inside.architecture(fresh_tiny_handle)
+    assert card["total_params"] == sum(p.numel() for p in build_tiny_model(tokenizer).parameters())

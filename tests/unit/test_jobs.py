@@ -16,6 +16,23 @@ from tests.helpers import write_sft_rows
 pytestmark = pytest.mark.slow  # trains models or spawns processes: `make test-fast` skips it
 
 
+@pytest.fixture(autouse=True, params=["sqlite", pytest.param("postgresql", marks=pytest.mark.heavy)])
+def both_databases(request, data_dir, monkeypatch):
+    """The jobs table on SQLite, and on PostgreSQL in `make test-heavy` (a minute of training
+    workers more; job workers inherit PLAYGROUND_DATABASE_URL)."""
+    from pipelines import config
+    from tests import postgres
+
+    if request.param == "postgresql":
+        monkeypatch.setenv(
+            "PLAYGROUND_DATABASE_URL", postgres.fresh_database(request.getfixturevalue("postgres_admin_url"))
+        )
+        config.reset_settings()
+    db.dispose_all()
+    yield request.param
+    db.dispose_all()
+
+
 @pytest.fixture
 def manager(tiny_model_env, data_dir):
     db.dispose_all()

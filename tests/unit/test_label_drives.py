@@ -11,16 +11,15 @@ from collections import Counter
 
 import pytest
 
-from pipelines import db, drives, preference_data, preference_stats, preferences
+from pipelines import drives, preference_data, preference_stats, preferences
 from pipelines.chat import Message
 from pipelines.preferences import ResponseDraft
 
 
 @pytest.fixture(autouse=True)
-def fresh_db(data_dir):
-    db.dispose_all()
+def fresh_db(store_database):
+    """Every test here runs on SQLite and on PostgreSQL (tests/conftest.py: store_database)."""
     yield
-    db.dispose_all()
 
 
 def make_items(n: int, tag: str = "q") -> list[preferences.ItemView]:

@@ -16,10 +16,9 @@ PROMPT = [Message("user", "Name a colour.")]
 
 
 @pytest.fixture(autouse=True)
-def fresh_db(data_dir):
-    db.dispose_all()
+def fresh_db(store_database):
+    """Every test here runs on SQLite and on PostgreSQL (tests/conftest.py: store_database)."""
     yield
-    db.dispose_all()
 
 
 def item(
