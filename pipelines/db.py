@@ -41,14 +41,20 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001
     cursor.close()
 
 
+def _sqlite_engine(url: str) -> Engine:
+    """A SQLite engine whose connections wait for locks and use WAL (`_sqlite_pragmas`)."""
+    eng = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+    event.listen(eng, "connect", _sqlite_pragmas)
+    return eng
+
+
 def engine(settings: Settings | None = None) -> Engine:
     """One engine per database URL per process, with every table created."""
     url = database_url(settings)
     with _lock:
         if url not in _engines:
             if url.startswith("sqlite"):
-                eng = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
-                event.listen(eng, "connect", _sqlite_pragmas)
+                eng = _sqlite_engine(url)
             else:
                 eng = create_engine(url, pool_pre_ping=True)
             Base.metadata.create_all(eng)
@@ -57,12 +63,18 @@ def engine(settings: Settings | None = None) -> Engine:
 
 
 @contextmanager
-def session(settings: Settings | None = None) -> Iterator[Session]:
-    """A transaction: committed on success, rolled back on any error."""
-    factory = sessionmaker(engine(settings), expire_on_commit=False)
+def _transaction(eng: Engine) -> Iterator[Session]:
+    factory = sessionmaker(eng, expire_on_commit=False)
     with factory() as s:
         with s.begin():
             yield s
+
+
+@contextmanager
+def session(settings: Settings | None = None) -> Iterator[Session]:
+    """A transaction: committed on success, rolled back on any error."""
+    with _transaction(engine(settings)) as s:
+        yield s
 
 
 def _begin_immediate(connection) -> None:  # noqa: ANN001
@@ -84,8 +96,7 @@ def _locking_engine(settings: Settings | None = None) -> Engine:
     engine(settings)  # the tables exist
     with _lock:
         if url not in _locking_engines:
-            eng = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
-            event.listen(eng, "connect", _sqlite_pragmas)
+            eng = _sqlite_engine(url)
             event.listen(eng, "connect", _no_driver_transactions)
             event.listen(eng, "begin", _begin_immediate)
             _locking_engines[url] = eng
@@ -100,12 +111,8 @@ def locked_session(settings: Settings | None = None) -> Iterator[Session]:
     transaction; the caller locks the row it serialises on with `SELECT ... FOR UPDATE`.
     """
     eng = engine(settings)
-    if eng.dialect.name == "sqlite":
-        eng = _locking_engine(settings)
-    factory = sessionmaker(eng, expire_on_commit=False)
-    with factory() as s:
-        with s.begin():
-            yield s
+    with _transaction(_locking_engine(settings) if eng.dialect.name == "sqlite" else eng) as s:
+        yield s
 
 
 def rowcount(result: Result[Any]) -> int:

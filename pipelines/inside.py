@@ -19,7 +19,7 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from .errors import InvalidParameter, PlaygroundError
-from .model_structure import tuner_layer_type, base_named_modules, decoder_blocks, parameter_count
+from .model_structure import tuner_layer_type, base_named_modules, decoder_blocks
 
 MAX_TOKENS = 512  # the views are quadratic in tokens (attention) or in tokens x layers (lens)
 
@@ -95,11 +95,6 @@ def _check_adapter(handle: Any, adapter: str | None) -> None:
         )
 
 
-def _base(model: Any) -> Any:
-    """The transformers model under a PEFT wrapper (its config, norm and head)."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
 def _logits_pass(handle: Any, ids: Sequence[int], adapter: str | None, **options: Any) -> Any:
     _check_adapter(handle, adapter)
     input_ids = torch.tensor([list(ids)], device=handle.device)
@@ -122,12 +117,10 @@ def perplexity(handle: Any, text: str, *, adapter: str | None = None) -> dict[st
     others: the same quantity as `model(input_ids, labels=input_ids).loss`, which fine-tuning
     minimises on its answers.
     """
-    text = _checked_text(text, "text")
     tokenizer = handle.tokenizer
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    ids = _prompt_ids(handle, text, "text")
     if len(ids) < 2:
         raise InvalidParameter("text", "needs at least two tokens: the first one is never predicted")
-    _checked_length(ids, "text", _limit(handle))
     table, chosen = _logprobs(handle, ids, adapter)
     ranks = (table > chosen[:, None]).sum(dim=-1) + 1
     described = _described(tokenizer, ids)
@@ -193,9 +186,8 @@ def compare(handle: Any, prompt: str, first: str, second: str, *, adapter: str |
 
 
 @contextmanager
-def _eager_attention(model: Any) -> Iterator[None]:
+def _eager_attention(base: Any) -> Iterator[None]:
     """The eager kernel for one pass (it returns the weights SDPA does not), then back."""
-    base = _base(model)
     before = base.config._attn_implementation
     if before == "eager":
         yield
@@ -207,16 +199,16 @@ def _eager_attention(model: Any) -> Iterator[None]:
         base.set_attn_implementation(before)
 
 
-def _prompt_ids(handle: Any, prompt: str) -> list[int]:
-    prompt = _checked_text(prompt, "prompt")
-    ids = handle.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    _checked_length(ids, "prompt", _limit(handle))
+def _prompt_ids(handle: Any, text: str, param: str = "prompt") -> list[int]:
+    """A text's token ids as the views read it (no special tokens), checked and within the limit."""
+    ids = handle.tokenizer(_checked_text(text, param), add_special_tokens=False)["input_ids"]
+    _checked_length(ids, param, _limit(handle))
     return list(ids)
 
 
 def shape(handle: Any) -> dict[str, int]:
     """Layers and heads, to check indices against (and for the UI's pickers)."""
-    config = _base(handle.model).config
+    config = handle.base_model.config
     return {
         "layers": int(config.num_hidden_layers),
         "heads": int(config.num_attention_heads),
@@ -236,8 +228,7 @@ def attention(
     if head is not None and not 0 <= int(head) < sizes["heads"]:
         raise InvalidParameter("head", f"must be between 0 and {sizes['heads'] - 1}, got {head}")
     ids = _prompt_ids(handle, prompt)
-    _check_adapter(handle, adapter)
-    with handle.locked(), _eager_attention(handle.model):
+    with handle.locked(), _eager_attention(handle.base_model):
         output = _logits_pass(handle, ids, adapter, output_attentions=True)
     weights = output.attentions[int(layer)][0].float()  # [heads, query, key]
     chosen = weights.mean(dim=0) if head is None else weights[int(head)]
@@ -257,8 +248,7 @@ def lens(handle: Any, prompt: str, *, adapter: str | None = None) -> dict[str, A
     is read through the final norm and the output head, with its probability, and the probability
     the layer gives the model's final prediction (how early the answer forms)."""
     ids = _prompt_ids(handle, prompt)
-    _check_adapter(handle, adapter)
-    base = _base(handle.model)
+    base = handle.base_model
     norm = base.get_decoder().norm
     head = base.get_output_embeddings()
     streams: list[torch.Tensor] = []
@@ -397,12 +387,12 @@ def kv_cache(config: Any, *, dtype_bytes: int = 2, context: int | None = None) -
 def architecture(handle: Any, *, context: int | None = None, dtype_bytes: int = 2) -> dict[str, Any]:
     """The base model as a tree of modules with shapes and parameter counts, the share of each
     part (embedding, attention, MLP, norms, head), and its KV-cache size."""
-    model = _base(handle.model)
+    model = handle.base_model
     if context is not None and not 1 <= int(context) <= 10_000_000:
         raise InvalidParameter("context", f"must be between 1 and 10,000,000 tokens, got {context}")
     seen: set[int] = set()
     tree = _tree(type(model).__name__, model, seen)
-    total = parameter_count(model)  # the base alone: an attached adapter's weights are not the model's
+    total = handle.parameter_count  # the base alone: an attached adapter's weights are not the model's
     parts: dict[str, int] = {}
     counted: set[int] = set()
     for name, module in base_named_modules(model):

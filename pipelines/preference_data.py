@@ -164,18 +164,18 @@ def training_rows(items: Iterable[ItemView] | None = None, options: ExportOption
     gold = drives.gold_answers() if member else {}
     accuracy = preference_stats.gold_accuracy(items, gold)
     out = TrainingRows([], [])
+
+    def measured(annotator: str) -> float | None:
+        return accuracy[annotator]["gold_accuracy"] if annotator in accuracy else None
+
+    def passes(annotator: str, threshold: float) -> bool:
+        value = measured(annotator)
+        return value is None or value >= threshold
+
     for item in items:
         drive = settings.get(member.get(item.id, ""))
         threshold = drive.gold_threshold if drive else 0.0
-
-        def measured(annotator: str) -> float | None:
-            return accuracy[annotator]["gold_accuracy"] if annotator in accuracy else None
-
-        def passes(annotator: str) -> bool:
-            value = measured(annotator)
-            return value is None or value >= threshold
-
-        kept = [lb for lb in item.labels if passes(lb.annotator) or not options.gold_filter]
+        kept = [lb for lb in item.labels if passes(lb.annotator, threshold) or not options.gold_filter]
         out.excluded_labels += len(item.labels) - len(kept)
         answers = Counter(_answer(lb) for lb in kept)
         provenance = {
@@ -191,7 +191,7 @@ def training_rows(items: Iterable[ItemView] | None = None, options: ExportOption
                     **provenance,
                     "annotator": label.annotator,
                     "gold_accuracy": measured(label.annotator),
-                    "passed_gold": passes(label.annotator),
+                    "passed_gold": passes(label.annotator, threshold),
                 }
                 _rows_for(item, label, meta, out)
             continue
@@ -275,6 +275,19 @@ def export(path: str | Path, fmt: str = "jsonl", options: ExportOptions | None =
         "split_items": found.split_items,
         "incomplete_items": found.incomplete_items,
     }
+
+
+def left_out(report: dict[str, Any]) -> list[str]:
+    """What `export` left out, as phrases ("3 items without a consensus"), for the CLI and the UI."""
+    return [
+        f"{report[key]} {what}"
+        for key, what in (
+            ("excluded_labels", "labels below their drive's gold threshold"),
+            ("split_items", "items without a consensus"),
+            ("incomplete_items", "items short of their drive's overlap"),
+        )
+        if report[key]
+    ]
 
 
 def _empty_parquet(path: Path) -> None:
@@ -458,15 +471,7 @@ def import_file(path: str | Path, *, annotator: str | None = None) -> ImportResu
 def parse_answer(text: str, n_responses: int) -> drives.GoldAnswer:
     """A known answer as people write it: A, B, tie, both bad, up, down, or a ranking 'B > A = C'."""
     raw = (text or "").strip()
-    aliases = {
-        "a": "A",
-        "b": "B",
-        "tie": "tie",
-        "both bad": "both_bad",
-        "both_bad": "both_bad",
-        "up": "up",
-        "down": "down",
-    }
+    aliases = {choice.lower(): choice for choice in (*preferences.TWO_WAY, *THUMBS)} | {"both bad": "both_bad"}
     choice = aliases.get(raw.lower())
     if choice is not None:
         return drives.GoldAnswer(choice, preferences.ranking_for(choice, n_responses))

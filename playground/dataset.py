@@ -145,15 +145,7 @@ def export_labels(
         return shutil.make_archive(str(target), "zip", root_dir=folder, base_dir=target.name)
     suffix = {"jsonl": "jsonl", "parquet": "parquet", "unpaired": "unpaired.jsonl"}[fmt]
     result = preference_data.export(folder / f"preferences-{stamp}.{suffix}", fmt, options)
-    left_out = [
-        f"{n} {what}"
-        for n, what in (
-            (result["excluded_labels"], "labels below their drive's gold threshold"),
-            (result["split_items"], "items without a consensus"),
-            (result["incomplete_items"], "items short of their drive's overlap"),
-        )
-        if n
-    ]
+    left_out = preference_data.left_out(result)
     gr.Info(
         f"Exported {result['rows']} rows ({result['pairs']} pairs, {result['unpaired']} unpaired)."
         + (f" Left out: {'; '.join(left_out)}." if left_out else "")

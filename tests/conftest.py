@@ -135,14 +135,7 @@ def postgres_admin_url():
 def store_database(request, data_dir, monkeypatch):
     """The store's tests run on both databases: SQLite in the data directory, and a fresh
     database on the PostgreSQL server (PLAYGROUND_DATABASE_URL, inherited by spawned processes)."""
-    from pipelines import config, db
     from tests import postgres
 
-    if request.param == "postgresql":
-        monkeypatch.setenv(
-            "PLAYGROUND_DATABASE_URL", postgres.fresh_database(request.getfixturevalue("postgres_admin_url"))
-        )
-        config.reset_settings()
-    db.dispose_all()
-    yield request.param
-    db.dispose_all()
+    with postgres.database_for(request, monkeypatch) as kind:
+        yield kind

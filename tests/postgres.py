@@ -89,3 +89,21 @@ def fresh_database(admin_url: str) -> str:
     with psycopg.connect(admin_url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     return admin_url.rsplit("/", 1)[0] + f"/{name}"
+
+
+@contextmanager
+def database_for(request, monkeypatch) -> Iterator[str]:  # noqa: ANN001 - pytest's request and monkeypatch
+    """For a fixture parametrized "sqlite" / "postgresql": point the app at that database for one
+    test (a fresh PostgreSQL database through PLAYGROUND_DATABASE_URL, which spawned processes
+    inherit) and close every pooled connection around it."""
+    from pipelines import config, db
+
+    if request.param == "postgresql":
+        admin = request.getfixturevalue("postgres_admin_url")
+        monkeypatch.setenv("PLAYGROUND_DATABASE_URL", fresh_database(admin))
+        config.reset_settings()
+    db.dispose_all()
+    try:
+        yield request.param
+    finally:
+        db.dispose_all()

@@ -130,14 +130,8 @@ def run_export(args: argparse.Namespace) -> int:
         print(
             f"wrote {result['rows']} rows to {result['path']} ({result['pairs']} pairs, {result['unpaired']} unpaired in the store)"
         )
-        left_out = {
-            "labels below their drive's gold threshold": result["excluded_labels"],
-            "items without a consensus": result["split_items"],
-            "items short of their drive's overlap": result["incomplete_items"],
-        }
-        for what, n in left_out.items():
-            if n:
-                print(f"left out: {n} {what}")
+        for phrase in preference_data.left_out(result):
+            print(f"left out: {phrase}")
     return 0
 
 

@@ -20,17 +20,10 @@ pytestmark = pytest.mark.slow  # trains models or spawns processes: `make test-f
 def both_databases(request, data_dir, monkeypatch):
     """The jobs table on SQLite, and on PostgreSQL in `make test-heavy` (a minute of training
     workers more; job workers inherit PLAYGROUND_DATABASE_URL)."""
-    from pipelines import config
     from tests import postgres
 
-    if request.param == "postgresql":
-        monkeypatch.setenv(
-            "PLAYGROUND_DATABASE_URL", postgres.fresh_database(request.getfixturevalue("postgres_admin_url"))
-        )
-        config.reset_settings()
-    db.dispose_all()
-    yield request.param
-    db.dispose_all()
+    with postgres.database_for(request, monkeypatch) as kind:
+        yield kind
 
 
 @pytest.fixture
