@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast test-heavy lint bench llamacpp run-llamacpp clean-venv
+.PHONY: run test test-fast test-heavy lint bench llamacpp run-llamacpp clean-venv migration
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,16 @@ llamacpp: $(STAMP)
 
 run-llamacpp: llamacpp
 	PLAYGROUND_ENGINE=llamacpp $(BIN)/python app.py
+
+# A schema revision for a change to pipelines/tables.py: a scratch database is built by the
+# existing revisions, then Alembic writes the difference to pipelines/migrations/versions/.
+# Read it (SQLite needs plain ALTERs, not table copies) before committing.
+migration: $(STAMP)
+	@test -n "$(MESSAGE)" || { echo 'usage: make migration MESSAGE="what changed"'; exit 2; }
+	scratch=$$(mktemp -d) && export PLAYGROUND_DATA_DIR=$$scratch && \
+	$(BIN)/alembic upgrade head && $(BIN)/alembic revision --autogenerate -m "$(MESSAGE)" \
+	  --rev-id $$(printf '%04d' $$(( $$(ls pipelines/migrations/versions/[0-9]*.py | wc -l) + 1 ))); \
+	status=$$?; rm -rf $$scratch; exit $$status
 
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py

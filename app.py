@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -11,7 +12,7 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 import gradio as gr  # noqa: E402
 
-from pipelines import jobs, models  # noqa: E402
+from pipelines import backup, jobs, models  # noqa: E402
 from pipelines.access import AuthConfigError, get_policy  # noqa: E402
 from pipelines.config import get_settings  # noqa: E402
 from playground import (
@@ -119,6 +120,7 @@ def main() -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     jobs.manager()  # recover jobs interrupted by a previous shutdown, then run queued ones
+    backups = backup.start()  # PLAYGROUND_BACKUP_DIR / _REPO: periodic snapshots (restored on open when empty)
     demo = build_app(name).queue(default_concurrency_limit=4, max_size=QUEUE_MAX)
     # From here on model calls wait for the weights; started after the UI is built (competing for
     # the interpreter, a load would slow the build as much as it gained) and before the server
@@ -132,7 +134,13 @@ def main() -> int:
         demo.close()
         return 1
     logging.getLogger("app").info("model loaded; every tab is ready")
-    demo.block_thread()
+    # A Space restarting sends SIGTERM: leave through `finally`, so the last labels are backed up.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        demo.block_thread()
+    finally:
+        if backups is not None:
+            backups.stop()
     return 0
 
 

@@ -310,7 +310,7 @@ def run(spec: ClassifySpec, ctx: JobContext) -> dict[str, Any]:
     training.console_quiet(trainer)
     ctx.info(f"{trainable:,} trainable parameters of {total:,} ({100 * trainable / total:.2f}%); ~{planned} steps")
     ctx.phase("before", total=len(eval_rows))
-    before = trainer.evaluate(metric_key_prefix="before") if eval_ds is not None else {}
+    before = training.evaluate_before_training(trainer, metric_key_prefix="before") if eval_ds is not None else {}
     ctx.phase("train", total=planned)
     result = trainer.train()
     if ctx.should_stop():
@@ -327,6 +327,7 @@ def run(spec: ClassifySpec, ctx: JobContext) -> dict[str, Any]:
     }
     ctx.info("held-out: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
     steps = int(trainer.state.global_step)
+    agreement = training.ranks_agree(trainer.model)  # every rank, before rank 0 alone goes on
     if not ctx.report:
         return {"steps": steps}
 
@@ -372,6 +373,7 @@ def run(spec: ClassifySpec, ctx: JobContext) -> dict[str, Any]:
         "size_mb": round(size_mb, 3),
         "confusion": confusion,
         **metrics,
+        **agreement,
     }
 
 

@@ -46,6 +46,15 @@ class Settings:
     host: str = field(default_factory=_default_host)
     port: int = field(default_factory=lambda: int(_env("PLAYGROUND_PORT") or _env("GRADIO_SERVER_PORT") or 7860))
     database_url: str | None = field(default_factory=lambda: _env("PLAYGROUND_DATABASE_URL"))
+    # snapshots of the SQLite database (and the labels' trl exports) for a disk that does not survive
+    # a restart (a Space): a directory (a mounted bucket) and/or a Hub dataset repository (HF_TOKEN);
+    # every `backup_interval` seconds when something changed, restored on start into an empty database
+    backup_dir: Path | None = field(
+        default_factory=lambda: Path(v).resolve() if (v := _env("PLAYGROUND_BACKUP_DIR")) else None
+    )
+    backup_repo: str | None = field(default_factory=lambda: _env("PLAYGROUND_BACKUP_REPO"))
+    backup_interval: float = field(default_factory=lambda: float(_env("PLAYGROUND_BACKUP_INTERVAL", "300")))
+    backup_keep: int = field(default_factory=lambda: int(_env("PLAYGROUND_BACKUP_KEEP", "10")))
     # the largest single upload the server accepts (handlers apply tighter per-kind limits)
     max_upload_mb: int = field(default_factory=lambda: int(_env("PLAYGROUND_MAX_UPLOAD_MB", "200")))
     max_jobs: int = field(default_factory=lambda: int(_env("PLAYGROUND_MAX_JOBS", "1")))
@@ -93,6 +102,14 @@ class Settings:
             raise ValueError(f"PLAYGROUND_BATCH_ROWS must be at least 1, got {self.batch_rows}")
         if self.batch_queue < 1:
             raise ValueError(f"PLAYGROUND_BATCH_QUEUE must be at least 1, got {self.batch_queue}")
+        if self.backup_interval < 10:
+            raise ValueError(f"PLAYGROUND_BACKUP_INTERVAL must be at least 10 (seconds), got {self.backup_interval:g}")
+        if self.backup_keep < 1:
+            raise ValueError(f"PLAYGROUND_BACKUP_KEEP must be at least 1, got {self.backup_keep}")
+        if self.backup_repo is not None and self.backup_repo.count("/") != 1:
+            raise ValueError(
+                f"PLAYGROUND_BACKUP_REPO must be a Hub dataset id like user/labels, got {self.backup_repo!r}"
+            )
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"PLAYGROUND_THREADS must be at least 1, got {self.threads}")
 

@@ -8,16 +8,20 @@ changes.
 
 from __future__ import annotations
 
+import logging
 import threading
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Iterator
 
-from sqlalchemy import create_engine, event
-from sqlalchemy.engine import CursorResult, Engine, Result
+from sqlalchemy import create_engine, event, make_url, text
+from sqlalchemy.engine import Connection, CursorResult, Engine, Result
 from sqlalchemy.orm import Session, sessionmaker
 
 from .config import Settings, get_settings
-from .tables import Base
+from . import schema, snapshots
+
+log = logging.getLogger(__name__)
 
 
 _engines: dict[str, Engine] = {}
@@ -49,17 +53,49 @@ def _sqlite_engine(url: str) -> Engine:
 
 
 def engine(settings: Settings | None = None) -> Engine:
-    """One engine per database URL per process, with every table created."""
+    """One engine per database URL per process, on a database at the newest schema revision."""
     url = database_url(settings)
     with _lock:
         if url not in _engines:
             if url.startswith("sqlite"):
+                file = sqlite_file(url)
+                if file is not None:  # a restarted Space: its labels come back from the latest snapshot
+                    snapshots.restore_if_empty(settings or get_settings(), file)
                 eng = _sqlite_engine(url)
+                _locking_engines[url] = _sqlite_locking_engine(url)
             else:
                 eng = create_engine(url, pool_pre_ping=True)
-            Base.metadata.create_all(eng)
+            with _schema_transaction(eng, _locking_engines.get(url)) as connection:
+                done = schema.upgrade(connection)
+            if done != "up to date":
+                log.info("database %s: schema %s", describe_url(settings), done)
             _engines[url] = eng
         return _engines[url]
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL (None for other databases and in-memory ones)."""
+    parsed = make_url(url)
+    if not parsed.drivername.startswith("sqlite") or not parsed.database or parsed.database == ":memory:":
+        return None
+    return Path(parsed.database).resolve()
+
+
+# Any 64-bit number, the same in every process: PostgreSQL's lock for "changing the schema".
+_SCHEMA_LOCK = 0x706C_6179_6772_6E64
+
+
+@contextmanager
+def _schema_transaction(eng: Engine, locking: Engine | None) -> Iterator[Connection]:
+    """A transaction that holds the database's write lock, so processes opening an old database
+    at once upgrade it once: the first migrates, the others wait and then find it up to date.
+    SQLite: BEGIN IMMEDIATE (`locking`). PostgreSQL: a transaction-scoped advisory lock (its DDL
+    is transactional too: a failed upgrade leaves nothing half-done). Others: a plain transaction."""
+    with (locking or eng).connect() as connection:
+        with connection.begin():
+            if eng.dialect.name == "postgresql":
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
+            yield connection
 
 
 @contextmanager
@@ -85,22 +121,17 @@ def _no_driver_transactions(dbapi_connection, _record) -> None:  # noqa: ANN001
     dbapi_connection.isolation_level = None  # the "begin" event below starts every transaction itself
 
 
-def _locking_engine(settings: Settings | None = None) -> Engine:
+def _sqlite_locking_engine(url: str) -> Engine:
     """For SQLite, a second engine whose transactions start with BEGIN IMMEDIATE (the write lock).
 
     pysqlite begins a transaction lazily, at the first write, so two serving transactions could
     both read "one place left" before either writes. Taking the lock at BEGIN makes the read and
     the write one step, across threads and processes (SQLAlchemy's documented pysqlite recipe).
     """
-    url = database_url(settings)
-    engine(settings)  # the tables exist
-    with _lock:
-        if url not in _locking_engines:
-            eng = _sqlite_engine(url)
-            event.listen(eng, "connect", _no_driver_transactions)
-            event.listen(eng, "begin", _begin_immediate)
-            _locking_engines[url] = eng
-        return _locking_engines[url]
+    eng = _sqlite_engine(url)
+    event.listen(eng, "connect", _no_driver_transactions)
+    event.listen(eng, "begin", _begin_immediate)
+    return eng
 
 
 @contextmanager
@@ -111,7 +142,7 @@ def locked_session(settings: Settings | None = None) -> Iterator[Session]:
     transaction; the caller locks the row it serialises on with `SELECT ... FOR UPDATE`.
     """
     eng = engine(settings)
-    with _transaction(_locking_engine(settings) if eng.dialect.name == "sqlite" else eng) as s:
+    with _transaction(_locking_engines.get(database_url(settings), eng)) as s:
         yield s
 
 
@@ -127,3 +158,19 @@ def dispose_all() -> None:
             eng.dispose()
         _engines.clear()
         _locking_engines.clear()
+
+
+def schema_state(settings: Settings | None = None) -> schema.SchemaState:
+    """Where the database's schema stands, read without upgrading it (`python -m pipelines db status`)."""
+    url = database_url(settings)
+    eng = _sqlite_engine(url) if url.startswith("sqlite") else create_engine(url, pool_pre_ping=True)
+    try:
+        with eng.connect() as connection:
+            return schema.state(connection)
+    finally:
+        eng.dispose()
+
+
+def describe_url(settings: Settings | None = None) -> str:
+    """The database URL with any password hidden (for messages and `db status`)."""
+    return make_url(database_url(settings)).render_as_string(hide_password=True)

@@ -144,7 +144,7 @@ def save(name: str, settings: DriveSettings | None = None, *, created_by: str | 
         row = s.get(PrefDrive, name)
         created = row is None
         if row is None:
-            row = PrefDrive(name=name, created_at=time.time(), created_by=created_by, serves=0)
+            row = PrefDrive(name=name, created_at=time.time(), created_by=created_by)
             s.add(row)
         row.overlap, row.gold_threshold = settings.overlap, settings.gold_threshold
         row.gold_rate, row.lease_seconds = settings.gold_rate, settings.lease_minutes * 60
@@ -310,7 +310,6 @@ def take(name: str, annotator: str, *, rng: random.Random | None = None, now: fl
     now = time.time() if now is None else now
     with locked_session() as s:
         drive = _locked_drive(s, name)
-        drive.serves += 1
         state = _state(s, drive, now)
         open_items = sorted(i for i, who in state.held.items() if annotator in who)
         if open_items:

@@ -522,7 +522,7 @@ def run(spec: FinetuneSpec, ctx: JobContext) -> dict[str, Any]:
     def measure_base(progress: _Counter) -> tuple[dict[str, Any], list[str]]:
         before: dict[str, Any] = {}
         if eval_ds is not None:
-            before["loss"] = trainer.evaluate(metric_key_prefix="before")["before_loss"]
+            before["loss"] = training.evaluate_before_training(trainer, metric_key_prefix="before")["before_loss"]
             progress.add(1)
         if main:
             before["general_perplexity"] = evaluation.text_perplexity(tuned, tokenizer, evaluation.general_text())
@@ -559,6 +559,7 @@ def run(spec: FinetuneSpec, ctx: JobContext) -> dict[str, Any]:
     if eval_ds is not None:
         after["loss"] = trainer.evaluate(metric_key_prefix="after")["after_loss"]
         progress.add(1)
+    agreement = training.ranks_agree(tuned)  # every rank, before rank 0 alone goes on
     if not main:
         return {"steps": int(trainer.state.global_step)}
 
@@ -626,6 +627,7 @@ def run(spec: FinetuneSpec, ctx: JobContext) -> dict[str, Any]:
         "before": before,
         "after": after,
         "samples": samples,
+        **agreement,
     }
 
 

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -24,9 +25,10 @@ import tempfile
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import psutil
 from sqlalchemy import select, update
@@ -43,6 +45,12 @@ QUEUED, RUNNING = "queued", "running"
 SUCCEEDED, FAILED, CANCELLED, INTERRUPTED = "succeeded", "failed", "cancelled", "interrupted"
 FINAL = frozenset({SUCCEEDED, FAILED, CANCELLED, INTERRUPTED})
 CANCEL_GRACE_SECONDS = 5.0
+# A running job's process writes `heartbeat_at` this often. A replica on another host cannot see
+# that process; when the heartbeat is older than LOST_AFTER_SECONDS (the host died, or its replica
+# was killed with its jobs) any replica's manager marks the job interrupted, so it stops counting
+# against the queue's parallel limit and its page says what happened.
+HEARTBEAT_SECONDS = 30.0
+LOST_AFTER_SECONDS = 180.0
 
 # kind -> "module:function"; imported only inside the worker, so the app stays light.
 KINDS: dict[str, str] = {
@@ -475,10 +483,40 @@ def _resolve(kind: str) -> Callable[[JobContext], dict[str, Any]]:
     return getattr(importlib.import_module(module_name), function)
 
 
+def _beat(job_id: str) -> None:
+    with session() as s:
+        s.execute(update(JobRow).where(JobRow.id == job_id, JobRow.status == RUNNING).values(heartbeat_at=time.time()))
+
+
+@contextmanager
+def _heartbeats(ctx: JobContext) -> Iterator[None]:
+    """While the job runs, a thread writes its heartbeat (main rank only: it owns the row)."""
+    if not ctx.report:
+        yield
+        return
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(HEARTBEAT_SECONDS):
+            try:
+                _beat(ctx.job_id)
+            except Exception:  # noqa: BLE001 - a missed beat is retried; the job must go on
+                log.warning("job %s: heartbeat not written", ctx.job_id, exc_info=True)
+
+    _beat(ctx.job_id)
+    thread = threading.Thread(target=beat, name=f"heartbeat-{ctx.job_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+
+
 def _execute(ctx: JobContext, kind: str) -> tuple[str, str, dict[str, Any]]:
     """Run a job function; (final status, message, result). Never raises."""
     try:
-        result = _resolve(kind)(ctx)
+        with _heartbeats(ctx):
+            result = _resolve(kind)(ctx)
     except JobCancelled:
         return CANCELLED, "cancelled", {}
     except KeyboardInterrupt:
@@ -508,8 +546,16 @@ def run_worker(job_id: str) -> int:
     return 0 if status == SUCCEEDED else 1
 
 
-def _is_main_rank() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
+def rank() -> int:
+    """This process's rank in a distributed run (torchrun / `accelerate launch`, or MPI); 0 otherwise."""
+    for name in ("RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK", "MV2_COMM_WORLD_RANK"):
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    return 0
+
+
+def is_main_rank() -> bool:
+    return rank() == 0
 
 
 def run_foreground(
@@ -521,7 +567,7 @@ def run_foreground(
     """
     if kind not in KINDS:
         raise JobError(f"unknown job kind {kind!r}")
-    main = _is_main_rank()
+    main = is_main_rank()
     job_id = uuid.uuid4().hex[:12]
     if main:
         job_dir(job_id).mkdir(parents=True, exist_ok=True)
@@ -541,6 +587,7 @@ def run_foreground(
                     host=socket.gethostname(),
                     pid=me.pid,
                     pid_started=me.create_time(),
+                    heartbeat_at=time.time(),
                     foreground=True,
                     message="running in the foreground",
                 )
@@ -552,6 +599,8 @@ def run_foreground(
         status, message, result = _execute(ctx, kind)
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if not main:  # a rank's scratch (its trainer's output_dir): rank 0 keeps the job's
+            shutil.rmtree(directory, ignore_errors=True)
     if main:
         ctx.info(f"{status}: {message}")
         _finish(job_id, status, message, result)
@@ -612,21 +661,32 @@ class JobManager:
                 log.exception("job manager poll failed")
 
     def recover(self) -> list[str]:
-        """Jobs marked running whose process is gone (after a restart: not this app's children) end here:
-        cancelled if someone asked for that (the kill after the grace period is the cancel's), else interrupted."""
+        """Jobs marked running whose process is gone end here: cancelled if someone asked for that
+        (the kill after the grace period is the cancel's), else interrupted. On this host, "gone"
+        is the process itself (after a restart: not this app's children); on another host, a
+        heartbeat older than LOST_AFTER_SECONDS (that machine or replica is gone)."""
         lost = []
         with session(self.settings) as s:
             rows = list(s.scalars(select(JobRow).where(JobRow.status == RUNNING)))
+        now = time.time()
         for row in rows:
-            if row.host not in (None, self.host) or row.id in self._procs:
+            if row.id in self._procs:
                 continue
-            if not _alive(row.pid, row.pid_started):
-                if row.cancel_requested:
-                    _finish(row.id, CANCELLED, "cancelled")
-                elif _finish(
-                    row.id, INTERRUPTED, "the job's process ended without finishing (app restart or crash); see its log"
-                ):
-                    lost.append(row.id)
+            if row.host in (None, self.host):
+                if _alive(row.pid, row.pid_started):
+                    continue
+                why = "the job's process ended without finishing (app restart or crash); see its log"
+            elif row.heartbeat_at is not None and now - row.heartbeat_at > LOST_AFTER_SECONDS:
+                why = (
+                    f"no sign of life from its process on {row.host} for {now - row.heartbeat_at:.0f} s "
+                    "(that machine or app replica stopped); see its log"
+                )
+            else:
+                continue
+            if row.cancel_requested:
+                _finish(row.id, CANCELLED, "cancelled")
+            elif _finish(row.id, INTERRUPTED, why):
+                lost.append(row.id)
         return lost
 
     def poll_once(self) -> None:
@@ -686,7 +746,13 @@ class JobManager:
                 s.execute(
                     update(JobRow)
                     .where(JobRow.id == job_id, JobRow.status == QUEUED)
-                    .values(status=RUNNING, host=self.host, message="starting", started_at=time.time())
+                    .values(
+                        status=RUNNING,
+                        host=self.host,
+                        message="starting",
+                        started_at=time.time(),
+                        heartbeat_at=time.time(),
+                    )
                 )
             )
         if claimed != 1:

@@ -82,7 +82,7 @@ def run(spec: RewardSpec, ctx: JobContext) -> dict[str, Any]:
     )
     # trl logs its reward metrics as eval_* whatever the prefix: read the untrained accuracy now
     ctx.phase("before", total=kept_eval)
-    before = dict(trainer.evaluate()) if kept_eval else {}
+    before = training.evaluate_before_training(trainer) if kept_eval else {}
     ctx.phase("train", total=planned)
     result = trainer.train()
     if ctx.should_stop():
@@ -97,6 +97,7 @@ def run(spec: RewardSpec, ctx: JobContext) -> dict[str, Any]:
         "train_loss": float(result.training_loss),
     }
     ctx.info("held-out: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
+    agreement = training.ranks_agree(trainer.model)  # every rank, before rank 0 alone goes on
     if not ctx.report:
         return {"steps": int(trainer.state.global_step)}
 
@@ -132,6 +133,7 @@ def run(spec: RewardSpec, ctx: JobContext) -> dict[str, Any]:
         "steps": int(trainer.state.global_step),
         "seconds": seconds,
         **metrics,
+        **agreement,
     }
 
 

@@ -1,8 +1,10 @@
 """Every table of the playground, in one module that imports neither the store nor the job runner.
 
-`db` creates them; `jobs` and `preferences` read and write them. Keeping the mapped classes apart
-means importing the database never imports the code that uses it (no import circle), and a new
-table is visible to `create_all` by being defined here.
+`db` opens the database and `schema` brings it to these definitions; `jobs` and `preferences`
+read and write them. Keeping the mapped classes apart means importing the database never imports
+the code that uses it (no import circle). A change here needs a revision in
+`pipelines/migrations/versions/` (`make migration MESSAGE="..."` writes one), or existing
+databases never get it: `tests/integration/test_migrations.py` fails until they do.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class JobRow(Base):
     step: Mapped[int] = mapped_column(Integer, default=0)
     total_steps: Mapped[int] = mapped_column(Integer, default=0)
     eta_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    heartbeat_at: Mapped[float | None] = mapped_column(Float, nullable=True)  # the running job's last sign of life
     message: Mapped[str] = mapped_column(Text, default="")
     result: Mapped[str] = mapped_column(Text, default="{}")
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -112,7 +115,6 @@ class PrefDrive(Base):
     lease_seconds: Mapped[float] = mapped_column(Float, default=1800.0)  # a served, unlabelled item is held this long
     created_at: Mapped[float] = mapped_column(Float)
     created_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
-    serves: Mapped[int] = mapped_column(Integer, default=0)  # bumped by every serve: the row serving locks
 
 
 class PrefDriveItem(Base):

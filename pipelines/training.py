@@ -17,7 +17,7 @@ from . import adapters, bundled
 from .config import Settings, get_settings
 from .hardware import TrainPrecision, detect, plan_device, train_precision
 from .jobs import Phase
-from .errors import InvalidParameter
+from .errors import InvalidParameter, PlaygroundError
 from . import knobs
 from .knobs import knob
 
@@ -251,6 +251,123 @@ def console_quiet(trainer: Any) -> None:
     from transformers.trainer_callback import PrinterCallback
 
     trainer.remove_callback(PrinterCallback)
+
+
+# Where launchers put the process count: torchrun / `accelerate launch --multi_gpu`, then MPI's.
+_WORLD_SIZE_VARIABLES = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+
+
+def check_distributed_launch(environ: Any = None) -> None:
+    """Refuse, before anything loads, a distributed launch that would not do what it says.
+
+    - `accelerate launch --cpu --num_processes N` without MPI starts ONE process (accelerate's
+      multi-CPU launcher is mpirun): training would quietly run on one process.
+    - FSDP and DeepSpeed ZeRO-3 leave each rank a shard of the weights, while rank 0 evaluates and
+      saves the model it holds (whole under DDP and ZeRO stages 1-2, which shard optimizer state
+      and gradients only): it would publish a fragment.
+    """
+    import json
+
+    environ = os.environ if environ is None else environ
+    asked_for_many = "MASTER_PORT" in environ and environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true")
+    if asked_for_many and not any(name in environ for name in _WORLD_SIZE_VARIABLES):
+        raise InvalidParameter(
+            "accelerate launch",
+            "--cpu with several processes starts only one without MPI (accelerate's multi-CPU launcher is "
+            "mpirun); for several CPU processes use `accelerate launch --multi_gpu --num_processes N` (on a "
+            "machine without GPUs its processes train on CPU over gloo) or `torchrun --nproc_per_node N -m pipelines …`",
+        )
+    stage = environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE")
+    config_file = environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE")
+    if stage is None and config_file and Path(config_file).is_file():
+        try:
+            stage = json.loads(Path(config_file).read_text()).get("zero_optimization", {}).get("stage")
+        except (OSError, ValueError, AttributeError):
+            stage = None
+    deepspeed = environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in ("1", "true")
+    if environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true"):
+        chosen = "FSDP"
+    elif deepspeed and str(stage) == "3":
+        chosen = "DeepSpeed ZeRO stage 3"
+    else:
+        return
+    raise InvalidParameter(
+        "accelerate config",
+        f"{chosen} shards the weights across processes, and this command evaluates and saves rank 0's "
+        "copy whole: choose multi-GPU (DDP) or DeepSpeed ZeRO stage 1 or 2 in `accelerate config`",
+    )
+
+
+def evaluate_before_training(trainer: Any, **kwargs: Any) -> dict[str, Any]:
+    """`trainer.evaluate()` before `trainer.train()`, safe under DDP.
+
+    Evaluating first makes accelerate prepare the model for evaluation only and mark it prepared;
+    `train()` then never wraps it in DistributedDataParallel, so no gradient is averaged and each
+    rank trains alone on its shard (seen here: a 2-process reward model whose ranks ended apart).
+    Forgetting that evaluation-only preparation lets `train()` wrap the model as it should.
+    """
+    metrics = dict(trainer.evaluate(**kwargs))
+    model = trainer.model
+    if getattr(model, "_is_accelerate_prepared", False) and trainer.model_wrapped is model:
+        model._is_accelerate_prepared = False
+        trainer.accelerator._models[:] = [m for m in trainer.accelerator._models if m is not model]
+    return metrics
+
+
+class RanksDisagree(PlaygroundError, RuntimeError):
+    """The processes of a distributed run ended with different weights: nothing is published."""
+
+
+def trained_weights(model: Any) -> dict[str, Any]:
+    """What a job trained, by name: an adapter's saved tensors (its `save_pretrained` writes
+    exactly these), or a whole model's trainable parameters."""
+    from peft import PeftModel, get_peft_model_state_dict
+
+    if isinstance(model, PeftModel):
+        return get_peft_model_state_dict(model)
+    return {name: p for name, p in model.named_parameters() if p.requires_grad}
+
+
+def _tensor_digest(name: str, tensor: Any) -> str:
+    import hashlib
+
+    import torch
+
+    tensor = tensor.detach().cpu().contiguous()
+    digest = hashlib.sha256(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+    digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def weights_digest(tensors: dict[str, Any]) -> str:
+    """SHA-256 over tensors' names, dtypes, shapes and bytes: equal digests, bit-identical weights."""
+    import hashlib
+
+    each = [_tensor_digest(name, tensors[name]) for name in sorted(tensors)]
+    return hashlib.sha256("".join(each).encode()).hexdigest()
+
+
+def ranks_agree(model: Any) -> dict[str, Any]:
+    """After training, every rank of a distributed run must hold the same weights: DDP averages
+    gradients, so identical updates follow. Checked rather than assumed — each rank's per-tensor
+    digests are gathered (a collective: every rank calls this) — because rank 0 alone publishes.
+    `world_size`, `ranks_agree` and the digest go into the job's result and the CLI's JSON."""
+    import torch.distributed as dist
+
+    tensors = trained_weights(model)
+    mine = {name: _tensor_digest(name, tensors[name]) for name in sorted(tensors)}
+    everyone: list[Any] = [mine]
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        everyone = [None] * dist.get_world_size()
+        dist.all_gather_object(everyone, mine)
+    differing = sorted(name for name in mine if len({str(ranks.get(name)) for ranks in everyone}) > 1)
+    if differing or any(set(ranks) != set(mine) for ranks in everyone):
+        shown = ", ".join(differing[:3]) + (f" and {len(differing) - 3} more" if len(differing) > 3 else "")
+        raise RanksDisagree(
+            f"the {len(everyone)} processes ended with different weights ({shown or 'different tensors'}); "
+            "nothing was saved"
+        )
+    return {"world_size": len(everyone), "ranks_agree": True, "weights_sha256": weights_digest(tensors)}
 
 
 def publish(staging: Path, target: Path, *, overwrite: bool, param: str = "out") -> Path:

@@ -98,7 +98,7 @@ def run(spec: DPOSpec, ctx: JobContext) -> dict[str, Any]:
     )
     training.console_quiet(trainer)
     ctx.phase("before", total=len(eval_rows))
-    before = _held_out(trainer.evaluate()) if eval_rows else {}
+    before = _held_out(training.evaluate_before_training(trainer)) if eval_rows else {}
     ctx.phase("train", total=planned)
     result = trainer.train()
     if ctx.should_stop():
@@ -110,6 +110,7 @@ def run(spec: DPOSpec, ctx: JobContext) -> dict[str, Any]:
         f"accuracy {before.get('accuracy', 0):.2f} -> {after.get('accuracy', 0):.2f}"
     )
     steps = int(trainer.state.global_step)
+    agreement = training.ranks_agree(trainer.model)  # every rank, before rank 0 alone goes on
     if not ctx.report:
         return {"steps": steps}
     metrics = {"before": before, "after": after, "train_loss": float(result.training_loss)}
@@ -143,6 +144,7 @@ def run(spec: DPOSpec, ctx: JobContext) -> dict[str, Any]:
         "eval_accuracy_after": after.get("accuracy"),
         "train_loss": float(result.training_loss),
         "seconds": time.time() - started,
+        **agreement,
     }
 
 

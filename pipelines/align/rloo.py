@@ -177,6 +177,7 @@ def run(spec: RLOOSpec, ctx: JobContext) -> dict[str, Any]:
     if ctx.should_stop():
         raise JobCancelled()
     steps = int(trainer.state.global_step)
+    agreement = training.ranks_agree(trainer.model)  # every rank, before rank 0 alone goes on
     if not ctx.report:
         return {"steps": steps}
     target = common.publish_adapter(
@@ -237,7 +238,7 @@ def run(spec: RLOOSpec, ctx: JobContext) -> dict[str, Any]:
         f"greedy {greedy['mean_reward_base']:+.4f} -> {greedy['mean_reward_adapter']:+.4f}"
     )
     common.update_meta(target, {"metrics": metrics, "seconds": time.time() - started})
-    return {"adapter_dir": str(target), "steps": steps, **metrics, "seconds": time.time() - started}
+    return {"adapter_dir": str(target), "steps": steps, **metrics, "seconds": time.time() - started, **agreement}
 
 
 def _advance(ctx: JobContext, done: int) -> None:

@@ -26,6 +26,7 @@ COMMANDS = {
     "sandbox": "run untrusted Python in the sandbox",
     "bundled": "the ready-made adapters and reward model shipped with the project, and their figures",
     "inspect": "inside the model: tokens, likelihood of a text, attention, logit lens, architecture",
+    "db": "the database's schema revision: status, or upgrade now (every process upgrades on open anyway)",
 }
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .. import adapters, jobs, models, reward
+from .. import adapters, models, reward
 from ..align import common, dpo, evaluate, rloo
 from ..sampling import SamplingParams
-from .common import CommandFailed, UsageError, add_spec_flags, emit_json, needs_action, quiet_stdout, spec_args
+from .common import UsageError, add_spec_flags, emit_json, needs_action, quiet_stdout, spec_args, train_in_foreground
 
 
 def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
@@ -40,12 +40,10 @@ def _file(path: str, flag: str) -> str:
     return str(Path(path).resolve())
 
 
-def _run(kind: str, spec, json_mode: bool) -> dict:
-    with quiet_stdout(json_mode):
-        job = jobs.run_foreground(kind, spec.out, spec.to_dict(), echo=True)
-    if job.status != jobs.SUCCEEDED:
-        raise CommandFailed(f"{kind} {job.status}: {job.message} (log: {jobs.log_path(job.id)})")
-    return job.result | {"job_id": job.id}
+def _run(kind: str, spec, json_mode: bool) -> dict | None:
+    """The job's result (None on the other ranks of a distributed run: rank 0 reports)."""
+    job = train_in_foreground(kind, spec.out, spec.to_dict(), json_mode=json_mode, what=kind)
+    return None if job is None else job.result | {"job_id": job.id}
 
 
 def run_dpo(args: argparse.Namespace) -> int:
@@ -55,6 +53,8 @@ def run_dpo(args: argparse.Namespace) -> int:
     common.check_new_adapter(spec.out, spec.overwrite)
     reward.load_pairs(spec)  # data problems are usage errors, reported before any model loads
     result = _run("dpo", spec, args.json)
+    if result is None:
+        return 0
     if args.json:
         emit_json(result)
     else:
@@ -73,6 +73,8 @@ def run_rloo(args: argparse.Namespace) -> int:
     )
     rloo.check(spec)
     result = _run("rloo", spec, args.json)
+    if result is None:
+        return 0
     if args.json:
         emit_json(result)
     else:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .. import classify, jobs
-from .common import CommandFailed, UsageError, add_spec_flags, emit_json, needs_action, quiet_stdout, spec_args
+from .. import classify
+from .common import UsageError, add_spec_flags, emit_json, needs_action, quiet_stdout, spec_args, train_in_foreground
 
 
 def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
@@ -34,10 +34,9 @@ def run_train(args: argparse.Namespace) -> int:
     if classify.classifier_path(spec.out).exists() and not spec.overwrite:
         raise UsageError(f"--out: a classifier named {spec.out!r} already exists (use --overwrite)")
     classify.check_examples(classify.read_examples(spec.data), spec.skip_bad_rows)  # before any model loads
-    with quiet_stdout(args.json):
-        job = jobs.run_foreground("classify", spec.out, spec.to_dict(), echo=True)
-    if job.status != jobs.SUCCEEDED:
-        raise CommandFailed(f"classifier training {job.status}: {job.message} (log: {jobs.log_path(job.id)})")
+    job = train_in_foreground("classify", spec.out, spec.to_dict(), json_mode=args.json, what="classifier training")
+    if job is None:  # another rank of a distributed run: rank 0 reports
+        return 0
     result = job.result
     if args.json:
         emit_json({**result, "job_id": job.id})

@@ -138,6 +138,29 @@ def sampling_from_args(args: argparse.Namespace) -> SamplingParams:
     return SamplingParams(**spec_args(args, SamplingParams))
 
 
+def train_in_foreground(kind: str, name: str, spec: dict[str, Any], *, json_mode: bool, what: str) -> Any:
+    """Run a training job here, registered like any other; its JobInfo on success, None on the
+    other ranks of a distributed run (`accelerate launch`: rank 0 records, publishes and prints,
+    so the JSON document is printed once). A failed job is one line on every rank, exit status 1."""
+    from .. import jobs, training
+
+    training.check_distributed_launch()
+    with quiet_stdout(json_mode):
+        job = jobs.run_foreground(kind, name, spec, echo=True)
+    if job.status != jobs.SUCCEEDED:
+        where = f" (log: {jobs.log_path(job.id)})" if jobs.is_main_rank() else f" (rank {jobs.rank()})"
+        raise CommandFailed(f"{what} {job.status}: {job.message}{where}")
+    return job if jobs.is_main_rank() else None
+
+
+DISTRIBUTED_FIELDS = ("world_size", "ranks_agree", "weights_sha256")
+
+
+def distributed_fields(result: dict[str, Any]) -> dict[str, Any]:
+    """How many processes trained and whether they ended with the same weights (their digest)."""
+    return {key: result[key] for key in DISTRIBUTED_FIELDS if key in result}
+
+
 def emit_json(document: Any) -> None:
     """The one JSON document a `--json` command prints (call it outside `quiet_stdout`)."""
     sys.stdout.write(json.dumps(document, ensure_ascii=False) + "\n")

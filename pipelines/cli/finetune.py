@@ -9,8 +9,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .. import finetune, jobs, sft_data
-from .common import CommandFailed, UsageError, add_spec_flags, emit_json, quiet_stdout, spec_args
+from .. import finetune, sft_data
+from .common import (
+    UsageError,
+    add_spec_flags,
+    distributed_fields as _distributed,
+    emit_json,
+    spec_args,
+    train_in_foreground,
+)
 
 
 def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
@@ -31,10 +38,9 @@ def run(args: argparse.Namespace) -> int:
     finetune.check_can_write(spec)
     data = sft_data.load_file(spec.data)  # bad data is a usage error, found before any model loads
     sft_data.accept(data, data.problems, skip_bad_rows=spec.skip_bad_rows)
-    with quiet_stdout(args.json):
-        job = jobs.run_foreground("finetune", spec.out, spec.to_dict(), echo=True)
-    if job.status != jobs.SUCCEEDED:
-        raise CommandFailed(f"fine-tuning {job.status}: {job.message} (log: {jobs.log_path(job.id)})")
+    job = train_in_foreground("finetune", spec.out, spec.to_dict(), json_mode=args.json, what="fine-tuning")
+    if job is None:  # another rank of a distributed run: rank 0 reports
+        return 0
     result = job.result
     kept = "model_dir" if spec.saves_model else "adapter_dir"  # a whole model, or an adapter beside the base
     if args.json:
@@ -51,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
                 "job_id": job.id,
                 "before": result.get("before"),
                 "after": result.get("after"),
+                **_distributed(result),
             }
         )
     else:

@@ -5,8 +5,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .. import jobs, reward
-from .common import CommandFailed, UsageError, add_spec_flags, emit_json, needs_action, quiet_stdout, spec_args
+from .. import reward
+from .common import (
+    UsageError,
+    add_spec_flags,
+    distributed_fields,
+    emit_json,
+    needs_action,
+    quiet_stdout,
+    spec_args,
+    train_in_foreground,
+)
 
 
 def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
@@ -45,10 +54,9 @@ def run_train(args: argparse.Namespace) -> int:
     if reward.model_path(spec.out).exists() and not spec.overwrite:
         raise UsageError(f"a reward model named {spec.out!r} already exists (use --overwrite)")
     reward.load_pairs(spec)  # data problems are usage errors, reported before any model loads
-    with quiet_stdout(args.json):
-        job = jobs.run_foreground("reward", spec.out, spec.to_dict(), echo=True)
-    if job.status != jobs.SUCCEEDED:
-        raise CommandFailed(f"reward training {job.status}: {job.message} (log: {jobs.log_path(job.id)})")
+    job = train_in_foreground("reward", spec.out, spec.to_dict(), json_mode=args.json, what="reward training")
+    if job is None:  # another rank of a distributed run: rank 0 reports
+        return 0
     result = job.result
     if args.json:
         emit_json(
@@ -59,6 +67,7 @@ def run_train(args: argparse.Namespace) -> int:
                 "job_id": job.id,
                 "eval_margin": result.get("eval_margin"),
                 "seconds": result.get("seconds"),
+                **distributed_fields(result),
             }
         )
     else:

@@ -176,6 +176,51 @@ def test_restart_marks_orphans_interrupted(tiny_model_env, data_dir):
     assert jobs.get(alive.id).status == jobs.RUNNING  # a live process (a CLI run) is left alone
 
 
+def _running_elsewhere(name: str, heartbeat: float | None, *, cancel: bool = False) -> str:
+    job = jobs.submit("finetune", name, {"data": "x", "out": name})
+    with db.session() as s:
+        row = s.get(jobs.JobRow, job.id)
+        row.status, row.host, row.pid, row.pid_started = jobs.RUNNING, "another-replica", 4242, time.time() - 500
+        row.heartbeat_at, row.cancel_requested = heartbeat, cancel
+    return job.id
+
+
+def test_a_job_whose_host_stopped_reporting_is_interrupted_by_any_replica(data_dir):
+    """A replica killed with its jobs (or its whole machine) leaves rows 'running' that no other
+    replica can check by pid: a heartbeat older than LOST_AFTER_SECONDS ends them."""
+    now = time.time()
+    stale = _running_elsewhere("stale", now - jobs.LOST_AFTER_SECONDS - 60)
+    fresh = _running_elsewhere("fresh", now - 5)
+    unknown = _running_elsewhere("started-before-heartbeats", None)
+    cancelled = _running_elsewhere("stale-cancelled", now - jobs.LOST_AFTER_SECONDS - 60, cancel=True)
+    assert jobs.JobManager(max_parallel=1).recover() == [stale]
+    assert jobs.get(stale).status == jobs.INTERRUPTED
+    assert "no sign of life from its process on another-replica for 24" in jobs.get(stale).message
+    assert jobs.get(cancelled).status == jobs.CANCELLED
+    assert jobs.get(fresh).status == jobs.RUNNING and jobs.get(unknown).status == jobs.RUNNING
+
+
+def test_a_running_job_writes_its_heartbeat_until_it_ends(data_dir, monkeypatch):
+    monkeypatch.setattr(jobs, "HEARTBEAT_SECONDS", 0.05)
+    job = jobs.submit("finetune", "beating", {"data": "x", "out": "beating"})
+    with db.session() as s:
+        s.get(jobs.JobRow, job.id).status = jobs.RUNNING
+
+    def heartbeat() -> float | None:
+        with db.session() as s:
+            return s.get(jobs.JobRow, job.id).heartbeat_at
+
+    ctx = jobs.JobContext(job_id=job.id, spec={}, directory=jobs.job_dir(job.id))
+    with jobs._heartbeats(ctx):
+        first = heartbeat()
+        assert first is not None  # written at once, not after the first interval
+        time.sleep(0.5)
+        assert heartbeat() > first
+    last = heartbeat()
+    time.sleep(0.3)
+    assert heartbeat() == last  # the thread stopped with the job
+
+
 def test_unknown_kind_and_job_are_refused(data_dir):
     with pytest.raises(jobs.JobError, match="unknown job kind"):
         jobs.submit("mining", "x", {})
