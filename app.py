@@ -10,12 +10,16 @@ import sys
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
+from pipelines import gpu  # noqa: E402
+
+gpu.prepare()  # on ZeroGPU `spaces` must come before anything that touches CUDA
+
 import gradio as gr  # noqa: E402
 
 from pipelines import backup, jobs, models  # noqa: E402
 from pipelines.access import AuthConfigError, get_policy  # noqa: E402
 from pipelines.config import get_settings  # noqa: E402
-from playground import (
+from playground import (  # noqa: E402
     align,
     chat,
     classify,
@@ -31,7 +35,7 @@ from playground import (
     reward,
     sidebar,
     signin,
-)  # noqa: E402
+)
 from playground.controls import ASSETS, MODEL_CONCURRENCY, how_it_works  # noqa: E402
 from playground.errors import translate_errors  # noqa: E402
 

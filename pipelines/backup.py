@@ -11,8 +11,10 @@ deployments back up with the database's own tools; this is for SQLite.
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,7 +101,8 @@ class Backups:
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or get_settings()
-        self.last: BackupResult | None = None
+        self.last: BackupResult | None = None  # the last snapshot sent (an unchanged database sends none)
+        self.last_at: float | None = None  # when it was taken
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -122,7 +125,8 @@ class Backups:
                 log.info(
                     "backup: %s rows sent to %s", sum(result.counts.values()), ", ".join(result.stored) or "no store"
                 )
-            self.last = result
+            if not result.unchanged:  # `last` is the last snapshot sent, whatever was checked since
+                self.last, self.last_at = result, time.time()
             return result
 
     def _loop(self) -> None:
@@ -137,8 +141,12 @@ class Backups:
         return self.run_once()
 
 
+_running: Backups | None = None
+
+
 def start(settings: Settings | None = None) -> Backups | None:
     """Start periodic backups when they are configured and the database is SQLite (else None)."""
+    global _running
     settings = settings or get_settings()
     if not snapshots.stores(settings):
         return None
@@ -147,10 +155,43 @@ def start(settings: Settings | None = None) -> Backups | None:
     except BackupUnavailable as error:
         log.warning("backup: %s", error)
         return None
-    started = Backups(settings).start()
+    started = _running = Backups(settings).start()
     log.info(
         "backup: every %g s to %s",
         settings.backup_interval,
         ", ".join(s.describe() for s in snapshots.stores(settings)),
     )
     return started
+
+
+def status_line(settings: Settings | None = None) -> str | None:
+    """One line for the operator (the Dataset tab): the last snapshot, or the warning that a Space's
+    labels are not backed up at all; None where there is nothing to say."""
+    settings = settings or get_settings()
+    running = _running
+    if running is not None:
+        every = f"every {settings.backup_interval:g} s"
+        if snapshots.restored_at_start is not None:
+            manifest, store = snapshots.restored_at_start
+            taken = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(manifest.created))
+            every += (
+                f"; at start, {manifest.counts.get('pref_labels', 0)} labels came back from {store} (taken {taken})"
+            )
+        last = running.last
+        if last is None or running.last_at is None:
+            return f"Backups: {every}; none taken yet."
+        when = time.strftime("%H:%M:%S UTC", time.gmtime(running.last_at))
+        labels = last.counts.get("pref_labels", 0)
+        text = f"Backups: last snapshot at {when} ({labels} label{'' if labels == 1 else 's'}) to " + (
+            ", ".join(last.stored) or "no store"
+        )
+        if last.failed:
+            text += "; ⚠ " + "; ".join(f"{store} refused it: {why}" for store, why in last.failed.items())
+        return f"{text}; {every}."
+    on_space = bool(os.environ.get("SPACE_ID"))
+    if on_space and not snapshots.stores(settings) and db.sqlite_file(db.database_url(settings)) is not None:
+        return (
+            "⚠ This Space keeps its labels on a disk that is wiped at every restart: set PLAYGROUND_BACKUP_REPO "
+            "(with HF_TOKEN) or PLAYGROUND_DATABASE_URL (README: A Space that keeps its labels)."
+        )
+    return None

@@ -12,6 +12,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import overload
 
+from .gpu import on_zero_gpu
+
 # What ships with the code: sample datasets, presets, teaching texts (one place, for pipelines and UI).
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 DATASETS = ASSETS / "datasets"
@@ -75,7 +77,9 @@ class Settings:
     # most `batch_rows` rows per lane; `batch_queue` requests may wait for a slot, more are refused;
     # PLAYGROUND_BATCHING=0 decodes each request on its own, as before the scheduler
     batching: bool = field(
-        default_factory=lambda: (_env("PLAYGROUND_BATCHING", "1") or "1").lower() in {"1", "true", "yes", "on"}
+        # off by default on ZeroGPU: the scheduler's thread decodes outside any request's GPU call
+        default_factory=lambda: (_env("PLAYGROUND_BATCHING", "0" if on_zero_gpu() else "1")).lower()
+        in {"1", "true", "yes", "on"}
     )
     batch_rows: int = field(default_factory=lambda: int(_env("PLAYGROUND_BATCH_ROWS", "16")))
     batch_queue: int = field(default_factory=lambda: int(_env("PLAYGROUND_BATCH_QUEUE", "64")))

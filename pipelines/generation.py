@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
-from . import scheduler
+from . import gpu, scheduler
 from .batch_cache import left_padded, pad_id, prefill_inputs
 from .models import ModelHandle
 from .sampling import (
@@ -270,6 +270,7 @@ class _RowState:
         return token_id
 
 
+@gpu.task()
 def stream_batch(
     handle: ModelHandle,
     prompts: Sequence[Prompt],
@@ -558,6 +559,7 @@ def next_token_logits(handle: ModelHandle, ids: Sequence[int], adapter: str | No
     return _logits_cache.get(handle, ids, adapter)
 
 
+@gpu.task()
 def inspect_next_token(
     handle: ModelHandle,
     context_ids: Sequence[int],

@@ -18,6 +18,7 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
+from . import gpu
 from .errors import InvalidParameter, PlaygroundError
 from .model_structure import tuner_layer_type, base_named_modules, decoder_blocks
 
@@ -110,6 +111,7 @@ def _logprobs(handle: Any, ids: Sequence[int], adapter: str | None) -> tuple[tor
     return table, table.gather(1, targets[:, None])[:, 0]
 
 
+@gpu.task()
 def perplexity(handle: Any, text: str, *, adapter: str | None = None) -> dict[str, Any]:
     """Per-token log-probabilities of a text, its mean loss and perplexity = exp(mean loss).
 
@@ -137,6 +139,7 @@ def perplexity(handle: Any, text: str, *, adapter: str | None = None) -> dict[st
     }
 
 
+@gpu.task()
 def score(handle: Any, prompt: str, continuation: str, *, adapter: str | None = None) -> dict[str, Any]:
     """log P(continuation | prompt) = the sum of its tokens' log-probabilities, and each token's rank.
 
@@ -216,6 +219,7 @@ def shape(handle: Any) -> dict[str, int]:
     }
 
 
+@gpu.task()
 def attention(
     handle: Any, prompt: str, *, layer: int, head: int | None = None, adapter: str | None = None
 ) -> dict[str, Any]:
@@ -243,6 +247,7 @@ def attention(
 # --- logit lens --------------------------------------------------------------------------------
 
 
+@gpu.task()
 def lens(handle: Any, prompt: str, *, adapter: str | None = None) -> dict[str, Any]:
     """For each layer and position: the top next token when the residual stream after that block
     is read through the final norm and the output head, with its probability, and the probability

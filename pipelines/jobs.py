@@ -35,6 +35,7 @@ from sqlalchemy import select, update
 
 from .errors import PlaygroundError
 from .files import write_atomic
+from .gpu import on_zero_gpu
 from .config import Settings, get_settings
 from .db import rowcount, session
 from .tables import JobRow
@@ -626,6 +627,33 @@ def _alive(pid: int | None, started: float | None) -> bool:
         return False
 
 
+def worker_environment(settings: Settings) -> dict[str, str]:
+    """The environment of a job's worker process."""
+    env = {
+        **os.environ,
+        "PLAYGROUND_DATA_DIR": str(settings.data_dir),
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH")])
+        ),
+        "PYTHONUNBUFFERED": "1",
+        # Training is torch's; before/after evaluations must also decode on one engine, in full precision, to compare.
+        "PLAYGROUND_ENGINE": "torch",
+        "PLAYGROUND_FAST": "0",
+        # The log is for people: no progress bars drawn with carriage returns, no deprecation chatter.
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+        "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+        "PYTHONWARNINGS": "ignore::FutureWarning,ignore::DeprecationWarning",
+        "NO_COLOR": "1",
+        "TERM": "dumb",
+    }
+    if settings.database_url:
+        env["PLAYGROUND_DATABASE_URL"] = settings.database_url
+    if on_zero_gpu():  # a job outlives any GPU call's duration: it trains on the CPU
+        env["PLAYGROUND_DEVICE"] = "cpu"
+    return env
+
+
 class JobManager:
     """Starts queued jobs as processes, watches them, cancels them, recovers after restarts."""
 
@@ -759,26 +787,7 @@ class JobManager:
             return
         directory = job_dir(job_id, self.settings)
         directory.mkdir(parents=True, exist_ok=True)
-        env = {
-            **os.environ,
-            "PLAYGROUND_DATA_DIR": str(self.settings.data_dir),
-            "PYTHONPATH": os.pathsep.join(
-                filter(None, [str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH")])
-            ),
-            "PYTHONUNBUFFERED": "1",
-            # Training is torch's; before/after evaluations must also decode on one engine, in full precision, to compare.
-            "PLAYGROUND_ENGINE": "torch",
-            "PLAYGROUND_FAST": "0",
-            # The log is for people: no progress bars drawn with carriage returns, no deprecation chatter.
-            "HF_HUB_DISABLE_PROGRESS_BARS": "1",
-            "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
-            "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
-            "PYTHONWARNINGS": "ignore::FutureWarning,ignore::DeprecationWarning",
-            "NO_COLOR": "1",
-            "TERM": "dumb",
-        }
-        if self.settings.database_url:
-            env["PLAYGROUND_DATABASE_URL"] = self.settings.database_url
+        env = worker_environment(self.settings)
         with (directory / "log.txt").open("ab") as logfile:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "pipelines.worker", job_id],

@@ -23,7 +23,7 @@ import torch
 
 from .errors import PlaygroundError
 from .recent import Recent
-from . import adapters, bundled, preference_data, training
+from . import adapters, bundled, gpu, preference_data, training
 from .config import Settings, get_settings
 from .sampling import InvalidParameter
 
@@ -203,11 +203,13 @@ def scorer(name: str) -> RewardScorer:
     return _scorers.get(name)
 
 
+@gpu.task()
 def score(name: str, prompt: Sequence[Any] | str, response: str) -> float:
     messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
     return scorer(name).score(messages, [response])[0]
 
 
+@gpu.task(120)
 def evaluate_pairs(name: str | RewardScorer, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Fraction of pairs where the chosen response scores above the rejected one."""
     model = name if isinstance(name, RewardScorer) else scorer(name)

@@ -304,6 +304,10 @@ def stores(settings: Settings) -> list[Store]:
     return found
 
 
+# What this process restored when it opened the database (the Dataset tab says so), if anything.
+restored_at_start: tuple[Manifest, str] | None = None
+
+
 def restore_if_empty(settings: Settings, database: Path) -> Manifest | None:
     """On start, before the database is opened: when it is missing or empty and backups are
     configured, bring back the newest good snapshot (a Space after a restart). One process restores;
@@ -323,6 +327,8 @@ def restore_if_empty(settings: Settings, database: Path) -> Manifest | None:
                 log.error("backup: could not read snapshots from %s: %s", store.describe(), error)
                 continue
             if restored is not None:
+                global restored_at_start
+                restored_at_start = (restored, store.describe())
                 log.info(
                     "backup: restored %s from %s (%s rows, taken %s)",
                     restored.path,

@@ -10,7 +10,7 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from pipelines import agreement, drives, preference_data, preference_stats, preferences
+from pipelines import agreement, backup, drives, preference_data, preference_stats, preferences
 from pipelines.files import copy_upload
 
 from .errors import UserError
@@ -44,6 +44,9 @@ def dataset_view():
         + (f"; {found['excluded']} rankings and thumbs are not on that scale" if found["excluded"] else "")
         + "."
     )
+    backups = backup.status_line()
+    if backups:
+        text += f"  \n{backups}"
     bias = {row["annotator"]: row["left_wins"] for row in found["position_bias"]}
     gold = preference_stats.gold_accuracy(items, drives.gold_answers())
     annotators = pd.DataFrame(

@@ -29,6 +29,7 @@ from tests.helpers import ROOT
 @pytest.fixture
 def bucket(tmp_path, monkeypatch):
     target = tmp_path / "bucket"
+    monkeypatch.setattr(snapshots, "restored_at_start", None)  # what this process restored: per test
     monkeypatch.setenv("PLAYGROUND_BACKUP_DIR", str(target))
     config.reset_settings()
     db.dispose_all()
@@ -61,6 +62,7 @@ def test_labels_survive_a_restart_through_a_directory_snapshot(data_dir, bucket)
 
     _restart(data_dir)
     assert sorted(item.id for item in preferences.list_items()) == sorted(ids)  # restored on open
+    assert snapshots.restored_at_start is not None and snapshots.restored_at_start[0].counts["pref_labels"] == 3
     assert all(len(preferences.get_item(i).labels) == 1 for i in ids)
     _label("After the restart?")  # and it goes on from there
     assert len(preferences.list_items()) == 4
@@ -141,6 +143,33 @@ def test_backups_refuse_clearly_when_not_configured_or_not_sqlite(data_dir, monk
         config.Settings()
 
 
+def test_the_dataset_tab_says_when_the_last_snapshot_was_taken(data_dir, bucket, monkeypatch):
+    from playground import dataset
+
+    _label("Shown?")
+    monkeypatch.setattr(backup, "_running", None)  # restored after the test: no thread leaks into others
+    running = backup.start()
+    assert running is not None
+    try:
+        assert "Backups: every 300 s; none taken yet." in dataset.dataset_view()[0]
+        assert running.run_once() is not None
+        summary = dataset.dataset_view()[0]
+        assert "Backups: last snapshot at " in summary and f"(1 label) to {bucket}; every 300 s." in summary
+        assert running.run_once().unchanged  # nothing new: nothing sent, and the line still names the last one
+        assert f"(1 label) to {bucket}; every 300 s." in dataset.dataset_view()[0]
+    finally:
+        running.stop()
+
+
+def test_a_space_without_backups_is_warned(data_dir, monkeypatch):
+    monkeypatch.setenv("SPACE_ID", "me/playground")
+    config.reset_settings()
+    assert "wiped at every restart" in backup.status_line()
+    monkeypatch.setenv("PLAYGROUND_BACKUP_REPO", "me/labels")
+    config.reset_settings()
+    assert backup.status_line() is None  # configured (the app's thread reports once it runs)
+
+
 def test_db_backup_and_restore_commands(data_dir, bucket, capsys):
     _label("CLI?")
     assert cli(["db", "backup", "--json"]) == 0
@@ -158,6 +187,7 @@ def standin_hub(data_dir, monkeypatch):
     """The stand-in Hub on loopback, with the app's backups pointed at the repo `me/class-labels`."""
     from huggingface_hub import constants
 
+    monkeypatch.setattr(snapshots, "restored_at_start", None)
     with hub_standin.running() as (endpoint, hub):
         monkeypatch.setenv("HF_ENDPOINT", endpoint)
         monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # the suite is offline; this Hub is loopback
