@@ -87,6 +87,13 @@ def snapshot(settings: Settings | None = None, *, previous: str | None = None) -
             extras[name] = Path(scratch) / Path(name).name
             preference_data.export(extras[name], fmt)
         for store in stores:
+            if store.describe() in snapshots.unreadable_at_start:
+                result.failed[store.describe()] = (
+                    "not sent: its snapshots could not be read when this database was opened empty "
+                    f"({snapshots.unreadable_at_start[store.describe()]}), so sending it could make an empty "
+                    "database the latest snapshot; restart the app once the store is reachable"
+                )
+                continue
             try:
                 store.put(copy, manifest, extras)
                 result.stored.append(store.describe())

@@ -9,7 +9,9 @@ changes.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -38,11 +40,27 @@ def database_url(settings: Settings | None = None) -> str:
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:  # noqa: ANN001
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
-    cursor.execute("PRAGMA synchronous=FULL")  # an acknowledged label survives a power cut
     cursor.execute("PRAGMA busy_timeout=30000")  # wait for a lock instead of failing
+    _wal(cursor)  # readers never block the writer
+    cursor.execute("PRAGMA synchronous=FULL")  # an acknowledged label survives a power cut
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _wal(cursor, seconds: float = 30.0) -> None:  # noqa: ANN001
+    """Switch a database to WAL, waiting for other processes: a database not yet in WAL (a restored
+    snapshot, one made by another tool) needs an exclusive lock for it, and SQLite answers "locked"
+    at once, without its busy wait, while another connection holds a write transaction (it would
+    deadlock otherwise). Seen with processes opening such a database together, one migrating it."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _sqlite_engine(url: str) -> Engine:

@@ -251,13 +251,13 @@ class HubStore:
         return stored
 
     def manifests(self) -> list[Manifest]:
-        from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
+        from huggingface_hub.errors import RemoteEntryNotFoundError, RepositoryNotFoundError
 
         with tempfile.TemporaryDirectory(prefix="playground-hub-") as scratch:
             try:
                 local = self._download(LATEST, scratch)
-            except (EntryNotFoundError, RepositoryNotFoundError):
-                return []
+            except (RemoteEntryNotFoundError, RepositoryNotFoundError):  # the Hub answered: nothing there yet
+                return []  # (any other failure, "could not reach" included, is raised: it is not "empty")
             return [Manifest.from_json(Path(local).read_text())]
 
     def fetch(self, manifest: Manifest, target: Path) -> None:
@@ -306,6 +306,10 @@ def stores(settings: Settings) -> list[Store]:
 
 # What this process restored when it opened the database (the Dataset tab says so), if anything.
 restored_at_start: tuple[Manifest, str] | None = None
+# Stores whose snapshots could not be read when an empty database was opened (store -> error). Backups
+# skip them: the database may be empty only because the restore failed, and sending it would make an
+# empty database their latest snapshot.
+unreadable_at_start: dict[str, str] = {}
 
 
 def restore_if_empty(settings: Settings, database: Path) -> Manifest | None:
@@ -325,6 +329,7 @@ def restore_if_empty(settings: Settings, database: Path) -> Manifest | None:
                 restored = restore_latest(store, database)
             except Exception as error:  # noqa: BLE001 - an unreachable store must not stop the app starting
                 log.error("backup: could not read snapshots from %s: %s", store.describe(), error)
+                unreadable_at_start[store.describe()] = f"{type(error).__name__}: {error}"
                 continue
             if restored is not None:
                 global restored_at_start

@@ -25,6 +25,7 @@ class Hub:
         self.repos: dict[str, dict[str, bytes]] = {}
         self.commits: list[dict] = []
         self.fail_commits = 0  # answer this many commits with 503 (a Hub outage)
+        self.refuse_downloads = False  # answer downloads 403 (a token without read access, a broken proxy)
         self.lock = threading.Lock()
 
 
@@ -101,6 +102,9 @@ def _handler(hub: Hub) -> type[BaseHTTPRequestHandler]:
                 self._send(404, b"{}")
                 return
             repo, filename = f"{parts[2]}/{parts[3]}", "/".join(parts[6:])
+            if hub.refuse_downloads:
+                self._send(403, b'{"error": "forbidden"}')
+                return
             with hub.lock:
                 files = hub.repos.get(repo)
                 content = None if files is None else files.get(filename)

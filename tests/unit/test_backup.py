@@ -30,6 +30,7 @@ from tests.helpers import ROOT
 def bucket(tmp_path, monkeypatch):
     target = tmp_path / "bucket"
     monkeypatch.setattr(snapshots, "restored_at_start", None)  # what this process restored: per test
+    monkeypatch.setattr(snapshots, "unreadable_at_start", {})
     monkeypatch.setenv("PLAYGROUND_BACKUP_DIR", str(target))
     config.reset_settings()
     db.dispose_all()
@@ -188,6 +189,7 @@ def standin_hub(data_dir, monkeypatch):
     from huggingface_hub import constants
 
     monkeypatch.setattr(snapshots, "restored_at_start", None)
+    monkeypatch.setattr(snapshots, "unreadable_at_start", {})
     with hub_standin.running() as (endpoint, hub):
         monkeypatch.setenv("HF_ENDPOINT", endpoint)
         monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # the suite is offline; this Hub is loopback
@@ -223,6 +225,23 @@ def test_the_hub_store_through_huggingface_hub_against_a_stand_in(data_dir, stan
     down = backup.snapshot()
     assert down.stored == [str(data_dir.parent / "bucket")] and "the Hub dataset me/class-labels" in down.failed
     assert len(hub.commits) == 1
+
+
+def test_a_store_unreadable_at_start_is_not_overwritten_with_the_empty_database(data_dir, standin_hub):
+    """A restart while the Hub refuses to serve the snapshot: the app starts empty (it must start),
+    but it never sends that empty database as the newest snapshot."""
+    _label("Precious?")
+    backup.snapshot()
+    standin_hub.refuse_downloads = True
+    _restart(data_dir)
+    assert preferences.list_items() == []  # started, empty: the snapshot could not be read
+    assert "the Hub dataset me/class-labels" in snapshots.unreadable_at_start
+    result = backup.snapshot()
+    assert (
+        result.stored == []
+        and "could make an empty database the latest" in result.failed["the Hub dataset me/class-labels"]
+    )
+    assert len(standin_hub.commits) == 1  # the good snapshot is still the latest
 
 
 def test_an_empty_hub_repo_restores_nothing_and_the_app_starts(data_dir, standin_hub):

@@ -210,3 +210,29 @@ def test_processes_opening_an_old_database_together_upgrade_it_once(database):
     assert len(upgrades) == 1 and "from 0002 to 0003" in upgrades[0], results
     assert _revision() == schema.head()
     assert drives.names() == ["week1"]
+
+
+def test_opening_a_database_not_yet_in_wal_waits_for_a_writer(data_dir):
+    """A restored snapshot (or a database from another tool) is not in WAL mode; switching needs
+    an exclusive lock, and SQLite answers "locked" at once, without its busy wait, while another
+    process writes (seen in CI: four processes opening an old database together, one migrating)."""
+    import sqlite3
+    import threading
+    import time
+
+    path = data_dir / "playground.db"
+    _old_database(with_drives=False)
+    writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    assert writer.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    writer.execute("BEGIN IMMEDIATE")
+    writer.execute("UPDATE jobs SET message = 'held' WHERE id = 'job1'")
+    release = threading.Timer(0.5, lambda: writer.execute("COMMIT"))
+    release.start()
+    started = time.monotonic()
+    try:
+        db.engine()  # before the fix: sqlite3.OperationalError: database is locked, immediately
+    finally:
+        release.join()
+        writer.close()
+    assert time.monotonic() - started >= 0.4  # it waited for the writer
+    assert _revision() == schema.head() and jobs.get("job1").message == "held"
