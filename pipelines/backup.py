@@ -39,6 +39,7 @@ class BackupResult:
     bytes: int
     revision: str | None
     counts: dict[str, int]
+    created: float  # when the copy was taken
     stored: list[str] = field(default_factory=list)  # a store's description, per store that took it
     failed: dict[str, str] = field(default_factory=dict)  # store -> error
     unchanged: bool = False  # the same bytes as the last snapshot: nothing sent
@@ -57,7 +58,8 @@ class BackupResult:
         }
 
 
-def _database_file(settings: Settings) -> Path:
+def database_file(settings: Settings) -> Path:
+    """The SQLite file that backups copy and restores fill; BackupUnavailable for other databases."""
     file = db.sqlite_file(db.database_url(settings))
     if file is None:
         raise BackupUnavailable(
@@ -66,19 +68,28 @@ def _database_file(settings: Settings) -> Path:
     return file
 
 
-def snapshot(settings: Settings | None = None, *, previous: str | None = None) -> BackupResult:
-    """Take one snapshot now and put it in every configured store. `previous`: the SHA-256 of the
-    last one sent; equal bytes are not sent again."""
-    settings = settings or get_settings()
+def configured_stores(settings: Settings) -> list[snapshots.Store]:
+    """The configured stores; BackupUnavailable, saying what to set, when there are none."""
     stores = snapshots.stores(settings)
     if not stores:
         raise BackupUnavailable("no backup is configured: set PLAYGROUND_BACKUP_DIR or PLAYGROUND_BACKUP_REPO")
-    source = _database_file(settings)
+    return stores
+
+
+def snapshot(
+    settings: Settings | None = None, *, previous: str | None = None, stores: list[snapshots.Store] | None = None
+) -> BackupResult:
+    """Take one snapshot now and put it in every configured store (or `stores`: the app's thread
+    keeps its own, so a Hub repository is created once, not at every snapshot). `previous`: the
+    SHA-256 of the last one sent; equal bytes are not sent again."""
+    settings = settings or get_settings()
+    stores = stores if stores is not None else configured_stores(settings)
+    source = database_file(settings)
     db.engine(settings)  # the database exists, at the current schema
     with tempfile.TemporaryDirectory(prefix="playground-backup-", dir=settings.data_dir) as scratch:
         copy = Path(scratch) / "snapshot.db"
         manifest = snapshots.copy_consistent(source, copy)
-        result = BackupResult(manifest.sha256, manifest.size, manifest.revision, manifest.counts)
+        result = BackupResult(manifest.sha256, manifest.size, manifest.revision, manifest.counts, manifest.created)
         if manifest.sha256 == previous:
             result.unchanged = True
             return result
@@ -108,8 +119,8 @@ class Backups:
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or get_settings()
+        self.stores = snapshots.stores(self.settings)
         self.last: BackupResult | None = None  # the last snapshot sent (an unchanged database sends none)
-        self.last_at: float | None = None  # when it was taken
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -123,7 +134,9 @@ class Backups:
         with self._lock:  # the loop and the stop hook never snapshot at the same time
             try:
                 result = snapshot(
-                    self.settings, previous=self.last.sha256 if self.last and not self.last.failed else None
+                    self.settings,
+                    previous=self.last.sha256 if self.last and not self.last.failed else None,
+                    stores=self.stores,
                 )
             except Exception as error:  # noqa: BLE001 - the next interval tries again
                 log.error("backup: snapshot failed: %s", error)
@@ -133,7 +146,7 @@ class Backups:
                     "backup: %s rows sent to %s", sum(result.counts.values()), ", ".join(result.stored) or "no store"
                 )
             if not result.unchanged:  # `last` is the last snapshot sent, whatever was checked since
-                self.last, self.last_at = result, time.time()
+                self.last = result
             return result
 
     def _loop(self) -> None:
@@ -158,16 +171,12 @@ def start(settings: Settings | None = None) -> Backups | None:
     if not snapshots.stores(settings):
         return None
     try:
-        _database_file(settings)
+        database_file(settings)
     except BackupUnavailable as error:
         log.warning("backup: %s", error)
         return None
     started = _running = Backups(settings).start()
-    log.info(
-        "backup: every %g s to %s",
-        settings.backup_interval,
-        ", ".join(s.describe() for s in snapshots.stores(settings)),
-    )
+    log.info("backup: every %g s to %s", settings.backup_interval, ", ".join(s.describe() for s in started.stores))
     return started
 
 
@@ -185,9 +194,9 @@ def status_line(settings: Settings | None = None) -> str | None:
                 f"; at start, {manifest.counts.get('pref_labels', 0)} labels came back from {store} (taken {taken})"
             )
         last = running.last
-        if last is None or running.last_at is None:
+        if last is None:
             return f"Backups: {every}; none taken yet."
-        when = time.strftime("%H:%M:%S UTC", time.gmtime(running.last_at))
+        when = time.strftime("%H:%M:%S UTC", time.gmtime(last.created))
         labels = last.counts.get("pref_labels", 0)
         text = f"Backups: last snapshot at {when} ({labels} label{'' if labels == 1 else 's'}) to " + (
             ", ".join(last.stored) or "no store"

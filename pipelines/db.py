@@ -70,6 +70,10 @@ def _sqlite_engine(url: str) -> Engine:
     return eng
 
 
+def _new_engine(url: str) -> Engine:
+    return _sqlite_engine(url) if url.startswith("sqlite") else create_engine(url, pool_pre_ping=True)
+
+
 def engine(settings: Settings | None = None) -> Engine:
     """One engine per database URL per process, on a database at the newest schema revision."""
     url = database_url(settings)
@@ -79,10 +83,8 @@ def engine(settings: Settings | None = None) -> Engine:
                 file = sqlite_file(url)
                 if file is not None:  # a restarted Space: its labels come back from the latest snapshot
                     snapshots.restore_if_empty(settings or get_settings(), file)
-                eng = _sqlite_engine(url)
                 _locking_engines[url] = _sqlite_locking_engine(url)
-            else:
-                eng = create_engine(url, pool_pre_ping=True)
+            eng = _new_engine(url)
             with _schema_transaction(eng, _locking_engines.get(url)) as connection:
                 done = schema.upgrade(connection)
             if done != "up to date":
@@ -180,8 +182,7 @@ def dispose_all() -> None:
 
 def schema_state(settings: Settings | None = None) -> schema.SchemaState:
     """Where the database's schema stands, read without upgrading it (`python -m pipelines db status`)."""
-    url = database_url(settings)
-    eng = _sqlite_engine(url) if url.startswith("sqlite") else create_engine(url, pool_pre_ping=True)
+    eng = _new_engine(database_url(settings))
     try:
         with eng.connect() as connection:
             return schema.state(connection)

@@ -6,7 +6,7 @@ database in place instead. On open (`pipelines.db.engine`, inside one transactio
 the database's write lock, so replicas, job workers and the CLI starting together upgrade once):
 
 - an empty database gets every table of `tables.py` and is stamped with the newest revision
-  (the revisions build the same schema: `tests/integration/test_migrations.py` compares them);
+  (the revisions build the same schema: `tests/unit/test_migrations.py` compares them);
 - a database with tables but no version was made before migrations existed (before revision
   0003): it is stamped with the revision its tables match (0001, or 0002 with label drives),
   then upgraded;
@@ -51,7 +51,12 @@ class SchemaState:
 
     revision: str | None
     head: str
-    tables: int
+    names: frozenset[str]  # the database's tables, Alembic's own included
+
+    @property
+    def tables(self) -> int:
+        """How many of the playground's tables (and any other) it holds, Alembic's own left out."""
+        return len(self.names - {"alembic_version"})
 
     @property
     def up_to_date(self) -> bool:
@@ -78,9 +83,8 @@ def head() -> str:
 
 
 def state(connection: Connection) -> SchemaState:
-    tables = set(inspect(connection).get_table_names())
     revision = MigrationContext.configure(connection).get_current_revision()
-    return SchemaState(revision=revision, head=head(), tables=len(tables - {"alembic_version"}))
+    return SchemaState(revision=revision, head=head(), names=frozenset(inspect(connection).get_table_names()))
 
 
 def upgrade(connection: Connection) -> str:
@@ -99,12 +103,11 @@ def upgrade(connection: Connection) -> str:
         )
     context = MigrationContext.configure(connection)
     if now.revision is None:
-        tables = set(inspect(connection).get_table_names())
-        if not tables & set(Base.metadata.tables):
+        if not now.names & set(Base.metadata.tables):
             Base.metadata.create_all(connection)
             context.stamp(scripts(), "head")
             return f"created at {now.head}"
-        context.stamp(scripts(), LABEL_DRIVES if "pref_drives" in tables else FIRST)
+        context.stamp(scripts(), LABEL_DRIVES if "pref_drives" in now.names else FIRST)
     before = context.get_current_revision()
     command.upgrade(config(connection), "head")
     return f"upgraded from {before} to {now.head}"

@@ -129,14 +129,23 @@ def copy_consistent(source: Path, target: Path) -> Manifest:
 
 
 def is_empty(database: Path) -> bool:
-    """No database yet, or one without a single row in any table (a fresh start)."""
+    """No database yet, or one without a single row in any table (a fresh start).
+
+    Every process asks this when it opens the database, so it looks for one row per table rather
+    than counting them or checking the whole file."""
     if not database.exists() or database.stat().st_size == 0:
         return True
     try:
-        counts = check_database(database)["counts"]
-    except SnapshotError:
+        connection = sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=30)
+        try:
+            tables = [r[0] for r in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+            return not any(
+                connection.execute(f'SELECT 1 FROM "{t}" LIMIT 1').fetchone() for t in tables if t != "alembic_version"
+            )
+        finally:
+            connection.close()
+    except sqlite3.DatabaseError:
         return False  # damaged is not empty: never overwrite it silently
-    return not any(counts.values())
 
 
 class Store(Protocol):

@@ -269,7 +269,11 @@ def check_distributed_launch(environ: Any = None) -> None:
     import json
 
     environ = os.environ if environ is None else environ
-    asked_for_many = "MASTER_PORT" in environ and environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true")
+
+    def on(name: str) -> bool:
+        return environ.get(name, "").lower() in ("1", "true")
+
+    asked_for_many = "MASTER_PORT" in environ and on("ACCELERATE_USE_CPU")
     if asked_for_many and not any(name in environ for name in _WORLD_SIZE_VARIABLES):
         raise InvalidParameter(
             "accelerate launch",
@@ -284,10 +288,9 @@ def check_distributed_launch(environ: Any = None) -> None:
             stage = json.loads(Path(config_file).read_text()).get("zero_optimization", {}).get("stage")
         except (OSError, ValueError, AttributeError):
             stage = None
-    deepspeed = environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in ("1", "true")
-    if environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true"):
+    if on("ACCELERATE_USE_FSDP"):
         chosen = "FSDP"
-    elif deepspeed and str(stage) == "3":
+    elif on("ACCELERATE_USE_DEEPSPEED") and str(stage) == "3":
         chosen = "DeepSpeed ZeRO stage 3"
     else:
         return
@@ -339,12 +342,19 @@ def _tensor_digest(name: str, tensor: Any) -> str:
     return digest.hexdigest()
 
 
-def weights_digest(tensors: dict[str, Any]) -> str:
-    """SHA-256 over tensors' names, dtypes, shapes and bytes: equal digests, bit-identical weights."""
+def _tensor_digests(tensors: dict[str, Any]) -> dict[str, str]:
+    return {name: _tensor_digest(name, tensors[name]) for name in sorted(tensors)}
+
+
+def _combined(digests: dict[str, str]) -> str:
     import hashlib
 
-    each = [_tensor_digest(name, tensors[name]) for name in sorted(tensors)]
-    return hashlib.sha256("".join(each).encode()).hexdigest()
+    return hashlib.sha256("".join(digests[name] for name in sorted(digests)).encode()).hexdigest()
+
+
+def weights_digest(tensors: dict[str, Any]) -> str:
+    """SHA-256 over tensors' names, dtypes, shapes and bytes: equal digests, bit-identical weights."""
+    return _combined(_tensor_digests(tensors))
 
 
 def ranks_agree(model: Any) -> dict[str, Any]:
@@ -354,8 +364,7 @@ def ranks_agree(model: Any) -> dict[str, Any]:
     `world_size`, `ranks_agree` and the digest go into the job's result and the CLI's JSON."""
     import torch.distributed as dist
 
-    tensors = trained_weights(model)
-    mine = {name: _tensor_digest(name, tensors[name]) for name in sorted(tensors)}
+    mine = _tensor_digests(trained_weights(model))
     everyone: list[Any] = [mine]
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         everyone = [None] * dist.get_world_size()
@@ -367,7 +376,7 @@ def ranks_agree(model: Any) -> dict[str, Any]:
             f"the {len(everyone)} processes ended with different weights ({shown or 'different tensors'}); "
             "nothing was saved"
         )
-    return {"world_size": len(everyone), "ranks_agree": True, "weights_sha256": weights_digest(tensors)}
+    return {"world_size": len(everyone), "ranks_agree": True, "weights_sha256": _combined(mine)}
 
 
 def publish(staging: Path, target: Path, *, overwrite: bool, param: str = "out") -> Path:

@@ -102,3 +102,16 @@ def write_sft_rows(path: Path, n: int = 24) -> Path:
         for i in range(n):
             handle.write(json.dumps({"prompt": f"What is {i} plus {i}?", "response": f"In short: {2 * i}."}) + "\n")
     return path
+
+
+def two_response_items(count: int) -> list[str]:
+    """`count` stored items, "Question i?" with responses "ai" and "bi": ids, in order (for vote bursts)."""
+    from pipelines import preferences
+
+    return [
+        preferences.create_item(
+            [{"role": "user", "content": f"Question {i}?"}],
+            [preferences.ResponseDraft(f"a{i}"), preferences.ResponseDraft(f"b{i}")],
+        ).id
+        for i in range(count)
+    ]

@@ -81,12 +81,14 @@ def run_backup(args: argparse.Namespace) -> int:
 
 
 def run_restore(args: argparse.Namespace) -> int:
+    from .. import backup
+
     settings = get_settings()
-    file = db.sqlite_file(db.database_url(settings))
-    if file is None:
-        raise UsageError("restore brings back a SQLite database; PLAYGROUND_DATABASE_URL points elsewhere")
-    if not snapshots.stores(settings):
-        raise UsageError("no backup is configured: set PLAYGROUND_BACKUP_DIR or PLAYGROUND_BACKUP_REPO")
+    try:
+        backup.configured_stores(settings)
+        file = backup.database_file(settings)
+    except backup.BackupUnavailable as error:
+        raise UsageError(str(error)) from error
     if not snapshots.is_empty(file):
         raise UsageError(f"{file} already holds data; restore only fills an empty database (move it aside first)")
     db.dispose_all()

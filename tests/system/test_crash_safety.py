@@ -19,7 +19,7 @@ from pipelines import adapters, db, finetune, generation, jobs, models, preferen
 from pipelines.rag import retrieval, store
 from pipelines.sampling import SamplingParams
 from tests.app_process import AppProcess
-from tests.helpers import make_lora_adapter, write_sft_rows
+from tests.helpers import make_lora_adapter, two_response_items, write_sft_rows
 
 pytestmark = pytest.mark.system
 
@@ -38,13 +38,7 @@ def test_sigkill_during_label_burst_and_training_loses_nothing_acknowledged(
     notes = tmp_path / "notes.txt"
     notes.write_text("The lighthouse keeper Ada polishes the lens every evening at dusk.")
     assert store.ingest("kept", [(notes, "notes.txt")]).ingested
-    items = [
-        preferences.create_item(
-            [{"role": "user", "content": f"Question {i}?"}],
-            [preferences.ResponseDraft(f"a{i}"), preferences.ResponseDraft(f"b{i}")],
-        ).id
-        for i in range(300)
-    ]
+    items = two_response_items(300)
     db.dispose_all()
 
     # 1. a burst of votes from four clients; SIGKILL while they are still voting

@@ -17,7 +17,7 @@ from gradio_client import Client
 from pipelines import config, db, finetune, jobs, preferences
 from tests import postgres
 from tests.app_process import AppProcess
-from tests.helpers import write_sft_rows
+from tests.helpers import two_response_items, write_sft_rows
 
 pytestmark = [pytest.mark.system, pytest.mark.heavy]  # two app processes and three training jobs: ~1.5 min
 CLIENTS = 10
@@ -28,13 +28,7 @@ def test_two_replicas_share_one_database_and_survive_a_kill(
 ):
     monkeypatch.setenv("PLAYGROUND_DATABASE_URL", postgres.fresh_database(postgres_admin_url))
     config.reset_settings()
-    items = [
-        preferences.create_item(
-            [{"role": "user", "content": f"Question {i}?"}],
-            [preferences.ResponseDraft(f"a{i}"), preferences.ResponseDraft(f"b{i}")],
-        ).id
-        for i in range(200)
-    ]
+    items = two_response_items(200)
     db.dispose_all()
     for n in range(2):
         (tmp_path / f"replica-{n}").mkdir()
