@@ -142,6 +142,14 @@ def test_backups_refuse_clearly_when_not_configured_or_not_sqlite(data_dir, monk
     monkeypatch.setenv("PLAYGROUND_BACKUP_INTERVAL", "1")
     with pytest.raises(ValueError, match="PLAYGROUND_BACKUP_INTERVAL must be at least 10"):
         config.Settings()
+    monkeypatch.setenv("PLAYGROUND_BACKUP_INTERVAL", "60")
+    monkeypatch.setenv("PLAYGROUND_BACKUP_KEEP", "0")
+    with pytest.raises(ValueError, match="PLAYGROUND_BACKUP_KEEP must be at least 1"):
+        config.Settings()
+    monkeypatch.setenv("PLAYGROUND_BACKUP_KEEP", "3")
+    monkeypatch.setenv("PLAYGROUND_BACKUP_REPO", "labels-without-owner")
+    with pytest.raises(ValueError, match="PLAYGROUND_BACKUP_REPO must be a Hub dataset id like user/labels"):
+        config.Settings()
 
 
 def test_the_dataset_tab_says_when_the_last_snapshot_was_taken(data_dir, bucket, monkeypatch):
