@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast test-heavy lint bench llamacpp run-llamacpp clean-venv migration
+.PHONY: run test test-fast test-heavy test-openai lint bench llamacpp llamacpp-server run-llamacpp clean-venv migration
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,20 @@ LLAMACPP_CMAKE_ARGS ?= -DGGML_NATIVE=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EX
 
 llamacpp: $(STAMP)
 	CMAKE_ARGS="$(LLAMACPP_CMAKE_ARGS)" $(BIN)/python -m pip install -r requirements-llamacpp.txt
+
+# A real OpenAI-compatible server for the remote engine's tests (PLAYGROUND_ENGINE=openai), in its own venv.
+SERVER_VENV := .cache/llamacpp-server
+
+$(SERVER_VENV)/.installed: requirements-openai-server.txt
+	test -x $(SERVER_VENV)/bin/python || $(PYTHON) -m venv $(SERVER_VENV)
+	CMAKE_ARGS="$(LLAMACPP_CMAKE_ARGS)" $(SERVER_VENV)/bin/python -m pip install -r requirements-openai-server.txt
+	touch $@
+
+llamacpp-server: $(SERVER_VENV)/.installed
+
+# The remote engine against that server on the bundled GGUF (Generate, Chat, a comparison, RAG, a kill mid-stream).
+test-openai: $(STAMP) llamacpp-server
+	$(BIN)/python -m pytest -m openai_server $(PYTEST_ARGS)
 
 run-llamacpp: llamacpp
 	PLAYGROUND_ENGINE=llamacpp $(BIN)/python app.py

@@ -14,7 +14,7 @@ from functools import lru_cache
 from typing import Any, Iterator, Sequence
 
 from . import generation
-from .messages import MAX_CONTENT_CHARS, MAX_MESSAGES, ROLES, Message, flatten_content, normalise, split_system  # noqa: F401 - re-exported
+from .messages import ChatIds, MAX_CONTENT_CHARS, MAX_MESSAGES, ROLES, Message, flatten_content, normalise, split_system  # noqa: F401 - re-exported
 from .models import ModelHandle
 from .sampling import InvalidParameter, SamplingParams
 
@@ -156,7 +156,7 @@ def build_prompt(
     return ChatPrompt(
         messages=kept,
         text=text,
-        ids=ids,
+        ids=ChatIds(ids, kept),
         dropped_turns=dropped,
         truncated_chars=truncated,
         max_new_tokens=min(max_new_tokens, window - len(ids)),

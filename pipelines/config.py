@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import overload
+from urllib.parse import urlsplit, urlunsplit
 
 from .gpu import on_zero_gpu
 
@@ -21,6 +22,16 @@ PREFERENCE_SAMPLE = DATASETS / "preference_pairs.jsonl"
 BUNDLED_MODEL = "bundled:smollm2"
 HUB_FALLBACK_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 TRAIN_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+OPENAI_SERVERS = ("vllm", "sglang", "tgi", "llamacpp", "openai")
+
+
+def redacted(url: str) -> str:
+    """A URL as it may be shown or logged: without any user:password@ part, query or fragment."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))
 
 
 @overload
@@ -73,6 +84,17 @@ class Settings:
         .replace("-", "")
         .replace(".", "")
     )
+    # "openai": base-model requests go to an OpenAI-compatible server (pipelines/openai_engine.py); set by
+    # the operator only, never by a visitor. The key is sent as a bearer token and never shown.
+    openai_base_url: str | None = field(default_factory=lambda: _env("PLAYGROUND_OPENAI_BASE_URL"))
+    openai_api_key: str | None = field(default_factory=lambda: _env("PLAYGROUND_OPENAI_API_KEY"), repr=False)
+    openai_model: str | None = field(default_factory=lambda: _env("PLAYGROUND_OPENAI_MODEL"))
+    # vllm | sglang | tgi | llamacpp | openai: which parameters beyond OpenAI's the server takes (default: probed)
+    openai_server: str | None = field(
+        default_factory=lambda: (v.lower() if (v := _env("PLAYGROUND_OPENAI_SERVER")) else None)
+    )
+    # the longest wait for the server's next streamed chunk (or its answer), in seconds
+    openai_timeout: float = field(default_factory=lambda: float(_env("PLAYGROUND_OPENAI_TIMEOUT", "60")))
     # continuous batching (pipelines/scheduler.py): every request's rows join one running batch of at
     # most `batch_rows` rows per lane; `batch_queue` requests may wait for a slot, more are refused;
     # PLAYGROUND_BATCHING=0 decodes each request on its own, as before the scheduler
@@ -96,8 +118,24 @@ class Settings:
             raise ValueError(
                 f"PLAYGROUND_TRAIN_PRECISION must be {', '.join(TRAIN_PRECISIONS)}, got {self.train_precision!r}"
             )
-        if self.engine not in {"torch", "llamacpp"}:
-            raise ValueError(f"PLAYGROUND_ENGINE must be torch or llamacpp, got {self.engine!r}")
+        if self.engine not in {"torch", "llamacpp", "openai"}:
+            raise ValueError(f"PLAYGROUND_ENGINE must be torch, llamacpp or openai, got {self.engine!r}")
+        if self.engine == "openai" and not self.openai_base_url:
+            raise ValueError(
+                "PLAYGROUND_ENGINE=openai needs PLAYGROUND_OPENAI_BASE_URL, the server's API root (e.g. http://gpu-box:8000/v1)"
+            )
+        if self.openai_base_url is not None and urlsplit(self.openai_base_url).scheme not in {"http", "https"}:
+            raise ValueError(
+                f"PLAYGROUND_OPENAI_BASE_URL must be an http:// or https:// URL, got {redacted(self.openai_base_url)!r}"
+            )
+        if self.openai_server is not None and self.openai_server not in OPENAI_SERVERS:
+            raise ValueError(
+                f"PLAYGROUND_OPENAI_SERVER must be one of {', '.join(OPENAI_SERVERS)}, got {self.openai_server!r}"
+            )
+        if not self.openai_timeout > 0:
+            raise ValueError(
+                f"PLAYGROUND_OPENAI_TIMEOUT must be a positive number of seconds, got {self.openai_timeout:g}"
+            )
         if self.max_upload_mb < 1:
             raise ValueError(f"PLAYGROUND_MAX_UPLOAD_MB must be at least 1, got {self.max_upload_mb}")
         if self.max_jobs < 1:

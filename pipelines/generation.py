@@ -13,13 +13,13 @@ import functools
 import secrets
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
-from . import gpu, scheduler
+from . import gpu, remote_stream, scheduler
 from .batch_cache import left_padded, pad_id, prefill_inputs
+from .completion import Completion, TokenRecord, _find_stop, _held_back  # noqa: F401 - re-exported
 from .models import ModelHandle
 from .sampling import (
     DistributionView,
@@ -35,68 +35,6 @@ Prompt = str | Sequence[int]
 TOP_ALTERNATIVES = 5
 FAST_ENGINE = "torch-fp16"  # Completion.engine of rows decoded by the lean fp16 decoder
 MAX_PROMPT_CHARS = 200_000
-
-
-@dataclass
-class TokenRecord:
-    token: str
-    id: int
-    logprob: float  # log P(token) under the model at temperature 1 (before any sampling filter)
-    top: list[dict[str, Any]]  # the model's most likely alternatives at this position
-    sampled_prob: float  # probability the token had under the active sampling settings
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "token": self.token,
-            "id": self.id,
-            "logprob": self.logprob,
-            "top": self.top,
-            "sampled_prob": self.sampled_prob,
-        }
-
-
-@dataclass
-class Completion:
-    """One row of a generation, updated in place while it streams."""
-
-    prompt_ids: list[int]
-    params: SamplingParams
-    seed: int
-    text: str = ""  # what may be shown: held back while it could still become a stop string
-    tokens: list[TokenRecord] = field(default_factory=list)
-    finish_reason: str | None = None  # "length" | "stop" | "eos" | "cancelled"
-    seconds: float = 0.0
-    max_new_tokens: int = 0  # after fitting into the context window
-    engine: str = (
-        "torch"  # which engine ran the forward passes: "torch", "torch-fp16" (the lean decoder) or "llama.cpp"
-    )
-    # while the row waits for a decoding slot: how many requests are ahead of it (0 = next); else None
-    queue_position: int | None = None
-
-    @property
-    def done(self) -> bool:
-        return self.finish_reason is not None
-
-    @property
-    def completion_ids(self) -> list[int]:
-        return [t.id for t in self.tokens]
-
-    @property
-    def tokens_per_second(self) -> float:
-        return len(self.tokens) / self.seconds if self.seconds > 0 else 0.0
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "text": self.text,
-            "tokens": [t.to_json() for t in self.tokens],
-            "finish_reason": self.finish_reason,
-            "tokens_per_second": round(self.tokens_per_second, 3),
-            "prompt_tokens": len(self.prompt_ids),
-            "completion_tokens": len(self.tokens),
-            "seed": self.seed,
-            "seconds": round(self.seconds, 4),
-            "engine": self.engine,
-        }
 
 
 class _Detokenizer:
@@ -126,22 +64,6 @@ class _Detokenizer:
         if len(full) > len(prefix):
             self.text += full[len(prefix) :]
         self.prefix_offset = self.read_offset = len(self.ids)
-
-
-def _find_stop(text: str, stops: tuple[str, ...], search_from: int) -> int | None:
-    hits = [i for s in stops if (i := text.find(s, max(0, search_from - len(s) + 1))) != -1]
-    return min(hits) if hits else None
-
-
-def _held_back(text: str, stops: tuple[str, ...]) -> int:
-    """Length of the longest tail of `text` that could still grow into a stop string."""
-    longest = 0
-    for stop in stops:
-        for n in range(min(len(stop) - 1, len(text)), longest, -1):
-            if text.endswith(stop[:n]):
-                longest = n
-                break
-    return longest
 
 
 def encode(handle: ModelHandle, prompt: Prompt) -> list[int]:
@@ -301,6 +223,25 @@ def stream_batch(
         raise ValueError("stream_batch needs one SamplingParams per prompt")
     if isinstance(adapter, (list, tuple)) and len(adapter) != len(prompts):
         raise ValueError("stream_batch needs one adapter per prompt")
+    # rows grouped by adapter, each group its own call (base rows to a remote server; prompt tuning)
+    by_group = functools.partial(
+        _stream_groups,
+        handle,
+        prompts,
+        params,
+        top_alternatives=top_alternatives,
+        should_stop=should_stop,
+        ignore_eos=ignore_eos,
+    )
+    if handle.remote is not None:
+        remote = handle.remote_for(adapter)
+        if remote is not None:
+            rows, _ = _rows(handle, prompts, params, top_alternatives, ignore_eos)
+            yield from remote_stream.stream_rows(handle, remote, rows, prompts, should_stop)
+            return
+        if isinstance(adapter, (list, tuple)) and None in adapter:  # base rows to the server, the others here
+            yield from by_group(list(adapter))
+            return
     batcher = scheduler.for_handle(handle)
     if batcher is not None:
         row_adapters = list(adapter) if isinstance(adapter, (list, tuple)) else [adapter] * len(prompts)
@@ -314,15 +255,7 @@ def stream_batch(
         if len(set(adapter)) == 1:
             adapter = adapter[0]
         elif any(handle.is_prompt_tuning(a) for a in adapter):
-            yield from _stream_groups(
-                handle,
-                prompts,
-                params,
-                list(adapter),
-                top_alternatives=top_alternatives,
-                should_stop=should_stop,
-                ignore_eos=ignore_eos,
-            )
+            yield from by_group(list(adapter))
             return
         else:
             adapter = list(adapter)
@@ -573,6 +506,9 @@ def inspect_next_token(
     if not ids:
         raise InvalidParameter("prompt", "is empty")
     fit_to_window(handle, len(ids), 1)
+    remote = handle.remote_for(adapter)
+    if remote is not None:  # rebuilt from the server's top-K alternatives, marked where approximate
+        return remote_stream.inspect(handle, remote, ids, params)
     logits = next_token_logits(handle, ids, adapter)
     return inspect_distribution(
         logits, params, torch.tensor(ids, dtype=torch.long), lambda i: _decode_token(handle, i), top_n=top_n

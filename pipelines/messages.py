@@ -80,3 +80,16 @@ def split_system(messages: Sequence[Message]) -> tuple[str | None, list[Message]
     if messages and messages[0].role == "system":
         return messages[0].content, list(messages[1:])
     return None, list(messages)
+
+
+class ChatIds(list[int]):
+    """A rendered chat prompt's token ids that remember the messages they were rendered from.
+
+    Every tab builds chat prompts with `chat.build_prompt` and passes its ids to
+    `generation.stream_batch`; locally they are just ids, while a remote engine sends the messages
+    to the server's chat endpoint so that the server applies its own model's template.
+    """
+
+    def __init__(self, ids: Iterable[int], messages: Sequence[Message]) -> None:
+        super().__init__(ids)
+        self.messages = [m.to_json() for m in messages]

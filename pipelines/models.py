@@ -78,6 +78,8 @@ class ModelHandle:
     llamacpp: Any = None
     # the continuous-batching scheduler that owns this model's decoding (pipelines/scheduler.py)
     scheduler: Any = None
+    # an OpenAI-compatible server answering base-model requests (pipelines/openai_engine.py; None: local)
+    remote: Any = None
 
     @property
     def device(self) -> torch.device:
@@ -85,6 +87,17 @@ class ModelHandle:
 
     @property
     def context_window(self) -> int:
+        """The local model's window; with a remote engine, the smaller of it and the server's.
+
+        Prompts are counted with the local tokenizer either way: the server's own count may differ
+        a little when it serves another model.
+        """
+        local = self.local_context_window
+        server = getattr(self.remote, "server", None)
+        return min(local, server.context_window) if server is not None and server.context_window else local
+
+    @property
+    def local_context_window(self) -> int:
         config = self.model.config
         for attr in ("max_position_embeddings", "n_positions", "max_sequence_length"):
             value = getattr(config, attr, None)
@@ -144,8 +157,16 @@ class ModelHandle:
             return self.llamacpp
         return None
 
+    def remote_for(self, adapter: str | None | Sequence[str | None]) -> Any:
+        """The remote server when it can serve a request with these adapters (none at all), else None."""
+        if self.remote is not None and _no_adapter(adapter):
+            return self.remote
+        return None
+
     @property
     def engine_name(self) -> str:
+        if self.remote is not None:
+            return "openai"
         return "llama.cpp" if self.llamacpp is not None else "torch"
 
     def forward(self, adapter: str | None | Sequence[str | None] = None, **inputs: Any) -> Any:
@@ -334,6 +355,19 @@ def load_handle(
             handle.plan = replace(
                 plan, fast_decode=False, reason=f"{plan.reason.split(';')[0]}; no fast decoder: {reason}"
             )
+    if settings.engine == "openai":
+        from . import openai_engine
+
+        assert settings.openai_base_url is not None  # Settings refuses openai without it
+        remote = openai_engine.OpenAIEngine(
+            settings.openai_base_url,
+            api_key=settings.openai_api_key,
+            model=settings.openai_model,
+            kind=settings.openai_server,
+            timeout=settings.openai_timeout,
+        )
+        remote.probe()  # a ServerError (a ModelUnavailable) names the server and what failed
+        handle.remote = remote
     if settings.engine == "llamacpp":
         from . import llamacpp_engine
 

@@ -308,6 +308,9 @@ class CandidateRow:
     cut_by: str  # "" if kept, else the first filter that removed it
 
 
+OTHER_TOKENS = "(other tokens)"  # the one bar for the tail beyond a server's top-K alternatives
+
+
 @dataclass
 class DistributionView:
     rows: list[CandidateRow]
@@ -316,13 +319,36 @@ class DistributionView:
     kept_tokens: int
     vocab_size: int
     cut_mass: float  # raw probability mass removed by the filters
+    # rebuilt from a server's top-K alternatives (pipelines/topk_view.py): what is not exact, "" if all is;
+    # vocab_size is then 0 (unknown) and tail_kept says whether tokens beyond the K can still be sampled
+    approximate: str = ""
+    tail_kept: bool = False
 
     def summary(self) -> str:
-        return (
-            f"{self.kept_tokens:,} of {self.vocab_size:,} tokens can be sampled; the filters removed "
+        if self.vocab_size:
+            kept = f"{self.kept_tokens:,} of {self.vocab_size:,} tokens can be sampled"
+        else:
+            known = sum(r.token != OTHER_TOKENS for r in self.rows)
+            kept = f"{self.kept_tokens:,} of the server's top {known} tokens can be sampled"
+            kept += ", and some beyond them" if self.tail_kept else ""
+        text = (
+            f"{kept}; the filters removed "
             f"{self.cut_mass:.1%} of the model's probability mass. Entropy: "
             f"{self.raw_entropy_bits:.2f} bits at T=1 -> {self.final_entropy_bits:.2f} bits after settings."
         )
+        if self.vocab_size:
+            return text
+        other = next((r.raw_prob for r in self.rows if r.token == OTHER_TOKENS), 0.0)
+        if other:
+            text += (
+                f" The model's chart (T = 1) is **approximate**: the {other:.1%} of probability beyond the server's "
+                "top alternatives is one bar."
+            )
+        if self.approximate:
+            text += f" What is sampled with your settings is **approximate**: {self.approximate}."
+        else:
+            text += " What is sampled with your settings is exact: the filters cut everything beyond the server's top alternatives."
+        return text
 
 
 def inspect_distribution(

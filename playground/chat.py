@@ -41,6 +41,13 @@ def prompt_report(prompt: chat.ChatPrompt) -> str:
         f"up to {prompt.max_new_tokens:,} more for the reply."
     )
     notice = prompt.notice()
+    server = getattr(models.get_handle().remote, "server", None)
+    if server is not None:
+        line += (
+            f"  \nThe {server.kind} server at `{server.base_url}` answers without an adapter: it applies its own "
+            f"model's chat template to these messages, so the rendering above is the local model's (the one an "
+            "adapter answers with), and the token counts are the local tokenizer's."
+        )
     return line + (f"  \n⚠️ {notice}." if notice else "")
 
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import html
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import gradio as gr
 
 from pipelines import adapters, models
 from pipelines.access import AccessDenied, get_policy
 from pipelines.models import ModelHandle
+from pipelines.openai_engine import KNOB_OFF
 
 from .errors import UserError
 from .controls import SamplingControls, fill_when_model_ready, sampling_controls
@@ -26,10 +29,20 @@ class Shared:
 
 
 def model_card(handle: ModelHandle) -> str:
-    return (
-        f"**{handle.name}** · {handle.parameter_count / 1e6:.0f}M parameters · context {handle.context_window:,} tokens  \n"
+    local = (
+        f"**{handle.name}** · {handle.parameter_count / 1e6:.0f}M parameters · context {handle.local_context_window:,} tokens  \n"
         f"{handle.plan.device} · {handle.plan.dtype_name} · {handle.plan.threads} threads  \n"
         f"<span class='muted'>{handle.plan.reason}</span>"
+    )
+    server = getattr(handle.remote, "server", None)
+    if server is None:
+        return local
+    window = f"context {server.context_window:,} tokens" if server.context_window else "context not reported"
+    return (
+        f"**Engine: openai** · **{html.escape(server.model)}** on the {server.kind} server at "
+        f"`{server.base_url}` · {window} · {server.alternatives} alternatives per token  \n"
+        "<span class='muted'>Generate, Chat, comparisons, RAG, Reasoning and base-model answers come from the "
+        "server. Adapters, training, the reward model and the Inside tab run on the local model:</span>  \n" + local
     )
 
 
@@ -37,8 +50,18 @@ def loading_card(name: str) -> str:
     return f"**{name}** · loading the weights…  \n<span class='muted'>the model's tabs answer once it is in</span>"
 
 
-def current_model_card() -> str:
-    return model_card(models.get_handle())
+def model_ready() -> list[Any]:
+    """The model card, and the sampling knobs a remote server cannot honour disabled with the reason."""
+    handle = models.get_handle()
+    server = getattr(handle.remote, "server", None)
+    unsupported = server.unsupported() if server is not None else {}
+    knobs = [
+        gr.update(interactive=False, value=KNOB_OFF[name], info=f"not on this engine: {unsupported[name]}")
+        if name in unsupported
+        else gr.update()
+        for name in KNOB_OFF
+    ]
+    return [model_card(handle), *knobs]
 
 
 def adapter_choices() -> list[tuple[str, str]]:
@@ -131,5 +154,5 @@ def build(demo: gr.Blocks, model_name: str) -> Shared:
             sampling = sampling_controls()
     refresh.click(refresh_adapters, adapter, adapter, api_name="list_adapters")
     demo.load(identity, None, annotator, api_visibility="private")
-    fill_when_model_ready(demo, current_model_card, None, card)
+    fill_when_model_ready(demo, model_ready, None, [card, *(getattr(sampling, name) for name in KNOB_OFF)])
     return Shared(sampling=sampling, adapter=adapter, annotator=annotator)

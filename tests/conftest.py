@@ -31,7 +31,17 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     target = tmp_path / "data"
     monkeypatch.setenv("PLAYGROUND_DATA_DIR", str(target))
     # a developer's own deployment settings must not change what the tests see
-    for name in ("PLAYGROUND_AUTH", "PLAYGROUND_ADMINS", "OAUTH_CLIENT_ID", "PLAYGROUND_ENGINE", "PLAYGROUND_FAST"):
+    for name in (
+        "PLAYGROUND_AUTH",
+        "PLAYGROUND_ADMINS",
+        "OAUTH_CLIENT_ID",
+        "PLAYGROUND_ENGINE",
+        "PLAYGROUND_FAST",
+        "PLAYGROUND_OPENAI_BASE_URL",
+        "PLAYGROUND_OPENAI_API_KEY",
+        "PLAYGROUND_OPENAI_MODEL",
+        "PLAYGROUND_OPENAI_SERVER",
+    ):
         monkeypatch.delenv(name, raising=False)
     # Training runs the same plan on every host; tests/unit/test_precision_plans.py runs each plan
     # (a CPU with native bf16 would otherwise train everything in bf16, one without never would).

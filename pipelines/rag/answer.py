@@ -14,6 +14,7 @@ from typing import Iterator, Sequence
 
 from .. import chat, generation
 from ..chat import Message
+from ..messages import ChatIds
 from ..models import ModelHandle
 from ..sampling import SamplingParams
 from .attribution import citations  # noqa: F401  (answer.citations is the public name)
@@ -70,8 +71,9 @@ def grounded_prompt(handle: ModelHandle, question: str, hits: Sequence[Hit], max
         notes.append(f"passage [{len(kept)}] was shortened to fit")
     if len(ids) > budget:
         raise ValueError(f"the question alone does not fit in the {window:,}-token context window")
+    messages = _messages(question, passages)
     return GroundedPrompt(
-        _messages(question, passages), kept, ids, min(max_new_tokens, window - len(ids)), "; ".join(notes)
+        messages, kept, ChatIds(ids, messages), min(max_new_tokens, window - len(ids)), "; ".join(notes)
     )
 
 

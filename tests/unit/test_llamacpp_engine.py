@@ -97,7 +97,7 @@ def test_adapters_and_cancel_are_routed(engine_handle):
 def test_engine_setting_is_validated(monkeypatch):
     monkeypatch.setenv("PLAYGROUND_ENGINE", "vllm")
     config.reset_settings()
-    with pytest.raises(ValueError, match="PLAYGROUND_ENGINE must be torch or llamacpp"):
+    with pytest.raises(ValueError, match="PLAYGROUND_ENGINE must be torch, llamacpp or openai"):
         config.get_settings()
     monkeypatch.setenv("PLAYGROUND_ENGINE", "llama.cpp")
     config.reset_settings()
