@@ -90,3 +90,18 @@ def _held_back(text: str, stops: tuple[str, ...]) -> int:
                 longest = n
                 break
     return longest
+
+
+def record_ids(tokenizer: Any, records: list[dict[str, Any]]) -> list[int]:
+    """Token ids of generated token records (their JSON form), to continue or inspect from them.
+
+    A remote server's token whose text is not exactly one local token has id -1: its text is
+    encoded with the local tokenizer instead, which is what the server is sent anyway (text).
+    """
+    ids: list[int] = []
+    for record in records:
+        if int(record["id"]) >= 0:
+            ids.append(int(record["id"]))
+        else:
+            ids.extend(int(i) for i in tokenizer.encode(record["token"], add_special_tokens=False))
+    return ids

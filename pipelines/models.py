@@ -331,6 +331,7 @@ def load_handle(
     """
     settings = settings or get_settings()
     model_id = model_id or configured_model_id(settings)
+    remote = _remote_engine(settings) if settings.engine == "openai" else None  # before the weights: fail fast
     plan = plan_device(detect(), settings.device, settings.dtype, settings.threads, fast=settings.fast)
     apply_threads(plan)
     source, name = resolve_source(model_id, settings)
@@ -345,6 +346,7 @@ def load_handle(
             raise _unavailable(model_id, error) from error
     model.to(plan.device).eval()
     handle = wrap(model, tokenizer, name=name, source=source, plan=plan)
+    handle.remote = remote
     if plan.fast_decode:
         from . import fast_decode
 
@@ -355,19 +357,6 @@ def load_handle(
             handle.plan = replace(
                 plan, fast_decode=False, reason=f"{plan.reason.split(';')[0]}; no fast decoder: {reason}"
             )
-    if settings.engine == "openai":
-        from . import openai_engine
-
-        assert settings.openai_base_url is not None  # Settings refuses openai without it
-        remote = openai_engine.OpenAIEngine(
-            settings.openai_base_url,
-            api_key=settings.openai_api_key,
-            model=settings.openai_model,
-            kind=settings.openai_server,
-            timeout=settings.openai_timeout,
-        )
-        remote.probe()  # a ServerError (a ModelUnavailable) names the server and what failed
-        handle.remote = remote
     if settings.engine == "llamacpp":
         from . import llamacpp_engine
 
@@ -382,6 +371,22 @@ def load_handle(
         except llamacpp_engine.EngineUnavailable as error:
             raise ModelUnavailable(str(error)) from error
     return handle
+
+
+def _remote_engine(settings: Settings) -> Any:
+    """The OpenAI-compatible server, probed; a ServerError (a ModelUnavailable) names it and what failed."""
+    from . import openai_engine
+
+    assert settings.openai_base_url is not None  # Settings refuses openai without it
+    remote = openai_engine.OpenAIEngine(
+        settings.openai_base_url,
+        api_key=settings.openai_api_key,
+        model=settings.openai_model,
+        kind=settings.openai_server,
+        timeout=settings.openai_timeout,
+    )
+    remote.probe()
+    return remote
 
 
 def _from_pretrained(source: str, plan: DevicePlan, *, local_files_only: bool) -> tuple[Any, Any]:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
 import httpx
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from .config import redacted
 from .model_source import ModelUnavailable
@@ -209,15 +210,20 @@ class OpenAIEngine:
         timeout: float = 60.0,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        # credentials in the URL (a proxy's basic auth) become an auth header: request URLs, which
+        # httpx logs, never carry them
+        parts = urlsplit(base_url)
+        auth = httpx.BasicAuth(unquote(parts.username), unquote(parts.password or "")) if parts.username else None
+        self.base_url = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2])).rstrip("/")
         self.timeout = timeout
         self.shown_url = redacted(self.base_url)
-        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.client = httpx.Client(
             timeout=httpx.Timeout(timeout, connect=CONNECT_SECONDS),
             transport=transport,
-            headers=self._headers,
+            headers={"Authorization": f"Bearer {api_key}"} if api_key else {},
+            auth=None if api_key else auth,
             follow_redirects=False,
+            limits=httpx.Limits(max_connections=512, max_keepalive_connections=64),  # one stream per row
         )
         self.wanted_model = model
         self.wanted_kind = kind
@@ -344,14 +350,18 @@ class OpenAIEngine:
         seed: int,
         prompt: str | None = None,
         messages: Sequence[dict[str, Any]] | None = None,
+        max_tokens: int | None = None,
     ) -> dict[str, Any]:
-        """The request for one row: its prompt (or messages), every supported knob, alternatives."""
+        """The request for one row: its prompt (or messages), every supported knob, alternatives.
+
+        `max_tokens`: the row's budget once fitted into the context window (default: the params').
+        """
         assert self.server is not None
         self.check(params)
         body: dict[str, Any] = {
             "model": self.server.model,
             "stream": True,
-            "max_tokens": params.max_new_tokens,
+            "max_tokens": max_tokens or params.max_new_tokens,
             "temperature": params.temperature,
             "top_p": params.top_p,
             "seed": seed,

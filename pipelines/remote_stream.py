@@ -131,10 +131,11 @@ def stream_rows(
     for row, prompt in zip(rows, prompts):
         row.engine = ENGINE
         messages = getattr(prompt, "messages", None)
+        budget = row.max_new_tokens  # fitted into the context window
         if messages is not None:
-            bodies.append(engine.body(row.params, seed=row.seed, messages=messages))
+            bodies.append(engine.body(row.params, seed=row.seed, messages=messages, max_tokens=budget))
         else:
-            bodies.append(engine.body(row.params, seed=row.seed, prompt=prompt_text(handle, prompt)))
+            bodies.append(engine.body(row.params, seed=row.seed, prompt=prompt_text(handle, prompt), max_tokens=budget))
     updates: queue.Queue[tuple[int, Piece | None, ServerError | None]] = queue.Queue()
 
     def read(index: int, body: dict[str, Any], cancel: threading.Event) -> None:

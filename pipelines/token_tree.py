@@ -15,6 +15,7 @@ import math
 from typing import Any, Iterator, Sequence
 
 from .errors import InvalidParameter
+from .completion import record_ids
 from .generation import stream
 from .models import ModelHandle
 from .sampling import SamplingParams
@@ -103,21 +104,21 @@ def grow(
         raise InvalidParameter("branch", f"the tree has {MAX_BRANCHES} branches already: export it and start again")
     at = int(at)
     prefix = parent["tokens"][:at] + _forced_records(handle, parent, at, forced_ids)
-    ids = list(tree["prompt_ids"]) + [int(t["id"]) for t in prefix]
+    ids = list(tree["prompt_ids"]) + record_ids(handle.tokenizer, prefix)
     branch: dict[str, Any] = {
         "id": len(tree["branches"]),
         "parent": int(parent_id),
         "at": at,
         "forced": len(forced_ids),
         "tokens": list(prefix),
-        "text": handle.tokenizer.decode([int(t["id"]) for t in prefix]),
+        "text": handle.tokenizer.decode(record_ids(handle.tokenizer, prefix)),
         "finish_reason": None,
     }
     tree["branches"].append(branch)
     tree["current"] = branch["id"]
     for completion in stream(handle, ids, params, adapter=tree.get("adapter")):
         branch["tokens"] = prefix + [t.to_json() for t in completion.tokens]
-        branch["text"] = handle.tokenizer.decode([int(t["id"]) for t in branch["tokens"]])
+        branch["text"] = handle.tokenizer.decode(record_ids(handle.tokenizer, branch["tokens"]))
         branch["finish_reason"] = completion.finish_reason
         yield branch
 

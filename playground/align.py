@@ -155,6 +155,13 @@ def run_evaluation(
         f"and counts half); mean reward **{report['mean_reward_adapter']:+.3f}** vs **{report['mean_reward_base']:+.3f}**. "
         "A reward model is a proxy: check with human votes below."
     )
+    server = getattr(models.get_handle().remote, "server", None)
+    if server is not None:
+        summary += (
+            f"  \nThe base answers came from **{html.escape(server.model)}** on the {server.kind} server "
+            f"(`{server.base_url}`); the adapter's from the local {html.escape(models.get_handle().name)} with it: "
+            "with another model on the server, this compares two models, not the adapter's effect."
+        )
     table = pd.DataFrame(report["rows"], columns=list(EVAL_COLUMNS)).rename(columns=EVAL_COLUMNS)
     return summary, table
 

@@ -85,7 +85,8 @@ def pick_token(state: dict[str, Any] | None, evt: gr.EventData) -> tuple[Any, An
     choices = [
         (f"{show_token(alt['token'])}  (p = {math.exp(alt['logprob']):.3f})", alt["id"])
         for alt in token["top"]
-        if alt.get("id") is not None and alt["id"] != token["id"]
+        # a remote server's alternative that is not one local token (id -1) can be typed instead
+        if alt.get("id") is not None and alt["id"] >= 0 and alt["id"] != token["id"]
     ]
     return (
         gr.update(value=index),

@@ -19,6 +19,7 @@ import gradio as gr
 
 from pipelines import knobs, scheduler
 from pipelines.config import ASSETS, get_settings
+from pipelines.openai_engine import KNOB_OFF
 from pipelines.sampling import InvalidParameter, SamplingParams
 
 from .errors import UserError
@@ -67,6 +68,11 @@ class SamplingControls:
     def filters(self) -> list[gr.components.Component]:
         """The knobs that reshape the distribution (the inspector re-renders when they move)."""
         return [self.temperature, self.top_k, self.top_p, self.min_p, self.repetition_penalty]
+
+    @property
+    def engine_knobs(self) -> list[gr.components.Component]:
+        """The knobs a remote engine may not support (pipelines.openai_engine.KNOB_OFF), in that order."""
+        return [getattr(self, name) for name in KNOB_OFF]
 
     @staticmethod
     def updates_for(settings: dict[str, Any]) -> list[Any]:
@@ -120,6 +126,19 @@ def sampling_controls(defaults: SamplingParams | None = None, *, label_prefix: s
         value=format_stop(d.stop), lines=2, label=f"{label_prefix}Stop strings", info="one per line; \\n = newline"
     )
     return SamplingControls(**made, stop=bind(SamplingParams, "stop", stop))
+
+
+def engine_knob_updates(handle: Any) -> list[Any]:
+    """For `SamplingControls.engine_knobs`: a knob the remote server cannot honour is disabled, set off,
+    and says why (a request that sets it anyway is refused naming it); others are left as they are."""
+    server = getattr(handle.remote, "server", None)
+    unsupported = server.unsupported() if server is not None else {}
+    return [
+        gr.update(interactive=False, value=KNOB_OFF[name], info=f"not on this engine: {unsupported[name]}")
+        if name in unsupported
+        else gr.update()
+        for name in KNOB_OFF
+    ]
 
 
 def fill_when_model_ready(demo: gr.Blocks, fn: Callable[..., Any], inputs: Any, outputs: Any) -> None:

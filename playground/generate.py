@@ -10,11 +10,14 @@ import gradio as gr
 import pandas as pd
 
 from pipelines import generation, icl_eval, models, prompts
+from pipelines.completion import record_ids
 from pipelines.sampling import InvalidParameter, SamplingParams
 
 from .errors import UserError
 from .controls import (
     Throttle,
+    engine_knob_updates,
+    fill_when_model_ready,
     MODEL_EVENTS,
     STOPS,
     SamplingControls,
@@ -137,7 +140,7 @@ def _context(prompt: str, state: dict[str, Any], position: int, adapter: str | N
     if state.get("prompt") == prompt and state.get("adapter") == adapter and state.get("tokens"):
         tokens = state["tokens"]
         position = max(0, min(int(position or 0), len(tokens)))
-        ids = state["prompt_ids"] + [t["id"] for t in tokens[:position]]
+        ids = state["prompt_ids"] + record_ids(handle.tokenizer, tokens[:position])
         if position < len(tokens):
             chosen = tokens[position]
             where = (
@@ -381,6 +384,7 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
         **MODEL_EVENTS,
     )
     demo.load(**inspect_event, api_visibility="private")
+    fill_when_model_ready(demo, lambda: engine_knob_updates(models.get_handle()), None, sampling_b.engine_knobs)
     preset.change(load_preset, preset, [prompt, *sampling.inputs], api_name="preset").then(
         **inspect_event, api_visibility="private"
     )

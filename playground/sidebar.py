@@ -12,10 +12,9 @@ import gradio as gr
 from pipelines import adapters, models
 from pipelines.access import AccessDenied, get_policy
 from pipelines.models import ModelHandle
-from pipelines.openai_engine import KNOB_OFF
 
 from .errors import UserError
-from .controls import SamplingControls, fill_when_model_ready, sampling_controls
+from .controls import SamplingControls, engine_knob_updates, fill_when_model_ready, sampling_controls
 from .pickers import LiveDropdown
 
 
@@ -53,15 +52,7 @@ def loading_card(name: str) -> str:
 def model_ready() -> list[Any]:
     """The model card, and the sampling knobs a remote server cannot honour disabled with the reason."""
     handle = models.get_handle()
-    server = getattr(handle.remote, "server", None)
-    unsupported = server.unsupported() if server is not None else {}
-    knobs = [
-        gr.update(interactive=False, value=KNOB_OFF[name], info=f"not on this engine: {unsupported[name]}")
-        if name in unsupported
-        else gr.update()
-        for name in KNOB_OFF
-    ]
-    return [model_card(handle), *knobs]
+    return [model_card(handle), *engine_knob_updates(handle)]
 
 
 def adapter_choices() -> list[tuple[str, str]]:
@@ -154,5 +145,5 @@ def build(demo: gr.Blocks, model_name: str) -> Shared:
             sampling = sampling_controls()
     refresh.click(refresh_adapters, adapter, adapter, api_name="list_adapters")
     demo.load(identity, None, annotator, api_visibility="private")
-    fill_when_model_ready(demo, model_ready, None, [card, *(getattr(sampling, name) for name in KNOB_OFF)])
+    fill_when_model_ready(demo, model_ready, None, [card, *sampling.engine_knobs])
     return Shared(sampling=sampling, adapter=adapter, annotator=annotator)

@@ -7,6 +7,7 @@ enable them; `make test-openai` builds it and runs them, and `.ci/run` does so w
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -154,6 +155,45 @@ def test_generate_streams_the_servers_log_probabilities_and_alternatives(remote,
         assert len(token.top) == 20
         assert {a["token"] for a in token.top} == set(top)
     assert all(t.id >= 0 for t in completion.tokens)  # the same tokenizer here: ids map back
+
+
+def test_the_cli_generates_through_the_server(server, bundled_dir, tmp_path):
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "PLAYGROUND_ENGINE": "openai",
+        "PLAYGROUND_OPENAI_BASE_URL": server,
+        "PLAYGROUND_MODEL": str(bundled_dir),
+        "PLAYGROUND_DATA_DIR": str(tmp_path),
+    }
+    command = [
+        "-m",
+        "pipelines",
+        "generate",
+        "--prompt",
+        "Once upon a time",
+        "--temperature",
+        "0",
+        "--max-new-tokens",
+        "8",
+    ]
+    result = subprocess.run([sys.executable, *command, "--json"], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    answer = direct(
+        server,
+        "completions",
+        {
+            "prompt": "Once upon a time",
+            "max_tokens": 8,
+            "temperature": 0,
+            "top_k": 0,
+            "min_p": 0,
+            "repeat_penalty": 1.0,
+        },
+    )
+    assert doc["engine"] == "openai" and doc["text"] == answer["choices"][0]["text"]
+    assert doc["completion_tokens"] == 8 and all(len(t["top"]) == 20 for t in doc["tokens"])
 
 
 def test_a_stop_string_is_honoured(remote):

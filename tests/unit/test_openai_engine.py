@@ -122,6 +122,7 @@ class Recorder:
     def __init__(self, kind: str = "vllm") -> None:
         self.kind = kind
         self.requests: list[tuple[str, dict, httpx.Headers]] = []
+        self.urls: list[str] = []
         self.completion_stream = sse(
             *[vllm_chunk(t, top) for t, top in PARIS[:2]], vllm_chunk("", {}, "stop", "\n"), "[DONE]"
         )
@@ -131,6 +132,7 @@ class Recorder:
         body = json.loads(request.content) if request.content else {}
         path = request.url.path
         self.requests.append((path, body, request.headers))
+        self.urls.append(str(request.url))
         if path in self.fail:
             return self.fail.pop(path)
         if self.kind == "vllm":
@@ -275,6 +277,11 @@ def test_the_api_key_is_sent_as_a_bearer_token_and_shown_nowhere(remote_handle):
     assert all(h.get("authorization") == "Bearer sk-SECRET" for _, _, h in recorder.requests[-3:])
     shown = model_card(handle) + repr(handle.remote) + repr(handle.remote.server) + handle.remote.server.describe()
     assert "sk-SECRET" not in shown and "gpu-box:8000" in shown
+    proxied = Recorder("vllm")  # credentials in the URL travel as basic auth, never in the (logged) request URL
+    engine = OpenAIEngine("http://user:p%40ss@gpu-box:8000/v1", transport=httpx.MockTransport(proxied))
+    assert "p%40ss" not in engine.probe().describe()
+    assert all("user" not in url and "p%40ss" not in url for url in proxied.urls)
+    assert proxied.requests[0][2]["authorization"] == httpx.BasicAuth("user", "p@ss")._auth_header
 
 
 def test_busy_server_is_retried_before_the_first_token_within_its_retry_after(remote_handle):
@@ -457,3 +464,53 @@ def test_the_engine_settings_are_validated_and_the_key_is_not_in_their_repr(monk
     settings = config.get_settings()
     assert settings.openai_server == "vllm" and "sk-SECRET" not in repr(settings)
     config.reset_settings()
+
+
+def test_branching_from_a_remote_generation_whose_tokens_are_not_local_tokens(remote_handle, tokenizer):
+    from pipelines import token_tree
+    from pipelines.completion import record_ids
+
+    recorder = Recorder("vllm")
+    odd = "ardnamurchanesque"  # one server token, several local ones: no local id
+    recorder.completion_stream = sse(
+        vllm_chunk(" Paris", PARIS[0][1]),
+        vllm_chunk(odd, {odd: -0.3, " x": -2.0}),
+        vllm_chunk("", {}, "length"),
+        "[DONE]",
+    )
+    handle = remote_handle(recorder)
+    root = generation.generate(handle, "Q", SamplingParams(temperature=0))
+    records = [t.to_json() for t in root.tokens]
+    assert records[0]["id"] == tokenizer.encode(" Paris", add_special_tokens=False)[0] and records[1]["id"] == -1
+    assert tokenizer.decode(record_ids(tokenizer, records)) == " Paris" + odd
+    tree = token_tree.new_tree("Q", root.prompt_ids, records, root.text, finish_reason=root.finish_reason)
+    forced = tokenizer.encode(" Lyon", add_special_tokens=False)
+    branch = list(
+        token_tree.grow(handle, tree, parent_id=0, at=2, forced_ids=forced, params=SamplingParams(temperature=0))
+    )[-1]
+    assert branch["text"].startswith(" Paris" + odd + " Lyon")
+    assert recorder.requests[-1][1]["prompt"] == "Q Paris" + odd + " Lyon"  # the server is sent the text
+
+
+@pytest.mark.slow
+def test_the_cli_names_an_unreachable_server_in_one_line(tiny_model_env):
+    import os
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT, free_port
+
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PLAYGROUND_ENGINE": "openai", "PLAYGROUND_OPENAI_BASE_URL": url}
+    env["PLAYGROUND_OPENAI_API_KEY"] = "sk-SECRET"
+    result = subprocess.run(
+        [sys.executable, "-m", "pipelines", "generate", "--prompt", "hi", "--json"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1 and result.stdout == ""
+    assert f"cannot reach the server at {url}" in result.stderr and "Traceback" not in result.stderr
+    assert "sk-SECRET" not in result.stderr
