@@ -176,7 +176,9 @@ def stream_rows(
                     state.fail(error, started)
                     first_error = first_error or error
                 elif not state.row.done:  # the stream ended; a well-behaved server said why first
-                    state.fail(ServerError(f"the server at {engine.shown_url} ended the stream early"), started)
+                    error = ServerError(f"the server at {engine.shown_url} ended the stream early")
+                    state.fail(error, started)
+                    first_error = first_error or error
                 try:
                     item = updates.get_nowait()
                 except queue.Empty:
