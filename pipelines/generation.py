@@ -236,7 +236,7 @@ def stream_batch(
     if handle.remote is not None:
         remote = handle.remote_for(adapter)
         if remote is not None:
-            rows, _ = _rows(handle, prompts, params, top_alternatives, ignore_eos)
+            rows = _completions(handle, prompts, params)
             yield from remote_stream.stream_rows(handle, remote, rows, prompts, should_stop)
             return
         if isinstance(adapter, (list, tuple)) and None in adapter:  # base rows to the server, the others here
@@ -281,14 +281,20 @@ def _rows(
     top_alternatives: int,
     ignore_eos: bool,
 ) -> tuple[list[Completion], list[_RowState]]:
-    """A Completion per prompt (encoded, seeded, its budget fitted to the window) and its decoding state."""
+    """A Completion per prompt and its decoding state."""
+    rows = _completions(handle, prompts, params)
+    eos = frozenset() if ignore_eos else handle.eos_token_ids
+    return rows, [_RowState(handle, row, eos, top_alternatives) for row in rows]
+
+
+def _completions(handle: ModelHandle, prompts: Sequence[Prompt], params: Sequence[SamplingParams]) -> list[Completion]:
+    """A Completion per prompt: encoded, seeded, its budget fitted to the window."""
     rows: list[Completion] = []
     for prompt, p in zip(prompts, params):
         ids = encode(handle, prompt)
         seed = p.seed if p.seed is not None else secrets.randbelow(2**31)
         rows.append(Completion(ids, p, seed, max_new_tokens=fit_to_window(handle, len(ids), p.max_new_tokens)))
-    eos = frozenset() if ignore_eos else handle.eos_token_ids
-    return rows, [_RowState(handle, row, eos, top_alternatives) for row in rows]
+    return rows
 
 
 def _stopped(should_stop: Callable[[], bool] | None, states: list[_RowState], started: float) -> bool:

@@ -93,7 +93,7 @@ class ModelHandle:
         a little when it serves another model.
         """
         local = self.local_context_window
-        server = getattr(self.remote, "server", None)
+        server = self.remote_server
         return min(local, server.context_window) if server is not None and server.context_window else local
 
     @property
@@ -156,6 +156,11 @@ class ModelHandle:
         if self.llamacpp is not None and _no_adapter(adapter):
             return self.llamacpp
         return None
+
+    @property
+    def remote_server(self) -> Any:
+        """What the remote engine's probe found (`openai_engine.Server`), or None without one."""
+        return self.remote.server if self.remote is not None else None
 
     def remote_for(self, adapter: str | None | Sequence[str | None]) -> Any:
         """The remote server when it can serve a request with these adapters (none at all), else None."""

@@ -28,7 +28,8 @@ from typing import Any, Iterator, Sequence
 import httpx
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from .config import redacted
+from .config import OPENAI_SERVERS, redacted
+from .errors import InvalidParameter
 from .model_source import ModelUnavailable
 from .sampling import SamplingParams
 
@@ -40,15 +41,11 @@ MAX_ATTEMPTS = 3
 MAX_ALTERNATIVES = 20  # what we ask for; the probe finds how many the server gives
 # the sampling knobs beyond OpenAI's own (temperature, top_p, seed, stop, max_tokens), by server kind:
 # our name -> the server's parameter name
-EXTRA_KNOBS: dict[str, dict[str, str]] = {
-    "vllm": {"top_k": "top_k", "min_p": "min_p", "repetition_penalty": "repetition_penalty"},
-    "sglang": {"top_k": "top_k", "min_p": "min_p", "repetition_penalty": "repetition_penalty"},
-    "llamacpp": {"top_k": "top_k", "min_p": "min_p", "repetition_penalty": "repeat_penalty"},
-    "tgi": {},
-    "openai": {},
-}
+_HF_NAMES = {"top_k": "top_k", "min_p": "min_p", "repetition_penalty": "repetition_penalty"}
+_EXTRAS = {"vllm": _HF_NAMES, "sglang": _HF_NAMES, "llamacpp": {**_HF_NAMES, "repetition_penalty": "repeat_penalty"}}
+EXTRA_KNOBS: dict[str, dict[str, str]] = {kind: _EXTRAS.get(kind, {}) for kind in OPENAI_SERVERS}
 # servers known to accept logprobs=0 on /v1/completions (the sampled token's log-probability alone)
-EXTRA_KNOBS_LOGPROBS_ZERO = ("vllm", "sglang", "llamacpp")
+LOGPROBS_ZERO_SERVERS = ("vllm", "sglang", "llamacpp")
 KNOB_OFF = {"top_k": 0, "min_p": 0.0, "repetition_penalty": 1.0}
 
 
@@ -94,11 +91,6 @@ class Server:
     context_window: int | None  # None: the server does not say
     alternatives: int  # alternatives per token it returns on /v1/completions (0: no log-probabilities)
     chat_alternatives: int  # the same on /v1/chat/completions
-    models: tuple[str, ...] = ()
-
-    @property
-    def label(self) -> str:
-        return f"{self.kind} server at {self.base_url}"
 
     def unsupported(self) -> dict[str, str]:
         """Sampling knobs this server cannot honour -> why (the UI disables them, requests refuse them)."""
@@ -229,6 +221,7 @@ class OpenAIEngine:
         self.wanted_kind = kind
         self.server: Server | None = None
         self._alternatives: dict[str, list[tuple[str, float]]] = {}  # recent inspector answers, by prompt
+        self._info_cache: dict[str, Any] | None = None  # TGI's /info, once asked
 
     def __repr__(self) -> str:  # never the key
         return f"OpenAIEngine({self.shown_url!r})"
@@ -276,10 +269,9 @@ class OpenAIEngine:
         window = _int(entry.get("max_model_len")) or _int((entry.get("meta") or {}).get("n_ctx_train"))
         if kind == "tgi" and window is None:
             window = _int(self._info().get("max_total_tokens"))
-        self.server = Server(self.shown_url, model, kind, window, 0, 0, ids)
-        alternatives = self._count_alternatives(chat=False)
-        chat_alternatives = self._count_alternatives(chat=True)
-        self.server = Server(self.shown_url, model, kind, window, alternatives, chat_alternatives, ids)
+        alternatives = self._count_alternatives(model, chat=False)
+        chat_alternatives = self._count_alternatives(model, chat=True)
+        self.server = Server(self.shown_url, model, kind, window, alternatives, chat_alternatives)
         log.info("remote engine: %s", self.server.describe())
         return self.server
 
@@ -295,7 +287,7 @@ class OpenAIEngine:
 
     def _info(self) -> dict[str, Any]:
         """TGI's /info (next to /v1), fetched once; {} for servers that have none."""
-        if not hasattr(self, "_info_cache"):
+        if self._info_cache is None:
             root = self.base_url[: -len("/v1")] if self.base_url.endswith("/v1") else self.base_url
             try:
                 response = self.client.get(f"{root}/info", timeout=CONNECT_SECONDS)
@@ -305,11 +297,11 @@ class OpenAIEngine:
             self._info_cache = data if isinstance(data, dict) else {}
         return self._info_cache
 
-    def _count_alternatives(self, *, chat: bool) -> int:
+    def _count_alternatives(self, model: str, *, chat: bool) -> int:
         """Ask for a one-token answer with MAX_ALTERNATIVES alternatives, then 5: how many come back."""
         for wanted in (MAX_ALTERNATIVES, 5):
             try:
-                pieces = list(self._stream(self._probe_body(chat, wanted), chat=chat, retries=False))
+                pieces = list(self._stream(self._probe_body(model, chat, wanted), chat=chat, retries=False))
             except ServerError as error:
                 log.info(
                     "the server refused %d alternatives on %s: %s", wanted, "chat" if chat else "completions", error
@@ -319,18 +311,13 @@ class OpenAIEngine:
             return min(max(tops, default=0), wanted)
         return 0
 
-    def _probe_body(self, chat: bool, alternatives: int) -> dict[str, Any]:
-        body: dict[str, Any] = {"model": self.model, "max_tokens": 1, "temperature": 0, "stream": True}
+    def _probe_body(self, model: str, chat: bool, alternatives: int) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": model, "max_tokens": 1, "temperature": 0, "stream": True}
         if chat:
             body.update(messages=[{"role": "user", "content": "Hi"}], logprobs=True, top_logprobs=alternatives)
         else:
             body.update(prompt="Hello", logprobs=alternatives)
         return body
-
-    @property
-    def model(self) -> str:
-        assert self.server is not None, "probe() first"
-        return self.server.model
 
     # --- requests --------------------------------------------------------------------------
 
@@ -339,8 +326,6 @@ class OpenAIEngine:
         assert self.server is not None
         for name, why in self.server.unsupported().items():
             if getattr(params, name) != KNOB_OFF[name]:
-                from .errors import InvalidParameter
-
                 raise InvalidParameter(name, f"is not available on this engine: {why}")
 
     def body(
@@ -378,7 +363,7 @@ class OpenAIEngine:
                 body["logprobs"] = True
         else:
             body["prompt"] = prompt
-            if self.server.alternatives or self.server.kind in EXTRA_KNOBS_LOGPROBS_ZERO:
+            if self.server.alternatives or self.server.kind in LOGPROBS_ZERO_SERVERS:
                 body["logprobs"] = self.server.alternatives  # 0: the sampled token's log-probability only
         return body
 
@@ -388,15 +373,8 @@ class OpenAIEngine:
         cached = self._alternatives.get(prompt)
         if cached is not None:
             return cached
-        body: dict[str, Any] = {
-            "model": self.server.model,
-            "prompt": prompt,
-            "max_tokens": 1,
-            "temperature": 0,
-            "stream": True,
-            "logprobs": self.server.alternatives,
-        }
-        body.update({theirs: KNOB_OFF[ours] for ours, theirs in EXTRA_KNOBS[self.server.kind].items()})
+        # one greedy token with every filter off: the alternatives are the model's at T = 1
+        body = self.body(SamplingParams(max_new_tokens=1, temperature=0), seed=0, prompt=prompt)
         tokens = [t for piece in self._stream(body, chat=False) for t in piece.tokens]
         found: dict[str, float] = {}
         if tokens:
@@ -424,7 +402,7 @@ class OpenAIEngine:
             wait: float | None = None
             try:
                 with self.client.stream("POST", url, json=body) as response:
-                    if response.status_code in (429, 503) or response.status_code >= 500:
+                    if response.status_code == 429 or response.status_code >= 500:
                         after = _retry_after(response)
                         wait = after if after is not None else 0.5 * attempt
                         reason = f"HTTP {response.status_code}: {_error_text(response)}"

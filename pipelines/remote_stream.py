@@ -95,13 +95,14 @@ class _Row:
             row.text = self.raw[: len(self.raw) - hold]
         row.seconds = time.perf_counter() - started
 
-    def fail(self, error: ServerError, started: float) -> None:
+    def end(self, finish_reason: str, started: float, error: ServerError | None = None) -> None:
+        """End an unfinished row early ("error" or "cancelled"), keeping all the text it has."""
         row = self.row
         if row.done:
             return
         row.text = self.raw
-        row.finish_reason = "error"
-        row.error = str(error)
+        row.finish_reason = finish_reason
+        row.error = str(error) if error is not None else None
         row.seconds = time.perf_counter() - started
 
 
@@ -157,10 +158,7 @@ def stream_rows(
         while not all(r.done for r in rows):
             if should_stop is not None and should_stop():
                 for state in states:
-                    if not state.row.done:
-                        state.row.text = state.raw
-                        state.row.finish_reason = "cancelled"
-                        state.row.seconds = time.perf_counter() - started
+                    state.end("cancelled", started)
                 yield rows
                 return
             try:
@@ -173,11 +171,11 @@ def stream_rows(
                 if piece is not None:
                     state.apply(piece, started)
                 elif error is not None:
-                    state.fail(error, started)
+                    state.end("error", started, error)
                     first_error = first_error or error
                 elif not state.row.done:  # the stream ended; a well-behaved server said why first
                     error = ServerError(f"the server at {engine.shown_url} ended the stream early")
-                    state.fail(error, started)
+                    state.end("error", started, error)
                     first_error = first_error or error
                 try:
                     item = updates.get_nowait()

@@ -155,7 +155,7 @@ def run_evaluation(
         f"and counts half); mean reward **{report['mean_reward_adapter']:+.3f}** vs **{report['mean_reward_base']:+.3f}**. "
         "A reward model is a proxy: check with human votes below."
     )
-    server = getattr(models.get_handle().remote, "server", None)
+    server = models.get_handle().remote_server
     if server is not None:
         summary += (
             f"  \nThe base answers came from **{html.escape(server.model)}** on the {server.kind} server "

@@ -41,7 +41,7 @@ def prompt_report(prompt: chat.ChatPrompt) -> str:
         f"up to {prompt.max_new_tokens:,} more for the reply."
     )
     notice = prompt.notice()
-    server = getattr(models.get_handle().remote, "server", None)
+    server = models.get_handle().remote_server
     if server is not None:
         line += (
             f"  \nThe {server.kind} server at `{server.base_url}` answers without an adapter: it applies its own "

@@ -131,7 +131,7 @@ def sampling_controls(defaults: SamplingParams | None = None, *, label_prefix: s
 def engine_knob_updates(handle: Any) -> list[Any]:
     """For `SamplingControls.engine_knobs`: a knob the remote server cannot honour is disabled, set off,
     and says why (a request that sets it anyway is refused naming it); others are left as they are."""
-    server = getattr(handle.remote, "server", None)
+    server = handle.remote_server
     unsupported = server.unsupported() if server is not None else {}
     return [
         gr.update(interactive=False, value=KNOB_OFF[name], info=f"not on this engine: {unsupported[name]}")

@@ -33,13 +33,11 @@ def model_card(handle: ModelHandle) -> str:
         f"{handle.plan.device} · {handle.plan.dtype_name} · {handle.plan.threads} threads  \n"
         f"<span class='muted'>{handle.plan.reason}</span>"
     )
-    server = getattr(handle.remote, "server", None)
+    server = handle.remote_server
     if server is None:
         return local
-    window = f"context {server.context_window:,} tokens" if server.context_window else "context not reported"
     return (
-        f"**Engine: openai** · **{html.escape(server.model)}** on the {server.kind} server at "
-        f"`{server.base_url}` · {window} · {server.alternatives} alternatives per token  \n"
+        f"**Engine: openai** · {html.escape(server.describe())}  \n"
         "<span class='muted'>Generate, Chat, comparisons, RAG, Reasoning and base-model answers come from the "
         "server. Adapters, training, the reward model and the Inside tab run on the local model:</span>  \n" + local
     )
