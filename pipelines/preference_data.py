@@ -17,7 +17,7 @@ from typing import Any, Iterable, Iterator
 
 
 from .messages import Message, normalise
-from .rows import RowLimits, RowsError, read_rows
+from .rows import RowLimits, RowsError, bounded, read_rows
 from . import drives, preference_stats, preferences
 from .errors import InvalidParameter
 from .preferences import (
@@ -363,7 +363,7 @@ def _as_messages(value: Any, role: str, field_name: str) -> list[Message]:
 
 
 MAX_IMPORT_ROWS = 200_000
-IMPORT_LIMITS = RowLimits(max_bytes=200_000_000, max_rows=MAX_IMPORT_ROWS)
+IMPORT_LIMITS = RowLimits(max_bytes=200_000_000, max_rows=MAX_IMPORT_ROWS, max_decoded_bytes=200_000_000)
 
 
 def _read_rows(path: Path) -> Iterable[tuple[int, Any, str | None]]:
@@ -378,8 +378,11 @@ def _read_rows(path: Path) -> Iterable[tuple[int, Any, str | None]]:
         total = sum(split.num_rows for split in splits)
         if total > MAX_IMPORT_ROWS:  # counted from the arrow metadata, before any row is read
             raise PreferenceError(f"{path.name} has {total:,} rows; the limit is {MAX_IMPORT_ROWS:,}")
-        for split in splits:
-            yield from ((i, row, None) for i, row in enumerate(split, start=1))
+        # rows of an arrow file are decoded by datasets: counted against the same decoded-size limits as a file
+        try:
+            yield from bounded((row for split in splits for row in split), path.name, IMPORT_LIMITS)
+        except RowsError as error:
+            raise PreferenceError(str(error)) from error
         return
     try:
         yield from read_rows(path, IMPORT_LIMITS, formats=(".jsonl", ".json", ".ndjson", ".parquet"))

@@ -84,3 +84,53 @@ def deep_jsonl(path: Path, good: dict, depth: int = 100_000) -> Path:
 def unbroken_text(path: Path, chars: int = 100_000) -> Path:
     path.write_text("A short introduction. " + "x" * chars + " The end.\n", encoding="utf-8")
     return path
+
+
+def parquet_shared_string_bomb(path: Path, rows: int = 100_000, string_mb: int = 1, column: str = "prompt") -> Path:
+    """~1 KB of Parquet whose rows all point at one dictionary entry of `string_mb` MB: metadata says 1 MB, rows decode to 100 GB."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    value = pa.array(["x" * (string_mb << 20)])
+    shared = pa.DictionaryArray.from_arrays(pa.array(np.zeros(rows, dtype=np.int32)), value)
+    pq.write_table(pa.table({column: shared, "response": shared}), str(path), compression="zstd")
+    return path
+
+
+def parquet_shared_messages_bomb(path: Path, rows: int = 20_000, string_kb: int = 512) -> Path:
+    """The same trick one level down: a conversational `messages` column whose contents share one string."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    text = "y" * (string_kb << 10)
+    batch = pa.table({"messages": [[{"role": "user", "content": text}, {"role": "assistant", "content": text}]] * 50})
+    with pq.ParquetWriter(str(path), batch.schema, compression="zstd") as writer:
+        for _ in range(rows // 50):
+            writer.write_table(batch)
+    return path
+
+
+def json_list_of_empty_objects(path: Path, count: int = 16_000_000) -> Path:
+    """A ~49 MB `.json` list of `{}`: parsed whole, 16 million dicts (+2.2 GB)."""
+    with path.open("w") as handle:
+        handle.write("[")
+        chunk = "{}," * 100_000
+        for _ in range(count // 100_000 - 1):
+            handle.write(chunk)
+        handle.write("{}," * 99_999 + "{}]")
+    return path
+
+
+def jsonl_of_many_lists(path: Path, rows: int = 60, lists: int = 250_000) -> Path:
+    """JSON Lines whose rows sit just under the length limit, each a quarter of a million empty lists."""
+    line = json.dumps({"prompt": "Hi", "response": "x"})[:-1] + ', "pad": [' + ",".join(["[]"] * lists) + "]}\n"
+    with path.open("w") as handle:
+        for _ in range(rows):
+            handle.write(line)
+    return path
+
+
+def csv_wide_header(path: Path, columns: int = 2_000_000) -> Path:
+    path.write_text(",".join(f"c{i}" for i in range(columns)) + "\nprompt,response\n")
+    return path

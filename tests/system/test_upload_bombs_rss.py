@@ -1,6 +1,7 @@
 """Every upload bomb against a running `python app.py`: each is refused or bounded, and the server's peak memory barely moves.
 
-Issue 17 measured the server at +1.9 GB for a 1 MB DOCX and +1.8 GB for a 46 KB Parquet file. The
+Issue 17 measured the server at +1.9 GB for a 1 MB DOCX and +1.8 GB for a 46 KB Parquet file; issue 35
++949 MB for a 1,246-byte Parquet file whose rows share one string and +2.2 GB for a JSON list of `{}`. The
 high-water mark of the app's resident memory (VmHWM) is read after a warm-up that loads the model
 and the embedder, and again after the bombs: it may rise by at most 500 MB in all.
 """
@@ -57,6 +58,20 @@ def test_every_bomb_is_refused_within_bounded_memory(data_dir, tiny_model_env, t
         seen["parquet (preferences)"] = _error(
             lambda: client.predict(file=handle_file(str(parquet)), api_name="/import_preferences")
         )
+        for name, bomb in (
+            ("shared string", bombs.parquet_shared_string_bomb(tmp_path / "shared.parquet")),
+            ("shared 3 MB string", bombs.parquet_shared_string_bomb(tmp_path / "shared3.parquet", string_mb=3)),
+            ("list of {}", bombs.json_list_of_empty_objects(tmp_path / "empty.json")),
+            ("rows of lists", bombs.jsonl_of_many_lists(tmp_path / "lists.jsonl")),
+            ("wide csv", bombs.csv_wide_header(tmp_path / "wide.csv")),
+        ):
+            seen[f"{name} (fine-tune)"] = _error(
+                lambda bomb=bomb: client.predict(upload=handle_file(str(bomb)), sample=None, api_name="/check_dataset")
+            )
+            if bomb.suffix != ".csv":
+                seen[f"{name} (preferences)"] = _error(
+                    lambda bomb=bomb: client.predict(file=handle_file(str(bomb)), api_name="/import_preferences")
+                )
         deep = bombs.deep_jsonl(tmp_path / "prompts.jsonl", {"prompt": "Hi"})
         seen["deep json (prompt set)"] = _error(
             lambda: client.predict(file=handle_file(str(deep)), name="deep", api_name="/upload_prompt_set")
@@ -86,4 +101,8 @@ def test_every_bomb_is_refused_within_bounded_memory(data_dir, tiny_model_env, t
     assert "5,000,000 rows" in seen["parquet (fine-tune)"] and "5,000,000 rows" in seen["parquet (preferences)"], report
     assert "nested deeper than 64 levels" in seen["deep json (prompt set)"] + seen["deep json (chat)"], report
     assert "more than 1,000 rows" in seen["retrieval questions"], report
+    for name in ("shared string", "shared 3 MB string", "rows of lists"):
+        assert "decodes to more than" in seen[f"{name} (fine-tune)"] + seen[f"{name} (preferences)"], report
+    assert "more than 200,000 rows" in seen["list of {} (preferences)"], report
+    assert "over 1,000,000 characters" in seen["wide csv (fine-tune)"], report
     assert peak - baseline < BUDGET, f"peak RSS rose by {(peak - baseline) / 2**20:.0f} MB\n{report}"

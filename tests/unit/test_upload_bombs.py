@@ -94,3 +94,128 @@ def test_retrieval_evaluation_is_capped_in_rows_and_question_length(tmp_path):
         rag_evaluate.evaluate("any", [{"question": "q", "source": "s"}] * 1001)
     with pytest.raises(rag_evaluate.EvaluationStopped):
         rag_evaluate.evaluate("any", [{"question": "q", "source": "s"}], should_stop=lambda: True)
+
+
+# --- row files bounded by what they decode to (issue 35, H1) ---------------------------------------
+
+ROW_BOMBS = {
+    # name: (maker, file name, what the refusal says)
+    "parquet rows sharing a 1 MB string": (bombs.parquet_shared_string_bomb, "shared.parquet", "decodes to more than"),
+    "parquet rows sharing a 3 MB string": (
+        lambda path: bombs.parquet_shared_string_bomb(path, string_mb=3),
+        "shared3.parquet",
+        "decodes to more than",
+    ),
+    "parquet messages sharing a string": (
+        lambda path: bombs.parquet_shared_messages_bomb(path, rows=2_000),
+        "messages.parquet",
+        "decodes to more than",
+    ),
+    "a 48 MB JSON list of {}": (bombs.json_list_of_empty_objects, "empty.json", "more than 100,000 rows"),
+    "JSON Lines of 250k lists a row": (bombs.jsonl_of_many_lists, "lists.jsonl", "decodes to more than"),
+    "a CSV header of 2 M columns": (bombs.csv_wide_header, "wide.csv", "over 1,000,000 characters"),
+    "a CSV header of 5,000 columns": (
+        lambda path: bombs.csv_wide_header(path, 5_000),
+        "wide5k.csv",
+        "5,000 columns; the limit is 1,000",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(ROW_BOMBS))
+def test_row_files_are_refused_by_what_they_decode_to(tmp_path, name):
+    """The 1,246-byte Parquet file passed the metadata checks and took the app +949 MB; the JSON list +2.2 GB."""
+    make, file_name, reason = ROW_BOMBS[name]
+    bomb = make(tmp_path / file_name)
+    started = time.monotonic()
+    with pytest.raises(rows.RowsError, match=reason) as refused:
+        list(rows.read_rows(bomb))
+    assert "\n" not in str(refused.value)  # one line
+    with pytest.raises(sft_data.DataError):  # the fine-tune reader (what /check_dataset calls)
+        sft_data.load_file(bomb)
+    if bomb.suffix in (".parquet", ".json", ".jsonl"):
+        with pytest.raises(preferences.PreferenceError):
+            preference_data.read_pairs(bomb)
+    assert time.monotonic() - started < 30
+
+
+def test_every_row_bomb_stays_under_500_mb_in_a_fresh_process(tmp_path):
+    """Peak memory of reading each bomb, measured in its own interpreter (the import of pyarrow counted in the baseline)."""
+    import subprocess
+    import sys
+
+    paths = []
+    for name, (make, file_name, _) in ROW_BOMBS.items():
+        paths.append(str(make(tmp_path / file_name)))
+    script = (
+        "import resource, sys, pyarrow.parquet, ijson\n"
+        "from pipelines import rows\n"
+        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "for path in sys.argv[1:]:\n"
+        "    try:\n"
+        "        sum(1 for _ in rows.read_rows(path))\n"
+        "    except rows.RowsError:\n"
+        "        pass\n"
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) // 1024)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, *paths], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout.strip()) < 500, f"+{done.stdout.strip()} MB"
+
+
+def test_legitimate_row_files_still_read_whole(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    # a conversational Parquet file in several row groups, with more distinct text than one dictionary page holds
+    conversations = [
+        [{"role": "user", "content": f"question {i} " + "x" * 300}, {"role": "assistant", "content": f"answer {i}"}]
+        for i in range(6_000)
+    ]
+    table = pa.table({"messages": conversations})
+    with pq.ParquetWriter(str(tmp_path / "m.parquet"), table.schema) as writer:
+        for start in range(0, 6_000, 2_000):
+            writer.write_table(table.slice(start, 2_000))
+    data = sft_data.load_file(tmp_path / "m.parquet")
+    assert data.usable == 6_000 and data.conversations[5_999][1].content == "answer 5999"
+
+    # CSV: a quoted cell over several lines, a blank line, a short row
+    (tmp_path / "q.csv").write_text('prompt,response\n"line one\nline two",fine\n\nalone,\n', encoding="utf-8")
+    got = [record for _, record, _ in rows.read_rows(tmp_path / "q.csv")]
+    assert got == [{"prompt": "line one\nline two", "response": "fine"}, {"prompt": "alone", "response": None}]
+
+    # a JSON list, streamed: a bad element is one bad row, the others are read
+    items = [{"prompt": "a", "response": "b"}, json.loads(bombs.deep_json(100)), {"prompt": "c", "response": "d"}]
+    (tmp_path / "l.json").write_text(json.dumps(items))
+    read = list(rows.read_rows(tmp_path / "l.json"))
+    assert [(n, error) for n, _, error in read] == [(1, None), (2, "nested deeper than 64 levels"), (3, None)]
+    assert read[2][1] == {"prompt": "c", "response": "d"}
+
+    # a JSON Lines row with a raw U+2028 inside a string is one row (splitlines() cut it in two)
+    (tmp_path / "u.jsonl").write_text(json.dumps({"prompt": "a\u2028b"}, ensure_ascii=False) + "\n", encoding="utf-8")
+    assert [record for _, record, _ in rows.read_rows(tmp_path / "u.jsonl")] == [{"prompt": "a\u2028b"}]
+
+
+def test_one_long_or_wide_row_is_one_bad_row(tmp_path):
+    limits = rows.RowLimits(max_row_chars=1_000, max_columns=10)
+    long_line = json.dumps({"prompt": "x" * 5_000})
+    wide = json.dumps({f"k{i}": i for i in range(20)})
+    (tmp_path / "r.jsonl").write_text("\n".join(['{"prompt": "ok"}', long_line, wide, '{"prompt": "ok"}']) + "\n")
+    assert [error for _, _, error in rows.read_rows(tmp_path / "r.jsonl", limits)] == [
+        None,
+        "is 5,014 characters long; the limit is 1,000",
+        "has 20 keys in one object; the limit is 10",
+        None,
+    ]
+    (tmp_path / "r.json").write_text(json.dumps([{"prompt": "ok"}, {"prompt": "x" * 5_000}, {"prompt": "ok"}]))
+    assert [error for _, _, error in rows.read_rows(tmp_path / "r.json", limits)] == [
+        None,
+        "is over 1,000 characters long",
+        None,
+    ]
+    (tmp_path / "bad.json").write_text('[{"prompt": "ok"}, {"prompt": ')
+    with pytest.raises(rows.RowsError, match="not valid JSON"):
+        list(rows.read_rows(tmp_path / "bad.json"))
+    (tmp_path / "latin.jsonl").write_bytes('{"prompt": "caf\xe9"}\n'.encode("latin-1"))
+    with pytest.raises(rows.RowsError, match="not UTF-8"):
+        list(rows.read_rows(tmp_path / "latin.jsonl"))
