@@ -95,11 +95,14 @@ class _Capped:
             self.dropped |= self.size + len(block) > self.limit
             self.size += len(block)
 
-    def text(self, chars: int) -> str:
+    def text(self, chars: int, total: int | None = None) -> str:
+        """What was kept, marked when more was written (`total`: the warden's count of everything written)."""
         self.thread.join(timeout=1)
         text = b"".join(self.chunks).decode("utf-8", errors="replace")
-        if len(text) > chars or self.dropped:
-            return text[:chars] + f"\n… [output truncated: {self.size:,} bytes in all]"
+        if total is not None and total > self.size:
+            return text[:chars] + f"\n… [output truncated: {total:,} bytes in all]"
+        if len(text) > chars or self.dropped or self.size >= self.limit:  # the warden passes on `limit` at most
+            return text[:chars] + f"\n… [output truncated at {min(self.size, self.limit):,} bytes]"
         return text
 
 
@@ -138,6 +141,8 @@ def run(source: str, limits: SandboxLimits | None = None) -> SandboxResult:
             "processes": limits.processes,
             "namespaces": limits.namespaces,
             "read_paths": _read_paths(),
+            "parent": os.getpid(),
+            "output_bytes": limits.output_chars * 4,
         }
         process = subprocess.Popen(
             [sys.executable, "-I", "-S", "-B", str(CHILD), str(program), str(write_fd), json.dumps(child_limits)],
@@ -164,14 +169,14 @@ def run(source: str, limits: SandboxLimits | None = None) -> SandboxResult:
         process.wait()
         reader.join(timeout=2)
         seconds = time.monotonic() - started
-        out = stdout.text(limits.output_chars)
+        report = None if timed_out else _report(payload[0] if payload else b"")
+        out = stdout.text(limits.output_chars, report[4] if report else None)
         if timed_out:
             return SandboxResult(
                 False, stdout=out, error=f"timed out after {limits.timeout_seconds:g} s", seconds=seconds
             )
-        report = _report(payload[0] if payload else b"")
         if report is not None:
-            ok, result, error, protections = report
+            ok, result, error, protections, _ = report
             return SandboxResult(ok, result, out, error, seconds, protections)
         # the warden reports every way the program can end; without a report the warden itself failed
         how = f"signal {-process.returncode}" if process.returncode < 0 else f"exit status {process.returncode}"
@@ -193,8 +198,9 @@ def run(source: str, limits: SandboxLimits | None = None) -> SandboxResult:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _report(raw: bytes) -> tuple[bool, Any, str | None, list[str]] | None:
-    """(ok, result, error, protections) from the warden's report, checked as untrusted bytes; None if unusable."""
+def _report(raw: bytes) -> tuple[bool, Any, str | None, list[str], int | None] | None:
+    """(ok, result, error, protections, bytes the program wrote to stdout) from the warden's report,
+    checked as untrusted bytes; None if unusable."""
     if not raw or len(raw) >= 10_000_000:
         return None
     try:
@@ -206,11 +212,13 @@ def _report(raw: bytes) -> tuple[bool, Any, str | None, list[str]] | None:
     protections = [str(p)[:200] for p in data["protections"]][:20]
     ok = data.get("ok") is True
     error = data.get("error")
+    written = data.get("stdout_bytes")
     return (
         ok,
         data.get("result") if ok else None,
         None if ok else str(error or "the program failed")[:2000],
         protections,
+        written if isinstance(written, int) and not isinstance(written, bool) else None,
     )
 
 

@@ -61,6 +61,7 @@ for _name in ALLOWED_MODULES:
     __import__(_name)
 
 LIBC = ctypes.CDLL(None, use_errno=True)
+PR_SET_PDEATHSIG = 1
 NOBODY = 65534
 MAX_FRAME_BYTES = 10_000_000
 
@@ -363,9 +364,28 @@ SYSCALLS = {
         "capset": 91,
     },
 }
-# allowed only on the calling process itself: the first argument must be 0 (= self) or its own pid
-ON_SELF = ("prlimit64", "sched_setaffinity", "sched_setscheduler", "sched_setparam", "sched_setattr")
+# allowed only on the calling process itself: the first argument must be 0 (= self) or its own pid --
+# the ones that change another process, and the ones that read another's scheduling or session
+ON_SELF = (
+    "prlimit64",
+    "sched_setaffinity",
+    "sched_setscheduler",
+    "sched_setparam",
+    "sched_setattr",
+    "sched_getaffinity",
+    "sched_getparam",
+    "sched_getscheduler",
+    "getpgid",
+    "getsid",
+)
 SIGNALS = ("kill", "tkill", "tgkill")  # only to its own pid (never 0: that is the whole process group)
+PRIORITY = ("setpriority", "getpriority")  # only PRIO_PROCESS on itself: PRIO_USER reaches every process of the uid
+PRIO_PROCESS = 0
+# fcntl commands that make the kernel signal another process when a descriptor is ready (F_SETOWN names
+# it, F_SETSIG picks the signal: SIGKILL reached the app's processes where Landlock's signal scope is missing)
+F_SETOWN, F_SETSIG, F_SETOWN_EX = 8, 10, 15
+# ioctl requests with the same effect, or that reach a terminal: FIOSETOWN, SIOCSPGRP, TIOCSPGRP, TIOCSCTTY, TIOCSTI
+IOCTL_REFUSED = (0x8901, 0x8902, 0x5410, 0x540E, 0x5412)
 FS_WRITES = (
     "rename",
     "mkdir",
@@ -387,7 +407,7 @@ FS_WRITES = (
     "fallocate",
     "renameat2",
 )
-SPECIAL = {"clone", "clone3", "openat2", "open", "openat", "setpriority", "capset", *ON_SELF, *SIGNALS}
+SPECIAL = {"clone", "clone3", "openat2", "open", "openat", "capset", "fcntl", "ioctl", *PRIORITY, *ON_SELF, *SIGNALS}
 ALLOWED = [name for name in SYSCALLS["x86_64"] if name not in SPECIAL and name not in FS_WRITES]
 O_WRITE_FLAGS = 0o1 | 0o2 | 0o100 | 0o1000 | 0o2000  # O_WRONLY O_RDWR O_CREAT O_TRUNC O_APPEND
 CLONE_THREAD = 0x00010000
@@ -562,6 +582,11 @@ def bpf_program(arch, pid, writable):
             out.extend(block)
 
     allow, eperm = (RET, 0, 0, RET_ALLOW), (RET, 0, 0, RET_EPERM)
+
+    def refuse_values(n, values):  # argument n equal to any of `values`: EPERM; anything else: allowed
+        tests = [(JEQ, len(values) - i, 0, value) for i, value in enumerate(values)]
+        return [(LD, 0, 0, arg(n)), *tests, allow, eperm]
+
     for name in ALLOWED:
         rule(name, [allow])
     if writable:
@@ -572,9 +597,23 @@ def bpf_program(arch, pid, writable):
     rule("clone", [(LD, 0, 0, arg(0)), (JSET, 0, 1, CLONE_THREAD), allow, eperm])  # threads, never processes
     rule("clone3", [(RET, 0, 0, RET_ENOSYS)])  # glibc then falls back to clone, whose flags can be read
     rule("openat2", [(RET, 0, 0, RET_ENOSYS)])  # its flags are behind a pointer: fall back to openat
-    rule("setpriority", [(LD, 0, 0, arg(1)), (JEQ, 0, 1, 0), allow, eperm])  # who == 0: itself
+    for name in PRIORITY:  # (which, who): which == PRIO_PROCESS and who is 0 or itself
+        rule(
+            name,
+            [
+                (LD, 0, 0, arg(0)),
+                (JEQ, 0, 3, PRIO_PROCESS),
+                (LD, 0, 0, arg(1)),
+                (JEQ, 2, 0, 0),
+                (JEQ, 1, 0, pid),
+                eperm,
+                allow,
+            ],
+        )
     for name in ON_SELF:
         rule(name, [(LD, 0, 0, arg(0)), (JEQ, 2, 0, 0), (JEQ, 1, 0, pid), eperm, allow])
+    rule("fcntl", refuse_values(1, (F_SETOWN, F_SETSIG, F_SETOWN_EX)))
+    rule("ioctl", refuse_values(1, IOCTL_REFUSED))
     for name in SIGNALS:
         rule(name, [(LD, 0, 0, arg(0)), (JEQ, 1, 0, pid), eperm, allow])
     out.append(eperm)  # everything else: sockets, inotify, ptrace, namespaces, mounts, keys, bpf, io_uring...
@@ -634,6 +673,9 @@ def _frame(pipe_fd, payload):
 def _prisoner(source, pipe_fd, scratch, limits, writable):
     """Lock down, report what held, run the program, send its result as a second frame."""
     protections = [_drop_privileges()]
+    # dies with the warden (after the identity change, which clears a death signal set before it); if the
+    # warden died first, the report frame below finds no reader and the program never runs
+    LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     LIBC.prctl(38, 1, 0, 0, 0)  # PR_SET_NO_NEW_PRIVS: required by Landlock and seccomp without privileges
     protections.append(_landlock(scratch, limits["read_paths"], writable))
     protections.append(_seccomp(writable))
@@ -676,17 +718,45 @@ def _prisoner(source, pipe_fd, scratch, limits, writable):
 # --- the warden's verdict -----------------------------------------------------------------------------
 
 
-def _read_frames(fd):
-    chunks, size = [], 0
-    with os.fdopen(fd, "rb") as pipe:
-        while block := pipe.read(65536):
-            if size < MAX_FRAME_BYTES:
-                chunks.append(block)
-            size += len(block)
-    if size > MAX_FRAME_BYTES:
+def _write_all(fd, data):
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _drain(sources):
+    """Read every pipe to its end at once (no writer ever blocks), keeping at most `keep` bytes of each
+    and passing those on to `forward` as they come: {name: (kept bytes, total bytes)}. A flood of output
+    is read and dropped here, in the sandbox's own process, so it never costs the app more than what is kept."""
+    import selectors
+
+    selector = selectors.DefaultSelector()
+    kept, totals = {}, {}
+    for name, (fd, keep, forward) in sources.items():
+        selector.register(fd, selectors.EVENT_READ, (name, keep, forward))
+        kept[name], totals[name] = bytearray(), 0
+    while selector.get_map():
+        for key, _ in selector.select():
+            name, keep, forward = key.data
+            block = os.read(key.fd, 65536)
+            if not block:
+                selector.unregister(key.fd)
+                os.close(key.fd)
+                continue
+            if len(kept[name]) < keep:
+                part = block[: keep - len(kept[name])]
+                kept[name] += part
+                if forward is not None:
+                    _write_all(forward, part)
+            totals[name] += len(block)
+    return {name: (bytes(kept[name]), totals[name]) for name in kept}
+
+
+def _frames(raw, total):
+    if total > MAX_FRAME_BYTES:
         return None
     frames = []
-    for line in b"".join(chunks).split(b"\n"):
+    for line in raw.split(b"\n"):
         if not line:
             continue
         try:
@@ -734,6 +804,11 @@ def verdict(frames, status, limits):
 
 def main():
     program_path, report_fd, limits = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
+    # the warden dies with the app's process that started it (its prisoner then dies with it): a program must
+    # not outlive a caller that was killed; a caller already gone before this line leaves nothing to run for
+    LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if limits.get("parent") and os.getppid() != limits["parent"]:
+        os._exit(1)
     report = os.fdopen(report_fd, "w")
     with open(program_path, encoding="utf-8", errors="surrogateescape") as handle:
         source = handle.read()
@@ -741,11 +816,15 @@ def main():
     protections, writable = _namespaces(scratch, limits)
     protections.append(_limits(limits))
     read_end, write_end = os.pipe()
+    out_read, out_write = os.pipe()  # the program's stdout and stderr come through the warden, capped
+    err_read, err_write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the prisoner: never returns into the warden's code
         try:
-            os.close(read_end)
-            os.close(report_fd)
+            os.dup2(out_write, 1)
+            os.dup2(err_write, 2)
+            for fd in (read_end, report_fd, out_read, out_write, err_read, err_write):
+                os.close(fd)
             _prisoner(source, write_end, scratch, limits, writable)
         finally:
             for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
@@ -754,11 +833,26 @@ def main():
                 except Exception:  # noqa: BLE001 - a program may have replaced or closed them
                     pass
             os._exit(0)
-    os.close(write_end)
-    frames = _read_frames(read_end)
+    for fd in (write_end, out_write, err_write):
+        os.close(fd)
+    output = int(limits.get("output_bytes", 40_000))
+    got = _drain(
+        {
+            "frames": (read_end, MAX_FRAME_BYTES, None),
+            "stdout": (out_read, output, 1),
+            "stderr": (err_read, 4_000, 2),
+        }
+    )
+    frames = _frames(*got["frames"])
     _, status = os.waitpid(pid, 0)
     ok, result, error, prisoner = verdict(frames, status, limits)
-    payload = {"ok": ok, "result": result, "error": error, "protections": protections + prisoner}
+    payload = {
+        "ok": ok,
+        "result": result,
+        "error": error,
+        "protections": protections + prisoner,
+        "stdout_bytes": got["stdout"][1],
+    }
     try:
         text = json.dumps(payload)
     except (TypeError, ValueError, RecursionError):

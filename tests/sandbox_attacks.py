@@ -46,6 +46,50 @@ def state(pid: int) -> dict:
     }
 
 
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry.name))
+            except (OSError, ValueError, IndexError):
+                pass
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except OSError:
+        return False
+
+
+def caller_killed() -> dict:
+    """A caller runs a program that would sleep for a minute holding memory; the caller is SIGKILLed."""
+    caller = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; sys.path.insert(0, sys.argv[1]); from pipelines import sandbox; "
+            "sandbox.run('import time\\nhoard = bytearray(100_000_000)\\ndef solution():\\n    time.sleep(60)\\n', "
+            "sandbox.SandboxLimits(timeout_seconds=120, cpu_seconds=120))",
+            sys.argv[1],
+        ]
+    )
+    family: list[int] = []
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and len(family) < 2:  # the warden, then its prisoner
+        wardens = _children(caller.pid)
+        family = wardens + [p for w in wardens for p in _children(w)]
+        time.sleep(0.05)
+    time.sleep(0.5)
+    caller.kill()
+    caller.wait()
+    time.sleep(2)
+    return {"started": len(family), "alive_after": [p for p in family if _alive(p)]}
+
+
 def main() -> None:
     stand_in = subprocess.Popen(["sleep", "600"])
     before = state(stand_in.pid)
@@ -75,6 +119,51 @@ def main() -> None:
         """)
         time.sleep(0.2)
         report["stand_in_after"] = state(stand_in.pid)
+
+        # issue 35, M4: calls that name every process of the user, or make the kernel signal one
+        own_nice = os.getpriority(os.PRIO_PROCESS, 0)
+        report["whole_user"] = run(f"""
+            import ctypes, fcntl, os, signal
+            PID = {stand_in.pid}
+            libc = ctypes.CDLL(None, use_errno=True)
+            def attempt(action):
+                try:
+                    action()
+                    return "done"
+                except OSError as error:
+                    return error.errno
+            def setown():  # F_SETOWN to the stand-in, F_SETSIG to SIGKILL, then make the pipe ready
+                read, write = os.pipe()
+                fcntl.fcntl(read, fcntl.F_SETOWN, PID)
+                fcntl.fcntl(read, 10, signal.SIGKILL)  # F_SETSIG
+                fcntl.fcntl(read, fcntl.F_SETFL, os.O_ASYNC | os.O_NONBLOCK)
+                os.write(write, b"x")
+            def ioctl_owner():
+                read, _ = os.pipe()
+                value = ctypes.c_int(PID)
+                if libc.ioctl(read, 0x8901, ctypes.byref(value)) != 0:  # FIOSETOWN
+                    raise OSError(ctypes.get_errno(), "ioctl")
+            def solution():
+                return {{
+                    "prio_user": attempt(lambda: os.setpriority(os.PRIO_USER, 0, 19)),
+                    "prio_pgrp": attempt(lambda: os.setpriority(os.PRIO_PGRP, 0, 19)),
+                    "prio_other": attempt(lambda: os.setpriority(os.PRIO_PROCESS, PID, 19)),
+                    "read_prio_user": attempt(lambda: os.getpriority(os.PRIO_USER, 0)),
+                    "read_prio_other": attempt(lambda: os.getpriority(os.PRIO_PROCESS, PID)),
+                    "setown_sigkill": attempt(setown),
+                    "ioctl_setown": attempt(ioctl_owner),
+                    "other_session": attempt(lambda: os.getsid(PID)),
+                    "other_group": attempt(lambda: os.getpgid(PID)),
+                    "other_affinity": attempt(lambda: os.sched_getaffinity(PID)),
+                    "own_nice": attempt(lambda: os.setpriority(os.PRIO_PROCESS, 0, 5)),
+                }}
+        """)
+        time.sleep(0.2)
+        report["whole_user_after"] = {"stand_in": state(stand_in.pid), "app_nice": os.getpriority(os.PRIO_PROCESS, 0)}
+        report["app_nice_before"] = own_nice
+
+        # issue 35, L2: the program dies with its caller (the app's process), whatever the caller's end
+        report["caller_killed"] = caller_killed()
 
         report["disk"] = run("""
             def solution():

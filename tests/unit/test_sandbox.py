@@ -245,7 +245,23 @@ def test_huge_output_is_truncated():
             return 7
     """)
     assert result.ok and result.result == 7
-    assert len(result.stdout) < sandbox.SandboxLimits().output_chars + 200 and "output truncated" in result.stdout
+    assert len(result.stdout) < sandbox.SandboxLimits().output_chars + 200
+    assert result.stdout.endswith("[output truncated: 20,000,200 bytes in all]")  # the warden counted every byte
+
+
+def test_an_output_flood_costs_the_app_almost_no_cpu():
+    """Issue 35, L5: a program printing until its time limit cost the app 9-11 s of CPU per run (it read every byte)."""
+    import time
+
+    before = time.process_time()
+    result = sandbox.run(
+        "import os\ndef solution():\n    block = b'y' * 65536\n    while True:\n        os.write(1, block)\n",
+        sandbox.SandboxLimits(timeout_seconds=3, cpu_seconds=3),
+    )
+    spent = time.process_time() - before
+    assert not result.ok and "output truncated" in result.stdout
+    assert len(result.stdout) < sandbox.SandboxLimits().output_chars + 200
+    assert spent < 0.3, f"the app spent {spent:.1f} s of CPU on the flood"
 
 
 def test_a_huge_file_stops_at_the_size_limit():

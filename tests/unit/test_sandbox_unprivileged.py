@@ -129,3 +129,22 @@ def test_the_earlier_attacks_hold_as_an_ordinary_user_too(report):
         "CPU" in earlier["endless"]["error"] or "timed out" in earlier["endless"]["error"]
     )
     assert earlier["kill_parent"]["ok"] and "sent" not in str(earlier["kill_parent"]["result"])
+
+
+def test_nothing_reaches_every_process_of_the_user_or_signals_one(report):
+    """Issue 35, M4: with namespaces off, setpriority(PRIO_USER) put the app and the stand-in at nice 19, and
+    F_SETOWN + F_SETSIG(SIGKILL) killed the stand-in where Landlock had no signal scope."""
+    _, data = report
+    attempts = data["whole_user"]["result"]
+    assert attempts.pop("own_nice") == "done"  # its own priority is its business
+    assert all(outcome == ERRNO_EPERM for outcome in attempts.values()), attempts
+    after = data["whole_user_after"]
+    assert after["app_nice"] == data["app_nice_before"]
+    assert after["stand_in"]["nice"] == data["stand_in_before"]["nice"]
+    assert after["stand_in"]["state"] not in ("T", "t", "Z", "X") and data["stand_in_alive"]
+
+
+def test_the_program_dies_with_its_caller(report):
+    """Issue 35, L2: a program outlived its caller (SIGKILLed), alive with 166 MB past its time limit."""
+    _, data = report
+    assert data["caller_killed"]["started"] == 2 and data["caller_killed"]["alive_after"] == []
