@@ -15,6 +15,7 @@ from pipelines import gpu  # noqa: E402
 gpu.prepare()  # on ZeroGPU `spaces` must come before anything that touches CUDA
 
 import gradio as gr  # noqa: E402
+from starlette.middleware import Middleware  # noqa: E402
 
 from pipelines import backup, jobs, models  # noqa: E402
 from pipelines.access import AuthConfigError, get_policy  # noqa: E402
@@ -35,6 +36,7 @@ from playground import (  # noqa: E402
     reward,
     sidebar,
     signin,
+    visitors,
 )
 from playground.controls import ASSETS, MODEL_CONCURRENCY, how_it_works  # noqa: E402
 from playground.errors import translate_errors  # noqa: E402
@@ -108,6 +110,15 @@ def launch_kwargs() -> dict:
         "max_threads": MODEL_CONCURRENCY + UI_THREADS,
     }
     kwargs.update(signin.launch_kwargs(policy))  # throttled password sign-in when PLAYGROUND_AUTH is set
+    # Every request passes the visitors middleware (the visitor cookie, sessions bound to it, the client's
+    # address). It reads X-Forwarded-For itself, behind PLAYGROUND_PROXY_HOPS proxies only: uvicorn must not
+    # rewrite the address first (by default it trusts the header from 127.0.0.1, i.e. from any local client).
+    if os.environ.get("FORWARDED_ALLOW_IPS"):
+        logging.getLogger("app").warning(
+            "FORWARDED_ALLOW_IPS is ignored: PLAYGROUND_PROXY_HOPS says which proxies to trust"
+        )
+    os.environ["FORWARDED_ALLOW_IPS"] = ""
+    kwargs["app_kwargs"] = {"middleware": [Middleware(visitors.Visitors)]}
     return kwargs
 
 

@@ -10,9 +10,11 @@ may do everything -- that is the default because the app binds 127.0.0.1 unless 
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 import os
+import secrets
 import threading
 import time
 from collections import OrderedDict
@@ -34,7 +36,7 @@ class AuthConfigError(PlaygroundError, ValueError):
 
 
 class SignInThrottled(PlaygroundError, PermissionError):
-    """Too many failed sign-ins for this name or from this address; `seconds` until the next try."""
+    """Too many failed sign-ins from this client; `seconds` until the next try."""
 
     def __init__(self, seconds: float) -> None:
         self.seconds = max(1, int(seconds + 0.999))
@@ -42,13 +44,23 @@ class SignInThrottled(PlaygroundError, PermissionError):
 
 
 class LoginThrottle:
-    """Failed sign-ins slow down, per user name and per client address, doubling each time.
+    """Failed sign-ins slow down the client that fails them, never the account holder elsewhere.
 
-    A name gets `free_per_user` failures, an address (several people may share one behind a NAT)
-    `free_per_address`; each failure beyond that locks the key for base * 2^k seconds, at most
-    `cap`. A failure-free quarter of an hour forgets a key, and a successful sign-in forgets its
-    name's failures. The check comes before the password is looked at, so a locked name learns
-    nothing. Memory is bounded: the oldest keys are dropped beyond `max_keys`.
+    A per-name lock would let anyone lock a person out by failing their name on purpose, and a
+    per-address lock would lock out a whole classroom behind one NAT (or, behind a proxy, every
+    visitor) after one person's mistakes. So the keys are:
+
+    - a name *at an address*: `free_per_pair` failures, then locked for base * 2^k seconds (at most
+      `cap`), doubling with each further failure. Checked before the password is looked at, so a
+      locked guesser learns nothing; the same name from any other address is not slowed.
+    - an address: `free_per_address` failures (over all names), then locked the same way. While it
+      is locked, a name that already failed `tries_while_address_locked` times from it is refused
+      before its password is looked at (a third password sprayed over the same names gets nothing),
+      but a name that has not -- a classmate behind the same NAT, or someone who mistyped once --
+      is still checked: a correct password signs in.
+
+    Only failures count; a success forgets its pair. A failure-free quarter of an hour forgets a
+    key. Memory is bounded: the oldest keys are dropped beyond `max_keys`.
     """
 
     def __init__(
@@ -56,13 +68,15 @@ class LoginThrottle:
         *,
         free_per_user: int = 5,
         free_per_address: int = 20,
+        tries_while_address_locked: int = 2,
         base: float = 1.0,
         cap: float = 900.0,
         forget_after: float = 900.0,
         max_keys: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.free = {"user": free_per_user, "addr": free_per_address}
+        self.free = {"pair": free_per_user, "addr": free_per_address}
+        self.tries_while_address_locked = tries_while_address_locked
         self.base, self.cap, self.forget_after, self.max_keys, self.clock = base, cap, forget_after, max_keys, clock
         self._keys: OrderedDict[str, tuple[int, float, float]] = (
             OrderedDict()
@@ -70,11 +84,8 @@ class LoginThrottle:
         self._lock = threading.Lock()
 
     @staticmethod
-    def _keys_for(user: str, address: str | None) -> list[tuple[str, str]]:
-        keys = [("user", f"user:{user.strip().lower()}")]
-        if address:
-            keys.append(("addr", f"addr:{address}"))
-        return keys
+    def _keys_for(user: str, address: str | None) -> dict[str, str]:
+        return {"pair": f"pair:{user.strip().lower()}\n{address or ''}", "addr": f"addr:{address or ''}"}
 
     def _state(self, key: str, now: float) -> tuple[int, float, float]:
         failures, last, until = self._keys.get(key, (0, 0.0, 0.0))
@@ -84,18 +95,25 @@ class LoginThrottle:
         return failures, last, until
 
     def wait_seconds(self, user: str, address: str | None) -> float:
+        """How long this attempt must wait before its password may be looked at (0: now)."""
         now = self.clock()
+        keys = self._keys_for(user, address)
         with self._lock:
-            return max([self._state(key, now)[2] - now for _, key in self._keys_for(user, address)] + [0.0])
+            pair_failures, _, pair_until = self._state(keys["pair"], now)
+            _, _, address_until = self._state(keys["addr"], now)
+        waits = [pair_until - now, 0.0]
+        if pair_failures >= self.tries_while_address_locked:  # this name failed here: the address's lock applies
+            waits.append(address_until - now)
+        return max(waits)
 
     def record(self, user: str, address: str | None, ok: bool) -> None:
         now = self.clock()
+        keys = self._keys_for(user, address)
         with self._lock:
-            for kind, key in self._keys_for(user, address):
-                if ok:
-                    if kind == "user":
-                        self._keys.pop(key, None)
-                    continue
+            if ok:  # successes are never counted against anyone
+                self._keys.pop(keys["pair"], None)
+                return
+            for kind, key in keys.items():
                 failures, _, until = self._state(key, now)
                 failures += 1
                 over = failures - self.free[kind]
@@ -162,9 +180,11 @@ class AccessPolicy:
                 "what others see needs a name behind it."
             )
 
-    def check_labeller(self, user: str | None, action: str = "label") -> None:
-        """Labelling: signed-in users, or anyone when the operator opened a public label drive."""
-        if not self.anonymous_labels:
+    def check_labeller(self, user: str | None, action: str = "label", *, drive_item: bool = True) -> None:
+        """Labelling: signed-in users; anonymous visitors too when the operator opened public label
+        drives, and then only the drives' items -- creating items, prompt sets or chat-reply labels
+        would put a visitor's own text in the store."""
+        if not (self.anonymous_labels and drive_item):
             self.check_identity(user, action)
 
     def may_remove(self, user: str | None, owner: str | None) -> bool:
@@ -189,9 +209,9 @@ class AccessPolicy:
     def check_password(
         self, user: str, password: str, address: str | None = None, throttle: "LoginThrottle | None" = None
     ) -> bool:
-        """A sign-in attempt against PLAYGROUND_AUTH, throttled per name and per address.
+        """A sign-in attempt against PLAYGROUND_AUTH, throttled per name at an address and per address.
 
-        Raises SignInThrottled (before the password is compared) while the name or address is locked.
+        Raises SignInThrottled (before the password is compared) while this client may not try the name.
         """
         throttle = throttle or login_throttle()
         wait = throttle.wait_seconds(user, address)
@@ -240,7 +260,125 @@ def login_throttle() -> LoginThrottle:
 
 
 def reset_policy() -> None:
-    """Forget the cached policy and the sign-in failures (tests change the environment between cases)."""
+    """Forget the cached policy, the sign-in failures and the visitor key (tests change the environment between cases)."""
     global _policy, _throttle
     _policy = None
     _throttle = LoginThrottle()
+    reset_visitor_keys()
+
+
+# --- who an anonymous visitor is -----------------------------------------------------------------
+#
+# Nothing a client sends is an identity: Gradio's session hash is chosen by the client (and was
+# published in the label tables), a typed name could be anyone's. An anonymous visitor is a random
+# id the server mints and keeps in a signed, HttpOnly cookie (`playground.visitors` sets it and binds
+# every session to it); handlers read it from a header the same middleware writes after removing
+# any the client sent, signed again so that a request which did not pass through it is refused.
+# What is stored is a keyed hash of that id, and what is shown is an alias derived from the stored
+# one: neither can be sent back to act as the visitor.
+
+VISITOR_COOKIE = "playground_visitor"
+VISITOR_HEADER = "x-playground-visitor"
+SECRET_BYTES = 32
+
+
+class VisitorKeys:
+    """The server's secret, and what it signs: visitor tokens, stored ids, address keys."""
+
+    def __init__(self, secret: bytes) -> None:
+        if len(secret) < 16:
+            raise AuthConfigError("PLAYGROUND_SECRET_KEY must be at least 16 characters")
+        self._secret = secret
+
+    def _mac(self, purpose: str, value: str, length: int = 32) -> str:
+        return hmac.new(self._secret, f"{purpose}\n{value}".encode(), hashlib.sha256).hexdigest()[:length]
+
+    def mint(self) -> tuple[str, str]:
+        """A new visitor: (id, signed token for the cookie)."""
+        visitor = secrets.token_urlsafe(18)
+        return visitor, self.token(visitor)
+
+    def token(self, visitor: str) -> str:
+        return f"{visitor}.{self._mac('visitor', visitor)}"
+
+    def verify(self, token: str | None) -> str | None:
+        """The visitor id in a signed token, or None for a missing, malformed or forged one."""
+        if not token or len(token) > 128 or "." not in token:
+            return None
+        visitor, _, signature = token.rpartition(".")
+        return visitor if visitor and hmac.compare_digest(signature, self._mac("visitor", visitor)) else None
+
+    def stored_id(self, visitor: str) -> str:
+        """What a label records for an anonymous visitor: not the cookie, so not usable as one."""
+        return f"anon:{self._mac('stored', visitor, 20)}"
+
+    def address_key(self, address: str | None) -> str | None:
+        """A client address as the database keeps it (caps per network need equality, not the address)."""
+        return self._mac("address", address, 20) if address else None
+
+    def session_key(self, session_hash: str | None) -> str | None:
+        return self._mac("session", session_hash, 20) if session_hash else None
+
+
+def _load_secret() -> bytes:
+    from .config import get_settings
+
+    configured = os.environ.get("PLAYGROUND_SECRET_KEY")
+    if configured:
+        return configured.encode()
+    path = get_settings().path("secret.key")
+    try:  # created once, owner-only; several processes may race to create it: the first one wins
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(secrets.token_bytes(SECRET_BYTES))
+    for _ in range(50):  # a racing creator may not have written it yet
+        data = path.read_bytes()
+        if len(data) >= SECRET_BYTES:
+            return data
+        time.sleep(0.01)
+    raise AuthConfigError(f"{path} holds no usable secret: delete it to make a new one")
+
+
+_keys: VisitorKeys | None = None
+_keys_lock = threading.Lock()
+
+
+def visitor_keys() -> VisitorKeys:
+    """PLAYGROUND_SECRET_KEY, else a random key kept in the data directory (mode 600)."""
+    global _keys
+    with _keys_lock:
+        if _keys is None:
+            _keys = VisitorKeys(_load_secret())
+        return _keys
+
+
+def reset_visitor_keys() -> None:
+    global _keys
+    with _keys_lock:
+        _keys = None
+
+
+def alias(annotator: str) -> str:
+    """How an annotator is shown to others: names as they are, anonymous visitors as a short alias."""
+    if not annotator.startswith("anon:"):
+        return annotator
+    return "visitor " + hashlib.sha256(annotator.encode()).hexdigest()[:6]
+
+
+def is_anonymous(annotator: str | None) -> bool:
+    return bool(annotator) and str(annotator).startswith("anon:")
+
+
+def client_address(peer: str | None, forwarded_for: list[str], hops: int) -> str | None:
+    """Who is on the other end: the connecting peer, or, behind `hops` trusted proxies, the address
+    the outermost of them saw (X-Forwarded-For read from the right: what a client writes into the
+    header itself lands on the left and is never taken)."""
+    if hops <= 0:
+        return peer
+    chain = [part.strip() for header in forwarded_for for part in header.split(",") if part.strip()]
+    if len(chain) < hops:  # it did not come through every proxy: nothing in the header can be trusted
+        return peer
+    return chain[-hops]

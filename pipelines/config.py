@@ -105,6 +105,15 @@ class Settings:
     )
     batch_rows: int = field(default_factory=lambda: int(_env("PLAYGROUND_BATCH_ROWS", "16")))
     batch_queue: int = field(default_factory=lambda: int(_env("PLAYGROUND_BATCH_QUEUE", "64")))
+    # how many reverse proxies stand between visitors and the app (a Space: 1, its own proxy); the client's
+    # address, which sign-in throttling and the anonymous caps count, is read from X-Forwarded-For only then
+    proxy_hops: int = field(
+        default_factory=lambda: int(_env("PLAYGROUND_PROXY_HOPS") or (1 if _env("SPACE_ID") else 0))
+    )
+    # public label drives (PLAYGROUND_ANONYMOUS_LABELS): the most items anonymous visitors from one address
+    # may hold at once, and the most new anonymous annotators one address may bring in an hour
+    anon_holds_per_address: int = field(default_factory=lambda: int(_env("PLAYGROUND_ANON_HOLDS_PER_ADDRESS", "10")))
+    anon_visitors_per_hour: int = field(default_factory=lambda: int(_env("PLAYGROUND_ANON_VISITORS_PER_HOUR", "30")))
     # mixed precision of training jobs: "auto" follows the hardware (pipelines.hardware.train_precision);
     # "fp32" / "bf16" / "fp16" force a plan (tests run every plan whatever the host CPU has)
     train_precision: str = field(default_factory=lambda: (_env("PLAYGROUND_TRAIN_PRECISION", "auto") or "auto").lower())
@@ -152,6 +161,12 @@ class Settings:
             raise ValueError(
                 f"PLAYGROUND_BACKUP_REPO must be a Hub dataset id like user/labels, got {self.backup_repo!r}"
             )
+        if not 0 <= self.proxy_hops <= 10:
+            raise ValueError(f"PLAYGROUND_PROXY_HOPS must be between 0 and 10, got {self.proxy_hops}")
+        if self.anon_holds_per_address < 1:
+            raise ValueError(f"PLAYGROUND_ANON_HOLDS_PER_ADDRESS must be at least 1, got {self.anon_holds_per_address}")
+        if self.anon_visitors_per_hour < 1:
+            raise ValueError(f"PLAYGROUND_ANON_VISITORS_PER_HOUR must be at least 1, got {self.anon_visitors_per_hour}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"PLAYGROUND_THREADS must be at least 1, got {self.threads}")
 

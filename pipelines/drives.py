@@ -27,12 +27,14 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from . import knobs
 from .db import locked_session, session
 from .knobs import knob
+from .access import alias, is_anonymous
+from .config import get_settings
 from .errors import PlaygroundError
 from .tables import PrefAssignment, PrefDrive, PrefDriveItem, PrefItem, PrefLabel
 
@@ -82,6 +84,13 @@ class DriveSettings:
         high=10_080.0,
         slider=False,
     )
+    signed_in_only: bool = knob(
+        False,
+        help="only signed-in annotators may label this drive, even where anonymous labelling is open "
+        "(PLAYGROUND_ANONYMOUS_LABELS): for overlap > 1, where one person posing as several visitors could "
+        "supply several of an item's labels",
+        label="Signed-in annotators only",
+    )
 
     def __post_init__(self) -> None:
         knobs.check(self)
@@ -127,7 +136,9 @@ class GoldAnswer:
 
 
 def _view(row: PrefDrive) -> Drive:
-    settings = DriveSettings(row.overlap, row.gold_threshold, row.gold_rate, row.lease_seconds / 60)
+    settings = DriveSettings(
+        row.overlap, row.gold_threshold, row.gold_rate, row.lease_seconds / 60, bool(row.signed_in_only)
+    )
     return Drive(row.name, settings, row.created_at, row.created_by)
 
 
@@ -148,6 +159,7 @@ def save(name: str, settings: DriveSettings | None = None, *, created_by: str | 
             s.add(row)
         row.overlap, row.gold_threshold = settings.overlap, settings.gold_threshold
         row.gold_rate, row.lease_seconds = settings.gold_rate, settings.lease_minutes * 60
+        row.signed_in_only = settings.signed_in_only
         s.flush()
         return _view(row), created
 
@@ -241,17 +253,25 @@ class _State:
     labelled: dict[str, set[str]]  # item -> annotators with a label
     held: dict[str, set[str]]  # item -> annotators with a live, unlabelled assignment
     served: dict[str, set[str]]  # annotator -> items ever served to them
+    clients: dict[str, dict[str, str]]  # item -> anonymous annotator -> their address key (labelled or held)
 
     def places_taken(self, item_id: str, besides: str | None = None) -> int:
         return len((self.labelled[item_id] | self.held[item_id]) - {besides})
 
-    def open_for(self, annotator: str) -> list[str]:
+    def same_network(self, item_id: str, annotator: str, client: str | None) -> bool:
+        """Whether another anonymous visitor from this address already labels the item (one person, two ids)."""
+        return bool(client) and any(key == client for who, key in self.clients[item_id].items() if who != annotator)
+
+    def open_for(self, annotator: str, client: str | None = None) -> list[str]:
         """Regular items this annotator could be given now."""
-        mine = self.served[annotator]
+        mine, anonymous = self.served[annotator], is_anonymous(annotator)
         return [
             i
             for i in self.regular
-            if i not in mine and annotator not in self.labelled[i] and self.places_taken(i) < self.drive.overlap
+            if i not in mine
+            and annotator not in self.labelled[i]
+            and self.places_taken(i) < self.drive.overlap
+            and not (anonymous and self.same_network(i, annotator, client))
         ]
 
     def gold_for(self, annotator: str) -> list[str]:
@@ -273,14 +293,18 @@ def _state(s: Session, drive: PrefDrive, now: float) -> _State:
         labelled[item_id].add(annotator)
     held: dict[str, set[str]] = defaultdict(set)
     served: dict[str, set[str]] = defaultdict(set)
-    for item_id, annotator, served_at in s.execute(
-        select(PrefAssignment.item_id, PrefAssignment.annotator, PrefAssignment.served_at).where(
+    clients: dict[str, dict[str, str]] = defaultdict(dict)
+    for item_id, annotator, served_at, client in s.execute(
+        select(PrefAssignment.item_id, PrefAssignment.annotator, PrefAssignment.served_at, PrefAssignment.client).where(
             PrefAssignment.drive == drive.name
         )
     ):
         served[annotator].add(item_id)
-        if served_at >= now - drive.lease_seconds and annotator not in labelled[item_id]:
+        live = served_at >= now - drive.lease_seconds and annotator not in labelled[item_id]
+        if live:
             held[item_id].add(annotator)
+        if client and is_anonymous(annotator) and (live or annotator in labelled[item_id]):
+            clients[item_id][annotator] = client
     return _State(
         drive=drive,
         gold={item_id for item_id, gold in members if gold},
@@ -288,6 +312,7 @@ def _state(s: Session, drive: PrefDrive, now: float) -> _State:
         labelled=labelled,
         held=held,
         served=served,
+        clients=clients,
     )
 
 
@@ -298,10 +323,70 @@ def _locked_drive(s: Session, name: str) -> PrefDrive:
     return row
 
 
-def take(name: str, annotator: str, *, rng: random.Random | None = None, now: float | None = None) -> str | None:
+def _check_anonymous(s: Session, drive: PrefDrive, annotator: str, client: str | None, now: float) -> None:
+    """The caps that keep one person from posing as many anonymous visitors (issue 35): a drive closed
+    to them, the items held from one address at once, and new anonymous ids per address per hour."""
+    if drive.signed_in_only:
+        raise DriveError(f"the drive {drive.name!r} is for signed-in annotators: sign in to label it")
+    if not client:
+        return
+    limits = get_settings()
+    anonymous_here = (PrefAssignment.client == client) & PrefAssignment.annotator.startswith("anon:")
+    holds = (
+        s.scalar(  # their live holds: served within the lease, not labelled yet
+            select(func.count())
+            .select_from(PrefAssignment)
+            .outerjoin(
+                PrefLabel,
+                (PrefLabel.item_id == PrefAssignment.item_id) & (PrefLabel.annotator == PrefAssignment.annotator),
+            )
+            .join(PrefDrive, PrefDrive.name == PrefAssignment.drive)
+            .where(
+                anonymous_here,
+                PrefAssignment.annotator != annotator,
+                PrefLabel.item_id.is_(None),
+                PrefAssignment.served_at >= now - PrefDrive.lease_seconds,
+            )
+        )
+        or 0
+    )
+    if holds >= limits.anon_holds_per_address:
+        raise DriveError(
+            f"{holds} items are already held by visitors from your network, the most it may hold at once: "
+            "label those, or wait for their holds to end (or sign in)"
+        )
+    known = s.scalar(select(func.count()).select_from(PrefAssignment).where(PrefAssignment.annotator == annotator))
+    if known:
+        return
+    firsts = (
+        select(PrefAssignment.annotator)
+        .where(anonymous_here)
+        .group_by(PrefAssignment.annotator)
+        .having(func.min(PrefAssignment.served_at) >= now - 3600)
+        .subquery()
+    )
+    newcomers = s.scalar(select(func.count()).select_from(firsts)) or 0
+    if newcomers >= limits.anon_visitors_per_hour:
+        raise DriveError(
+            f"{newcomers} new anonymous annotators came from your network in the last hour, the most it may bring: "
+            "sign in, or come back later"
+        )
+
+
+def take(
+    name: str,
+    annotator: str,
+    *,
+    client: str | None = None,
+    rng: random.Random | None = None,
+    now: float | None = None,
+) -> str | None:
     """The item this annotator should label next in the drive, or None when there is none for them.
 
-    An item served and not yet labelled comes back first (a reload does not take a new place).
+    An item served and not yet labelled comes back first (a reload does not take a new place), so
+    an annotator holds one item at a time. `client` is the caller's address as a keyed hash: for
+    anonymous annotators it caps holds and newcomers per address and keeps two of them from one
+    address off the same item.
     """
     annotator = (annotator or "").strip()
     if not annotator:
@@ -314,7 +399,9 @@ def take(name: str, annotator: str, *, rng: random.Random | None = None, now: fl
         open_items = sorted(i for i, who in state.held.items() if annotator in who)
         if open_items:
             return open_items[0]
-        regular = state.open_for(annotator)
+        if is_anonymous(annotator):
+            _check_anonymous(s, drive, annotator, client, now)
+        regular = state.open_for(annotator, client)
         gold = state.gold_for(annotator)
         if gold and (not regular or rng.random() < drive.gold_rate):
             chosen = rng.choice(gold)
@@ -323,21 +410,29 @@ def take(name: str, annotator: str, *, rng: random.Random | None = None, now: fl
             chosen = rng.choice([i for i in regular if state.places_taken(i) == fullest])
         else:
             return None
-        s.add(PrefAssignment(drive=drive.name, item_id=chosen, annotator=annotator, served_at=now))
+        s.add(PrefAssignment(drive=drive.name, item_id=chosen, annotator=annotator, served_at=now, client=client))
         return chosen
 
 
-def admit(s: Session, item_id: str, annotator: str, *, now: float | None = None) -> None:
+def admit(s: Session, item_id: str, annotator: str, *, client: str | None = None, now: float | None = None) -> None:
     """Inside a `locked_session`, before a vote on a drive's item is stored: refuse it when the
     item's places are all taken by others (a lease that ran out, or an item never served to this
-    annotator), and record the place otherwise. Gold items take every annotator."""
+    annotator), or, for an anonymous annotator, when the drive is closed to them or another visitor
+    from the same address labels the item; record the place otherwise. Gold items take every annotator."""
     member = s.get(PrefDriveItem, item_id)
     if member is None:
         return
     now = time.time() if now is None else now
     drive = _locked_drive(s, member.drive)
     state = _state(s, drive, now)
-    if member.gold or annotator in state.labelled[item_id]:
+    if annotator in state.labelled[item_id]:
+        return
+    if is_anonymous(annotator):
+        if drive.signed_in_only:
+            raise DriveError(f"the drive {drive.name!r} is for signed-in annotators: sign in to label it")
+        if state.same_network(item_id, annotator, client):
+            raise DriveError("another visitor from your network already labels this item: press Next for another")
+    if member.gold:
         return
     if state.places_taken(item_id, besides=annotator) >= drive.overlap:
         raise DriveError(
@@ -345,13 +440,16 @@ def admit(s: Session, item_id: str, annotator: str, *, now: float | None = None)
             f"label{'s' if drive.overlap > 1 else ''} (or annotators working on them): press Next for another"
         )
     if item_id not in state.served[annotator]:
-        s.add(PrefAssignment(drive=drive.name, item_id=item_id, annotator=annotator, served_at=now))
+        s.add(PrefAssignment(drive=drive.name, item_id=item_id, annotator=annotator, served_at=now, client=client))
 
 
-def progress(name: str, annotator: str | None = None, *, now: float | None = None) -> dict[str, Any]:
+def progress(
+    name: str, annotator: str | None = None, *, others: bool = True, now: float | None = None
+) -> dict[str, Any]:
     """How far the drive is, per annotator, and for `annotator`: done / assigned and what is left to them.
 
     The drive's labels count up to `overlap` per regular item; gold items are checks, not progress.
+    `others=False` leaves the other annotators out (what an annotator is shown): only their count.
     """
     now = time.time() if now is None else now
     with session() as s:
@@ -387,10 +485,14 @@ def progress(name: str, annotator: str | None = None, *, now: float | None = Non
         "labels_needed": needed,
         "complete_items": sum(1 for i in state.regular if len(state.labelled[i]) >= overlap),
         "share": counted / needed if needed else None,
-        "annotators": [person(who) for who in people],
+        "annotator_count": len(people),
     }
+    if others:
+        report["annotators"] = [person(who) for who in people]
     if annotator:
         report["you"] = person(annotator.strip())
+        if not others:  # an annotator's own view: an alias, like everyone else's
+            report["you"]["name"] = alias(report["you"]["name"])
     return report
 
 
@@ -410,6 +512,6 @@ def describe(report: dict[str, Any]) -> str:
         + (f" ({share:.0%})" if share is not None else "")
         + f" · {report['complete_items']} of {report['items']} items have their {report['overlap']} "
         + ("labels" if report["overlap"] > 1 else "label")
-        + f" · {len(report['annotators'])} annotators."
+        + f" · {report['annotator_count']} annotators."
     )
     return "  \n".join(lines)

@@ -297,8 +297,12 @@ def submit_label(
     ranking: Sequence[Sequence[int]] | None = None,
     rationale: str = "",
     session_id: str | None = None,
+    client: str | None = None,
 ) -> VoteResult:
-    """Store a vote once. The same vote again is a no-op; a different one is refused (votes lock)."""
+    """Store a vote once. The same vote again is a no-op; a different one is refused (votes lock).
+
+    `session_id` and `client` are keyed hashes (of the browser session and the client's address),
+    never what the client sent: a label drive keeps anonymous visitors from one address apart."""
     annotator = (annotator or "").strip()
     if not annotator:
         raise PreferenceError("say who you are (annotator name) before voting")
@@ -324,7 +328,7 @@ def submit_label(
     in_drive = drives.drive_of(item_id) is not None
     with locked_session() if in_drive else session() as s:
         if in_drive:  # the item's places are counted and taken in the same step as the vote
-            drives.admit(s, item_id, annotator)
+            drives.admit(s, item_id, annotator, client=client)
         inserted = s.execute(_insert_ignore(values)).first() is not None  # RETURNING: a row only when new
         existing = s.scalar(select(PrefLabel).where(PrefLabel.item_id == item_id, PrefLabel.annotator == annotator))
         if existing is None:  # deleted between the insert and this read (an admin removed the item)

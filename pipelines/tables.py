@@ -9,7 +9,7 @@ databases never get it: `tests/integration/test_migrations.py` fails until they 
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, Float, ForeignKey, Integer, String, Text, UniqueConstraint, false as sa_false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -113,6 +113,9 @@ class PrefDrive(Base):
     )  # below it, an annotator's labels are not exported
     gold_rate: Mapped[float] = mapped_column(Float, default=0.1)  # share of served items that are gold checks
     lease_seconds: Mapped[float] = mapped_column(Float, default=1800.0)  # a served, unlabelled item is held this long
+    # anonymous visitors (PLAYGROUND_ANONYMOUS_LABELS) may not label this drive: for overlap > 1, where
+    # one person posing as several could supply an item's labels
+    signed_in_only: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
     created_at: Mapped[float] = mapped_column(Float)
     created_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
 
@@ -137,3 +140,6 @@ class PrefAssignment(Base):
     item_id: Mapped[str] = mapped_column(ForeignKey("pref_items.id", ondelete="CASCADE"), index=True)
     annotator: Mapped[str] = mapped_column(String(128), index=True)
     served_at: Mapped[float] = mapped_column(Float)
+    # the client's address as a keyed hash (pipelines.access.VisitorKeys.address_key): anonymous visitors'
+    # holds and new identities are capped per address, and one address never supplies two labels of an item
+    client: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)

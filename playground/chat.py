@@ -15,7 +15,7 @@ from pipelines.sampling import InvalidParameter, SamplingParams
 from .errors import UserError
 from .controls import MODEL_EVENTS, STOPS, Throttle, fill_when_model_ready, how_it_works, to_params, waiting_note
 from .guard import signed_in
-from .sidebar import Shared, annotator_name, labeller, selected_adapter
+from .sidebar import Shared, annotator_name, labeller, selected_adapter, session_key
 
 UI_UPDATE_SECONDS = 0.05
 MAX_IMPORT_BYTES = 5_000_000
@@ -238,10 +238,10 @@ def feedback(
 ):
     """Thumbs up/down on a reply becomes a one-response preference item with its label."""
     index = like.index if isinstance(like.index, int) else like.index[0]
-    if get_policy().sign_in:
-        who = labeller(annotator, request, "rate replies")
+    if get_policy().sign_in:  # never anonymously: the reply's text is the visitor's to choose (an edited history)
+        who = labeller(annotator, request, "rate replies", drive_item=False)
     else:
-        who = annotator_name(annotator, request) or f"chat:{getattr(request, 'session_hash', 'anonymous')}"
+        who = annotator_name(annotator, request) or f"chat:{session_key(request) or 'anonymous'}"
     liked = like.liked is True or like.liked == "Like"
     comparisons.rate_reply(
         to_messages(history),
@@ -250,7 +250,7 @@ def feedback(
         system_prompt=_system(system_prompt),
         annotator=who,
         model=models.get_handle().name,
-        session_id=getattr(request, "session_hash", None),
+        session_id=session_key(request),
     )
     gr.Info(f"Saved your {'👍' if liked else '👎'} as a preference label.")
 

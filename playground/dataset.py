@@ -11,19 +11,25 @@ import gradio as gr
 import pandas as pd
 
 from pipelines import agreement, backup, drives, preference_data, preference_stats, preferences
+from pipelines.access import alias, get_policy
 from pipelines.files import copy_upload
 
 from .errors import UserError
 from .controls import cleared_first, rounded, skipped_rows
 from .guard import admin_only
+from .sidebar import signed_in_user
 from . import label_drives
 
 
 IMPORT_SUFFIXES = (".jsonl", ".json", ".parquet")
 
 
-def dataset_view():
-    """Totals and quality signals, labels per annotator, and the source leaderboard."""
+def dataset_view(request: gr.Request = None):
+    """Totals and quality signals, labels per annotator, and the source leaderboard.
+
+    Anonymous annotators appear as aliases; accuracy on gold items only to the operator (an admin):
+    to anyone else it would say which of their votes were checks, and how they answered."""
+    operator = get_policy().is_admin(signed_in_user(request))
     items = preferences.list_items(limit=100_000)
     st = preference_stats.stats(items)
 
@@ -48,22 +54,22 @@ def dataset_view():
     if backups:
         text += f"  \n{backups}"
     bias = {row["annotator"]: row["left_wins"] for row in found["position_bias"]}
-    gold = preference_stats.gold_accuracy(items, drives.gold_answers())
+    gold = preference_stats.gold_accuracy(items, drives.gold_answers()) if operator else {}
     annotators = pd.DataFrame(
         [
-            [
-                name,
-                n,
-                pct(bias.get(name)),
-                f"{gold[name]['gold_correct']} of {gold[name]['gold_answered']}" if name in gold else "—",
-            ]
+            [alias(name), n, pct(bias.get(name))]
+            + (
+                [f"{gold[name]['gold_correct']} of {gold[name]['gold_answered']}" if name in gold else "—"]
+                if operator
+                else []
+            )
             for name, n in st["per_annotator"].items()
         ],
-        columns=["annotator", "labels", "left (A) wins", "gold right"],
+        columns=["annotator", "labels", "left (A) wins"] + (["gold right"] if operator else []),
     )
     pairs = pd.DataFrame(
         [
-            [" & ".join(p["annotators"]), p["shared_items"], round(p["raw"], 3), rounded(p["cohen_kappa"])]
+            [" & ".join(map(alias, p["annotators"])), p["shared_items"], round(p["raw"], 3), rounded(p["cohen_kappa"])]
             for p in found["pairs"]
         ],
         columns=["annotators", "shared items", "raw agreement", "Cohen's κ"],
@@ -88,7 +94,7 @@ def dataset_view():
                 i.id,
                 i.prompt_text[:80],
                 len(i.responses),
-                ", ".join(f"{lb.annotator}: {lb.describe()}" for lb in i.labels),
+                ", ".join(f"{alias(lb.annotator)}: {lb.describe()}" for lb in i.labels),
             ]
             for i in items[:50]
         ],

@@ -16,7 +16,7 @@ from pipelines.sampling import SamplingParams
 from .errors import UserError
 from .spec_controls import build_spec, control
 from .controls import ASSETS, MODEL_EVENTS, Throttle, cleared_first
-from .sidebar import Shared, adapter_choices, labeller, selected_adapter
+from .sidebar import Shared, adapter_choices, client_key, labeller, selected_adapter, session_key
 from .guard import signed_in
 from .pickers import LiveDropdown
 
@@ -31,8 +31,8 @@ UI_UPDATE_SECONDS = 0.1
 PROMPT_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".tsv")
 
 
-def _who(annotator: str | None, request: gr.Request | None) -> str:
-    return labeller(annotator, request)
+def _who(annotator: str | None, request: gr.Request | None, *, drive_item: bool, action: str = "label") -> str:
+    return labeller(annotator, request, action, drive_item=drive_item)
 
 
 def _response_updates(texts: list[str], n: int) -> list[Any]:
@@ -85,11 +85,11 @@ def new_item(
 ):
     """Load or generate the next item. Outputs: item id, prompt, 4 responses, vote controls, reveal,
     drive progress."""
-    who = _who(annotator, request)
     if mode == MODES[3]:
+        who = _who(annotator, request, drive_item=True)
         if not drive:
             raise UserError("Choose a label drive (an admin creates them under Dataset › Label drives).")
-        item_id = drives.take(drive, who)
+        item_id = drives.take(drive, who, client=client_key(request))
         progress = drives.describe(drives.progress(drive, who))
         if item_id is None:
             raise UserError(
@@ -99,6 +99,7 @@ def new_item(
         yield _show(preferences.get_item(item_id), "Which response do you prefer?", progress)
         return
     if mode == MODES[2]:
+        who = _who(annotator, request, drive_item=False, action="label items outside a label drive")
         item = preferences.next_unlabelled(who)
         if item is None:
             raise UserError(
@@ -106,6 +107,7 @@ def new_item(
             )
         yield _show(item, f"Item from the queue ({html.escape(item.origin)}).", "")
         return
+    who = _who(annotator, request, drive_item=False, action="create items to label")
     if mode == MODES[1]:
         if not prompt_set:
             raise UserError("Upload or choose a prompt set first.")
@@ -205,7 +207,7 @@ def vote(
 ):
     """Record a vote (a ranking like 'B > A = C' when choice is "ranking"), lock the item, reveal
     sources (and reward scores). Outputs: the vote controls, the reveal."""
-    who = _who(annotator, request)
+    who = _voter_identity(item_id, annotator, request)
     if not item_id:
         raise UserError("There is no item to vote on yet: press Next.")
     item, result = _submit(item_id, who, choice, rationale, ranking, request)
@@ -231,9 +233,16 @@ def _submit(
         choice,
         ranking=groups,
         rationale=rationale or "",
-        session_id=getattr(request, "session_hash", None),
+        session_id=session_key(request),
+        client=client_key(request),
     )
     return item, result
+
+
+def _voter_identity(item_id: str | None, annotator: str | None, request: gr.Request | None) -> str:
+    """Who votes: anonymous visitors only on a label drive's items."""
+    in_drive = bool(item_id) and drives.drive_of(item_id) is not None
+    return _who(annotator, request, drive_item=in_drive, action="label items outside a label drive")
 
 
 def _voter(choice: str):
@@ -255,7 +264,7 @@ def vote_api(
     Returns {"created": bool, "choice": str, "ranking": [[positions]], "item_id": str}; the same vote
     twice returns created=false, a different vote on a voted item is refused.
     """
-    _, result = _submit(item_id, _who(annotator, request), choice, rationale, ranking, request)
+    _, result = _submit(item_id, _voter_identity(item_id, annotator, request), choice, rationale, ranking, request)
     return {
         "created": result.created,
         "choice": result.label.choice,
@@ -271,9 +280,9 @@ def drive_next(drive: str, annotator: str, request: gr.Request = None) -> dict:
     -- item_id is None when nothing is left for them. Sources stay hidden, and gold items look like
     any other. Vote with /vote.
     """
-    who = _who(annotator, request)
-    item_id = drives.take(drive, who)
-    progress = drives.progress(drive, who)
+    who = _who(annotator, request, drive_item=True)
+    item_id = drives.take(drive, who, client=client_key(request))
+    progress = drives.progress(drive, who, others=False)
     if item_id is None:
         return {"item_id": None, "prompt": [], "responses": [], "progress": progress}
     item = preferences.get_item(item_id)

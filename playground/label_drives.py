@@ -13,6 +13,7 @@ import gradio as gr
 import pandas as pd
 
 from pipelines import drives, preference_data, preference_stats, preferences
+from pipelines.access import alias, get_policy
 from pipelines.files import copy_upload
 
 from .controls import cleared_first, skipped_rows
@@ -22,15 +23,17 @@ from .sidebar import signed_in_user
 from .spec_controls import build_spec, controls
 
 ITEM_SUFFIXES = (".jsonl", ".json", ".parquet")
-SETTINGS = ("overlap", "gold_threshold", "gold_rate", "lease_minutes")
+SETTINGS = ("overlap", "gold_threshold", "gold_rate", "lease_minutes", "signed_in_only")
 
 
-def drives_view() -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Each drive's progress, and each annotator's in each drive with their accuracy on gold items."""
+def drives_view(request: gr.Request = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Each drive's progress, and each annotator's in each drive; their accuracy on gold items only
+    for the operator (an admin). Anonymous annotators appear as aliases."""
+    operator = get_policy().is_admin(signed_in_user(request))
     all_drives = drives.all_drives()
     gold = (
         preference_stats.gold_accuracy(preferences.list_items(limit=100_000), drives.gold_answers())
-        if all_drives
+        if all_drives and operator
         else {}
     )
     table, people = [], []
@@ -45,7 +48,7 @@ def drives_view() -> tuple[pd.DataFrame, pd.DataFrame]:
                 found["gold_items"],
                 f"{found['labels']} / {found['labels_needed']} ({share})",
                 found["complete_items"],
-                len(found["annotators"]),
+                found["annotator_count"],
                 drive.gold_threshold,
             ]
         )
@@ -53,7 +56,8 @@ def drives_view() -> tuple[pd.DataFrame, pd.DataFrame]:
             record = gold.get(person["name"])
             right = f"{record['gold_correct']} of {record['gold_answered']}" if record else "—"
             passes = "—" if record is None else ("yes" if record["gold_accuracy"] >= drive.gold_threshold else "no")
-            people.append([drive.name, person["name"], person["done"], person["assigned"], right, passes])
+            gold_columns = [right, passes] if operator else []
+            people.append([drive.name, alias(person["name"]), person["done"], person["assigned"], *gold_columns])
     return (
         pd.DataFrame(
             table,
@@ -68,7 +72,10 @@ def drives_view() -> tuple[pd.DataFrame, pd.DataFrame]:
                 "gold needed",
             ],
         ),
-        pd.DataFrame(people, columns=["drive", "annotator", "done", "assigned", "gold right", "exported"]),
+        pd.DataFrame(
+            people,
+            columns=["drive", "annotator", "done", "assigned"] + (["gold right", "exported"] if operator else []),
+        ),
     )
 
 
@@ -79,12 +86,19 @@ def save_drive(
     gold_threshold: float = 0.0,
     gold_rate: float = 0.1,
     lease_minutes: float = 30.0,
+    signed_in_only: bool = False,
     request: gr.Request = None,
 ) -> str:
     """Create a drive, or change the settings of the one with this name."""
     settings = build_spec(
         drives.DriveSettings,
-        {"overlap": overlap, "gold_threshold": gold_threshold, "gold_rate": gold_rate, "lease_minutes": lease_minutes},
+        {
+            "overlap": overlap,
+            "gold_threshold": gold_threshold,
+            "gold_rate": gold_rate,
+            "lease_minutes": lease_minutes,
+            "signed_in_only": signed_in_only,
+        },
     )
     drive, created = drives.save(name, settings, created_by=signed_in_user(request))
     verb = "Created" if created else "Updated"

@@ -10,7 +10,7 @@ from typing import Any
 import gradio as gr
 
 from pipelines import adapters, models
-from pipelines.access import AccessDenied, get_policy
+from pipelines.access import VISITOR_HEADER, AccessDenied, get_policy, visitor_keys
 from pipelines.models import ModelHandle
 
 from .errors import UserError
@@ -101,22 +101,39 @@ def annotator_name(typed: str | None, request: gr.Request | None) -> str:
     return "" if get_policy().sign_in else (typed or "").strip()
 
 
-def labeller(typed: str | None, request: gr.Request | None, action: str = "label") -> str:
+def visitor(request: gr.Request | None) -> str | None:
+    """The anonymous visitor behind a request: the id the visitors middleware vouched for (signed), or None."""
+    headers = getattr(request, "headers", None) or {}
+    return visitor_keys().verify(headers.get(VISITOR_HEADER))
+
+
+def client_key(request: gr.Request | None) -> str | None:
+    """The request's client address as the database keeps it (a keyed hash; caps per network compare them)."""
+    client = getattr(request, "client", None)
+    return visitor_keys().address_key(getattr(client, "host", None))
+
+
+def session_key(request: gr.Request | None) -> str | None:
+    return visitor_keys().session_key(getattr(request, "session_hash", None))
+
+
+def labeller(typed: str | None, request: gr.Request | None, action: str = "label", *, drive_item: bool = True) -> str:
     """The identity a label is stored under; a clear error when there is none.
 
     In a public label drive (PLAYGROUND_ANONYMOUS_LABELS with sign-in on) a visitor who is not
-    signed in labels as `anon:<session>`: a typed name could be anyone's.
+    signed in labels the drive's items as `anon:<keyed hash of their visitor id>`: a typed name
+    could be anyone's, and Gradio's session hash is the client's own choice.
     """
     policy, user = get_policy(), signed_in_user(request)
     try:
-        policy.check_labeller(user, action)
+        policy.check_labeller(user, action, drive_item=drive_item)
     except AccessDenied as error:
         raise UserError(str(error), title="Sign in") from None
     if policy.sign_in and not user:
-        session = getattr(request, "session_hash", None)
-        if not session:
-            raise UserError("Labelling without signing in needs a browser session.", title="Sign in")
-        return f"anon:{session}"
+        who = visitor(request)
+        if not who:
+            raise UserError("Labelling without signing in needs a browser session: reload the page.", title="Sign in")
+        return visitor_keys().stored_id(who)
     name = annotator_name(typed, request)
     if not name:
         raise UserError("Enter your name in the sidebar first: every label records who gave it.")

@@ -41,6 +41,10 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         "PLAYGROUND_OPENAI_API_KEY",
         "PLAYGROUND_OPENAI_MODEL",
         "PLAYGROUND_OPENAI_SERVER",
+        "PLAYGROUND_ANONYMOUS_LABELS",
+        "PLAYGROUND_SECRET_KEY",
+        "PLAYGROUND_PROXY_HOPS",
+        "SPACE_ID",
     ):
         monkeypatch.delenv(name, raising=False)
     # Training runs the same plan on every host; tests/unit/test_precision_plans.py runs each plan

@@ -74,7 +74,7 @@ def test_guarded_handlers_refuse_in_process(monkeypatch):
     assert "keep" in [c["name"] for c in store.list_collections()]
 
 
-def test_login_throttle_doubles_per_name_and_per_address_and_forgets():
+def test_login_throttle_doubles_per_name_at_an_address_and_forgets():
     from pipelines.access import LoginThrottle
 
     now = [0.0]
@@ -83,21 +83,47 @@ def test_login_throttle_doubles_per_name_and_per_address_and_forgets():
     )
     for _ in range(2):
         throttle.record("Alice", "10.0.0.1", ok=False)
-    assert throttle.wait_seconds("alice", "10.0.0.9") == 0  # two free failures; names are case-insensitive
+    assert throttle.wait_seconds("alice", "10.0.0.1") == 0  # two free failures; names are case-insensitive
     waits = []
     for _ in range(5):
-        throttle.record("alice", "10.0.0.9", ok=False)
-        waits.append(throttle.wait_seconds("alice", None))
+        throttle.record("alice", "10.0.0.1", ok=False)
+        waits.append(throttle.wait_seconds("alice", "10.0.0.1"))
     assert waits == [1.0, 2.0, 4.0, 8.0, 8.0]  # doubling, capped
-    assert throttle.wait_seconds("bob", "10.0.0.1") == 0  # the first address has only two failures
-    for name in ("c", "d", "e"):
-        throttle.record(name, "10.0.0.9", ok=False)
-    assert throttle.wait_seconds("bob", "10.0.0.9") > 0  # the second address has 8 > 4
+    # the same name from anywhere else is not slowed: failing someone's name never locks them out
+    assert throttle.wait_seconds("alice", "10.0.0.9") == 0
+    # the first address has failed 7 times (> 4): names that failed there twice wait, the others are checked
+    assert throttle.wait_seconds("alice", "10.0.0.1") > 0
+    assert throttle.wait_seconds("bob", "10.0.0.1") == 0
+    throttle.record("carol", "10.0.0.1", ok=False)
+    assert throttle.wait_seconds("carol", "10.0.0.1") == 0  # one mistake: carol may try again
+    throttle.record("carol", "10.0.0.1", ok=False)
+    assert throttle.wait_seconds("carol", "10.0.0.1") > 0  # a third guess at carol from there waits
     now[0] += 9
-    throttle.record("alice", None, ok=True)  # a success forgets the name's failures
-    assert throttle.wait_seconds("alice", None) == 0
+    throttle.record("alice", "10.0.0.1", ok=True)  # a success forgets the name's failures there
+    throttle.record("alice", "10.0.0.1", ok=True)
+    assert throttle._keys.get("addr:10.0.0.1")[0] == 9  # ... and is never counted against the address
     now[0] += 200
-    assert throttle.wait_seconds("zed", "10.0.0.9") == 0  # quiet for long enough: forgotten
+    assert throttle.wait_seconds("carol", "10.0.0.1") == 0  # quiet for long enough: forgotten
+
+
+def test_spraying_two_hundred_names_from_one_address_never_locks_out_a_correct_password():
+    """Issue 35, M5: after 200 sprayed names a correct password from the same (NAT) address was refused for 15 min."""
+    from pipelines.access import AccessPolicy, LoginThrottle, SignInThrottled
+
+    policy = AccessPolicy(users={"alice": "right", "bob": "also-right"})
+    throttle = LoginThrottle(base=60.0)
+    for i in range(200):
+        try:
+            assert not policy.check_password(f"user{i}", "Summer2026!", "203.0.113.7", throttle)
+        except SignInThrottled:
+            pass
+    assert policy.check_password("bob", "also-right", "203.0.113.7", throttle)  # a classmate behind the same NAT
+    assert not policy.check_password("alice", "typo", "203.0.113.7", throttle)  # alice mistypes once ...
+    assert policy.check_password("alice", "right", "203.0.113.7", throttle)  # ... and then gets in
+    assert not policy.check_password("user4", "Winter2026!", "203.0.113.7", throttle)  # a second spray: checked
+    with pytest.raises(SignInThrottled):
+        policy.check_password("user4", "Spring2026!", "203.0.113.7", throttle)
+    assert policy.check_password("alice", "right", "198.51.100.2", throttle)  # from anywhere else: in at once
 
 
 def test_login_throttle_is_checked_before_the_password_and_bounded():

@@ -16,7 +16,21 @@ from tests.refusals import REFUSED
 from pipelines import access, preferences
 from pipelines.rag import store
 
-ANONYMOUS = SimpleNamespace(username=None, session={}, session_hash="visitor-1")
+
+def _anonymous(visitor: str = "visitor-1") -> SimpleNamespace:
+    """A request as the visitors middleware passes it on: its visitor id in a signed header."""
+    token = access.visitor_keys().token(visitor)
+    return SimpleNamespace(
+        username=None, session={}, session_hash=f"s-{visitor}", headers={access.VISITOR_HEADER: token}, client=None
+    )
+
+
+class _Anonymous:  # built lazily: the key lives in each test's data directory
+    def __getattr__(self, name):
+        return getattr(_anonymous(), name)
+
+
+ANONYMOUS = _Anonymous()
 
 
 def _user(name: str) -> SimpleNamespace:
@@ -74,19 +88,46 @@ def test_anonymous_visitors_cannot_create_upload_index_queue_or_label(public_spa
     assert store.collection_names() == ["existing"] and len(preferences.list_items()) == 1
 
 
-def test_a_public_label_drive_opens_labelling_alone_under_an_anonymous_session_id(public_space, monkeypatch, tmp_path):
-    from playground import label as prefs_tab, rag
+def test_a_public_label_drive_opens_labelling_of_its_items_alone_under_a_server_made_id(public_space, monkeypatch):
+    from pipelines import drives
+    from playground import chat, label as prefs_tab, rag
 
     monkeypatch.setenv("PLAYGROUND_ANONYMOUS_LABELS", "1")
     access.reset_policy()
+    drives.save("public", drives.DriveSettings(gold_rate=0.0))
     item = preferences.create_item(
         [{"role": "user", "content": "Hi"}], [preferences.ResponseDraft("a"), preferences.ResponseDraft("b")]
     )
-    assert prefs_tab.vote_api(item.id, "B", "someone-else", request=ANONYMOUS)["created"]
-    assert [label.annotator for label in preferences.get_item(item.id).labels] == ["anon:visitor-1"]
+    drives.add_items("public", [item.id])
+    assert prefs_tab.drive_next("public", "someone-else", request=_anonymous())["item_id"] == item.id
+    assert prefs_tab.vote_api(item.id, "B", "someone-else", request=_anonymous())["created"]
+    [label] = preferences.get_item(item.id).labels
+    assert label.annotator == access.visitor_keys().stored_id("visitor-1")  # not the typed name, not the session
+    assert "visitor-1" not in label.annotator
+    forged = _anonymous()
+    forged.headers = {access.VISITOR_HEADER: "visitor-1.deadbeef"}  # a header the middleware did not sign
+    with pytest.raises(REFUSED, match="needs a browser session"):
+        prefs_tab.drive_next("public", "", request=forged)
+    _refused(lambda: rag.create_collection("mine", 200, 40, request=ANONYMOUS), "create collections")
+
+    # issue 35, M3: only the drive's items -- nothing a visitor writes reaches the store
+    stray = preferences.create_item(
+        [{"role": "user", "content": "Hi"}], [preferences.ResponseDraft("c"), preferences.ResponseDraft("d")]
+    )
+    _refused(lambda: prefs_tab.vote_api(stray.id, "A", "", request=ANONYMOUS), "label items outside a label drive")
+    for mode in prefs_tab.MODES[:2]:
+        _refused(
+            lambda mode=mode: prefs_tab.new_item(mode, "buy cheap pills", "set", 2, "", request=ANONYMOUS),
+            "create items to label",
+        )
     _refused(
-        lambda: rag.create_collection("mine", 200, 40, request=ANONYMOUS), "create collections"
-    )  # still read-only otherwise
+        lambda: prefs_tab.new_item(prefs_tab.MODES[2], "", None, 2, "", request=ANONYMOUS),
+        "label items outside a label drive",
+    )
+    history = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "visitor-written reply"}]
+    like = SimpleNamespace(index=1, liked=True)
+    _refused(lambda: chat.feedback(history, "", "", like, request=ANONYMOUS), "rate replies")
+    assert len(preferences.list_items()) == 2 and preferences.get_item(stray.id).labels == []
 
 
 def test_signed_in_users_add_documents_and_remove_only_their_own(public_space, tmp_path):

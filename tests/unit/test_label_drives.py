@@ -326,3 +326,50 @@ def test_cli_drive_commands_and_stats_contract(tmp_path, capsys):
     assert main(["prefs", "drive", "gold", gold_item]) == 2
     assert main(["prefs", "stats", "--drive", "nope"]) == 2
     assert main(["prefs", "drive", "add", "cli"]) == 2
+
+
+# --- anonymous visitors on a public drive (issue 35, M2) ---------------------------------------------
+
+
+def test_anonymous_visitors_are_capped_per_address(monkeypatch):
+    from pipelines import config
+
+    monkeypatch.setenv("PLAYGROUND_ANON_HOLDS_PER_ADDRESS", "3")
+    monkeypatch.setenv("PLAYGROUND_ANON_VISITORS_PER_HOUR", "4")
+    config.reset_settings()
+    drive_with(20, overlap=2, gold_rate=0.0)
+    held = [drives.take("d", f"anon:{i}", client="net-1", now=1000.0) for i in range(3)]
+    assert len(set(held)) == 3  # two visitors from one address never share an item
+    with pytest.raises(drives.DriveError, match="3 items are already held by visitors from your network"):
+        drives.take("d", "anon:3", client="net-1", now=1001.0)
+    assert drives.take("d", "anon:0", client="net-1", now=1002.0) == held[0]  # one's own hold still comes back
+    assert drives.take("d", "anon:9", client="net-2", now=1003.0)  # another network is not held back
+    assert drives.take("d", "alice", client="net-1", now=1004.0)  # nor a signed-in annotator behind the NAT
+    for i in range(3):  # their labels free the holds, but the address has now brought 3 new visitors
+        preferences.submit_label(held[i], f"anon:{i}", "A", client="net-1")
+    assert drives.take("d", "anon:3", client="net-1", now=1010.0)
+    with pytest.raises(drives.DriveError, match="4 new anonymous annotators came from your network"):
+        drives.take("d", "anon:4", client="net-1", now=1011.0)
+    assert drives.take("d", "anon:4", client="net-1", now=1011.0 + 3600)  # an hour later
+
+
+def test_one_address_never_supplies_two_labels_of_an_item():
+    regular, _ = drive_with(1, overlap=2, gold_rate=0.0)
+    [item] = regular
+    assert drives.take("d", "anon:a", client="net-1") == item
+    assert drives.take("d", "anon:b", client="net-1") is None  # the only item is already labelled from there
+    with pytest.raises(drives.DriveError, match="another visitor from your network already labels this item"):
+        preferences.submit_label(item, "anon:b", "A", client="net-1")  # nor by voting on its id directly
+    preferences.submit_label(item, "anon:a", "A", client="net-1")
+    assert drives.take("d", "anon:c", client="net-2") == item  # a second network fills the second place
+    assert drives.take("d", "bob", client="net-1") is None  # (full now)
+
+
+def test_a_drive_for_signed_in_annotators_only():
+    regular, _ = drive_with(2, overlap=3, signed_in_only=True)
+    with pytest.raises(drives.DriveError, match="for signed-in annotators"):
+        drives.take("d", "anon:x", client="net-1")
+    with pytest.raises(drives.DriveError, match="for signed-in annotators"):
+        preferences.submit_label(regular[0], "anon:x", "A", client="net-1")
+    assert drives.take("d", "alice") in regular
+    assert drives.get("d").settings.signed_in_only
