@@ -122,8 +122,32 @@ def launch_kwargs() -> dict:
     return kwargs
 
 
+def private_storage() -> None:
+    """Everything the app writes is its user's alone, under its data directory (issue 35, L4).
+
+    Gradio keeps uploads in one temp directory per machine (/tmp/gradio) by default: on a server
+    shared by a class, the first user's app owned it and every other user's uploads failed (HTTP
+    500), and what was uploaded there, like the database, was readable by every local user.
+    """
+    settings = get_settings()
+    os.umask(0o077)  # files and directories created from here on (job workers inherit it): owner-only
+    uploads = settings.data_dir / "tmp" / "gradio"
+    uploads.mkdir(parents=True, exist_ok=True)
+    for directory in (settings.data_dir, settings.data_dir / "tmp", uploads):
+        try:
+            directory.chmod(0o700)
+        except PermissionError:  # someone else's directory (a mounted volume): its owner decides
+            logging.getLogger("app").warning("%s is not ours to make private", directory)
+    os.environ.setdefault("GRADIO_TEMP_DIR", str(uploads))
+
+
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        private_storage()
+    except (OSError, ValueError) as error:
+        print(f"error: the data directory cannot be prepared: {error}", file=sys.stderr)
+        return 1
     try:
         get_policy()
     except AuthConfigError as error:

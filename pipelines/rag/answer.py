@@ -5,6 +5,12 @@ when they do not contain the answer -- the most common complaint about RAG syste
 from the model's own memory instead of the documents. The prompt is fitted to the context
 window by dropping the lowest-ranked passages, then shortening the last one kept; the caller
 is told what was left out.
+
+A chunk is sized in the embedder's word pieces (at most 254), but the model reads it in its own
+tokens: English prose is about as long in both, while a chunk of one unbroken string (a hash, a
+base64 blob, random letters) became ~1,100 model tokens, and five of them a 5,700-token prompt
+that cost +1.4 to +3.2 GB to prefill here (issue 35, L3). So each passage is cut to
+`MAX_PASSAGE_TOKENS` model tokens, and the caller is told.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ from ..models import ModelHandle
 from ..sampling import SamplingParams
 from .attribution import citations  # noqa: F401  (answer.citations is the public name)
 from .retrieval import Hit
+
+MAX_PASSAGE_TOKENS = 384  # 1.5x the largest chunk in the embedder's word pieces: prose is never cut
 
 INSTRUCTION = (
     "Answer the question using only the numbered context passages below. After each statement, cite the "
@@ -49,12 +57,27 @@ def _messages(question: str, passages: Sequence[str]) -> list[Message]:
     return [Message("system", INSTRUCTION), Message("user", f"Context:\n{context}\n\nQuestion: {question.strip()}")]
 
 
+def _bounded(handle: ModelHandle, text: str) -> tuple[str, bool]:
+    """The passage's text within MAX_PASSAGE_TOKENS of the model's tokens (and whether it was cut)."""
+    ids = handle.tokenizer(text, add_special_tokens=False)["input_ids"]
+    if len(ids) <= MAX_PASSAGE_TOKENS:
+        return text, False
+    return handle.tokenizer.decode(ids[:MAX_PASSAGE_TOKENS]) + " …", True
+
+
 def grounded_prompt(handle: ModelHandle, question: str, hits: Sequence[Hit], max_new_tokens: int) -> GroundedPrompt:
     window = handle.context_window
     budget = window - max(1, min(max_new_tokens, window // 2))
-    passages = [_passage(i + 1, h) for i, h in enumerate(hits)]
+    bounded = [_bounded(handle, h.chunk.text) for h in hits]
+    passages = [_passage(i + 1, h, text) for i, (h, (text, _)) in enumerate(zip(hits, bounded))]
     kept = list(hits)
     notes: list[str] = []
+    cut = [str(i + 1) for i, (_, was_cut) in enumerate(bounded) if was_cut]
+    if cut:
+        notes.append(
+            f"passage{'s' if len(cut) > 1 else ''} [{'], ['.join(cut)}] "
+            f"{'were' if len(cut) > 1 else 'was'} cut to {MAX_PASSAGE_TOKENS} tokens (one unbroken string)"
+        )
     _, ids = chat.render(handle, _messages(question, passages))
     while len(ids) > budget and len(kept) > 1:
         kept.pop()
@@ -63,7 +86,7 @@ def grounded_prompt(handle: ModelHandle, question: str, hits: Sequence[Hit], max
     if len(kept) < len(hits):
         notes.append(f"only the top {len(kept)} of {len(hits)} passages fit in the {window:,}-token context window")
     if len(ids) > budget and kept:
-        words = kept[-1].chunk.text.split()
+        words = bounded[len(kept) - 1][0].split()
         while len(ids) > budget and len(words) > 8:
             words = words[: int(len(words) * 0.8)]
             passages[-1] = _passage(len(kept), kept[-1], " ".join(words) + " …")

@@ -305,5 +305,14 @@ def test_a_snapshot_killed_half_way_leaves_the_previous_one_valid(data_dir, buck
         assert snapshots.sha256_of(stored) == manifest["sha256"]
         assert snapshots.check_database(stored)["counts"]["pref_items"] >= first.counts["pref_items"]
     assert killed_mid_write >= 1
+    # issue 35, L8: what the killed writers left (a half-copied snapshot, temporary files, a scratch
+    # directory) is gone after the next snapshot; a live writer's file would be kept
+    live = bucket / "snapshots" / f".20990101T000000Z-000000001-{os.getpid()}.db.partial"
+    live.write_bytes(b"being written")
+    backup.snapshot()
+    leftovers = [p.name for p in bucket.rglob("*") if p.name.endswith(".partial") or p.name.startswith(".tmp-")]
+    assert leftovers == [live.name]
+    assert list(data_dir.glob("playground-backup-*")) == []
+    live.unlink()
     _restart(data_dir)
     assert len(preferences.list_items(limit=5000)) >= 1500

@@ -84,6 +84,17 @@ def test_missing_bundled_wheel_is_explained(tmp_path, monkeypatch):
         models.bundled_model_dir(Settings(data_dir=tmp_path))
 
 
+def test_on_a_space_the_operator_is_not_told_to_run_make(tmp_path, monkeypatch):
+    """Issue 35, L6: a Space has no `make`; its default is the Hub model, so say how to reach or replace it."""
+    monkeypatch.setenv("SPACE_ID", "team/playground")
+    monkeypatch.setattr(model_source, "bundled_gguf_path", lambda: None)
+    with pytest.raises(models.ModelUnavailable) as missing:
+        models.bundled_model_dir(Settings(data_dir=tmp_path))
+    offline = models._unavailable("HuggingFaceTB/SmolLM2-135M-Instruct", OSError("no network"))
+    for message in (str(missing.value), str(offline)):
+        assert "make run" not in message and "on a Space" in message and "PLAYGROUND_MODEL" in message
+
+
 def test_handle_facts(tiny_handle):
     assert tiny_handle.context_window == 512
     assert tiny_handle.tokenizer.eos_token_id in tiny_handle.eos_token_ids

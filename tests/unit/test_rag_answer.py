@@ -43,6 +43,51 @@ def test_passages_are_dropped_or_shortened_to_fit_and_the_user_is_told(collectio
     assert prompt.hits == hits[: len(prompt.hits)]  # the lowest-ranked go first
 
 
+def test_a_passage_of_one_unbroken_string_is_cut_to_its_token_budget(tmp_path, data_dir, tokenizer):
+    """Issue 35, L3: a chunk of random letters is 254 of the embedder's word pieces but ~1,100 model tokens;
+    five made a 5,700-token prompt that cost the app +1.4 to +3.2 GB to prefill."""
+    import random
+    import string
+
+    rng = random.Random(0)
+    wall = tmp_path / "wall.txt"
+    wall.write_text("Intro. " + "".join(rng.choice(string.ascii_letters) for _ in range(20_000)) + " end.\n")
+    prose = tmp_path / "prose.md"
+    prose.write_text("# Orchard\n\n" + "The orchard has forty apple trees and a stone wall. " * 60)
+    store.create("walls")
+    store.ingest("walls", [(wall, wall.name), (prose, prose.name)])
+    wide = models.wrap(build_tiny_model(tokenizer, max_positions=8192), tokenizer, name="tiny-8k")
+    hits = retrieval.search("walls", "What is in the wall?", k=5)
+    prompt = answer.grounded_prompt(wide, "What is in the wall?", hits, 32)
+    cut = [h for h in hits if h.chunk.source == "wall.txt" and len(h.chunk.text) > 1_000]
+    assert cut and "cut to 384 tokens" in prompt.notice
+    per_passage = len(prompt.ids) / len(prompt.hits)
+    assert len(prompt.hits) == len(hits) and per_passage < answer.MAX_PASSAGE_TOKENS + 40
+    prose_hits = retrieval.search("walls", "How many apple trees?", k=2, mode="bm25")
+    assert all(h.chunk.source == "prose.md" for h in prose_hits)
+    assert answer.grounded_prompt(wide, "How many apple trees?", prose_hits, 32).notice == ""  # prose whole
+
+
+def test_memory_freed_by_a_generation_goes_back_to_the_system(tiny_handle, monkeypatch):
+    """Issue 35, L3: glibc kept a long prompt's freed activations resident (+0.5 to +1.1 GB per question)."""
+    from pipelines import generation, hardware, scheduler
+
+    trims = []
+    monkeypatch.setattr(
+        hardware, "_libc", lambda: type("L", (), {"malloc_trim": lambda self, pad: trims.append(pad)})()
+    )
+    list(generation.stream_batch(tiny_handle, [[1, 2, 3]], [SamplingParams(temperature=0, max_new_tokens=3)]))
+    batcher = scheduler.for_handle(tiny_handle)
+    if batcher is not None:  # the scheduler's thread trims once its batch has drained
+        for _ in range(200):
+            if trims:
+                break
+            import time
+
+            time.sleep(0.01)
+    assert trims == [0] or trims[:1] == [0]
+
+
 def test_grounded_and_plain_answers_come_from_one_batch(collection, tiny_handle):
     hits = retrieval.search(collection, "What is the steam locomotive called?", k=2)
     last = None
