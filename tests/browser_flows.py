@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 
 def ingest_document(page, collection: str, path: Path) -> None:
@@ -21,3 +22,42 @@ def ingest_document(page, collection: str, path: Path) -> None:
     expect(page.locator("#rag-files")).to_contain_text(shown, timeout=30_000)
     page.get_by_role("button", name="Ingest").click()
     expect(page.get_by_text(re.compile(re.escape(path.name) + r": \d+ chunks")).first).to_be_visible(timeout=120_000)
+
+
+# --- label drives -----------------------------------------------------------------------------
+
+DRIVE_MODE = "Label drive: the next item assigned to you"
+
+
+def as_annotator(page: Any, name: str) -> None:
+    page.get_by_role("tab", name="Preferences").click()
+    page.get_by_role("tab", name="Label", exact=True).click()
+    page.get_by_label("Your name").fill(name)
+    page.get_by_label(DRIVE_MODE).check()
+
+
+def pick_drive(page: Any, name: str) -> None:
+    """Open the picker and choose; opening it refills it, and a person whose list was refilled
+    while open simply opens it again."""
+    from playwright.sync_api import expect
+
+    for _ in range(3):
+        page.locator("#label-drive input").click()
+        option = page.get_by_role("option", name=name)
+        try:
+            option.wait_for(timeout=10_000)
+            option.click(timeout=10_000)
+            break
+        except Exception:  # noqa: BLE001 - the list was refilled under the pointer: open it again
+            page.keyboard.press("Escape")
+    expect(page.locator("#label-drive input")).to_have_value(name)
+
+
+def next_item(page: Any) -> str:
+    from playwright.sync_api import expect
+
+    box = page.locator("#pref-item-id textarea, #pref-item-id input").first
+    before = box.input_value()
+    page.get_by_role("button", name="Next item (N)").click()
+    expect(box).not_to_have_value(before or "", timeout=30_000) if before else expect(box).not_to_have_value("")
+    return box.input_value()

@@ -78,6 +78,12 @@ def opened(browser, request, url: str):
 
 
 @pytest.fixture
+def open_page(browser, request):
+    """`with open_page(url) as page:` -- a fresh browser context per page (another visitor), as `page` is."""
+    return lambda url: opened(browser, request, url)
+
+
+@pytest.fixture
 def page(browser, request, app_url):
     """A fresh page on the app (the shared tiny model)."""
     with opened(browser, request, app_url) as page:

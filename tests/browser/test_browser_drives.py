@@ -14,39 +14,9 @@ pytest.importorskip(
 from playwright.sync_api import Page, expect  # noqa: E402
 
 from pipelines import drives, preferences  # noqa: E402
+from tests.browser_flows import as_annotator, next_item, pick_drive  # noqa: E402
 
 pytestmark = pytest.mark.browser
-DRIVE_MODE = "Label drive: the next item assigned to you"
-
-
-def _as_annotator(page: Page, name: str) -> None:
-    page.get_by_role("tab", name="Preferences").click()
-    page.get_by_role("tab", name="Label", exact=True).click()
-    page.get_by_label("Your name").fill(name)
-    page.get_by_label(DRIVE_MODE).check()
-
-
-def _pick_drive(page: Page, name: str) -> None:
-    """Open the picker and choose; opening it refills it, and a person whose list was refilled
-    while open simply opens it again."""
-    for _ in range(3):
-        page.locator("#label-drive input").click()
-        option = page.get_by_role("option", name=name)
-        try:
-            option.wait_for(timeout=10_000)
-            option.click(timeout=10_000)
-            break
-        except Exception:  # noqa: BLE001 - the list was refilled under the pointer: open it again
-            page.keyboard.press("Escape")
-    expect(page.locator("#label-drive input")).to_have_value(name)
-
-
-def _next(page: Page) -> str:
-    box = page.locator("#pref-item-id textarea, #pref-item-id input").first
-    before = box.input_value()
-    page.get_by_role("button", name="Next item (N)").click()
-    expect(box).not_to_have_value(before or "", timeout=30_000) if before else expect(box).not_to_have_value("")
-    return box.input_value()
 
 
 def test_annotator_progress_through_a_drive(page: Page, tmp_path):
@@ -66,11 +36,11 @@ def test_annotator_progress_through_a_drive(page: Page, tmp_path):
     expect(page.get_by_text(re.compile(r"Added 3 items to class"))).to_be_visible(timeout=30_000)
 
     # an annotator forgets to pick the drive, then works through it
-    _as_annotator(page, "student")
+    as_annotator(page, "student")
     page.get_by_role("button", name="Next item (N)").click()
     expect(page.get_by_text("Choose a label drive").first).to_be_visible(timeout=30_000)
-    _pick_drive(page, "class")
-    first = _next(page)
+    pick_drive(page, "class")
+    first = next_item(page)
     progress = page.locator("#drive-progress")
     expect(progress).to_contain_text("You: 0 done of 1 assigned, 1 open", timeout=30_000)
     expect(progress).to_contain_text("Drive class: 0 of 6 labels (0%)")
@@ -80,15 +50,15 @@ def test_annotator_progress_through_a_drive(page: Page, tmp_path):
 
     # reload: the next item is held for the annotator, and comes back after another reload
     page.reload()
-    _as_annotator(page, "student")
-    _pick_drive(page, "class")
-    second = _next(page)
+    as_annotator(page, "student")
+    pick_drive(page, "class")
+    second = next_item(page)
     assert second != first
     expect(progress).to_contain_text("You: 1 done of 2 assigned, 1 open", timeout=30_000)
     page.reload()
-    _as_annotator(page, "student")
-    _pick_drive(page, "class")
-    assert _next(page) == second, "a reload does not take a second place"
+    as_annotator(page, "student")
+    pick_drive(page, "class")
+    assert next_item(page) == second, "a reload does not take a second place"
     page.locator("#vote-b").click()
     expect(progress).to_contain_text("You: 2 done of 2 assigned", timeout=30_000)
     assert [label.annotator for label in preferences.get_item(second).labels] == ["student"]
