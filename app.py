@@ -18,7 +18,7 @@ import gradio as gr  # noqa: E402
 from starlette.middleware import Middleware  # noqa: E402
 
 from pipelines import backup, jobs, models  # noqa: E402
-from pipelines.access import AuthConfigError, get_policy  # noqa: E402
+from pipelines.access import AuthConfigError, get_policy, visitor_keys  # noqa: E402
 from pipelines.config import get_settings  # noqa: E402
 from playground import (  # noqa: E402
     align,
@@ -150,6 +150,7 @@ def main() -> int:
         return 1
     try:
         get_policy()
+        visitor_keys()  # PLAYGROUND_SECRET_KEY, or the data directory's key: refused here rather than per request
     except AuthConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

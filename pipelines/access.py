@@ -50,7 +50,7 @@ class LoginThrottle:
     per-address lock would lock out a whole classroom behind one NAT (or, behind a proxy, every
     visitor) after one person's mistakes. So the keys are:
 
-    - a name *at an address*: `free_per_pair` failures, then locked for base * 2^k seconds (at most
+    - a name *at an address*: `free_per_user` failures, then locked for base * 2^k seconds (at most
       `cap`), doubling with each further failure. Checked before the password is looked at, so a
       locked guesser learns nothing; the same name from any other address is not slowed.
     - an address: `free_per_address` failures (over all names), then locked the same way. While it

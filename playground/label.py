@@ -31,10 +31,6 @@ UI_UPDATE_SECONDS = 0.1
 PROMPT_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".tsv")
 
 
-def _who(annotator: str | None, request: gr.Request | None, *, drive_item: bool, action: str = "label") -> str:
-    return labeller(annotator, request, action, drive_item=drive_item)
-
-
 def _response_updates(texts: list[str], n: int) -> list[Any]:
     return [
         gr.update(value=texts[i] if i < len(texts) else "", visible=i < n) for i in range(preferences.MAX_RESPONSES)
@@ -86,7 +82,7 @@ def new_item(
     """Load or generate the next item. Outputs: item id, prompt, 4 responses, vote controls, reveal,
     drive progress."""
     if mode == MODES[3]:
-        who = _who(annotator, request, drive_item=True)
+        who = labeller(annotator, request, drive_item=True)
         if not drive:
             raise UserError("Choose a label drive (an admin creates them under Dataset › Label drives).")
         item_id = drives.take(drive, who, client=client_key(request))
@@ -99,7 +95,7 @@ def new_item(
         yield _show(preferences.get_item(item_id), "Which response do you prefer?", progress)
         return
     if mode == MODES[2]:
-        who = _who(annotator, request, drive_item=False, action="label items outside a label drive")
+        who = labeller(annotator, request, "label items outside a label drive", drive_item=False)
         item = preferences.next_unlabelled(who)
         if item is None:
             raise UserError(
@@ -107,7 +103,7 @@ def new_item(
             )
         yield _show(item, f"Item from the queue ({html.escape(item.origin)}).", "")
         return
-    who = _who(annotator, request, drive_item=False, action="create items to label")
+    who = labeller(annotator, request, "create items to label", drive_item=False)
     if mode == MODES[1]:
         if not prompt_set:
             raise UserError("Upload or choose a prompt set first.")
@@ -242,7 +238,7 @@ def _submit(
 def _voter_identity(item_id: str | None, annotator: str | None, request: gr.Request | None) -> str:
     """Who votes: anonymous visitors only on a label drive's items."""
     in_drive = bool(item_id) and drives.drive_of(item_id) is not None
-    return _who(annotator, request, drive_item=in_drive, action="label items outside a label drive")
+    return labeller(annotator, request, "label items outside a label drive", drive_item=in_drive)
 
 
 def _voter(choice: str):
@@ -280,7 +276,7 @@ def drive_next(drive: str, annotator: str, request: gr.Request = None) -> dict:
     -- item_id is None when nothing is left for them. Sources stay hidden, and gold items look like
     any other. Vote with /vote.
     """
-    who = _who(annotator, request, drive_item=True)
+    who = labeller(annotator, request, drive_item=True)
     item_id = drives.take(drive, who, client=client_key(request))
     progress = drives.progress(drive, who, others=False)
     if item_id is None:

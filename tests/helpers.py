@@ -56,6 +56,30 @@ def build_tiny_model(tokenizer, *, max_positions: int = 512, seed: int = 0):
     return model
 
 
+def as_public_space(monkeypatch, *, anonymous_labels: bool = False) -> None:
+    """What a Space with `hf_oauth: true` sets (and PLAYGROUND_ANONYMOUS_LABELS=1 when asked): sign-in is
+    on and visitors who are not signed in are anonymous. gradio reads the OAuth settings at import, so its
+    module is patched too, and it mounts its real OAuth routes (gradio[oauth])."""
+    import gradio.oauth
+
+    from pipelines import access, config
+
+    space = {
+        "OAUTH_CLIENT_ID": "space-client",
+        "OAUTH_CLIENT_SECRET": "secret",
+        "OAUTH_SCOPES": "openid profile",
+        "OPENID_PROVIDER_URL": "https://huggingface.co",
+    }
+    for name, value in space.items():
+        monkeypatch.setenv(name, value)
+        monkeypatch.setattr(gradio.oauth, name, value)
+    monkeypatch.setattr(gradio.oauth, "get_space", lambda: "team/playground")
+    if anonymous_labels:
+        monkeypatch.setenv("PLAYGROUND_ANONYMOUS_LABELS", "1")
+    access.reset_policy()
+    config.reset_settings()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -25,6 +25,12 @@ from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 from pipelines import sandbox  # noqa: E402
 
+# inside a program: run `action`; "done", or the errno it was refused with (indented for the programs below)
+ATTEMPT = textwrap.indent(
+    'def attempt(action):\n    try:\n        action()\n        return "done"\n    except OSError as error:\n'
+    "        return error.errno",
+    " " * 12,
+).lstrip()
 LIMITS = sandbox.SandboxLimits(timeout_seconds=5, cpu_seconds=3, namespaces="--no-namespaces" not in sys.argv)
 
 
@@ -98,12 +104,7 @@ def main() -> None:
         report["processes"] = run(f"""
             import os, resource, signal
             PID = {stand_in.pid}
-            def attempt(action):
-                try:
-                    action()
-                    return "done"
-                except OSError as error:
-                    return error.errno
+            {ATTEMPT}
             def solution():
                 return {{
                     "prlimit_nofile": attempt(lambda: resource.prlimit(PID, resource.RLIMIT_NOFILE, (3, 3))),
@@ -126,12 +127,7 @@ def main() -> None:
             import ctypes, fcntl, os, signal
             PID = {stand_in.pid}
             libc = ctypes.CDLL(None, use_errno=True)
-            def attempt(action):
-                try:
-                    action()
-                    return "done"
-                except OSError as error:
-                    return error.errno
+            {ATTEMPT}
             def setown():  # F_SETOWN to the stand-in, F_SETSIG to SIGKILL, then make the pipe ready
                 read, write = os.pipe()
                 fcntl.fcntl(read, fcntl.F_SETOWN, PID)

@@ -11,7 +11,7 @@ import pytest
 from gradio_client import Client
 
 from pipelines import access, db, preferences
-from tests.helpers import launched_app, write_sft_rows
+from tests.helpers import as_public_space, launched_app, write_sft_rows
 
 pytestmark = pytest.mark.api
 
@@ -146,20 +146,7 @@ def test_failed_sign_ins_are_throttled_per_name_and_per_address(auth_url, monkey
 
 def test_on_a_public_space_anonymous_api_callers_are_read_only(use_tiny, monkeypatch):
     """`hf_oauth: true` (OAUTH_CLIENT_ID): the page is public, so the server itself must refuse changes."""
-    import gradio.oauth
-
-    # what a Space with `hf_oauth: true` sets; gradio reads it at import, so its module is patched too
-    space = {
-        "OAUTH_CLIENT_ID": "space-client",
-        "OAUTH_CLIENT_SECRET": "secret",
-        "OAUTH_SCOPES": "openid profile",
-        "OPENID_PROVIDER_URL": "https://huggingface.co",
-    }
-    for name, value in space.items():
-        monkeypatch.setenv(name, value)
-        monkeypatch.setattr(gradio.oauth, name, value)
-    monkeypatch.setattr(gradio.oauth, "get_space", lambda: "team/playground")  # the real OAuth routes (gradio[oauth])
-    access.reset_policy()
+    as_public_space(monkeypatch)
     with launched_app(use_tiny) as url:
         visitor = Client(url, verbose=False)
         assert (

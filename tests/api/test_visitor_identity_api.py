@@ -16,33 +16,17 @@ import pytest
 from gradio_client import Client
 
 from pipelines import access, db, drives, preferences
-from tests.helpers import launched_app
+from tests.helpers import as_public_space, launched_app
 
 pytestmark = pytest.mark.api
 
 
 @pytest.fixture
 def public_space(use_tiny, monkeypatch):
-    """What a Space with `hf_oauth: true` and PLAYGROUND_ANONYMOUS_LABELS=1 sets; gradio reads OAuth at import."""
-    import gradio.oauth
-
-    space = {
-        "OAUTH_CLIENT_ID": "space-client",
-        "OAUTH_CLIENT_SECRET": "secret",
-        "OAUTH_SCOPES": "openid profile",
-        "OPENID_PROVIDER_URL": "https://huggingface.co",
-    }
-    for name, value in space.items():
-        monkeypatch.setenv(name, value)
-        monkeypatch.setattr(gradio.oauth, name, value)
-    monkeypatch.setattr(gradio.oauth, "get_space", lambda: "team/playground")
-    monkeypatch.setenv("PLAYGROUND_ANONYMOUS_LABELS", "1")
+    """A Space with `hf_oauth: true` and PLAYGROUND_ANONYMOUS_LABELS=1, with small caps per address."""
     monkeypatch.setenv("PLAYGROUND_ANON_HOLDS_PER_ADDRESS", "3")
     monkeypatch.setenv("PLAYGROUND_ANON_VISITORS_PER_HOUR", "5")
-    access.reset_policy()
-    from pipelines import config
-
-    config.reset_settings()
+    as_public_space(monkeypatch, anonymous_labels=True)
     with launched_app(use_tiny) as url:
         yield url.rstrip("/")
     db.dispose_all()

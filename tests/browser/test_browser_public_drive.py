@@ -12,31 +12,17 @@ pytest.importorskip(
 )
 from playwright.sync_api import Page, expect  # noqa: E402
 
-from pipelines import access, config, db, drives, preferences  # noqa: E402
+from pipelines import access, db, drives, preferences  # noqa: E402
 from tests.browser_flows import DRIVE_MODE, next_item, pick_drive  # noqa: E402
-from tests.helpers import launched_app  # noqa: E402
+from tests.helpers import as_public_space, launched_app  # noqa: E402
 
 pytestmark = pytest.mark.browser
 
 
 @pytest.fixture
 def public_url(use_tiny, monkeypatch):
-    """A Space with `hf_oauth: true` and PLAYGROUND_ANONYMOUS_LABELS=1 (gradio reads OAuth at import)."""
-    import gradio.oauth
-
-    space = {
-        "OAUTH_CLIENT_ID": "space-client",
-        "OAUTH_CLIENT_SECRET": "secret",
-        "OAUTH_SCOPES": "openid profile",
-        "OPENID_PROVIDER_URL": "https://huggingface.co",
-    }
-    for name, value in space.items():
-        monkeypatch.setenv(name, value)
-        monkeypatch.setattr(gradio.oauth, name, value)
-    monkeypatch.setattr(gradio.oauth, "get_space", lambda: "team/playground")
-    monkeypatch.setenv("PLAYGROUND_ANONYMOUS_LABELS", "1")
-    access.reset_policy()
-    config.reset_settings()
+    """A Space with `hf_oauth: true` and PLAYGROUND_ANONYMOUS_LABELS=1, and a drive of four items."""
+    as_public_space(monkeypatch, anonymous_labels=True)
     drives.save("public", drives.DriveSettings(overlap=1, gold_rate=0.0))
     ids = [
         preferences.create_item(
