@@ -33,12 +33,13 @@ from playground import (  # noqa: E402
     pickers,
     rag,
     reasoning,
+    remembered,
     reward,
     sidebar,
     signin,
     visitors,
 )
-from playground.controls import ASSETS, MODEL_CONCURRENCY, how_it_works  # noqa: E402
+from playground.controls import ASSETS, MODEL_CONCURRENCY, RANGE_WATCH_JS, how_it_works  # noqa: E402
 from playground.errors import translate_errors  # noqa: E402
 
 TITLE = "LLM Playground"
@@ -56,41 +57,66 @@ def build_app(model_name: str | None = None) -> gr.Blocks:
     with gr.Blocks(title=TITLE) as demo:
         gr.Markdown(f"# {TITLE}\nLearn, demo and do the whole life of a small LLM, on this machine.")
         shared = sidebar.build(demo, model_name or models.check_configured())
+        welcome, start_lesson, explore = welcome_panel()
         targets: dict = {}  # what a lesson step may set in the tabs
+        tab_ids: dict[str, gr.Tab] = {}
+        inner_ids: dict[str, gr.Tab] = {}
         with gr.Tabs() as tabs:
-            with gr.Tab("Generate", id="generate"):
+            with gr.Tab("Generate", id="generate") as tab_ids["generate"]:
                 targets |= generate.build(demo, shared)
-            with gr.Tab("Chat", id="chat"):
+            with gr.Tab("Chat", id="chat") as tab_ids["chat"]:
                 chat.build(demo, shared)
-            with gr.Tab("Fine-tune", id="finetune"):
+            with gr.Tab("Fine-tune", id="finetune") as tab_ids["finetune"]:
                 targets |= finetune.build(demo, shared)
                 targets |= classify.build(demo)
-            with gr.Tab("Preferences", id="preferences"):
+            with gr.Tab("Preferences", id="preferences") as tab_ids["preferences"]:
                 # each sub-tab carries the one "How it works" that explains it (Align has its own)
                 with gr.Tabs() as preference_tabs:
                     targets["preferences_tab"] = preference_tabs
-                    with gr.Tab("Label", id="label"):
-                        label.build(demo, shared)
+                    with gr.Tab("Label", id="label") as inner_ids["label"]:
+                        labelling = label.build(demo, shared)
                         how_it_works("preferences", PREFERENCES_HOWTO)
-                    with gr.Tab("Dataset", id="dataset"):
+                    with gr.Tab("Dataset", id="dataset") as inner_ids["dataset"]:
                         dataset.build(demo)
                         how_it_works("preferences", PREFERENCES_HOWTO)
-                    with gr.Tab("Reward model", id="reward"):
+                    with gr.Tab("Reward model", id="reward") as inner_ids["reward"]:
                         reward.build(demo)
                         how_it_works("preferences", PREFERENCES_HOWTO)
-                    with gr.Tab("Align (DPO / RLOO)", id="align"):
-                        align.build(demo)
-            with gr.Tab("RAG", id="rag"):
+                    with gr.Tab("Align (DPO / RLOO)", id="align") as inner_ids["align"]:
+                        targets |= align.build(demo)
+            with gr.Tab("RAG", id="rag") as tab_ids["rag"]:
                 targets |= rag.build(demo, shared)
-            with gr.Tab("Reasoning", id="reasoning"):
-                reasoning.build(demo, shared)
-            with gr.Tab("Inside the model", id="inside"):
-                inside.build(demo, shared)
-            with gr.Tab("Lessons", id="lessons"):
+            with gr.Tab("Reasoning", id="reasoning") as tab_ids["reasoning"]:
+                targets |= reasoning.build(demo, shared)
+            with gr.Tab("Inside the model", id="inside") as tab_ids["inside"]:
+                targets |= inside.build(demo, shared)
+            with gr.Tab("Lessons", id="lessons") as tab_ids["lessons"]:
                 lessons.build(demo, shared, tabs, targets)
         pickers.keep_fresh(demo)
+        places = remembered.Places(
+            tabs, tab_ids, preference_tabs, inner_ids, shared.annotator, labelling.mode, labelling.drive, welcome
+        )
+        welcomed = remembered.keep(demo, places, resume=labelling.resume)
+        quiet = {"api_visibility": "private", "show_progress": "hidden"}
+        start_lesson.click(remembered.dismiss_welcome, None, [welcomed, welcome], **quiet).then(
+            lambda: gr.Tabs(selected="lessons"), None, tabs, **quiet
+        )
+        explore.click(remembered.dismiss_welcome, None, [welcomed, welcome], **quiet)
     translate_errors(demo)  # the error family becomes page messages, in one place for every tab
     return demo
+
+
+def welcome_panel() -> tuple[gr.Column, gr.Button, gr.Button]:
+    """A first visit is offered the lessons (issue 42): the app has eight tabs and nothing said where to begin."""
+    with gr.Column(visible=False, elem_id="welcome") as panel:
+        gr.Markdown(
+            "### New here?\nThe **Lessons** walk through five lectures step by step: each step opens the tab it "
+            "needs with its settings filled in. Or explore on your own: every tab has a *How it works* panel."
+        )
+        with gr.Row():
+            start = gr.Button("Start with a lesson", variant="primary", elem_id="welcome-lessons", scale=0)
+            explore = gr.Button("Explore on my own", elem_id="welcome-explore", scale=0)
+    return panel, start, explore
 
 
 def launch_kwargs() -> dict:
@@ -101,7 +127,7 @@ def launch_kwargs() -> dict:
         "server_port": settings.port,
         "css": (ASSETS / "style.css").read_text(encoding="utf-8"),
         "footer_links": ["api", "settings"],
-        "head": label.KEYBOARD_JS,
+        "head": label.KEYBOARD_JS + RANGE_WATCH_JS,
         # refused by the server while the upload streams in, before any handler sees it
         "max_file_size": f"{settings.max_upload_mb}mb",
         # a client whose input fails Gradio's own validation (a malformed chat history, say) gets

@@ -316,6 +316,10 @@ class VisitorKeys:
         """A client address as the database keeps it (caps per network need equality, not the address)."""
         return self._mac("address", address, 20) if address else None
 
+    def derived(self, purpose: str) -> str:
+        """A secret of its own for `purpose` (the browser storage's encryption), the same after a restart."""
+        return self._mac("derived", purpose, 64)
+
     def session_key(self, session_hash: str | None) -> str | None:
         return self._mac("session", session_hash, 20) if session_hash else None
 

@@ -166,6 +166,17 @@ def locked_session(settings: Settings | None = None) -> Iterator[Session]:
         yield s
 
 
+# PostgreSQL's lock for "reading and writing the job queue as one step" (see `serialise`).
+_QUEUE_LOCK = 0x706C_6179_6A6F_6273
+
+
+def serialise(s: Session, key: int = _QUEUE_LOCK) -> None:
+    """Inside a `locked_session`, make its reads and writes one step with every other caller of `key`:
+    SQLite's session already holds the write lock; PostgreSQL takes a transaction-scoped advisory lock."""
+    if s.get_bind().dialect.name == "postgresql":
+        s.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+
+
 def rowcount(result: Result[Any]) -> int:
     """Rows an UPDATE, DELETE or INSERT touched (SQLAlchemy types `execute` as a plain Result)."""
     return result.rowcount if isinstance(result, CursorResult) else -1

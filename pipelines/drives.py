@@ -22,6 +22,7 @@ from __future__ import annotations
 import html
 import json
 import random
+import re
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass
@@ -36,10 +37,11 @@ from .knobs import knob
 from .access import alias, is_anonymous
 from .config import get_settings
 from .errors import PlaygroundError
-from .tables import PrefAssignment, PrefDrive, PrefDriveItem, PrefItem, PrefLabel
+from .tables import PrefAssignment, PrefDrive, PrefDriveItem, PrefItem, PrefLabel, PrefResponse
 
 MAX_OVERLAP = 20
 MAX_NAME = 128
+NAME = re.compile(r"\w[\w .\-]*")
 
 
 class DriveError(PlaygroundError, ValueError):
@@ -151,6 +153,10 @@ def save(name: str, settings: DriveSettings | None = None, *, created_by: str | 
         raise DriveError("name the drive")
     if len(name) > MAX_NAME:
         raise DriveError(f"the drive name is longer than {MAX_NAME} characters")
+    if not NAME.fullmatch(name):  # it is shown in pickers, tables and file names of exports
+        raise DriveError(
+            f"the drive name {name[:80]!r} may hold letters, digits, spaces and . _ - only, and must start with a letter or digit"
+        )
     with session() as s:
         row = s.get(PrefDrive, name)
         created = row is None
@@ -192,6 +198,11 @@ def add_items(name: str, item_ids: Sequence[str], gold: dict[str, GoldAnswer] | 
         for item_id in dict.fromkeys(item_ids):
             if s.get(PrefItem, item_id) is None:
                 raise DriveError(f"no item {item_id[:80]!r}")
+            responses = s.scalar(select(func.count()).select_from(PrefResponse).where(PrefResponse.item_id == item_id))
+            if (responses or 0) < 2:
+                raise DriveError(
+                    f"item {item_id[:80]} has {responses} response: a drive item needs 2 or more to compare"
+                )
             row = s.get(PrefDriveItem, item_id)
             if row is not None and row.drive != name:
                 raise DriveError(f"item {item_id} is already in the drive {row.drive!r}")
@@ -412,6 +423,19 @@ def take(
             return None
         s.add(PrefAssignment(drive=drive.name, item_id=chosen, annotator=annotator, served_at=now, client=client))
         return chosen
+
+
+def held(name: str, annotator: str, *, now: float | None = None) -> str | None:
+    """The item this annotator holds in the drive now (served, not labelled, lease live), or None.
+    Reads only: a page that comes back after a reload shows it without taking anything new."""
+    now = time.time() if now is None else now
+    with session() as s:
+        row = s.get(PrefDrive, name or "")
+        if row is None:
+            return None
+        state = _state(s, row, now)
+    mine = sorted(item_id for item_id, who in state.held.items() if annotator in who)
+    return mine[0] if mine else None
 
 
 def admit(s: Session, item_id: str, annotator: str, *, client: str | None = None, now: float | None = None) -> None:

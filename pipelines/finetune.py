@@ -307,7 +307,8 @@ def plan(
     ]
     layers = model_structure.decoder_blocks(model)
     blocks = [b for b in train_blocks if b < len(layers)]
-    selective = sum(p.numel() for b in blocks for p in layers[b].parameters())
+    # read as the blocks were before any adapter was injected (using one in the app adds LoRA weights to them)
+    selective = sum(model_structure.parameter_count(layers[b]) for b in blocks)
     if blocks:
         shown = ",".join(map(str, blocks)) if len(blocks) <= 4 else f"{len(blocks)} blocks"
         plans.insert(
@@ -427,7 +428,7 @@ def evaluation_note(
     parts = [f"loss on {eval_conversations} held-out conversations"] if eval_conversations else []
     parts.append("perplexity on general text")
     if answers:
-        parts.append(f"{answers} answers of up to {spec.eval_max_new_tokens} tokens")
+        parts.append(f"{answers} answer{'s' if answers != 1 else ''} of up to {spec.eval_max_new_tokens} tokens")
     return ", ".join(parts) + ", " + models_measured
 
 
@@ -503,10 +504,10 @@ def run(spec: FinetuneSpec, ctx: JobContext) -> dict[str, Any]:
     training.console_quiet(trainer)
     tuned = trainer.model
     trainable = sum(p.numel() for p in tuned.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in tuned.parameters())
+    total = model_structure.parameter_count(tuned)  # the base model's, as the plan counts it (adapters beside it)
     ctx.info(
-        f"{len(trainer.train_dataset)} training examples after tokenisation; {trainable:,} trainable parameters "
-        f"of {total:,} ({100 * trainable / total:.2f}%); ~{planned_steps} steps"
+        f"{len(trainer.train_dataset)} training examples after tokenisation; {trainable:,} trainable parameters, "
+        f"{100 * trainable / total:.2f}% of the base model's {total:,}; ~{planned_steps} steps"
     )
     ctx.check()
 

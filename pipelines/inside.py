@@ -23,6 +23,7 @@ from .errors import InvalidParameter, PlaygroundError
 from .model_structure import tuner_layer_type, base_named_modules, decoder_blocks
 
 MAX_TOKENS = 512  # the views are quadratic in tokens (attention) or in tokens x layers (lens)
+MAX_TOKENIZED = 4_096  # the token view: one coloured span per token
 
 
 class InsideError(PlaygroundError, ValueError):
@@ -71,6 +72,7 @@ def tokens(tokenizer: Any, text: str, *, as_chat: bool = False) -> dict[str, Any
         ids = list(encoded["input_ids"] if hasattr(encoded, "keys") else encoded)
     else:
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    _checked_length(ids, "text", MAX_TOKENIZED)  # one span per token in the page: 100,000 characters were 50,000
     found = _described(tokenizer, ids)
     return {
         "tokens": found,

@@ -31,13 +31,13 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import psutil
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from .errors import PlaygroundError
 from .files import write_atomic
 from .gpu import on_zero_gpu
 from .config import Settings, get_settings
-from .db import rowcount, session
+from .db import locked_session, rowcount, serialise, session
 from .tables import JobRow
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,17 @@ KINDS: dict[str, str] = {
     "dpo": "pipelines.align.dpo:run_job",
     "rloo": "pipelines.align.rloo:run_job",
     "classify": "pipelines.classify:run_job",
+}
+
+
+# where each kind's result is published: two jobs writing one name there would race, and the later
+# one could only fail ("already exists") after waiting its turn
+OUTPUTS: dict[str, str] = {
+    "finetune": "adapters",
+    "dpo": "adapters",
+    "rloo": "adapters",
+    "reward": "reward models",
+    "classify": "classifiers",
 }
 
 
@@ -207,7 +218,19 @@ def submit(
     job_id = job_id or uuid.uuid4().hex[:12]
     job_dir(job_id).mkdir(parents=True, exist_ok=True)
     (job_dir(job_id) / "spec.json").write_text(json.dumps(spec, indent=2), encoding="utf-8")
-    with session() as s:
+    same_output = [other for other, output in OUTPUTS.items() if output == OUTPUTS[kind]]
+    with locked_session() as s:
+        serialise(s)  # the check and the insert are one step: two clicks at once queue one job
+        waiting = s.scalar(
+            select(JobRow).where(
+                JobRow.name == name, JobRow.kind.in_(same_output), JobRow.status.in_((QUEUED, RUNNING))
+            )
+        )
+        if waiting is not None:
+            raise JobError(
+                f"a {waiting.kind} job writing {name!r} is already {waiting.status} (started "
+                f"{time.strftime('%H:%M', time.localtime(waiting.created_at))}): wait for it, cancel it, or choose another name"
+            )
         row = JobRow(
             id=job_id,
             kind=kind,
@@ -244,6 +267,19 @@ def list_jobs(limit: int = 50, kinds: tuple[str, ...] | None = None) -> list[Job
         if kinds:
             query = query.where(JobRow.kind.in_(kinds))
         return [_info(r) for r in s.scalars(query)]
+
+
+def forget_ended(kinds: tuple[str, ...]) -> int:
+    """Remove the jobs of `kinds` that ended without a result (cancelled, failed, interrupted), with their logs:
+    the job pickers fill up with them. Succeeded jobs stay (their logs and figures are the results' history)."""
+    ended = (CANCELLED, FAILED, INTERRUPTED)
+    with session() as s:
+        ids = list(s.scalars(select(JobRow.id).where(JobRow.kind.in_(kinds), JobRow.status.in_(ended))))
+        if ids:
+            s.execute(delete(JobRow).where(JobRow.id.in_(ids)))
+    for job_id in ids:
+        shutil.rmtree(job_dir(job_id), ignore_errors=True)
+    return len(ids)
 
 
 def request_cancel(job_id: str) -> JobInfo:
@@ -466,6 +502,12 @@ def trainer_callback(ctx: JobContext):
                 control.should_training_stop = True
             return control
 
+        def on_prediction_step(self, args, state, control, **kwargs):  # noqa: ANN001
+            # a measuring phase counts its examples as evaluation batches pass (it stayed at "0/3 pairs")
+            current = ctx.current_phase
+            if current is not None and current.unit != "steps" and current.total:
+                ctx.advance(min(current.total, current.done + args.per_device_eval_batch_size * args.world_size))
+
         def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: ANN001
             if logs:
                 clean = {k: float(v) for k, v in logs.items() if isinstance(v, (int, float))}
@@ -473,8 +515,10 @@ def trainer_callback(ctx: JobContext):
                 shown = ", ".join(
                     f"{k}={v:.4g}" for k, v in clean.items() if k in ("loss", "eval_loss", "learning_rate", "grad_norm")
                 )
+                # an evaluation before training has no steps yet: "step 0/0" said nothing
+                where = f"step {state.global_step}/{state.max_steps}" if state.max_steps else "before training"
                 if shown:
-                    ctx.info(f"step {state.global_step}/{state.max_steps}: {shown}")
+                    ctx.info(f"{where}: {shown}")
 
     return JobCallback()
 

@@ -21,7 +21,20 @@ from .config import ASSETS
 
 LESSONS_DIR = ASSETS / "lessons"
 TABS = ("generate", "chat", "finetune", "preferences", "rag", "reasoning", "inside")
-SETTABLE = ("prompt", "sampling", "adapter", "finetune_preset", "classify", "rag_question", "preferences_tab")
+SETTABLE = (
+    "prompt",
+    "sampling",
+    "adapter",
+    "finetune_preset",
+    "classify",
+    "rag_question",
+    "preferences_tab",
+    "align_eval",
+    "inside_tab",
+    "inside_text",
+    "reasoning_question",
+)
+INSIDE_TABS = ("tokenizer", "likelihood", "attention", "lens", "architecture")  # Inside the model's own tabs
 PREFERENCE_TABS = ("label", "dataset", "reward", "align")  # the Preferences tab's own tabs
 
 
@@ -95,6 +108,25 @@ def check(lesson: Lesson) -> None:
             raise LessonError(
                 f"{where}: preferences_tab must be one of {', '.join(PREFERENCE_TABS)}, in a preferences step"
             )
+        inner_inside = step.set.get("inside_tab")
+        if inner_inside is not None and (inner_inside not in INSIDE_TABS or step.tab != "inside"):
+            raise LessonError(f"{where}: inside_tab must be one of {', '.join(INSIDE_TABS)}, in an inside step")
+        for key, tab in (("inside_text", "inside"), ("reasoning_question", "reasoning")):
+            value = step.set.get(key)
+            if value is not None and (not isinstance(value, str) or not value.strip() or step.tab != tab):
+                raise LessonError(f"{where}: {key} is text for the {tab} tab, in a {tab} step")
+        judged = step.set.get("align_eval")  # Align's "Did it get better?": which adapter, judged by which reward model
+        if judged is not None:
+            shipped = {"adapter": bundled.names(bundled.ADAPTERS), "reward_model": bundled.names(bundled.REWARD_MODELS)}
+            if (
+                not isinstance(judged, dict)
+                or set(judged) != set(shipped)
+                or any(judged[key] not in names for key, names in shipped.items())
+            ):
+                raise LessonError(
+                    f'{where}: align_eval must be {{"adapter": a bundled adapter, "reward_model": a bundled reward '
+                    f"model}}, got {judged!r}"
+                )
         preset = step.set.get("finetune_preset")
         if preset is not None and preset not in PRESETS:
             raise LessonError(f"{where}: no Fine-tune preset named {preset!r}")

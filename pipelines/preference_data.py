@@ -534,6 +534,8 @@ def import_drive_items(path: str | Path, drive: str, *, created_by: str | None =
             elif "responses" in record:
                 prompt = _as_messages(record.get("prompt"), "user", "prompt")
                 drafts = _response_drafts(record["responses"])
+                if len(drafts) < 2:  # a drive compares: one response leaves nothing to prefer
+                    raise PreferenceError(f"a drive item needs 2 to {preferences.MAX_RESPONSES} responses to compare")
             else:
                 raise PreferenceError("needs prompt + responses (and gold, optional), or prompt + chosen + rejected")
             if answer_text is not None and not isinstance(answer_text, str):

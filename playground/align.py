@@ -18,7 +18,7 @@ from pipelines.sampling import SamplingParams
 
 from .errors import UserError
 from . import jobs_panel
-from .controls import MODEL_EVENTS, how_it_works
+from .controls import MODEL_EVENTS, how_it_works, refuse_out_of_range, shown_out_of_range_js, start_check
 from .sidebar import annotator_name
 from .guard import admin_only, signed_in
 from .pickers import FIRST, LiveDropdown, first_value
@@ -83,6 +83,7 @@ def start_job(
     pair_upload: str | None,
     prompt_source: str,
     prompt_upload: str | None,
+    shown: str = "",
     request: gr.Request = None,
     **settings: Any,
 ):
@@ -91,6 +92,7 @@ def start_job(
     `settings` are the specs' fields by name: `out` and `overwrite` for both methods, the others
     prefixed `dpo_` or `rloo_`.
     """
+    refuse_out_of_range(shown)
     job_id = uuid.uuid4().hex[:12]
     shared = {"out": str(settings.get("out") or "").strip(), "overwrite": bool(settings.get("overwrite"))}
     if method == METHODS[0]:
@@ -202,9 +204,9 @@ def queue_for_humans(
     )
 
 
-def build(demo: gr.Blocks) -> None:
+def build(demo: gr.Blocks) -> dict[str, Any]:
     with gr.Row():
-        with gr.Column():
+        with gr.Column(elem_id="align-settings"):
             gr.Markdown("#### Improve the policy")
             method = gr.Radio(list(METHODS), value=METHODS[0], label="Method")
             with gr.Row():
@@ -285,9 +287,10 @@ def build(demo: gr.Blocks) -> None:
         )
 
     refresh.click(refresh_lists, None, [eval_adapter, eval_rm, reward_model], api_visibility="private")
+    jobs_panel.when_succeeded(panel, lambda job: refresh_lists(), [], [eval_adapter, eval_rm, reward_model])
     start.click(
         start_job,
-        [method, pair_source, pair_upload, prompt_source, prompt_upload],
+        [method, pair_source, pair_upload, prompt_source, prompt_upload, start_check()],
         panel.job,
         inputs_kwargs={
             "out": name,
@@ -296,6 +299,7 @@ def build(demo: gr.Blocks) -> None:
             "rloo_reward_model": reward_model,
             **{f"rloo_{k}": c for k, c in rloo_settings.items()},
         },
+        js=shown_out_of_range_js("align-settings", 5),
         api_name="start_alignment",
     )
     eval_button.click(
@@ -312,3 +316,4 @@ def build(demo: gr.Blocks) -> None:
         api_name="align_queue",
         **MODEL_EVENTS,
     )
+    return {"align_eval": [eval_adapter, eval_rm]}  # what a lesson step may set: the adapter judged, and by what

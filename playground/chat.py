@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -26,8 +28,45 @@ def to_messages(history: list[dict[str, Any]] | None) -> list[chat.Message]:
     return chat.normalise(history or [])
 
 
-def to_chatbot(messages: list[chat.Message]) -> list[dict[str, str]]:
-    return [m.to_json() for m in messages if m.role != "system"]
+def to_chatbot(messages: list[chat.Message], authors: list[str | None] | None = None) -> list[dict[str, Any]]:
+    """Messages for the Chatbot; `authors` (one per shown message) keeps who wrote each reply."""
+    shown: list[dict[str, Any]] = []
+    for message in (m for m in messages if m.role != "system"):
+        entry: dict[str, Any] = message.to_json()
+        author = authors[len(shown)] if authors and len(shown) < len(authors) else None
+        if author and message.role == "assistant":
+            entry["metadata"] = {"log": author}  # carried with the message, not shown in it, never sent to the model
+        shown.append(entry)
+    return shown
+
+
+def authors_of(history: list[dict[str, Any]] | None) -> list[str | None]:
+    """Who wrote each shown message of a Chatbot value (the model and adapter of each reply; None elsewhere)."""
+    found = []
+    for entry in history or []:
+        if not isinstance(entry, dict) or entry.get("role") == "system":
+            continue
+        metadata = entry.get("metadata")
+        log = metadata.get("log") if isinstance(metadata, dict) else None
+        found.append(str(log)[:200] if log else None)
+    return found
+
+
+def written_by(shown: list[dict[str, Any]]) -> str:
+    """One line naming the model (and adapter) behind each reply, in order (issue 42: Chat did not say)."""
+    replies = [entry for entry in shown if entry.get("role") == "assistant"]
+    named = [((entry.get("metadata") or {}).get("log") or "unknown") for entry in replies]
+    if not named:
+        return ""
+    parts = [f"{index} {html.escape(author)}" for index, author in enumerate(named, start=1)]
+    return "**Written by** (reply: model + adapter): " + " · ".join(parts)
+
+
+def author_label(adapter: str | None) -> str:
+    handle = models.get_handle()
+    server = handle.remote_server
+    name = f"{handle.name} on {server.kind}" if server is not None and not adapter else handle.name
+    return f"{name} + {adapter}" if adapter else f"{name} (base)"
 
 
 def _system(system_prompt: str | None) -> str | None:
@@ -61,7 +100,8 @@ def _respond(
     """Stream the assistant's reply to `history` (which ends with a user message); Stop ends it (run_id)."""
     params = to_params(sampling)
     messages = to_messages(history)
-    shown = to_chatbot(messages)
+    shown = to_chatbot(messages, authors_of(history))
+    author = author_label(selected_adapter(adapter))
     if not STOPS.begin(run_id):  # stopped while it waited for its turn: nothing to show
         yield shown, gr.skip(), gr.skip()
         return
@@ -79,8 +119,13 @@ def _respond(
             notified = True
         stopped = STOPS.stopped(run_id)
         if throttle.due(final=completion.done or stopped, rows=[completion]):
-            reply = {"role": "assistant", "content": completion.text or waiting_note([completion])}
-            yield shown + [reply], prompt.text, prompt_report(prompt)
+            reply = {
+                "role": "assistant",
+                "content": completion.text or waiting_note([completion]),
+                "metadata": {"log": author},
+            }
+            conversation = shown + [reply]
+            yield conversation, prompt.text, prompt_report(prompt) + "  \n" + written_by(conversation)
         if stopped:  # the reply ends itself with what it has; its .then frees the conversation
             return
 
@@ -109,11 +154,21 @@ def take_message(message: str, history: list[dict[str, Any]] | None, busy: bool)
         raise UserError("Type a message first.")
     return (
         "",
-        to_chatbot(to_messages(history)) + [{"role": "user", "content": message}],
+        to_chatbot(to_messages(history), authors_of(history)) + [{"role": "user", "content": message}],
         True,
         *_reply_buttons(False),
         STOPS.new_run(),
     )
+
+
+def give_back(history: list[dict[str, Any]] | None, draft: str | None) -> tuple[Any, Any]:
+    """A send that failed before its reply began (a bad stop string, a full queue): its message leaves
+    the conversation and goes back in the box, to fix and send again -- not a user turn without a reply
+    that the next send doubles (issue 42, W4)."""
+    messages = to_chatbot(to_messages(history), authors_of(history))
+    if messages and messages[-1]["role"] == "user" and not (draft or "").strip():
+        return messages[:-1], messages[-1]["content"]
+    return gr.skip(), gr.skip()
 
 
 def claim(busy: bool) -> tuple[bool, dict, dict, str]:
@@ -137,7 +192,7 @@ def stop_reply(run_id: str | None) -> tuple[Any, Any, Any]:
 
 def _until_last_user(history: list[dict[str, Any]] | None) -> tuple[list[dict[str, str]], str]:
     """History before the last user message, and that message's text."""
-    messages = to_chatbot(to_messages(history))
+    messages = to_chatbot(to_messages(history), authors_of(history))
     for index in range(len(messages) - 1, -1, -1):
         if messages[index]["role"] == "user":
             return messages[:index], messages[index]["content"]
@@ -168,7 +223,7 @@ def apply_edit(history: list[dict[str, Any]], busy: bool, edit_data: gr.EditData
     """A user message edited in place: keep what came before it; the edited text is answered next."""
     if busy:
         raise UserError(BUSY_MESSAGE)
-    messages = to_chatbot(to_messages(history))
+    messages = to_chatbot(to_messages(history), authors_of(history))
     index = edit_data.index if isinstance(edit_data.index, int) else edit_data.index[0]
     new_text = chat.flatten_content(edit_data.value)
     if not new_text.strip():
@@ -278,7 +333,7 @@ def send_to_compare(
 
 def preview(history: list[dict[str, Any]] | None, draft: str, system_prompt: str | None, max_new_tokens: float = 256):
     """The prompt the model would receive if `draft` were sent now (teaching: the chat template)."""
-    messages = to_chatbot(to_messages(history))
+    messages = to_chatbot(to_messages(history), authors_of(history))
     if draft and draft.strip():
         messages.append({"role": "user", "content": draft})
     elif not messages or messages[-1]["role"] != "user":
@@ -352,7 +407,7 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
                     scale=5,
                 )
                 send_button = gr.Button("Send", variant="primary", scale=1)
-                stop_button = gr.Button("Stop", variant="stop", scale=1)
+                stop_button = gr.Button("Stop", elem_classes=["stop-quiet"], scale=0, min_width=90)
             with gr.Row():
                 regenerate_button = gr.Button("↻ Regenerate", size="sm")
                 undo_button = gr.Button("↶ Undo (edit & resend)", size="sm")
@@ -391,6 +446,7 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
         **fast,
     )
     sending = sent.success(answer, answer_inputs, outputs, **stream)
+    sending.failure(give_back, [chatbot, message], [chatbot, message], **fast)
     regen = gr.on([regenerate_button.click, chatbot.retry], claim, busy, [*claimed, run_id], **fast)
     regenerating = regen.success(answer, answer_inputs, outputs, **stream)
     edited = chatbot.edit(apply_edit, [chatbot, busy], [chatbot, *claimed, run_id], **fast)

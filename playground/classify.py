@@ -14,7 +14,7 @@ from pipelines.config import DATASETS
 from pipelines.files import copy_upload
 
 from . import jobs_panel
-from .controls import how_it_works, rounded
+from .controls import how_it_works, refuse_out_of_range, rounded, shown_out_of_range_js, start_check
 from .errors import UserError
 from .guard import admin_only
 from .pickers import FIRST, LiveDropdown, first_value
@@ -36,8 +36,9 @@ MODE_LABELS = {
 
 
 @admin_only("start training")
-def start_training(source: str, upload: str | None, request: gr.Request = None, **settings: Any):
+def start_training(source: str, upload: str | None, shown: str = "", request: gr.Request = None, **settings: Any):
     """Check the labelled file and queue a classification job (settings by ClassifySpec field name)."""
+    refuse_out_of_range(shown)
     job_id = uuid.uuid4().hex[:12]
     if source == UPLOAD:
         if not upload:
@@ -50,9 +51,9 @@ def start_training(source: str, upload: str | None, request: gr.Request = None, 
     else:
         raise UserError("Choose the data to train on.")
     spec = build_spec(classify.ClassifySpec, settings, data=data)
+    classify.check_examples(classify.read_examples(spec.data), spec.skip_bad_rows)  # row problems now, not in the job
     if classify.classifier_path(spec.out).exists() and not spec.overwrite:
         raise UserError(f"A classifier named {spec.out!r} exists; choose another name or allow replacing it.")
-    classify.check_examples(classify.read_examples(spec.data), spec.skip_bad_rows)  # row problems now, not in the job
     jobs.start("classify", spec.out, spec.to_dict(), job_id=job_id)
     gr.Info(f"Classifier {spec.out!r} is training; progress appears below.")
     return jobs_panel.refresh_choices(("classify",), job_id)
@@ -139,7 +140,7 @@ def build(demo: gr.Blocks) -> dict[str, Any]:
 def _build(demo: gr.Blocks) -> list[Any]:
     Spec = classify.ClassifySpec
     with gr.Row():
-        with gr.Column():
+        with gr.Column(elem_id="cls-settings"):
             source = bind(Spec, "data", gr.Radio([*SOURCES, UPLOAD], value=next(iter(SOURCES)), label="Data"))
             upload = bind(
                 Spec,
@@ -175,14 +176,23 @@ def _build(demo: gr.Blocks) -> list[Any]:
             shown = gr.HTML(elem_id="cls-result")
     panel = jobs_panel.build(demo, ("classify",), SERIES, title="Classification jobs")
 
-    def refresh_all():
+    def refresh_all(made: str | None = None):
         names = classifier_choices()
-        return classifiers_table(), gr.update(choices=names, value=first_value(names))
+        values = [value for _, value in names]
+        return classifiers_table(), gr.update(choices=names, value=made if made in values else first_value(names))
 
     # each mode has its own good rate (a frozen model's head takes a far higher one than full fine-tuning)
     mode.change(classify.DEFAULT_RATES.get, mode, settings["learning_rate"], api_visibility="private")
     gr.on([refresh.click, demo.load], refresh_all, None, [table, pick], api_name="classifiers")
-    start.click(start_training, [source, upload], panel.job, inputs_kwargs=settings, api_name="start_classifier")
+    jobs_panel.when_succeeded(panel, lambda job: refresh_all(job.name), [], [table, pick])
+    start.click(
+        start_training,
+        [source, upload, start_check()],
+        panel.job,
+        inputs_kwargs=settings,
+        js=shown_out_of_range_js("cls-settings", 2),
+        api_name="start_classifier",
+    )
     go.click(try_classifier, [pick, text, text_pair], shown, api_name="classify")
     pick.change(describe, pick, described, api_visibility="private")
     return [source, mode, settings["out"]]

@@ -8,6 +8,7 @@ builder for its "B" configuration.
 from __future__ import annotations
 
 import codecs
+import html
 import threading
 import time
 import uuid
@@ -155,10 +156,15 @@ def skipped_rows(errors: Sequence[dict[str, Any]], shown: int = 20) -> str:
     """Row problems of an imported file, under its summary line: how many, and the first few by line."""
     if not errors:
         return ""
-    import html
-
     lines = "  \n".join(f"line {e['line']}: {html.escape(str(e['error']))}" for e in errors[:shown])
     return f" {len(errors)} rows skipped:  \n{lines}"
+
+
+def nothing_added(errors: Sequence[dict[str, Any]], what: str) -> str:
+    """Why a file added nothing: its first bad rows, or that it has none."""
+    if not errors:
+        return f"No {what} added: the file has no rows."
+    return f"No {what} added: every row has a problem." + skipped_rows(errors, shown=5)
 
 
 def rounded(value: Any, digits: int = 3) -> float | None:
@@ -293,3 +299,72 @@ def cleared_first(triggers: list[Any], outputs: list[Any]) -> Any:
 def show_token(text: str) -> str:
     """A token made visible: spaces and line breaks would otherwise vanish in labels."""
     return text.replace(" ", "␣").replace("\n", "⏎").replace("\t", "⇥") or "∅"
+
+
+def token_html(text: str) -> str:
+    """A token inside running text: its line breaks shown as ⏎ and then one real break, however many it holds
+    (a "\n\n" token drew a tall box of stacked ⏎)."""
+    return html.escape(text.replace("\n", "⏎")) + ("<br>" if "\n" in text else "")
+
+
+# --- starting a job from a form ---------------------------------------------------------------------
+#
+# A slider's number box takes any number typed into it; when it loses focus the slider sets it back
+# to its nearest allowed value (5000 -> 256). The typed value's error toast came from another event,
+# and Start then queued a job with 256 (issue 42, W7). The page remembers which boxes it set back
+# (`RANGE_WATCH_JS`, in the page's head), and each Start sends what the form shows out of range, or
+# set back since, to its handler, which refuses once, naming them.
+
+RANGE_WATCH_JS = """
+<script>
+for (const kind of ['change', 'blur']) {  // caught on the way down, before the box's own handler sets it back
+  document.addEventListener(kind, (event) => {
+    const box = event.target;
+    if (!(box instanceof HTMLInputElement) || box.type !== 'number') return;
+    if (box.validity.rangeOverflow || box.validity.rangeUnderflow) box.dataset.typedOutOfRange = box.value;
+  }, true);
+}
+document.addEventListener('input', (event) => {
+  const box = event.target;  // only the person typing again clears it, not the page setting the value back
+  if (event.isTrusted && box instanceof HTMLInputElement && box.type === 'number') delete box.dataset.typedOutOfRange;
+}, true);
+</script>
+"""
+
+
+def shown_out_of_range_js(container_id: str, slot: int) -> str:
+    """`js=` for a Start button: fills input `slot` with the number boxes in #`container_id` that show a
+    value outside their range, or were set back from one since it was typed (then forgotten: a second
+    Start goes ahead with what the form now shows); empty when there is none."""
+    return f"""(...args) => {{
+  const root = document.getElementById({container_id!r}) || document;
+  const named = (box) => (box.getAttribute('aria-label') || 'a number').replace('number input for ', '');
+  const range = (box) => `${{box.min || '…'}} to ${{box.max || '…'}}`;
+  const found = [];
+  for (const box of root.querySelectorAll('input[type=number]')) {{
+    if (box.offsetParent === null) continue;
+    if (box.validity.rangeOverflow || box.validity.rangeUnderflow) {{
+      found.push(`${{named(box)}} shows ${{box.value}}, outside ${{range(box)}}`);
+    }} else if (box.dataset.typedOutOfRange !== undefined) {{
+      found.push(`${{named(box)}} was typed as ${{box.dataset.typedOutOfRange}}, outside ${{range(box)}}, and set back to ${{box.value}}`);
+      delete box.dataset.typedOutOfRange;
+    }}
+  }}
+  args[{slot}] = found.join('; ');
+  return args;
+}}"""
+
+
+def refuse_out_of_range(shown: str | None) -> None:
+    """Nothing starts while the form shows a value it would not use."""
+    if shown and shown.strip():
+        raise UserError(
+            f"Not started: {shown}. Check the value and press Start again (a value outside its range is never "
+            "used: the form keeps the nearest allowed one).",
+            title="Not started",
+        )
+
+
+def start_check() -> gr.Textbox:
+    """The hidden input `shown_out_of_range_js` fills."""
+    return gr.Textbox(visible=False)

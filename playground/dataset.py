@@ -15,7 +15,7 @@ from pipelines.access import alias, get_policy
 from pipelines.files import copy_upload
 
 from .errors import UserError
-from .controls import cleared_first, rounded, skipped_rows
+from .controls import cleared_first, nothing_added, rounded, skipped_rows
 from .guard import admin_only
 from .sidebar import signed_in_user
 from . import label_drives
@@ -155,10 +155,19 @@ def export_labels(
     suffix = {"jsonl": "jsonl", "parquet": "parquet", "unpaired": "unpaired.jsonl"}[fmt]
     result = preference_data.export(folder / f"preferences-{stamp}.{suffix}", fmt, options)
     left_out = preference_data.left_out(result)
-    gr.Info(
-        f"Exported {result['rows']} rows ({result['pairs']} pairs, {result['unpaired']} unpaired)."
-        + (f" Left out: {'; '.join(left_out)}." if left_out else "")
-    )
+    # say what is in this file; the other kind of row is counted as elsewhere (it was counted as if in the file)
+    if fmt == "unpaired":
+        held = f"{result['rows']} unpaired rows (ties, both-bad votes and thumbs)"
+        other = f" The {result['pairs']} preference pairs are in the JSONL / Parquet export." if result["pairs"] else ""
+    else:
+        held = f"{result['rows']} preference pairs"
+        other = (
+            f" {result['unpaired']} unpaired rows (ties, both-bad votes, thumbs) are not pairs: they are in the "
+            "Unpaired export."
+            if result["unpaired"]
+            else ""
+        )
+    gr.Info(f"Exported {held}.{other}" + (f" Left out: {'; '.join(left_out)}." if left_out else ""))
     return result["path"]
 
 
@@ -169,6 +178,8 @@ def import_labels(file: str | None, request: gr.Request = None) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         copied = copy_upload(file, Path(tmp), max_bytes=200_000_000, allowed_suffixes=IMPORT_SUFFIXES)
         result = preference_data.import_file(copied)
+    if not result.imported:
+        raise UserError(nothing_added(result.errors, "rows"))
     return f"Imported **{result.imported}** rows." + skipped_rows(result.errors)
 
 

@@ -23,10 +23,13 @@ log = logging.getLogger("playground")
 
 
 class UserError(gr.Error):
-    """A refusal the person can act on; shown as a toast, logged as one line."""
+    """A refusal the person can act on: one message that stays until it is dismissed (a reason that
+    fades while the person reads elsewhere is lost), logged as one line. The outputs of the event keep
+    what they showed: the page's style sheet hides Gradio's red "Error" pill over each of them
+    (`assets/style.css`), which said nothing and covered their content."""
 
     def __init__(
-        self, message: str = "That did not work.", *, title: str = "Error", duration: float | None = 10
+        self, message: str = "That did not work.", *, title: str = "Error", duration: float | None = None
     ) -> None:
         super().__init__(message, duration=duration, title=title, print_exception=False)
         first = str(message).strip().splitlines()[0][:300] if str(message).strip() else title

@@ -12,17 +12,26 @@ import pandas as pd
 
 from pipelines import adapters, finetune, jobs, knobs, model_structure, models, sft_data
 from pipelines.config import DATASETS
+from pipelines.errors import InvalidParameter
 from pipelines.files import copy_upload
 from pipelines.hardware import detect, plan_device, train_precision
 from pipelines.training import device_and_precision
 
 from .errors import UserError
 from . import jobs_panel, metric_view
-from .controls import cleared_first, fill_when_model_ready, how_it_works
+from .controls import (
+    cleared_first,
+    fill_when_model_ready,
+    how_it_works,
+    refuse_out_of_range,
+    shown_out_of_range_js,
+    start_check,
+    token_html,
+)
 from .sidebar import Shared, refresh_adapters
 from .guard import admin_only
-from .pickers import LiveDropdown
-from .spec_controls import bind, build_spec, control, controls
+from .pickers import FIRST, LiveDropdown
+from .spec_controls import bind, build_spec, control, controls, refusal
 
 SAMPLES_DIR = DATASETS
 DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".tsv")
@@ -83,8 +92,7 @@ def check_data(upload: str | None, sample: str | None, max_length: float):
 def _loss_mask_html(tokenizer: Any, conversation: Any) -> str:
     pieces = finetune.loss_mask_example(tokenizer, conversation)
     spans = "".join(
-        f"<span class='tok {'loss' if loss else 'noloss'}'>{html.escape(text).replace(chr(10), '⏎<br>')}</span>"
-        for text, loss in pieces
+        f"<span class='tok {'loss' if loss else 'noloss'}'>{token_html(text)}</span>" for text, loss in pieces
     )
     counted = sum(loss for _, loss in pieces)
     return (
@@ -153,7 +161,7 @@ def evaluation_cost(eval_samples: float) -> str:
     defaults = finetune.FinetuneSpec(data="-", out="x")
     answers = (
         (
-            f"and **{n}** held-out answers from each model (**{2 * n}** generations of up to "
+            f"and **{n}** held-out answer{'s' if n != 1 else ''} from each model (**{2 * n}** generations of up to "
             f"{defaults.eval_max_new_tokens} tokens, most of the evaluation's time)"
         )
         if n
@@ -166,14 +174,19 @@ def evaluation_cost(eval_samples: float) -> str:
 
 
 @admin_only("start training")
-def start_job(upload: str | None, sample: str | None, request: gr.Request = None, **settings: Any):
-    """Validate everything, copy the data next to the job, and queue it (settings by FinetuneSpec field name)."""
+def start_job(upload: str | None, sample: str | None, shown: str = "", request: gr.Request = None, **settings: Any):
+    """Validate everything, copy the data next to the job, and queue it (settings by FinetuneSpec field name;
+    `shown`: what the form shows out of range, filled in the browser)."""
+    refuse_out_of_range(shown)
     source = _data_path(upload, sample)
     job_id = uuid.uuid4().hex[:12]
     spec = build_spec(finetune.FinetuneSpec, settings, data="(set below)")
-    finetune.check_can_write(spec)
-    data = sft_data.load_file(source)
+    data = sft_data.load_file(source)  # the file's problems first: a garbage upload is about the file, not the name
     sft_data.accept(data, data.problems, skip_bad_rows=spec.skip_bad_rows)
+    try:
+        finetune.check_can_write(spec)
+    except InvalidParameter as error:
+        raise refusal(finetune.FinetuneSpec, error) from error
     copied = copy_upload(
         source, jobs.job_dir(job_id) / "inputs", max_bytes=sft_data.MAX_FILE_BYTES, allowed_suffixes=DATA_SUFFIXES
     )
@@ -287,14 +300,11 @@ def download_adapter(name: str | None, request: gr.Request = None) -> str:
     return str(adapters.export_zip(name))
 
 
-def watch_for_new_adapter(job_id: str | None, last_status: str | None, current_adapter: str | None):
-    """When the watched job has just succeeded, refresh the adapter pickers (once)."""
-    if not job_id:
-        return last_status, gr.update(), gr.update()
-    status = jobs.get(job_id).status
-    if status == jobs.SUCCEEDED and last_status not in (None, jobs.SUCCEEDED):
-        return status, refresh_adapters(current_adapter), gr.update(choices=adapter_names())
-    return status, gr.update(), gr.update()
+def new_adapter(job: jobs.JobInfo, current_adapter: str | None) -> tuple[Any, Any]:
+    """A fine-tune succeeded: the adapter pickers offer it (the merge picker selects it)."""
+    names = adapter_names()
+    made = job.name if job.name in names else None
+    return refresh_adapters(current_adapter), gr.update(choices=names, value=made or gr.skip())
 
 
 def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
@@ -328,7 +338,7 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
                 problems = gr.Dataframe(interactive=False, wrap=True, max_height=240)
             with gr.Accordion("Which tokens carry the loss?", open=False):
                 loss_mask = gr.HTML()
-        with gr.Column(scale=1):
+        with gr.Column(scale=1, elem_id="ft-settings"):
             gr.Markdown("#### 2 · Method and settings")
             preset = gr.Dropdown(
                 list(finetune.PRESETS),
@@ -435,7 +445,9 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
     )
     with gr.Accordion("Adapters: merge into the base model, or download", open=False):
         with gr.Row():
-            adapter_pick = LiveDropdown(adapter_names, label="Adapter", scale=3, elem_id="ft-adapter-pick")
+            adapter_pick = LiveDropdown(
+                adapter_names, fallback=FIRST, label="Adapter", scale=3, elem_id="ft-adapter-pick"
+            )
             merge_button = gr.Button("Merge & export", scale=1)
             zip_button = gr.Button("Download .zip", scale=1)
         merge_result = gr.Markdown()
@@ -459,6 +471,15 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
     data_inputs = [upload, sample, max_length]
     data_outputs = [summary, preview, problems, loss_mask]
     # the previous file's summary goes first: a refused file must not leave it standing as if it were this one's
+    upload.change(  # one source at a time: the sample says so while an upload is the one used
+        lambda chosen: gr.update(
+            interactive=not chosen, info="not used: the uploaded file is the training data" if chosen else None
+        ),
+        upload,
+        sample,
+        api_visibility="private",
+        show_progress="hidden",
+    )
     cleared_first([upload.change, sample.change, demo.load], data_outputs).then(
         check_data, data_inputs, data_outputs, api_name="check_dataset"
     )
@@ -509,7 +530,14 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
         name,
     ]
     preset.input(load_preset, preset, preset_outputs, api_visibility="private")
-    start.click(start_job, [upload, sample], panel.job, inputs_kwargs=settings, api_name="start_finetune")
+    start.click(
+        start_job,
+        [upload, sample, start_check()],
+        panel.job,
+        inputs_kwargs=settings,
+        js=shown_out_of_range_js("ft-settings", 2),
+        api_name="start_finetune",
+    )
     gr.on(
         [panel.job.change, panel.timer.tick],
         results,
@@ -518,14 +546,7 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
         api_visibility="private",
         show_progress="hidden",
     )
-    last_status = gr.State(None)
-    panel.timer.tick(
-        watch_for_new_adapter,
-        [panel.job, last_status, shared.adapter],
-        [last_status, shared.adapter, adapter_pick],
-        api_visibility="private",
-        show_progress="hidden",
-    )
+    jobs_panel.when_succeeded(panel, new_adapter, [shared.adapter], [shared.adapter, adapter_pick])
     merge_button.click(merge_adapter, adapter_pick, merge_result, api_name="merge_adapter")
     zip_button.click(download_adapter, adapter_pick, zip_file, api_name="download_adapter")
-    return {"finetune_preset": preset_outputs}
+    return {"finetune_preset": preset_outputs, "finetune_preset_pick": preset}

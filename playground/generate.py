@@ -23,6 +23,7 @@ from .controls import (
     SamplingControls,
     how_it_works,
     sampling_controls,
+    token_html,
     show_token,
     stoppable,
     to_params,
@@ -58,11 +59,21 @@ def _stats(completion: generation.Completion, *, stopped: bool = False) -> str:
     waiting = waiting_note([completion])
     if waiting and not finish:
         return waiting
-    return (
+    line = (
         f"**{len(completion.tokens)}** tokens · **{completion.tokens_per_second:.1f}** tokens/s · "
         f"prompt {len(completion.prompt_ids)} tokens · seed `{completion.seed}`"
         + (f" · finished: *{finish}*" if finish else " · generating…")
     )
+    if finish and not completion.tokens and not stopped:
+        why = {
+            "eos": "the model's first choice was to end the text",
+            "stop": "the text began with one of the stop strings",
+        }.get(str(completion.finish_reason), "nothing was generated")
+        line += (
+            f"  \n<span class='muted'>Empty: {why}. Try a prompt that asks for more (end it mid-sentence), a higher "
+            "temperature, or the distribution view at position 0 to see what it would have said.</span>"
+        )
+    return line
 
 
 def _state(completion: generation.Completion, prompt: str, adapter: str | None) -> dict[str, Any]:
@@ -108,7 +119,7 @@ def token_view(state: dict[str, Any]) -> tuple[str, pd.DataFrame]:
     spans = []
     rows = []
     for index, tok in enumerate(tokens):
-        text = html.escape(tok["token"]).replace("\n", "⏎<br>")
+        text = token_html(tok["token"])
         if tok.get("logprob") is None:  # forced in a branch of the token tree, not sampled
             title = f"#{index} forced: chosen for this branch, not sampled · click to branch here"
             spans.append(
@@ -143,10 +154,17 @@ def _context(prompt: str, state: dict[str, Any], position: int, adapter: str | N
         ids = state["prompt_ids"] + record_ids(handle.tokenizer, tokens[:position])
         if position < len(tokens):
             chosen = tokens[position]
-            where = (
-                f"After the prompt and {position} generated token(s); the token actually sampled here was "
-                f"**{html.escape(show_token(chosen['token']))}** (p = {math.exp(chosen['logprob']):.3f} at T = 1)."
-            )
+            shown = html.escape(show_token(chosen["token"]))
+            if chosen.get("logprob") is None:  # typed into a branch of the token tree: never offered by the model
+                where = (
+                    f"After the prompt and {position} generated token(s); the token here, **{shown}**, was typed "
+                    "for this branch (forced, not sampled: the model did not offer it among its alternatives)."
+                )
+            else:
+                where = (
+                    f"After the prompt and {position} generated token(s); the token actually sampled here was "
+                    f"**{shown}** (p = {math.exp(chosen['logprob']):.3f} at T = 1)."
+                )
         else:
             where = f"After the prompt and all {position} generated tokens."
         return ids, where
@@ -276,7 +294,7 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
             )
             with gr.Row():
                 run = gr.Button("Generate", variant="primary")
-                stop = gr.Button("Stop", variant="stop", elem_id="gen-stop")
+                stop = gr.Button("Stop", elem_classes=["stop-quiet"], elem_id="gen-stop", scale=0, min_width=90)
             output = gr.Textbox(lines=8, label="Completion", interactive=False, buttons=["copy"], elem_id="gen-output")
             stats = gr.Markdown(elem_id="gen-stats")
         with gr.Column(scale=2):
@@ -315,7 +333,7 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
                 candidates = gr.Dataframe(interactive=False, wrap=True)
     tree = gr.State({})
     with gr.Accordion("Per-token view", open=True):
-        tokens_html = gr.HTML(js_on_load=branches.PICK_JS, elem_id="gen-tokens")
+        tokens_html = gr.HTML(token_view({})[0], js_on_load=branches.PICK_JS, elem_id="gen-tokens")  # not blank
         with gr.Accordion("Token tree: branch from any token", open=False, elem_id="tree-box") as tree_box:
             gr.Markdown(
                 "<span class='muted'>Click a token above (or give its number), pick one of the model's alternatives "
@@ -377,7 +395,8 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
     views = [tokens_html, tokens_table]
 
     gr.on(
-        [position.release, *(c.release for c in sampling.filters), prompt.blur, shared.adapter.change],
+        # .input as well as .release: a position typed into the slider's box refreshes the view too
+        [position.release, position.input, *(c.release for c in sampling.filters), prompt.blur, shared.adapter.change],
         **inspect_event,
         api_name="inspect",
         trigger_mode="always_last",
@@ -398,7 +417,8 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
         **MODEL_EVENTS,
     )
     # finished or stopped (the stream ends itself on Stop), the token views follow
-    generating.then(token_view, state, views, api_visibility="private").then(
+    # .success: after a failed generation the follow-ups would fail again with the same reason ("Error (2)")
+    generating.success(token_view, state, views, api_visibility="private").then(
         position_update, state, position, api_visibility="private"
     ).then(**inspect_event, api_visibility="private").then(
         branches.start, state, [tree, tree_view, branch_pick], api_visibility="private"
@@ -417,10 +437,10 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
     shown = branch_pick.input(
         branches.show, [tree, branch_pick], [output, state, tree, tree_view], api_visibility="private"
     )
-    for event in (branched, shown):
-        event.then(token_view, state, views, api_visibility="private").then(
+    for event in (branched, shown):  # the views, the position and the distribution follow the branch shown
+        event.success(token_view, state, views, api_visibility="private").then(
             position_update, state, position, api_visibility="private"
-        )
+        ).then(**inspect_event, api_visibility="private")
     export_button.click(branches.export, tree, tree_file, api_name="token_tree_export")
     compare_run.click(
         compare,

@@ -22,8 +22,12 @@ PALETTE = 6  # token colours, cycled (assets/style.css: .tok.c0 … .tok.c5)
 SHOWN_PIECE = 10  # characters of a token shown in a grid cell (the whole one in its tooltip)
 
 
+# byte-level BPE writes a space, a newline and a tab as these letters; the app shows them as it does everywhere
+BPE_MARKS = str.maketrans({"Ġ": "␣", "Ċ": "⏎", "ĉ": "⇥"})
+
+
 def _piece(token: dict[str, Any]) -> str:
-    return html.escape(token["piece"])
+    return html.escape(token["piece"].translate(BPE_MARKS))
 
 
 def tokens_html(report: dict[str, Any]) -> str:
@@ -43,7 +47,7 @@ def tokenize(text: str, as_chat: bool) -> tuple[str, str]:
     summary = (
         f"**{report['characters']}** characters → **{report['count']}** tokens"
         + (f" ({ratio:.1f} characters per token)" if ratio else "")
-        + ". `Ġ` marks a leading space, `Ċ` a newline"
+        + ". ␣ is a space and ⏎ a newline, as everywhere in the app (the tokenizer itself writes them `Ġ` and `Ċ`)"
         + ("; the chat template's special tokens are grey." if as_chat else ".")
     )
     return tokens_html(report), summary
@@ -207,13 +211,13 @@ def _sizes() -> tuple[Any, Any]:
     )
 
 
-def build(demo: gr.Blocks, shared: Shared) -> None:
+def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
     gr.Markdown(
         "What happens inside the model, live on the loaded weights (and the sidebar's adapter): its tokens, how "
         "likely it finds a text, where each token attends, what each layer would predict, and its parts."
     )
-    with gr.Tabs():
-        with gr.Tab("Tokenizer"):
+    with gr.Tabs() as sections:
+        with gr.Tab("Tokenizer", id="tokenizer"):
             with gr.Row():
                 text = gr.Textbox(
                     label="Text", lines=2, value="LLMs are cool, and unfriendly tokens split into pieces.", scale=4
@@ -223,7 +227,7 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
                     tokenize_button = gr.Button("Tokenize", variant="primary")
             token_view = gr.HTML(elem_id="inside-tokens")
             token_summary = gr.Markdown()
-        with gr.Tab("Likelihood"):
+        with gr.Tab("Likelihood", id="likelihood"):
             with gr.Row():
                 scored = gr.Textbox(
                     label="Any text", lines=3, value="The capital of France is Paris. It is a large city.", scale=4
@@ -238,7 +242,7 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
                 second = gr.Textbox(label="Compared with (optional)", value=" boring", scale=1)
                 compare_button = gr.Button("Score", scale=1)
             continuations = gr.Markdown(elem_id="inside-continuations")
-        with gr.Tab("Attention"):
+        with gr.Tab("Attention", id="attention"):
             with gr.Row():
                 attn_prompt = gr.Textbox(
                     label="Prompt", value="The cat sat on the mat because it was tired.", lines=2, scale=3
@@ -250,13 +254,13 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
                     attention_button = gr.Button("Show attention", variant="primary")
             attention = gr.HTML(elem_id="inside-attention")
             attention_note = gr.Markdown()
-        with gr.Tab("Logit lens"):
+        with gr.Tab("Logit lens", id="lens"):
             with gr.Row():
                 lens_prompt = gr.Textbox(label="Prompt", value="The capital of France is", scale=4)
                 lens_button = gr.Button("Run the lens", variant="primary", scale=1)
             lens = gr.HTML(elem_id="inside-lens")
             lens_note = gr.Markdown()
-        with gr.Tab("Architecture"):
+        with gr.Tab("Architecture", id="architecture"):
             with gr.Row():
                 context = gr.Number(
                     label="Context length for the KV cache (tokens)", value=8192, precision=0, minimum=1
@@ -299,3 +303,4 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
     )
     gr.on([architecture_button.click], show_architecture, context, [tree, parts, cache], api_name="inside_architecture")
     fill_when_model_ready(demo, _sizes, None, [layer, head])
+    return {"inside_tab": sections, "inside_text": text}  # what a lesson step may set here

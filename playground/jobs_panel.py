@@ -10,7 +10,7 @@ import html
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import gradio as gr
 import pandas as pd
@@ -184,6 +184,17 @@ def render(job_id: str | None, series: dict[str, str], kinds_series: dict[str, t
     )
 
 
+@admin_only("remove ended jobs")
+def forget_ended(kinds: tuple[str, ...], current: str | None, request: gr.Request = None) -> tuple[str, Any]:
+    removed = jobs.forget_ended(kinds)
+    note = (
+        f"Removed {removed} cancelled, failed or interrupted job{'s' if removed != 1 else ''}."
+        if removed
+        else "No ended jobs to remove."
+    )
+    return note, refresh_choices(kinds, current)
+
+
 @admin_only("cancel training jobs")
 def cancel(job_id: str | None, request: gr.Request = None) -> str:
     if not job_id:
@@ -207,7 +218,8 @@ def build(
         with gr.Row():
             job = LiveDropdown(lambda: job_choices(kinds), fallback=FIRST, newest_on_load=True, label="Job", scale=5)
             refresh = gr.Button("↻", scale=1, min_width=40, size="sm")
-            cancel_button = gr.Button("Cancel job", variant="stop", scale=1, interactive=False)
+            cancel_button = gr.Button("Cancel job", elem_classes=["stop-quiet"], scale=1, interactive=False)
+            tidy = gr.Button("Remove ended", scale=1, size="sm", min_width=90)
         status = gr.Markdown()
         progress = gr.HTML()
         plot = gr.LinePlot(
@@ -233,4 +245,33 @@ def build(
         show_progress="hidden",
     )
     cancel_button.click(cancel, job, status, api_name=f"cancel_{kinds[0]}_job")
+
+    def tidy_up(current: str | None, request: gr.Request = None) -> tuple[str, Any]:
+        return forget_ended(kinds, current, request=request)
+
+    tidy.click(tidy_up, job, [status, job], api_visibility="private")
     return panel
+
+
+def when_succeeded(
+    panel: JobPanel, refresh: Callable[..., Sequence[Any]], inputs: list[Any], outputs: list[Any]
+) -> None:
+    """Run `refresh(job, *inputs)` once, as soon as the watched job has succeeded, so that what it made
+    appears where it is used (a picker, a table) without a Refresh or a reload (issue 42, W3).
+
+    The panel's own poll notices the change of status; a job that had already finished when the page
+    opened is shown by the page's load like any other result."""
+    last = gr.State(None)
+    idle = [gr.skip() for _ in outputs]
+
+    def check(job_id: str | None, last_status: str | None, *values: Any) -> list[Any]:
+        if not job_id:
+            return [last_status, *idle]
+        job = jobs.get(job_id)
+        if job.status == jobs.SUCCEEDED and last_status not in (None, jobs.SUCCEEDED):
+            return [job.status, *refresh(job, *values)]
+        return [job.status, *idle]
+
+    panel.timer.tick(
+        check, [panel.job, last, *inputs], [last, *outputs], api_visibility="private", show_progress="hidden"
+    )

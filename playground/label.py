@@ -5,7 +5,8 @@ from __future__ import annotations
 import html
 import tempfile
 from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import gradio as gr
 
@@ -15,7 +16,7 @@ from pipelines.sampling import SamplingParams
 
 from .errors import UserError
 from .spec_controls import build_spec, control
-from .controls import ASSETS, MODEL_EVENTS, Throttle, cleared_first
+from .controls import ASSETS, MODEL_EVENTS, Throttle, cleared_first, nothing_added
 from .sidebar import Shared, adapter_choices, client_key, labeller, selected_adapter, session_key
 from .guard import signed_in
 from .pickers import LiveDropdown
@@ -29,6 +30,8 @@ MODES = (
 NO_REWARD_MODEL = "(none)"
 UI_UPDATE_SECONDS = 0.1
 PROMPT_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".tsv")
+# what showing an item sets: its id, its prompt, each response box, the 7 voting controls, the note, the progress
+ITEM_OUTPUTS = 2 + preferences.MAX_RESPONSES + 7 + 2
 
 
 def _response_updates(texts: list[str], n: int) -> list[Any]:
@@ -88,10 +91,8 @@ def new_item(
         item_id = drives.take(drive, who, client=client_key(request))
         progress = drives.describe(drives.progress(drive, who))
         if item_id is None:
-            raise UserError(
-                f"Nothing left for you in the drive {drive!r}: every item you have not labelled has its "
-                "labels or is held by another annotator. Thank you!"
-            )
+            yield _done(drive, progress)
+            return
         yield _show(preferences.get_item(item_id), "Which response do you prefer?", progress)
         return
     if mode == MODES[2]:
@@ -151,6 +152,39 @@ def new_item(
                 "Generating all responses in one batch…",
                 "",
             )
+
+
+def resume_held(mode: str, drive: str | None, annotator: str | None, request: gr.Request = None) -> tuple:
+    """After a reload: the item this annotator still holds in the drive, on screen again (nothing new is taken)."""
+    idle = tuple(gr.skip() for _ in range(ITEM_OUTPUTS))
+    if mode != MODES[3] or not drive:
+        return idle
+    try:
+        who = labeller(annotator, request, drive_item=True)
+    except UserError:  # no name yet: nothing to resume
+        return idle
+    item_id = drives.held(drive, who)
+    if item_id is None:
+        return idle
+    return _show(
+        preferences.get_item(item_id),
+        "Welcome back: this item is still yours to label.",
+        drives.describe(drives.progress(drive, who)),
+    )
+
+
+def _done(drive: str, progress: str) -> tuple:
+    """The end of a drive for this annotator: said as thanks, not as an error (issue 42, W8)."""
+    gr.Info(f"You have labelled everything the drive {drive!r} has for you. Thank you!")
+    return (
+        None,
+        f"**Done: nothing left for you in {html.escape(drive)}.** Every item you have not labelled has its labels "
+        "or is held by another annotator. Thank you!",
+        *_response_updates([], 0),
+        *_vote_controls(0, False),
+        "",
+        progress,
+    )
 
 
 def _show(item: preferences.ItemView, note: str, progress: str) -> tuple:
@@ -311,6 +345,8 @@ def upload_prompt_set(file: str | None, name: str, request: gr.Request = None):
     with tempfile.TemporaryDirectory() as tmp:
         copied = copy_upload(file, Path(tmp), max_bytes=sft_data.MAX_FILE_BYTES, allowed_suffixes=PROMPT_SUFFIXES)
         prompts, problems = preference_data.read_prompts(copied)
+    if not prompts:  # nothing usable: say why, rather than "Added 0 new prompts"
+        raise UserError(nothing_added([{"line": p.row, "error": str(p)} for p in problems], "prompts"))
     added = preferences.add_prompt_set(name or Path(file).stem, prompts)
     message = f"Added {added} new prompts to **{html.escape(name or Path(file).stem)}**."
     if problems:
@@ -333,7 +369,16 @@ def _source_slot(letter: str, temperature: float):
     return row, adapter, temp, seed
 
 
-def build(demo: gr.Blocks, shared: Shared) -> None:
+@dataclass
+class Labelling:
+    """What the page remembers of the Label tab (playground.remembered), and how it resumes a drive."""
+
+    mode: gr.Radio
+    drive: gr.Dropdown
+    resume: Callable[[Any], Any]
+
+
+def build(demo: gr.Blocks, shared: Shared) -> Labelling:
     with gr.Row():
         with gr.Column(scale=1):
             with gr.Accordion("Guidelines", open=False):
@@ -429,6 +474,11 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
     cleared_first([set_upload.upload], [set_status]).then(
         upload_prompt_set, [set_upload, set_name], [set_status, prompt_set], api_name="upload_prompt_set"
     )
+
+    def resume(loaded: Any) -> None:
+        loaded.then(resume_held, [mode, drive, shared.annotator], outputs, api_visibility="private")
+
+    return Labelling(mode, drive, resume)
 
 
 KEYBOARD_JS = """

@@ -16,7 +16,14 @@ from pipelines import drives, preference_data, preference_stats, preferences
 from pipelines.access import alias, get_policy
 from pipelines.files import copy_upload
 
-from .controls import cleared_first, skipped_rows
+from .controls import (
+    cleared_first,
+    nothing_added,
+    refuse_out_of_range,
+    shown_out_of_range_js,
+    skipped_rows,
+    start_check,
+)
 from .errors import UserError
 from .guard import admin_only
 from .sidebar import signed_in_user
@@ -82,6 +89,7 @@ def drives_view(request: gr.Request = None) -> tuple[pd.DataFrame, pd.DataFrame]
 @admin_only("create label drives")
 def save_drive(
     name: str,
+    shown: str = "",
     overlap: float = 1,
     gold_threshold: float = 0.0,
     gold_rate: float = 0.1,
@@ -89,7 +97,9 @@ def save_drive(
     signed_in_only: bool = False,
     request: gr.Request = None,
 ) -> str:
-    """Create a drive, or change the settings of the one with this name."""
+    """Create a drive, or change the settings of the one with this name (a number the form shows out of its
+    range is refused, not clamped silently: `shown`, filled in the browser)."""
+    refuse_out_of_range(shown)
     settings = build_spec(
         drives.DriveSettings,
         {
@@ -118,6 +128,8 @@ def add_drive_items(file: str | None, name: str, request: gr.Request = None) -> 
     with tempfile.TemporaryDirectory() as tmp:
         copied = copy_upload(file, Path(tmp), max_bytes=200_000_000, allowed_suffixes=ITEM_SUFFIXES)
         found = preference_data.import_drive_items(copied, name.strip())
+    if not found.imported:  # "Added 0 items" said nothing about why
+        raise UserError(nothing_added(found.errors, "items"))
     return f"Added **{found.imported}** items to **{html.escape(name.strip())}** ({found.gold} gold)." + skipped_rows(
         found.errors
     )
@@ -149,7 +161,7 @@ def build(demo: gr.Blocks, refresh: gr.Button) -> None:
             table = gr.Dataframe(label="Drives", interactive=False)
             people = gr.Dataframe(label="Annotators per drive", interactive=False)
         with gr.Row():
-            with gr.Column():
+            with gr.Column(elem_id="drive-settings"):
                 gr.Markdown("#### Create or change a drive (admin)")
                 name = gr.Textbox(label="Drive name", max_lines=1, elem_id="drive-name")
                 settings = controls(drives.DriveSettings, SETTINGS)
@@ -175,9 +187,14 @@ def build(demo: gr.Blocks, refresh: gr.Button) -> None:
                 marked = gr.Markdown()
     view = [table, people]
     gr.on([refresh.click, demo.load], drives_view, None, view, api_name="drives_view")
-    save_button.click(save_drive, [name], saved, inputs_kwargs=dict(settings), api_name="save_drive").then(
-        drives_view, None, view, api_visibility="private"
-    )
+    save_button.click(
+        save_drive,
+        [name, start_check()],
+        saved,
+        inputs_kwargs=dict(settings),
+        js=shown_out_of_range_js("drive-settings", 1),
+        api_name="save_drive",
+    ).then(drives_view, None, view, api_visibility="private")
     cleared_first([items_file.upload], [added]).then(
         add_drive_items, [items_file, name], added, api_name="add_drive_items"
     ).then(drives_view, None, view, api_visibility="private")

@@ -7,7 +7,7 @@ from typing import Any
 
 import gradio as gr
 
-from pipelines import adapters, lessons
+from pipelines import adapters, lessons, reward
 
 from . import classify as classify_tab
 from .controls import SamplingControls, how_it_works
@@ -75,7 +75,34 @@ def set_up(title: str | None, index: int) -> list[Any]:
     classifier = classify_tab.lesson_updates(wanted.get("classify"))
     inner = wanted.get("preferences_tab")
     preference_tab = gr.Tabs(selected=inner) if inner else gr.update()
-    return [gr.Tabs(selected=step.tab), prompt, *sampling, adapter, *finetune, *classifier, question, preference_tab]
+    judged = align_eval_updates(wanted.get("align_eval"))
+    inside_tab = gr.Tabs(selected=wanted["inside_tab"]) if "inside_tab" in wanted else gr.update()
+    preset = wanted["finetune_preset"] if "finetune_preset" in wanted else gr.update()  # the box names it too
+    return [
+        gr.Tabs(selected=step.tab),
+        prompt,
+        *sampling,
+        adapter,
+        *finetune,
+        *classifier,
+        question,
+        preference_tab,
+        *judged,
+        inside_tab,
+        wanted.get("inside_text", gr.update()),
+        wanted.get("reasoning_question", gr.update()),
+        preset,
+    ]
+
+
+def align_eval_updates(wanted: dict[str, str] | None) -> list[Any]:
+    """Align's "Did it get better?" pickers: the adapter the step is about and its judge (issue 42, W6:
+    the step said helpful-dpo and the picker kept its first choice, concise-tutor)."""
+    if not wanted:
+        return [gr.update(), gr.update()]
+    adapter = adapter_update(wanted["adapter"])
+    judge = wanted["reward_model"] if wanted["reward_model"] in {name for _, name in reward.choices()} else gr.update()
+    return [adapter, judge]
 
 
 def build(demo: gr.Blocks, shared: Shared, tabs: gr.Tabs, targets: dict[str, Any]) -> None:
@@ -109,5 +136,10 @@ def build(demo: gr.Blocks, shared: Shared, tabs: gr.Tabs, targets: dict[str, Any
         *targets["classify"],
         targets["rag_question"],
         targets["preferences_tab"],
+        *targets["align_eval"],
+        targets["inside_tab"],
+        targets["inside_text"],
+        targets["reasoning_question"],
+        targets["finetune_preset_pick"],
     ]
     go.click(set_up, [lesson, index], outputs, api_visibility="private")

@@ -141,10 +141,19 @@ def ingest_files(name: str | None, files: list[str] | None, request: gr.Request 
 INJECTION_DEMO = Path(__file__).resolve().parent.parent / "assets" / "documents" / "prompt_injection_demo.md"
 
 
+INJECTION_COLLECTION = "injection-demo"
+
+
 def ingest_injection_demo(name: str | None, request: gr.Request = None):
     """Add the bundled prompt-injection document: a product FAQ with an instruction hidden in it,
-    to show that retrieved text reaches the model with the same authority as the question."""
-    return ingest_files(name, [str(INJECTION_DEMO)], request=request)
+    to show that retrieved text reaches the model with the same authority as the question. With no
+    collection chosen (a fresh install has none) it makes its own and selects it (issue 42)."""
+    if not name:
+        name = INJECTION_COLLECTION
+        if name not in store.collection_names():
+            create_collection(name, chunking.DEFAULT_CHUNK_TOKENS, chunking.DEFAULT_OVERLAP_TOKENS, request=request)
+    report, docs, summary = ingest_files(name, [str(INJECTION_DEMO)], request=request)
+    return report, docs, summary, gr.update(choices=store.collection_names(), value=name)
 
 
 @signed_in("remove documents")
@@ -399,7 +408,7 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
             questions = gr.File(label="Questions (JSONL)", file_types=[".jsonl", ".json"], type="filepath", scale=2)
             eval_k = gr.Slider(1, 20, value=5, step=1, label="k", scale=1)
             eval_button = gr.Button("Evaluate", scale=1)
-            eval_stop = gr.Button("Stop", variant="stop", scale=1)
+            eval_stop = gr.Button("Stop", elem_classes=["stop-quiet"], scale=0, min_width=90)
         eval_note = gr.Markdown()
         eval_table = gr.Dataframe(interactive=False)
         eval_details = gr.Dataframe(interactive=False, wrap=True, max_height=300)
@@ -419,7 +428,7 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
         ingest_files, [collection, files], doc_outputs, api_name="rag_ingest"
     )
     cleared_first([injection_button.click], [report]).then(
-        ingest_injection_demo, collection, doc_outputs, api_name="rag_injection_demo"
+        ingest_injection_demo, collection, [*doc_outputs, collection], api_name="rag_injection_demo"
     )
     remove_button.click(remove_document, [collection, doc_id], doc_outputs, api_name="rag_remove_document")
     reindex_button.click(reindex_collection, collection, report, api_name="rag_reindex")

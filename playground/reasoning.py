@@ -294,7 +294,7 @@ def item_detail(run_id: str | None, evt: gr.SelectData):
     return "\n".join(parts)
 
 
-def build(demo: gr.Blocks, shared: Shared) -> None:
+def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
     problems = bundled_problems()
     with gr.Row():
         with gr.Column(scale=3):
@@ -318,7 +318,7 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
         )
         with gr.Column(min_width=160):
             run_button = gr.Button("Run", variant="primary")
-            stop_button = gr.Button("Stop", variant="stop")
+            stop_button = gr.Button("Stop", elem_classes=["stop-quiet"], scale=0, min_width=90)
     gr.Markdown(
         "<span class='muted'>Each strategy has its own token budget (in its prompt below); the other sampling settings come "
         "from the sidebar and are the same for all three.</span>"
@@ -366,7 +366,7 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
             )
             with gr.Column(min_width=160):
                 bench_button = gr.Button("Run benchmark", variant="primary")
-                bench_stop = gr.Button("Stop", variant="stop")
+                bench_stop = gr.Button("Stop", elem_classes=["stop-quiet"], scale=0, min_width=90)
         bench_note = gr.Markdown()
         bench_table = gr.Dataframe(headers=BENCH_COLUMNS, interactive=False)
         items = gr.Dataframe(
@@ -405,3 +405,4 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
     )
     load_button.click(load_saved_run, saved, [bench_table, items, bench_note], api_name="reason_load_run")
     items.select(item_detail, saved, detail, api_visibility="private")
+    return {"reasoning_question": question}  # what a lesson step may set here

@@ -12,9 +12,8 @@ import pandas as pd
 from pipelines import jobs, reward
 from pipelines.config import PREFERENCE_SAMPLE
 from pipelines.files import copy_upload
-from pipelines.sampling import InvalidParameter
 
-from .controls import rounded
+from .controls import refuse_out_of_range, rounded, shown_out_of_range_js, start_check
 from .errors import UserError
 from . import jobs_panel
 from .guard import admin_only
@@ -33,8 +32,9 @@ SUFFIXES = (".jsonl", ".json", ".parquet")
 
 
 @admin_only("start training")
-def start_training(source: str, upload: str | None, request: gr.Request = None, **settings: Any):
+def start_training(source: str, upload: str | None, shown: str = "", request: gr.Request = None, **settings: Any):
     """Check the pairs and queue a reward-model job (settings by RewardSpec field name)."""
+    refuse_out_of_range(shown)
     job_id = uuid.uuid4().hex[:12]
     data = None
     if source == SOURCES[1]:
@@ -46,11 +46,9 @@ def start_training(source: str, upload: str | None, request: gr.Request = None, 
             copy_upload(upload, jobs.job_dir(job_id) / "inputs", max_bytes=200_000_000, allowed_suffixes=SUFFIXES)
         )
     spec = build_spec(reward.RewardSpec, settings, data=data, from_store=data is None)
+    reward.load_pairs(spec)  # fail now, with row numbers, rather than in the job (and before the name)
     if reward.model_path(spec.out).exists() and not spec.overwrite:
-        raise InvalidParameter(
-            "out", f"a reward model named {spec.out!r} exists; choose another name or allow replacing"
-        )
-    reward.load_pairs(spec)  # fail now, with row numbers, rather than in the job
+        raise UserError(f"A reward model named {spec.out!r} exists; choose another name or allow replacing it.")
     jobs.start("reward", spec.out, spec.to_dict(), job_id=job_id)
     gr.Info(f"Reward model {spec.out!r} is training; progress appears below.")
     return jobs_panel.refresh_choices(("reward",), job_id)
@@ -118,7 +116,7 @@ def agreement(name: str | None) -> str:
 def build(demo: gr.Blocks) -> None:
     Spec = reward.RewardSpec
     with gr.Row():
-        with gr.Column():
+        with gr.Column(elem_id="rm-settings"):
             gr.Markdown("#### Train a reward model")
             source = bind(Spec, "from_store", gr.Radio(list(SOURCES), value=SOURCES[1], label="Pairs"))
             upload = bind(
@@ -142,7 +140,7 @@ def build(demo: gr.Blocks) -> None:
             gr.Markdown("#### Reward models")
             table = gr.Dataframe(interactive=False, wrap=True, pinned_columns=1)
             refresh = gr.Button("Refresh", size="sm")
-            pick = LiveDropdown(reward_model_names, fallback=FIRST, label="Reward model")
+            pick = LiveDropdown(reward_model_names, fallback=FIRST, label="Reward model", elem_id="reward-pick")
             prompt = gr.Textbox(label="Prompt", lines=2, value="What is the capital of France?")
             response = gr.Textbox(label="Response", lines=3, value="The capital of France is Paris.")
             score_button = gr.Button("Score")
@@ -151,11 +149,20 @@ def build(demo: gr.Blocks) -> None:
             agreed = gr.Markdown()
     panel = jobs_panel.build(demo, ("reward",), SERIES, title="Reward-model training jobs")
 
-    def refresh_models():
+    def refresh_models(made: str | None = None):
         names = reward_model_names()
-        return models_table(), gr.update(choices=names, value=first_value(names))
+        values = [choice[1] if isinstance(choice, tuple) else choice for choice in names]
+        return models_table(), gr.update(choices=names, value=made if made in values else first_value(names))
 
     gr.on([refresh.click, demo.load], refresh_models, None, [table, pick], api_name="reward_models")
-    start.click(start_training, [source, upload], panel.job, inputs_kwargs=settings, api_name="start_reward_training")
+    jobs_panel.when_succeeded(panel, lambda job: refresh_models(job.name), [], [table, pick])
+    start.click(
+        start_training,
+        [source, upload, start_check()],
+        panel.job,
+        inputs_kwargs=settings,
+        js=shown_out_of_range_js("rm-settings", 2),
+        api_name="start_reward_training",
+    )
     score_button.click(score_text, [pick, prompt, response], scored, api_name="reward_score")
     agree_button.click(agreement, pick, agreed, api_name="reward_agreement")

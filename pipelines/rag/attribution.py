@@ -124,7 +124,7 @@ FRAMING = {
     "stated",
 }
 _CITATION = re.compile(r"\[([\d,\s]+)\]")
-_WORD = re.compile(r"\w+")
+_WORD = re.compile(r"\w+(?:['’-]\w+)*")  # "don't", "T-shirt" and "well-known" are one word each
 
 
 @dataclass
@@ -155,14 +155,25 @@ def _stopwords() -> frozenset[str]:
 
 
 def _normal(word: str) -> str:
-    """Lower case, plural folded ("crêpes" ~ "crêpe", "opens" ~ "open"): enough for matching, no stemmer needed."""
-    word = word.lower()
-    return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
+    """Lower case with the commonest endings folded -- plurals, possessives, -ed, -ing and a final e
+    ("crêpes" ~ "crêpe", "nicknamed" ~ "nickname", "opening" ~ "open"): enough for matching a sentence
+    against its passage, no stemmer needed (a sentence's "nickname" is its passage's "nicknamed")."""
+    word = word.lower().replace("’", "'")
+    if word.endswith("'s"):
+        word = word[:-2]
+    if len(word) > 5 and word.endswith("ing"):
+        word = word[:-3]
+    elif len(word) > 4 and word.endswith("ed"):
+        word = word[:-2]
+    elif len(word) > 3 and word.endswith("s") and not word.endswith("ss"):
+        word = word[:-1]
+    return word[:-1] if len(word) > 3 and word.endswith("e") else word
 
 
 def _words(text: str, stop: frozenset[str]) -> list[tuple[str, str]]:
-    """(matching form, word as written) for each content word; citation brackets are not words."""
-    return [(_normal(w), w) for w in _WORD.findall(_CITATION.sub(" ", text)) if w.lower() not in stop]
+    """(matching form, word as written) for each content word; citation brackets are not words, and
+    neither is a lone letter (a fragment is no claim: "T" was listed as unsupported)."""
+    return [(_normal(w), w) for w in _WORD.findall(_CITATION.sub(" ", text)) if len(w) > 1 and w.lower() not in stop]
 
 
 def sentences(text: str) -> list[tuple[int, int]]:

@@ -110,7 +110,30 @@ def test_export_then_import_continues_the_conversation(use_tiny, tmp_path):
     data = json.loads(open(path, encoding="utf-8").read())
     assert data[0] == {"role": "system", "content": "Sys"} and data[1]["content"] == "Remember me"
     restored, system = chat_tab.import_conversation(path)
-    assert restored == history and system == "Sys"
+    assert restored == [{"role": m["role"], "content": m["content"]} for m in history] and system == "Sys"
+    assert history[-1]["metadata"] == {
+        "log": "tiny-llama (base)"
+    }  # who wrote the reply (not exported: OpenAI's format)
+
+
+def test_each_reply_says_which_model_and_adapter_wrote_it(use_tiny):
+    """Issue 42: Chat did not show which model or adapter wrote each reply; the authors survive later turns."""
+    history, _, report = send("First", [], "")
+    assert "**Written by** (reply: model + adapter): 1 tiny-llama (base)" in report
+    history, _, report = send("Second", history, "")
+    assert "1 tiny-llama (base) · 2 tiny-llama (base)" in report
+    assert [m.get("metadata") for m in history if m["role"] == "assistant"] == [{"log": "tiny-llama (base)"}] * 2
+
+
+def test_a_failed_send_gives_the_message_back(use_tiny):
+    """Issue 42, W4: a send that failed left the user message without a reply and emptied the box; resending
+    made two user turns in a row. The message goes back in the box and leaves the conversation."""
+    history = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+    failed = history + [{"role": "user", "content": "Tell me more"}]
+    assert chat_tab.give_back(failed, "") == (history, "Tell me more")
+    kept = chat_tab.give_back(failed, "a new draft")  # something typed since is never overwritten
+    assert kept == (chat_tab.gr.skip(), chat_tab.gr.skip())
+    assert chat_tab.give_back(history, "") == (chat_tab.gr.skip(), chat_tab.gr.skip())  # a reply began: kept
 
 
 @pytest.mark.parametrize("content", [b"{broken", b"\xff\xfe", b'{"x": 1}', b'[{"role": "robot", "content": "x"}]'])

@@ -118,3 +118,19 @@ def test_presets_fill_the_form_with_a_valid_run():
         spec = finetune.FinetuneSpec(data="d.jsonl", train_blocks=[28, 29], **settings)
         assert spec.lr == settings["learning_rate"]
     assert tab.load_preset(None) == [{"__type__": "update"}] * 8
+
+
+def test_the_plan_reads_the_base_model_as_it_was_before_adapters_were_used(fresh_tiny_handle, tokenizer, data_dir):
+    """Issue 42, W2: selective blocks 28,29 planned 7.08 M trainable parameters on a fresh server, then 7.24 M
+    and 7.41 M once adapters had been used (their LoRA weights were counted as the blocks')."""
+    from pipelines import generation
+    from pipelines.sampling import SamplingParams
+    from tests.helpers import make_lora_adapter
+
+    models.set_handle(fresh_tiny_handle)
+    before = tab.update_plan("selective", 4, ["q_proj"], 20, 4, 128, False, 0.0, [0, 1])
+    for seed, name in enumerate(("style-a", "style-b"), start=1):
+        make_lora_adapter(tokenizer, data_dir / "adapters", name, seed=seed)
+        generation.generate(fresh_tiny_handle, "Hi", SamplingParams(max_new_tokens=2), adapter=name)
+    after = tab.update_plan("selective", 4, ["q_proj"], 20, 4, 128, False, 0.0, [0, 1])
+    assert after[0] == before[0] and after[1].equals(before[1])

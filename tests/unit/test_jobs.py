@@ -265,3 +265,57 @@ def test_phases_have_their_own_progress_and_eta(data_dir, monkeypatch):
 def test_readable_log_drops_terminal_debris():
     text = "a\x1b[31mred\x1b[0m\nbar 10%\rbar 50%\rbar 100%\n\x1b]0;title\x07ok"
     assert jobs.readable(text) == "ared\nbar 100%\nok"
+
+
+def test_a_second_job_writing_the_same_result_is_refused_at_submit(data_dir):
+    """Issue 42, W7: pressing Start again queued a second job that waited, then failed "adapter ... already exists"."""
+    import threading
+
+    first = jobs.submit("finetune", "tutor", {"out": "tutor"})
+    with pytest.raises(jobs.JobError, match="'tutor' is already queued"):
+        jobs.submit("finetune", "tutor", {"out": "tutor"})
+    with pytest.raises(jobs.JobError, match="already queued"):
+        jobs.submit("dpo", "tutor", {"out": "tutor"})  # DPO writes adapters too
+    assert jobs.submit("reward", "tutor", {"out": "tutor"}).name == "tutor"  # reward models live elsewhere
+    jobs.request_cancel(first.id)
+    assert jobs.submit("finetune", "tutor", {"out": "tutor"}).status == jobs.QUEUED  # once it is gone, again
+
+    accepted, refused = [], []
+
+    def start() -> None:
+        try:
+            accepted.append(jobs.submit("classify", "twice", {"out": "twice"}))
+        except jobs.JobError:
+            refused.append(1)
+
+    threads = [threading.Thread(target=start) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(accepted) == 1 and len(refused) == 5  # six clicks at once queue one job
+
+
+def test_measuring_phases_count_their_examples_and_the_log_says_when(data_dir):
+    """Issue 42: the reward and DPO jobs' "before" phase stayed at "0/3 pairs", and the log said "step 0/0"."""
+    from types import SimpleNamespace
+
+    from pipelines.training import before_after_phases
+
+    job = jobs.submit("reward", "counted", {"out": "counted"})
+    ctx = jobs.JobContext(job_id=job.id, spec={}, directory=jobs.job_dir(job.id))
+    ctx.plan(*before_after_phases("held-out accuracy"))
+    ctx.phase("prepare")
+    ctx.phase("before", total=3)
+    callback = jobs.trainer_callback(ctx)
+    args = SimpleNamespace(per_device_eval_batch_size=2, world_size=1)
+    state = SimpleNamespace(global_step=0, max_steps=0, epoch=None)
+    callback.on_prediction_step(args, state, None)
+    assert ctx.current_phase.done == 2
+    callback.on_prediction_step(args, state, None)
+    assert ctx.current_phase.done == 3  # never past its total
+    callback.on_log(args, state, None, logs={"eval_loss": 0.69})
+    assert "before training: eval_loss=0.69" in jobs.tail_log(job.id) and "step 0/0" not in jobs.tail_log(job.id)
+    ctx.phase("train")
+    callback.on_prediction_step(args, state, None)  # an evaluation during training does not move the steps
+    assert ctx.current_phase.done == 0

@@ -373,3 +373,18 @@ def test_a_drive_for_signed_in_annotators_only():
         preferences.submit_label(regular[0], "anon:x", "A", client="net-1")
     assert drives.take("d", "alice") in regular
     assert drives.get("d").settings.signed_in_only
+
+
+def test_drive_names_and_items_are_checked(tmp_path):
+    """Issue 42: drive names were not validated, and a one-response item was accepted into a drive."""
+    for bad in ("<b>x</b>", "../up", "\u202egnp", "-dash-first"):
+        with pytest.raises(drives.DriveError, match="letters, digits, spaces"):
+            drives.save(bad)
+    drives.save("Week 3 - set.A")
+    single = preferences.create_item([Message("user", "q")], [ResponseDraft("only one")])
+    with pytest.raises(drives.DriveError, match="needs 2 or more to compare"):
+        drives.add_items("Week 3 - set.A", [single.id])
+    rows = tmp_path / "items.jsonl"
+    rows.write_text(json.dumps({"prompt": "q", "responses": ["only one"]}) + "\n")
+    found = preference_data.import_drive_items(rows, "Week 3 - set.A")
+    assert found.imported == 0 and "needs 2 to 4 responses" in found.errors[0]["error"]

@@ -63,7 +63,7 @@ def test_set_up_opens_the_tab_with_its_settings():
     assert tab.set_up(peft.title, ready)[2 + len(PARAM_NAMES)] == "concise-tutor"  # the sidebar's adapter
     raschka = next(lesson for lesson in lessons.load_lessons() if lesson.name == "4_finetune_eval")
     head = next(i for i, step in enumerate(raschka.steps) if step.set.get("classify", {}).get("mode") == "head")
-    opened, *filled = tab.set_up(raschka.title, head)[-6:-2]  # the panel opens with its data, mode and name set
+    opened, *filled = tab.set_up(raschka.title, head)[-12:-8]  # the panel opens with its data, mode and name set
     assert opened.open and filled == ["Bundled: sentiment (120 reviews, positive / negative)", "head", "sentiment-head"]
     assert (
         tab.move(first.title, 0, 99)[0] == len(first.steps) - 1
@@ -72,7 +72,20 @@ def test_set_up_opens_the_tab_with_its_settings():
     rlhf = next(lesson for lesson in lessons.load_lessons() if lesson.name == "3_rlhf")
     reward_step = next(i for i, step in enumerate(rlhf.steps) if step.set.get("preferences_tab") == "reward")
     opened = tab.set_up(rlhf.title, reward_step)
-    assert opened[0].selected == "preferences" and opened[-1].selected == "reward"  # the inner tab opens too
+    assert opened[0].selected == "preferences" and opened[-7].selected == "reward"  # the inner tab opens too
+    # issue 42, W6: the DPO step said "judge helpful-dpo" and Align's picker kept concise-tutor
+    dpo = next(i for i, step in enumerate(rlhf.steps) if step.set.get("adapter") == "helpful-dpo")
+    assert tab.set_up(rlhf.title, dpo)[-6:-4] == ["helpful-dpo", "helpful-reward"]
+    # issue 42: steps open the sub-tab they are about, with their text in it, and name the preset they load
+    attention = next(i for i, step in enumerate(first.steps) if step.tab == "inside")
+    assert tab.set_up(first.title, attention)[-4].selected == "attention"
+    grounding = next(lesson for lesson in lessons.load_lessons() if lesson.name == "5_grounding")
+    opened = tab.set_up(grounding.title, 0)
+    assert opened[-4].selected == "tokenizer" and opened[-3] == "unfriendly unbelievably"
+    word_problem = next(i for i, step in enumerate(grounding.steps) if step.tab == "reasoning")
+    assert "tennis balls" in tab.set_up(grounding.title, word_problem)[-2]
+    preset_step = next(i for i, step in enumerate(peft.steps) if "finetune_preset" in step.set)
+    assert tab.set_up(peft.title, preset_step)[-1] == peft.steps[preset_step].set["finetune_preset"]
     with pytest.raises(REFUSED, match="Choose a lesson"):
         tab.set_up(None, 0)
 

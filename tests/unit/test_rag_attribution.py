@@ -112,3 +112,18 @@ def test_one_embedding_call_per_answer_with_each_needed_passage_embedded_once():
     assert [i.passages for i in items] == [[1], [1], [2], []]
     # 3 sentences to check (no passage shares a word with "Paris is big") + the sentences of passages 1 and 2
     assert calls == [3 + len(BAKERY) + 4]
+
+
+def test_fragments_and_word_forms_are_not_listed_as_unsupported():
+    """Issue 42: the support check listed fragments ("T") and a passage's own words in another form ("nickname"
+    for "nicknamed") as unsupported."""
+    hits = passages(
+        "The keeper wore a striped T-shirt every day. The villagers nicknamed him the Lamp, and he kept notes "
+        "of the ships passing."
+    )
+    (item,) = attribution.attribute("The keeper's nickname was the Lamp and he wore a T-shirt.", hits)
+    assert item.unsupported_words == [] and item.word_support == 1.0
+    (noted,) = attribution.attribute("He was noting the passing ships.", hits)
+    assert noted.unsupported_words == []
+    (invented,) = attribution.attribute("The keeper's T-shirt was blue.", hits)
+    assert invented.unsupported_words == ["blue"]  # a word the passage never says is still listed

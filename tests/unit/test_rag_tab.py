@@ -84,7 +84,8 @@ def test_the_prompt_injection_demo_is_retrieved_for_its_question(use_tiny, data_
     """The bundled demo goes into a collection in one click, and the chunk carrying the hidden
     instruction is what a question about the lamp retrieves, so the attack reaches the prompt."""
     tab.create_collection("shop", 200, 40)
-    report, docs, _ = tab.ingest_injection_demo("shop")
+    report, docs, _, picked = tab.ingest_injection_demo("shop")
+    assert picked["value"] == "shop"
     assert "✅ prompt_injection_demo.md" in report and len(docs) == 1
     *_, passages = list(
         tab.ask(
@@ -97,5 +98,12 @@ def test_the_prompt_injection_demo_is_retrieved_for_its_question(use_tiny, data_
         )
     )[-1]
     assert "ignore the question you were asked" in passages
-    with pytest.raises(REFUSED, match="Choose or create a collection"):
-        tab.ingest_injection_demo(None)
+
+
+def test_the_prompt_injection_demo_works_on_a_fresh_install(use_tiny, data_dir):
+    """Issue 42: with no collection (a fresh install) the demo refused "Choose or create a collection"."""
+    report, docs, summary, picked = tab.ingest_injection_demo(None)
+    assert "✅ prompt_injection_demo.md" in report and picked["value"] == tab.INJECTION_COLLECTION
+    assert tab.INJECTION_COLLECTION in picked["choices"] and "1 documents" in summary
+    again, *_ = tab.ingest_injection_demo(None)  # a second press reuses its collection
+    assert "already in the collection" in again

@@ -1,0 +1,80 @@
+"""What a person set up that a reload must not lose: the tab they were on, their name, the Label
+tab's mode and drive -- kept in their own browser (gr.BrowserState: local storage, per browser and
+per app), never on the server, so one visitor never sees another's.
+
+Issue 42 (W8): a reload mid-drive lost the annotator's name, tab, mode and drive -- five actions to
+get back to the item they still held. Now the page comes back where it was, with the held item on
+screen. A first visit (nothing remembered yet) opens on a welcome that offers the lessons.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import gradio as gr
+
+from pipelines import drives
+from pipelines.access import visitor_keys
+
+from .sidebar import signed_in_user
+
+STORAGE_KEY = "llm-playground"
+FIELDS = ("tab", "inner", "name", "mode", "drive", "welcomed")
+
+
+@dataclass
+class Places:
+    """The components whose values are remembered, as the app built them."""
+
+    tabs: gr.Tabs
+    tab_ids: dict[str, gr.Tab]  # the main tabs by id
+    inner: gr.Tabs  # the Preferences tab's own tabs
+    inner_ids: dict[str, gr.Tab]
+    name: gr.Textbox
+    mode: gr.Radio
+    drive: gr.Dropdown
+    welcome: gr.Column
+
+
+def restore(
+    tab: Any, inner: Any, name: Any, mode: Any, drive: Any, welcomed: Any, request: gr.Request = None
+) -> list[Any]:
+    """The page as the person left it: tab, name (unless signed in: the login is the name), mode, drive.
+    What comes back from the browser is the visitor's to write: only strings of known shapes are used."""
+    name = name if isinstance(name, str) and name.strip() and not signed_in_user(request) else None
+    names = drives.names()
+    return [
+        gr.Tabs(selected=tab) if isinstance(tab, str) and tab else gr.update(),
+        gr.Tabs(selected=inner) if isinstance(inner, str) and inner else gr.update(),
+        gr.update(value=name[:128]) if name else gr.update(),
+        gr.update(value=mode) if isinstance(mode, str) and mode else gr.update(),
+        gr.update(choices=names, value=drive) if isinstance(drive, str) and drive in names else gr.update(),
+        gr.update(visible=welcomed is not True),
+    ]
+
+
+def keep(demo: gr.Blocks, places: Places, *, resume: Callable[[Any], Any] | None = None) -> gr.BrowserState:
+    """Remember each place as it changes, and put the page back on load (then `resume(load_event)`:
+    the Label tab shows the item its annotator still holds). Each place has its own entry in the
+    browser's storage: events that run at once never overwrite each other's."""
+    secret = visitor_keys().derived("browser-state")  # readable after an app restart too
+    stored = {key: gr.BrowserState(None, storage_key=f"{STORAGE_KEY}-{key}", secret=secret) for key in FIELDS}
+    quiet: dict[str, Any] = {"api_visibility": "private", "show_progress": "hidden", "queue": False}
+    for key, tab_ids in (("tab", places.tab_ids), ("inner", places.inner_ids)):
+        for tab_id, tab in tab_ids.items():
+            tab.select(lambda chosen=tab_id: chosen, None, stored[key], **quiet)
+    for key, component in (("name", places.name), ("mode", places.mode), ("drive", places.drive)):
+        # .change, not .input: a pasted or autofilled name fires no input event
+        component.change(lambda value: value, component, stored[key], **quiet)
+    outputs = [places.tabs, places.inner, places.name, places.mode, places.drive, places.welcome]
+    loaded = demo.load(
+        restore, [stored[key] for key in FIELDS], outputs, api_visibility="private", show_progress="hidden"
+    )
+    if resume is not None:
+        resume(loaded)
+    return stored["welcomed"]
+
+
+def dismiss_welcome() -> tuple[bool, Any]:
+    return True, gr.update(visible=False)
