@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import shutil
 import time
 from dataclasses import asdict, dataclass, fields
@@ -48,6 +49,7 @@ class FinetuneSpec:
         help="name of the result, saved under <data>/adapters/NAME (a whole model, from full or selective "
         "fine-tuning: <data>/models-tuned/NAME)",
         label="Adapter name",
+        info="the result's name; a whole model from full or selective fine-tuning",
         metavar="NAME",
     )
     method: str = knob(
@@ -84,7 +86,9 @@ class FinetuneSpec:
         flag="--virtual-tokens",
     )
     learning_rate: float | None = training.learning_rate_knob(
-        None, "peak learning rate; default 5e-4 (LoRA), 3e-2 (prompt tuning), 5e-5 (full, selective)"
+        None,
+        "peak learning rate; default 5e-4 (LoRA), 3e-2 (prompt tuning), 5e-5 (full, selective)",
+        info="peak; set from the method",
     )
     epochs: float = training.epochs_knob(3.0)
     max_steps: int = training.max_steps_knob()
@@ -248,6 +252,41 @@ class TrainingPlan:
     @property
     def trainable_percent(self) -> float:
         return 100.0 * self.trainable_params / max(self.total_params, 1)
+
+
+SMALL_DATA_EXAMPLES = 50  # fewer training examples than this: a run learns them, not the task
+MANY_PASSES = 8  # each example seen more often than this: memorised (training loss near 0, held-out loss rising)
+
+
+def small_data_warning(
+    examples: int,
+    *,
+    eval_fraction: float,
+    batch_size: int,
+    grad_accum: int,
+    epochs: float,
+    max_steps: int,
+) -> str | None:
+    """Why a run on this much data may memorise rather than learn (LLaMA-Factory and others warn before a
+    run too: 12 rows x 60 steps is each row seen 40 times); None when it looks fine."""
+    if examples <= 0:
+        return None
+    train = max(1, round(examples * (1 - eval_fraction)))
+    per_step = max(1, batch_size * grad_accum)
+    steps = max_steps if max_steps > 0 else math.ceil(train / per_step) * max(epochs, 0)
+    passes = steps * per_step / train
+    reasons = []
+    if train < SMALL_DATA_EXAMPLES:
+        reasons.append(f"only {train} training example{'s' if train != 1 else ''}")
+    if passes > MANY_PASSES:
+        reasons.append(f"each one seen about {passes:.0f} times ({steps:,} steps of {per_step})")
+    if not reasons:
+        return None
+    return (
+        f"{' and '.join(reasons).capitalize()}: the model will likely memorise them -- training loss near 0, "
+        "held-out loss rising, answers copied from the data. More rows, fewer steps or epochs, or a lower rate "
+        "make it learn the task instead."
+    )
 
 
 def lora_trainable(model: Any, lora_r: int, target_modules: Sequence[str]) -> int:

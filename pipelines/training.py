@@ -79,8 +79,10 @@ def max_steps_knob(value: int = -1) -> Any:
     )
 
 
-def learning_rate_knob(value: float | None, help: str = "peak learning rate (cosine schedule)") -> Any:
-    return knob(value, help=help, label="Learning rate", low=0, high=1, low_open=True, flag="--lr")
+def learning_rate_knob(
+    value: float | None, help: str = "peak learning rate (cosine schedule)", info: str | None = None
+) -> Any:
+    return knob(value, help=help, info=info, label="Learning rate", low=0, high=1, low_open=True, flag="--lr")
 
 
 def batch_size_knob(value: int = 8) -> Any:
@@ -138,7 +140,9 @@ def skip_bad_rows_knob() -> Any:
 
 
 def overwrite_knob() -> Any:
-    return knob(False, help="replace an existing result of the same name", label="Replace if it exists")
+    return knob(
+        False, help="replace an existing result of the same name", info="same name", label="Replace if it exists"
+    )
 
 
 def planned_steps(examples: int, batch_size: int, grad_accum: int, epochs: float, max_steps: int) -> int:

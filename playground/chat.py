@@ -404,7 +404,8 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
                     placeholder="Message (Enter to send, Shift+Enter for a new line)",
                     lines=1,  # Gradio submits on Enter only for single-line boxes; they still grow
                     max_lines=8,
-                    scale=5,
+                    scale=8,
+                    elem_id="chat-message",
                 )
                 send_button = gr.Button("Send", variant="primary", scale=1)
                 stop_button = gr.Button("Stop", elem_classes=["stop-quiet"], scale=0, min_width=90)

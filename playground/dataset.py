@@ -211,16 +211,20 @@ def build(demo: gr.Blocks) -> None:
     with gr.Row():
         annotators = gr.Dataframe(label="Labels per annotator", interactive=False)
         pairs = gr.Dataframe(label="Agreement per pair of annotators (shared items)", interactive=False)
-    with gr.Row():
-        board = gr.Dataframe(
-            label="Leaderboard (Bradley–Terry ratings of the sources, bootstrap 95% intervals)", interactive=False
-        )
-        with gr.Column():
-            forest = gr.HTML(elem_id="pref-forest")
-            wins = gr.Dataframe(label="Win rate: how often the row's source beat the column's", interactive=False)
-    recent = gr.Dataframe(label="Recent items", interactive=False, wrap=True, max_height=320)
+    # the summary and the annotators first; the rest folded, each part where it is looked for (issue 42: the
+    # tab was as tall as Fine-tune's)
+    with gr.Accordion("Sources: leaderboard and win rates", open=False):
+        with gr.Row():
+            board = gr.Dataframe(
+                label="Leaderboard (Bradley–Terry ratings of the sources, bootstrap 95% intervals)", interactive=False
+            )
+            with gr.Column():
+                forest = gr.HTML(elem_id="pref-forest")
+                wins = gr.Dataframe(label="Win rate: how often the row's source beat the column's", interactive=False)
+    with gr.Accordion("Recent items", open=False):
+        recent = gr.Dataframe(label="Recent items", interactive=False, wrap=True, max_height=320)
     label_drives.build(demo, refresh)
-    with gr.Row():
+    with gr.Accordion("Export, import, push to the Hub (admin)", open=False), gr.Row():
         with gr.Column():
             gr.Markdown("#### Export for trl")
             fmt = gr.Radio(
@@ -247,7 +251,7 @@ def build(demo: gr.Blocks) -> None:
                 info="count: answers of their own; ignore: they abstain and the decisive votes decide",
             )
             export_button = gr.Button("Export")
-            exported = gr.File(label="Download", interactive=False)
+            exported = gr.File(label="Download", interactive=False, height=60)
         with gr.Column():
             gr.Markdown("#### Import")
             import_file = gr.File(

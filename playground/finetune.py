@@ -77,7 +77,8 @@ def check_data(upload: str | None, sample: str | None, max_length: float):
     summary = f"**{html.escape(path.name)}** — {data.summary()}."
     if bad:
         summary += (
-            f"  \n⚠️ **{bad} rows have problems** (listed below). Fix the file, or tick *Skip rows with problems*."
+            f"  \n⚠️ **{bad} rows have problems** (listed under *The data* below). Fix the file, or tick *Skip rows "
+            "with problems*."
         )
     else:
         summary += "  \n✅ Every row is usable."
@@ -86,7 +87,22 @@ def check_data(upload: str | None, sample: str | None, max_length: float):
     )
     preview = pd.DataFrame(data.preview)
     mask = _loss_mask_html(tokenizer, data.conversations[0]) if data.conversations else ""
-    return summary, preview, problem_table, mask
+    return summary, preview, problem_table, mask, data.usable
+
+
+def warn_small_data(
+    usable: int | None, eval_fraction: float, batch_size: float, grad_accum: float, epochs: float, max_steps: float
+) -> str:
+    """The plan's warning when the data is too small for the run (or the run too long for the data)."""
+    warning = finetune.small_data_warning(
+        int(usable or 0),
+        eval_fraction=float(eval_fraction or 0),
+        batch_size=int(batch_size or 1),
+        grad_accum=int(grad_accum or 1),
+        epochs=float(epochs or 0),
+        max_steps=int(max_steps if max_steps is not None else -1),
+    )
+    return f"⚠️ {warning}" if warning else ""
 
 
 def _loss_mask_html(tokenizer: Any, conversation: Any) -> str:
@@ -128,13 +144,12 @@ def update_plan(
         mixed_precision=precision.bf16 or precision.fp16,
         train_blocks=finetune.parse_blocks(train_blocks),
     )
+    chosen = next((r for r in result.rows if r["method"].lower().startswith(method.split("-")[0])), result.rows[0])
     text = (
         f"**{result.trainable_params:,}** trainable parameters of **{result.total_params:,}** "
-        f"(**{result.trainable_percent:.2f}%**) — {result.total_params / max(result.trainable_params, 1):,.0f}× fewer than full fine-tuning.  \n"
-        f"<span class='muted'>Peak memory of one training step with batches of {int(batch_size or 1)} × "
-        f"{int(max_length or 1)} tokens (the worst case: every example at the maximum length; shorter "
-        "batches need less). Activations grow with batch × length, not with the trainable weights; *Adam* is the "
-        "optimizer's two moments, *loss grad* the logits-sized tensors at the start of the backward pass.</span>"
+        f"(**{result.trainable_percent:.2f}%**) — {result.total_params / max(result.trainable_params, 1):,.0f}× fewer "
+        f"than full fine-tuning. Peak memory of one step at {int(batch_size or 1)} × {int(max_length or 1)} tokens: "
+        f"**{_mb(chosen['total'])}** (every method: *Memory plan* below)."
     )
     table = pd.DataFrame(
         [
@@ -316,8 +331,10 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
     Spec = finetune.FinetuneSpec
     defaults = Spec(data="-", out="my-adapter")
 
+    # The common path -- data, method, a name, Start, the job running -- fits one screen at 1400 x 900
+    # (issue 42: the tab was nine sections and 4,600 px tall); the rest is folded where it is needed.
     with gr.Row():
-        with gr.Column(scale=1):
+        with gr.Column(scale=4):
             gr.Markdown("#### 1 · Data")
             sample = gr.Dropdown(samples, value=samples[0] if samples else None, label="Bundled sample")
             upload = gr.File(
@@ -326,44 +343,34 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
                 type="filepath",
                 elem_id="ft-upload",
             )
-            gr.Markdown(
-                "<span class='muted'>Formats: `prompt` + `response`; Alpaca `instruction` (+ `input`) + `output`; "
-                "or conversational `messages`. The format is detected from the fields.</span>"
-            )
             summary = gr.Markdown()
-            skip_bad = control(Spec, "skip_bad_rows")
-            with gr.Accordion("Preview", open=False):
-                preview = gr.Dataframe(interactive=False, wrap=True, max_height=240)
-            with gr.Accordion("Row problems", open=True):
-                problems = gr.Dataframe(interactive=False, wrap=True, max_height=240)
-            with gr.Accordion("Which tokens carry the loss?", open=False):
+            with gr.Accordion("The data: format, preview, problems, and which tokens carry the loss", open=False):
+                gr.Markdown(
+                    "<span class='muted'>Formats: `prompt` + `response`; Alpaca `instruction` (+ `input`) + `output`; "
+                    "or conversational `messages`. The format is detected from the fields.</span>"
+                )
+                skip_bad = control(Spec, "skip_bad_rows")
+                preview = gr.Dataframe(label="Preview", interactive=False, wrap=True, max_height=240)
+                problems = gr.Dataframe(label="Row problems", interactive=False, wrap=True, max_height=240)
                 loss_mask = gr.HTML()
-        with gr.Column(scale=1, elem_id="ft-settings"):
-            gr.Markdown("#### 2 · Method and settings")
-            preset = gr.Dropdown(
-                list(finetune.PRESETS),
-                value=None,
-                label="Preset (optional)",
-                info="sets the method, rate, steps and name for one lesson; every field stays editable",
-                elem_id="ft-preset",
+            panel = jobs_panel.build(
+                demo, ("finetune",), SERIES, title="3 · Training jobs (they keep running if you close the page)"
             )
-            method = control(Spec, "method")
+        with gr.Column(scale=5, elem_id="ft-settings"):
+            gr.Markdown("#### 2 · Method and settings")
+            with gr.Row():
+                method = control(Spec, "method", scale=3)
+                preset = gr.Dropdown(
+                    list(finetune.PRESETS),
+                    value=None,
+                    label="Preset (optional)",
+                    info="a lesson's method, rate, steps and name",
+                    elem_id="ft-preset",
+                    scale=2,
+                )
             with gr.Group() as lora_group:
                 with gr.Row():
                     lora = controls(Spec, ["lora_r", "lora_alpha"])
-                lora |= controls(Spec, ["lora_dropout"])
-                targets = bind(
-                    Spec,
-                    "target_modules",
-                    gr.CheckboxGroup(
-                        list(finetune.DEFAULT_TARGETS),
-                        value=list(defaults.target_modules),
-                        label=knobs.label(Spec, "target_modules"),
-                        info=knobs.knobs(Spec)["target_modules"].help,
-                        elem_id="ft-targets",
-                        interactive=False,  # until the loaded model's own layer names replace the defaults
-                    ),
-                )
             virtual_tokens = control(Spec, "num_virtual_tokens", visible=False)
             blocks = bind(
                 Spec,
@@ -380,31 +387,49 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
                 schedule = controls(
                     Spec, ["learning_rate", "epochs", "max_steps"], learning_rate={"value": defaults.lr}
                 )
-            with gr.Row():
-                batching = controls(Spec, ["batch_size", "grad_accum", "max_length"])
-            with gr.Row():
-                seed = control(Spec, "seed")
-                checkpointing = control(Spec, "gradient_checkpointing")
-                qlora = control(Spec, "qlora", interactive=qlora_ok, info=qlora_reason)
-            with gr.Row():
-                measuring = controls(Spec, ["eval_fraction", "eval_samples"])
-            eval_cost = gr.Markdown(evaluation_cost(defaults.eval_samples))
-            with gr.Accordion("More settings", open=False):
-                more = controls(Spec, ["group_by_length", "eval_max_new_tokens"])
-            gr.Markdown(
-                f"<span class='muted'>Precision: {precision.reason}. Batches are padded per batch and grouped by length.</span>"
-            )
-            plan_text = gr.Markdown()
-            plan_table = gr.Dataframe(
-                interactive=False,
-                wrap=True,
-                elem_id="ft-plan",
-                column_widths=["22%", "13%", "10%", "10%", "9%", "13%", "11%", "12%"],
-            )
+            data_warning = gr.Markdown(elem_id="ft-data-warning")
+            plan_text = gr.Markdown(elem_id="ft-plan-text")
             with gr.Row():
                 name = control(Spec, "out", value="my-adapter", scale=3)
                 overwrite = control(Spec, "overwrite", scale=1)
             start = gr.Button("Start fine-tuning", variant="primary")
+            with gr.Accordion("Advanced settings: layers, batches, precision, evaluation", open=False):
+                with gr.Group():  # LoRA's own (QLoRA's too); the other methods ignore them
+                    lora |= controls(Spec, ["lora_dropout"])
+                    targets = bind(
+                        Spec,
+                        "target_modules",
+                        gr.CheckboxGroup(
+                            list(finetune.DEFAULT_TARGETS),
+                            value=list(defaults.target_modules),
+                            label=knobs.label(Spec, "target_modules"),
+                            info=knobs.knobs(Spec)["target_modules"].help,
+                            elem_id="ft-targets",
+                            interactive=False,  # until the loaded model's own layer names replace the defaults
+                        ),
+                    )
+                with gr.Row():
+                    batching = controls(Spec, ["batch_size", "grad_accum", "max_length"])
+                with gr.Row():
+                    seed = control(Spec, "seed")
+                    checkpointing = control(Spec, "gradient_checkpointing")
+                    qlora = control(Spec, "qlora", interactive=qlora_ok, info=qlora_reason)
+                with gr.Row():
+                    measuring = controls(Spec, ["eval_fraction", "eval_samples"])
+                eval_cost = gr.Markdown(evaluation_cost(defaults.eval_samples))
+                more = controls(Spec, ["group_by_length", "eval_max_new_tokens"])
+                gr.Markdown(
+                    f"<span class='muted'>Precision: {precision.reason}. Batches are padded per batch and grouped by "
+                    "length.</span>"
+                )
+            with gr.Accordion("Memory plan: every method at these settings", open=False):
+                gr.Markdown(
+                    "<span class='muted'>Peak memory of one training step at the batch size and length set above "
+                    "(the worst case: every example at the maximum length; shorter batches need less). Activations "
+                    "grow with batch × length, not with the trainable weights; *Adam* is the optimizer's two moments, "
+                    "*loss grad* the logits-sized tensors at the start of the backward pass.</span>"
+                )
+                plan_table = gr.Dataframe(interactive=False, wrap=True, elem_id="ft-plan")
     bind(Spec, "data", upload)
     bind(Spec, "data", sample)
     settings = {
@@ -427,9 +452,6 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
     lora_r, learning_rate, eval_samples = lora["lora_r"], schedule["learning_rate"], measuring["eval_samples"]
     max_length = batching["max_length"]
 
-    panel = jobs_panel.build(
-        demo, ("finetune",), SERIES, title="3 · Training jobs (they keep running if you close the page)"
-    )
     with gr.Accordion("4 · Results: base vs fine-tuned on held-out data", open=True):
         result_text = gr.Markdown()
         result_table = gr.Dataframe(interactive=False, wrap=True)
@@ -469,7 +491,8 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
     fill_when_model_ready(demo, fill_blocks, None, blocks)
     eval_samples.change(evaluation_cost, eval_samples, eval_cost, api_visibility="private", show_progress="hidden")
     data_inputs = [upload, sample, max_length]
-    data_outputs = [summary, preview, problems, loss_mask]
+    usable = gr.State(0)  # conversations the chosen data gives, for the small-data warning
+    data_outputs = [summary, preview, problems, loss_mask, usable]
     # the previous file's summary goes first: a refused file must not leave it standing as if it were this one's
     upload.change(  # one source at a time: the sample says so while an upload is the one used
         lambda chosen: gr.update(
@@ -480,9 +503,20 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
         api_visibility="private",
         show_progress="hidden",
     )
-    cleared_first([upload.change, sample.change, demo.load], data_outputs).then(
+    checked = cleared_first([upload.change, sample.change, demo.load], data_outputs[:4]).then(
         check_data, data_inputs, data_outputs, api_name="check_dataset"
     )
+    warning_inputs = [
+        usable,
+        measuring["eval_fraction"],
+        batching["batch_size"],
+        batching["grad_accum"],
+        schedule["epochs"],
+        schedule["max_steps"],
+    ]
+    quiet = {"api_visibility": "private", "show_progress": "hidden"}
+    checked.success(warn_small_data, warning_inputs, data_warning, **quiet)
+    gr.on([c.change for c in warning_inputs[1:]], warn_small_data, warning_inputs, data_warning, **quiet)
     plan_inputs = [
         method,
         lora_r,

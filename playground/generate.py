@@ -328,7 +328,7 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
                 height=260,
                 tooltip="all",
             )
-            summary = gr.Markdown()
+            summary = gr.Markdown(elem_id="gen-inspect-summary")
             with gr.Accordion("Candidates as a table", open=False):
                 candidates = gr.Dataframe(interactive=False, wrap=True)
     tree = gr.State({})

@@ -385,7 +385,7 @@ def build(demo: gr.Blocks, shared: Shared) -> Labelling:
                 gr.Markdown((ASSETS / "guidelines.md").read_text(encoding="utf-8"))
             mode = gr.Radio(list(MODES), value=MODES[0], label="Prompts")
             prompt = gr.Textbox(label="Prompt", lines=3, value="Give me three tips for staying focused while studying.")
-            drive = LiveDropdown(drives.names, label="Label drive", elem_id="label-drive", visible=False)
+            drive = LiveDropdown(drives.names, label="Label drive", elem_id="label-drive", visible=False, restored=True)
             with gr.Column(visible=False) as set_box:
                 with gr.Row():
                     prompt_set = LiveDropdown(lambda: list(preferences.prompt_sets()), label="Prompt set", scale=3)

@@ -27,6 +27,8 @@ class LiveDropdown(gr.Dropdown):
     `fallback` is the value to select when the current one is gone (or on a fresh page): a fixed
     value, `FIRST`, or None (nothing selected). `newest_on_load` selects the fallback on every
     page load even when the old value still exists (the job pickers show the newest job).
+    `restored=True`: the page's own restore fills it on load (playground.remembered), so the page
+    load's refill leaves it alone -- two load events setting one picker would race.
     """
 
     is_template = True  # rendered by the frontend's own Dropdown
@@ -37,12 +39,14 @@ class LiveDropdown(gr.Dropdown):
         *,
         fallback: Any = None,
         newest_on_load: bool = False,
+        restored: bool = False,
         choices: Choices | None = None,
         **kwargs: Any,
     ) -> None:
         self.list_choices = list_choices
         self.fallback = fallback
         self.newest_on_load = newest_on_load
+        self.restored = restored
         # `choices` is given when Gradio rebuilds the component for a session from an update
         choices = _normalise(list_choices() if choices is None else choices)
         if "value" not in kwargs:
@@ -89,14 +93,17 @@ def live_pickers(demo: gr.Blocks) -> list[LiveDropdown]:
     return [block for block in demo.blocks.values() if isinstance(block, LiveDropdown)]
 
 
-def keep_fresh(demo: gr.Blocks) -> None:
-    """Refill every LiveDropdown of the app on page load, and each one when it is opened."""
+def keep_fresh(demo: gr.Blocks) -> Any:
+    """Refill every LiveDropdown of the app on page load, and each one when it is opened. Returns the page
+    load's refill (None without pickers): what sets a picker on load must come after it, or be undone by it."""
     pickers = live_pickers(demo)
     if not pickers:
-        return
+        return None
+
+    on_load_pickers = [picker for picker in pickers if not picker.restored]
 
     def on_load(*values: Any) -> list[dict]:
-        return [picker.refreshed(value, page_load=True) for picker, value in zip(pickers, values)]
+        return [picker.refreshed(value, page_load=True) for picker, value in zip(on_load_pickers, values)]
 
     def on_open(picker: LiveDropdown) -> Callable[[Any], dict]:
         return lambda value: picker.refreshed(value)
@@ -105,6 +112,7 @@ def keep_fresh(demo: gr.Blocks) -> None:
     # (preprocess) would refuse a value that is gone (a deleted collection, an adapter that no longer
     # fits) and so fail the very refresh that replaces it, for every picker of the page
     quiet = {"api_visibility": "private", "show_progress": "hidden", "concurrency_limit": None, "preprocess": False}
-    demo.load(on_load, pickers, pickers, **quiet)
+    loaded = demo.load(on_load, on_load_pickers, on_load_pickers, **quiet)
     for picker in pickers:
         picker.focus(on_open(picker), picker, picker, **quiet)
+    return loaded

@@ -49,7 +49,8 @@ def restore(
         gr.Tabs(selected=inner) if isinstance(inner, str) and inner else gr.update(),
         gr.update(value=name[:128]) if name else gr.update(),
         gr.update(value=mode) if isinstance(mode, str) and mode else gr.update(),
-        gr.update(choices=names, value=drive) if isinstance(drive, str) and drive in names else gr.update(),
+        # the drive picker is filled here, not by the page load's refill (pickers.LiveDropdown `restored`)
+        gr.update(choices=names, value=drive if isinstance(drive, str) and drive in names else None),
         gr.update(visible=welcomed is not True),
     ]
 
@@ -68,8 +69,15 @@ def keep(demo: gr.Blocks, places: Places, *, resume: Callable[[Any], Any] | None
         # .change, not .input: a pasted or autofilled name fires no input event
         component.change(lambda value: value, component, stored[key], **quiet)
     outputs = [places.tabs, places.inner, places.name, places.mode, places.drive, places.welcome]
+    # queue=False: answered at once, not behind the page's other load events -- a person who clicks a tab
+    # right after the page appears must not be sent back by a restore that arrives late
     loaded = demo.load(
-        restore, [stored[key] for key in FIELDS], outputs, api_visibility="private", show_progress="hidden"
+        restore,
+        [stored[key] for key in FIELDS],
+        outputs,
+        api_visibility="private",
+        show_progress="hidden",
+        queue=False,
     )
     if resume is not None:
         resume(loaded)

@@ -15,6 +15,7 @@ from pipelines.models import ModelHandle
 
 from .errors import UserError
 from .controls import SamplingControls, engine_knob_updates, fill_when_model_ready, sampling_controls
+from . import presets
 from .pickers import LiveDropdown
 
 
@@ -158,6 +159,7 @@ def build(demo: gr.Blocks, model_name: str) -> Shared:
             refresh = gr.Button("↻", scale=1, min_width=40, size="sm")
         with gr.Accordion("Sampling (shared by every tab)", open=True):
             sampling = sampling_controls()
+            presets.build(demo, sampling)
     refresh.click(refresh_adapters, adapter, adapter, api_name="list_adapters")
     demo.load(identity, None, annotator, api_visibility="private")
     fill_when_model_ready(demo, model_ready, None, [card, *sampling.engine_knobs])

@@ -61,3 +61,15 @@ def next_item(page: Any) -> str:
     page.get_by_role("button", name="Next item (N)").click()
     expect(box).not_to_have_value(before or "", timeout=30_000) if before else expect(box).not_to_have_value("")
     return box.input_value()
+
+
+# --- fine-tuning --------------------------------------------------------------------------------
+
+FT_ADVANCED = "Advanced settings: layers, batches, precision, evaluation"
+
+
+def open_advanced(page: Any) -> None:
+    """Fine-tune's advanced settings are folded (issue 42: the common path fits one screen); open them once."""
+    if not page.get_by_label("Batch size").is_visible():
+        page.get_by_text(FT_ADVANCED).click()
+        page.get_by_label("Batch size").wait_for()

@@ -13,7 +13,7 @@ pytest.importorskip(
 from playwright.sync_api import Page, expect  # noqa: E402
 
 from pipelines import jobs, preferences
-from tests.browser_flows import ingest_document
+from tests.browser_flows import ingest_document, open_advanced
 from tests.helpers import write_sft_rows
 
 pytestmark = pytest.mark.browser
@@ -94,6 +94,7 @@ def test_short_finetune_shows_progress_and_finishes(page: Page, job_runner, tmp_
     page.locator("#ft-upload input[type=file]").set_input_files(str(write_sft_rows(tmp_path / "rows.jsonl", n=16)))
     expect(page.get_by_text(re.compile(r"16 rows"))).to_be_visible(timeout=30_000)
     page.get_by_label("Max steps").fill("3")
+    open_advanced(page)
     page.get_by_label("Batch size").fill("4")
     page.get_by_label("Max length (tokens)").fill("64")
     page.get_by_label("Adapter name").fill("browser-adapter")

@@ -17,7 +17,7 @@ pytest.importorskip(
 from playwright.sync_api import Page, expect  # noqa: E402
 
 from pipelines import jobs
-from tests.browser_flows import ingest_document
+from tests.browser_flows import ingest_document, open_advanced
 from tests.helpers import make_lora_adapter, write_sft_rows
 
 pytestmark = pytest.mark.browser
@@ -39,7 +39,7 @@ def _options(page: Page, dropdown_id: str) -> list[str]:
     page.wait_for_timeout(500)
     names = page.get_by_role("option").all_inner_texts()
     page.keyboard.press("Escape")
-    return [name.strip() for name in names]
+    return [name.replace("✓", "").strip() for name in names]  # the selected one is ticked
 
 
 def _target_layers(page: Page) -> list[str]:
@@ -51,6 +51,7 @@ def _start_finetune(page: Page, rows, name: str) -> None:
     page.locator("#ft-upload input[type=file]").set_input_files(str(rows))
     expect(page.get_by_text(re.compile(r"16 rows"))).to_be_visible(timeout=30_000)
     page.get_by_label("Max steps").fill("2")
+    open_advanced(page)
     page.get_by_label("Batch size").fill("4")
     page.get_by_label("Max length (tokens)").fill("64")
     page.get_by_label("number input for Answers compared").fill("1")
@@ -77,6 +78,7 @@ def test_train_use_the_adapter_in_chat_reload_and_train_again(own_page: Page, jo
     expect(card).to_contain_text("parameters", timeout=60_000)
     card_before = card.inner_text()
     page.get_by_role("tab", name="Fine-tune").click()
+    open_advanced(page)
     expect(page.locator("#ft-targets input").first).to_be_enabled(timeout=60_000)
     assert _target_layers(page) == BASE_LAYERS
 
@@ -101,6 +103,7 @@ def test_train_use_the_adapter_in_chat_reload_and_train_again(own_page: Page, jo
     page.reload()
     page.get_by_role("tab", name="Fine-tune").click()
     expect(card).to_contain_text("parameters", timeout=60_000)
+    open_advanced(page)
     expect(page.locator("#ft-targets input").first).to_be_enabled()
     page.wait_for_timeout(1500)  # every page-load event has answered
     assert card.inner_text() == card_before

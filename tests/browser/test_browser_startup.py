@@ -20,6 +20,8 @@ from pipelines import models
 from pipelines.config import get_settings
 from tests.helpers import launched_app
 
+from tests.browser_flows import open_advanced  # noqa: E402
+
 pytestmark = pytest.mark.browser
 
 
@@ -51,6 +53,7 @@ def test_page_serves_while_the_model_loads_then_fills_in(page: Page, gate):
     system = page.get_by_role("textbox", name=re.compile("^System prompt"))
     expect(system).to_be_disabled()  # the model's default prompt is not known yet
     page.get_by_role("tab", name="Fine-tune").click()
+    open_advanced(page)
     expect(page.get_by_label("q_proj", exact=True)).to_be_disabled()
 
     # a generation asked for now waits for the weights instead of failing

@@ -10,7 +10,7 @@ from playground import finetune as tab
 
 
 def test_bundled_sample_checks_clean(use_tiny):
-    summary, preview, problems, mask = tab.check_data(None, "concise_tutor.jsonl", 512)
+    summary, preview, problems, mask, usable = tab.check_data(None, "concise_tutor.jsonl", 512)
     assert "120 rows" in summary and "Every row is usable" in summary
     assert len(preview) == 5 and problems.empty
     assert "class='tok loss'" in mask and "carry the loss" in mask
@@ -19,7 +19,7 @@ def test_bundled_sample_checks_clean(use_tiny):
 def test_upload_with_bad_rows_lists_them(use_tiny, tmp_path):
     path = tmp_path / "u.jsonl"
     path.write_text('{"prompt": "a", "response": "b"}\n{"prompt": 3, "response": "x"}\n{oops\n')
-    summary, _, problems, _ = tab.check_data(str(path), None, 512)
+    summary, _, problems, _, _ = tab.check_data(str(path), None, 512)
     assert "2 rows have problems" in summary
     assert list(problems["row"]) == [2, 3]
 
@@ -134,3 +134,17 @@ def test_the_plan_reads_the_base_model_as_it_was_before_adapters_were_used(fresh
         generation.generate(fresh_tiny_handle, "Hi", SamplingParams(max_new_tokens=2), adapter=name)
     after = tab.update_plan("selective", 4, ["q_proj"], 20, 4, 128, False, 0.0, [0, 1])
     assert after[0] == before[0] and after[1].equals(before[1])
+
+
+def test_small_data_is_warned_before_a_run():
+    """Issue 42: users of other fine-tuning UIs expect a warning before 12 rows x 60 steps memorise the data."""
+    from pipelines import finetune
+
+    common = {"eval_fraction": 0.1, "batch_size": 8, "grad_accum": 1, "epochs": 3}
+    warned = finetune.small_data_warning(12, max_steps=60, **common)
+    assert "Only 11 training examples and each one seen about 44 times (60 steps of 8)" in warned
+    assert "memorise" in warned
+    assert finetune.small_data_warning(120, max_steps=-1, **common) is None  # the bundled sample, 3 epochs
+    assert "seen about 27 times" in finetune.small_data_warning(1000, max_steps=3000, **common)  # 24,000 / 900
+    assert tab.warn_small_data(12, 0.1, 8, 1, 3, 60).startswith("⚠️ Only 11")
+    assert tab.warn_small_data(0, 0.1, 8, 1, 3, 60) == ""  # no data checked yet: nothing to say
