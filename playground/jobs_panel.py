@@ -167,18 +167,19 @@ def metrics_frame(
 
 def render(job_id: str | None, series: dict[str, str], kinds_series: dict[str, tuple[str, ...]] | None = None):
     """Status line, progress bar, metric curves, log tail and the Cancel button for a job."""
-    if not job_id:
-        return "No job selected yet.", "", None, log_html(""), gr.update(interactive=False)
+    if not job_id:  # no empty plot frame before there is anything to plot
+        return "No job selected yet.", "", gr.update(value=None, visible=False), log_html(""), gr.update(interactive=False)
     job = jobs.get(job_id)
     badge = {"queued": "⏳", "running": "🏃", "succeeded": "✅", "failed": "❌", "cancelled": "⏹", "interrupted": "⚠️"}[
         job.status
     ]
     where = " (started from the CLI)" if job.foreground else ""
     status = f"{badge} **{html.escape(job.name)}** — {job.kind} — **{job.status}**{where}  \n{html.escape(job.message)}"
+    frame = metrics_frame(job_id, series, kinds_series, job.kind)
     return (
         status,
         progress_html(job, jobs.read_phases(job_id)),
-        metrics_frame(job_id, series, kinds_series, job.kind),
+        gr.update(value=frame, visible=frame is not None),
         log_html(jobs.tail_log(job_id, 40)),
         gr.update(interactive=not job.done and not job.cancel_requested),
     )
@@ -230,6 +231,7 @@ def build(
             title="Live metrics",
             height=260,
             x_title="step",
+            visible=False,  # shown with its first point (no empty frame)
         )
         gr.Markdown("<span class='muted'>Log (last lines)</span>")
         log = gr.HTML(log_html(""), elem_classes=["job-log-box"])

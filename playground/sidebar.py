@@ -156,7 +156,7 @@ def build(demo: gr.Blocks, model_name: str) -> Shared:
                 info="base model, or a LoRA / aligned adapter trained in this app (switching never reloads the base)",
                 scale=4,
             )
-            refresh = gr.Button("↻", scale=1, min_width=40, size="sm")
+            refresh = gr.Button("↻", scale=0, min_width=36, size="sm")  # the picker keeps the width (names were cut)
         with gr.Accordion("Sampling (shared by every tab)", open=True):
             sampling = sampling_controls()
             presets.build(demo, sampling)

@@ -26,7 +26,9 @@ def test_the_plot_gets_none_until_the_first_metric_then_every_series(data_dir):
     assert list(frame["series"]) == ["eval loss", "train loss"] and not frame["value"].isna().any()
     assert str(frame["value"].dtype) == "float64" and str(frame["step"].dtype) == "int64"  # read as numbers
     status, _, plot, _, _ = jobs_panel.render(None, SERIES)
-    assert status == "No job selected yet." and plot is None
+    assert status == "No job selected yet." and plot["visible"] is False  # no empty frame
+    _, _, plot, _, _ = jobs_panel.render(job.id, SERIES)
+    assert plot["visible"] is True and list(plot["value"]["series"]) == ["eval loss", "train loss"]
 
 
 def test_a_panel_for_several_kinds_shows_each_jobs_own_series(data_dir):
