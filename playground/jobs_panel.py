@@ -168,7 +168,13 @@ def metrics_frame(
 def render(job_id: str | None, series: dict[str, str], kinds_series: dict[str, tuple[str, ...]] | None = None):
     """Status line, progress bar, metric curves, log tail and the Cancel button for a job."""
     if not job_id:  # no empty plot frame before there is anything to plot
-        return "No job selected yet.", "", gr.update(value=None, visible=False), log_html(""), gr.update(interactive=False)
+        return (
+            "No job selected yet.",
+            "",
+            gr.update(value=None, visible=False),
+            log_html(""),
+            gr.update(interactive=False),
+        )
     job = jobs.get(job_id)
     badge = {"queued": "⏳", "running": "🏃", "succeeded": "✅", "failed": "❌", "cancelled": "⏹", "interrupted": "⚠️"}[
         job.status
