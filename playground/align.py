@@ -18,7 +18,7 @@ from pipelines.sampling import SamplingParams
 
 from .errors import UserError
 from . import jobs_panel
-from .controls import MODEL_EVENTS, how_it_works, refuse_out_of_range, shown_out_of_range_js, start_check
+from .controls import MODEL_EVENTS, how_it_works, on_submit, refuse_out_of_range
 from .sidebar import annotator_name
 from .guard import admin_only, signed_in
 from .pickers import FIRST, LiveDropdown, first_value
@@ -288,18 +288,19 @@ def build(demo: gr.Blocks) -> dict[str, Any]:
 
     refresh.click(refresh_lists, None, [eval_adapter, eval_rm, reward_model], api_visibility="private")
     jobs_panel.when_succeeded(panel, lambda job: refresh_lists(), [], [eval_adapter, eval_rm, reward_model])
-    start.click(
+    on_submit(
+        start,
         start_job,
-        [method, pair_source, pair_upload, prompt_source, prompt_upload, start_check()],
+        [method, pair_source, pair_upload, prompt_source, prompt_upload],
         panel.job,
-        inputs_kwargs={
+        form="align-settings",
+        settings={
             "out": name,
             "overwrite": overwrite,
             **{f"dpo_{k}": c for k, c in dpo_settings.items()},
             "rloo_reward_model": reward_model,
             **{f"rloo_{k}": c for k, c in rloo_settings.items()},
         },
-        js=shown_out_of_range_js("align-settings", 5),
         api_name="start_alignment",
     )
     eval_button.click(

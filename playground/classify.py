@@ -14,7 +14,7 @@ from pipelines.config import DATASETS
 from pipelines.files import copy_upload
 
 from . import jobs_panel
-from .controls import how_it_works, refuse_out_of_range, rounded, shown_out_of_range_js, start_check
+from .controls import how_it_works, on_submit, refuse_out_of_range, rounded
 from .errors import UserError
 from .guard import admin_only
 from .pickers import FIRST, LiveDropdown, first_value
@@ -185,12 +185,13 @@ def _build(demo: gr.Blocks) -> list[Any]:
     mode.change(classify.DEFAULT_RATES.get, mode, settings["learning_rate"], api_visibility="private")
     gr.on([refresh.click, demo.load], refresh_all, None, [table, pick], api_name="classifiers")
     jobs_panel.when_succeeded(panel, lambda job: refresh_all(job.name), [], [table, pick])
-    start.click(
+    on_submit(
+        start,
         start_training,
-        [source, upload, start_check()],
+        [source, upload],
         panel.job,
-        inputs_kwargs=settings,
-        js=shown_out_of_range_js("cls-settings", 2),
+        form="cls-settings",
+        settings=settings,
         api_name="start_classifier",
     )
     go.click(try_classifier, [pick, text, text_pair], shown, api_name="classify")

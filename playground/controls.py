@@ -365,6 +365,24 @@ def refuse_out_of_range(shown: str | None) -> None:
         )
 
 
-def start_check() -> gr.Textbox:
-    """The hidden input `shown_out_of_range_js` fills."""
-    return gr.Textbox(visible=False)
+def on_submit(
+    button: gr.Button,
+    fn: Callable[..., Any],
+    inputs: list[Any],
+    outputs: Any,
+    *,
+    form: str,
+    settings: dict[str, Any],
+    api_name: str,
+) -> Any:
+    """A Start (or Save) button of a form: `fn` gets `inputs`, then what the form #`form` shows out of range
+    (a hidden input the browser fills, `shown`: the handler refuses with `refuse_out_of_range`), then the
+    settings by name."""
+    return button.click(
+        fn,
+        [*inputs, gr.Textbox(visible=False)],
+        outputs,
+        inputs_kwargs=settings,
+        js=shown_out_of_range_js(form, len(inputs)),
+        api_name=api_name,
+    )

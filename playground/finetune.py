@@ -23,9 +23,8 @@ from .controls import (
     cleared_first,
     fill_when_model_ready,
     how_it_works,
+    on_submit,
     refuse_out_of_range,
-    shown_out_of_range_js,
-    start_check,
     token_html,
 )
 from .sidebar import Shared, refresh_adapters
@@ -564,13 +563,8 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
         name,
     ]
     preset.input(load_preset, preset, preset_outputs, api_visibility="private")
-    start.click(
-        start_job,
-        [upload, sample, start_check()],
-        panel.job,
-        inputs_kwargs=settings,
-        js=shown_out_of_range_js("ft-settings", 2),
-        api_name="start_finetune",
+    on_submit(
+        start, start_job, [upload, sample], panel.job, form="ft-settings", settings=settings, api_name="start_finetune"
     )
     gr.on(
         [panel.job.change, panel.timer.tick],

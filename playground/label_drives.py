@@ -19,10 +19,9 @@ from pipelines.files import copy_upload
 from .controls import (
     cleared_first,
     nothing_added,
+    on_submit,
     refuse_out_of_range,
-    shown_out_of_range_js,
     skipped_rows,
-    start_check,
 )
 from .errors import UserError
 from .guard import admin_only
@@ -187,13 +186,8 @@ def build(demo: gr.Blocks, refresh: gr.Button) -> None:
                 marked = gr.Markdown()
     view = [table, people]
     gr.on([refresh.click, demo.load], drives_view, None, view, api_name="drives_view")
-    save_button.click(
-        save_drive,
-        [name, start_check()],
-        saved,
-        inputs_kwargs=dict(settings),
-        js=shown_out_of_range_js("drive-settings", 1),
-        api_name="save_drive",
+    on_submit(
+        save_button, save_drive, [name], saved, form="drive-settings", settings=dict(settings), api_name="save_drive"
     ).then(drives_view, None, view, api_visibility="private")
     cleared_first([items_file.upload], [added]).then(
         add_drive_items, [items_file, name], added, api_name="add_drive_items"

@@ -13,7 +13,7 @@ from pipelines import jobs, reward
 from pipelines.config import PREFERENCE_SAMPLE
 from pipelines.files import copy_upload
 
-from .controls import refuse_out_of_range, rounded, shown_out_of_range_js, start_check
+from .controls import on_submit, refuse_out_of_range, rounded
 from .errors import UserError
 from . import jobs_panel
 from .guard import admin_only
@@ -156,12 +156,13 @@ def build(demo: gr.Blocks) -> None:
 
     gr.on([refresh.click, demo.load], refresh_models, None, [table, pick], api_name="reward_models")
     jobs_panel.when_succeeded(panel, lambda job: refresh_models(job.name), [], [table, pick])
-    start.click(
+    on_submit(
+        start,
         start_training,
-        [source, upload, start_check()],
+        [source, upload],
         panel.job,
-        inputs_kwargs=settings,
-        js=shown_out_of_range_js("rm-settings", 2),
+        form="rm-settings",
+        settings=settings,
         api_name="start_reward_training",
     )
     score_button.click(score_text, [pick, prompt, response], scored, api_name="reward_score")

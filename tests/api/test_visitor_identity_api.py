@@ -16,7 +16,7 @@ import pytest
 from gradio_client import Client
 
 from pipelines import access, db, drives, preferences
-from tests.helpers import as_public_space, launched_app
+from tests.helpers import as_public_space, launched_app, two_response_items
 
 pytestmark = pytest.mark.api
 
@@ -34,13 +34,7 @@ def public_space(use_tiny, monkeypatch):
 
 def _drive(name: str, items: int, overlap: int = 1) -> list[str]:
     drives.save(name, drives.DriveSettings(overlap=overlap, gold_rate=0.0))
-    ids = [
-        preferences.create_item(
-            [{"role": "user", "content": f"Question {i}?"}],
-            [preferences.ResponseDraft(f"a{i}"), preferences.ResponseDraft(f"b{i}")],
-        ).id
-        for i in range(items)
-    ]
+    ids = two_response_items(items)
     drives.add_items(name, ids)
     return ids
 

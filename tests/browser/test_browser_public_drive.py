@@ -14,7 +14,7 @@ from playwright.sync_api import Page, expect  # noqa: E402
 
 from pipelines import access, db, drives, preferences  # noqa: E402
 from tests.browser_flows import DRIVE_MODE, next_item, pick_drive  # noqa: E402
-from tests.helpers import as_public_space, launched_app  # noqa: E402
+from tests.helpers import as_public_space, launched_app, two_response_items  # noqa: E402
 
 pytestmark = pytest.mark.browser
 
@@ -24,14 +24,7 @@ def public_url(use_tiny, monkeypatch):
     """A Space with `hf_oauth: true` and PLAYGROUND_ANONYMOUS_LABELS=1, and a drive of four items."""
     as_public_space(monkeypatch, anonymous_labels=True)
     drives.save("public", drives.DriveSettings(overlap=1, gold_rate=0.0))
-    ids = [
-        preferences.create_item(
-            [{"role": "user", "content": f"Question {i}?"}],
-            [preferences.ResponseDraft(f"yes {i}"), preferences.ResponseDraft(f"no {i}")],
-        ).id
-        for i in range(4)
-    ]
-    drives.add_items("public", ids)
+    drives.add_items("public", two_response_items(4))
     with launched_app(use_tiny) as url:
         yield url
     db.dispose_all()

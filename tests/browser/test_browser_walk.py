@@ -13,8 +13,9 @@ pytest.importorskip(
 )
 from playwright.sync_api import Page, expect  # noqa: E402
 
-from pipelines import drives, preferences  # noqa: E402
+from pipelines import drives  # noqa: E402
 from tests.browser_flows import DRIVE_MODE, next_item, pick_drive  # noqa: E402
+from tests.helpers import two_response_items  # noqa: E402
 
 pytestmark = pytest.mark.browser
 ERROR_PILL = "[data-testid='status-tracker'] .error"
@@ -93,13 +94,7 @@ def test_the_distribution_view_follows_the_token_tree(page: Page):
 @pytest.fixture
 def held_drive():
     drives.save("class", drives.DriveSettings(overlap=1, gold_rate=0.0))
-    ids = [
-        preferences.create_item(
-            [{"role": "user", "content": f"Question {i}?"}],
-            [preferences.ResponseDraft(f"yes {i}"), preferences.ResponseDraft(f"no {i}")],
-        ).id
-        for i in range(2)
-    ]
+    ids = two_response_items(2)
     drives.add_items("class", ids)
     return ids
 
