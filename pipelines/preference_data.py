@@ -17,7 +17,7 @@ from typing import Any, Iterable, Iterator
 
 
 from .messages import Message, normalise
-from .rows import RowLimits, RowsError, bounded, read_rows
+from .rows import RowLimits, RowProblem, RowsError, bounded, read_rows
 from . import drives, preference_stats, preferences
 from .errors import InvalidParameter
 from .preferences import (
@@ -31,27 +31,37 @@ from .preferences import (
 )
 
 
-def read_prompts(path: Path) -> tuple[list[list[Message]], list[Any]]:
-    """Prompts from a JSONL/CSV/Parquet file with a 'prompt' column (text or messages), and row problems."""
-    from . import sft_data
+PROMPT_LIMITS = RowLimits(max_bytes=50_000_000, max_rows=100_000)
 
-    prompts, problems = [], []
-    for number, record, error in sft_data._records(Path(path)):
-        if error:
-            problems.append(sft_data.RowProblem(number, None, error))
-            continue
-        value = record.get("prompt") if isinstance(record, dict) else None
-        if isinstance(value, str) and value.strip():
-            prompts.append([Message("user", value.strip())])
-        elif isinstance(value, list):
-            try:
-                prompts.append(normalise(value))
-            except InvalidParameter as problem:
-                problems.append(sft_data.RowProblem(number, "prompt", str(problem)))
-        else:
-            problems.append(sft_data.RowProblem(number, "prompt", "is missing or not text"))
+
+def read_prompts(path: Path) -> tuple[list[list[Message]], list[RowProblem]]:
+    """Prompts from a JSONL/CSV/Parquet file with a 'prompt' column (text or messages), and row problems.
+    A file with no usable prompt is refused, saying why (its first problems)."""
+    prompts: list[list[Message]] = []
+    problems: list[RowProblem] = []
+    try:
+        for number, record, error in read_rows(Path(path), PROMPT_LIMITS):
+            if error:
+                problems.append(RowProblem(number, None, error))
+                continue
+            value = record.get("prompt") if isinstance(record, dict) else None
+            if isinstance(value, str) and value.strip():
+                prompts.append([Message("user", value.strip())])
+            elif isinstance(value, list):
+                try:
+                    prompts.append(normalise(value))
+                except InvalidParameter as problem:
+                    problems.append(RowProblem(number, "prompt", str(problem)))
+            else:
+                problems.append(RowProblem(number, "prompt", "is missing or not text"))
+    except RowsError as error:
+        raise PreferenceError(str(error)) from error
     if not prompts:
-        raise sft_data.DataError("no usable prompts in the file (it needs a 'prompt' column)")
+        first = "; ".join(str(p) for p in problems[:3])
+        raise PreferenceError(
+            "no usable prompts in the file (it needs a 'prompt' column)"
+            + (f": {first}" if first else ": it has no rows")
+        )
     return prompts, problems
 
 

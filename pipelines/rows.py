@@ -53,6 +53,19 @@ Row = tuple[int, Any, "str | None"]  # (row or line number, record or None, erro
 
 
 @dataclass(frozen=True)
+class RowProblem:
+    """What is wrong with one row, by its number (and column), as every reader reports it."""
+
+    row: int  # 1-based: the line of a JSONL file, the data row of a CSV/Parquet file
+    column: str | None
+    message: str
+
+    def __str__(self) -> str:
+        where = f"row {self.row}" + (f", column {self.column!r}" if self.column else "")
+        return f"{where}: {self.message}"
+
+
+@dataclass(frozen=True)
 class Size:
     depth: int
     values: int  # every container and scalar

@@ -18,7 +18,7 @@ from typing import Any, Iterator, Sequence
 
 from .errors import PlaygroundError
 from .messages import ROLES, Message
-from .rows import RowLimits, RowsError, loads, read_rows
+from .rows import RowLimits, RowProblem, RowsError, loads, read_rows
 
 MAX_FILE_BYTES = 50_000_000
 MAX_ROWS = 100_000
@@ -31,17 +31,6 @@ RESPONSE_KEYS = ("response", "completion", "answer", "output_text")
 
 class DataError(PlaygroundError, ValueError):
     """The file as a whole cannot be used (unreadable, wrong type, no usable rows)."""
-
-
-@dataclass(frozen=True)
-class RowProblem:
-    row: int  # 1-based: the line of a JSONL file, the data row of a CSV/Parquet file
-    column: str | None
-    message: str
-
-    def __str__(self) -> str:
-        where = f"row {self.row}" + (f", column {self.column!r}" if self.column else "")
-        return f"{where}: {self.message}"
 
 
 @dataclass

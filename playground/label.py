@@ -16,7 +16,7 @@ from pipelines.sampling import SamplingParams
 
 from .errors import UserError
 from .spec_controls import build_spec, control
-from .controls import ASSETS, MODEL_EVENTS, Throttle, cleared_first, nothing_added
+from .controls import ASSETS, MODEL_EVENTS, Throttle, cleared_first
 from .sidebar import Shared, adapter_choices, client_key, labeller, selected_adapter, session_key
 from .guard import signed_in
 from .pickers import LiveDropdown
@@ -345,8 +345,6 @@ def upload_prompt_set(file: str | None, name: str, request: gr.Request = None):
     with tempfile.TemporaryDirectory() as tmp:
         copied = copy_upload(file, Path(tmp), max_bytes=sft_data.MAX_FILE_BYTES, allowed_suffixes=PROMPT_SUFFIXES)
         prompts, problems = preference_data.read_prompts(copied)
-    if not prompts:  # nothing usable: say why, rather than "Added 0 new prompts"
-        raise UserError(nothing_added([{"line": p.row, "error": str(p)} for p in problems], "prompts"))
     added = preferences.add_prompt_set(name or Path(file).stem, prompts)
     message = f"Added {added} new prompts to **{html.escape(name or Path(file).stem)}**."
     if problems:

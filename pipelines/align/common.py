@@ -54,12 +54,10 @@ def lora_config(r: int, alpha: int) -> Any:
 
 def load_prompts(path: str | None) -> list[list[Message]]:
     """Prompts from a file (a 'prompt' column: text or messages), or every prompt in the store."""
-    from .. import sft_data
-
     if path:
         try:
             prompts, _ = preference_data.read_prompts(Path(path))
-        except (sft_data.DataError, OSError) as error:
+        except (preferences.PreferenceError, OSError) as error:
             raise InvalidParameter("prompts", str(error)) from error
     else:
         prompts = preferences.stored_prompts()
