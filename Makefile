@@ -64,14 +64,14 @@ test-openai: $(STAMP) llamacpp-server
 run-llamacpp: llamacpp
 	PLAYGROUND_ENGINE=llamacpp $(BIN)/python app.py
 
-# A schema revision for a change to pipelines/tables.py: a scratch database is built by the
-# existing revisions, then Alembic writes the difference to pipelines/migrations/versions/.
+# A schema revision for a change to pipelines/store/tables.py: a scratch database is built by the
+# existing revisions, then Alembic writes the difference to pipelines/store/migrations/versions/.
 # Read it (SQLite needs plain ALTERs, not table copies) before committing.
 migration: $(STAMP)
 	@test -n "$(MESSAGE)" || { echo 'usage: make migration MESSAGE="what changed"'; exit 2; }
 	scratch=$$(mktemp -d) && export PLAYGROUND_DATA_DIR=$$scratch && \
 	$(BIN)/alembic upgrade head && $(BIN)/alembic revision --autogenerate -m "$(MESSAGE)" \
-	  --rev-id $$(printf '%04d' $$(( $$(ls pipelines/migrations/versions/[0-9]*.py | wc -l) + 1 ))); \
+	  --rev-id $$(printf '%04d' $$(( $$(ls pipelines/store/migrations/versions/[0-9]*.py | wc -l) + 1 ))); \
 	status=$$?; rm -rf $$scratch; exit $$status
 
 bench: $(STAMP)

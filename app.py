@@ -17,7 +17,9 @@ gpu.prepare()  # on ZeroGPU `spaces` must come before anything that touches CUDA
 import gradio as gr  # noqa: E402
 from starlette.middleware import Middleware  # noqa: E402
 
-from pipelines import backup, jobs, models  # noqa: E402
+from pipelines.labels import backup  # noqa: E402
+from pipelines.store import jobs  # noqa: E402
+from pipelines.engine import models  # noqa: E402
 from pipelines.access import AuthConfigError, get_policy, visitor_keys  # noqa: E402
 from pipelines.config import get_settings  # noqa: E402
 from playground import (  # noqa: E402

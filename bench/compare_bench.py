@@ -20,9 +20,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-from pipelines import chat, generation, models  # noqa: E402
-from pipelines.chat import Message  # noqa: E402
-from pipelines.sampling import SamplingParams  # noqa: E402
+from pipelines.engine import chat, generation, models  # noqa: E402
+from pipelines.engine.chat import Message  # noqa: E402
+from pipelines.engine.sampling import SamplingParams  # noqa: E402
 
 PROMPT = "Give me three tips for a first job interview."
 

@@ -25,9 +25,10 @@ os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 
 import torch  # noqa: E402
 
-from pipelines import finetune, models, sft_data  # noqa: E402
+from pipelines.train import finetune, sft_data  # noqa: E402
+from pipelines.engine import models  # noqa: E402
 from pipelines.config import get_settings  # noqa: E402
-from pipelines.hardware import detect, plan_device, train_precision  # noqa: E402
+from pipelines.engine.hardware import detect, plan_device, train_precision  # noqa: E402
 
 DATA = Path(__file__).resolve().parent.parent / "assets" / "datasets" / "concise_tutor.jsonl"
 
@@ -37,7 +38,7 @@ def _examples(tokenizer, mixed_lengths: bool) -> list[dict]:
     if mixed_lengths:
         # Real instruction data mixes short and long answers; make a quarter of the rows long so
         # the effect of padding shows (the bundled sample is unusually uniform).
-        from pipelines.chat import Message
+        from pipelines.engine.chat import Message
 
         conversations = [
             c if i % 4 else [c[0], Message("assistant", " ".join([c[1].content] * 4))]

@@ -3,7 +3,7 @@
 Same model, prompt, sampling settings, seed, token count and thread count on both sides; each side
 is warmed up once, then timed `--repeats` times and the median is reported. The ratio is the
 number that matters -- absolute tokens/s depend on the machine. On an x86 CPU the app decodes the
-base model through its lean fp16 decoder (pipelines/fast_decode.py; PLAYGROUND_FAST=0 turns it
+base model through its lean fp16 decoder (pipelines/engine/fast_decode.py; PLAYGROUND_FAST=0 turns it
 off), so quality is measured too: greedy continuations of a fixed prompt set from the app's path
 and from fp32 `generate`, compared token by token (`greedy_agreement`: the share of tokens before
 the first divergence; `greedy_exact`: the share of prompts whose continuations are identical).
@@ -34,8 +34,8 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import torch  # noqa: E402
 
-from pipelines import chat, generation, llamacpp_engine, models  # noqa: E402
-from pipelines.sampling import SamplingParams  # noqa: E402
+from pipelines.engine import chat, generation, llamacpp_engine, models  # noqa: E402
+from pipelines.engine.sampling import SamplingParams  # noqa: E402
 
 PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
 AGREEMENT_PROMPTS = [

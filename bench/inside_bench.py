@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from pipelines import inside, models  # noqa: E402
+from pipelines import inside  # noqa: E402
+from pipelines.engine import models  # noqa: E402
 
 TEXT = (
     "The lighthouse keeper climbed the narrow stairs every evening, polished the great lens, and lit the lamp "

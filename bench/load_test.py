@@ -68,7 +68,8 @@ def launch(data_dir: Path, model: str | None, extra_env: dict[str, str] | None =
 
 
 def make_items(n: int) -> list[str]:
-    from pipelines import db, preferences
+    from pipelines.store import db
+    from pipelines.labels import preferences
 
     ids = [
         preferences.create_item(

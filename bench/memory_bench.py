@@ -1,7 +1,7 @@
 """The Fine-tune tab's planned peak memory against the measured peak of real 2-step runs.
 
 For full fine-tuning and LoRA on the bundled model, each in a fresh process: the plan
-(`finetune.plan`, i.e. pipelines/memory_plan.py) at the run's batch size and length, then two
+(`finetune.plan`, i.e. pipelines/train/memory_plan.py) at the run's batch size and length, then two
 optimizer steps of trl's SFTTrainer with the project's own training arguments, on examples cut
 to exactly that length (the plan's worst case). Measured two ways:
 
@@ -54,7 +54,7 @@ def _peak_resident() -> int:
 
 def _examples(tokenizer, count: int, length: int) -> list[dict]:
     """`count` conversations whose answers run past `length` tokens, so every one is cut to exactly `length`."""
-    from pipelines import evaluation
+    from pipelines.train import evaluation
 
     ids = tokenizer(evaluation.general_text())["input_ids"]
     while len(ids) < count * length:
@@ -77,7 +77,8 @@ def child(method: str, batch: int, length: int, profiled: bool) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import SFTTrainer
 
-    from pipelines import finetune, models, training
+    from pipelines.train import finetune, training
+    from pipelines.engine import models
     from pipelines.config import get_settings
 
     settings = get_settings()

@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cold", action="store_true", help="also time a first start that converts the GGUF")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    from pipelines import config, models
+    from pipelines import config
+    from pipelines.engine import models
 
     data_dir = str(config.get_settings().data_dir)
     models.bundled_model_dir(

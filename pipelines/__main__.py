@@ -1,5 +1,5 @@
 """`python -m pipelines ...`: every pipeline, headless."""
 
-from .cli import main
+from pipelines.cli import main
 
 raise SystemExit(main())

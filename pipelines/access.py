@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .errors import PlaygroundError
+from pipelines.errors import PlaygroundError
 
 log = logging.getLogger(__name__)
 
@@ -325,7 +325,7 @@ class VisitorKeys:
 
 
 def _load_secret() -> bytes:
-    from .config import get_settings
+    from pipelines.config import get_settings
 
     configured = os.environ.get("PLAYGROUND_SECRET_KEY")
     if configured:

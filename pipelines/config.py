@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import overload
 from urllib.parse import urlsplit, urlunsplit
 
-from .gpu import on_zero_gpu
+from pipelines.gpu import on_zero_gpu
 
 # What ships with the code: sample datasets, presets, teaching texts (one place, for pipelines and UI).
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -71,7 +71,7 @@ class Settings:
     # the largest single upload the server accepts (handlers apply tighter per-kind limits)
     max_upload_mb: int = field(default_factory=lambda: int(_env("PLAYGROUND_MAX_UPLOAD_MB", "200")))
     max_jobs: int = field(default_factory=lambda: int(_env("PLAYGROUND_MAX_JOBS", "1")))
-    # base-model decoding on CPU through the lean fp16 decoder (pipelines/fast_decode.py): ~3x
+    # base-model decoding on CPU through the lean fp16 decoder (pipelines/engine/fast_decode.py): ~3x
     # transformers' fp32 `generate` here at near-fp32 logits; "0" decodes through transformers in fp32
     fast: bool = field(
         default_factory=lambda: (_env("PLAYGROUND_FAST", "1") or "1").lower() in {"1", "true", "yes", "on"}
@@ -84,7 +84,7 @@ class Settings:
         .replace("-", "")
         .replace(".", "")
     )
-    # "openai": base-model requests go to an OpenAI-compatible server (pipelines/openai_engine.py); set by
+    # "openai": base-model requests go to an OpenAI-compatible server (pipelines/engine/openai_engine.py); set by
     # the operator only, never by a visitor. The key is sent as a bearer token and never shown.
     openai_base_url: str | None = field(default_factory=lambda: _env("PLAYGROUND_OPENAI_BASE_URL"))
     openai_api_key: str | None = field(default_factory=lambda: _env("PLAYGROUND_OPENAI_API_KEY"), repr=False)
@@ -95,7 +95,7 @@ class Settings:
     )
     # the longest wait for the server's next streamed chunk (or its answer), in seconds
     openai_timeout: float = field(default_factory=lambda: float(_env("PLAYGROUND_OPENAI_TIMEOUT", "60")))
-    # continuous batching (pipelines/scheduler.py): every request's rows join one running batch of at
+    # continuous batching (pipelines/engine/scheduler.py): every request's rows join one running batch of at
     # most `batch_rows` rows per lane; `batch_queue` requests may wait for a slot, more are refused;
     # PLAYGROUND_BATCHING=0 decodes each request on its own, as before the scheduler
     batching: bool = field(
@@ -114,7 +114,7 @@ class Settings:
     # may hold at once, and the most new anonymous annotators one address may bring in an hour
     anon_holds_per_address: int = field(default_factory=lambda: int(_env("PLAYGROUND_ANON_HOLDS_PER_ADDRESS", "10")))
     anon_visitors_per_hour: int = field(default_factory=lambda: int(_env("PLAYGROUND_ANON_VISITORS_PER_HOUR", "30")))
-    # mixed precision of training jobs: "auto" follows the hardware (pipelines.hardware.train_precision);
+    # mixed precision of training jobs: "auto" follows the hardware (pipelines.engine.hardware.train_precision);
     # "fp32" / "bf16" / "fp16" force a plan (tests run every plan whatever the host CPU has)
     train_precision: str = field(default_factory=lambda: (_env("PLAYGROUND_TRAIN_PRECISION", "auto") or "auto").lower())
 

@@ -16,7 +16,7 @@ import typing
 from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any, Iterable, Mapping
 
-from .errors import InvalidParameter
+from pipelines.errors import InvalidParameter
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,14 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from pipelines import adapters, comparisons, jobs, models, preferences, reward
-from pipelines.align import common, dpo, evaluate, rloo
+from pipelines.engine import adapters, models
+from pipelines.labels import comparisons, preferences
+from pipelines.store import jobs
+from pipelines.train import reward
+from pipelines.train.align import common, dpo, evaluate, rloo
 from pipelines.config import PREFERENCE_SAMPLE
-from pipelines.files import copy_upload
-from pipelines.sampling import SamplingParams
+from pipelines.store.files import copy_upload
+from pipelines.engine.sampling import SamplingParams
 
 from .errors import UserError
 from . import jobs_panel

@@ -1,6 +1,6 @@
 """Generate › Per-token view › Token tree: click a generated token, pick another, continue from there.
 
-The tree (`pipelines.token_tree`) lives in the page's state. The Generate tab's own state (the
+The tree (`pipelines.inside.token_tree`) lives in the page's state. The Generate tab's own state (the
 tokens its views and distribution inspector read) follows the branch on show, so every view of
 the tab works on any branch.
 """
@@ -16,7 +16,8 @@ from typing import Any, Iterator
 
 import gradio as gr
 
-from pipelines import models, token_tree
+from pipelines.engine import models
+from pipelines.inside import token_tree
 from pipelines.errors import InvalidParameter
 
 from .controls import Throttle, show_token, to_params

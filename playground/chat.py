@@ -10,9 +10,10 @@ from typing import Any, Iterator
 
 import gradio as gr
 
-from pipelines import chat, comparisons, models
+from pipelines.engine import chat, models
+from pipelines.labels import comparisons
 from pipelines.access import get_policy
-from pipelines.sampling import InvalidParameter, SamplingParams
+from pipelines.engine.sampling import InvalidParameter, SamplingParams
 
 from .errors import UserError
 from .controls import MODEL_EVENTS, STOPS, Throttle, fill_when_model_ready, how_it_works, to_params, waiting_note

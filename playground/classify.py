@@ -9,9 +9,10 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from pipelines import classify, jobs
+from pipelines.train import classify
+from pipelines.store import jobs
 from pipelines.config import DATASETS
-from pipelines.files import copy_upload
+from pipelines.store.files import copy_upload
 
 from . import jobs_panel
 from .controls import how_it_works, on_submit, refuse_out_of_range, rounded

@@ -18,10 +18,11 @@ from typing import Any, Callable, Sequence
 
 import gradio as gr
 
-from pipelines import knobs, scheduler
+from pipelines import knobs
+from pipelines.engine import scheduler
 from pipelines.config import ASSETS, get_settings
-from pipelines.openai_engine import KNOB_OFF
-from pipelines.sampling import InvalidParameter, SamplingParams
+from pipelines.engine.openai_engine import KNOB_OFF
+from pipelines.engine.sampling import InvalidParameter, SamplingParams
 
 from .errors import UserError
 from .spec_controls import bind, build_spec, control, refusal
@@ -30,7 +31,7 @@ from .spec_controls import bind, build_spec, control, refusal
 def _model_concurrency() -> int:
     """How many model requests Gradio lets in at once (every event that runs the model shares one group).
 
-    With the scheduler (pipelines/scheduler.py), twice as many as it has decoding slots: enough to
+    With the scheduler (pipelines/engine/scheduler.py), twice as many as it has decoding slots: enough to
     keep every slot busy and show the next ones their place in its queue; the scheduler, not Gradio,
     bounds the work. Without it (PLAYGROUND_BATCHING=0, or the llama.cpp engine, whose one context
     re-reads a sequence whenever another stream interleaves), requests decode on their own under the
@@ -72,7 +73,7 @@ class SamplingControls:
 
     @property
     def engine_knobs(self) -> list[gr.components.Component]:
-        """The knobs a remote engine may not support (pipelines.openai_engine.KNOB_OFF), in that order."""
+        """The knobs a remote engine may not support (pipelines.engine.openai_engine.KNOB_OFF), in that order."""
         return [getattr(self, name) for name in KNOB_OFF]
 
     @staticmethod

@@ -10,9 +10,9 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from pipelines import agreement, backup, drives, preference_data, preference_stats, preferences
+from pipelines.labels import agreement, backup, drives, preference_data, preference_stats, preferences
 from pipelines.access import alias, get_policy
-from pipelines.files import copy_upload
+from pipelines.store.files import copy_upload
 
 from .errors import UserError
 from .controls import cleared_first, nothing_added, rounded, skipped_rows

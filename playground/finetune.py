@@ -10,12 +10,15 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from pipelines import adapters, finetune, jobs, knobs, model_structure, models, sft_data
+from pipelines.engine import adapters, model_structure, models
+from pipelines.train import finetune, sft_data
+from pipelines.store import jobs
+from pipelines import knobs
 from pipelines.config import DATASETS
 from pipelines.errors import InvalidParameter
-from pipelines.files import copy_upload
-from pipelines.hardware import detect, plan_device, train_precision
-from pipelines.training import device_and_precision
+from pipelines.store.files import copy_upload
+from pipelines.engine.hardware import detect, plan_device, train_precision
+from pipelines.train.training import device_and_precision
 
 from .errors import UserError
 from . import jobs_panel, metric_view

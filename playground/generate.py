@@ -9,9 +9,10 @@ from typing import Any, Iterator
 import gradio as gr
 import pandas as pd
 
-from pipelines import generation, icl_eval, models, prompts
-from pipelines.completion import record_ids
-from pipelines.sampling import InvalidParameter, SamplingParams
+from pipelines.engine import generation, models, prompts
+from pipelines.train import icl_eval
+from pipelines.engine.completion import record_ids
+from pipelines.engine.sampling import InvalidParameter, SamplingParams
 
 from .errors import UserError
 from .controls import (

@@ -13,7 +13,8 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from pipelines import inside, models
+from pipelines import inside
+from pipelines.engine import models
 
 from .controls import fill_when_model_ready, how_it_works
 from .sidebar import Shared, selected_adapter

@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 import gradio as gr
 import pandas as pd
 
-from pipelines import jobs
+from pipelines.store import jobs
 
 from .errors import UserError
 from .guard import admin_only

@@ -10,9 +10,11 @@ from typing import Any, Callable
 
 import gradio as gr
 
-from pipelines import adapters, comparisons, drives, models, preference_data, preferences, reward, sft_data
-from pipelines.files import copy_upload
-from pipelines.sampling import SamplingParams
+from pipelines.engine import adapters, models
+from pipelines.labels import comparisons, drives, preference_data, preferences
+from pipelines.train import reward, sft_data
+from pipelines.store.files import copy_upload
+from pipelines.engine.sampling import SamplingParams
 
 from .errors import UserError
 from .spec_controls import build_spec, control

@@ -12,9 +12,9 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from pipelines import drives, preference_data, preference_stats, preferences
+from pipelines.labels import drives, preference_data, preference_stats, preferences
 from pipelines.access import alias, get_policy
-from pipelines.files import copy_upload
+from pipelines.store.files import copy_upload
 
 from .controls import (
     cleared_first,

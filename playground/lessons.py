@@ -7,7 +7,9 @@ from typing import Any
 
 import gradio as gr
 
-from pipelines import adapters, lessons, reward
+from pipelines.engine import adapters
+from pipelines import lessons
+from pipelines.train import reward
 
 from . import classify as classify_tab
 from .controls import SamplingControls, how_it_works

@@ -1,5 +1,5 @@
 """ROUGE-L and BLEU of one reference/candidate pair, drawn: the shared subsequence highlighted,
-the n-gram counts and the brevity penalty in a table (pipelines/metric_explain.py computes them)."""
+the n-gram counts and the brevity penalty in a table (pipelines/train/metric_explain.py computes them)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import gradio as gr
 
-from pipelines import metric_explain
+from pipelines.train import metric_explain
 
 from .errors import UserError
 

@@ -18,8 +18,8 @@ import gradio as gr
 
 from pipelines.access import visitor_keys
 from pipelines.errors import InvalidParameter
-from pipelines.rows import loads
-from pipelines.sampling import SamplingParams
+from pipelines.store.rows import loads
+from pipelines.engine.sampling import SamplingParams
 
 from .controls import PARAM_NAMES, SamplingControls, to_params
 from .errors import UserError

@@ -11,11 +11,11 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from pipelines import models
+from pipelines.engine import models
 from pipelines.access import get_policy
-from pipelines.files import UploadError, copy_upload
+from pipelines.store.files import UploadError, copy_upload
 from pipelines.rag import answer, attribution, chunking, embedder, evaluate, parsing, retrieval, store
-from pipelines.sampling import InvalidParameter
+from pipelines.engine.sampling import InvalidParameter
 
 from .errors import UserError
 from .controls import (

@@ -10,7 +10,7 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from pipelines import models
+from pipelines.engine import models
 from pipelines.reasoning import benchmark, extract, solve, strategies
 from pipelines.reasoning.solve import StrategyResult
 

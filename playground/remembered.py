@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import gradio as gr
 
-from pipelines import drives
+from pipelines.labels import drives
 from pipelines.access import visitor_keys
 
 from .sidebar import signed_in_user

@@ -9,9 +9,10 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from pipelines import jobs, reward
+from pipelines.store import jobs
+from pipelines.train import reward
 from pipelines.config import PREFERENCE_SAMPLE
-from pipelines.files import copy_upload
+from pipelines.store.files import copy_upload
 
 from .controls import on_submit, refuse_out_of_range, rounded
 from .errors import UserError

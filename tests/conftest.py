@@ -60,7 +60,7 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture(scope="session")
 def bundled_dir() -> Path:
     """The bundled model converted to safetensors (converted on the first test run only)."""
-    from pipelines import models
+    from pipelines.engine import models
     from pipelines.config import Settings
 
     return models.bundled_model_dir(Settings(data_dir=MODEL_CACHE))
@@ -75,7 +75,7 @@ def tokenizer(bundled_dir: Path):
 
 @pytest.fixture(scope="session")
 def tiny_handle(tokenizer):
-    from pipelines import models
+    from pipelines.engine import models
 
     return models.wrap(build_tiny_model(tokenizer), tokenizer, name="tiny-llama", source="in-process")
 
@@ -83,7 +83,7 @@ def tiny_handle(tokenizer):
 @pytest.fixture
 def use_tiny(tiny_handle):
     """Install the tiny model as the process-wide model for code that calls get_handle()."""
-    from pipelines import models
+    from pipelines.engine import models
 
     models.set_handle(tiny_handle)
     yield tiny_handle
@@ -92,7 +92,7 @@ def use_tiny(tiny_handle):
 
 @pytest.fixture(scope="session")
 def real_handle(bundled_dir: Path):
-    from pipelines import models
+    from pipelines.engine import models
 
     return models.load_handle(str(bundled_dir))
 
@@ -107,7 +107,7 @@ def app_url(use_tiny):
 @pytest.fixture
 def fresh_tiny_handle(tokenizer):
     """A tiny model of its own: attaching adapters wraps the model, so tests that do must not share it."""
-    from pipelines import models
+    from pipelines.engine import models
 
     handle = models.wrap(build_tiny_model(tokenizer), tokenizer, name="tiny-llama", source="in-process")
     models.set_handle(handle)

@@ -130,7 +130,7 @@ def write_sft_rows(path: Path, n: int = 24) -> Path:
 
 def two_response_items(count: int) -> list[str]:
     """`count` stored items, "Question i?" with responses "ai" and "bi": ids, in order (for vote bursts)."""
-    from pipelines import preferences
+    from pipelines.labels import preferences
 
     return [
         preferences.create_item(

@@ -1,6 +1,6 @@
 """The schema as it was before versioned migrations (commit eed782d), for upgrade tests.
 
-A verbatim copy of that `pipelines/tables.py`, on its own metadata: a database created from it is
+A verbatim copy of that `pipelines/store/tables.py`, on its own metadata: a database created from it is
 what an existing deployment has on disk. `PRE_DRIVES` names the tables every database had before
 label drives (dd637b0); a database made then has only those.
 """
@@ -14,7 +14,7 @@ class Base(DeclarativeBase):
     """Every table of the playground."""
 
 
-# --- jobs (pipelines.jobs) ----------------------------------------------------------------------
+# --- jobs (pipelines.store.jobs) ----------------------------------------------------------------------
 
 
 class JobRow(Base):
@@ -42,7 +42,7 @@ class JobRow(Base):
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
-# --- preferences (pipelines.preferences) --------------------------------------------------------
+# --- preferences (pipelines.labels.preferences) --------------------------------------------------------
 
 
 class PrefItem(Base):
@@ -94,7 +94,7 @@ class PrefPrompt(Base):
     used: Mapped[int] = mapped_column(Integer, default=0)
 
 
-# --- label drives (pipelines.drives) ------------------------------------------------------------
+# --- label drives (pipelines.labels.drives) ------------------------------------------------------------
 
 
 class PrefDrive(Base):

@@ -96,7 +96,8 @@ def database_for(request, monkeypatch) -> Iterator[str]:  # noqa: ANN001 - pytes
     """For a fixture parametrized "sqlite" / "postgresql": point the app at that database for one
     test (a fresh PostgreSQL database through PLAYGROUND_DATABASE_URL, which spawned processes
     inherit) and close every pooled connection around it."""
-    from pipelines import config, db
+    from pipelines import config
+    from pipelines.store import db
 
     if request.param == "postgresql":
         admin = request.getfixturevalue("postgres_admin_url")

@@ -10,7 +10,7 @@ import importlib
 import sys
 from typing import Sequence
 
-from .common import OneLineParser, UsageError, configure_logging, run_guarded
+from pipelines.cli.common import OneLineParser, UsageError, configure_logging, run_guarded
 
 # command -> what it does; each lives in the module of the same name (pipelines/cli/<command>.py)
 COMMANDS = {

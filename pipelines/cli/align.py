@@ -5,10 +5,19 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .. import adapters, models, reward
-from ..align import common, dpo, evaluate, rloo
-from ..sampling import SamplingParams
-from .common import UsageError, add_spec_flags, emit_json, needs_action, quiet_stdout, spec_args, train_in_foreground
+from pipelines.engine import adapters, models
+from pipelines.train import reward
+from pipelines.train.align import common, dpo, evaluate, rloo
+from pipelines.engine.sampling import SamplingParams
+from pipelines.cli.common import (
+    UsageError,
+    add_spec_flags,
+    emit_json,
+    needs_action,
+    quiet_stdout,
+    spec_args,
+    train_in_foreground,
+)
 
 
 def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:

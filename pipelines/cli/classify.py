@@ -5,8 +5,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .. import classify
-from .common import UsageError, add_spec_flags, emit_json, needs_action, quiet_stdout, spec_args, train_in_foreground
+from pipelines.train import classify
+from pipelines.cli.common import (
+    UsageError,
+    add_spec_flags,
+    emit_json,
+    needs_action,
+    quiet_stdout,
+    spec_args,
+    train_in_foreground,
+)
 
 
 def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:

@@ -10,10 +10,10 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
-from ..errors import InvalidParameter, PlaygroundError
+from pipelines.errors import InvalidParameter, PlaygroundError
 
 if TYPE_CHECKING:
-    from ..sampling import SamplingParams
+    from pipelines.engine.sampling import SamplingParams
 
 
 class UsageError(PlaygroundError):
@@ -58,7 +58,7 @@ def add_spec_flags(
     second copy decides them. A value out of range is refused while parsing, naming the flag.
     `one_of` groups need exactly one of their flags, `at_most_one` groups at most one.
     """
-    from .. import knobs
+    from pipelines import knobs
 
     target = parser.add_argument_group(title) if title else parser
     groups: dict[str, Any] = {}
@@ -91,7 +91,7 @@ def add_spec_flags(
 
 
 def _flag_type(spec_class: type, name: str, kind: type) -> Callable[[str], Any]:
-    from .. import knobs
+    from pipelines import knobs
 
     def parse(text: str) -> Any:
         try:
@@ -120,20 +120,20 @@ def _number(text: str, kind: type) -> float:
 
 def spec_args(args: argparse.Namespace, spec_class: type, **overrides: Any) -> dict[str, Any]:
     """The spec's keyword arguments from the flags that were given (the rest keep the spec's defaults)."""
-    from .. import knobs
+    from pipelines import knobs
 
     given = {name: getattr(args, name) for name in knobs.knobs(spec_class) if hasattr(args, name)}
     return given | overrides
 
 
 def add_sampling_flags(parser: argparse.ArgumentParser) -> None:
-    from ..sampling import SamplingParams  # only for a command that samples (it loads torch)
+    from pipelines.engine.sampling import SamplingParams  # only for a command that samples (it loads torch)
 
     add_spec_flags(parser, SamplingParams, title="sampling")
 
 
 def sampling_from_args(args: argparse.Namespace) -> SamplingParams:
-    from ..sampling import SamplingParams
+    from pipelines.engine.sampling import SamplingParams
 
     return SamplingParams(**spec_args(args, SamplingParams))
 
@@ -142,7 +142,8 @@ def train_in_foreground(kind: str, name: str, spec: dict[str, Any], *, json_mode
     """Run a training job here, registered like any other; its JobInfo on success, None on the
     other ranks of a distributed run (`accelerate launch`: rank 0 records, publishes and prints,
     so the JSON document is printed once). A failed job is one line on every rank, exit status 1."""
-    from .. import jobs, training
+    from pipelines.store import jobs
+    from pipelines.train import training
 
     training.check_distributed_launch()
     with quiet_stdout(json_mode):

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import argparse
 
-from .. import db, snapshots
-from ..config import get_settings
-from .common import CommandFailed, UsageError, emit_json, needs_action
+from pipelines.store import db, snapshots
+from pipelines.config import get_settings
+from pipelines.cli.common import CommandFailed, UsageError, emit_json, needs_action
 
 
 def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
@@ -62,7 +62,7 @@ def run_upgrade(args: argparse.Namespace) -> int:
 
 
 def run_backup(args: argparse.Namespace) -> int:
-    from .. import backup
+    from pipelines.labels import backup
 
     try:
         result = backup.snapshot()
@@ -81,7 +81,7 @@ def run_backup(args: argparse.Namespace) -> int:
 
 
 def run_restore(args: argparse.Namespace) -> int:
-    from .. import backup
+    from pipelines.labels import backup
 
     settings = get_settings()
     try:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .. import finetune, sft_data
-from .common import (
+from pipelines.train import finetune, sft_data
+from pipelines.cli.common import (
     UsageError,
     add_spec_flags,
     distributed_fields as _distributed,

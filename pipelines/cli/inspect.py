@@ -7,7 +7,7 @@ import math
 import sys
 from typing import Any, Callable
 
-from .common import UsageError, emit_json, needs_action, quiet_stdout
+from pipelines.cli.common import UsageError, emit_json, needs_action, quiet_stdout
 
 
 def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
@@ -47,7 +47,8 @@ def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
 
 
 def _computed(args: argparse.Namespace, compute: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
-    from .. import adapters, inside, models
+    from pipelines.engine import adapters, models
+    from pipelines import inside
 
     with quiet_stdout(args.json):
         handle = models.get_handle()
@@ -66,7 +67,8 @@ def _emit(args: argparse.Namespace, report: dict[str, Any], lines: list[str]) ->
 
 
 def run_tokens(args: argparse.Namespace) -> int:
-    from .. import inside, models
+    from pipelines import inside
+    from pipelines.engine import models
 
     with quiet_stdout(args.json):
         tokenizer = models.get_handle().tokenizer
@@ -76,7 +78,7 @@ def run_tokens(args: argparse.Namespace) -> int:
 
 
 def run_perplexity(args: argparse.Namespace) -> int:
-    from .. import inside
+    from pipelines import inside
 
     report = _computed(args, lambda h: inside.perplexity(h, args.text, adapter=args.adapter))
     lines = [f"{t['piece']!r}: {t['logprob']:.3f}" for t in report["tokens"] if t["logprob"] is not None]
@@ -85,7 +87,7 @@ def run_perplexity(args: argparse.Namespace) -> int:
 
 
 def run_score(args: argparse.Namespace) -> int:
-    from .. import inside
+    from pipelines import inside
 
     report = _computed(args, lambda h: inside.score(h, args.prompt, args.continuation, adapter=args.adapter))
     lines = [f"log P = {report['logprob']:.4f} (p = {report['prob']:.3g}), first token's rank {report['rank']}"]
@@ -98,7 +100,7 @@ def run_score(args: argparse.Namespace) -> int:
 
 
 def run_attention(args: argparse.Namespace) -> int:
-    from .. import inside
+    from pipelines import inside
 
     report = _computed(
         args, lambda h: inside.attention(h, args.prompt, layer=args.layer, head=args.head, adapter=args.adapter)
@@ -109,7 +111,7 @@ def run_attention(args: argparse.Namespace) -> int:
 
 
 def run_lens(args: argparse.Namespace) -> int:
-    from .. import inside
+    from pipelines import inside
 
     report = _computed(args, lambda h: inside.lens(h, args.prompt, adapter=args.adapter))
     lines = [
@@ -120,7 +122,7 @@ def run_lens(args: argparse.Namespace) -> int:
 
 
 def run_architecture(args: argparse.Namespace) -> int:
-    from .. import inside
+    from pipelines import inside
 
     report = _computed(args, lambda h: inside.architecture(h, context=args.context))
     kv = report["kv_cache"]

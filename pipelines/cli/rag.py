@@ -6,9 +6,16 @@ import argparse
 import sys
 from pathlib import Path
 
-from .. import models
-from ..rag import answer, attribution, chunking, evaluate, retrieval, store
-from .common import UsageError, add_sampling_flags, emit_json, needs_action, quiet_stdout, sampling_from_args
+from pipelines.engine import models
+from pipelines.rag import answer, attribution, chunking, evaluate, retrieval, store
+from pipelines.cli.common import (
+    UsageError,
+    add_sampling_flags,
+    emit_json,
+    needs_action,
+    quiet_stdout,
+    sampling_from_args,
+)
 
 
 def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:

@@ -8,10 +8,10 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from .. import models
-from ..reasoning import benchmark, extract, solve, strategies
-from ..sampling import InvalidParameter
-from .common import (
+from pipelines.engine import models
+from pipelines.reasoning import benchmark, extract, solve, strategies
+from pipelines.engine.sampling import InvalidParameter
+from pipelines.cli.common import (
     CommandFailed,
     UsageError,
     add_sampling_flags,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .. import reward
-from .common import (
+from pipelines.train import reward
+from pipelines.cli.common import (
     UsageError,
     add_spec_flags,
     distributed_fields,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .. import sandbox
-from .common import UsageError, emit_json, needs_action
+from pipelines import sandbox
+from pipelines.cli.common import UsageError, emit_json, needs_action
 
 
 def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:

@@ -18,13 +18,13 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Iterator, Sequence
 
-from .. import chat, generation
-from ..chat import Message
-from ..messages import ChatIds
-from ..models import ModelHandle
-from ..sampling import SamplingParams
-from .attribution import citations  # noqa: F401  (answer.citations is the public name)
-from .retrieval import Hit
+from pipelines.engine import chat, generation
+from pipelines.engine.chat import Message
+from pipelines.engine.messages import ChatIds
+from pipelines.engine.models import ModelHandle
+from pipelines.engine.sampling import SamplingParams
+from pipelines.rag.attribution import citations  # noqa: F401  (answer.citations is the public name)
+from pipelines.rag.retrieval import Hit
 
 MAX_PASSAGE_TOKENS = 384  # 1.5x the largest chunk in the embedder's word pieces: prose is never cut
 

@@ -31,8 +31,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from . import chunking
-from .retrieval import Hit
+from pipelines.rag import chunking
+from pipelines.rag.retrieval import Hit
 
 MIN_WORD_SUPPORT = 0.6
 MIN_SIMILARITY = 0.3
@@ -214,7 +214,7 @@ def attribute(
 ) -> list[SentenceSupport]:
     """One SentenceSupport per sentence of `answer`; `hits` are the passages numbered [1].. in the prompt."""
     if embed is None:
-        from .embedder import embed as embed_texts
+        from pipelines.rag.embedder import embed as embed_texts
 
         embed = embed_texts
     stop = _stopwords()

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import PlaygroundError
+from pipelines.errors import PlaygroundError
 
 EMBEDDER_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 BATCH_SIZE = 64

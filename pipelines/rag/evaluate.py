@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ..rows import RowLimits, RowsError, read_rows
-from . import retrieval
+from pipelines.store.rows import RowLimits, RowsError, read_rows
+from pipelines.rag import retrieval
 
 
 class EvaluationStopped(Exception):

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import PlaygroundError
+from pipelines.errors import PlaygroundError
 
 MAX_FILE_BYTES = 20_000_000
 MAX_DOCUMENT_CHARS = 3_000_000  # a 1,000-page book is ~2 M characters

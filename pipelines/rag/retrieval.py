@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
-from . import embedder, store
+from pipelines.rag import embedder, store
 
 MODES = ("dense", "bm25", "hybrid")
 RRF_K = 60

@@ -26,10 +26,10 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from ..errors import PlaygroundError
-from ..config import Settings, get_settings
-from ..files import safe_filename, write_atomic
-from . import chunking, embedder, parsing
+from pipelines.errors import PlaygroundError
+from pipelines.config import Settings, get_settings
+from pipelines.store.files import safe_filename, write_atomic
+from pipelines.rag import chunking, embedder, parsing
 
 HNSW_THRESHOLD = 20_000
 NAME_MAX = 64

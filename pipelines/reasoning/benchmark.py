@@ -13,14 +13,14 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-from ..config import get_settings
-from ..errors import InvalidParameter
-from ..models import ModelHandle
-from ..rows import RowLimits, RowsError, read_rows
-from ..sampling import SamplingParams
-from ..files import write_atomic
-from . import extract, solve
-from .strategies import PROBLEMS_FILE, Strategy
+from pipelines.config import get_settings
+from pipelines.errors import InvalidParameter
+from pipelines.engine.models import ModelHandle
+from pipelines.store.rows import RowLimits, RowsError, read_rows
+from pipelines.engine.sampling import SamplingParams
+from pipelines.store.files import write_atomic
+from pipelines.reasoning import extract, solve
+from pipelines.reasoning.strategies import PROBLEMS_FILE, Strategy
 
 MAX_PROBLEMS = 5000
 MAX_FILE_BYTES = 20_000_000

@@ -15,12 +15,13 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator, Sequence
 
-from .. import chat, generation, sandbox
-from ..errors import InvalidParameter
-from ..models import ModelHandle
-from ..sampling import SamplingParams
-from . import extract
-from .strategies import Strategy
+from pipelines.engine import chat, generation
+from pipelines import sandbox
+from pipelines.errors import InvalidParameter
+from pipelines.engine.models import ModelHandle
+from pipelines.engine.sampling import SamplingParams
+from pipelines.reasoning import extract
+from pipelines.reasoning.strategies import Strategy
 
 MAX_QUESTION_CHARS = 4000
 MAX_SAMPLES = 16
@@ -62,7 +63,7 @@ class StrategyResult:
     correct: bool | None = None
     done: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
-    # while its rows wait for a decoding slot: requests ahead of them (pipelines/scheduler.py); else None
+    # while its rows wait for a decoding slot: requests ahead of them (pipelines/engine/scheduler.py); else None
     queue_position: int | None = None
 
     @property

@@ -12,9 +12,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import PlaygroundError
-from ..messages import Message
-from ..prompts import ASSETS as ASSETS_DIR
+from pipelines.errors import PlaygroundError
+from pipelines.engine.messages import Message
+from pipelines.engine.prompts import ASSETS as ASSETS_DIR
 
 
 class StrategyError(PlaygroundError, ValueError):

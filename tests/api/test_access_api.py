@@ -10,7 +10,9 @@ import httpx
 import pytest
 from gradio_client import Client
 
-from pipelines import access, db, preferences
+from pipelines import access
+from pipelines.store import db
+from pipelines.labels import preferences
 from tests.helpers import as_public_space, launched_app, write_sft_rows
 
 pytestmark = pytest.mark.api
@@ -62,7 +64,7 @@ def test_a_signed_in_labeller_votes_under_their_own_name(auth_url):
 def test_non_admins_cannot_train_delete_or_export(auth_url, tmp_path):
     from gradio_client import handle_file
 
-    from pipelines import jobs
+    from pipelines.store import jobs
 
     item = _item()
     bob = Client(auth_url, auth=("bob", USERS["bob"]), verbose=False)

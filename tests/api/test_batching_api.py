@@ -9,7 +9,7 @@ import uuid
 import httpx
 import pytest
 
-from pipelines import scheduler
+from pipelines.engine import scheduler
 
 pytestmark = pytest.mark.api
 

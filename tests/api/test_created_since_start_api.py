@@ -9,7 +9,8 @@ from __future__ import annotations
 import pytest
 from gradio_client import Client
 
-from pipelines import jobs, reward
+from pipelines.store import jobs
+from pipelines.train import reward
 from tests.helpers import ROOT, launched_app, make_lora_adapter
 
 pytestmark = pytest.mark.api

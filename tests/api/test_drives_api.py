@@ -9,7 +9,8 @@ from collections import Counter
 import pytest
 from gradio_client import Client, handle_file
 
-from pipelines import db, drives, preferences
+from pipelines.store import db
+from pipelines.labels import drives, preferences
 
 pytestmark = pytest.mark.api
 

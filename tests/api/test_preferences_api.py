@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from gradio_client import Client
 
-from pipelines import db
+from pipelines.store import db
 
 pytestmark = pytest.mark.api
 

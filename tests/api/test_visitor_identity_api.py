@@ -15,7 +15,9 @@ import httpx
 import pytest
 from gradio_client import Client
 
-from pipelines import access, db, drives, preferences
+from pipelines import access
+from pipelines.store import db
+from pipelines.labels import drives, preferences
 from tests.helpers import as_public_space, launched_app, two_response_items
 
 pytestmark = pytest.mark.api

@@ -100,7 +100,7 @@ def own_page(browser, request, fresh_tiny_handle):
 @pytest.fixture
 def job_runner(tiny_model_env, data_dir):
     """The app's job manager for this test's data directory (workers train the tiny model)."""
-    from pipelines import db, jobs
+    from pipelines.store import db, jobs
 
     manager = jobs.JobManager(max_parallel=1, interval=0.3).start()
     previous, jobs._manager = jobs._manager, manager

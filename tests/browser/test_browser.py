@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from typing import Callable
 
 import pytest
 
@@ -12,7 +13,8 @@ pytest.importorskip(
 )
 from playwright.sync_api import Page, expect  # noqa: E402
 
-from pipelines import jobs, preferences
+from pipelines.store import jobs
+from pipelines.labels import preferences
 from tests.browser_flows import ingest_document, open_advanced
 from tests.helpers import write_sft_rows
 
@@ -23,29 +25,40 @@ def _textbox(page: Page, label: str):
     return page.get_by_label(label, exact=True).first
 
 
-def _value_grows(page: Page, selector: str, timeout: float = 60) -> list[str]:
-    """Snapshots of a textbox while it streams, until it stops changing."""
-    box = page.locator(selector)
-    seen: list[str] = []
+_RECORD_JS = """(selector) => {
+  // every value the box shows, sampled at each frame the browser draws: a poll from the test process
+  // (a round trip per read) can miss a short stream's intermediate states on a fast machine
+  window.__seen = [];
+  const tick = () => {
+    const box = document.querySelector(selector);
+    const value = box ? box.value : '';
+    if (value && value !== window.__seen[window.__seen.length - 1]) window.__seen.push(value);
+    window.__recorder = requestAnimationFrame(tick);
+  };
+  tick();
+}"""
+
+
+def _value_grows(page: Page, selector: str, start: Callable[[], None], timeout: float = 60) -> list[str]:
+    """Every value of a textbox while it streams, from `start()` until it stops changing."""
+    page.evaluate(_RECORD_JS, selector)
+    start()
     deadline = time.time() + timeout
-    stable = 0
+    stable, count = 0, 0
     while time.time() < deadline:
-        value = box.input_value()
-        if value and (not seen or value != seen[-1]):
-            seen.append(value)
-            stable = 0
-        elif value:
-            stable += 1
-            if stable > 15:
-                break
+        now = page.evaluate("window.__seen.length")
+        stable = stable + 1 if now and now == count else 0
+        count = now
+        if stable > 15:
+            break
         time.sleep(0.05)
-    return seen
+    return page.evaluate("cancelAnimationFrame(window.__recorder), window.__seen")
 
 
 def test_generation_streams_and_shows_the_distribution(page: Page):
     _textbox(page, "Prompt").fill("Once upon a time")
-    page.get_by_role("button", name="Generate", exact=True).click()
-    snapshots = _value_grows(page, "#gen-output textarea")
+    generate = page.get_by_role("button", name="Generate", exact=True)
+    snapshots = _value_grows(page, "#gen-output textarea", generate.click)
     assert snapshots, "no completion appeared"
     assert len(snapshots) > 1, "the completion arrived in one piece instead of streaming"
     assert snapshots[-1].startswith(snapshots[0][:1])

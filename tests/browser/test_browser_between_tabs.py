@@ -16,7 +16,7 @@ pytest.importorskip(
 )
 from playwright.sync_api import Page, expect  # noqa: E402
 
-from pipelines import jobs
+from pipelines.store import jobs
 from tests.browser_flows import ingest_document, open_advanced
 from tests.helpers import make_lora_adapter, write_sft_rows
 

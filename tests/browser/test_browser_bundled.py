@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.integration]
 @pytest.fixture
 def app_url(real_handle):
     """Overrides the tiny-model app of the browser conftest: the full app on the bundled model."""
-    from pipelines import models
+    from pipelines.engine import models
 
     models.set_handle(real_handle)
     with launched_app(real_handle) as url:

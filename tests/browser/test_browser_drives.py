@@ -13,7 +13,7 @@ pytest.importorskip(
 )
 from playwright.sync_api import Page, expect  # noqa: E402
 
-from pipelines import drives, preferences  # noqa: E402
+from pipelines.labels import drives, preferences  # noqa: E402
 from tests.browser_flows import as_annotator, next_item, pick_drive  # noqa: E402
 
 pytestmark = pytest.mark.browser

@@ -16,7 +16,7 @@ pytest.importorskip(
 )
 from playwright.sync_api import Page, expect  # noqa: E402
 
-from pipelines import models
+from pipelines.engine import models
 from pipelines.config import get_settings
 from tests.helpers import launched_app
 

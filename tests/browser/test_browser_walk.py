@@ -13,7 +13,7 @@ pytest.importorskip(
 )
 from playwright.sync_api import Page, expect  # noqa: E402
 
-from pipelines import drives  # noqa: E402
+from pipelines.labels import drives  # noqa: E402
 from tests.browser_flows import DRIVE_MODE, next_item, pick_drive  # noqa: E402
 from tests.helpers import two_response_items  # noqa: E402
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines import jobs
-from pipelines.align import dpo
+from pipelines.store import jobs
+from pipelines.train.align import dpo
 from tests.helpers import ROOT
 
 pytestmark = pytest.mark.integration

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from pipelines import generation
-from pipelines.sampling import SamplingParams
+from pipelines.engine import generation
+from pipelines.engine.sampling import SamplingParams
 from tests.helpers import MODEL_CACHE, ROOT
 
 pytestmark = pytest.mark.integration
@@ -64,7 +64,7 @@ def test_cli_refuses_a_prompt_longer_than_the_window(bundled_dir):
 
 
 def test_six_thousand_word_history_is_answered(real_handle):
-    from pipelines import chat
+    from pipelines.engine import chat
 
     history = []
     for i in range(80):

@@ -12,9 +12,10 @@ import json
 
 import pytest
 
-from pipelines import bundled, bundled_figures, chat
-from pipelines.messages import Message
-from pipelines.sampling import SamplingParams
+from pipelines.engine import bundled, chat
+from pipelines.train import bundled_figures
+from pipelines.engine.messages import Message
+from pipelines.engine.sampling import SamplingParams
 
 pytestmark = [pytest.mark.integration, pytest.mark.heavy]  # ~75 s: `make test-heavy`
 

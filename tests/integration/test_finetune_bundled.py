@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines import finetune, jobs
+from pipelines.train import finetune
+from pipelines.store import jobs
 from tests.helpers import MODEL_CACHE, ROOT
 
 pytestmark = pytest.mark.integration

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pipelines.rag import answer, retrieval, store
-from pipelines.sampling import SamplingParams
+from pipelines.engine.sampling import SamplingParams
 from tests.rag_corpus import write_corpus
 
 pytestmark = pytest.mark.integration

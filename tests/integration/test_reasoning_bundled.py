@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pipelines.reasoning import solve, strategies
-from pipelines.sampling import SamplingParams
+from pipelines.engine.sampling import SamplingParams
 
 pytestmark = pytest.mark.integration
 

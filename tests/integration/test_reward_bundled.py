@@ -6,7 +6,8 @@ import shutil
 
 import pytest
 
-from pipelines import jobs, reward
+from pipelines.store import jobs
+from pipelines.train import reward
 from tests.helpers import MODEL_CACHE, ROOT
 
 pytestmark = pytest.mark.integration

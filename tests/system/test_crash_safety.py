@@ -15,9 +15,12 @@ import psutil
 import pytest
 from gradio_client import Client
 
-from pipelines import adapters, db, finetune, generation, jobs, models, preferences
+from pipelines.engine import adapters, generation, models
+from pipelines.store import db, jobs
+from pipelines.train import finetune
+from pipelines.labels import preferences
 from pipelines.rag import retrieval, store
-from pipelines.sampling import SamplingParams
+from pipelines.engine.sampling import SamplingParams
 from tests.app_process import AppProcess
 from tests.helpers import make_lora_adapter, two_response_items, write_sft_rows
 

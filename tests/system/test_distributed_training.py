@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from pipelines import jobs, training
+from pipelines.store import jobs
+from pipelines.train import training
 from tests.helpers import ROOT, free_port, write_sft_rows
 
 pytestmark = pytest.mark.slow

@@ -21,14 +21,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pipelines import chat, comparisons, config, generation, models
-from pipelines.messages import Message
-from pipelines.model_source import bundled_gguf_path
-from pipelines.openai_engine import ServerError
+from pipelines.engine import chat, generation, models
+from pipelines.labels import comparisons
+from pipelines import config
+from pipelines.engine.messages import Message
+from pipelines.engine.model_source import bundled_gguf_path
+from pipelines.engine.openai_engine import ServerError
 from pipelines.rag.answer import stream_answers
 from pipelines.rag.retrieval import Hit
 from pipelines.rag.store import ChunkRecord
-from pipelines.sampling import SamplingParams
+from pipelines.engine.sampling import SamplingParams
 from tests.helpers import ROOT, free_port
 
 pytestmark = [pytest.mark.openai_server, pytest.mark.system]

@@ -14,7 +14,10 @@ from collections import Counter
 import pytest
 from gradio_client import Client
 
-from pipelines import config, db, finetune, jobs, preferences
+from pipelines import config
+from pipelines.store import db, jobs
+from pipelines.train import finetune
+from pipelines.labels import preferences
 from tests import postgres
 from tests.app_process import AppProcess
 from tests.helpers import two_response_items, write_sft_rows

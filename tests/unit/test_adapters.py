@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from pipelines import adapters, chat, generation, models
-from pipelines.sampling import SamplingParams
+from pipelines.engine import adapters, chat, generation, models
+from pipelines.engine.sampling import SamplingParams
 from tests.helpers import make_lora_adapter
 
 GREEDY = SamplingParams(temperature=0, max_new_tokens=10)
@@ -114,7 +114,7 @@ def test_rows_with_different_adapters_share_one_batch(fresh_tiny_handle, tokeniz
 
 def test_using_an_adapter_never_changes_what_the_base_model_looks_like(fresh_tiny_handle, tokenizer, data_dir):
     """The sidebar card, Fine-tune's target layers and its plan describe the base model, adapters attached or not."""
-    from pipelines import finetune
+    from pipelines.train import finetune
     from playground.sidebar import model_card
 
     handle = fresh_tiny_handle

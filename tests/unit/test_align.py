@@ -6,10 +6,12 @@ import json
 
 import pytest
 
-from pipelines import adapters, jobs, models, reward
-from pipelines.align import common, dpo, evaluate, rloo
-from pipelines.chat import Message
-from pipelines.sampling import InvalidParameter, SamplingParams
+from pipelines.engine import adapters, models
+from pipelines.store import jobs
+from pipelines.train import reward
+from pipelines.train.align import common, dpo, evaluate, rloo
+from pipelines.engine.chat import Message
+from pipelines.engine.sampling import InvalidParameter, SamplingParams
 from tests.helpers import ROOT
 
 PAIRS = ROOT / "assets" / "datasets" / "preference_pairs.jsonl"

@@ -7,7 +7,9 @@ import json
 import pytest
 
 from tests.refusals import REFUSED
-from pipelines import jobs, preferences, reward
+from pipelines.store import jobs
+from pipelines.labels import preferences
+from pipelines.train import reward
 from playground import align as tab
 from tests.helpers import ROOT
 

@@ -13,7 +13,8 @@ from types import SimpleNamespace
 import pytest
 
 from tests.refusals import REFUSED
-from pipelines import access, preferences
+from pipelines import access
+from pipelines.labels import preferences
 from pipelines.rag import store
 
 
@@ -89,7 +90,7 @@ def test_anonymous_visitors_cannot_create_upload_index_queue_or_label(public_spa
 
 
 def test_a_public_label_drive_opens_labelling_of_its_items_alone_under_a_server_made_id(public_space, monkeypatch):
-    from pipelines import drives
+    from pipelines.labels import drives
     from playground import chat, label as prefs_tab, rag
 
     monkeypatch.setenv("PLAYGROUND_ANONYMOUS_LABELS", "1")

@@ -19,9 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import backup, config, db, preferences, snapshots
+from pipelines.labels import backup, preferences
+from pipelines import config
+from pipelines.store import db, snapshots
 from pipelines.cli import main as cli
-from pipelines.preferences import ResponseDraft
+from pipelines.labels.preferences import ResponseDraft
 from tests import hub_standin
 from tests.helpers import ROOT
 
@@ -261,7 +263,7 @@ def test_an_empty_hub_repo_restores_nothing_and_the_app_starts(data_dir, standin
 
 _SNAPSHOT_LOOP = """
 import sys
-from pipelines import backup
+from pipelines.labels import backup
 while True:
     backup.snapshot()
 """

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines import preferences
+from pipelines.labels import preferences
 from pipelines.cli import main
 
 BINARY = b"\xff\xfe\x00not text\n"

@@ -10,10 +10,11 @@ import shutil
 
 import pytest
 
-from pipelines import adapters, bundled, finetune, reward
-from pipelines.align import dpo
+from pipelines.engine import adapters, bundled
+from pipelines.train import finetune, reward
+from pipelines.train.align import dpo
 from pipelines.config import DATASETS
-from pipelines.sampling import InvalidParameter
+from pipelines.engine.sampling import InvalidParameter
 from tests.helpers import ROOT
 
 ADAPTER_NAMES = ("concise-tutor", "helpful-dpo")

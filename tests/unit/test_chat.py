@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from pipelines import chat, models
-from pipelines.chat import Message
-from pipelines.sampling import InvalidParameter, SamplingParams
+from pipelines.engine import chat, models
+from pipelines.engine.chat import Message
+from pipelines.engine.sampling import InvalidParameter, SamplingParams
 from tests.helpers import build_tiny_model
 
 CONVERSATION = [

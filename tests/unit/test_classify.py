@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from pipelines import classify
+from pipelines.train import classify
 from pipelines.cli import main
-from pipelines.sampling import InvalidParameter
+from pipelines.engine.sampling import InvalidParameter
 from tests.helpers import ROOT
 
 SENTIMENT = ROOT / "assets" / "datasets" / "sentiment.jsonl"

@@ -143,7 +143,7 @@ def test_finetune_json_contract_in_the_foreground(tiny_model_env, capsys, tmp_pa
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from pipelines import jobs
+    from pipelines.store import jobs
     from tests.helpers import write_sft_rows
 
     data = write_sft_rows(tmp_path / "d.jsonl")
@@ -266,7 +266,7 @@ def test_finetune_bad_data_fails_before_loading_a_model(capsys, tmp_path):
 
 
 def test_prefs_import_export_json_contracts(capsys, tmp_path, data_dir):
-    from pipelines import db
+    from pipelines.store import db
 
     db.dispose_all()
     source = tmp_path / "in.jsonl"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipelines import fast_decode, generation, models
-from pipelines.sampling import SamplingParams
+from pipelines.engine import fast_decode, generation, models
+from pipelines.engine.sampling import SamplingParams
 from tests.helpers import build_tiny_model
 
 pytestmark = pytest.mark.skipif(

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipelines import finetune, generation, models
-from pipelines.chat import Message
-from pipelines.sampling import InvalidParameter, SamplingParams
+from pipelines.train import finetune
+from pipelines.engine import generation, models
+from pipelines.engine.chat import Message
+from pipelines.engine.sampling import InvalidParameter, SamplingParams
 from tests.helpers import build_tiny_model
 
 
@@ -63,7 +64,7 @@ def test_plan_counts_exactly_what_peft_trains(tokenizer, targets):
     assert full["trainable"] == plan.total_params and lora["trainable"] == plan.trainable_params
     assert full["weights"] + full["optimizer"] == plan.total_params * 12  # fp32 weights + two Adam moments
     assert qlora["weights"] < lora["weights"] < full["total"]
-    # activations depend on batch x length, which the plan now takes (pipelines/memory_plan.py)
+    # activations depend on batch x length, which the plan now takes (pipelines/train/memory_plan.py)
     bigger = finetune.plan(
         model, "lora", lora_r=4, target_modules=targets, num_virtual_tokens=10, batch_size=16, max_length=512
     )
@@ -78,7 +79,7 @@ def test_loss_mask_is_what_trl_trains_on(tokenizer):
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    from pipelines import sft_data
+    from pipelines.train import sft_data
 
     conversation = [Message("user", "What is two plus two?"), Message("assistant", "In short: four.")]
     shown = finetune.loss_mask_example(tokenizer, conversation)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tests.refusals import REFUSED
-from pipelines import jobs, models
+from pipelines.store import jobs
+from pipelines.engine import models
 from playground import finetune as tab
 
 
@@ -105,7 +106,7 @@ def test_plan_compares_selective_blocks(use_tiny):
 
 def test_presets_fill_the_form_with_a_valid_run():
     """Each preset makes a spec the job accepts, and the form shows the method's own settings."""
-    from pipelines import finetune
+    from pipelines.train import finetune
 
     for label, settings in finetune.PRESETS.items():
         values = tab.load_preset(label)
@@ -123,8 +124,8 @@ def test_presets_fill_the_form_with_a_valid_run():
 def test_the_plan_reads_the_base_model_as_it_was_before_adapters_were_used(fresh_tiny_handle, tokenizer, data_dir):
     """Issue 42, W2: selective blocks 28,29 planned 7.08 M trainable parameters on a fresh server, then 7.24 M
     and 7.41 M once adapters had been used (their LoRA weights were counted as the blocks')."""
-    from pipelines import generation
-    from pipelines.sampling import SamplingParams
+    from pipelines.engine import generation
+    from pipelines.engine.sampling import SamplingParams
     from tests.helpers import make_lora_adapter
 
     models.set_handle(fresh_tiny_handle)
@@ -138,7 +139,7 @@ def test_the_plan_reads_the_base_model_as_it_was_before_adapters_were_used(fresh
 
 def test_small_data_is_warned_before_a_run():
     """Issue 42: users of other fine-tuning UIs expect a warning before 12 rows x 60 steps memorise the data."""
-    from pipelines import finetune
+    from pipelines.train import finetune
 
     common = {"eval_fraction": 0.1, "batch_size": 8, "grad_accum": 1, "epochs": 3}
     warned = finetune.small_data_warning(12, max_steps=60, **common)

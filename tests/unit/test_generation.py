@@ -7,9 +7,9 @@ import dataclasses
 import pytest
 import torch
 
-from pipelines import generation, models
-from pipelines.generation import _Detokenizer
-from pipelines.sampling import InvalidParameter, SamplingParams
+from pipelines.engine import generation, models
+from pipelines.engine.generation import _Detokenizer
+from pipelines.engine.sampling import InvalidParameter, SamplingParams
 
 PROMPT = "The quick brown fox"
 

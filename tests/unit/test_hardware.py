@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipelines.hardware import Hardware, plan_device, train_precision
+from pipelines.engine.hardware import Hardware, plan_device, train_precision
 
 AVX2_CPU = Hardware(cpu_flags=frozenset({"avx", "avx2"}), cpu_count=2)
 AMX_CPU = Hardware(cpu_flags=frozenset({"avx512f", "avx512_bf16", "amx_bf16"}), cpu_count=64)

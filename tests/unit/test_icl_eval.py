@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines import icl_eval, prompts
+from pipelines.train import icl_eval
+from pipelines.engine import prompts
 from tests.refusals import REFUSED
 
 

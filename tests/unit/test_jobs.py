@@ -10,7 +10,8 @@ import time
 import psutil
 import pytest
 
-from pipelines import db, finetune, jobs
+from pipelines.store import db, jobs
+from pipelines.train import finetune
 from tests.helpers import write_sft_rows
 
 pytestmark = pytest.mark.slow  # trains models or spawns processes: `make test-fast` skips it
@@ -300,7 +301,7 @@ def test_measuring_phases_count_their_examples_and_the_log_says_when(data_dir):
     """Issue 42: the reward and DPO jobs' "before" phase stayed at "0/3 pairs", and the log said "step 0/0"."""
     from types import SimpleNamespace
 
-    from pipelines.training import before_after_phases
+    from pipelines.train.training import before_after_phases
 
     job = jobs.submit("reward", "counted", {"out": "counted"})
     ctx = jobs.JobContext(job_id=job.id, spec={}, directory=jobs.job_dir(job.id))

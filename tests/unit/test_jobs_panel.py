@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from pipelines import jobs
+from pipelines.store import jobs
 from playground import jobs_panel
 
 SERIES = {"loss": "train loss", "eval_loss": "eval loss"}
@@ -68,8 +68,8 @@ def test_what_a_job_makes_appears_where_it_is_used_when_it_succeeds(use_tiny, da
         (made / "meta.json").write_text(json.dumps({"name": f"new-{kind}", "created": "2026-12-06T10:00:00"}))
         from sqlalchemy import update
 
-        from pipelines.db import session
-        from pipelines.tables import JobRow
+        from pipelines.store.db import session
+        from pipelines.store.tables import JobRow
 
         with session() as s:  # what the worker writes when the job ends well
             s.execute(update(JobRow).where(JobRow.id == job.id).values(status=jobs.SUCCEEDED))

@@ -11,9 +11,9 @@ from collections import Counter
 
 import pytest
 
-from pipelines import drives, preference_data, preference_stats, preferences
-from pipelines.chat import Message
-from pipelines.preferences import ResponseDraft
+from pipelines.labels import drives, preference_data, preference_stats, preferences
+from pipelines.engine.chat import Message
+from pipelines.labels.preferences import ResponseDraft
 
 
 @pytest.fixture(autouse=True)

@@ -8,9 +8,10 @@ import random
 import numpy as np
 import pytest
 
-from pipelines import agreement, db, preference_stats, preferences
-from pipelines.chat import Message
-from pipelines.preferences import ResponseDraft
+from pipelines.labels import agreement, preference_stats, preferences
+from pipelines.store import db
+from pipelines.engine.chat import Message
+from pipelines.labels.preferences import ResponseDraft
 
 
 @pytest.fixture(autouse=True)

@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipelines import config, generation, llamacpp_engine, models
-from pipelines.sampling import SamplingParams
+from pipelines import config
+from pipelines.engine import generation, llamacpp_engine, models
+from pipelines.engine.sampling import SamplingParams
+from pipelines.store import jobs
 
 needs_llamacpp = pytest.mark.skipif(
     not llamacpp_engine.available(), reason=f"llama-cpp-python is not installed: {llamacpp_engine.INSTALL_HINT}"
@@ -115,7 +117,7 @@ def test_missing_package_or_gguf_is_a_clear_error(monkeypatch, tiny_model_env):
 
 
 def test_jobs_always_decode_on_torch():
-    source = Path(models.__file__).with_name("jobs.py").read_text()
+    source = Path(jobs.__file__).read_text()
     assert '"PLAYGROUND_ENGINE": "torch"' in source
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipelines import memory_plan
-from pipelines.training import DEFAULT_TARGETS
+from pipelines.train import memory_plan
+from pipelines.train.training import DEFAULT_TARGETS
 
 BATCH, LENGTH = 2, 24
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines import evaluation, metric_explain
+from pipelines.train import evaluation, metric_explain
 
 PAIRS = [
     ("the cat sat on the mat", "the cat lay on a mat"),

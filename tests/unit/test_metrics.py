@@ -8,7 +8,7 @@ import pytest
 import sacrebleu
 from rouge_score import rouge_scorer
 
-from pipelines import evaluation
+from pipelines.train import evaluation
 
 PREDICTIONS = ["the cat sat on the mat", "a quick brown fox jumps", "In short: Paris is the capital."]
 REFERENCES = [

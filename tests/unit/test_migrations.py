@@ -16,9 +16,11 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 
-from pipelines import config, db, drives, jobs, preference_data, preferences, schema
+from pipelines import config
+from pipelines.store import db, jobs, schema
+from pipelines.labels import drives, preference_data, preferences
 from pipelines.cli import main as cli
-from pipelines.tables import Base
+from pipelines.store.tables import Base
 from tests import legacy_schema
 
 
@@ -182,8 +184,8 @@ def _open_and_report(queue, barrier) -> None:  # noqa: ANN001 - a spawned proces
         def emit(self, record: logging.LogRecord) -> None:
             records.append(record.getMessage())
 
-    logging.getLogger("pipelines.db").addHandler(Collect())
-    logging.getLogger("pipelines.db").setLevel(logging.INFO)
+    logging.getLogger("pipelines.store.db").addHandler(Collect())
+    logging.getLogger("pipelines.store.db").setLevel(logging.INFO)
     barrier.wait(timeout=120)  # every process imported and ready: they open the database together
     try:
         db.engine()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import model_source, models
+from pipelines.engine import model_source, models
 from pipelines.config import BUNDLED_MODEL, HUB_FALLBACK_MODEL, Settings
 
 

@@ -71,7 +71,7 @@ def test_no_import_cycles_inside_pipelines():
 def test_storage_the_sandbox_and_the_cli_help_import_no_torch():
     probe = (
         "import sys\n"
-        "import pipelines.preferences, pipelines.preference_data, pipelines.preference_stats, pipelines.knobs, pipelines.db, pipelines.jobs, pipelines.sandbox, pipelines.sft_data, pipelines.access\n"
+        "import pipelines.labels.preferences, pipelines.labels.preference_data, pipelines.labels.preference_stats, pipelines.knobs, pipelines.store.db, pipelines.store.jobs, pipelines.sandbox, pipelines.train.sft_data, pipelines.access\n"
         "from pipelines.cli import main\n"
         "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
         "heavy = sorted(m for m in ('torch', 'transformers', 'gradio') if m in sys.modules)\n"
@@ -83,7 +83,11 @@ def test_storage_the_sandbox_and_the_cli_help_import_no_torch():
 
 
 def test_every_refusal_belongs_to_one_error_family():
-    from pipelines import access, adapters, files, jobs, model_source, preferences, rows, sft_data
+    from pipelines import access
+    from pipelines.engine import adapters, model_source
+    from pipelines.store import files, jobs, rows
+    from pipelines.labels import preferences
+    from pipelines.train import sft_data
     from pipelines.cli import common
     from pipelines.errors import InvalidParameter, PlaygroundError
     from pipelines.rag import embedder, parsing, store

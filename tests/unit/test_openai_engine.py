@@ -18,11 +18,11 @@ import httpx
 import pytest
 import torch
 
-from pipelines import chat, generation, topk_view
+from pipelines.engine import chat, generation, topk_view
 from pipelines.errors import InvalidParameter
-from pipelines.messages import Message
-from pipelines.openai_engine import OpenAIEngine, ServerError, parse_choice
-from pipelines.sampling import SamplingParams, process_logits
+from pipelines.engine.messages import Message
+from pipelines.engine.openai_engine import OpenAIEngine, ServerError, parse_choice
+from pipelines.engine.sampling import SamplingParams, process_logits
 
 VLLM_MODELS = {
     "object": "list",
@@ -467,8 +467,8 @@ def test_the_engine_settings_are_validated_and_the_key_is_not_in_their_repr(monk
 
 
 def test_branching_from_a_remote_generation_whose_tokens_are_not_local_tokens(remote_handle, tokenizer):
-    from pipelines import token_tree
-    from pipelines.completion import record_ids
+    from pipelines.inside import token_tree
+    from pipelines.engine.completion import record_ids
 
     recorder = Recorder("vllm")
     odd = "ardnamurchanesque"  # one server token, several local ones: no local id

@@ -11,9 +11,11 @@ import json
 
 import pytest
 
-from pipelines import adapters, jobs, reward
-from pipelines.align import dpo, rloo
-from pipelines.finetune import FinetuneSpec
+from pipelines.engine import adapters
+from pipelines.store import jobs
+from pipelines.train import reward
+from pipelines.train.align import dpo, rloo
+from pipelines.train.finetune import FinetuneSpec
 from tests.helpers import ROOT, write_sft_rows
 
 pytestmark = pytest.mark.slow  # trains models or spawns processes: `make test-fast` skips it
@@ -24,7 +26,8 @@ PLANS = ("fp32", "bf16")
 
 @pytest.fixture(params=PLANS)
 def plan(request, monkeypatch, tiny_model_env):
-    from pipelines import config, training
+    from pipelines import config
+    from pipelines.train import training
 
     monkeypatch.setenv("PLAYGROUND_TRAIN_PRECISION", request.param)
     config.reset_settings()
@@ -79,9 +82,10 @@ def test_reward_then_dpo_then_rloo(plan, tmp_path, data_dir):
 
 
 def test_impossible_plans_are_refused_with_the_setting_named(monkeypatch):
-    from pipelines import config, training
-    from pipelines.hardware import Hardware, train_precision
-    from pipelines.sampling import InvalidParameter
+    from pipelines import config
+    from pipelines.train import training
+    from pipelines.engine.hardware import Hardware, train_precision
+    from pipelines.engine.sampling import InvalidParameter
 
     assert train_precision(Hardware(cuda=True, cuda_bf16=False), "cuda", "fp16").fp16
     with pytest.raises(ValueError, match="no bf16"):

@@ -8,9 +8,10 @@ import threading
 
 import pytest
 
-from pipelines import db, preference_data, preference_stats, preferences
-from pipelines.chat import Message
-from pipelines.preferences import ResponseDraft
+from pipelines.store import db
+from pipelines.labels import preference_data, preference_stats, preferences
+from pipelines.engine.chat import Message
+from pipelines.labels.preferences import ResponseDraft
 
 PROMPT = [Message("user", "Name a colour.")]
 

@@ -8,7 +8,8 @@ from types import SimpleNamespace
 import pytest
 
 from tests.refusals import REFUSED
-from pipelines import preference_data, db, preferences
+from pipelines.labels import preference_data, preferences
+from pipelines.store import db
 from playground import chat as chat_tab
 from playground import dataset as dataset_tab
 from playground import label as tab
@@ -143,7 +144,7 @@ def test_chat_thumbs_and_compare_create_items(use_tiny):
 
 
 def test_label_drive_mode_serves_assigned_items_and_shows_progress(use_tiny):
-    from pipelines import drives
+    from pipelines.labels import drives
 
     drives.save("class", drives.DriveSettings(overlap=2))
     made = [

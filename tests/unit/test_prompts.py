@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines import prompts
-from pipelines.sampling import SamplingParams
+from pipelines.engine import prompts
+from pipelines.engine.sampling import SamplingParams
 
 
 def test_every_task_renders_three_ways_with_growing_examples():

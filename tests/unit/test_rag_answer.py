@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from pipelines import models
+from pipelines.engine import models
 from pipelines.rag import answer, retrieval, store
-from pipelines.sampling import SamplingParams
+from pipelines.engine.sampling import SamplingParams
 from tests.helpers import build_tiny_model
 from tests.rag_corpus import write_corpus, write_questions
 
@@ -70,7 +70,7 @@ def test_a_passage_of_one_unbroken_string_is_cut_to_its_token_budget(tmp_path, d
 
 def test_memory_freed_by_a_generation_goes_back_to_the_system(tiny_handle, monkeypatch):
     """Issue 35, L3: glibc kept a long prompt's freed activations resident (+0.5 to +1.1 GB per question)."""
-    from pipelines import generation, hardware, scheduler
+    from pipelines.engine import generation, hardware, scheduler
 
     trims = []
     monkeypatch.setattr(

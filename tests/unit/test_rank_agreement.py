@@ -14,7 +14,7 @@ def _rank(rank: int, init_file: str, same: bool, queue) -> None:  # noqa: ANN001
     import torch
     import torch.distributed as dist
 
-    from pipelines import training
+    from pipelines.train import training
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     try:
@@ -59,7 +59,7 @@ def test_ranks_with_different_weights_are_refused_on_every_rank(tmp_path):
 def test_one_process_reports_world_size_one():
     import torch
 
-    from pipelines import training
+    from pipelines.train import training
 
     torch.manual_seed(0)
     found = training.ranks_agree(torch.nn.Linear(4, 2))
@@ -86,7 +86,7 @@ def test_one_process_reports_world_size_one():
 def test_setups_that_shard_the_weights_are_refused_before_anything_loads(tmp_path, environ, refused):
     import json
 
-    from pipelines import training
+    from pipelines.train import training
     from pipelines.errors import InvalidParameter
 
     ds3 = tmp_path / "ds.json"

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from pipelines.reasoning import benchmark, extract, solve, strategies
-from pipelines.sampling import SamplingParams
+from pipelines.engine.sampling import SamplingParams
 
 
 @pytest.mark.parametrize(

@@ -6,9 +6,11 @@ import json
 
 import pytest
 
-from pipelines import db, jobs, preferences, reward
-from pipelines.chat import Message
-from pipelines.sampling import InvalidParameter
+from pipelines.store import db, jobs
+from pipelines.labels import preferences
+from pipelines.train import reward
+from pipelines.engine.chat import Message
+from pipelines.engine.sampling import InvalidParameter
 from tests.helpers import ROOT
 
 SAMPLE = ROOT / "assets" / "datasets" / "preference_pairs.jsonl"

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from pipelines.sampling import (
+from pipelines.engine.sampling import (
     InvalidParameter,
     SamplingParams,
     apply_repetition_penalty,
@@ -217,7 +217,7 @@ def test_params_normalise_and_round_trip():
 @pytest.mark.parametrize("scale", [0.01, 1.0, 8.0])  # flat (nucleus of thousands), typical, peaked
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.9, 0.999])
 def test_top_p_matches_a_full_sort(scale, p):
-    from pipelines.sampling import top_p_keep
+    from pipelines.engine.sampling import top_p_keep
 
     torch.manual_seed(int(scale * 100) + int(p * 1000))
     logits = torch.randn(49152) * scale
@@ -231,7 +231,7 @@ def test_top_p_matches_a_full_sort(scale, p):
 
 
 def test_sampling_only_among_kept_tokens_keeps_the_distribution():
-    from pipelines.sampling import process_logits, sample_token
+    from pipelines.engine.sampling import process_logits, sample_token
 
     logits = torch.full((1000,), -5.0)
     logits[:4] = torch.tensor([2.0, 1.0, 0.5, 0.0])

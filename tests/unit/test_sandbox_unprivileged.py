@@ -44,8 +44,10 @@ def report(request):
     code = Path(tempfile.mkdtemp(prefix="sandbox-code-", dir="/tmp"))
     try:
         (code / "pipelines").mkdir()
-        for name in ("__init__.py", "sandbox.py", "sandbox_child.py"):
-            shutil.copy(ROOT / "pipelines" / name, code / "pipelines" / name)
+        shutil.copy(ROOT / "pipelines" / "__init__.py", code / "pipelines")
+        shutil.copytree(
+            ROOT / "pipelines" / "sandbox", code / "pipelines" / "sandbox", ignore=shutil.ignore_patterns("__pycache__")
+        )
         shutil.copy(ROOT / "tests" / "sandbox_attacks.py", code)
         for path in [code, *code.rglob("*")]:
             path.chmod(0o755 if path.is_dir() else 0o644)

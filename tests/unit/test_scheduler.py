@@ -1,4 +1,4 @@
-"""Continuous batching (pipelines/scheduler.py) on the tiny fp32 model: rows join and leave a running
+"""Continuous batching (pipelines/engine/scheduler.py) on the tiny fp32 model: rows join and leave a running
 batch, each keeps its own settings, stopped or abandoned rows free their slot, the queue is bounded."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from pipelines import generation, models, scheduler
-from pipelines.sampling import SamplingParams
+from pipelines.engine import generation, models, scheduler
+from pipelines.engine.sampling import SamplingParams
 
 LONG = SamplingParams(temperature=0.8, top_k=40, seed=11, max_new_tokens=300)
 # every knob a row can carry, different per row
@@ -84,7 +84,7 @@ def test_rows_joining_mid_flight_decode_as_they_would_alone(handle):
 
 
 def test_a_long_prompt_is_prefilled_in_chunks_between_decode_steps(handle, monkeypatch):
-    from pipelines import batch_cache
+    from pipelines.engine import batch_cache
 
     events: list[str] = []
     prefill, step = batch_cache.TorchBatch.prefill, batch_cache.TorchBatch.step

@@ -7,9 +7,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from pipelines import generation, token_tree
+from pipelines.engine import generation
+from pipelines.inside import token_tree
 from pipelines.errors import InvalidParameter
-from pipelines.sampling import SamplingParams
+from pipelines.engine.sampling import SamplingParams
 from playground import branches
 from tests.helpers import SAMPLING_DEFAULTS
 from tests.refusals import REFUSED

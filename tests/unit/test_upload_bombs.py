@@ -7,7 +7,9 @@ import time
 
 import pytest
 
-from pipelines import preference_data, preferences, rows, sft_data
+from pipelines.labels import preference_data, preferences
+from pipelines.store import rows
+from pipelines.train import sft_data
 from pipelines.rag import evaluate as rag_evaluate
 from pipelines.rag import parsing
 from pipelines.reasoning import benchmark
@@ -69,8 +71,8 @@ def test_deep_json_is_one_bad_row_everywhere(tmp_path):
     assert len(problems) == 2 and errors[0]["line"] == 2
     prompts, problems = preference_data.read_prompts(bombs.deep_jsonl(tmp_path / "prompts.jsonl", {"prompt": "Hi"}))
     assert len(prompts) == 2 and problems[0].row == 2
-    from pipelines import chat
-    from pipelines.sampling import InvalidParameter
+    from pipelines.engine import chat
+    from pipelines.engine.sampling import InvalidParameter
 
     with pytest.raises(InvalidParameter, match="nested deeper than 64 levels"):
         chat.import_json(bombs.deep_json())
@@ -158,7 +160,7 @@ def test_every_row_bomb_stays_under_500_mb_in_a_fresh_process(tmp_path):
         paths.append(str(make(tmp_path / file_name)))
     script = (
         "import resource, sys, pyarrow.parquet, ijson\n"
-        "from pipelines import rows\n"
+        "from pipelines.store import rows\n"
         "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         "for path in sys.argv[1:]:\n"
         "    try:\n"

@@ -17,7 +17,10 @@ import textwrap
 
 import pytest
 
-from pipelines import config, generation, gpu, inside, jobs, reward
+from pipelines import config, gpu, inside
+from pipelines.engine import generation
+from pipelines.store import jobs
+from pipelines.train import reward
 from tests.helpers import ROOT
 
 STAND_IN = textwrap.dedent(
@@ -39,7 +42,10 @@ PROBE = textwrap.dedent(
     from pipelines import gpu
     gpu.prepare()
     import spaces
-    from pipelines import config, generation, inside, jobs, reward
+    from pipelines import config, inside
+    from pipelines.engine import generation
+    from pipelines.store import jobs
+    from pipelines.train import reward
     print(json.dumps({
         "decorated": sorted(call["name"] for call in spaces.calls),
         "durations": sorted({call["duration"] for call in spaces.calls}),

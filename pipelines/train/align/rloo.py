@@ -1,0 +1,252 @@
+"""RLOO: reinforcement learning from a reward model, with a KL penalty to the reference.
+
+For each prompt the policy samples k completions; the reward model scores them; each completion's
+advantage is its reward minus the mean reward of the *other* k-1 (the leave-one-out baseline,
+Ahmadian et al. 2024), which needs no value network -- the memory-light successor of PPO for
+LLMs. The reward is reduced by beta * KL(policy || reference): without it the policy drifts
+toward whatever text the reward model over-rates (reward hacking) and away from fluent language.
+The reference is the base model with the LoRA adapter switched off.
+
+The reward function is this project's `RewardScorer`, so rewards during training are computed
+exactly as everywhere else in the app. The job measures, on (up to 16 of) its prompts, the mean
+reward-model score of answers sampled at the training temperature (4 seeded draws per prompt,
+base and adapter with the same seeds) -- the expected reward that RLOO maximises -- and of greedy
+answers, which a small KL-limited update often leaves unchanged.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from pipelines import knobs
+from pipelines.train import reward, training
+from pipelines.knobs import knob
+from pipelines.store.jobs import JobCancelled, JobContext, Phase, trainer_callback
+from pipelines.engine.sampling import InvalidParameter, SamplingParams
+from pipelines.train.align import common, evaluate
+
+MEASURE_PROMPTS = 16
+MEASURE_SAMPLES = 4
+
+
+@dataclass
+class RLOOSpec(training.SpecDict):
+    out: str = training.out_knob("adapters", "Adapter name")
+    reward_model: str = knob(help="the reward model that scores the samples", label="Reward model", metavar="NAME")
+    prompts: str | None = knob(
+        None,
+        help="a file with a 'prompt' column: text or messages (default: the prompts in the store)",
+        label="Prompts",
+        metavar="FILE",
+    )
+    base_model: str | None = training.base_model_knob()
+    beta: float = knob(
+        0.05,
+        help="KL coefficient: how strongly the policy is held near the reference",
+        label="KL β",
+        low=0,
+        high=10,
+        step=0.01,
+        slider=False,
+    )
+    max_steps: int = training.max_steps_knob(30)
+    learning_rate: float = training.learning_rate_knob(1e-4)
+    num_generations: int = knob(
+        4,
+        help="completions sampled per prompt",
+        label="Samples per prompt (k)",
+        low=2,
+        high=64,
+        step=1,
+        why="the baseline needs the others",
+    )
+    prompts_per_step: int = knob(2, help="prompts per optimizer step", label="Prompts per step", low=1, high=64, step=1)
+    max_completion_length: int = knob(
+        64,
+        help="longest sampled completion in tokens",
+        label="Completion length",
+        low=4,
+        high=4096,
+        step=1,
+        slider=False,
+    )
+    temperature: float = knob(
+        1.0,
+        help="sampling temperature of the completions",
+        label="Sampling temperature",
+        low=0,
+        high=2,
+        low_open=True,
+        step=0.05,
+        why="RLOO needs varied samples",
+    )
+    lora_r: int = training.lora_r_knob(16)
+    lora_alpha: int = training.lora_alpha_knob(32)
+    seed: int = training.seed_knob()
+    overwrite: bool = training.overwrite_knob()
+
+    def __post_init__(self) -> None:
+        knobs.check(self)
+        training.check_output_name(self.out)
+
+
+def check(spec: RLOOSpec) -> list:
+    """Everything that can be checked before a job starts: the reward model, the prompts, the name."""
+    common.check_new_adapter(spec.out, spec.overwrite)
+    try:
+        reward.meta(spec.reward_model)
+    except reward.RewardModelError as error:
+        raise InvalidParameter("reward_model", str(error)) from error
+    return common.load_prompts(spec.prompts)
+
+
+def reward_function(name: str):
+    """A trl reward function backed by the trained reward model."""
+    scorer = reward.scorer(name)
+
+    def reward_model(prompts, completions, **_: Any) -> list[float]:
+        scores = []
+        for prompt, completion in zip(prompts, completions):
+            messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
+            text = completion[-1]["content"] if isinstance(completion, list) else completion
+            scores.append(scorer.score(messages, [text])[0])
+        return scores
+
+    return reward_model
+
+
+def run(spec: RLOOSpec, ctx: JobContext) -> dict[str, Any]:
+    from datasets import Dataset
+    from trl import RLOOConfig, RLOOTrainer
+
+    from pipelines.engine import models
+
+    started = time.time()
+    ctx.plan(
+        Phase("prepare", "Prepare: prompts, policy, reward model"),
+        Phase("train", "Train: sample, score, update", unit="steps"),
+        Phase("measure", "Measure: mean reward of base vs tuned", unit="passes"),
+    )
+    ctx.phase("prepare")
+    prompts = check(spec)
+    model_id, source, base_name = common.base_source(spec.base_model)
+    device, precision = training.device_and_precision()
+    ctx.info(
+        f"{len(prompts)} prompts; reward model {spec.reward_model}; base {base_name} on {device} ({precision.reason}); "
+        f"beta={spec.beta}, {spec.num_generations} samples per prompt, {spec.prompts_per_step} prompts per step"
+    )
+    ctx.check()
+    torch.manual_seed(spec.seed)
+    model, tokenizer = common.load_policy(source, device)
+    batch = spec.num_generations * spec.prompts_per_step
+    args = RLOOConfig(
+        **training.trainer_arguments(
+            spec,
+            ctx.directory / "trainer",
+            device=device,
+            precision=precision,
+            planned_steps=spec.max_steps,
+            has_eval=False,
+            per_device_train_batch_size=batch,
+            per_device_eval_batch_size=batch,
+            num_generations=spec.num_generations,
+            max_completion_length=spec.max_completion_length,
+            temperature=spec.temperature,
+            beta=spec.beta,
+            lr_scheduler_type="constant",
+            warmup_steps=0,
+            logging_steps=1,
+        )
+    )
+    trainer = RLOOTrainer(
+        model=model,
+        reward_funcs=reward_function(spec.reward_model),
+        args=args,
+        train_dataset=Dataset.from_list([{"prompt": common.as_json(p)} for p in prompts]),
+        processing_class=tokenizer,
+        peft_config=common.lora_config(spec.lora_r, spec.lora_alpha),
+        callbacks=[trainer_callback(ctx)],
+    )
+    training.console_quiet(trainer)
+    ctx.phase("train", total=spec.max_steps)
+    trainer.train()
+    if ctx.should_stop():
+        raise JobCancelled()
+    steps = int(trainer.state.global_step)
+    agreement = training.ranks_agree(trainer.model)  # every rank, before rank 0 alone goes on
+    if not ctx.report:
+        return {"steps": steps}
+    target = common.publish_adapter(
+        trainer,
+        tokenizer,
+        ctx,
+        spec.out,
+        spec.overwrite,
+        {
+            "kind": "rloo",
+            "base_model": base_name,
+            "base_model_source": model_id,
+            "data": {"source": spec.prompts.rsplit("/", 1)[-1] if spec.prompts else "store", "prompts": len(prompts)},
+            "reward_model": spec.reward_model,
+            "hyperparameters": {**spec.to_dict(), "precision": precision.reason, "device": device},
+        },
+    )
+    del trainer, model
+    gc.collect()
+    measure_on = prompts[:MEASURE_PROMPTS]
+    sampled_total = len(measure_on) * MEASURE_SAMPLES
+    ctx.phase(
+        "measure",
+        total=sampled_total + len(measure_on),
+        note=f"{len(measure_on)} prompts answered by base and tuned model: {MEASURE_SAMPLES} samples each at "
+        f"temperature {spec.temperature}, then greedy; scored by {spec.reward_model}",
+    )
+    handle = models.load_handle(model_id)
+    sampled = evaluate.evaluate(
+        handle,
+        spec.out,
+        spec.reward_model,
+        measure_on,
+        SamplingParams(temperature=spec.temperature, max_new_tokens=spec.max_completion_length, seed=spec.seed),
+        samples=MEASURE_SAMPLES,
+        progress=lambda done, _total: _advance(ctx, done),
+    )
+    greedy = evaluate.evaluate(
+        handle,
+        spec.out,
+        spec.reward_model,
+        measure_on,
+        SamplingParams(temperature=0, max_new_tokens=spec.max_completion_length),
+        progress=lambda done, _total: _advance(ctx, sampled_total + done),
+    )
+    start, end = sampled["mean_reward_base"], sampled["mean_reward_adapter"]
+    metrics = {
+        "mean_reward_start": start,
+        "mean_reward_end": end,
+        "win_rate": sampled["win_rate"],
+        "measured_on": sampled["n"],
+        "greedy_mean_reward_start": greedy["mean_reward_base"],
+        "greedy_mean_reward_end": greedy["mean_reward_adapter"],
+        "greedy_win_rate": greedy["win_rate"],
+    }
+    ctx.info(
+        f"mean reward (sampled) {start:+.4f} -> {end:+.4f}, win rate vs base {sampled['win_rate']:.2f}; "
+        f"greedy {greedy['mean_reward_base']:+.4f} -> {greedy['mean_reward_adapter']:+.4f}"
+    )
+    common.update_meta(target, {"metrics": metrics, "seconds": time.time() - started})
+    return {"adapter_dir": str(target), "steps": steps, **metrics, "seconds": time.time() - started, **agreement}
+
+
+def _advance(ctx: JobContext, done: int) -> None:
+    ctx.advance(done)
+    ctx.check()
+
+
+def run_job(ctx: JobContext) -> dict[str, Any]:
+    """Job-runner entry point (kind "rloo")."""
+    return run(RLOOSpec.from_dict(ctx.spec), ctx)
