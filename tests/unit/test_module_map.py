@@ -68,6 +68,41 @@ def test_no_import_cycles_inside_pipelines():
     assert not cycles, "import cycles: " + "; ".join(" -> ".join(cycle) for cycle in cycles)
 
 
+def test_a_few_modules_at_the_top_and_the_rest_in_wings():
+    """A newcomer asking "where is training?" finds one folder, not ten files among fifty-seven."""
+    from pipelines import WINGS
+
+    top = sorted(path.stem for path in PACKAGE.glob("*.py"))
+    assert len(top) <= 15, top
+    folders = sorted(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists())
+    assert folders == sorted(WINGS), "every subpackage is a wing named in pipelines.WINGS, and each exists"
+    for wing in WINGS:
+        assert ast.get_docstring(ast.parse((PACKAGE / wing / "__init__.py").read_text())), f"{wing}/ says what it holds"
+
+
+def _wing(module: str) -> str | None:
+    """The wing a module belongs to (None for the base modules directly under pipelines/)."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 2 or (PACKAGE / parts[-1]).is_dir() else None
+
+
+def test_wings_import_only_downward():
+    """A wing never reaches up: the store knows no model, labels know no trainer, the engine no lesson."""
+    from pipelines import WINGS
+
+    modules = _modules()
+    upward = []
+    for name, path in modules.items():
+        here = _wing(name)
+        for target in _imports(name, path, modules):
+            there = _wing(target)
+            if name == "pipelines.__main__" or there is None or there == here:
+                continue
+            if here is None or WINGS.index(there) > WINGS.index(here):
+                upward.append(f"{name} ({here or 'base'}) -> {target} ({there})")
+    assert not upward, "imports that run back up:\n" + "\n".join(sorted(upward))
+
+
 def test_storage_the_sandbox_and_the_cli_help_import_no_torch():
     probe = (
         "import sys\n"
