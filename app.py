@@ -129,7 +129,7 @@ def launch_kwargs() -> dict:
         "server_port": settings.port,
         "css": (ASSETS / "style.css").read_text(encoding="utf-8"),
         "footer_links": ["api", "settings"],
-        "head": label.KEYBOARD_JS + RANGE_WATCH_JS,
+        "head": label.KEYBOARD_JS + RANGE_WATCH_JS + remembered.TAB_WATCH_JS,
         # refused by the server while the upload streams in, before any handler sees it
         "max_file_size": f"{settings.max_upload_mb}mb",
         # a client whose input fails Gradio's own validation (a malformed chat history, say) gets

@@ -86,7 +86,7 @@ def start_job(
     pair_upload: str | None,
     prompt_source: str,
     prompt_upload: str | None,
-    shown: str = "",
+    shown: str | None = None,
     request: gr.Request = None,
     **settings: Any,
 ):

@@ -37,7 +37,9 @@ MODE_LABELS = {
 
 
 @admin_only("start training")
-def start_training(source: str, upload: str | None, shown: str = "", request: gr.Request = None, **settings: Any):
+def start_training(
+    source: str, upload: str | None, shown: str | None = None, request: gr.Request = None, **settings: Any
+):
     """Check the labelled file and queue a classification job (settings by ClassifySpec field name)."""
     refuse_out_of_range(shown)
     job_id = uuid.uuid4().hex[:12]

@@ -191,7 +191,9 @@ def evaluation_cost(eval_samples: float) -> str:
 
 
 @admin_only("start training")
-def start_job(upload: str | None, sample: str | None, shown: str = "", request: gr.Request = None, **settings: Any):
+def start_job(
+    upload: str | None, sample: str | None, shown: str | None = None, request: gr.Request = None, **settings: Any
+):
     """Validate everything, copy the data next to the job, and queue it (settings by FinetuneSpec field name;
     `shown`: what the form shows out of range, filled in the browser)."""
     refuse_out_of_range(shown)

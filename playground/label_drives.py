@@ -88,7 +88,7 @@ def drives_view(request: gr.Request = None) -> tuple[pd.DataFrame, pd.DataFrame]
 @admin_only("create label drives")
 def save_drive(
     name: str,
-    shown: str = "",
+    shown: str | None = None,
     overlap: float = 1,
     gold_threshold: float = 0.0,
     gold_rate: float = 0.1,

@@ -127,6 +127,8 @@ def build(demo: gr.Blocks, sampling: SamplingControls) -> None:
     save_button.click(save, [stored, name, *sampling.inputs], [stored, pick, note], **quiet)
     load_button.click(load, [stored, pick], sampling.inputs, **quiet)
     remove.click(delete, [stored, pick], [stored, pick, note], **quiet)
-    download.click(export, [stored, pick], shared, **quiet).success(lambda: gr.update(visible=True), None, shared)
+    download.click(export, [stored, pick], shared, **quiet).success(
+        lambda: gr.update(visible=True), None, shared, **quiet
+    )
     upload.upload(import_file, [stored, upload], [stored, pick, note], **quiet)
     demo.load(lambda kept: gr.update(choices=sorted(kept or {})), stored, pick, **quiet)

@@ -22,6 +22,29 @@ from .sidebar import signed_in_user
 STORAGE_KEY = "llm-playground"
 FIELDS = ("tab", "inner", "name", "mode", "drive", "welcomed")
 
+# In the page's head: whether the person has picked a tab since the page loaded. A restore that
+# arrives after that (a slow server, a busy class) must not send them back to where they were.
+TAB_WATCH_JS = """
+<script>
+document.addEventListener('click', (event) => {
+  if (event.isTrusted && event.target instanceof Element && event.target.closest('button[role="tab"]')) {
+    window.__playgroundTabPicked = true;
+  }
+}, true);
+</script>
+"""
+
+# Runs in the browser once the remembered tab id is on the page: opens it unless the person has
+# already picked a tab (clicking the tab's own button, so the page does what a click does). The
+# Preferences tab's own tabs are set by the server: a person who picks a main tab is not moved by them.
+OPEN_TAB_JS = """(tab) => {
+  if (tab && !window.__playgroundTabPicked) {
+    const button = document.querySelector(`button[role="tab"][data-tab-id="${CSS.escape(tab)}"]`);
+    if (button && button.getAttribute('aria-selected') !== 'true') button.click();
+  }
+  return [];
+}"""
+
 
 @dataclass
 class Places:
@@ -40,12 +63,13 @@ class Places:
 def restore(
     tab: Any, inner: Any, name: Any, mode: Any, drive: Any, welcomed: Any, request: gr.Request = None
 ) -> list[Any]:
-    """The page as the person left it: tab, name (unless signed in: the login is the name), mode, drive.
-    What comes back from the browser is the visitor's to write: only strings of known shapes are used."""
+    """The page as the person left it: the tab's id (opened in the browser, see OPEN_TAB_JS), inner tab, name
+    (unless signed in: the login is the name), mode, drive. What comes back from the browser is the
+    visitor's to write: only strings of known shapes are used."""
     name = name if isinstance(name, str) and name.strip() and not signed_in_user(request) else None
     names = drives.names()
     return [
-        gr.Tabs(selected=tab) if isinstance(tab, str) and tab else gr.update(),
+        tab if isinstance(tab, str) and tab.isidentifier() else "",
         gr.Tabs(selected=inner) if isinstance(inner, str) and inner else gr.update(),
         gr.update(value=name[:128]) if name else gr.update(),
         gr.update(value=mode) if isinstance(mode, str) and mode else gr.update(),
@@ -68,7 +92,8 @@ def keep(demo: gr.Blocks, places: Places, *, resume: Callable[[Any], Any] | None
     for key, component in (("name", places.name), ("mode", places.mode), ("drive", places.drive)):
         # .change, not .input: a pasted or autofilled name fires no input event
         component.change(lambda value: value, component, stored[key], **quiet)
-    outputs = [places.tabs, places.inner, places.name, places.mode, places.drive, places.welcome]
+    tab_id = gr.Textbox(visible=False)  # what the browser then opens (OPEN_TAB_JS)
+    outputs = [tab_id, places.inner, places.name, places.mode, places.drive, places.welcome]
     # queue=False: answered at once, not behind the page's other load events -- a person who clicks a tab
     # right after the page appears must not be sent back by a restore that arrives late
     loaded = demo.load(
@@ -79,6 +104,7 @@ def keep(demo: gr.Blocks, places: Places, *, resume: Callable[[Any], Any] | None
         show_progress="hidden",
         queue=False,
     )
+    loaded.then(None, tab_id, None, js=OPEN_TAB_JS, api_visibility="private", queue=False)
     if resume is not None:
         resume(loaded)
     return stored["welcomed"]

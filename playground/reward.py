@@ -33,7 +33,9 @@ SUFFIXES = (".jsonl", ".json", ".parquet")
 
 
 @admin_only("start training")
-def start_training(source: str, upload: str | None, shown: str = "", request: gr.Request = None, **settings: Any):
+def start_training(
+    source: str, upload: str | None, shown: str | None = None, request: gr.Request = None, **settings: Any
+):
     """Check the pairs and queue a reward-model job (settings by RewardSpec field name)."""
     refuse_out_of_range(shown)
     job_id = uuid.uuid4().hex[:12]

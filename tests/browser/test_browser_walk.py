@@ -158,3 +158,32 @@ def test_a_sampling_preset_is_saved_loaded_and_kept_across_a_reload(page: Page):
     page.get_by_role("option", name="warm").click()
     page.get_by_role("button", name="Load", exact=True).click()
     expect(page.get_by_label("number input for Temperature", exact=True).first).to_have_value("1.3", timeout=30_000)
+
+
+def test_a_restore_that_arrives_late_never_moves_a_person_off_the_tab_they_picked(page: Page):
+    """CI's browser run: after a reload the test picked Fine-tune, then the page's restore of the tab it had
+    left (Chat) arrived and moved it there. Here the answers the page waits on directly (the restore among
+    them) are held until a tab has been picked, and the tab picked stays."""
+    page.get_by_role("tab", name="Chat").click()
+    expect(page.get_by_role("tab", name="Chat", exact=True)).to_have_attribute("aria-selected", "true")
+    page.wait_for_timeout(500)  # the tab is remembered
+    direct = re.compile(r".*/run/predict.*")
+    held: list = []
+    released: list = []
+    page.route(direct, lambda route: route.continue_() if released else held.append(route))
+    page.reload()
+    page.get_by_role("tab", name="Generate").wait_for()
+    deadline = time.time() + 30
+    while not held and time.time() < deadline:
+        page.wait_for_timeout(100)
+    assert held, "the restore never asked"
+    page.get_by_role("tab", name="Fine-tune").click()
+    released.append(True)
+    for route in held:
+        route.continue_()
+    page.wait_for_timeout(2000)  # the restore has answered and the page has done what it says
+    expect(page.get_by_role("tab", name="Fine-tune", exact=True)).to_have_attribute("aria-selected", "true")
+    page.reload()  # with nobody clicking, the page comes back where it was left: Fine-tune
+    expect(page.get_by_role("tab", name="Fine-tune", exact=True)).to_have_attribute(
+        "aria-selected", "true", timeout=15_000
+    )
