@@ -30,7 +30,7 @@ from .controls import (
     refuse_out_of_range,
     token_html,
 )
-from .sidebar import Shared, refresh_adapters
+from .sidebar import Shared, adapter_choices
 from .guard import admin_only
 from .pickers import FIRST, LiveDropdown
 from .spec_controls import bind, build_spec, control, controls, refusal
@@ -319,11 +319,13 @@ def download_adapter(name: str | None, request: gr.Request = None) -> str:
     return str(adapters.export_zip(name))
 
 
-def new_adapter(job: jobs.JobInfo, current_adapter: str | None) -> tuple[Any, Any]:
-    """A fine-tune succeeded: the adapter pickers offer it (the merge picker selects it)."""
+def new_adapter(job: jobs.JobInfo) -> tuple[Any, Any]:
+    """A fine-tune succeeded: the adapter pickers offer it (the merge picker selects it). The sidebar's
+    choice is left alone: a job only adds an adapter, and the poll that notices it may answer just after
+    the person picked one (a value sent with the poll would put the old choice back)."""
     names = adapter_names()
     made = job.name if job.name in names else None
-    return refresh_adapters(current_adapter), gr.update(choices=names, value=made or gr.skip())
+    return gr.update(choices=adapter_choices()), gr.update(choices=names, value=made or gr.skip())
 
 
 def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
@@ -579,7 +581,7 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
         api_visibility="private",
         show_progress="hidden",
     )
-    jobs_panel.when_succeeded(panel, new_adapter, [shared.adapter], [shared.adapter, adapter_pick])
+    jobs_panel.when_succeeded(panel, new_adapter, [], [shared.adapter, adapter_pick])
     merge_button.click(merge_adapter, adapter_pick, merge_result, api_name="merge_adapter")
     zip_button.click(download_adapter, adapter_pick, zip_file, api_name="download_adapter")
     return {"finetune_preset": preset_outputs, "finetune_preset_pick": preset}
