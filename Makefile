@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast test-heavy test-openai lint bench llamacpp llamacpp-server run-llamacpp clean-venv migration
+.PHONY: run test test-fast test-heavy test-openai lint docs docs-serve bench llamacpp llamacpp-server run-llamacpp clean-venv migration
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,14 +26,25 @@ test: $(STAMP)
 test-heavy: $(STAMP)
 	$(BIN)/python -m pytest -m heavy $(PYTEST_ARGS)
 
-# ruff's lint rules and its formatter over everything that is Python, and mypy over the engine
-# (pipelines/); settings in pyproject.toml.
-LINTED := pipelines playground app.py tests bench
+# ruff's lint rules and its formatter over everything that is Python, mypy over the engine
+# (pipelines/), the generated reference pages checked against their definitions, and the
+# documentation built in strict mode (a broken link or anchor fails); settings in pyproject.toml
+# and mkdocs.yml.
+LINTED := pipelines playground app.py tests bench scripts
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/ruff format --check $(LINTED)
 	$(BIN)/mypy
+	$(BIN)/python scripts/reference.py --check
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+# docs/reference/ written again from the code it describes (configuration, CLI flags, settings).
+docs: $(STAMP)
+	$(BIN)/python scripts/reference.py
+
+docs-serve: docs
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
 
 # The inner loop (under 2 minutes on 2 cores): unit tests on the tiny model, without the ones
 # marked slow (training jobs, spawned processes), on two processes.

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from pipelines import config
 from pipelines.errors import PlaygroundError
 
 log = logging.getLogger(__name__)
@@ -228,10 +229,10 @@ class AccessPolicy:
 
 def policy_from_env() -> AccessPolicy:
     policy = AccessPolicy(
-        users=parse_users(os.environ.get("PLAYGROUND_AUTH")),
-        admins=parse_admins(os.environ.get("PLAYGROUND_ADMINS")),
+        users=parse_users(config.env("PLAYGROUND_AUTH")),
+        admins=parse_admins(config.env("PLAYGROUND_ADMINS")),
         oauth=bool(os.environ.get("OAUTH_CLIENT_ID")),
-        anonymous_labels=(os.environ.get("PLAYGROUND_ANONYMOUS_LABELS") or "").strip().lower()
+        anonymous_labels=(config.env("PLAYGROUND_ANONYMOUS_LABELS") or "").strip().lower()
         in {"1", "true", "yes", "on"},
     )
     if policy.sign_in and not policy.admins:
@@ -325,12 +326,10 @@ class VisitorKeys:
 
 
 def _load_secret() -> bytes:
-    from pipelines.config import get_settings
-
-    configured = os.environ.get("PLAYGROUND_SECRET_KEY")
+    configured = config.env("PLAYGROUND_SECRET_KEY")
     if configured:
         return configured.encode()
-    path = get_settings().path("secret.key")
+    path = config.get_settings().path("secret.key")
     try:  # created once, owner-only; several processes may race to create it: the first one wins
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:

@@ -25,6 +25,207 @@ TRAIN_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 OPENAI_SERVERS = ("vllm", "sglang", "tgi", "llamacpp", "openai")
 
 
+@dataclass(frozen=True)
+class Variable:
+    """One environment variable: declared here once, read through `env`, documented from this
+    (docs/reference/configuration.md is generated: `make docs`; a test keeps it in step)."""
+
+    name: str
+    group: str
+    default: str  # as people read it (Markdown)
+    help: str  # what it does (Markdown)
+
+
+VARIABLES: tuple[Variable, ...] = (
+    # --- Where it runs
+    Variable(
+        "PLAYGROUND_DATA_DIR",
+        "Where it runs",
+        "`./data`",
+        "all runtime state (converted models, labels, adapters, indexes, jobs)",
+    ),
+    Variable(
+        "PLAYGROUND_HOST",
+        "Where it runs",
+        "`127.0.0.1`",
+        "bind address; also honours `GRADIO_SERVER_NAME` (Spaces sets `0.0.0.0`)",
+    ),
+    Variable("PLAYGROUND_PORT", "Where it runs", "`7860`", "port; also honours `GRADIO_SERVER_PORT`"),
+    Variable("PLAYGROUND_DEVICE", "Where it runs", "`auto`", "`cpu`, `cuda` or `mps`; `auto` takes the best available"),
+    Variable(
+        "PLAYGROUND_DTYPE",
+        "Where it runs",
+        "`auto`",
+        "`float32`, `bfloat16`, `float16`; `auto` = fp32 on CPU, bf16 (or fp16) on GPU",
+    ),
+    Variable("PLAYGROUND_THREADS", "Where it runs", "all usable cores (max 16)", "CPU threads for torch"),
+    Variable(
+        "PLAYGROUND_MAX_UPLOAD_MB",
+        "Where it runs",
+        "`200`",
+        "largest upload the server accepts (each tab also checks type, count and its own size limit)",
+    ),
+    # --- Model and engine
+    Variable(
+        "PLAYGROUND_MODEL",
+        "Model and engine",
+        "bundled SmolLM2-135M-Instruct",
+        "any Hub id (needs network or a cached copy) or a local model directory",
+    ),
+    Variable(
+        "PLAYGROUND_FAST",
+        "Model and engine",
+        "`1`",
+        "on an x86 CPU with AVX2, base-model generation runs through the lean fp16 decoder (~3× transformers here, near-fp32 logits; docs/performance.md); `0`: transformers in fp32 for everything",
+    ),
+    Variable(
+        "PLAYGROUND_ENGINE",
+        "Model and engine",
+        "`torch`",
+        "`llamacpp`: base-model generation and chat run on the GGUF file through llama.cpp (~5× faster here; install with `make llamacpp`, docs/performance.md). Adapters, the inspector and all training stay on torch; `openai`: requests without an adapter go to an OpenAI-compatible server (vLLM, SGLang, TGI, llama.cpp), docs/deploy.md",
+    ),
+    Variable(
+        "PLAYGROUND_BATCHING",
+        "Model and engine",
+        "`1`",
+        "`0`: every request decodes on its own, interleaved step by step with the others under the model lock, at most 4 at once (the behaviour before the scheduler, and always the llama.cpp engine's; `bench/serve_bench.py --baseline` measures it)",
+    ),
+    Variable(
+        "PLAYGROUND_BATCH_ROWS",
+        "Model and engine",
+        "`16`",
+        "continuous batching: rows decoded together in one forward pass per lane (base model on the fp16 decoder; adapters on transformers). Every request of every tab and session joins the running batch; more rows wait in the queue. Each row costs KV-cache memory (~46 KB per token for the bundled model)",
+    ),
+    Variable(
+        "PLAYGROUND_BATCH_QUEUE",
+        "Model and engine",
+        "`64`",
+        'requests that may wait for a decoding slot, each shown its place ("⏳ Waiting for a free slot… 3 requests ahead"); one more is refused with a message saying the model is busy',
+    ),
+    # --- A serving engine (PLAYGROUND_ENGINE=openai)
+    Variable(
+        "PLAYGROUND_OPENAI_BASE_URL",
+        "A serving engine (PLAYGROUND_ENGINE=openai)",
+        "—",
+        "with `PLAYGROUND_ENGINE=openai` (required): the server's API root, e.g. `http://gpu-box:8000/v1`. Set by the operator only: nothing in the UI or API changes it",
+    ),
+    Variable(
+        "PLAYGROUND_OPENAI_API_KEY",
+        "A serving engine (PLAYGROUND_ENGINE=openai)",
+        "none",
+        "sent as `Authorization: Bearer …` and nowhere else: never shown, logged or sent to the browser (credentials written into the base URL, `http://user:pw@host/v1`, become a basic-auth header the same way and are cut from every URL shown or logged)",
+    ),
+    Variable(
+        "PLAYGROUND_OPENAI_MODEL",
+        "A serving engine (PLAYGROUND_ENGINE=openai)",
+        "the first id of `/v1/models`",
+        "which served model to use; an id the server does not list is refused, naming the ones it does",
+    ),
+    Variable(
+        "PLAYGROUND_OPENAI_SERVER",
+        "A serving engine (PLAYGROUND_ENGINE=openai)",
+        "probed",
+        "`vllm`, `sglang`, `tgi`, `llamacpp` or `openai`: which parameters beyond OpenAI's the server takes (probed from `/v1/models`' `owned_by` and TGI's `/info`)",
+    ),
+    Variable(
+        "PLAYGROUND_OPENAI_TIMEOUT",
+        "A serving engine (PLAYGROUND_ENGINE=openai)",
+        "`60`",
+        "seconds to wait for the server's answer and for each next streamed chunk",
+    ),
+    # --- Storage and backups
+    Variable(
+        "PLAYGROUND_DATABASE_URL",
+        "Storage and backups",
+        "SQLite (WAL) at `data/playground.db`",
+        "any SQLAlchemy URL, e.g. PostgreSQL for several app replicas",
+    ),
+    Variable(
+        "PLAYGROUND_BACKUP_DIR",
+        "Storage and backups",
+        "off",
+        "a directory (a mounted bucket, another disk) that receives a consistent snapshot of the SQLite database and the labels' trl exports; restored from on start when the local database is empty (docs/deploy.md)",
+    ),
+    Variable(
+        "PLAYGROUND_BACKUP_REPO",
+        "Storage and backups",
+        "off",
+        "the same into a Hub dataset repository, e.g. `you/class-labels` (created private; needs `HF_TOKEN` with write access; `HF_ENDPOINT` for a mirror)",
+    ),
+    Variable(
+        "PLAYGROUND_BACKUP_INTERVAL",
+        "Storage and backups",
+        "`300`",
+        "seconds between snapshots (at least 10); one is skipped when nothing changed, and one more is taken when the app stops (SIGTERM)",
+    ),
+    Variable(
+        "PLAYGROUND_BACKUP_KEEP",
+        "Storage and backups",
+        "`10`",
+        "snapshots kept in `PLAYGROUND_BACKUP_DIR` (the Hub repository keeps every one in its history)",
+    ),
+    # --- Training
+    Variable("PLAYGROUND_MAX_JOBS", "Training", "`1`", "training jobs that may run at once; the rest wait in a queue"),
+    Variable(
+        "PLAYGROUND_TRAIN_PRECISION",
+        "Training",
+        "`auto`",
+        "mixed precision of every training job: `auto` follows the hardware (bf16 on GPUs that have it, fp16 on other GPUs, bf16 autocast on CPUs with native bf16, fp32 otherwise); `fp32`, `bf16` or `fp16` force a plan (fp16 needs a GPU). The job log names the plan used",
+    ),
+    # --- Access and visitors
+    Variable(
+        "PLAYGROUND_AUTH",
+        "Access and visitors",
+        "off",
+        "sign-in: `alice:pw1,bob:pw2`, or the path of a file with one `user:password` per line (on a Space, `hf_oauth: true` signs people in with their Hugging Face account instead)",
+    ),
+    Variable(
+        "PLAYGROUND_ADMINS",
+        "Access and visitors",
+        "everyone",
+        "comma-separated user names that may start training, cancel jobs, delete data and export; with sign-in on and this empty, every signed-in user may",
+    ),
+    Variable(
+        "PLAYGROUND_ANONYMOUS_LABELS",
+        "Access and visitors",
+        "off",
+        "`1`: with sign-in on, visitors who are not signed in may label the items of label drives (a public drive; a label records `anon:` and a keyed hash of the visitor's server-made id, shown to others as an alias); they stay read-only otherwise, and cannot create items, prompt sets or chat-reply labels",
+    ),
+    Variable(
+        "PLAYGROUND_ANON_HOLDS_PER_ADDRESS",
+        "Access and visitors",
+        "`10`",
+        "public drives: the most items anonymous visitors from one client address may hold at once",
+    ),
+    Variable(
+        "PLAYGROUND_ANON_VISITORS_PER_HOUR",
+        "Access and visitors",
+        "`30`",
+        "public drives: the most new anonymous annotators one client address may bring in an hour",
+    ),
+    Variable(
+        "PLAYGROUND_PROXY_HOPS",
+        "Access and visitors",
+        "`0` (`1` on a Space)",
+        "reverse proxies in front of the app: the client address (sign-in throttling, the anonymous caps) is read from `X-Forwarded-For` only then, from the right; uvicorn's own rewrite of it is turned off (it trusted the header from any local client)",
+    ),
+    Variable(
+        "PLAYGROUND_SECRET_KEY",
+        "Access and visitors",
+        "a random key in `data/secret.key` (mode 600)",
+        "signs the visitor cookie and keys the stored ids; set the same value on replicas that share a database so a visitor keeps one identity on all of them",
+    ),
+)
+_DECLARED = {v.name for v in VARIABLES}
+
+
+def env(name: str) -> str | None:
+    """A declared variable's value (None when unset or empty); an undeclared name is a bug, refused."""
+    if name not in _DECLARED:
+        raise KeyError(f"{name} is not declared in pipelines.config.VARIABLES")
+    return os.environ.get(name) or None
+
+
 def redacted(url: str) -> str:
     """A URL as it may be shown or logged: without any user:password@ part, query or fragment."""
     parts = urlsplit(url)
@@ -39,7 +240,8 @@ def _env(name: str) -> str | None: ...
 @overload
 def _env(name: str, default: str) -> str: ...
 def _env(name: str, default: str | None = None) -> str | None:
-    value = os.environ.get(name)
+    """`env`, or the host platform's own variables (GRADIO_SERVER_NAME, SPACE_ID), with a default."""
+    value = env(name) if name.startswith("PLAYGROUND_") else os.environ.get(name)
     return value if value else default
 
 

@@ -6,6 +6,7 @@ a command prints exactly one JSON document on stdout; logs and progress go to st
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import sys
 from typing import Sequence
@@ -43,6 +44,27 @@ def build_parser(argv: Sequence[str] = ()) -> OneLineParser:
         else:
             subparsers.add_parser(name, help=help_text)  # listed; its flags load when it is the one run
     return parser
+
+
+def walk() -> list[tuple[list[str], argparse.ArgumentParser]]:
+    """Every command path and its parser, top first, sub-commands in the order they are declared
+    (each command loaded as it would be when run): for the `--help` test and the CLI reference."""
+    found: list[tuple[list[str], argparse.ArgumentParser]] = [([], build_parser())]
+    for command in COMMANDS:
+        parser = build_parser([command])
+        stack = [([command], _child(parser, command))]
+        while stack:
+            path, sub = stack.pop(0)
+            found.append((path, sub))
+            for action in sub._actions:
+                if isinstance(action, argparse._SubParsersAction):
+                    stack[:0] = [([*path, name], child) for name, child in action.choices.items()]
+    return found
+
+
+def _child(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices[name]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -4,7 +4,7 @@ Each one was made by the project's own pipelines from its bundled data on the bu
 lives under `assets/bundled/<kind>/<name>/` in exactly the format a trained one has in the data
 directory (PEFT files + meta.json), so every picker, the scorer and the CLI use it unchanged. Its
 meta.json adds a `bundled` block: the command that reproduces it and the figures it was measured
-at (the README quotes them; a test recomputes them).
+at (docs/tabs.md quotes them; a test recomputes them).
 
 They are read-only: their names are reserved (training under one is refused, instead of one
 shadowing the other), and they are offered only where they fit: the adapters only while the

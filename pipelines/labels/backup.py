@@ -219,6 +219,6 @@ def status_line(settings: Settings | None = None) -> str | None:
     if on_space and not snapshots.stores(settings) and db.sqlite_file(db.database_url(settings)) is not None:
         return (
             "⚠ This Space keeps its labels on a disk that is wiped at every restart: set PLAYGROUND_BACKUP_REPO "
-            "(with HF_TOKEN) or PLAYGROUND_DATABASE_URL (README: A Space that keeps its labels)."
+            "(with HF_TOKEN) or PLAYGROUND_DATABASE_URL (docs/deploy.md: A Space that keeps its labels)."
         )
     return None

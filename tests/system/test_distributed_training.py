@@ -2,7 +2,7 @@
 real processes, DDP over gloo on CPU. (`--cpu --num_processes 2` starts one process unless MPI runs
 it: the CLI refuses it and says which command to use; tested here too.)
 
-The README promises that the CLI's training commands run distributed unchanged. Here each runs
+The documentation (docs/cli.md) promises that the CLI's training commands run distributed unchanged. Here each runs
 as two ranks on the tiny model: one job row, one published result, one JSON document on stdout,
 the ranks' weights bit-identical after training (each rank's digest is gathered and compared),
 and the published weights are those weights.
