@@ -19,13 +19,11 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 import threading
-import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import torch
 
@@ -33,11 +31,12 @@ from pipelines.engine import adapters
 from pipelines.train import training
 from pipelines.config import Settings, get_settings
 from pipelines.errors import PlaygroundError
-from pipelines.store.jobs import JobCancelled, JobContext, trainer_callback
+from pipelines.store.jobs import JobContext
 from pipelines.knobs import knob
 from pipelines.store.recent import Recent
 from pipelines.store.rows import RowLimits, RowsError, read_rows
 from pipelines.engine.sampling import InvalidParameter
+from pipelines.train.job import HeldOutJob
 from pipelines.train.sft_data import RowProblem, text_field
 
 MODES = ("head", "lora", "full")
@@ -262,120 +261,112 @@ def _confusion(trainer: Any, dataset: Any, labels: Sequence[str]) -> list[list[i
     return matrix
 
 
+class ClassifyJob(HeldOutJob):
+    kind = "classifier"
+    noun = "classifier"
+    result_key = "classifier_dir"
+    staging_name = "classifier"
+    measured: ClassVar[str] = "held-out accuracy"
+    data_name: ClassVar[str] = "labelled texts"
+    unit: ClassVar[str] = "examples"
+    before_prefix: ClassVar[str] = "before"
+
+    def target(self) -> Path:
+        return classifier_path(self.spec.out)
+
+    def prepare_data(self) -> None:
+        spec = self.spec
+        self.examples = examples = read_examples(spec.data)
+        check_examples(examples, spec.skip_bad_rows)
+        self.train_rows, self.eval_rows = split(examples.rows, spec.eval_fraction, spec.seed)
+        self.held_out = len(self.eval_rows)
+        self.ctx.info(
+            f"{len(examples.rows)} examples, labels {', '.join(examples.labels)} ({len(examples.problems)} bad rows "
+            f"skipped); {len(self.train_rows)} train, {len(self.eval_rows)} held out (the same share of each label); "
+            f"mode {spec.mode}; base model {self.base.name} on {self.base.device} ({self.base.precision.reason})"
+        )
+
+    def prepare_model(self) -> None:
+        from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+
+        spec, labels = self.spec, self.examples.labels
+        self.tokenizer = tokenizer = _tokenizer(self.base.source)
+        model = prepare(load_base_classifier(self.base.source, labels, tokenizer), spec).to(self.base.device)
+        self.trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        total = sum(p.numel() for p in model.parameters())
+        eval_ds = _dataset(self.eval_rows, labels, tokenizer, spec.max_length) if self.eval_rows else None
+        planned = training.planned_steps(len(self.train_rows), spec.batch_size, 1, spec.epochs, spec.max_steps)
+        self.build_trainer(
+            Trainer,
+            lambda max_length=None, **arguments: TrainingArguments(**arguments),  # the tokeniser cut: no max_length
+            planned=planned,
+            has_eval=False,
+            arguments={"learning_rate": spec.rate},
+            model=model,
+            train_dataset=_dataset(self.train_rows, labels, tokenizer, spec.max_length),
+            eval_dataset=eval_ds,
+            data_collator=DataCollatorWithPadding(tokenizer),
+            compute_metrics=_accuracy,
+        )
+        self.ctx.info(
+            f"{self.trainable:,} trainable parameters of {total:,} ({100 * self.trainable / total:.2f}%); ~{planned} steps"
+        )
+
+    def measure_after(self) -> None:
+        super().measure_after()
+        trainer, labels = self.trainer, self.examples.labels
+        self.confusion = _confusion(trainer, trainer.eval_dataset, labels) if self.held_out else []
+        self.metrics = {
+            "eval_accuracy_before": self.before.get("before_accuracy"),
+            "eval_accuracy": self.after.get("eval_accuracy"),
+            "eval_loss_before": self.before.get("before_loss"),
+            "eval_loss": self.after.get("eval_loss"),
+            "train_loss": float(self.train_result.training_loss),
+        }
+        self.ctx.info("held-out: " + ", ".join(f"{k}={v:.4g}" for k, v in self.metrics.items() if isinstance(v, float)))
+
+    def save(self, staging: Path) -> None:
+        save(self.trainer.model, self.spec.mode, staging)
+
+    def meta(self) -> dict[str, Any]:
+        examples = self.examples
+        return {
+            "mode": self.spec.mode,
+            "labels": examples.labels,
+            "paired": examples.paired,
+            "data": {
+                "source": Path(self.spec.data).name,
+                "examples": len(examples.rows),
+                "bad_rows": len(examples.problems),
+                "train_examples": len(self.train_rows),
+                "eval_examples": len(self.eval_rows),
+                "split": "stratified by label",
+            },
+            "trainable_params": self.trainable,
+            "metrics": self.metrics,
+            "confusion": self.confusion,
+        }
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {"learning_rate": self.spec.rate}
+
+    def saved_note(self, target: Path) -> str:
+        self.size_mb = sum(p.stat().st_size for p in target.iterdir() if p.is_file()) / 2**20
+        return f" ({self.size_mb:.2f} MiB)"
+
+    def result(self) -> dict[str, Any]:
+        return {
+            "mode": self.spec.mode,
+            "labels": self.examples.labels,
+            "trainable_params": self.trainable,
+            "size_mb": round(self.size_mb, 3),
+            "confusion": self.confusion,
+            **self.metrics,
+        }
+
+
 def run(spec: ClassifySpec, ctx: JobContext) -> dict[str, Any]:
-    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
-
-    from pipelines.engine import models
-
-    started = time.time()
-    ctx.plan(*training.before_after_phases("held-out accuracy", data="labelled texts", unit="examples"))
-    ctx.phase("prepare")
-    settings = get_settings()
-    target = classifier_path(spec.out)
-    if target.exists() and not spec.overwrite:
-        raise InvalidParameter("out", f"a classifier named {spec.out!r} already exists")
-    examples = read_examples(spec.data)
-    check_examples(examples, spec.skip_bad_rows)
-    train_rows, eval_rows = split(examples.rows, spec.eval_fraction, spec.seed)
-    model_id = spec.base_model or models.configured_model_id(settings)
-    source, base_name = models.resolve_source(model_id, settings)
-    device, precision = training.device_and_precision(settings)
-    ctx.info(
-        f"{len(examples.rows)} examples, labels {', '.join(examples.labels)} ({len(examples.problems)} bad rows "
-        f"skipped); {len(train_rows)} train, {len(eval_rows)} held out (the same share of each label); mode "
-        f"{spec.mode}; base model {base_name} on {device} ({precision.reason})"
-    )
-    ctx.check()
-    torch.manual_seed(spec.seed)
-    tokenizer = _tokenizer(source)
-    model = prepare(load_base_classifier(source, examples.labels, tokenizer), spec).to(device)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
-    train_ds = _dataset(train_rows, examples.labels, tokenizer, spec.max_length)
-    eval_ds = _dataset(eval_rows, examples.labels, tokenizer, spec.max_length) if eval_rows else None
-    planned = training.planned_steps(len(train_rows), spec.batch_size, 1, spec.epochs, spec.max_steps)
-    arguments = training.trainer_arguments(
-        spec, ctx.directory / "trainer", device=device, precision=precision, planned_steps=planned, has_eval=False
-    )
-    arguments.pop("max_length", None)  # a TrainingArguments has no max_length (the tokeniser cut)
-    arguments["learning_rate"] = spec.rate
-    trainer = Trainer(
-        model=model,
-        args=TrainingArguments(**arguments),
-        train_dataset=train_ds,
-        eval_dataset=eval_ds,
-        data_collator=DataCollatorWithPadding(tokenizer),
-        compute_metrics=_accuracy,
-        callbacks=[trainer_callback(ctx)],
-    )
-    training.console_quiet(trainer)
-    ctx.info(f"{trainable:,} trainable parameters of {total:,} ({100 * trainable / total:.2f}%); ~{planned} steps")
-    ctx.phase("before", total=len(eval_rows))
-    before = training.evaluate_before_training(trainer, metric_key_prefix="before") if eval_ds is not None else {}
-    ctx.phase("train", total=planned)
-    result = trainer.train()
-    if ctx.should_stop():
-        raise JobCancelled()
-    ctx.phase("after", total=len(eval_rows))
-    after = trainer.evaluate() if eval_ds is not None else {}
-    confusion = _confusion(trainer, eval_ds, examples.labels) if eval_ds is not None else []
-    metrics = {
-        "eval_accuracy_before": before.get("before_accuracy"),
-        "eval_accuracy": after.get("eval_accuracy"),
-        "eval_loss_before": before.get("before_loss"),
-        "eval_loss": after.get("eval_loss"),
-        "train_loss": float(result.training_loss),
-    }
-    ctx.info("held-out: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
-    steps = int(trainer.state.global_step)
-    agreement = training.ranks_agree(trainer.model)  # every rank, before rank 0 alone goes on
-    if not ctx.report:
-        return {"steps": steps}
-
-    staging = ctx.directory / "classifier"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    save(trainer.model, spec.mode, staging)
-    seconds = time.time() - started
-    info = {
-        "kind": "classifier",
-        "mode": spec.mode,
-        "labels": examples.labels,
-        "paired": examples.paired,
-        "base_model": base_name,
-        "base_model_source": model_id,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "job_id": ctx.job_id,
-        "data": {
-            "source": Path(spec.data).name,
-            "examples": len(examples.rows),
-            "bad_rows": len(examples.problems),
-            "train_examples": len(train_rows),
-            "eval_examples": len(eval_rows),
-            "split": "stratified by label",
-        },
-        "trainable_params": trainable,
-        "hyperparameters": {**spec.to_dict(), "learning_rate": spec.rate, "precision": precision.reason},
-        "metrics": metrics,
-        "confusion": confusion,
-        "seconds": seconds,
-    }
-    (staging / "meta.json").write_text(json.dumps(info, indent=2, default=float), encoding="utf-8")
-    training.publish(staging, target, overwrite=spec.overwrite)
-    size_mb = sum(p.stat().st_size for p in target.iterdir() if p.is_file()) / 2**20
-    ctx.info(f"classifier saved to {target} ({size_mb:.2f} MiB)")
-    return {
-        "classifier_dir": str(target),
-        "mode": spec.mode,
-        "labels": examples.labels,
-        "steps": steps,
-        "seconds": seconds,
-        "trainable_params": trainable,
-        "size_mb": round(size_mb, 3),
-        "confusion": confusion,
-        **metrics,
-        **agreement,
-    }
+    return ClassifyJob(spec, ctx).run()
 
 
 def save(model: Any, mode: str, directory: Path) -> None:

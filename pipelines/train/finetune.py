@@ -15,10 +15,7 @@ to `<data>/adapters/<name>/` atomically, with a meta.json describing how it was 
 from __future__ import annotations
 
 import importlib.util
-import json
 import math
-import shutil
-import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -30,9 +27,10 @@ from pipelines.train import evaluation, memory_plan, sft_data, training
 from pipelines import knobs
 from pipelines.config import get_settings
 from pipelines.engine.hardware import TrainPrecision
-from pipelines.store.jobs import JobCancelled, JobContext, Phase, trainer_callback
+from pipelines.store.jobs import JobContext, Phase
 from pipelines.errors import InvalidParameter
 from pipelines.knobs import knob
+from pipelines.train.job import TrainingJob
 from pipelines.train.training import DEFAULT_TARGETS
 from pipelines.engine.sampling import SamplingParams
 
@@ -170,7 +168,7 @@ class FinetuneSpec:
 # Settings that make one lesson visible on the bundled sample (the rest stay the form's). Measured on
 # the bundled model, 30 steps of batch 8: full fine-tuning at 1e-3 took the general-text perplexity
 # from 17.4 to 50.6 (catastrophic forgetting) while LoRA at its default rate moved it to 16.3, with
-# a better held-out loss (1.73 vs 1.83); README "Forgetting, made visible" has the runs.
+# a better held-out loss (1.73 vs 1.83); docs/tabs.md "Forgetting, made visible" has the runs.
 PRESETS: dict[str, dict[str, Any]] = {
     "Forgetting demo 1/2: full fine-tuning at a high rate (1e-3, 30 steps)": {
         "method": "full",
@@ -473,7 +471,7 @@ def evaluation_note(
     return ", ".join(parts) + ", " + models_measured
 
 
-def run(spec: FinetuneSpec, ctx: JobContext) -> dict[str, Any]:
+class FinetuneJob(TrainingJob):
     """Prepare, train, then measure the base model and the tuned one on the same held-out data.
 
     For adapters both measurements come after training: the adapter switched off is exactly the
@@ -481,196 +479,194 @@ def run(spec: FinetuneSpec, ctx: JobContext) -> dict[str, Any]:
     precision wraps its forward), which PEFT's prompt-tuning `disable_adapter` would otherwise
     break under bf16/fp16 by swapping the forward while accelerate rebinds it. Full and selective
     fine-tuning change the base weights themselves, so their base is measured before training.
+    `trainer.evaluate()` is collective under distributed training (every rank calls it); the rest
+    (answers, perplexity on general text) is rank 0's alone.
     """
-    from datasets import Dataset
-    from trl import SFTTrainer
 
-    from pipelines.engine import models
+    kind = "lora"  # meta.json says the method (lora, prompt-tuning, full, selective)
 
-    started = time.time()
-    # a whole model's weights change in training: its base is measured before they do
-    ctx.plan(
-        Phase("prepare", "Prepare: data, base model, tokenisation"),
-        *([Phase("evaluate-base", "Evaluate: base model", unit="parts")] if spec.saves_model else []),
-        Phase("train", "Train", unit="steps"),
-        Phase(
-            "evaluate", "Evaluate: tuned model" if spec.saves_model else "Evaluate: base model vs tuned", unit="parts"
-        ),
-    )
-    ctx.phase("prepare")
-    settings = get_settings()
-    check_can_write(spec)
-    model_id = spec.base_model or models.configured_model_id(settings)
-    source, base_name = models.resolve_source(model_id, settings)
-    device, precision = training.device_and_precision(settings)
-    ctx.info(f"base model {base_name} on {device}; precision: {precision.reason}")
+    def __init__(self, spec: FinetuneSpec, ctx: JobContext) -> None:
+        super().__init__(spec, ctx)
+        self.kind = spec.method
+        if spec.saves_model:
+            self.noun, self.result_key, self.staging_name = "model", "model_dir", "model"
 
-    tokenizer = training.load_tokenizer(source)
-    data = sft_data.load_file(spec.data)
-    problems = data.problems + sft_data.check_lengths(data, tokenizer, spec.max_length)
-    conversations = sft_data.accept(data, problems, skip_bad_rows=spec.skip_bad_rows)
-    train_conv, eval_conv = sft_data.split(conversations, spec.eval_fraction, spec.seed)
-    train_ds = Dataset.from_list(sft_data.to_examples(train_conv))
-    eval_ds = Dataset.from_list(sft_data.to_examples(eval_conv)) if eval_conv else None
-    skipped = len({p.row for p in problems})
-    ctx.info(
-        f"data: {data.summary()}; training on {len(train_conv)} conversations ({len(train_ds)} examples), "
-        f"evaluating on {len(eval_conv)}" + (f"; skipped {skipped} bad rows" if skipped else "")
-    )
-    ctx.check()
+    def phases(self) -> Sequence[Phase]:
+        saves_model = self.spec.saves_model  # a whole model's weights change in training: its base is measured first
+        return (
+            Phase("prepare", "Prepare: data, base model, tokenisation"),
+            *([Phase("evaluate-base", "Evaluate: base model", unit="parts")] if saves_model else []),
+            Phase("train", "Train", unit="steps"),
+            Phase(
+                "evaluate", "Evaluate: tuned model" if saves_model else "Evaluate: base model vs tuned", unit="parts"
+            ),
+        )
 
-    torch.manual_seed(spec.seed)
-    model = _load_base(source, device, spec)
-    if spec.method == "selective":
-        freeze_except_blocks(model, spec.train_blocks)
-    peft_config = None if spec.saves_model else peft_config_for(spec, source)
-    planned_steps = training.planned_steps(len(train_ds), spec.batch_size, spec.grad_accum, spec.epochs, spec.max_steps)
-    args = training_args(
-        spec,
-        ctx.directory / "trainer",
-        device=device,
-        planned_steps=planned_steps,
-        has_eval=eval_ds is not None,
-        precision=precision,
-    )
-    trainer = SFTTrainer(
-        model=model,
-        args=args,
-        train_dataset=train_ds,
-        eval_dataset=eval_ds,
-        processing_class=tokenizer,
-        peft_config=peft_config,
-        callbacks=[trainer_callback(ctx)],
-    )
-    training.console_quiet(trainer)
-    tuned = trainer.model
-    trainable = sum(p.numel() for p in tuned.parameters() if p.requires_grad)
-    total = model_structure.parameter_count(tuned)  # the base model's, as the plan counts it (adapters beside it)
-    ctx.info(
-        f"{len(trainer.train_dataset)} training examples after tokenisation; {trainable:,} trainable parameters, "
-        f"{100 * trainable / total:.2f}% of the base model's {total:,}; ~{planned_steps} steps"
-    )
-    ctx.check()
+    def target(self) -> Path:
+        return target_dir(self.spec.out, self.spec.saves_model)
 
-    sample_conv = eval_conv[: spec.eval_samples]
-    references = [c[-1].content for c in sample_conv]
-    units = evaluation_units(len(eval_conv), spec)
-    base_model = tuned if spec.saves_model else tuned.get_base_model()
-    handle = models.wrap(base_model, tokenizer, name=base_name, source=source)
-    # trainer.evaluate() is collective under distributed training: every rank calls it. The rest
-    # (samples, perplexity on general text, saving) is local work for rank 0 only.
-    main = ctx.report
+    def prepare_data(self) -> None:
+        from datasets import Dataset
 
-    def measure_base(progress: _Counter) -> tuple[dict[str, Any], list[str]]:
+        spec, ctx = self.spec, self.ctx
+        ctx.info(f"base model {self.base.name} on {self.base.device}; precision: {self.base.precision.reason}")
+        self.tokenizer = training.load_tokenizer(self.base.source)
+        self.data = data = sft_data.load_file(spec.data)
+        problems = data.problems + sft_data.check_lengths(data, self.tokenizer, spec.max_length)
+        conversations = sft_data.accept(data, problems, skip_bad_rows=spec.skip_bad_rows)
+        self.train_conv, self.eval_conv = sft_data.split(conversations, spec.eval_fraction, spec.seed)
+        self.skipped = len({p.row for p in problems})
+        self.train_ds = Dataset.from_list(sft_data.to_examples(self.train_conv))
+        self.eval_ds = Dataset.from_list(sft_data.to_examples(self.eval_conv)) if self.eval_conv else None
+        ctx.info(
+            f"data: {data.summary()}; training on {len(self.train_conv)} conversations ({len(self.train_ds)} examples), "
+            f"evaluating on {len(self.eval_conv)}" + (f"; skipped {self.skipped} bad rows" if self.skipped else "")
+        )
+
+    def prepare_model(self) -> None:
+        from trl import SFTConfig, SFTTrainer
+
+        from pipelines.engine import models
+
+        spec, base = self.spec, self.base
+        train_ds = self.train_ds
+        model = _load_base(base.source, base.device, spec)
+        if spec.method == "selective":
+            freeze_except_blocks(model, spec.train_blocks)
+        planned = training.planned_steps(len(train_ds), spec.batch_size, spec.grad_accum, spec.epochs, spec.max_steps)
+        trainer = self.build_trainer(
+            SFTTrainer,
+            SFTConfig,
+            planned=planned,
+            has_eval=bool(self.eval_conv),
+            arguments=sft_arguments(spec),
+            model=model,
+            train_dataset=train_ds,
+            eval_dataset=self.eval_ds,
+            processing_class=self.tokenizer,
+            peft_config=None if spec.saves_model else peft_config_for(spec, base.source),
+        )
+        self.tuned = tuned = trainer.model
+        self.trainable = sum(p.numel() for p in tuned.parameters() if p.requires_grad)
+        total = model_structure.parameter_count(tuned)  # the base model's, as the plan counts it (adapters beside it)
+        self.ctx.info(
+            f"{len(trainer.train_dataset)} training examples after tokenisation; {self.trainable:,} trainable "
+            f"parameters, {100 * self.trainable / total:.2f}% of the base model's {total:,}; ~{planned} steps"
+        )
+        self.sample_conv = self.eval_conv[: spec.eval_samples]
+        self.references = [c[-1].content for c in self.sample_conv]
+        self.units = evaluation_units(len(self.eval_conv), spec)
+        base_model = tuned if spec.saves_model else tuned.get_base_model()
+        self.handle = models.wrap(base_model, self.tokenizer, name=base.name, source=base.source)
+
+    def _measure_base(self, progress: _Counter) -> None:
         before: dict[str, Any] = {}
-        if eval_ds is not None:
-            before["loss"] = training.evaluate_before_training(trainer, metric_key_prefix="before")["before_loss"]
+        if self.eval_conv:
+            before["loss"] = training.evaluate_before_training(self.trainer, metric_key_prefix="before")["before_loss"]
             progress.add(1)
+        main = self.ctx.report
         if main:
-            before["general_perplexity"] = evaluation.text_perplexity(tuned, tokenizer, evaluation.general_text())
+            before["general_perplexity"] = evaluation.text_perplexity(
+                self.tuned, self.tokenizer, evaluation.general_text()
+            )
             progress.add(1)
-        outputs = _samples(handle, sample_conv, spec, None, progress.add) if sample_conv and main else []
-        before.update(evaluation.text_metrics(outputs, references) if outputs else {})
+        outputs = (
+            _samples(self.handle, self.sample_conv, self.spec, None, progress.add) if self.sample_conv and main else []
+        )
+        before.update(evaluation.text_metrics(outputs, self.references) if outputs else {})
         before["perplexity"] = evaluation.perplexity_of(before.get("loss"))
-        ctx.info("base model: " + _fmt(before))
-        return before, outputs
+        self.ctx.info("base model: " + _fmt(before))
+        self.before, self.before_outputs = before, outputs
 
-    if spec.saves_model:
-        ctx.phase("evaluate-base", total=units, note=evaluation_note(len(eval_conv), spec, "for the base model"))
-        tuned.eval()
-        before, before_outputs = measure_base(_Counter(ctx))
-        tuned.train()
+    def measure_before(self) -> None:
+        if self.spec.saves_model:
+            n = len(self.eval_conv)
+            self.ctx.phase("evaluate-base", total=self.units, note=evaluation_note(n, self.spec, "for the base model"))
+            self.tuned.eval()
+            self._measure_base(_Counter(self.ctx))
+            self.tuned.train()
+
+    def measure_after(self) -> None:
+        spec, ctx, n = self.spec, self.ctx, len(self.eval_conv)
+        if spec.saves_model:
+            ctx.phase("evaluate", total=self.units, note=evaluation_note(n, spec, "for the tuned model"))
+        else:
+            ctx.phase("evaluate", total=2 * self.units, note=evaluation_note(n, spec))
+        self.progress = _Counter(ctx)
+        if not spec.saves_model:
+            self.tuned.eval()
+            with self.tuned.disable_adapter():
+                self._measure_base(self.progress)
         ctx.check()
-    ctx.phase("train", total=planned_steps)
-    train_result = trainer.train()
-    if ctx.should_stop():
-        raise JobCancelled()
+        self.after: dict[str, Any] = {}
+        if self.eval_conv:
+            self.after["loss"] = self.trainer.evaluate(metric_key_prefix="after")["after_loss"]
+            self.progress.add(1)
 
-    if spec.saves_model:
-        ctx.phase("evaluate", total=units, note=evaluation_note(len(eval_conv), spec, "for the tuned model"))
-    else:
-        ctx.phase("evaluate", total=2 * units, note=evaluation_note(len(eval_conv), spec))
-    progress = _Counter(ctx)
-    if not spec.saves_model:
-        tuned.eval()
-        with tuned.disable_adapter():
-            before, before_outputs = measure_base(progress)
-    ctx.check()
+    def trained_model(self) -> Any:
+        return self.tuned
 
-    after: dict[str, Any] = {}
-    if eval_ds is not None:
-        after["loss"] = trainer.evaluate(metric_key_prefix="after")["after_loss"]
+    def save(self, staging: Path) -> None:
+        self.tuned.save_pretrained(staging)
+        self.tokenizer.save_pretrained(staging)
+
+    def measure_saved(self, staging: Path) -> None:
+        spec, after, progress = self.spec, self.after, self.progress
+        self.tuned.eval()
+        after["general_perplexity"] = evaluation.text_perplexity(self.tuned, self.tokenizer, evaluation.general_text())
         progress.add(1)
-    agreement = training.ranks_agree(tuned)  # every rank, before rank 0 alone goes on
-    if not main:
-        return {"steps": int(trainer.state.global_step)}
+        adapter = None  # LoRA's layers are live in the wrapped model; a whole model is the model
+        if spec.method == "prompt-tuning":
+            adapter = "__trained__"
+            self.handle.register_adapter(adapter, staging)
+        outputs = _samples(self.handle, self.sample_conv, spec, adapter, progress.add) if self.sample_conv else []
+        after.update(evaluation.text_metrics(outputs, self.references) if self.sample_conv else {})
+        after["perplexity"] = evaluation.perplexity_of(after.get("loss"))
+        self.ctx.info("tuned model: " + _fmt(after))
+        self.samples = [
+            {"prompt": c[-2].content if len(c) > 1 else "", "reference": ref, "before": b, "after": a}
+            for c, ref, b, a in zip(self.sample_conv, self.references, self.before_outputs, outputs)
+        ]
+        self.size = sum(f.stat().st_size for f in staging.rglob("*") if f.is_file())
 
-    staging = ctx.directory / ("model" if spec.saves_model else "adapter")
-    shutil.rmtree(staging, ignore_errors=True)
-    tuned.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
-    tuned.eval()
-    after["general_perplexity"] = evaluation.text_perplexity(tuned, tokenizer, evaluation.general_text())
-    progress.add(1)
-    if spec.method == "prompt-tuning":
-        handle.register_adapter("__trained__", staging)
-        after_outputs = _samples(handle, sample_conv, spec, "__trained__", progress.add) if sample_conv else []
-    else:  # LoRA's layers are live in the wrapped model; a whole model is the model
-        after_outputs = _samples(handle, sample_conv, spec, None, progress.add) if sample_conv else []
-    after.update(evaluation.text_metrics(after_outputs, references) if sample_conv else {})
-    after["perplexity"] = evaluation.perplexity_of(after.get("loss"))
-    ctx.info("tuned model: " + _fmt(after))
+    def meta(self) -> dict[str, Any]:
+        return {
+            "data": {
+                "file": Path(self.spec.data).name,
+                "format": self.data.format,
+                "rows": self.data.total_rows,
+                "skipped_rows": self.skipped,
+                "train_conversations": len(self.train_conv),
+                "eval_conversations": len(self.eval_conv),
+                "train_examples": len(self.trainer.train_dataset),
+            },
+            "trainable_params": self.trainable,
+            "size_bytes": self.size,
+            "metrics": {"before": self.before, "after": self.after, "train_loss": self.train_result.training_loss},
+            "samples": self.samples,
+        }
 
-    samples = [
-        {"prompt": c[-2].content if len(c) > 1 else "", "reference": ref, "before": b, "after": a}
-        for c, ref, b, a in zip(sample_conv, references, before_outputs, after_outputs)
-    ]
-    seconds = time.time() - started
-    size = sum(f.stat().st_size for f in staging.rglob("*") if f.is_file())
-    meta = {
-        "kind": spec.method,
-        "base_model": base_name,
-        "base_model_source": model_id,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "job_id": ctx.job_id,
-        "data": {
-            "file": Path(spec.data).name,
-            "format": data.format,
-            "rows": data.total_rows,
-            "skipped_rows": skipped,
-            "train_conversations": len(train_conv),
-            "eval_conversations": len(eval_conv),
-            "train_examples": len(trainer.train_dataset),
-        },
-        "hyperparameters": {
-            **spec.to_dict(),
-            "learning_rate": spec.lr,
-            "precision": precision.reason,
-            "device": device,
-        },
-        "trainable_params": trainable,
-        "size_bytes": size,
-        "metrics": {"before": before, "after": after, "train_loss": train_result.training_loss},
-        "samples": samples,
-        "seconds": seconds,
-    }
-    (staging / "meta.json").write_text(json.dumps(meta, indent=2, default=float), encoding="utf-8")
-    target = training.publish(staging, target_dir(spec.out, spec.saves_model), overwrite=spec.overwrite)
-    ctx.info(f"{'model' if spec.saves_model else 'adapter'} saved to {target} ({size / 2**20:,.1f} MiB)")
-    return {
-        ("model_dir" if spec.saves_model else "adapter_dir"): str(target),
-        "method": spec.method,
-        "trainable_params": trainable,
-        "size_mb": round(size / 2**20, 2),
-        "train_loss": float(train_result.training_loss),
-        "eval_loss": after.get("loss"),
-        "steps": int(trainer.state.global_step),
-        "seconds": seconds,
-        "before": before,
-        "after": after,
-        "samples": samples,
-        **agreement,
-    }
+    def hyperparameters(self) -> dict[str, Any]:
+        return {"learning_rate": self.spec.lr}
+
+    def saved_note(self, target: Path) -> str:
+        return f" ({self.size / 2**20:,.1f} MiB)"
+
+    def result(self) -> dict[str, Any]:
+        return {
+            "method": self.spec.method,
+            "trainable_params": self.trainable,
+            "size_mb": round(self.size / 2**20, 2),
+            "train_loss": float(self.train_result.training_loss),
+            "eval_loss": self.after.get("loss"),
+            "before": self.before,
+            "after": self.after,
+            "samples": self.samples,
+        }
+
+
+def run(spec: FinetuneSpec, ctx: JobContext) -> dict[str, Any]:
+    return FinetuneJob(spec, ctx).run()
 
 
 class _Counter:
@@ -705,11 +701,21 @@ def peft_config_for(spec: FinetuneSpec, source: str) -> Any:
     )
 
 
+def sft_arguments(spec: FinetuneSpec) -> dict[str, Any]:
+    """What fine-tuning adds to the jobs' shared arguments: gradient checkpointing only if asked, and
+    length-grouped batches (padded per batch) so short examples do not pay for long ones."""
+    return {
+        "gradient_accumulation_steps": spec.grad_accum,
+        "learning_rate": spec.lr,
+        "gradient_checkpointing": spec.gradient_checkpointing,
+        "train_sampling_strategy": "group_by_length" if spec.group_by_length else "random",
+    }
+
+
 def training_args(
     spec: FinetuneSpec, output_dir: Path, *, device: str, planned_steps: int, has_eval: bool, precision: TrainPrecision
 ) -> Any:
-    """The project's SFTConfig: the jobs' shared arguments, with gradient checkpointing only if
-    asked and length-grouped batches (padded per batch) so short examples do not pay for long ones."""
+    """The project's SFTConfig, as the job builds it (benchmarks and the memory plan measure with it)."""
     from trl import SFTConfig
 
     return SFTConfig(
@@ -720,10 +726,7 @@ def training_args(
             precision=precision,
             planned_steps=planned_steps,
             has_eval=has_eval,
-            gradient_accumulation_steps=spec.grad_accum,
-            learning_rate=spec.lr,
-            gradient_checkpointing=spec.gradient_checkpointing,
-            train_sampling_strategy="group_by_length" if spec.group_by_length else "random",
+            **sft_arguments(spec),
         )
     )
 

@@ -8,133 +8,91 @@ trained model lives in `pipelines.train.reward`, which this module's result is r
 
 from __future__ import annotations
 
-import json
-import shutil
-import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-import torch
-
+from pipelines.store.jobs import JobContext
 from pipelines.train import training
-from pipelines.config import get_settings
-from pipelines.store.jobs import JobCancelled, JobContext, trainer_callback
-from pipelines.engine.sampling import InvalidParameter
-
-
+from pipelines.train.job import HeldOutJob
 from pipelines.train.reward import RewardSpec, load_classifier, load_pairs, model_path, split_by_prompt
 
 
-def run(spec: RewardSpec, ctx: JobContext) -> dict[str, Any]:
-    from datasets import Dataset
-    from trl import RewardConfig, RewardTrainer
+class RewardJob(HeldOutJob):
+    kind = "reward"
+    noun = "reward model"
+    result_key = "model_dir"
+    staging_name = "reward_model"
+    measured: ClassVar[str] = "held-out accuracy and margin"  # trl logs them as eval_* whatever the prefix
 
-    from pipelines.engine import models
+    def target(self) -> Path:
+        return model_path(self.spec.out)
 
-    started = time.time()
-    ctx.plan(*training.before_after_phases("held-out accuracy and margin"))
-    ctx.phase("prepare")
-    settings = get_settings()
-    target = model_path(spec.out)
-    if target.exists() and not spec.overwrite:
-        raise InvalidParameter("out", f"a reward model named {spec.out!r} already exists")
-    model_id = spec.base_model or models.configured_model_id(settings)
-    source, base_name = models.resolve_source(model_id, settings)
-    device, precision = training.device_and_precision(settings)
-    tokenizer = training.load_tokenizer(source)
-
-    rows, errors = load_pairs(spec)
-    train_rows, eval_rows = split_by_prompt(rows, spec.eval_fraction, spec.seed)
-    ctx.info(
-        f"{len(rows)} preference pairs ({len(errors)} bad rows skipped); split by prompt: {len(train_rows)} train, "
-        f"{len(eval_rows)} held-out pairs on unseen prompts; base model {base_name} on {device} ({precision.reason})"
-    )
-    ctx.check()
-    torch.manual_seed(spec.seed)
-    model = load_classifier(source, tokenizer).to(device)
-    peft_config = training.classifier_lora(spec.lora_r, spec.lora_alpha)
-    planned = training.planned_steps(len(train_rows), spec.batch_size, 1, spec.epochs, spec.max_steps)
-    args = RewardConfig(
-        **training.trainer_arguments(
-            spec,
-            ctx.directory / "trainer",
-            device=device,
-            precision=precision,
-            planned_steps=planned,
-            has_eval=bool(eval_rows),
+    def prepare_data(self) -> None:
+        spec = self.spec
+        self.tokenizer = training.load_tokenizer(self.base.source)
+        self.rows, self.errors = load_pairs(spec)
+        self.train_rows, self.eval_rows = split_by_prompt(self.rows, spec.eval_fraction, spec.seed)
+        self.ctx.info(
+            f"{len(self.rows)} preference pairs ({len(self.errors)} bad rows skipped); split by prompt: "
+            f"{len(self.train_rows)} train, {len(self.eval_rows)} held-out pairs on unseen prompts; base model "
+            f"{self.base.name} on {self.base.device} ({self.base.precision.reason})"
         )
-    )
-    trainer = RewardTrainer(
-        model=model,
-        args=args,
-        train_dataset=Dataset.from_list(train_rows),
-        eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
-        processing_class=tokenizer,
-        peft_config=peft_config,
-        callbacks=[trainer_callback(ctx)],
-    )
-    training.console_quiet(trainer)
-    kept_train = len(trainer.train_dataset)
-    kept_eval = len(trainer.eval_dataset) if trainer.eval_dataset is not None else 0
-    ctx.info(
-        f"after preprocessing: {kept_train} train / {kept_eval} held-out pairs "
-        f"({len(train_rows) - kept_train + len(eval_rows) - kept_eval} dropped as longer than {spec.max_length} tokens)"
-    )
-    # trl logs its reward metrics as eval_* whatever the prefix: read the untrained accuracy now
-    ctx.phase("before", total=kept_eval)
-    before = training.evaluate_before_training(trainer) if kept_eval else {}
-    ctx.phase("train", total=planned)
-    result = trainer.train()
-    if ctx.should_stop():
-        raise JobCancelled()
-    ctx.phase("after", total=kept_eval)
-    after = trainer.evaluate() if kept_eval else {}
-    metrics = {
-        "eval_accuracy": after.get("eval_accuracy"),
-        "eval_margin": after.get("eval_margin"),
-        "eval_loss": after.get("eval_loss"),
-        "eval_accuracy_before": before.get("eval_accuracy"),
-        "train_loss": float(result.training_loss),
-    }
-    ctx.info("held-out: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
-    agreement = training.ranks_agree(trainer.model)  # every rank, before rank 0 alone goes on
-    if not ctx.report:
-        return {"steps": int(trainer.state.global_step)}
 
-    staging = ctx.directory / "reward_model"
-    shutil.rmtree(staging, ignore_errors=True)
-    trainer.model.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
-    seconds = time.time() - started
-    info = {
-        "kind": "reward",
-        "base_model": base_name,
-        "base_model_source": model_id,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "job_id": ctx.job_id,
-        "data": {
-            "source": "store" if spec.from_store else Path(spec.data or "").name,
-            "pairs": len(rows),
-            "bad_rows": len(errors),
-            "train_pairs": kept_train,
-            "eval_pairs": kept_eval,
-            "split": "by prompt",
-        },
-        "hyperparameters": {**spec.to_dict(), "precision": precision.reason, "device": device},
-        "metrics": metrics,
-        "seconds": seconds,
-    }
-    (staging / "meta.json").write_text(json.dumps(info, indent=2, default=float), encoding="utf-8")
-    training.publish(staging, target, overwrite=spec.overwrite)
-    ctx.info(f"reward model saved to {target}")
-    return {
-        "model_dir": str(target),
-        "eval_accuracy": metrics["eval_accuracy"],
-        "steps": int(trainer.state.global_step),
-        "seconds": seconds,
-        **metrics,
-        **agreement,
-    }
+    def prepare_model(self) -> None:
+        from datasets import Dataset
+        from trl import RewardConfig, RewardTrainer
+
+        spec = self.spec
+        trainer = self.build_trainer(
+            RewardTrainer,
+            RewardConfig,
+            planned=training.planned_steps(len(self.train_rows), spec.batch_size, 1, spec.epochs, spec.max_steps),
+            has_eval=bool(self.eval_rows),
+            model=load_classifier(self.base.source, self.tokenizer).to(self.base.device),
+            train_dataset=Dataset.from_list(self.train_rows),
+            eval_dataset=Dataset.from_list(self.eval_rows) if self.eval_rows else None,
+            processing_class=self.tokenizer,
+            peft_config=training.classifier_lora(spec.lora_r, spec.lora_alpha),
+        )
+        self.kept_train = len(trainer.train_dataset)
+        self.held_out = len(trainer.eval_dataset) if trainer.eval_dataset is not None else 0
+        dropped = len(self.train_rows) - self.kept_train + len(self.eval_rows) - self.held_out
+        self.ctx.info(
+            f"after preprocessing: {self.kept_train} train / {self.held_out} held-out pairs "
+            f"({dropped} dropped as longer than {spec.max_length} tokens)"
+        )
+
+    def measure_after(self) -> None:
+        super().measure_after()
+        self.metrics = {
+            "eval_accuracy": self.after.get("eval_accuracy"),
+            "eval_margin": self.after.get("eval_margin"),
+            "eval_loss": self.after.get("eval_loss"),
+            "eval_accuracy_before": self.before.get("eval_accuracy"),
+            "train_loss": float(self.train_result.training_loss),
+        }
+        self.ctx.info("held-out: " + ", ".join(f"{k}={v:.4g}" for k, v in self.metrics.items() if isinstance(v, float)))
+
+    def meta(self) -> dict[str, Any]:
+        spec = self.spec
+        return {
+            "data": {
+                "source": "store" if spec.from_store else Path(spec.data or "").name,
+                "pairs": len(self.rows),
+                "bad_rows": len(self.errors),
+                "train_pairs": self.kept_train,
+                "eval_pairs": self.held_out,
+                "split": "by prompt",
+            },
+            "metrics": self.metrics,
+        }
+
+    def result(self) -> dict[str, Any]:
+        return dict(self.metrics)
+
+
+def run(spec: RewardSpec, ctx: JobContext) -> dict[str, Any]:
+    return RewardJob(spec, ctx).run()
 
 
 def run_job(ctx: JobContext) -> dict[str, Any]:

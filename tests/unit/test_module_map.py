@@ -103,6 +103,44 @@ def test_wings_import_only_downward():
     assert not upward, "imports that run back up:\n" + "\n".join(sorted(upward))
 
 
+def _functions(root):
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                yield path, node, node.end_lineno - node.lineno + 1
+
+
+def test_no_function_in_pipelines_over_120_lines():
+    """A function that long is several stories in one; the training jobs were (one skeleton, five copies)."""
+    long = [
+        f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({lines} lines)"
+        for path, node, lines in _functions(PACKAGE)
+        if lines > 120
+    ]
+    assert not long, long
+
+
+def test_every_training_job_is_the_one_template():
+    """Each job kind runs `TrainingJob.run` (phases, checks, agreement, metadata, publish written once);
+    a job's own code stays short."""
+    import importlib
+
+    from pipelines.store.jobs import KINDS
+    from pipelines.train.job import TrainingJob
+
+    for kind, entry in KINDS.items():
+        module = importlib.import_module(entry.partition(":")[0])
+        jobs = [
+            v
+            for v in vars(module).values()
+            if isinstance(v, type) and issubclass(v, TrainingJob) and v.__module__ == module.__name__
+        ]
+        assert len(jobs) == 1, f"{kind}: one TrainingJob subclass in {module.__name__}"
+        assert "run" not in vars(jobs[0]), f"{kind} must not rewrite the skeleton"
+    runs = [f"{path.name} {lines}" for path, node, lines in _functions(PACKAGE / "train") if node.name == "run"]
+    assert runs and all(int(run.split()[-1]) <= 80 for run in runs), runs
+
+
 def test_storage_the_sandbox_and_the_cli_help_import_no_torch():
     probe = (
         "import sys\n"

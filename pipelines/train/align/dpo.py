@@ -10,17 +10,16 @@ starts as the identity) and after training.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-import torch
-
-from pipelines.train import reward, training
+from pipelines.engine import adapters
 from pipelines.knobs import knob
-from pipelines.store.jobs import JobCancelled, JobContext, trainer_callback
+from pipelines.store.jobs import JobContext
+from pipelines.train import reward, training
 from pipelines.train.align import common
+from pipelines.train.job import HeldOutJob
 
 LOSS_TYPES = ("sigmoid", "ipo", "hinge", "robust", "apo_zero", "sigmoid_norm")
 
@@ -55,97 +54,84 @@ def _held_out(metrics: dict[str, Any]) -> dict[str, Any]:
     return {short: float(metrics[key]) for key, short in keys.items() if key in metrics}
 
 
-def run(spec: DPOSpec, ctx: JobContext) -> dict[str, Any]:
-    from datasets import Dataset
-    from trl import DPOConfig, DPOTrainer
+class DPOJob(HeldOutJob):
+    kind = "dpo"
+    measured: ClassVar[str] = "implicit reward margin and accuracy"
 
-    started = time.time()
-    ctx.plan(*training.before_after_phases("implicit reward margin and accuracy"))
-    ctx.phase("prepare")
-    common.check_new_adapter(spec.out, spec.overwrite)
-    model_id, source, base_name = common.base_source(spec.base_model)
-    device, precision = training.device_and_precision()
-    rows, errors = reward.load_pairs(spec)  # same pairs, same checks as the reward model
-    train_rows, eval_rows = reward.split_by_prompt(rows, spec.eval_fraction, spec.seed)
-    ctx.info(
-        f"{len(rows)} pairs ({len(errors)} bad rows skipped): {len(train_rows)} train, {len(eval_rows)} held-out on unseen "
-        f"prompts; base {base_name} on {device} ({precision.reason}); beta={spec.beta}, loss={spec.loss_type}"
-    )
-    ctx.check()
-    torch.manual_seed(spec.seed)
-    model, tokenizer = common.load_policy(source, device)
-    planned = training.planned_steps(len(train_rows), spec.batch_size, 1, spec.epochs, spec.max_steps)
-    args = DPOConfig(
-        **training.trainer_arguments(
-            spec,
-            ctx.directory / "trainer",
-            device=device,
-            precision=precision,
-            planned_steps=planned,
-            has_eval=bool(eval_rows),
-            beta=spec.beta,
-            loss_type=[spec.loss_type],
+    def target(self) -> Path:
+        return adapters.adapter_path(self.spec.out)
+
+    def prepare_data(self) -> None:
+        spec = self.spec
+        self.rows, errors = reward.load_pairs(spec)  # same pairs, same checks as the reward model
+        self.train_rows, self.eval_rows = reward.split_by_prompt(self.rows, spec.eval_fraction, spec.seed)
+        self.held_out = len(self.eval_rows)
+        self.ctx.info(
+            f"{len(self.rows)} pairs ({len(errors)} bad rows skipped): {len(self.train_rows)} train, {self.held_out} "
+            f"held-out on unseen prompts; base {self.base.name} on {self.base.device} ({self.base.precision.reason}); "
+            f"beta={spec.beta}, loss={spec.loss_type}"
         )
-    )
-    trainer = DPOTrainer(
-        model=model,
-        args=args,
-        train_dataset=Dataset.from_list(train_rows),
-        eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
-        processing_class=tokenizer,
-        peft_config=common.lora_config(spec.lora_r, spec.lora_alpha),
-        callbacks=[trainer_callback(ctx)],
-    )
-    training.console_quiet(trainer)
-    ctx.phase("before", total=len(eval_rows))
-    before = _held_out(training.evaluate_before_training(trainer)) if eval_rows else {}
-    ctx.phase("train", total=planned)
-    result = trainer.train()
-    if ctx.should_stop():
-        raise JobCancelled()
-    ctx.phase("after", total=len(eval_rows))
-    after = _held_out(trainer.evaluate()) if eval_rows else {}
-    ctx.info(
-        f"held-out implicit reward margin {before.get('margin', 0):+.4f} -> {after.get('margin', 0):+.4f}, "
-        f"accuracy {before.get('accuracy', 0):.2f} -> {after.get('accuracy', 0):.2f}"
-    )
-    steps = int(trainer.state.global_step)
-    agreement = training.ranks_agree(trainer.model)  # every rank, before rank 0 alone goes on
-    if not ctx.report:
-        return {"steps": steps}
-    metrics = {"before": before, "after": after, "train_loss": float(result.training_loss)}
-    target = common.publish_adapter(
-        trainer,
-        tokenizer,
-        ctx,
-        spec.out,
-        spec.overwrite,
-        {
-            "kind": "dpo",
-            "base_model": base_name,
-            "base_model_source": model_id,
+
+    def prepare_model(self) -> None:
+        from datasets import Dataset
+        from trl import DPOConfig, DPOTrainer
+
+        spec = self.spec
+        model, self.tokenizer = common.load_policy(self.base.source, self.base.device)
+        self.build_trainer(
+            DPOTrainer,
+            DPOConfig,
+            planned=training.planned_steps(len(self.train_rows), spec.batch_size, 1, spec.epochs, spec.max_steps),
+            has_eval=bool(self.eval_rows),
+            arguments={"beta": spec.beta, "loss_type": [spec.loss_type]},
+            model=model,
+            train_dataset=Dataset.from_list(self.train_rows),
+            eval_dataset=Dataset.from_list(self.eval_rows) if self.eval_rows else None,
+            processing_class=self.tokenizer,
+            peft_config=common.lora_config(spec.lora_r, spec.lora_alpha),
+        )
+
+    def measure_before(self) -> None:
+        super().measure_before()
+        self.before = _held_out(self.before)
+
+    def measure_after(self) -> None:
+        super().measure_after()
+        self.after = _held_out(self.after)
+        before, after = self.before, self.after
+        self.ctx.info(
+            f"held-out implicit reward margin {before.get('margin', 0):+.4f} -> {after.get('margin', 0):+.4f}, "
+            f"accuracy {before.get('accuracy', 0):.2f} -> {after.get('accuracy', 0):.2f}"
+        )
+
+    def meta(self) -> dict[str, Any]:
+        spec = self.spec
+        return {
             "data": {
                 "source": "store" if spec.from_store else Path(spec.data or "").name,
-                "pairs": len(rows),
-                "train_pairs": len(train_rows),
-                "eval_pairs": len(eval_rows),
+                "pairs": len(self.rows),
+                "train_pairs": len(self.train_rows),
+                "eval_pairs": len(self.eval_rows),
                 "split": "by prompt",
             },
-            "hyperparameters": {**spec.to_dict(), "precision": precision.reason, "device": device},
-            "metrics": metrics,
-            "seconds": time.time() - started,
-        },
-    )
-    return {
-        "adapter_dir": str(target),
-        "steps": steps,
-        "eval_margin_before": before.get("margin"),
-        "eval_margin_after": after.get("margin"),
-        "eval_accuracy_after": after.get("accuracy"),
-        "train_loss": float(result.training_loss),
-        "seconds": time.time() - started,
-        **agreement,
-    }
+            "metrics": {
+                "before": self.before,
+                "after": self.after,
+                "train_loss": float(self.train_result.training_loss),
+            },
+        }
+
+    def result(self) -> dict[str, Any]:
+        return {
+            "eval_margin_before": self.before.get("margin"),
+            "eval_margin_after": self.after.get("margin"),
+            "eval_accuracy_after": self.after.get("accuracy"),
+            "train_loss": float(self.train_result.training_loss),
+        }
+
+
+def run(spec: DPOSpec, ctx: JobContext) -> dict[str, Any]:
+    return DPOJob(spec, ctx).run()
 
 
 def run_job(ctx: JobContext) -> dict[str, Any]:

@@ -19,16 +19,17 @@ from __future__ import annotations
 import gc
 import time
 from dataclasses import dataclass
-from typing import Any
-
-import torch
+from pathlib import Path
+from typing import Any, Sequence
 
 from pipelines import knobs
-from pipelines.train import reward, training
-from pipelines.knobs import knob
-from pipelines.store.jobs import JobCancelled, JobContext, Phase, trainer_callback
+from pipelines.engine import adapters
 from pipelines.engine.sampling import InvalidParameter, SamplingParams
+from pipelines.knobs import knob
+from pipelines.store.jobs import JobContext, Phase
+from pipelines.train import reward, training
 from pipelines.train.align import common, evaluate
+from pipelines.train.job import TrainingJob
 
 MEASURE_PROMPTS = 16
 MEASURE_SAMPLES = 4
@@ -120,126 +121,118 @@ def reward_function(name: str):
     return reward_model
 
 
-def run(spec: RLOOSpec, ctx: JobContext) -> dict[str, Any]:
-    from datasets import Dataset
-    from trl import RLOOConfig, RLOOTrainer
+class RLOOJob(TrainingJob):
+    kind = "rloo"
 
-    from pipelines.engine import models
-
-    started = time.time()
-    ctx.plan(
-        Phase("prepare", "Prepare: prompts, policy, reward model"),
-        Phase("train", "Train: sample, score, update", unit="steps"),
-        Phase("measure", "Measure: mean reward of base vs tuned", unit="passes"),
-    )
-    ctx.phase("prepare")
-    prompts = check(spec)
-    model_id, source, base_name = common.base_source(spec.base_model)
-    device, precision = training.device_and_precision()
-    ctx.info(
-        f"{len(prompts)} prompts; reward model {spec.reward_model}; base {base_name} on {device} ({precision.reason}); "
-        f"beta={spec.beta}, {spec.num_generations} samples per prompt, {spec.prompts_per_step} prompts per step"
-    )
-    ctx.check()
-    torch.manual_seed(spec.seed)
-    model, tokenizer = common.load_policy(source, device)
-    batch = spec.num_generations * spec.prompts_per_step
-    args = RLOOConfig(
-        **training.trainer_arguments(
-            spec,
-            ctx.directory / "trainer",
-            device=device,
-            precision=precision,
-            planned_steps=spec.max_steps,
-            has_eval=False,
-            per_device_train_batch_size=batch,
-            per_device_eval_batch_size=batch,
-            num_generations=spec.num_generations,
-            max_completion_length=spec.max_completion_length,
-            temperature=spec.temperature,
-            beta=spec.beta,
-            lr_scheduler_type="constant",
-            warmup_steps=0,
-            logging_steps=1,
+    def phases(self) -> Sequence[Phase]:
+        return (
+            Phase("prepare", "Prepare: prompts, policy, reward model"),
+            Phase("train", "Train: sample, score, update", unit="steps"),
+            Phase("measure", "Measure: mean reward of base vs tuned", unit="passes"),
         )
-    )
-    trainer = RLOOTrainer(
-        model=model,
-        reward_funcs=reward_function(spec.reward_model),
-        args=args,
-        train_dataset=Dataset.from_list([{"prompt": common.as_json(p)} for p in prompts]),
-        processing_class=tokenizer,
-        peft_config=common.lora_config(spec.lora_r, spec.lora_alpha),
-        callbacks=[trainer_callback(ctx)],
-    )
-    training.console_quiet(trainer)
-    ctx.phase("train", total=spec.max_steps)
-    trainer.train()
-    if ctx.should_stop():
-        raise JobCancelled()
-    steps = int(trainer.state.global_step)
-    agreement = training.ranks_agree(trainer.model)  # every rank, before rank 0 alone goes on
-    if not ctx.report:
-        return {"steps": steps}
-    target = common.publish_adapter(
-        trainer,
-        tokenizer,
-        ctx,
-        spec.out,
-        spec.overwrite,
-        {
-            "kind": "rloo",
-            "base_model": base_name,
-            "base_model_source": model_id,
-            "data": {"source": spec.prompts.rsplit("/", 1)[-1] if spec.prompts else "store", "prompts": len(prompts)},
-            "reward_model": spec.reward_model,
-            "hyperparameters": {**spec.to_dict(), "precision": precision.reason, "device": device},
-        },
-    )
-    del trainer, model
-    gc.collect()
-    measure_on = prompts[:MEASURE_PROMPTS]
-    sampled_total = len(measure_on) * MEASURE_SAMPLES
-    ctx.phase(
-        "measure",
-        total=sampled_total + len(measure_on),
-        note=f"{len(measure_on)} prompts answered by base and tuned model: {MEASURE_SAMPLES} samples each at "
-        f"temperature {spec.temperature}, then greedy; scored by {spec.reward_model}",
-    )
-    handle = models.load_handle(model_id)
-    sampled = evaluate.evaluate(
-        handle,
-        spec.out,
-        spec.reward_model,
-        measure_on,
-        SamplingParams(temperature=spec.temperature, max_new_tokens=spec.max_completion_length, seed=spec.seed),
-        samples=MEASURE_SAMPLES,
-        progress=lambda done, _total: _advance(ctx, done),
-    )
-    greedy = evaluate.evaluate(
-        handle,
-        spec.out,
-        spec.reward_model,
-        measure_on,
-        SamplingParams(temperature=0, max_new_tokens=spec.max_completion_length),
-        progress=lambda done, _total: _advance(ctx, sampled_total + done),
-    )
-    start, end = sampled["mean_reward_base"], sampled["mean_reward_adapter"]
-    metrics = {
-        "mean_reward_start": start,
-        "mean_reward_end": end,
-        "win_rate": sampled["win_rate"],
-        "measured_on": sampled["n"],
-        "greedy_mean_reward_start": greedy["mean_reward_base"],
-        "greedy_mean_reward_end": greedy["mean_reward_adapter"],
-        "greedy_win_rate": greedy["win_rate"],
-    }
-    ctx.info(
-        f"mean reward (sampled) {start:+.4f} -> {end:+.4f}, win rate vs base {sampled['win_rate']:.2f}; "
-        f"greedy {greedy['mean_reward_base']:+.4f} -> {greedy['mean_reward_adapter']:+.4f}"
-    )
-    common.update_meta(target, {"metrics": metrics, "seconds": time.time() - started})
-    return {"adapter_dir": str(target), "steps": steps, **metrics, "seconds": time.time() - started, **agreement}
+
+    def target(self) -> Path:
+        return adapters.adapter_path(self.spec.out)
+
+    def prepare_data(self) -> None:
+        spec = self.spec
+        self.prompts = check(spec)
+        self.ctx.info(
+            f"{len(self.prompts)} prompts; reward model {spec.reward_model}; base {self.base.name} on {self.base.device} "
+            f"({self.base.precision.reason}); beta={spec.beta}, {spec.num_generations} samples per prompt, "
+            f"{spec.prompts_per_step} prompts per step"
+        )
+
+    def prepare_model(self) -> None:
+        from datasets import Dataset
+        from trl import RLOOConfig, RLOOTrainer
+
+        spec = self.spec
+        model, self.tokenizer = common.load_policy(self.base.source, self.base.device)
+        batch = spec.num_generations * spec.prompts_per_step
+        self.build_trainer(
+            RLOOTrainer,
+            RLOOConfig,
+            planned=spec.max_steps,
+            has_eval=False,
+            arguments={
+                "per_device_train_batch_size": batch,
+                "per_device_eval_batch_size": batch,
+                "num_generations": spec.num_generations,
+                "max_completion_length": spec.max_completion_length,
+                "temperature": spec.temperature,
+                "beta": spec.beta,
+                "lr_scheduler_type": "constant",
+                "warmup_steps": 0,
+                "logging_steps": 1,
+            },
+            model=model,
+            reward_funcs=reward_function(spec.reward_model),
+            train_dataset=Dataset.from_list([{"prompt": common.as_json(p)} for p in self.prompts]),
+            processing_class=self.tokenizer,
+            peft_config=common.lora_config(spec.lora_r, spec.lora_alpha),
+        )
+
+    def meta(self) -> dict[str, Any]:
+        spec = self.spec
+        source = spec.prompts.rsplit("/", 1)[-1] if spec.prompts else "store"
+        return {"data": {"source": source, "prompts": len(self.prompts)}, "reward_model": spec.reward_model}
+
+    def published(self, target: Path) -> dict[str, Any]:
+        """The expected reward RLOO maximises, of base and tuned model, measured on the published adapter
+        (the policy's trainer is dropped first: the measurement loads the serving model)."""
+        from pipelines.engine import models
+
+        spec, ctx = self.spec, self.ctx
+        self.trainer = None
+        gc.collect()
+        measure_on = self.prompts[:MEASURE_PROMPTS]
+        sampled_total = len(measure_on) * MEASURE_SAMPLES
+        ctx.phase(
+            "measure",
+            total=sampled_total + len(measure_on),
+            note=f"{len(measure_on)} prompts answered by base and tuned model: {MEASURE_SAMPLES} samples each at "
+            f"temperature {spec.temperature}, then greedy; scored by {spec.reward_model}",
+        )
+        handle = models.load_handle(self.base.model_id)
+        sampled = evaluate.evaluate(
+            handle,
+            spec.out,
+            spec.reward_model,
+            measure_on,
+            SamplingParams(temperature=spec.temperature, max_new_tokens=spec.max_completion_length, seed=spec.seed),
+            samples=MEASURE_SAMPLES,
+            progress=lambda done, _total: _advance(ctx, done),
+        )
+        greedy = evaluate.evaluate(
+            handle,
+            spec.out,
+            spec.reward_model,
+            measure_on,
+            SamplingParams(temperature=0, max_new_tokens=spec.max_completion_length),
+            progress=lambda done, _total: _advance(ctx, sampled_total + done),
+        )
+        start, end = sampled["mean_reward_base"], sampled["mean_reward_adapter"]
+        metrics = {
+            "mean_reward_start": start,
+            "mean_reward_end": end,
+            "win_rate": sampled["win_rate"],
+            "measured_on": sampled["n"],
+            "greedy_mean_reward_start": greedy["mean_reward_base"],
+            "greedy_mean_reward_end": greedy["mean_reward_adapter"],
+            "greedy_win_rate": greedy["win_rate"],
+        }
+        ctx.info(
+            f"mean reward (sampled) {start:+.4f} -> {end:+.4f}, win rate vs base {sampled['win_rate']:.2f}; "
+            f"greedy {greedy['mean_reward_base']:+.4f} -> {greedy['mean_reward_adapter']:+.4f}"
+        )
+        seconds = time.time() - self.started
+        common.update_meta(target, {"metrics": metrics, "seconds": seconds})
+        return {**metrics, "seconds": seconds}
+
+
+def run(spec: RLOOSpec, ctx: JobContext) -> dict[str, Any]:
+    return RLOOJob(spec, ctx).run()
 
 
 def _advance(ctx: JobContext, done: int) -> None:
