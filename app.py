@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import sys
+from typing import Any
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -17,11 +18,11 @@ gpu.prepare()  # on ZeroGPU `spaces` must come before anything that touches CUDA
 import gradio as gr  # noqa: E402
 from starlette.middleware import Middleware  # noqa: E402
 
-from pipelines.labels import backup  # noqa: E402
-from pipelines.store import jobs  # noqa: E402
-from pipelines.engine import models  # noqa: E402
 from pipelines.access import AuthConfigError, get_policy, visitor_keys  # noqa: E402
 from pipelines.config import get_settings  # noqa: E402
+from pipelines.engine import models  # noqa: E402
+from pipelines.labels import backup  # noqa: E402
+from pipelines.store import jobs  # noqa: E402
 from playground import (  # noqa: E402
     align,
     chat,
@@ -99,7 +100,7 @@ def build_app(model_name: str | None = None) -> gr.Blocks:
             tabs, tab_ids, preference_tabs, inner_ids, shared.annotator, labelling.mode, labelling.drive, welcome
         )
         welcomed = remembered.keep(demo, places, resume=labelling.resume)
-        quiet = {"api_visibility": "private", "show_progress": "hidden"}
+        quiet: dict[str, Any] = {"api_visibility": "private", "show_progress": "hidden"}
         start_lesson.click(remembered.dismiss_welcome, None, [welcomed, welcome], **quiet).then(
             lambda: gr.Tabs(selected="lessons"), None, tabs, **quiet
         )

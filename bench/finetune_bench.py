@@ -25,10 +25,10 @@ os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 
 import torch  # noqa: E402
 
-from pipelines.train import finetune, sft_data  # noqa: E402
-from pipelines.engine import models  # noqa: E402
 from pipelines.config import get_settings  # noqa: E402
+from pipelines.engine import models  # noqa: E402
 from pipelines.engine.hardware import detect, plan_device, train_precision  # noqa: E402
+from pipelines.train import finetune, sft_data  # noqa: E402
 
 DATA = Path(__file__).resolve().parent.parent / "assets" / "datasets" / "concise_tutor.jsonl"
 

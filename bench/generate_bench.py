@@ -128,7 +128,7 @@ def greedy_agreement(handle: models.ModelHandle, tokens: int = 32) -> dict[str, 
             )
         reference = out[0, len(ids) :].tolist()
         common = 0
-        for a, b in zip(ours, reference):
+        for a, b in zip(ours, reference, strict=False):
             if a != b:
                 break
             common += 1

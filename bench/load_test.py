@@ -68,8 +68,8 @@ def launch(data_dir: Path, model: str | None, extra_env: dict[str, str] | None =
 
 
 def make_items(n: int) -> list[str]:
-    from pipelines.store import db
     from pipelines.labels import preferences
+    from pipelines.store import db
 
     ids = [
         preferences.create_item(
@@ -87,7 +87,7 @@ class Client:
     """One simulated user: its own gradio_client session, its own annotator name."""
 
     def __init__(
-        self, number: int, url: str, items: list[str], max_new_tokens: int, deadline: float, stats: "Stats"
+        self, number: int, url: str, items: list[str], max_new_tokens: int, deadline: float, stats: Stats
     ) -> None:
         from gradio_client import Client as GradioClient
 
@@ -101,7 +101,7 @@ class Client:
         self.stats = stats
 
     def run(self) -> None:
-        names, weights = zip(*MIX)
+        names, weights = zip(*MIX, strict=False)
         while time.time() < self.deadline:
             action = self.rng.choices(names, weights)[0]
             if action == "vote" and not self.items:

@@ -77,9 +77,9 @@ def child(method: str, batch: int, length: int, profiled: bool) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import SFTTrainer
 
-    from pipelines.train import finetune, training
-    from pipelines.engine import models
     from pipelines.config import get_settings
+    from pipelines.engine import models
+    from pipelines.train import finetune, training
 
     settings = get_settings()
     source, _ = models.resolve_source(models.configured_model_id(settings), settings)
@@ -124,7 +124,7 @@ def child(method: str, batch: int, length: int, profiled: bool) -> dict:
             _, sizes = timeline._coalesce_timeline(torch.device("cpu"))
             peak = max(sizes, key=sum)
             self.tensor_peak = sum(peak)
-            self.split = dict(zip(CATEGORIES, peak[1:]))
+            self.split = dict(zip(CATEGORIES, peak[1:], strict=False))
 
     measure = Measure()
     with tempfile.TemporaryDirectory() as tmp:

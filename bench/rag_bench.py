@@ -125,7 +125,9 @@ def index_search_comparison(vectors, queries) -> dict:
             times.append((time.perf_counter() - started) * 1000)
             found.setdefault(name, []).append(set(ids[0].tolist()))
         out[f"{name}_ms"] = round(float(np.median(times)), 3)
-    out["hnsw_recall@5"] = round(sum(len(a & b) for a, b in zip(found["exact"], found["hnsw"])) / (5 * len(queries)), 3)
+    out["hnsw_recall@5"] = round(
+        sum(len(a & b) for a, b in zip(found["exact"], found["hnsw"], strict=False)) / (5 * len(queries)), 3
+    )
     return out
 
 

@@ -146,10 +146,10 @@ def agreement(tokenizer, alone: list[str], together: list[str]) -> float:
     """Share of tokens equal at the same position, the texts tokenised by the model's own tokenizer
     (the shorter answer's missing tokens count as different)."""
     same = total = 0
-    for a, b in zip(alone, together):
+    for a, b in zip(alone, together, strict=False):
         x, y = tokenizer.encode(a, add_special_tokens=False), tokenizer.encode(b, add_special_tokens=False)
         total += max(len(x), len(y))
-        same += sum(p == q for p, q in zip(x, y))
+        same += sum(p == q for p, q in zip(x, y, strict=False))
     return same / total if total else 1.0
 
 
@@ -278,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     if base_rounds:
         base_speedup, base_single, base_aggregate, _, base_done = _median(base_rounds)
-        singles = [r[1] / b[1] for r, b in zip(rounds, base_rounds)]
+        singles = [r[1] / b[1] for r, b in zip(rounds, base_rounds, strict=False)]
         report["unbatched"] = {
             "single_tokens_per_second": round(base_single, 2),
             "aggregate_tokens_per_second": round(base_aggregate, 2),

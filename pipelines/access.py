@@ -18,9 +18,9 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from pipelines import config
 from pipelines.errors import PlaygroundError
@@ -208,7 +208,7 @@ class AccessPolicy:
         return sorted(self.users.items()) or None
 
     def check_password(
-        self, user: str, password: str, address: str | None = None, throttle: "LoginThrottle | None" = None
+        self, user: str, password: str, address: str | None = None, throttle: LoginThrottle | None = None
     ) -> bool:
         """A sign-in attempt against PLAYGROUND_AUTH, throttled per name at an address and per address.
 

@@ -19,7 +19,8 @@ What changes on ZeroGPU (SPACES_ZERO_GPU=true, set by the Space):
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 F = TypeVar("F", bound=Callable[..., Any])
 

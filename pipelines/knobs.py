@@ -13,8 +13,9 @@ import functools
 import math
 import types
 import typing
+from collections.abc import Iterable, Mapping
 from dataclasses import MISSING, Field, dataclass, field, fields
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from pipelines.errors import InvalidParameter
 

@@ -10,21 +10,21 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
+from pipelines.config import PREFERENCE_SAMPLE
 from pipelines.engine import adapters, models
+from pipelines.engine.sampling import SamplingParams
 from pipelines.labels import comparisons, preferences
 from pipelines.store import jobs
+from pipelines.store.files import copy_upload
 from pipelines.train import reward
 from pipelines.train.align import common, dpo, evaluate, rloo
-from pipelines.config import PREFERENCE_SAMPLE
-from pipelines.store.files import copy_upload
-from pipelines.engine.sampling import SamplingParams
 
-from .errors import UserError
 from . import jobs_panel
 from .controls import MODEL_EVENTS, how_it_works, on_submit, refuse_out_of_range
-from .sidebar import annotator_name
+from .errors import UserError
 from .guard import admin_only, signed_in
 from .pickers import FIRST, LiveDropdown, first_value
+from .sidebar import annotator_name
 from .spec_controls import bind, build_spec, control, controls
 
 METHODS = ("DPO (from preference pairs)", "RLOO (reward model + KL penalty)")
@@ -87,7 +87,7 @@ def start_job(
     prompt_source: str,
     prompt_upload: str | None,
     shown: str | None = None,
-    request: gr.Request = None,
+    request: gr.Request | None = None,
     **settings: Any,
 ):
     """Validate everything that can fail before a model loads, then queue the job.
@@ -178,7 +178,7 @@ def queue_for_humans(
     upload: str | None,
     n: float,
     max_new_tokens: float,
-    request: gr.Request = None,
+    request: gr.Request | None = None,
     progress: gr.Progress = gr.Progress(),
 ):
     """Comparison items, aligned vs base (sources hidden, order random), waiting in the Label queue."""

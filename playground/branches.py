@@ -11,14 +11,15 @@ import html
 import json
 import math
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import gradio as gr
 
 from pipelines.engine import models
-from pipelines.inside import token_tree
 from pipelines.errors import InvalidParameter
+from pipelines.inside import token_tree
 
 from .controls import Throttle, show_token, to_params
 from .errors import UserError

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import html
-
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import gradio as gr
 
-from pipelines.engine import chat, models
-from pipelines.labels import comparisons
 from pipelines.access import get_policy
+from pipelines.engine import chat, models
 from pipelines.engine.sampling import InvalidParameter, SamplingParams
+from pipelines.labels import comparisons
 
-from .errors import UserError
 from .controls import MODEL_EVENTS, STOPS, Throttle, fill_when_model_ready, how_it_works, to_params, waiting_note
+from .errors import UserError
 from .guard import signed_in
 from .sidebar import Shared, annotator_name, labeller, selected_adapter, session_key
 
@@ -290,7 +290,7 @@ def feedback(
     system_prompt: str | None,
     annotator: str,
     like: gr.LikeData,
-    request: gr.Request = None,
+    request: gr.Request | None = None,
 ):
     """Thumbs up/down on a reply becomes a one-response preference item with its label."""
     index = like.index if isinstance(like.index, int) else like.index[0]
@@ -317,7 +317,7 @@ def send_to_compare(
     system_prompt: str | None,
     adapter: str | None,
     annotator: str,
-    request: gr.Request = None,
+    request: gr.Request | None = None,
     **sampling: Any,
 ) -> None:
     """Queue the last reply against a fresh alternative as a comparison item for the Preferences tab."""
@@ -359,7 +359,7 @@ def export_conversation(history: list[dict[str, Any]] | None, system_prompt: str
     return str(path)
 
 
-def import_conversation(file: str | None) -> tuple[list[dict[str, str]], str]:
+def import_conversation(file: str | None) -> tuple[list[dict[str, Any]], Any]:
     """Load an exported (or any OpenAI-style) messages file to continue it."""
     if not file:
         raise UserError("Choose a .json file to import.")
@@ -434,8 +434,8 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
     outputs = [chatbot, rendered, report]
     # Queued (a gr.Error raised with queue=False never reaches the page: an HTTP 500 and no
     # message), but never waiting behind model calls: no concurrency limit of their own.
-    fast = {"concurrency_limit": None, "api_visibility": "private", "show_progress": "hidden"}
-    stream = {"inputs_kwargs": sampling_kwargs, "api_visibility": "private", **MODEL_EVENTS}
+    fast: dict[str, Any] = {"concurrency_limit": None, "api_visibility": "private", "show_progress": "hidden"}
+    stream: dict[str, Any] = {"inputs_kwargs": sampling_kwargs, "api_visibility": "private", **MODEL_EVENTS}
     run_id = gr.State(None)  # the reply being written, so Stop can end it (controls.StopFlags)
     answer_inputs = [chatbot, system_prompt, shared.adapter, run_id]
 

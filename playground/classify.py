@@ -9,10 +9,10 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from pipelines.train import classify
-from pipelines.store import jobs
 from pipelines.config import DATASETS
+from pipelines.store import jobs
 from pipelines.store.files import copy_upload
+from pipelines.train import classify
 
 from . import jobs_panel
 from .controls import how_it_works, on_submit, refuse_out_of_range, rounded
@@ -38,7 +38,7 @@ MODE_LABELS = {
 
 @admin_only("start training")
 def start_training(
-    source: str, upload: str | None, shown: str | None = None, request: gr.Request = None, **settings: Any
+    source: str, upload: str | None, shown: str | None = None, request: gr.Request | None = None, **settings: Any
 ):
     """Check the labelled file and queue a classification job (settings by ClassifySpec field name)."""
     refuse_out_of_range(shown)
@@ -94,14 +94,15 @@ def describe(name: str | None) -> str:
     info = classify.meta(name)
     metrics, labels, confusion = info.get("metrics", {}), info.get("labels", []), info.get("confusion") or []
     before, after = metrics.get("eval_accuracy_before"), metrics.get("eval_accuracy")
-    text = f"**{html.escape(name)}** ({MODE_LABELS.get(info.get('mode'), info.get('mode'))}): held-out accuracy "
+    mode = str(info.get("mode"))
+    text = f"**{html.escape(name)}** ({MODE_LABELS.get(mode, mode)}): held-out accuracy "
     text += f"{before:.1%} → **{after:.1%}**" if before is not None and after is not None else "not measured"
     if confusion:
         header = "| true ↓ / predicted → | " + " | ".join(html.escape(label) for label in labels) + " |"
         rule = "|---" * (len(labels) + 1) + "|"
         body = [
             f"| {html.escape(label)} | " + " | ".join(str(n) for n in row) + " |"
-            for label, row in zip(labels, confusion)
+            for label, row in zip(labels, confusion, strict=False)
         ]
         text += "\n\n" + "\n".join([header, rule, *body])
     return text

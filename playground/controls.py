@@ -13,14 +13,15 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import gradio as gr
 
 from pipelines import knobs
-from pipelines.engine import scheduler
 from pipelines.config import ASSETS, get_settings
+from pipelines.engine import scheduler
 from pipelines.engine.openai_engine import KNOB_OFF
 from pipelines.engine.sampling import InvalidParameter, SamplingParams
 
@@ -62,12 +63,12 @@ class SamplingControls:
     def inputs(self) -> list[gr.components.Component]:
         return list(self.kwargs().values())
 
-    def kwargs(self, prefix: str = "") -> dict[str, gr.components.Component]:
+    def kwargs(self, prefix: str = "") -> dict[str, Any]:
         """`inputs_kwargs` for an event: handlers take the settings by name, and so does the API."""
         return {f"{prefix}{name}": getattr(self, name) for name in PARAM_NAMES}
 
     @property
-    def filters(self) -> list[gr.components.Component]:
+    def filters(self) -> list[Any]:
         """The knobs that reshape the distribution (the inspector re-renders when they move)."""
         return [self.temperature, self.top_k, self.top_p, self.min_p, self.repetition_penalty]
 

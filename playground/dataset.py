@@ -10,21 +10,20 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from pipelines.labels import agreement, backup, drives, preference_data, preference_stats, preferences
 from pipelines.access import alias, get_policy
+from pipelines.labels import agreement, backup, drives, preference_data, preference_stats, preferences
 from pipelines.store.files import copy_upload
 
-from .errors import UserError
+from . import label_drives
 from .controls import cleared_first, nothing_added, rounded, skipped_rows
+from .errors import UserError
 from .guard import admin_only
 from .sidebar import signed_in_user
-from . import label_drives
-
 
 IMPORT_SUFFIXES = (".jsonl", ".json", ".parquet")
 
 
-def dataset_view(request: gr.Request = None):
+def dataset_view(request: gr.Request | None = None):
     """Totals and quality signals, labels per annotator, and the source leaderboard.
 
     Anonymous annotators appear as aliases; accuracy on gold items only to the operator (an admin):
@@ -83,8 +82,8 @@ def dataset_view(request: gr.Request = None):
     matrix = preference_stats.win_rates(items)
     wins = pd.DataFrame(
         [
-            [a, *(("—" if r is None else f"{r:.0%} of {n}") for r, n in zip(rates, counts))]
-            for a, rates, counts in zip(matrix["sources"], matrix["win_rate"], matrix["comparisons"])
+            [a, *(("—" if r is None else f"{r:.0%} of {n}") for r, n in zip(rates, counts, strict=False))]
+            for a, rates, counts in zip(matrix["sources"], matrix["win_rate"], matrix["comparisons"], strict=False)
         ],
         columns=["row beat column", *matrix["sources"]],
     )
@@ -135,7 +134,7 @@ CONSENSUS_CHOICES = (EVERY_LABEL, *preference_data.CONSENSUS_RULES)
 
 @admin_only("export preference data")
 def export_labels(
-    fmt: str, consensus: str = EVERY_LABEL, consensus_ties: str = "count", request: gr.Request = None
+    fmt: str, consensus: str = EVERY_LABEL, consensus_ties: str = "count", request: gr.Request | None = None
 ) -> str:
     """Write the labels in trl's format with their provenance: every (gold-filtered) label, or one
     consensus row per item."""
@@ -172,7 +171,7 @@ def export_labels(
 
 
 @admin_only("import preference data")
-def import_labels(file: str | None, request: gr.Request = None) -> str:
+def import_labels(file: str | None, request: gr.Request | None = None) -> str:
     if not file:
         raise UserError("Choose a preference file (JSONL or Parquet in trl's format).")
     with tempfile.TemporaryDirectory() as tmp:
@@ -184,7 +183,7 @@ def import_labels(file: str | None, request: gr.Request = None) -> str:
 
 
 @admin_only("export preference data")
-def push_labels(repo_id: str, token: str, request: gr.Request = None) -> str:
+def push_labels(repo_id: str, token: str, request: gr.Request | None = None) -> str:
     if not repo_id or "/" not in repo_id:
         raise UserError("Give a dataset repository id like 'my-team/preferences'.")
     pushed = preference_data.push_to_hub(repo_id.strip(), token.strip() or None)
@@ -196,7 +195,7 @@ def push_labels(repo_id: str, token: str, request: gr.Request = None) -> str:
 
 
 @admin_only("delete data")
-def delete_item(item_id: str, request: gr.Request = None) -> str:
+def delete_item(item_id: str, request: gr.Request | None = None) -> str:
     if not item_id or not item_id.strip():
         raise UserError("Give the id of the item to delete (see the table).")
     if not preferences.delete_item(item_id.strip()):

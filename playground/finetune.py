@@ -10,17 +10,16 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from pipelines.engine import adapters, model_structure, models
-from pipelines.train import finetune, sft_data
-from pipelines.store import jobs
 from pipelines import knobs
 from pipelines.config import DATASETS
-from pipelines.errors import InvalidParameter
-from pipelines.store.files import copy_upload
+from pipelines.engine import adapters, model_structure, models
 from pipelines.engine.hardware import detect, plan_device, train_precision
+from pipelines.errors import InvalidParameter
+from pipelines.store import jobs
+from pipelines.store.files import copy_upload
+from pipelines.train import finetune, sft_data
 from pipelines.train.training import device_and_precision
 
-from .errors import UserError
 from . import jobs_panel, metric_view
 from .controls import (
     cleared_first,
@@ -30,9 +29,10 @@ from .controls import (
     refuse_out_of_range,
     token_html,
 )
-from .sidebar import Shared, adapter_choices
+from .errors import UserError
 from .guard import admin_only
 from .pickers import FIRST, LiveDropdown
+from .sidebar import Shared, adapter_choices
 from .spec_controls import bind, build_spec, control, controls, refusal
 
 SAMPLES_DIR = DATASETS
@@ -192,7 +192,7 @@ def evaluation_cost(eval_samples: float) -> str:
 
 @admin_only("start training")
 def start_job(
-    upload: str | None, sample: str | None, shown: str | None = None, request: gr.Request = None, **settings: Any
+    upload: str | None, sample: str | None, shown: str | None = None, request: gr.Request | None = None, **settings: Any
 ):
     """Validate everything, copy the data next to the job, and queue it (settings by FinetuneSpec field name;
     `shown`: what the form shows out of range, filled in the browser)."""
@@ -283,7 +283,7 @@ def load_preset(label: str | None) -> list[Any]:
     ]
 
 
-def pick_answer(event: gr.SelectData) -> tuple[str, str]:
+def pick_answer(event: gr.SelectData) -> tuple[Any, Any]:
     """A clicked row of the samples: its reference, and the clicked answer (before or after; the tuned one otherwise)."""
     row = list(event.row_value or [])
     if len(row) < len(SAMPLE_COLUMNS):
@@ -305,7 +305,7 @@ def adapter_names() -> list[tuple[str, str]]:
 
 
 @admin_only("merge adapters")
-def merge_adapter(name: str | None, request: gr.Request = None) -> str:
+def merge_adapter(name: str | None, request: gr.Request | None = None) -> str:
     if not name:
         raise UserError("Choose an adapter.")
     path = adapters.merge(name)
@@ -313,7 +313,7 @@ def merge_adapter(name: str | None, request: gr.Request = None) -> str:
 
 
 @admin_only("export adapters")
-def download_adapter(name: str | None, request: gr.Request = None) -> str:
+def download_adapter(name: str | None, request: gr.Request | None = None) -> str:
     if not name:
         raise UserError("Choose an adapter.")
     return str(adapters.export_zip(name))

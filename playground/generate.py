@@ -4,34 +4,35 @@ from __future__ import annotations
 
 import html
 import math
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import gradio as gr
 import pandas as pd
 
 from pipelines.engine import generation, models, prompts
-from pipelines.train import icl_eval
 from pipelines.engine.completion import record_ids
 from pipelines.engine.sampling import InvalidParameter, SamplingParams
+from pipelines.train import icl_eval
 
-from .errors import UserError
+from . import branches
 from .controls import (
-    Throttle,
-    engine_knob_updates,
-    fill_when_model_ready,
     MODEL_EVENTS,
     STOPS,
     SamplingControls,
+    Throttle,
+    engine_knob_updates,
+    fill_when_model_ready,
     how_it_works,
     sampling_controls,
-    token_html,
     show_token,
     stoppable,
     to_params,
+    token_html,
     waiting_note,
 )
+from .errors import UserError
 from .sidebar import Shared, selected_adapter
-from . import branches
 
 # the inspector's two charts, one above the other; the how-to names them by these titles
 RAW_CHART_TITLE = "Model (T = 1), coloured by the filter that cuts it"
@@ -197,7 +198,7 @@ def inspect(
     params = to_params(sampling)
     adapter = selected_adapter(adapter)
     try:
-        ids, where = _context(prompt, state, position, adapter)
+        ids, where = _context(prompt, state or {}, position, adapter)
         view = generation.inspect_next_token(models.get_handle(), ids, params, adapter=adapter, top_n=15)
     except (InvalidParameter, models.ModelUnavailable) as error:
         raise _model_error(error) from error
@@ -387,7 +388,7 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
     how_it_works("generate")
     icl_run.click(measure_shots, [icl_task, shared.adapter], [icl_summary, icl_items], api_name="measure_shots")
 
-    inspect_event = {
+    inspect_event: dict[str, Any] = {
         "fn": inspect,
         "inputs": [prompt, state, position, shared.adapter],
         "inputs_kwargs": sampling.kwargs(),

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import functools
 import inspect
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import gradio as gr
 
@@ -27,7 +28,7 @@ def _guard(check: Callable[[str | None, str], None], action: str) -> Callable[[C
     def decorate(fn: Callable) -> Callable:
         signature = inspect.signature(fn)
         if "request" not in signature.parameters:
-            raise TypeError(f"{fn.__name__} needs a `request: gr.Request = None` parameter to be guarded")
+            raise TypeError(f"{fn.__name__} needs a `request: gr.Request | None = None` parameter to be guarded")
 
         def enforce(args: tuple, kwargs: dict) -> None:
             try:

@@ -91,7 +91,7 @@ def score_continuations(prompt: str, first: str, second: str, adapter: str | Non
     if second:
         rows.append(inside.score(handle, prompt, second, adapter=chosen))
     lines = ["| continuation | tokens | log P | P | rank of its first token |", "|---|---|---|---|---|"]
-    for text, row in zip([first, second], rows):
+    for text, row in zip([first, second], rows, strict=False):
         pieces = " ".join(f"`{html.escape(t['piece'])}`" for t in row["tokens"])
         lines.append(
             f"| {html.escape(repr(text), quote=False)} | {pieces} | {row['logprob']:.3f} | {row['prob']:.3g} | {row['rank']} |"
@@ -111,7 +111,7 @@ def attention_html(report: dict[str, Any]) -> str:
     pieces = [html.escape(t["piece"][:SHOWN_PIECE]) for t in report["tokens"]]
     head = "".join(f"<th class='key'><span>{p}</span></th>" for p in pieces)
     rows = []
-    for i, (piece, weights) in enumerate(zip(pieces, report["weights"])):
+    for i, (piece, weights) in enumerate(zip(pieces, report["weights"], strict=False)):
         cells = []
         for j, w in enumerate(weights):
             if j > i:
@@ -144,7 +144,7 @@ def lens_html(report: dict[str, Any]) -> str:
     inputs = "".join(f"<th class='key'><span>{_piece(t)[:SHOWN_PIECE]}</span></th>" for t in report["tokens"])
     final = [cell["id"] for cell in report["final"]]
     rows = []
-    for number, (layer, final_probs) in enumerate(zip(report["layers"], report["final_prob"])):
+    for number, (layer, final_probs) in enumerate(zip(report["layers"], report["final_prob"], strict=False)):
         cells = []
         for position, cell in enumerate(layer):
             mark = " final" if cell["id"] == final[position] else ""

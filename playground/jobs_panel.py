@@ -9,8 +9,9 @@ from __future__ import annotations
 import html
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import gradio as gr
 import pandas as pd
@@ -192,7 +193,7 @@ def render(job_id: str | None, series: dict[str, str], kinds_series: dict[str, t
 
 
 @admin_only("remove ended jobs")
-def forget_ended(kinds: tuple[str, ...], current: str | None, request: gr.Request = None) -> tuple[str, Any]:
+def forget_ended(kinds: tuple[str, ...], current: str | None, request: gr.Request | None = None) -> tuple[str, Any]:
     removed = jobs.forget_ended(kinds)
     note = (
         f"Removed {removed} cancelled, failed or interrupted job{'s' if removed != 1 else ''}."
@@ -203,7 +204,7 @@ def forget_ended(kinds: tuple[str, ...], current: str | None, request: gr.Reques
 
 
 @admin_only("cancel training jobs")
-def cancel(job_id: str | None, request: gr.Request = None) -> str:
+def cancel(job_id: str | None, request: gr.Request | None = None) -> str:
     if not job_id:
         raise UserError("Select a job first.")
     job = jobs.manager().cancel(job_id)
@@ -233,7 +234,7 @@ def build(
             x="step",
             y="value",
             color="series",
-            color_map=dict(zip(series.values(), SERIES_COLOURS)),  # each series its colour in every job
+            color_map=dict(zip(series.values(), SERIES_COLOURS, strict=False)),  # each series its colour in every job
             title="Live metrics",
             height=260,
             x_title="step",
@@ -254,7 +255,7 @@ def build(
     )
     cancel_button.click(cancel, job, status, api_name=f"cancel_{kinds[0]}_job")
 
-    def tidy_up(current: str | None, request: gr.Request = None) -> tuple[str, Any]:
+    def tidy_up(current: str | None, request: gr.Request | None = None) -> tuple[str, Any]:
         return forget_ended(kinds, current, request=request)
 
     tidy.click(tidy_up, job, [status, job], api_visibility="private")

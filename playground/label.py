@@ -4,24 +4,25 @@ from __future__ import annotations
 
 import html
 import tempfile
-from pathlib import Path
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any
 
 import gradio as gr
 
 from pipelines.engine import adapters, models
-from pipelines.labels import comparisons, drives, preference_data, preferences
-from pipelines.train import reward, sft_data
-from pipelines.store.files import copy_upload
 from pipelines.engine.sampling import SamplingParams
+from pipelines.labels import comparisons, drives, preference_data, preferences
+from pipelines.store.files import copy_upload
+from pipelines.train import reward, sft_data
 
-from .errors import UserError
-from .spec_controls import build_spec, control
 from .controls import ASSETS, MODEL_EVENTS, Throttle, cleared_first
-from .sidebar import Shared, adapter_choices, client_key, labeller, selected_adapter, session_key
+from .errors import UserError
 from .guard import signed_in
 from .pickers import LiveDropdown
+from .sidebar import Shared, adapter_choices, client_key, labeller, selected_adapter, session_key
+from .spec_controls import build_spec, control
 
 MODES = (
     "Type a prompt",
@@ -82,7 +83,7 @@ def new_item(
     seed_d: float = -1,
     max_new_tokens: float = 128,
     drive: str | None = None,
-    request: gr.Request = None,
+    request: gr.Request | None = None,
 ):
     """Load or generate the next item. Outputs: item id, prompt, 4 responses, vote controls, reveal,
     drive progress."""
@@ -156,7 +157,7 @@ def new_item(
             )
 
 
-def resume_held(mode: str, drive: str | None, annotator: str | None, request: gr.Request = None) -> tuple:
+def resume_held(mode: str, drive: str | None, annotator: str | None, request: gr.Request | None = None) -> tuple:
     """After a reload: the item this annotator still holds in the drive, on screen again (nothing new is taken)."""
     idle = tuple(gr.skip() for _ in range(ITEM_OUTPUTS))
     if mode != MODES[3] or not drive:
@@ -224,7 +225,7 @@ def reveal(item: preferences.ItemView, annotator: str, reward_model: str | None)
     if scores and label and label.choice not in ("tie", "both_bad") and len(label.ranking) > 1:
         best, worst = label.ranking[0], label.ranking[-1]
         agrees = min(scores[i] for i in best) > max(scores[i] for i in worst)
-        agreement = f"\n\nReward model **{html.escape(reward_model)}** {'agrees ✓' if agrees else 'disagrees ✗'} with your vote."
+        agreement = f"\n\nReward model **{html.escape(reward_model or '')}** {'agrees ✓' if agrees else 'disagrees ✗'} with your vote."
     return head + "\n".join(rows) + agreement
 
 
@@ -234,7 +235,7 @@ def vote(
     rationale: str,
     annotator: str,
     reward_model: str | None = None,
-    request: gr.Request = None,
+    request: gr.Request | None = None,
     ranking: str | None = None,
 ):
     """Record a vote (a ranking like 'B > A = C' when choice is "ranking"), lock the item, reveal
@@ -273,7 +274,7 @@ def _submit(
 
 def _voter_identity(item_id: str | None, annotator: str | None, request: gr.Request | None) -> str:
     """Who votes: anonymous visitors only on a label drive's items."""
-    in_drive = bool(item_id) and drives.drive_of(item_id) is not None
+    in_drive = item_id is not None and drives.drive_of(item_id) is not None
     return labeller(annotator, request, "label items outside a label drive", drive_item=in_drive)
 
 
@@ -281,7 +282,11 @@ def _voter(choice: str):
     """A click handler for one vote button (a closure per button: no late binding)."""
 
     def handler(
-        item_id: str | None, rationale: str, annotator: str, reward_model: str | None = None, request: gr.Request = None
+        item_id: str | None,
+        rationale: str,
+        annotator: str,
+        reward_model: str | None = None,
+        request: gr.Request | None = None,
     ):
         return vote(item_id, choice, rationale, annotator, reward_model, request)
 
@@ -289,7 +294,7 @@ def _voter(choice: str):
 
 
 def vote_api(
-    item_id: str, choice: str, annotator: str, rationale: str = "", ranking: str = "", request: gr.Request = None
+    item_id: str, choice: str, annotator: str, rationale: str = "", ranking: str = "", request: gr.Request | None = None
 ) -> dict:
     """Vote from a script: choice is A, B, tie, both_bad, up, down or ranking (with ranking like 'B > A = C').
 
@@ -305,7 +310,7 @@ def vote_api(
     }
 
 
-def drive_next(drive: str, annotator: str, request: gr.Request = None) -> dict:
+def drive_next(drive: str, annotator: str, request: gr.Request | None = None) -> dict:
     """The next item of a label drive for this annotator, from a script.
 
     Returns {"item_id", "prompt": [{role, content}], "responses": [{"letter", "text"}], "progress"}
@@ -332,7 +337,7 @@ def vote_ranking(
     rationale: str,
     annotator: str,
     reward_model: str | None = None,
-    request: gr.Request = None,
+    request: gr.Request | None = None,
 ):
     return vote(item_id, "ranking", rationale, annotator, reward_model, request, ranking=ranking)
 
@@ -341,7 +346,7 @@ def vote_ranking(
 
 
 @signed_in("add prompt sets")
-def upload_prompt_set(file: str | None, name: str, request: gr.Request = None):
+def upload_prompt_set(file: str | None, name: str, request: gr.Request | None = None):
     if not file:
         raise UserError("Choose a JSONL or CSV file with a 'prompt' column.")
     with tempfile.TemporaryDirectory() as tmp:
@@ -354,7 +359,7 @@ def upload_prompt_set(file: str | None, name: str, request: gr.Request = None):
     return message, gr.update(choices=list(preferences.prompt_sets()), value=name or Path(file).stem)
 
 
-def reward_model_choices() -> list[str]:
+def reward_model_choices() -> list[tuple[str, str]]:
     return [(NO_REWARD_MODEL, NO_REWARD_MODEL)] + reward.choices()
 
 
@@ -394,7 +399,7 @@ def build(demo: gr.Blocks, shared: Shared) -> Labelling:
                 set_status = gr.Markdown()
             with gr.Column() as generation_box:  # only modes that generate new items need sources
                 n_responses = gr.Radio([2, 3, 4], value=2, label="Responses per item")
-                slots = [_source_slot(letter, t) for letter, t in zip("ABCD", (0.7, 1.0, 0.7, 1.0))]
+                slots = [_source_slot(letter, t) for letter, t in zip("ABCD", (0.7, 1.0, 0.7, 1.0), strict=False)]
                 gr.Markdown(
                     "<span class='muted'>Sources are generated together in one batched call and shown in random order.</span>"
                 )
@@ -444,7 +449,7 @@ def build(demo: gr.Blocks, shared: Shared) -> Labelling:
         api_visibility="private",
     )
     slot_kwargs: dict[str, Any] = {}
-    for letter, (_, adapter, temp, seed) in zip("abcd", slots):
+    for letter, (_, adapter, temp, seed) in zip("abcd", slots, strict=False):
         slot_kwargs |= {f"adapter_{letter}": adapter, f"temperature_{letter}": temp, f"seed_{letter}": seed}
     slot_kwargs["max_new_tokens"] = shared.sampling.max_new_tokens
     slot_kwargs["drive"] = drive

@@ -12,8 +12,8 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from pipelines.labels import drives, preference_data, preference_stats, preferences
 from pipelines.access import alias, get_policy
+from pipelines.labels import drives, preference_data, preference_stats, preferences
 from pipelines.store.files import copy_upload
 
 from .controls import (
@@ -32,7 +32,7 @@ ITEM_SUFFIXES = (".jsonl", ".json", ".parquet")
 SETTINGS = ("overlap", "gold_threshold", "gold_rate", "lease_minutes", "signed_in_only")
 
 
-def drives_view(request: gr.Request = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def drives_view(request: gr.Request | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Each drive's progress, and each annotator's in each drive; their accuracy on gold items only
     for the operator (an admin). Anonymous annotators appear as aliases."""
     operator = get_policy().is_admin(signed_in_user(request))
@@ -94,7 +94,7 @@ def save_drive(
     gold_rate: float = 0.1,
     lease_minutes: float = 30.0,
     signed_in_only: bool = False,
-    request: gr.Request = None,
+    request: gr.Request | None = None,
 ) -> str:
     """Create a drive, or change the settings of the one with this name (a number the form shows out of its
     range is refused, not clamped silently: `shown`, filled in the browser)."""
@@ -118,7 +118,7 @@ def save_drive(
 
 
 @admin_only("add items to label drives")
-def add_drive_items(file: str | None, name: str, request: gr.Request = None) -> str:
+def add_drive_items(file: str | None, name: str, request: gr.Request | None = None) -> str:
     """Items from a file: prompt + responses (+ gold answer), or trl pairs (gold: the chosen one)."""
     if not name or not name.strip():
         raise UserError("Name the drive to add items to (create it first).")
@@ -135,7 +135,7 @@ def add_drive_items(file: str | None, name: str, request: gr.Request = None) -> 
 
 
 @admin_only("mark gold items")
-def mark_gold(item_id: str, answer: str, request: gr.Request = None) -> str:
+def mark_gold(item_id: str, answer: str, request: gr.Request | None = None) -> str:
     """Give a drive's item its known answer (empty answer: an ordinary item again)."""
     item_id = (item_id or "").strip()
     if not item_id:

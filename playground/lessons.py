@@ -7,8 +7,8 @@ from typing import Any
 
 import gradio as gr
 
-from pipelines.engine import adapters
 from pipelines import lessons
+from pipelines.engine import adapters
 from pipelines.train import reward
 
 from . import classify as classify_tab
@@ -16,7 +16,6 @@ from .controls import SamplingControls, how_it_works
 from .errors import UserError
 from .finetune import load_preset
 from .sidebar import Shared
-
 
 TAB_NAMES = {"finetune": "Fine-tune", "rag": "RAG"}  # the rest are their ids, capitalised
 

@@ -9,7 +9,8 @@ against the list as it is at that moment.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import gradio as gr
 
@@ -17,7 +18,7 @@ Choices = Sequence[Any]  # values, or (label, value) pairs, as gr.Dropdown takes
 FIRST = object()  # fallback: the first choice (e.g. the newest job, the first collection)
 
 
-def _normalise(choices: Choices) -> list[tuple[Any, Any]]:
+def _normalise(choices: Choices) -> list[Any]:  # gradio types choices as list[tuple[...]]
     return [tuple(c) if isinstance(c, (tuple, list)) else (str(c), c) for c in choices]
 
 
@@ -103,7 +104,7 @@ def keep_fresh(demo: gr.Blocks) -> Any:
     on_load_pickers = [picker for picker in pickers if not picker.restored]
 
     def on_load(*values: Any) -> list[dict]:
-        return [picker.refreshed(value, page_load=True) for picker, value in zip(on_load_pickers, values)]
+        return [picker.refreshed(value, page_load=True) for picker, value in zip(on_load_pickers, values, strict=False)]
 
     def on_open(picker: LiveDropdown) -> Callable[[Any], dict]:
         return lambda value: picker.refreshed(value)
@@ -111,7 +112,12 @@ def keep_fresh(demo: gr.Blocks) -> Any:
     # the values are only compared with today's list, never used: checking them against it first
     # (preprocess) would refuse a value that is gone (a deleted collection, an adapter that no longer
     # fits) and so fail the very refresh that replaces it, for every picker of the page
-    quiet = {"api_visibility": "private", "show_progress": "hidden", "concurrency_limit": None, "preprocess": False}
+    quiet: dict[str, Any] = {
+        "api_visibility": "private",
+        "show_progress": "hidden",
+        "concurrency_limit": None,
+        "preprocess": False,
+    }
     loaded = demo.load(on_load, on_load_pickers, on_load_pickers, **quiet)
     for picker in pickers:
         picker.focus(on_open(picker), picker, picker, **quiet)

@@ -17,9 +17,9 @@ from typing import Any
 import gradio as gr
 
 from pipelines.access import visitor_keys
+from pipelines.engine.sampling import SamplingParams
 from pipelines.errors import InvalidParameter
 from pipelines.store.rows import loads
-from pipelines.engine.sampling import SamplingParams
 
 from .controls import PARAM_NAMES, SamplingControls, to_params
 from .errors import UserError
@@ -48,7 +48,7 @@ def save(presets: dict[str, Any] | None, name: str | None, *values: Any) -> tupl
     kept = dict(presets or {})
     if name not in kept and len(kept) >= MAX_PRESETS:
         raise UserError(f"At most {MAX_PRESETS} presets: delete one first.")
-    kept[name] = _settings(dict(zip(PARAM_NAMES, values)))
+    kept[name] = _settings(dict(zip(PARAM_NAMES, values, strict=False)))
     return kept, gr.update(choices=sorted(kept), value=name), f"Saved **{name}**."
 
 

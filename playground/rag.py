@@ -11,13 +11,12 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from pipelines.engine import models
 from pipelines.access import get_policy
-from pipelines.store.files import UploadError, copy_upload
-from pipelines.rag import answer, attribution, chunking, embedder, evaluate, parsing, retrieval, store
+from pipelines.engine import models
 from pipelines.engine.sampling import InvalidParameter
+from pipelines.rag import answer, attribution, chunking, embedder, evaluate, parsing, retrieval, store
+from pipelines.store.files import UploadError, copy_upload
 
-from .errors import UserError
 from .controls import (
     MODEL_EVENTS,
     STOPS,
@@ -28,9 +27,10 @@ from .controls import (
     to_params,
     waiting_note,
 )
-from .sidebar import Shared, selected_adapter, signed_in_user
+from .errors import UserError
 from .guard import admin_only, signed_in
 from .pickers import FIRST, LiveDropdown
+from .sidebar import Shared, selected_adapter, signed_in_user
 
 UI_UPDATE_SECONDS = 0.1
 MAX_FILES_PER_UPLOAD = 20
@@ -42,7 +42,7 @@ def _error(error: Exception) -> gr.Error:
 
 
 @signed_in("create collections")
-def create_collection(name: str, chunk_size: float, overlap: float, request: gr.Request = None):
+def create_collection(name: str, chunk_size: float, overlap: float, request: gr.Request | None = None):
     try:
         store.create((name or "").strip(), chunk_size=int(chunk_size), overlap=int(overlap))
     except (store.CollectionError, embedder.EmbedderUnavailable) as error:
@@ -52,7 +52,7 @@ def create_collection(name: str, chunk_size: float, overlap: float, request: gr.
 
 
 @admin_only("delete data")
-def delete_collection(name: str | None, request: gr.Request = None):
+def delete_collection(name: str | None, request: gr.Request | None = None):
     if not name:
         raise UserError("Choose a collection.")
     try:
@@ -103,7 +103,7 @@ def collection_summary(name: str | None) -> str:
 
 
 @signed_in("upload documents")
-def ingest_files(name: str | None, files: list[str] | None, request: gr.Request = None):
+def ingest_files(name: str | None, files: list[str] | None, request: gr.Request | None = None):
     """Ingest uploads; every file gets a line saying what happened."""
     if not name:
         raise UserError("Choose or create a collection first.")
@@ -144,7 +144,7 @@ INJECTION_DEMO = Path(__file__).resolve().parent.parent / "assets" / "documents"
 INJECTION_COLLECTION = "injection-demo"
 
 
-def ingest_injection_demo(name: str | None, request: gr.Request = None):
+def ingest_injection_demo(name: str | None, request: gr.Request | None = None):
     """Add the bundled prompt-injection document: a product FAQ with an instruction hidden in it,
     to show that retrieved text reaches the model with the same authority as the question. With no
     collection chosen (a fresh install has none) it makes its own and selects it (issue 42)."""
@@ -157,7 +157,7 @@ def ingest_injection_demo(name: str | None, request: gr.Request = None):
 
 
 @signed_in("remove documents")
-def remove_document(name: str | None, doc_id: str, request: gr.Request = None):
+def remove_document(name: str | None, doc_id: str, request: gr.Request | None = None):
     """Admins may remove any document; a signed-in user the ones they uploaded."""
     if not name or not doc_id:
         raise UserError("Choose a collection and a document id (from the table).")
@@ -170,7 +170,7 @@ def remove_document(name: str | None, doc_id: str, request: gr.Request = None):
 
 
 @signed_in("re-index collections")
-def reindex_collection(name: str | None, request: gr.Request = None) -> str:
+def reindex_collection(name: str | None, request: gr.Request | None = None) -> str:
     if not name:
         raise UserError("Choose a collection.")
     try:

@@ -14,10 +14,10 @@ from pipelines.engine import models
 from pipelines.reasoning import benchmark, extract, solve, strategies
 from pipelines.reasoning.solve import StrategyResult
 
-from .errors import UserError
 from .controls import MODEL_EVENTS, STOPS, Throttle, how_it_works, stoppable, to_params, waiting_text
-from .pickers import LiveDropdown
+from .errors import UserError
 from .guard import signed_in
+from .pickers import LiveDropdown
 from .sidebar import Shared, selected_adapter
 
 UI_UPDATE_SECONDS = 0.15
@@ -222,7 +222,7 @@ def run_benchmark(
     adapter: str | None = None,
     run_id: str | None = None,
     progress: gr.Progress = gr.Progress(),
-    request: gr.Request = None,
+    request: gr.Request | None = None,
     **sampling: Any,
 ):
     chosen = _strategies(keys, {"direct": direct_prompt, "cot": cot_prompt, "pal": pal_prompt})

@@ -9,13 +9,14 @@ screen. A first visit (nothing remembered yet) opens on a welcome that offers th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import gradio as gr
 
-from pipelines.labels import drives
 from pipelines.access import visitor_keys
+from pipelines.labels import drives
 
 from .sidebar import signed_in_user
 
@@ -61,7 +62,7 @@ class Places:
 
 
 def restore(
-    tab: Any, inner: Any, name: Any, mode: Any, drive: Any, welcomed: Any, request: gr.Request = None
+    tab: Any, inner: Any, name: Any, mode: Any, drive: Any, welcomed: Any, request: gr.Request | None = None
 ) -> list[Any]:
     """The page as the person left it: the tab's id (opened in the browser, see OPEN_TAB_JS), inner tab, name
     (unless signed in: the login is the name), mode, drive. What comes back from the browser is the
@@ -92,8 +93,8 @@ def keep(demo: gr.Blocks, places: Places, *, resume: Callable[[Any], Any] | None
     for key, component in (("name", places.name), ("mode", places.mode), ("drive", places.drive)):
         # .change, not .input: a pasted or autofilled name fires no input event
         component.change(lambda value: value, component, stored[key], **quiet)
-    tab_id = gr.Textbox(visible=False)  # what the browser then opens (OPEN_TAB_JS)
-    outputs = [tab_id, places.inner, places.name, places.mode, places.drive, places.welcome]
+    to_open = gr.Textbox(visible=False)  # the tab the browser then opens (OPEN_TAB_JS)
+    outputs: list[Any] = [to_open, places.inner, places.name, places.mode, places.drive, places.welcome]
     # queue=False: answered at once, not behind the page's other load events -- a person who clicks a tab
     # right after the page appears must not be sent back by a restore that arrives late
     loaded = demo.load(
@@ -104,7 +105,7 @@ def keep(demo: gr.Blocks, places: Places, *, resume: Callable[[Any], Any] | None
         show_progress="hidden",
         queue=False,
     )
-    loaded.then(None, tab_id, None, js=OPEN_TAB_JS, api_visibility="private", queue=False)
+    loaded.then(None, to_open, None, js=OPEN_TAB_JS, api_visibility="private", queue=False)
     if resume is not None:
         resume(loaded)
     return stored["welcomed"]

@@ -9,14 +9,14 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from pipelines.store import jobs
-from pipelines.train import reward
 from pipelines.config import PREFERENCE_SAMPLE
+from pipelines.store import jobs
 from pipelines.store.files import copy_upload
+from pipelines.train import reward
 
+from . import jobs_panel
 from .controls import on_submit, refuse_out_of_range, rounded
 from .errors import UserError
-from . import jobs_panel
 from .guard import admin_only
 from .pickers import FIRST, LiveDropdown, first_value
 from .spec_controls import bind, build_spec, controls
@@ -34,7 +34,7 @@ SUFFIXES = (".jsonl", ".json", ".parquet")
 
 @admin_only("start training")
 def start_training(
-    source: str, upload: str | None, shown: str | None = None, request: gr.Request = None, **settings: Any
+    source: str, upload: str | None, shown: str | None = None, request: gr.Request | None = None, **settings: Any
 ):
     """Check the pairs and queue a reward-model job (settings by RewardSpec field name)."""
     refuse_out_of_range(shown)

@@ -9,13 +9,13 @@ from typing import Any
 
 import gradio as gr
 
-from pipelines.engine import adapters, models
 from pipelines.access import VISITOR_HEADER, AccessDenied, get_policy, visitor_keys
+from pipelines.engine import adapters, models
 from pipelines.engine.models import ModelHandle
 
-from .errors import UserError
-from .controls import SamplingControls, engine_knob_updates, fill_when_model_ready, sampling_controls
 from . import presets
+from .controls import SamplingControls, engine_knob_updates, fill_when_model_ready, sampling_controls
+from .errors import UserError
 from .pickers import LiveDropdown
 
 

@@ -8,7 +8,8 @@ nothing for other codes), with the reason in `detail` and a Retry-After header f
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from pipelines.access import AccessPolicy, SignInThrottled
 

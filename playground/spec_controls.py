@@ -10,7 +10,8 @@ that the two agree. Values come back by name (`inputs_kwargs`), become the spec'
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import gradio as gr
 
@@ -54,7 +55,8 @@ def control(spec_class: type, name: str, *, value: Any = None, **options: Any) -
     info = k.info if k.info is not None else k.help
     if k.ui_none is not None and k.info is None:
         info += f" ({k.ui_none} = none)"
-    common = {"label": knobs.label(spec_class, name), "info": info, **options}
+    common: dict[str, Any] = {"label": knobs.label(spec_class, name), "info": info, **options}
+    component: gr.components.Component
     if k.choices is not None:
         component = gr.Radio(list(k.choices), value=value, **common)
     elif kind is bool:
@@ -67,7 +69,7 @@ def control(spec_class: type, name: str, *, value: Any = None, **options: Any) -
         if k.bounded and k.slider and low is not None and high is not None:
             component = gr.Slider(low, high, value=value, step=step, **common)
         else:
-            number = {"precision": 0} if kind is int else {}
+            number: dict[str, Any] = {"precision": 0} if kind is int else {}
             if step is not None:
                 number["step"] = step
             component = gr.Number(value=value, minimum=low, maximum=high, **number, **common)

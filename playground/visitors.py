@@ -22,10 +22,11 @@ from __future__ import annotations
 import json
 import re
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from http.cookies import SimpleCookie
-from typing import Any, Awaitable, Callable
+from typing import Any
 from urllib.parse import parse_qs
 
 from pipelines.access import VISITOR_COOKIE, VISITOR_HEADER, VisitorKeys, client_address, visitor_keys

@@ -60,8 +60,8 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture(scope="session")
 def bundled_dir() -> Path:
     """The bundled model converted to safetensors (converted on the first test run only)."""
-    from pipelines.engine import models
     from pipelines.config import Settings
+    from pipelines.engine import models
 
     return models.bundled_model_dir(Settings(data_dir=MODEL_CACHE))
 

@@ -5,10 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipelines.engine import adapters, models
-from pipelines.train import reward
-from pipelines.train.align import common, dpo, evaluate, rloo
-from pipelines.engine.sampling import SamplingParams
 from pipelines.cli.common import (
     UsageError,
     add_spec_flags,
@@ -18,6 +14,10 @@ from pipelines.cli.common import (
     spec_args,
     train_in_foreground,
 )
+from pipelines.engine import adapters, models
+from pipelines.engine.sampling import SamplingParams
+from pipelines.train import reward
+from pipelines.train.align import common, dpo, evaluate, rloo
 
 
 def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from pipelines.cli.common import UsageError, emit_json, needs_action, quiet_stdout
 from pipelines.engine import bundled
 from pipelines.train import bundled_figures
-from pipelines.cli.common import UsageError, emit_json, needs_action, quiet_stdout
 
 
 def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:

@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipelines.engine import chat, models
 from pipelines.cli.common import UsageError, add_sampling_flags, emit_json, quiet_stdout, sampling_from_args
+from pipelines.engine import chat, models
 
 
 def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:

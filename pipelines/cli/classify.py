@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipelines.train import classify
 from pipelines.cli.common import (
     UsageError,
     add_spec_flags,
@@ -15,6 +14,7 @@ from pipelines.cli.common import (
     spec_args,
     train_in_foreground,
 )
+from pipelines.train import classify
 
 
 def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:

@@ -8,7 +8,8 @@ import json
 import logging
 import os
 import sys
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from pipelines.errors import InvalidParameter, PlaygroundError
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import argparse
 
-from pipelines.store import db, snapshots
-from pipelines.config import get_settings
 from pipelines.cli.common import CommandFailed, UsageError, emit_json, needs_action
+from pipelines.config import get_settings
+from pipelines.store import db, snapshots
 
 
 def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:

@@ -9,15 +9,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipelines.train import finetune, sft_data
 from pipelines.cli.common import (
     UsageError,
     add_spec_flags,
-    distributed_fields as _distributed,
     emit_json,
     spec_args,
     train_in_foreground,
 )
+from pipelines.cli.common import (
+    distributed_fields as _distributed,
+)
+from pipelines.train import finetune, sft_data
 
 
 def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from pipelines.cli.common import add_sampling_flags, emit_json, quiet_stdout, sampling_from_args
 from pipelines.engine import generation, models
 from pipelines.engine.sampling import InvalidParameter
-from pipelines.cli.common import add_sampling_flags, emit_json, quiet_stdout, sampling_from_args
 
 
 def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:

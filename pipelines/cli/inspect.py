@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from pipelines.cli.common import UsageError, emit_json, needs_action, quiet_stdout
 
@@ -47,8 +48,8 @@ def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
 
 
 def _computed(args: argparse.Namespace, compute: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
-    from pipelines.engine import adapters, models
     from pipelines import inside
+    from pipelines.engine import adapters, models
 
     with quiet_stdout(args.json):
         handle = models.get_handle()
@@ -106,7 +107,10 @@ def run_attention(args: argparse.Namespace) -> int:
         args, lambda h: inside.attention(h, args.prompt, layer=args.layer, head=args.head, adapter=args.adapter)
     )
     pieces = [t["piece"] for t in report["tokens"]]
-    lines = [f"{piece:>12} " + " ".join(f"{w:.2f}" for w in row) for piece, row in zip(pieces, report["weights"])]
+    lines = [
+        f"{piece:>12} " + " ".join(f"{w:.2f}" for w in row)
+        for piece, row in zip(pieces, report["weights"], strict=False)
+    ]
     return _emit(args, report, lines)
 
 

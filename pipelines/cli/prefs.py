@@ -7,8 +7,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipelines.labels import agreement, drives, preference_data, preference_stats, preferences
 from pipelines.cli.common import UsageError, add_spec_flags, emit_json, needs_action, spec_args
+from pipelines.labels import agreement, drives, preference_data, preference_stats, preferences
 
 
 def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:

@@ -6,8 +6,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipelines.engine import models
-from pipelines.rag import answer, attribution, chunking, evaluate, retrieval, store
 from pipelines.cli.common import (
     UsageError,
     add_sampling_flags,
@@ -16,6 +14,8 @@ from pipelines.cli.common import (
     quiet_stdout,
     sampling_from_args,
 )
+from pipelines.engine import models
+from pipelines.rag import answer, attribution, chunking, evaluate, retrieval, store
 
 
 def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
@@ -88,7 +88,7 @@ def run_query(args: argparse.Namespace) -> int:
             text, cited, supports = None, [], []
             if not args.no_generate:
                 completion, _, prompt = None, None, None
-                for completion, _, prompt in answer.stream_answers(
+                for completion, _, prompt in answer.stream_answers(  # noqa: B007 - drained for its last value
                     models.get_handle(), args.question, hits, params, with_baseline=False
                 ):
                     pass

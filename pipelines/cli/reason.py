@@ -8,9 +8,6 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from pipelines.engine import models
-from pipelines.reasoning import benchmark, extract, solve, strategies
-from pipelines.engine.sampling import InvalidParameter
 from pipelines.cli.common import (
     CommandFailed,
     UsageError,
@@ -20,6 +17,9 @@ from pipelines.cli.common import (
     quiet_stdout,
     sampling_from_args,
 )
+from pipelines.engine import models
+from pipelines.engine.sampling import InvalidParameter
+from pipelines.reasoning import benchmark, extract, solve, strategies
 
 
 def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipelines.train import reward
 from pipelines.cli.common import (
     UsageError,
     add_spec_flags,
@@ -16,6 +15,7 @@ from pipelines.cli.common import (
     spec_args,
     train_in_foreground,
 )
+from pipelines.train import reward
 
 
 def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:

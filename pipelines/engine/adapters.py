@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipelines.config import Settings, get_settings
 from pipelines.engine import bundled
 from pipelines.errors import PlaygroundError
-from pipelines.config import Settings, get_settings
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 BASE_CHOICE = "(base model)"

@@ -18,8 +18,9 @@ PEFT's mixed-batch inference (`adapter_names`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -173,7 +174,7 @@ class FastBatch(_Timeline):
         if rows <= have_rows and columns <= have_cols:
             return
         grown = self.decoder.new_cache(_grow(have_rows, rows, 4), _grow(have_cols, columns, 128))
-        for (k, v), (gk, gv) in zip(self.cache, grown):
+        for (k, v), (gk, gv) in zip(self.cache, grown, strict=False):
             gk[: self.rows, :, : self.end] = k[: self.rows, :, : self.end]
             gv[: self.rows, :, : self.end] = v[: self.rows, :, : self.end]
         self.cache = grown
@@ -214,7 +215,7 @@ class FastBatch(_Timeline):
                 for t in (k, v):
                     t[: self.rows, :, shift : shift + self.end] = t[: self.rows, :, : self.end].clone()
         first = self._place(length, copies)
-        for (k, v), (pk, pv) in zip(self.cache, job.kv):
+        for (k, v), (pk, pv) in zip(self.cache, job.kv, strict=False):
             k[first : first + copies, :, self.end - length : self.end] = pk[:, :, :length]
             v[first : first + copies, :, self.end - length : self.end] = pv[:, :, :length]
 
@@ -320,7 +321,7 @@ class TorchBatch(_Timeline):
                 ]
             )
             return
-        for layer, (pk, pv) in zip(_cache_layers(self.cache), job.kv):
+        for layer, (pk, pv) in zip(_cache_layers(self.cache), job.kv, strict=False):
             for name, new in (("keys", pk), ("values", pv)):
                 old = getattr(layer, name)
                 if shift:

@@ -9,16 +9,17 @@ told how many -- a long chat is answered, never refused.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from pipelines.engine import generation
 from pipelines.engine.messages import (  # noqa: F401 - re-exported
-    ChatIds,
     MAX_CONTENT_CHARS,
     MAX_MESSAGES,
     ROLES,
+    ChatIds,
     Message,
     flatten_content,
     normalise,
@@ -210,7 +211,7 @@ def stream_reply(
 def reply(handle: ModelHandle, messages: Sequence[Message], params: SamplingParams, **kwargs: Any):
     """The finished reply and the prompt it answered."""
     result = None
-    for result in stream_reply(handle, messages, params, **kwargs):
+    for result in stream_reply(handle, messages, params, **kwargs):  # noqa: B007 - a stream drained for its last value
         pass
     assert result is not None
     return result

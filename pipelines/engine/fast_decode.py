@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Any, List, Optional, Tuple
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-KVCache = List[Tuple[torch.Tensor, torch.Tensor]]
+KVCache = list[tuple[torch.Tensor, torch.Tensor]]
 try:  # the prepacked fp16 weight TorchScript needs to name in `_layers`' signature
     PackedLinear: Any = torch.classes.quantized.LinearPackedParamsBase
 except (AttributeError, RuntimeError):  # a torch build without quantized kernels: no fast path
@@ -41,9 +41,9 @@ def _layers(
     x: torch.Tensor,
     freqs: torch.Tensor,
     start: int,
-    layers: List[Tuple[PackedLinear, PackedLinear, PackedLinear, PackedLinear]],
-    cache: List[Tuple[torch.Tensor, torch.Tensor]],
-    mask: Optional[torch.Tensor],
+    layers: list[tuple[PackedLinear, PackedLinear, PackedLinear, PackedLinear]],
+    cache: list[tuple[torch.Tensor, torch.Tensor]],
+    mask: torch.Tensor | None,
     n_heads: int,
     n_kv_heads: int,
     head_dim: int,

@@ -13,7 +13,8 @@ import functools
 import secrets
 import time
 from collections import OrderedDict
-from typing import Any, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 
@@ -27,8 +28,8 @@ from pipelines.engine.sampling import (
     DistributionView,
     InvalidParameter,
     SamplingParams,
-    inspect_distribution,
     greedy_token,
+    inspect_distribution,
     process_logits,
     sample_with_probability,
 )
@@ -170,7 +171,7 @@ class _RowState:
                 if top is None
                 else [
                     {"token": _decode_token(handle, int(t)), "id": int(t), "logprob": float(v)}
-                    for v, t in zip(top[0].tolist(), top[1].tolist())
+                    for v, t in zip(top[0].tolist(), top[1].tolist(), strict=False)
                 ],
                 sampled_prob=probability,
             )
@@ -249,7 +250,7 @@ def stream_batch(
         row_adapters = list(adapter) if isinstance(adapter, (list, tuple)) else [adapter] * len(prompts)
         rows, states = _rows(handle, prompts, params, top_alternatives, ignore_eos)
         request = batcher.submit(states, row_adapters)  # refuses an unknown adapter, in this thread
-        for row, lane in zip(rows, request.lanes):
+        for row, lane in zip(rows, request.lanes, strict=False):
             row.engine = FAST_ENGINE if lane == "fast" else "torch"
         yield from batcher.stream(request, should_stop)
         return
@@ -295,7 +296,7 @@ def _rows(
 def _completions(handle: ModelHandle, prompts: Sequence[Prompt], params: Sequence[SamplingParams]) -> list[Completion]:
     """A Completion per prompt: encoded, seeded, its budget fitted to the window."""
     rows: list[Completion] = []
-    for prompt, p in zip(prompts, params):
+    for prompt, p in zip(prompts, params, strict=False):
         ids = encode(handle, prompt)
         seed = p.seed if p.seed is not None else secrets.randbelow(2**31)
         rows.append(Completion(ids, p, seed, max_new_tokens=fit_to_window(handle, len(ids), p.max_new_tokens)))
@@ -442,7 +443,7 @@ def _stream_groups(
         for group in stream_batch(
             handle, [prompts[i] for i in indices], [params[i] for i in indices], adapter=adapter, **kwargs
         ):
-            for i, row in zip(indices, group):
+            for i, row in zip(indices, group, strict=False):
                 rows[i] = row
             if all(r is not None for r in rows):
                 yield list(rows)  # type: ignore[arg-type]
@@ -455,7 +456,7 @@ def stream(handle: ModelHandle, prompt: Prompt, params: SamplingParams, **kwargs
 
 def generate(handle: ModelHandle, prompt: Prompt, params: SamplingParams, **kwargs: Any) -> Completion:
     completion = None
-    for completion in stream(handle, prompt, params, **kwargs):
+    for completion in stream(handle, prompt, params, **kwargs):  # noqa: B007 - a stream drained for its last value
         pass
     assert completion is not None
     return completion
@@ -465,7 +466,7 @@ def generate_batch(
     handle: ModelHandle, prompts: Sequence[Prompt], params: Sequence[SamplingParams], **kwargs: Any
 ) -> list[Completion]:
     rows: list[Completion] = []
-    for rows in stream_batch(handle, prompts, params, **kwargs):
+    for rows in stream_batch(handle, prompts, params, **kwargs):  # noqa: B007 - a stream drained for its last value
         pass
     return rows
 

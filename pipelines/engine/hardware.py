@@ -195,10 +195,9 @@ def apply_threads(plan: DevicePlan) -> None:
 def _libc() -> Any:
     try:
         lib = ctypes.CDLL("libc.so.6")
-        lib.malloc_trim  # glibc only
-    except (OSError, AttributeError):
+    except OSError:
         return None
-    return lib
+    return lib if hasattr(lib, "malloc_trim") else None  # glibc only
 
 
 def release_memory() -> None:

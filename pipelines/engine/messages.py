@@ -7,8 +7,9 @@ them into a prompt is `pipelines.engine.chat`'s job.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from pipelines.errors import InvalidParameter
 

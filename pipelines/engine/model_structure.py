@@ -10,7 +10,8 @@ using an adapter once never changes what the base model looks like.
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 

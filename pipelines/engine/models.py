@@ -10,16 +10,17 @@ import logging
 import os
 import socket
 import threading
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 from urllib.parse import urlparse
 
 import torch
 
-from pipelines.engine import adapters, model_structure
 from pipelines.config import BUNDLED_MODEL, Settings, get_settings
+from pipelines.engine import adapters, model_structure
 from pipelines.engine.hardware import DevicePlan, apply_threads, detect, plan_device
 from pipelines.engine.model_source import (  # noqa: F401 - re-exported: where the model comes from, for older callers
     BUNDLED_NAME,

@@ -22,16 +22,17 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
-
-import httpx
+from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+import httpx
+
 from pipelines.config import OPENAI_SERVERS, redacted
-from pipelines.errors import InvalidParameter
 from pipelines.engine.model_source import ModelUnavailable
 from pipelines.engine.sampling import SamplingParams
+from pipelines.errors import InvalidParameter
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +183,7 @@ def parse_choice(choice: dict[str, Any], chat: bool) -> Piece:
             tokens = logprobs["tokens"]
             values = logprobs.get("token_logprobs") or [None] * len(tokens)
             tops = logprobs.get("top_logprobs") or [None] * len(tokens)
-            for token, value, top in zip(tokens, values, tops):
+            for token, value, top in zip(tokens, values, tops, strict=False):
                 piece.tokens.append(RemoteToken(str(token), _logprob(value), _top(top)))
     return piece
 

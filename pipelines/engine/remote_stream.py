@@ -20,7 +20,8 @@ import math
 import queue
 import threading
 import time
-from typing import Any, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 from pipelines.engine import topk_view
 from pipelines.engine.completion import Completion, TokenRecord, _find_stop, _held_back
@@ -129,7 +130,7 @@ def stream_rows(
     """Stream every row from the server at once; yields the rows after each batch of chunks."""
     states = [_Row(handle, row) for row in rows]
     bodies = []
-    for row, prompt in zip(rows, prompts):
+    for row, prompt in zip(rows, prompts, strict=False):
         row.engine = ENGINE
         messages = getattr(prompt, "messages", None)
         budget = row.max_new_tokens  # fitted into the context window
@@ -151,7 +152,7 @@ def stream_rows(
             updates.put((index, None, ServerError(f"reading from the server at {engine.shown_url} failed: {error}")))
 
     started = time.perf_counter()
-    for index, (state, body) in enumerate(zip(states, bodies)):
+    for index, (state, body) in enumerate(zip(states, bodies, strict=False)):
         threading.Thread(target=read, args=(index, body, state.cancel), name=f"openai-row-{index}", daemon=True).start()
     first_error: ServerError | None = None
     try:

@@ -7,8 +7,9 @@ computed by exactly the code that picks the token. The order of the filters foll
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 import torch
 
@@ -105,7 +106,7 @@ class SamplingParams:
     def greedy(self) -> bool:
         return self.temperature == 0
 
-    def with_seed(self, seed: int | None) -> "SamplingParams":
+    def with_seed(self, seed: int | None) -> SamplingParams:
         return replace(self, seed=seed)
 
     def to_dict(self) -> dict[str, Any]:
@@ -114,7 +115,7 @@ class SamplingParams:
         return data
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "SamplingParams":
+    def from_dict(cls, data: Mapping[str, Any]) -> SamplingParams:
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:

@@ -37,16 +37,17 @@ import threading
 import time
 import weakref
 from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Protocol, Sequence
+from typing import Any, Protocol
 
 import torch
 
-from pipelines.engine.batch_cache import FastBatch, Prefill, TorchBatch, torch_batchable
 from pipelines.config import get_settings
-from pipelines.errors import PlaygroundError
+from pipelines.engine.batch_cache import FastBatch, Prefill, TorchBatch, torch_batchable
 from pipelines.engine.hardware import release_memory
 from pipelines.engine.models import ModelHandle
+from pipelines.errors import PlaygroundError
 
 log = logging.getLogger(__name__)
 

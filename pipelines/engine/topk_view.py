@@ -20,12 +20,14 @@ The filters run in the order `sampling.process_logits` uses (temperature, top-k,
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
 from pipelines.engine.sampling import (
     OTHER_TOKENS as OTHER,
+)
+from pipelines.engine.sampling import (
     CandidateRow,
     DistributionView,
     SamplingParams,
@@ -68,7 +70,7 @@ def rebuild(top: Sequence[tuple[str, float]], params: SamplingParams) -> Distrib
         elif tail_in:
             notes.append(f"top-k {params.top_k} reaches into the tail beyond the top {len(known)}")
     if params.top_p < 1.0:
-        total = sum(w for w, c in zip(weights, cut) if not c) + (tail_weight if tail_in else 0.0)
+        total = sum(w for w, c in zip(weights, cut, strict=False) if not c) + (tail_weight if tail_in else 0.0)
         running, closed = 0.0, False
         for i, w in enumerate(weights):
             if cut[i]:
@@ -101,7 +103,7 @@ def rebuild(top: Sequence[tuple[str, float]], params: SamplingParams) -> Distrib
         notes.append(f"tokens beyond the server's top {len(known)} can still be sampled; they are one bar")
     if params.repetition_penalty != 1.0:
         notes.append("the repetition penalty (applied by the server) is not shown")
-    final = [0.0 if c else w for w, c in zip(weights, cut)]
+    final = [0.0 if c else w for w, c in zip(weights, cut, strict=False)]
     final_tail = tail_weight if tail_in else 0.0
     total = sum(final) + final_tail
     final = [w / total for w in final] if total > 0 else final
@@ -121,11 +123,11 @@ def _view(
 ) -> DistributionView:
     rows = [
         CandidateRow(token=t, id=-1, raw_prob=p, final_prob=f, cut_by=c)
-        for (t, _), p, f, c in zip(known, raw, final, cut)
+        for (t, _), p, f, c in zip(known, raw, final, cut, strict=False)
     ]
     if tail > 1e-6:
         rows.append(CandidateRow(token=OTHER, id=-1, raw_prob=tail, final_prob=final_tail, cut_by=tail_cut))
-    cut_mass = sum(p for p, c in zip(raw, cut) if c) + (tail if tail_cut else 0.0)
+    cut_mass = sum(p for p, c in zip(raw, cut, strict=False) if c) + (tail if tail_cut else 0.0)
     return DistributionView(
         rows=rows,
         raw_entropy_bits=entropy_bits(torch.tensor(raw + [tail])),

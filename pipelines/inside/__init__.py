@@ -13,14 +13,15 @@ model's prediction.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import torch
 
 from pipelines import gpu
+from pipelines.engine.model_structure import base_named_modules, decoder_blocks, tuner_layer_type
 from pipelines.errors import InvalidParameter, PlaygroundError
-from pipelines.engine.model_structure import tuner_layer_type, base_named_modules, decoder_blocks
 
 MAX_TOKENS = 512  # the views are quadratic in tokens (attention) or in tokens x layers (lens)
 MAX_TOKENIZED = 4_096  # the token view: one coloured span per token
@@ -274,8 +275,11 @@ def lens(handle: Any, prompt: str, *, adapter: str | None = None) -> dict[str, A
             hook.remove()
     tokenizer = handle.tokenizer
     layers = [
-        [{"id": int(i), "token": _piece(tokenizer, int(i)), "prob": round(float(p), 6)} for i, p in zip(ids_, probs)]
-        for ids_, probs in zip(top_id.tolist(), top_prob.tolist())
+        [
+            {"id": int(i), "token": _piece(tokenizer, int(i)), "prob": round(float(p), 6)}
+            for i, p in zip(ids_, probs, strict=False)
+        ]
+        for ids_, probs in zip(top_id.tolist(), top_prob.tolist(), strict=False)
     ]
     return {
         "tokens": _described(tokenizer, ids),

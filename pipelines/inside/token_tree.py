@@ -12,13 +12,14 @@ Plain data (dicts and lists) throughout: the tree lives in the page's state and 
 from __future__ import annotations
 
 import math
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
-from pipelines.errors import InvalidParameter
 from pipelines.engine.completion import record_ids
 from pipelines.engine.generation import stream
 from pipelines.engine.models import ModelHandle
 from pipelines.engine.sampling import SamplingParams
+from pipelines.errors import InvalidParameter
 
 MAX_BRANCHES = 64  # a page's tree is bounded: the 65th branch is refused with a clear message
 

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from pipelines.labels.preferences import ItemView
 
@@ -82,7 +83,7 @@ def agreement(items: Sequence[ItemView]) -> dict[str, Any]:
         shared = [(v[first], v[second]) for v in coded.values() if first in v and second in v]
         if not shared:
             continue
-        x, y = zip(*shared)
+        x, y = zip(*shared, strict=False)
         by_pair.append(
             {
                 "annotators": [first, second],

@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipelines.store import db, snapshots
-from pipelines.labels import preference_data
 from pipelines.config import Settings, get_settings
+from pipelines.labels import preference_data
+from pipelines.store import db, snapshots
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ class Backups:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    def start(self) -> "Backups":
+    def start(self) -> Backups:
         self._thread = threading.Thread(target=self._loop, name="backups", daemon=True)
         self._thread.start()
         return self

@@ -8,14 +8,14 @@ be stored (and position bias can be measured later).
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Iterator, Sequence
 
 from pipelines.engine import chat, generation
-from pipelines.labels import preferences
 from pipelines.engine.chat import Message
 from pipelines.engine.models import ModelHandle
 from pipelines.engine.sampling import SamplingParams
+from pipelines.labels import preferences
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ def stream_item(
         preferences.ResponseDraft(
             text=row.text.strip(), source=src.label, model=handle.name, sampling=src.params.to_dict(), seed=row.seed
         )
-        for row, src in zip(rows, shown)
+        for row, src in zip(rows, shown, strict=False)
     ]
     item = preferences.create_item(messages, drafts, origin=origin, created_by=created_by, shuffle=False)
     yield [d.text for d in drafts], item
@@ -67,7 +67,7 @@ def generate_item(
     handle: ModelHandle, prompt: Sequence[Message], sources: Sequence[Source], **kwargs
 ) -> preferences.ItemView:
     item = None
-    for _, item in stream_item(handle, prompt, sources, **kwargs):
+    for _, item in stream_item(handle, prompt, sources, **kwargs):  # noqa: B007 - a stream drained for its last value
         pass
     assert item is not None
     return item

@@ -25,18 +25,19 @@ import random
 import re
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from pipelines import knobs
-from pipelines.store.db import locked_session, session
-from pipelines.knobs import knob
 from pipelines.access import alias, is_anonymous
 from pipelines.config import get_settings
 from pipelines.errors import PlaygroundError
+from pipelines.knobs import knob
+from pipelines.store.db import locked_session, session
 from pipelines.store.tables import PrefAssignment, PrefDrive, PrefDriveItem, PrefItem, PrefLabel, PrefResponse
 
 MAX_OVERLAP = 20

@@ -11,25 +11,24 @@ from __future__ import annotations
 import itertools
 import json
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
-
+from typing import Any
 
 from pipelines.engine.messages import Message, normalise
-from pipelines.store.rows import RowLimits, RowProblem, RowsError, bounded, read_rows
-from pipelines.labels import drives, preference_stats, preferences
 from pipelines.errors import InvalidParameter
+from pipelines.labels import drives, preference_stats, preferences
 from pipelines.labels.preferences import (
-    ItemView,
     LETTERS,
+    THUMBS,
+    ItemView,
     PreferenceError,
     ResponseDraft,
-    THUMBS,
     create_item,
     submit_label,
 )
-
+from pipelines.store.rows import RowLimits, RowProblem, RowsError, bounded, read_rows
 
 PROMPT_LIMITS = RowLimits(max_bytes=50_000_000, max_rows=100_000)
 

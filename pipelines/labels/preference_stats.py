@@ -5,12 +5,11 @@ from __future__ import annotations
 import itertools
 import math
 from collections import Counter, defaultdict
-from typing import Any, Sequence
-
+from collections.abc import Sequence
+from typing import Any
 
 from pipelines.labels import preferences
 from pipelines.labels.preferences import THUMBS, TWO_WAY, ItemView
-
 
 # --- what the labels say -----------------------------------------------------------------------
 
@@ -143,7 +142,7 @@ def ratings(votes: Sequence[Sequence[tuple[str, str, float]]], *, rounds: int = 
         present = _sources(drawn)
         if len(present) < 2:
             continue
-        for name, value in zip(present, _fit(present, drawn)):
+        for name, value in zip(present, _fit(present, drawn), strict=False):
             samples[name].append(float(value))
     table = []
     for i, name in enumerate(names):

@@ -18,16 +18,17 @@ import random
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from sqlalchemy import delete, func, select
 
-from pipelines.labels import drives
 from pipelines.engine.messages import Message, normalise
+from pipelines.errors import PlaygroundError
+from pipelines.labels import drives
 from pipelines.store.db import engine, locked_session, rowcount, session
 from pipelines.store.tables import PrefDriveItem, PrefItem, PrefLabel, PrefPrompt, PrefResponse
-from pipelines.errors import PlaygroundError
 
 LETTERS = "ABCD"
 TWO_WAY = ("A", "B", "tie", "both_bad")
@@ -395,7 +396,7 @@ def stored_prompts() -> list[list[Message]]:
     """Every distinct prompt in the store: those of comparison items, then those of prompt sets."""
     seen, out = set(), []
     with session() as s:
-        rows = [r for r in s.scalars(select(PrefItem.prompt))] + [r for r in s.scalars(select(PrefPrompt.prompt))]
+        rows = list(s.scalars(select(PrefItem.prompt))) + list(s.scalars(select(PrefPrompt.prompt)))
     for raw in rows:
         if raw not in seen:
             seen.add(raw)
@@ -405,9 +406,8 @@ def stored_prompts() -> list[list[Message]]:
 
 def prompt_sets() -> dict[str, int]:
     with session() as s:
-        return {
-            name: n for name, n in s.execute(select(PrefPrompt.set_name, func.count()).group_by(PrefPrompt.set_name))
-        }
+        rows = s.execute(select(PrefPrompt.set_name, func.count()).group_by(PrefPrompt.set_name))
+        return {str(name): int(n) for name, n in rows}
 
 
 def draw_prompt(set_name: str, rng: random.Random | None = None) -> list[Message]:

@@ -63,8 +63,8 @@ class Lesson:
 def check(lesson: Lesson) -> None:
     """Every step must name a tab and set only what the app can set, to values it accepts."""
     from pipelines.engine import adapters, bundled
-    from pipelines.train.finetune import PRESETS
     from pipelines.engine.sampling import SamplingParams
+    from pipelines.train.finetune import PRESETS
 
     if not lesson.steps:
         raise LessonError(f"{lesson.name}: a lesson needs at least one step")

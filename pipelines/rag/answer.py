@@ -15,8 +15,8 @@ that cost +1.4 to +3.2 GB to prefill here (issue 35, L3). So each passage is cut
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Iterator, Sequence
 
 from pipelines.engine import chat, generation
 from pipelines.engine.chat import Message
@@ -69,7 +69,7 @@ def grounded_prompt(handle: ModelHandle, question: str, hits: Sequence[Hit], max
     window = handle.context_window
     budget = window - max(1, min(max_new_tokens, window // 2))
     bounded = [_bounded(handle, h.chunk.text) for h in hits]
-    passages = [_passage(i + 1, h, text) for i, (h, (text, _)) in enumerate(zip(hits, bounded))]
+    passages = [_passage(i + 1, h, text) for i, (h, (text, _)) in enumerate(zip(hits, bounded, strict=False))]
     kept = list(hits)
     notes: list[str] = []
     cut = [str(i + 1) for i, (_, was_cut) in enumerate(bounded) if was_cut]

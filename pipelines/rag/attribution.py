@@ -25,9 +25,9 @@ says so. Citations the model does write are kept and checked the same way.
 from __future__ import annotations
 
 import re
-from functools import lru_cache
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Sequence
+from functools import lru_cache
 
 import numpy as np
 

@@ -98,7 +98,7 @@ def chunk_text(
         return []
     counts = [len(ids) for ids in tokenizer([text[s:e] for s, e in spans], add_special_tokens=False)["input_ids"]]
     units: list[tuple[int, int, int]] = []
-    for (s, e), n in zip(spans, counts):
+    for (s, e), n in zip(spans, counts, strict=False):
         units.extend(_split_long(text, s, e, tokenizer, size, overlap) if n > size else [(s, e, n)])
 
     chunks: list[Chunk] = []

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import importlib.util
 import threading
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -7,11 +7,12 @@ mean over questions of 1 / rank of the first relevant chunk within the top k (0 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
-from pipelines.store.rows import RowLimits, RowsError, read_rows
 from pipelines.rag import retrieval
+from pipelines.store.rows import RowLimits, RowsError, read_rows
 
 
 class EvaluationStopped(Exception):
@@ -79,7 +80,7 @@ def evaluate(
     details = [{"question": r["question"], "source": r["source"]} for r in rows]
     for mode in modes:
         found = reciprocal = 0.0
-        for detail, row in zip(details, rows):
+        for detail, row in zip(details, rows, strict=False):
             if should_stop and should_stop():
                 raise EvaluationStopped(f"stopped during {mode} retrieval")
             hits = retrieval.search(collection, row["question"], k=k, mode=mode)

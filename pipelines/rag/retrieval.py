@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-
 from pipelines.rag import embedder, store
 
 MODES = ("dense", "bm25", "hybrid")
@@ -40,7 +39,7 @@ def _dense(generation: store.Generation, question: str, k: int) -> list[tuple[in
         return []
     query = embedder.embed([question])
     scores, ids = generation.index.search(query, min(k, len(generation.chunks)))
-    return [(int(i), float(s)) for i, s in zip(ids[0], scores[0]) if i >= 0]
+    return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=False) if i >= 0]
 
 
 def _bm25(generation: store.Generation, question: str, k: int) -> list[tuple[int, float]]:
@@ -50,7 +49,7 @@ def _bm25(generation: store.Generation, question: str, k: int) -> list[tuple[int
     if not tokens or not tokens[0]:
         return []  # only stop words: nothing for BM25 to match
     results, scores = generation.bm25.retrieve(tokens, k=min(k, len(generation.chunks)), show_progress=False)
-    return [(int(i), float(s)) for i, s in zip(results[0], scores[0]) if s > 0]
+    return [(int(i), float(s)) for i, s in zip(results[0], scores[0], strict=False) if s > 0]
 
 
 def search(collection: str, question: str, *, k: int = 5, mode: str = "hybrid") -> list[Hit]:

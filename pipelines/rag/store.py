@@ -19,17 +19,18 @@ import shutil
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
-from pipelines.errors import PlaygroundError
 from pipelines.config import Settings, get_settings
-from pipelines.store.files import safe_filename, write_atomic
+from pipelines.errors import PlaygroundError
 from pipelines.rag import chunking, embedder, parsing
+from pipelines.store.files import safe_filename, write_atomic
 
 HNSW_THRESHOLD = 20_000
 NAME_MAX = 64

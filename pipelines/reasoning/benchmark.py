@@ -10,17 +10,18 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from pipelines.config import get_settings
-from pipelines.errors import InvalidParameter
 from pipelines.engine.models import ModelHandle
-from pipelines.store.rows import RowLimits, RowsError, read_rows
 from pipelines.engine.sampling import SamplingParams
-from pipelines.store.files import write_atomic
+from pipelines.errors import InvalidParameter
 from pipelines.reasoning import extract, solve
 from pipelines.reasoning.strategies import PROBLEMS_FILE, Strategy
+from pipelines.store.files import write_atomic
+from pipelines.store.rows import RowLimits, RowsError, read_rows
 
 MAX_PROBLEMS = 5000
 MAX_FILE_BYTES = 20_000_000

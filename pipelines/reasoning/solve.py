@@ -12,14 +12,15 @@ from __future__ import annotations
 import re
 import time
 from collections import Counter
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
-from pipelines.engine import chat, generation
 from pipelines import sandbox
-from pipelines.errors import InvalidParameter
+from pipelines.engine import chat, generation
 from pipelines.engine.models import ModelHandle
 from pipelines.engine.sampling import SamplingParams
+from pipelines.errors import InvalidParameter
 from pipelines.reasoning import extract
 from pipelines.reasoning.strategies import Strategy
 
@@ -162,7 +163,7 @@ def stream_solve(
     limits: sandbox.SandboxLimits | None = None,
     token_cap: int | None = None,
     should_stop: Callable[[], bool] | None = None,
-) -> Iterator[list[StrategyResult]]:
+) -> Generator[list[StrategyResult], None, None]:
     """Stream every strategy's outputs while they generate; the last yield has answers and votes.
 
     Each strategy generates up to its own `max_new_tokens`; `token_cap`, when given, lowers them all.
@@ -195,7 +196,7 @@ def stream_solve(
     for rows in generation.stream_batch(handle, prompts, row_params, adapter=adapter, should_stop=should_stop):
         for result in results:
             result.queue_position = None
-        for row, (which, index) in zip(rows, owners):
+        for row, (which, index) in zip(rows, owners, strict=False):
             if row.queue_position is not None and not row.tokens:
                 waiting = results[which].queue_position
                 results[which].queue_position = (
@@ -206,7 +207,7 @@ def stream_solve(
             if row.done and not sample.seconds:
                 sample.seconds = time.monotonic() - started
         yield results
-    for result, strategy in zip(results, strategies):
+    for result, strategy in zip(results, strategies, strict=False):
         _finish(result, strategy, gold, limits)
     yield results
 
@@ -215,6 +216,6 @@ def solve(
     handle: ModelHandle, question: str, strategies: Sequence[Strategy], params: SamplingParams, **kwargs: Any
 ) -> list[StrategyResult]:
     results: list[StrategyResult] = []
-    for results in stream_solve(handle, question, strategies, params, **kwargs):
+    for results in stream_solve(handle, question, strategies, params, **kwargs):  # noqa: B007 - a stream drained for its last value
         pass
     return results

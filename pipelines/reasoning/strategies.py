@@ -12,9 +12,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from pipelines.errors import PlaygroundError
 from pipelines.engine.messages import Message
 from pipelines.engine.prompts import ASSETS as ASSETS_DIR
+from pipelines.errors import PlaygroundError
 
 
 class StrategyError(PlaygroundError, ValueError):

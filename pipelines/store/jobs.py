@@ -25,19 +25,20 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import psutil
 from sqlalchemy import delete, select, update
 
-from pipelines.errors import PlaygroundError
-from pipelines.store.files import write_atomic
-from pipelines.gpu import on_zero_gpu
 from pipelines.config import Settings, get_settings
+from pipelines.errors import PlaygroundError
+from pipelines.gpu import on_zero_gpu
 from pipelines.store.db import locked_session, rowcount, serialise, session
+from pipelines.store.files import write_atomic
 from pipelines.store.tables import JobRow
 
 log = logging.getLogger(__name__)
@@ -160,7 +161,7 @@ def phases_path(job_id: str, settings: Settings | None = None) -> Path:
     return job_dir(job_id, settings) / "phases.json"
 
 
-def read_phases(job_id: str, settings: Settings | None = None) -> list["Phase"]:
+def read_phases(job_id: str, settings: Settings | None = None) -> list[Phase]:
     """The job's phases as last written (none for jobs that predate phases, or a torn file)."""
     try:
         data = json.loads(phases_path(job_id, settings).read_text(encoding="utf-8"))
@@ -714,7 +715,7 @@ class JobManager:
         self._stopping = threading.Event()
         self._lock = threading.Lock()
 
-    def start(self) -> "JobManager":
+    def start(self) -> JobManager:
         self.recover()
         self._thread = threading.Thread(target=self._loop, name="job-manager", daemon=True)
         self._thread.start()

@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any
 
 from pipelines.errors import PlaygroundError
 
@@ -333,7 +334,7 @@ def _csv(path: Path, limits: RowLimits, budget: _Budget, tab: bool) -> Iterator[
                     yield number, None, "has more cells than the header has columns"
                     continue
                 cells += [""] * (len(header) - len(cells))
-                yield number, {k: (v if v != "" else None) for k, v in zip(header, cells)}, None
+                yield number, {k: (v if v != "" else None) for k, v in zip(header, cells, strict=False)}, None
     except csv.Error as error:
         raise RowsError(f"{path.name} is not valid CSV ({error})") from error
     except UnicodeDecodeError as error:

@@ -25,10 +25,10 @@ from pathlib import Path
 # is logged once by `pipelines.store.db` instead. Set before the import: the plugin lines come from it.
 logging.getLogger("alembic").setLevel(logging.WARNING)
 
+from alembic import command  # noqa: E402
 from alembic.config import Config  # noqa: E402
 from alembic.runtime.migration import MigrationContext  # noqa: E402
 from alembic.script import ScriptDirectory  # noqa: E402
-from alembic import command  # noqa: E402
 from sqlalchemy import inspect  # noqa: E402
 from sqlalchemy.engine import Connection  # noqa: E402
 

@@ -10,8 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pipelines.engine.bundled import locate
 from pipelines.config import BUNDLED_MODEL
+from pipelines.engine.bundled import locate
 
 
 def _data_file(meta: dict[str, Any]) -> str:

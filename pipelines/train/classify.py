@@ -21,21 +21,22 @@ import json
 import random
 import threading
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar
 
 import torch
 
-from pipelines.engine import adapters
-from pipelines.train import training
 from pipelines.config import Settings, get_settings
+from pipelines.engine import adapters
+from pipelines.engine.sampling import InvalidParameter
 from pipelines.errors import PlaygroundError
-from pipelines.store.jobs import JobContext
 from pipelines.knobs import knob
+from pipelines.store.jobs import JobContext
 from pipelines.store.recent import Recent
 from pipelines.store.rows import RowLimits, RowsError, read_rows
-from pipelines.engine.sampling import InvalidParameter
+from pipelines.train import training
 from pipelines.train.job import HeldOutJob
 from pipelines.train.sft_data import RowProblem, text_field
 
@@ -256,7 +257,7 @@ def _confusion(trainer: Any, dataset: Any, labels: Sequence[str]) -> list[list[i
     """Rows: the true label; columns: the predicted one."""
     output = trainer.predict(dataset)
     matrix = [[0] * len(labels) for _ in labels]
-    for truth, guess in zip(output.label_ids, output.predictions.argmax(-1)):
+    for truth, guess in zip(output.label_ids, output.predictions.argmax(-1), strict=False):
         matrix[int(truth)][int(guess)] += 1
     return matrix
 
@@ -435,7 +436,7 @@ class Classifier:
         best = max(range(len(self.labels)), key=lambda i: probabilities[i])
         return {
             "label": self.labels[best],
-            "probabilities": {label: float(p) for label, p in zip(self.labels, probabilities)},
+            "probabilities": {label: float(p) for label, p in zip(self.labels, probabilities, strict=False)},
         }
 
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import logging
 import math
-from functools import lru_cache
+from collections.abc import Sequence
+from functools import cache
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -20,7 +21,7 @@ METRICS_DIR = Path(__file__).resolve().parent / "metrics"
 GENERAL_TEXT = DATASETS / "general_text.txt"
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_metric(name: str):
     """An `evaluate` metric module shipped in pipelines/train/metrics/<name>/<name>.py."""
     import evaluate

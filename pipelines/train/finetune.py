@@ -16,23 +16,24 @@ from __future__ import annotations
 
 import importlib.util
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
-from pipelines.engine import adapters, generation, model_structure
-from pipelines.train import evaluation, memory_plan, sft_data, training
 from pipelines import knobs
 from pipelines.config import get_settings
+from pipelines.engine import adapters, generation, model_structure
 from pipelines.engine.hardware import TrainPrecision
-from pipelines.store.jobs import JobContext, Phase
+from pipelines.engine.sampling import SamplingParams
 from pipelines.errors import InvalidParameter
 from pipelines.knobs import knob
+from pipelines.store.jobs import JobContext, Phase
+from pipelines.train import evaluation, memory_plan, sft_data, training
 from pipelines.train.job import TrainingJob
 from pipelines.train.training import DEFAULT_TARGETS
-from pipelines.engine.sampling import SamplingParams
 
 METHODS = ("lora", "prompt-tuning", "full", "selective")
 WHOLE_MODEL_METHODS = ("full", "selective")  # these save a model directory, not an adapter
@@ -160,7 +161,7 @@ class FinetuneSpec:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "FinetuneSpec":
+    def from_dict(cls, data: dict[str, Any]) -> FinetuneSpec:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
@@ -625,7 +626,7 @@ class FinetuneJob(TrainingJob):
         self.ctx.info("tuned model: " + _fmt(after))
         self.samples = [
             {"prompt": c[-2].content if len(c) > 1 else "", "reference": ref, "before": b, "after": a}
-            for c, ref, b, a in zip(self.sample_conv, self.references, self.before_outputs, outputs)
+            for c, ref, b, a in zip(self.sample_conv, self.references, self.before_outputs, outputs, strict=False)
         ]
         self.size = sum(f.stat().st_size for f in staging.rglob("*") if f.is_file())
 

@@ -61,7 +61,7 @@ def measure(handle: ModelHandle, task_name: str, adapter: str | None = None) -> 
         handle, [task.render(shots, item) for shots, item, _ in jobs], [params] * len(jobs), adapter=adapter
     )
     items = []
-    for (shots, item, label), row in zip(jobs, rows):
+    for (shots, item, label), row in zip(jobs, rows, strict=False):
         answer = first_word(row.text)
         items.append(ItemResult(shots, item, label, answer, answer == label.lower()))
     accuracy = {s: sum(i.correct for i in items if i.shots == s) / len(task.tests) for s in SHOTS}

@@ -28,8 +28,9 @@ checks it against torch's memory profiler on real 2-step runs of the bundled mod
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any
 
 # Logits-sized fp32 tensors alive at the start of the backward pass beyond the saved log-softmax
 # output (the loss's gradient through NLL, log-softmax and the head): torch's memory profiler on

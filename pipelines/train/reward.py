@@ -15,20 +15,21 @@ from __future__ import annotations
 import json
 import random
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
-from pipelines.errors import PlaygroundError
-from pipelines.store.recent import Recent
-from pipelines.engine import adapters, bundled
 from pipelines import gpu
-from pipelines.labels import preference_data
-from pipelines.train import training
 from pipelines.config import Settings, get_settings
+from pipelines.engine import adapters, bundled
 from pipelines.engine.sampling import InvalidParameter
+from pipelines.errors import PlaygroundError
+from pipelines.labels import preference_data
+from pipelines.store.recent import Recent
+from pipelines.train import training
 
 
 class RewardModelError(PlaygroundError, ValueError):

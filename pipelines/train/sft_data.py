@@ -12,12 +12,13 @@ proceeds without it only if the user says so.
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
-from pipelines.errors import PlaygroundError
 from pipelines.engine.messages import ROLES, Message
+from pipelines.errors import PlaygroundError
 from pipelines.store.rows import RowLimits, RowProblem, RowsError, loads, read_rows
 
 MAX_FILE_BYTES = 50_000_000
@@ -186,7 +187,7 @@ def load_file(path: str | Path) -> LoadedData:
 def check_lengths(data: LoadedData, tokenizer: Any, max_length: int) -> list[RowProblem]:
     """Rows whose rendered conversation is longer than `max_length` tokens (they would be cut)."""
     problems = []
-    for row, conversation in zip(data.rows, data.conversations):
+    for row, conversation in zip(data.rows, data.conversations, strict=False):
         ids = tokenizer.apply_chat_template([m.to_json() for m in conversation], tokenize=True, return_dict=False)
         if hasattr(ids, "keys"):
             ids = ids["input_ids"]
@@ -207,7 +208,7 @@ def accept(data: LoadedData, problems: Sequence[RowProblem], *, skip_bad_rows: b
             f"{len({p.row for p in problems})} rows have problems ({listed}). Fix them, or choose to skip them."
         )
     bad = {p.row for p in problems}
-    kept = [c for row, c in zip(data.rows, data.conversations) if row not in bad]
+    kept = [c for row, c in zip(data.rows, data.conversations, strict=False) if row not in bad]
     if not kept:
         raise DataError("no usable rows are left to train on")
     return kept

@@ -13,13 +13,13 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from pipelines.engine import adapters, bundled
-from pipelines.config import Settings, get_settings
-from pipelines.engine.hardware import TrainPrecision, detect, plan_device, train_precision
-from pipelines.store.jobs import Phase
-from pipelines.errors import InvalidParameter, PlaygroundError
 from pipelines import knobs
+from pipelines.config import Settings, get_settings
+from pipelines.engine import adapters, bundled
+from pipelines.engine.hardware import TrainPrecision, detect, plan_device, train_precision
+from pipelines.errors import InvalidParameter, PlaygroundError
 from pipelines.knobs import knob
+from pipelines.store.jobs import Phase
 
 
 def check_output_name(name: str, param: str = "out") -> None:

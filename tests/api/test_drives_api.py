@@ -9,8 +9,8 @@ from collections import Counter
 import pytest
 from gradio_client import Client, handle_file
 
-from pipelines.store import db
 from pipelines.labels import drives, preferences
+from pipelines.store import db
 
 pytestmark = pytest.mark.api
 

@@ -30,7 +30,7 @@ def _call(base: str, api: str, data: list) -> str:
 def test_hostile_names_stay_inside_the_collection(app_url, data_dir, tmp_path):
     base = app_url.rstrip("/")
     assert "event: complete" in _call(base, "rag_create", ["uploads", 200, 40])
-    before = {p for p in Path("/").glob("*")}
+    before = set(Path("/").glob("*"))
     paths = []
     for index, name in enumerate(HOSTILE):
         response = _upload(base, name, f"Document {index} mentions the keeper Ada.".encode())
@@ -50,7 +50,7 @@ def test_hostile_names_stay_inside_the_collection(app_url, data_dir, tmp_path):
     for written in collection.rglob("*"):
         assert written.resolve().is_relative_to(collection)
     assert not (data_dir.parent / "escape.md").exists() and not Path("/escape.md").exists()
-    assert {p for p in Path("/").glob("*")} == before
+    assert set(Path("/").glob("*")) == before
 
 
 def test_oversized_upload_is_refused_by_the_server(use_tiny, monkeypatch):

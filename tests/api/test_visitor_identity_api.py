@@ -16,8 +16,8 @@ import pytest
 from gradio_client import Client
 
 from pipelines import access
-from pipelines.store import db
 from pipelines.labels import drives, preferences
+from pipelines.store import db
 from tests.helpers import as_public_space, launched_app, two_response_items
 
 pytestmark = pytest.mark.api

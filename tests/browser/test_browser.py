@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import pytest
 
@@ -13,8 +13,8 @@ pytest.importorskip(
 )
 from playwright.sync_api import Page, expect  # noqa: E402
 
-from pipelines.store import jobs
 from pipelines.labels import preferences
+from pipelines.store import jobs
 from tests.browser_flows import ingest_document, open_advanced
 from tests.helpers import write_sft_rows
 

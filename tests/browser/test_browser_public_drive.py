@@ -13,8 +13,8 @@ pytest.importorskip(
 from playwright.sync_api import Page, expect  # noqa: E402
 
 from pipelines import access  # noqa: E402
-from pipelines.store import db  # noqa: E402
 from pipelines.labels import drives, preferences  # noqa: E402
+from pipelines.store import db  # noqa: E402
 from tests.browser_flows import DRIVE_MODE, next_item, pick_drive  # noqa: E402
 from tests.helpers import as_public_space, launched_app, two_response_items  # noqa: E402
 

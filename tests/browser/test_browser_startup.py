@@ -16,11 +16,10 @@ pytest.importorskip(
 )
 from playwright.sync_api import Page, expect  # noqa: E402
 
-from pipelines.engine import models
 from pipelines.config import get_settings
-from tests.helpers import launched_app
-
+from pipelines.engine import models
 from tests.browser_flows import open_advanced  # noqa: E402
+from tests.helpers import launched_app
 
 pytestmark = pytest.mark.browser
 

@@ -13,9 +13,9 @@ import json
 import pytest
 
 from pipelines.engine import bundled, chat
-from pipelines.train import bundled_figures
 from pipelines.engine.messages import Message
 from pipelines.engine.sampling import SamplingParams
+from pipelines.train import bundled_figures
 
 pytestmark = [pytest.mark.integration, pytest.mark.heavy]  # ~75 s: `make test-heavy`
 

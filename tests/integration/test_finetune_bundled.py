@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.train import finetune
 from pipelines.store import jobs
+from pipelines.train import finetune
 from tests.helpers import MODEL_CACHE, ROOT
 
 pytestmark = pytest.mark.integration

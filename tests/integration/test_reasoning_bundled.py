@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.reasoning import solve, strategies
 from pipelines.engine.sampling import SamplingParams
+from pipelines.reasoning import solve, strategies
 
 pytestmark = pytest.mark.integration
 

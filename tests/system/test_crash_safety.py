@@ -16,11 +16,11 @@ import pytest
 from gradio_client import Client
 
 from pipelines.engine import adapters, generation, models
-from pipelines.store import db, jobs
-from pipelines.train import finetune
+from pipelines.engine.sampling import SamplingParams
 from pipelines.labels import preferences
 from pipelines.rag import retrieval, store
-from pipelines.engine.sampling import SamplingParams
+from pipelines.store import db, jobs
+from pipelines.train import finetune
 from tests.app_process import AppProcess
 from tests.helpers import make_lora_adapter, two_response_items, write_sft_rows
 

@@ -21,16 +21,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from pipelines.engine import chat, generation, models
-from pipelines.labels import comparisons
 from pipelines import config
+from pipelines.engine import chat, generation, models
 from pipelines.engine.messages import Message
 from pipelines.engine.model_source import bundled_gguf_path
 from pipelines.engine.openai_engine import ServerError
+from pipelines.engine.sampling import SamplingParams
+from pipelines.labels import comparisons
 from pipelines.rag.answer import stream_answers
 from pipelines.rag.retrieval import Hit
 from pipelines.rag.store import ChunkRecord
-from pipelines.engine.sampling import SamplingParams
 from tests.helpers import ROOT, free_port
 
 pytestmark = [pytest.mark.openai_server, pytest.mark.system]
@@ -151,7 +151,7 @@ def test_generate_streams_the_servers_log_probabilities_and_alternatives(remote,
     assert completion.text == choice["text"]
     assert [t.token for t in completion.tokens] == choice["logprobs"]["tokens"]
     for token, logprob, top in zip(
-        completion.tokens, choice["logprobs"]["token_logprobs"], choice["logprobs"]["top_logprobs"]
+        completion.tokens, choice["logprobs"]["token_logprobs"], choice["logprobs"]["top_logprobs"], strict=False
     ):
         assert math.isclose(token.logprob, logprob, abs_tol=1e-4)
         assert len(token.top) == 20

@@ -15,9 +15,9 @@ import pytest
 from gradio_client import Client
 
 from pipelines import config
+from pipelines.labels import preferences
 from pipelines.store import db, jobs
 from pipelines.train import finetune
-from pipelines.labels import preferences
 from tests import postgres
 from tests.app_process import AppProcess
 from tests.helpers import two_response_items, write_sft_rows

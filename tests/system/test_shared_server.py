@@ -101,7 +101,7 @@ def test_two_users_on_one_machine_both_accept_uploads_and_keep_their_data_privat
                 )
             )
             urls.append((f"http://127.0.0.1:{port}/", home / "data", base / f"app-{uid}.log"))
-        for (url, _, log_path), process in zip(urls, processes):
+        for (url, _, log_path), process in zip(urls, processes, strict=False):
             deadline = time.time() + 180
             while True:
                 assert process.poll() is None, log_path.read_text()[-2000:]

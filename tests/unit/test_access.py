@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.refusals import REFUSED
 from pipelines import access
 from pipelines.access import AccessDenied, AccessPolicy, AuthConfigError
+from tests.refusals import REFUSED
 
 
 def test_users_from_the_variable_or_a_file(tmp_path):
@@ -58,8 +58,8 @@ def test_guarded_handlers_refuse_in_process(monkeypatch):
     """The decorator itself, without a server: a handler called with no signed-in user is refused."""
 
     from pipelines.rag import store
-    from playground import dataset, label as tab
-    from playground import rag
+    from playground import dataset, rag
+    from playground import label as tab
 
     monkeypatch.setenv("PLAYGROUND_AUTH", "alice:a")
     monkeypatch.setenv("PLAYGROUND_ADMINS", "alice")

@@ -86,7 +86,7 @@ def test_rows_with_different_adapters_share_one_batch(fresh_tiny_handle, tokeniz
     row_adapters = [None, "left", "right", "left"]
     singles = [
         generation.generate(fresh_tiny_handle, p, GREEDY, adapter=a, ignore_eos=True).completion_ids
-        for p, a in zip(prompts, row_adapters)
+        for p, a in zip(prompts, row_adapters, strict=False)
     ]
     calls = []
     original = fresh_tiny_handle.forward

@@ -7,11 +7,11 @@ import json
 import pytest
 
 from pipelines.engine import adapters, models
+from pipelines.engine.chat import Message
+from pipelines.engine.sampling import InvalidParameter, SamplingParams
 from pipelines.store import jobs
 from pipelines.train import reward
 from pipelines.train.align import common, dpo, evaluate, rloo
-from pipelines.engine.chat import Message
-from pipelines.engine.sampling import InvalidParameter, SamplingParams
 from tests.helpers import ROOT
 
 PAIRS = ROOT / "assets" / "datasets" / "preference_pairs.jsonl"

@@ -6,12 +6,12 @@ import json
 
 import pytest
 
-from tests.refusals import REFUSED
-from pipelines.store import jobs
 from pipelines.labels import preferences
+from pipelines.store import jobs
 from pipelines.train import reward
 from playground import align as tab
 from tests.helpers import ROOT
+from tests.refusals import REFUSED
 
 PAIRS = str(ROOT / "assets" / "datasets" / "preference_pairs.jsonl")
 

@@ -12,10 +12,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.refusals import REFUSED
 from pipelines import access
 from pipelines.labels import preferences
 from pipelines.rag import store
+from tests.refusals import REFUSED
 
 
 def _anonymous(visitor: str = "visitor-1") -> SimpleNamespace:
@@ -56,7 +56,8 @@ def _refused(call, what: str) -> None:
 
 
 def test_anonymous_visitors_cannot_create_upload_index_queue_or_label(public_space, tmp_path, data_dir):
-    from playground import align, chat, label as prefs_tab, rag, reasoning
+    from playground import align, chat, rag, reasoning
+    from playground import label as prefs_tab
 
     doc = tmp_path / "notes.md"
     doc.write_text("# Notes\n\nThe orchard has forty apple trees.\n")
@@ -91,7 +92,8 @@ def test_anonymous_visitors_cannot_create_upload_index_queue_or_label(public_spa
 
 def test_a_public_label_drive_opens_labelling_of_its_items_alone_under_a_server_made_id(public_space, monkeypatch):
     from pipelines.labels import drives
-    from playground import chat, label as prefs_tab, rag
+    from playground import chat, rag
+    from playground import label as prefs_tab
 
     monkeypatch.setenv("PLAYGROUND_ANONYMOUS_LABELS", "1")
     access.reset_policy()

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.labels import backup, preferences
 from pipelines import config
-from pipelines.store import db, snapshots
 from pipelines.cli import main as cli
+from pipelines.labels import backup, preferences
 from pipelines.labels.preferences import ResponseDraft
+from pipelines.store import db, snapshots
 from tests import hub_standin
 from tests.helpers import ROOT
 

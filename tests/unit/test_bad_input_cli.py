@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.labels import preferences
 from pipelines.cli import main
+from pipelines.labels import preferences
 
 BINARY = b"\xff\xfe\x00not text\n"
 

@@ -10,11 +10,11 @@ import shutil
 
 import pytest
 
+from pipelines.config import DATASETS
 from pipelines.engine import adapters, bundled
+from pipelines.engine.sampling import InvalidParameter
 from pipelines.train import finetune, reward
 from pipelines.train.align import dpo
-from pipelines.config import DATASETS
-from pipelines.engine.sampling import InvalidParameter
 from tests.helpers import ROOT
 
 ADAPTER_NAMES = ("concise-tutor", "helpful-dpo")
@@ -53,7 +53,8 @@ def test_listed_in_every_picker_as_bundled_after_what_was_made_here(tokenizer, d
     assert ("helpful-reward (bundled)", "helpful-reward") in reward.choices()
     assert reward.meta("helpful-reward")["kind"] == "reward"
 
-    from playground import align, finetune as finetune_tab, label, sidebar
+    from playground import align, label, sidebar
+    from playground import finetune as finetune_tab
 
     for picker in (sidebar.adapter_choices(), align.aligned_adapters(), finetune_tab.adapter_names()):
         assert ("concise-tutor (lora) (bundled)", "concise-tutor") in picker

@@ -8,9 +8,9 @@ from types import SimpleNamespace
 import gradio as gr
 import pytest
 
-from tests.refusals import REFUSED
 from playground import chat as chat_tab
 from tests.helpers import SAMPLING_DEFAULTS as DEFAULTS
+from tests.refusals import REFUSED
 
 
 def last(gen):

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from pipelines.train import classify
 from pipelines.cli import main
 from pipelines.engine.sampling import InvalidParameter
+from pipelines.train import classify
 from tests.helpers import ROOT
 
 SENTIMENT = ROOT / "assets" / "datasets" / "sentiment.jsonl"

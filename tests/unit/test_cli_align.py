@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
-
 import json
+
+import pytest
 
 from pipelines.cli import main
 from tests.helpers import ROOT

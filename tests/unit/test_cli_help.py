@@ -7,7 +7,6 @@ import pytest
 
 from pipelines import cli
 
-
 PATHS = [path for path, _ in cli.walk()]
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipelines.train import finetune
 from pipelines.engine import generation, models
 from pipelines.engine.chat import Message
 from pipelines.engine.sampling import InvalidParameter, SamplingParams
+from pipelines.train import finetune
 from tests.helpers import build_tiny_model
 
 

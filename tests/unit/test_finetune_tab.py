@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.refusals import REFUSED
-from pipelines.store import jobs
 from pipelines.engine import models
+from pipelines.store import jobs
 from playground import finetune as tab
+from tests.refusals import REFUSED
 
 
 def test_bundled_sample_checks_clean(use_tiny):

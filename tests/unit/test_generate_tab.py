@@ -5,10 +5,10 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from tests.helpers import SAMPLING_DEFAULTS as DEFAULTS
-from tests.refusals import REFUSED
 from playground import generate
 from playground.controls import PARAM_NAMES, parse_stop, to_params
+from tests.helpers import SAMPLING_DEFAULTS as DEFAULTS
+from tests.refusals import REFUSED
 
 
 def test_stop_strings_parse_escapes():

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.train import icl_eval
 from pipelines.engine import prompts
+from pipelines.train import icl_eval
 from tests.refusals import REFUSED
 
 

@@ -233,9 +233,9 @@ def test_unknown_kind_and_job_are_refused(data_dir):
 
 def test_phases_have_their_own_progress_and_eta(data_dir, monkeypatch):
     """A slow phase before training must not inflate the training ETA (it counted from the job's start)."""
-    from playground import jobs_panel
-
     from sqlalchemy import update
+
+    from playground import jobs_panel
 
     job = jobs.submit("finetune", "phased", {"data": "x", "out": "phased"})
     with db.session() as s:

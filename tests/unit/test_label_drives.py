@@ -11,8 +11,8 @@ from collections import Counter
 
 import pytest
 
-from pipelines.labels import drives, preference_data, preference_stats, preferences
 from pipelines.engine.chat import Message
+from pipelines.labels import drives, preference_data, preference_stats, preferences
 from pipelines.labels.preferences import ResponseDraft
 
 

@@ -8,10 +8,10 @@ import random
 import numpy as np
 import pytest
 
-from pipelines.labels import agreement, preference_stats, preferences
-from pipelines.store import db
 from pipelines.engine.chat import Message
+from pipelines.labels import agreement, preference_stats, preferences
 from pipelines.labels.preferences import ResponseDraft
+from pipelines.store import db
 
 
 @pytest.fixture(autouse=True)

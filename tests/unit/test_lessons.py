@@ -53,7 +53,7 @@ def test_set_up_opens_the_tab_with_its_settings():
     first = lessons.load_lessons()[0]
     updates = tab.set_up(first.title, 0)
     assert updates[0].selected == "generate" and updates[1] == first.steps[0].set["prompt"]
-    sampling = dict(zip(PARAM_NAMES, updates[2 : 2 + len(PARAM_NAMES)]))
+    sampling = dict(zip(PARAM_NAMES, updates[2 : 2 + len(PARAM_NAMES)], strict=False))
     assert sampling["temperature"]["value"] == 0 and sampling["max_new_tokens"]["value"] == 40
     assert "value" not in sampling["top_k"]  # what the step does not set stays as it is
     peft = next(lesson for lesson in lessons.load_lessons() if lesson.name == "2_peft")

@@ -20,7 +20,9 @@ REFERENCES = [
 
 def test_rouge_l_module_equals_rouge_score():
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-    expected = sum(scorer.score(r, p)["rougeL"].fmeasure for p, r in zip(PREDICTIONS, REFERENCES)) / len(PREDICTIONS)
+    expected = sum(scorer.score(r, p)["rougeL"].fmeasure for p, r in zip(PREDICTIONS, REFERENCES, strict=False)) / len(
+        PREDICTIONS
+    )
     result = evaluation.load_metric("rouge_l").compute(predictions=PREDICTIONS, references=REFERENCES)
     assert result["rougeL"] == pytest.approx(expected, abs=1e-12)
 

@@ -17,9 +17,9 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 
 from pipelines import config
-from pipelines.store import db, jobs, schema
-from pipelines.labels import drives, preference_data, preferences
 from pipelines.cli import main as cli
+from pipelines.labels import drives, preference_data, preferences
+from pipelines.store import db, jobs, schema
 from pipelines.store.tables import Base
 from tests import legacy_schema
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.engine import model_source, models
 from pipelines.config import BUNDLED_MODEL, HUB_FALLBACK_MODEL, Settings
+from pipelines.engine import model_source, models
 
 
 def test_bundled_gguf_is_found_without_importing_the_package():

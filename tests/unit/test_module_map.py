@@ -157,13 +157,13 @@ def test_storage_the_sandbox_and_the_cli_help_import_no_torch():
 
 def test_every_refusal_belongs_to_one_error_family():
     from pipelines import access
-    from pipelines.engine import adapters, model_source
-    from pipelines.store import files, jobs, rows
-    from pipelines.labels import preferences
-    from pipelines.train import sft_data
     from pipelines.cli import common
+    from pipelines.engine import adapters, model_source
     from pipelines.errors import InvalidParameter, PlaygroundError
+    from pipelines.labels import preferences
     from pipelines.rag import embedder, parsing, store
+    from pipelines.store import files, jobs, rows
+    from pipelines.train import sft_data
 
     family = [
         access.AccessDenied,

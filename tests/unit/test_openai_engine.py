@@ -19,10 +19,10 @@ import pytest
 import torch
 
 from pipelines.engine import chat, generation, topk_view
-from pipelines.errors import InvalidParameter
 from pipelines.engine.messages import Message
 from pipelines.engine.openai_engine import OpenAIEngine, ServerError, parse_choice
 from pipelines.engine.sampling import SamplingParams, process_logits
+from pipelines.errors import InvalidParameter
 
 VLLM_MODELS = {
     "object": "list",
@@ -388,7 +388,7 @@ def full_and_top(k: int = 20, vocab: int = 500, seed: int = 0):
     logits = torch.randn(vocab, generator=torch.Generator().manual_seed(seed)) * 3
     logprobs = torch.log_softmax(logits, -1)
     found = torch.topk(logprobs, k)
-    return logits, [(f"t{int(i)}", float(v)) for v, i in zip(found.values, found.indices)]
+    return logits, [(f"t{int(i)}", float(v)) for v, i in zip(found.values, found.indices, strict=False)]
 
 
 def exact_final(logits, params, top):
@@ -467,8 +467,8 @@ def test_the_engine_settings_are_validated_and_the_key_is_not_in_their_repr(monk
 
 
 def test_branching_from_a_remote_generation_whose_tokens_are_not_local_tokens(remote_handle, tokenizer):
-    from pipelines.inside import token_tree
     from pipelines.engine.completion import record_ids
+    from pipelines.inside import token_tree
 
     recorder = Recorder("vllm")
     odd = "ardnamurchanesque"  # one server token, several local ones: no local id

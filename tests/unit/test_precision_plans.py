@@ -83,9 +83,9 @@ def test_reward_then_dpo_then_rloo(plan, tmp_path, data_dir):
 
 def test_impossible_plans_are_refused_with_the_setting_named(monkeypatch):
     from pipelines import config
-    from pipelines.train import training
     from pipelines.engine.hardware import Hardware, train_precision
     from pipelines.engine.sampling import InvalidParameter
+    from pipelines.train import training
 
     assert train_precision(Hardware(cuda=True, cuda_bf16=False), "cuda", "fp16").fp16
     with pytest.raises(ValueError, match="no bf16"):

@@ -8,10 +8,10 @@ import threading
 
 import pytest
 
-from pipelines.store import db
-from pipelines.labels import preference_data, preference_stats, preferences
 from pipelines.engine.chat import Message
+from pipelines.labels import preference_data, preference_stats, preferences
 from pipelines.labels.preferences import ResponseDraft
+from pipelines.store import db
 
 PROMPT = [Message("user", "Name a colour.")]
 
@@ -27,7 +27,7 @@ def item(
 ) -> preferences.ItemView:
     texts = texts or [f"answer {i}" for i in range(n)]
     sources = sources or [f"src{i}" for i in range(n)]
-    drafts = [ResponseDraft(t, source=s, model="m") for t, s in zip(texts, sources)]
+    drafts = [ResponseDraft(t, source=s, model="m") for t, s in zip(texts, sources, strict=False)]
     return preferences.create_item(PROMPT, drafts, rng=random.Random(seed))
 
 

@@ -7,13 +7,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.refusals import REFUSED
 from pipelines.labels import preference_data, preferences
 from pipelines.store import db
 from playground import chat as chat_tab
 from playground import dataset as dataset_tab
 from playground import label as tab
 from tests.helpers import SAMPLING_DEFAULTS as DEFAULTS
+from tests.refusals import REFUSED
 
 
 @pytest.fixture(autouse=True)

@@ -18,7 +18,7 @@ def test_save_load_delete_and_share(tmp_path, data_dir):
     creative = [{**SAMPLING_DEFAULTS, "temperature": 1.1, "top_p": 0.9, "stop": "END"}[n] for n in PARAM_NAMES]
     kept, picker, note = presets.save({}, "creative", *creative)
     assert picker["value"] == "creative" and "Saved" in note and kept["creative"]["temperature"] == 1.1
-    loaded = dict(zip(PARAM_NAMES, presets.load(kept, "creative")))
+    loaded = dict(zip(PARAM_NAMES, presets.load(kept, "creative"), strict=False))
     assert (
         loaded["temperature"]["value"] == 1.1 and loaded["stop"]["value"] == "END" and loaded["top_p"]["value"] == 0.9
     )

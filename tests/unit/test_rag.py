@@ -62,7 +62,7 @@ def test_chunks_fit_the_embedder_overlap_and_keep_exact_offsets():
         assert LONG_TEXT[chunk.start : chunk.end] == chunk.text and chunk.page == 3
         assert len(tokenizer(chunk.text, add_special_tokens=False)["input_ids"]) <= 64
         assert chunk.text.endswith(".")  # ends at a sentence boundary
-    for before, after in zip(chunks, chunks[1:]):
+    for before, after in zip(chunks, chunks[1:], strict=False):
         assert after.start < before.end  # overlap carried over
     covered = set()
     for chunk in chunks:

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from pipelines.engine import models
-from pipelines.rag import answer, retrieval, store
 from pipelines.engine.sampling import SamplingParams
+from pipelines.rag import answer, retrieval, store
 from tests.helpers import build_tiny_model
 from tests.rag_corpus import write_corpus, write_questions
 
@@ -91,7 +91,7 @@ def test_memory_freed_by_a_generation_goes_back_to_the_system(tiny_handle, monke
 def test_grounded_and_plain_answers_come_from_one_batch(collection, tiny_handle):
     hits = retrieval.search(collection, "What is the steam locomotive called?", k=2)
     last = None
-    for last in answer.stream_answers(
+    for last in answer.stream_answers(  # noqa: B007 - a stream drained for its last value
         tiny_handle, "What is the steam locomotive called?", hits, SamplingParams(temperature=0, max_new_tokens=6)
     ):
         pass

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.refusals import REFUSED
 from playground import rag as tab
-from tests.rag_corpus import bad_files, write_corpus, write_questions
 from tests.helpers import SAMPLING_DEFAULTS as DEFAULTS
+from tests.rag_corpus import bad_files, write_corpus, write_questions
+from tests.refusals import REFUSED
 
 
 def test_collection_ingest_ask_evaluate(use_tiny, tmp_path, data_dir):
@@ -49,8 +49,7 @@ def test_clear_messages_for_bad_input(use_tiny, data_dir):
 
 
 def test_finished_answer_marks_support_per_sentence():
-    from tests.rag_corpus import passages
-    from tests.rag_corpus import RAILWAY_TXT, ORCHARD_MD
+    from tests.rag_corpus import ORCHARD_MD, RAILWAY_TXT, passages
 
     hits = passages(RAILWAY_TXT, ORCHARD_MD)
     text = "The locomotive is called Grey Heron. The capital of France is <b>Paris</b>. Planted by Mira Lenz [2]."
@@ -67,8 +66,7 @@ def test_finished_answer_marks_support_per_sentence():
 
 def test_without_the_embedder_the_answer_keeps_the_model_citations(monkeypatch):
     from pipelines.rag import embedder
-    from tests.rag_corpus import passages
-    from tests.rag_corpus import RAILWAY_TXT
+    from tests.rag_corpus import RAILWAY_TXT, passages
 
     def missing(texts):
         raise embedder.EmbedderUnavailable("the embedder package is missing")

@@ -86,8 +86,8 @@ def test_one_process_reports_world_size_one():
 def test_setups_that_shard_the_weights_are_refused_before_anything_loads(tmp_path, environ, refused):
     import json
 
-    from pipelines.train import training
     from pipelines.errors import InvalidParameter
+    from pipelines.train import training
 
     ds3 = tmp_path / "ds.json"
     ds3.write_text(json.dumps({"zero_optimization": {"stage": 3}}))

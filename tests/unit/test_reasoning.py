@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from pipelines.reasoning import benchmark, extract, solve, strategies
 from pipelines.engine.sampling import SamplingParams
+from pipelines.reasoning import benchmark, extract, solve, strategies
 
 
 @pytest.mark.parametrize(

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from tests.refusals import REFUSED
 from playground import reasoning as tab
 from tests.helpers import SAMPLING_DEFAULTS as DEFAULTS
+from tests.refusals import REFUSED
 
 PROMPTS = [tab.reset_prompt(k) for k in tab.KEYS]
 SHORT = {**DEFAULTS, "temperature": 0}

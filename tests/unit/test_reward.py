@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from pipelines.store import db, jobs
-from pipelines.labels import preferences
-from pipelines.train import reward
 from pipelines.engine.chat import Message
 from pipelines.engine.sampling import InvalidParameter
+from pipelines.labels import preferences
+from pipelines.store import db, jobs
+from pipelines.train import reward
 from tests.helpers import ROOT
 
 SAMPLE = ROOT / "assets" / "datasets" / "preference_pairs.jsonl"

@@ -118,7 +118,7 @@ def test_the_report_cannot_be_forged_or_crash_the_host_side(report):
 def test_the_earlier_attacks_hold_as_an_ordinary_user_too(report):
     """The root-run attack set (tests/unit/test_sandbox.py) again, where nothing can rely on becoming `nobody`."""
     _, data = report
-    earlier = {name: result for name, result in data["earlier"].items()}
+    earlier = dict(data["earlier"])
     assert not earlier["read_own_secret"]["ok"] and "hunter2" not in json.dumps(
         earlier
     )  # even the app user's own files

@@ -63,7 +63,7 @@ def _alone(handle, prompt, params, **kwargs):
 
 
 def test_rows_joining_mid_flight_decode_as_they_would_alone(handle):
-    alone = [_alone(handle, p, s) for p, s in zip(PROMPTS, SETTINGS)]
+    alone = [_alone(handle, p, s) for p, s in zip(PROMPTS, SETTINGS, strict=False)]
     long_alone = _alone(handle, PROMPTS[0], LONG)
     results: dict[int, list[int]] = {}
     runner, long_rows = _in_background(handle, PROMPTS[0], LONG)

@@ -15,16 +15,16 @@ import gradio as gr
 import pytest
 
 from pipelines import knobs
-from pipelines.train.align.dpo import DPOSpec
-from pipelines.train.align.rloo import RLOOSpec
 from pipelines.cli import build_parser
 from pipelines.cli.common import UsageError
+from pipelines.engine.sampling import SamplingParams
 from pipelines.errors import InvalidParameter
-from pipelines.train.classify import ClassifySpec
 from pipelines.labels.drives import DriveSettings
+from pipelines.train.align.dpo import DPOSpec
+from pipelines.train.align.rloo import RLOOSpec
+from pipelines.train.classify import ClassifySpec
 from pipelines.train.finetune import FinetuneSpec
 from pipelines.train.reward import RewardSpec
-from pipelines.engine.sampling import SamplingParams
 from playground.spec_controls import bound_controls, spec_kwargs
 
 # each spec, and the command (words before the flags) whose flags set it

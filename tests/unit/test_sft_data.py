@@ -7,8 +7,8 @@ import json
 import pandas as pd
 import pytest
 
-from pipelines.train import sft_data
 from pipelines.engine.chat import Message
+from pipelines.train import sft_data
 from tests.helpers import ROOT
 
 

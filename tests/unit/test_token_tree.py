@@ -8,9 +8,9 @@ from types import SimpleNamespace
 import pytest
 
 from pipelines.engine import generation
-from pipelines.inside import token_tree
-from pipelines.errors import InvalidParameter
 from pipelines.engine.sampling import SamplingParams
+from pipelines.errors import InvalidParameter
+from pipelines.inside import token_tree
 from playground import branches
 from tests.helpers import SAMPLING_DEFAULTS
 from tests.refusals import REFUSED

@@ -8,11 +8,11 @@ import time
 import pytest
 
 from pipelines.labels import preference_data, preferences
-from pipelines.store import rows
-from pipelines.train import sft_data
 from pipelines.rag import evaluate as rag_evaluate
 from pipelines.rag import parsing
 from pipelines.reasoning import benchmark
+from pipelines.store import rows
+from pipelines.train import sft_data
 from tests import bombs
 
 
@@ -156,7 +156,7 @@ def test_every_row_bomb_stays_under_500_mb_in_a_fresh_process(tmp_path):
     import sys
 
     paths = []
-    for name, (make, file_name, _) in ROW_BOMBS.items():
+    for make, file_name, _ in ROW_BOMBS.values():
         paths.append(str(make(tmp_path / file_name)))
     script = (
         "import resource, sys, pyarrow.parquet, ijson\n"

@@ -5,20 +5,21 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
-from pipelines.engine import adapters
-from pipelines.labels import preference_data, preferences
-from pipelines.train import training
-from pipelines.store.files import write_atomic
-from pipelines.train.training import DEFAULT_TARGETS
-from pipelines.engine.chat import Message
 from pipelines.config import get_settings
-from pipelines.store.jobs import JobContext
+from pipelines.engine import adapters
+from pipelines.engine.chat import Message
 from pipelines.engine.sampling import InvalidParameter
+from pipelines.labels import preference_data, preferences
+from pipelines.store.files import write_atomic
+from pipelines.store.jobs import JobContext
+from pipelines.train import training
+from pipelines.train.training import DEFAULT_TARGETS
 
 
 def check_new_adapter(name: str, overwrite: bool) -> None:

@@ -10,15 +10,16 @@ same pairs to the Preferences queue for human votes.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from pipelines.engine import chat, generation
-from pipelines.train import reward
 from pipelines.engine.chat import Message
-from pipelines.errors import InvalidParameter
 from pipelines.engine.models import ModelHandle
 from pipelines.engine.sampling import SamplingParams
+from pipelines.errors import InvalidParameter
+from pipelines.train import reward
 
 MAX_PROMPTS = 500
 BATCH = 8
@@ -101,7 +102,7 @@ def evaluate(
     scorer = reward.scorer(reward_model)
     rows = []
     counts = {"win": 0, "tie": 0, "loss": 0}
-    for messages, (base_text, adapter_text) in zip(prompts, answers):
+    for messages, (base_text, adapter_text) in zip(prompts, answers, strict=False):
         base_score, adapter_score = scorer.score([m.to_json() for m in messages], [base_text, adapter_text])
         result = outcome((base_text, base_score), (adapter_text, adapter_score), tie_tolerance)
         counts[result] += 1

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import gc
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from pipelines import knobs
 from pipelines.engine import adapters
@@ -112,7 +113,7 @@ def reward_function(name: str):
 
     def reward_model(prompts, completions, **_: Any) -> list[float]:
         scores = []
-        for prompt, completion in zip(prompts, completions):
+        for prompt, completion in zip(prompts, completions, strict=False):
             messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
             text = completion[-1]["content"] if isinstance(completion, list) else completion
             scores.append(scorer.score(messages, [text])[0])

@@ -39,7 +39,7 @@ class RougeL(evaluate.Metric):
 
     def _compute(self, predictions, references, use_stemmer=True):
         scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=use_stemmer)
-        scores = [scorer.score(ref, pred)["rougeL"] for pred, ref in zip(predictions, references)]
+        scores = [scorer.score(ref, pred)["rougeL"] for pred, ref in zip(predictions, references, strict=False)]
         n = max(len(scores), 1)
         return {
             "rougeL": sum(s.fmeasure for s in scores) / n,
