@@ -141,7 +141,8 @@ def measure_llamacpp(
     handle: models.ModelHandle, prompt_ids: list[int], params: SamplingParams, repeats: int
 ) -> dict[str, float]:
     """The app's path on the llama.cpp engine vs llama-cpp-python's own loop, and its greedy agreement with fp32."""
-    engine = handle.llamacpp
+    previous = handle.engine
+    engine = previous if isinstance(previous, llamacpp_engine.LlamaCppEngine) else None
     own = engine is None
     if own:
         gguf = llamacpp_engine.gguf_for(
@@ -152,7 +153,7 @@ def measure_llamacpp(
         engine = llamacpp_engine.LlamaCppEngine(
             gguf, n_ctx=2048, threads=torch.get_num_threads(), n_vocab=handle.model.config.vocab_size
         )
-        handle.llamacpp = engine
+        handle.engine = engine
     try:
         warm = SamplingParams(temperature=0.7, seed=0, max_new_tokens=8)
         app_tokens_per_second(handle, prompt_ids, warm)
@@ -164,7 +165,7 @@ def measure_llamacpp(
         agreement = greedy_agreement(handle)
     finally:
         if own:
-            handle.llamacpp = None
+            handle.engine = previous
             engine.close()
     app_tps, direct_tps = statistics.median(app), statistics.median(direct)
     return {

@@ -19,9 +19,10 @@ from typing import Any
 import torch
 
 from pipelines import gpu
-from pipelines.engine import remote_stream, scheduler
+from pipelines.engine import scheduler
 from pipelines.engine.batch_cache import left_padded, pad_id, prefill_inputs
 from pipelines.engine.completion import Completion, TokenRecord, _find_stop, _held_back  # noqa: F401 - re-exported
+from pipelines.engine.engines import Batch, Capabilities, Engine, Stop, stopped
 from pipelines.engine.hardware import release_memory
 from pipelines.engine.models import ModelHandle
 from pipelines.engine.sampling import (
@@ -195,6 +196,57 @@ class _RowState:
         return token_id
 
 
+class LocalEngine:
+    """The local model as an engine: the continuous-batching scheduler, with the lean fp16 decoder.
+
+    With batching on every request's rows join the model's running batch; with it off each
+    request decodes alone on the same batch code in the caller's thread (`scheduler.alone`). Only
+    a model whose cache rows cannot join and leave (sliding-window or hybrid attention) decodes
+    request by request on transformers' own cache, its rows left-padded in lock-step.
+    """
+
+    name = "torch"
+    capabilities = Capabilities(adapters=True, batching=True, exact_distribution=True)
+
+    def stream(self, handle: ModelHandle, batch: Batch, should_stop: Stop) -> Iterator[list[Completion]]:
+        batcher = scheduler.for_handle(handle)
+        if batcher is None and scheduler.editable(handle):
+            batcher = scheduler.alone(handle, len(batch.rows))
+        if batcher is not None:
+            request = batcher.submit(batch.states, batch.adapters)  # refuses an unknown adapter, in this thread
+            for row, lane in zip(batch.rows, request.lanes, strict=True):
+                row.engine = FAST_ENGINE if lane == "fast" else "torch"
+            yield from batcher.stream(request, should_stop)
+            return
+        adapters = batch.adapters
+        if len(set(adapters)) > 1 and any(handle.is_prompt_tuning(a) for a in adapters):
+            yield from _stream_parts(batch, adapters, lambda part, _: self.stream(handle, part, should_stop))
+            return
+        try:
+            yield from _stream_torch(handle, batch, should_stop)
+        finally:
+            release_memory()
+
+    def inspect(
+        self, handle: ModelHandle, ids: Sequence[int], params: SamplingParams, *, adapter: str | None, top_n: int
+    ) -> DistributionView:
+        logits = next_token_logits(handle, ids, adapter)
+        return inspect_distribution(
+            logits, params, torch.tensor(list(ids), dtype=torch.long), lambda i: _decode_token(handle, i), top_n=top_n
+        )
+
+
+LOCAL = LocalEngine()
+
+
+def engine_for(handle: ModelHandle, adapter: str | None) -> Engine:
+    """Which engine serves a row with this adapter: the configured one when it can, else the local model."""
+    engine = handle.engine
+    if engine is not None and (adapter is None or engine.capabilities.adapters):
+        return engine
+    return LOCAL
+
+
 @gpu.task()
 def stream_batch(
     handle: ModelHandle,
@@ -208,89 +260,47 @@ def stream_batch(
 ) -> Iterator[list[Completion]]:
     """Generate for several prompts in one batch, yielding the rows after every step.
 
-    The rows join the model's running batch (pipelines/engine/scheduler.py: continuous batching with
-    every other request of every session); while they wait for a slot they are yielded with
-    `queue_position` set. Each row has its own sampling settings and its own seeded generator, so
-    a row's text depends only on its prompt, settings and seed. `ignore_eos` keeps going past
-    end-of-sequence (benchmarks need equal lengths).
+    Each row has its own sampling settings and its own seeded generator, so a row's text depends
+    only on its prompt, settings and seed. `ignore_eos` keeps going past end-of-sequence
+    (benchmarks need equal lengths). `adapter` is one adapter for every row, or one per row: rows
+    with different LoRA adapters share a step (PEFT mixed-batch inference).
 
-    `adapter` is one adapter for every row, or one per row: rows with different LoRA adapters
-    share a step (PEFT mixed-batch inference). With batching off (PLAYGROUND_BATCHING=0) the rows
-    decode on their own, left-padded in lock-step, and rows that mix a prompt-tuning adapter in
-    are generated group by group.
-
-    With the llama.cpp engine enabled, requests without adapters decode there, row after row
-    (its context holds one sequence); the rows stream exactly as they would from torch.
+    The engine is chosen here, once per row (`engine_for`, pipelines/engine/engines.py): the local
+    model's scheduler (continuous batching with every other request), llama.cpp, or an
+    OpenAI-compatible server. Rows that go to different engines stream side by side as one list.
     """
     if len(prompts) != len(params) or not prompts:
         raise ValueError("stream_batch needs one SamplingParams per prompt")
     if isinstance(adapter, (list, tuple)) and len(adapter) != len(prompts):
         raise ValueError("stream_batch needs one adapter per prompt")
-    # rows grouped by adapter, each group its own call (base rows to a remote server; prompt tuning)
-    by_group = functools.partial(
-        _stream_groups,
-        handle,
-        prompts,
-        params,
-        top_alternatives=top_alternatives,
-        should_stop=should_stop,
-        ignore_eos=ignore_eos,
-    )
-    if handle.remote is not None:
-        remote = handle.remote_for(adapter)
-        if remote is not None:
-            rows = _completions(handle, prompts, params)
-            yield from remote_stream.stream_rows(handle, remote, rows, prompts, should_stop)
-            return
-        if isinstance(adapter, (list, tuple)) and None in adapter:  # base rows to the server, the others here
-            yield from by_group(list(adapter))
-            return
-    batcher = scheduler.for_handle(handle)
-    if batcher is not None:
-        row_adapters = list(adapter) if isinstance(adapter, (list, tuple)) else [adapter] * len(prompts)
-        rows, states = _rows(handle, prompts, params, top_alternatives, ignore_eos)
-        request = batcher.submit(states, row_adapters)  # refuses an unknown adapter, in this thread
-        for row, lane in zip(rows, request.lanes, strict=False):
-            row.engine = FAST_ENGINE if lane == "fast" else "torch"
-        yield from batcher.stream(request, should_stop)
-        return
-    if isinstance(adapter, (list, tuple)):
-        if len(set(adapter)) == 1:
-            adapter = adapter[0]
-        elif any(handle.is_prompt_tuning(a) for a in adapter):
-            yield from by_group(list(adapter))
-            return
-        else:
-            adapter = list(adapter)
-    rows, states = _rows(handle, prompts, params, top_alternatives, ignore_eos)
-    engine = handle.llamacpp_for(adapter)
-    decoder = handle.fast_decoder_for(adapter)
-    try:
-        if engine is not None:
-            for row in rows:
-                row.engine = engine.name
-            yield from _stream_llamacpp(engine, rows, states, should_stop)
-        elif decoder is not None:
-            for row in rows:
-                row.engine = FAST_ENGINE
-            yield from _stream_fast(handle, decoder, rows, states, should_stop)
-        else:
-            yield from _stream_torch(handle, rows, states, adapter, should_stop)
-    finally:
-        release_memory()
-
-
-def _rows(
-    handle: ModelHandle,
-    prompts: Sequence[Prompt],
-    params: Sequence[SamplingParams],
-    top_alternatives: int,
-    ignore_eos: bool,
-) -> tuple[list[Completion], list[_RowState]]:
-    """A Completion per prompt and its decoding state."""
+    adapters = list(adapter) if isinstance(adapter, (list, tuple)) else [adapter] * len(prompts)
+    engines = [engine_for(handle, a) for a in adapters]
     rows = _completions(handle, prompts, params)
     eos = frozenset() if ignore_eos else handle.eos_token_ids
-    return rows, [_RowState(handle, row, eos, top_alternatives) for row in rows]
+    batch = Batch(list(prompts), rows, [_RowState(handle, row, eos, top_alternatives) for row in rows], adapters)
+    if len(set(map(id, engines))) == 1:
+        yield from engines[0].stream(handle, batch, should_stop)
+        return
+    keys = [id(e) for e in engines]
+    by_key = dict(zip(keys, engines, strict=True))
+    yield from _stream_parts(batch, keys, lambda part, key: by_key[key].stream(handle, part, should_stop))
+
+
+def _stream_parts(
+    batch: Batch, keys: Sequence[Any], stream_part: Callable[..., Iterator[list[Completion]]]
+) -> Iterator[list[Completion]]:
+    """The batch's rows split by `keys` (engine, or prompt-tuning adapter), each part streamed in
+    turn by `stream_part(part, key)`, the whole list yielded after every change."""
+    for key in dict.fromkeys(keys):
+        indices = [i for i, k in enumerate(keys) if k == key]
+        part = Batch(
+            [batch.prompts[i] for i in indices],
+            [batch.rows[i] for i in indices],
+            [batch.states[i] for i in indices],
+            [batch.adapters[i] for i in indices],
+        )
+        for _ in stream_part(part, key):
+            yield batch.rows
 
 
 def _completions(handle: ModelHandle, prompts: Sequence[Prompt], params: Sequence[SamplingParams]) -> list[Completion]:
@@ -303,150 +313,48 @@ def _completions(handle: ModelHandle, prompts: Sequence[Prompt], params: Sequenc
     return rows
 
 
-def _stopped(should_stop: Callable[[], bool] | None, states: list[_RowState], started: float) -> bool:
-    """Whether the caller asked to stop; if so every unfinished row is marked cancelled."""
-    if should_stop is None or not should_stop():
-        return False
-    for state in states:
-        if not state.row.done:
-            state.cancel(started)
-    return True
-
-
-def _stream_llamacpp(
-    engine: Any, rows: list[Completion], states: list[_RowState], should_stop: Callable[[], bool] | None
-) -> Iterator[list[Completion]]:
-    for state in states:
-        started = time.perf_counter()
-        while not state.row.done:
-            if _stopped(should_stop, states, started):
-                yield rows
-                return
-            state.advance(engine.next_logits(state.ids))
-            state.row.seconds = time.perf_counter() - started
-            yield rows
-
-
-def _lockstep(
-    rows: list[Completion],
-    states: list[_RowState],
-    step: Callable[[list[int] | None], torch.Tensor],
-    should_stop: Callable[[], bool] | None,
-    pad_id: int,
-) -> Iterator[list[Completion]]:
-    """Decode every row one token per step; `step(None)` runs the prompts, `step(tokens)` one token each.
-
-    `step` returns the next-token logits [B, V]; finished rows are fed padding until all are done.
-    """
-    started = time.perf_counter()
-    chosen: list[int] | None = None
-    while True:
-        if _stopped(should_stop, states, started):
-            yield rows
-            return
-        logits = step(chosen)
-        chosen = [pad_id if state.row.done else state.advance(logits[i]) for i, state in enumerate(states)]
-        elapsed = time.perf_counter() - started
-        for row in rows:
-            if not row.done or row.seconds == 0.0:
-                row.seconds = elapsed
-        yield rows
-        if all(r.done for r in rows):
-            return
-
-
-def _stream_torch(
-    handle: ModelHandle,
-    rows: list[Completion],
-    states: list[_RowState],
-    adapter: str | None | Sequence[str | None],
-    should_stop: Callable[[], bool] | None,
-) -> Iterator[list[Completion]]:
+def _stream_torch(handle: ModelHandle, batch: Batch, should_stop: Stop) -> Iterator[list[Completion]]:
+    """The request alone on transformers' own cache, rows left-padded and decoded in lock-step
+    (finished rows are fed padding until all are done): for caches the batch cannot edit."""
+    rows, states = batch.rows, batch.states
+    adapter: str | None | list[str | None] = batch.adapters[0] if len(set(batch.adapters)) == 1 else batch.adapters
     device = handle.device
     padded, mask = left_padded([r.prompt_ids for r in rows], pad_id(handle))
     inputs, mask, positions = prefill_inputs(handle, padded, mask, adapter if isinstance(adapter, str) else None)
     needs_mask = "attention_mask" in inputs
     cache = None
     next_positions = positions[:, -1:] + 1
-
-    def step(chosen: list[int] | None) -> torch.Tensor:
-        nonlocal inputs, mask, cache, next_positions
-        if chosen is not None:
-            mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=torch.long)], dim=-1)
-            inputs = {
-                "input_ids": torch.tensor(chosen, dtype=torch.long).unsqueeze(-1).to(device),
-                "position_ids": next_positions.to(device),
-                "use_cache": True,
-                "logits_to_keep": 1,
-            }
-            if needs_mask:
-                inputs["attention_mask"] = mask.to(device)
-            next_positions = next_positions + 1
-        out = handle.forward(**inputs, past_key_values=cache, adapter=adapter)
-        cache = out.past_key_values
-        return out.logits[:, -1, :].float().cpu()
-
+    started = time.perf_counter()
+    chosen: list[int] | None = None
     try:
-        yield from _lockstep(rows, states, step, should_stop, pad_id(handle))
+        while True:
+            if stopped(should_stop, states, started):
+                yield rows
+                return
+            if chosen is not None:
+                mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=torch.long)], dim=-1)
+                inputs = {
+                    "input_ids": torch.tensor(chosen, dtype=torch.long).unsqueeze(-1).to(device),
+                    "position_ids": next_positions.to(device),
+                    "use_cache": True,
+                    "logits_to_keep": 1,
+                }
+                if needs_mask:
+                    inputs["attention_mask"] = mask.to(device)
+                next_positions = next_positions + 1
+            out = handle.forward(**inputs, past_key_values=cache, adapter=adapter)
+            cache = out.past_key_values
+            logits = out.logits[:, -1, :].float().cpu()
+            chosen = [pad_id(handle) if s.row.done else s.advance(logits[i]) for i, s in enumerate(states)]
+            elapsed = time.perf_counter() - started
+            for row in rows:
+                if not row.done or row.seconds == 0.0:
+                    row.seconds = elapsed
+            yield rows
+            if all(r.done for r in rows):
+                return
     finally:
         cache = None  # release the KV cache as soon as the stream ends, not when the generator is collected
-
-
-def _stream_fast(
-    handle: ModelHandle,
-    decoder: Any,
-    rows: list[Completion],
-    states: list[_RowState],
-    should_stop: Callable[[], bool] | None,
-) -> Iterator[list[Completion]]:
-    """The base model on the lean fp16 decoder (pipelines/engine/fast_decode.py), same rows and sampling."""
-    padded, mask = left_padded([r.prompt_ids for r in rows], pad_id(handle))
-    width = padded.shape[1]
-    total = width + max(r.max_new_tokens for r in rows)
-    key_mask = torch.ones((len(rows), total), dtype=torch.bool)
-    key_mask[:, :width] = mask.bool()
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    padding = None if bool(mask.all()) else key_mask
-    cache = decoder.new_cache(len(rows), total)
-    offset = 0
-
-    def step(chosen: list[int] | None) -> torch.Tensor:
-        nonlocal positions, offset
-        with handle.locked():
-            if chosen is None:
-                logits = decoder.forward(padded, positions, 0, cache, padding)
-                offset, positions = width, positions[:, -1:] + 1
-            else:
-                logits = decoder.forward(
-                    torch.tensor(chosen, dtype=torch.long).unsqueeze(-1), positions, offset, cache, padding
-                )
-                offset, positions = offset + 1, positions + 1
-        return logits.float()
-
-    try:
-        yield from _lockstep(rows, states, step, should_stop, pad_id(handle))
-    finally:
-        cache.clear()
-
-
-def _stream_groups(
-    handle: ModelHandle,
-    prompts: Sequence[Prompt],
-    params: Sequence[SamplingParams],
-    adapters: list[str | None],
-    **kwargs: Any,
-) -> Iterator[list[Completion]]:
-    """Rows grouped by adapter, each group generated as its own batch, streamed as one list."""
-    rows: list[Completion | None] = [None] * len(prompts)
-    for adapter in dict.fromkeys(adapters):
-        indices = [i for i, a in enumerate(adapters) if a == adapter]
-        for group in stream_batch(
-            handle, [prompts[i] for i in indices], [params[i] for i in indices], adapter=adapter, **kwargs
-        ):
-            for i, row in zip(indices, group, strict=False):
-                rows[i] = row
-            if all(r is not None for r in rows):
-                yield list(rows)  # type: ignore[arg-type]
 
 
 def stream(handle: ModelHandle, prompt: Prompt, params: SamplingParams, **kwargs: Any) -> Iterator[Completion]:
@@ -518,10 +426,4 @@ def inspect_next_token(
     if not ids:
         raise InvalidParameter("prompt", "is empty")
     fit_to_window(handle, len(ids), 1)
-    remote = handle.remote_for(adapter)
-    if remote is not None:  # rebuilt from the server's top-K alternatives, marked where approximate
-        return remote_stream.inspect(handle, remote, ids, params)
-    logits = next_token_logits(handle, ids, adapter)
-    return inspect_distribution(
-        logits, params, torch.tensor(ids, dtype=torch.long), lambda i: _decode_token(handle, i), top_n=top_n
-    )
+    return engine_for(handle, adapter).inspect(handle, ids, params, adapter=adapter, top_n=top_n)

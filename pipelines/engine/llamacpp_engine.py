@@ -3,8 +3,9 @@
 Only the forward pass moves to llama.cpp. Tokenizing, sampling (`sampling.process_logits`, the
 same seeded generator per row), log-probabilities, stop strings and detokenizing stay in
 `generation`, so a request means the same thing on either engine and the UI cannot tell them apart
-except by speed. Adapters, prompt tuning, the distribution inspector and all training stay on the
-torch model: llama.cpp does not run PEFT adapters.
+except by speed; the distribution inspector shows llama.cpp's own logits. Adapters, prompt tuning
+and all training stay on the torch model: llama.cpp does not run PEFT adapters (its
+`Capabilities` say so, and `generation.engine_for` sends such rows to the local engine).
 
 `llama-cpp-python` compiles llama.cpp on install, so it is never a default dependency:
 `make llamacpp` installs it from requirements-llamacpp.txt and PLAYGROUND_ENGINE=llamacpp turns it on.
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pipelines.engine.engines import LogitsEngine
 from pipelines.errors import PlaygroundError
 
 log = logging.getLogger(__name__)
@@ -39,7 +41,7 @@ def available() -> bool:
     return importlib.util.find_spec("llama_cpp") is not None
 
 
-class LlamaCppEngine:
+class LlamaCppEngine(LogitsEngine):
     """One llama.cpp context over a GGUF file, fed token ids and returning next-token logits.
 
     The context holds one sequence's KV cache. `next_logits` reuses the longest prefix that the

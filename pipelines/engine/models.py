@@ -48,10 +48,6 @@ def _set_event() -> threading.Event:
     return event
 
 
-def _no_adapter(adapter: str | None | Sequence[str | None]) -> bool:
-    return adapter is None or (isinstance(adapter, (list, tuple)) and not any(adapter))
-
-
 @dataclass
 class ModelHandle:
     """One loaded base model shared by every tab, plus what callers need to know about it.
@@ -76,12 +72,12 @@ class ModelHandle:
     # the lean fp16 decoder for base-model generation on CPU (None: transformers decodes everything)
     fast_decoder: Any = None
     _fast_ready: threading.Event = field(default_factory=lambda: _set_event())
-    # the optional llama.cpp engine for base-model decoding (None: torch does every forward pass)
-    llamacpp: Any = None
     # the continuous-batching scheduler that owns this model's decoding (pipelines/engine/scheduler.py)
     scheduler: Any = None
-    # an OpenAI-compatible server answering base-model requests (pipelines/engine/openai_engine.py; None: local)
-    remote: Any = None
+    # the engine configured beside the local model (pipelines/engine/engines.py: llama.cpp or an
+    # OpenAI-compatible server); it serves the rows its capabilities allow, the local model the rest.
+    # None: the local model serves everything.
+    engine: Any = None
 
     @property
     def device(self) -> torch.device:
@@ -147,34 +143,14 @@ class ModelHandle:
         self._fast_ready.wait(timeout)
         return self.fast_decoder
 
-    def fast_decoder_for(self, adapter: str | None | Sequence[str | None]) -> Any:
-        """The lean decoder when it can serve a request with these adapters (none at all), else None."""
-        if self.fast_decoder is not None and _no_adapter(adapter):
-            return self.fast_decoder
-        return None
-
-    def llamacpp_for(self, adapter: str | None | Sequence[str | None]) -> Any:
-        """The llama.cpp engine when it can serve a request with these adapters (none at all), else None."""
-        if self.llamacpp is not None and _no_adapter(adapter):
-            return self.llamacpp
-        return None
-
     @property
     def remote_server(self) -> Any:
         """What the remote engine's probe found (`openai_engine.Server`), or None without one."""
-        return self.remote.server if self.remote is not None else None
-
-    def remote_for(self, adapter: str | None | Sequence[str | None]) -> Any:
-        """The remote server when it can serve a request with these adapters (none at all), else None."""
-        if self.remote is not None and _no_adapter(adapter):
-            return self.remote
-        return None
+        return getattr(self.engine, "server", None)
 
     @property
     def engine_name(self) -> str:
-        if self.remote is not None:
-            return "openai"
-        return "llama.cpp" if self.llamacpp is not None else "torch"
+        return self.engine.name if self.engine is not None else "torch"
 
     def forward(self, adapter: str | None | Sequence[str | None] = None, **inputs: Any) -> Any:
         """One forward pass; `adapter` may name one adapter, or give one per batch row."""
@@ -353,7 +329,7 @@ def load_handle(
             raise _unavailable(model_id, error) from error
     model.to(plan.device).eval()
     handle = wrap(model, tokenizer, name=name, source=source, plan=plan)
-    handle.remote = remote
+    handle.engine = remote
     if plan.fast_decode:
         from pipelines.engine import fast_decode
 
@@ -368,7 +344,7 @@ def load_handle(
         from pipelines.engine import llamacpp_engine
 
         try:
-            handle.llamacpp = llamacpp_engine.load(
+            handle.engine = llamacpp_engine.load(
                 source,
                 bundled_gguf_path() if model_id == BUNDLED_MODEL else None,
                 n_ctx=min(handle.context_window, 8192),
@@ -382,18 +358,18 @@ def load_handle(
 
 def _remote_engine(settings: Settings) -> Any:
     """The OpenAI-compatible server, probed; a ServerError (a ModelUnavailable) names it and what failed."""
-    from pipelines.engine import openai_engine
+    from pipelines.engine import openai_engine, remote_stream
 
     assert settings.openai_base_url is not None  # Settings refuses openai without it
-    remote = openai_engine.OpenAIEngine(
+    client = openai_engine.OpenAIEngine(
         settings.openai_base_url,
         api_key=settings.openai_api_key,
         model=settings.openai_model,
         kind=settings.openai_server,
         timeout=settings.openai_timeout,
     )
-    remote.probe()
-    return remote
+    client.probe()
+    return remote_stream.RemoteEngine(client)
 
 
 def _from_pretrained(source: str, plan: DevicePlan, *, local_files_only: bool) -> tuple[Any, Any]:

@@ -25,6 +25,7 @@ from typing import Any
 
 from pipelines.engine import topk_view
 from pipelines.engine.completion import Completion, TokenRecord, _find_stop, _held_back
+from pipelines.engine.engines import Batch, Capabilities, Stop
 from pipelines.engine.openai_engine import OpenAIEngine, Piece, RemoteToken, ServerError
 from pipelines.engine.sampling import DistributionView, SamplingParams
 
@@ -198,3 +199,45 @@ def inspect(handle: Any, engine: OpenAIEngine, ids: Sequence[int], params: Sampl
             f"the server at {engine.shown_url} returns no log-probabilities, so there is no distribution to show"
         )
     return topk_view.rebuild(top, params)
+
+
+class RemoteEngine:
+    """The server as an engine (pipelines/engine/engines.py): rows without an adapter, streamed over HTTP.
+
+    `client` speaks the server's protocol (pipelines/engine/openai_engine.py); this class only
+    answers what generation asks of every engine.
+    """
+
+    name = ENGINE
+
+    def __init__(self, client: OpenAIEngine) -> None:
+        self.client = client
+
+    def __repr__(self) -> str:  # never the key
+        return f"RemoteEngine({self.client.shown_url!r})"
+
+    @property
+    def server(self) -> Any:
+        """What the start-up probe found (`openai_engine.Server`)."""
+        return self.client.server
+
+    def close(self) -> None:
+        self.client.close()
+
+    @property
+    def capabilities(self) -> Capabilities:
+        server = self.client.server
+        return Capabilities(
+            adapters=False,  # the app's adapters live here, not on the server
+            batching=True,  # the server batches its requests itself
+            exact_distribution=False,  # rebuilt from its top-K alternatives, marked where approximate
+            unsupported=server.unsupported() if server is not None else {},
+        )
+
+    def stream(self, handle: Any, batch: Batch, should_stop: Stop) -> Iterator[list[Completion]]:
+        return stream_rows(handle, self.client, batch.rows, batch.prompts, should_stop)
+
+    def inspect(
+        self, handle: Any, ids: Sequence[int], params: SamplingParams, *, adapter: str | None, top_n: int
+    ) -> DistributionView:
+        return inspect(handle, self.client, ids, params)

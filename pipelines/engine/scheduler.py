@@ -27,7 +27,9 @@ How (the shape of vLLM's and nanochat's engines, on a CPU):
   `PLAYGROUND_BATCH_QUEUE` requests, each told its position; one more is refused (`ServerBusy`).
 
 The thread exits after a few idle seconds and is started again by the next request, so a
-replaced model handle (tests, a model switch) is not kept alive by an idle thread.
+replaced model handle (tests, a model switch) is not kept alive by an idle thread. With batching
+off (PLAYGROUND_BATCHING=0, always on ZeroGPU) each request gets a scheduler of its own that runs
+in the caller's thread (`alone`): the same batch code and caches, one request at a time.
 """
 
 from __future__ import annotations
@@ -152,10 +154,11 @@ class _Lane:
 class Scheduler:
     """The one owner of a model handle's decoding; see the module docstring."""
 
-    def __init__(self, handle: ModelHandle, max_rows: int, max_queue: int) -> None:
+    def __init__(self, handle: ModelHandle, max_rows: int, max_queue: int, *, inline: bool = False) -> None:
         self.handle = handle
         self.max_rows = max_rows
         self.max_queue = max_queue
+        self.inline = inline  # no thread: the caller's `stream` runs the loop (see `alone`)
         self._cond = threading.Condition()
         self._waiting: deque[Request] = deque()
         self._lanes: dict[str, _Lane] = {}
@@ -190,7 +193,7 @@ class Scheduler:
                     f"{self.max_rows} decoding slots (PLAYGROUND_BATCH_QUEUE={self.max_queue}). Try again in a moment."
                 )
             self._waiting.append(request)
-            if self._thread is None:
+            if self._thread is None and not self.inline:
                 self._thread = threading.Thread(target=self._run, name="decode-scheduler", daemon=True)
                 self._thread.start()
             self._cond.notify()
@@ -202,6 +205,9 @@ class Scheduler:
 
     def stream(self, request: Request, should_stop: Callable[[], bool] | None = None) -> Iterator[list[Any]]:
         """The request's rows after every change, until all are done; closing it cancels the request."""
+        if self.inline:
+            yield from self._drive(request, should_stop)
+            return
         rows = [s.row for s in request.states]
         seen = -1
         try:
@@ -220,6 +226,27 @@ class Scheduler:
                     return
         finally:
             request.cancel()  # a caller that stopped reading (a client gone) frees its slots
+
+    def _drive(self, request: Request, should_stop: Callable[[], bool] | None) -> Iterator[list[Any]]:
+        """Run the loop in the caller's thread until its one request is done (see `alone`)."""
+        rows = [s.row for s in request.states]
+        seen = -1
+        try:
+            while True:
+                if should_stop is not None and not request.cancelled and should_stop():
+                    request.cancel()
+                self._loop_once()
+                if request.error is not None:
+                    raise request.error
+                if request.version != seen:
+                    seen = request.version
+                    yield rows
+                if request.finished:
+                    return
+        finally:
+            request.cancel()
+            self._lanes.clear()  # the request's keys and values go now, not when the scheduler is collected
+            release_memory()
 
     @property
     def waiting(self) -> int:
@@ -517,10 +544,16 @@ def for_handle(handle: ModelHandle) -> Scheduler | None:
 
 
 def usable(handle: ModelHandle) -> bool:
-    """Batching is on, the engine steps through torch, and the model's cache can be edited row by row.
+    """Batching is on and the model's cache can be edited row by row."""
+    return get_settings().batching and editable(handle)
 
-    The llama.cpp engine holds one sequence per context, so its rows run one after another.
-    """
-    if not get_settings().batching or handle.llamacpp is not None:
-        return False
+
+def editable(handle: ModelHandle) -> bool:
+    """Rows can join and leave this model's cache: the lean decoder's, or a plain per-layer transformers cache."""
     return handle.fast_decoder is not None or torch_batchable(handle)
+
+
+def alone(handle: ModelHandle, rows: int) -> Scheduler:
+    """A scheduler of one request, run in the caller's thread: with batching off (ZeroGPU runs the
+    model only inside the caller's GPU task) a request still decodes on the same batch code and caches."""
+    return Scheduler(handle, max_rows=max(1, rows), max_queue=1, inline=True)

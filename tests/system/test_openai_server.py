@@ -110,7 +110,7 @@ def remote(server, bundled_dir, monkeypatch):
     monkeypatch.setenv("PLAYGROUND_FAST", "0")  # the local decoder is not what these tests are about
     handle = models.load_handle(str(bundled_dir))
     yield handle
-    handle.remote.close()
+    handle.engine.close()
 
 
 def direct(url: str, path: str, body: dict) -> dict:
@@ -121,7 +121,7 @@ def direct(url: str, path: str, body: dict) -> dict:
 
 
 def test_probe_names_the_server(remote, server):
-    found = remote.remote.server
+    found = remote.remote_server
     assert found.kind == "llamacpp" and found.model.endswith(".gguf") and found.base_url == server
     assert found.alternatives == 20 and found.chat_alternatives == 20
     assert remote.engine_name == "openai"

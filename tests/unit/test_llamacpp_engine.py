@@ -14,6 +14,7 @@ import torch
 
 from pipelines import config
 from pipelines.engine import generation, llamacpp_engine, models
+from pipelines.engine.engines import Engine, LogitsEngine
 from pipelines.engine.sampling import SamplingParams
 from pipelines.store import jobs
 
@@ -22,7 +23,7 @@ needs_llamacpp = pytest.mark.skipif(
 )
 
 
-class TorchLogits:
+class TorchLogits(LogitsEngine):
     """Next-token logits from a torch model without a KV cache: the engine interface, computed independently."""
 
     name = "llama.cpp"
@@ -43,7 +44,7 @@ def engine_handle(tokenizer):
 
     handle = models.wrap(build_tiny_model(tokenizer), tokenizer, name="tiny-llama", source="in-process")
     torch_only = models.wrap(build_tiny_model(tokenizer), tokenizer, name="tiny-llama", source="in-process")
-    handle.llamacpp = TorchLogits(handle.model)
+    handle.engine = TorchLogits(handle.model)
     return handle, torch_only
 
 
@@ -81,9 +82,10 @@ def test_rows_stream_one_after_another_and_stop_strings_hold(engine_handle):
 
 def test_adapters_and_cancel_are_routed(engine_handle):
     handle, _ = engine_handle
-    engine = handle.llamacpp
-    assert handle.llamacpp_for(None) is engine and handle.llamacpp_for([None, None]) is engine
-    assert handle.llamacpp_for("some-adapter") is None and handle.llamacpp_for([None, "x"]) is None
+    engine = handle.engine
+    assert isinstance(engine, Engine) and isinstance(generation.LOCAL, Engine)
+    assert generation.engine_for(handle, None) is engine  # rows without an adapter go to llama.cpp
+    assert generation.engine_for(handle, "some-adapter") is generation.LOCAL  # it runs no adapters
     calls = iter(range(100))
     rows = generation.generate_batch(
         handle,

@@ -21,6 +21,7 @@ import torch
 from pipelines.engine import chat, generation, topk_view
 from pipelines.engine.messages import Message
 from pipelines.engine.openai_engine import OpenAIEngine, ServerError, parse_choice
+from pipelines.engine.remote_stream import RemoteEngine
 from pipelines.engine.sampling import SamplingParams, process_logits
 from pipelines.errors import InvalidParameter
 
@@ -176,7 +177,7 @@ def engine_for(recorder: Recorder, **kwargs) -> OpenAIEngine:
 @pytest.fixture
 def remote_handle(tiny_handle):
     def make(recorder: Recorder, **kwargs):
-        return dataclasses.replace(tiny_handle, remote=engine_for(recorder, **kwargs), scheduler=None)
+        return dataclasses.replace(tiny_handle, engine=RemoteEngine(engine_for(recorder, **kwargs)), scheduler=None)
 
     return make
 
@@ -275,7 +276,7 @@ def test_the_api_key_is_sent_as_a_bearer_token_and_shown_nowhere(remote_handle):
     handle = remote_handle(recorder, api_key="sk-SECRET")
     generation.generate(handle, "Q", SamplingParams(temperature=0))
     assert all(h.get("authorization") == "Bearer sk-SECRET" for _, _, h in recorder.requests[-3:])
-    shown = model_card(handle) + repr(handle.remote) + repr(handle.remote.server) + handle.remote.server.describe()
+    shown = model_card(handle) + repr(handle.engine) + repr(handle.engine.server) + handle.engine.server.describe()
     assert "sk-SECRET" not in shown and "gpu-box:8000" in shown
     proxied = Recorder("vllm")  # credentials in the URL travel as basic auth, never in the (logged) request URL
     engine = OpenAIEngine("http://user:p%40ss@gpu-box:8000/v1", transport=httpx.MockTransport(proxied))
@@ -366,19 +367,25 @@ def test_stop_frees_the_rows_at_once(remote_handle):
 
 def test_base_rows_go_to_the_server_and_adapter_rows_stay_local(remote_handle, monkeypatch):
     handle = remote_handle(Recorder("vllm"))
-    local = []
-    real = generation.stream_batch
 
-    def routed(handle_, prompts, params, *, adapter=None, **kwargs):
-        if isinstance(adapter, str):  # the local engine with adapters is tested elsewhere
-            local.append(adapter)
-            yield [generation.Completion([1], p, 0, text="local", finish_reason="length") for p in params]
-        else:
-            yield from real(handle_, prompts, params, adapter=adapter, **kwargs)
+    class LocalStandIn:  # the local engine with adapters is tested elsewhere
+        name = "torch"
+        capabilities = generation.LocalEngine.capabilities
 
-    monkeypatch.setattr(generation, "stream_batch", routed)
+        def __init__(self) -> None:
+            self.adapters: list = []
+
+        def stream(self, handle_, batch, should_stop):
+            self.adapters += batch.adapters
+            for row in batch.rows:
+                row.text, row.finish_reason = "local", "length"
+            yield batch.rows
+
+    local = LocalStandIn()
+    monkeypatch.setattr(generation, "LOCAL", local)
     rows = generation.generate_batch(handle, ["Q", "Q"], [SamplingParams(temperature=0)] * 2, adapter=[None, "aligned"])
-    assert [r.engine for r in rows] == ["openai", "torch"] and rows[1].text == "local" and local == ["aligned"]
+    assert [r.engine for r in rows] == ["openai", "torch"] and rows[1].text == "local" and local.adapters == ["aligned"]
+    assert rows[0].text != "local"
 
 
 # --- the distribution rebuilt from the top K -----------------------------------------------------

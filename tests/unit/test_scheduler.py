@@ -172,3 +172,49 @@ def test_the_generate_tab_shows_the_place_in_the_queue(handle, monkeypatch):
         assert text and "finished" in stats
     finally:
         models.set_handle(None)
+
+
+def test_with_batching_off_a_request_decodes_alone_on_the_same_batch_code(handle, monkeypatch):
+    """ZeroGPU turns batching off: each request runs its own scheduler in the caller's thread (no
+    second KV-cache implementation), and gives the rows the shared scheduler gives."""
+    batched = generation.generate_batch(handle, PROMPTS, SETTINGS, ignore_eos=True)
+    monkeypatch.setattr(scheduler, "usable", lambda h: False)
+    handle.scheduler = None
+    made: list[scheduler.Scheduler] = []
+    real_alone = scheduler.alone
+    monkeypatch.setattr(scheduler, "alone", lambda h, rows: made.append(real_alone(h, rows)) or made[-1])
+    threads_before = {t.name for t in threading.enumerate()}
+    alone = generation.generate_batch(handle, PROMPTS, SETTINGS, ignore_eos=True)
+    assert [r.completion_ids for r in alone] == [r.completion_ids for r in batched]
+    assert [r.text for r in alone] == [r.text for r in batched]
+    assert len(made) == 1 and made[0].inline and made[0].steps > 0 and made[0].max_batch == len(PROMPTS)
+    assert made[0]._lanes == {}  # the caches went with the request
+    assert "decode-scheduler" not in {t.name for t in threading.enumerate()} - threads_before
+    stopped = generation.generate(handle, PROMPTS[0], LONG, should_stop=iter([False] * 4 + [True] * 999).__next__)
+    assert stopped.finish_reason == "cancelled" and 0 < len(stopped.tokens) < LONG.max_new_tokens
+
+
+def test_a_cache_the_batch_cannot_edit_decodes_in_lock_step_with_the_same_rows(handle, monkeypatch):
+    """Sliding-window and hybrid caches cannot let rows join and leave: such a model decodes each
+    request on transformers' own cache, and the rows are the ones the batch gives."""
+    batched = generation.generate_batch(handle, PROMPTS, SETTINGS, ignore_eos=True)
+    monkeypatch.setattr(scheduler, "editable", lambda h: False)
+    monkeypatch.setattr(scheduler, "usable", lambda h: False)
+    handle.scheduler = None
+    monkeypatch.setattr(scheduler, "alone", lambda h, rows: pytest.fail("no batch for an uneditable cache"))
+    lockstep = generation.generate_batch(handle, PROMPTS, SETTINGS, ignore_eos=True)
+    assert [r.completion_ids for r in lockstep] == [r.completion_ids for r in batched]
+
+
+def test_the_engine_is_chosen_in_one_place():
+    """No per-engine hooks on the model handle: generation asks `engine_for`, and every engine
+    answers the one protocol (pipelines/engine/engines.py)."""
+    from pipelines.engine import engines, llamacpp_engine, remote_stream
+
+    for hook in ("fast_decoder_for", "llamacpp_for", "remote_for", "llamacpp", "remote"):
+        assert not hasattr(models.ModelHandle, hook), hook
+    for engine in (generation.LocalEngine, llamacpp_engine.LlamaCppEngine, remote_stream.RemoteEngine):
+        for member in ("name", "capabilities", "stream", "inspect"):
+            assert hasattr(engine, member), (engine, member)
+    assert not hasattr(generation, "_stream_fast") and not hasattr(generation, "_stream_llamacpp")
+    assert isinstance(generation.LOCAL, engines.Engine)
