@@ -79,7 +79,7 @@ def child(method: str, batch: int, length: int, profiled: bool) -> dict:
 
     from pipelines.config import get_settings
     from pipelines.engine import models
-    from pipelines.train import finetune, training
+    from pipelines.train import finetune, memory_plan, training
 
     settings = get_settings()
     source, _ = models.resolve_source(models.configured_model_id(settings), settings)
@@ -95,13 +95,11 @@ def child(method: str, batch: int, length: int, profiled: bool) -> dict:
     planned = finetune.plan(
         model,
         "lora",
+        memory_plan.Step(batch=batch, length=length, mixed_precision=precision.bf16 or precision.fp16),
         lora_r=spec.lora_r,
         target_modules=spec.target_modules,
         num_virtual_tokens=spec.num_virtual_tokens,
-        batch_size=batch,
-        max_length=length,
         lora_dropout=spec.lora_dropout,
-        mixed_precision=precision.bf16 or precision.fp16,
     ).rows[METHODS.index(method)]
 
     class Measure(TrainerCallback):

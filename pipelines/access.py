@@ -36,6 +36,10 @@ class AuthConfigError(PlaygroundError, ValueError):
     """PLAYGROUND_AUTH / PLAYGROUND_ADMINS cannot be understood."""
 
 
+class SignInRequired(AccessDenied):
+    """The action needs a name behind it and the caller is not signed in."""
+
+
 class SignInThrottled(PlaygroundError, PermissionError):
     """Too many failed sign-ins from this client; `seconds` until the next try."""
 
@@ -176,7 +180,7 @@ class AccessPolicy:
     def check_identity(self, user: str | None, action: str) -> None:
         """Anonymous callers may not change what others see once sign-in is on."""
         if self.sign_in and not user:
-            raise AccessDenied(
+            raise SignInRequired(
                 f"Sign in to {action}. Visitors who are not signed in can generate, chat and ask questions; "
                 "what others see needs a name behind it."
             )

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import overload
 from urllib.parse import urlsplit, urlunsplit
 
+from pipelines.errors import ConfigError
 from pipelines.gpu import on_zero_gpu
 
 # What ships with the code: sample datasets, presets, teaching texts (one place, for pipelines and UI).
@@ -322,55 +323,59 @@ class Settings:
 
     def __post_init__(self) -> None:
         if self.device not in {"auto", "cpu", "cuda", "mps"}:
-            raise ValueError(f"PLAYGROUND_DEVICE must be auto, cpu, cuda or mps, got {self.device!r}")
+            raise ConfigError(f"PLAYGROUND_DEVICE must be auto, cpu, cuda or mps, got {self.device!r}")
         if self.dtype not in {"auto", "float32", "bfloat16", "float16"}:
-            raise ValueError(f"PLAYGROUND_DTYPE must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
+            raise ConfigError(f"PLAYGROUND_DTYPE must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
         if self.train_precision not in TRAIN_PRECISIONS:
-            raise ValueError(
+            raise ConfigError(
                 f"PLAYGROUND_TRAIN_PRECISION must be {', '.join(TRAIN_PRECISIONS)}, got {self.train_precision!r}"
             )
         if self.engine not in {"torch", "llamacpp", "openai"}:
-            raise ValueError(f"PLAYGROUND_ENGINE must be torch, llamacpp or openai, got {self.engine!r}")
+            raise ConfigError(f"PLAYGROUND_ENGINE must be torch, llamacpp or openai, got {self.engine!r}")
         if self.engine == "openai" and not self.openai_base_url:
-            raise ValueError(
+            raise ConfigError(
                 "PLAYGROUND_ENGINE=openai needs PLAYGROUND_OPENAI_BASE_URL, the server's API root (e.g. http://gpu-box:8000/v1)"
             )
         if self.openai_base_url is not None and urlsplit(self.openai_base_url).scheme not in {"http", "https"}:
-            raise ValueError(
+            raise ConfigError(
                 f"PLAYGROUND_OPENAI_BASE_URL must be an http:// or https:// URL, got {redacted(self.openai_base_url)!r}"
             )
         if self.openai_server is not None and self.openai_server not in OPENAI_SERVERS:
-            raise ValueError(
+            raise ConfigError(
                 f"PLAYGROUND_OPENAI_SERVER must be one of {', '.join(OPENAI_SERVERS)}, got {self.openai_server!r}"
             )
         if not self.openai_timeout > 0:
-            raise ValueError(
+            raise ConfigError(
                 f"PLAYGROUND_OPENAI_TIMEOUT must be a positive number of seconds, got {self.openai_timeout:g}"
             )
         if self.max_upload_mb < 1:
-            raise ValueError(f"PLAYGROUND_MAX_UPLOAD_MB must be at least 1, got {self.max_upload_mb}")
+            raise ConfigError(f"PLAYGROUND_MAX_UPLOAD_MB must be at least 1, got {self.max_upload_mb}")
         if self.max_jobs < 1:
-            raise ValueError(f"PLAYGROUND_MAX_JOBS must be at least 1, got {self.max_jobs}")
+            raise ConfigError(f"PLAYGROUND_MAX_JOBS must be at least 1, got {self.max_jobs}")
         if self.batch_rows < 1:
-            raise ValueError(f"PLAYGROUND_BATCH_ROWS must be at least 1, got {self.batch_rows}")
+            raise ConfigError(f"PLAYGROUND_BATCH_ROWS must be at least 1, got {self.batch_rows}")
         if self.batch_queue < 1:
-            raise ValueError(f"PLAYGROUND_BATCH_QUEUE must be at least 1, got {self.batch_queue}")
+            raise ConfigError(f"PLAYGROUND_BATCH_QUEUE must be at least 1, got {self.batch_queue}")
         if self.backup_interval < 10:
-            raise ValueError(f"PLAYGROUND_BACKUP_INTERVAL must be at least 10 (seconds), got {self.backup_interval:g}")
+            raise ConfigError(f"PLAYGROUND_BACKUP_INTERVAL must be at least 10 (seconds), got {self.backup_interval:g}")
         if self.backup_keep < 1:
-            raise ValueError(f"PLAYGROUND_BACKUP_KEEP must be at least 1, got {self.backup_keep}")
+            raise ConfigError(f"PLAYGROUND_BACKUP_KEEP must be at least 1, got {self.backup_keep}")
         if self.backup_repo is not None and self.backup_repo.count("/") != 1:
-            raise ValueError(
+            raise ConfigError(
                 f"PLAYGROUND_BACKUP_REPO must be a Hub dataset id like user/labels, got {self.backup_repo!r}"
             )
         if not 0 <= self.proxy_hops <= 10:
-            raise ValueError(f"PLAYGROUND_PROXY_HOPS must be between 0 and 10, got {self.proxy_hops}")
+            raise ConfigError(f"PLAYGROUND_PROXY_HOPS must be between 0 and 10, got {self.proxy_hops}")
         if self.anon_holds_per_address < 1:
-            raise ValueError(f"PLAYGROUND_ANON_HOLDS_PER_ADDRESS must be at least 1, got {self.anon_holds_per_address}")
+            raise ConfigError(
+                f"PLAYGROUND_ANON_HOLDS_PER_ADDRESS must be at least 1, got {self.anon_holds_per_address}"
+            )
         if self.anon_visitors_per_hour < 1:
-            raise ValueError(f"PLAYGROUND_ANON_VISITORS_PER_HOUR must be at least 1, got {self.anon_visitors_per_hour}")
+            raise ConfigError(
+                f"PLAYGROUND_ANON_VISITORS_PER_HOUR must be at least 1, got {self.anon_visitors_per_hour}"
+            )
         if self.threads is not None and self.threads < 1:
-            raise ValueError(f"PLAYGROUND_THREADS must be at least 1, got {self.threads}")
+            raise ConfigError(f"PLAYGROUND_THREADS must be at least 1, got {self.threads}")
 
     def path(self, *parts: str) -> Path:
         """A path under the data directory, its parent created."""

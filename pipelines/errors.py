@@ -25,3 +25,7 @@ class InvalidParameter(PlaygroundError, ValueError):
     def __init__(self, param: str, message: str) -> None:
         super().__init__(f"{param}: {message}")
         self.param = param
+
+
+class ConfigError(PlaygroundError, ValueError):
+    """The app's configuration (an environment variable) is wrong; the message names the variable."""

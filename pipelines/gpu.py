@@ -22,6 +22,8 @@ import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from pipelines.errors import ConfigError
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 # Seconds one call may hold the GPU: ZeroGPU's default quota counts this, not the time used.
@@ -42,7 +44,7 @@ def task(duration: int = DEFAULT_DURATION) -> Callable[[F], F]:
         try:
             import spaces
         except ImportError as error:
-            raise RuntimeError(
+            raise ConfigError(
                 "SPACES_ZERO_GPU is set but the `spaces` package is missing: add `spaces` to requirements.txt"
             ) from error
         return spaces.GPU(duration=duration)(function)

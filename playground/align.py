@@ -97,7 +97,10 @@ def start_job(
     """
     refuse_out_of_range(shown)
     job_id = uuid.uuid4().hex[:12]
-    shared = {"out": str(settings.get("out") or "").strip(), "overwrite": bool(settings.get("overwrite"))}
+    shared: dict[str, Any] = {
+        "out": str(settings.get("out") or "").strip(),
+        "overwrite": bool(settings.get("overwrite")),
+    }
     if method == METHODS[0]:
         data = _file_input(pair_source, PAIR_SOURCES, pair_upload, job_id, "preference")
         spec = build_spec(dpo.DPOSpec, settings, "dpo_", data=data, from_store=data is None, **shared)
@@ -142,17 +145,14 @@ def run_evaluation(
         raise UserError("Choose an adapter and a reward model.")
     prompts = _eval_prompts(source, upload)[: int(n)]
     progress(0, desc=f"answering {len(prompts)} prompts with the base model and {adapter}")
-    try:
-        report = evaluate.evaluate(
-            models.get_handle(),
-            adapter,
-            reward_model,
-            prompts,
-            SamplingParams(temperature=0, max_new_tokens=int(max_new_tokens)),
-            progress=lambda done, total: progress(done / total, desc=f"{done} / {total} prompts"),
-        )
-    except (reward.RewardModelError, models.ModelUnavailable, ValueError) as error:
-        raise UserError(str(error)) from error
+    report = evaluate.evaluate(
+        models.get_handle(),
+        adapter,
+        reward_model,
+        prompts,
+        SamplingParams(temperature=0, max_new_tokens=int(max_new_tokens)),
+        progress=lambda done, total: progress(done / total, desc=f"{done} / {total} prompts"),
+    )
     summary = (
         f"On **{report['n']}** prompts, judged by **{html.escape(reward_model)}**: **{html.escape(adapter)}** wins "
         f"**{report['win_rate']:.0%}** against the base model ({report['wins']} better, {report['ties']} ties, "
@@ -187,20 +187,14 @@ def queue_for_humans(
     prompts = _eval_prompts(source, upload)[: int(n)]
     params = SamplingParams(temperature=0.7, max_new_tokens=int(max_new_tokens))
     who = annotator_name(None, request) or None
-    made = 0
-    for number, prompt in enumerate(prompts, start=1):
-        progress((number - 1) / len(prompts), desc=f"item {number} / {len(prompts)}")
-        try:
-            comparisons.generate_item(
-                models.get_handle(),
-                prompt,
-                [comparisons.Source(None, params), comparisons.Source(adapter, params)],
-                origin=f"align:{adapter}",
-                created_by=who,
-            )
-        except (preferences.PreferenceError, ValueError) as error:
-            raise UserError(f"after {made} items: {error}") from error
-        made += 1
+    made = comparisons.queue_items(
+        models.get_handle(),
+        prompts,
+        [comparisons.Source(None, params), comparisons.Source(adapter, params)],
+        origin=f"align:{adapter}",
+        created_by=who,
+        progress=lambda done, total: progress(done / total, desc=f"item {done + 1} / {total}"),
+    )
     return (
         f"Queued **{made}** comparison items ({html.escape(adapter)} vs base) — vote on them in the **Label** tab; the "
         "Dataset tab's leaderboard then ranks the two sources from human votes."

@@ -18,7 +18,6 @@ from typing import Any
 import gradio as gr
 
 from pipelines.engine import models
-from pipelines.errors import InvalidParameter
 from pipelines.inside import token_tree
 
 from .controls import Throttle, show_token, to_params
@@ -118,21 +117,16 @@ def grow(
     params = to_params(sampling)
     throttle = Throttle(UI_UPDATE_SECONDS)
     parent = tree.get("current", 0) if branch_id is None else int(branch_id)
-    try:
-        for branch in token_tree.grow(
-            handle, tree, parent_id=parent, at=int(at or 0), forced_ids=forced, params=params
-        ):
-            done = branch["finish_reason"] is not None
-            if throttle.due(final=done):
-                yield (
-                    branch["text"],
-                    _state_of(tree, branch),
-                    tree,
-                    tree_html(tree),
-                    _picker(tree) if done else gr.update(),
-                )
-    except InvalidParameter as error:
-        raise UserError(str(error).split(": ", 1)[-1]) from error
+    for branch in token_tree.grow(handle, tree, parent_id=parent, at=int(at or 0), forced_ids=forced, params=params):
+        done = branch["finish_reason"] is not None
+        if throttle.due(final=done):
+            yield (
+                branch["text"],
+                _state_of(tree, branch),
+                tree,
+                tree_html(tree),
+                _picker(tree) if done else gr.update(),
+            )
 
 
 def show(tree: dict[str, Any] | None, branch_id: int | None) -> tuple[Any, ...]:

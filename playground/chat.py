@@ -12,13 +12,14 @@ import gradio as gr
 
 from pipelines.access import get_policy
 from pipelines.engine import chat, models
-from pipelines.engine.sampling import InvalidParameter, SamplingParams
+from pipelines.engine.sampling import SamplingParams
 from pipelines.labels import comparisons
 
 from .controls import MODEL_EVENTS, STOPS, Throttle, fill_when_model_ready, how_it_works, to_params, waiting_note
 from .errors import UserError
 from .guard import signed_in
 from .sidebar import Shared, annotator_name, labeller, selected_adapter, session_key
+from .spec_controls import with_spec_parameters
 
 UI_UPDATE_SECONDS = 0.05
 MAX_IMPORT_BYTES = 5_000_000
@@ -232,23 +233,15 @@ def apply_edit(history: list[dict[str, Any]], busy: bool, edit_data: gr.EditData
     return messages[:index] + [{"role": "user", "content": new_text}], True, *_reply_buttons(False), STOPS.new_run()
 
 
-_DEFAULT = SamplingParams()
+API_KNOBS = ("max_new_tokens", "temperature", "top_k", "top_p", "min_p", "repetition_penalty")
 
 
-def chat_api(
+def _chat_api(
     message: str,
     history: list[dict[str, Any]] | None = None,
     system_prompt: str | None = None,
     adapter: str | None = None,
-    # the script-facing parameters of /chat; their defaults are SamplingParams' own (one definition)
-    max_new_tokens: int = _DEFAULT.max_new_tokens,
-    temperature: float = _DEFAULT.temperature,
-    top_k: int = _DEFAULT.top_k,
-    top_p: float = _DEFAULT.top_p,
-    min_p: float = _DEFAULT.min_p,
-    repetition_penalty: float = _DEFAULT.repetition_penalty,
-    seed: int = -1,
-    stop: list[str] | None = None,
+    **settings: Any,
 ) -> dict[str, Any]:
     """Send `message` after `history` (OpenAI-style messages) and return the reply.
 
@@ -257,15 +250,11 @@ def chat_api(
     """
     if not message or not str(message).strip():
         raise UserError("message is empty")
+    seed = settings.pop("seed", -1)
     params = SamplingParams(
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        min_p=min_p,
-        repetition_penalty=repetition_penalty,
+        **{name: settings[name] for name in API_KNOBS},
         seed=None if seed is None or seed < 0 else seed,
-        stop=tuple(stop or ()),
+        stop=tuple(settings.get("stop") or ()),
     )
     messages = to_messages(history) + [chat.Message("user", str(message))]
     completion, prompt = chat.reply(
@@ -283,6 +272,13 @@ def chat_api(
         "dropped_turns": prompt.dropped_turns,
         "finish_reason": completion.finish_reason,
     }
+
+
+# the script-facing parameters of /chat: the sampling knobs with SamplingParams' own defaults (one
+# definition), a seed (-1: random) and stop strings
+chat_api = with_spec_parameters(
+    _chat_api, SamplingParams, API_KNOBS, extra={"seed": (int, -1), "stop": (list[str] | None, None)}
+)
 
 
 def feedback(
@@ -366,10 +362,7 @@ def import_conversation(file: str | None) -> tuple[list[dict[str, Any]], Any]:
     path = Path(file)
     if path.stat().st_size > MAX_IMPORT_BYTES:
         raise UserError(f"The file is larger than {MAX_IMPORT_BYTES // 1_000_000} MB.")
-    try:
-        messages = chat.import_json(path.read_bytes())
-    except InvalidParameter as error:
-        raise UserError(f"Could not import {path.name}: {error}") from error
+    messages = chat.import_file(path)
     system, rest = chat.split_system(messages)
     return to_chatbot(rest), system if system is not None else gr.update()
 

@@ -7,7 +7,6 @@ builder for its "B" configuration.
 
 from __future__ import annotations
 
-import codecs
 import html
 import threading
 import time
@@ -23,10 +22,10 @@ from pipelines import knobs
 from pipelines.config import ASSETS, get_settings
 from pipelines.engine import scheduler
 from pipelines.engine.openai_engine import KNOB_OFF
-from pipelines.engine.sampling import InvalidParameter, SamplingParams
+from pipelines.engine.sampling import SamplingParams, format_stop, parse_stop
 
 from .errors import UserError
-from .spec_controls import bind, build_spec, control, refusal
+from .spec_controls import bind, build_spec, control
 
 
 def _model_concurrency() -> int:
@@ -84,35 +83,12 @@ class SamplingControls:
         return [gr.update(value=shown[name]) if shown.get(name) is not None else gr.update() for name in PARAM_NAMES]
 
 
-def parse_stop(text: str | None) -> tuple[str, ...]:
-    """One stop string per line; backslash escapes (\\n, \\t) let users write a newline."""
-    if not text:
-        return ()
-    out = []
-    for line in text.splitlines():
-        if not line:
-            continue
-        try:
-            out.append(codecs.decode(line, "unicode_escape") if "\\" in line else line)
-        except UnicodeDecodeError as error:
-            raise InvalidParameter("stop", f"bad escape in {line!r}: {error.reason}") from error
-    return tuple(out)
-
-
-def format_stop(stops: Sequence[str]) -> str:
-    return "\n".join(s.encode("unicode_escape").decode("ascii") for s in stops)
-
-
 def to_params(values: dict[str, Any], prefix: str = "") -> SamplingParams:
     """SamplingParams from handler keyword arguments, raised as a clear UI error (naming the control) if invalid."""
     missing = [prefix + name for name in PARAM_NAMES if prefix + name not in values]
     if missing:
         raise UserError(f"Invalid setting — {', '.join(missing)} missing")
-    try:
-        stop = parse_stop(values[f"{prefix}stop"])
-    except InvalidParameter as error:
-        raise refusal(SamplingParams, error) from error
-    return build_spec(SamplingParams, {**values, f"{prefix}stop": stop}, prefix)
+    return build_spec(SamplingParams, values, prefix, parse={"stop": parse_stop})
 
 
 def sampling_controls(defaults: SamplingParams | None = None, *, label_prefix: str = "") -> SamplingControls:

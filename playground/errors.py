@@ -39,7 +39,7 @@ class UserError(gr.Error):
 
 # --- the one translator: the error family becomes what a person reads -----------------------------
 
-TITLES = {"AccessDenied": "Not allowed", "SignInThrottled": "Sign in"}
+TITLES = {"AccessDenied": "Not allowed", "SignInRequired": "Sign in", "SignInThrottled": "Sign in"}
 
 
 def refusal(error: PlaygroundError) -> UserError:

@@ -14,10 +14,9 @@ from pipelines import knobs
 from pipelines.config import DATASETS
 from pipelines.engine import adapters, model_structure, models
 from pipelines.engine.hardware import detect, plan_device, train_precision
-from pipelines.errors import InvalidParameter
 from pipelines.store import jobs
 from pipelines.store.files import copy_upload
-from pipelines.train import finetune, sft_data
+from pipelines.train import finetune, memory_plan, sft_data
 from pipelines.train.training import device_and_precision
 
 from . import jobs_panel, metric_view
@@ -33,7 +32,7 @@ from .errors import UserError
 from .guard import admin_only
 from .pickers import FIRST, LiveDropdown
 from .sidebar import Shared, adapter_choices
-from .spec_controls import bind, build_spec, control, controls, refusal
+from .spec_controls import bind, build_spec, control, controls, named
 
 SAMPLES_DIR = DATASETS
 DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".tsv")
@@ -69,10 +68,7 @@ def _count(n: int) -> str:
 def check_data(upload: str | None, sample: str | None, max_length: float):
     """Validate the chosen data: summary, preview, row problems, and one loss-mask example."""
     path = _data_path(upload, sample)
-    try:
-        data = sft_data.load_file(path)
-    except sft_data.DataError as error:
-        raise UserError(f"Cannot use this file: {error}") from error
+    data = sft_data.load_file(path)
     tokenizer = models.get_handle().tokenizer
     problems = data.problems + sft_data.check_lengths(data, tokenizer, int(max_length))
     bad = len({p.row for p in problems})
@@ -133,17 +129,20 @@ def update_plan(
     """Trainable parameters of the chosen method, and every method's peak memory at this batch and length."""
     model = models.get_handle().base_model
     _, precision = device_and_precision()
+    step = memory_plan.Step(
+        batch=max(1, int(batch_size or 1)),
+        length=max(1, int(max_length or 1)),
+        mixed_precision=precision.bf16 or precision.fp16,
+        checkpointing=bool(checkpointing),
+    )
     result = finetune.plan(
         model,
         method,
+        step,
         lora_r=int(lora_r),
         target_modules=targets or [],
         num_virtual_tokens=int(virtual_tokens),
-        batch_size=max(1, int(batch_size or 1)),
-        max_length=max(1, int(max_length or 1)),
-        gradient_checkpointing=bool(checkpointing),
         lora_dropout=float(lora_dropout or 0),
-        mixed_precision=precision.bf16 or precision.fp16,
         train_blocks=finetune.parse_blocks(train_blocks),
     )
     chosen = next((r for r in result.rows if r["method"].lower().startswith(method.split("-")[0])), result.rows[0])
@@ -202,10 +201,7 @@ def start_job(
     spec = build_spec(finetune.FinetuneSpec, settings, data="(set below)")
     data = sft_data.load_file(source)  # the file's problems first: a garbage upload is about the file, not the name
     sft_data.accept(data, data.problems, skip_bad_rows=spec.skip_bad_rows)
-    try:
-        finetune.check_can_write(spec)
-    except InvalidParameter as error:
-        raise refusal(finetune.FinetuneSpec, error) from error
+    named(finetune.FinetuneSpec, lambda: finetune.check_can_write(spec))
     copied = copy_upload(
         source, jobs.job_dir(job_id) / "inputs", max_bytes=sft_data.MAX_FILE_BYTES, allowed_suffixes=DATA_SUFFIXES
     )

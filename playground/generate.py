@@ -12,7 +12,7 @@ import pandas as pd
 
 from pipelines.engine import generation, models, prompts
 from pipelines.engine.completion import record_ids
-from pipelines.engine.sampling import InvalidParameter, SamplingParams
+from pipelines.engine.sampling import SamplingParams
 from pipelines.train import icl_eval
 
 from . import branches
@@ -46,14 +46,6 @@ CUT_COLORS = {
     "greedy": "#9ca3af",
 }
 EMPTY_STATE: dict[str, Any] = {}
-
-
-def _model_error(error: Exception) -> gr.Error:
-    return (
-        UserError(str(error))
-        if isinstance(error, (InvalidParameter, models.ModelUnavailable))
-        else UserError(f"Generation failed: {error}")
-    )
 
 
 def _stats(completion: generation.Completion, *, stopped: bool = False) -> str:
@@ -97,18 +89,15 @@ def run_generation(
     adapter = selected_adapter(adapter)
     if not prompt or not prompt.strip():
         raise UserError("The prompt is empty: type some text or pick a preset.")
-    try:
-        handle = models.get_handle()
-        throttle = Throttle(UI_UPDATE_SECONDS)
-        completion = None
-        for completion in generation.stream(handle, prompt, params, adapter=adapter):
-            if STOPS.stopped(run_id):  # the stream ends itself, so its last word is "stopped"
-                yield completion.text, _stats(completion, stopped=True), _state(completion, prompt, adapter)
-                return
-            if throttle.due(final=completion.done, rows=[completion]):
-                yield completion.text, _stats(completion), _state(completion, prompt, adapter)
-    except (InvalidParameter, models.ModelUnavailable) as error:
-        raise _model_error(error) from error
+    handle = models.get_handle()
+    throttle = Throttle(UI_UPDATE_SECONDS)
+    completion = None
+    for completion in generation.stream(handle, prompt, params, adapter=adapter):
+        if STOPS.stopped(run_id):  # the stream ends itself, so its last word is "stopped"
+            yield completion.text, _stats(completion, stopped=True), _state(completion, prompt, adapter)
+            return
+        if throttle.due(final=completion.done, rows=[completion]):
+            yield completion.text, _stats(completion), _state(completion, prompt, adapter)
 
 
 def token_view(state: dict[str, Any]) -> tuple[str, pd.DataFrame]:
@@ -197,11 +186,8 @@ def inspect(
     """The next-token distribution at a position: model (T=1) vs after the sampling settings."""
     params = to_params(sampling)
     adapter = selected_adapter(adapter)
-    try:
-        ids, where = _context(prompt, state or {}, position, adapter)
-        view = generation.inspect_next_token(models.get_handle(), ids, params, adapter=adapter, top_n=15)
-    except (InvalidParameter, models.ModelUnavailable) as error:
-        raise _model_error(error) from error
+    ids, where = _context(prompt, state or {}, position, adapter)
+    view = generation.inspect_next_token(models.get_handle(), ids, params, adapter=adapter, top_n=15)
     # Zero-padded ranks: the chart orders its x axis alphabetically, which is then rank order.
     labels = [f"{rank + 1:02d}. {show_token(row.token)}" for rank, row in enumerate(view.rows)]
     raw = _with_every_filter(labels, [row.raw_prob for row in view.rows], [row.cut_by or "kept" for row in view.rows])
@@ -223,15 +209,10 @@ def compare(prompt: str, adapter: str | None = None, **settings: Any) -> Iterato
     adapter = selected_adapter(adapter)
     if not prompt or not prompt.strip():
         raise UserError("The prompt is empty: type some text or pick a preset.")
-    try:
-        throttle = Throttle(UI_UPDATE_SECONDS)
-        for rows in generation.stream_batch(
-            models.get_handle(), [prompt, prompt], [params_a, params_b], adapter=adapter
-        ):
-            if throttle.due(final=all(r.done for r in rows), rows=rows):
-                yield rows[0].text, _stats(rows[0]), rows[1].text, _stats(rows[1])
-    except (InvalidParameter, models.ModelUnavailable) as error:
-        raise _model_error(error) from error
+    throttle = Throttle(UI_UPDATE_SECONDS)
+    for rows in generation.stream_batch(models.get_handle(), [prompt, prompt], [params_a, params_b], adapter=adapter):
+        if throttle.due(final=all(r.done for r in rows), rows=rows):
+            yield rows[0].text, _stats(rows[0]), rows[1].text, _stats(rows[1])
 
 
 def load_preset(label: str) -> list[Any]:
@@ -245,12 +226,7 @@ def measure_shots(task: str | None, adapter: str | None = None) -> tuple[pd.Data
     """Zero-, one- and few-shot accuracy of a labelled task, side by side, and every answer."""
     if not task:
         raise UserError("Choose a task to measure.")
-    try:
-        report = icl_eval.measure(models.get_handle(), task, adapter=selected_adapter(adapter))
-    except ValueError as error:
-        raise UserError(str(error)) from error
-    except models.ModelUnavailable as error:
-        raise _model_error(error) from error
+    report = icl_eval.measure(models.get_handle(), task, adapter=selected_adapter(adapter))
     summary = pd.DataFrame(
         [
             [

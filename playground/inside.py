@@ -18,6 +18,7 @@ from pipelines.engine import models
 
 from .controls import fill_when_model_ready, how_it_works
 from .sidebar import Shared, selected_adapter
+from .spec_controls import control
 
 PALETTE = 6  # token colours, cycled (assets/style.css: .tok.c0 … .tok.c5)
 SHOWN_PIECE = 10  # characters of a token shown in a grid cell (the whole one in its tooltip)
@@ -249,9 +250,10 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
                     label="Prompt", value="The cat sat on the mat because it was tired.", lines=2, scale=3
                 )
                 with gr.Column(scale=2):
-                    layer = gr.Slider(0, 29, value=3, step=1, label="Layer", elem_id="inside-layer")
-                    head = gr.Slider(0, 8, value=0, step=1, label="Head", elem_id="inside-head")
-                    mean = gr.Checkbox(label="mean over heads")
+                    # the model's own sizes narrow the sliders once it is loaded (_sizes)
+                    layer = control(inside.AttentionSpec, "layer", elem_id="inside-layer")
+                    head = control(inside.AttentionSpec, "head", elem_id="inside-head")
+                    mean = control(inside.AttentionSpec, "mean")
                     attention_button = gr.Button("Show attention", variant="primary")
             attention = gr.HTML(elem_id="inside-attention")
             attention_note = gr.Markdown()
@@ -263,9 +265,7 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
             lens_note = gr.Markdown()
         with gr.Tab("Architecture", id="architecture"):
             with gr.Row():
-                context = gr.Number(
-                    label="Context length for the KV cache (tokens)", value=8192, precision=0, minimum=1
-                )
+                context = control(inside.ArchitectureSpec, "context")
                 architecture_button = gr.Button("Show", scale=0)
             cache = gr.Markdown(elem_id="inside-kv")
             with gr.Row():

@@ -21,7 +21,7 @@ from .controls import ASSETS, MODEL_EVENTS, Throttle, cleared_first
 from .errors import UserError
 from .guard import signed_in
 from .pickers import LiveDropdown
-from .sidebar import Shared, adapter_choices, client_key, labeller, selected_adapter, session_key
+from .sidebar import Shared, adapter_choices, client_key, known_labeller, labeller, selected_adapter, session_key
 from .spec_controls import build_spec, control
 
 MODES = (
@@ -63,30 +63,64 @@ def _prompt_md(item_prompt: list[Any]) -> str:
     return "  \n".join(lines)
 
 
+LETTERS = "abcd"
+
+
+@dataclass(frozen=True)
+class ItemSources:
+    """What generates a new comparison item: up to four sources (adapter, temperature, seed) and the
+    response budget. The form and the /new_item API name them `adapter_a`, `temperature_a`,
+    `seed_a`, ... `max_new_tokens` (one definition: this class)."""
+
+    adapters: tuple[str | None, ...] = (None, None, None, None)
+    temperatures: tuple[float, ...] = (0.7, 1.0, 0.7, 1.0)
+    seeds: tuple[float, ...] = (-1, -1, -1, -1)
+    max_new_tokens: float = 128
+
+    @classmethod
+    def from_values(cls, values: dict[str, Any]) -> ItemSources:
+        names = {f"{kind}_{letter}" for kind in ("adapter", "temperature", "seed") for letter in LETTERS}
+        unknown = sorted(set(values) - names - {"max_new_tokens"})
+        if unknown:
+            raise UserError(f"Unknown setting(s) for a new item: {', '.join(unknown)}.")
+        default = cls()
+
+        def per_source(kind: str, defaults: tuple) -> tuple:
+            return tuple(values.get(f"{kind}_{letter}", d) for letter, d in zip(LETTERS, defaults, strict=True))
+
+        return cls(
+            adapters=per_source("adapter", default.adapters),
+            temperatures=per_source("temperature", default.temperatures),
+            seeds=per_source("seed", default.seeds),
+            max_new_tokens=values.get("max_new_tokens", default.max_new_tokens),
+        )
+
+    def sources(self, n: int) -> list[comparisons.Source]:
+        """The first `n` sources, their settings checked like any request."""
+        return [
+            comparisons.Source(
+                adapter=selected_adapter(adapter),
+                params=build_spec(
+                    SamplingParams, {"temperature": temperature, "max_new_tokens": self.max_new_tokens, "seed": seed}
+                ),
+            )
+            for adapter, temperature, seed in list(zip(self.adapters, self.temperatures, self.seeds, strict=True))[:n]
+        ]
+
+
 def new_item(
     mode: str,
     prompt: str,
     prompt_set: str | None,
     n_responses: float,
     annotator: str,
-    adapter_a: str | None = None,
-    temperature_a: float = 0.7,
-    seed_a: float = -1,
-    adapter_b: str | None = None,
-    temperature_b: float = 1.0,
-    seed_b: float = -1,
-    adapter_c: str | None = None,
-    temperature_c: float = 0.7,
-    seed_c: float = -1,
-    adapter_d: str | None = None,
-    temperature_d: float = 1.0,
-    seed_d: float = -1,
-    max_new_tokens: float = 128,
     drive: str | None = None,
     request: gr.Request | None = None,
+    **settings: Any,
 ):
     """Load or generate the next item. Outputs: item id, prompt, 4 responses, vote controls, reveal,
-    drive progress."""
+    drive progress. `settings` are `ItemSources`' fields as the form names them."""
+    chosen = ItemSources.from_values(settings)
     if mode == MODES[3]:
         who = labeller(annotator, request, drive_item=True)
         if not drive:
@@ -119,21 +153,7 @@ def new_item(
         messages = [preferences.Message("user", prompt.strip())]
         origin = "typed"
     n = int(n_responses)
-    slots = [
-        (adapter_a, temperature_a, seed_a),
-        (adapter_b, temperature_b, seed_b),
-        (adapter_c, temperature_c, seed_c),
-        (adapter_d, temperature_d, seed_d),
-    ][:n]
-    sources = [
-        comparisons.Source(
-            adapter=selected_adapter(adapter),
-            params=build_spec(
-                SamplingParams, {"temperature": temperature, "max_new_tokens": max_new_tokens, "seed": seed}
-            ),
-        )
-        for adapter, temperature, seed in slots
-    ]
+    sources = chosen.sources(n)
     prompt_md = _prompt_md(messages)
     throttle = Throttle(UI_UPDATE_SECONDS)
     for texts, item in comparisons.stream_item(models.get_handle(), messages, sources, origin=origin, created_by=who):
@@ -162,9 +182,8 @@ def resume_held(mode: str, drive: str | None, annotator: str | None, request: gr
     idle = tuple(gr.skip() for _ in range(ITEM_OUTPUTS))
     if mode != MODES[3] or not drive:
         return idle
-    try:
-        who = labeller(annotator, request, drive_item=True)
-    except UserError:  # no name yet: nothing to resume
+    who = known_labeller(annotator, request, drive_item=True)
+    if who is None:  # no name yet: nothing to resume
         return idle
     item_id = drives.held(drive, who)
     if item_id is None:

@@ -48,9 +48,7 @@ def adapter_update(name: str | None) -> Any:
     """The sidebar's adapter for a step; a bundled one is offered only on the bundled model."""
     if name is None or name == adapters.BASE_CHOICE:
         return gr.update() if name is None else name
-    try:
-        adapters.get(name)
-    except adapters.AdapterError:
+    if not adapters.exists(name):
         gr.Warning(
             f"This step uses the bundled adapter {name!r}, which fits only the bundled model; this app "
             "serves another model, so the sidebar's adapter is left as it is."

@@ -25,11 +25,8 @@ def explain_html(reference: str, candidate: str) -> str:
     """The whole explanation of one pair, as HTML."""
     if not (reference or "").strip() or not (candidate or "").strip():
         raise UserError("Give both a reference and a candidate answer to compare.")
-    try:
-        rouge = metric_explain.rouge_l(reference, candidate)
-        bleu = metric_explain.bleu(reference, candidate)
-    except ValueError as error:
-        raise UserError(str(error)) from error
+    rouge = metric_explain.rouge_l(reference, candidate)
+    bleu = metric_explain.bleu(reference, candidate)
     lcs = len(rouge.matched_reference)
     rows = "".join(
         f"<tr><td>{n + 1}-grams</td><td>{bleu.matches[n]} / {bleu.totals[n]}</td><td>{bleu.precisions[n]:.1f}%</td>"

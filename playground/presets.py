@@ -52,16 +52,21 @@ def save(presets: dict[str, Any] | None, name: str | None, *values: Any) -> tupl
     return kept, gr.update(choices=sorted(kept), value=name), f"Saved **{name}**."
 
 
+def _checked(settings: dict[str, Any], where: str) -> dict[str, Any]:
+    """Settings checked like any request: a preset kept by an older version, edited by hand or shared
+    as a file may hold anything; the refusal says where it came from."""
+    try:
+        return SamplingParams.from_dict(settings).to_dict()
+    except (InvalidParameter, TypeError) as error:
+        raise UserError(f"{where}: {error}") from error
+
+
 def load(presets: dict[str, Any] | None, name: str | None) -> list[Any]:
     """The sidebar's settings from a saved preset."""
     chosen = (presets or {}).get(name or "")
     if not isinstance(chosen, dict):
         raise UserError("Choose a saved preset.")
-    try:
-        settings = SamplingParams.from_dict(chosen).to_dict()
-    except (InvalidParameter, TypeError) as error:  # a preset kept by an older version, or edited by hand
-        raise UserError(f"The preset {name!r} cannot be used: {error}") from error
-    return SamplingControls.updates_for(settings)
+    return SamplingControls.updates_for(_checked(chosen, f"The preset {name!r} cannot be used"))
 
 
 def delete(presets: dict[str, Any] | None, name: str | None) -> tuple[dict[str, Any], Any, str]:
@@ -89,17 +94,11 @@ def import_file(presets: dict[str, Any] | None, file: str | None) -> tuple[dict[
     path = Path(file)
     if path.stat().st_size > MAX_FILE_BYTES:
         raise UserError(f"{path.name} is larger than a preset can be ({MAX_FILE_BYTES // 1000} KB).")
-    try:
-        data = loads(path.read_bytes().decode("utf-8"), max_depth=4)
-    except (UnicodeDecodeError, ValueError) as error:
-        raise UserError(f"{path.name} is not a preset file: {error}") from error
+    data = loads(path.read_bytes(), max_depth=4, source=path.name)  # RowsError: not UTF-8, not JSON, too deep
     if not isinstance(data, dict) or data.get("kind") != KIND or not isinstance(data.get("settings"), dict):
         raise UserError(f"{path.name} is not a preset file (exported from this app's sidebar).")
     name = _check_name(str(data.get("name") or path.stem))
-    try:
-        settings = SamplingParams.from_dict(data["settings"]).to_dict()
-    except (InvalidParameter, TypeError) as error:
-        raise UserError(f"{path.name}: {error}") from error
+    settings = _checked(data["settings"], path.name)
     kept = dict(presets or {})
     if name not in kept and len(kept) >= MAX_PRESETS:
         raise UserError(f"At most {MAX_PRESETS} presets: delete one first.")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import html
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -13,9 +12,7 @@ import pandas as pd
 
 from pipelines.access import get_policy
 from pipelines.engine import models
-from pipelines.engine.sampling import InvalidParameter
 from pipelines.rag import answer, attribution, chunking, embedder, evaluate, parsing, retrieval, store
-from pipelines.store.files import UploadError, copy_upload
 
 from .controls import (
     MODEL_EVENTS,
@@ -31,22 +28,16 @@ from .errors import UserError
 from .guard import admin_only, signed_in
 from .pickers import FIRST, LiveDropdown
 from .sidebar import Shared, selected_adapter, signed_in_user
+from .spec_controls import control
 
 UI_UPDATE_SECONDS = 0.1
 MAX_FILES_PER_UPLOAD = 20
 ALLOWED = tuple(parsing.KINDS)
 
 
-def _error(error: Exception) -> gr.Error:
-    return UserError(str(error))
-
-
 @signed_in("create collections")
 def create_collection(name: str, chunk_size: float, overlap: float, request: gr.Request | None = None):
-    try:
-        store.create((name or "").strip(), chunk_size=int(chunk_size), overlap=int(overlap))
-    except (store.CollectionError, embedder.EmbedderUnavailable) as error:
-        raise _error(error) from error
+    store.create((name or "").strip(), chunk_size=int(chunk_size), overlap=int(overlap))
     gr.Info(f"Collection {name!r} created.")
     return gr.update(choices=store.collection_names(), value=name.strip())
 
@@ -55,10 +46,7 @@ def create_collection(name: str, chunk_size: float, overlap: float, request: gr.
 def delete_collection(name: str | None, request: gr.Request | None = None):
     if not name:
         raise UserError("Choose a collection.")
-    try:
-        store.delete(name)
-    except store.CollectionError as error:
-        raise _error(error) from error
+    store.delete(name)
     names = store.collection_names()
     return gr.update(choices=names, value=names[0] if names else None)
 
@@ -67,10 +55,7 @@ def documents_table(name: str | None) -> pd.DataFrame:
     columns = ["id", "file", "type", "pages", "chunks", "characters", "added", "by"]
     if not name:
         return pd.DataFrame(columns=columns)
-    try:
-        generation = store.load(name)
-    except store.CollectionError as error:
-        raise _error(error) from error
+    generation = store.load(name)
     return pd.DataFrame(
         [
             [
@@ -92,10 +77,9 @@ def documents_table(name: str | None) -> pd.DataFrame:
 def collection_summary(name: str | None) -> str:
     if not name:
         return "Create a collection, then upload documents."
-    try:
-        meta, generation = store.meta(name), store.load(name)
-    except store.CollectionError as error:
-        return f"⚠️ {html.escape(str(error))}"
+    if name not in store.collection_names():
+        return f"⚠️ There is no collection named {html.escape(name)!r} (any more): choose another."
+    meta, generation = store.meta(name), store.load(name)
     return (
         f"**{html.escape(name)}** — {len(generation.documents)} documents, {len(generation.chunks)} chunks of "
         f"{meta['chunk_size']} tokens (overlap {meta['overlap']}), {generation.index_kind} index, embedder `{meta['embedder']}`."
@@ -111,25 +95,10 @@ def ingest_files(name: str | None, files: list[str] | None, request: gr.Request 
         raise UserError("Choose one or more files to upload.")
     if len(files) > MAX_FILES_PER_UPLOAD:
         raise UserError(f"At most {MAX_FILES_PER_UPLOAD} files per upload.")
-    lines = []
-    with tempfile.TemporaryDirectory() as tmp:
-        accepted = []
-        for index, file in enumerate(files):
-            try:  # each upload in its own folder: sanitised names may collide
-                copied = copy_upload(
-                    file, Path(tmp) / str(index), max_bytes=parsing.MAX_FILE_BYTES, allowed_suffixes=ALLOWED
-                )
-                accepted.append((copied, copied.name))
-            except UploadError as error:
-                lines.append(f"❌ {html.escape(str(error))}")
-        try:
-            report = (
-                store.ingest(name, accepted, added_by=signed_in_user(request) or "")
-                if accepted
-                else store.IngestReport()
-            )
-        except (store.CollectionError, embedder.EmbedderUnavailable) as error:
-            raise _error(error) from error
+    report = store.ingest_uploads(
+        name, files, added_by=signed_in_user(request) or "", max_bytes=parsing.MAX_FILE_BYTES, allowed_suffixes=ALLOWED
+    )
+    lines: list[str] = []
     lines += [f"✅ {html.escape(i['file'])}: {i['chunks']} chunks" for i in report.ingested]
     lines += [
         f"↺ {html.escape(i['file'])}: already in the collection (same content), skipped" for i in report.unchanged
@@ -162,10 +131,7 @@ def remove_document(name: str | None, doc_id: str, request: gr.Request | None = 
     if not name or not doc_id:
         raise UserError("Choose a collection and a document id (from the table).")
     user = signed_in_user(request)
-    try:
-        doc = store.remove_document(name, doc_id.strip(), allowed=lambda d: get_policy().may_remove(user, d.added_by))
-    except store.CollectionError as error:
-        raise _error(error) from error
+    doc = store.remove_document(name, doc_id.strip(), allowed=lambda d: get_policy().may_remove(user, d.added_by))
     return f"Removed {html.escape(doc.name)}.", documents_table(name), collection_summary(name)
 
 
@@ -173,10 +139,7 @@ def remove_document(name: str | None, doc_id: str, request: gr.Request | None = 
 def reindex_collection(name: str | None, request: gr.Request | None = None) -> str:
     if not name:
         raise UserError("Choose a collection.")
-    try:
-        n = store.reindex(name)
-    except store.CollectionError as error:
-        raise _error(error) from error
+    n = store.reindex(name)
     return f"Re-embedded {n} chunks with {embedder.EMBEDDER_NAME}."
 
 
@@ -270,42 +233,29 @@ def ask(name: str | None, question: str, mode: str, k: float, adapter: str | Non
     if not question or not question.strip():
         raise UserError("Type a question.")
     params = to_params(sampling)
-    try:
-        hits = retrieval.search(name, question, k=int(k), mode=mode)
-    except (ValueError, store.CollectionError, embedder.EmbedderUnavailable) as error:
-        raise _error(error) from error
+    hits = retrieval.search(name, question, k=int(k), mode=mode)
     if not hits:
         gr.Warning("Nothing in the collection matched; the model will say the documents do not cover it.")
     frame, passages = _hits_frame(hits), passages_html(hits)
     throttle = Throttle(UI_UPDATE_SECONDS)
     supports = None
-    try:
-        for grounded, plain, prompt in answer.stream_answers(
-            models.get_handle(), question, hits, params, adapter=selected_adapter(adapter)
-        ):
-            if grounded.done and supports is None:
-                supports = _check_support(grounded.text, prompt.hits)
-            rows = [grounded] if plain is None else [grounded, plain]
-            if throttle.due(final=grounded.done and (plain is None or plain.done), rows=rows):
-                notice = waiting_note(rows) or (
-                    f"⚠️ {prompt.notice}." if prompt.notice else f"All {len(prompt.hits)} passages fit in the prompt."
-                )
-                yield (
-                    frame,
-                    _answer_md(grounded.text, prompt.hits, supports),
-                    plain.text if plain else "",
-                    notice,
-                    passages,
-                )
-    except (InvalidParameter, models.ModelUnavailable, ValueError) as error:
-        raise _error(error) from error
-
-
-def _check_support(text: str, hits: list[retrieval.Hit]) -> list[attribution.SentenceSupport] | None:
-    try:
-        return attribution.attribute(text, hits)
-    except embedder.EmbedderUnavailable:
-        return None  # the answer still shows, with only the citations the model wrote
+    for grounded, plain, prompt in answer.stream_answers(
+        models.get_handle(), question, hits, params, adapter=selected_adapter(adapter)
+    ):
+        if grounded.done and supports is None:
+            supports = attribution.supports(grounded.text, prompt.hits)
+        rows = [grounded] if plain is None else [grounded, plain]
+        if throttle.due(final=grounded.done and (plain is None or plain.done), rows=rows):
+            notice = waiting_note(rows) or (
+                f"⚠️ {prompt.notice}." if prompt.notice else f"All {len(prompt.hits)} passages fit in the prompt."
+            )
+            yield (
+                frame,
+                _answer_md(grounded.text, prompt.hits, supports),
+                plain.text if plain else "",
+                notice,
+                passages,
+            )
 
 
 def evaluate_questions(name: str | None, file: str | None, k: float, run_id: str | None = None):
@@ -319,12 +269,9 @@ def evaluate_questions(name: str | None, file: str | None, k: float, run_id: str
         raise UserError(
             "No usable questions in the file" + (f": line {errors[0]['line']}: {errors[0]['error']}" if errors else ".")
         )
-    try:
-        report = evaluate.evaluate(name, rows, k=int(k), should_stop=lambda: STOPS.stopped(run_id))
-    except evaluate.EvaluationStopped:
+    report = evaluate.evaluate(name, rows, k=int(k), should_stop=lambda: STOPS.stopped(run_id))
+    if report is None:
         return gr.skip(), gr.skip(), "⏹ Stopped: nothing was measured (a partial run would mix modes unevenly)."
-    except (ValueError, store.CollectionError) as error:
-        raise _error(error) from error
     key = f"recall@{int(k)}"
     table = pd.DataFrame(
         [[m, round(report[m][key], 3), round(report[m]["mrr"], 3)] for m in retrieval.MODES],
@@ -352,15 +299,8 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
             with gr.Accordion("New collection", open=not names):
                 new_name = gr.Textbox(label="Name", placeholder="e.g. handbook")
                 with gr.Row():
-                    chunk_size = gr.Slider(
-                        32,
-                        chunking.MAX_CHUNK_TOKENS,
-                        value=chunking.DEFAULT_CHUNK_TOKENS,
-                        step=1,
-                        label="Chunk size (tokens)",
-                        info="the embedder reads at most 254",
-                    )
-                    overlap = gr.Slider(0, 128, value=chunking.DEFAULT_OVERLAP_TOKENS, step=1, label="Overlap (tokens)")
+                    chunk_size = control(chunking.ChunkSpec, "chunk_size")
+                    overlap = control(chunking.ChunkSpec, "overlap")
                 create_button = gr.Button("Create")
             # no file_types: gradio would refuse the whole batch for one bad file; each file is checked and reported instead
             files = gr.File(
@@ -384,8 +324,8 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
             gr.Markdown("#### Ask")
             question = gr.Textbox(label="Question", lines=2)
             with gr.Row():
-                mode = gr.Radio(list(retrieval.MODES), value="hybrid", label="Retrieval")
-                k = gr.Slider(1, 20, value=5, step=1, label="Passages (k)", info="raise it if documents seem ignored")
+                mode = control(retrieval.SearchSpec, "mode")
+                k = control(retrieval.SearchSpec, "k")
                 ask_button = gr.Button("Ask", variant="primary")
             notice = gr.Markdown()
             with gr.Row():
@@ -406,7 +346,7 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
         )
         with gr.Row():
             questions = gr.File(label="Questions (JSONL)", file_types=[".jsonl", ".json"], type="filepath", scale=2)
-            eval_k = gr.Slider(1, 20, value=5, step=1, label="k", scale=1)
+            eval_k = control(retrieval.SearchSpec, "k", label="k", info=None, scale=1)
             eval_button = gr.Button("Evaluate", scale=1)
             eval_stop = gr.Button("Stop", elem_classes=["stop-quiet"], scale=0, min_width=90)
         eval_note = gr.Markdown()

@@ -19,6 +19,7 @@ from .errors import UserError
 from .guard import signed_in
 from .pickers import LiveDropdown
 from .sidebar import Shared, selected_adapter
+from .spec_controls import build_spec, control
 
 UI_UPDATE_SECONDS = 0.15
 KEYS = strategies.KEYS
@@ -216,16 +217,16 @@ def run_benchmark(
     limit: float,
     keys: list[str],
     samples: float,
-    direct_prompt: str,
-    cot_prompt: str,
-    pal_prompt: str,
     adapter: str | None = None,
     run_id: str | None = None,
     progress: gr.Progress = gr.Progress(),
     request: gr.Request | None = None,
-    **sampling: Any,
+    **settings: Any,
 ):
-    chosen = _strategies(keys, {"direct": direct_prompt, "cot": cot_prompt, "pal": pal_prompt})
+    """Run and save a benchmark; `settings` are the strategies' prompts (`direct_prompt`, `cot_prompt`,
+    `pal_prompt`, as the API names them) and the sidebar's sampling settings."""
+    sampling = dict(settings)
+    chosen = _strategies(keys, {key: sampling.pop(f"{key}_prompt", "") for key in KEYS})
     params = to_params(sampling)
     if int(samples) > 1 and params.temperature == 0:
         raise UserError("Self-consistency needs a temperature above 0 (sidebar).")
@@ -239,7 +240,8 @@ def run_benchmark(
         name = "problems.jsonl"
     if not problems:
         raise UserError("No usable problems" + (f": line {errors[0]['line']}: {errors[0]['error']}" if errors else "."))
-    problems = problems[: int(limit)] if limit else problems
+    chosen_limit = build_spec(benchmark.BenchmarkSpec, {"limit": limit}).limit
+    problems = problems[:chosen_limit]
     progress(0, desc=f"0 / {len(problems)} problems")
     if errors:
         gr.Warning(f"{len(errors)} rows skipped; first: line {errors[0]['line']}: {errors[0]['error']}")
@@ -268,10 +270,7 @@ def run_benchmark(
 def load_saved_run(run_id: str | None):
     if not run_id:
         raise UserError("Choose a saved run.")
-    try:
-        record = benchmark.load_run(run_id)
-    except OSError as error:
-        raise UserError(f"Could not read the saved run: {error.strerror or error}") from error
+    record = benchmark.load_run(run_id)
     return _bench_table(record.get("summary", {})), _items_table(record), _run_note(record)
 
 
@@ -308,14 +307,7 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
             gold = gr.Textbox(label="Known answer (optional, to mark right or wrong)", placeholder="blank = unknown")
     with gr.Row():
         keys = gr.CheckboxGroup([(strategies.load(k).name, k) for k in KEYS], value=list(KEYS), label="Strategies")
-        samples = gr.Slider(
-            1,
-            8,
-            value=1,
-            step=1,
-            label="Samples per strategy (self-consistency)",
-            info="above 1: majority vote; needs temperature > 0",
-        )
+        samples = control(solve.SampleSpec, "samples")
         with gr.Column(min_width=160):
             run_button = gr.Button("Run", variant="primary")
             stop_button = gr.Button("Stop", elem_classes=["stop-quiet"], scale=0, min_width=90)
@@ -356,14 +348,7 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
                 ["Bundled problems (48)", "Upload JSONL"], value="Bundled problems (48)", label="Problems"
             )
             bench_file = gr.File(label='JSONL of {"question", "answer"}', type="filepath")
-            limit = gr.Slider(
-                1,
-                500,
-                value=10,
-                step=1,
-                label="At most this many problems",
-                info="all three strategies on 10 problems take ~5 min on a 2-core CPU",
-            )
+            limit = control(benchmark.BenchmarkSpec, "limit")
             with gr.Column(min_width=160):
                 bench_button = gr.Button("Run benchmark", variant="primary")
                 bench_stop = gr.Button("Stop", elem_classes=["stop-quiet"], scale=0, min_width=90)
@@ -397,9 +382,9 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
     bench_started, bench_id = stoppable([bench_button.click], bench_stop)
     bench_started.success(
         run_benchmark,
-        [source, bench_file, limit, keys, samples, *prompt_inputs, shared.adapter, bench_id],
+        [source, bench_file, limit, keys, samples, shared.adapter, bench_id],
         [bench_table, items, bench_note, saved],
-        inputs_kwargs=shared.sampling.kwargs(),
+        inputs_kwargs={**{f"{key}_prompt": editors[key] for key in KEYS}, **shared.sampling.kwargs()},
         api_name="reason_bench",
         **MODEL_EVENTS,
     )

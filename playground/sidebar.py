@@ -9,7 +9,7 @@ from typing import Any
 
 import gradio as gr
 
-from pipelines.access import VISITOR_HEADER, AccessDenied, get_policy, visitor_keys
+from pipelines.access import VISITOR_HEADER, get_policy, visitor_keys
 from pipelines.engine import adapters, models
 from pipelines.engine.models import ModelHandle
 
@@ -118,27 +118,32 @@ def session_key(request: gr.Request | None) -> str | None:
     return visitor_keys().session_key(getattr(request, "session_hash", None))
 
 
-def labeller(typed: str | None, request: gr.Request | None, action: str = "label", *, drive_item: bool = True) -> str:
-    """The identity a label is stored under; a clear error when there is none.
+def known_labeller(typed: str | None, request: gr.Request | None, *, drive_item: bool = True) -> str | None:
+    """The identity a label would be stored under, or None when there is none yet.
 
     In a public label drive (PLAYGROUND_ANONYMOUS_LABELS with sign-in on) a visitor who is not
     signed in labels the drive's items as `anon:<keyed hash of their visitor id>`: a typed name
     could be anyone's, and Gradio's session hash is the client's own choice.
     """
     policy, user = get_policy(), signed_in_user(request)
-    try:
-        policy.check_labeller(user, action, drive_item=drive_item)
-    except AccessDenied as error:
-        raise UserError(str(error), title="Sign in") from None
     if policy.sign_in and not user:
+        if not (policy.anonymous_labels and drive_item):
+            return None
         who = visitor(request)
-        if not who:
-            raise UserError("Labelling without signing in needs a browser session: reload the page.", title="Sign in")
-        return visitor_keys().stored_id(who)
-    name = annotator_name(typed, request)
-    if not name:
-        raise UserError("Enter your name in the sidebar first: every label records who gave it.")
-    return name
+        return visitor_keys().stored_id(who) if who else None
+    return annotator_name(typed, request) or None
+
+
+def labeller(typed: str | None, request: gr.Request | None, action: str = "label", *, drive_item: bool = True) -> str:
+    """The identity a label is stored under (`known_labeller`); a clear refusal when there is none."""
+    policy, user = get_policy(), signed_in_user(request)
+    policy.check_labeller(user, action, drive_item=drive_item)  # SignInRequired: "Sign in to label. ..."
+    who = known_labeller(typed, request, drive_item=drive_item)
+    if who:
+        return who
+    if policy.sign_in and not user:
+        raise UserError("Labelling without signing in needs a browser session: reload the page.", title="Sign in")
+    raise UserError("Enter your name in the sidebar first: every label records who gave it.")
 
 
 def build(demo: gr.Blocks, model_name: str) -> Shared:

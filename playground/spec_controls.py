@@ -10,8 +10,11 @@ that the two agree. Values come back by name (`inputs_kwargs`), become the spec'
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
+import functools
+import inspect
+import typing
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import gradio as gr
 
@@ -19,6 +22,8 @@ from pipelines import knobs
 from pipelines.errors import InvalidParameter
 
 from .errors import UserError
+
+T = TypeVar("T")
 
 BOUND = "spec_field"  # the attribute naming (spec class, field) on a bound component
 
@@ -108,10 +113,30 @@ def spec_kwargs(spec_class: type, values: Mapping[str, Any], prefix: str = "") -
     return out
 
 
-def build_spec(spec_class: type, values: Mapping[str, Any], prefix: str = "", **fixed: Any) -> Any:
-    """The spec from an event's values, a refusal shown with the control's label."""
+def build_spec(
+    spec_class: type,
+    values: Mapping[str, Any],
+    prefix: str = "",
+    *,
+    parse: Mapping[str, Callable[[Any], Any]] | None = None,
+    **fixed: Any,
+) -> Any:
+    """The spec from an event's values (`parse` turns a control's text into its field's value first),
+    a refusal shown with the control's label."""
+
+    def build() -> Any:
+        given = dict(values)
+        for name, parser in (parse or {}).items():
+            given[prefix + name] = parser(given.get(prefix + name))
+        return spec_class(**spec_kwargs(spec_class, given, prefix), **fixed)
+
+    return named(spec_class, build)
+
+
+def named(spec_class: type, fn: Callable[[], T]) -> T:
+    """`fn()`, its refusal naming the control a person sees: the one place a field's name becomes a label."""
     try:
-        return spec_class(**spec_kwargs(spec_class, values, prefix), **fixed)
+        return fn()
     except InvalidParameter as error:
         raise refusal(spec_class, error) from error
 
@@ -130,3 +155,43 @@ def bound_controls(blocks: gr.Blocks) -> dict[tuple[type, str], list[Any]]:
         for key in getattr(block, BOUND, ()):
             found.setdefault(key, []).append(block)
     return found
+
+
+def with_spec_parameters(
+    fn: Callable[..., Any], spec_class: type, names: Sequence[str], extra: Mapping[str, tuple[Any, Any]] | None = None
+) -> Callable[..., Any]:
+    """`fn(own..., **settings)` as an API endpoint whose parameters after `fn`'s own are the spec's
+    fields `names` (typed and defaulted by the spec: one definition) and `extra` (name -> (type, default)).
+
+    Gradio reads an endpoint's parameters from its signature and calls it with positional values;
+    the wrapper binds them to the names and calls `fn` with keywords.
+    """
+    own = [p for p in inspect.signature(fn).parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    hints = typing.get_type_hints(fn)
+    field_types = typing.get_type_hints(spec_class)
+    defaults = spec_class()
+    added = {name: (field_types[name], getattr(defaults, name)) for name in names} | dict(extra or {})
+    signature = inspect.Signature(
+        [
+            *own,
+            *(
+                inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=d, annotation=t)
+                for n, (t, d) in added.items()
+            ),
+        ],
+        return_annotation=hints.get("return", inspect.Signature.empty),
+    )
+
+    @functools.wraps(fn)
+    def endpoint(*args: Any, **kwargs: Any) -> Any:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        return fn(**bound.arguments)
+
+    endpoint.__signature__ = signature  # type: ignore[attr-defined]
+    endpoint.__annotations__ = {
+        **{p.name: hints.get(p.name, Any) for p in own},
+        **{n: t for n, (t, _) in added.items()},
+    }
+    endpoint.__annotations__["return"] = hints.get("return", Any)
+    return endpoint

@@ -188,8 +188,8 @@ class Visitors:
         body = b"".join(chunks)
         try:
             named = json.loads(body).get("session_hash") if body else None
-        except (ValueError, AttributeError, RecursionError):
-            named = None
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, RecursionError):
+            named = None  # not a JSON object: no session named
         replayed = False
 
         async def replay() -> dict:

@@ -104,7 +104,12 @@ def cli_reference() -> str:
 def _specs() -> list[tuple[str, type, str]]:
     """(title, spec class, where it is set) of every spec whose fields are knobs."""
     from pipelines.engine.sampling import SamplingParams
+    from pipelines.inside import ArchitectureSpec, AttentionSpec
     from pipelines.labels.drives import DriveSettings
+    from pipelines.rag.chunking import ChunkSpec
+    from pipelines.rag.retrieval import SearchSpec
+    from pipelines.reasoning.benchmark import BenchmarkSpec
+    from pipelines.reasoning.solve import SampleSpec
     from pipelines.train.align.dpo import DPOSpec
     from pipelines.train.align.rloo import RLOOSpec
     from pipelines.train.classify import ClassifySpec
@@ -119,6 +124,12 @@ def _specs() -> list[tuple[str, type, str]]:
         ("RLOO", RLOOSpec, "Preferences → Improve the policy; `align rloo`"),
         ("Classification", ClassifySpec, "Fine-tune → Classification; `classify train`"),
         ("Label drives", DriveSettings, "Preferences → Label drives; `prefs drive create`"),
+        ("RAG: chunks", ChunkSpec, "RAG → New collection; `rag ingest`"),
+        ("RAG: retrieval", SearchSpec, "RAG → Ask and Evaluate; `rag query`, `rag eval`"),
+        ("Reasoning: self-consistency", SampleSpec, "Reasoning tab; `reason run`, `reason bench`"),
+        ("Reasoning: benchmark", BenchmarkSpec, "Reasoning → Benchmark; `reason bench`"),
+        ("Inside: attention", AttentionSpec, "Inside the model → Attention; `inside attention`"),
+        ("Inside: architecture", ArchitectureSpec, "Inside the model → Architecture; `inside architecture`"),
     ]
 
 
@@ -142,7 +153,7 @@ def knobs_reference() -> str:
     lines = [
         GENERATED.format(source="the knobs of each spec (pipelines/knobs.py)"),
         "# Settings reference\n\n",
-        "Every setting of sampling and of each training job is declared once, as a knob: its default, "
+        "Every setting of sampling, of each training job and of the RAG, Reasoning and Inside tabs is declared once, as a knob: its default, "
         "range, label and help. The UI's controls, the command line's flags and the validation all come "
         "from it, so the three agree; a value outside the range is refused with the range in words.\n",
     ]

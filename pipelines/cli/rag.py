@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from pipelines.cli.common import (
     UsageError,
     add_sampling_flags,
+    add_spec_flags,
     emit_json,
     needs_action,
     quiet_stdout,
@@ -24,29 +26,24 @@ def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     ingest = commands.add_parser("ingest", help="add files to a collection (created if missing)")
     ingest.add_argument("--collection", required=True)
     ingest.add_argument("files", nargs="+", metavar="FILE")
-    ingest.add_argument(
-        "--chunk-size", type=int, default=chunking.DEFAULT_CHUNK_TOKENS, help="tokens per chunk (new collections)"
-    )
-    ingest.add_argument(
-        "--overlap", type=int, default=chunking.DEFAULT_OVERLAP_TOKENS, help="overlapping tokens (new collections)"
-    )
+    add_spec_flags(ingest, chunking.ChunkSpec, title="chunks (new collections)")
+    ingest.set_defaults(**asdict(chunking.ChunkSpec()))
     ingest.add_argument("--json", action="store_true")
     ingest.set_defaults(handler=run_ingest)
     query = commands.add_parser("query", help="retrieve passages and answer with citations")
     query.add_argument("--collection", required=True)
     query.add_argument("--question", required=True)
-    query.add_argument("--k", type=int, default=5)
-    query.add_argument("--mode", choices=retrieval.MODES, default="hybrid")
+    add_spec_flags(query, retrieval.SearchSpec)
     query.add_argument("--no-generate", action="store_true", help="only retrieve")
     query.add_argument("--json", action="store_true")
     add_sampling_flags(query)
-    query.set_defaults(handler=run_query, temperature=0.0)
+    query.set_defaults(handler=run_query, temperature=0.0, **asdict(retrieval.SearchSpec()))
     ev = commands.add_parser("eval", help="recall@k and MRR for dense, BM25 and hybrid retrieval")
     ev.add_argument("--collection", required=True)
     ev.add_argument("--questions", required=True, metavar="FILE", help='JSONL of {"question", "source", "page"?}')
-    ev.add_argument("--k", type=int, default=5)
+    add_spec_flags(ev, retrieval.SearchSpec, skip=("mode",))  # every mode is measured
     ev.add_argument("--json", action="store_true")
-    ev.set_defaults(handler=run_eval)
+    ev.set_defaults(handler=run_eval, k=retrieval.SearchSpec().k)
     parser.set_defaults(handler=needs_action("rag", "ingest, query or eval"))
 
 
@@ -136,6 +133,7 @@ def run_eval(args: argparse.Namespace) -> int:
     try:
         with quiet_stdout(args.json):
             report = evaluate.evaluate(args.collection, rows, k=args.k)
+        assert report is not None  # only a should_stop ends it early
     except ValueError as error:
         raise UsageError(str(error)) from error
     report["errors"] = errors

@@ -12,6 +12,7 @@ from pipelines.cli.common import (
     CommandFailed,
     UsageError,
     add_sampling_flags,
+    add_spec_flags,
     emit_json,
     needs_action,
     quiet_stdout,
@@ -47,13 +48,11 @@ def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
 
 def _strategy_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strategies", default=",".join(strategies.KEYS), help="comma-separated: direct,cot,pal")
-    parser.add_argument(
-        "--samples", type=int, default=1, help="samples per strategy; above 1, the answer is the majority vote"
-    )
+    add_spec_flags(parser, solve.SampleSpec)
     parser.add_argument("--adapter", help="an adapter from data/adapters/")
     add_sampling_flags(parser)
     # greedy for one sample; sampled (0.7) for self-consistency, unless given
-    parser.set_defaults(temperature=None, max_new_tokens=None)
+    parser.set_defaults(temperature=None, max_new_tokens=None, samples=solve.SampleSpec().samples)
 
 
 def _setup(args: argparse.Namespace):

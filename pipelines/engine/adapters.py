@@ -115,6 +115,11 @@ def choices(settings: Settings | None = None) -> list[tuple[str, str]]:
     return [(a.label, a.name) for a in list_adapters(settings)]
 
 
+def exists(name: str, settings: Settings | None = None) -> bool:
+    """Whether an adapter of this name can be used here (made here, or bundled for this model)."""
+    return any(a.name == name for a in list_adapters(settings))
+
+
 def get(name: str, settings: Settings | None = None) -> AdapterInfo:
     """The adapter a name refers to: one made here, else the bundled one of that name."""
     path = adapter_path(name, settings)

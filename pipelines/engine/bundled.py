@@ -4,7 +4,7 @@ Each one was made by the project's own pipelines from its bundled data on the bu
 lives under `assets/bundled/<kind>/<name>/` in exactly the format a trained one has in the data
 directory (PEFT files + meta.json), so every picker, the scorer and the CLI use it unchanged. Its
 meta.json adds a `bundled` block: the command that reproduces it and the figures it was measured
-at (docs/tabs.md quotes them; a test recomputes them).
+at (docs/teaching.md quotes them; a test recomputes them).
 
 They are read-only: their names are reserved (training under one is refused, instead of one
 shadowing the other), and they are offered only where they fit: the adapters only while the
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.config import BUNDLED_MODEL, Settings, get_settings
+from pipelines.errors import InvalidParameter
 
 ROOT = Path(__file__).resolve().parents[2] / "assets" / "bundled"
 ADAPTERS = ROOT / "adapters"
@@ -89,4 +90,6 @@ def locate(name: str) -> Path:
     for root in (ADAPTERS, REWARD_MODELS):
         if (root / name / "meta.json").is_file():
             return root / name
-    raise ValueError(f"no bundled result named {name!r}; bundled: {', '.join(names(ADAPTERS) + names(REWARD_MODELS))}")
+    raise InvalidParameter(
+        "name", f"no bundled result named {name!r}; bundled: {', '.join(names(ADAPTERS) + names(REWARD_MODELS))}"
+    )

@@ -12,6 +12,7 @@ import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from pipelines.engine import generation
@@ -233,6 +234,15 @@ def export_json(messages: Sequence[Message], system_prompt: str | None = None) -
     return json.dumps([m.to_json() for m in out], ensure_ascii=False, indent=2)
 
 
+def import_file(path: Path) -> list[Message]:
+    """`import_json` of a file; a refusal names the file."""
+    try:
+        return import_json(path.read_bytes())
+    except InvalidParameter as error:
+        reason = str(error).removeprefix(f"{error.param}: ")
+        raise InvalidParameter("file", f"Could not import {path.name}: {reason}") from error
+
+
 def import_json(text: str | bytes) -> list[Message]:
     """Messages from an exported file; a clear InvalidParameter for anything else."""
     if isinstance(text, bytes):
@@ -244,9 +254,8 @@ def import_json(text: str | bytes) -> list[Message]:
 
     try:
         data = loads(text)
-    except ValueError as error:
-        where = f"{error.msg}, line {error.lineno}" if isinstance(error, json.JSONDecodeError) else str(error)
-        raise InvalidParameter("messages", f"the file is not valid JSON ({where})") from error
+    except ValueError as error:  # rows.RowsError: not JSON, or nested too deep
+        raise InvalidParameter("messages", f"the file is {error}") from error
     if isinstance(data, dict) and isinstance(data.get("messages"), list):
         data = data["messages"]  # also accept {"messages": [...]}, as chat APIs send them
     if not isinstance(data, list):

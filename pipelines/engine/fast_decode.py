@@ -44,14 +44,15 @@ def _layers(
     layers: list[tuple[PackedLinear, PackedLinear, PackedLinear, PackedLinear]],
     cache: list[tuple[torch.Tensor, torch.Tensor]],
     mask: torch.Tensor | None,
-    n_heads: int,
-    n_kv_heads: int,
-    head_dim: int,
-    intermediate: int,
+    dims: tuple[int, int, int, int],
     eps: float,
     head: PackedLinear,
 ) -> torch.Tensor:
-    """Every decoder layer, then the output head on the last position: [B, T, H] -> [B, 1, V]."""
+    """Every decoder layer, then the output head on the last position: [B, T, H] -> [B, 1, V].
+
+    `dims` is (query heads, key/value heads, head size, MLP width): one tuple, as TorchScript takes it.
+    """
+    n_heads, n_kv_heads, head_dim, intermediate = dims
     batch = x.shape[0]
     length = x.shape[1]
     end = start + length
@@ -226,10 +227,7 @@ class FastDecoder:
                 self.layers,
                 cache,
                 mask,
-                self.n_heads,
-                self.n_kv_heads,
-                self.head_dim,
-                self.intermediate,
+                (self.n_heads, self.n_kv_heads, self.head_dim, self.intermediate),
                 self.eps,
                 self.head,
             )

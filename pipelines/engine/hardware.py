@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from pipelines.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class Hardware:
@@ -116,9 +118,9 @@ def plan_device(
     else:
         device = requested_device
         if device == "cuda" and not hw.cuda:
-            raise ValueError("PLAYGROUND_DEVICE=cuda but no CUDA device is available")
+            raise ConfigError("PLAYGROUND_DEVICE=cuda but no CUDA device is available")
         if device == "mps" and not hw.mps:
-            raise ValueError("PLAYGROUND_DEVICE=mps but no Apple GPU is available")
+            raise ConfigError("PLAYGROUND_DEVICE=mps but no Apple GPU is available")
 
     if requested_dtype != "auto":
         dtype, reason = _DTYPES[requested_dtype], f"{requested_dtype} as configured"
@@ -161,7 +163,7 @@ def train_precision(hw: Hardware, device: str, requested: str = "auto") -> Train
         return TrainPrecision(bf16=False, fp16=False, reason="fp32 as configured (PLAYGROUND_TRAIN_PRECISION)")
     if requested == "bf16":
         if device == "cuda" and not hw.cuda_bf16:
-            raise ValueError("PLAYGROUND_TRAIN_PRECISION=bf16, but this GPU has no bf16: use fp16 or auto")
+            raise ConfigError("PLAYGROUND_TRAIN_PRECISION=bf16, but this GPU has no bf16: use fp16 or auto")
         native = device != "cpu" or hw.cpu_native_bf16
         return TrainPrecision(
             bf16=True,
@@ -171,7 +173,7 @@ def train_precision(hw: Hardware, device: str, requested: str = "auto") -> Train
         )
     if requested == "fp16":
         if device == "cpu":
-            raise ValueError("PLAYGROUND_TRAIN_PRECISION=fp16 needs a GPU: use bf16, fp32 or auto on a CPU")
+            raise ConfigError("PLAYGROUND_TRAIN_PRECISION=fp16 needs a GPU: use bf16, fp32 or auto on a CPU")
         return TrainPrecision(
             bf16=False, fp16=True, reason="fp16 mixed precision as configured (PLAYGROUND_TRAIN_PRECISION)"
         )

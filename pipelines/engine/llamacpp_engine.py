@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from pipelines.engine.engines import LogitsEngine
-from pipelines.errors import PlaygroundError
+from pipelines.errors import InvalidParameter, PlaygroundError
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ class LlamaCppEngine(LogitsEngine):
         if not ids:
             raise ValueError("next_logits needs at least one token")
         if len(ids) > self.n_ctx:
-            raise ValueError(f"{len(ids)} tokens do not fit llama.cpp's context of {self.n_ctx}")
+            raise InvalidParameter("prompt", f"{len(ids)} tokens do not fit llama.cpp's context of {self.n_ctx}")
         wanted = np.asarray(ids, dtype=np.intc)
         with self.lock:
             llm = self.llm

@@ -45,9 +45,9 @@ def flatten_content(content: Any) -> str:
             elif isinstance(block, dict) and block.get("type") not in (None, "text"):
                 continue  # files/images: this text model cannot read them
             else:
-                raise ValueError(f"unsupported content block {block!r}")
+                raise InvalidParameter("content", f"unsupported content block {block!r}")
         return "".join(parts)
-    raise ValueError(f"message content must be text, got {type(content).__name__}")
+    raise InvalidParameter("content", f"must be text, got {type(content).__name__}")
 
 
 def normalise(raw: Iterable[Any]) -> list[Message]:

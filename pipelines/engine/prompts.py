@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.config import ASSETS
+from pipelines.errors import InvalidParameter
 
 SHOTS = {"zero-shot": 0, "one-shot": 1, "few-shot": 3}
 
@@ -30,7 +31,7 @@ class Task:
 
     def render(self, shots: str, query: str | None = None) -> str:
         if shots not in SHOTS:
-            raise ValueError(f"shots must be one of {', '.join(SHOTS)}, got {shots!r}")
+            raise InvalidParameter("shots", f"must be one of {', '.join(SHOTS)}, got {shots!r}")
         blocks = [self.instruction]
         for example_input, example_output in self.examples[: SHOTS[shots]]:
             blocks.append(f"{self.input_label}: {example_input}\n{self.output_label}: {example_output}")
@@ -67,4 +68,4 @@ def render_preset(label: str) -> tuple[str, dict[str, Any]]:
     for task in load_tasks():
         if task.name == name:
             return task.render(shots), dict(task.settings)
-    raise ValueError(f"unknown preset {label!r}")
+    raise InvalidParameter("preset", f"no prompt preset named {label!r}")

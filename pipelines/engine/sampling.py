@@ -7,7 +7,8 @@ computed by exactly the code that picks the token. The order of the filters foll
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import codecs
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -389,3 +390,22 @@ def inspect_distribution(
         vocab_size=int(logits.numel()),
         cut_mass=float(raw_probs[~kept].sum()),
     )
+
+
+def parse_stop(text: str | None) -> tuple[str, ...]:
+    """One stop string per line; backslash escapes (\\n, \\t) let users write a newline."""
+    if not text:
+        return ()
+    out = []
+    for line in text.splitlines():
+        if not line:
+            continue
+        try:
+            out.append(codecs.decode(line, "unicode_escape") if "\\" in line else line)
+        except UnicodeDecodeError as error:
+            raise InvalidParameter("stop", f"bad escape in {line!r}: {error.reason}") from error
+    return tuple(out)
+
+
+def format_stop(stops: Sequence[str]) -> str:
+    return "\n".join(s.encode("unicode_escape").decode("ascii") for s in stops)

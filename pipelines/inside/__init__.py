@@ -15,16 +15,53 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from pipelines import gpu
+from pipelines import gpu, knobs
 from pipelines.engine.model_structure import base_named_modules, decoder_blocks, tuner_layer_type
 from pipelines.errors import InvalidParameter, PlaygroundError
+from pipelines.knobs import knob
 
 MAX_TOKENS = 512  # the views are quadratic in tokens (attention) or in tokens x layers (lens)
 MAX_TOKENIZED = 4_096  # the token view: one coloured span per token
+MAX_CONTEXT = 10_000_000  # the KV-cache arithmetic's context length
+
+
+@dataclass(frozen=True)
+class AttentionSpec:
+    """Which attention weights the Attention view shows; the model's own sizes bound them further."""
+
+    layer: int = knob(3, help="which decoder block (0 = the first)", label="Layer", low=0, high=1023, step=1)
+    head: int = knob(0, help="which attention head of the block", label="Head", low=0, high=1023, step=1)
+    mean: bool = knob(
+        False,
+        help="the mean over the block's heads instead of one head",
+        label="mean over heads",
+        cli="`inside attention` shows the mean when --head is not given",
+    )
+
+    def __post_init__(self) -> None:
+        knobs.check(self)
+
+
+@dataclass(frozen=True)
+class ArchitectureSpec:
+    """The context length the KV-cache size is computed for."""
+
+    context: int = knob(
+        8192,
+        help="tokens of context for the KV-cache size",
+        label="Context length for the KV cache (tokens)",
+        low=1,
+        high=MAX_CONTEXT,
+        slider=False,
+    )
+
+    def __post_init__(self) -> None:
+        knobs.check(self)
 
 
 class InsideError(PlaygroundError, ValueError):
@@ -229,6 +266,7 @@ def attention(
     """The attention weights of one layer, query x key over the prompt's tokens: one head's, or
     their mean over heads when `head` is None. Row i is how token i spreads its attention over
     tokens 0..i; the causal mask makes everything above the diagonal exactly zero."""
+    AttentionSpec(layer=int(layer), head=0 if head is None else int(head), mean=head is None)
     sizes = shape(handle)
     if not 0 <= int(layer) < sizes["layers"]:
         raise InvalidParameter("layer", f"must be between 0 and {sizes['layers'] - 1}, got {layer}")
@@ -399,8 +437,8 @@ def architecture(handle: Any, *, context: int | None = None, dtype_bytes: int = 
     """The base model as a tree of modules with shapes and parameter counts, the share of each
     part (embedding, attention, MLP, norms, head), and its KV-cache size."""
     model = handle.base_model
-    if context is not None and not 1 <= int(context) <= 10_000_000:
-        raise InvalidParameter("context", f"must be between 1 and 10,000,000 tokens, got {context}")
+    if context is not None:
+        ArchitectureSpec(context=int(context))
     seen: set[int] = set()
     tree = _tree(type(model).__name__, model, seen)
     total = handle.parameter_count  # the base alone: an attached adapter's weights are not the model's

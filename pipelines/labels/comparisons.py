@@ -8,13 +8,14 @@ be stored (and position bias can be measured later).
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
 from pipelines.engine import chat, generation
 from pipelines.engine.chat import Message
 from pipelines.engine.models import ModelHandle
 from pipelines.engine.sampling import SamplingParams
+from pipelines.errors import PlaygroundError
 from pipelines.labels import preferences
 
 
@@ -71,6 +72,31 @@ def generate_item(
         pass
     assert item is not None
     return item
+
+
+def queue_items(
+    handle: ModelHandle,
+    prompts: Sequence[Sequence[Message]],
+    sources: Sequence[Source],
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    **kwargs,
+) -> int:
+    """One comparison item per prompt, queued for labelling; returns how many were made.
+
+    A prompt that fails stops the run with a PreferenceError that says how many items are already
+    queued (they stay: each is stored as it is made).
+    """
+    made = 0
+    for number, prompt in enumerate(prompts, start=1):
+        if progress is not None:
+            progress(number - 1, len(prompts))
+        try:
+            generate_item(handle, prompt, sources, **kwargs)
+        except (PlaygroundError, ValueError) as error:
+            raise preferences.PreferenceError(f"after {made} items: {error}") from error
+        made += 1
+    return made
 
 
 # --- from a chat to preference items -------------------------------------------------------------

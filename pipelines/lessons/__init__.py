@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.config import ASSETS
+from pipelines.errors import PlaygroundError
 
 LESSONS_DIR = ASSETS / "lessons"
 TABS = ("generate", "chat", "finetune", "preferences", "rag", "reasoning", "inside")
@@ -38,7 +39,7 @@ INSIDE_TABS = ("tokenizer", "likelihood", "attention", "lens", "architecture")  
 PREFERENCE_TABS = ("label", "dataset", "reward", "align")  # the Preferences tab's own tabs
 
 
-class LessonError(ValueError):
+class LessonError(PlaygroundError, ValueError):
     """A lesson file that cannot be used, with the file and step it is about."""
 
 

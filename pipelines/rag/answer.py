@@ -23,6 +23,7 @@ from pipelines.engine.chat import Message
 from pipelines.engine.messages import ChatIds
 from pipelines.engine.models import ModelHandle
 from pipelines.engine.sampling import SamplingParams
+from pipelines.errors import InvalidParameter
 from pipelines.rag.attribution import citations  # noqa: F401  (answer.citations is the public name)
 from pipelines.rag.retrieval import Hit
 
@@ -93,7 +94,7 @@ def grounded_prompt(handle: ModelHandle, question: str, hits: Sequence[Hit], max
             _, ids = chat.render(handle, _messages(question, passages))
         notes.append(f"passage [{len(kept)}] was shortened to fit")
     if len(ids) > budget:
-        raise ValueError(f"the question alone does not fit in the {window:,}-token context window")
+        raise InvalidParameter("question", f"alone does not fit in the {window:,}-token context window")
     messages = _messages(question, passages)
     return GroundedPrompt(
         messages, kept, ChatIds(ids, messages), min(max_new_tokens, window - len(ids)), "; ".join(notes)

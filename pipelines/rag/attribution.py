@@ -266,3 +266,14 @@ def supporting_passages(supports: Sequence[SentenceSupport]) -> list[int]:
             if number not in found:
                 found.append(number)
     return found
+
+
+def supports(answer: str, hits: Sequence[Hit]) -> list[SentenceSupport] | None:
+    """`attribute`, or None where the embedder cannot load: the answer still shows, with only the
+    citations the model wrote."""
+    from pipelines.rag.embedder import EmbedderUnavailable
+
+    try:
+        return attribute(answer, hits)
+    except EmbedderUnavailable:
+        return None

@@ -12,6 +12,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from pipelines import knobs
+from pipelines.errors import InvalidParameter
+from pipelines.knobs import knob
+
 DEFAULT_CHUNK_TOKENS = 200
 DEFAULT_OVERLAP_TOKENS = 40
 MAX_CHUNK_TOKENS = 254  # the embedder reads 256 word pieces, two of them [CLS] and [SEP]
@@ -78,6 +82,37 @@ def _split_long(text: str, start: int, end: int, tokenizer: Any, size: int, over
     return pieces
 
 
+@dataclass(frozen=True)
+class ChunkSpec:
+    """How a collection cuts its documents (one definition for the RAG tab, the CLI and the store)."""
+
+    chunk_size: int = knob(
+        DEFAULT_CHUNK_TOKENS,
+        help="tokens per chunk, counted by the embedder's tokenizer",
+        label="Chunk size (tokens)",
+        info=f"the embedder reads at most {MAX_CHUNK_TOKENS}",
+        low=16,
+        high=MAX_CHUNK_TOKENS,
+        why="the embedder's limit",
+        step=1,
+    )
+    overlap: int = knob(
+        DEFAULT_OVERLAP_TOKENS,
+        help="tokens each chunk repeats from the one before, so a sentence cut in two is found whole",
+        label="Overlap (tokens)",
+        low=0,
+        high=MAX_CHUNK_TOKENS - 1,
+        step=1,
+    )
+
+    def __post_init__(self) -> None:
+        knobs.check(self)
+        if self.overlap >= self.chunk_size:
+            raise InvalidParameter(
+                "overlap", f"must be smaller than the chunk size ({self.chunk_size}), got {self.overlap}"
+            )
+
+
 def chunk_text(
     text: str,
     page: int | None,
@@ -86,12 +121,7 @@ def chunk_text(
     size: int = DEFAULT_CHUNK_TOKENS,
     overlap: int = DEFAULT_OVERLAP_TOKENS,
 ) -> list[Chunk]:
-    if not 16 <= size <= MAX_CHUNK_TOKENS:
-        raise ValueError(
-            f"chunk size must be between 16 and {MAX_CHUNK_TOKENS} tokens (the embedder's limit), got {size}"
-        )
-    if not 0 <= overlap < size:
-        raise ValueError(f"overlap must be at least 0 and smaller than the chunk size, got {overlap}")
+    ChunkSpec(chunk_size=size, overlap=overlap)  # refuses what the RAG tab's controls cannot set
     max_chars = size * CHARS_PER_TOKEN
     spans = _at_most_chars(sentence_spans(text), max_chars)
     if not spans:

@@ -11,13 +11,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from pipelines.errors import InvalidParameter
 from pipelines.rag import retrieval
 from pipelines.store.rows import RowLimits, RowsError, read_rows
-
-
-class EvaluationStopped(Exception):
-    """The person pressed Stop; nothing is reported for a half-measured run."""
-
 
 MAX_QUESTIONS = 1_000  # each costs three retrievals (one per mode): ~45 s of a 2-core CPU for 1,000
 MAX_QUESTION_CHARS = 2_000
@@ -69,20 +65,21 @@ def evaluate(
     k: int = 5,
     modes: Sequence[str] = retrieval.MODES,
     should_stop: Callable[[], bool] | None = None,
-) -> dict[str, Any]:
+) -> dict[str, Any] | None:
     """{mode: {"recall@k": float, "mrr": float}} plus per-question ranks under "details".
 
-    `should_stop` is asked before each retrieval; a stopped run raises EvaluationStopped.
+    `should_stop` is asked before each retrieval; a stopped run returns None (a half-measured run
+    would mix modes unevenly, so nothing is reported).
     """
     if len(rows) > MAX_QUESTIONS:
-        raise ValueError(f"at most {MAX_QUESTIONS:,} questions per evaluation, got {len(rows):,}")
+        raise InvalidParameter("questions", f"at most {MAX_QUESTIONS:,} questions per evaluation, got {len(rows):,}")
     report: dict[str, Any] = {}
     details = [{"question": r["question"], "source": r["source"]} for r in rows]
     for mode in modes:
         found = reciprocal = 0.0
         for detail, row in zip(details, rows, strict=False):
             if should_stop and should_stop():
-                raise EvaluationStopped(f"stopped during {mode} retrieval")
+                return None
             hits = retrieval.search(collection, row["question"], k=k, mode=mode)
             rank = next((h.rank for h in hits if _relevant(h, row)), None)
             detail[mode] = rank

@@ -9,11 +9,38 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pipelines import knobs
+from pipelines.errors import InvalidParameter
+from pipelines.knobs import knob
 from pipelines.rag import embedder, store
 
 MODES = ("dense", "bm25", "hybrid")
 RRF_K = 60
 MAX_K = 50
+
+
+@dataclass(frozen=True)
+class SearchSpec:
+    """How a question finds its passages: the RAG tab's controls, checked again by `search` for every caller."""
+
+    mode: str = knob(
+        "hybrid",
+        help="dense: embedding similarity; bm25: shared words; hybrid: both, fused by reciprocal rank",
+        label="Retrieval",
+        choices=MODES,
+    )
+    k: int = knob(
+        5,
+        help="passages retrieved and put in the prompt",
+        label="Passages (k)",
+        info="raise it if documents seem ignored",
+        low=1,
+        high=MAX_K,
+        step=1,
+    )
+
+    def __post_init__(self) -> None:
+        knobs.check(self)
 
 
 @dataclass(frozen=True)
@@ -54,12 +81,9 @@ def _bm25(generation: store.Generation, question: str, k: int) -> list[tuple[int
 
 def search(collection: str, question: str, *, k: int = 5, mode: str = "hybrid") -> list[Hit]:
     """The top-k chunks for a question in the collection."""
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-    if not 1 <= k <= MAX_K:
-        raise ValueError(f"k must be between 1 and {MAX_K}, got {k}")
+    SearchSpec(mode=mode, k=k)  # refuses what the RAG tab's controls cannot set
     if not question or not question.strip():
-        raise ValueError("the question is empty")
+        raise InvalidParameter("question", "is empty")
     generation = store.load(collection)
     if mode == "dense":
         ranked = _dense(generation, question, k)

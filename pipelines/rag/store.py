@@ -16,6 +16,7 @@ import fcntl
 import json
 import os
 import shutil
+import tempfile
 import threading
 import time
 from collections import OrderedDict
@@ -30,7 +31,7 @@ import numpy as np
 from pipelines.config import Settings, get_settings
 from pipelines.errors import PlaygroundError
 from pipelines.rag import chunking, embedder, parsing
-from pipelines.store.files import safe_filename, write_atomic
+from pipelines.store.files import UploadError, copy_upload, safe_filename, write_atomic
 
 HNSW_THRESHOLD = 20_000
 NAME_MAX = 64
@@ -131,8 +132,7 @@ def create(
     path = collection_dir(name)
     if (path / "collection.json").exists():
         raise CollectionError(f"a collection named {name!r} already exists")
-    if not 16 <= chunk_size <= chunking.MAX_CHUNK_TOKENS or not 0 <= overlap < chunk_size:
-        raise CollectionError(f"chunk size must be 16-{chunking.MAX_CHUNK_TOKENS} tokens and overlap smaller than it")
+    chunking.ChunkSpec(chunk_size=chunk_size, overlap=overlap)  # InvalidParameter names the setting
     (path / "documents").mkdir(parents=True, exist_ok=True)
     meta = {
         "name": name,
@@ -310,6 +310,34 @@ def _read_generation(name: str, directory: Path) -> Generation:
 
 
 # --- changes -----------------------------------------------------------------------------------
+
+
+def ingest_uploads(
+    name: str,
+    uploads: Sequence[str | Path],
+    *,
+    added_by: str = "",
+    max_bytes: int,
+    allowed_suffixes: tuple[str, ...],
+) -> IngestReport:
+    """Copy uploaded files (size and type checked) and ingest them; a refused upload is one error
+    of the report, like a file that cannot be parsed, and the others still go in."""
+    refused: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        accepted: list[tuple[str | Path, str]] = []
+        for index, upload in enumerate(uploads):
+            try:  # each upload in its own folder: sanitised names may collide
+                copied = copy_upload(
+                    upload, Path(tmp) / str(index), max_bytes=max_bytes, allowed_suffixes=allowed_suffixes
+                )
+            except UploadError as error:
+                shown = safe_filename(Path(str(upload)).name)
+                refused.append({"file": shown, "error": str(error).removeprefix(f"{shown}: ")})
+                continue
+            accepted.append((copied, copied.name))
+        report = ingest(name, accepted, added_by=added_by) if accepted else IngestReport()
+    report.errors[:0] = refused
+    return report
 
 
 def ingest(name: str, files: Sequence[tuple[str | Path, str]], added_by: str = "") -> IngestReport:

@@ -11,13 +11,16 @@ import json
 import secrets
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipelines import knobs
 from pipelines.config import get_settings
 from pipelines.engine.models import ModelHandle
 from pipelines.engine.sampling import SamplingParams
 from pipelines.errors import InvalidParameter
+from pipelines.knobs import knob
 from pipelines.reasoning import extract, solve
 from pipelines.reasoning.strategies import PROBLEMS_FILE, Strategy
 from pipelines.store.files import write_atomic
@@ -25,6 +28,25 @@ from pipelines.store.rows import RowLimits, RowsError, read_rows
 
 MAX_PROBLEMS = 5000
 MAX_FILE_BYTES = 20_000_000
+
+
+@dataclass(frozen=True)
+class BenchmarkSpec:
+    """How much of a problem set a benchmark run answers."""
+
+    limit: int = knob(
+        10,
+        help="only the first N problems",
+        label="At most this many problems",
+        info="all three strategies on 10 problems take ~5 min on a 2-core CPU",
+        low=1,
+        high=MAX_PROBLEMS,
+        step=1,
+        slider=False,
+    )
+
+    def __post_init__(self) -> None:
+        knobs.check(self)
 
 
 def runs_dir() -> Path:
@@ -217,4 +239,7 @@ def load_run(run_id: str) -> dict[str, Any]:
     path = runs_dir() / f"{run_id}.json"
     if not path.exists():
         raise InvalidParameter("run_id", f"no saved run {run_id!r}")
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:  # unreadable, or not JSON (written by hand, cut short)
+        raise InvalidParameter("run_id", f"could not read the saved run {run_id!r}: {error}") from error

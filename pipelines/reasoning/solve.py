@@ -16,17 +16,36 @@ from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from pipelines import sandbox
+from pipelines import knobs, sandbox
 from pipelines.engine import chat, generation
 from pipelines.engine.models import ModelHandle
 from pipelines.engine.sampling import SamplingParams
 from pipelines.errors import InvalidParameter
+from pipelines.knobs import knob
 from pipelines.reasoning import extract
 from pipelines.reasoning.strategies import Strategy
 
 MAX_QUESTION_CHARS = 4000
 MAX_SAMPLES = 16
 _FENCE = re.compile(r"```(?:python|py)?[^\n]*\n(.*?)(?:```|$)", re.DOTALL | re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class SampleSpec:
+    """How many answers each strategy draws (self-consistency): one definition for the tab and `reason`."""
+
+    samples: int = knob(
+        1,
+        help="samples per strategy; above 1, the answer is the majority vote (needs a temperature above 0)",
+        label="Samples per strategy (self-consistency)",
+        info="above 1: majority vote; needs temperature > 0",
+        low=1,
+        high=MAX_SAMPLES,
+        step=1,
+    )
+
+    def __post_init__(self) -> None:
+        knobs.check(self)
 
 
 @dataclass
@@ -122,8 +141,7 @@ def check_inputs(question: str, samples: int, params: SamplingParams) -> str:
         raise InvalidParameter("question", "is empty")
     if len(question) > MAX_QUESTION_CHARS:
         raise InvalidParameter("question", f"is {len(question):,} characters; the limit is {MAX_QUESTION_CHARS:,}")
-    if not 1 <= int(samples) <= MAX_SAMPLES:
-        raise InvalidParameter("samples", f"must be between 1 and {MAX_SAMPLES}, got {samples}")
+    SampleSpec(samples=int(samples))
     if samples > 1 and params.temperature == 0:
         raise InvalidParameter(
             "temperature", "self-consistency needs a temperature above 0: at temperature 0 every sample is the same"

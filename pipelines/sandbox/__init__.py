@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipelines.errors import InvalidParameter
+
 CHILD = Path(__file__).with_name("child.py")
 NOBODY = 65534
 MAX_SOURCE_CHARS = 100_000
@@ -46,7 +48,7 @@ class SandboxLimits:
 
     def __post_init__(self) -> None:
         if not 0.1 <= self.timeout_seconds <= 600:
-            raise ValueError(f"timeout must be between 0.1 and 600 seconds, got {self.timeout_seconds}")
+            raise InvalidParameter("timeout", f"must be between 0.1 and 600 seconds, got {self.timeout_seconds}")
 
 
 @dataclass

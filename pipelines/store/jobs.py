@@ -83,28 +83,28 @@ class JobCancelled(Exception):
     """Raised inside a job function when a cancel was requested."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class JobInfo:
-    """A snapshot of a job, safe to hand to any thread or UI."""
+    """A snapshot of a job, safe to hand to any thread or UI (built by name: eighteen fields)."""
 
     id: str
     kind: str
     name: str
     status: str
     spec: dict[str, Any]
-    owner: str | None
-    created_at: float
-    started_at: float | None
-    finished_at: float | None
-    progress: float
-    step: int
-    total_steps: int
-    eta_seconds: float | None
-    message: str
-    result: dict[str, Any]
-    cancel_requested: bool
-    foreground: bool
-    pid: int | None
+    owner: str | None = None
+    created_at: float = 0.0
+    started_at: float | None = None
+    finished_at: float | None = None
+    progress: float = 0.0
+    step: int = 0
+    total_steps: int = 0
+    eta_seconds: float | None = None
+    message: str = ""
+    result: dict[str, Any] = field(default_factory=dict)
+    cancel_requested: bool = False
+    foreground: bool = False
+    pid: int | None = None
 
     @property
     def done(self) -> bool:
@@ -651,8 +651,17 @@ def run_foreground(
         ctx.info(f"{status}: {message}")
         _finish(job_id, status, message, result)
         return get(job_id)
-    return JobInfo(
-        job_id, kind, name, status, spec, owner, 0, None, None, 1.0, 0, 0, None, message, result, False, True, None
+    return JobInfo(  # a rank other than 0 keeps no row: what it did, as a snapshot
+        id=job_id,
+        kind=kind,
+        name=name,
+        status=status,
+        spec=spec,
+        owner=owner,
+        progress=1.0,
+        message=message,
+        result=result,
+        foreground=True,
     )
 
 

@@ -107,14 +107,23 @@ def depth(value: Any) -> int:
     return measure(value).depth
 
 
-def loads(text: str, max_depth: int = MAX_DEPTH) -> Any:
-    """json.loads with a nesting limit: a ValueError that says so instead of a RecursionError."""
+def loads(text: str | bytes, max_depth: int = MAX_DEPTH, *, source: str | None = None) -> Any:
+    """json.loads with a nesting limit: a RowsError that says what is wrong (never a RecursionError),
+    naming `source` ("preset.json is not valid JSON …") when given."""
+
+    def refused(reason: str) -> RowsError:
+        return RowsError(f"{source} is {reason}" if source else reason)
+
     try:
-        value = json.loads(text)
+        value = json.loads(text.decode("utf-8") if isinstance(text, bytes) else text)
+    except UnicodeDecodeError as error:
+        raise refused(f"not UTF-8 text (byte {error.start})") from None
     except RecursionError:
-        raise ValueError(f"nested deeper than {max_depth} levels") from None
+        raise refused(f"nested deeper than {max_depth} levels") from None
+    except json.JSONDecodeError as error:
+        raise refused(f"not valid JSON ({error.msg}, line {error.lineno})") from error
     if depth(value) > max_depth:
-        raise ValueError(f"nested deeper than {max_depth} levels")
+        raise refused(f"nested deeper than {max_depth} levels")
     return value
 
 

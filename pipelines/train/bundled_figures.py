@@ -1,4 +1,4 @@
-"""The bundled results' figures, recomputed: what docs/tabs.md quotes and a test checks.
+"""The bundled results' figures, recomputed: what docs/teaching.md quotes and a test checks.
 
 Kept apart from `bundled` (where the results are, which the pickers read) because measuring needs
 the whole model stack: the reward scorer, evaluation, the SFT data reader.

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from pipelines.config import DATASETS
+from pipelines.errors import InvalidParameter
 
 METRICS_DIR = Path(__file__).resolve().parent / "metrics"
 GENERAL_TEXT = DATASETS / "general_text.txt"
@@ -28,7 +29,7 @@ def load_metric(name: str):
 
     script = METRICS_DIR / name / f"{name}.py"
     if not script.is_file():
-        raise ValueError(f"no metric module {name!r} in {METRICS_DIR}")
+        raise InvalidParameter("metric", f"no metric module {name!r} in {METRICS_DIR}")
     return evaluate.load(str(script))
 
 

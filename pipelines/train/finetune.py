@@ -304,30 +304,21 @@ def lora_trainable(model: Any, lora_r: int, target_modules: Sequence[str]) -> in
 def plan(
     model: Any,
     method: str,
+    step: memory_plan.Step = memory_plan.Step(),
     *,
     lora_r: int,
     target_modules: Sequence[str],
     num_virtual_tokens: int,
-    batch_size: int = 8,
-    max_length: int = 512,
-    gradient_checkpointing: bool = False,
     lora_dropout: float = 0.05,
-    mixed_precision: bool = False,
     train_blocks: Sequence[int] = (),
 ) -> TrainingPlan:
-    """Trainable parameters of the chosen method, and the peak memory of one training step of
-    every method at this batch size and length (pipelines/train/memory_plan.py: the worst case, every
-    example `max_length` tokens long)."""
+    """Trainable parameters of the chosen method, and the peak memory of one training `step` of
+    every method (pipelines/train/memory_plan.py: the worst case, every example `step.length` tokens long)."""
     shape = memory_plan.ModelShape.of(model)
     total = model_structure.parameter_count(model)
     lora = lora_trainable(model, lora_r, target_modules)
     prompt = num_virtual_tokens * model.get_input_embeddings().weight.shape[1]
-    common: dict[str, Any] = {
-        "batch": batch_size,
-        "length": max_length,
-        "mixed_precision": mixed_precision,
-        "checkpointing": gradient_checkpointing,
-    }
+    common: dict[str, Any] = {"step": step}
     lora_options: dict[str, Any] = {
         "lora_targets": tuple(target_modules),
         "lora_r": lora_r,

@@ -14,6 +14,7 @@ from pipelines.engine import generation
 from pipelines.engine.models import ModelHandle
 from pipelines.engine.prompts import SHOTS, Task, load_tasks
 from pipelines.engine.sampling import SamplingParams
+from pipelines.errors import InvalidParameter
 
 
 @dataclass
@@ -41,7 +42,7 @@ def _task(name: str) -> Task:
     for task in load_tasks():
         if task.name == name and task.tests:
             return task
-    raise ValueError(f"no labelled task named {name!r}; choose one of {', '.join(measurable_tasks())}")
+    raise InvalidParameter("task", f"no labelled task named {name!r}; choose one of {', '.join(measurable_tasks())}")
 
 
 def first_word(text: str) -> str:

@@ -147,15 +147,22 @@ class MemoryPlan:
         return {**asdict(self), "total": self.peak}
 
 
+@dataclass(frozen=True)
+class Step:
+    """One training step's shape: what the activations scale with."""
+
+    batch: int = 8
+    length: int = 512  # the padded length of a batch (the worst case: every example at the maximum)
+    mixed_precision: bool = False  # 16-bit activations (and autocast's weight copies)
+    checkpointing: bool = False  # each block keeps only its input; one is recomputed at a time
+
+
 def estimate(
     shape: ModelShape,
     method: str,
     *,
     trainable: int,
-    batch: int,
-    length: int,
-    mixed_precision: bool = False,
-    checkpointing: bool = False,
+    step: Step,
     train_blocks: Sequence[int] | None = None,
     lora_targets: Sequence[str] = (),
     lora_r: int = 0,
@@ -168,7 +175,8 @@ def estimate(
     `length` is the padded length of a batch (the worst case: every example at the maximum);
     prompt tuning adds its virtual tokens to it. `train_blocks` (selective) are 0-based indices.
     """
-    tokens = batch * (length + (virtual_tokens if method == "prompt-tuning" else 0))
+    mixed_precision, checkpointing = step.mixed_precision, step.checkpointing
+    tokens = step.batch * (step.length + (virtual_tokens if method == "prompt-tuning" else 0))
     act_bytes = 2 if mixed_precision or qlora else 4
     # which blocks save what
     if method == "full":

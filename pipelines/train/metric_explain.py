@@ -13,6 +13,8 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 
+from pipelines.errors import InvalidParameter
+
 MAX_CHARS = 20_000  # per text: the LCS table is quadratic in the number of words
 
 
@@ -42,9 +44,9 @@ class BleuExplained:
 def _check(reference: str, candidate: str) -> None:
     for name, text in (("reference", reference), ("candidate", candidate)):
         if not isinstance(text, str):
-            raise ValueError(f"{name}: must be text")
+            raise InvalidParameter(name, "must be text")
         if len(text) > MAX_CHARS:
-            raise ValueError(f"{name}: is {len(text):,} characters; the explainer takes at most {MAX_CHARS:,}")
+            raise InvalidParameter(name, f"is {len(text):,} characters; the explainer takes at most {MAX_CHARS:,}")
 
 
 def rouge_l(reference: str, candidate: str) -> RougeLExplained:

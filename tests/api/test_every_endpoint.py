@@ -91,7 +91,10 @@ def _cases(f: Path) -> dict[str, tuple[dict, str]]:
         "inside_score": (dict(prompt="LLMs are", first="", second="", adapter=None), r"continuation: is empty"),
         "inside_attention": (dict(prompt="hi there", layer=5, head=0, mean=False, adapter=None), r"layer: must be"),
         "inside_lens": (dict(prompt="", adapter=None), r"prompt: is empty"),
-        "inside_architecture": (dict(context=20_000_000), r"context"),
+        "inside_architecture": (
+            dict(context=20_000_000),
+            r"greater than maximum value 10000000",
+        ),  # Gradio checks the range
         "token_tree_grow": (dict(branch_id=None, at=0, alternative=None, typed="x"), r"Generate something first"),
         "token_tree_export": (dict(), r"Generate something first"),
     }

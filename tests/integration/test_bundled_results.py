@@ -1,7 +1,7 @@
 """The bundled adapters and reward model on the real model: their recorded figures still hold.
 
 `bundled_figures.measure` recomputes each figure on the held-out data its training job set aside; the
-figures recorded in meta.json (and quoted in docs/tabs.md) were measured the same way, so they must
+figures recorded in meta.json (and quoted in docs/teaching.md) were measured the same way, so they must
 agree up to float noise between CPUs, and with the training job's own figures (trl's evaluation)
 as closely.
 """

@@ -75,7 +75,7 @@ def test_anonymous_visitors_cannot_create_upload_index_queue_or_label(public_spa
         lambda: align.queue_for_humans("x", align.PROMPT_SOURCES[1], None, 1, 8, request=ANONYMOUS), "queue comparisons"
     )
     _refused(
-        lambda: reasoning.run_benchmark("Bundled problems", None, 1, ["direct"], 1, "", "", "", request=ANONYMOUS),
+        lambda: reasoning.run_benchmark("Bundled problems", None, 1, ["direct"], 1, request=ANONYMOUS),
         "run and save benchmarks",
     )
     item = preferences.create_item(

@@ -1,4 +1,4 @@
-"""The ready-made results: listed as "(bundled)" where they fit, read-only, documented in docs/tabs.md.
+"""The ready-made results: listed as "(bundled)" where they fit, read-only, documented in docs/teaching.md.
 
 Their recorded figures are recomputed on the real model in tests/integration/test_bundled_results.py.
 """
@@ -28,13 +28,13 @@ needs_bundled_model = pytest.mark.skipif(
 def test_every_bundled_result_is_small_documented_and_reproducible():
     catalogue = {item["name"]: item for item in bundled.catalogue()}
     assert set(catalogue) == {*ADAPTER_NAMES, *REWARD_NAMES}
-    guide = (ROOT / "docs" / "tabs.md").read_text(encoding="utf-8")
+    guide = (ROOT / "docs" / "teaching.md").read_text(encoding="utf-8")
     for name, item in catalogue.items():
         weights = sum(p.stat().st_size for p in bundled.locate(name).glob("*.safetensors"))
         assert 0 < weights < 8 * 2**20, f"{name}: {weights / 2**20:.1f} MiB of weights; a few MB is the budget"
         command = item["reproduce"]
         assert command.startswith("python -m pipelines ") and "assets/datasets/" in command
-        assert command in guide, f"docs/tabs.md must give {name}'s command"
+        assert command in guide, f"docs/teaching.md must give {name}'s command"
         assert item["figures"] and all(isinstance(v, float) for v in item["figures"].values())
         meta = json.loads((bundled.locate(name) / "meta.json").read_text(encoding="utf-8"))
         assert (DATASETS / meta["hyperparameters"]["data"].split("/")[-1]).is_file()  # made from bundled data

@@ -8,7 +8,7 @@ import torch
 from pipelines.engine import generation, models
 from pipelines.engine.chat import Message
 from pipelines.engine.sampling import InvalidParameter, SamplingParams
-from pipelines.train import finetune
+from pipelines.train import finetune, memory_plan
 from tests.helpers import build_tiny_model
 
 
@@ -66,7 +66,7 @@ def test_plan_counts_exactly_what_peft_trains(tokenizer, targets):
     assert qlora["weights"] < lora["weights"] < full["total"]
     # activations depend on batch x length, which the plan now takes (pipelines/train/memory_plan.py)
     bigger = finetune.plan(
-        model, "lora", lora_r=4, target_modules=targets, num_virtual_tokens=10, batch_size=16, max_length=512
+        model, "lora", memory_plan.Step(batch=16, length=512), lora_r=4, target_modules=targets, num_virtual_tokens=10
     )
     assert bigger.rows[1]["activations"] == 2 * lora["activations"]
     prompt = finetune.plan(

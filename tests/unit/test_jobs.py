@@ -320,3 +320,11 @@ def test_measuring_phases_count_their_examples_and_the_log_says_when(data_dir):
     ctx.phase("train")
     callback.on_prediction_step(args, state, None)  # an evaluation during training does not move the steps
     assert ctx.current_phase.done == 0
+
+
+def test_a_job_snapshot_is_built_by_name():
+    """Eighteen fields in a row are a bug waiting for a swapped pair: JobInfo takes keywords only."""
+    with pytest.raises(TypeError):
+        jobs.JobInfo("id", "finetune", "name", "done", {})  # type: ignore[misc]
+    info = jobs.JobInfo(id="id", kind="finetune", name="name", status="done", spec={})
+    assert info.done and info.result == {} and info.pid is None

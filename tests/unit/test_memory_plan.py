@@ -99,7 +99,9 @@ def test_activations_are_what_autograd_saves(method, options):
     loss = model(input_ids=ids, labels=ids).loss
     measured = saved_bytes(loss, model.parameters())
     shape = memory_plan.ModelShape.of(model.get_base_model() if hasattr(model, "get_base_model") else model)
-    planned = memory_plan.estimate(shape, method, trainable=0, batch=BATCH, length=LENGTH, **options).activations
+    planned = memory_plan.estimate(
+        shape, method, trainable=0, step=memory_plan.Step(batch=BATCH, length=LENGTH), **options
+    ).activations
     assert planned == pytest.approx(measured, rel=0.04), (method, options, planned, measured)
 
 
@@ -108,23 +110,36 @@ def test_what_moves_the_estimate():
     more than full fine-tuning's saved inputs; checkpointing and 16-bit activations cut them."""
     shape = memory_plan.ModelShape.of(_model())
     lora = {"lora_targets": DEFAULT_TARGETS, "lora_r": 8, "lora_dropout": 0.05}
-    base = memory_plan.estimate(shape, "lora", trainable=1000, batch=4, length=128, **lora)
+    base = memory_plan.estimate(shape, "lora", trainable=1000, step=memory_plan.Step(batch=4, length=128), **lora)
     assert (
-        memory_plan.estimate(shape, "lora", trainable=9000, batch=4, length=128, **lora).activations == base.activations
+        memory_plan.estimate(
+            shape, "lora", trainable=9000, step=memory_plan.Step(batch=4, length=128), **lora
+        ).activations
+        == base.activations
     )
     assert (
-        memory_plan.estimate(shape, "lora", trainable=1000, batch=8, length=128, **lora).activations
+        memory_plan.estimate(
+            shape, "lora", trainable=1000, step=memory_plan.Step(batch=8, length=128), **lora
+        ).activations
         == 2 * base.activations
     )
     assert (
-        memory_plan.estimate(shape, "lora", trainable=1000, batch=4, length=256, **lora).activations
+        memory_plan.estimate(
+            shape, "lora", trainable=1000, step=memory_plan.Step(batch=4, length=256), **lora
+        ).activations
         == 2 * base.activations
     )
-    full = memory_plan.estimate(shape, "full", trainable=shape.params, batch=4, length=128)
+    full = memory_plan.estimate(shape, "full", trainable=shape.params, step=memory_plan.Step(batch=4, length=128))
     assert base.activations > full.activations  # the dropout copies
     assert full.optimizer == 8 * shape.params and full.gradients == 4 * shape.params
-    checkpointed = memory_plan.estimate(shape, "full", trainable=shape.params, batch=4, length=128, checkpointing=True)
-    half = memory_plan.estimate(shape, "full", trainable=shape.params, batch=4, length=128, mixed_precision=True)
+    checkpointed = memory_plan.estimate(
+        shape, "full", trainable=shape.params, step=memory_plan.Step(batch=4, length=128, checkpointing=True)
+    )
+    half = memory_plan.estimate(
+        shape, "full", trainable=shape.params, step=memory_plan.Step(batch=4, length=128, mixed_precision=True)
+    )
     assert checkpointed.activations < full.activations and half.activations < full.activations
-    qlora = memory_plan.estimate(shape, "lora", trainable=1000, batch=4, length=128, qlora=True, **lora)
+    qlora = memory_plan.estimate(
+        shape, "lora", trainable=1000, step=memory_plan.Step(batch=4, length=128), qlora=True, **lora
+    )
     assert qlora.weights < base.weights / 2

@@ -1,4 +1,4 @@
-"""The shape of `pipelines/`: no import circles, light leaves, one error family.
+"""The shape of the code: no import circles, light leaves, one error family, short functions.
 
 Storage, the sandbox and the CLI's help must not pull in torch (seconds of import, gigabytes of
 address space); a module that needs the model stack imports it itself. An import circle, even
@@ -186,6 +186,88 @@ def test_every_refusal_belongs_to_one_error_family():
     assert all(issubclass(kind, PlaygroundError) for kind in family)
     assert InvalidParameter("top_p", "must be in (0, 1]").param == "top_p"
     assert model_source.ModelUnavailable("x").exit_code == 1 and sft_data.DataError("x").exit_code == 2
+
+
+BUILTIN_ERRORS = {"Exception", "ValueError", "TypeError", "RuntimeError", "KeyError", "OSError", "PermissionError"}
+# builtin exceptions pipelines may raise: broken invariants of the code itself, never a person's input
+INTERNAL_RAISES = {
+    ("pipelines/config.py", "KeyError"): 1,  # env(): a variable read that VARIABLES does not declare
+    ("pipelines/engine/generation.py", "ValueError"): 2,  # stream_batch called with mismatched lists
+    ("pipelines/engine/fast_decode.py", "ValueError"): 2,  # built for a model unsupported_reason refused; cache overrun
+    ("pipelines/engine/llamacpp_engine.py", "ValueError"): 1,  # next_logits([])
+    ("pipelines/engine/openai_engine.py", "ValueError"): 1,  # parse_choice: caught where a stream is read
+}
+
+
+def test_every_exception_pipelines_defines_is_in_the_family():
+    """Every exception class of pipelines/ descends from PlaygroundError (the translator, the CLI's
+    exit status and the API's message rely on it), but for the cancel signal, which is never shown."""
+    classes: dict[str, list[str]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef):
+                bases = [b.attr if isinstance(b, ast.Attribute) else getattr(b, "id", "") for b in node.bases]
+                classes[node.name] = bases
+
+    def reaches(name: str, target: set[str], seen: frozenset = frozenset()) -> bool:
+        if name in target:
+            return True
+        return any(reaches(b, target, seen | {name}) for b in classes.get(name, []) if b not in seen)
+
+    exceptions = {n for n in classes if n not in BUILTIN_ERRORS and reaches(n, BUILTIN_ERRORS | {"PlaygroundError"})}
+    outside = sorted(n for n in exceptions - {"PlaygroundError", "JobCancelled"} if not reaches(n, {"PlaygroundError"}))
+    assert not outside, f"not in the PlaygroundError family: {outside}"
+    assert {"LessonError", "ConfigError", "SignInRequired", "CollectionError"} <= exceptions
+
+
+def test_pipelines_refuse_with_the_family_not_builtin_exceptions():
+    """A refusal a person can act on is a PlaygroundError (the UI shows it, the CLI exits 2); a bare
+    ValueError would surface as an unexplained failure. Only broken invariants stay builtin."""
+    found: dict[tuple[str, str], int] = {}
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Raise) and node.exc is not None:
+                called = node.exc.func if isinstance(node.exc, ast.Call) else node.exc
+                if isinstance(called, ast.Name) and called.id in BUILTIN_ERRORS:
+                    key = (path.relative_to(ROOT).as_posix(), called.id)
+                    found[key] = found.get(key, 0) + 1
+    assert found == INTERNAL_RAISES
+
+
+def _handlers(path):
+    return [n for n in ast.walk(ast.parse(path.read_text(encoding="utf-8"))) if isinstance(n, ast.ExceptHandler)]
+
+
+def test_the_ui_catches_only_to_add_context():
+    """playground/ hands refusals to the one translator (playground/errors.py); the few except blocks
+    left add something: a control's label, a warning that lets the page go on, an HTTP status in
+    the middleware. None catches a bare ValueError (a refusal is a PlaygroundError)."""
+    ui = ROOT / "playground"
+    handlers = {
+        f"{path.name}:{h.lineno}": h
+        for path in sorted(ui.glob("*.py"))
+        if path.name != "errors.py"
+        for h in _handlers(path)
+    }
+    assert len(handlers) <= 8, sorted(handlers)
+    bare = [
+        where
+        for where, h in handlers.items()
+        if any(isinstance(n, ast.Name) and n.id == "ValueError" for n in ast.walk(h.type or ast.Name("bare")))
+    ]
+    assert not bare, bare
+
+
+def test_no_function_takes_more_than_ten_parameters():
+    """Past ten, the parameters are a spec (a dataclass), not a list (Label's sources, the memory plan's step)."""
+    many = []
+    for root in (PACKAGE, ROOT / "playground"):
+        for path, node, _ in _functions(root):
+            args = node.args
+            names = [a.arg for a in args.posonlyargs + args.args + args.kwonlyargs if a.arg not in ("self", "cls")]
+            if len(names) > 10:
+                many.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({len(names)})")
+    assert not many, many
 
 
 def test_tests_import_helpers_not_other_tests():

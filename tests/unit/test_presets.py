@@ -34,13 +34,13 @@ def test_save_load_delete_and_share(tmp_path, data_dir):
 @pytest.mark.parametrize(
     "content, reason",
     [
-        (b"{broken", "not a preset file"),
-        (b"\xff\xfe", "not a preset file"),
+        (b"{broken", "preset.json is not valid JSON"),
+        (b"\xff\xfe", "preset.json is not UTF-8 text"),
         (json.dumps({"kind": "something else", "settings": {}}).encode(), "not a preset file"),
         (json.dumps({"kind": presets.KIND, "name": "x", "settings": {"temperature": -3}}).encode(), "temperature"),
         (json.dumps({"kind": presets.KIND, "name": "x", "settings": {"evil": 1}}).encode(), "not a sampling parameter"),
         (json.dumps({"kind": presets.KIND, "name": "../../etc", "settings": {}}).encode(), "Name the preset"),
-        (b"[" * 1000 + b"]" * 1000, "not a preset file"),
+        (b"[" * 1000 + b"]" * 1000, "preset.json is nested deeper than 4 levels"),
         (b"{" + b'"a": 1, ' * 20_000 + b'"b": 2}', "larger than a preset"),
     ],
 )

@@ -73,8 +73,10 @@ def test_without_the_embedder_the_answer_keeps_the_model_citations(monkeypatch):
 
     monkeypatch.setattr(embedder, "embed", missing)
     hits = passages(RAILWAY_TXT)
-    assert tab._check_support("Grey Heron [1].", hits) is None
-    shown = tab._answer_md("Grey Heron [1].", hits, tab._check_support("Grey Heron [1].", hits))
+    from pipelines.rag import attribution
+
+    assert attribution.supports("Grey Heron [1].", hits) is None
+    shown = tab._answer_md("Grey Heron [1].", hits, attribution.supports("Grey Heron [1].", hits))
     assert "<a href='#passage-1'>[1]</a>" in shown and "Cites: [1] doc0.txt" in shown
 
 

@@ -12,6 +12,9 @@ from tests.refusals import REFUSED
 
 PROMPTS = [tab.reset_prompt(k) for k in tab.KEYS]
 SHORT = {**DEFAULTS, "temperature": 0}
+PROMPT_KWARGS = {
+    f"{key}_prompt": prompt for key, prompt in zip(tab.KEYS, PROMPTS, strict=True)
+}  # run_benchmark takes them by name
 
 
 class _Progress:
@@ -91,9 +94,9 @@ def test_benchmark_runs_saves_and_reloads(use_tiny, tmp_path):
             10,
             ["direct", "pal"],
             1,
-            *[_short(p, 3) for p in PROMPTS],
             None,
             progress=progress,
+            **{f"{key}_prompt": _short(p, 3) for key, p in zip(tab.KEYS, PROMPTS, strict=True)},
             **SHORT,
         )
     )
@@ -105,12 +108,18 @@ def test_benchmark_runs_saves_and_reloads(use_tiny, tmp_path):
     table2, items2, note2 = tab.load_saved_run(run_id)
     assert table2.equals(table) and len(items2) == 2
     with pytest.raises(REFUSED, match="Upload a JSONL"):
-        list(tab.run_benchmark("Upload JSONL", None, 10, ["direct"], 1, *PROMPTS, None, progress=progress, **SHORT))
+        list(
+            tab.run_benchmark(
+                "Upload JSONL", None, 10, ["direct"], 1, None, progress=progress, **PROMPT_KWARGS, **SHORT
+            )
+        )
     empty = tmp_path / "bad.jsonl"
     empty.write_text('{"question": "q", "answer": "lots"}\n')
     with pytest.raises(REFUSED, match="No usable problems: line 1"):
         list(
-            tab.run_benchmark("Upload JSONL", str(empty), 10, ["direct"], 1, *PROMPTS, None, progress=progress, **SHORT)
+            tab.run_benchmark(
+                "Upload JSONL", str(empty), 10, ["direct"], 1, None, progress=progress, **PROMPT_KWARGS, **SHORT
+            )
         )
     with pytest.raises(REFUSED, match="Choose a saved run"):
         tab.load_saved_run(None)

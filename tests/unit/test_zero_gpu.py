@@ -19,6 +19,7 @@ import pytest
 
 from pipelines import config, gpu, inside
 from pipelines.engine import generation
+from pipelines.errors import ConfigError
 from pipelines.store import jobs
 from pipelines.train import reward
 from tests.helpers import ROOT
@@ -76,7 +77,7 @@ def test_off_zero_gpu_the_functions_are_the_functions(monkeypatch):
 def test_on_zero_gpu_without_the_spaces_package_the_message_says_what_to_add(monkeypatch):
     monkeypatch.setenv("SPACES_ZERO_GPU", "true")
     monkeypatch.setitem(sys.modules, "spaces", None)
-    with pytest.raises(RuntimeError, match="add `spaces` to requirements.txt"):
+    with pytest.raises(ConfigError, match="add `spaces` to requirements.txt"):
         gpu.task()(lambda: None)
 
 
