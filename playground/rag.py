@@ -28,7 +28,7 @@ from .errors import UserError
 from .guard import admin_only, signed_in
 from .pickers import FIRST, LiveDropdown
 from .sidebar import Shared, selected_adapter, signed_in_user
-from .spec_controls import control
+from .spec_controls import build_spec, control
 
 UI_UPDATE_SECONDS = 0.1
 MAX_FILES_PER_UPLOAD = 20
@@ -37,7 +37,8 @@ ALLOWED = tuple(parsing.KINDS)
 
 @signed_in("create collections")
 def create_collection(name: str, chunk_size: float, overlap: float, request: gr.Request | None = None):
-    store.create((name or "").strip(), chunk_size=int(chunk_size), overlap=int(overlap))
+    chunks = build_spec(chunking.ChunkSpec, {"chunk_size": chunk_size, "overlap": overlap})  # refusals name the control
+    store.create((name or "").strip(), chunk_size=chunks.chunk_size, overlap=chunks.overlap)
     gr.Info(f"Collection {name!r} created.")
     return gr.update(choices=store.collection_names(), value=name.strip())
 
@@ -233,7 +234,8 @@ def ask(name: str | None, question: str, mode: str, k: float, adapter: str | Non
     if not question or not question.strip():
         raise UserError("Type a question.")
     params = to_params(sampling)
-    hits = retrieval.search(name, question, k=int(k), mode=mode)
+    search = build_spec(retrieval.SearchSpec, {"mode": mode, "k": k})
+    hits = retrieval.search(name, question, k=search.k, mode=search.mode)
     if not hits:
         gr.Warning("Nothing in the collection matched; the model will say the documents do not cover it.")
     frame, passages = _hits_frame(hits), passages_html(hits)
@@ -324,8 +326,8 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
             gr.Markdown("#### Ask")
             question = gr.Textbox(label="Question", lines=2)
             with gr.Row():
-                mode = control(retrieval.SearchSpec, "mode")
-                k = control(retrieval.SearchSpec, "k")
+                mode = control(retrieval.SearchSpec, "mode", scale=2)
+                k = control(retrieval.SearchSpec, "k", scale=2)
                 ask_button = gr.Button("Ask", variant="primary")
             notice = gr.Markdown()
             with gr.Row():
