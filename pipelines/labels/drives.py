@@ -12,6 +12,8 @@ started before opening a new one, so items reach their `overlap` (and can be com
 agreement) as early as possible, and a drive stopped half-way has complete items rather than
 many items with one label. Gold items are served to every annotator once, at random with
 probability `gold_rate`, and do not count towards the drive's progress: they measure annotators.
+An annotator below the drive's gold threshold keeps labelling, but their labels stop filling
+places: the item is served to others until it has `overlap` labels that count (as exports keep).
 
 This module stores and serves; what the labels on gold items say about an annotator is
 `preference_stats.gold_accuracy`.
@@ -24,7 +26,7 @@ import json
 import random
 import re
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -266,9 +268,14 @@ class _State:
     held: dict[str, set[str]]  # item -> annotators with a live, unlabelled assignment
     served: dict[str, set[str]]  # annotator -> items ever served to them
     clients: dict[str, dict[str, str]]  # item -> anonymous annotator -> their address key (labelled or held)
+    failing: set[str]  # annotators below the drive's gold threshold: their labels do not count
+
+    def counted(self, item_id: str) -> set[str]:
+        """The annotators whose labels count toward the item's `overlap` (exports keep the same ones)."""
+        return self.labelled[item_id] - self.failing
 
     def places_taken(self, item_id: str, besides: str | None = None) -> int:
-        return len((self.labelled[item_id] | self.held[item_id]) - {besides})
+        return len((self.counted(item_id) | self.held[item_id]) - {besides})
 
     def same_network(self, item_id: str, annotator: str, client: str | None) -> bool:
         """Whether another anonymous visitor from this address already labels the item (one person, two ids)."""
@@ -325,7 +332,28 @@ def _state(s: Session, drive: PrefDrive, now: float) -> _State:
         held=held,
         served=served,
         clients=clients,
+        failing=_failing(s, drive.gold_threshold),
     )
+
+
+def _failing(s: Session, threshold: float) -> set[str]:
+    """Annotators whose accuracy on gold items is below `threshold`, measured as exports measure it
+    (every drive's gold items; an annotator with none answered yet is kept). Their labels stop
+    counting toward an item's overlap the moment they fall below it, so the item is served again."""
+    if threshold <= 0:
+        return set()
+    answered: Counter[str] = Counter()
+    correct: Counter[str] = Counter()
+    for annotator, choice, ranking, raw in s.execute(
+        select(PrefLabel.annotator, PrefLabel.choice, PrefLabel.ranking, PrefDriveItem.gold)
+        .join(PrefDriveItem, PrefDriveItem.item_id == PrefLabel.item_id)
+        .where(PrefDriveItem.gold.is_not(None))
+    ):
+        if not raw:  # as gold_answers: an empty mark is no answer
+            continue
+        answered[annotator] += 1
+        correct[annotator] += GoldAnswer(**json.loads(raw)).matches(choice, json.loads(ranking))
+    return {who for who, n in answered.items() if correct[who] / n < threshold}
 
 
 def _locked_drive(s: Session, name: str) -> PrefDrive:
@@ -473,7 +501,8 @@ def progress(
 ) -> dict[str, Any]:
     """How far the drive is, per annotator, and for `annotator`: done / assigned and what is left to them.
 
-    The drive's labels count up to `overlap` per regular item; gold items are checks, not progress.
+    The drive's labels count up to `overlap` per regular item, without those of annotators below the
+    gold threshold; gold items are checks, not progress.
     `others=False` leaves the other annotators out (what an annotator is shown): only their count.
     """
     now = time.time() if now is None else now
@@ -483,7 +512,7 @@ def progress(
             raise DriveError(f"no label drive {name[:80]!r}")
         state = _state(s, row, now)
         overlap = row.overlap
-    counted = sum(min(overlap, len(state.labelled[i])) for i in state.regular)
+    counted = sum(min(overlap, len(state.counted(i))) for i in state.regular)
     needed = overlap * len(state.regular)
     people = sorted(
         {a for who in state.labelled.values() for a in who} | set(state.served),
@@ -508,7 +537,7 @@ def progress(
         "gold_items": len(state.gold),
         "labels": counted,
         "labels_needed": needed,
-        "complete_items": sum(1 for i in state.regular if len(state.labelled[i]) >= overlap),
+        "complete_items": sum(1 for i in state.regular if len(state.counted(i)) >= overlap),
         "share": counted / needed if needed else None,
         "annotator_count": len(people),
     }

@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 from gradio_client import Client, handle_file
 
-from pipelines.labels import drives, preferences
+from pipelines.labels import drives, preference_data, preferences
 from pipelines.store import db
 
 pytestmark = pytest.mark.api
@@ -67,4 +67,50 @@ def test_ten_annotators_at_once_through_the_api(app_url, tmp_path):
     assert "is a gold item" in marked
     with pytest.raises(Exception, match="cannot read the answer"):
         operator.predict(item_id=item_id, answer="sideways", api_name="/mark_gold")
+    db.dispose_all()
+
+
+def test_an_adversary_below_the_gold_threshold_is_re_served_away(app_url, tmp_path):
+    """Issue 37: 10 items x overlap 3 + 2 gold items, 5 careful annotators and 1 who answers wrong,
+    at once through /drive_next + /vote, then the careful ones come back for a second round: every
+    item ends with 3 counted labels and the majority-consensus export has all of them."""
+    operator = Client(app_url, verbose=False)
+    operator.predict(name="checked", overlap=3, gold_threshold=0.5, gold_rate=0.3, api_name="/save_drive")
+    source = tmp_path / "items.jsonl"
+    rows = [{"prompt": f"checked {i}", "responses": [f"right {i}", f"wrong {i}"]} for i in range(10)]
+    rows += [{"prompt": f"gold {i}", "chosen": f"right g{i}", "rejected": f"wrong g{i}"} for i in range(2)]
+    source.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    operator.predict(file=handle_file(str(source)), name="checked", api_name="/add_drive_items")
+    errors: list[str] = []
+
+    def annotate(name: str, wrong: bool) -> None:
+        client = Client(app_url, verbose=False)
+        try:
+            while (found := client.predict(drive="checked", annotator=name, api_name="/drive_next"))["item_id"]:
+                letters = {r["text"].split()[0]: r["letter"] for r in found["responses"]}
+                choice = letters["wrong" if wrong else "right"]
+                client.predict(item_id=found["item_id"], choice=choice, annotator=name, api_name="/vote")
+        except Exception as error:  # noqa: BLE001 - reported by the test
+            errors.append(f"{name}: {error}")
+
+    people = [("adversary", True), *((f"careful-{n}", False) for n in range(5))]
+    threads = [threading.Thread(target=annotate, args=person) for person in people]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    for name, wrong in people[1:]:  # the second round: what the adversary's failure opened again
+        annotate(name, wrong)
+    assert not errors
+    report = drives.progress("checked")
+    assert report["labels"] == report["labels_needed"] == 30 and report["complete_items"] == 10
+    gold = set(drives.gold_answers("checked"))
+    regular = {item.id for item in preferences.all_items() if drives.drive_of(item.id) == "checked"} - gold
+    careful = Counter(
+        lb.item_id for item in preferences.all_items() for lb in item.labels if lb.annotator.startswith("careful")
+    )
+    assert len(regular) == 10 and all(careful[item] == 3 for item in regular), careful
+    found = preference_data.training_rows(options=preference_data.ExportOptions(consensus="majority"))
+    exported = {row["item_id"] for row in found.pairs} & regular
+    assert len(exported) == 10, "the majority-consensus export has every item (8 of 10 before)"
     db.dispose_all()

@@ -310,7 +310,8 @@ def test_cli_drive_commands_and_stats_contract(tmp_path, capsys):
             preferences.submit_label(item, name, "A" if name == "ann" else "B")
     assert main(["prefs", "drive", "status", "cli", "--annotator", "ann", "--json"]) == 0
     status = json.loads(capsys.readouterr().out)
-    assert status["labels"] == 4 and status["you"]["done"] == 3
+    # one of the two got the gold item wrong: below the 0.5 threshold, their 2 labels do not count (issue 37)
+    assert status["labels"] == 2 and status["labels_needed"] == 4 and status["you"]["done"] == 3
     assert main(["prefs", "stats", "--drive", "cli", "--rounds", "10", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     people = {p["name"]: p for p in report["annotators"]}
@@ -388,3 +389,40 @@ def test_drive_names_and_items_are_checked(tmp_path):
     rows.write_text(json.dumps({"prompt": "q", "responses": ["only one"]}) + "\n")
     found = preference_data.import_drive_items(rows, "Week 3 - set.A")
     assert found.imported == 0 and "needs 2 to 4 responses" in found.errors[0]["error"]
+
+
+def test_labels_below_the_gold_threshold_stop_counting_and_their_items_are_served_again(tmp_path):
+    """Issue 37: 10 items x overlap 3 + 2 gold items, 5 careful annotators and 1 who answers wrong.
+    Once the adversary falls below the threshold its labels no longer fill places, so its items go
+    back to the careful annotators, and the majority-consensus export has every item."""
+    regular, gold = drive_with(10, n_gold=2, overlap=3, gold_threshold=0.5, gold_rate=0.1)
+    careful = [f"careful-{n}" for n in range(5)]
+    rng = random.Random(3)
+    adversary_regular = 0
+    busy = True
+    while busy:  # round after round, the adversary first, until nobody is given anything
+        busy = False
+        for name in ["adversary", *careful]:
+            item = drives.take("d", name, rng=rng)
+            if item is None:
+                continue
+            busy = True
+            right = good_letter(item)
+            if name == "adversary":
+                adversary_regular += item in regular
+                preferences.submit_label(item, name, "B" if right == "A" else "A")
+            else:
+                preferences.submit_label(item, name, right)
+    assert adversary_regular >= 1, "the adversary labelled regular items before meeting a gold one"
+    report = drives.progress("d")
+    assert report["labels"] == 30 and report["labels_needed"] == 30 and report["complete_items"] == 10
+    by_item = Counter(
+        lb.item_id for item in preferences.all_items() for lb in item.labels if lb.annotator != "adversary"
+    )
+    assert all(by_item[i] == 3 for i in regular), "exactly k counted labels per item, none past it"
+    consensus = preference_data.export(
+        tmp_path / "c.jsonl", options=preference_data.ExportOptions(consensus="majority")
+    )
+    adversary = next(a for a in report["annotators"] if a["name"] == "adversary")
+    assert consensus["rows"] == 10 + len(gold) and consensus["incomplete_items"] == 0, "every item, and the checks"
+    assert consensus["excluded_labels"] == adversary["done"], "none of the adversary's labels is in it"
