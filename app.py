@@ -41,6 +41,7 @@ from playground import (  # noqa: E402
     sidebar,
     signin,
     visitors,
+    workshop,
 )
 from playground.controls import ASSETS, MODEL_CONCURRENCY, RANGE_WATCH_JS, how_it_works  # noqa: E402
 from playground.errors import translate_errors  # noqa: E402
@@ -105,6 +106,7 @@ def build_app(model_name: str | None = None) -> gr.Blocks:
             lambda: gr.Tabs(selected="lessons"), None, tabs, **quiet
         )
         explore.click(remembered.dismiss_welcome, None, [welcomed, welcome], **quiet)
+        workshop.register(demo)
     translate_errors(demo)  # the error family becomes page messages, in one place for every tab
     return demo
 

@@ -106,6 +106,7 @@ def _specs() -> list[tuple[str, type, str]]:
     from pipelines.engine.sampling import SamplingParams
     from pipelines.inside import ArchitectureSpec, AttentionSpec
     from pipelines.labels.drives import DriveSettings
+    from pipelines.lessons.workshops import WorkshopSpec
     from pipelines.rag.chunking import ChunkSpec
     from pipelines.rag.retrieval import SearchSpec
     from pipelines.reasoning.benchmark import BenchmarkSpec
@@ -130,6 +131,7 @@ def _specs() -> list[tuple[str, type, str]]:
         ("Reasoning: benchmark", BenchmarkSpec, "Reasoning → Benchmark; `reason bench`"),
         ("Inside: attention", AttentionSpec, "Inside the model → Attention; `inside attention`"),
         ("Inside: architecture", ArchitectureSpec, "Inside the model → Architecture; `inside architecture`"),
+        ("Workshops", WorkshopSpec, "`workshop create`"),
     ]
 
 

@@ -28,6 +28,7 @@ COMMANDS = {
     "bundled": "the ready-made adapters and reward model shipped with the project, and their figures",
     "inspect": "inside the model: tokens, likelihood of a text, attention, logit lens, architecture",
     "db": "the database's schema revision: status, or upgrade now (every process upgrades on open anyway)",
+    "workshop": "run a class: a join code, students' progress through the lessons, their answers",
 }
 
 

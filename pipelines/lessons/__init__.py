@@ -51,6 +51,7 @@ class Step:
     do: str
     look_for: str
     set: dict[str, Any] = field(default_factory=dict)
+    check: dict[str, Any] | None = None  # a question whose answer the app knows (pipelines/lessons/checks.py)
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,13 @@ def check(lesson: Lesson) -> None:
         preset = step.set.get("finetune_preset")
         if preset is not None and preset not in PRESETS:
             raise LessonError(f"{where}: no Fine-tune preset named {preset!r}")
+        if step.check is not None:
+            from pipelines.lessons.checks import CheckError, validate
+
+            try:
+                validate(step.check, where)
+            except CheckError as error:
+                raise LessonError(str(error)) from error
         if step.set.get("prompt") is not None and step.tab != "generate":
             raise LessonError(f"{where}: a prompt is set in the Generate tab; this step is in {step.tab!r}")
 

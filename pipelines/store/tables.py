@@ -144,3 +144,49 @@ class PrefAssignment(Base):
     # the client's address as a keyed hash (pipelines.access.VisitorKeys.address_key): anonymous visitors'
     # holds and new identities are capped per address, and one address never supplies two labels of an item
     client: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+
+
+# --- workshops (pipelines.lessons.workshops) -------------------------------------------------------
+
+
+class WorkshopRow(Base):
+    """A class run from the app: its lessons, the tabs students may use, what is pinned, when it ends."""
+
+    __tablename__ = "workshops"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    code: Mapped[str] = mapped_column(String(16), unique=True, index=True)  # what students type or follow
+    lessons: Mapped[str] = mapped_column(Text)  # JSON list of lesson ids, in order
+    tabs: Mapped[str] = mapped_column(Text)  # JSON list of the tabs students may use
+    pinned: Mapped[str] = mapped_column(Text, default="{}")  # JSON {"adapter", "sampling"}: the class's set-up
+    drive: Mapped[str | None] = mapped_column(String(128), nullable=True)  # a label drive for the class
+    reveal: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())  # show expected answers
+    created_at: Mapped[float] = mapped_column(Float)
+    created_by: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    expires_at: Mapped[float] = mapped_column(Float)
+
+
+class WorkshopStudent(Base):
+    __tablename__ = "workshop_students"
+    __table_args__ = (UniqueConstraint("workshop", "name", name="one_name_per_workshop"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # random: what the student's browser keeps
+    workshop: Mapped[str] = mapped_column(ForeignKey("workshops.name", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(64))  # the display name, seen only by the lecturer
+    joined_at: Mapped[float] = mapped_column(Float)
+    last_seen: Mapped[float] = mapped_column(Float)
+
+
+class WorkshopEvent(Base):
+    """A student reached a step, set it up, marked it done, or answered its check (every attempt kept)."""
+
+    __tablename__ = "workshop_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    student: Mapped[str] = mapped_column(ForeignKey("workshop_students.id", ondelete="CASCADE"), index=True)
+    lesson: Mapped[str] = mapped_column(String(64))
+    step: Mapped[int] = mapped_column(Integer)  # 1-based, as the lesson shows it
+    kind: Mapped[str] = mapped_column(String(16))  # reached | done | answer
+    answer: Mapped[str | None] = mapped_column(Text, nullable=True)
+    correct: Mapped[bool | None] = mapped_column(Boolean, nullable=True)  # None: a check without a right answer
+    at: Mapped[float] = mapped_column(Float)

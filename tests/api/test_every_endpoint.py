@@ -97,6 +97,9 @@ def _cases(f: Path) -> dict[str, tuple[dict, str]]:
         ),  # Gradio checks the range
         "token_tree_grow": (dict(branch_id=None, at=0, alternative=None, typed="x"), r"Generate something first"),
         "token_tree_export": (dict(), r"Generate something first"),
+        "workshop_join": (dict(code="", name="x"), r"no workshop has this join code"),
+        "workshop_progress": (dict(code="NOPE99", student="s", lesson="1_decoding", step=1, kind="done"), r"join code"),
+        "workshop_answer": (dict(code="NOPE99", student="s", lesson="1_decoding", step=1, answer="x"), r"join code"),
     }
 
 
@@ -149,6 +152,9 @@ ENDPOINTS = sorted(
         "inside_architecture",
         "token_tree_grow",
         "token_tree_export",
+        "workshop_join",
+        "workshop_progress",
+        "workshop_answer",
     ]
 )
 

@@ -21,6 +21,7 @@ from pipelines.engine.sampling import SamplingParams
 from pipelines.errors import InvalidParameter
 from pipelines.inside import ArchitectureSpec, AttentionSpec
 from pipelines.labels.drives import DriveSettings
+from pipelines.lessons.workshops import WorkshopSpec
 from pipelines.rag.chunking import ChunkSpec
 from pipelines.rag.retrieval import SearchSpec
 from pipelines.reasoning.benchmark import BenchmarkSpec
@@ -50,6 +51,7 @@ SPECS: dict[type, list[str] | None] = {
     BenchmarkSpec: None,
     AttentionSpec: None,
     ArchitectureSpec: None,
+    WorkshopSpec: ["workshop", "create"],
 }
 IDS = [spec.__name__ for spec in SPECS]
 CLI_SPECS = [spec for spec, words in SPECS.items() if words]
