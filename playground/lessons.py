@@ -12,6 +12,7 @@ from pipelines.engine import adapters
 from pipelines.train import reward
 
 from . import classify as classify_tab
+from . import workshop
 from .controls import SamplingControls, how_it_works
 from .errors import UserError
 from .finetune import load_preset
@@ -123,9 +124,12 @@ def build(demo: gr.Blocks, shared: Shared, tabs: gr.Tabs, targets: dict[str, Any
     go = gr.Button("Set up this step", variant="primary", elem_id="lesson-go")
     how_it_works("lessons", "Writing your own lesson")
 
-    lesson.change(lambda t: (0, step_markdown(t, 0)), lesson, [index, shown], api_visibility="private")
-    previous.click(lambda t, i: move(t, i, -1), [lesson, index], [index, shown], api_visibility="private")
-    following.click(lambda t, i: move(t, i, 1), [lesson, index], [index, shown], api_visibility="private")
+    moved = [
+        lesson.change(lambda t: (0, step_markdown(t, 0)), lesson, [index, shown], api_visibility="private"),
+        previous.click(lambda t, i: move(t, i, -1), [lesson, index], [index, shown], api_visibility="private"),
+        following.click(lambda t, i: move(t, i, 1), [lesson, index], [index, shown], api_visibility="private"),
+    ]
+    workshop.build(demo, shared, lesson, index, moved)  # a class's join box, step checks, the lecturer's view
     outputs = [
         tabs,
         targets["prompt"],

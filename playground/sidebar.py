@@ -26,6 +26,9 @@ class Shared:
     sampling: SamplingControls
     adapter: gr.Dropdown
     annotator: gr.Textbox
+    # the workshop this browser joined (playground/workshop.py); here because the sidebar is always on
+    # the page: state inside a tab not yet shown is not read from the browser before the page's load events
+    membership: gr.BrowserState
 
 
 def model_card(handle: ModelHandle) -> str:
@@ -168,4 +171,7 @@ def build(demo: gr.Blocks, model_name: str) -> Shared:
     refresh.click(refresh_adapters, adapter, adapter, api_name="list_adapters")
     demo.load(identity, None, annotator, api_visibility="private")
     fill_when_model_ready(demo, model_ready, None, [card, *sampling.engine_knobs])
-    return Shared(sampling=sampling, adapter=adapter, annotator=annotator)
+    membership = gr.BrowserState(
+        None, storage_key="llm-playground-workshop", secret=visitor_keys().derived("browser-state")
+    )
+    return Shared(sampling=sampling, adapter=adapter, annotator=annotator, membership=membership)

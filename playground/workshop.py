@@ -1,4 +1,6 @@
-"""A class run from the app: the endpoints students' pages and scripts call (pipelines/lessons/workshops.py).
+"""A class run from the app (pipelines/lessons/workshops.py): the endpoints students' pages and
+scripts call, and the Lessons tab's panels — a student's join box and step checks, the lecturer's
+live view of the class.
 
 `/workshop_join(code, name)` -> {"student", "workshop", "lessons", "tabs"} and
 `/workshop_answer(code, student, lesson, step, answer)` -> {"correct": bool | None, "expected"?} are
@@ -8,13 +10,23 @@ family's messages through the app's one translator.
 
 from __future__ import annotations
 
+import html
+import re
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
+import pandas as pd
 
+from pipelines import lessons
 from pipelines.lessons import workshops
 
-from .controls import MODEL_EVENTS
+from .controls import MODEL_EVENTS, SamplingControls, to_params
+from .errors import UserError
+from .guard import admin_only
+from .pickers import LiveDropdown
+from .sidebar import Shared, signed_in_user
 
 
 def workshop_join(code: str, name: str) -> dict[str, Any]:
@@ -38,3 +50,230 @@ def register(demo: gr.Blocks) -> None:
     gr.api(workshop_join, api_name="workshop_join")
     gr.api(workshop_progress, api_name="workshop_progress")
     gr.api(workshop_answer, api_name="workshop_answer", **MODEL_EVENTS)
+
+
+# --- the student's panel and the lecturer's, in the Lessons tab --------------------------------------
+
+
+def _lesson_titles(ids: list[str]) -> list[str]:
+    by_name = {lesson.name: lesson.title for lesson in lessons.load_lessons()}
+    return [by_name[i] for i in ids if i in by_name]
+
+
+def _lesson_id(title: str | None) -> str:
+    return lessons.find(title).name if title else ""
+
+
+def code_from_link(request: gr.Request | None = None) -> str:
+    """The join code of a workshop link (`/?workshop=CODE`), to fill the student's box."""
+    params = getattr(request, "query_params", None) or {}
+    return str(params.get("workshop", "") or "")[:16]
+
+
+def join_from_page(code: str, name: str, joined: dict[str, Any] | None):
+    """Join (or keep the membership this browser already has): the lesson picker shows only the
+    workshop's lessons; the sidebar takes what the workshop pins."""
+    if joined and joined.get("code", "").upper() == (code or "").strip().upper() and joined.get("student"):
+        member = joined
+    else:
+        found = workshops.join(code, name)
+        member = {"code": (code or "").strip().upper(), "name": " ".join((name or "").split()), **found}
+    workshop = workshops.by_code(member["code"])
+    titles = _lesson_titles(workshop.lessons)
+    pinned = workshop.pinned
+    note = (
+        f"You are in **{html.escape(workshop.name)}** as **{html.escape(member['name'])}**: "
+        f"{len(titles)} lesson{'s' if len(titles) != 1 else ''}. Your answers go to the lecturer only."
+    )
+    return (
+        member,
+        note,
+        gr.update(choices=titles, value=titles[0] if titles else None),
+        pinned.get("adapter") or gr.update(),
+        *SamplingControls.updates_for(dict(pinned.get("sampling") or {})),
+    )
+
+
+def rejoin(joined: dict[str, Any] | None):
+    """After a reload: the membership this browser keeps, shown again while its workshop is open."""
+    unchanged = [gr.skip() for _ in SamplingControls.updates_for({})]
+    if not joined or not joined.get("student"):
+        return (gr.skip(), gr.skip(), gr.skip(), gr.skip(), *unchanged)
+    if not workshops.member(joined.get("code", ""), joined["student"]):  # ended or removed: forgotten
+        return (None, "", gr.skip(), gr.skip(), *unchanged)
+    return join_from_page(joined["code"], joined.get("name", ""), joined)
+
+
+def step_check(title: str | None, index: int, joined: dict[str, Any] | None) -> tuple[Any, Any, Any, str]:
+    """The step's check (question, answer box, button), shown to workshop students; and "reached" recorded."""
+    hidden = (gr.update(visible=False), gr.update(visible=False, value=""), gr.update(visible=False), "")
+    if not title or not joined:
+        return hidden
+    lesson = lessons.find(title)
+    number = max(0, min(int(index or 0), len(lesson.steps) - 1)) + 1
+    workshops.record(joined["code"], joined["student"], lesson.name, number, "reached")
+    check = lesson.steps[number - 1].check
+    if check is None:
+        return hidden
+    question = f"**Check:** {html.escape(check['question'])}"
+    if "choices" in check:
+        question += "  \n" + " · ".join(f"`{html.escape(c)}`" for c in check["choices"])
+    return gr.update(value=question, visible=True), gr.update(visible=True, value=""), gr.update(visible=True), ""
+
+
+def submit_answer(title: str | None, index: int, given: str, joined: dict[str, Any] | None) -> str:
+    if not joined:
+        raise UserError("Join the workshop first (its code and your name, above).")
+    lesson = lessons.find(title or "")
+    result = workshops.answer(joined["code"], joined["student"], lesson.name, int(index or 0) + 1, given)
+    verdict = {True: "✅ Right.", False: "❌ Not quite: look again at the step.", None: "Recorded."}[result["correct"]]
+    if "expected" in result:
+        verdict += f" Expected: **{html.escape(result['expected'])}**."
+    return verdict
+
+
+def mark_done(title: str | None, index: int, joined: dict[str, Any] | None) -> str:
+    if not joined:
+        return ""
+    lesson = lessons.find(title or "")
+    workshops.record(joined["code"], joined["student"], lesson.name, int(index or 0) + 1, "done")
+    return f"Step {int(index or 0) + 1} marked done."
+
+
+@admin_only("create workshops")
+def create_from_page(
+    name: str,
+    chosen: list[str],
+    tabs: list[str],
+    hours: float,
+    reveal: bool,
+    pin: bool,
+    adapter: str | None,
+    request: gr.Request | None = None,
+    **sampling: Any,
+):
+    """A workshop from the lecturer's form; `pin` pins the sidebar's adapter and sampling settings."""
+    pinned = {"adapter": adapter, "sampling": dict(to_params(sampling).to_dict())} if pin else None
+    made = workshops.create(
+        name,
+        [_lesson_id(title) for title in chosen or []],
+        tabs=list(tabs or []) or None,
+        spec=workshops.WorkshopSpec(expires_hours=float(hours or 0), reveal=bool(reveal)),
+        pinned=pinned,
+        created_by=signed_in_user(request),
+    )
+    return (
+        f"Workshop **{html.escape(made.name)}**: join code **{made.code}**, link `{made.link}` (add it to this "
+        "page's address).",
+        gr.update(choices=workshops.names(), value=made.name),
+    )
+
+
+@admin_only("see a workshop's students")
+def class_view(name: str | None, request: gr.Request | None = None):
+    """Students x steps and the funnel, for the lecturer (refreshed every few seconds)."""
+    if not name:
+        return pd.DataFrame(), pd.DataFrame(), ""
+    report = workshops.status(name)
+    people = pd.DataFrame(
+        [
+            [p["name"], p["steps_done"], f"{p['checks_right']} / {p['checks_answered']}", f"{p['idle_seconds']:.0f} s"]
+            for p in report["students"]
+        ],
+        columns=["student", "steps done", "checks right", "idle"],
+    )
+    funnel = pd.DataFrame(
+        [
+            [
+                f"{r['lesson']} {r['step']}",
+                r["title"],
+                r["reached"],
+                r["done"],
+                f"{r['checks_right']} / {r['checks_answered']}" if r["checked"] else "—",
+            ]
+            for r in report["funnel"]
+        ],
+        columns=["step", "title", "reached", "done", "checks right"],
+    )
+    answers = "  \n".join(
+        f"**{html.escape(step)}**: " + ", ".join(f"{html.escape(a)} × {n}" for a, n in counts.items())
+        for step, counts in report["answers"].items()
+        if counts
+    )
+    return people, funnel, answers
+
+
+@admin_only("export a workshop")
+def export_class(name: str | None, request: gr.Request | None = None) -> str:
+    if not name:
+        raise UserError("Choose a workshop.")
+    safe = re.sub(r"[^\w.-]+", "_", name)
+    out = Path(tempfile.mkdtemp(prefix="workshop-")) / f"{safe}.csv"
+    workshops.export_csv(name, out)
+    return str(out)
+
+
+def build(demo: gr.Blocks, shared: Shared, lesson: gr.Dropdown, index: gr.State, moved: list[Any]) -> None:
+    """The workshop panels of the Lessons tab: a student's join box and step checks, the lecturer's
+    class. `moved`: the Lessons tab's events that change the step (its checks follow them)."""
+    joined = shared.membership
+    with gr.Accordion("Workshop: join your class", open=False, elem_id="workshop-join") as join_box:
+        with gr.Row():
+            code = gr.Textbox(label="Join code", max_lines=1, scale=1, elem_id="workshop-code")
+            name = gr.Textbox(label="Your name in the class", max_lines=1, scale=2, elem_id="workshop-name")
+            join = gr.Button("Join", variant="primary", scale=1, elem_id="workshop-join-button")
+    member = gr.Markdown(elem_id="workshop-member")  # outside the box: it stays in sight once joined
+    with gr.Group():
+        question = gr.Markdown(visible=False, elem_id="workshop-question")
+        with gr.Row():
+            answer = gr.Textbox(label="Your answer", visible=False, max_lines=1, scale=3, elem_id="workshop-answer")
+            check = gr.Button("Check", visible=False, scale=1, elem_id="workshop-check")
+        verdict = gr.Markdown(elem_id="workshop-verdict")
+    done = gr.Button("I did this step", size="sm", elem_id="workshop-done")
+    with gr.Accordion("Run a class (lecturers)", open=False):
+        with gr.Row():
+            new_name = gr.Textbox(label="Workshop name", max_lines=1)
+            hours = gr.Number(
+                value=workshops.WorkshopSpec().expires_hours, label="Open for (hours)", minimum=0.1, maximum=24 * 60
+            )
+        chosen = gr.CheckboxGroup(_lesson_titles([lesson.name for lesson in lessons.load_lessons()]), label="Lessons")
+        tabs = gr.CheckboxGroup(list(lessons.TABS), value=list(lessons.TABS), label="Tabs students may use")
+        with gr.Row():
+            reveal = gr.Checkbox(label="Reveal the expected answer after a check")
+            pin = gr.Checkbox(label="Pin the sidebar's adapter and sampling settings for the class")
+            create = gr.Button("Create workshop", variant="primary")
+        created = gr.Markdown()
+        with gr.Row():
+            pick = LiveDropdown(workshops.names, label="Workshop", scale=3, elem_id="workshop-pick")
+            csv_button = gr.Button("Export CSV", scale=1)
+        csv_file = gr.File(label="CSV", visible=True, interactive=False)
+        people = gr.Dataframe(label="Students", interactive=False, elem_id="workshop-students")
+        funnel = gr.Dataframe(label="Steps: reached, done, checks right", interactive=False, elem_id="workshop-funnel")
+        answers = gr.Markdown()
+    timer = gr.Timer(5)
+    quiet: dict[str, Any] = {"api_visibility": "private"}
+    demo.load(code_from_link, None, code, **quiet).then(
+        lambda c: gr.update(open=True) if c else gr.update(), code, join_box, **quiet
+    )
+    joined_outputs = [joined, member, lesson, shared.adapter, *shared.sampling.inputs]
+    step_inputs = [lesson, index, joined]
+    step_outputs = [question, answer, check, verdict]
+    join.click(join_from_page, [code, name, joined], joined_outputs, **quiet).then(
+        step_check, step_inputs, step_outputs, **quiet
+    )
+    demo.load(rejoin, joined, joined_outputs, **quiet).then(step_check, step_inputs, step_outputs, **quiet)
+    for dependency in moved:  # after the step changed: the index is the new one
+        dependency.then(step_check, step_inputs, step_outputs, **quiet)
+    check.click(submit_answer, [lesson, index, answer, joined], verdict, **quiet)
+    answer.submit(submit_answer, [lesson, index, answer, joined], verdict, **quiet)
+    done.click(mark_done, [lesson, index, joined], verdict, **quiet)
+    create.click(
+        create_from_page,
+        [new_name, chosen, tabs, hours, reveal, pin, shared.adapter],
+        [created, pick],
+        inputs_kwargs=shared.sampling.kwargs(),
+        **quiet,
+    )
+    view = [people, funnel, answers]
+    gr.on([pick.change, timer.tick], class_view, pick, view, **quiet, show_progress="hidden")
+    csv_button.click(export_class, pick, csv_file, **quiet)

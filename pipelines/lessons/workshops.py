@@ -245,6 +245,17 @@ def join(code: str, name: str, *, now: float | None = None) -> dict[str, Any]:
     return {"student": student, "workshop": workshop.name, "lessons": workshop.lessons, "tabs": workshop.tabs}
 
 
+def member(code: str, student: str, *, now: float | None = None) -> bool:
+    """Whether this student id belongs to the open workshop of this code (a page restoring itself asks)."""
+    try:
+        workshop = by_code(code, now=now)
+    except WorkshopError:
+        return False
+    with session() as s:
+        row = s.get(WorkshopStudent, (student or "").strip())
+        return row is not None and row.workshop == workshop.name
+
+
 def _student(s: Any, workshop: Workshop, student: str) -> WorkshopStudent:
     row = s.get(WorkshopStudent, (student or "").strip())
     if row is None or row.workshop != workshop.name:

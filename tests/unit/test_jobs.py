@@ -326,5 +326,5 @@ def test_a_job_snapshot_is_built_by_name():
     """Eighteen fields in a row are a bug waiting for a swapped pair: JobInfo takes keywords only."""
     with pytest.raises(TypeError):
         jobs.JobInfo("id", "finetune", "name", "done", {})  # type: ignore[misc]
-    info = jobs.JobInfo(id="id", kind="finetune", name="name", status="done", spec={})
+    info = jobs.JobInfo(id="id", kind="finetune", name="name", status=jobs.SUCCEEDED, spec={})
     assert info.done and info.result == {} and info.pid is None

@@ -45,6 +45,8 @@ def report(request):
     try:
         (code / "pipelines").mkdir()
         shutil.copy(ROOT / "pipelines" / "__init__.py", code / "pipelines")
+        # the sandbox's one import beyond the standard library: the error family (itself stdlib-only)
+        shutil.copy(ROOT / "pipelines" / "errors.py", code / "pipelines")
         shutil.copytree(
             ROOT / "pipelines" / "sandbox", code / "pipelines" / "sandbox", ignore=shutil.ignore_patterns("__pycache__")
         )
