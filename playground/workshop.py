@@ -104,21 +104,23 @@ def rejoin(joined: dict[str, Any] | None):
     return join_from_page(joined["code"], joined.get("name", ""), joined)
 
 
-def step_check(title: str | None, index: int, joined: dict[str, Any] | None) -> tuple[Any, Any, Any, str]:
-    """The step's check (question, answer box, button), shown to workshop students; and "reached" recorded."""
+def step_check(title: str | None, index: int, joined: dict[str, Any] | None) -> tuple[Any, ...]:
+    """The step's check (question, answer box, button) and "I did this step", shown to workshop
+    students only; the step recorded as reached."""
     hidden = (gr.update(visible=False), gr.update(visible=False, value=""), gr.update(visible=False), "")
     if not title or not joined:
-        return hidden
+        return (*hidden, gr.update(visible=False))
     lesson = lessons.find(title)
     number = max(0, min(int(index or 0), len(lesson.steps) - 1)) + 1
     workshops.record(joined["code"], joined["student"], lesson.name, number, "reached")
     check = lesson.steps[number - 1].check
     if check is None:
-        return hidden
+        return (*hidden, gr.update(visible=True))
     question = f"**Check:** {html.escape(check['question'])}"
     if "choices" in check:
         question += "  \n" + " · ".join(f"`{html.escape(c)}`" for c in check["choices"])
-    return gr.update(value=question, visible=True), gr.update(visible=True, value=""), gr.update(visible=True), ""
+    shown = (gr.update(value=question, visible=True), gr.update(visible=True, value=""), gr.update(visible=True), "")
+    return (*shown, gr.update(visible=True))
 
 
 def submit_answer(title: str | None, index: int, given: str, joined: dict[str, Any] | None) -> str:
@@ -229,7 +231,7 @@ def build(demo: gr.Blocks, shared: Shared, lesson: gr.Dropdown, index: gr.State,
             answer = gr.Textbox(label="Your answer", visible=False, max_lines=1, scale=3, elem_id="workshop-answer")
             check = gr.Button("Check", visible=False, scale=1, elem_id="workshop-check")
         verdict = gr.Markdown(elem_id="workshop-verdict")
-    done = gr.Button("I did this step", size="sm", elem_id="workshop-done")
+    done = gr.Button("I did this step", size="sm", visible=False, elem_id="workshop-done")
     with gr.Accordion("Run a class (lecturers)", open=False):
         with gr.Row():
             new_name = gr.Textbox(label="Workshop name", max_lines=1)
@@ -257,7 +259,7 @@ def build(demo: gr.Blocks, shared: Shared, lesson: gr.Dropdown, index: gr.State,
     )
     joined_outputs = [joined, member, lesson, shared.adapter, *shared.sampling.inputs]
     step_inputs = [lesson, index, joined]
-    step_outputs = [question, answer, check, verdict]
+    step_outputs = [question, answer, check, verdict, done]
     join.click(join_from_page, [code, name, joined], joined_outputs, **quiet).then(
         step_check, step_inputs, step_outputs, **quiet
     )

@@ -36,6 +36,7 @@ def test_a_lecturer_sees_students_join_and_answer(page: Page, open_page, app_url
     made = workshops.create("Browser class", ["1_decoding"], tabs=["generate", "inside"])
     lecturer = page
     lecturer.get_by_role("tab", name="Lessons", exact=True).click()
+    expect(lecturer.locator("#workshop-done")).to_be_hidden()  # only a student marks steps done
     lecturer.get_by_text("Run a class (lecturers)").click()
     lecturer.locator("#workshop-pick input").click()
     lecturer.get_by_role("option", name="Browser class").click()
