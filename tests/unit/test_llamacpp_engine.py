@@ -166,12 +166,12 @@ def test_llamacpp_prefix_reuse_and_interleaving_give_fresh_results(llama, real_h
 
 @needs_llamacpp
 def test_app_generation_runs_on_llamacpp(llama, real_handle):
-    real_handle.llamacpp = llama
+    real_handle.engine = llama
     try:
         params = SamplingParams(temperature=0, max_new_tokens=12)
         completion = generation.generate(real_handle, "The capital of France is", params)
     finally:
-        real_handle.llamacpp = None
+        real_handle.engine = None
     assert completion.engine == "llama.cpp"
     assert "Paris" in completion.text
     assert all(t.top for t in completion.tokens)
