@@ -27,7 +27,7 @@ import random
 import re
 import time
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -336,24 +336,36 @@ def _state(s: Session, drive: PrefDrive, now: float) -> _State:
     )
 
 
+def gold_record(votes: Iterable[tuple[str, GoldAnswer, str, Sequence[Sequence[int]]]]) -> dict[str, dict[str, Any]]:
+    """Each annotator's record on gold items from (annotator, known answer, choice, ranking) votes:
+    {name: {"gold_answered", "gold_correct", "gold_accuracy"}}. Annotators with no gold answered
+    are absent: their accuracy is unknown, not zero. The one rule for exports, stats and serving."""
+    answered: Counter[str] = Counter()
+    correct: Counter[str] = Counter()
+    for annotator, answer, choice, ranking in votes:
+        answered[annotator] += 1
+        correct[annotator] += answer.matches(choice, ranking)
+    return {
+        name: {"gold_answered": n, "gold_correct": correct[name], "gold_accuracy": correct[name] / n}
+        for name, n in answered.items()
+    }
+
+
 def _failing(s: Session, threshold: float) -> set[str]:
     """Annotators whose accuracy on gold items is below `threshold`, measured as exports measure it
     (every drive's gold items; an annotator with none answered yet is kept). Their labels stop
     counting toward an item's overlap the moment they fall below it, so the item is served again."""
     if threshold <= 0:
         return set()
-    answered: Counter[str] = Counter()
-    correct: Counter[str] = Counter()
-    for annotator, choice, ranking, raw in s.execute(
+    rows = s.execute(
         select(PrefLabel.annotator, PrefLabel.choice, PrefLabel.ranking, PrefDriveItem.gold)
         .join(PrefDriveItem, PrefDriveItem.item_id == PrefLabel.item_id)
         .where(PrefDriveItem.gold.is_not(None))
-    ):
-        if not raw:  # as gold_answers: an empty mark is no answer
-            continue
-        answered[annotator] += 1
-        correct[annotator] += GoldAnswer(**json.loads(raw)).matches(choice, json.loads(ranking))
-    return {who for who, n in answered.items() if correct[who] / n < threshold}
+    )
+    votes = (  # as gold_answers: an empty mark is no answer
+        (who, GoldAnswer(**json.loads(raw)), choice, json.loads(ranking)) for who, choice, ranking, raw in rows if raw
+    )
+    return {who for who, record in gold_record(votes).items() if record["gold_accuracy"] < threshold}
 
 
 def _locked_drive(s: Session, name: str) -> PrefDrive:

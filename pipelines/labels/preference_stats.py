@@ -8,7 +8,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from pipelines.labels import preferences
+from pipelines.labels import drives, preferences
 from pipelines.labels.preferences import THUMBS, TWO_WAY, ItemView
 
 # --- what the labels say -----------------------------------------------------------------------
@@ -191,16 +191,9 @@ def gold_accuracy(items: Sequence[ItemView], answers: dict[str, Any]) -> dict[st
     `answers` maps item ids to `drives.GoldAnswer`. Annotators with no gold answered are absent:
     their accuracy is unknown, not zero.
     """
-    answered: Counter[str] = Counter()
-    correct: Counter[str] = Counter()
-    for item in items:
-        answer = answers.get(item.id)
-        if answer is None:
-            continue
-        for label in item.labels:
-            answered[label.annotator] += 1
-            correct[label.annotator] += answer.matches(label.choice, label.ranking)
-    return {
-        name: {"gold_answered": n, "gold_correct": correct[name], "gold_accuracy": correct[name] / n}
-        for name, n in answered.items()
-    }
+    return drives.gold_record(
+        (label.annotator, answers[item.id], label.choice, label.ranking)
+        for item in items
+        if item.id in answers
+        for label in item.labels
+    )
