@@ -22,6 +22,7 @@ from pipelines.access import AuthConfigError, get_policy, visitor_keys  # noqa: 
 from pipelines.config import get_settings  # noqa: E402
 from pipelines.engine import models  # noqa: E402
 from pipelines.labels import backup  # noqa: E402
+from pipelines.lessons import TABS  # noqa: E402
 from pipelines.store import jobs  # noqa: E402
 from playground import (  # noqa: E402
     align,
@@ -40,6 +41,7 @@ from playground import (  # noqa: E402
     reward,
     sidebar,
     signin,
+    tab_guard,
     visitors,
     workshop,
 )
@@ -63,17 +65,18 @@ def build_app(model_name: str | None = None) -> gr.Blocks:
         shared = sidebar.build(demo, model_name or models.check_configured())
         welcome, start_lesson, explore = welcome_panel()
         targets: dict = {}  # what a lesson step may set in the tabs
-        tab_ids: dict[str, gr.Tab] = {}
+        owners = tab_guard.TabOwners(demo)  # which handlers are whose tab: a workshop's hidden ones are refused
+        tab_ids = owners.tabs
         inner_ids: dict[str, gr.Tab] = {}
         with gr.Tabs() as tabs:
-            with gr.Tab("Generate", id="generate") as tab_ids["generate"]:
+            with owners.tab("Generate", "generate"):
                 targets |= generate.build(demo, shared)
-            with gr.Tab("Chat", id="chat") as tab_ids["chat"]:
+            with owners.tab("Chat", "chat"):
                 chat.build(demo, shared)
-            with gr.Tab("Fine-tune", id="finetune") as tab_ids["finetune"]:
+            with owners.tab("Fine-tune", "finetune"):
                 targets |= finetune.build(demo, shared)
                 targets |= classify.build(demo)
-            with gr.Tab("Preferences", id="preferences") as tab_ids["preferences"]:
+            with owners.tab("Preferences", "preferences"):
                 # each sub-tab carries the one "How it works" that explains it (Align has its own)
                 with gr.Tabs() as preference_tabs:
                     targets["preferences_tab"] = preference_tabs
@@ -88,14 +91,15 @@ def build_app(model_name: str | None = None) -> gr.Blocks:
                         how_it_works("preferences", PREFERENCES_HOWTO)
                     with gr.Tab("Align (DPO / RLOO)", id="align") as inner_ids["align"]:
                         targets |= align.build(demo)
-            with gr.Tab("RAG", id="rag") as tab_ids["rag"]:
+            with owners.tab("RAG", "rag"):
                 targets |= rag.build(demo, shared)
-            with gr.Tab("Reasoning", id="reasoning") as tab_ids["reasoning"]:
+            with owners.tab("Reasoning", "reasoning"):
                 targets |= reasoning.build(demo, shared)
-            with gr.Tab("Inside the model", id="inside") as tab_ids["inside"]:
+            with owners.tab("Inside the model", "inside"):
                 targets |= inside.build(demo, shared)
-            with gr.Tab("Lessons", id="lessons") as tab_ids["lessons"]:
-                lessons.build(demo, shared, tabs, targets)
+            with owners.tab("Lessons", "lessons"):
+                targets |= {"label_mode": labelling.mode, "label_drive": labelling.drive}  # a workshop's drive
+                lessons.build(demo, shared, tabs, targets, tab_ids)
         pickers.keep_fresh(demo)
         places = remembered.Places(
             tabs, tab_ids, preference_tabs, inner_ids, shared.annotator, labelling.mode, labelling.drive, welcome
@@ -107,7 +111,9 @@ def build_app(model_name: str | None = None) -> gr.Blocks:
         )
         explore.click(remembered.dismiss_welcome, None, [welcomed, welcome], **quiet)
         workshop.register(demo)
-    translate_errors(demo)  # the error family becomes page messages, in one place for every tab
+    # the error family becomes page messages, in one place for every tab; a workshop's hidden tabs are refused first
+    guards = {fn_id: tab_guard.check_for(tab) for fn_id, tab in tab_guard.handlers_of_tabs(owners, TABS).items()}
+    translate_errors(demo, guards)
     return demo
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import gradio as gr
@@ -47,8 +47,9 @@ def refusal(error: PlaygroundError) -> UserError:
     return UserError(str(error), title=TITLES.get(type(error).__name__, "Error"))
 
 
-def translated(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """`fn` with the error family turned into page messages (same kind of callable, same signature).
+def translated(fn: Callable[..., Any], before: Callable[[], None] | None = None) -> Callable[..., Any]:
+    """`fn` with the error family turned into page messages (same kind of callable, same signature);
+    `before` runs first and may refuse the same way (a workshop's hidden tab, `playground.tab_guard`).
 
     Gradio inspects the handler to decide how to run it (generator or not, which parameters it
     fills itself), so the wrapper is the same kind of function and `functools.wraps` keeps the
@@ -56,11 +57,17 @@ def translated(fn: Callable[..., Any]) -> Callable[..., Any]:
     """
     if getattr(fn, "__translated__", False):
         return fn
+
+    def ready() -> None:
+        if before is not None:
+            before()
+
     if inspect.isasyncgenfunction(fn):
 
         @functools.wraps(fn)
         async def agen(*args: Any, **kwargs: Any) -> Any:
             try:
+                ready()
                 async for item in fn(*args, **kwargs):
                     yield item
             except PlaygroundError as error:
@@ -72,6 +79,7 @@ def translated(fn: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(fn)
         def gen(*args: Any, **kwargs: Any) -> Any:
             try:
+                ready()
                 yield from fn(*args, **kwargs)
             except PlaygroundError as error:
                 raise refusal(error) from error
@@ -82,6 +90,7 @@ def translated(fn: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(fn)
         async def coro(*args: Any, **kwargs: Any) -> Any:
             try:
+                ready()
                 return await fn(*args, **kwargs)
             except PlaygroundError as error:
                 raise refusal(error) from error
@@ -92,17 +101,20 @@ def translated(fn: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(fn)
         def plain(*args: Any, **kwargs: Any) -> Any:
             try:
+                ready()
                 return fn(*args, **kwargs)
             except PlaygroundError as error:
                 raise refusal(error) from error
 
         wrapper = plain
     wrapper.__translated__ = True
+    wrapper.__before__ = before  # what runs first, for anyone auditing the app (the tab guard's tests)
     return wrapper
 
 
-def translate_errors(demo: gr.Blocks) -> None:
-    """Every handler of the app refuses with a page message instead of "Error" (called once, when it is built)."""
-    for block_fn in demo.fns.values():
+def translate_errors(demo: gr.Blocks, before: Mapping[int, Callable[[], None]] | None = None) -> None:
+    """Every handler of the app refuses with a page message instead of "Error" (called once, when it
+    is built); `before[fn id]` runs ahead of that handler."""
+    for fn_id, block_fn in demo.fns.items():
         if block_fn.fn is not None:
-            block_fn.fn = translated(block_fn.fn)
+            block_fn.fn = translated(block_fn.fn, (before or {}).get(fn_id))

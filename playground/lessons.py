@@ -58,20 +58,23 @@ def adapter_update(name: str | None) -> Any:
     return name
 
 
-def set_up(title: str | None, index: int) -> list[Any]:
+def set_up(title: str | None, index: int, joined: dict[str, Any] | None = None) -> list[Any]:
     """Updates for: the tabs (the step's one opens), the Generate prompt, the sidebar's sampling
     settings and adapter, the Fine-tune preset's fields, the classification panel, the RAG
-    question and the Preferences tab's own tab; what the step does not set stays."""
+    question and the Preferences tab's own tab; what the step does not set stays. In a workshop
+    the class's pinned adapter and sampling settings come first, at every step, and the step's own
+    settings (the point of the step: a temperature to compare, say) on top of them."""
     if not title:
         raise UserError("Choose a lesson first.")
     lesson = lessons.find(title)
     step = lesson.steps[max(0, min(int(index or 0), len(lesson.steps) - 1))]
     wanted = step.set
+    pinned = workshop.pinned_for(joined)
     prompt = wanted["prompt"] if "prompt" in wanted else gr.update()
-    sampling = SamplingControls.updates_for(dict(wanted.get("sampling", {})))
+    sampling = SamplingControls.updates_for({**pinned.get("sampling", {}), **wanted.get("sampling", {})})
     finetune = load_preset(wanted.get("finetune_preset"))
     question = wanted["rag_question"] if "rag_question" in wanted else gr.update()
-    adapter = adapter_update(wanted.get("adapter"))
+    adapter = adapter_update(wanted.get("adapter", pinned.get("adapter")))
     classifier = classify_tab.lesson_updates(wanted.get("classify"))
     inner = wanted.get("preferences_tab")
     preference_tab = gr.Tabs(selected=inner) if inner else gr.update()
@@ -105,9 +108,9 @@ def align_eval_updates(wanted: dict[str, str] | None) -> list[Any]:
     return [adapter, judge]
 
 
-def build(demo: gr.Blocks, shared: Shared, tabs: gr.Tabs, targets: dict[str, Any]) -> None:
+def build(demo: gr.Blocks, shared: Shared, tabs: gr.Tabs, targets: dict[str, Any], tab_ids: dict[str, gr.Tab]) -> None:
     """`targets`: the components a step may set in other tabs (generate's prompt, Fine-tune's preset
-    fields, RAG's question), built by those tabs."""
+    fields, RAG's question), built by those tabs; `tab_ids`: the tabs themselves (a workshop hides some)."""
     titles = [lesson.title for lesson in lessons.load_lessons()]
     gr.Markdown(
         "Each lesson follows one lecture. **Set up this step** opens the step's tab with its prompt and "
@@ -129,7 +132,9 @@ def build(demo: gr.Blocks, shared: Shared, tabs: gr.Tabs, targets: dict[str, Any
         previous.click(lambda t, i: move(t, i, -1), [lesson, index], [index, shown], api_visibility="private"),
         following.click(lambda t, i: move(t, i, 1), [lesson, index], [index, shown], api_visibility="private"),
     ]
-    workshop.build(demo, shared, lesson, index, moved)  # a class's join box, step checks, the lecturer's view
+    workshop.build(
+        demo, shared, lesson, index, moved, targets | {"tabs": tab_ids}
+    )  # a class's join box, step checks, the lecturer's view
     outputs = [
         tabs,
         targets["prompt"],
@@ -145,4 +150,4 @@ def build(demo: gr.Blocks, shared: Shared, tabs: gr.Tabs, targets: dict[str, Any
         targets["reasoning_question"],
         targets["finetune_preset_pick"],
     ]
-    go.click(set_up, [lesson, index], outputs, api_visibility="private")
+    go.click(set_up, [lesson, index, shared.membership], outputs, api_visibility="private")

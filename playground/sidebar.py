@@ -111,6 +111,12 @@ def visitor(request: gr.Request | None) -> str | None:
     return visitor_keys().verify(headers.get(VISITOR_HEADER))
 
 
+def visitor_key(request: gr.Request | None) -> str | None:
+    """The visitor as the database keeps it (a keyed hash, not the cookie: not usable as one), or None."""
+    who = visitor(request)
+    return visitor_keys().stored_id(who) if who else None
+
+
 def client_key(request: gr.Request | None) -> str | None:
     """The request's client address as the database keeps it (a keyed hash; caps per network compare them)."""
     client = getattr(request, "client", None)
@@ -132,8 +138,7 @@ def known_labeller(typed: str | None, request: gr.Request | None, *, drive_item:
     if policy.sign_in and not user:
         if not (policy.anonymous_labels and drive_item):
             return None
-        who = visitor(request)
-        return visitor_keys().stored_id(who) if who else None
+        return visitor_key(request)
     return annotator_name(typed, request) or None
 
 

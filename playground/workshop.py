@@ -20,18 +20,22 @@ import gradio as gr
 import pandas as pd
 
 from pipelines import lessons
+from pipelines.labels import drives
 from pipelines.lessons import workshops
 
+from . import label
 from .controls import MODEL_EVENTS, SamplingControls, to_params
 from .errors import UserError
 from .guard import admin_only
 from .pickers import LiveDropdown
-from .sidebar import Shared, signed_in_user
+from .sidebar import Shared, signed_in_user, visitor_key
+from .spec_controls import build_spec, controls
 
 
-def workshop_join(code: str, name: str) -> dict[str, Any]:
-    """Join a workshop with its code and a display name; keep the returned student id."""
-    return workshops.join(code, name)
+def workshop_join(code: str, name: str, request: gr.Request | None = None) -> dict[str, Any]:
+    """Join a workshop with its code and a display name; keep the returned student id. The tabs the
+    workshop does not use are refused to this browser from now on."""
+    return workshops.join(code, name, visitor=visitor_key(request))
 
 
 def workshop_answer(code: str, student: str, lesson: str, step: int, answer: str) -> dict[str, Any]:
@@ -45,11 +49,18 @@ def workshop_progress(code: str, student: str, lesson: str, step: int, kind: str
     return {"recorded": kind}
 
 
+@admin_only("see a workshop's students")
+def workshop_status(name: str, request: gr.Request | None = None) -> dict[str, Any]:
+    """The lecturer's view as JSON (`workshop status NAME --json`): students, funnel, answers, who is idle."""
+    return workshops.status(name)
+
+
 def register(demo: gr.Blocks) -> None:
     """The workshop endpoints (answers may compute from the model: they share its concurrency group)."""
     gr.api(workshop_join, api_name="workshop_join")
     gr.api(workshop_progress, api_name="workshop_progress")
     gr.api(workshop_answer, api_name="workshop_answer", **MODEL_EVENTS)
+    gr.api(workshop_status, api_name="workshop_status")
 
 
 # --- the student's panel and the lecturer's, in the Lessons tab --------------------------------------
@@ -70,13 +81,20 @@ def code_from_link(request: gr.Request | None = None) -> str:
     return str(params.get("workshop", "") or "")[:16]
 
 
-def join_from_page(code: str, name: str, joined: dict[str, Any] | None):
+def tab_updates(allowed: list[str] | None) -> list[Any]:
+    """The visibility of each tab a workshop may hide, in `TABS` order (None: every tab shown).
+    "hidden", not False: Gradio 6.31 leaves a tab's button on the page after `visible=False`."""
+    return [gr.update(visible=True if allowed is None or tab in allowed else "hidden") for tab in lessons.TABS]
+
+
+def join_from_page(code: str, name: str, joined: dict[str, Any] | None, request: gr.Request | None = None):
     """Join (or keep the membership this browser already has): the lesson picker shows only the
-    workshop's lessons; the sidebar takes what the workshop pins."""
+    workshop's lessons, the tabs it does not use are hidden (and refused: `tab_guard`), and the
+    sidebar takes what the workshop pins."""
     if joined and joined.get("code", "").upper() == (code or "").strip().upper() and joined.get("student"):
         member = joined
     else:
-        found = workshops.join(code, name)
+        found = workshops.join(code, name, visitor=visitor_key(request))
         member = {"code": (code or "").strip().upper(), "name": " ".join((name or "").split()), **found}
     workshop = workshops.by_code(member["code"])
     titles = _lesson_titles(workshop.lessons)
@@ -91,23 +109,44 @@ def join_from_page(code: str, name: str, joined: dict[str, Any] | None):
         gr.update(choices=titles, value=titles[0] if titles else None),
         pinned.get("adapter") or gr.update(),
         *SamplingControls.updates_for(dict(pinned.get("sampling") or {})),
+        *tab_updates(workshop.tabs),
+        *drive_updates(workshop.drive),
     )
 
 
-def rejoin(joined: dict[str, Any] | None):
+def drive_updates(drive: str | None) -> list[Any]:
+    """The Label tab's mode and drive for a workshop with a label drive: its students label it."""
+    if not drive:
+        return [gr.update(), gr.update()]
+    return [label.MODES[3], gr.update(choices=drives.names(), value=drive)]
+
+
+def rejoin(joined: dict[str, Any] | None, request: gr.Request | None = None):
     """After a reload: the membership this browser keeps, shown again while its workshop is open."""
     unchanged = [gr.skip() for _ in SamplingControls.updates_for({})]
+    kept = [gr.skip(), gr.skip()]  # the Label tab's mode and drive: the page restores its own (remembered)
     if not joined or not joined.get("student"):
-        return (gr.skip(), gr.skip(), gr.skip(), gr.skip(), *unchanged)
-    if not workshops.member(joined.get("code", ""), joined["student"]):  # ended or removed: forgotten
-        return (None, "", gr.skip(), gr.skip(), *unchanged)
-    return join_from_page(joined["code"], joined.get("name", ""), joined)
+        return (gr.skip(), gr.skip(), gr.skip(), gr.skip(), *unchanged, *[gr.skip() for _ in lessons.TABS], *kept)
+    if not workshops.member(joined.get("code", ""), joined["student"], visitor=visitor_key(request)):
+        return (None, "", gr.skip(), gr.skip(), *unchanged, *tab_updates(None), *kept)  # ended or removed: forgotten
+    return (*join_from_page(joined["code"], joined.get("name", ""), joined, request)[:-2], *kept)
+
+
+def pinned_for(joined: dict[str, Any] | None) -> dict[str, Any]:
+    """What the student's open workshop pins (adapter, sampling), for "Set up this step"; {} outside one."""
+    return workshops.pinned(joined.get("code", "")) if joined else {}
 
 
 def step_check(title: str | None, index: int, joined: dict[str, Any] | None) -> tuple[Any, ...]:
-    """The step's check (question, answer box, button) and "I did this step", shown to workshop
-    students only; the step recorded as reached."""
-    hidden = (gr.update(visible=False), gr.update(visible=False, value=""), gr.update(visible=False), "")
+    """The step's check (question; a free answer box, or the choices as buttons; Check) and "I did
+    this step", shown to workshop students only; the step recorded as reached."""
+    hidden = (
+        gr.update(visible=False),
+        gr.update(visible=False, value=""),
+        gr.update(visible=False, value=None),
+        gr.update(visible=False),
+        "",
+    )
     if not title or not joined:
         return (*hidden, gr.update(visible=False))
     lesson = lessons.find(title)
@@ -116,18 +155,25 @@ def step_check(title: str | None, index: int, joined: dict[str, Any] | None) -> 
     check = lesson.steps[number - 1].check
     if check is None:
         return (*hidden, gr.update(visible=True))
-    question = f"**Check:** {html.escape(check['question'])}"
-    if "choices" in check:
-        question += "  \n" + " · ".join(f"`{html.escape(c)}`" for c in check["choices"])
-    shown = (gr.update(value=question, visible=True), gr.update(visible=True, value=""), gr.update(visible=True), "")
-    return (*shown, gr.update(visible=True))
+    question = gr.update(value=f"**Check:** {html.escape(check['question'])}", visible=True)
+    chosen = "choices" in check
+    free = gr.update(visible=not chosen, value="")
+    choices = gr.update(visible=chosen, choices=list(check.get("choices", [])), value=None)
+    return (question, free, choices, gr.update(visible=True), "", gr.update(visible=True))
 
 
-def submit_answer(title: str | None, index: int, given: str, joined: dict[str, Any] | None) -> str:
+def submit_answer(title: str | None, index: int, given: str, choice: str | None, joined: dict[str, Any] | None) -> str:
+    """The answer (the box's, or the chosen choice on a multiple-choice step) checked and recorded."""
     if not joined:
         raise UserError("Join the workshop first (its code and your name, above).")
     lesson = lessons.find(title or "")
-    result = workshops.answer(joined["code"], joined["student"], lesson.name, int(index or 0) + 1, given)
+    number = max(0, min(int(index or 0), len(lesson.steps) - 1)) + 1
+    multiple = "choices" in (lesson.steps[number - 1].check or {})
+    if multiple and not choice:
+        raise UserError("Choose one of the answers first.")
+    result = workshops.answer(
+        joined["code"], joined["student"], lesson.name, number, (choice if multiple else given) or ""
+    )
     verdict = {True: "✅ Right.", False: "❌ Not quite: look again at the step.", None: "Recorded."}[result["correct"]]
     if "expected" in result:
         verdict += f" Expected: **{html.escape(result['expected'])}**."
@@ -142,26 +188,32 @@ def mark_done(title: str | None, index: int, joined: dict[str, Any] | None) -> s
     return f"Step {int(index or 0) + 1} marked done."
 
 
+SPEC = "workshop_"  # the form's WorkshopSpec controls arrive by name with this prefix
+
+
 @admin_only("create workshops")
 def create_from_page(
     name: str,
     chosen: list[str],
     tabs: list[str],
-    hours: float,
-    reveal: bool,
+    drive: str | None,
     pin: bool,
     adapter: str | None,
     request: gr.Request | None = None,
-    **sampling: Any,
+    **values: Any,
 ):
-    """A workshop from the lecturer's form; `pin` pins the sidebar's adapter and sampling settings."""
+    """A workshop from the lecturer's form (its settings are `WorkshopSpec`'s controls); `pin` pins
+    the sidebar's adapter and sampling settings."""
+    spec = build_spec(workshops.WorkshopSpec, values, SPEC)
+    sampling = {key: value for key, value in values.items() if not key.startswith(SPEC)}
     pinned = {"adapter": adapter, "sampling": dict(to_params(sampling).to_dict())} if pin else None
     made = workshops.create(
         name,
         [_lesson_id(title) for title in chosen or []],
-        tabs=list(tabs or []) or None,
-        spec=workshops.WorkshopSpec(expires_hours=float(hours or 0), reveal=bool(reveal)),
+        tabs=list(tabs or []),  # the form always says which: none ticked allows none
+        spec=spec,
         pinned=pinned,
+        drive=drive or None,
         created_by=signed_in_user(request),
     )
     return (
@@ -175,7 +227,7 @@ def create_from_page(
 def class_view(name: str | None, request: gr.Request | None = None):
     """Students x steps and the funnel, for the lecturer (refreshed every few seconds)."""
     if not name:
-        return pd.DataFrame(), pd.DataFrame(), ""
+        return pd.DataFrame(), pd.DataFrame(), "", gr.skip()
     report = workshops.status(name)
     people = pd.DataFrame(
         [
@@ -202,22 +254,39 @@ def class_view(name: str | None, request: gr.Request | None = None):
         for step, counts in report["answers"].items()
         if counts
     )
-    return people, funnel, answers
+    if report["idle"]:
+        minutes = workshops.IDLE_SECONDS // 60
+        answers = f"**Idle for {minutes} minutes or more:** {html.escape(', '.join(report['idle']))}  \n" + answers
+    return people, funnel, answers, report["reveal"]
+
+
+@admin_only("reveal a workshop's answers")
+def reveal_answers(name: str | None, reveal: bool, request: gr.Request | None = None) -> str:
+    """Students see the expected answer of each check from their next answer on (or no longer)."""
+    if not name:
+        raise UserError("Choose a workshop.")
+    workshops.set_reveal(name, reveal)
+    return "Students now see the expected answer after they answer." if reveal else "Expected answers are hidden."
 
 
 @admin_only("export a workshop")
-def export_class(name: str | None, request: gr.Request | None = None) -> str:
+def export_class(name: str | None, request: gr.Request | None = None) -> Any:
+    """The class as CSV, offered for download (the file box appears with it)."""
     if not name:
         raise UserError("Choose a workshop.")
     safe = re.sub(r"[^\w.-]+", "_", name)
     out = Path(tempfile.mkdtemp(prefix="workshop-")) / f"{safe}.csv"
     workshops.export_csv(name, out)
-    return str(out)
+    return gr.update(value=str(out), visible=True)
 
 
-def build(demo: gr.Blocks, shared: Shared, lesson: gr.Dropdown, index: gr.State, moved: list[Any]) -> None:
+def build(
+    demo: gr.Blocks, shared: Shared, lesson: gr.Dropdown, index: gr.State, moved: list[Any], targets: dict[str, Any]
+) -> None:
     """The workshop panels of the Lessons tab: a student's join box and step checks, the lecturer's
-    class. `moved`: the Lessons tab's events that change the step (its checks follow them)."""
+    class. `moved`: the Lessons tab's events that change the step (its checks follow them);
+    `targets`: what a workshop sets in other tabs -- the tabs themselves by id (it hides those it
+    does not use) and the Label tab's mode and drive."""
     joined = shared.membership
     with gr.Accordion("Workshop: join your class", open=False, elem_id="workshop-join") as join_box:
         with gr.Row():
@@ -229,53 +298,72 @@ def build(demo: gr.Blocks, shared: Shared, lesson: gr.Dropdown, index: gr.State,
         question = gr.Markdown(visible=False, elem_id="workshop-question")
         with gr.Row():
             answer = gr.Textbox(label="Your answer", visible=False, max_lines=1, scale=3, elem_id="workshop-answer")
+            choice = gr.Radio([], label="Your answer", visible=False, scale=3, elem_id="workshop-choice")
             check = gr.Button("Check", visible=False, scale=1, elem_id="workshop-check")
         verdict = gr.Markdown(elem_id="workshop-verdict")
     done = gr.Button("I did this step", size="sm", visible=False, elem_id="workshop-done")
-    with gr.Accordion("Run a class (lecturers)", open=False):
+    with gr.Accordion("Run a class (lecturers)", open=False, elem_id="workshop-lecturer"):
         with gr.Row():
-            new_name = gr.Textbox(label="Workshop name", max_lines=1)
-            hours = gr.Number(
-                value=workshops.WorkshopSpec().expires_hours, label="Open for (hours)", minimum=0.1, maximum=24 * 60
+            new_name = gr.Textbox(label="Workshop name", max_lines=1, elem_id="workshop-new-name")
+            settings = controls(workshops.WorkshopSpec, ["expires_hours", "reveal"])
+        chosen = gr.CheckboxGroup(
+            _lesson_titles([lesson.name for lesson in lessons.load_lessons()]),
+            label="Lessons",
+            elem_id="workshop-lessons",
+        )
+        allowed = gr.CheckboxGroup(
+            list(lessons.TABS),
+            value=list(lessons.TABS),
+            label="Tabs students may use",
+            info="the others are hidden from the class and refused by the server",
+            elem_id="workshop-tabs",
+        )
+        with gr.Row():
+            drive = LiveDropdown(
+                drives.names,
+                label="Label drive (optional)",
+                info="students find it chosen in Preferences › Label",
+                elem_id="workshop-drive",
             )
-        chosen = gr.CheckboxGroup(_lesson_titles([lesson.name for lesson in lessons.load_lessons()]), label="Lessons")
-        tabs = gr.CheckboxGroup(list(lessons.TABS), value=list(lessons.TABS), label="Tabs students may use")
-        with gr.Row():
-            reveal = gr.Checkbox(label="Reveal the expected answer after a check")
             pin = gr.Checkbox(label="Pin the sidebar's adapter and sampling settings for the class")
-            create = gr.Button("Create workshop", variant="primary")
-        created = gr.Markdown()
+            create = gr.Button("Create workshop", variant="primary", elem_id="workshop-create")
+        created = gr.Markdown(elem_id="workshop-created")
         with gr.Row():
             pick = LiveDropdown(workshops.names, label="Workshop", scale=3, elem_id="workshop-pick")
+            shown = gr.Checkbox(label="Students see the expected answers", scale=1, elem_id="workshop-reveal")
             csv_button = gr.Button("Export CSV", scale=1)
-        csv_file = gr.File(label="CSV", visible=True, interactive=False)
+        revealed = gr.Markdown()
+        csv_file = gr.File(label="CSV", visible=False, interactive=False)
         people = gr.Dataframe(label="Students", interactive=False, elem_id="workshop-students")
         funnel = gr.Dataframe(label="Steps: reached, done, checks right", interactive=False, elem_id="workshop-funnel")
-        answers = gr.Markdown()
+        answers = gr.Markdown(elem_id="workshop-answers")
     timer = gr.Timer(5)
     quiet: dict[str, Any] = {"api_visibility": "private"}
     demo.load(code_from_link, None, code, **quiet).then(
         lambda c: gr.update(open=True) if c else gr.update(), code, join_box, **quiet
     )
-    joined_outputs = [joined, member, lesson, shared.adapter, *shared.sampling.inputs]
+    hidden_tabs = [targets["tabs"][tab] for tab in lessons.TABS]
+    labelling = [targets["label_mode"], targets["label_drive"]]
+    joined_outputs = [joined, member, lesson, shared.adapter, *shared.sampling.inputs, *hidden_tabs, *labelling]
     step_inputs = [lesson, index, joined]
-    step_outputs = [question, answer, check, verdict, done]
+    step_outputs = [question, answer, choice, check, verdict, done]
     join.click(join_from_page, [code, name, joined], joined_outputs, **quiet).then(
         step_check, step_inputs, step_outputs, **quiet
     )
     demo.load(rejoin, joined, joined_outputs, **quiet).then(step_check, step_inputs, step_outputs, **quiet)
     for dependency in moved:  # after the step changed: the index is the new one
         dependency.then(step_check, step_inputs, step_outputs, **quiet)
-    check.click(submit_answer, [lesson, index, answer, joined], verdict, **quiet)
-    answer.submit(submit_answer, [lesson, index, answer, joined], verdict, **quiet)
+    answered = [lesson, index, answer, choice, joined]
+    gr.on([check.click, answer.submit], submit_answer, answered, verdict, **quiet)
     done.click(mark_done, [lesson, index, joined], verdict, **quiet)
     create.click(
         create_from_page,
-        [new_name, chosen, tabs, hours, reveal, pin, shared.adapter],
+        [new_name, chosen, allowed, drive, pin, shared.adapter],
         [created, pick],
-        inputs_kwargs=shared.sampling.kwargs(),
+        inputs_kwargs=shared.sampling.kwargs() | {SPEC + field: control for field, control in settings.items()},
         **quiet,
     )
-    view = [people, funnel, answers]
+    view = [people, funnel, answers, shown]
     gr.on([pick.change, timer.tick], class_view, pick, view, **quiet, show_progress="hidden")
+    shown.input(reveal_answers, [pick, shown], revealed, **quiet)
     csv_button.click(export_class, pick, csv_file, **quiet)

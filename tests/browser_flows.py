@@ -7,6 +7,16 @@ from pathlib import Path
 from typing import Any
 
 
+def set_number(page: Any, label: str, value: str) -> None:
+    """A sidebar or form number, typed into the box beside its slider and confirmed."""
+    from playwright.sync_api import expect
+
+    box = page.get_by_label(f"number input for {label}", exact=True).first
+    box.fill(value)
+    box.press("Enter")
+    expect(box).to_have_value(value)
+
+
 def ingest_document(page, collection: str, path: Path) -> None:
     """RAG tab: create `collection`, upload `path` and ingest it, waiting for each step to show."""
     from playwright.sync_api import expect  # only the browser tests import this module

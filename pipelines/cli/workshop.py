@@ -1,4 +1,4 @@
-"""`python -m pipelines workshop create|status|export`: run a class (pipelines/lessons/workshops.py).
+"""`python -m pipelines workshop create|status|reveal|export`: run a class (pipelines/lessons/workshops.py).
 
 The JSON of `create` and `status` is a contract other tools read: `create` prints {"name", "code",
 "link", "lessons", "tabs", "expires_at"} (and what is pinned); `status` prints {"students": [{"name",
@@ -34,12 +34,17 @@ def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     status.add_argument("name")
     status.add_argument("--json", action="store_true")
     status.set_defaults(handler=run_status)
+    reveal = commands.add_parser("reveal", help="students see the expected answers from now on (--hide: no longer)")
+    reveal.add_argument("name")
+    reveal.add_argument("--hide", action="store_true", help="hide the expected answers again")
+    reveal.add_argument("--json", action="store_true")
+    reveal.set_defaults(handler=run_reveal)
     export = commands.add_parser("export", help="every student's every step as CSV")
     export.add_argument("name")
     export.add_argument("--out", required=True, metavar="FILE.csv")
     export.add_argument("--json", action="store_true")
     export.set_defaults(handler=run_export)
-    parser.set_defaults(handler=needs_action("workshop", "create, status or export"))
+    parser.set_defaults(handler=needs_action("workshop", "create, status, reveal or export"))
 
 
 def run_create(args: argparse.Namespace) -> int:
@@ -78,6 +83,19 @@ def run_status(args: argparse.Namespace) -> int:
             f"  {person['name']}: {person['steps_done']} steps done, "
             f"{person['checks_right']}/{person['checks_answered']} checks right, idle {person['idle_seconds']:.0f} s"
         )
+    if report["idle"]:
+        print(f"  idle for {workshops.IDLE_SECONDS // 60} minutes or more: {', '.join(report['idle'])}")
+    return 0
+
+
+def run_reveal(args: argparse.Namespace) -> int:
+    from pipelines.lessons import workshops
+
+    workshop = workshops.set_reveal(args.name, not args.hide)
+    if args.json:
+        emit_json({"workshop": workshop.name, "reveal": workshop.reveal})
+    else:
+        print(f"workshop {workshop.name}: expected answers {'shown' if workshop.reveal else 'hidden'} after a check")
     return 0
 
 

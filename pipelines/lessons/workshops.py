@@ -41,7 +41,7 @@ CODE_LENGTH = 6
 NAME = re.compile(r"\w[\w .\-]{0,127}")
 MAX_STUDENT_NAME = 64
 EVENT_KINDS = ("reached", "done")
-NO_FORM_YET = "workshops are created with `workshop create` until the lecturer's page exists (issue 37)"
+IDLE_SECONDS = 300  # a student with no step, check or answer for this long shows as idle to the lecturer
 CSV_COLUMNS = ["student", "lesson", "step", "reached_at", "done_at", "answer", "correct", "attempts"]
 
 
@@ -51,7 +51,7 @@ class WorkshopError(PlaygroundError, ValueError):
 
 @dataclass(frozen=True)
 class WorkshopSpec:
-    """A workshop's settings (the CLI's flags and, later, the lecturer's form)."""
+    """A workshop's settings: the CLI's flags and the lecturer's form (`playground.workshop`)."""
 
     expires_hours: float = knob(
         24.0,
@@ -60,13 +60,11 @@ class WorkshopSpec:
         low=0.1,
         high=24 * 60,
         slider=False,
-        ui=NO_FORM_YET,
     )
     reveal: bool = knob(
         False,
         help="students see the expected answer after they answer a check",
         label="Reveal answers",
-        ui=NO_FORM_YET,
     )
 
     def __post_init__(self) -> None:
@@ -137,15 +135,17 @@ def create(
     name = (name or "").strip()
     if not NAME.fullmatch(name):
         raise InvalidParameter(
-            "name", "letters, digits, spaces, '.', '-' and '_', at most 128, starting with a letter or digit"
+            "name",
+            "give the workshop a name: letters, digits, spaces, '.', '-' and '_', at most 128, "
+            "starting with a letter or digit",
         )
     known = _lessons_by_name()
     unknown = [lesson for lesson in lessons if lesson not in known]
-    if not lessons or unknown:
-        raise InvalidParameter(
-            "lesson", f"choose from {', '.join(known)}" + (f"; unknown: {', '.join(unknown)}" if unknown else "")
-        )
-    allowed = list(dict.fromkeys(tabs)) if tabs else list(TABS)
+    if not lessons:
+        raise InvalidParameter("lesson", "choose at least one lesson")
+    if unknown:
+        raise InvalidParameter("lesson", f"choose from {', '.join(known)}; unknown: {', '.join(unknown)}")
+    allowed = list(dict.fromkeys(tabs)) if tabs is not None else list(TABS)  # [] allows none
     wrong = [tab for tab in allowed if tab not in TABS]
     if wrong:
         raise InvalidParameter("tabs", f"choose from {', '.join(TABS)}; unknown: {', '.join(wrong)}")
@@ -157,6 +157,8 @@ def create(
         from pipelines.labels import drives
 
         drives.get(drive)  # DriveError when there is none
+        if "preferences" not in allowed:
+            raise InvalidParameter("tabs", "a label drive is labelled in the preferences tab: allow it too")
     now = time.time() if now is None else now
     for _ in range(20):  # a code already taken is drawn again
         code = "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
@@ -228,9 +230,20 @@ def by_code(code: str, *, now: float | None = None) -> Workshop:
     return workshop
 
 
-def join(code: str, name: str, *, now: float | None = None) -> dict[str, Any]:
+def pinned(code: str, *, now: float | None = None) -> dict[str, Any]:
+    """What the open workshop of this code pins ({} when there is none, or it has ended: a step is
+    then set up with its own settings only)."""
+    try:
+        return by_code(code, now=now).pinned
+    except WorkshopError:
+        return {}
+
+
+def join(code: str, name: str, *, visitor: str | None = None, now: float | None = None) -> dict[str, Any]:
     """A student in the workshop: {"student", "workshop", "lessons", "tabs"}. A display name is
-    unique within the workshop (two people cannot share one, nor take another's place)."""
+    unique within the workshop (two people cannot share one, nor take another's place). `visitor`:
+    the joining browser as the database keeps it (`VisitorKeys.stored_id`); the tabs the workshop
+    hides are then refused to that browser (`check_tab`)."""
     now = time.time() if now is None else now
     workshop = by_code(code, now=now)
     shown = " ".join((name or "").split())
@@ -239,21 +252,31 @@ def join(code: str, name: str, *, now: float | None = None) -> dict[str, Any]:
     student = secrets.token_hex(8)
     try:
         with session() as s:
-            s.add(WorkshopStudent(id=student, workshop=workshop.name, name=shown, joined_at=now, last_seen=now))
+            s.add(
+                WorkshopStudent(
+                    id=student, workshop=workshop.name, name=shown, joined_at=now, last_seen=now, visitor=visitor
+                )
+            )
     except IntegrityError:
         raise WorkshopError(f"someone in this workshop is already called {shown!r}: choose another name") from None
     return {"student": student, "workshop": workshop.name, "lessons": workshop.lessons, "tabs": workshop.tabs}
 
 
-def member(code: str, student: str, *, now: float | None = None) -> bool:
-    """Whether this student id belongs to the open workshop of this code (a page restoring itself asks)."""
+def member(code: str, student: str, *, visitor: str | None = None, now: float | None = None) -> bool:
+    """Whether this student id belongs to the open workshop of this code (a page restoring itself
+    asks). With `visitor`, the student is bound to that browser from now on: the page keeps the
+    membership in its own storage, which can outlive the visitor cookie the tab check reads."""
     try:
         workshop = by_code(code, now=now)
     except WorkshopError:
         return False
     with session() as s:
         row = s.get(WorkshopStudent, (student or "").strip())
-        return row is not None and row.workshop == workshop.name
+        if row is None or row.workshop != workshop.name:
+            return False
+        if visitor and row.visitor != visitor:
+            row.visitor = visitor
+        return True
 
 
 def _student(s: Any, workshop: Workshop, student: str) -> WorkshopStudent:
@@ -272,11 +295,40 @@ def _step(workshop: Workshop, lesson: str, step: int) -> Any:
     return steps[int(step) - 1]
 
 
-def allows(code: str, tab: str) -> None:
-    """Refuses a tab the workshop does not let its students use (server-side, not only hidden)."""
-    workshop = by_code(code)
-    if tab not in workshop.tabs:
-        raise WorkshopError(f"this workshop does not use the {tab} tab")
+def allowed_tabs(visitor: str | None, *, now: float | None = None) -> tuple[str, list[str]] | None:
+    """(workshop, its tabs) for a browser that joined an open workshop (the newest it joined), else
+    None: a visitor outside every class may use every tab."""
+    if not visitor:
+        return None
+    now = time.time() if now is None else now
+    with session() as s:
+        row = s.execute(
+            select(WorkshopRow.name, WorkshopRow.tabs)
+            .join(WorkshopStudent, WorkshopStudent.workshop == WorkshopRow.name)
+            .where(WorkshopStudent.visitor == visitor, WorkshopRow.expires_at >= now)
+            .order_by(WorkshopStudent.joined_at.desc())
+            .limit(1)
+        ).first()
+    return (row.name, json.loads(row.tabs)) if row else None
+
+
+def check_tab(visitor: str | None, tab: str, *, now: float | None = None) -> None:
+    """Refuses a tab the visitor's workshop does not let its students use: the server's check, as
+    the page only hides the tab."""
+    found = allowed_tabs(visitor, now=now)
+    if found is not None and tab not in found[1]:
+        raise WorkshopError(f"your workshop {found[0]!r} does not use this tab: go back to its lesson")
+
+
+def set_reveal(name: str, reveal: bool) -> Workshop:
+    """Show (or hide again) the expected answer to the students' checks from now on: a lecturer
+    reveals once the class has answered."""
+    with session() as s:
+        row = s.get(WorkshopRow, name)
+        if row is None:
+            raise WorkshopError(f"no workshop named {name[:80]!r}")
+        row.reveal = bool(reveal)
+    return get(name)
 
 
 def record(code: str, student: str, lesson: str, step: int, kind: str, *, now: float | None = None) -> None:
@@ -385,7 +437,7 @@ def status(name: str, *, now: float | None = None) -> dict[str, Any]:
             )
             if step.check is not None:
                 answers[f"{lesson} {number}"] = Counter(e.answer or "" for e in finals)
-    people = []
+    people: list[dict[str, Any]] = []
     for row in sorted(students, key=lambda r: r.name.casefold()):
         finals = [e for (who, _, _), e in last_answer.items() if who == row.id]
         people.append(
@@ -402,7 +454,9 @@ def status(name: str, *, now: float | None = None) -> dict[str, Any]:
         "workshop": workshop.name,
         "code": workshop.code,
         "expires_at": workshop.expires_at,
+        "reveal": workshop.reveal,
         "students": people,
+        "idle": sorted((row.name for row in students if now - row.last_seen >= IDLE_SECONDS), key=str.casefold),
         "funnel": funnel,
         "answers": {key: dict(counter.most_common()) for key, counter in answers.items()},
     }

@@ -175,6 +175,8 @@ class WorkshopStudent(Base):
     name: Mapped[str] = mapped_column(String(64))  # the display name, seen only by the lecturer
     joined_at: Mapped[float] = mapped_column(Float)
     last_seen: Mapped[float] = mapped_column(Float)
+    # the browser that joined (a keyed hash of its visitor id): the tabs its workshop hides are refused to it
+    visitor: Mapped[str | None] = mapped_column(String(64), index=True, nullable=True)
 
 
 class WorkshopEvent(Base):

@@ -100,6 +100,7 @@ def _cases(f: Path) -> dict[str, tuple[dict, str]]:
         "workshop_join": (dict(code="", name="x"), r"no workshop has this join code"),
         "workshop_progress": (dict(code="NOPE99", student="s", lesson="1_decoding", step=1, kind="done"), r"join code"),
         "workshop_answer": (dict(code="NOPE99", student="s", lesson="1_decoding", step=1, answer="x"), r"join code"),
+        "workshop_status": (dict(name="nope"), r"no workshop named"),
     }
 
 
@@ -155,6 +156,7 @@ ENDPOINTS = sorted(
         "workshop_join",
         "workshop_progress",
         "workshop_answer",
+        "workshop_status",
     ]
 )
 

@@ -14,22 +14,15 @@ pytest.importorskip(
 from playwright.sync_api import Page, expect  # noqa: E402
 
 from pipelines.labels import drives  # noqa: E402
-from tests.browser_flows import DRIVE_MODE, next_item, pick_drive  # noqa: E402
+from tests.browser_flows import DRIVE_MODE, next_item, pick_drive, set_number  # noqa: E402
 from tests.helpers import two_response_items  # noqa: E402
 
 pytestmark = pytest.mark.browser
 ERROR_PILL = "[data-testid='status-tracker'] .error"
 
 
-def _set_number(page: Page, label: str, value: str) -> None:
-    box = page.get_by_label(f"number input for {label}", exact=True).first
-    box.fill(value)
-    box.press("Enter")
-    expect(box).to_have_value(value)
-
-
 def _generate(page: Page, tokens: int) -> str:
-    _set_number(page, "Max new tokens", str(tokens))
+    set_number(page, "Max new tokens", str(tokens))
     page.get_by_role("button", name="Generate", exact=True).click()
     expect(page.locator("#gen-tokens .tok[data-index]")).to_have_count(tokens, timeout=60_000)
     return page.locator("#gen-output textarea").input_value()
@@ -85,7 +78,7 @@ def test_the_distribution_view_follows_the_token_tree(page: Page):
     expect(page.locator("#gen-tokens .tok.forced").first).to_be_visible(timeout=60_000)
     summary = page.locator("#gen-inspect-summary")
     expect(summary).to_contain_text("After the prompt and 0 generated token", timeout=30_000)  # the new branch, at 0
-    _set_number(page, "Position in the generated text", "1")
+    set_number(page, "Position in the generated text", "1")
     expect(summary).to_contain_text("was typed for this branch", timeout=30_000)  # a typed position refreshes it
     assert page.locator(ERROR_PILL).filter(visible=True).count() == 0
     assert page.get_by_test_id("toast-body").count() == 0
@@ -145,12 +138,12 @@ def test_a_first_visit_offers_the_lessons_and_the_common_paths_fit_one_screen(pa
 
 def test_a_sampling_preset_is_saved_loaded_and_kept_across_a_reload(page: Page):
     """Users of Open WebUI and text-generation-webui expect saved presets of their settings (issue 42)."""
-    _set_number(page, "Temperature", "1.3")
+    set_number(page, "Temperature", "1.3")
     page.get_by_text("My presets (saved in this browser)").click()
     page.get_by_label("Save the settings above as").fill("warm")
     page.get_by_role("button", name="Save", exact=True).click()
     expect(page.get_by_text("Saved warm")).to_be_visible(timeout=30_000)
-    _set_number(page, "Temperature", "0.2")
+    set_number(page, "Temperature", "0.2")
     page.reload()
     page.get_by_role("tab", name="Generate").wait_for()
     page.get_by_text("My presets (saved in this browser)").click()

@@ -54,3 +54,35 @@ def test_every_handler_of_the_app_is_translated():
     handlers = [fn.fn for fn in demo.fns.values() if fn.fn is not None]
     assert len(handlers) > 100
     assert all(getattr(fn, "__translated__", False) for fn in handlers)
+
+
+def test_each_tabs_handlers_check_the_workshop_first_and_the_pages_do_not():
+    """The tab guard (issue 37) reads which handler is whose tab from the built app: every tab's own
+    endpoints are guarded, what the page load or the sidebar starts is not (a student whose class
+    hides a tab must not be greeted with its refusals)."""
+    import app as app_module
+
+    demo = app_module.build_app("tiny")
+    tab_of: dict[str, str | None] = {}
+    for fn in demo.fns.values():
+        before = getattr(fn.fn, "__before__", None)
+        tab_of.setdefault(fn.api_name, getattr(before, "tab", None))
+    expected = {
+        "generate": "generate",
+        "token_tree_grow": "generate",
+        "chat": "chat",  # gr.api: an endpoint with no button, registered by the Chat tab
+        "clear_chat": "chat",
+        "start_finetune": "finetune",
+        "classify": "finetune",
+        "vote": "preferences",
+        "drive_next": "preferences",
+        "start_alignment": "preferences",
+        "rag_ask": "rag",
+        "reason": "reasoning",
+        "inside_score": "inside",
+    }
+    assert {name: tab_of.get(name) for name in expected} == expected
+    page_level = ["list_adapters", "inspect", "identity", "model_ready", "workshop_join", "workshop_answer"]
+    assert {name: tab_of.get(name) for name in page_level} == dict.fromkeys(page_level)
+    loaded = [fn for fn in demo.fns.values() if any(event == "load" for _, event in fn.targets)]
+    assert loaded and not any(getattr(fn.fn, "__before__", None) for fn in loaded)

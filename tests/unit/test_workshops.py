@@ -10,6 +10,7 @@ import pytest
 
 from pipelines import inside
 from pipelines.errors import InvalidParameter
+from pipelines.labels import drives
 from pipelines.lessons import checks, load_lessons, workshops
 
 PROBABILITY = {
@@ -39,12 +40,23 @@ def test_a_workshop_gets_a_join_code_and_refuses_what_cannot_work():
         workshops.create("Week 2", ["no_such_lesson"])
     with pytest.raises(InvalidParameter, match="the lessons' steps use inside: allow them too"):
         workshops.create("Week 2", ["1_decoding"], tabs=["generate"])
+    with pytest.raises(InvalidParameter, match="the lessons' steps use generate, inside"):
+        workshops.create("Week 2", ["1_decoding"], tabs=[])  # none ticked allows none (not all)
+    with pytest.raises(InvalidParameter, match="at least one lesson"):
+        workshops.create("Week 2", [])
     with pytest.raises(InvalidParameter, match="name"):
         workshops.create("../etc", ["1_decoding"])
     with pytest.raises(InvalidParameter, match="expires_hours"):
         workshops.WorkshopSpec(expires_hours=0)
     with pytest.raises(InvalidParameter, match="pinned"):
         workshops.create("Week 3", ["1_decoding"], pinned={"model": "gpt-5"})
+    drives.save("week drive")
+    with pytest.raises(InvalidParameter, match="label drive is labelled in the preferences tab"):
+        workshops.create("Week 4", ["1_decoding"], tabs=["generate", "inside"], drive="week drive")
+    with_drive = workshops.create(
+        "Week 4", ["1_decoding"], tabs=["generate", "inside", "preferences"], drive="week drive"
+    )
+    assert with_drive.drive == "week drive" and workshops.get("Week 4").to_json()["drive"] == "week drive"
 
 
 def test_students_join_by_code_until_the_workshop_ends():
@@ -103,7 +115,7 @@ def test_steps_and_checked_answers_make_the_lecturers_view(tmp_path, tiny_handle
     assert rows[0]["student"] == "Ada" and {r["lesson"] for r in rows} == {"1_decoding", "2_peft"}
 
 
-def test_a_revealing_workshop_says_the_expected_answer_and_tabs_are_enforced(tiny_handle):
+def test_a_revealing_workshop_says_the_expected_answer(tiny_handle):
     made = workshops.create(
         "Open book",
         ["4_finetune_eval"],
@@ -115,9 +127,50 @@ def test_a_revealing_workshop_says_the_expected_answer_and_tabs_are_enforced(tin
     assert result["correct"] is False and result["expected"].replace(",", "").isdigit()
     right = workshops.answer(made.code, student, "4_finetune_eval", 1, result["expected"], handle=tiny_handle)
     assert right["correct"] is True
-    workshops.allows(made.code, "finetune")
-    with pytest.raises(workshops.WorkshopError, match="does not use the chat tab"):
-        workshops.allows(made.code, "chat")
+
+
+def test_a_lecturer_reveals_answers_when_the_class_has_answered(tiny_handle):
+    made = workshops.create("Quiz", ["4_finetune_eval"], tabs=["finetune", "inside", "generate"])
+    student = workshops.join(made.code, "Di")["student"]
+    assert "expected" not in workshops.answer(made.code, student, "4_finetune_eval", 1, "7", handle=tiny_handle)
+    assert workshops.status("Quiz")["reveal"] is False
+    workshops.set_reveal("Quiz", True)
+    assert "expected" in workshops.answer(made.code, student, "4_finetune_eval", 1, "7", handle=tiny_handle)
+    assert workshops.status("Quiz")["reveal"] is True
+    workshops.set_reveal("Quiz", False)
+    assert "expected" not in workshops.answer(made.code, student, "4_finetune_eval", 1, "7", handle=tiny_handle)
+    with pytest.raises(workshops.WorkshopError, match="no workshop"):
+        workshops.set_reveal("Nope", True)
+
+
+def test_a_students_browser_is_refused_the_tabs_its_workshop_hides():
+    made = workshops.create("Lab tabs", ["1_decoding"], tabs=["generate", "inside"], now=1_000.0)
+    assert workshops.allowed_tabs("anon:browser-a", now=1_001.0) is None  # not a student: every tab
+    workshops.check_tab("anon:browser-a", "chat", now=1_001.0)
+    student = workshops.join(made.code, "Eve", visitor="anon:browser-a", now=1_001.0)["student"]
+    assert workshops.allowed_tabs("anon:browser-a", now=1_002.0) == ("Lab tabs", ["generate", "inside"])
+    workshops.check_tab("anon:browser-a", "generate", now=1_002.0)
+    with pytest.raises(workshops.WorkshopError, match="'Lab tabs' does not use this tab"):
+        workshops.check_tab("anon:browser-a", "chat", now=1_002.0)
+    workshops.check_tab("anon:browser-b", "chat", now=1_002.0)  # another browser is not in the class
+    workshops.check_tab(None, "chat", now=1_002.0)
+    # the page restores its membership with a new visitor cookie: the new browser is bound instead
+    assert workshops.member(made.code, student, visitor="anon:browser-c", now=1_003.0)
+    with pytest.raises(workshops.WorkshopError):
+        workshops.check_tab("anon:browser-c", "rag", now=1_003.0)
+    workshops.check_tab("anon:browser-a", "rag", now=1_003.0)
+    # once the workshop has ended, the browser may use every tab again
+    workshops.check_tab("anon:browser-c", "rag", now=1_000.0 + 24 * 3600 + 1)
+
+
+def test_the_lecturer_sees_who_has_been_idle():
+    made = workshops.create("Idle", ["1_decoding"], now=1_000.0)
+    fay = workshops.join(made.code, "Fay", now=1_000.0)["student"]
+    workshops.join(made.code, "Gus", now=1_000.0)
+    workshops.record(made.code, fay, "1_decoding", 1, "reached", now=1_000.0 + workshops.IDLE_SECONDS)
+    report = workshops.status("Idle", now=1_000.0 + workshops.IDLE_SECONDS + 10)
+    assert report["idle"] == ["Gus"]
+    assert [p["idle_seconds"] for p in report["students"]] == [10.0, workshops.IDLE_SECONDS + 10.0]
 
 
 def test_checks_in_lesson_files_are_validated():
@@ -147,6 +200,9 @@ def test_workshop_commands_keep_their_json_contract(tmp_path, capsys):
     assert main(["workshop", "status", "CLI class", "--json"]) == 0
     status = json.loads(capsys.readouterr().out)
     assert [s["name"] for s in status["students"]] == ["Dee"] and status["funnel"][0]["lesson"] == "1_decoding"
+    assert main(["workshop", "reveal", "CLI class", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"workshop": "CLI class", "reveal": True}
+    assert main(["workshop", "reveal", "CLI class", "--hide"]) == 0 and not workshops.get("CLI class").reveal
     assert main(["workshop", "export", "CLI class", "--out", str(tmp_path / "x.csv")]) == 0
     assert main(["workshop", "status", "nope"]) == 2
 
