@@ -34,8 +34,8 @@ from .spec_controls import build_spec, controls
 
 def workshop_join(code: str, name: str, request: gr.Request | None = None) -> dict[str, Any]:
     """Join a workshop with its code and a display name; keep the returned student id. The tabs the
-    workshop does not use are refused to this browser from now on."""
-    return workshops.join(code, name, visitor=visitor_key(request))
+    workshop does not use are refused to this browser from now on. Signed in, the login is the name."""
+    return workshops.join(code, signed_in_user(request) or name, visitor=visitor_key(request))
 
 
 def workshop_answer(code: str, student: str, lesson: str, step: int, answer: str) -> dict[str, Any]:
@@ -87,6 +87,12 @@ def tab_updates(allowed: list[str] | None) -> list[Any]:
     return [gr.update(visible=True if allowed is None or tab in allowed else "hidden") for tab in lessons.TABS]
 
 
+def login_name(request: gr.Request | None = None) -> Any:
+    """A signed-in student joins under their login: the name box shows it and cannot be changed."""
+    user = signed_in_user(request)
+    return gr.update(value=user, interactive=False) if user else gr.update()
+
+
 def join_from_page(code: str, name: str, joined: dict[str, Any] | None, request: gr.Request | None = None):
     """Join (or keep the membership this browser already has): the lesson picker shows only the
     workshop's lessons, the tabs it does not use are hidden (and refused: `tab_guard`), and the
@@ -94,6 +100,7 @@ def join_from_page(code: str, name: str, joined: dict[str, Any] | None, request:
     if joined and joined.get("code", "").upper() == (code or "").strip().upper() and joined.get("student"):
         member = joined
     else:
+        name = signed_in_user(request) or name  # signed in (OAuth on a Space): the login, not a typed name
         found = workshops.join(code, name, visitor=visitor_key(request))
         member = {"code": (code or "").strip().upper(), "name": " ".join((name or "").split()), **found}
     workshop = workshops.by_code(member["code"])
@@ -227,7 +234,7 @@ def create_from_page(
 def class_view(name: str | None, request: gr.Request | None = None):
     """Students x steps and the funnel, for the lecturer (refreshed every few seconds)."""
     if not name:
-        return pd.DataFrame(), pd.DataFrame(), "", gr.skip()
+        return pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), "", gr.skip()
     report = workshops.status(name)
     people = pd.DataFrame(
         [
@@ -257,7 +264,22 @@ def class_view(name: str | None, request: gr.Request | None = None):
     if report["idle"]:
         minutes = workshops.IDLE_SECONDS // 60
         answers = f"**Idle for {minutes} minutes or more:** {html.escape(', '.join(report['idle']))}  \n" + answers
-    return people, funnel, answers, report["reveal"]
+    columns = [f"{r['lesson']} {r['step']}" for r in report["funnel"]]
+    grid = pd.DataFrame(
+        [[row["name"], *(_cell(cell) for cell in row["steps"])] for row in report["grid"]],
+        columns=["student", *columns],
+    )
+    return people, grid, funnel, answers, report["reveal"]
+
+
+def _cell(cell: dict[str, Any] | None) -> str:
+    """One student at one step, as the grid shows it: done or still there, right or wrong, time spent."""
+    if cell is None:
+        return ""
+    seconds = cell["seconds"]
+    spent = f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+    verdict = {True: " ✓ right", False: " ✗ wrong", None: ""}[cell["correct"]]
+    return f"{'done' if cell['done'] else 'on it'}{verdict} · {spent}"
 
 
 @admin_only("reveal a workshop's answers")
@@ -335,10 +357,16 @@ def build(
         revealed = gr.Markdown()
         csv_file = gr.File(label="CSV", visible=False, interactive=False)
         people = gr.Dataframe(label="Students", interactive=False, elem_id="workshop-students")
+        grid = gr.Dataframe(
+            label="Students x steps: done or on it, the check right or wrong, time spent",
+            interactive=False,
+            elem_id="workshop-grid",
+        )
         funnel = gr.Dataframe(label="Steps: reached, done, checks right", interactive=False, elem_id="workshop-funnel")
         answers = gr.Markdown(elem_id="workshop-answers")
     timer = gr.Timer(5)
     quiet: dict[str, Any] = {"api_visibility": "private"}
+    demo.load(login_name, None, name, **quiet)
     demo.load(code_from_link, None, code, **quiet).then(
         lambda c: gr.update(open=True) if c else gr.update(), code, join_box, **quiet
     )
@@ -363,7 +391,7 @@ def build(
         inputs_kwargs=shared.sampling.kwargs() | {SPEC + field: control for field, control in settings.items()},
         **quiet,
     )
-    view = [people, funnel, answers, shown]
+    view = [people, grid, funnel, answers, shown]
     gr.on([pick.change, timer.tick], class_view, pick, view, **quiet, show_progress="hidden")
     shown.input(reveal_answers, [pick, shown], revealed, **quiet)
     csv_button.click(export_class, pick, csv_file, **quiet)

@@ -18,7 +18,7 @@ import json
 import re
 import secrets
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,7 @@ NAME = re.compile(r"\w[\w .\-]{0,127}")
 MAX_STUDENT_NAME = 64
 EVENT_KINDS = ("reached", "done")
 IDLE_SECONDS = 300  # a student with no step, check or answer for this long shows as idle to the lecturer
-CSV_COLUMNS = ["student", "lesson", "step", "reached_at", "done_at", "answer", "correct", "attempts"]
+CSV_COLUMNS = ["student", "lesson", "step", "reached_at", "done_at", "answer", "correct", "attempts", "seconds"]
 
 
 class WorkshopError(PlaygroundError, ValueError):
@@ -397,57 +397,96 @@ def _expected_for(workshop: Workshop, lesson: str, step: int, check: dict[str, A
     return _expected_cache[key]
 
 
-def status(name: str, *, now: float | None = None) -> dict[str, Any]:
-    """The lecturer's view: {"students": [...], "funnel": [...]} (the CLI's and API's contract), plus
-    the answers' distribution per check and who has been idle."""
-    now = time.time() if now is None else now
-    workshop = get(name)
+@dataclass
+class StepRecord:
+    """One student at one step, folded from their events: the lecturer's grid, status and CSV read it."""
+
+    reached_at: float
+    last_at: float
+    done_at: float | None = None
+    answer: str | None = None  # the last answer: it is the one that counts
+    correct: bool | None = None
+    attempts: int = 0
+
+    @property
+    def seconds(self) -> float:
+        """Time spent: from reaching the step to marking it done (or to the last thing done there)."""
+        return round((self.done_at or self.last_at) - self.reached_at, 1)
+
+
+def _class(workshop: Workshop) -> tuple[list[WorkshopStudent], dict[tuple[str, str, int], StepRecord]]:
+    """The workshop's students and a record per (student id, lesson, step) they reached."""
     with session() as s:
         students = list(s.scalars(select(WorkshopStudent).where(WorkshopStudent.workshop == workshop.name)))
         ids = [row.id for row in students]
         events = list(s.scalars(select(WorkshopEvent).where(WorkshopEvent.student.in_(ids)))) if ids else []
-    reached: dict[tuple[str, int], set[str]] = defaultdict(set)
-    done: dict[tuple[str, int], set[str]] = defaultdict(set)
-    last_answer: dict[tuple[str, str, int], WorkshopEvent] = {}
+    records: dict[tuple[str, str, int], StepRecord] = {}
     for event in sorted(events, key=lambda e: (e.at, e.id)):
-        where = (event.lesson, event.step)
-        reached[where].add(event.student)
-        if event.kind == "done":
-            done[where].add(event.student)
+        record = records.setdefault((event.student, event.lesson, event.step), StepRecord(event.at, event.at))
+        record.last_at = event.at
+        if event.kind == "done" and record.done_at is None:
+            record.done_at = event.at
         elif event.kind == "answer":
-            last_answer[(event.student, event.lesson, event.step)] = event
+            record.answer, record.correct, record.attempts = event.answer, event.correct, record.attempts + 1
+    return sorted(students, key=lambda r: r.name.casefold()), records
+
+
+def status(name: str, *, now: float | None = None) -> dict[str, Any]:
+    """The lecturer's view: {"students": [...], "funnel": [...]} (the CLI's and API's contract), plus
+    the answers' distribution per check, who has been idle, and the grid of students x steps."""
+    now = time.time() if now is None else now
+    workshop = get(name)
+    students, records = _class(workshop)
     lessons = _lessons_by_name()
+    steps = [(lesson, n, step) for lesson in workshop.lessons for n, step in enumerate(lessons[lesson].steps, 1)]
     funnel = []
     answers: dict[str, Counter[str]] = {}
-    for lesson in workshop.lessons:
-        for number, step in enumerate(lessons[lesson].steps, 1):
-            where = (lesson, number)
-            finals = [e for (who, le, st), e in last_answer.items() if (le, st) == where]
-            funnel.append(
-                {
-                    "lesson": lesson,
-                    "step": number,
-                    "title": step.title,
-                    "checked": step.check is not None,
-                    "reached": len(reached[where]),
-                    "done": len(done[where]),
-                    "checks_right": sum(1 for e in finals if e.correct),
-                    "checks_answered": len(finals),
-                }
-            )
-            if step.check is not None:
-                answers[f"{lesson} {number}"] = Counter(e.answer or "" for e in finals)
+    for lesson, number, step in steps:
+        here = [r for (_, le, st), r in records.items() if (le, st) == (lesson, number)]
+        answered = [r for r in here if r.attempts]
+        funnel.append(
+            {
+                "lesson": lesson,
+                "step": number,
+                "title": step.title,
+                "checked": step.check is not None,
+                "reached": len(here),
+                "done": sum(1 for r in here if r.done_at is not None),
+                "checks_right": sum(1 for r in answered if r.correct),
+                "checks_answered": len(answered),
+            }
+        )
+        if step.check is not None:
+            answers[f"{lesson} {number}"] = Counter(r.answer or "" for r in answered)
     people: list[dict[str, Any]] = []
-    for row in sorted(students, key=lambda r: r.name.casefold()):
-        finals = [e for (who, _, _), e in last_answer.items() if who == row.id]
+    grid: list[dict[str, Any]] = []
+    for row in students:
+        mine = {(le, st): r for (who, le, st), r in records.items() if who == row.id}
         people.append(
             {
                 "name": row.name,
-                "steps_done": sum(1 for where, who in done.items() if row.id in who),
-                "checks_right": sum(1 for e in finals if e.correct),
-                "checks_answered": sum(1 for e in finals if e.correct is not None),
+                "steps_done": sum(1 for r in mine.values() if r.done_at is not None),
+                "checks_right": sum(1 for r in mine.values() if r.correct),
+                "checks_answered": sum(1 for r in mine.values() if r.correct is not None),
                 "last_seen": row.last_seen,
                 "idle_seconds": round(now - row.last_seen, 1),
+            }
+        )
+        grid.append(
+            {
+                "name": row.name,
+                "steps": [
+                    {
+                        "lesson": lesson,
+                        "step": number,
+                        "done": mine[(lesson, number)].done_at is not None,
+                        "correct": mine[(lesson, number)].correct,
+                        "seconds": mine[(lesson, number)].seconds,
+                    }
+                    if (lesson, number) in mine
+                    else None
+                    for lesson, number, _ in steps
+                ],
             }
         )
     return {
@@ -456,46 +495,36 @@ def status(name: str, *, now: float | None = None) -> dict[str, Any]:
         "expires_at": workshop.expires_at,
         "reveal": workshop.reveal,
         "students": people,
-        "idle": sorted((row.name for row in students if now - row.last_seen >= IDLE_SECONDS), key=str.casefold),
+        "idle": [row.name for row in students if now - row.last_seen >= IDLE_SECONDS],
         "funnel": funnel,
         "answers": {key: dict(counter.most_common()) for key, counter in answers.items()},
+        "grid": grid,
     }
 
 
 def export_csv(name: str, out: Path) -> int:
-    """Every student's every step (reached, done, last answer, right or wrong) as CSV; returns the rows."""
+    """Every student's every step (reached, done, time spent, last answer, right or wrong) as CSV;
+    returns the rows."""
     workshop = get(name)
-    with session() as s:
-        students = {
-            row.id: row.name
-            for row in s.scalars(select(WorkshopStudent).where(WorkshopStudent.workshop == workshop.name))
+    students, records = _class(workshop)
+    named = {row.id: row.name for row in students}
+    rows = [
+        {
+            "student": named[who],
+            "lesson": lesson,
+            "step": step,
+            "reached_at": record.reached_at,
+            "done_at": "" if record.done_at is None else record.done_at,
+            "answer": record.answer or "",
+            "correct": "" if record.attempts == 0 else record.correct,
+            "attempts": record.attempts,
+            "seconds": record.seconds,
         }
-        events = (
-            list(s.scalars(select(WorkshopEvent).where(WorkshopEvent.student.in_(list(students))))) if students else []
+        for (who, lesson, step), record in sorted(
+            records.items(),
+            key=lambda item: (named[item[0][0]].casefold(), workshop.lessons.index(item[0][1]), item[0][2]),
         )
-    table: dict[tuple[str, str, int], dict[str, Any]] = {}
-    for event in sorted(events, key=lambda e: (e.at, e.id)):
-        key = (event.student, event.lesson, event.step)
-        row = table.setdefault(
-            key,
-            {
-                "student": students[event.student],
-                "lesson": event.lesson,
-                "step": event.step,
-                "reached_at": event.at,
-                "done_at": "",
-                "answer": "",
-                "correct": "",
-                "attempts": 0,
-            },
-        )
-        if event.kind == "done" and not row["done_at"]:
-            row["done_at"] = event.at
-        if event.kind == "answer":
-            row["answer"], row["correct"], row["attempts"] = event.answer, event.correct, row["attempts"] + 1
-    rows = sorted(
-        table.values(), key=lambda r: (r["student"].casefold(), workshop.lessons.index(r["lesson"]), r["step"])
-    )
+    ]
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.StringIO()

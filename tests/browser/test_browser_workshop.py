@@ -108,6 +108,9 @@ def test_a_lecturer_runs_a_class_of_five(page: Page, open_page, app_url):
         funnel = lecturer.locator("#workshop-funnel")
         expect(funnel).to_contain_text(re.compile(r"4 / 5"), timeout=30_000)  # step 1: checks right
         expect(lecturer.locator("#workshop-answers")).to_contain_text("no, it changes × 1", timeout=30_000)
+        grid = lecturer.locator("#workshop-grid")  # students x steps
+        expect(grid).to_contain_text("done ✓ right", timeout=30_000)
+        expect(grid).to_contain_text("done ✗ wrong", timeout=30_000)
 
         lecturer.get_by_role("button", name="Export CSV").click()  # every student's every step
         expect(lecturer.get_by_text("Browser_class", exact=False).first).to_be_visible(timeout=30_000)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 
 import pytest
 
@@ -79,8 +80,8 @@ def test_steps_and_checked_answers_make_the_lecturers_view(tmp_path, tiny_handle
     bob = workshops.join(made.code, "Bob")["student"]
     first = load_lessons()[0].steps[0].check
     assert first is not None and "choices" in first
-    workshops.record(made.code, ada, "1_decoding", 1, "reached")
-    workshops.record(made.code, ada, "1_decoding", 1, "done")
+    workshops.record(made.code, ada, "1_decoding", 1, "reached", now=time.time() - 90)
+    workshops.record(made.code, ada, "1_decoding", 1, "done", now=time.time() - 30)
     assert workshops.answer(made.code, ada, "1_decoding", 1, first["answer"], handle=tiny_handle) == {"correct": True}
     assert workshops.answer(made.code, bob, "1_decoding", 1, "no, it changes", handle=tiny_handle) == {"correct": False}
     # computed from the model the class uses: the tiny model here, the bundled one in class
@@ -108,6 +109,11 @@ def test_steps_and_checked_answers_make_the_lecturers_view(tmp_path, tiny_handle
     step = next(r for r in report["funnel"] if (r["lesson"], r["step"]) == ("1_decoding", 1))
     assert set(step) >= {"lesson", "step", "reached", "done", "checks_right"}
     assert step == {**step, "reached": 2, "done": 1, "checks_right": 1, "checks_answered": 2}
+    # the grid: students x steps, each reached step done or not, right or wrong, and the time spent
+    grid = {row["name"]: row["steps"] for row in report["grid"]}
+    assert len(grid["Ada"]) == len(report["funnel"]) and grid["Ada"][0]["done"] and grid["Ada"][0]["correct"]
+    assert grid["Ada"][0]["seconds"] == pytest.approx(60, abs=2)  # reached to done
+    assert grid["Bob"][0] == {**grid["Bob"][0], "done": False, "correct": False} and grid["Bob"][1] is None
     assert report["answers"]["1_decoding 1"] == {first["answer"]: 1, "no, it changes": 1}
     out = tmp_path / "lab.csv"
     assert workshops.export_csv("Lab", out) == 4
