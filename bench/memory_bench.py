@@ -79,7 +79,7 @@ def child(method: str, batch: int, length: int, profiled: bool) -> dict:
 
     from pipelines.config import get_settings
     from pipelines.engine import models
-    from pipelines.train import finetune, memory_plan, training
+    from pipelines.train import finetune, memory_plan, scale, training
 
     settings = get_settings()
     source, _ = models.resolve_source(models.configured_model_id(settings), settings)
@@ -101,6 +101,8 @@ def child(method: str, batch: int, length: int, profiled: bool) -> dict:
         num_virtual_tokens=spec.num_virtual_tokens,
         lora_dropout=spec.lora_dropout,
     ).rows[METHODS.index(method)]
+    # the scale calculator's 135M preset (pipelines/train/scale.py) is this plan when its shape is this model's
+    preset_matches = scale.PRESETS["135M"][1].shape() == memory_plan.ModelShape.of(model)
 
     class Measure(TrainerCallback):
         def on_train_begin(self, args, state, control, model=None, **kwargs):
@@ -151,6 +153,7 @@ def child(method: str, batch: int, length: int, profiled: bool) -> dict:
         "measured_split_mb": {k: round(v / MIB, 1) for k, v in measure.split.items() if v},
         "example_lengths": sorted(lengths),
         "precision": precision.reason,
+        "scale_135m_preset_is_this_model": preset_matches,
     }
 
 
@@ -201,6 +204,8 @@ def main() -> None:
             f"{method:5s} planned {r['planned_mb']:8.1f} MiB  measured (tensors) {r['measured_mb']:8.1f} MiB  "
             f"planned/measured {r['planned_over_measured']:.3f}  resident peak {r['rss_peak_mb']:8.1f} MiB"
         )
+    matches = all(result[method]["scale_135m_preset_is_this_model"] for method in METHODS)
+    print(f"scale calculator's 135M preset has this model's shape (its rows are this plan): {matches}")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import pandas as pd
 from pipelines import inside
 from pipelines.engine import models
 
+from . import scale as scale_panel
 from .controls import fill_when_model_ready, how_it_works
 from .sidebar import Shared, selected_adapter
 from .spec_controls import control
@@ -271,6 +272,8 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
             with gr.Row():
                 tree = gr.Markdown(elem_id="inside-tree")
                 parts = gr.Dataframe(label="Parameters per part", interactive=False)
+        with gr.Tab("Scale & cost", id="scale"):
+            scale_panel.build()  # arithmetic on model sizes: needs no loaded model
     how_it_works("inside")
     adapter = shared.adapter
     gr.on(

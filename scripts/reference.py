@@ -116,6 +116,7 @@ def _specs() -> list[tuple[str, type, str]]:
     from pipelines.train.classify import ClassifySpec
     from pipelines.train.finetune import FinetuneSpec
     from pipelines.train.reward import RewardSpec
+    from pipelines.train.scale import ScaleSpec
 
     return [
         ("Sampling", SamplingParams, "the sidebar's Sampling panel (every tab); `generate`, `chat`"),
@@ -132,6 +133,7 @@ def _specs() -> list[tuple[str, type, str]]:
         ("Inside: attention", AttentionSpec, "Inside the model → Attention; `inside attention`"),
         ("Inside: architecture", ArchitectureSpec, "Inside the model → Architecture; `inside architecture`"),
         ("Workshops", WorkshopSpec, "`workshop create`"),
+        ("Scale and cost", ScaleSpec, "Inside the model → Scale & cost; `scale`"),
     ]
 
 

@@ -29,6 +29,7 @@ COMMANDS = {
     "inspect": "inside the model: tokens, likelihood of a text, attention, logit lens, architecture",
     "db": "the database's schema revision: status, or upgrade now (every process upgrades on open anyway)",
     "workshop": "run a class: a join code, students' progress through the lessons, their answers",
+    "scale": "what a model size costs to train (tokens, FLOPs, GPU-hours, tCO2) and needs in memory, per GPU",
 }
 
 

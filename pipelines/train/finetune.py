@@ -436,8 +436,11 @@ def _load_base(source: str, device: str, spec: FinetuneSpec) -> Any:
     if spec.qlora:
         from transformers import BitsAndBytesConfig
 
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16
+        kwargs["quantization_config"] = BitsAndBytesConfig(  # as the QLoRA paper, and the memory plan's NF4 row
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16,
         )
         kwargs["device_map"] = {"": 0}
     model = AutoModelForCausalLM.from_pretrained(source, **kwargs)

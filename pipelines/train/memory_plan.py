@@ -141,10 +141,24 @@ class MemoryPlan:
     activations: int
     loss: int
     peak: int
+    activation_peak: int = (
+        0  # activations + the loss's logits (+ the head's gradient): what data parallelism never shards
+    )
 
     def row(self) -> dict[str, Any]:
         """The table's row; `total` is the peak."""
-        return {**asdict(self), "total": self.peak}
+        row = {**asdict(self), "total": self.peak}
+        row.pop("activation_peak")
+        return row
+
+    def sharded(self, stage: int, gpus: int) -> int:
+        """The peak on each of `gpus` GPUs training together: DDP (stage 0) keeps everything on every
+        GPU; ZeRO stage 1 shards the optimizer's states, 2 also the gradients, 3 (FSDP's full
+        shard) also the weights (Rajbhandari et al. 2020). Activations are per GPU at any stage."""
+        weights = self.weights / gpus if stage >= 3 else self.weights
+        optimizer = self.optimizer / gpus if stage >= 1 else self.optimizer
+        gradients = self.gradients / gpus if stage >= 2 else self.gradients
+        return int(weights + optimizer + max(self.activation_peak, 2 * gradients))
 
 
 @dataclass(frozen=True)
@@ -169,11 +183,14 @@ def estimate(
     lora_dropout: float = 0.0,
     virtual_tokens: int = 0,
     qlora: bool = False,
+    base_16bit: bool = False,
 ) -> MemoryPlan:
     """The peak of one training step for `method` ("full", "selective", "lora", "prompt-tuning").
 
     `length` is the padded length of a batch (the worst case: every example at the maximum);
     prompt tuning adds its virtual tokens to it. `train_blocks` (selective) are 0-based indices.
+    `base_16bit`: the frozen base is stored in bf16/fp16 (a PEFT method on a GPU), not fp32 as this
+    app's CPU runs keep it.
     """
     mixed_precision, checkpointing = step.mixed_precision, step.checkpointing
     tokens = step.batch * (step.length + (virtual_tokens if method == "prompt-tuning" else 0))
@@ -206,6 +223,8 @@ def estimate(
     adapters = trainable if method in ("lora", "prompt-tuning") else 0  # new parameters beside the base
     if qlora:
         weights = int(shape.linear_params * NF4_BYTES + (shape.params - shape.linear_params) * 2) + adapters * 4
+    elif base_16bit and method in ("lora", "prompt-tuning"):
+        weights = shape.params * 2 + adapters * 4
     else:
         weights = (shape.params + adapters) * 4
         if mixed_precision:  # autocast's 16-bit copies of the matmul weights, kept for the step
@@ -225,4 +244,5 @@ def estimate(
         activations=activations,
         loss=loss,
         peak=int(peak),
+        activation_peak=int(activation_peak),
     )

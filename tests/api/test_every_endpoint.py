@@ -101,6 +101,7 @@ def _cases(f: Path) -> dict[str, tuple[dict, str]]:
         "workshop_progress": (dict(code="NOPE99", student="s", lesson="1_decoding", step=1, kind="done"), r"join code"),
         "workshop_answer": (dict(code="NOPE99", student="s", lesson="1_decoding", step=1, answer="x"), r"join code"),
         "workshop_status": (dict(name="nope"), r"no workshop named"),
+        "scale": (dict(params="7x"), r"a size such as 135M"),
     }
 
 
@@ -157,6 +158,7 @@ ENDPOINTS = sorted(
         "workshop_progress",
         "workshop_answer",
         "workshop_status",
+        "scale",
     ]
 )
 

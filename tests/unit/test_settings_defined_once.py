@@ -31,6 +31,7 @@ from pipelines.train.align.rloo import RLOOSpec
 from pipelines.train.classify import ClassifySpec
 from pipelines.train.finetune import FinetuneSpec
 from pipelines.train.reward import RewardSpec
+from pipelines.train.scale import ScaleSpec
 from playground.spec_controls import bound_controls, spec_kwargs
 
 # each spec, and the command (words before the flags) whose flags set it; None: the command's flags
@@ -52,6 +53,7 @@ SPECS: dict[type, list[str] | None] = {
     AttentionSpec: None,
     ArchitectureSpec: None,
     WorkshopSpec: ["workshop", "create"],
+    ScaleSpec: ["scale"],
 }
 IDS = [spec.__name__ for spec in SPECS]
 CLI_SPECS = [spec for spec, words in SPECS.items() if words]
