@@ -16,6 +16,7 @@ import pandas as pd
 from pipelines import inside
 from pipelines.engine import models
 
+from . import families
 from . import scale as scale_panel
 from .controls import fill_when_model_ready, how_it_works
 from .sidebar import Shared, selected_adapter
@@ -109,14 +110,15 @@ def score_continuations(prompt: str, first: str, second: str, adapter: str | Non
     return text
 
 
-def attention_html(report: dict[str, Any]) -> str:
+def attention_html(report: dict[str, Any], *, causal: bool = True) -> str:
+    """Query x key weights as a heatmap; a causal model's cells above the diagonal are hatched."""
     pieces = [html.escape(t["piece"][:SHOWN_PIECE]) for t in report["tokens"]]
     head = "".join(f"<th class='key'><span>{p}</span></th>" for p in pieces)
     rows = []
     for i, (piece, weights) in enumerate(zip(pieces, report["weights"], strict=False)):
         cells = []
         for j, w in enumerate(weights):
-            if j > i:
+            if causal and j > i:
                 cells.append("<td class='masked' title='masked: a token never sees later tokens'></td>")
             else:
                 cells.append(
@@ -272,6 +274,8 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
             with gr.Row():
                 tree = gr.Markdown(elem_id="inside-tree")
                 parts = gr.Dataframe(label="Parameters per part", interactive=False)
+        with gr.Tab("Model families", id="families"):
+            families.build()  # encoders and encoder-decoders beside the app's decoder
         with gr.Tab("Scale & cost", id="scale"):
             scale_panel.build()  # arithmetic on model sizes: needs no loaded model
     how_it_works("inside")

@@ -105,6 +105,7 @@ def _specs() -> list[tuple[str, type, str]]:
     """(title, spec class, where it is set) of every spec whose fields are knobs."""
     from pipelines.engine.sampling import SamplingParams
     from pipelines.inside import ArchitectureSpec, AttentionSpec
+    from pipelines.inside.encoders import MaskingSpec
     from pipelines.labels.drives import DriveSettings
     from pipelines.lessons.workshops import WorkshopSpec
     from pipelines.rag.chunking import ChunkSpec
@@ -134,6 +135,7 @@ def _specs() -> list[tuple[str, type, str]]:
         ("Inside: architecture", ArchitectureSpec, "Inside the model → Architecture; `inside architecture`"),
         ("Workshops", WorkshopSpec, "`workshop create`"),
         ("Scale and cost", ScaleSpec, "Inside the model → Scale & cost; `scale`"),
+        ("Model families: masking", MaskingSpec, "Inside the model → Model families"),
     ]
 
 

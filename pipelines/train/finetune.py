@@ -332,7 +332,7 @@ def plan(
             f"Prompt tuning ({num_virtual_tokens} tokens)",
         ),
         (
-            memory_plan.estimate(shape, "lora", trainable=lora, qlora=True, **common, **lora_options),
+            memory_plan.estimate(shape, "lora", trainable=lora, base="nf4", **common, **lora_options),
             f"QLoRA r={lora_r} (NF4)",
         ),
     ]

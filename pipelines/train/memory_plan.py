@@ -32,12 +32,15 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from pipelines.errors import InvalidParameter
+
 # Logits-sized fp32 tensors alive at the start of the backward pass beyond the saved log-softmax
 # output (the loss's gradient through NLL, log-softmax and the head): torch's memory profiler on
 # transformers 5 + trl 1.16 found 5.2 at every batch and length measured, one of them the saved output.
 LOSS_PEAK_LOGITS = 4.2
 NF4_BYTES = 4.127 / 8  # 4-bit weights + double-quantised absmax per 64-weight block (QLoRA paper, Appendix)
 MIB = 2**20
+BASES = ("fp32", "16bit", "nf4")  # how a plan's base weights are stored
 
 ATTENTION_INPUTS = ("q_proj", "k_proj", "v_proj")
 MLP_INPUTS = ("gate_proj", "up_proj")
@@ -182,18 +185,20 @@ def estimate(
     lora_r: int = 0,
     lora_dropout: float = 0.0,
     virtual_tokens: int = 0,
-    qlora: bool = False,
-    base_16bit: bool = False,
+    base: str = "fp32",
 ) -> MemoryPlan:
     """The peak of one training step for `method` ("full", "selective", "lora", "prompt-tuning").
 
     `length` is the padded length of a batch (the worst case: every example at the maximum);
     prompt tuning adds its virtual tokens to it. `train_blocks` (selective) are 0-based indices.
-    `base_16bit`: the frozen base is stored in bf16/fp16 (a PEFT method on a GPU), not fp32 as this
-    app's CPU runs keep it.
+    `base`: how the base weights are stored -- "fp32" (this app's CPU runs), "16bit" (a PEFT method's
+    frozen base in bf16/fp16 on a GPU) or "nf4" (QLoRA).
     """
     mixed_precision, checkpointing = step.mixed_precision, step.checkpointing
     tokens = step.batch * (step.length + (virtual_tokens if method == "prompt-tuning" else 0))
+    if base not in BASES:
+        raise InvalidParameter("base", f"one of {', '.join(BASES)}")
+    qlora = base == "nf4"
     act_bytes = 2 if mixed_precision or qlora else 4
     # which blocks save what
     if method == "full":
@@ -223,7 +228,7 @@ def estimate(
     adapters = trainable if method in ("lora", "prompt-tuning") else 0  # new parameters beside the base
     if qlora:
         weights = int(shape.linear_params * NF4_BYTES + (shape.params - shape.linear_params) * 2) + adapters * 4
-    elif base_16bit and method in ("lora", "prompt-tuning"):
+    elif base == "16bit" and method in ("lora", "prompt-tuning"):
         weights = shape.params * 2 + adapters * 4
     else:
         weights = (shape.params + adapters) * 4

@@ -232,8 +232,8 @@ def calculate(spec: ScaleSpec | None = None) -> dict[str, Any]:
     lora = lora_trainable(shape, spec.lora_r)
     lora_options: dict[str, Any] = {"lora_targets": LORA_TARGETS, "lora_r": spec.lora_r, "lora_dropout": 0.0}
     full = memory_plan.estimate(shape, "full", trainable=shape.params, step=step)
-    adapted = memory_plan.estimate(shape, "lora", trainable=lora, step=step, base_16bit=True, **lora_options)
-    quantised = memory_plan.estimate(shape, "lora", trainable=lora, step=step, qlora=True, **lora_options)
+    adapted = memory_plan.estimate(shape, "lora", trainable=lora, step=step, base="16bit", **lora_options)
+    quantised = memory_plan.estimate(shape, "lora", trainable=lora, step=step, base="nf4", **lora_options)
     kv_cache = 2 * shape.layers * shape.kv_heads * shape.head_dim * spec.length * spec.batch * 2
     per_gpu = {
         name: full.sharded(stage, spec.gpus) for name, stage in (("ddp", 0), ("zero1", 1), ("zero2", 2), ("zero3", 3))

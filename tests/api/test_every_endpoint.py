@@ -102,6 +102,10 @@ def _cases(f: Path) -> dict[str, tuple[dict, str]]:
         "workshop_answer": (dict(code="NOPE99", student="s", lesson="1_decoding", step=1, answer="x"), r"join code"),
         "workshop_status": (dict(name="nope"), r"no workshop named"),
         "scale": (dict(params="7x"), r"a size such as 135M"),
+        "inside_masking": (dict(text="  "), r"text: is empty"),
+        "inside_span_corruption": (dict(text="x"), r"at least two tokens"),
+        "inside_attention_both": (dict(text=""), r"is empty"),
+        "inside_sentence_order": (dict(first="One.", second=" "), r"give two sentences"),
     }
 
 
@@ -159,6 +163,10 @@ ENDPOINTS = sorted(
         "workshop_answer",
         "workshop_status",
         "scale",
+        "inside_masking",
+        "inside_span_corruption",
+        "inside_attention_both",
+        "inside_sentence_order",
     ]
 )
 

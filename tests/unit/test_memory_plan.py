@@ -140,6 +140,6 @@ def test_what_moves_the_estimate():
     )
     assert checkpointed.activations < full.activations and half.activations < full.activations
     qlora = memory_plan.estimate(
-        shape, "lora", trainable=1000, step=memory_plan.Step(batch=4, length=128), qlora=True, **lora
+        shape, "lora", trainable=1000, step=memory_plan.Step(batch=4, length=128), base="nf4", **lora
     )
     assert qlora.weights < base.weights / 2

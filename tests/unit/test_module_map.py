@@ -161,7 +161,7 @@ def test_every_refusal_belongs_to_one_error_family():
     from pipelines.engine import adapters, model_source
     from pipelines.errors import InvalidParameter, PlaygroundError
     from pipelines.labels import preferences
-    from pipelines.rag import embedder, parsing, store
+    from pipelines.rag import parsing, store
     from pipelines.store import files, jobs, rows
     from pipelines.train import sft_data
 
@@ -178,7 +178,7 @@ def test_every_refusal_belongs_to_one_error_family():
         sft_data.DataError,
         common.UsageError,
         common.CommandFailed,
-        embedder.EmbedderUnavailable,
+        model_source.EmbedderUnavailable,
         parsing.ParseError,
         store.CollectionError,
         InvalidParameter,

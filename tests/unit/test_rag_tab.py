@@ -65,11 +65,12 @@ def test_finished_answer_marks_support_per_sentence():
 
 
 def test_without_the_embedder_the_answer_keeps_the_model_citations(monkeypatch):
+    from pipelines.engine.model_source import EmbedderUnavailable
     from pipelines.rag import embedder
     from tests.rag_corpus import RAILWAY_TXT, passages
 
     def missing(texts):
-        raise embedder.EmbedderUnavailable("the embedder package is missing")
+        raise EmbedderUnavailable("the embedder package is missing")
 
     monkeypatch.setattr(embedder, "embed", missing)
     hits = passages(RAILWAY_TXT)
