@@ -185,6 +185,13 @@ PRESETS: dict[str, dict[str, Any]] = {
         "eval_samples": 4,
         "out": "forgetting-lora",
     },
+    "Prompt tuning: 20 virtual tokens only (3e-2, 30 steps)": {
+        "method": "prompt-tuning",
+        "learning_rate": 3e-2,
+        "max_steps": 30,
+        "eval_samples": 4,
+        "out": "prompt-tuning",
+    },
     "Selective: the ticked blocks only (the last two by default; 5e-5, 30 steps)": {
         "method": "selective",
         "learning_rate": 5e-5,
