@@ -15,6 +15,7 @@ import pandas as pd
 
 from pipelines import inside
 from pipelines.engine import models
+from pipelines.inside import bias
 
 from . import families
 from . import scale as scale_panel
@@ -86,6 +87,32 @@ def score_text(text: str, adapter: str | None) -> tuple[str, str]:
         "Hover a token for its −log p and rank; darker = more surprising."
     )
     return surprisal_html(report), summary
+
+
+def probe_bias(text: str, adapter: str | None) -> tuple[str, pd.DataFrame]:
+    """The bias probe: mean log-probability difference (a - b) with its 95% interval, overall and per group."""
+    report = bias.probe(models.get_handle(), text, adapter=selected_adapter(adapter))
+    first = report["pairs"][0]
+
+    def line(name: str, found: dict[str, float]) -> str:
+        sign = "excludes 0" if found["ci_low"] > 0 or found["ci_high"] < 0 else "includes 0"
+        return (
+            f"- **{html.escape(name)}** ({found['n']:.0f}): mean log p(a) − log p(b) = **{found['mean_delta']:+.2f}** "
+            f"nats, 95% interval [{found['ci_low']:+.2f}, {found['ci_high']:+.2f}] ({sign}); a likelier in "
+            f"{found['prefers_a']:.0%} of the sentences"
+        )
+
+    lines = [line("all sentences", report), *(line(name, found) for name, found in report["groups"].items())]
+    summary = (
+        f"a = *{html.escape(first['a'])}*, b = *{html.escape(first['b'])}* (first line). Positive: the model finds "
+        "a likelier. The interval is a bootstrap over these sentences: it speaks about them, not about the model "
+        "at large.\n\n" + "\n".join(lines)
+    )
+    table = pd.DataFrame(
+        [[p["group"], p["text_a"], p["b"], round(p["delta"], 2)] for p in report["pairs"]],
+        columns=["group", "sentence (a)", "b", "log p(a) − log p(b)"],
+    )
+    return summary, table
 
 
 def score_continuations(prompt: str, first: str, second: str, adapter: str | None) -> str:
@@ -247,6 +274,22 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
                 second = gr.Textbox(label="Compared with (optional)", value=" boring", scale=1)
                 compare_button = gr.Button("Score", scale=1)
             continuations = gr.Markdown(elem_id="inside-continuations")
+            gr.Markdown(
+                "#### Bias probe: one word swapped\nEach line is scored twice, once with each side of its `{a|b}`; "
+                "`# group` at the end of a line groups lines. The default compares *he* and *she* after occupations."
+            )
+            with gr.Row():
+                templates = gr.Textbox(
+                    label="Sentences",
+                    value=bias.default_templates(),
+                    lines=6,
+                    max_lines=12,
+                    scale=4,
+                    elem_id="inside-bias-text",
+                )
+                bias_button = gr.Button("Probe", scale=1)
+            bias_summary = gr.Markdown(elem_id="inside-bias")
+            bias_table = gr.Dataframe(label="Per sentence", interactive=False, wrap=True)
         with gr.Tab("Attention", id="attention"):
             with gr.Row():
                 attn_prompt = gr.Textbox(
@@ -309,6 +352,7 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
         [lens, lens_note],
         api_name="inside_lens",
     )
+    gr.on([bias_button.click], probe_bias, [templates, adapter], [bias_summary, bias_table], api_name="inside_bias")
     gr.on([architecture_button.click], show_architecture, context, [tree, parts, cache], api_name="inside_architecture")
     fill_when_model_ready(demo, _sizes, None, [layer, head])
     return {"inside_tab": sections, "inside_text": text}  # what a lesson step may set here

@@ -64,6 +64,9 @@ class ArchitectureSpec:
         knobs.check(self)
 
 
+NEUTRAL_PREFIX = "Here is a short text:"  # scored before a whole text, so its first token counts too
+
+
 class InsideError(PlaygroundError, ValueError):
     """A view cannot be computed for this model or adapter; the message says why."""
 

@@ -30,7 +30,6 @@ from pipelines.knobs import knob
 
 MASK_PROBABILITY = 0.15
 MAX_TEXT_TOKENS = 256
-ORDER_PREFIX = "Here is a short text:"  # what both orders are scored after (`sentence_order`)
 
 
 @dataclass(frozen=True)
@@ -223,8 +222,8 @@ def sentence_order(handle: Any, first: str, second: str) -> dict[str, Any]:
     if not first or not second:
         raise InvalidParameter("text", "give two sentences")
     # every token scored after the same neutral prefix: the first sentence's first token counts too
-    in_order = inside.score(handle, ORDER_PREFIX, f" {first} {second}")
-    swapped = inside.score(handle, ORDER_PREFIX, f" {second} {first}")
+    in_order = inside.score(handle, inside.NEUTRAL_PREFIX, f" {first} {second}")
+    swapped = inside.score(handle, inside.NEUTRAL_PREFIX, f" {second} {first}")
     margin = in_order["logprob"] - swapped["logprob"]
     return {
         "in_order": {"text": f"{first} {second}", "log_likelihood": in_order["logprob"], "label": "positive"},
