@@ -226,7 +226,17 @@ def measure_shots(task: str | None, adapter: str | None = None) -> tuple[pd.Data
     """Zero-, one- and few-shot accuracy of a labelled task, side by side, and every answer."""
     if not task:
         raise UserError("Choose a task to measure.")
-    report = icl_eval.measure(models.get_handle(), task, adapter=selected_adapter(adapter))
+    return _accuracy_tables(icl_eval.measure(models.get_handle(), task, adapter=selected_adapter(adapter)))
+
+
+def measure_wordings(task: str | None, adapter: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Zero-shot accuracy of each wording of the task's instruction, side by side, and every answer."""
+    if not task:
+        raise UserError("Choose a task to measure.")
+    return _accuracy_tables(icl_eval.measure_wordings(models.get_handle(), task, adapter=selected_adapter(adapter)))
+
+
+def _accuracy_tables(report: icl_eval.ShotsReport) -> tuple[pd.DataFrame, pd.DataFrame]:
     summary = pd.DataFrame(
         [
             [
@@ -348,21 +358,26 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
                     with gr.Column():
                         text_b = gr.Textbox(lines=8, label="B", interactive=False)
                         stats_b = gr.Markdown()
-    with gr.Accordion("In-context learning, measured: zero-, one- and few-shot accuracy", open=False):
+    with gr.Accordion("In-context learning, measured: examples and wordings", open=False):
         gr.Markdown(
             "<span class='muted'>Each labelled item of the task is asked with no example, one, and three "
-            "(greedy, one batch); the model's first word is compared with the label.</span>"
+            "(Measure), or zero-shot under each wording of the instruction (Compare wordings); greedy, one batch; "
+            "the model's first word is compared with the label.</span>"
         )
         with gr.Row():
             icl_task = gr.Dropdown(
                 icl_eval.measurable_tasks(), value=icl_eval.measurable_tasks()[0], label="Task", scale=3
             )
             icl_run = gr.Button("Measure", variant="primary", scale=1)
+            wordings_run = gr.Button("Compare wordings", scale=1)
         icl_summary = gr.Dataframe(interactive=False, label="Accuracy by prompt style")
         with gr.Accordion("Every answer", open=False):
             icl_items = gr.Dataframe(interactive=False, wrap=True, max_height=320)
     how_it_works("generate")
     icl_run.click(measure_shots, [icl_task, shared.adapter], [icl_summary, icl_items], api_name="measure_shots")
+    wordings_run.click(
+        measure_wordings, [icl_task, shared.adapter], [icl_summary, icl_items], api_name="measure_wordings"
+    )
 
     inspect_event: dict[str, Any] = {
         "fn": inspect,

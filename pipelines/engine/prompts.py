@@ -28,11 +28,12 @@ class Task:
     query: str
     settings: dict[str, Any] = field(default_factory=dict)
     tests: tuple[tuple[str, str], ...] = ()  # labelled items never used as examples, for measuring
+    wordings: tuple[str, ...] = ()  # the instruction said other ways (the first is `instruction`), to compare
 
-    def render(self, shots: str, query: str | None = None) -> str:
+    def render(self, shots: str, query: str | None = None, *, instruction: str | None = None) -> str:
         if shots not in SHOTS:
             raise InvalidParameter("shots", f"must be one of {', '.join(SHOTS)}, got {shots!r}")
-        blocks = [self.instruction]
+        blocks = [self.instruction if instruction is None else instruction]
         for example_input, example_output in self.examples[: SHOTS[shots]]:
             blocks.append(f"{self.input_label}: {example_input}\n{self.output_label}: {example_output}")
         blocks.append(f"{self.input_label}: {self.query if query is None else query}\n{self.output_label}:")
@@ -52,6 +53,7 @@ def load_tasks(path: Path = ASSETS / "prompts" / "generate_presets.json") -> tup
             query=t["query"],
             settings=dict(t.get("settings", {})),
             tests=tuple((e["input"], e["output"]) for e in t.get("test", [])),
+            wordings=tuple(t.get("wordings", ())),
         )
         for t in data["tasks"]
     )

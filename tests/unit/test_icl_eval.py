@@ -42,3 +42,18 @@ def test_the_tab_shows_accuracy_side_by_side(use_tiny):
 @pytest.mark.parametrize("text, word", [("\n Positive.", "positive"), ("", ""), ("no, because", "no")])
 def test_the_first_word_is_the_answer(text, word):
     assert icl_eval.first_word(text) == word
+
+
+def test_wordings_are_compared_on_the_same_items_zero_shot(tiny_handle):
+    task = next(t for t in prompts.load_tasks() if t.name == "Sentiment classification")
+    assert len(task.wordings) >= 3 and task.wordings[0] == task.instruction
+    report = icl_eval.measure_wordings(tiny_handle, task.name)
+    assert len(report.accuracy) == len(task.wordings) and len(report.items) == len(task.wordings) * len(task.tests)
+    for style, accuracy in report.accuracy.items():
+        mine = [i for i in report.items if i.shots == style]
+        assert [i.input for i in mine] == [item for item, _ in task.tests]  # the same items under every wording
+        assert accuracy == sum(i.correct for i in mine) / len(mine)
+    prompt = task.render("zero-shot", "Great film.", instruction=task.wordings[1])
+    assert prompt.startswith(task.wordings[1]) and task.output_label + ":" in prompt and prompt.count(":") >= 2
+    with pytest.raises(ValueError, match="no labelled task named"):
+        icl_eval.measure_wordings(tiny_handle, "Arithmetic")
