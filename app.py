@@ -28,6 +28,7 @@ from playground import (  # noqa: E402
     align,
     chat,
     classify,
+    data_quality,
     dataset,
     finetune,
     generate,
@@ -76,6 +77,7 @@ def build_app(model_name: str | None = None) -> gr.Blocks:
             with owners.tab("Fine-tune", "finetune"):
                 targets |= finetune.build(demo, shared)
                 targets |= classify.build(demo)
+                data_quality.build()
             with owners.tab("Preferences", "preferences"):
                 # each sub-tab carries the one "How it works" that explains it (Align has its own)
                 with gr.Tabs() as preference_tabs:

@@ -105,6 +105,7 @@ def _specs() -> list[tuple[str, type, str]]:
     """(title, spec class, where it is set) of every spec whose fields are knobs."""
     from pipelines.engine.sampling import SamplingParams
     from pipelines.inside import ArchitectureSpec, AttentionSpec
+    from pipelines.inside.data_quality import QualitySpec
     from pipelines.inside.encoders import MaskingSpec
     from pipelines.labels.drives import DriveSettings
     from pipelines.lessons.workshops import WorkshopSpec
@@ -136,6 +137,7 @@ def _specs() -> list[tuple[str, type, str]]:
         ("Workshops", WorkshopSpec, "`workshop create`"),
         ("Scale and cost", ScaleSpec, "Inside the model → Scale & cost; `scale`"),
         ("Model families: masking", MaskingSpec, "Inside the model → Model families"),
+        ("Data quality filters", QualitySpec, "Fine-tune → Data quality"),
     ]
 
 

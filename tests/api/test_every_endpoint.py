@@ -107,6 +107,7 @@ def _cases(f: Path) -> dict[str, tuple[dict, str]]:
         "inside_span_corruption": (dict(text="x"), r"at least two tokens"),
         "inside_attention_both": (dict(text=""), r"is empty"),
         "inside_sentence_order": (dict(first="One.", second=" "), r"give two sentences"),
+        "data_quality": (dict(text="   "), r"text: is empty"),
         "inside_bias": (dict(text="no choice here", adapter=None), r"exactly one \{a\|b\}"),
     }
 
@@ -171,6 +172,7 @@ ENDPOINTS = sorted(
         "inside_attention_both",
         "inside_sentence_order",
         "inside_bias",
+        "data_quality",
     ]
 )
 
