@@ -15,7 +15,7 @@ from pipelines.store import db
 from tests import postgres
 from tests.app_process import AppProcess
 
-pytestmark = [pytest.mark.system, pytest.mark.slow]  # two app processes on the tiny model: ~30 s
+pytestmark = [pytest.mark.system, pytest.mark.heavy]  # two app processes on one PostgreSQL: `make test-heavy`
 STUDENTS = ["Ada", "Bob", "Cy", "Dee"]
 
 
