@@ -110,6 +110,7 @@ class ScaleSpec:
         None,
         help="training tokens (default: Chinchilla's ~20 per parameter)",
         label="Training tokens",
+        info="0 = Chinchilla's 20 per parameter",
         low=1e6,
         high=1e15,
         slider=False,
