@@ -155,15 +155,19 @@ def _logprobs(handle: Any, ids: Sequence[int], adapter: str | None) -> tuple[tor
 
 
 @gpu.task()
-def perplexity(handle: Any, text: str, *, adapter: str | None = None) -> dict[str, Any]:
+def perplexity(handle: Any, text: str, *, adapter: str | None = None, truncate: bool = False) -> dict[str, Any]:
     """Per-token log-probabilities of a text, its mean loss and perplexity = exp(mean loss).
 
     The first token has no prediction (nothing comes before it), so the loss averages over the
     others: the same quantity as `model(input_ids, labels=input_ids).loss`, which fine-tuning
-    minimises on its answers.
+    minimises on its answers. A text over the views' limit is refused, or with `truncate` scored
+    over its first window.
     """
     tokenizer = handle.tokenizer
-    ids = _prompt_ids(handle, text, "text")
+    if truncate:  # a long document's first window stands for it (a filter over many texts must not refuse one)
+        ids = handle.tokenizer(_checked_text(text, "text"), add_special_tokens=False)["input_ids"][: _limit(handle)]
+    else:
+        ids = _prompt_ids(handle, text, "text")
     if len(ids) < 2:
         raise InvalidParameter("text", "needs at least two tokens: the first one is never predicted")
     table, chosen = _logprobs(handle, ids, adapter)

@@ -158,7 +158,7 @@ def filter_documents(text: str, spec: QualitySpec | None = None, *, handle: Any 
             reasons.append(f"{kind} duplicate of document {original + 1}")
         perplexity = None
         if spec.max_perplexity and handle is not None and len(document.split()) >= 2:
-            perplexity = inside.perplexity(handle, document[:4000])["perplexity"]
+            perplexity = inside.perplexity(handle, document, truncate=True)["perplexity"]
             if perplexity > spec.max_perplexity:
                 reasons.append(f"perplexity {perplexity:,.0f} above {spec.max_perplexity:,.0f}")
         rows.append({"index": index + 1, "text": document, **stats, "perplexity": perplexity, "dropped": reasons})

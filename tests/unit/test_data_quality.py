@@ -40,6 +40,12 @@ def test_perplexity_comes_from_the_model_and_drops_above_the_threshold(tiny_hand
     first = report["documents"][0]
     assert first["perplexity"] == pytest.approx(inside.perplexity(tiny_handle, first["text"])["perplexity"])
     assert any(reason.startswith("perplexity") for reason in first["dropped"])  # everything is above 1
+    # a document longer than the model's views take is scored over its first window, not refused
+    long = " ".join(["The river runs to the sea and the farmers work the land."] * 60)
+    scored = dq.filter_documents(long, handle=tiny_handle)["documents"][0]["perplexity"]
+    assert scored == pytest.approx(inside.perplexity(tiny_handle, long, truncate=True)["perplexity"])
+    with pytest.raises(InvalidParameter, match="tokens; these views take at most"):
+        inside.perplexity(tiny_handle, long)  # the Likelihood view still refuses it
 
 
 def test_bad_input_is_refused_with_the_reason():
