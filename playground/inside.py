@@ -17,6 +17,7 @@ from pipelines import inside
 from pipelines.engine import models
 from pipelines.inside import bias
 
+from . import compression as compression_panel
 from . import families
 from . import scale as scale_panel
 from .controls import fill_when_model_ready, how_it_works
@@ -321,6 +322,8 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
             families.build()  # encoders and encoder-decoders beside the app's decoder
         with gr.Tab("Scale & cost", id="scale"):
             scale_panel.build()  # arithmetic on model sizes: needs no loaded model
+        with gr.Tab("Compression", id="compression"):
+            compression_panel.build()  # quantized and pruned copies of the model, measured live
     how_it_works("inside")
     adapter = shared.adapter
     gr.on(

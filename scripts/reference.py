@@ -105,6 +105,7 @@ def _specs() -> list[tuple[str, type, str]]:
     """(title, spec class, where it is set) of every spec whose fields are knobs."""
     from pipelines.engine.sampling import SamplingParams
     from pipelines.inside import ArchitectureSpec, AttentionSpec
+    from pipelines.inside.compression import CompressSpec, PruneSpec
     from pipelines.inside.data_quality import QualitySpec
     from pipelines.inside.encoders import MaskingSpec
     from pipelines.labels.drives import DriveSettings
@@ -138,6 +139,8 @@ def _specs() -> list[tuple[str, type, str]]:
         ("Scale and cost", ScaleSpec, "Inside the model → Scale & cost; `scale`"),
         ("Model families: masking", MaskingSpec, "Inside the model → Model families"),
         ("Data quality filters", QualitySpec, "Fine-tune → Data quality"),
+        ("Compression: variants", CompressSpec, "Inside the model → Compression; `compress`"),
+        ("Compression: pruning", PruneSpec, "Inside the model → Compression; `compress --prune`"),
     ]
 
 

@@ -30,6 +30,7 @@ COMMANDS = {
     "db": "the database's schema revision: status, or upgrade now (every process upgrades on open anyway)",
     "workshop": "run a class: a join code, students' progress through the lessons, their answers",
     "scale": "what a model size costs to train (tokens, FLOPs, GPU-hours, tCO2) and needs in memory, per GPU",
+    "compress": "the model in fp32, bf16, int8 and GGUF types, and pruned: size, speed, perplexity, agreement",
 }
 
 

@@ -60,6 +60,12 @@ def configured_model_id(settings: Settings) -> str:
     return settings.model or default_model_id()
 
 
+def converted_from(directory: Path) -> Path | None:
+    """The bundled GGUF file a model directory was converted from (its marker says so), or None."""
+    gguf = bundled_gguf_path()
+    return gguf if gguf is not None and Path(directory).is_dir() and _cache_is_valid(Path(directory), gguf) else None
+
+
 def _cache_is_valid(directory: Path, gguf: Path) -> bool:
     marker = directory / _CACHE_MARKER
     if not marker.is_file() or not (directory / "config.json").is_file():

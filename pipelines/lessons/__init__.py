@@ -43,6 +43,7 @@ INSIDE_TABS = (
     "architecture",
     "families",
     "scale",
+    "compression",
 )  # Inside the model's own tabs
 PREFERENCE_TABS = ("label", "dataset", "reward", "align")  # the Preferences tab's own tabs
 

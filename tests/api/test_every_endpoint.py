@@ -109,6 +109,8 @@ def _cases(f: Path) -> dict[str, tuple[dict, str]]:
         "inside_sentence_order": (dict(first="One.", second=" "), r"give two sentences"),
         "data_quality": (dict(text="   "), r"text: is empty"),
         "inside_bias": (dict(text="no choice here", adapter=None), r"exactly one \{a\|b\}"),
+        "compress": (dict(variants=["q4_0"], text="", new_tokens=4), r"q4_0.*is [\d.]+× smaller than fp32"),
+        "prune": (dict(sparsities="0 half", text=""), r"Sparsities: must be numbers between 0 and 0.99"),
     }
 
 
@@ -173,6 +175,8 @@ ENDPOINTS = sorted(
         "inside_sentence_order",
         "inside_bias",
         "data_quality",
+        "compress",
+        "prune",
     ]
 )
 

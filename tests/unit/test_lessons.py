@@ -82,6 +82,8 @@ def test_set_up_opens_the_tab_with_its_settings():
     grounding = next(lesson for lesson in lessons.load_lessons() if lesson.name == "5_grounding")
     opened = tab.set_up(grounding.title, 0)
     assert opened[-4].selected == "tokenizer" and opened[-3] == "unfriendly unbelievably"
+    shrink = next(i for i, step in enumerate(grounding.steps) if step.set.get("inside_tab") == "compression")
+    assert tab.set_up(grounding.title, shrink)[-4].selected == "compression"
     word_problem = next(i for i, step in enumerate(grounding.steps) if step.tab == "reasoning")
     assert "tennis balls" in tab.set_up(grounding.title, word_problem)[-2]
     preset_step = next(i for i, step in enumerate(peft.steps) if "finetune_preset" in step.set)

@@ -175,3 +175,13 @@ def test_app_generation_runs_on_llamacpp(llama, real_handle):
     assert completion.engine == "llama.cpp"
     assert "Paris" in completion.text
     assert all(t.top for t in completion.tokens)
+
+
+@needs_llamacpp
+def test_the_compression_lab_times_the_bundled_gguf_in_llama_cpp(real_handle):
+    from pipelines.inside import compression
+
+    rows = compression.compress(real_handle, compression.CompressSpec(variants=["q4_1", "q4_0"], new_tokens=8))
+    q4_1, q4_0 = rows["variants"][1:]
+    assert q4_1["tokens_per_second"] > 0 and q4_1["timed_by"].startswith("llama.cpp")
+    assert q4_0["tokens_per_second"] is None and "another type" in q4_0["timed_by"]

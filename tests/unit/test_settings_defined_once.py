@@ -20,6 +20,7 @@ from pipelines.cli.common import UsageError
 from pipelines.engine.sampling import SamplingParams
 from pipelines.errors import InvalidParameter
 from pipelines.inside import ArchitectureSpec, AttentionSpec
+from pipelines.inside.compression import CompressSpec, PruneSpec
 from pipelines.inside.data_quality import QualitySpec
 from pipelines.inside.encoders import MaskingSpec
 from pipelines.labels.drives import DriveSettings
@@ -58,6 +59,8 @@ SPECS: dict[type, list[str] | None] = {
     ScaleSpec: ["scale"],
     MaskingSpec: None,
     QualitySpec: None,
+    CompressSpec: ["compress"],
+    PruneSpec: None,
 }
 IDS = [spec.__name__ for spec in SPECS]
 CLI_SPECS = [spec for spec, words in SPECS.items() if words]

@@ -1,0 +1,175 @@
+"""Inside the model › Compression: the same model in fewer bits, and pruned, measured live here
+(pipelines/inside/compression.py) -- what each saves and what it costs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+
+from pipelines import knobs
+from pipelines.engine import models
+from pipelines.inside import compression
+
+from .spec_controls import bind, build_spec, controls
+
+# one measurement at a time (each uses every core and a copy of the model); others wait in the queue
+HEAVY: dict[str, Any] = {"concurrency_id": "compression", "concurrency_limit": 1}
+COLUMNS = ["variant", "MB", "tokens/s", "perplexity", "agreement with fp32", "greedy continuation", "what it is"]
+
+
+def _table(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            [
+                row["name"],
+                round(row["size_mb"], 1),
+                "—" if row["tokens_per_second"] is None else round(row["tokens_per_second"], 1),
+                round(row["perplexity"], 2),
+                f"{row['greedy_agreement']:.1%}",
+                row["sample"],
+                row["described"] + ("" if row["tokens_per_second"] is not None else f" ({row['timed_by']})"),
+            ]
+            for row in rows
+        ],
+        columns=COLUMNS,
+    )
+
+
+def _summary(rows: list[dict[str, Any]], pending: list[str]) -> str:
+    if pending:
+        return f"Measured {len(rows)} of {len(rows) + len(pending)}; now **{pending[0]}**…"
+    reference = rows[0]
+    smallest = min(rows, key=lambda row: row["size_mb"])
+    measured = {row["name"]: row for row in rows}
+    parts = [
+        f"Perplexity and agreement on the same {reference['text_tokens']} tokens. The smallest, "
+        f"**{smallest['name']}**, is {reference['size_mb'] / smallest['size_mb']:.1f}× smaller than fp32 at perplexity "
+        f"{smallest['perplexity']:.2f} (fp32: {reference['perplexity']:.2f}). *Agreement* is the share of positions "
+        "where the variant's most likely next token is fp32's."
+    ]
+    if {"int8_weights", "int8_dynamic"} <= measured.keys():
+        parts.append(
+            "Compare **int8_weights** with **int8_dynamic**: the same 8-bit weights, but rounding each layer's "
+            "*input* to 8 bits with one scale per tensor costs more, because a few activation channels are much "
+            "larger than the rest (the outliers LLM.int8() and SmoothQuant work around)."
+        )
+    if "q4_1" in measured and measured["q4_1"]["greedy_agreement"] > 0.999:
+        parts.append(
+            "Q4_1 matches fp32: the model ships as GGUF Q4_1, so fp32 here is those 4-bit weights widened, and the "
+            "other rows show what a second rounding does."
+        )
+    return " ".join(parts)
+
+
+def measure(variants: list[str], text: str, **values: Any) -> Iterator[tuple[str, pd.DataFrame]]:
+    """Each variant's row as soon as it is measured."""
+    spec = build_spec(
+        compression.CompressSpec, {**values, "variants": variants or [], "text": (text or "").strip() or None}
+    )
+    rows: list[dict[str, Any]] = []
+    yield _summary(rows, spec.variants), _table(rows)
+    for row in compression.measure_variants(models.get_handle(), spec):
+        rows.append(row)
+        yield _summary(rows, spec.variants[len(rows) :]), _table(rows)
+
+
+def _sparsities(text: str | None) -> list[str]:
+    """The box's numbers as written; the spec reads them and refuses what is not a number."""
+    return (text or "").replace(",", " ").split()
+
+
+def prune(sparsities: str, text: str, **values: Any) -> Iterator[tuple[str, pd.DataFrame, pd.DataFrame]]:
+    """The pruning curve, one sparsity at a time: perplexity, agreement, and what the model writes."""
+    spec = build_spec(
+        compression.PruneSpec,
+        {**values, "sparsities": sparsities, "text": (text or "").strip() or None},
+        parse={"sparsities": _sparsities},
+    )
+    rows: list[dict[str, Any]] = []
+    for row in compression.measure_pruning(models.get_handle(), spec):
+        rows.append(row)
+        curve = pd.DataFrame(
+            {
+                "sparsity": [r["sparsity"] for r in rows],
+                "agreement with the unpruned model": [r["greedy_agreement"] for r in rows],
+            }
+        )
+        table = pd.DataFrame(
+            [[f"{r['sparsity']:.0%}", f"{r['zero_share']:.1%}", round(r["perplexity"], 2), r["sample"]] for r in rows],
+            columns=["sparsity", "weights at zero", "perplexity", "greedy continuation"],
+        )
+        note = (
+            f"{len(rows)} of {len(spec.sparsities)} measured. Magnitude pruning removes the smallest weights of every "
+            "linear layer, ranked over the whole model. A trained model tolerates a little (the smallest weights "
+            "carry little), then perplexity climbs steeply: pruning at scale is followed by training again to "
+            "recover, and only structured sparsity (whole rows, 2:4 patterns) runs faster on real hardware — zeros "
+            "in a dense matrix still cost a multiply."
+        )
+        yield note, curve, table
+
+
+def build() -> None:
+    """The panel (inside a tab of Inside the model); its APIs are `/compress` and `/prune`."""
+    gr.Markdown(
+        "Compression makes a model smaller or faster by storing its weights in fewer bits (**quantization**) or "
+        "removing some (**pruning**). Each variant below is built from a fresh copy of the app's model and measured "
+        "**live on this machine**: size of its weights, greedy decoding speed, perplexity on the same text, and how "
+        "often its most likely next token agrees with fp32. About 25 s for all of them on 2 CPU cores."
+    )
+    with gr.Row():
+        variants = bind(
+            compression.CompressSpec,
+            "variants",
+            gr.CheckboxGroup(
+                list(compression.VARIANTS),
+                value=list(compression.VARIANTS),
+                label=knobs.label(compression.CompressSpec, "variants"),
+                info="fp32 is always measured: it is the reference",
+                elem_id="compress-variants",
+                scale=3,
+            ),
+        )
+        settings = controls(compression.CompressSpec, ("new_tokens", "prompt"))
+    text = gr.Textbox(
+        label="Text for perplexity (empty: the bundled general text)",
+        lines=2,
+        max_lines=8,
+        elem_id="compress-text",
+    )
+    go = gr.Button("Measure the variants", variant="primary", elem_id="compress-go")
+    summary = gr.Markdown(elem_id="compress-summary")
+    table = gr.Dataframe(interactive=False, wrap=True, elem_id="compress-table")
+    gr.Markdown("#### Pruning")
+    with gr.Row():
+        sparsities = bind(
+            compression.PruneSpec,
+            "sparsities",
+            gr.Textbox(
+                value=" ".join(f"{v:g}" for v in knobs.default(compression.PruneSpec, "sparsities")),
+                label=knobs.label(compression.PruneSpec, "sparsities"),
+                info="shares of weights set to zero, smallest first (up to 12 numbers, 0 to 0.99)",
+                elem_id="prune-sparsities",
+                scale=3,
+            ),
+        )
+        prune_settings = controls(compression.PruneSpec, ("new_tokens",))
+        prune_button = gr.Button("Prune and measure", elem_id="prune-go", scale=1)
+    # one prompt for both measurements
+    prune_settings["prompt"] = bind(compression.PruneSpec, "prompt", settings["prompt"])
+    prune_note = gr.Markdown(elem_id="prune-note")
+    curve = gr.LinePlot(
+        x="sparsity", y="agreement with the unpruned model", y_lim=[0, 1], height=260, elem_id="prune-curve"
+    )
+    prune_table = gr.Dataframe(interactive=False, wrap=True, elem_id="prune-table")
+    go.click(measure, [variants, text], [summary, table], inputs_kwargs=settings, api_name="compress", **HEAVY)
+    prune_button.click(
+        prune,
+        [sparsities, text],
+        [prune_note, curve, prune_table],
+        inputs_kwargs=prune_settings,
+        api_name="prune",
+        **HEAVY,
+    )
