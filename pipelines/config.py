@@ -66,6 +66,13 @@ VARIABLES: tuple[Variable, ...] = (
         "`200`",
         "largest upload the server accepts (each tab also checks type, count and its own size limit)",
     ),
+    Variable(
+        "PLAYGROUND_PHONE_REGION",
+        "Where it runs",
+        "`US`",
+        "the country (ISO code, e.g. `GB`, `DE`) whose phone numbers the personal-data check reads in uploads "
+        "when a number is written without its +country code",
+    ),
     # --- Model and engine
     Variable(
         "PLAYGROUND_MODEL",
@@ -273,6 +280,7 @@ class Settings:
     backup_keep: int = field(default_factory=lambda: int(_env("PLAYGROUND_BACKUP_KEEP", "10")))
     # the largest single upload the server accepts (handlers apply tighter per-kind limits)
     max_upload_mb: int = field(default_factory=lambda: int(_env("PLAYGROUND_MAX_UPLOAD_MB", "200")))
+    phone_region: str = field(default_factory=lambda: _env("PLAYGROUND_PHONE_REGION", "US").strip().upper())
     max_jobs: int = field(default_factory=lambda: int(_env("PLAYGROUND_MAX_JOBS", "1")))
     # base-model decoding on CPU through the lean fp16 decoder (pipelines/engine/fast_decode.py): ~3x
     # transformers' fp32 `generate` here at near-fp32 logits; "0" decodes through transformers in fp32
@@ -347,6 +355,10 @@ class Settings:
         if not self.openai_timeout > 0:
             raise ConfigError(
                 f"PLAYGROUND_OPENAI_TIMEOUT must be a positive number of seconds, got {self.openai_timeout:g}"
+            )
+        if not (len(self.phone_region) == 2 and self.phone_region.isalpha()):
+            raise ConfigError(
+                f"PLAYGROUND_PHONE_REGION must be a two-letter country code (US, GB, DE), got {self.phone_region!r}"
             )
         if self.max_upload_mb < 1:
             raise ConfigError(f"PLAYGROUND_MAX_UPLOAD_MB must be at least 1, got {self.max_upload_mb}")

@@ -14,7 +14,7 @@ from pipelines import knobs
 from pipelines.config import DATASETS
 from pipelines.engine import adapters, model_structure, models
 from pipelines.engine.hardware import detect, plan_device, train_precision
-from pipelines.store import jobs
+from pipelines.store import jobs, personal_data
 from pipelines.store.files import copy_upload
 from pipelines.train import finetune, memory_plan, sft_data
 from pipelines.train.training import device_and_precision
@@ -80,6 +80,14 @@ def check_data(upload: str | None, sample: str | None, max_length: float):
         )
     else:
         summary += "  \n✅ Every row is usable."
+    private = sft_data.personal_data_rows(data)
+    if private["total"]:
+        shown = ", ".join(str(row) for row in private["rows"][:12]) + ("…" if len(private["rows"]) > 12 else "")
+        summary += (
+            f"  \n🔒 **Personal data in {len(private['rows'])} rows** ({shown}): "
+            f"{html.escape(personal_data.described(private))}. A fine-tuned model can repeat what it was trained on: "
+            "check them before training (a public figure's name is fine, a private person's details are not)."
+        )
     problem_table = pd.DataFrame(
         [[p.row, p.column or "", p.message] for p in problems[:500]], columns=["row", "column", "problem"]
     )

@@ -13,6 +13,7 @@ import pandas as pd
 from pipelines.access import get_policy
 from pipelines.engine import models
 from pipelines.rag import answer, attribution, chunking, embedder, evaluate, parsing, retrieval, store
+from pipelines.store import personal_data
 
 from .controls import (
     MODEL_EVENTS,
@@ -87,9 +88,26 @@ def collection_summary(name: str | None) -> str:
     )
 
 
+@signed_in("change a collection's settings")
+def set_personal_data_policy(name: str | None, refuse: bool, request: gr.Request | None = None) -> tuple[str, bool]:
+    """The collection's policy for documents holding personal data, from now on (and the box as kept)."""
+    if not name:  # said in the panel, and the box unticked: no policy was kept
+        return "⚠️ Choose or create a collection first: the policy belongs to a collection.", False
+    store.set_refuse_personal_data(name, bool(refuse))
+    if refuse:
+        said = f"**{html.escape(name)}** now refuses documents that hold personal data (those already in it stay)."
+    else:
+        said = f"**{html.escape(name)}** indexes documents that hold personal data, and reports what each holds."
+    return said, bool(refuse)
+
+
+def refuses_personal_data(name: str | None) -> bool:
+    return bool(name) and store.refuses_personal_data(str(name))
+
+
 @signed_in("upload documents")
 def ingest_files(name: str | None, files: list[str] | None, request: gr.Request | None = None):
-    """Ingest uploads; every file gets a line saying what happened."""
+    """Ingest uploads; every file gets a line saying what happened, and what personal data it holds."""
     if not name:
         raise UserError("Choose or create a collection first.")
     if not files:
@@ -97,10 +115,21 @@ def ingest_files(name: str | None, files: list[str] | None, request: gr.Request 
     if len(files) > MAX_FILES_PER_UPLOAD:
         raise UserError(f"At most {MAX_FILES_PER_UPLOAD} files per upload.")
     report = store.ingest_uploads(
-        name, files, added_by=signed_in_user(request) or "", max_bytes=parsing.MAX_FILE_BYTES, allowed_suffixes=ALLOWED
+        name,
+        files,
+        added_by=signed_in_user(request) or "",
+        max_bytes=parsing.MAX_FILE_BYTES,
+        allowed_suffixes=ALLOWED,
     )
     lines: list[str] = []
-    lines += [f"✅ {html.escape(i['file'])}: {i['chunks']} chunks" for i in report.ingested]
+    for item in report.ingested:
+        lines.append(f"✅ {html.escape(item['file'])}: {item['chunks']} chunks")
+        if "personal_data" in item:
+            lines.append(
+                f"⚠️ {html.escape(item['file'])} holds personal data, now served to whoever asks this collection: "
+                f"{html.escape(personal_data.described(item['personal_data']))}. Remove the document if it should "
+                "not be, or tick *Refuse documents with personal data* before ingesting."
+            )
     lines += [
         f"↺ {html.escape(i['file'])}: already in the collection (same content), skipped" for i in report.unchanged
     ]
@@ -311,6 +340,12 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
                 type="filepath",
                 elem_id="rag-files",
             )
+            refuse_personal = gr.Checkbox(
+                label="Refuse documents with personal data",
+                info="this collection's policy: e-mail addresses, phone numbers, card numbers and people's names are "
+                "found before indexing and always reported; ticked, such a document is not indexed",
+                elem_id="rag-refuse-personal",
+            )
             with gr.Row():
                 ingest_button = gr.Button("Ingest", variant="primary", scale=2)
                 injection_button = gr.Button("Add the prompt-injection demo", size="sm", scale=1)
@@ -359,10 +394,13 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
     doc_outputs = [report, docs, summary]
     gr.on(
         [collection.change, demo.load],
-        lambda n: (documents_table(n), collection_summary(n)),
+        lambda n: (documents_table(n), collection_summary(n), refuses_personal_data(n)),
         collection,
-        [docs, summary],
+        [docs, summary, refuse_personal],
         api_visibility="private",
+    )
+    refuse_personal.input(
+        set_personal_data_policy, [collection, refuse_personal], [report, refuse_personal], api_name="rag_policy"
     )
     create_button.click(create_collection, [new_name, chunk_size, overlap], collection, api_name="rag_create")
     delete_button.click(delete_collection, collection, collection, api_name="rag_delete")

@@ -44,6 +44,7 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         "PLAYGROUND_ANONYMOUS_LABELS",
         "PLAYGROUND_SECRET_KEY",
         "PLAYGROUND_PROXY_HOPS",
+        "PLAYGROUND_PHONE_REGION",
         "SPACE_ID",
     ):
         monkeypatch.delenv(name, raising=False)

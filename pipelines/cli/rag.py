@@ -18,6 +18,7 @@ from pipelines.cli.common import (
 )
 from pipelines.engine import models
 from pipelines.rag import answer, attribution, chunking, evaluate, retrieval, store
+from pipelines.store import personal_data
 
 
 def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
@@ -28,6 +29,12 @@ def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     ingest.add_argument("files", nargs="+", metavar="FILE")
     add_spec_flags(ingest, chunking.ChunkSpec, title="chunks (new collections)")
     ingest.set_defaults(**asdict(chunking.ChunkSpec()))
+    ingest.add_argument(
+        "--refuse-personal-data",
+        action="store_true",
+        help="do not index a file that holds e-mail addresses, phone numbers, card numbers or names "
+        '(found either way, and reported per file as "personal_data")',
+    )
     ingest.add_argument("--json", action="store_true")
     ingest.set_defaults(handler=run_ingest)
     query = commands.add_parser("query", help="retrieve passages and answer with citations")
@@ -60,7 +67,11 @@ def run_ingest(args: argparse.Namespace) -> int:
         try:
             if not (store.collection_dir(args.collection) / "collection.json").exists():
                 store.create(args.collection, chunk_size=args.chunk_size, overlap=args.overlap)
-            report = store.ingest(args.collection, [(f, Path(f).name) for f in args.files if f not in missing])
+            report = store.ingest(
+                args.collection,
+                [(f, Path(f).name) for f in args.files if f not in missing],
+                refuse_personal_data=True if args.refuse_personal_data else None,  # else the collection's policy
+            )
         except store.CollectionError as error:
             raise UsageError(str(error)) from error
     report.errors[:0] = [{"file": Path(f).name, "error": "no such file"} for f in missing]
@@ -69,6 +80,8 @@ def run_ingest(args: argparse.Namespace) -> int:
     else:
         for item in report.ingested:
             print(f"ingested {item['file']}: {item['chunks']} chunks")
+            if "personal_data" in item:
+                print(f"  personal data: {personal_data.described(item['personal_data'])}")
         for item in report.unchanged:
             print(f"unchanged {item['file']} (already in the collection)")
         for item in report.errors:

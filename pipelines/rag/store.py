@@ -31,6 +31,7 @@ import numpy as np
 from pipelines.config import Settings, get_settings
 from pipelines.errors import PlaygroundError
 from pipelines.rag import chunking, embedder, parsing
+from pipelines.store import personal_data
 from pipelines.store.files import UploadError, copy_upload, safe_filename, write_atomic
 
 HNSW_THRESHOLD = 20_000
@@ -154,6 +155,18 @@ def delete(name: str) -> None:
     os.replace(path, trash)  # disappears at once; the files go after
     shutil.rmtree(trash, ignore_errors=True)
     _cache.pop(name, None)
+
+
+def set_refuse_personal_data(name: str, refuse: bool) -> None:
+    """The collection's policy for documents holding personal data: refused, or indexed and reported."""
+    with _writer(name) as path:
+        info = meta(name)
+        info["refuse_personal_data"] = bool(refuse)
+        write_atomic(path / "collection.json", json.dumps(info, indent=2))
+
+
+def refuses_personal_data(name: str) -> bool:
+    return bool(meta(name).get("refuse_personal_data", False))  # collections made before the policy: indexed
 
 
 def meta(name: str) -> dict[str, Any]:
@@ -340,14 +353,26 @@ def ingest_uploads(
     return report
 
 
-def ingest(name: str, files: Sequence[tuple[str | Path, str]], added_by: str = "") -> IngestReport:
+def ingest(
+    name: str,
+    files: Sequence[tuple[str | Path, str]],
+    added_by: str = "",
+    *,
+    refuse_personal_data: bool | None = None,
+) -> IngestReport:
     """Add files (path, display name); each bad file is reported and the rest go in.
 
-    A file whose content is already in the collection is a no-op (matched by sha256).
+    A file whose content is already in the collection is a no-op (matched by sha256). Each file is
+    scanned for personal data (e-mail addresses, phone numbers, card numbers, names) before it is
+    indexed: what was found is reported with the file, and where the collection refuses personal
+    data (its policy, or `refuse_personal_data` for this call) such a file is not indexed at all:
+    an index serves its chunks to whoever asks.
     """
     report = IngestReport()
     with _writer(name) as path:
         info = meta(name)
+        if refuse_personal_data is None:
+            refuse_personal_data = bool(info.get("refuse_personal_data", False))
         current = load(name)
         known = {d.sha256 for d in current.documents}
         documents = list(current.documents)
@@ -364,6 +389,16 @@ def ingest(name: str, files: Sequence[tuple[str | Path, str]], added_by: str = "
                 continue
             if parsed.sha256 in known:
                 report.unchanged.append({"file": display, "chunks": 0})
+                continue
+            found = personal_data.summary(personal_data.scan("\n".join(sec.text for sec in parsed.sections)))
+            if found["total"] and refuse_personal_data:
+                report.errors.append(
+                    {
+                        "file": display,
+                        "error": f"contains personal data: {personal_data.described(found)}; not indexed",
+                        "personal_data": found,
+                    }
+                )
                 continue
             doc_id = parsed.sha256[:16]
             pieces = [
@@ -401,7 +436,9 @@ def ingest(name: str, files: Sequence[tuple[str | Path, str]], added_by: str = "
                 )
             )
             known.add(parsed.sha256)
-            report.ingested.append({"file": display, "chunks": len(pieces)})
+            report.ingested.append(
+                {"file": display, "chunks": len(pieces), **({"personal_data": found} if found["total"] else {})}
+            )
         if new_chunks:
             vectors = embedder.embed(new_texts)
             embeddings = np.concatenate([current.embeddings, vectors]) if len(current.embeddings) else vectors

@@ -19,6 +19,7 @@ from typing import Any
 
 from pipelines.engine.messages import ROLES, Message
 from pipelines.errors import PlaygroundError
+from pipelines.store import personal_data
 from pipelines.store.rows import RowLimits, RowProblem, RowsError, loads, read_rows
 
 MAX_FILE_BYTES = 50_000_000
@@ -182,6 +183,19 @@ def load_file(path: str | Path) -> LoadedData:
     if fmt is None:
         raise DataError(f"{path.name} has no readable rows" + (f" ({problems[0]})" if problems else ""))
     return LoadedData(fmt, conversations, rows, problems, total, preview)
+
+
+def personal_data_rows(data: LoadedData) -> dict[str, Any]:
+    """What personal data the usable rows hold (pipelines/store/personal_data.py): the row numbers,
+    the counts per kind and masked examples. A model fine-tuned on a row can repeat it verbatim."""
+    rows: list[int] = []
+    findings: list[personal_data.Finding] = []
+    for row, conversation in zip(data.rows, data.conversations, strict=True):
+        found = personal_data.scan("\n".join(message.content for message in conversation))
+        if found:
+            rows.append(row)
+            findings += found
+    return {"rows": rows, **personal_data.summary(findings)}
 
 
 def check_lengths(data: LoadedData, tokenizer: Any, max_length: int) -> list[RowProblem]:

@@ -30,6 +30,20 @@ def test_collection_upload_ask_and_evaluate_over_the_api(app_url, tmp_path):
         "✅ harbour.md" in report and "✅ orchard.txt" in report and "❌" in report
     )  # the bad file is named, the rest go in
     assert sorted(row[1] for row in docs["data"]) == ["harbour.md", "orchard.txt"]
+    contacts = tmp_path / "contacts.txt"
+    contacts.write_text("The harbour master is Mary Johnson, mary.johnson@example.com, (415) 555-2671.\n")
+    policy, kept = client.predict(name="api-docs", refuse=True, api_name="/rag_policy")
+    assert "now refuses documents that hold personal data" in policy and kept is True
+    assert client.predict(name=None, refuse=True, api_name="/rag_policy") == (
+        "⚠️ Choose or create a collection first: the policy belongs to a collection.",
+        False,
+    )
+    report, docs, _summary = client.predict(name="api-docs", files=[handle_file(str(contacts))], api_name="/rag_ingest")
+    assert "❌ contacts.txt: contains personal data: 1 e-mail address" in report and "mary.johnson" not in report
+    client.predict(name="api-docs", refuse=False, api_name="/rag_policy")
+    report, docs, _summary = client.predict(name="api-docs", files=[handle_file(str(contacts))], api_name="/rag_ingest")
+    assert "✅ contacts.txt" in report and "⚠️ contacts.txt holds personal data" in report and "555-2671" not in report
+    assert len(docs["data"]) == 3
 
     hits, grounded, plain, notice, passages = client.predict(
         name="api-docs",
