@@ -14,6 +14,7 @@ from pipelines.access import alias, get_policy
 from pipelines.labels import agreement, backup, drives, preference_data, preference_stats, preferences
 from pipelines.store.files import copy_upload
 
+from . import drift as drift_panel
 from . import label_drives
 from .controls import cleared_first, nothing_added, rounded, skipped_rows
 from .errors import UserError
@@ -223,6 +224,7 @@ def build(demo: gr.Blocks) -> None:
     with gr.Accordion("Recent items", open=False):
         recent = gr.Dataframe(label="Recent items", interactive=False, wrap=True, max_height=320)
     label_drives.build(demo, refresh)
+    drift_panel.build()  # are recent prompts like the reference?
     with gr.Accordion("Export, import, push to the Hub (admin)", open=False), gr.Row():
         with gr.Column():
             gr.Markdown("#### Export for trl")

@@ -107,6 +107,7 @@ def _specs() -> list[tuple[str, type, str]]:
     from pipelines.inside import ArchitectureSpec, AttentionSpec
     from pipelines.inside.compression import CompressSpec, PruneSpec
     from pipelines.inside.data_quality import QualitySpec
+    from pipelines.inside.drift import DriftSpec
     from pipelines.inside.encoders import MaskingSpec
     from pipelines.labels.drives import DriveSettings
     from pipelines.lessons.workshops import WorkshopSpec
@@ -141,6 +142,7 @@ def _specs() -> list[tuple[str, type, str]]:
         ("Data quality filters", QualitySpec, "Fine-tune → Data quality"),
         ("Compression: variants", CompressSpec, "Inside the model → Compression; `compress`"),
         ("Compression: pruning", PruneSpec, "Inside the model → Compression; `compress --prune`"),
+        ("Drift", DriftSpec, "Preferences → Dataset → Drift"),
     ]
 
 

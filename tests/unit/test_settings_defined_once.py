@@ -22,6 +22,7 @@ from pipelines.errors import InvalidParameter
 from pipelines.inside import ArchitectureSpec, AttentionSpec
 from pipelines.inside.compression import CompressSpec, PruneSpec
 from pipelines.inside.data_quality import QualitySpec
+from pipelines.inside.drift import DriftSpec
 from pipelines.inside.encoders import MaskingSpec
 from pipelines.labels.drives import DriveSettings
 from pipelines.lessons.workshops import WorkshopSpec
@@ -61,6 +62,7 @@ SPECS: dict[type, list[str] | None] = {
     QualitySpec: None,
     CompressSpec: ["compress"],
     PruneSpec: None,
+    DriftSpec: None,
 }
 IDS = [spec.__name__ for spec in SPECS]
 CLI_SPECS = [spec for spec, words in SPECS.items() if words]
