@@ -89,11 +89,13 @@ def test_a_lecturer_runs_a_class_of_five(page: Page, open_page, app_url):
             student.locator("#workshop-done").click()
         assert "word for word" not in bob.locator("#workshop-verdict").inner_text(), "not revealed yet"
 
-        # step 2, set up from the lesson: the class's pinned settings come back at every step
+        # the sampling step, set up from the lesson: the class's pinned settings come back at every step
         set_number(ada, "Repetition penalty", "2")
         ada.get_by_role("tab", name="Lessons", exact=True).click()
-        ada.get_by_role("button", name="Next ▶").click()
-        expect(ada.locator("#lesson-step")).to_contain_text("Step 2 of", timeout=30_000)
+        for _ in range(4):  # self-attention, zero-shot, few-shot, then temperature and top-p (the lecture's order)
+            ada.get_by_role("button", name="Next ▶").click()
+        expect(ada.locator("#lesson-step")).to_contain_text("Step 5 of", timeout=30_000)
+        expect(ada.locator("#lesson-step")).to_contain_text("Temperature and top-p")
         ada.locator("#lesson-go").click()
         penalty = ada.get_by_label("number input for Repetition penalty", exact=True).first
         expect(penalty).to_have_value(PINNED_PENALTY, timeout=30_000)

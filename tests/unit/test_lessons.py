@@ -51,8 +51,9 @@ def test_set_up_opens_the_tab_with_its_settings():
     from playground.controls import PARAM_NAMES
 
     first = lessons.load_lessons()[0]
-    updates = tab.set_up(first.title, 0)
-    assert updates[0].selected == "generate" and updates[1] == first.steps[0].set["prompt"]
+    greedy = next(i for i, step in enumerate(first.steps) if step.tab == "generate")  # after self-attention
+    updates = tab.set_up(first.title, greedy)
+    assert updates[0].selected == "generate" and updates[1] == first.steps[greedy].set["prompt"]
     sampling = dict(zip(PARAM_NAMES, updates[2 : 2 + len(PARAM_NAMES)], strict=False))
     assert sampling["temperature"]["value"] == 0 and sampling["max_new_tokens"]["value"] == 40
     assert "value" not in sampling["top_k"]  # what the step does not set stays as it is
