@@ -33,6 +33,7 @@ from playground import (  # noqa: E402
     finetune,
     generate,
     inside,
+    instruction_mix,
     label,
     lessons,
     pickers,
@@ -77,6 +78,7 @@ def build_app(model_name: str | None = None) -> gr.Blocks:
             with owners.tab("Fine-tune", "finetune"):
                 targets |= finetune.build(demo, shared)
                 targets |= classify.build(demo)
+                instruction_mix.build(targets["finetune_upload"])  # FLAN-style templates: a mix becomes the data
                 data_quality.build()
             with owners.tab("Preferences", "preferences"):
                 # each sub-tab carries the one "How it works" that explains it (Align has its own)

@@ -588,4 +588,4 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
     jobs_panel.when_succeeded(panel, new_adapter, [], [shared.adapter, adapter_pick])
     merge_button.click(merge_adapter, adapter_pick, merge_result, api_name="merge_adapter")
     zip_button.click(download_adapter, adapter_pick, zip_file, api_name="download_adapter")
-    return {"finetune_preset": preset_outputs, "finetune_preset_pick": preset}
+    return {"finetune_preset": preset_outputs, "finetune_preset_pick": preset, "finetune_upload": upload}

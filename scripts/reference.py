@@ -119,6 +119,7 @@ def _specs() -> list[tuple[str, type, str]]:
     from pipelines.train.align.rloo import RLOOSpec
     from pipelines.train.classify import ClassifySpec
     from pipelines.train.finetune import FinetuneSpec
+    from pipelines.train.instruction_mix import MixSpec
     from pipelines.train.reward import RewardSpec
     from pipelines.train.scale import ScaleSpec
 
@@ -143,6 +144,7 @@ def _specs() -> list[tuple[str, type, str]]:
         ("Compression: variants", CompressSpec, "Inside the model → Compression; `compress`"),
         ("Compression: pruning", PruneSpec, "Inside the model → Compression; `compress --prune`"),
         ("Drift", DriftSpec, "Preferences → Dataset → Drift"),
+        ("Instruction mix (FLAN)", MixSpec, "Fine-tune → Instruction templates and multi-task mixes"),
     ]
 
 

@@ -111,6 +111,7 @@ def _cases(f: Path) -> dict[str, tuple[dict, str]]:
         "inside_bias": (dict(text="no choice here", adapter=None), r"exactly one \{a\|b\}"),
         "compress": (dict(variants=["q4_0"], text="", new_tokens=4), r"q4_0.*is [\d.]+× smaller than fp32"),
         "prune": (dict(sparsities="0 half", text=""), r"Sparsities: must be numbers between 0 and 0.99"),
+        "instruction_mix": (dict(tasks=[], cap=5), r"Tasks: choose at least one"),
         "drift": (
             dict(source="Two lists of prompts", reference_text="one\ntwo", recent_text="three"),
             r"reference: needs at least 5 prompts",
@@ -182,6 +183,7 @@ ENDPOINTS = sorted(
         "compress",
         "prune",
         "drift",
+        "instruction_mix",
     ]
 )
 

@@ -34,6 +34,7 @@ from pipelines.train.align.dpo import DPOSpec
 from pipelines.train.align.rloo import RLOOSpec
 from pipelines.train.classify import ClassifySpec
 from pipelines.train.finetune import FinetuneSpec
+from pipelines.train.instruction_mix import MixSpec
 from pipelines.train.reward import RewardSpec
 from pipelines.train.scale import ScaleSpec
 from playground.spec_controls import bound_controls, spec_kwargs
@@ -63,6 +64,7 @@ SPECS: dict[type, list[str] | None] = {
     CompressSpec: ["compress"],
     PruneSpec: None,
     DriftSpec: None,
+    MixSpec: None,
 }
 IDS = [spec.__name__ for spec in SPECS]
 CLI_SPECS = [spec for spec, words in SPECS.items() if words]

@@ -121,6 +121,12 @@ def test_steps_and_checked_answers_make_the_lecturers_view(tmp_path, tiny_handle
     assert rows[0]["student"] == "Ada" and {r["lesson"] for r in rows} == {"1_decoding", "2_peft"}
 
 
+def _checked_step(lesson: str) -> int:
+    """The number (from 1) of the lesson's first step with a checked question."""
+    found = next(item for item in load_lessons() if item.name == lesson)
+    return next(number for number, step in enumerate(found.steps, 1) if step.check)
+
+
 def test_a_revealing_workshop_says_the_expected_answer(tiny_handle):
     made = workshops.create(
         "Open book",
@@ -128,23 +134,23 @@ def test_a_revealing_workshop_says_the_expected_answer(tiny_handle):
         spec=workshops.WorkshopSpec(reveal=True),
         tabs=["finetune", "inside", "generate"],
     )
-    student = workshops.join(made.code, "Cy")["student"]
-    result = workshops.answer(made.code, student, "4_finetune_eval", 1, "1", handle=tiny_handle)
+    student, step = workshops.join(made.code, "Cy")["student"], _checked_step("4_finetune_eval")
+    result = workshops.answer(made.code, student, "4_finetune_eval", step, "1", handle=tiny_handle)
     assert result["correct"] is False and result["expected"].replace(",", "").isdigit()
-    right = workshops.answer(made.code, student, "4_finetune_eval", 1, result["expected"], handle=tiny_handle)
+    right = workshops.answer(made.code, student, "4_finetune_eval", step, result["expected"], handle=tiny_handle)
     assert right["correct"] is True
 
 
 def test_a_lecturer_reveals_answers_when_the_class_has_answered(tiny_handle):
     made = workshops.create("Quiz", ["4_finetune_eval"], tabs=["finetune", "inside", "generate"])
-    student = workshops.join(made.code, "Di")["student"]
-    assert "expected" not in workshops.answer(made.code, student, "4_finetune_eval", 1, "7", handle=tiny_handle)
+    student, step = workshops.join(made.code, "Di")["student"], _checked_step("4_finetune_eval")
+    assert "expected" not in workshops.answer(made.code, student, "4_finetune_eval", step, "7", handle=tiny_handle)
     assert workshops.status("Quiz")["reveal"] is False
     workshops.set_reveal("Quiz", True)
-    assert "expected" in workshops.answer(made.code, student, "4_finetune_eval", 1, "7", handle=tiny_handle)
+    assert "expected" in workshops.answer(made.code, student, "4_finetune_eval", step, "7", handle=tiny_handle)
     assert workshops.status("Quiz")["reveal"] is True
     workshops.set_reveal("Quiz", False)
-    assert "expected" not in workshops.answer(made.code, student, "4_finetune_eval", 1, "7", handle=tiny_handle)
+    assert "expected" not in workshops.answer(made.code, student, "4_finetune_eval", step, "7", handle=tiny_handle)
     with pytest.raises(workshops.WorkshopError, match="no workshop"):
         workshops.set_reveal("Nope", True)
 
