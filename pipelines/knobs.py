@@ -166,6 +166,17 @@ def check(spec: Any) -> None:
         object.__setattr__(spec, name, value)  # frozen specs too
 
 
+def check_names(param: str, chosen: Iterable[str], allowed: Iterable[str], *, at_least_one: bool = True) -> None:
+    """A list setting whose items are names from a fixed set (variants, tasks, principles): each known,
+    and at least one chosen."""
+    allowed, chosen = list(allowed), list(chosen)
+    strangers = [name for name in chosen if name not in allowed]
+    if strangers:
+        raise InvalidParameter(param, f"unknown {', '.join(map(str, strangers))}; choose among {', '.join(allowed)}")
+    if at_least_one and not chosen:
+        raise InvalidParameter(param, f"choose at least one of {', '.join(allowed)}")
+
+
 def unknown(spec_class: type, names: Iterable[str]) -> list[str]:
     known = {f.name for f in fields(spec_class)}
     return sorted(set(names) - known)

@@ -19,6 +19,7 @@ from pipelines.store.files import copy_upload
 from pipelines.train import reward
 from pipelines.train.align import common, dpo, evaluate, rloo
 
+from . import constitution as constitution_panel
 from . import jobs_panel
 from .controls import MODEL_EVENTS, how_it_works, on_submit, refuse_out_of_range
 from .errors import UserError
@@ -266,6 +267,7 @@ def build(demo: gr.Blocks) -> dict[str, Any]:
                 column_widths=["20%", "10%", "10%", "10%", "25%", "25%"],
             )
     panel = jobs_panel.build(demo, KINDS, SERIES, title="Alignment jobs", kinds_series=KINDS_SERIES)
+    constitution_panel.build(pair_source, pair_upload)  # AI feedback: its pairs become DPO's data
     how_it_works("align", "How it works: RL with a KL penalty vs direct preference optimisation")
 
     method.change(

@@ -14,6 +14,7 @@ from pipelines.engine import models
 from pipelines.reasoning import benchmark, extract, solve, strategies
 from pipelines.reasoning.solve import StrategyResult
 
+from . import react as react_panel
 from .controls import MODEL_EVENTS, STOPS, Throttle, how_it_works, stoppable, to_params, waiting_text
 from .errors import UserError
 from .guard import signed_in
@@ -365,6 +366,7 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
         with gr.Row():
             saved = LiveDropdown(saved_run_choices, label="Saved runs", scale=4)
             load_button = gr.Button("Load", scale=1)
+    react_panel.build()  # reasoning with tools: the sandbox and a RAG collection
     how_it_works("reasoning")
 
     prompt_inputs = [editors[k] for k in KEYS]

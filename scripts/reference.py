@@ -114,7 +114,9 @@ def _specs() -> list[tuple[str, type, str]]:
     from pipelines.rag.chunking import ChunkSpec
     from pipelines.rag.retrieval import SearchSpec
     from pipelines.reasoning.benchmark import BenchmarkSpec
+    from pipelines.reasoning.react import ReActSpec
     from pipelines.reasoning.solve import SampleSpec
+    from pipelines.train.align.constitution import ConstitutionSpec
     from pipelines.train.align.dpo import DPOSpec
     from pipelines.train.align.rloo import RLOOSpec
     from pipelines.train.classify import ClassifySpec
@@ -145,6 +147,8 @@ def _specs() -> list[tuple[str, type, str]]:
         ("Compression: pruning", PruneSpec, "Inside the model → Compression; `compress --prune`"),
         ("Drift", DriftSpec, "Preferences → Dataset → Drift"),
         ("Instruction mix (FLAN)", MixSpec, "Fine-tune → Instruction templates and multi-task mixes"),
+        ("Constitutional AI", ConstitutionSpec, "Preferences → Align → Constitutional AI"),
+        ("ReAct", ReActSpec, "Reasoning → ReAct"),
     ]
 
 

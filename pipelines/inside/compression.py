@@ -86,9 +86,7 @@ class CompressSpec:
 
     def __post_init__(self) -> None:
         knobs.check(self)
-        unknown = [name for name in self.variants if name not in VARIANTS]
-        if unknown:
-            raise InvalidParameter("variants", f"unknown {', '.join(unknown)}; choose among {', '.join(VARIANTS)}")
+        knobs.check_names("variants", self.variants, VARIANTS, at_least_one=False)  # fp32 is always measured
         if not (self.prompt or "").strip():
             raise InvalidParameter("prompt", "is empty: give a few words for each variant to continue")
         chosen = ["fp32", *(name for name in VARIANTS if name in self.variants and name != "fp32")]

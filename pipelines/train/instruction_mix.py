@@ -63,11 +63,7 @@ class MixSpec:
 
     def __post_init__(self) -> None:
         knobs.check(self)
-        unknown = [task for task in self.tasks if task not in TASKS]
-        if unknown:
-            raise InvalidParameter("tasks", f"unknown {', '.join(unknown)}; choose among {', '.join(TASKS)}")
-        if not self.tasks:
-            raise InvalidParameter("tasks", f"choose at least one of {', '.join(TASKS)}")
+        knobs.check_names("tasks", self.tasks, TASKS)
 
 
 def _fields(template: str) -> set[str]:

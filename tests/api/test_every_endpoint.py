@@ -112,6 +112,8 @@ def _cases(f: Path) -> dict[str, tuple[dict, str]]:
         "compress": (dict(variants=["q4_0"], text="", new_tokens=4), r"q4_0.*is [\d.]+× smaller than fp32"),
         "prune": (dict(sparsities="0 half", text=""), r"Sparsities: must be numbers between 0 and 0.99"),
         "instruction_mix": (dict(tasks=[], cap=5), r"Tasks: choose at least one"),
+        "constitution": (dict(prompts=" ", chosen=["harmless"]), r"prompts: give at least one prompt"),
+        "react": (dict(question=" ", collection=None), r"question: is empty"),
         "drift": (
             dict(source="Two lists of prompts", reference_text="one\ntwo", recent_text="three"),
             r"reference: needs at least 5 prompts",
@@ -184,6 +186,8 @@ ENDPOINTS = sorted(
         "prune",
         "drift",
         "instruction_mix",
+        "constitution",
+        "react",
     ]
 )
 

@@ -29,7 +29,9 @@ from pipelines.lessons.workshops import WorkshopSpec
 from pipelines.rag.chunking import ChunkSpec
 from pipelines.rag.retrieval import SearchSpec
 from pipelines.reasoning.benchmark import BenchmarkSpec
+from pipelines.reasoning.react import ReActSpec
 from pipelines.reasoning.solve import SampleSpec
+from pipelines.train.align.constitution import ConstitutionSpec
 from pipelines.train.align.dpo import DPOSpec
 from pipelines.train.align.rloo import RLOOSpec
 from pipelines.train.classify import ClassifySpec
@@ -65,6 +67,8 @@ SPECS: dict[type, list[str] | None] = {
     PruneSpec: None,
     DriftSpec: None,
     MixSpec: None,
+    ConstitutionSpec: None,
+    ReActSpec: None,
 }
 IDS = [spec.__name__ for spec in SPECS]
 CLI_SPECS = [spec for spec, words in SPECS.items() if words]
