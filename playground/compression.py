@@ -111,6 +111,36 @@ def prune(sparsities: str, text: str, **values: Any) -> Iterator[tuple[str, pd.D
         yield note, curve, table
 
 
+def adapters(**values: Any) -> Iterator[tuple[str, pd.DataFrame]]:
+    """Each adapter's trainable share and speed as it is timed."""
+    spec = build_spec(compression.AdapterCostSpec, values)
+    rows: list[dict[str, Any]] = []
+    for row in compression.measure_adapters(models.get_handle(), spec):
+        rows.append(row)
+        base = rows[0]["tokens_per_second"]
+        table = pd.DataFrame(
+            [
+                [
+                    r["name"],
+                    f"{r['trainable']:,}",
+                    f"{r['share']:.2%}",
+                    round(r["tokens_per_second"], 1),
+                    round(100 * (r["tokens_per_second"] / base - 1), 1),
+                ]
+                for r in rows
+            ],
+            columns=["model", "trainable parameters", "share", "tokens/s", "speed vs base (%)"],
+        )
+        note = (
+            "Every adapter starts as the identity (LoRA's B and the bottleneck's up-projection are zero), so all four "
+            "write the same text: only the cost differs. **LoRA** adds B·A beside each weight: unmerged it is extra "
+            "matrix products at every token; **merged** (W + B·A, computed once) it costs nothing at inference. "
+            "**Bottleneck adapters** (Houlsby) are new layers after each attention and MLP: they stay in the path of "
+            "every token and cannot be merged, since a non-linearity sits inside them."
+        )
+        yield note, table
+
+
 def build() -> None:
     """The panel (inside a tab of Inside the model); its APIs are `/compress` and `/prune`."""
     gr.Markdown(
@@ -164,7 +194,18 @@ def build() -> None:
         x="sparsity", y="agreement with the unpruned model", y_lim=[0, 1], height=260, elem_id="prune-curve"
     )
     prune_table = gr.Dataframe(interactive=False, wrap=True, elem_id="prune-table")
+    gr.Markdown("#### Adapters at inference: LoRA, merged or not, and bottleneck adapters")
+    with gr.Row():
+        adapter_settings = controls(compression.AdapterCostSpec, ("lora_r", "bottleneck"))
+        adapter_button = gr.Button("Time the adapters", elem_id="adapters-go")
+    adapter_settings["prompt"] = bind(compression.AdapterCostSpec, "prompt", settings["prompt"])
+    adapter_settings["new_tokens"] = bind(compression.AdapterCostSpec, "new_tokens", settings["new_tokens"])
+    adapter_note = gr.Markdown(elem_id="adapters-note")
+    adapter_table = gr.Dataframe(interactive=False, wrap=True, elem_id="adapters-table")
     go.click(measure, [variants, text], [summary, table], inputs_kwargs=settings, api_name="compress", **HEAVY)
+    adapter_button.click(
+        adapters, None, [adapter_note, adapter_table], inputs_kwargs=adapter_settings, api_name="adapter_costs", **HEAVY
+    )
     prune_button.click(
         prune,
         [sparsities, text],

@@ -105,7 +105,7 @@ def _specs() -> list[tuple[str, type, str]]:
     """(title, spec class, where it is set) of every spec whose fields are knobs."""
     from pipelines.engine.sampling import SamplingParams
     from pipelines.inside import ArchitectureSpec, AttentionSpec
-    from pipelines.inside.compression import CompressSpec, PruneSpec
+    from pipelines.inside.compression import AdapterCostSpec, CompressSpec, PruneSpec
     from pipelines.inside.data_quality import QualitySpec
     from pipelines.inside.drift import DriftSpec
     from pipelines.inside.encoders import MaskingSpec
@@ -145,6 +145,7 @@ def _specs() -> list[tuple[str, type, str]]:
         ("Data quality filters", QualitySpec, "Fine-tune → Data quality"),
         ("Compression: variants", CompressSpec, "Inside the model → Compression; `compress`"),
         ("Compression: pruning", PruneSpec, "Inside the model → Compression; `compress --prune`"),
+        ("Compression: adapters", AdapterCostSpec, "Inside the model → Compression; `compress --adapters`"),
         ("Drift", DriftSpec, "Preferences → Dataset → Drift"),
         ("Instruction mix (FLAN)", MixSpec, "Fine-tune → Instruction templates and multi-task mixes"),
         ("Constitutional AI", ConstitutionSpec, "Preferences → Align → Constitutional AI"),

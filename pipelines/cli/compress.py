@@ -4,7 +4,8 @@
 The JSON is a contract: {"variants": [{"name", "size_mb", "tokens_per_second", "perplexity",
 "greedy_agreement"}]} (each row also says how it was timed and what it wrote; tokens_per_second is
 null where this machine cannot time the variant honestly, `timed_by` says why). With `--prune`,
-"pruning": [{"sparsity", "zero_share", "perplexity", "greedy_agreement", "sample"}] too.
+"pruning": [{"sparsity", "zero_share", "perplexity", "greedy_agreement", "sample"}] too;
+with `--adapters`, "adapters": [{"name", "trainable", "share", "tokens_per_second", "sample"}].
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
         metavar="X",
         help="also measure global magnitude pruning at these sparsities (e.g. 0 0.1 0.3 0.5)",
     )
+    parser.add_argument(
+        "--adapters",
+        action="store_true",
+        help="also time LoRA (unmerged, merged) and bottleneck adapters against the base model",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.set_defaults(handler=run)
 
@@ -45,6 +51,9 @@ def run(args: argparse.Namespace) -> int:
         report: dict[str, Any] = compression.compress(handle, spec)
         if pruning is not None:
             report["pruning"] = compression.pruning(handle, pruning)["curve"]
+        if args.adapters:
+            costs = compression.AdapterCostSpec(prompt=spec.prompt, new_tokens=spec.new_tokens)
+            report["adapters"] = compression.adapter_costs(handle, costs)
     if args.json:
         emit_json(report)
         return 0
@@ -56,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
             f"  {row['name']:<13} {row['size_mb']:>8.1f} {speed:>7} {row['perplexity']:>11.2f} "
             f"{row['greedy_agreement']:>10.1%}"
         )
+    for row in report.get("adapters", []):
+        print(f"  {row['name']}: trains {row['share']:.2%}, {row['tokens_per_second']:.1f} tokens/s")
     for row in report.get("pruning", []):
         print(
             f"  pruned {row['sparsity']:.0%}: perplexity {row['perplexity']:.2f}, agreement "

@@ -504,3 +504,124 @@ def _prune_globally(targets: list[tuple[Any, str]], sparsity: float) -> None:
 def pruning(handle: Any, spec: PruneSpec) -> dict[str, Any]:
     rows = list(measure_pruning(handle, spec))
     return {"model": getattr(handle, "name", None), "pruned": "linear layers (not the embedding)", "curve": rows}
+
+
+# --- adapters at inference ---------------------------------------------------------------------
+
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class AdapterCostSpec:
+    """The adapters compared: LoRA's rank and the bottleneck adapter's width."""
+
+    lora_r: int = knob(8, help="LoRA rank, on every linear layer of the blocks", label="LoRA rank", low=1, high=256)
+    bottleneck: int = knob(
+        64,
+        help="the bottleneck adapter's inner width (Houlsby et al. 2019)",
+        label="Bottleneck width",
+        low=1,
+        high=1024,
+    )
+    new_tokens: int = knob(32, help="tokens generated greedily to time each", label="Timed tokens", low=4, high=256)
+    prompt: str = knob("Photosynthesis is", help="the prompt each continues greedily", label="Prompt")
+
+    def __post_init__(self) -> None:
+        knobs.check(self)
+        if not (self.prompt or "").strip():
+            raise InvalidParameter("prompt", "is empty: give a few words for each model to continue")
+
+
+class Bottleneck:
+    """Houlsby et al. 2019's adapter after a sublayer: h + W_up(GELU(W_down(h))), W_up zero at first
+    so the model starts unchanged. Added to a block's attention and MLP outputs by forward hooks:
+    no library for transformers 5 ships this adapter (peft has none; AdapterHub needs transformers 4)."""
+
+    def __init__(self, hidden: int, width: int) -> None:
+        import torch
+
+        self.down = torch.nn.Linear(hidden, width)
+        self.up = torch.nn.Linear(width, hidden)
+        torch.nn.init.zeros_(self.up.weight)
+        torch.nn.init.zeros_(self.up.bias)
+
+    def parameters(self) -> int:
+        return sum(p.numel() for layer in (self.down, self.up) for p in layer.parameters())
+
+    def hook(self, _module: Any, _inputs: Any, output: Any) -> Any:
+        import torch
+
+        hidden = output[0] if isinstance(output, tuple) else output
+        changed = hidden + self.up(torch.nn.functional.gelu(self.down(hidden)))
+        return (changed, *output[1:]) if isinstance(output, tuple) else changed
+
+
+def _with_bottlenecks(model: Any, width: int) -> tuple[int, list[Any]]:
+    """Bottleneck adapters after every block's attention and MLP; (their parameters, the hooks)."""
+    hidden = int(model.config.hidden_size)
+    count, hooks = 0, []
+    for layer in model.model.layers:
+        for sublayer in (layer.self_attn, layer.mlp):
+            adapter = Bottleneck(hidden, width)
+            count += adapter.parameters()
+            hooks.append(sublayer.register_forward_hook(adapter.hook))
+    return count, hooks
+
+
+def measure_adapters(handle: Any, spec: AdapterCostSpec) -> Iterator[dict[str, Any]]:
+    """The base model, LoRA unmerged and merged, and bottleneck adapters: what each trains and what
+    it costs per generated token. All start as the identity (LoRA's B and the adapters' W_up are
+    zero), so the texts agree and only the speed differs."""
+    from peft import LoraConfig, get_peft_model
+
+    if not _RUNNING.acquire(blocking=False):
+        raise InsideError("the compression lab is measuring for someone else; try again in a minute")
+    try:
+        reference = _reference(handle, spec.prompt, None)
+        base = reference.model
+        total = sum(p.numel() for p in base.parameters())
+        speed, sample = _continued(base, reference, spec.new_tokens)
+        yield {"name": "base", "trainable": 0, "share": 0.0, "tokens_per_second": speed, "sample": sample}
+        present = {name.rsplit(".", 1)[-1] for name, _ in base.named_modules()}
+        config = LoraConfig(
+            r=spec.lora_r, lora_alpha=2 * spec.lora_r, target_modules=[t for t in LORA_TARGETS if t in present]
+        )
+        lora = get_peft_model(copy.deepcopy(base), config)
+        trainable = sum(p.numel() for p in lora.parameters() if p.requires_grad)
+        speed, sample = _continued(lora, reference, spec.new_tokens)
+        yield {
+            "name": f"LoRA r={spec.lora_r}, unmerged",
+            "trainable": trainable,
+            "share": trainable / total,
+            "tokens_per_second": speed,
+            "sample": sample,
+        }
+        merged = lora.merge_and_unload()
+        speed, sample = _continued(merged, reference, spec.new_tokens)
+        yield {
+            "name": f"LoRA r={spec.lora_r}, merged into the weights",
+            "trainable": trainable,
+            "share": trainable / total,
+            "tokens_per_second": speed,
+            "sample": sample,
+        }
+        del merged, lora
+        count, hooks = _with_bottlenecks(base, spec.bottleneck)
+        try:
+            speed, sample = _continued(base, reference, spec.new_tokens)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        yield {
+            "name": f"bottleneck adapters, width {spec.bottleneck} (Houlsby)",
+            "trainable": count,
+            "share": count / total,
+            "tokens_per_second": speed,
+            "sample": sample,
+        }
+    finally:
+        _RUNNING.release()
+
+
+def adapter_costs(handle: Any, spec: AdapterCostSpec) -> list[dict[str, Any]]:
+    return list(measure_adapters(handle, spec))

@@ -114,6 +114,7 @@ def _cases(f: Path) -> dict[str, tuple[dict, str]]:
         "instruction_mix": (dict(tasks=[], cap=5), r"Tasks: choose at least one"),
         "constitution": (dict(prompts=" ", chosen=["harmless"]), r"prompts: give at least one prompt"),
         "react": (dict(question=" ", collection=None), r"question: is empty"),
+        "adapter_costs": (dict(lora_r=0), r"Value 0 is less than minimum value 1"),  # Gradio checks the range
         "drift": (
             dict(source="Two lists of prompts", reference_text="one\ntwo", recent_text="three"),
             r"reference: needs at least 5 prompts",
@@ -188,6 +189,7 @@ ENDPOINTS = sorted(
         "instruction_mix",
         "constitution",
         "react",
+        "adapter_costs",
     ]
 )
 

@@ -111,6 +111,7 @@ def test_one_measurement_at_a_time(tiny_handle):
         (lambda: compression.PruneSpec(sparsities=[]), "sparsities"),
         (lambda: compression.PruneSpec(sparsities=[i / 20 for i in range(13)]), "sparsities"),
         (lambda: compression.PruneSpec(sparsities=["half"]), "sparsities"),
+        (lambda: compression.AdapterCostSpec(prompt=""), "prompt"),
     ],
 )
 def test_bad_settings_are_refused_by_name(spec, field):
@@ -143,3 +144,32 @@ def test_the_compress_command_keeps_its_json_contract(use_tiny, capsys):
     assert main(["compress", "--variants", "fp8"]) == 2
     assert main(["compress", "--prune", "2"]) == 2
     assert "fp8" in capsys.readouterr().err
+
+
+def test_adapters_start_as_the_identity_and_count_what_they_train(tiny_handle):
+    before = _weights(tiny_handle.model)
+    rows = compression.adapter_costs(tiny_handle, compression.AdapterCostSpec(lora_r=4, bottleneck=8, new_tokens=4))
+    assert [row["name"].split(",")[0].split(" r=")[0] for row in rows] == [
+        "base",
+        "LoRA",
+        "LoRA",
+        "bottleneck adapters",
+    ]
+    assert len({row["sample"] for row in rows}) == 1  # zero-initialised: the same text, only the cost differs
+    config = tiny_handle.base_model.config
+    hidden, layers = config.hidden_size, config.num_hidden_layers
+    assert rows[3]["trainable"] == layers * 2 * (2 * hidden * 8 + 8 + hidden)  # down and up, with biases
+    assert rows[1]["trainable"] == rows[2]["trainable"] > 0 and rows[0]["trainable"] == 0
+    assert all(row["tokens_per_second"] > 0 for row in rows)
+    assert all(torch.equal(a, b) for a, b in zip(before, _weights(tiny_handle.model), strict=True))
+
+
+def test_the_compress_command_times_the_adapters(use_tiny, capsys):
+    import json
+
+    from pipelines.cli import main
+
+    assert main(["compress", "--variants", "fp32", "--new-tokens", "4", "--adapters", "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert [row["trainable"] > 0 for row in document["adapters"]] == [False, True, True, True]
+    assert {"name", "trainable", "share", "tokens_per_second", "sample"} <= document["adapters"][0].keys()

@@ -20,7 +20,7 @@ from pipelines.cli.common import UsageError
 from pipelines.engine.sampling import SamplingParams
 from pipelines.errors import InvalidParameter
 from pipelines.inside import ArchitectureSpec, AttentionSpec
-from pipelines.inside.compression import CompressSpec, PruneSpec
+from pipelines.inside.compression import AdapterCostSpec, CompressSpec, PruneSpec
 from pipelines.inside.data_quality import QualitySpec
 from pipelines.inside.drift import DriftSpec
 from pipelines.inside.encoders import MaskingSpec
@@ -65,6 +65,7 @@ SPECS: dict[type, list[str] | None] = {
     QualitySpec: None,
     CompressSpec: ["compress"],
     PruneSpec: None,
+    AdapterCostSpec: None,
     DriftSpec: None,
     MixSpec: None,
     ConstitutionSpec: None,
