@@ -103,6 +103,13 @@ def join_from_page(code: str, name: str, joined: dict[str, Any] | None, request:
         name = signed_in_user(request) or name  # signed in (OAuth on a Space): the login, not a typed name
         found = workshops.join(code, name, visitor=visitor_key(request))
         member = {"code": (code or "").strip().upper(), "name": " ".join((name or "").split()), **found}
+    shown, workshop = _shown(member)
+    return (*shown, *drive_updates(workshop.drive))
+
+
+def _shown(member: dict[str, Any]) -> tuple[tuple[Any, ...], Any]:
+    """What a member's page shows (the membership kept, the note, the lessons, the pinned adapter and
+    sampling, the tabs), and the workshop: shared by joining and by a reload's rejoin."""
     workshop = workshops.by_code(member["code"])
     titles = _lesson_titles(workshop.lessons)
     pinned = workshop.pinned
@@ -110,15 +117,15 @@ def join_from_page(code: str, name: str, joined: dict[str, Any] | None, request:
         f"You are in **{html.escape(workshop.name)}** as **{html.escape(member['name'])}**: "
         f"{len(titles)} lesson{'s' if len(titles) != 1 else ''}. Your answers go to the lecturer only."
     )
-    return (
+    shown = (
         member,
         note,
         gr.update(choices=titles, value=titles[0] if titles else None),
         pinned.get("adapter") or gr.update(),
         *SamplingControls.updates_for(dict(pinned.get("sampling") or {})),
         *tab_updates(workshop.tabs),
-        *drive_updates(workshop.drive),
     )
+    return shown, workshop
 
 
 def drive_updates(drive: str | None) -> list[Any]:
@@ -136,7 +143,7 @@ def rejoin(joined: dict[str, Any] | None, request: gr.Request | None = None):
         return (gr.skip(), gr.skip(), gr.skip(), gr.skip(), *unchanged, *[gr.skip() for _ in lessons.TABS], *kept)
     if not workshops.member(joined.get("code", ""), joined["student"], visitor=visitor_key(request)):
         return (None, "", gr.skip(), gr.skip(), *unchanged, *tab_updates(None), *kept)  # ended or removed: forgotten
-    return (*join_from_page(joined["code"], joined.get("name", ""), joined, request)[:-2], *kept)
+    return (*_shown(joined)[0], *kept)
 
 
 def pinned_for(joined: dict[str, Any] | None) -> dict[str, Any]:
