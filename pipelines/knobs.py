@@ -177,6 +177,21 @@ def check_names(param: str, chosen: Iterable[str], allowed: Iterable[str], *, at
         raise InvalidParameter(param, f"choose at least one of {', '.join(allowed)}")
 
 
+def checked_lines(text: str | None, param: str, *, fewest: int, most: int, max_chars: int) -> list[str]:
+    """A box of one item per line (prompts to compare, to critique): the non-empty lines, stripped,
+    refused when too few, too many, or one is too long."""
+    items = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    if len(items) < fewest:
+        wanted = "give at least one prompt" if fewest == 1 else f"needs at least {fewest} prompts"
+        raise InvalidParameter(param, f"{wanted}, one per line" + (f" (got {len(items)})" if fewest > 1 else ""))
+    if len(items) > most:
+        raise InvalidParameter(param, f"at most {most} prompts, got {len(items)}")
+    long = next((number for number, item in enumerate(items, 1) if len(item) > max_chars), None)
+    if long is not None:
+        raise InvalidParameter(param, f"line {long} is longer than {max_chars:,} characters")
+    return items
+
+
 def unknown(spec_class: type, names: Iterable[str]) -> list[str]:
     known = {f.name for f in fields(spec_class)}
     return sorted(set(names) - known)

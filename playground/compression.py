@@ -142,7 +142,7 @@ def adapters(**values: Any) -> Iterator[tuple[str, pd.DataFrame]]:
 
 
 def build() -> None:
-    """The panel (inside a tab of Inside the model); its APIs are `/compress` and `/prune`."""
+    """The panel (inside a tab of Inside the model); its APIs are `/compress`, `/prune` and `/adapter_costs`."""
     gr.Markdown(
         "Compression makes a model smaller or faster by storing its weights in fewer bits (**quantization**) or "
         "removing some (**pruning**). Each variant below is built from a fresh copy of the app's model and measured "

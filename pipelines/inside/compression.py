@@ -21,7 +21,8 @@ reference *is* those 4-bit weights widened, so the Q4_1 row matches it exactly a
 measure what a second rounding does.
 
 **Pruning** zeroes the smallest-magnitude weights of the linear layers over the whole model
-(`torch.nn.utils.prune.global_unstructured`, L1), measured at each sparsity on the same text.
+(global L1 pruning: the cut found once over every weight, applied with `torch.nn.utils.prune`),
+measured at each sparsity on the same text.
 """
 
 from __future__ import annotations
@@ -33,11 +34,13 @@ import threading
 import time
 import warnings
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipelines import knobs
+from pipelines.engine import model_structure
 from pipelines.errors import InvalidParameter
 from pipelines.knobs import knob
 
@@ -62,6 +65,30 @@ MAX_SPARSITIES = 12
 _RUNNING = threading.Lock()  # one measurement at a time: each one uses every core and a copy of the model
 
 
+def _prompt_knob(help_text: str) -> Any:
+    return knob("Photosynthesis is", help=help_text, label="Prompt")
+
+
+def _text_knob(help_text: str) -> Any:
+    return knob(None, help=help_text, label="Text", ui="a textbox of the panel", metavar="TEXT")
+
+
+def _check_prompt(prompt: str, what: str) -> None:
+    if not (prompt or "").strip():
+        raise InvalidParameter("prompt", f"is empty: give a few words for {what} to continue")
+
+
+@contextmanager
+def _exclusive() -> Iterator[None]:
+    """One measurement at a time (each uses every core and a copy of the model): a second is refused."""
+    if not _RUNNING.acquire(blocking=False):
+        raise InsideError("the compression lab is measuring for someone else; try again in a minute")
+    try:
+        yield
+    finally:
+        _RUNNING.release()
+
+
 @dataclass(frozen=True)
 class CompressSpec:
     """What the lab measures: which variants, on which text, timed over how many tokens."""
@@ -75,20 +102,15 @@ class CompressSpec:
     new_tokens: int = knob(
         32, help="tokens generated greedily to time each variant", label="Timed tokens", low=4, high=256
     )
-    prompt: str = knob("Photosynthesis is", help="the prompt each variant continues greedily", label="Prompt")
-    text: str | None = knob(
-        None,
-        help="the text perplexity and agreement are measured on (default: the bundled general text)",
-        label="Text",
-        ui="a textbox of the panel",
-        metavar="TEXT",
+    prompt: str = _prompt_knob("the prompt each variant continues greedily")
+    text: str | None = _text_knob(
+        "the text perplexity and agreement are measured on (default: the bundled general text)"
     )
 
     def __post_init__(self) -> None:
         knobs.check(self)
         knobs.check_names("variants", self.variants, VARIANTS, at_least_one=False)  # fp32 is always measured
-        if not (self.prompt or "").strip():
-            raise InvalidParameter("prompt", "is empty: give a few words for each variant to continue")
+        _check_prompt(self.prompt, "each variant")
         chosen = ["fp32", *(name for name in VARIANTS if name in self.variants and name != "fp32")]
         object.__setattr__(self, "variants", chosen)
 
@@ -103,15 +125,9 @@ class PruneSpec:
         label="Sparsities",
         metavar="X",
     )
-    prompt: str = knob("Photosynthesis is", help="the prompt each pruned model continues greedily", label="Prompt")
+    prompt: str = _prompt_knob("the prompt each pruned model continues greedily")
     new_tokens: int = knob(24, help="tokens generated greedily at each sparsity", label="Tokens", low=1, high=256)
-    text: str | None = knob(
-        None,
-        help="the text perplexity is measured on (default: the bundled general text)",
-        label="Text",
-        ui="a textbox of the panel",
-        metavar="TEXT",
-    )
+    text: str | None = _text_knob("the text perplexity is measured on (default: the bundled general text)")
 
     def __post_init__(self) -> None:
         knobs.check(self)
@@ -123,8 +139,7 @@ class PruneSpec:
             ) from error
         if not values or len(values) > MAX_SPARSITIES or not all(0 <= v <= 0.99 for v in values):
             raise InvalidParameter("sparsities", f"give 1 to {MAX_SPARSITIES} numbers between 0 and 0.99")
-        if not (self.prompt or "").strip():
-            raise InvalidParameter("prompt", "is empty: give a few words for the pruned model to continue")
+        _check_prompt(self.prompt, "the pruned model")
         object.__setattr__(self, "sparsities", values)
 
 
@@ -189,10 +204,7 @@ def _reference(handle: Any, prompt: str, text: str | None) -> _Reference:
 
 def _linears(model: Any) -> list[Any]:
     """The linear layers of the blocks: what quantization and pruning act on (not the output head)."""
-    import torch
-
-    head = model.get_output_embeddings()
-    return [module for module in model.modules() if isinstance(module, torch.nn.Linear) and module is not head]
+    return [module for _, module in model_structure.linear_layers(model)]
 
 
 def _quality(model: Any, reference: _Reference) -> dict[str, Any]:
@@ -285,12 +297,17 @@ def _gguf_bytes(model: Any, type_name: str) -> float:
     return total
 
 
-def _gguf_overhead(gguf_file: Path) -> float:
-    """A GGUF file's bytes beyond its tensor data: metadata, the tokenizer's vocabulary, padding."""
+def _gguf_facts(gguf_file: Path) -> tuple[float, str]:
+    """A GGUF file's bytes beyond its tensor data (metadata, the tokenizer's vocabulary, padding), and
+    the type most of its weights are stored in (its linear layers'): one read of the file."""
+    from collections import Counter
+
     import gguf
 
     reader = gguf.GGUFReader(gguf_file)
-    return float(gguf_file.stat().st_size - sum(int(tensor.n_bytes) for tensor in reader.tensors))
+    overhead = float(gguf_file.stat().st_size - sum(int(tensor.n_bytes) for tensor in reader.tensors))
+    kinds = Counter(tensor.tensor_type.name for tensor in reader.tensors if len(tensor.shape) == 2)
+    return overhead, kinds.most_common(1)[0][0]
 
 
 def _source_gguf(handle: Any) -> Path | None:
@@ -325,25 +342,17 @@ def _llamacpp_speed(gguf_file: Path | None, reference: _Reference, new_tokens: i
         engine.close()
 
 
-def _gguf_speed(name: str, source_gguf: Path | None, reference: _Reference, spec: CompressSpec) -> tuple[Any, str]:
+def _gguf_speed(
+    name: str, source_gguf: Path | None, file_type: str | None, reference: _Reference, spec: CompressSpec
+) -> tuple[Any, str]:
     """llama.cpp's tokens/s on the GGUF file of that type, when the file is here and llama.cpp is installed."""
     from pipelines.engine import llamacpp_engine
 
     if not llamacpp_engine.available():
         return None, "not timed: GGUF runs in llama.cpp, which is not installed here (`make llamacpp`)"
-    if source_gguf is None or _file_type(source_gguf) != GGUF_TYPES[name]:
+    if source_gguf is None or file_type != GGUF_TYPES[name]:
         return None, "not timed: llama.cpp times GGUF files, and the model's own file is of another type"
     return _llamacpp_speed(source_gguf, reference, spec.new_tokens), f"llama.cpp on {source_gguf.name}"
-
-
-def _file_type(gguf_file: Path) -> str:
-    """The type most of a GGUF file's weights are stored in (its linear layers')."""
-    from collections import Counter
-
-    import gguf
-
-    reader = gguf.GGUFReader(gguf_file)
-    return Counter(tensor.tensor_type.name for tensor in reader.tensors if len(tensor.shape) == 2).most_common(1)[0][0]
 
 
 def _int8_bytes(model: Any) -> float:
@@ -379,12 +388,7 @@ def _variant(name: str, reference: _Reference) -> Any:
     if name == "int8_dynamic":
         from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
-        head = model.get_output_embeddings()
-        blocks = {
-            path: per_channel_dynamic_qconfig
-            for path, module in model.named_modules()
-            if isinstance(module, torch.nn.Linear) and module is not head
-        }
+        blocks = {path: per_channel_dynamic_qconfig for path, _ in model_structure.linear_layers(model)}
         with warnings.catch_warnings():  # torch.ao's eager quantization is deprecated for torchao, still the lesson
             warnings.simplefilter("ignore")
             return quantize_dynamic(model, blocks, dtype=torch.qint8)
@@ -397,12 +401,10 @@ def _variant(name: str, reference: _Reference) -> Any:
 
 def measure_variants(handle: Any, spec: CompressSpec) -> Iterator[dict[str, Any]]:
     """One row per variant, fp32 first, as each is measured (a panel shows them as they come)."""
-    if not _RUNNING.acquire(blocking=False):
-        raise InsideError("the compression lab is measuring for someone else; try again in a minute")
-    try:
+    with _exclusive():
         reference = _reference(handle, spec.prompt, spec.text)
         source_gguf = _source_gguf(handle)
-        overhead = _gguf_overhead(source_gguf) if source_gguf is not None else 0.0
+        overhead, file_type = _gguf_facts(source_gguf) if source_gguf is not None else (0.0, None)
         for name in spec.variants:
             model = _variant(name, reference)
             quality = _quality(model, reference)
@@ -411,7 +413,7 @@ def measure_variants(handle: Any, spec: CompressSpec) -> Iterator[dict[str, Any]
             row: dict[str, Any] = {"name": name, "described": DESCRIBED[name]}
             if name in GGUF_TYPES:
                 row["size_mb"] = (_gguf_bytes(reference.model, GGUF_TYPES[name]) + overhead) / 1e6
-                row["tokens_per_second"], row["timed_by"] = _gguf_speed(name, source_gguf, reference, spec)
+                row["tokens_per_second"], row["timed_by"] = _gguf_speed(name, source_gguf, file_type, reference, spec)
                 _, row["sample"] = _continued(model, reference, spec.new_tokens)
             elif name == "int8_weights":
                 row["size_mb"] = _int8_bytes(reference.model) / 1e6
@@ -430,8 +432,6 @@ def measure_variants(handle: Any, spec: CompressSpec) -> Iterator[dict[str, Any]
             row["text_tokens"] = int(reference.ids.shape[1])
             del model
             yield row
-    finally:
-        _RUNNING.release()
 
 
 def compress(handle: Any, spec: CompressSpec) -> dict[str, Any]:
@@ -454,9 +454,7 @@ def measure_pruning(handle: Any, spec: PruneSpec) -> Iterator[dict[str, Any]]:
     with the unpruned model and a greedy continuation."""
     import torch
 
-    if not _RUNNING.acquire(blocking=False):
-        raise InsideError("the compression lab is measuring for someone else; try again in a minute")
-    try:
+    with _exclusive():
         reference = _reference(handle, spec.prompt, spec.text)
         model = reference.model
         reference.top = _quality(model, reference)["top"]
@@ -479,8 +477,6 @@ def measure_pruning(handle: Any, spec: PruneSpec) -> Iterator[dict[str, Any]]:
             with torch.no_grad():
                 for (module, _), weight in zip(targets, originals, strict=True):
                     module.weight.copy_(weight)
-    finally:
-        _RUNNING.release()
 
 
 def _prune_globally(targets: list[tuple[Any, str]], sparsity: float) -> None:
@@ -508,8 +504,6 @@ def pruning(handle: Any, spec: PruneSpec) -> dict[str, Any]:
 
 # --- adapters at inference ---------------------------------------------------------------------
 
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-
 
 @dataclass(frozen=True)
 class AdapterCostSpec:
@@ -524,12 +518,11 @@ class AdapterCostSpec:
         high=1024,
     )
     new_tokens: int = knob(32, help="tokens generated greedily to time each", label="Timed tokens", low=4, high=256)
-    prompt: str = knob("Photosynthesis is", help="the prompt each continues greedily", label="Prompt")
+    prompt: str = _prompt_knob("the prompt each continues greedily")
 
     def __post_init__(self) -> None:
         knobs.check(self)
-        if not (self.prompt or "").strip():
-            raise InvalidParameter("prompt", "is empty: give a few words for each model to continue")
+        _check_prompt(self.prompt, "each model")
 
 
 class Bottleneck:
@@ -560,7 +553,7 @@ def _with_bottlenecks(model: Any, width: int) -> tuple[int, list[Any]]:
     """Bottleneck adapters after every block's attention and MLP; (their parameters, the hooks)."""
     hidden = int(model.config.hidden_size)
     count, hooks = 0, []
-    for layer in model.model.layers:
+    for layer in model_structure.decoder_blocks(model):
         for sublayer in (layer.self_attn, layer.mlp):
             adapter = Bottleneck(hidden, width)
             count += adapter.parameters()
@@ -574,18 +567,16 @@ def measure_adapters(handle: Any, spec: AdapterCostSpec) -> Iterator[dict[str, A
     zero), so the texts agree and only the speed differs."""
     from peft import LoraConfig, get_peft_model
 
-    if not _RUNNING.acquire(blocking=False):
-        raise InsideError("the compression lab is measuring for someone else; try again in a minute")
-    try:
+    from pipelines.train.training import DEFAULT_TARGETS
+
+    with _exclusive():
         reference = _reference(handle, spec.prompt, None)
         base = reference.model
-        total = sum(p.numel() for p in base.parameters())
+        total = model_structure.parameter_count(base)
         speed, sample = _continued(base, reference, spec.new_tokens)
         yield {"name": "base", "trainable": 0, "share": 0.0, "tokens_per_second": speed, "sample": sample}
-        present = {name.rsplit(".", 1)[-1] for name, _ in base.named_modules()}
-        config = LoraConfig(
-            r=spec.lora_r, lora_alpha=2 * spec.lora_r, target_modules=[t for t in LORA_TARGETS if t in present]
-        )
+        targets = model_structure.linear_layer_types(base, DEFAULT_TARGETS)  # every linear layer type, as Fine-tune
+        config = LoraConfig(r=spec.lora_r, lora_alpha=2 * spec.lora_r, target_modules=targets)
         lora = get_peft_model(copy.deepcopy(base), config)
         trainable = sum(p.numel() for p in lora.parameters() if p.requires_grad)
         speed, sample = _continued(lora, reference, spec.new_tokens)
@@ -619,8 +610,6 @@ def measure_adapters(handle: Any, spec: AdapterCostSpec) -> Iterator[dict[str, A
             "tokens_per_second": speed,
             "sample": sample,
         }
-    finally:
-        _RUNNING.release()
 
 
 def adapter_costs(handle: Any, spec: AdapterCostSpec) -> list[dict[str, Any]]:

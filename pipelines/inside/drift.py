@@ -11,8 +11,8 @@ fails loudly. Monitoring compares the two distributions feature by feature:
 - **population stability index** (PSI), the monitoring industry's figure: the reference's deciles
   as bins, PSI = sum over bins of (recent share - reference share) * ln(recent share / reference
   share). Below 0.1 is usually read as stable, 0.1-0.25 as moderate drift, above 0.25 as major.
-  It is reported, not tested: on a few dozen prompts chance alone can push it past 0.25 (a tenth of
-  random splits of one set did here, one time in six), so the flag is the KS test's.
+  It is reported, not tested: on a few dozen prompts chance alone can push it past 0.25 (one of six
+  random splits of one set did here), so the flag is the KS test's.
 
 The sets: the label store's newest prompts against the ones stored before them (what annotators
 see is what the deployed model is asked), or any two lists of prompts.
@@ -77,15 +77,7 @@ def example_sets() -> tuple[str, str]:
 
 def lines(text: str | None, param: str) -> list[str]:
     """One prompt per non-empty line, checked: enough of them, not too many, none too long."""
-    prompts = [line.strip() for line in (text or "").splitlines() if line.strip()]
-    if len(prompts) < MIN_PROMPTS:
-        raise InvalidParameter(param, f"needs at least {MIN_PROMPTS} prompts, one per line (got {len(prompts)})")
-    if len(prompts) > MAX_PROMPTS:
-        raise InvalidParameter(param, f"at most {MAX_PROMPTS} prompts, got {len(prompts)}")
-    long = next((i for i, p in enumerate(prompts, 1) if len(p) > MAX_PROMPT_CHARS), None)
-    if long is not None:
-        raise InvalidParameter(param, f"line {long} is longer than {MAX_PROMPT_CHARS:,} characters")
-    return prompts
+    return knobs.checked_lines(text, param, fewest=MIN_PROMPTS, most=MAX_PROMPTS, max_chars=MAX_PROMPT_CHARS)
 
 
 def label_store_sets(spec: DriftSpec) -> tuple[list[str], list[str]]:

@@ -166,7 +166,11 @@ def set_refuse_personal_data(name: str, refuse: bool) -> None:
 
 
 def refuses_personal_data(name: str) -> bool:
-    return bool(meta(name).get("refuse_personal_data", False))  # collections made before the policy: indexed
+    return _refuses(meta(name))
+
+
+def _refuses(info: dict[str, Any]) -> bool:
+    return bool(info.get("refuse_personal_data", False))  # collections made before the policy: indexed
 
 
 def meta(name: str) -> dict[str, Any]:
@@ -372,7 +376,7 @@ def ingest(
     with _writer(name) as path:
         info = meta(name)
         if refuse_personal_data is None:
-            refuse_personal_data = bool(info.get("refuse_personal_data", False))
+            refuse_personal_data = _refuses(info)
         current = load(name)
         known = {d.sha256 for d in current.documents}
         documents = list(current.documents)

@@ -11,6 +11,7 @@ The mix is written as prompt/response JSONL: the Fine-tune tab trains on it as o
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import string
@@ -26,6 +27,7 @@ from pipelines.knobs import knob
 TEMPLATES = DATASETS / "flan_templates.json"
 
 
+@functools.cache
 def templates() -> dict[str, dict[str, Any]]:
     """task -> {"file", "templates": [[input, target], ...]} (the file's own note left out)."""
     return {k: v for k, v in json.loads(TEMPLATES.read_text(encoding="utf-8")).items() if not k.startswith("_")}

@@ -16,6 +16,7 @@ people's labels.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,7 +29,6 @@ from pipelines.config import ASSETS
 from pipelines.engine import chat
 from pipelines.engine.messages import Message
 from pipelines.engine.sampling import SamplingParams
-from pipelines.errors import InvalidParameter
 from pipelines.knobs import knob
 
 CONSTITUTION = ASSETS / "constitution.json"
@@ -38,6 +38,7 @@ MAX_PROMPT_CHARS = 2_000
 REPEATS_CRITIQUE = 0.8  # similarity (difflib's ratio) above which a revision is its critique again
 
 
+@functools.cache
 def principles() -> dict[str, dict[str, str]]:
     """name -> {"critique": request, "revision": request} (the file's own note left out)."""
     return {k: v for k, v in json.loads(CONSTITUTION.read_text(encoding="utf-8")).items() if not k.startswith("_")}
@@ -74,15 +75,7 @@ class ConstitutionSpec:
 
 
 def prompt_lines(text: str | None) -> list[str]:
-    prompts = [line.strip() for line in (text or "").splitlines() if line.strip()]
-    if not prompts:
-        raise InvalidParameter("prompts", "give at least one prompt, one per line")
-    if len(prompts) > MAX_PROMPTS:
-        raise InvalidParameter("prompts", f"at most {MAX_PROMPTS} prompts, got {len(prompts)}")
-    long = next((i for i, p in enumerate(prompts, 1) if len(p) > MAX_PROMPT_CHARS), None)
-    if long is not None:
-        raise InvalidParameter("prompts", f"line {long} is longer than {MAX_PROMPT_CHARS:,} characters")
-    return prompts
+    return knobs.checked_lines(text, "prompts", fewest=1, most=MAX_PROMPTS, max_chars=MAX_PROMPT_CHARS)
 
 
 def _say(handle: Any, turns: list[Message], spec: ConstitutionSpec, adapter: str | None) -> str:
