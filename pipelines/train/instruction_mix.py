@@ -23,6 +23,7 @@ from pipelines import knobs
 from pipelines.config import DATASETS
 from pipelines.errors import InvalidParameter
 from pipelines.knobs import knob
+from pipelines.store.files import write_atomic
 
 TEMPLATES = DATASETS / "flan_templates.json"
 
@@ -113,5 +114,6 @@ def write(spec: MixSpec, path: Path) -> dict[str, Any]:
     """Build the mix and write it as JSONL (prompt, response, and which task and template made it)."""
     report = build(spec)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in report["rows"]), encoding="utf-8")
+    # two visitors asking for the same mix write the same path: each replaces it whole, never half
+    write_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in report["rows"]))
     return {**report, "path": str(path)}

@@ -30,6 +30,7 @@ from pipelines.engine import chat
 from pipelines.engine.messages import Message
 from pipelines.engine.sampling import SamplingParams
 from pipelines.knobs import knob
+from pipelines.store.files import write_atomic
 
 CONSTITUTION = ASSETS / "constitution.json"
 PROMPTS = ASSETS / "prompts" / "constitution_prompts.txt"
@@ -153,5 +154,5 @@ def write_pairs(rows: list[dict[str, Any]], path: Path) -> int:
     """The pairs as JSONL that the DPO job reads (extra fields: the principle and critique that made it)."""
     found = pairs(rows)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(pair, ensure_ascii=False) + "\n" for pair in found), encoding="utf-8")
+    write_atomic(path, "".join(json.dumps(pair, ensure_ascii=False) + "\n" for pair in found))  # replaced whole
     return len(found)
