@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,8 +13,15 @@ import pandas as pd
 from pipelines import knobs
 from pipelines.engine import models
 from pipelines.inside import compression
+from pipelines.store import jobs
+from pipelines.store.files import copy_upload
+from pipelines.train import distill
+from pipelines.train.job import refuse_taken
 
-from .spec_controls import bind, build_spec, controls
+from . import jobs_panel
+from .controls import on_submit, refuse_out_of_range
+from .guard import admin_only
+from .spec_controls import bind, build_spec, control, controls
 
 # one measurement at a time (each uses every core and a copy of the model); others wait in the queue
 HEAVY: dict[str, Any] = {"concurrency_id": "compression", "concurrency_limit": 1}
@@ -141,7 +149,94 @@ def adapters(**values: Any) -> Iterator[tuple[str, pd.DataFrame]]:
         yield note, table
 
 
-def build() -> None:
+STUDENT_COLUMNS = [
+    "model",
+    "parameters",
+    "MB",
+    "tokens/s",
+    "perplexity",
+    "agreement with the teacher",
+    "greedy continuation",
+]
+
+
+def _student_note(name: str, rows: list[dict[str, Any]]) -> str:
+    made = distill.made(name)
+    parts = [
+        "**Distillation** trains a smaller *student* to reproduce a *teacher*'s whole next-token distribution "
+        "(soft targets), not only its top token. This student is the teacher with whole blocks removed — those "
+        "that change the residual stream least — which alone breaks it (the *cut* row); LoRA on the blocks that "
+        "remain was then trained with trl's GKD trainer on answers the teacher wrote."
+    ]
+    if made:
+        parts.append(made)
+    if len(rows) == 3:
+        teacher, cut, student = rows
+        parts.append(
+            f"Measured now: {student['parameters'] / teacher['parameters']:.0%} of the teacher's parameters, "
+            f"{student['tokens_per_second'] / teacher['tokens_per_second']:.2f}× its speed; perplexity "
+            f"{teacher['perplexity']:.1f} (teacher) → {cut['perplexity']:.0f} (cut) → {student['perplexity']:.1f} "
+            "(distilled)."
+        )
+    return " ".join(parts)
+
+
+def student(**values: Any) -> Iterator[tuple[str, pd.DataFrame]]:
+    """Teacher, cut student and distilled student, each row as it is measured."""
+    spec = build_spec(compression.StudentSpec, values)
+    rows: list[dict[str, Any]] = []
+    for row in compression.measure_student(models.get_handle(), spec):
+        rows.append(row)
+        table = pd.DataFrame(
+            [
+                [
+                    r["name"],
+                    f"{r['parameters'] / 1e6:.1f}M",
+                    round(r["size_mb"], 1),
+                    round(r["tokens_per_second"], 1),
+                    round(r["perplexity"], 2),
+                    f"{r['greedy_agreement']:.1%}",
+                    r["sample"],
+                ]
+                for r in rows
+            ],
+            columns=STUDENT_COLUMNS,
+        )
+        yield _student_note(spec.student, rows), table
+
+
+def _offered_students() -> Any:
+    names = list(distill.offered())
+    return gr.update(choices=names, value=names[0] if names else None)
+
+
+DISTILL_KINDS = ("distill",)
+DISTILL_SHOWN = ("layers", "epochs", "max_steps", "learning_rate")
+DISTILL_MORE = (
+    "answer_tokens", "beta", "lmbda", "batch_size", "max_length", "lora_r", "lora_alpha", "eval_fraction", "seed",
+)  # fmt: skip
+
+
+@admin_only("start training")
+def start_distill(
+    prompts: str | None, shown: str | None = None, request: gr.Request | None = None, **settings: Any
+) -> Any:
+    """Check what can fail before a model loads (name, prompts), then queue the job."""
+    refuse_out_of_range(shown)
+    job_id = uuid.uuid4().hex[:12]
+    path = None
+    if prompts:
+        target = jobs.job_dir(job_id) / "inputs"
+        path = str(copy_upload(prompts, target, max_bytes=50_000_000, allowed_suffixes=(".jsonl", ".json", ".csv")))
+    spec = build_spec(distill.DistillSpec, settings, prompts=path)
+    refuse_taken(distill.student_path(spec.out), "student", spec.out, spec.overwrite)
+    distill.prompt_texts(spec.prompts)
+    jobs.start("distill", spec.out, spec.to_dict(), job_id=job_id)
+    gr.Info(f"Distillation {spec.out!r} started; progress appears below (about 8 minutes on 2 cores).")
+    return jobs_panel.refresh_choices(DISTILL_KINDS, job_id)
+
+
+def build(demo: gr.Blocks) -> None:
     """The panel (inside a tab of Inside the model); its APIs are `/compress`, `/prune` and `/adapter_costs`."""
     gr.Markdown(
         "Compression makes a model smaller or faster by storing its weights in fewer bits (**quantization**) or "
@@ -202,6 +297,59 @@ def build() -> None:
     adapter_settings["new_tokens"] = bind(compression.AdapterCostSpec, "new_tokens", settings["new_tokens"])
     adapter_note = gr.Markdown(elem_id="adapters-note")
     adapter_table = gr.Dataframe(interactive=False, wrap=True, elem_id="adapters-table")
+    gr.Markdown("#### Distillation: a smaller student taught by the model")
+    with gr.Row():
+        offered = list(distill.offered())
+        student_settings = {
+            "student": bind(
+                compression.StudentSpec,
+                "student",
+                gr.Dropdown(
+                    offered,
+                    value=offered[0] if offered else None,
+                    label=knobs.label(compression.StudentSpec, "student"),
+                    info="trained with `python -m pipelines distill` (the bundled one is ready-made)",
+                    elem_id="student-name",
+                    scale=3,
+                ),
+            )
+        }
+        student_button = gr.Button("Compare with the teacher", elem_id="student-go", scale=1)
+    student_settings["prompt"] = bind(compression.StudentSpec, "prompt", settings["prompt"])
+    student_settings["new_tokens"] = bind(compression.StudentSpec, "new_tokens", settings["new_tokens"])
+    student_note = gr.Markdown(elem_id="student-note")
+    student_table = gr.Dataframe(interactive=False, wrap=True, elem_id="student-table")
+    student_settings["student"].focus(
+        _offered_students, None, student_settings["student"], queue=False, api_visibility="private"
+    )
+    student_button.click(
+        student, None, [student_note, student_table], inputs_kwargs=student_settings, api_name="student", **HEAVY
+    )
+    with gr.Accordion("Distil a student of your own (a background job, ~8 minutes)", open=False):
+        with gr.Column(elem_id="distill-settings"):
+            with gr.Row():
+                distill_settings = {"out": control(distill.DistillSpec, "out", value="my-student")}
+                distill_settings |= controls(distill.DistillSpec, DISTILL_SHOWN)
+            prompts = bind(
+                distill.DistillSpec,
+                "prompts",
+                gr.File(label="Prompts for the teacher to answer (a 'prompt' column; empty: the bundled ones)"),
+            )
+            with gr.Accordion("More distillation settings", open=False):
+                distill_settings |= controls(distill.DistillSpec, DISTILL_MORE)
+                distill_settings["overwrite"] = control(distill.DistillSpec, "overwrite")
+            distill_button = gr.Button("Start distillation", variant="primary", elem_id="distill-go")
+        panel = jobs_panel.build(demo, DISTILL_KINDS, {"loss": "distillation loss (JSD)"}, title="Distillation jobs")
+    on_submit(
+        distill_button,
+        start_distill,
+        [prompts],
+        panel.job,
+        form="distill-settings",
+        settings=distill_settings,
+        api_name="start_distillation",
+    )
+    jobs_panel.when_succeeded(panel, lambda job: [_offered_students()], [], [student_settings["student"]])
     go.click(measure, [variants, text], [summary, table], inputs_kwargs=settings, api_name="compress", **HEAVY)
     adapter_button.click(
         adapters, None, [adapter_note, adapter_table], inputs_kwargs=adapter_settings, api_name="adapter_costs", **HEAVY

@@ -323,7 +323,7 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
         with gr.Tab("Scale & cost", id="scale"):
             scale_panel.build()  # arithmetic on model sizes: needs no loaded model
         with gr.Tab("Compression", id="compression"):
-            compression_panel.build()  # quantized and pruned copies of the model, measured live
+            compression_panel.build(demo)  # quantized and pruned copies of the model, measured live
     how_it_works("inside")
     adapter = shared.adapter
     gr.on(

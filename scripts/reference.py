@@ -105,7 +105,7 @@ def _specs() -> list[tuple[str, type, str]]:
     """(title, spec class, where it is set) of every spec whose fields are knobs."""
     from pipelines.engine.sampling import SamplingParams
     from pipelines.inside import ArchitectureSpec, AttentionSpec
-    from pipelines.inside.compression import AdapterCostSpec, CompressSpec, PruneSpec
+    from pipelines.inside.compression import AdapterCostSpec, CompressSpec, PruneSpec, StudentSpec
     from pipelines.inside.data_quality import QualitySpec
     from pipelines.inside.drift import DriftSpec
     from pipelines.inside.encoders import MaskingSpec
@@ -120,6 +120,7 @@ def _specs() -> list[tuple[str, type, str]]:
     from pipelines.train.align.dpo import DPOSpec
     from pipelines.train.align.rloo import RLOOSpec
     from pipelines.train.classify import ClassifySpec
+    from pipelines.train.distill import DistillSpec
     from pipelines.train.finetune import FinetuneSpec
     from pipelines.train.instruction_mix import MixSpec
     from pipelines.train.reward import RewardSpec
@@ -146,6 +147,8 @@ def _specs() -> list[tuple[str, type, str]]:
         ("Compression: variants", CompressSpec, "Inside the model → Compression; `compress`"),
         ("Compression: pruning", PruneSpec, "Inside the model → Compression; `compress --prune`"),
         ("Compression: adapters", AdapterCostSpec, "Inside the model → Compression; `compress --adapters`"),
+        ("Compression: distilled student", StudentSpec, "Inside the model → Compression; `compress --student`"),
+        ("Distillation", DistillSpec, "`distill`"),
         ("Drift", DriftSpec, "Preferences → Dataset → Drift"),
         ("Instruction mix (FLAN)", MixSpec, "Fine-tune → Instruction templates and multi-task mixes"),
         ("Constitutional AI", ConstitutionSpec, "Preferences → Align → Constitutional AI"),

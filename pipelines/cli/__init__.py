@@ -31,6 +31,7 @@ COMMANDS = {
     "workshop": "run a class: a join code, students' progress through the lessons, their answers",
     "scale": "what a model size costs to train (tokens, FLOPs, GPU-hours, tCO2) and needs in memory, per GPU",
     "compress": "the model in fp32, bf16, int8 and GGUF types, and pruned: size, speed, perplexity, agreement",
+    "distill": "a smaller student (blocks removed) distilled from the model with trl's GKD trainer",
 }
 
 

@@ -5,7 +5,9 @@ The JSON is a contract: {"variants": [{"name", "size_mb", "tokens_per_second", "
 "greedy_agreement"}]} (each row also says how it was timed and what it wrote; tokens_per_second is
 null where this machine cannot time the variant honestly, `timed_by` says why). With `--prune`,
 "pruning": [{"sparsity", "zero_share", "perplexity", "greedy_agreement", "sample"}] too;
-with `--adapters`, "adapters": [{"name", "trainable", "share", "tokens_per_second", "sample"}].
+with `--adapters`, "adapters": [{"name", "trainable", "share", "tokens_per_second", "sample"}];
+with `--student NAME`, "student": [{"name": "teacher" | "cut" | "distilled", "parameters", "size_mb",
+"tokens_per_second", "perplexity", "greedy_agreement", "sample"}].
 """
 
 from __future__ import annotations
@@ -34,6 +36,12 @@ def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
         action="store_true",
         help="also time LoRA (unmerged, merged) and bottleneck adapters against the base model",
     )
+    parser.add_argument(
+        "--student",
+        default=None,
+        metavar="NAME",
+        help="also compare a distilled student (`python -m pipelines distill`; bundled: distilled-student) with its teacher",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.set_defaults(handler=run)
 
@@ -46,6 +54,14 @@ def run(args: argparse.Namespace) -> int:
     pruning = None
     if args.prune is not None:  # checked before anything is loaded
         pruning = compression.PruneSpec(sparsities=args.prune, prompt=spec.prompt, text=spec.text)
+    students = None
+    if args.student is not None:
+        from pipelines.train import distill
+
+        students = compression.StudentSpec(
+            student=args.student, prompt=spec.prompt, new_tokens=spec.new_tokens, text=spec.text
+        )
+        distill.find(students.student)  # an unknown student is refused before anything is measured
     with quiet_stdout(args.json):
         handle = models.get_handle()
         report: dict[str, Any] = compression.compress(handle, spec)
@@ -54,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
         if args.adapters:
             costs = compression.AdapterCostSpec(prompt=spec.prompt, new_tokens=spec.new_tokens)
             report["adapters"] = compression.adapter_costs(handle, costs)
+        if students is not None:
+            report["student"] = compression.student_comparison(handle, students)
     if args.json:
         emit_json(report)
         return 0
@@ -67,6 +85,11 @@ def run(args: argparse.Namespace) -> int:
         )
     for row in report.get("adapters", []):
         print(f"  {row['name']}: trains {row['share']:.2%}, {row['tokens_per_second']:.1f} tokens/s")
+    for row in report.get("student", []):
+        print(
+            f"  {row['name']}: {row['parameters'] / 1e6:.1f}M parameters, {row['tokens_per_second']:.1f} tokens/s, "
+            f"perplexity {row['perplexity']:.2f}, agreement {row['greedy_agreement']:.1%}"
+        )
     for row in report.get("pruning", []):
         print(
             f"  pruned {row['sparsity']:.0%}: perplexity {row['perplexity']:.2f}, agreement "

@@ -24,6 +24,7 @@ from pipelines.errors import InvalidParameter
 ROOT = Path(__file__).resolve().parents[2] / "assets" / "bundled"
 ADAPTERS = ROOT / "adapters"
 REWARD_MODELS = ROOT / "reward_models"
+STUDENTS = ROOT / "students"
 LABEL = "(bundled)"
 
 
@@ -35,7 +36,7 @@ def names(root: Path) -> list[str]:
 
 def reserved(name: str) -> bool:
     """A name that belongs to a bundled result, whatever kind it is."""
-    return name in names(ADAPTERS) or name in names(REWARD_MODELS)
+    return any(name in names(root) for root in (ADAPTERS, REWARD_MODELS, STUDENTS))
 
 
 def is_bundled(path: Path) -> bool:
@@ -55,6 +56,15 @@ def adapter_dirs(settings: Settings | None = None) -> list[Path]:
     if configured_model_id(settings or get_settings()) != BUNDLED_MODEL or not _bundled_model_installed():
         return []
     return [ADAPTERS / name for name in names(ADAPTERS) if (ADAPTERS / name / "adapter_config.json").is_file()]
+
+
+def student_dirs(settings: Settings | None = None) -> list[Path]:
+    """Bundled distilled students: rebuilt from the bundled model's weights, so offered only with it."""
+    from pipelines.engine.model_source import configured_model_id
+
+    if configured_model_id(settings or get_settings()) != BUNDLED_MODEL or not _bundled_model_installed():
+        return []
+    return [STUDENTS / name for name in names(STUDENTS) if (STUDENTS / name / "student.json").is_file()]
 
 
 def reward_model_dirs() -> list[Path]:
@@ -79,7 +89,7 @@ def recipe(path: Path) -> dict[str, Any]:
 def catalogue(settings: Settings | None = None) -> list[dict[str, Any]]:
     """Every bundled result with its kind, how to reproduce it and its recorded figures."""
     found = []
-    for kind, root in (("adapter", ADAPTERS), ("reward_model", REWARD_MODELS)):
+    for kind, root in (("adapter", ADAPTERS), ("reward_model", REWARD_MODELS), ("student", STUDENTS)):
         for name in names(root):
             found.append({"name": name, "kind": kind, "path": str(root / name), **recipe(root / name)})
     return found
@@ -87,9 +97,10 @@ def catalogue(settings: Settings | None = None) -> list[dict[str, Any]]:
 
 def locate(name: str) -> Path:
     """A bundled result's directory by name, whether or not it is offered with this configuration."""
-    for root in (ADAPTERS, REWARD_MODELS):
+    roots = (ADAPTERS, REWARD_MODELS, STUDENTS)
+    for root in roots:
         if (root / name / "meta.json").is_file():
             return root / name
     raise InvalidParameter(
-        "name", f"no bundled result named {name!r}; bundled: {', '.join(names(ADAPTERS) + names(REWARD_MODELS))}"
+        "name", f"no bundled result named {name!r}; bundled: {', '.join(n for root in roots for n in names(root))}"
     )

@@ -502,6 +502,74 @@ def pruning(handle: Any, spec: PruneSpec) -> dict[str, Any]:
     return {"model": getattr(handle, "name", None), "pruned": "linear layers (not the embedding)", "curve": rows}
 
 
+# --- a distilled student beside its teacher ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StudentSpec:
+    """Which distilled student is compared with the model it was distilled from."""
+
+    student: str = knob(
+        "distilled-student",
+        help="a distilled student: the bundled one or one trained with `python -m pipelines distill`",
+        label="Student",
+        metavar="NAME",
+    )
+    new_tokens: int = knob(32, help="tokens generated greedily to time each", label="Timed tokens", low=4, high=256)
+    prompt: str = _prompt_knob("the prompt each continues greedily")
+    text: str | None = _text_knob(
+        "the text perplexity and agreement are measured on (default: the bundled general text)"
+    )
+
+    def __post_init__(self) -> None:
+        knobs.check(self)
+        _check_prompt(self.prompt, "each model")
+
+
+def measure_student(handle: Any, spec: StudentSpec) -> Iterator[dict[str, Any]]:
+    """The teacher (fp32), the student cut from it before distillation, and the distilled student
+    (its LoRA merged): parameters, size, speed, perplexity and agreement with the teacher, measured
+    on the same text as the other variants."""
+    from peft import PeftModel
+
+    from pipelines.train import distill
+
+    path = distill.find(spec.student)
+    keep = distill.kept_blocks(path)
+    with _exclusive():
+        reference = _reference(handle, spec.prompt, spec.text)
+        teacher = reference.model
+        blocks = len(model_structure.decoder_blocks(teacher))
+        if max(keep) >= blocks:
+            raise InsideError(f"{spec.student} keeps blocks up to {max(keep)}, and this model has {blocks}")
+        cut = distill.cut(copy.deepcopy(teacher), keep)
+        distilled = PeftModel.from_pretrained(distill.cut(copy.deepcopy(teacher), keep), str(path)).merge_and_unload()
+        shown = (
+            ("teacher", teacher, f"the model itself, fp32: {blocks} blocks"),
+            ("cut", cut, f"{len(keep)} of its {blocks} blocks kept (highest Block Influence), not trained"),
+            ("distilled", distilled, f"the same {len(keep)} blocks after distillation ({spec.student})"),
+        )
+        for name, model, described in shown:
+            quality = _quality(model, reference)
+            if name == "teacher":
+                reference.top = quality["top"]
+            speed, sample = _continued(model, reference, spec.new_tokens)
+            yield {
+                "name": name,
+                "described": described,
+                "parameters": model_structure.parameter_count(model),
+                "size_mb": _serialized_mb(model),
+                "tokens_per_second": speed,
+                "perplexity": quality["perplexity"],
+                "greedy_agreement": quality["greedy_agreement"],
+                "sample": sample,
+            }
+
+
+def student_comparison(handle: Any, spec: StudentSpec) -> list[dict[str, Any]]:
+    return list(measure_student(handle, spec))
+
+
 # --- adapters at inference ---------------------------------------------------------------------
 
 

@@ -61,6 +61,7 @@ KINDS: dict[str, str] = {
     "dpo": "pipelines.train.align.dpo:run_job",
     "rloo": "pipelines.train.align.rloo:run_job",
     "classify": "pipelines.train.classify:run_job",
+    "distill": "pipelines.train.distill:run_job",
 }
 
 
@@ -72,6 +73,7 @@ OUTPUTS: dict[str, str] = {
     "rloo": "adapters",
     "reward": "reward models",
     "classify": "classifiers",
+    "distill": "students",
 }
 
 

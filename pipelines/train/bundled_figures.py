@@ -63,6 +63,8 @@ def measure(name: str) -> dict[str, float]:
 
         report = reward.evaluate_pairs(reward.RewardScorer(name, path), _held_out_pairs(meta))
         return {"held_out_accuracy": report["accuracy"], "held_out_margin": report["mean_margin"]}
+    if meta["kind"] == "distill":
+        return _student_figures(path)
     model, tokenizer = _policy(path)
     if meta["kind"] == "dpo":
         margins = []
@@ -94,14 +96,31 @@ def measure(name: str) -> dict[str, float]:
     return figures
 
 
+def _student_figures(path: Path) -> dict[str, float]:
+    """A distilled student against its teacher on its held-out answers and on general text, before
+    distillation (the cut model alone) and after."""
+    from pipelines.engine.model_source import resolve_source
+    from pipelines.train import distill
+
+    source, _ = resolve_source(BUNDLED_MODEL)
+    student, tokenizer, _ = distill.load_student(path, source)
+    teacher, _ = distill.load_teacher(source)
+    conversations = distill.held_out(path)
+    figures = {f"{k}_after": v for k, v in distill.closeness(teacher, student, tokenizer, conversations).items()}
+    with student.disable_adapter():
+        before = distill.closeness(teacher, student, tokenizer, conversations)
+    return figures | {f"{k}_before": v for k, v in before.items()}
+
+
 def record(name: str, reproduce: str) -> dict[str, Any]:
     """Write the command that made a bundled result and its measured figures into its meta.json."""
     from pipelines.store.files import write_atomic
 
     path = locate(name)
     meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
-    data = meta["hyperparameters"]["data"]
-    meta["hyperparameters"]["data"] = f"assets/datasets/{Path(data).name}"  # not the maintainer's own path
+    data = meta["hyperparameters"].get("data")
+    if data:
+        meta["hyperparameters"]["data"] = f"assets/datasets/{Path(data).name}"  # not the maintainer's own path
     meta["bundled"] = {"reproduce": reproduce, "figures": measure(name)}
     write_atomic(path / "meta.json", json.dumps(meta, indent=2, default=float))
     return meta["bundled"]

@@ -76,6 +76,7 @@ def _cases(f: Path) -> dict[str, tuple[dict, str]]:
         "cancel_reward_job": (dict(job_id=None), r"Select a job"),
         "cancel_dpo_job": (dict(job_id=None), r"Select a job"),
         "cancel_classify_job": (dict(job_id=None), r"Select a job"),
+        "cancel_distill_job": (dict(job_id=None), r"Select a job"),
         "classifiers": (dict(), r"held-out acc"),
         "classify": (dict(name=None, text="x", text_pair=""), r"Choose a classifier"),
         "start_classifier": (
@@ -115,6 +116,8 @@ def _cases(f: Path) -> dict[str, tuple[dict, str]]:
         "constitution": (dict(prompts=" ", chosen=["harmless"]), r"prompts: give at least one prompt"),
         "react": (dict(question=" ", collection=None), r"question: is empty"),
         "adapter_costs": (dict(lora_r=0), r"Value 0 is less than minimum value 1"),  # Gradio checks the range
+        "student": (dict(student=None), r"Student: is required"),
+        "start_distillation": (dict(prompts=None, out="distilled-student"), r"is the name of a bundled result"),
         "drift": (
             dict(source="Two lists of prompts", reference_text="one\ntwo", recent_text="three"),
             r"reference: needs at least 5 prompts",
@@ -153,6 +156,7 @@ ENDPOINTS = sorted(
         "start_reward_training",
         "upload_prompt_set",
         "cancel_finetune_job",
+        "cancel_distill_job",
         "cancel_reward_job",
         "cancel_dpo_job",
         "cancel_classify_job",
@@ -190,6 +194,8 @@ ENDPOINTS = sorted(
         "constitution",
         "react",
         "adapter_costs",
+        "student",
+        "start_distillation",
     ]
 )
 

@@ -73,3 +73,16 @@ def test_helpful_dpo_adapter(with_models):
 def test_the_model_serves_the_bundled_adapters_by_name(real_handle):
     info = real_handle._adapter_info("helpful-dpo")
     assert info.is_bundled and info.peft_type == "LORA"
+
+
+def test_distilled_student(with_models):
+    """The bundled student (20 of 30 blocks + LoRA, distilled with GKD) against its teacher."""
+    figures, job = recorded("distilled-student")
+    measured = bundled_figures.measure("distilled-student")
+    assert measured == pytest.approx(figures, rel=0.02)
+    assert measured["held_out_kl_after"] < measured["held_out_kl_before"] - 0.5  # it moved toward the teacher
+    assert measured["held_out_agreement_after"] > measured["held_out_agreement_before"] + 0.1
+    assert measured["general_perplexity_after"] < 0.8 * measured["general_perplexity_before"]  # on text never seen
+    for key in ("held_out_kl", "held_out_agreement", "general_perplexity"):  # the shipped bf16 adapter = the job's
+        assert measured[f"{key}_after"] == pytest.approx(job["after"][key], rel=0.02)
+        assert measured[f"{key}_before"] == pytest.approx(job["before"][key], rel=0.02)

