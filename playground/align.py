@@ -14,12 +14,14 @@ from pipelines.config import PREFERENCE_SAMPLE
 from pipelines.engine import adapters, models
 from pipelines.engine.sampling import SamplingParams
 from pipelines.labels import comparisons, preferences
+from pipelines.reasoning import grpo
 from pipelines.store import jobs
 from pipelines.store.files import copy_upload
 from pipelines.train import reward
 from pipelines.train.align import common, dpo, evaluate, rloo
 
 from . import constitution as constitution_panel
+from . import grpo as grpo_panel
 from . import jobs_panel
 from .controls import MODEL_EVENTS, how_it_works, on_submit, refuse_out_of_range
 from .errors import UserError
@@ -28,7 +30,11 @@ from .pickers import FIRST, LiveDropdown, first_value
 from .sidebar import annotator_name
 from .spec_controls import bind, build_spec, control, controls
 
-METHODS = ("DPO (from preference pairs)", "RLOO (reward model + KL penalty)")
+METHODS = (
+    "DPO (from preference pairs)",
+    "RLOO (reward model + KL penalty)",
+    "GRPO (verifiable rewards: rules check the answers)",
+)
 PAIR_SOURCES = ("Labels in the store", "Bundled sample (clear-cut pairs)", "Upload a file")
 PROMPT_SOURCES = ("Prompts in the store", "Bundled sample prompts", "Upload a file")
 SAMPLE = PREFERENCE_SAMPLE
@@ -38,13 +44,16 @@ SERIES = {
     "rewards/margins": "reward margin (DPO)",
     "eval_rewards/margins": "held-out margin (DPO)",
     "rewards/accuracies": "pair accuracy (DPO)",
-    "reward": "mean reward (RLOO)",
-    "kl": "KL to reference (RLOO)",
+    "reward": "mean reward (RLOO, GRPO)",
+    "kl": "KL to reference (RLOO, GRPO)",
+    "rewards/correctness/mean": "correctness reward (GRPO)",
+    "rewards/format/mean": "format reward (GRPO)",
 }
-KINDS = ("dpo", "rloo")
+KINDS = ("dpo", "rloo", "grpo")
 KINDS_SERIES = {  # what each job kind logs (the plot shows only its own)
     "dpo": ("loss", "rewards/margins", "eval_rewards/margins", "rewards/accuracies"),
     "rloo": ("loss", "reward", "kl"),
+    "grpo": ("reward", "kl", "rewards/correctness/mean", "rewards/format/mean"),
 }
 # the evaluation's rows, verdict and rewards before the long answers, so a narrow column shows them
 EVAL_COLUMNS = {
@@ -93,8 +102,8 @@ def start_job(
 ):
     """Validate everything that can fail before a model loads, then queue the job.
 
-    `settings` are the specs' fields by name: `out` and `overwrite` for both methods, the others
-    prefixed `dpo_` or `rloo_`.
+    `settings` are the specs' fields by name: `out` and `overwrite` for every method, the others
+    prefixed `dpo_`, `rloo_` or `grpo_` (GRPO's problem source, uploads and rewards by their own names).
     """
     refuse_out_of_range(shown)
     job_id = uuid.uuid4().hex[:12]
@@ -108,6 +117,9 @@ def start_job(
         common.check_new_adapter(spec.out, spec.overwrite)
         reward.load_pairs(spec)
         kind = "dpo"
+    elif method == METHODS[2]:
+        spec = grpo_panel.spec_from(job_id, shared, settings)
+        kind = "grpo"
     else:
         if not settings.get("rloo_reward_model"):
             raise UserError("Choose a reward model (train one in the Reward model tab first).")
@@ -238,6 +250,10 @@ def build(demo: gr.Blocks) -> dict[str, Any]:
                     rloo_settings |= controls(rloo.RLOOSpec, ["max_steps", "learning_rate"])
                 with gr.Accordion("More RLOO settings", open=False):
                     rloo_settings |= controls(rloo.RLOOSpec, RLOO_MORE)
+            with gr.Group(visible=False) as grpo_box:
+                grpo_parts = grpo_panel.build_form()
+            bind(grpo.GRPOSpec, "out", name)
+            bind(grpo.GRPOSpec, "overwrite", overwrite)
             gr.Markdown(
                 "<span class='muted'>LoRA on the base model; the reference is the base model itself (the adapter switched "
                 "off). Precision comes from the hardware. The adapter appears in every adapter picker.</span>"
@@ -267,13 +283,14 @@ def build(demo: gr.Blocks) -> dict[str, Any]:
                 column_widths=["20%", "10%", "10%", "10%", "25%", "25%"],
             )
     panel = jobs_panel.build(demo, KINDS, SERIES, title="Alignment jobs", kinds_series=KINDS_SERIES)
+    grpo_panel.build_groups(panel.job)  # one recorded group: answers, rewards, advantages
     constitution_panel.build(pair_source, pair_upload)  # AI feedback: its pairs become DPO's data
-    how_it_works("align", "How it works: RL with a KL penalty vs direct preference optimisation")
+    how_it_works("align", "How it works: RL with a KL penalty (RLOO), verifiable rewards (GRPO), DPO")
 
     method.change(
-        lambda m: (gr.update(visible=m == METHODS[0]), gr.update(visible=m == METHODS[1])),
+        lambda m: tuple(gr.update(visible=m == shown) for shown in METHODS),
         method,
-        [dpo_box, rloo_box],
+        [dpo_box, rloo_box, grpo_box],
         api_visibility="private",
     )
 
@@ -299,6 +316,7 @@ def build(demo: gr.Blocks) -> dict[str, Any]:
             **{f"dpo_{k}": c for k, c in dpo_settings.items()},
             "rloo_reward_model": reward_model,
             **{f"rloo_{k}": c for k, c in rloo_settings.items()},
+            **grpo_parts,
         },
         api_name="start_alignment",
     )

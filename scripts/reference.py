@@ -114,6 +114,7 @@ def _specs() -> list[tuple[str, type, str]]:
     from pipelines.rag.chunking import ChunkSpec
     from pipelines.rag.retrieval import SearchSpec
     from pipelines.reasoning.benchmark import BenchmarkSpec
+    from pipelines.reasoning.grpo import GRPOSpec
     from pipelines.reasoning.react import ReActSpec
     from pipelines.reasoning.solve import SampleSpec
     from pipelines.train.align.constitution import ConstitutionSpec
@@ -132,6 +133,7 @@ def _specs() -> list[tuple[str, type, str]]:
         ("Reward model", RewardSpec, "Preferences → Reward model; `reward train`"),
         ("DPO", DPOSpec, "Preferences → Improve the policy; `align dpo`"),
         ("RLOO", RLOOSpec, "Preferences → Improve the policy; `align rloo`"),
+        ("GRPO", GRPOSpec, "Preferences → Align → GRPO; `align grpo`"),
         ("Classification", ClassifySpec, "Fine-tune → Classification; `classify train`"),
         ("Label drives", DriveSettings, "Preferences → Label drives; `prefs drive create`"),
         ("RAG: chunks", ChunkSpec, "RAG → New collection; `rag ingest`"),

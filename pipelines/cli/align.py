@@ -16,6 +16,7 @@ from pipelines.cli.common import (
 )
 from pipelines.engine import adapters, models
 from pipelines.engine.sampling import SamplingParams
+from pipelines.reasoning import grpo
 from pipelines.train import reward
 from pipelines.train.align import common, dpo, evaluate, rloo
 
@@ -31,6 +32,12 @@ def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     add_spec_flags(r, rloo.RLOOSpec)
     r.add_argument("--json", action="store_true")
     r.set_defaults(handler=run_rloo)
+    g = commands.add_parser(
+        "grpo", help="RL from verifiable rewards: rules check the answers to problems with known answers (GRPO)"
+    )
+    add_spec_flags(g, grpo.GRPOSpec)
+    g.add_argument("--json", action="store_true")
+    g.set_defaults(handler=run_grpo)
     e = commands.add_parser("eval", help="win rate of an adapter against the base model, judged by a reward model")
     e.add_argument("--adapter", required=True, metavar="NAME")
     e.add_argument("--reward-model", required=True, metavar="NAME")
@@ -40,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     e.add_argument("--samples", type=int, default=1, help="seeded samples per prompt when sampling")
     e.add_argument("--json", action="store_true")
     e.set_defaults(handler=run_eval)
-    parser.set_defaults(handler=needs_action("align", "dpo, rloo or eval"))
+    parser.set_defaults(handler=needs_action("align", "dpo, rloo, grpo or eval"))
 
 
 def _file(path: str, flag: str) -> str:
@@ -90,6 +97,31 @@ def run_rloo(args: argparse.Namespace) -> int:
         print(
             f"adapter saved to {result['adapter_dir']} after {result['steps']} steps; mean reward "
             f"{result['mean_reward_start']:+.4f} -> {result['mean_reward_end']:+.4f}"
+        )
+    return 0
+
+
+def run_grpo(args: argparse.Namespace) -> int:
+    files = {
+        key: _file(getattr(args, key), flag)
+        for key, flag in (("prompts", "--prompts"), ("reward_file", "--reward-file"))
+        if getattr(args, key, None)
+    }
+    spec = grpo.GRPOSpec(**spec_args(args, grpo.GRPOSpec, **files))
+    grpo.check(spec)  # the name, the problems and the reward file, before any model loads
+    result = _run("grpo", spec, args.json)
+    if result is None:
+        return 0
+    if args.json:
+        emit_json(result)
+    else:
+        curves = ", ".join(
+            f"{name} {values[0]:.2f} -> {values[-1]:.2f}" for name, values in result["rewards"].items() if values
+        )
+        print(
+            f"adapter saved to {result['adapter_dir']} after {result['steps']} steps; mean rewards {curves}; held-out "
+            f"accuracy {result['heldout_accuracy_before']:.1%} -> {result['heldout_accuracy_after']:.1%} "
+            f"({result['heldout_problems']} problems)"
         )
     return 0
 

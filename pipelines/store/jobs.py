@@ -62,6 +62,7 @@ KINDS: dict[str, str] = {
     "rloo": "pipelines.train.align.rloo:run_job",
     "classify": "pipelines.train.classify:run_job",
     "distill": "pipelines.train.distill:run_job",
+    "grpo": "pipelines.reasoning.grpo:run_job",
 }
 
 
@@ -74,6 +75,7 @@ OUTPUTS: dict[str, str] = {
     "reward": "reward models",
     "classify": "classifiers",
     "distill": "students",
+    "grpo": "adapters",
 }
 
 

@@ -52,6 +52,51 @@ def test_starting_jobs_checks_inputs_first(data_dir, monkeypatch):
         _start(1, rloo_reward_model="ghost", rloo_num_generations=1)
 
 
+def test_starting_grpo_checks_problems_and_the_reward_file_first(data_dir, monkeypatch, tmp_path):
+    from playground import grpo as grpo_tab
+
+    monkeypatch.setattr(jobs, "manager", lambda: type("M", (), {"poll_once": lambda self: None})())
+    values = {"problem_source": grpo_tab.PROBLEM_SOURCES[0], "reward": "correctness, format:0.5", "grpo_max_steps": 5}
+    update = _start(2, out="my-grpo", **values)
+    job = jobs.get(update["value"])
+    assert job.kind == "grpo" and job.spec["reward"] == ["correctness", "format:0.5"] and job.spec["prompts"] is None
+    assert job.spec["max_steps"] == 5
+    harder = jobs.get(_start(2, out="hard", **values | {"problem_source": grpo_tab.PROBLEM_SOURCES[1]})["value"])
+    assert harder.spec["prompts"].endswith("problems.jsonl")
+    broken = tmp_path / "reward.py"
+    broken.write_text("def reward(:\n")
+    with pytest.raises(REFUSED, match="not valid Python"):
+        _start(2, out="g2", **values | {"reward_file": str(broken)})
+    with pytest.raises(REFUSED, match="Choose a problems file"):
+        _start(2, out="g2", **values | {"problem_source": grpo_tab.PROBLEM_SOURCES[2]})
+    with pytest.raises(REFUSED, match="unknown reward 'typo'"):
+        _start(2, out="g2", **values | {"reward": "correctness, typo"})
+    with pytest.raises(REFUSED, match="Group size"):
+        _start(2, out="g2", **values | {"grpo_num_generations": 1})
+    text = tmp_path / "reward.txt"
+    text.write_text("def reward(p, c, a):\n    return 1.0\n")
+    with pytest.raises(REFUSED, match=r"\.py"):
+        _start(2, out="g2", **values | {"reward_file": str(text)})
+
+
+def test_the_group_view_shows_advantages_and_refuses_without_a_job(data_dir, fresh_tiny_handle):
+    from pipelines.reasoning import grpo
+    from playground import grpo as grpo_tab
+
+    with pytest.raises(REFUSED, match="Select a GRPO job"):
+        grpo_tab.show_group(None, 0)
+    directory = jobs.job_dir("abc123")
+    directory.mkdir(parents=True)
+    recorder = grpo.Recorder([("correctness", 1.0)], 2, directory / grpo.GROUPS_FILE)
+    recorder.scored("correctness", ["q1", "q1", "q2", "q2"], ["Answer: 7", "no", "8", "9"], [1.0, 0.0, 0.0, 0.0], None)
+    note, table, tokens, histogram = grpo_tab.show_group("abc123", 0)
+    assert list(table["advantage"]) == pytest.approx([0.707, -0.707], abs=1e-3)
+    assert tokens[0][1] == 1.0 and any(value == -1.0 for _, value in tokens if value is not None)
+    assert histogram["answers"].sum() == 4 and "q1" in note
+    with pytest.raises(REFUSED, match="No step 9 recorded"):
+        grpo_tab.show_group("abc123", 9)
+
+
 def test_evaluate_and_queue_for_humans(fresh_tiny_handle, tiny_model_env, data_dir, tmp_path):
     from tests.helpers import make_lora_adapter
 

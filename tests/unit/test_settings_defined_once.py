@@ -29,6 +29,7 @@ from pipelines.lessons.workshops import WorkshopSpec
 from pipelines.rag.chunking import ChunkSpec
 from pipelines.rag.retrieval import SearchSpec
 from pipelines.reasoning.benchmark import BenchmarkSpec
+from pipelines.reasoning.grpo import GRPOSpec
 from pipelines.reasoning.react import ReActSpec
 from pipelines.reasoning.solve import SampleSpec
 from pipelines.train.align.constitution import ConstitutionSpec
@@ -52,6 +53,7 @@ SPECS: dict[type, list[str] | None] = {
     RewardSpec: ["reward", "train"],
     DPOSpec: ["align", "dpo"],
     RLOOSpec: ["align", "rloo"],
+    GRPOSpec: ["align", "grpo"],
     ClassifySpec: ["classify", "train"],
     DriveSettings: ["prefs", "drive", "create"],
     ChunkSpec: ["rag", "ingest"],

@@ -1,0 +1,199 @@
+"""GRPO in the Align sub-tab: the form (problems, rule-based rewards, a reward file run in the
+sandbox) and one recorded group as the update sees it — answers, rewards, advantages, and the
+tokens each answer's advantage pushes up or down (pipelines/reasoning/grpo.py)."""
+
+from __future__ import annotations
+
+import html
+import re
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+
+from pipelines.engine import models
+from pipelines.reasoning import grpo, rewards, strategies
+from pipelines.store import jobs
+from pipelines.store.files import copy_upload
+
+from .errors import UserError
+from .spec_controls import bind, build_spec, controls
+
+PROBLEM_SOURCES = ("Bundled one-step word problems", "Bundled word problems (harder)", "Upload a file")
+SHOWN = ("num_generations", "beta", "epsilon", "temperature")
+STEPS = ("max_steps", "learning_rate")
+MORE = ("style", "prompts_per_step", "max_completion_length", "held_out", "lora_r", "lora_alpha", "seed")
+PRESETS_HELP = "  \n".join(f"**{name}**: {meaning}" for name, meaning in rewards.PRESETS.items())
+
+
+# advantages are (r - mean) / std: within about ±2 for small groups; 0 exactly when a group is constant
+BIN_EDGES = [-100.0, -1.5, -0.5, -0.01, 0.01, 0.5, 1.5, 100.0]
+BIN_LABELS = ["< −1.5", "−1.5…−0.5", "−0.5…0", "0", "0…0.5", "0.5…1.5", "> 1.5"]
+
+
+def _uploaded(upload: gr.File) -> gr.State:
+    """The path of what was uploaded (None once cleared), kept for Start."""
+    path = gr.State(None)
+    upload.change(lambda value: value, upload, path, api_visibility="private")
+    return path
+
+
+def build_form() -> dict[str, Any]:
+    """The GRPO settings (inside the Align form); the components by the names start_job reads."""
+    parts: dict[str, Any] = {}
+    parts["problem_source"] = gr.Radio(list(PROBLEM_SOURCES), value=PROBLEM_SOURCES[0], label="Problems")
+    # uploads reach Start through States, so /start_alignment keeps the parameters its callers know
+    problems = bind(
+        grpo.GRPOSpec,
+        "prompts",
+        gr.File(label="Problems (JSONL: 'question' and a numeric 'answer')", type="filepath", visible=False),
+    )
+    parts["problems"] = _uploaded(problems)
+    parts["reward"] = bind(
+        grpo.GRPOSpec,
+        "reward",
+        gr.Textbox(
+            value=", ".join(grpo.GRPOSpec(out="x").reward),
+            label="Rewards (NAME or NAME:WEIGHT, comma-separated)",
+            info="correctness, pal, format, length, number; file = the reward file below",
+            elem_id="grpo-rewards",
+        ),
+    )
+    with gr.Accordion("What each reward checks", open=False):
+        gr.Markdown(PRESETS_HELP)
+    reward_file = bind(
+        grpo.GRPOSpec,
+        "reward_file",
+        gr.File(label="Reward file (optional): def reward(prompt, completion, answer) -> float", type="filepath"),
+    )
+    parts["reward_file"] = _uploaded(reward_file)
+    with gr.Row():
+        settings = controls(grpo.GRPOSpec, SHOWN)
+    with gr.Row():
+        settings |= controls(grpo.GRPOSpec, STEPS)
+    with gr.Accordion("More GRPO settings", open=False):
+        settings |= controls(grpo.GRPOSpec, MORE)
+    parts["problem_source"].change(
+        lambda source: gr.update(visible=source == PROBLEM_SOURCES[2]),
+        parts["problem_source"],
+        problems,
+        api_visibility="private",
+    )
+    return parts | {f"grpo_{name}": component for name, component in settings.items()}
+
+
+def _rewards(text: str | None) -> list[str]:
+    return [item for item in re.split(r"[,\s]+", text or "") if item]
+
+
+def spec_from(job_id: str, shared: dict[str, Any], settings: dict[str, Any]) -> grpo.GRPOSpec:
+    """The GRPO spec from the form, with uploads copied into the job's own directory; checked."""
+    source = settings.get("problem_source") or PROBLEM_SOURCES[0]
+    inputs = jobs.job_dir(job_id) / "inputs"
+    problems = None
+    if source == PROBLEM_SOURCES[1]:
+        problems = str(strategies.PROBLEMS_FILE)
+    elif source == PROBLEM_SOURCES[2]:
+        if not settings.get("problems"):
+            raise UserError("Choose a problems file.")
+        problems = str(
+            copy_upload(settings["problems"], inputs, max_bytes=20_000_000, allowed_suffixes=(".jsonl", ".json"))
+        )
+    reward_file = None
+    if settings.get("reward_file"):
+        reward_file = str(
+            copy_upload(
+                settings["reward_file"], inputs, max_bytes=rewards.MAX_REWARD_SOURCE * 4, allowed_suffixes=(".py",)
+            )
+        )
+    spec = build_spec(
+        grpo.GRPOSpec,
+        settings,
+        "grpo_",
+        prompts=problems,
+        reward=_rewards(settings.get("reward")),
+        reward_file=reward_file,
+        **shared,
+    )
+    grpo.check(spec)
+    return spec
+
+
+# --- one group, as the update sees it --------------------------------------------------------------
+
+
+def _tokens(text: str, advantage: float, scale: float) -> list[tuple[str, float | None]]:
+    """Each token of an answer with its push: the answer's advantage (the same for all its tokens),
+    scaled to [-1, 1] for the colours."""
+    tokenizer = models.get_handle().tokenizer
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"][:200]
+    value = max(-1.0, min(1.0, advantage / scale)) if scale else 0.0
+    return [(tokenizer.decode([i]), value) for i in ids]
+
+
+def show_group(job_id: str | None, step: float | None) -> tuple[str, pd.DataFrame, list, pd.DataFrame]:
+    """A recorded group of the job (the first of that step's batch; 0 = the newest step), with the
+    advantage distribution of the last steps."""
+    if not job_id:
+        raise UserError("Select a GRPO job in the list above.")
+    batches = grpo.read_groups(jobs.job_dir(job_id))
+    if not batches:
+        raise UserError("This job has recorded no groups yet (GRPO jobs record them from their first step).")
+    wanted = int(step or 0)
+    found = [b for b in batches if b["step"] == wanted]
+    batch = batches[-1] if wanted <= 0 else found[0] if found else None
+    if batch is None:
+        raise UserError(f"No step {wanted} recorded; steps {batches[0]['step']}–{batches[-1]['step']} are.")
+    group = batch["groups"][0]
+    names = list(group["rewards"])
+    table = pd.DataFrame(
+        [
+            [
+                text,
+                *(group["rewards"][n][k] for n in names),
+                round(group["total"][k], 3),
+                round(group["advantages"][k], 3),
+            ]
+            for k, text in enumerate(group["completions"])
+        ],
+        columns=["answer", *names, "total reward", "advantage"],
+    )
+    best = max(range(len(group["total"])), key=lambda k: group["advantages"][k])
+    worst = min(range(len(group["total"])), key=lambda k: group["advantages"][k])
+    scale = max(abs(a) for a in group["advantages"]) or 1.0
+    highlighted = _tokens(group["completions"][best], group["advantages"][best], scale)
+    if worst != best:
+        highlighted += [("\n—\n", None), *_tokens(group["completions"][worst], group["advantages"][worst], scale)]
+    spread = max(group["total"]) - min(group["total"])
+    note = (
+        f"Step **{batch['step']}**, problem: *{html.escape(group['prompt'][:300])}*  \n"
+        "Each answer's **advantage** is its total reward minus the group's mean, divided by the group's standard "
+        "deviation: A = (r − mean) / std. Every token of an answer with A > 0 is made more likely (green), every "
+        "token of one with A < 0 less likely (red), through the clipped ratio min(ρA, clip(ρ, 1−ε, 1+ε)A)."
+    )
+    if spread < 1e-9:
+        note += "  \n**This group's answers all scored the same: every advantage is 0, and it teaches nothing.**"
+    recent = [a for b in batches[-20:] for g in b["groups"] for a in g["advantages"]]
+    bins = pd.cut(pd.Series(recent, dtype=float), bins=BIN_EDGES, labels=BIN_LABELS, include_lowest=True)
+    histogram = bins.value_counts(sort=False).reindex(BIN_LABELS, fill_value=0)
+    return note, table, highlighted, pd.DataFrame({"advantage": BIN_LABELS, "answers": list(histogram)})
+
+
+def build_groups(job: Any) -> None:
+    """The group view; `job` is the Alignment jobs panel's job picker."""
+    with gr.Accordion("GRPO: one group, as the update sees it", open=False):
+        with gr.Row():
+            step = gr.Number(0, label="Step (0 = the newest)", precision=0, minimum=0, scale=1)
+            show = gr.Button("Show the group", scale=1, elem_id="grpo-show-group")
+        note = gr.Markdown(elem_id="grpo-group-note")
+        table = gr.Dataframe(interactive=False, wrap=True, max_height=320, elem_id="grpo-group-table")
+        tokens = gr.HighlightedText(
+            label="Best and worst answer: each token pushed up (green) or down (red) by its answer's advantage",
+            combine_adjacent=False,
+            show_legend=False,
+            elem_id="grpo-group-tokens",
+        )
+        histogram = gr.BarPlot(
+            x="advantage", y="answers", title="Advantages of the last 20 steps' answers", height=220, sort=BIN_LABELS
+        )
+    show.click(show_group, [job, step], [note, table, tokens, histogram], api_name="grpo_group")
