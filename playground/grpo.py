@@ -131,12 +131,24 @@ def _tokens(text: str, advantage: float, scale: float) -> list[tuple[str, float 
     return [(tokenizer.decode([i]), value) for i in ids]
 
 
-def show_group(job_id: str | None, step: float | None) -> tuple[str, pd.DataFrame, list, pd.DataFrame]:
-    """A recorded group of the job (the first of that step's batch; 0 = the newest step), with the
-    advantage distribution of the last steps."""
-    if not job_id:
-        raise UserError("Select a GRPO job in the list above.")
-    batches = grpo.read_groups(jobs.job_dir(job_id))
+SELECTED_JOB = "the job selected above"
+
+
+def recorded_runs() -> list[str]:
+    """Where groups can be read from: the selected job, or a bundled GRPO run (its groups ship with it)."""
+    return [SELECTED_JOB, *grpo.bundled_runs()]
+
+
+def show_group(job_id: str | None, run: str | None, step: float | None) -> tuple[str, pd.DataFrame, list, pd.DataFrame]:
+    """A recorded group (the first of that step's batch; 0 = the newest step) of the selected job or
+    a bundled run, with the advantage distribution of the last steps."""
+    if run and run != SELECTED_JOB:
+        directory = grpo.bundled_run(run)
+    elif job_id:
+        directory = jobs.job_dir(job_id)
+    else:
+        raise UserError("Select a GRPO job in the list above, or a bundled run.")
+    batches = grpo.read_groups(directory)
     if not batches:
         raise UserError("This job has recorded no groups yet (GRPO jobs record them from their first step).")
     wanted = int(step or 0)
@@ -183,6 +195,14 @@ def build_groups(job: Any) -> None:
     """The group view; `job` is the Alignment jobs panel's job picker."""
     with gr.Accordion("GRPO: one group, as the update sees it", open=False):
         with gr.Row():
+            runs = recorded_runs()
+            run = gr.Dropdown(
+                runs,
+                value=runs[-1] if len(runs) > 1 else runs[0],
+                label="Recorded run",
+                info="a bundled run is ready-made; a job of yours records its groups as it trains",
+                scale=2,
+            )
             step = gr.Number(0, label="Step (0 = the newest)", precision=0, minimum=0, scale=1)
             show = gr.Button("Show the group", scale=1, elem_id="grpo-show-group")
         note = gr.Markdown(elem_id="grpo-group-note")
@@ -196,4 +216,4 @@ def build_groups(job: Any) -> None:
         histogram = gr.BarPlot(
             x="advantage", y="answers", title="Advantages of the last 20 steps' answers", height=220, sort=BIN_LABELS
         )
-    show.click(show_group, [job, step], [note, table, tokens, histogram], api_name="grpo_group")
+    show.click(show_group, [job, run, step], [note, table, tokens, histogram], api_name="grpo_group")

@@ -29,6 +29,13 @@ def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     parser.set_defaults(handler=needs_action("bundled", "list, measure, record"))
 
 
+def measurers() -> bundled_figures.Measurers:
+    """How results of the wings above training are measured (bundled_figures cannot import them)."""
+    from pipelines.reasoning import grpo
+
+    return {"grpo": grpo.bundled_figures}
+
+
 def _located(name: str) -> None:
     try:
         bundled.locate(name)
@@ -49,7 +56,7 @@ def run_list(args: argparse.Namespace) -> int:
 def run_measure(args: argparse.Namespace) -> int:
     _located(args.name)
     with quiet_stdout(args.json):
-        figures = bundled_figures.measure(args.name)
+        figures = bundled_figures.measure(args.name, measurers())
     recorded = bundled.recipe(bundled.locate(args.name)).get("figures", {})
     if args.json:
         emit_json({"name": args.name, "figures": figures, "recorded": recorded})
@@ -62,7 +69,7 @@ def run_measure(args: argparse.Namespace) -> int:
 def run_record(args: argparse.Namespace) -> int:
     _located(args.name)
     with quiet_stdout(args.json):
-        written = bundled_figures.record(args.name, args.reproduce)
+        written = bundled_figures.record(args.name, args.reproduce, measurers())
     if args.json:
         emit_json({"name": args.name, **written})
     else:

@@ -286,6 +286,23 @@ def read_groups(directory: Path, limit: int = 200) -> list[dict[str, Any]]:
     return [json.loads(line) for line in lines if line.strip()]
 
 
+def bundled_runs() -> list[str]:
+    """Bundled GRPO adapters that ship the groups their job recorded."""
+    from pipelines.engine import bundled
+
+    return [name for name in bundled.names(bundled.ADAPTERS) if (bundled.ADAPTERS / name / GROUPS_FILE).is_file()]
+
+
+def bundled_run(name: str) -> Path:
+    from pipelines.engine import bundled
+
+    if name not in bundled_runs():
+        raise InvalidParameter(
+            "run", f"no bundled GRPO run named {name!r}; bundled: {', '.join(bundled_runs()) or 'none'}"
+        )
+    return bundled.ADAPTERS / name
+
+
 # --- measuring -----------------------------------------------------------------------------------
 
 
@@ -507,6 +524,20 @@ class GRPOJob(TrainingJob):
             "kl": curves["kl"],
             "completion_length": curves["completion_length"],
         }
+
+
+def bundled_figures(path: Path, meta: dict[str, Any]) -> dict[str, float]:
+    """A bundled GRPO adapter's greedy accuracy on its held-out problems (its job's split), with the
+    adapter switched off (the base model) and on."""
+    from pipelines.train.bundled_figures import policy
+
+    spec = GRPOSpec.from_dict(meta["hyperparameters"])
+    _, held = problems(spec)
+    model, tokenizer = policy(path)
+    after = heldout_accuracy(model, tokenizer, held, spec)
+    with model.disable_adapter():
+        before = heldout_accuracy(model, tokenizer, held, spec)
+    return {"heldout_accuracy_before": before["accuracy"], "heldout_accuracy_after": after["accuracy"]}
 
 
 def run_job(ctx: JobContext) -> dict[str, Any]:

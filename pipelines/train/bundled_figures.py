@@ -7,6 +7,7 @@ the whole model stack: the reward scorer, evaluation, the SFT data reader.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ def _held_out_pairs(meta: dict[str, Any]) -> list[dict[str, Any]]:
     return reward.split_by_prompt(rows, hp["eval_fraction"], hp["seed"])[1]
 
 
-def _policy(path: Path) -> tuple[Any, Any]:
+def policy(path: Path) -> tuple[Any, Any]:
     """The bundled base model in fp32 with the adapter on top (switch it off for the base)."""
     import torch
     from peft import PeftModel
@@ -43,7 +44,12 @@ def _policy(path: Path) -> tuple[Any, Any]:
     return PeftModel.from_pretrained(base, str(path)).eval(), tokenizer
 
 
-def measure(name: str) -> dict[str, float]:
+# kind -> figures(path, meta) for results of wings above this one (GRPO's, in the reasoning wing):
+# their callers pass them in, so this module never imports upward
+Measurers = Mapping[str, Callable[[Path, dict[str, Any]], dict[str, float]]]
+
+
+def measure(name: str, measurers: Measurers | None = None) -> dict[str, float]:
     """Recompute a bundled result's figures on its own held-out data (the split its job made).
 
     - a fine-tuned adapter: loss per answer token on the held-out questions, base vs adapter, and
@@ -58,6 +64,8 @@ def measure(name: str) -> dict[str, float]:
     path = locate(name)
     meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
     hp = meta["hyperparameters"]
+    if meta["kind"] in (measurers or {}):
+        return (measurers or {})[meta["kind"]](path, meta)
     if meta["kind"] == "reward":
         from pipelines.train import reward
 
@@ -65,17 +73,17 @@ def measure(name: str) -> dict[str, float]:
         return {"held_out_accuracy": report["accuracy"], "held_out_margin": report["mean_margin"]}
     if meta["kind"] == "distill":
         return _student_figures(path)
-    model, tokenizer = _policy(path)
+    model, tokenizer = policy(path)
     if meta["kind"] == "dpo":
         margins = []
         for row in _held_out_pairs(meta):
             diff = []
             for side in ("chosen", "rejected"):
                 text = row[side][-1]["content"]
-                policy, _ = evaluation.completion_logprob(model, tokenizer, row["prompt"], text)
+                policy_logp, _ = evaluation.completion_logprob(model, tokenizer, row["prompt"], text)
                 with model.disable_adapter():
                     reference, _ = evaluation.completion_logprob(model, tokenizer, row["prompt"], text)
-                diff.append(policy - reference)
+                diff.append(policy_logp - reference)
             margins.append(hp["beta"] * (diff[0] - diff[1]))
         return {
             "implicit_margin": sum(margins) / len(margins),
@@ -112,7 +120,7 @@ def _student_figures(path: Path) -> dict[str, float]:
     return figures | {f"{k}_before": v for k, v in before.items()}
 
 
-def record(name: str, reproduce: str) -> dict[str, Any]:
+def record(name: str, reproduce: str, measurers: Measurers | None = None) -> dict[str, Any]:
     """Write the command that made a bundled result and its measured figures into its meta.json."""
     from pipelines.store.files import write_atomic
 
@@ -121,6 +129,6 @@ def record(name: str, reproduce: str) -> dict[str, Any]:
     data = meta["hyperparameters"].get("data")
     if data:
         meta["hyperparameters"]["data"] = f"assets/datasets/{Path(data).name}"  # not the maintainer's own path
-    meta["bundled"] = {"reproduce": reproduce, "figures": measure(name)}
+    meta["bundled"] = {"reproduce": reproduce, "figures": measure(name, measurers)}
     write_atomic(path / "meta.json", json.dumps(meta, indent=2, default=float))
     return meta["bundled"]

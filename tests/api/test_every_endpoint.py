@@ -117,7 +117,7 @@ def _cases(f: Path) -> dict[str, tuple[dict, str]]:
         "react": (dict(question=" ", collection=None), r"question: is empty"),
         "adapter_costs": (dict(lora_r=0), r"Value 0 is less than minimum value 1"),  # Gradio checks the range
         "student": (dict(student=None), r"Student: is required"),
-        "grpo_group": (dict(job_id=None, step=0), r"Select a GRPO job"),
+        "grpo_group": (dict(job_id=None, run="the job selected above", step=0), r"Select a GRPO job"),
         "start_distillation": (dict(prompts=None, out="distilled-student"), r"is the name of a bundled result"),
         "drift": (
             dict(source="Two lists of prompts", reference_text="one\ntwo", recent_text="three"),

@@ -86,3 +86,19 @@ def test_distilled_student(with_models):
     for key in ("held_out_kl", "held_out_agreement", "general_perplexity"):  # the shipped bf16 adapter = the job's
         assert measured[f"{key}_after"] == pytest.approx(job["after"][key], rel=0.02)
         assert measured[f"{key}_before"] == pytest.approx(job["before"][key], rel=0.02)
+
+
+def _grpo(name: str) -> tuple[dict, dict, dict]:
+    from pipelines.cli.bundled import measurers
+
+    figures, job = recorded(name)
+    return figures, job, bundled_figures.measure(name, measurers())
+
+
+def test_grpo_adapters_greedy_accuracy_on_held_out_problems(with_models):
+    """Both bundled GRPO adapters, re-measured on the 40 held-out problems their jobs never trained on."""
+    for name in ("grpo-correct", "grpo-hack"):
+        figures, job, measured = _grpo(name)
+        assert measured == pytest.approx(figures, abs=1 / 40 + 1e-9), name  # one answer either way between CPUs
+        assert measured["heldout_accuracy_before"] == pytest.approx(job["heldout_accuracy_before"], abs=1 / 40 + 1e-9)
+        assert measured["heldout_accuracy_after"] == pytest.approx(job["heldout_accuracy_after"], abs=1 / 40 + 1e-9)

@@ -84,17 +84,19 @@ def test_the_group_view_shows_advantages_and_refuses_without_a_job(data_dir, fre
     from playground import grpo as grpo_tab
 
     with pytest.raises(REFUSED, match="Select a GRPO job"):
-        grpo_tab.show_group(None, 0)
+        grpo_tab.show_group(None, grpo_tab.SELECTED_JOB, 0)
     directory = jobs.job_dir("abc123")
     directory.mkdir(parents=True)
     recorder = grpo.Recorder([("correctness", 1.0)], 2, directory / grpo.GROUPS_FILE)
     recorder.scored("correctness", ["q1", "q1", "q2", "q2"], ["Answer: 7", "no", "8", "9"], [1.0, 0.0, 0.0, 0.0], None)
-    note, table, tokens, histogram = grpo_tab.show_group("abc123", 0)
+    note, table, tokens, histogram = grpo_tab.show_group("abc123", grpo_tab.SELECTED_JOB, 0)
     assert list(table["advantage"]) == pytest.approx([0.707, -0.707], abs=1e-3)
     assert tokens[0][1] == 1.0 and any(value == -1.0 for _, value in tokens if value is not None)
     assert histogram["answers"].sum() == 4 and "q1" in note
+    with pytest.raises(REFUSED, match="no bundled GRPO run named 'nope'"):
+        grpo_tab.show_group("abc123", "nope", 0)
     with pytest.raises(REFUSED, match="No step 9 recorded"):
-        grpo_tab.show_group("abc123", 9)
+        grpo_tab.show_group("abc123", None, 9)
 
 
 def test_evaluate_and_queue_for_humans(fresh_tiny_handle, tiny_model_env, data_dir, tmp_path):

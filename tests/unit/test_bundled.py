@@ -41,6 +41,9 @@ def test_every_bundled_result_is_small_documented_and_reproducible():
         if item["kind"] == "student":  # the teacher's answers to the bundled prompts (no --prompts)
             assert "--prompts" not in command and meta["data"]["source"] == "bundled prompts"
             continue
+        if meta["kind"] == "grpo":  # the bundled one-step problems (no --prompts)
+            assert "--prompts" not in command and meta["data"]["source"] == "simple_problems.jsonl"
+            continue
         assert "assets/datasets/" in command
         assert (DATASETS / meta["hyperparameters"]["data"].split("/")[-1]).is_file()  # made from bundled data
 
