@@ -531,7 +531,9 @@ def bundled_figures(path: Path, meta: dict[str, Any]) -> dict[str, float]:
     adapter switched off (the base model) and on."""
     from pipelines.train.bundled_figures import policy
 
-    spec = GRPOSpec.from_dict(meta["hyperparameters"])
+    spec = GRPOSpec.from_dict(
+        {**meta["hyperparameters"], "out": "measure", "reward_file": None}
+    )  # its own name is reserved
     _, held = problems(spec)
     model, tokenizer = policy(path)
     after = heldout_accuracy(model, tokenizer, held, spec)

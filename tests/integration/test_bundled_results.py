@@ -89,16 +89,29 @@ def test_distilled_student(with_models):
 
 
 def _grpo(name: str) -> tuple[dict, dict, dict]:
+    """A bundled GRPO run re-measured on the 40 held-out problems its job never trained on (~80 s)."""
     from pipelines.cli.bundled import measurers
 
     figures, job = recorded(name)
-    return figures, job, bundled_figures.measure(name, measurers())
+    measured = bundled_figures.measure(name, measurers())
+    tolerance = 1 / 40 + 1e-9  # one answer either way between CPUs
+    assert measured == pytest.approx(figures, abs=tolerance)
+    for key in ("heldout_accuracy_before", "heldout_accuracy_after"):
+        assert measured[key] == pytest.approx(job[key], abs=tolerance)
+    return figures, job, measured
 
 
-def test_grpo_adapters_greedy_accuracy_on_held_out_problems(with_models):
-    """Both bundled GRPO adapters, re-measured on the 40 held-out problems their jobs never trained on."""
-    for name in ("grpo-correct", "grpo-hack"):
-        figures, job, measured = _grpo(name)
-        assert measured == pytest.approx(figures, abs=1 / 40 + 1e-9), name  # one answer either way between CPUs
-        assert measured["heldout_accuracy_before"] == pytest.approx(job["heldout_accuracy_before"], abs=1 / 40 + 1e-9)
-        assert measured["heldout_accuracy_after"] == pytest.approx(job["heldout_accuracy_after"], abs=1 / 40 + 1e-9)
+def test_the_hacked_reward_rose_while_held_out_accuracy_fell(with_models):
+    figures, job, measured = _grpo("grpo-hack")
+    assert measured["heldout_accuracy_after"] < measured["heldout_accuracy_before"]
+    curve = job["rewards"]["number"]
+    assert sum(curve[-5:]) / 5 > sum(curve[:5]) / 5 + 0.2  # the reward it was given did rise
+    assert job["kl"][-1] > job["kl"][0]
+
+
+def test_grpo_on_correctness_beats_the_base_model_on_held_out_problems(with_models):
+    figures, job, measured = _grpo("grpo-correct")
+    assert measured["heldout_accuracy_after"] >= measured["heldout_accuracy_before"] + 0.1  # 6 -> 15 of 40 here
+    for name in ("correctness", "format"):
+        curve = job["rewards"][name]
+        assert sum(curve[-10:]) > sum(curve[:10])

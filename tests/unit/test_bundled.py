@@ -17,7 +17,7 @@ from pipelines.train import finetune, reward
 from pipelines.train.align import dpo
 from tests.helpers import ROOT
 
-ADAPTER_NAMES = ("concise-tutor", "helpful-dpo")
+ADAPTER_NAMES = ("concise-tutor", "helpful-dpo", "grpo-correct", "grpo-hack")
 REWARD_NAMES = ("helpful-reward",)
 STUDENT_NAMES = ("distilled-student",)
 
