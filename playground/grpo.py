@@ -122,13 +122,16 @@ def spec_from(job_id: str, shared: dict[str, Any], settings: dict[str, Any]) -> 
 # --- one group, as the update sees it --------------------------------------------------------------
 
 
-def _tokens(text: str, advantage: float, scale: float) -> list[tuple[str, float | None]]:
-    """Each token of an answer with its push: the answer's advantage (the same for all its tokens),
-    scaled to [-1, 1] for the colours."""
+PUSHED = {"pushed up": "#54a24b", "pushed down": "#e45756"}
+
+
+def _tokens(text: str, advantage: float) -> list[tuple[str, str | None]]:
+    """Each token of an answer with the push its answer's advantage gives it (the same for all of an
+    answer's tokens: GRPO's advantage is per answer)."""
     tokenizer = models.get_handle().tokenizer
     ids = tokenizer(text, add_special_tokens=False)["input_ids"][:200]
-    value = max(-1.0, min(1.0, advantage / scale)) if scale else 0.0
-    return [(tokenizer.decode([i]), value) for i in ids]
+    push = "pushed up" if advantage > 1e-9 else "pushed down" if advantage < -1e-9 else None
+    return [(tokenizer.decode([i]), push) for i in ids]
 
 
 SELECTED_JOB = "the job selected above"
@@ -172,10 +175,9 @@ def show_group(job_id: str | None, run: str | None, step: float | None) -> tuple
     )
     best = max(range(len(group["total"])), key=lambda k: group["advantages"][k])
     worst = min(range(len(group["total"])), key=lambda k: group["advantages"][k])
-    scale = max(abs(a) for a in group["advantages"]) or 1.0
-    highlighted = _tokens(group["completions"][best], group["advantages"][best], scale)
+    highlighted = _tokens(group["completions"][best], group["advantages"][best])
     if worst != best:
-        highlighted += [("\n—\n", None), *_tokens(group["completions"][worst], group["advantages"][worst], scale)]
+        highlighted += [("\n—\n", None), *_tokens(group["completions"][worst], group["advantages"][worst])]
     spread = max(group["total"]) - min(group["total"])
     note = (
         f"Step **{batch['step']}**, problem: *{html.escape(group['prompt'][:300])}*  \n"
@@ -210,7 +212,8 @@ def build_groups(job: Any) -> None:
         tokens = gr.HighlightedText(
             label="Best and worst answer: each token pushed up (green) or down (red) by its answer's advantage",
             combine_adjacent=False,
-            show_legend=False,
+            show_legend=True,
+            color_map=PUSHED,
             elem_id="grpo-group-tokens",
         )
         histogram = gr.BarPlot(

@@ -91,7 +91,7 @@ def test_the_group_view_shows_advantages_and_refuses_without_a_job(data_dir, fre
     recorder.scored("correctness", ["q1", "q1", "q2", "q2"], ["Answer: 7", "no", "8", "9"], [1.0, 0.0, 0.0, 0.0], None)
     note, table, tokens, histogram = grpo_tab.show_group("abc123", grpo_tab.SELECTED_JOB, 0)
     assert list(table["advantage"]) == pytest.approx([0.707, -0.707], abs=1e-3)
-    assert tokens[0][1] == 1.0 and any(value == -1.0 for _, value in tokens if value is not None)
+    assert tokens[0][1] == "pushed up" and any(value == "pushed down" for _, value in tokens)
     assert histogram["answers"].sum() == 4 and "q1" in note
     with pytest.raises(REFUSED, match="no bundled GRPO run named 'nope'"):
         grpo_tab.show_group("abc123", "nope", 0)
