@@ -5,6 +5,7 @@ tokens each answer's advantage pushes up or down (pipelines/reasoning/grpo.py)."
 from __future__ import annotations
 
 import html
+import json
 import re
 from typing import Any
 
@@ -142,7 +143,28 @@ def recorded_runs() -> list[str]:
     return [SELECTED_JOB, *grpo.bundled_runs()]
 
 
-def show_group(job_id: str | None, run: str | None, step: float | None) -> tuple[str, pd.DataFrame, list, pd.DataFrame]:
+def _curves(job_id: str | None, run: str | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Each reward's mean and spread per step, and the answers' length: a bundled run's from its
+    meta.json, a job's from the metrics trl logged."""
+    if run and run != SELECTED_JOB:
+        metrics = json.loads((grpo.bundled_run(run) / "meta.json").read_text(encoding="utf-8"))["metrics"]
+        found = {key: metrics.get(key, {}) for key in ("rewards", "reward_std")}
+        found["completion_length"] = metrics.get("completion_length", [])
+    else:
+        found = grpo.history(jobs.read_metrics(job_id or ""))
+    rows = [
+        {"step": step, "value": value, "series": f"{name} {what}"}
+        for key, what in (("rewards", "mean"), ("reward_std", "spread (std)"))
+        for name, values in found[key].items()
+        for step, value in enumerate(values, start=1)
+    ]
+    lengths = [{"step": step, "tokens": value} for step, value in enumerate(found["completion_length"], start=1)]
+    return pd.DataFrame(rows, columns=["step", "value", "series"]), pd.DataFrame(lengths, columns=["step", "tokens"])
+
+
+def show_group(
+    job_id: str | None, run: str | None, step: float | None
+) -> tuple[str, pd.DataFrame, list, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """A recorded group (the first of that step's batch; 0 = the newest step) of the selected job or
     a bundled run, with the advantage distribution of the last steps."""
     if run and run != SELECTED_JOB:
@@ -190,7 +212,15 @@ def show_group(job_id: str | None, run: str | None, step: float | None) -> tuple
     recent = [a for b in batches[-20:] for g in b["groups"] for a in g["advantages"]]
     bins = pd.cut(pd.Series(recent, dtype=float), bins=BIN_EDGES, labels=BIN_LABELS, include_lowest=True)
     histogram = bins.value_counts(sort=False).reindex(BIN_LABELS, fill_value=0)
-    return note, table, highlighted, pd.DataFrame({"advantage": BIN_LABELS, "answers": list(histogram)})
+    curves, lengths = _curves(job_id, run)
+    return (
+        note,
+        table,
+        highlighted,
+        pd.DataFrame({"advantage": BIN_LABELS, "answers": list(histogram)}),
+        curves,
+        lengths,
+    )
 
 
 def build_groups(job: Any) -> None:
@@ -216,7 +246,16 @@ def build_groups(job: Any) -> None:
             color_map=PUSHED,
             elem_id="grpo-group-tokens",
         )
-        histogram = gr.BarPlot(
-            x="advantage", y="answers", title="Advantages of the last 20 steps' answers", height=220, sort=BIN_LABELS
+        with gr.Row():
+            histogram = gr.BarPlot(
+                x="advantage",
+                y="answers",
+                title="Advantages of the last 20 steps' answers",
+                height=220,
+                sort=BIN_LABELS,
+            )
+            lengths = gr.LinePlot(x="step", y="tokens", title="Answer length (mean tokens) per step", height=220)
+        curves = gr.LinePlot(
+            x="step", y="value", color="series", title="Each reward per step: mean and spread", height=260
         )
-    show.click(show_group, [job, run, step], [note, table, tokens, histogram], api_name="grpo_group")
+    show.click(show_group, [job, run, step], [note, table, tokens, histogram, curves, lengths], api_name="grpo_group")

@@ -286,6 +286,21 @@ def read_groups(directory: Path, limit: int = 200) -> list[dict[str, Any]]:
     return [json.loads(line) for line in lines if line.strip()]
 
 
+def history(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Per-step curves from trl's logged records: each reward's mean and std, the KL, the answers'
+    mean length (in tokens)."""
+    names = sorted(
+        {key.split("/")[1] for r in records for key in r if key.startswith("rewards/") and key.endswith("/mean")}
+    )
+    return {
+        "steps": [int(r["step"]) for r in records if "rewards/" + names[0] + "/mean" in r] if names else [],
+        "rewards": {name: per_step(records, f"rewards/{name}/mean") for name in names},
+        "reward_std": {name: per_step(records, f"rewards/{name}/std") for name in names},
+        "kl": per_step(records, "kl"),
+        "completion_length": per_step(records, "completions/mean_length"),
+    }
+
+
 def bundled_runs() -> list[str]:
     """Bundled GRPO adapters that ship the groups their job recorded."""
     from pipelines.engine import bundled
@@ -399,7 +414,7 @@ def heldout_accuracy(
     return {"accuracy": correct / max(len(results), 1), "correct": correct, "n": len(results), "answers": results}
 
 
-def per_step(log_history: Sequence[dict[str, Any]], key: str) -> list[float]:
+def per_step(log_history: Sequence[Mapping[str, Any]], key: str) -> list[float]:
     return [float(entry[key]) for entry in log_history if key in entry and math.isfinite(float(entry[key]))]
 
 

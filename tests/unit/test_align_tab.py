@@ -89,10 +89,13 @@ def test_the_group_view_shows_advantages_and_refuses_without_a_job(data_dir, fre
     directory.mkdir(parents=True)
     recorder = grpo.Recorder([("correctness", 1.0)], 2, directory / grpo.GROUPS_FILE)
     recorder.scored("correctness", ["q1", "q1", "q2", "q2"], ["Answer: 7", "no", "8", "9"], [1.0, 0.0, 0.0, 0.0], None)
-    note, table, tokens, histogram = grpo_tab.show_group("abc123", grpo_tab.SELECTED_JOB, 0)
+    note, table, tokens, histogram, curves, lengths = grpo_tab.show_group("abc123", grpo_tab.SELECTED_JOB, 0)
+    assert curves.empty and lengths.empty  # this job logged no metrics
     assert list(table["advantage"]) == pytest.approx([0.707, -0.707], abs=1e-3)
     assert tokens[0][1] == "pushed up" and any(value == "pushed down" for _, value in tokens)
     assert histogram["answers"].sum() == 4 and "q1" in note
+    *_, curves, lengths = grpo_tab.show_group(None, "grpo-hack", 30)  # a bundled run: its recorded curves
+    assert set(curves["series"]) == {"number mean", "number spread (std)"} and len(lengths) == 30
     with pytest.raises(REFUSED, match="no bundled GRPO run named 'nope'"):
         grpo_tab.show_group("abc123", "nope", 0)
     with pytest.raises(REFUSED, match="No step 9 recorded"):

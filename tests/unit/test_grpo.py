@@ -210,6 +210,24 @@ def test_the_job_trains_and_records_each_group(trained):
     ]
 
 
+def test_history_reads_trls_records():
+    records = [
+        {"step": 1, "rewards/correctness/mean": 0.0, "rewards/correctness/std": 0.0, "kl": 0.0},
+        {
+            "step": 2,
+            "rewards/correctness/mean": 0.5,
+            "rewards/correctness/std": 0.5,
+            "kl": 0.01,
+            "completions/mean_length": 9.0,
+        },
+        {"step": 2, "train_runtime": 3.0},
+    ]
+    found = grpo.history(records)
+    assert found["steps"] == [1, 2] and found["rewards"] == {"correctness": [0.0, 0.5]}
+    assert found["reward_std"] == {"correctness": [0.0, 0.5]} and found["kl"] == [0.0, 0.01]
+    assert found["completion_length"] == [9.0] and grpo.history([])["rewards"] == {}
+
+
 @pytest.mark.slow
 def test_the_grpo_command_keeps_its_json_contract(tiny_model_env, data_dir, tmp_path, capsys):
     from pipelines.cli import main
