@@ -35,7 +35,7 @@ from pipelines.knobs import knob
 from pipelines.reasoning import benchmark, extract, rewards, strategies
 from pipelines.reasoning.solve import extract_program
 from pipelines.store.jobs import JobContext, Phase
-from pipelines.train import training
+from pipelines.train import evaluation, training
 from pipelines.train.align import common
 from pipelines.train.job import TrainingJob
 
@@ -384,32 +384,13 @@ def heldout_accuracy(
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Greedy answers to the held-out problems: the share correct, and each answer."""
-    tokenizer.padding_side = "left"
+    conversations = [messages(r["question"], spec.style) for r in rows]
+    texts = evaluation.greedy_answers(model, tokenizer, conversations, spec.max_completion_length, progress)
     results = []
-    for start in range(0, len(rows), 8):
-        chunk = rows[start : start + 8]
-        texts = [
-            tokenizer.apply_chat_template(
-                messages(r["question"], spec.style), tokenize=False, add_generation_prompt=True
-            )
-            for r in chunk
-        ]
-        encoded = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-        with torch.inference_mode():
-            out = model.generate(
-                **encoded,
-                do_sample=False,
-                max_new_tokens=spec.max_completion_length,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-        for row, ids in zip(chunk, out[:, encoded["input_ids"].shape[1] :], strict=True):
-            text = tokenizer.decode(ids, skip_special_tokens=True)
-            value = answer_of(text, spec.style)
-            results.append({"question": row["question"], "answer": row["answer"], "given": value, "text": text,
-                            "correct": extract.is_correct(value, row["answer"])})  # fmt: skip
-        if progress is not None:
-            progress(len(results))
-    tokenizer.padding_side = "right"
+    for row, text in zip(rows, texts, strict=True):
+        value = answer_of(text, spec.style)
+        results.append({"question": row["question"], "answer": row["answer"], "given": value, "text": text,
+                        "correct": extract.is_correct(value, row["answer"])})  # fmt: skip
     correct = sum(r["correct"] for r in results)
     return {"accuracy": correct / max(len(results), 1), "correct": correct, "n": len(results), "answers": results}
 
@@ -457,26 +438,15 @@ class GRPOJob(TrainingJob):
             Recorded(name, function, self.recorder)
             for (name, _), function in zip(spec.weights, rewards.functions(spec.weights, self.source), strict=True)
         ]
-        batch = spec.num_generations * spec.prompts_per_step
         rows = [{"prompt": messages(r["question"], spec.style), "answer": r["answer"]} for r in self.train_rows]
         self.build_trainer(
             GRPOTrainer,
             GRPOConfig,
             planned=spec.max_steps,
             has_eval=False,
-            arguments={
-                "per_device_train_batch_size": batch,
-                "per_device_eval_batch_size": batch,
-                "num_generations": spec.num_generations,
-                "max_completion_length": spec.max_completion_length,
-                "temperature": spec.temperature,
-                "beta": spec.beta,
-                "epsilon": spec.epsilon,
-                "reward_weights": [weight for _, weight in spec.weights],
-                "lr_scheduler_type": "constant",
-                "warmup_steps": 0,
-                "logging_steps": 1,
-            },
+            arguments=common.sampling_arguments(
+                spec, epsilon=spec.epsilon, reward_weights=[weight for _, weight in spec.weights]
+            ),
             model=model,
             reward_funcs=functions,
             train_dataset=Dataset.from_list(rows),

@@ -240,24 +240,9 @@ def teacher_answers(
     teacher: Any, tokenizer: Any, prompts: Sequence[Sequence[Message]], tokens: int, progress: Any = None
 ) -> list[list[dict[str, str]]]:
     """Each prompt with the teacher's greedy answer appended: the conversations the student learns on."""
-    conversations = []
-    batch = 8
-    tokenizer.padding_side = "left"
-    for start in range(0, len(prompts), batch):
-        chunk = [common.as_json(p) for p in prompts[start : start + batch]]
-        texts = [tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in chunk]
-        encoded = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-        with torch.inference_mode():
-            out = teacher.generate(
-                **encoded, max_new_tokens=tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
-            )
-        for messages, row in zip(chunk, out[:, encoded["input_ids"].shape[1] :], strict=True):
-            answer = tokenizer.decode(row, skip_special_tokens=True).strip()
-            conversations.append([*messages, {"role": "assistant", "content": answer}])
-        if progress is not None:
-            progress(min(start + batch, len(prompts)))
-    tokenizer.padding_side = "right"
-    return conversations
+    conversations = [common.as_json(p) for p in prompts]
+    answers = evaluation.greedy_answers(teacher, tokenizer, conversations, tokens, progress)
+    return [[*c, {"role": "assistant", "content": a.strip()}] for c, a in zip(conversations, answers, strict=True)]
 
 
 # --- how close the student is --------------------------------------------------------------------

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -75,6 +75,31 @@ def text_perplexity(model: Any, tokenizer: Any, text: str, *, window: int = 256,
         if end == ids.shape[1]:
             break
     return float(math.exp(total_nll / max(total_tokens, 1)))
+
+
+def greedy_answers(
+    model: Any,
+    tokenizer: Any,
+    conversations: Sequence[Sequence[dict[str, str]]],
+    max_new_tokens: int,
+    progress: Callable[[int], None] | None = None,
+    batch: int = 8,
+) -> list[str]:
+    """The model's greedy answer to each conversation (chat template, left-padded batches), as decoded
+    text; `progress(done)` after each batch. For jobs that hold a raw (PEFT) model rather than a handle."""
+    answers: list[str] = []
+    for start in range(0, len(conversations), batch):
+        chunk = conversations[start : start + batch]
+        texts = [tokenizer.apply_chat_template(list(c), tokenize=False, add_generation_prompt=True) for c in chunk]
+        encoded = tokenizer(texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
+        with torch.inference_mode():
+            out = model.generate(
+                **encoded, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id
+            )
+        answers += [tokenizer.decode(row, skip_special_tokens=True) for row in out[:, encoded["input_ids"].shape[1] :]]
+        if progress is not None:
+            progress(len(answers))
+    return answers
 
 
 def general_text() -> str:

@@ -70,6 +70,25 @@ def load_prompts(path: str | None) -> list[list[Message]]:
     return prompts
 
 
+def sampling_arguments(spec: Any, **extra: Any) -> dict[str, Any]:
+    """What RLOO and GRPO pass their trl config beyond the shared ones: a batch of
+    `prompts_per_step` prompts × `num_generations` sampled completions, the sampling and KL
+    settings, a constant learning rate, and a log line every step (steps are slow and few)."""
+    batch = spec.num_generations * spec.prompts_per_step
+    return {
+        "per_device_train_batch_size": batch,
+        "per_device_eval_batch_size": batch,
+        "num_generations": spec.num_generations,
+        "max_completion_length": spec.max_completion_length,
+        "temperature": spec.temperature,
+        "beta": spec.beta,
+        "lr_scheduler_type": "constant",
+        "warmup_steps": 0,
+        "logging_steps": 1,
+        **extra,
+    }
+
+
 def as_json(messages: Sequence[Message]) -> list[dict[str, str]]:
     return [m.to_json() for m in messages]
 

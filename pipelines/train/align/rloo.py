@@ -150,23 +150,12 @@ class RLOOJob(TrainingJob):
 
         spec = self.spec
         model, self.tokenizer = common.load_policy(self.base.source, self.base.device)
-        batch = spec.num_generations * spec.prompts_per_step
         self.build_trainer(
             RLOOTrainer,
             RLOOConfig,
             planned=spec.max_steps,
             has_eval=False,
-            arguments={
-                "per_device_train_batch_size": batch,
-                "per_device_eval_batch_size": batch,
-                "num_generations": spec.num_generations,
-                "max_completion_length": spec.max_completion_length,
-                "temperature": spec.temperature,
-                "beta": spec.beta,
-                "lr_scheduler_type": "constant",
-                "warmup_steps": 0,
-                "logging_steps": 1,
-            },
+            arguments=common.sampling_arguments(spec),
             model=model,
             reward_funcs=reward_function(spec.reward_model),
             train_dataset=Dataset.from_list([{"prompt": common.as_json(p)} for p in self.prompts]),
