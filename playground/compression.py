@@ -297,6 +297,24 @@ def build(demo: gr.Blocks) -> None:
     adapter_settings["new_tokens"] = bind(compression.AdapterCostSpec, "new_tokens", settings["new_tokens"])
     adapter_note = gr.Markdown(elem_id="adapters-note")
     adapter_table = gr.Dataframe(interactive=False, wrap=True, elem_id="adapters-table")
+    _build_distillation(demo, settings)  # the distilled student, and distilling one's own
+    go.click(measure, [variants, text], [summary, table], inputs_kwargs=settings, api_name="compress", **HEAVY)
+    adapter_button.click(
+        adapters, None, [adapter_note, adapter_table], inputs_kwargs=adapter_settings, api_name="adapter_costs", **HEAVY
+    )
+    prune_button.click(
+        prune,
+        [sparsities, text],
+        [prune_note, curve, prune_table],
+        inputs_kwargs=prune_settings,
+        api_name="prune",
+        **HEAVY,
+    )
+
+
+def _build_distillation(demo: gr.Blocks, settings: dict[str, Any]) -> None:
+    """The distilled student beside its teacher (`/student`), and a distillation job of one's own;
+    `settings` are the panel's shared prompt and timed-tokens controls."""
     gr.Markdown("#### Distillation: a smaller student taught by the model")
     with gr.Row():
         offered = list(distill.offered())
@@ -350,15 +368,3 @@ def build(demo: gr.Blocks) -> None:
         api_name="start_distillation",
     )
     jobs_panel.when_succeeded(panel, lambda job: [_offered_students()], [], [student_settings["student"]])
-    go.click(measure, [variants, text], [summary, table], inputs_kwargs=settings, api_name="compress", **HEAVY)
-    adapter_button.click(
-        adapters, None, [adapter_note, adapter_table], inputs_kwargs=adapter_settings, api_name="adapter_costs", **HEAVY
-    )
-    prune_button.click(
-        prune,
-        [sparsities, text],
-        [prune_note, curve, prune_table],
-        inputs_kwargs=prune_settings,
-        api_name="prune",
-        **HEAVY,
-    )
