@@ -9,6 +9,7 @@ screen. A first visit (nothing remembered yet) opens on a welcome that offers th
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -39,12 +40,20 @@ document.addEventListener('click', (event) => {
 # already picked a tab (clicking the tab's own button, so the page does what a click does). The
 # Preferences tab's own tabs are set by the server: a person who picks a main tab is not moved by them.
 OPEN_TAB_JS = """(tab) => {
+  window.__playgroundRestored = true;
   if (tab && !window.__playgroundTabPicked) {
     const button = document.querySelector(`button[role="tab"][data-tab-id="${CSS.escape(tab)}"]`);
     if (button && button.getAttribute('aria-selected') !== 'true') button.click();
   }
   return [];
 }"""
+
+# Runs in the browser when a tab is selected: the tab to remember, or what is already remembered. Gradio
+# selects the first tab as the page mounts, before the restore has answered; remembering that select put
+# "generate" over the tab the person had left (a race CI lost: the reload came back on Generate). Only
+# selects after the restore, or after the person's own pick, are theirs. In the browser, not on the server:
+# no answer to arrive out of order.
+KEEP_TAB_JS = """(kept) => (window.__playgroundRestored || window.__playgroundTabPicked) ? %s : kept"""
 
 
 @dataclass
@@ -89,7 +98,7 @@ def keep(demo: gr.Blocks, places: Places, *, resume: Callable[[Any], Any] | None
     quiet: dict[str, Any] = {"api_visibility": "private", "show_progress": "hidden", "queue": False}
     for key, tab_ids in (("tab", places.tab_ids), ("inner", places.inner_ids)):
         for tab_id, tab in tab_ids.items():
-            tab.select(lambda chosen=tab_id: chosen, None, stored[key], **quiet)
+            tab.select(None, stored[key], stored[key], js=KEEP_TAB_JS % json.dumps(tab_id), **quiet)
     for key, component in (("name", places.name), ("mode", places.mode), ("drive", places.drive)):
         # .change, not .input: a pasted or autofilled name fires no input event
         component.change(lambda value: value, component, stored[key], **quiet)
