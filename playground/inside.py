@@ -15,10 +15,10 @@ import pandas as pd
 
 from pipelines import inside
 from pipelines.engine import models
-from pipelines.inside import bias
+from pipelines.inside import bias, steering
 
+from . import causal, families
 from . import compression as compression_panel
-from . import families
 from . import scale as scale_panel
 from .controls import fill_when_model_ready, how_it_works
 from .sidebar import Shared, selected_adapter
@@ -236,11 +236,12 @@ def show_architecture(context: float) -> tuple[str, pd.DataFrame, str]:
     return "\n".join(_tree_lines(report["tree"])), parts, cache
 
 
-def _sizes() -> tuple[Any, Any]:
+def _sizes() -> tuple[Any, Any, Any]:
     found = inside.shape(models.wait_for_handle() or models.get_handle())
     return (
         gr.update(maximum=found["layers"] - 1, value=min(found["layers"] - 1, 3), interactive=True),
         gr.update(maximum=found["heads"] - 1, value=0, interactive=True),
+        gr.update(maximum=found["layers"] - 1, value=min(found["layers"] - 1, steering.SteerSpec().layer)),
     )
 
 
@@ -310,6 +311,12 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
                 lens_button = gr.Button("Run the lens", variant="primary", scale=1)
             lens = gr.HTML(elem_id="inside-lens")
             lens_note = gr.Markdown()
+        with gr.Tab("Heads", id="heads"):
+            causal.build_heads(shared)  # which heads do a known job: induction, previous token, sink
+        with gr.Tab("Patching", id="patching"):
+            causal.build_patching(shared)  # which layer and position carries a fact, by cause
+        with gr.Tab("Steering", id="steering"):
+            steer_layer = causal.build_steering(shared)  # a direction added to the stream while the model writes
         with gr.Tab("Architecture", id="architecture"):
             with gr.Row():
                 context = control(inside.ArchitectureSpec, "context")
@@ -357,5 +364,5 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
     )
     gr.on([bias_button.click], probe_bias, [templates, adapter], [bias_summary, bias_table], api_name="inside_bias")
     gr.on([architecture_button.click], show_architecture, context, [tree, parts, cache], api_name="inside_architecture")
-    fill_when_model_ready(demo, _sizes, None, [layer, head])
+    fill_when_model_ready(demo, _sizes, None, [layer, head, steer_layer])
     return {"inside_tab": sections, "inside_text": text}  # what a lesson step may set here

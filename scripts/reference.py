@@ -109,6 +109,7 @@ def _specs() -> list[tuple[str, type, str]]:
     from pipelines.inside.data_quality import QualitySpec
     from pipelines.inside.drift import DriftSpec
     from pipelines.inside.encoders import MaskingSpec
+    from pipelines.inside.steering import SteerSpec
     from pipelines.labels.drives import DriveSettings
     from pipelines.lessons.workshops import WorkshopSpec
     from pipelines.rag.chunking import ChunkSpec
@@ -142,6 +143,7 @@ def _specs() -> list[tuple[str, type, str]]:
         ("Reasoning: benchmark", BenchmarkSpec, "Reasoning → Benchmark; `reason bench`"),
         ("Inside: attention", AttentionSpec, "Inside the model → Attention; `inside attention`"),
         ("Inside: architecture", ArchitectureSpec, "Inside the model → Architecture; `inside architecture`"),
+        ("Inside: steering", SteerSpec, "Inside the model → Steering; `inspect steer`"),
         ("Workshops", WorkshopSpec, "`workshop create`"),
         ("Scale and cost", ScaleSpec, "Inside the model → Scale & cost; `scale`"),
         ("Model families: masking", MaskingSpec, "Inside the model → Model families"),

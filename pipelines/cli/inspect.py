@@ -1,4 +1,5 @@
-"""`python -m pipelines inspect tokens|score|perplexity|attention|lens|architecture`: inside the model."""
+"""`python -m pipelines inspect tokens|score|perplexity|attention|lens|architecture|heads|patch|steer`: inside the
+model."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from pipelines.cli.common import UsageError, emit_json, needs_action, quiet_stdout
+from pipelines.cli.common import UsageError, add_spec_flags, emit_json, needs_action, quiet_stdout, spec_args
 
 
 def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
@@ -44,7 +45,48 @@ def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     lens.add_argument("--prompt", required=True)
     architecture = view("architecture", "modules, shapes, parameter counts and the KV cache's size", run_architecture)
     architecture.add_argument("--context", type=int, default=None, help="tokens of context for the KV-cache size")
-    parser.set_defaults(handler=needs_action("inspect", "tokens, score, perplexity, attention, lens or architecture"))
+    _register_causal(view, with_adapter)
+    parser.set_defaults(
+        handler=needs_action(
+            "inspect", "tokens, score, perplexity, attention, lens, architecture, heads, patch or steer"
+        )
+    )
+
+
+def _register_causal(view: Callable[..., argparse.ArgumentParser], with_adapter: Callable[..., Any]) -> None:
+    """The views that test a cause: heads that do a job, activation patching, steering."""
+    from pipelines.inside.patching import PLACES
+    from pipelines.inside.steering import SteerSpec
+
+    heads = with_adapter(view("heads", "every head's induction, previous-token and sink score (cached)", run_heads))
+    heads.add_argument("--refresh", action="store_true", help="scan again even when these weights were scanned")
+    heads.add_argument("--top", type=int, default=5, metavar="N", help="heads listed per score in the text output")
+    patch = with_adapter(
+        view("patch", "activation patching: the clean run's activations written into the corrupted run", run_patch)
+    )
+    patch.add_argument("--clean", required=True, metavar="TEXT", help="the prompt whose answer is the target")
+    patch.add_argument("--corrupt", required=True, metavar="TEXT", help="the same number of tokens, one fact changed")
+    patch.add_argument("--target", required=True, metavar="TOKEN", help="the clean answer, one token (e.g. ' Paris')")
+    patch.add_argument(
+        "--foil", default=None, metavar="TOKEN", help="the other answer (default: the corrupted run's top token)"
+    )
+    patch.add_argument(
+        "--place",
+        dest="places",
+        action="append",
+        choices=PLACES,
+        default=None,
+        help="what is patched, repeatable (default: residual; attention and mlp each add a pass per layer)",
+    )
+    steer = with_adapter(
+        view("steer", "add a steering vector (two prompt sets' mean difference) while writing", run_steer)
+    )
+    steer.add_argument(
+        "--positive", required=True, metavar="FILE", help="prompts to steer towards: one per line or JSONL"
+    )
+    steer.add_argument("--negative", required=True, metavar="FILE", help="prompts to steer away from, same format")
+    steer.add_argument("--prompt", required=True, metavar="TEXT", help="the text both continuations start from")
+    add_spec_flags(steer, SteerSpec)
 
 
 def _computed(args: argparse.Namespace, compute: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
@@ -55,8 +97,10 @@ def _computed(args: argparse.Namespace, compute: Callable[[Any], dict[str, Any]]
         handle = models.get_handle()
         try:
             return compute(handle)
-        except (adapters.AdapterError, inside.InsideError) as error:
+        except adapters.AdapterError as error:
             raise UsageError(f"--adapter: {error}") from error
+        except inside.InsideError as error:
+            raise UsageError(str(error)) from error
 
 
 def _emit(args: argparse.Namespace, report: dict[str, Any], lines: list[str]) -> int:
@@ -136,4 +180,62 @@ def run_architecture(args: argparse.Namespace) -> int:
         f"KV cache: {kv['bytes_per_token']:,} bytes per token ({kv['kv_heads']} key-value heads for {kv['heads']} "
         f"query heads: {kv['gqa_saving']:.0f}x smaller); {kv['bytes_for_context'] / 2**20:.1f} MiB for {kv['context']} tokens"
     )
+    return _emit(args, report, lines)
+
+
+def run_heads(args: argparse.Namespace) -> int:
+    from pipelines.inside import heads
+
+    report = _computed(args, lambda h: heads.scan(h, adapter=args.adapter, refresh=args.refresh))
+    took = "cached" if report["cached"] else f"scanned in {report['seconds']:.1f} s"
+    lines = [f"{report['layers']} layers x {report['heads_per_layer']} heads ({took})"]
+    for score in heads.SCORES:
+        best = ", ".join(
+            f"L{h['layer']}.H{h['head']} {h[score]:.2f}" for h in heads.top(report, score, max(1, args.top))
+        )
+        lines.append(f"{score}: {best}")
+    return _emit(args, report, lines)
+
+
+def run_patch(args: argparse.Namespace) -> int:
+    from pipelines.inside import patching
+
+    places = tuple(dict.fromkeys(args.places or ["residual"]))
+    report = _computed(
+        args,
+        lambda h: patching.patch(
+            h, args.clean, args.corrupt, target=args.target, foil=args.foil, places=places, adapter=args.adapter
+        ),
+    )
+    pieces = [t["piece"] for t in report["positions"]]
+    lines = [
+        f"logit({report['target']['token']}) - logit({report['foil']['token']}): clean {report['clean_logit_diff']:.2f},"
+        f" corrupt {report['corrupt_logit_diff']:.2f}; recovered fraction per layer and position:"
+    ]
+    for place in places:
+        lines.append(f"{place}:   " + " ".join(f"{p[:8]:>8}" for p in pieces))
+        lines += [
+            f"  layer {n:>2} " + " ".join(f"{v:8.2f}" for v in row) for n, row in enumerate(report["recovered"][place])
+        ]
+    return _emit(args, report, lines)
+
+
+def run_steer(args: argparse.Namespace) -> int:
+    from pipelines.inside import steering
+
+    positive = steering.prompts_from_file(args.positive, "--positive")
+    negative = steering.prompts_from_file(args.negative, "--negative")
+    spec = steering.SteerSpec(**spec_args(args, steering.SteerSpec))
+
+    def compute(handle: Any) -> dict[str, Any]:
+        found = steering.vector(handle, positive, negative, layer=spec.layer, adapter=args.adapter)
+        return steering.steer(handle, args.prompt, found, spec, adapter=args.adapter)
+
+    report = _computed(args, compute)
+    lines = [
+        f"layer {report['layer']}, strength {report['strength']} (vector norm {report['vector_norm']:.2f}; the stream's"
+        f" {report['residual_norm']:.1f}), seed {report['seed']}",
+        f"steered:   {args.prompt}{report['steered']}",
+        f"unsteered: {args.prompt}{report['unsteered']}",
+    ]
     return _emit(args, report, lines)

@@ -66,3 +66,39 @@ def test_inspect_cli_contract(use_tiny, capsys):
     assert main(["inspect", "perplexity", "--text", ""]) == 2
     assert "text: is empty" in capsys.readouterr().err
     assert main(["inspect"]) == 2
+
+
+def _click(row: int, column: int, row_value: list | None = None):
+    import gradio as gr
+
+    return gr.SelectData(None, {"index": [row, column], "value": None, "row_value": row_value})
+
+
+def test_heads_patching_and_steering_panels(use_tiny):
+    """Issue 40's panels: a grid cell or a table row opens a head's pattern, a patching cell its distribution."""
+    from playground import causal
+
+    grid, table, note, report = causal.scan_heads("induction", False, None)
+    assert grid.data.shape == (2, 5) and list(grid.data.columns) == ["layer", "H0", "H1", "H2", "H3"]
+    assert len(table) == 8 and "8 heads (2 layers × 4)" in note
+    pattern, pattern_note = causal.head_from_grid("a b a b", report, None, _click(1, 3))
+    assert "class='heatmap'" in pattern and "Layer 1, head 2" in pattern_note
+    _, label_note = causal.head_from_grid("a b a b", report, None, _click(1, 0))
+    assert "Click a head's cell" in label_note
+    _, row_note = causal.head_from_table("a b", None, _click(0, 2, [0, 3, 0.1, 0.2, 0.3]))
+    assert "Layer 0, head 3" in row_note
+    assert causal.regrid("sink", report).data.shape == (2, 5)
+
+    grid, note, kept, place = causal.run_patch(
+        "The Eiffel Tower is in the city of", "The Colosseum is in the city of", "Paris", "", True, None
+    )
+    assert grid.data.shape == (2, 10) and "logit(`␣Paris`)" in note and len(place["choices"]) == 3
+    assert causal.show_place("mlp", kept).data.shape == (2, 10)
+    cell = causal.patch_cell("residual", kept, None, _click(1, 9))
+    assert "Layer 1, position 8" in cell and "| corrupted run | patched | clean run |" in cell
+    assert "Patch first" in causal.patch_cell("residual", None, None, _click(1, 9))
+
+    steered, unsteered, note = causal.run_steer("great\nlovely", "awful\nbad", "Today", 1, 0, 6, 0.7, 3, None)
+    assert steered == unsteered and "class='tok proj" in steered and "Vector at layer 1" in note
+    with pytest.raises(REFUSED, match="negative: is empty"):
+        causal.run_steer("great", "", "Today", 1, 2, 6, 0.7, 3, None)

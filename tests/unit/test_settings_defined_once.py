@@ -24,6 +24,7 @@ from pipelines.inside.compression import AdapterCostSpec, CompressSpec, PruneSpe
 from pipelines.inside.data_quality import QualitySpec
 from pipelines.inside.drift import DriftSpec
 from pipelines.inside.encoders import MaskingSpec
+from pipelines.inside.steering import SteerSpec
 from pipelines.labels.drives import DriveSettings
 from pipelines.lessons.workshops import WorkshopSpec
 from pipelines.rag.chunking import ChunkSpec
@@ -62,6 +63,7 @@ SPECS: dict[type, list[str] | None] = {
     BenchmarkSpec: None,
     AttentionSpec: None,
     ArchitectureSpec: None,
+    SteerSpec: ["inspect", "steer"],
     WorkshopSpec: ["workshop", "create"],
     ScaleSpec: ["scale"],
     MaskingSpec: None,
