@@ -172,7 +172,7 @@ def show_attention(prompt: str, layer: float, head: float, mean: bool, adapter: 
     )
 
 
-def lens_html(report: dict[str, Any]) -> str:
+def lens_html(report: dict[str, Any], title: str = "input →") -> str:
     inputs = "".join(f"<th class='key'><span>{_piece(t)[:SHOWN_PIECE]}</span></th>" for t in report["tokens"])
     final = [cell["id"] for cell in report["final"]]
     rows = []
@@ -186,20 +186,36 @@ def lens_html(report: dict[str, Any]) -> str:
                 f"p(final prediction) = {final_probs[position]:.3f}'>{html.escape(cell['token'][:SHOWN_PIECE])}</td>"
             )
         rows.append(f"<tr><th class='query'>layer {number}</th>{''.join(cells)}</tr>")
-    return f"<table class='heatmap lens-grid'><tr><th>input →</th>{inputs}</tr>{''.join(rows)}</table>"
+    return f"<table class='heatmap lens-grid'><tr><th>{title}</th>{inputs}</tr>{''.join(rows)}</table>"
 
 
-def show_lens(prompt: str, adapter: str | None) -> tuple[str, str]:
-    report = inside.lens(models.get_handle(), prompt, adapter=selected_adapter(adapter))
-    last = [row[-1] for row in report["final_prob"]]
-    rises = next((n for n, p in enumerate(last) if p >= 0.5), None)
+def _forms_at(view: dict[str, Any]) -> int | None:
+    return next((n for n, row in enumerate(view["final_prob"]) if row[-1] >= 0.5), None)
+
+
+def show_lens(prompt: str, tuned: bool, adapter: str | None) -> tuple[str, str, pd.DataFrame]:
+    report = inside.lens(models.get_handle(), prompt, adapter=selected_adapter(adapter), tuned=bool(tuned))
+    rises = _forms_at(report)
     note = (
         f"The model's prediction after the last token is `{html.escape(report['final'][-1]['token'])}`; "
-        + (f"it reaches p ≥ 0.5 at layer {rises}." if rises is not None else "no layer gives it p ≥ 0.5.")
-        + " Each cell: the top next token if the model stopped after that layer (blue = its probability; outlined = "
-        "the same as the final prediction)."
+        + (f"it reaches p ≥ 0.5 at layer {rises}" if rises is not None else "no layer gives it p ≥ 0.5")
+        + " through the logit lens. Each cell: the top next token if the model stopped after that layer (blue = its "
+        "probability; outlined = the same as the final prediction). The plot: each layer's KL divergence from the "
+        "final distribution, mean over the prompt's positions (0 at the last layer)."
     )
-    return lens_html(report), note
+    curves = [{"layer": n, "KL (nats)": v, "lens": "logit lens"} for n, v in enumerate(report["kl"])]
+    grids = lens_html(report, "logit lens")
+    if "tuned" in report:
+        tuned_view = {**report["tuned"], "tokens": report["tokens"], "final": report["final"]}
+        grids += "<br>" + lens_html(tuned_view, "tuned lens")
+        tuned_rises = _forms_at(tuned_view)
+        note += (
+            " The tuned lens (below the logit lens) reads each layer through a small translator fitted to predict the "
+            "final distribution: "
+            + (f"through it the prediction reaches p ≥ 0.5 at layer {tuned_rises}." if tuned_rises is not None else "")
+        )
+        curves += [{"layer": n, "KL (nats)": v, "lens": "tuned lens"} for n, v in enumerate(report["tuned"]["kl"])]
+    return grids, note, pd.DataFrame(curves)
 
 
 def _tree_lines(node: dict[str, Any], depth: int = 0) -> list[str]:
@@ -308,9 +324,13 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
         with gr.Tab("Logit lens", id="lens"):
             with gr.Row():
                 lens_prompt = gr.Textbox(label="Prompt", value="The capital of France is", scale=4)
+                tuned = gr.Checkbox(label="tuned lens beside it (translators fitted for the bundled model)", scale=1)
                 lens_button = gr.Button("Run the lens", variant="primary", scale=1)
+            lens_note = gr.Markdown(elem_id="inside-lens-note")
+            lens_kl = gr.LinePlot(
+                x="layer", y="KL (nats)", color="lens", label="KL to the final distribution", height=240
+            )
             lens = gr.HTML(elem_id="inside-lens")
-            lens_note = gr.Markdown()
         with gr.Tab("Heads", id="heads"):
             causal.build_heads(shared)  # which heads do a known job: induction, previous token, sink
         with gr.Tab("Patching", id="patching"):
@@ -358,8 +378,8 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
     gr.on(
         [lens_button.click, lens_prompt.submit],
         show_lens,
-        [lens_prompt, adapter],
-        [lens, lens_note],
+        [lens_prompt, tuned, adapter],
+        [lens, lens_note, lens_kl],
         api_name="inside_lens",
     )
     gr.on([bias_button.click], probe_bias, [templates, adapter], [bias_summary, bias_table], api_name="inside_bias")

@@ -31,9 +31,10 @@ def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
 
 def measurers() -> bundled_figures.Measurers:
     """How results of the wings above training are measured (bundled_figures cannot import them)."""
+    from pipelines.inside import tuned_lens
     from pipelines.reasoning import grpo
 
-    return {"grpo": grpo.bundled_figures}
+    return {"grpo": grpo.bundled_figures, "tuned_lens": tuned_lens.bundled_figures}
 
 
 def _located(name: str) -> None:

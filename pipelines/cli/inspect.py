@@ -43,6 +43,9 @@ def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     attention.add_argument("--head", type=int, default=None, help="one head (default: the mean over heads)")
     lens = with_adapter(view("lens", "the logit lens: each layer's top next token per position", run_lens))
     lens.add_argument("--prompt", required=True)
+    lens.add_argument(
+        "--tuned", action="store_true", help='also through the shipped tuned lens (under "tuned" in the JSON)'
+    )
     architecture = view("architecture", "modules, shapes, parameter counts and the KV cache's size", run_architecture)
     architecture.add_argument("--context", type=int, default=None, help="tokens of context for the KV-cache size")
     _register_causal(view, with_adapter)
@@ -161,11 +164,14 @@ def run_attention(args: argparse.Namespace) -> int:
 def run_lens(args: argparse.Namespace) -> int:
     from pipelines import inside
 
-    report = _computed(args, lambda h: inside.lens(h, args.prompt, adapter=args.adapter))
-    lines = [
-        f"layer {n:>2}: " + " ".join(f"{cell['token']}({cell['prob']:.2f})" for cell in row)
-        for n, row in enumerate(report["layers"])
-    ]
+    report = _computed(args, lambda h: inside.lens(h, args.prompt, adapter=args.adapter, tuned=args.tuned))
+    lines = []
+    for name, view in [("logit lens", report), *([("tuned lens", report["tuned"])] if args.tuned else [])]:
+        lines.append(f"{name} (KL to the final distribution per layer, then each position's top token):")
+        lines += [
+            f"layer {n:>2} KL {kl:6.2f}: " + " ".join(f"{cell['token']}({cell['prob']:.2f})" for cell in row)
+            for n, (row, kl) in enumerate(zip(view["layers"], view["kl"], strict=True))
+        ]
     return _emit(args, report, lines)
 
 

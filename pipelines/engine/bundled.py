@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[2] / "assets" / "bundled"
 ADAPTERS = ROOT / "adapters"
 REWARD_MODELS = ROOT / "reward_models"
 STUDENTS = ROOT / "students"
+LENSES = ROOT / "lenses"  # tuned-lens translators (pipelines/inside/tuned_lens.py)
 LABEL = "(bundled)"
 
 
@@ -89,7 +90,7 @@ def recipe(path: Path) -> dict[str, Any]:
 def catalogue(settings: Settings | None = None) -> list[dict[str, Any]]:
     """Every bundled result with its kind, how to reproduce it and its recorded figures."""
     found = []
-    for kind, root in (("adapter", ADAPTERS), ("reward_model", REWARD_MODELS), ("student", STUDENTS)):
+    for kind, root in (("adapter", ADAPTERS), ("reward_model", REWARD_MODELS), ("student", STUDENTS), ("lens", LENSES)):
         for name in names(root):
             found.append({"name": name, "kind": kind, "path": str(root / name), **recipe(root / name)})
     return found
@@ -97,7 +98,7 @@ def catalogue(settings: Settings | None = None) -> list[dict[str, Any]]:
 
 def locate(name: str) -> Path:
     """A bundled result's directory by name, whether or not it is offered with this configuration."""
-    roots = (ADAPTERS, REWARD_MODELS, STUDENTS)
+    roots = (ADAPTERS, REWARD_MODELS, STUDENTS, LENSES)
     for root in roots:
         if (root / name / "meta.json").is_file():
             return root / name

@@ -296,11 +296,16 @@ def attention(
 
 
 @gpu.task()
-def lens(handle: Any, prompt: str, *, adapter: str | None = None) -> dict[str, Any]:
+def lens(handle: Any, prompt: str, *, adapter: str | None = None, tuned: bool = False) -> dict[str, Any]:
     """For each layer and position: the top next token when the residual stream after that block
-    is read through the final norm and the output head, with its probability, and the probability
-    the layer gives the model's final prediction (how early the answer forms)."""
+    is read through the final norm and the output head, with its probability, the probability
+    the layer gives the model's final prediction (how early the answer forms), and each layer's
+    KL divergence from the final distribution (mean over positions). `tuned`: the same through the
+    shipped tuned lens's translators too, under "tuned" (pipelines/inside/tuned_lens.py)."""
+    from . import tuned_lens
+
     ids = _prompt_ids(handle, prompt)
+    translators = tuned_lens.bundled_for(handle) if tuned else None
     base = handle.base_model
     norm = base.get_decoder().norm
     head = base.get_output_embeddings()
@@ -313,42 +318,57 @@ def lens(handle: Any, prompt: str, *, adapter: str | None = None) -> dict[str, A
     try:
         with handle.locked():
             output = _logits_pass(handle, ids, adapter)
-            final_top = output.logits[0].float().argmax(dim=-1)  # [positions]
-            top_prob, top_id, final_prob = _read_streams(streams, norm, head, final_top)
+            final_logits = output.logits[0].float()
+            readings = {"logit": _read_streams(streams, norm, head, final_logits)}
+            if translators is not None:
+                with torch.no_grad():
+                    shifted = [translators.translate(n, s[0])[None] for n, s in enumerate(streams)]
+                readings["tuned"] = _read_streams(shifted, norm, head, final_logits)
     finally:
         for hook in hooks:
             hook.remove()
     tokenizer = handle.tokenizer
-    layers = [
-        [
-            {"id": int(i), "token": _piece(tokenizer, int(i)), "prob": round(float(p), 6)}
-            for i, p in zip(ids_, probs, strict=False)
-        ]
-        for ids_, probs in zip(top_id.tolist(), top_prob.tolist(), strict=False)
-    ]
-    return {
+    final_top = final_logits.argmax(dim=-1)
+    report: dict[str, Any] = {
         "tokens": _described(tokenizer, ids),
-        "layers": layers,
-        "final_prob": [[round(float(p), 6) for p in row] for row in final_prob.tolist()],
         "final": [{"id": int(i), "token": _piece(tokenizer, int(i))} for i in final_top.tolist()],
     }
+    for name, (top_prob, top_id, final_prob, kl) in readings.items():
+        view = {
+            "layers": [
+                [
+                    {"id": int(i), "token": _piece(tokenizer, int(i)), "prob": round(float(p), 6)}
+                    for i, p in zip(ids_, probs, strict=False)
+                ]
+                for ids_, probs in zip(top_id.tolist(), top_prob.tolist(), strict=False)
+            ],
+            "final_prob": [[round(float(p), 6) for p in row] for row in final_prob.tolist()],
+            "kl": [round(float(v), 5) for v in kl.tolist()],
+        }
+        report.update(view) if name == "logit" else report.update({"tuned": view})
+    return report
 
 
 LENS_LAYERS_PER_PASS = 3  # the head's GEMM over 3 layers' positions at once runs ~30% faster than one by one
 
 
 def _read_streams(
-    streams: Sequence[torch.Tensor], norm: Any, head: Any, final_top: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    streams: Sequence[torch.Tensor], norm: Any, head: Any, final_logits: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Each layer's stream through the final norm and the head, a few layers per matrix product:
-    (top probability, top id, probability of the final prediction), each [layers, positions].
+    (top probability, top id, probability of the final prediction) [layers, positions] and the mean
+    KL(final || layer) over positions [layers].
 
     Probabilities come from the log-sum-exp over the vocabulary, never a full softmax table
     (30 layers x 64 positions x 49,152 tokens would be 380 MB).
     """
     stacked = torch.stack([stream[0] for stream in streams])  # [layers, positions, hidden]
     layers, positions, _ = stacked.shape
-    top_prob, top_id, final_prob = [], [], []
+    final_top = final_logits.argmax(dim=-1)
+    final_log = torch.log_softmax(final_logits, dim=-1)  # [positions, vocab]
+    final_p = final_log.exp()
+    negative_entropy = (final_p * final_log).sum(dim=-1)  # [positions]
+    top_prob, top_id, final_prob, kl = [], [], [], []
     for start in range(0, layers, LENS_LAYERS_PER_PASS):
         chunk = stacked[start : start + LENS_LAYERS_PER_PASS]
         logits = torch.nn.functional.linear(norm(chunk), head.weight, getattr(head, "bias", None)).float()
@@ -358,7 +378,10 @@ def _read_streams(
         top_prob.append(torch.exp(best - normaliser))
         top_id.append(best_id)
         final_prob.append(torch.exp(chosen - normaliser))
-    return torch.cat(top_prob), torch.cat(top_id), torch.cat(final_prob)
+        # KL(final || layer) = sum p log p - sum p (logits - normaliser); the einsum needs no vocab-sized temporary
+        expected = torch.einsum("pv,cpv->cp", final_p, logits)
+        kl.append((negative_entropy - expected + normaliser).mean(dim=-1))
+    return torch.cat(top_prob), torch.cat(top_id), torch.cat(final_prob), torch.cat(kl)
 
 
 # --- architecture ------------------------------------------------------------------------------

@@ -92,7 +92,7 @@ def _cases(f: Path) -> dict[str, tuple[dict, str]]:
         "inside_perplexity": (dict(text="a", adapter=None), r"text: needs at least two tokens"),
         "inside_score": (dict(prompt="LLMs are", first="", second="", adapter=None), r"continuation: is empty"),
         "inside_attention": (dict(prompt="hi there", layer=5, head=0, mean=False, adapter=None), r"layer: must be"),
-        "inside_lens": (dict(prompt="", adapter=None), r"prompt: is empty"),
+        "inside_lens": (dict(prompt="", tuned=False, adapter=None), r"prompt: is empty"),
         "inside_heads": (dict(score="induction", refresh=False, adapter=None), r"8 heads \(2 layers × 4\)"),
         "inside_patch": (
             dict(clean="The Eiffel Tower is in", corrupt="Rome", target="Paris", foil="", more=False, adapter=None),

@@ -38,6 +38,34 @@ def test_inside_tab_draws_tokens_heatmap_lens_and_card(page: Page):
     expect(page.locator("#inside-kv")).to_contain_text("bytes per token", timeout=30_000)
 
 
+def test_heads_patching_and_steering_answer_clicks(page: Page):
+    """Issue 40: a head's cell opens its pattern; a patching cell its distribution; a mistake says why and the
+    grid stays; steering at strength 0 writes the same text twice."""
+    page.get_by_role("tab", name="Inside the model").click()
+    page.get_by_role("tab", name="Heads").click()
+    page.get_by_role("button", name="Scan the heads").click()
+    expect(page.locator("#heads-note")).to_contain_text("8 heads (2 layers × 4)", timeout=30_000)
+    page.locator("#heads-grid [role=gridcell]").nth(5 + 3).click()  # row L1, column H2
+    expect(page.get_by_text("Layer 1, head 2 on your prompt")).to_be_visible(timeout=30_000)
+    expect(page.locator("#heads-pattern table.heatmap")).to_be_visible()
+    page.get_by_role("tab", name="Patching").click()
+    page.get_by_role("button", name="Patch every layer and position").click()
+    expect(page.locator("#patch-note")).to_contain_text("Metric: logit(", timeout=30_000)
+    page.locator("#patch-grid [role=gridcell]").nth(10 + 9).click()  # row L1, the last position
+    expect(page.locator("#patch-cell")).to_contain_text("Layer 1, position 8", timeout=30_000)
+    page.get_by_label("Corrupted prompt (same number of tokens)").fill("Rome")
+    page.get_by_role("button", name="Patch every layer and position").click()
+    expect(page.get_by_test_id("toast-body").filter(has_text="same length")).to_be_visible(timeout=30_000)
+    expect(page.locator("#patch-cell")).to_contain_text("Layer 1, position 8")  # what was shown stays
+    page.get_by_role("tab", name="Steering").click()
+    strength = page.get_by_label("number input for Strength", exact=True)
+    strength.fill("0")
+    strength.press("Enter")
+    page.get_by_role("button", name="Steer", exact=True).click()
+    expect(page.locator("#steer-note")).to_contain_text("Vector at layer", timeout=60_000)
+    assert page.locator("#steer-steered").inner_text() == page.locator("#steer-unsteered").inner_text()
+
+
 def test_click_a_token_branch_and_navigate(page: Page):
     box = page.get_by_label("number input for Max new tokens", exact=True).first
     box.fill("8")

@@ -115,3 +115,14 @@ def test_grpo_on_correctness_beats_the_base_model_on_held_out_problems(with_mode
     for name in ("correctness", "format"):
         curve = job["rewards"][name]
         assert sum(curve[-10:]) > sum(curve[:10])
+
+
+def test_the_tuned_lens_reads_the_middle_layers_closer_to_the_final_distribution(with_models):
+    """Issue 40: the shipped translators, re-measured on text they were never fitted on."""
+    from pipelines.cli.bundled import measurers
+
+    figures, job = recorded("tuned-lens")
+    measured = bundled_figures.measure("tuned-lens", measurers())
+    assert measured == pytest.approx(figures, rel=0.02)
+    assert measured["kl_tuned_lens_mean"] < 0.7 * measured["kl_logit_lens_mean"]
+    assert measured["kl_tuned_lens_mean"] == pytest.approx(job["kl_tuned_lens_mean"], rel=0.02)

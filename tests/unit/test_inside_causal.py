@@ -255,3 +255,47 @@ def test_inspect_heads_patch_and_steer_cli_contracts(use_tiny, capsys, tmp_path)
         == 2
     )
     assert "layer: must be between 0 and 1" in capsys.readouterr().err
+
+
+# --- the tuned lens -------------------------------------------------------------------------------------
+
+
+def test_each_layers_kl_to_the_final_distribution_is_zero_at_the_last_layer(tiny_handle):
+    from pipelines import inside
+
+    report = inside.lens(tiny_handle, "The capital of France is")
+    # fp32 rounding of the log-sum-exp over 49,152 logits (the tiny model's are scaled up: large): ~1e-3 nats
+    assert len(report["kl"]) == 2 and report["kl"][-1] == pytest.approx(0.0, abs=2e-3)
+    assert all(v >= -2e-3 for v in report["kl"]) and report["kl"][0] > 0.05
+
+
+def test_a_fitted_tuned_lens_is_closer_to_the_final_distribution_on_held_out_text(tiny_handle):
+    from pipelines.inside import tuned_lens
+
+    spec = tuned_lens.FitSpec(rank=4, steps=60, positions=128, context=64, rows=48, lr=3e-3)
+    translators, report = tuned_lens.fit(tiny_handle, spec)
+    assert report["loss_last"] < report["loss_first"]
+    found = tuned_lens.compare(tiny_handle, translators)  # text the fit never saw
+    assert found["kl_tuned_lens_mean"] < found["kl_logit_lens_mean"]
+    assert found["kl_tuned_lens"][-1] == found["kl_logit_lens"][-1]  # the last layer is read as it is
+
+
+def test_the_shipped_tuned_lens_refuses_a_model_it_was_not_fitted_for(tiny_handle):
+    from pipelines import inside
+
+    with pytest.raises(inside.InsideError, match="fitted for SmolLM2-135M-Instruct, not tiny-llama"):
+        inside.lens(tiny_handle, "The capital", tuned=True)
+
+
+def test_translators_survive_a_save_and_load(tmp_path):
+    from pipelines.inside import tuned_lens
+
+    made = tuned_lens.Translators(3, 16, 4, seed=1)
+    with torch.no_grad():
+        made.up.normal_()
+    tuned_lens.save(made, tmp_path / "lens", {"base_model": "x", "kind": "tuned_lens"})
+    loaded, meta = tuned_lens.load(tmp_path / "lens")
+    stream = torch.randn(5, 16)
+    assert meta["base_model"] == "x"
+    assert torch.allclose(loaded.translate(1, stream), made.translate(1, stream), atol=1e-2)  # stored in fp16
+    assert torch.equal(loaded.translate(3, stream), stream)  # past the fitted layers: as it is

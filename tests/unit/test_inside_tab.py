@@ -28,7 +28,7 @@ def test_panels_draw_what_the_engine_computes(use_tiny):
     assert "class='masked'" in heatmap and "Layer 1, head 0" in note
     _, mean_note = tab.show_attention("The cat sat on the mat.", 0, 0, True, None)
     assert "mean over heads" in mean_note
-    grid, lens_note = tab.show_lens("The capital of France is", None)
+    grid, lens_note, curves = tab.show_lens("The capital of France is", False, None)
     assert grid.count("<tr><th class='query'>layer") == 2 and "lens final" in grid and "prediction" in lens_note
     tree, parts, cache = tab.show_architecture(1024)
     assert "× 2" in tree and set(parts["part"]) >= {"embedding", "attention", "mlp"} and "For 1,024 tokens" in cache
@@ -38,7 +38,7 @@ def test_panels_refuse_bad_input_clearly(use_tiny):
     with pytest.raises(REFUSED, match="layer: must be between 0 and 1"):
         tab.show_attention("hi there", 7, 0, False, None)
     with pytest.raises(REFUSED, match="prompt: is empty"):
-        tab.show_lens("   ", None)
+        tab.show_lens("   ", False, None)
     with pytest.raises(REFUSED, match="no adapter|not found|adapter"):
         tab.score_text("The cat sat.", "no-such-adapter")
 
