@@ -183,8 +183,9 @@ def test_lesson_sets_up_a_classifier_that_trains_and_classifies(page: Page, job_
     page.get_by_role("tab", name="Lessons").click()
     page.locator("#lesson-pick input").click()
     page.get_by_role("option", name=re.compile("Finetuning LLMs")).click()
-    for _ in range(2):  # GPT's and BERT's pre-training come first, in the lecture's order
+    for step in (2, 3):  # GPT's and BERT's pre-training come first, in the lecture's order; one click at a time
         page.get_by_role("button", name="Next ▶").click()
+        expect(page.locator("#lesson-step")).to_contain_text(f"Step {step} of", timeout=30_000)
     expect(page.locator("#lesson-step")).to_contain_text("Feature-based")
     page.locator("#lesson-go").click()
     box = page.locator("#cls-box")

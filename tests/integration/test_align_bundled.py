@@ -8,7 +8,7 @@ from pipelines.store import jobs
 from pipelines.train.align import dpo
 from tests.helpers import ROOT
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.heavy]  # a real training run (~25 s): `make test-heavy`
 
 
 def test_dpo_raises_the_held_out_margin(bundled_dir, data_dir, monkeypatch):

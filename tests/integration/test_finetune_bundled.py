@@ -8,7 +8,7 @@ from pipelines.store import jobs
 from pipelines.train import finetune
 from tests.helpers import MODEL_CACHE, ROOT
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.heavy]  # a real training run (~25 s): `make test-heavy`
 
 
 def test_short_finetune_lowers_eval_loss(bundled_dir, monkeypatch, data_dir):

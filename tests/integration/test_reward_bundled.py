@@ -10,7 +10,7 @@ from pipelines.store import jobs
 from pipelines.train import reward
 from tests.helpers import MODEL_CACHE, ROOT
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.heavy]  # a real training run (~25 s): `make test-heavy`
 
 
 def test_reward_model_generalises_to_unseen_prompts(bundled_dir, data_dir):
