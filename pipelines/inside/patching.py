@@ -31,6 +31,8 @@ from . import InsideError, _check_adapter, _described, _piece, _prompt_ids
 
 PLACES = ("residual", "attention", "mlp")
 TOP = 8  # tokens shown in a patched cell's next-token distribution
+MAX_PATCH_TOKENS = 64  # a grid is a pass per layer and position (16 rows a pass): time grows with the square
+ROWS_PER_PASS = 16  # patched rows sent through the model together (memory stays that of a 16-row batch)
 
 
 def _module(block: torch.nn.Module, place: str) -> torch.nn.Module:
@@ -134,6 +136,13 @@ def prepare(
     _check_adapter(handle, adapter)
     clean_ids = torch.tensor(_prompt_ids(handle, clean, "clean"))
     corrupt_ids = torch.tensor(_prompt_ids(handle, corrupt, "corrupt"))
+    for param, ids in (("clean", clean_ids), ("corrupt", corrupt_ids)):
+        if ids.numel() > MAX_PATCH_TOKENS:
+            raise InvalidParameter(
+                param,
+                f"is {ids.numel()} tokens; patching takes at most {MAX_PATCH_TOKENS} (one pass per layer and position: "
+                "a fact fits in a sentence)",
+            )
     if clean_ids.numel() != corrupt_ids.numel():
         raise InvalidParameter(
             "corrupt",
@@ -176,9 +185,14 @@ def patched_logits(
         raise InvalidParameter("positions", f"must be between 0 and {found.corrupt.numel() - 1}")
     index = index[:, 0] if index.shape[1] == 1 else index
     source = found.recorded[place][layer]
-    batch = found.corrupt[None].expand(len(positions), -1)
-    with handle.locked(), _hooks([(_module(blocks[layer], place), _patcher(source, index))]):
-        return _run(handle, batch, adapter)
+    out = []
+    with handle.locked():
+        for start in range(0, len(index), ROWS_PER_PASS):
+            rows = index[start : start + ROWS_PER_PASS]
+            batch = found.corrupt[None].expand(len(rows), -1)
+            with _hooks([(_module(blocks[layer], place), _patcher(source, rows))]):
+                out.append(_run(handle, batch, adapter))
+    return torch.cat(out)
 
 
 @gpu.task()

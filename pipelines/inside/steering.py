@@ -142,13 +142,16 @@ def _block(handle: Any, layer: int) -> torch.nn.Module:
     return blocks[layer]
 
 
-def _mean_stream(handle: Any, prompts: Sequence[str], layer: int, adapter: str | None) -> tuple[torch.Tensor, float]:
-    """The mean over prompts of each prompt's mean stream after block `layer` (its first token left out: the
-    attention sink's vector is huge and the same for every prompt), and the streams' mean norm."""
-    tokenizer = handle.tokenizer
-    rows = [list(tokenizer(p, add_special_tokens=False)["input_ids"])[:MAX_TOKENS] for p in prompts]
+PROMPTS_PER_PASS = 16  # prompts sent through the model together: 500 long prompts at once would take gigabytes
+
+
+def _streams_of(
+    handle: Any, rows: list[list[int]], layer: int, adapter: str | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each prompt's mean stream after block `layer` (its first token left out: the attention sink's vector is
+    huge and the same for every prompt) [prompts, hidden], and every token's stream norm [tokens]."""
+    pad = handle.tokenizer.pad_token_id if handle.tokenizer.pad_token_id is not None else 0
     width = max(len(r) for r in rows)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
     mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
     kept: list[torch.Tensor] = []
@@ -161,8 +164,22 @@ def _mean_stream(handle: Any, prompts: Sequence[str], layer: int, adapter: str |
     use = mask.clone().float()
     use[:, 0] = torch.where(mask.sum(dim=1) > 1, 0.0, 1.0)  # a one-token prompt keeps its only token
     per_prompt = (stream * use[..., None]).sum(dim=1) / use.sum(dim=1, keepdim=True)
-    norms = stream.norm(dim=-1)[use.bool()]
-    return per_prompt.mean(dim=0), float(norms.mean())
+    return per_prompt, stream.norm(dim=-1)[use.bool()]
+
+
+def _mean_stream(handle: Any, prompts: Sequence[str], layer: int, adapter: str | None) -> tuple[torch.Tensor, float]:
+    """The mean over prompts of each prompt's mean stream after block `layer`, and the streams' mean norm."""
+    tokenizer = handle.tokenizer
+    rows = [
+        list(tokenizer(p, add_special_tokens=False)["input_ids"])[:MAX_TOKENS] or [tokenizer.eos_token_id]
+        for p in prompts
+    ]
+    means, norms = [], []
+    for start in range(0, len(rows), PROMPTS_PER_PASS):
+        mean, norm = _streams_of(handle, rows[start : start + PROMPTS_PER_PASS], layer, adapter)
+        means.append(mean)
+        norms.append(norm)
+    return torch.cat(means).mean(dim=0), float(torch.cat(norms).mean())
 
 
 @gpu.task()

@@ -100,6 +100,19 @@ def test_the_grid_recovers_the_clean_difference_only_where_the_answer_is_read(ti
     assert report["target"]["token"] == "ĠParis" and report["foil"]["id"] != report["target"]["id"]
 
 
+def test_rows_go_through_in_small_batches_with_the_same_result(tiny_handle, monkeypatch):
+    whole = patching.patch(tiny_handle, CLEAN, CORRUPT, target=" Paris")
+    monkeypatch.setattr(patching, "ROWS_PER_PASS", 2)  # 9 positions: 5 passes per layer
+    chunked = patching.patch(tiny_handle, CLEAN, CORRUPT, target=" Paris")["grid"]
+    assert torch.allclose(torch.tensor(chunked), torch.tensor(whole["grid"]), atol=1e-3)
+
+
+def test_a_prompt_too_long_to_patch_is_refused_before_any_pass(tiny_handle):
+    long = "word " * (patching.MAX_PATCH_TOKENS + 5)
+    with pytest.raises(InvalidParameter, match=f"patching takes at most {patching.MAX_PATCH_TOKENS}"):
+        patching.patch(tiny_handle, long, long, target=" Paris")
+
+
 def test_one_cell_shows_the_patched_distribution(tiny_handle):
     cell = patching.patch_one(tiny_handle, CLEAN, CORRUPT, target=" Paris", layer=1, position=8)
     full = patching.patch(tiny_handle, CLEAN, CORRUPT, target=" Paris")
@@ -143,6 +156,16 @@ def test_the_vector_is_the_difference_of_the_sets_mean_streams(tiny_handle):
 
     assert torch.allclose(found.direction, mean_stream(POSITIVE) - mean_stream(NEGATIVE), atol=1e-4)
     assert found.positive == 3 and found.residual_norm > 0
+
+
+def test_many_prompts_go_through_in_small_batches_with_the_same_vector(tiny_handle, monkeypatch):
+    positive = [f"{word} and lovely, number {n}." for n, word in enumerate(["Great", "Fine", "Superb"] * 12)]
+    negative = [f"{word}, truly, number {n}." for n, word in enumerate(["Awful", "Bad"] * 17)]
+    batched = steering.vector(tiny_handle, positive, negative, layer=1)
+    monkeypatch.setattr(steering, "PROMPTS_PER_PASS", 1)
+    alone = steering.vector(tiny_handle, positive, negative, layer=1)
+    assert torch.allclose(batched.direction, alone.direction, atol=1e-4)
+    assert batched.residual_norm == pytest.approx(alone.residual_norm, rel=1e-4)
 
 
 def test_strength_zero_changes_nothing_and_a_strong_vector_changes_the_text(tiny_handle):
