@@ -26,7 +26,7 @@ COMMANDS = {
     "reason": "direct vs chain-of-thought vs program-aided answers, and their accuracy",
     "sandbox": "run untrusted Python in the sandbox",
     "bundled": "the ready-made adapters and reward model shipped with the project, and their figures",
-    "inspect": "inside the model: tokens, likelihood of a text, attention, logit lens, architecture",
+    "inspect": "inside the model: tokens, likelihood, attention, logit and tuned lens, architecture, heads, patching, steering",
     "db": "the database's schema revision: status, or upgrade now (every process upgrades on open anyway)",
     "workshop": "run a class: a join code, students' progress through the lessons, their answers",
     "scale": "what a model size costs to train (tokens, FLOPs, GPU-hours, tCO2) and needs in memory, per GPU",

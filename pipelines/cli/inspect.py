@@ -41,7 +41,9 @@ def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     attention.add_argument("--prompt", required=True)
     attention.add_argument("--layer", type=int, required=True, help="0 = the first block")
     attention.add_argument("--head", type=int, default=None, help="one head (default: the mean over heads)")
-    lens = with_adapter(view("lens", "the logit lens: each layer's top next token per position", run_lens))
+    lens = with_adapter(
+        view("lens", "the logit (and tuned) lens: each layer's top next token per position, its KL", run_lens)
+    )
     lens.add_argument("--prompt", required=True)
     lens.add_argument(
         "--tuned", action="store_true", help='also through the shipped tuned lens (under "tuned" in the JSON)'
