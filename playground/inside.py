@@ -197,7 +197,7 @@ def show_lens(prompt: str, tuned: bool, adapter: str | None) -> tuple[str, str, 
     report = inside.lens(models.get_handle(), prompt, adapter=selected_adapter(adapter), tuned=bool(tuned))
     rises = _forms_at(report)
     note = (
-        f"The model's prediction after the last token is `{html.escape(report['final'][-1]['token'])}`; "
+        f"The model's prediction after the last token is `{html.escape(report['final'][-1]['token'].translate(BPE_MARKS))}`; "
         + (f"it reaches p ≥ 0.5 at layer {rises}" if rises is not None else "no layer gives it p ≥ 0.5")
         + " through the logit lens. Each cell: the top next token if the model stopped after that layer (blue = its "
         "probability; outlined = the same as the final prediction). The plot: each layer's KL divergence from the "
