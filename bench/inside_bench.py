@@ -33,7 +33,7 @@ import torch  # noqa: E402
 
 from pipelines import inside  # noqa: E402
 from pipelines.engine import models  # noqa: E402
-from pipelines.inside import heads, patching, steering  # noqa: E402
+from pipelines.inside import heads, patching, steering, tuned_lens  # noqa: E402
 
 TEXT = (
     "The lighthouse keeper climbed the narrow stairs every evening, polished the great lens, and lit the lamp "
@@ -83,7 +83,8 @@ def main() -> None:
     attention_s = timed(lambda: inside.attention(handle, prompt, layer=layers // 2, head=None), args.repeats)
     lens_s = timed(lambda: inside.lens(handle, prompt), args.repeats)
     perplexity_s = timed(lambda: inside.perplexity(handle, prompt), args.repeats)
-    tuned_lens_s = timed(lambda: inside.lens(handle, prompt, tuned=True), args.repeats)
+    translators = tuned_lens.bundled_for(handle)
+    tuned_lens_s = timed(lambda: inside.lens(handle, prompt, translators=translators), args.repeats)
     heads_scan_s = timed(lambda: heads.scan(handle, refresh=True), args.repeats)
     heads_cached_s = timed(lambda: heads.scan(handle), args.repeats)
     clean, corrupt = "The Eiffel Tower is in the city of", "The Colosseum is in the city of"

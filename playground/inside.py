@@ -15,7 +15,7 @@ import pandas as pd
 
 from pipelines import inside
 from pipelines.engine import models
-from pipelines.inside import bias, steering
+from pipelines.inside import bias, steering, tuned_lens
 
 from . import causal, families
 from . import compression as compression_panel
@@ -194,7 +194,9 @@ def _forms_at(view: dict[str, Any]) -> int | None:
 
 
 def show_lens(prompt: str, tuned: bool, adapter: str | None) -> tuple[str, str, pd.DataFrame]:
-    report = inside.lens(models.get_handle(), prompt, adapter=selected_adapter(adapter), tuned=bool(tuned))
+    handle = models.get_handle()
+    translators = tuned_lens.bundled_for(handle) if tuned else None
+    report = inside.lens(handle, prompt, adapter=selected_adapter(adapter), translators=translators)
     rises = _forms_at(report)
     note = (
         f"The model's prediction after the last token is `{html.escape(report['final'][-1]['token'].translate(BPE_MARKS))}`; "

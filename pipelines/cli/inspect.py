@@ -165,8 +165,14 @@ def run_attention(args: argparse.Namespace) -> int:
 
 def run_lens(args: argparse.Namespace) -> int:
     from pipelines import inside
+    from pipelines.inside import tuned_lens
 
-    report = _computed(args, lambda h: inside.lens(h, args.prompt, adapter=args.adapter, tuned=args.tuned))
+    report = _computed(
+        args,
+        lambda h: inside.lens(
+            h, args.prompt, adapter=args.adapter, translators=tuned_lens.bundled_for(h) if args.tuned else None
+        ),
+    )
     lines = []
     for name, view in [("logit lens", report), *([("tuned lens", report["tuned"])] if args.tuned else [])]:
         lines.append(f"{name} (KL to the final distribution per layer, then each position's top token):")

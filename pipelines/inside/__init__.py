@@ -296,16 +296,13 @@ def attention(
 
 
 @gpu.task()
-def lens(handle: Any, prompt: str, *, adapter: str | None = None, tuned: bool = False) -> dict[str, Any]:
+def lens(handle: Any, prompt: str, *, adapter: str | None = None, translators: Any | None = None) -> dict[str, Any]:
     """For each layer and position: the top next token when the residual stream after that block
     is read through the final norm and the output head, with its probability, the probability
     the layer gives the model's final prediction (how early the answer forms), and each layer's
-    KL divergence from the final distribution (mean over positions). `tuned`: the same through the
-    shipped tuned lens's translators too, under "tuned" (pipelines/inside/tuned_lens.py)."""
-    from . import tuned_lens
-
+    KL divergence from the final distribution (mean over positions). `translators` (a tuned lens's,
+    pipelines/inside/tuned_lens.py: `bundled_for(handle)`): the same through them too, under "tuned"."""
     ids = _prompt_ids(handle, prompt)
-    translators = tuned_lens.bundled_for(handle) if tuned else None
     base = handle.base_model
     norm = base.get_decoder().norm
     head = base.get_output_embeddings()

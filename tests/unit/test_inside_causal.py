@@ -278,6 +278,8 @@ def test_inspect_heads_patch_and_steer_cli_contracts(use_tiny, capsys, tmp_path)
         == 2
     )
     assert "layer: must be between 0 and 1" in capsys.readouterr().err
+    assert main(["inspect", "lens", "--prompt", "The capital", "--tuned"]) == 2
+    assert "fitted for SmolLM2-135M-Instruct, not tiny-llama" in capsys.readouterr().err
 
 
 # --- the tuned lens -------------------------------------------------------------------------------------
@@ -305,9 +307,10 @@ def test_a_fitted_tuned_lens_is_closer_to_the_final_distribution_on_held_out_tex
 
 def test_the_shipped_tuned_lens_refuses_a_model_it_was_not_fitted_for(tiny_handle):
     from pipelines import inside
+    from pipelines.inside import tuned_lens
 
     with pytest.raises(inside.InsideError, match="fitted for SmolLM2-135M-Instruct, not tiny-llama"):
-        inside.lens(tiny_handle, "The capital", tuned=True)
+        tuned_lens.bundled_for(tiny_handle)
 
 
 def test_translators_survive_a_save_and_load(tmp_path):
