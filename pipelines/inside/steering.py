@@ -26,6 +26,8 @@ from pipelines.engine.model_structure import decoder_blocks
 from pipelines.engine.sampling import SamplingParams, process_logits, sample_with_probability
 from pipelines.errors import InvalidParameter
 from pipelines.knobs import knob
+from pipelines.store.rows import RowsError
+from pipelines.store.rows import loads as bounded_json
 
 from . import MAX_TOKENS, _check_adapter, _checked_text, _described, _prompt_ids
 from .patching import _first, _hooks, _replaced
@@ -104,8 +106,8 @@ def prompts_from_text(text: str, param: str) -> list[str]:
             continue
         if line.startswith("{"):
             try:
-                row = json.loads(line)
-            except ValueError as error:
+                row = bounded_json(line)  # nesting bounded: a deep line is a message, never a RecursionError
+            except RowsError as error:
                 raise InvalidParameter(param, f"line {number} starts like JSON but is not: {error}") from error
             if not isinstance(row, dict) or not isinstance(row.get("text"), str):
                 raise InvalidParameter(param, f'line {number}: a JSON line needs a "text" string')

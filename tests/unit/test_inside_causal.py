@@ -187,6 +187,7 @@ def test_strength_zero_changes_nothing_and_a_strong_vector_changes_the_text(tiny
         ("\n \n", "is empty"),
         ('{"text": 3}', 'needs a "text" string'),
         ("{broken", "starts like JSON but is not"),
+        ('{"text": ' * 50_000 + '"x"' + "}" * 50_000, "nested deeper than"),
         ("x" * 3_000, "at most 2,000"),
         ("ok\n" * 600, "more than 500 prompts"),
     ],
