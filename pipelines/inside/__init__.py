@@ -25,6 +25,8 @@ from pipelines.engine.model_structure import base_named_modules, decoder_blocks,
 from pipelines.errors import InvalidParameter, PlaygroundError
 from pipelines.knobs import knob
 
+from .hooks import recorded
+
 MAX_TOKENS = 512  # the views are quadratic in tokens (attention) or in tokens x layers (lens)
 MAX_TOKENIZED = 4_096  # the token view: one coloured span per token
 MAX_CONTEXT = 10_000_000  # the KV-cache arithmetic's context length
@@ -306,24 +308,15 @@ def lens(handle: Any, prompt: str, *, adapter: str | None = None, translators: A
     base = handle.base_model
     norm = base.get_decoder().norm
     head = base.get_output_embeddings()
-    streams: list[torch.Tensor] = []
-
-    def record(_module: Any, _inputs: Any, output: Any) -> None:
-        streams.append(output[0] if isinstance(output, tuple) else output)
-
-    hooks = [block.register_forward_hook(record) for block in decoder_blocks(base)]
-    try:
-        with handle.locked():
+    with handle.locked():
+        with recorded(decoder_blocks(base)) as streams:
             output = _logits_pass(handle, ids, adapter)
-            final_logits = output.logits[0].float()
-            readings = {"logit": _read_streams(streams, norm, head, final_logits)}
-            if translators is not None:
-                with torch.no_grad():
-                    shifted = [translators.translate(n, s[0])[None] for n, s in enumerate(streams)]
-                readings["tuned"] = _read_streams(shifted, norm, head, final_logits)
-    finally:
-        for hook in hooks:
-            hook.remove()
+        final_logits = output.logits[0].float()
+        readings = {"logit": _read_streams(streams, norm, head, final_logits)}
+        if translators is not None:
+            with torch.no_grad():
+                shifted = [translators.translate(n, s[0])[None] for n, s in enumerate(streams)]
+            readings["tuned"] = _read_streams(shifted, norm, head, final_logits)
     tokenizer = handle.tokenizer
     final_top = final_logits.argmax(dim=-1)
     report: dict[str, Any] = {
@@ -342,7 +335,10 @@ def lens(handle: Any, prompt: str, *, adapter: str | None = None, translators: A
             "final_prob": [[round(float(p), 6) for p in row] for row in final_prob.tolist()],
             "kl": [round(float(v), 5) for v in kl.tolist()],
         }
-        report.update(view) if name == "logit" else report.update({"tuned": view})
+        if name == "logit":
+            report.update(view)
+        else:
+            report["tuned"] = view
     return report
 
 

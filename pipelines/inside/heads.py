@@ -29,6 +29,7 @@ import torch
 from pipelines import gpu
 from pipelines.config import get_settings
 from pipelines.store.files import write_atomic
+from pipelines.train.evaluation import GENERAL_TEXT
 
 from . import InsideError, _check_adapter, _eager_attention
 
@@ -38,7 +39,7 @@ RANDOM_ROWS = 4
 TEXT_ROWS = 4
 SEED = 0
 SCORES = ("induction", "previous_token", "sink")
-PROBE_TEXT = Path(__file__).resolve().parents[2] / "assets" / "datasets" / "general_text.txt"
+PROBE_TEXT = GENERAL_TEXT
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ clean run's logits, because everything after that point sees exactly the clean i
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +28,7 @@ from pipelines.engine.model_structure import decoder_blocks
 from pipelines.errors import InvalidParameter
 
 from . import InsideError, _check_adapter, _described, _piece, _prompt_ids
+from .hooks import attached, first, recorded, replaced
 
 PLACES = ("residual", "attention", "mlp")
 TOP = 8  # tokens shown in a patched cell's next-token distribution
@@ -45,24 +46,6 @@ def _module(block: torch.nn.Module, place: str) -> torch.nn.Module:
     return module
 
 
-def _first(output: Any) -> torch.Tensor:
-    return output[0] if isinstance(output, tuple) else output
-
-
-def _replaced(output: Any, tensor: torch.Tensor) -> Any:
-    return (tensor, *output[1:]) if isinstance(output, tuple) else tensor
-
-
-@contextmanager
-def _hooks(pairs: Sequence[tuple[torch.nn.Module, Any]]) -> Iterator[None]:
-    handles = [module.register_forward_hook(hook) for module, hook in pairs]
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
 def _run(handle: Any, ids: torch.Tensor, adapter: str | None) -> torch.Tensor:
     """Last-position logits of each row, [rows, vocab], in float."""
     with torch.inference_mode():
@@ -73,30 +56,25 @@ def _run(handle: Any, ids: torch.Tensor, adapter: str | None) -> torch.Tensor:
 def _record(handle: Any, ids: torch.Tensor, adapter: str | None) -> tuple[torch.Tensor, dict[str, list[torch.Tensor]]]:
     """The clean run: its last-position logits and every place's output at every layer ([positions, hidden])."""
     blocks = decoder_blocks(handle.base_model)
-    recorded: dict[str, list[torch.Tensor]] = {place: [] for place in PLACES}
-
-    def keeper(place: str) -> Any:
-        return lambda _m, _i, output: recorded[place].append(_first(output)[0].detach().clone())
-
-    pairs = [(_module(block, place), keeper(place)) for place in PLACES for block in blocks]
-    with _hooks(pairs):
+    with ExitStack() as stack:
+        kept = {place: stack.enter_context(recorded([_module(block, place) for block in blocks])) for place in PLACES}
         logits = _run(handle, ids[None], adapter)
-    # the hooks fire block by block; per place they were appended in layer order
-    return logits[0], recorded
+    # the hooks fire block by block: per place, the outputs are in layer order
+    return logits[0], {place: [output[0] for output in outputs] for place, outputs in kept.items()}
 
 
 def _patcher(source: torch.Tensor, positions: torch.Tensor) -> Any:
     """Row r gets the clean value at positions[r] (positions: [rows] or a [rows, k] set)."""
 
     def hook(_module: Any, _inputs: Any, output: Any) -> Any:
-        tensor = _first(output).clone()
+        tensor = first(output).clone()
         rows = torch.arange(tensor.shape[0], device=tensor.device)
         if positions.dim() == 1:
             tensor[rows, positions] = source[positions].to(tensor.dtype)
         else:
             for row in range(tensor.shape[0]):
                 tensor[row, positions[row]] = source[positions[row]].to(tensor.dtype)
-        return _replaced(output, tensor)
+        return replaced(output, tensor)
 
     return hook
 
@@ -190,7 +168,7 @@ def patched_logits(
         for start in range(0, len(index), ROWS_PER_PASS):
             rows = index[start : start + ROWS_PER_PASS]
             batch = found.corrupt[None].expand(len(rows), -1)
-            with _hooks([(_module(blocks[layer], place), _patcher(source, rows))]):
+            with attached([(_module(blocks[layer], place), _patcher(source, rows))]):
                 out.append(_run(handle, batch, adapter))
     return torch.cat(out)
 

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from pipelines import gpu, knobs
+from pipelines.config import DATASETS
 from pipelines.engine.model_structure import decoder_blocks
 from pipelines.engine.sampling import SamplingParams, process_logits, sample_with_probability
 from pipelines.errors import InvalidParameter
@@ -30,9 +31,9 @@ from pipelines.store.rows import RowsError
 from pipelines.store.rows import loads as bounded_json
 
 from . import MAX_TOKENS, _check_adapter, _checked_text, _described, _prompt_ids
-from .patching import _first, _hooks, _replaced
+from .hooks import attached, first, recorded, replaced
 
-SENTIMENT = Path(__file__).resolve().parents[2] / "assets" / "datasets" / "sentiment.jsonl"
+SENTIMENT = DATASETS / "sentiment.jsonl"
 MAX_PROMPTS = 500  # per set
 MAX_PROMPT_CHARS = 2_000
 MAX_FILE_BYTES = 2_000_000
@@ -156,13 +157,11 @@ def _streams_of(
     width = max(len(r) for r in rows)
     ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows])
     mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
-    kept: list[torch.Tensor] = []
-    with _hooks([(_block(handle, layer), lambda _m, _i, output: kept.append(_first(output).detach().float()))]):
-        with torch.inference_mode():
-            handle.forward(
-                adapter, input_ids=ids.to(handle.device), attention_mask=mask.to(handle.device), logits_to_keep=1
-            )
-    stream = kept[0].cpu()  # [prompts, width, hidden]
+    with recorded([_block(handle, layer)]) as kept, torch.inference_mode():
+        handle.forward(
+            adapter, input_ids=ids.to(handle.device), attention_mask=mask.to(handle.device), logits_to_keep=1
+        )
+    stream = kept[0].float().cpu()  # [prompts, width, hidden]
     use = mask.clone().float()
     use[:, 0] = torch.where(mask.sum(dim=1) > 1, 0.0, 1.0)  # a one-token prompt keeps its only token
     per_prompt = (stream * use[..., None]).sum(dim=1) / use.sum(dim=1, keepdim=True)
@@ -205,9 +204,9 @@ def _adder(direction: torch.Tensor, strength: float, rows: int) -> Any:
     """Adds strength x direction to the first row only: the second row is the unsteered text."""
 
     def hook(_module: Any, _inputs: Any, output: Any) -> Any:
-        tensor = _first(output).clone()
+        tensor = first(output).clone()
         tensor[:rows] += (strength * direction).to(tensor.dtype).to(tensor.device)
-        return _replaced(output, tensor)
+        return replaced(output, tensor)
 
     return hook
 
@@ -221,7 +220,7 @@ def _generate_pair(handle: Any, ids: list[int], found: Vector, spec: SteerSpec, 
     current = torch.tensor([ids, ids], device=handle.device)
     past = None
     hook = _adder(found.direction, spec.strength, 1)
-    with handle.locked(), _hooks([(_block(handle, found.layer), hook)]), torch.inference_mode():
+    with handle.locked(), attached([(_block(handle, found.layer), hook)]), torch.inference_mode():
         for _ in range(spec.max_new_tokens):
             output = handle.forward(adapter, input_ids=current, past_key_values=past, use_cache=True, logits_to_keep=1)
             past = output.past_key_values
@@ -244,12 +243,10 @@ def _generate_pair(handle: Any, ids: list[int], found: Vector, spec: SteerSpec, 
 
 def _projections(handle: Any, ids: list[int], found: Vector, adapter: str | None) -> list[float]:
     """Each token's stream after the block (unsteered), projected on the vector's unit direction."""
-    kept: list[torch.Tensor] = []
     unit = found.direction / max(found.norm, 1e-12)
-    with handle.locked(), torch.inference_mode():
-        with _hooks([(_block(handle, found.layer), lambda _m, _i, output: kept.append(_first(output)[0].float()))]):
-            handle.forward(adapter, input_ids=torch.tensor([ids], device=handle.device), logits_to_keep=1)
-    return [round(float(v), 4) for v in kept[0].cpu() @ unit]
+    with handle.locked(), torch.inference_mode(), recorded([_block(handle, found.layer)]) as kept:
+        handle.forward(adapter, input_ids=torch.tensor([ids], device=handle.device), logits_to_keep=1)
+    return [round(float(v), 4) for v in kept[0][0].float().cpu() @ unit]
 
 
 @gpu.task()

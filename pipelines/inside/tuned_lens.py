@@ -30,16 +30,18 @@ from typing import Any
 import torch
 from torch.func import functional_call
 
+from pipelines.config import ASSETS
 from pipelines.engine import bundled
 from pipelines.engine.model_structure import decoder_blocks
+from pipelines.train.evaluation import GENERAL_TEXT
 
-from . import InsideError
+from . import InsideError, _read_streams
+from .hooks import recorded
 
 LENSES = bundled.LENSES
 NAME = "tuned-lens"
 WEIGHTS = "translators.safetensors"
-HELD_OUT = Path(__file__).resolve().parents[2] / "assets" / "datasets" / "general_text.txt"
-ASSETS = Path(__file__).resolve().parents[2] / "assets"
+HELD_OUT = GENERAL_TEXT  # the forgetting probe's text: never among what the lens is fitted on
 
 
 class Translators(torch.nn.Module):
@@ -91,35 +93,26 @@ def _reader(handle: Any) -> Callable[[torch.Tensor], torch.Tensor]:
 
 
 def streams(handle: Any, rows: torch.Tensor, adapter: str | None = None) -> torch.Tensor:
-    """The stream after every block for each row: [layers, rows, positions, hidden] (no gradients)."""
-    kept: list[torch.Tensor] = []
-    hooks = [
-        block.register_forward_hook(
-            lambda _m, _i, out: kept.append((out[0] if isinstance(out, tuple) else out).detach())
-        )
-        for block in decoder_blocks(handle.base_model)
-    ]
-    try:
-        with handle.locked(), torch.inference_mode():
-            handle.forward(adapter, input_ids=rows.to(handle.device), logits_to_keep=1)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return torch.stack(kept).float().cpu()
+    """The stream after every block at every position of the rows but their first (the attention sink's,
+    which every row shares): [layers, positions, hidden], no gradients."""
+    with handle.locked(), torch.inference_mode(), recorded(decoder_blocks(handle.base_model)) as kept:
+        handle.forward(adapter, input_ids=rows.to(handle.device), logits_to_keep=1)
+    stacked = torch.stack(kept).float().cpu()[:, :, 1:]  # [layers, rows, positions, hidden]
+    return stacked.reshape(stacked.shape[0], -1, stacked.shape[-1])
 
 
 def kl_per_layer(handle: Any, stacked: torch.Tensor, translators: Translators | None) -> list[float]:
-    """Mean KL(final || layer's reading) over the positions in `stacked` ([layers, positions, hidden])."""
-    read = _reader(handle)
+    """Mean KL(final || layer's reading) over the positions in `stacked` ([layers, positions, hidden]),
+    computed as the lens view computes it (pipelines.inside._read_streams)."""
+    base = handle.base_model
     with torch.no_grad():
-        final = torch.log_softmax(read(stacked[-1]), dim=-1)
-        p_final = final.exp()
-        out = []
-        for layer in range(stacked.shape[0]):
-            stream = stacked[layer] if translators is None else translators.translate(layer, stacked[layer])
-            reading = torch.log_softmax(read(stream), dim=-1)
-            out.append(float((p_final * (final - reading)).sum(dim=-1).mean()))
-    return out
+        final_logits = _reader(handle)(stacked[-1])
+        layers = [
+            (stream if translators is None else translators.translate(n, stream))[None]
+            for n, stream in enumerate(stacked)
+        ]
+        kl = _read_streams(layers, base.get_decoder().norm, base.get_output_embeddings(), final_logits)[3]
+    return [float(v) for v in kl]
 
 
 def training_text() -> str:
@@ -147,7 +140,7 @@ def fit(
     """Fit the translators on cached streams (the model runs once), a few sampled positions per step."""
     torch.manual_seed(spec.seed)
     rows = _rows(handle.tokenizer, text if text is not None else training_text(), spec.context, spec.rows)
-    cached = streams(handle, rows)[:, :, 1:].reshape(len(decoder_blocks(handle.base_model)), -1, cached_width(handle))
+    cached = streams(handle, rows)
     layers, positions, hidden = cached.shape
     translators = Translators(layers - 1, hidden, spec.rank, spec.seed)
     optimiser = torch.optim.AdamW(translators.parameters(), lr=spec.lr, weight_decay=0.0)
@@ -183,15 +176,9 @@ def fit(
     return translators, report
 
 
-def cached_width(handle: Any) -> int:
-    return int(handle.base_model.config.hidden_size)
-
-
 def held_out_streams(handle: Any, context: int = 128) -> torch.Tensor:
-    """The held-out text's streams, first token of each row left out: [layers, positions, hidden]."""
-    rows = _rows(handle.tokenizer, HELD_OUT.read_text(encoding="utf-8"), context, 1_000)
-    stacked = streams(handle, rows)[:, :, 1:]
-    return stacked.reshape(stacked.shape[0], -1, stacked.shape[-1])
+    """The held-out text's streams: [layers, positions, hidden]."""
+    return streams(handle, _rows(handle.tokenizer, HELD_OUT.read_text(encoding="utf-8"), context, 1_000))
 
 
 def compare(handle: Any, translators: Translators) -> dict[str, Any]:
@@ -247,7 +234,7 @@ def bundled_for(handle: Any) -> Translators:
     if (
         fitted_for != getattr(handle, "name", None)
         or translators.layers != layers - 1
-        or (translators.bias.shape[1] != cached_width(handle))
+        or translators.bias.shape[1] != int(handle.base_model.config.hidden_size)
     ):
         raise InsideError(
             f"the shipped tuned lens was fitted for {fitted_for}, not {getattr(handle, 'name', 'this model')}: "
