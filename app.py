@@ -36,6 +36,7 @@ from playground import (  # noqa: E402
     instruction_mix,
     label,
     lessons,
+    mcp,
     pickers,
     rag,
     reasoning,
@@ -115,6 +116,8 @@ def build_app(model_name: str | None = None) -> gr.Blocks:
         )
         explore.click(remembered.dismiss_welcome, None, [welcomed, welcome], **quiet)
         workshop.register(demo)
+        if mcp.enabled():
+            mcp.register()  # the read-only tools, served over MCP (PLAYGROUND_MCP=1)
     # the error family becomes page messages, in one place for every tab; a workshop's hidden tabs are refused first
     guards = {fn_id: tab_guard.check_for(tab) for fn_id, tab in tab_guard.handlers_of_tabs(owners, TABS).items()}
     translate_errors(demo, guards)
@@ -159,7 +162,11 @@ def launch_kwargs() -> dict:
             "FORWARDED_ALLOW_IPS is ignored: PLAYGROUND_PROXY_HOPS says which proxies to trust"
         )
     os.environ["FORWARDED_ALLOW_IPS"] = ""
-    kwargs["app_kwargs"] = {"middleware": [Middleware(visitors.Visitors)]}
+    middleware = [Middleware(visitors.Visitors)]
+    if mcp.enabled():
+        middleware.append(Middleware(mcp.Access))  # inside Visitors: the client address is already the real one
+    kwargs["app_kwargs"] = {"middleware": middleware}
+    kwargs.update(mcp.launch_kwargs())
     return kwargs
 
 

@@ -200,6 +200,12 @@ VARIABLES: tuple[Variable, ...] = (
         "`1`: with sign-in on, visitors who are not signed in may label the items of label drives (a public drive; a label records `anon:` and a keyed hash of the visitor's server-made id, shown to others as an alias); they stay read-only otherwise, and cannot create items, prompt sets or chat-reply labels",
     ),
     Variable(
+        "PLAYGROUND_MCP",
+        "Access and visitors",
+        "off",
+        "`1`: also serve the read-only tools (generate, chat, next-token distribution, score, perplexity, tokenize, RAG ask, reasoning compare) over MCP at `/gradio_api/mcp/`, under the app's access rules: with `PLAYGROUND_AUTH`, callers sign in with HTTP Basic; training, labelling and uploads are never exposed ([agents](../agents.md))",
+    ),
+    Variable(
         "PLAYGROUND_ANON_HOLDS_PER_ADDRESS",
         "Access and visitors",
         "`10`",
@@ -325,6 +331,10 @@ class Settings:
     # may hold at once, and the most new anonymous annotators one address may bring in an hour
     anon_holds_per_address: int = field(default_factory=lambda: int(_env("PLAYGROUND_ANON_HOLDS_PER_ADDRESS", "10")))
     anon_visitors_per_hour: int = field(default_factory=lambda: int(_env("PLAYGROUND_ANON_VISITORS_PER_HOUR", "30")))
+    # the read-only tools served over MCP (playground/mcp.py)
+    mcp: bool = field(
+        default_factory=lambda: (_env("PLAYGROUND_MCP") or "").strip().lower() in {"1", "true", "yes", "on"}
+    )
     # mixed precision of training jobs: "auto" follows the hardware (pipelines.engine.hardware.train_precision);
     # "fp32" / "bf16" / "fp16" force a plan (tests run every plan whatever the host CPU has)
     train_precision: str = field(default_factory=lambda: (_env("PLAYGROUND_TRAIN_PRECISION", "auto") or "auto").lower())

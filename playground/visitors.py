@@ -102,11 +102,43 @@ def _set_cookie(token: str, secure: bool) -> bytes:
     return f"{VISITOR_COOKIE}={token}; Path=/; Max-Age={COOKIE_SECONDS}; HttpOnly; {same_site}".encode()
 
 
-async def _refuse(send: Callable[[dict], Awaitable[None]], status: int, detail: str) -> None:
+async def refuse(
+    send: Callable[[dict], Awaitable[None]], status: int, detail: str, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    """Answer the request here, before the app sees it: a JSON `detail`, as FastAPI's own refusals."""
     body = json.dumps({"detail": detail}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *(extra or [])]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+async def read_body(receive: Any, limit: int) -> bytes | None:
+    """A request's whole body, or None past `limit` bytes (read no further: a declared length may lie)."""
+    chunks, size, more = [], 0, True
+    while more:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        size += len(chunks[-1])
+        if size > limit:
+            return None
+        more = message.get("more_body", False)
+    return b"".join(chunks)
+
+
+def replaying(body: bytes, receive: Any) -> Callable[[], Awaitable[dict]]:
+    """A `receive` that yields the body already read, then whatever the connection sends next."""
+    sent = False
+
+    async def replay() -> dict:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
 
 
 class Visitors:
@@ -137,12 +169,12 @@ class Visitors:
         try:
             session, receive = await self._session_named(scope, path, receive)
         except _TooLarge:
-            await _refuse(send, 413, f"The request is larger than {MAX_BODY_BYTES // 2**20} MB.")
+            await refuse(send, 413, f"The request is larger than {MAX_BODY_BYTES // 2**20} MB.")
             return
         if session is not None:
             owner = self.sessions.claim(session, visitor, from_cookie, address)
             if owner is None:
-                await _refuse(send, 403, "This session belongs to another visitor: reload the page for your own.")
+                await refuse(send, 403, "This session belongs to another visitor: reload the page for your own.")
                 return
             visitor = owner
         headers.append((VISITOR_HEADER.encode(), self.keys.token(visitor).encode()))
@@ -175,28 +207,11 @@ class Visitors:
             return (values[0] if values else None), receive
         if scope.get("method") != "POST" or not IN_BODY.search(path):
             return None, receive
-        chunks, size, more = [], 0, True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":
-                break
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            more = message.get("more_body", False)
-            if size > MAX_BODY_BYTES:
-                raise _TooLarge
-        body = b"".join(chunks)
+        body = await read_body(receive, MAX_BODY_BYTES)
+        if body is None:
+            raise _TooLarge
         try:
             named = json.loads(body).get("session_hash") if body else None
         except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, RecursionError):
             named = None  # not a JSON object: no session named
-        replayed = False
-
-        async def replay() -> dict:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        return (str(named) if named else None), replay
+        return (str(named) if named else None), replaying(body, receive)

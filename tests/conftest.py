@@ -42,6 +42,8 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         "PLAYGROUND_OPENAI_MODEL",
         "PLAYGROUND_OPENAI_SERVER",
         "PLAYGROUND_ANONYMOUS_LABELS",
+        "PLAYGROUND_MCP",
+        "GRADIO_MCP_SERVER",
         "PLAYGROUND_SECRET_KEY",
         "PLAYGROUND_PROXY_HOPS",
         "PLAYGROUND_PHONE_REGION",

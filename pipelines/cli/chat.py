@@ -37,17 +37,7 @@ def run(args: argparse.Namespace) -> int:
     assert result is not None
     completion, prompt = result
     if args.json:
-        emit_json(
-            {
-                "role": "assistant",
-                "content": completion.text,
-                "prompt_tokens": prompt.prompt_tokens,
-                "completion_tokens": len(completion.tokens),
-                "dropped_turns": prompt.dropped_turns,
-                "finish_reason": completion.finish_reason,
-                "truncated_chars": prompt.truncated_chars,
-            }
-        )
+        emit_json(chat.reply_json(completion, prompt))
     else:
         sys.stdout.write("\n")
         note = f", {prompt.notice()}" if prompt.notice() else ""

@@ -17,7 +17,7 @@ from pipelines.cli.common import (
     sampling_from_args,
 )
 from pipelines.engine import models
-from pipelines.rag import answer, attribution, chunking, evaluate, retrieval, store
+from pipelines.rag import answer, chunking, evaluate, retrieval, store
 from pipelines.store import personal_data
 
 
@@ -92,47 +92,29 @@ def run_ingest(args: argparse.Namespace) -> int:
 def run_query(args: argparse.Namespace) -> int:
     _collection(args.collection)
     params = sampling_from_args(args)
+    search = retrieval.SearchSpec(mode=args.mode, k=args.k)
     try:
         with quiet_stdout(args.json):
-            hits = retrieval.search(args.collection, args.question, k=args.k, mode=args.mode)
-            text, cited, supports = None, [], []
-            if not args.no_generate:
-                completion, _, prompt = None, None, None
-                for completion, _, prompt in answer.stream_answers(  # noqa: B007 - drained for its last value
-                    models.get_handle(), args.question, hits, params, with_baseline=False
-                ):
-                    pass
-                assert completion is not None and prompt is not None  # stream_answers yields at least once
-                text = completion.text.strip()
-                cited = answer.citations(text, len(prompt.hits))
-                supports = attribution.attribute(text, prompt.hits)
+            report = answer.ask(
+                models.get_handle(), args.collection, args.question, params, search, generate=not args.no_generate
+            )
     except (ValueError, store.CollectionError) as error:
         raise UsageError(str(error)) from error
     if args.json:
-        emit_json(
-            {
-                "chunks": [h.to_json() for h in hits],
-                "answer": text,
-                "citations": cited,
-                "mode": args.mode,
-                "k": args.k,
-                "sources": attribution.supporting_passages(supports),
-                "support": [s.to_json() for s in supports],
-            }
-        )
-    else:
-        for h in hits:
-            page = f" p.{h.chunk.page}" if h.chunk.page else ""
-            print(f"[{h.rank}] {h.score:.3f} {h.chunk.source}{page}: {h.chunk.text[:160]}")
-        if text is not None:
-            print(f"\n{text}")
-            for item in supports:
-                mark = (
-                    "supported by " + ", ".join(f"[{n}]" for n in item.passages)
-                    if item.passages
-                    else ("no claim" if not item.claim else "NOT SUPPORTED")
-                )
-                print(f"  - {mark}: {item.sentence}")
+        emit_json(report)
+        return 0
+    for rank, chunk in enumerate(report["chunks"], 1):
+        page = f" p.{chunk['page']}" if chunk["page"] else ""
+        print(f"[{rank}] {chunk['score']:.3f} {chunk['source']}{page}: {chunk['text'][:160]}")
+    if report["answer"] is not None:
+        print(f"\n{report['answer']}")
+        for item in report["support"]:
+            mark = (
+                "supported by " + ", ".join(f"[{n}]" for n in item["passages"])
+                if item["passages"]
+                else ("no claim" if not item["claim"] else "NOT SUPPORTED")
+            )
+            print(f"  - {mark}: {item['sentence']}")
     return 0
 
 

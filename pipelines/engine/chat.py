@@ -218,6 +218,20 @@ def reply(handle: ModelHandle, messages: Sequence[Message], params: SamplingPara
     return result
 
 
+def reply_json(completion: generation.Completion, prompt: ChatPrompt) -> dict[str, Any]:
+    """A finished reply as `chat --json` prints it and agents receive it."""
+    return {
+        "role": "assistant",
+        "content": completion.text,
+        "prompt_tokens": prompt.prompt_tokens,
+        "completion_tokens": len(completion.tokens),
+        "dropped_turns": prompt.dropped_turns,
+        "finish_reason": completion.finish_reason,
+        "truncated_chars": prompt.truncated_chars,
+        "seed": completion.seed,
+    }
+
+
 def _with_max(params: SamplingParams, max_new_tokens: int) -> SamplingParams:
     from dataclasses import replace
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from pipelines.engine import chat, generation
 from pipelines.engine.chat import Message
@@ -24,8 +25,9 @@ from pipelines.engine.messages import ChatIds
 from pipelines.engine.models import ModelHandle
 from pipelines.engine.sampling import SamplingParams
 from pipelines.errors import InvalidParameter
+from pipelines.rag import attribution, retrieval
 from pipelines.rag.attribution import citations  # noqa: F401  (answer.citations is the public name)
-from pipelines.rag.retrieval import Hit
+from pipelines.rag.retrieval import Hit, SearchSpec
 
 MAX_PASSAGE_TOKENS = 384  # 1.5x the largest chunk in the embedder's word pieces: prose is never cut
 
@@ -122,3 +124,36 @@ def stream_answers(
         handle, prompts, [fitted] * len(prompts), adapter=adapter, should_stop=should_stop
     ):
         yield rows[0], (rows[1] if with_baseline else None), prompt
+
+
+def ask(
+    handle: ModelHandle,
+    collection: str,
+    question: str,
+    params: SamplingParams,
+    search: SearchSpec | None = None,
+    *,
+    generate: bool = True,
+) -> dict[str, Any]:
+    """One question answered headless, as `rag query --json` prints it and agents receive it: the
+    passages found, the grounded answer, the passages it cites and which sentences they support."""
+    search = search or SearchSpec()
+    hits = retrieval.search(collection, question, k=search.k, mode=search.mode)
+    text, cited, supports = None, [], []
+    if generate:
+        completion, prompt = None, None
+        for completion, _, prompt in stream_answers(handle, question, hits, params, with_baseline=False):  # noqa: B007 - drained for its last value
+            pass
+        assert completion is not None and prompt is not None  # stream_answers yields at least once
+        text = completion.text.strip()
+        cited = citations(text, len(prompt.hits))
+        supports = attribution.attribute(text, prompt.hits)
+    return {
+        "chunks": [h.to_json() for h in hits],
+        "answer": text,
+        "citations": cited,
+        "mode": search.mode,
+        "k": search.k,
+        "sources": attribution.supporting_passages(supports),
+        "support": [s.to_json() for s in supports],
+    }

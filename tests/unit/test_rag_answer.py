@@ -158,6 +158,10 @@ def test_rag_cli_contracts(use_tiny, capsys, tmp_path, data_dir):
     doc = json.loads(capsys.readouterr().out)
     assert isinstance(doc["answer"], str) and isinstance(doc["citations"], list) and isinstance(doc["sources"], list)
     assert [s["sentence"] for s in doc["support"]] == [doc["answer"][s["start"] : s["end"]] for s in doc["support"]]
+    question = ["rag", "query", "--collection", "cli", "--question", "Who planted the orchard?", "--k", "2"]
+    assert main([*question, "--max-new-tokens", "4"]) == 0  # the same report, as lines
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("[1] ") and "orchard.md" in lines[0] and any(line.startswith("[2] ") for line in lines)
     assert all(
         set(s) >= {"passages", "supported", "word_support", "similarity", "unsupported_words"} for s in doc["support"]
     )
