@@ -7,4 +7,17 @@ errors, knobs, access, gpu), so each can be read, tested and loaded without the 
 """
 
 # lowest first: a wing may import any wing to its left, never one to its right
-WINGS = ("store", "sandbox", "engine", "labels", "train", "inside", "rag", "reasoning", "lessons", "agents", "cli")
+WINGS = (
+    "store",
+    "sandbox",
+    "engine",
+    "labels",
+    "train",
+    "inside",
+    "rag",
+    "reasoning",
+    "lessons",
+    "agents",
+    "replay",
+    "cli",
+)

@@ -32,6 +32,7 @@ COMMANDS = {
     "scale": "what a model size costs to train (tokens, FLOPs, GPU-hours, tCO2) and needs in memory, per GPU",
     "compress": "the model in fp32, bf16, int8 and GGUF types, and pruned: size, speed, perplexity, agreement",
     "distill": "a smaller student (blocks removed) distilled from the model with trl's GKD trainer",
+    "replay": "make a result again from its capsule (--capsule FILE) and say whether it matches exactly",
 }
 
 

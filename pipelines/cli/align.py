@@ -7,6 +7,7 @@ from pathlib import Path
 
 from pipelines.cli.common import (
     UsageError,
+    add_capsule_flag,
     add_spec_flags,
     emit_json,
     needs_action,
@@ -27,16 +28,19 @@ def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     d = commands.add_parser("dpo", help="direct preference optimisation with LoRA (reference: the base model)")
     add_spec_flags(d, dpo.DPOSpec, one_of=[("data", "from_store")], at_most_one=[("epochs", "max_steps")])
     d.add_argument("--json", action="store_true")
+    add_capsule_flag(d)
     d.set_defaults(handler=run_dpo)
     r = commands.add_parser("rloo", help="RL from a reward model with a KL penalty (REINFORCE leave-one-out)")
     add_spec_flags(r, rloo.RLOOSpec)
     r.add_argument("--json", action="store_true")
+    add_capsule_flag(r)
     r.set_defaults(handler=run_rloo)
     g = commands.add_parser(
         "grpo", help="RL from verifiable rewards: rules check the answers to problems with known answers (GRPO)"
     )
     add_spec_flags(g, grpo.GRPOSpec)
     g.add_argument("--json", action="store_true")
+    add_capsule_flag(g)
     g.set_defaults(handler=run_grpo)
     e = commands.add_parser("eval", help="win rate of an adapter against the base model, judged by a reward model")
     e.add_argument("--adapter", required=True, metavar="NAME")
@@ -56,9 +60,9 @@ def _file(path: str, flag: str) -> str:
     return str(Path(path).resolve())
 
 
-def _run(kind: str, spec, json_mode: bool) -> dict | None:
+def _run(kind: str, spec, json_mode: bool, capsule: str | None = None) -> dict | None:
     """The job's result (None on the other ranks of a distributed run: rank 0 reports)."""
-    job = train_in_foreground(kind, spec.out, spec.to_dict(), json_mode=json_mode, what=kind)
+    job = train_in_foreground(kind, spec.out, spec.to_dict(), json_mode=json_mode, what=kind, capsule=capsule)
     return None if job is None else job.result | {"job_id": job.id}
 
 
@@ -68,7 +72,7 @@ def run_dpo(args: argparse.Namespace) -> int:
     )
     common.check_new_adapter(spec.out, spec.overwrite)
     reward.load_pairs(spec)  # data problems are usage errors, reported before any model loads
-    result = _run("dpo", spec, args.json)
+    result = _run("dpo", spec, args.json, args.capsule)
     if result is None:
         return 0
     if args.json:
@@ -88,7 +92,7 @@ def run_rloo(args: argparse.Namespace) -> int:
         )
     )
     rloo.check(spec)
-    result = _run("rloo", spec, args.json)
+    result = _run("rloo", spec, args.json, args.capsule)
     if result is None:
         return 0
     if args.json:
@@ -109,7 +113,7 @@ def run_grpo(args: argparse.Namespace) -> int:
     }
     spec = grpo.GRPOSpec(**spec_args(args, grpo.GRPOSpec, **files))
     grpo.check(spec)  # the name, the problems and the reward file, before any model loads
-    result = _run("grpo", spec, args.json)
+    result = _run("grpo", spec, args.json, args.capsule)
     if result is None:
         return 0
     if args.json:

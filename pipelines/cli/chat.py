@@ -6,7 +6,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipelines.cli.common import UsageError, add_sampling_flags, emit_json, quiet_stdout, sampling_from_args
+from pipelines.cli.common import (
+    UsageError,
+    add_capsule_flag,
+    add_sampling_flags,
+    emit_json,
+    quiet_stdout,
+    sampling_from_args,
+)
 from pipelines.engine import chat, models
 
 
@@ -15,6 +22,7 @@ def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     parser.add_argument("--messages", required=True, metavar="FILE.json", help="a JSON list of {role, content}")
     parser.add_argument("--adapter", default=None, help="name of an adapter under <data>/adapters")
     parser.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    add_capsule_flag(parser)
     add_sampling_flags(parser)
     parser.set_defaults(handler=run)
 
@@ -36,6 +44,10 @@ def run(args: argparse.Namespace) -> int:
                 shown = len(result[0].text)
     assert result is not None
     completion, prompt = result
+    if args.capsule:
+        from pipelines.replay import capsules, record
+
+        capsules.write(args.capsule, record.chat(handle, messages, completion, prompt, adapter=args.adapter))
     if args.json:
         emit_json(chat.reply_json(completion, prompt))
     else:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from pipelines.cli.common import (
     UsageError,
+    add_capsule_flag,
     add_spec_flags,
     emit_json,
     needs_action,
@@ -25,6 +26,7 @@ def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     )
     add_spec_flags(train, classify.ClassifySpec, at_most_one=[("epochs", "max_steps")])
     train.add_argument("--json", action="store_true")
+    add_capsule_flag(train)
     train.set_defaults(handler=run_train)
     predict = commands.add_parser("predict", help="the label and its probabilities for one text (or pair)")
     predict.add_argument("--model", required=True, metavar="NAME")
@@ -42,7 +44,9 @@ def run_train(args: argparse.Namespace) -> int:
     if classify.classifier_path(spec.out).exists() and not spec.overwrite:
         raise UsageError(f"--out: a classifier named {spec.out!r} already exists (use --overwrite)")
     classify.check_examples(classify.read_examples(spec.data), spec.skip_bad_rows)  # before any model loads
-    job = train_in_foreground("classify", spec.out, spec.to_dict(), json_mode=args.json, what="classifier training")
+    job = train_in_foreground(
+        "classify", spec.out, spec.to_dict(), json_mode=args.json, what="classifier training", capsule=args.capsule
+    )
     if job is None:  # another rank of a distributed run: rank 0 reports
         return 0
     result = job.result

@@ -133,16 +133,40 @@ def add_sampling_flags(parser: argparse.ArgumentParser) -> None:
     add_spec_flags(parser, SamplingParams, title="sampling")
 
 
+def capsule_target(value: str) -> str:
+    """`--capsule FILE`, refused at parse time where it could not be written (after a long run)."""
+    from pathlib import Path
+
+    target = Path(value)
+    if target.is_dir():
+        raise argparse.ArgumentTypeError(f"{value} is a directory; give a file name")
+    if not target.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"no such directory {str(target.parent)!r}")
+    return value
+
+
+def add_capsule_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--capsule",
+        metavar="FILE",
+        type=capsule_target,
+        help="also write a replay capsule of the result there (`python -m pipelines replay FILE` makes it again)",
+    )
+
+
 def sampling_from_args(args: argparse.Namespace) -> SamplingParams:
     from pipelines.engine.sampling import SamplingParams
 
     return SamplingParams(**spec_args(args, SamplingParams))
 
 
-def train_in_foreground(kind: str, name: str, spec: dict[str, Any], *, json_mode: bool, what: str) -> Any:
+def train_in_foreground(
+    kind: str, name: str, spec: dict[str, Any], *, json_mode: bool, what: str, capsule: str | None = None
+) -> Any:
     """Run a training job here, registered like any other; its JobInfo on success, None on the
     other ranks of a distributed run (`accelerate launch`: rank 0 records, publishes and prints,
-    so the JSON document is printed once). A failed job is one line on every rank, exit status 1."""
+    so the JSON document is printed once). A failed job is one line on every rank, exit status 1.
+    With `capsule`, rank 0 also writes the job's replay capsule there."""
     from pipelines.store import jobs
     from pipelines.train import training
 
@@ -152,7 +176,16 @@ def train_in_foreground(kind: str, name: str, spec: dict[str, Any], *, json_mode
     if job.status != jobs.SUCCEEDED:
         where = f" (log: {jobs.log_path(job.id)})" if jobs.is_main_rank() else f" (rank {jobs.rank()})"
         raise CommandFailed(f"{what} {job.status}: {job.message}{where}")
-    return job if jobs.is_main_rank() else None
+    if not jobs.is_main_rank():
+        return None
+    if capsule:
+        from pipelines.engine import models
+        from pipelines.replay import capsules, record
+
+        with quiet_stdout(json_mode):
+            handle = models.load_handle(spec["base_model"]) if spec.get("base_model") else models.get_handle()
+        capsules.write(capsule, record.job(handle, kind, spec, job.result))
+    return job
 
 
 DISTRIBUTED_FIELDS = ("world_size", "ranks_agree", "weights_sha256")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pipelines.cli.common import UsageError, add_spec_flags, emit_json, spec_args, train_in_foreground
+from pipelines.cli.common import UsageError, add_capsule_flag, add_spec_flags, emit_json, spec_args, train_in_foreground
 
 
 def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
@@ -19,6 +19,7 @@ def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     parser = subparsers.add_parser("distill", help=help_text)
     add_spec_flags(parser, DistillSpec, at_most_one=[("epochs", "max_steps")])
     parser.add_argument("--json", action="store_true", help="print one JSON document")
+    add_capsule_flag(parser)
     parser.set_defaults(handler=run)
 
 
@@ -34,7 +35,9 @@ def run(args: argparse.Namespace) -> int:
     )
     refuse_taken(distill.student_path(spec.out), "student", spec.out, spec.overwrite)
     distill.prompt_texts(spec.prompts)  # unreadable prompts are usage errors, before any model loads
-    job = train_in_foreground("distill", spec.out, spec.to_dict(), json_mode=args.json, what="distillation")
+    job = train_in_foreground(
+        "distill", spec.out, spec.to_dict(), json_mode=args.json, what="distillation", capsule=args.capsule
+    )
     if job is None:
         return 0
     result = job.result | {"job_id": job.id}

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pipelines.cli.common import (
     UsageError,
+    add_capsule_flag,
     add_spec_flags,
     emit_json,
     spec_args,
@@ -26,6 +27,7 @@ def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     p = subparsers.add_parser("finetune", help=help_text)
     add_spec_flags(p, finetune.FinetuneSpec, at_most_one=[("epochs", "max_steps")])
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    add_capsule_flag(p)
     p.set_defaults(handler=run)
 
 
@@ -40,7 +42,9 @@ def run(args: argparse.Namespace) -> int:
     finetune.check_can_write(spec)
     data = sft_data.load_file(spec.data)  # bad data is a usage error, found before any model loads
     sft_data.accept(data, data.problems, skip_bad_rows=spec.skip_bad_rows)
-    job = train_in_foreground("finetune", spec.out, spec.to_dict(), json_mode=args.json, what="fine-tuning")
+    job = train_in_foreground(
+        "finetune", spec.out, spec.to_dict(), json_mode=args.json, what="fine-tuning", capsule=args.capsule
+    )
     if job is None:  # another rank of a distributed run: rank 0 reports
         return 0
     result = job.result

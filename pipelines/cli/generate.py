@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pipelines.cli.common import add_sampling_flags, emit_json, quiet_stdout, sampling_from_args
+from pipelines.cli.common import add_capsule_flag, add_sampling_flags, emit_json, quiet_stdout, sampling_from_args
 from pipelines.engine import generation, models
 from pipelines.engine.sampling import InvalidParameter
 
@@ -13,7 +13,9 @@ from pipelines.engine.sampling import InvalidParameter
 def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     parser = subparsers.add_parser("generate", help=help_text)
     parser.add_argument("--prompt", required=True, help="text to continue")
+    parser.add_argument("--adapter", default=None, help="name of an adapter under <data>/adapters")
     parser.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    add_capsule_flag(parser)
     add_sampling_flags(parser)
     parser.set_defaults(handler=run)
 
@@ -25,16 +27,20 @@ def run(args: argparse.Namespace) -> int:
     with quiet_stdout(args.json):
         handle = models.get_handle()
         if args.json:
-            completion = generation.generate(handle, args.prompt, params)
+            completion = generation.generate(handle, args.prompt, params, adapter=args.adapter)
         else:
             shown = 0
             completion = None
-            for completion in generation.stream(handle, args.prompt, params):
+            for completion in generation.stream(handle, args.prompt, params, adapter=args.adapter):
                 sys.stdout.write(completion.text[shown:])
                 sys.stdout.flush()
                 shown = len(completion.text)
             sys.stdout.write("\n")
     assert completion is not None
+    if args.capsule:
+        from pipelines.replay import capsules, record
+
+        capsules.write(args.capsule, record.generation(handle, args.prompt, completion, adapter=args.adapter))
     if args.json:
         emit_json(completion.to_json())
     else:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pipelines.cli.common import (
     UsageError,
+    add_capsule_flag,
     add_sampling_flags,
     add_spec_flags,
     emit_json,
@@ -18,6 +19,7 @@ from pipelines.cli.common import (
 )
 from pipelines.engine import models
 from pipelines.rag import answer, chunking, evaluate, retrieval, store
+from pipelines.replay import capsules, record
 from pipelines.store import personal_data
 
 
@@ -43,6 +45,7 @@ def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     add_spec_flags(query, retrieval.SearchSpec)
     query.add_argument("--no-generate", action="store_true", help="only retrieve")
     query.add_argument("--json", action="store_true")
+    add_capsule_flag(query)
     add_sampling_flags(query)
     query.set_defaults(handler=run_query, temperature=0.0, **asdict(retrieval.SearchSpec()))
     ev = commands.add_parser("eval", help="recall@k and MRR for dense, BM25 and hybrid retrieval")
@@ -95,9 +98,13 @@ def run_query(args: argparse.Namespace) -> int:
     search = retrieval.SearchSpec(mode=args.mode, k=args.k)
     try:
         with quiet_stdout(args.json):
-            report = answer.ask(
-                models.get_handle(), args.collection, args.question, params, search, generate=not args.no_generate
+            handle = models.get_handle()
+            found = answer.answered(
+                handle, args.collection, args.question, params, search, generate=not args.no_generate
             )
+            report = answer.report(found, search)
+            if args.capsule:
+                capsules.write(args.capsule, record.rag(handle, args.collection, args.question, search, found))
     except (ValueError, store.CollectionError) as error:
         raise UsageError(str(error)) from error
     if args.json:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import secrets
 import signal
 import sys
 from dataclasses import replace
@@ -11,6 +12,7 @@ from pathlib import Path
 from pipelines.cli.common import (
     CommandFailed,
     UsageError,
+    add_capsule_flag,
     add_sampling_flags,
     add_spec_flags,
     emit_json,
@@ -30,6 +32,7 @@ def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     run.add_argument("--question", required=True)
     _strategy_flags(run)
     run.add_argument("--json", action="store_true")
+    add_capsule_flag(run)
     run.set_defaults(handler=run_run)
     ex = commands.add_parser("extract", help="the numeric answer a text states")
     ex.add_argument("--text", required=True)
@@ -74,9 +77,12 @@ def _setup(args: argparse.Namespace):
 def run_run(args: argparse.Namespace) -> int:
     chosen, params, cap = _setup(args)
     solve.check_inputs(args.question, args.samples, params)  # refusals exit 2 naming the parameter
+    if args.capsule and params.seed is None and not params.greedy:
+        params = params.with_seed(secrets.randbelow(2**31))  # sampled rows are replayable only from a seed
     with quiet_stdout(args.json):
+        handle = models.get_handle()
         results = solve.solve(
-            models.get_handle(),
+            handle,
             args.question,
             chosen,
             params,
@@ -84,6 +90,20 @@ def run_run(args: argparse.Namespace) -> int:
             adapter=args.adapter,
             token_cap=cap,
         )
+    if args.capsule:
+        from pipelines.replay import capsules, record
+
+        document = record.reasoning(
+            handle,
+            args.question,
+            [s.key for s in chosen],
+            params,
+            results,
+            samples=args.samples,
+            token_cap=cap,
+            adapter=args.adapter,
+        )
+        capsules.write(args.capsule, document)
     if args.json:
         emit_json({"results": [r.to_json() for r in results]})
     else:

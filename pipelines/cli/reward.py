@@ -7,6 +7,7 @@ from pathlib import Path
 
 from pipelines.cli.common import (
     UsageError,
+    add_capsule_flag,
     add_spec_flags,
     distributed_fields,
     emit_json,
@@ -24,6 +25,7 @@ def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     train = commands.add_parser("train", help="train a reward model (Bradley-Terry loss) with LoRA")
     add_spec_flags(train, reward.RewardSpec, one_of=[("data", "from_store")], at_most_one=[("epochs", "max_steps")])
     train.add_argument("--json", action="store_true")
+    add_capsule_flag(train)
     train.set_defaults(handler=run_train)
     evaluate = commands.add_parser("eval", help="pairwise accuracy of a reward model on a file")
     evaluate.add_argument("--model", required=True, metavar="NAME")
@@ -54,7 +56,9 @@ def run_train(args: argparse.Namespace) -> int:
     if reward.model_path(spec.out).exists() and not spec.overwrite:
         raise UsageError(f"a reward model named {spec.out!r} already exists (use --overwrite)")
     reward.load_pairs(spec)  # data problems are usage errors, reported before any model loads
-    job = train_in_foreground("reward", spec.out, spec.to_dict(), json_mode=args.json, what="reward training")
+    job = train_in_foreground(
+        "reward", spec.out, spec.to_dict(), json_mode=args.json, what="reward training", capsule=args.capsule
+    )
     if job is None:  # another rank of a distributed run: rank 0 reports
         return 0
     result = job.result

@@ -206,6 +206,10 @@ class ProcessedLogits:
         return torch.softmax(self.final, dim=-1)
 
 
+# the order `process_logits` applies the settings to each position's logits (a capsule records it)
+CHAIN = ("repetition_penalty", "temperature", "top_k", "top_p", "min_p")
+
+
 def process_logits(
     logits: torch.Tensor, params: SamplingParams, previous_ids: torch.Tensor | None = None, *, track_cuts: bool = True
 ) -> ProcessedLogits:

@@ -126,7 +126,17 @@ def stream_answers(
         yield rows[0], (rows[1] if with_baseline else None), prompt
 
 
-def ask(
+@dataclass
+class Answered:
+    """One question answered headless: the passages found, and (unless only retrieving) the
+    grounded prompt and its completion."""
+
+    hits: list[Hit]
+    prompt: GroundedPrompt | None = None
+    completion: generation.Completion | None = None
+
+
+def answered(
     handle: ModelHandle,
     collection: str,
     question: str,
@@ -134,22 +144,27 @@ def ask(
     search: SearchSpec | None = None,
     *,
     generate: bool = True,
-) -> dict[str, Any]:
-    """One question answered headless, as `rag query --json` prints it and agents receive it: the
-    passages found, the grounded answer, the passages it cites and which sentences they support."""
+) -> Answered:
     search = search or SearchSpec()
     hits = retrieval.search(collection, question, k=search.k, mode=search.mode)
+    if not generate:
+        return Answered(hits)
+    completion, prompt = None, None
+    for completion, _, prompt in stream_answers(handle, question, hits, params, with_baseline=False):  # noqa: B007 - drained for its last value
+        pass
+    return Answered(hits, prompt, completion)
+
+
+def report(found: Answered, search: SearchSpec) -> dict[str, Any]:
+    """As `rag query --json` prints it and agents receive it: the passages, the grounded answer,
+    the passages it cites and which sentences they support."""
     text, cited, supports = None, [], []
-    if generate:
-        completion, prompt = None, None
-        for completion, _, prompt in stream_answers(handle, question, hits, params, with_baseline=False):  # noqa: B007 - drained for its last value
-            pass
-        assert completion is not None and prompt is not None  # stream_answers yields at least once
-        text = completion.text.strip()
-        cited = citations(text, len(prompt.hits))
-        supports = attribution.attribute(text, prompt.hits)
+    if found.completion is not None and found.prompt is not None:
+        text = found.completion.text.strip()
+        cited = citations(text, len(found.prompt.hits))
+        supports = attribution.attribute(text, found.prompt.hits)
     return {
-        "chunks": [h.to_json() for h in hits],
+        "chunks": [h.to_json() for h in found.hits],
         "answer": text,
         "citations": cited,
         "mode": search.mode,
@@ -157,3 +172,11 @@ def ask(
         "sources": attribution.supporting_passages(supports),
         "support": [s.to_json() for s in supports],
     }
+
+
+def ask(
+    handle: ModelHandle, collection: str, question: str, params: SamplingParams, search: SearchSpec | None = None
+) -> dict[str, Any]:
+    """`report` of `answered`: one question, answered."""
+    search = search or SearchSpec()
+    return report(answered(handle, collection, question, params, search), search)

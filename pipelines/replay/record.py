@@ -1,0 +1,163 @@
+"""A capsule of each kind of result, made from what ran (the callers: the CLI's `--capsule`, the tabs' "Save capsule")."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from pipelines.replay import capsules
+
+
+def _completion(completion: Any) -> dict[str, Any]:
+    return {
+        "text": completion.text,
+        "token_ids": [t.id for t in completion.tokens],
+        "finish_reason": completion.finish_reason,
+    }
+
+
+def _seeded(params: Any, seed: int) -> Any:
+    """The settings with the seed the generator was actually given (a fresh seed is recorded too)."""
+    return params.with_seed(seed)
+
+
+def generation(handle: Any, prompt: str, completion: Any, *, adapter: str | None = None) -> dict[str, Any]:
+    inputs = {
+        "prompt": prompt,
+        "prompt_ids": list(completion.prompt_ids),
+        "sampler": capsules.sampler(_seeded(completion.params, completion.seed)),
+    }
+    return capsules.make(
+        "generate", handle, adapter=adapter, engine=completion.engine, inputs=inputs, result=_completion(completion)
+    )
+
+
+def chat(
+    handle: Any,
+    messages: Sequence[Any],
+    completion: Any,
+    prompt: Any,
+    *,
+    system_prompt: str | None = None,
+    adapter: str | None = None,
+) -> dict[str, Any]:
+    inputs = {
+        "messages": [m.to_json() for m in messages],
+        "system_prompt": system_prompt,
+        "prompt_ids": list(prompt.ids),
+        "sampler": capsules.sampler(_seeded(completion.params, completion.seed)),
+    }
+    return capsules.make(
+        "chat", handle, adapter=adapter, engine=completion.engine, inputs=inputs, result=_completion(completion)
+    )
+
+
+def rag(handle: Any, collection: str, question: str, search: Any, answered: Any) -> dict[str, Any]:
+    """`answered`: rag.answer.Answered (the passages found, the grounded prompt and its completion)."""
+    from pipelines.rag import store
+
+    completion, prompt = answered.completion, answered.prompt
+    inputs: dict[str, Any] = {
+        "collection": collection,
+        "index_generation": store.load(collection).name,  # which indexing of the collection answered
+        "question": question,
+        "retrieval": {"mode": search.mode, "k": search.k},
+        "passages": [
+            {"chunk_id": h.chunk.id, "source": h.chunk.source, "page": h.chunk.page, "text": h.chunk.text}
+            for h in answered.hits
+        ],
+    }
+    result: dict[str, Any] = {"chunk_ids": [h.chunk.id for h in answered.hits]}
+    engine = "retrieval only"
+    if completion is not None:
+        inputs["prompt_ids"] = list(prompt.ids)
+        inputs["sampler"] = capsules.sampler(_seeded(completion.params, completion.seed))
+        inputs["passages_in_prompt"] = len(prompt.hits)
+        result |= _completion(completion)
+        engine = completion.engine
+    return capsules.make("rag", handle, adapter=None, engine=engine, inputs=inputs, result=result)
+
+
+def reasoning(
+    handle: Any,
+    question: str,
+    strategies: Sequence[str],
+    params: Any,
+    results: Sequence[Any],
+    *,
+    samples: int = 1,
+    token_cap: int | None = None,
+    adapter: str | None = None,
+) -> dict[str, Any]:
+    from pipelines.engine import generation as engine_choice
+
+    inputs = {
+        "question": question,
+        "strategies": list(strategies),
+        "samples": samples,
+        "token_cap": token_cap,
+        "sampler": capsules.sampler(params),
+    }
+    result = {
+        "results": [
+            {
+                "strategy": r.strategy,
+                "outputs": [s.output for s in r.samples],
+                "answer": r.answer,
+                "program": r.program,
+            }
+            for r in results
+        ]
+    }
+    engine = engine_choice.engine_for(handle, adapter).name
+    return capsules.make("reasoning", handle, adapter=adapter, engine=engine, inputs=inputs, result=result)
+
+
+# the spec fields that name a job's data; None means the kind's default source
+DATA_FIELDS = ("data", "prompts")
+# kinds whose default data is the label store, which changes as people label
+FROM_THE_LABEL_STORE = frozenset({"reward", "dpo", "rloo"})
+
+
+def data_files(kind: str, spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each data file a job read (its path and SHA-256), or where its default data came from."""
+    from pathlib import Path
+
+    found: list[dict[str, Any]] = []
+    for field in (*DATA_FIELDS, "reward_file"):
+        value = spec.get(field)
+        if value is None and field in DATA_FIELDS and field in spec:
+            source = "the label store" if kind in FROM_THE_LABEL_STORE else "the bundled default"
+            found.append({"field": field, "path": None, "source": source})
+        elif value is not None:
+            found.append({"field": field, "path": str(Path(value)), "sha256": capsules.files_sha256_of(Path(value))})
+    if spec.get("reward_model"):  # RLOO's judge: a folder of weights, by name
+        found.append(
+            {"field": "reward_model", "name": spec["reward_model"], "sha256": reward_model_sha256(spec["reward_model"])}
+        )
+    return found
+
+
+def reward_model_sha256(name: str) -> str:
+    from pipelines.train import reward
+
+    return capsules.files_sha256(reward.find(name))
+
+
+def outputs_sha256(result: dict[str, Any]) -> dict[str, str]:
+    """SHA-256 of the weights a job wrote (its *.safetensors files), per result directory."""
+    from pathlib import Path
+
+    found = {}
+    for key, value in sorted(result.items()):
+        if key.endswith("_dir") and isinstance(value, str) and Path(value).is_dir():
+            found[key] = capsules.weights_files_sha256(Path(value))
+    return found
+
+
+def job(handle: Any, kind: str, spec: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+    """A training job: its spec (seed, steps, every hyperparameter), the data it read and the weights it wrote."""
+    inputs = {"job": kind, "spec": spec, "data": data_files(kind, spec)}
+    return capsules.make(
+        "job", handle, adapter=None, engine="trl", inputs=inputs, result={"weights_sha256": outputs_sha256(result)}
+    )

@@ -1,0 +1,224 @@
+"""Make a capsule's result again and say whether it matches.
+
+Before anything runs, what would make the replay a different experiment is refused with the
+reason: another model's weights, an adapter whose files changed (or is gone), a chat template or
+tokenizer that no longer gives the recorded prompt tokens, a RAG collection whose passages changed.
+What can only make the numbers differ slightly is run anyway and named when it did: another CPU
+kind or thread count (float sums are ordered differently), another engine, a remote server (its
+sampling is its own). The recorded prompt token ids, not the text, are what is decoded again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipelines.replay import capsules
+from pipelines.replay.capsules import CapsuleError
+
+
+def _refuse_other_model(document: dict, handle: Any) -> None:
+    recorded = document["model"]
+    here = capsules.weights_sha256(handle)
+    if recorded.get("weights_sha256") != here:
+        raise CapsuleError(
+            f"the capsule was made with model {recorded.get('id')!r} (weights {str(recorded.get('weights_sha256'))[:12]}…); "
+            f"this app serves {handle.name!r} (weights {here[:12]}…): start it with that model to replay"
+        )
+
+
+def _adapter(document: dict) -> str | None:
+    recorded = document.get("adapter")
+    if not recorded:
+        return None
+    from pipelines.engine import adapters
+
+    name = recorded.get("name")
+    if not isinstance(name, str) or not adapters.exists(name):
+        raise CapsuleError(f"the capsule used adapter {name!r}, which this app does not have")
+    if capsules.adapter_facts(name) != recorded:
+        raise CapsuleError(f"adapter {name!r} has changed since the capsule was made (its files' SHA-256 differs)")
+    return name
+
+
+def _params(inputs: dict) -> Any:
+    from pipelines.engine.sampling import SamplingParams
+
+    sampler = inputs.get("sampler")
+    if not isinstance(sampler, dict) or not isinstance(sampler.get("params"), dict):
+        raise CapsuleError("the capsule has no sampler settings")
+    return SamplingParams.from_dict(sampler["params"])
+
+
+def _ids(inputs: dict, field: str = "prompt_ids") -> list[int]:
+    ids = inputs.get(field)
+    if not isinstance(ids, list) or not ids or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        raise CapsuleError(f"the capsule's {field} is not a list of token ids")
+    return ids
+
+
+def _same_tokens(recorded: list[int], now: list[int], what: str) -> None:
+    if recorded != now:
+        raise CapsuleError(
+            f"the {what} no longer gives the recorded prompt tokens ({len(now)} tokens now, {len(recorded)} recorded): "
+            "the tokenizer or chat template changed"
+        )
+
+
+def _why_it_may_differ(document: dict, handle: Any, engine: str) -> list[str]:
+    """What differs between the capsule's run and this one that can change a float sum."""
+    reasons = []
+    then, now = document["machine"], capsules.machine()
+    if then.get("cpu_kind") != now["cpu_kind"]:
+        reasons.append(f"it was made on a {then.get('cpu_kind')} CPU and replayed on {now['cpu_kind']}")
+    if then.get("threads") != now["threads"]:
+        reasons.append(f"it ran on {then.get('threads')} threads, this replay on {now['threads']}")
+    if document.get("engine") != engine:
+        reasons.append(f"it was decoded by {document.get('engine')}, this replay by {engine}")
+    if "openai" in (document.get("engine"), engine):
+        reasons.append("a remote server samples with its own generator: its seeds are not the playground's")
+    model = capsules.model_facts(handle)
+    if document["model"].get("dtype") not in (None, model["dtype"]):
+        reasons.append(f"the model ran in {document['model'].get('dtype')}, here in {model['dtype']}")
+    return reasons
+
+
+def _generate(handle: Any, document: dict) -> tuple[dict, str]:
+    from pipelines.engine import generation
+
+    inputs = document["inputs"]
+    prompt_ids = _ids(inputs)
+    if isinstance(inputs.get("prompt"), str):
+        _same_tokens(prompt_ids, generation.encode(handle, inputs["prompt"]), "prompt's text")
+    completion = generation.generate(handle, prompt_ids, _params(inputs), adapter=_adapter(document))
+    return _completion(completion), completion.engine
+
+
+def _chat(handle: Any, document: dict) -> tuple[dict, str]:
+    from pipelines.engine import chat, generation, messages
+
+    inputs = document["inputs"]
+    if document.get("chat_template_sha256") != capsules.template_sha256(handle.tokenizer):
+        raise CapsuleError("the model's chat template has changed since the capsule was made")
+    params = _params(inputs)
+    conversation = messages.normalise(inputs.get("messages") or [])
+    prompt = chat.build_prompt(
+        handle, conversation, system_prompt=inputs.get("system_prompt"), max_new_tokens=params.max_new_tokens
+    )
+    _same_tokens(_ids(inputs), list(prompt.ids), "conversation")
+    completion = generation.generate(handle, prompt.ids, params, adapter=_adapter(document))
+    return _completion(completion), completion.engine
+
+
+def _rag(handle: Any, document: dict) -> tuple[dict, str]:
+    from pipelines.engine import generation
+    from pipelines.rag import retrieval
+
+    inputs = document["inputs"]
+    search = retrieval.SearchSpec(**inputs.get("retrieval", {}))
+    hits = retrieval.search(inputs["collection"], inputs["question"], k=search.k, mode=search.mode)
+    found = [{"chunk_id": h.chunk.id, "text": h.chunk.text} for h in hits]
+    recorded = [{"chunk_id": p.get("chunk_id"), "text": p.get("text")} for p in inputs.get("passages", [])]
+    if found != recorded:
+        raise CapsuleError(
+            f"collection {inputs['collection']!r} now gives other passages for this question "
+            "(its documents were added, removed or re-indexed since the capsule was made)"
+        )
+    result: dict[str, Any] = {"chunk_ids": [h.chunk.id for h in hits]}
+    if "prompt_ids" not in inputs:
+        return result, "retrieval only"
+    completion = generation.generate(handle, _ids(inputs), _params(inputs))
+    return result | _completion(completion), completion.engine
+
+
+def _reasoning(handle: Any, document: dict) -> tuple[dict, str]:
+    from pipelines.engine import generation
+    from pipelines.reasoning import solve, strategies
+
+    inputs = document["inputs"]
+    adapter = _adapter(document)
+    chosen = strategies.load_all(strategies.parse_keys(",".join(inputs.get("strategies") or [])))
+    results = solve.solve(
+        handle,
+        inputs["question"],
+        chosen,
+        _params(inputs),
+        samples=int(inputs.get("samples") or 1),
+        token_cap=inputs.get("token_cap"),
+        adapter=adapter,
+    )
+    replayed = [
+        {"strategy": r.strategy, "outputs": [s.output for s in r.samples], "answer": r.answer, "program": r.program}
+        for r in results
+    ]
+    return {"results": replayed}, generation.engine_for(handle, adapter).name
+
+
+def _job(handle: Any, document: dict) -> tuple[dict, str]:
+    """Train again from the same spec and data under `<name>-replay`, and compare the weights' bytes."""
+    from pathlib import Path
+
+    from pipelines.replay import record
+    from pipelines.store import jobs
+
+    inputs = document["inputs"]
+    kind, spec = inputs.get("job"), dict(inputs.get("spec") or {})
+    if kind not in jobs.KINDS or not spec.get("out"):
+        raise CapsuleError(f"the capsule's job kind {kind!r} or its spec is not one this app runs")
+    for item in inputs.get("data") or []:
+        if "name" in item:  # a reward model, by name
+            if record.reward_model_sha256(str(item["name"])) != item.get("sha256"):
+                raise CapsuleError(f"reward model {item['name']!r} has changed since the capsule was made")
+            continue
+        if item.get("path") is None:
+            if item.get("source") == "the label store":
+                raise CapsuleError(
+                    "the job trained on the label store, which has changed as people labelled: export the pairs "
+                    "to a file and train from it (--data) to make a capsule that can be replayed"
+                )
+            continue
+        path = Path(item["path"])
+        if not path.is_file():
+            raise CapsuleError(f"the job's {item.get('field')} file {str(path)!r} is not here")
+        if capsules.files_sha256_of(path) != item.get("sha256"):
+            raise CapsuleError(f"the job's {item.get('field')} file {path.name} has changed since the capsule was made")
+    spec["out"] = f"{spec['out']}-replay"
+    if "overwrite" in spec:
+        spec["overwrite"] = True
+    job = jobs.run_foreground(kind, spec["out"], spec, echo=False)
+    if job.status != jobs.SUCCEEDED:
+        raise CapsuleError(f"the replayed {kind} job {job.status}: {job.message}")
+    return {"weights_sha256": record.outputs_sha256(job.result), "job_id": job.id}, "trl"
+
+
+def _completion(completion: Any) -> dict:
+    return {
+        "text": completion.text,
+        "token_ids": [t.id for t in completion.tokens],
+        "finish_reason": completion.finish_reason,
+    }
+
+
+REPLAYERS = {"generate": _generate, "chat": _chat, "rag": _rag, "reasoning": _reasoning, "job": _job}
+
+
+def replay(document: dict) -> dict[str, Any]:
+    """{"kind", "match", "reason"?, "original", "replayed"}: the result made again from a checked capsule."""
+    from pipelines.engine import models
+
+    document = capsules.verified(document)
+    handle = models.get_handle()
+    _refuse_other_model(document, handle)
+    replayed, engine = REPLAYERS[document["kind"]](handle, document)
+    original = document["result"]
+    match = all(replayed.get(key) == value for key, value in original.items() if key in replayed)
+    answer: dict[str, Any] = {"kind": document["kind"], "match": match, "original": original, "replayed": replayed}
+    differences = _why_it_may_differ(document, handle, engine)
+    if not match:
+        answer["reason"] = (
+            "; ".join(differences)
+            if differences
+            else "the same model, settings, engine and machine kind gave another result: please report it"
+        )
+    elif differences:
+        answer["note"] = "matched although " + "; ".join(differences)
+    return answer
