@@ -32,6 +32,7 @@ from playground import (  # noqa: E402
     dataset,
     finetune,
     generate,
+    history,
     inside,
     instruction_mix,
     label,
@@ -105,6 +106,7 @@ def build_app(model_name: str | None = None) -> gr.Blocks:
             with owners.tab("Lessons", "lessons"):
                 targets |= {"label_mode": labelling.mode, "label_drive": labelling.drive}  # a workshop's drive
                 lessons.build(demo, shared, tabs, targets, tab_ids)
+        history.place_stores()  # each tab's kept work: read on load even while its tab is hidden
         pickers.keep_fresh(demo)
         places = remembered.Places(
             tabs, tab_ids, preference_tabs, inner_ids, shared.annotator, labelling.mode, labelling.drive, welcome

@@ -325,6 +325,13 @@ class VisitorKeys:
         """A secret of its own for `purpose` (the browser storage's encryption), the same after a restart."""
         return self._mac("derived", purpose, 64)
 
+    def signature(self, purpose: str, value: str) -> str:
+        """What proves the server wrote `value` (work kept in a browser: the browser cannot forge it)."""
+        return self._mac(f"signed:{purpose}", value, 64)
+
+    def signed(self, purpose: str, value: str, signature: object) -> bool:
+        return isinstance(signature, str) and hmac.compare_digest(signature, self.signature(purpose, value))
+
     def session_key(self, session_hash: str | None) -> str | None:
         return self._mac("session", session_hash, 20) if session_hash else None
 

@@ -49,6 +49,13 @@ def start(state: dict[str, Any] | None) -> tuple[dict[str, Any], str, Any]:
     return tree, tree_html(tree), _picker(tree)
 
 
+def redraw(tree: dict[str, Any] | None) -> tuple[str, Any]:
+    """The tree's view and branch list, for a tree put back on the page (a reload, the history)."""
+    if not tree or not tree.get("branches"):
+        return "", gr.update(choices=[], value=None)
+    return tree_html(tree), _picker(tree)
+
+
 def _picker(tree: dict[str, Any]) -> Any:
     rows = token_tree.outline(tree)
     return gr.update(choices=[(("· " * depth) + label, bid) for bid, depth, label in rows], value=tree["current"])

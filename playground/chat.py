@@ -15,6 +15,7 @@ from pipelines.engine import chat, models
 from pipelines.engine.sampling import SamplingParams
 from pipelines.labels import comparisons
 
+from . import history
 from .controls import MODEL_EVENTS, STOPS, Throttle, fill_when_model_ready, how_it_works, to_params, waiting_note
 from .errors import UserError
 from .guard import signed_in
@@ -367,9 +368,32 @@ def import_conversation(file: str | None) -> tuple[list[dict[str, Any]], Any]:
     return to_chatbot(rest), system if system is not None else gr.update()
 
 
-def model_default_system() -> dict:
-    """The system prompt box, showing the loaded model's own default and open for editing."""
+def model_default_system(stored: Any = None) -> dict:
+    """The system prompt box open for editing, showing the kept conversation's system prompt (a reload)
+    or else the loaded model's own default."""
+    kept = history.newest(stored)
+    if kept is not None and isinstance(kept.get("system_prompt"), str):
+        return gr.update(value=kept["system_prompt"], interactive=True)
     return gr.update(value=chat.default_system_prompt(models.get_handle().tokenizer) or "", interactive=True)
+
+
+def keep_conversation(messages: Any, system_prompt: str, stored: Any) -> list:
+    """The history with this conversation newest: the same conversation a turn longer replaces its entry."""
+    if not isinstance(messages, list) or not messages:
+        return history.entries(stored)
+    data = history.bounded({"messages": messages, "system_prompt": system_prompt or ""}, shed=())
+    first = next((m.get("content") for m in messages if isinstance(m, dict) and m.get("role") == "user"), "")
+
+    def same(old: dict) -> bool:
+        earlier = old.get("messages") or []
+        return old.get("system_prompt") == (system_prompt or "") and earlier == messages[: len(earlier)]
+
+    return history.pushed(stored, first if isinstance(first, str) else "conversation", data, replaces=same)
+
+
+def restore_conversation(data: dict[str, Any]) -> list[Any]:
+    messages = data.get("messages") if isinstance(data.get("messages"), list) else []
+    return [messages, gr.update(value=history.text(data.get("system_prompt")), interactive=True)]
 
 
 def build(demo: gr.Blocks, shared: Shared) -> None:
@@ -421,6 +445,7 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
                     label="Rendered prompt", language=None, lines=18, max_lines=18, interactive=False, wrap_lines=True
                 )
             export_file = gr.File(label="Exported conversation (OpenAI-style messages)", interactive=False)
+    kept = history.build("chat")
     how_it_works("chat")
 
     busy = gr.State(False)  # per session: one reply streams into a conversation at a time
@@ -450,11 +475,14 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
         # every way out of a reply frees the conversation: finished or stopped (the stream ends
         # itself, then .then), failed (.failure: the page runs no .then after an error), never
         # started (stop_reply); a closed page takes its state along
-        running.then(release, None, claimed, **fast)
+        history.remember(
+            kept, running.then(release, None, claimed, **fast), keep_conversation, [chatbot, system_prompt]
+        )
         running.failure(release, None, claimed, **fast)
     stop_button.click(stop_reply, run_id, claimed, **fast)
 
-    fill_when_model_ready(demo, model_default_system, None, system_prompt)
+    fill_when_model_ready(demo, model_default_system, kept.stored, system_prompt)
+    history.reopen(demo, kept, restore_conversation, [chatbot, system_prompt])
     gr.on([undo_button.click, chatbot.undo], undo, [chatbot, busy], [chatbot, message], api_name="undo")
     clear_button.click(lambda: ([], "", ""), None, [chatbot, rendered, report], api_name="clear_chat")
     chatbot.clear(lambda: ("", ""), None, [rendered, report], api_visibility="private")

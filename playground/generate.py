@@ -15,7 +15,7 @@ from pipelines.engine.completion import record_ids
 from pipelines.engine.sampling import SamplingParams
 from pipelines.train import icl_eval
 
-from . import branches
+from . import branches, history
 from .controls import (
     MODEL_EVENTS,
     STOPS,
@@ -256,6 +256,38 @@ def _accuracy_tables(report: icl_eval.ShotsReport) -> tuple[pd.DataFrame, pd.Dat
     return summary, items
 
 
+def keep_generation(prompt: str, output: str, stats: str, state: Any, tree: Any, stored: Any) -> list:
+    """The history with this generation (and its tree) newest; a branch grown from it replaces its entry."""
+    if not isinstance(state, dict) or not state.get("tokens"):
+        return history.entries(stored)
+    data = history.bounded(
+        {"prompt": prompt, "output": output, "stats": stats, "state": state, "tree": tree or {}}, shed=("tree",)
+    )
+
+    def same(old: dict[str, Any]) -> bool:  # the same generation: its prompt's tokens and first branch
+        return data is not None and _root(old) == _root(data) and _root(data) != (None, None)
+
+    return history.pushed(stored, prompt, data, replaces=same)
+
+
+def _root(data: dict[str, Any]) -> tuple[Any, Any]:
+    tree = history.part(data, "tree")
+    return tree.get("prompt_ids"), ((tree.get("branches") or [{}])[0] or {}).get("tokens")
+
+
+def restore_generation(data: dict[str, Any]) -> list[Any]:
+    """A kept generation back on the page: prompt, text, stats, the token views' state and its tree."""
+    state = data.get("state") if isinstance(data.get("state"), dict) else EMPTY_STATE
+    tree = data.get("tree") if isinstance(data.get("tree"), dict) and data["tree"].get("branches") else None
+    return [
+        history.text(data.get("prompt")),
+        history.text(data.get("output")),
+        history.text(data.get("stats")),
+        state,
+        tree if tree is not None else branches.start(state)[0],
+    ]
+
+
 def position_update(state: dict[str, Any]) -> dict[str, Any]:
     n = len((state or {}).get("tokens") or [])
     return gr.update(maximum=max(n, 1), value=0, interactive=n > 0)
@@ -285,6 +317,7 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
                 stop = gr.Button("Stop", elem_classes=["stop-quiet"], elem_id="gen-stop", scale=0, min_width=90)
             output = gr.Textbox(lines=8, label="Completion", interactive=False, buttons=["copy"], elem_id="gen-output")
             stats = gr.Markdown(elem_id="gen-stats")
+            kept = history.build("generate")
         with gr.Column(scale=2):
             gr.Markdown("#### Next-token distribution")
             position = gr.Slider(
@@ -411,10 +444,12 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
     )
     # finished or stopped (the stream ends itself on Stop), the token views follow
     # .success: after a failed generation the follow-ups would fail again with the same reason ("Error (2)")
-    generating.success(token_view, state, views, api_visibility="private").then(
-        position_update, state, position, api_visibility="private"
-    ).then(**inspect_event, api_visibility="private").then(
+    # (the tree first: the history keeps it, and a reload right after must not find it missing)
+    finished = generating.success(token_view, state, views, api_visibility="private").then(
         branches.start, state, [tree, tree_view, branch_pick], api_visibility="private"
+    )
+    finished.then(position_update, state, position, api_visibility="private").then(
+        **inspect_event, api_visibility="private"
     )
     tokens_html.click(branches.pick_token, state, [branch_at, alternative, position], api_visibility="private").then(
         lambda: gr.update(open=True), None, tree_box, api_visibility="private"
@@ -435,6 +470,15 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
             position_update, state, position, api_visibility="private"
         ).then(**inspect_event, api_visibility="private")
     export_button.click(branches.export, tree, tree_file, api_name="token_tree_export")
+    # every generation, and every branch grown from it, is kept in the browser; a reload brings it back
+    work = [prompt, output, stats, state, tree]
+    history.remember(kept, finished, keep_generation, work)
+    for event in (branched, shown):
+        history.remember(kept, event, keep_generation, work)
+    for event in history.reopen(demo, kept, restore_generation, work):
+        event.then(token_view, state, views, **history.QUIET).then(
+            position_update, state, position, **history.QUIET
+        ).then(branches.redraw, tree, [tree_view, branch_pick], **history.QUIET).then(**inspect_event, **history.QUIET)
     compare_run.click(
         compare,
         [prompt, shared.adapter],

@@ -15,6 +15,7 @@ from pipelines.engine import models
 from pipelines.rag import answer, attribution, chunking, embedder, evaluate, parsing, retrieval, store
 from pipelines.store import personal_data
 
+from . import history
 from .controls import (
     MODEL_EVENTS,
     STOPS,
@@ -317,6 +318,54 @@ def evaluate_questions(name: str | None, file: str | None, k: float, run_id: str
     return table, details, note
 
 
+def keep_answer(
+    collection: str | None,
+    question: str,
+    mode: str,
+    k: Any,
+    hits: Any,
+    grounded: str,
+    plain: str,
+    notice: str,
+    passages: str,
+    stored: Any,
+) -> list:
+    """The history with this question and its answers newest (the passages' table as rows)."""
+    if not question or not isinstance(grounded, str) or not grounded:
+        return history.entries(stored)
+    table = hits if isinstance(hits, pd.DataFrame) else pd.DataFrame()
+    data = {
+        "collection": collection or "",
+        "question": question,
+        "mode": mode,
+        "k": k,
+        "hits": {
+            "headers": [str(c) for c in table.columns],
+            "data": table.astype(object).where(table.notna(), None).values.tolist(),
+        },
+        "grounded": grounded,
+        "plain": plain or "",
+        "notice": notice or "",
+        "passages": passages or "",
+    }
+    return history.pushed(stored, f"{question} ({collection})", history.bounded(data, shed=("passages", "hits")))
+
+
+def restore_answer(data: dict[str, Any]) -> list[Any]:
+    table = history.part(data, "hits")
+    headers, rows = table.get("headers") or [], table.get("data") or []
+    return [
+        history.text(data.get("question")),
+        data.get("mode") if data.get("mode") in retrieval.MODES else gr.update(),
+        data.get("k") if isinstance(data.get("k"), int) else gr.update(),
+        pd.DataFrame(rows, columns=headers) if headers else pd.DataFrame(),
+        history.text(data.get("grounded")),
+        history.text(data.get("plain")),
+        history.text(data.get("notice")),
+        history.text(data.get("passages")),
+    ]
+
+
 def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
     """Lay out the tab; returns what a lesson step may set here (the question)."""
     names = store.collection_names()  # what exists at start (opens "New collection" when there is nothing)
@@ -375,6 +424,7 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
             hits = gr.Dataframe(interactive=False, wrap=True, label="Retrieved passages", elem_id="rag-hits")
             with gr.Accordion("Passages in full (click a citation to jump here)", open=True):
                 passages = gr.HTML()
+            kept = history.build("rag")
     with gr.Accordion("Evaluate retrieval on your questions", open=False):
         gr.Markdown(
             'Upload JSONL rows `{"question": ..., "source": "<file name>", "page": <optional>}`; recall@k and MRR per mode. '
@@ -412,7 +462,7 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
     )
     remove_button.click(remove_document, [collection, doc_id], doc_outputs, api_name="rag_remove_document")
     reindex_button.click(reindex_collection, collection, report, api_name="rag_reindex")
-    gr.on(
+    asked = gr.on(
         [ask_button.click, question.submit],
         ask,
         [collection, question, mode, k, shared.adapter],
@@ -421,6 +471,9 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
         api_name="rag_ask",
         **MODEL_EVENTS,
     )
+    answer_parts = [question, mode, k, hits, grounded, plain, notice, passages]
+    history.remember(kept, asked, keep_answer, [collection, *answer_parts], only_success=True)
+    history.reopen(demo, kept, restore_answer, answer_parts)
     eval_started, eval_id = stoppable([eval_button.click], eval_stop)
     eval_started.success(
         evaluate_questions,

@@ -14,6 +14,7 @@ from pipelines.engine import models
 from pipelines.reasoning import benchmark, extract, solve, strategies
 from pipelines.reasoning.solve import StrategyResult
 
+from . import history
 from . import react as react_panel
 from .controls import MODEL_EVENTS, STOPS, Throttle, how_it_works, stoppable, to_params, waiting_text
 from .errors import UserError
@@ -294,6 +295,40 @@ def item_detail(run_id: str | None, evt: gr.SelectData):
     return "\n".join(parts)
 
 
+RUN_FIELDS = (
+    "question",
+    "gold",
+    "keys",
+    *(f"{key}_{part}" for key in KEYS for part in ("output", "summary")),
+    "program",
+    "program_report",
+    "raw",
+)
+
+
+def keep_run(*values: Any) -> list:
+    """The history with this run (question, strategies and every column's output) newest."""
+    *parts, stored = values
+    data = dict(zip(RUN_FIELDS, parts, strict=True))
+    if not data["question"] or not any(data[f"{key}_output"] for key in KEYS):
+        return history.entries(stored)
+    return history.pushed(stored, str(data["question"]), history.bounded(data, shed=("raw",)))
+
+
+def restore_run(data: dict[str, Any]) -> list[Any]:
+    keys = data.get("keys")
+    shown: list[Any] = []
+    for field in RUN_FIELDS:
+        value = data.get(field)
+        if field == "keys":
+            shown.append([k for k in keys if k in KEYS] if isinstance(keys, list) else gr.update())
+        elif field == "raw":
+            shown.append(value if isinstance(value, (dict, list)) else None)
+        else:
+            shown.append(history.text(value))
+    return shown
+
+
 def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
     problems = bundled_problems()
     with gr.Row():
@@ -331,6 +366,7 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
                     program_report = gr.Markdown()
                 columns[key] = (output, summary)
     raw = gr.JSON(visible=False)
+    kept = history.build("reasoning")
 
     with gr.Accordion("Prompts (few-shot exemplars, editable for this session)", open=False):
         editors = {}
@@ -372,7 +408,7 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
     prompt_inputs = [editors[k] for k in KEYS]
     outputs = [c for key in KEYS for c in columns[key]] + [program, program_report, raw]
     started, run_id = stoppable([run_button.click, question.submit], stop_button)
-    started.success(
+    ran = started.success(
         run_strategies,
         [question, gold, keys, samples, *prompt_inputs, shared.adapter, run_id],
         outputs,
@@ -380,6 +416,9 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
         api_name="reason",
         **MODEL_EVENTS,
     )
+    run_parts = [question, gold, keys, *outputs]
+    history.remember(kept, ran, keep_run, run_parts, only_success=True)
+    history.reopen(demo, kept, restore_run, run_parts)
     pick.change(pick_problem, pick, [question, gold], api_visibility="private")
     bench_started, bench_id = stoppable([bench_button.click], bench_stop)
     bench_started.success(

@@ -1,0 +1,211 @@
+"""A tab's recent work, kept in the person's own browser so that a reload loses nothing (issue 43).
+
+Gradio Spaces lose a page's state on refresh (gradio #10559, #10045, #11760); here each tab that
+makes results (Generate, Chat, RAG, Reasoning) keeps its last ones in `gr.BrowserState`: the
+browser's local storage, encrypted with a key derived from the app's secret, per browser and per
+app -- never on the server, so one visitor never sees another's. The newest comes back on reload;
+the "History" list reopens an earlier one; "Clear history" forgets them all.
+
+Bounded: at most `LIMIT` entries per tab, each at most `MAX_ENTRY_BYTES` of JSON (an entry over it
+drops its heaviest parts first: `shed`). What comes back from the browser is the visitor's to write,
+so each entry carries the server's signature over its data (`VisitorKeys.signature`, with a key the page
+never sees: the storage's own encryption key is in the page) and an entry without a valid one is
+ignored: a tab restores only what it wrote itself.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+from pipelines.access import visitor_keys
+
+STORAGE_KEY = "llm-playground-work"
+LIMIT = 8
+MAX_ENTRY_BYTES = 64 * 1024
+TITLE_CHARS = 60
+QUIET: dict[str, Any] = {"api_visibility": "private", "show_progress": "hidden"}
+
+
+@dataclass
+class WorkHistory:
+    key: str
+    stored: gr.BrowserState
+    picker: gr.Dropdown
+    clear: gr.Button
+
+
+_unplaced: list[gr.BrowserState] = []
+
+
+def build(key: str) -> WorkHistory:
+    """The history row (a list of earlier results and a clear button), laid out where it is called.
+
+    Its storage is placed outside the tabs (`place_stores`): a BrowserState inside a tab not yet shown
+    is not read from the browser before the page's load events, and the restore would find nothing."""
+    stored = gr.BrowserState(
+        [], storage_key=f"{STORAGE_KEY}-{key}", secret=visitor_keys().derived("browser-state"), render=False
+    )
+    _unplaced.append(stored)
+    with gr.Row(elem_id=f"{key}-history"):
+        picker = gr.Dropdown(
+            choices=[],
+            value=None,
+            label="History (kept in this browser)",
+            info="your recent results here: they come back after a reload; pick one to reopen it",
+            elem_id=f"{key}-history-pick",
+            scale=4,
+        )
+        clear = gr.Button("Clear history", size="sm", elem_id=f"{key}-history-clear", scale=0, min_width=120)
+    return WorkHistory(key, stored, picker, clear)
+
+
+SAFE_INTEGER = 2**53  # JavaScript's numbers hold integers exactly up to here
+
+
+def browser_safe(value: Any) -> Any:
+    """`value` as it comes back from the browser's JSON: no NaN or infinities (JSON.stringify writes
+    null), whole floats as integers (JavaScript writes 1.0 as 1), no integers beyond 2^53 (kept as
+    text). Signed in this form, it still verifies on the way back."""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return None
+        return int(value) if value.is_integer() and abs(value) <= SAFE_INTEGER else value
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > SAFE_INTEGER:
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): browser_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [browser_safe(v) for v in value]
+    return value
+
+
+def _canonical(data: dict[str, Any]) -> str:
+    return json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def place_stores() -> None:
+    """Render the histories' storage here (the app's top level, always on the page)."""
+    while _unplaced:
+        _unplaced.pop(0).render()
+
+
+def entries(stored: Any) -> list[dict[str, Any]]:
+    """The entries of what the browser sent that this server wrote (anything else is ignored)."""
+    if not isinstance(stored, list):
+        return []
+    keys = visitor_keys()
+    return [
+        e
+        for e in stored[:LIMIT]
+        if isinstance(e, dict)
+        and isinstance(e.get("id"), str)
+        and isinstance(e.get("title"), str)
+        and isinstance(e.get("data"), dict)
+        and keys.signed("work-history", _canonical(e["data"]), e.get("signature"))
+    ]
+
+
+def choices(stored: Any) -> list[tuple[str, str]]:
+    found = []
+    for entry in entries(stored):
+        at = entry.get("at")
+        when = time.strftime("%H:%M", time.localtime(at)) if isinstance(at, (int, float)) else "--:--"
+        found.append((f"{when} · {entry['title']}", entry["id"]))
+    return found
+
+
+def _size(data: dict[str, Any]) -> int:
+    return len(json.dumps(data, ensure_ascii=False).encode())
+
+
+def bounded(data: dict[str, Any], shed: Sequence[str]) -> dict[str, Any] | None:
+    """`data` within MAX_ENTRY_BYTES, dropping the `shed` fields in order until it fits (None if it never does)."""
+    data = browser_safe(data)
+    for field in (None, *shed):
+        if field is not None:
+            data.pop(field, None)
+        if _size(data) <= MAX_ENTRY_BYTES:
+            return data
+    return None
+
+
+def pushed(
+    stored: Any, title: str, data: dict[str, Any] | None, *, replaces: Callable[[dict], bool] | None = None
+) -> list:
+    """The history with `data` as its newest entry; an entry `replaces` says is the same work is taken out
+    (a conversation that grew by a turn is one entry, not one per turn)."""
+    kept = [e for e in entries(stored) if not (replaces and replaces(e["data"]))]
+    if data is None:
+        return kept
+    data = browser_safe(data)  # signed as it will come back
+    title = " ".join(title.split())[:TITLE_CHARS] or "(empty)"
+    signature = visitor_keys().signature("work-history", _canonical(data))
+    entry = {"id": uuid.uuid4().hex[:12], "at": time.time(), "title": title, "data": data, "signature": signature}
+    return [entry, *kept][:LIMIT]
+
+
+def find(stored: Any, entry_id: Any) -> dict[str, Any] | None:
+    return next((e["data"] for e in entries(stored) if e["id"] == entry_id), None)
+
+
+def newest(stored: Any) -> dict[str, Any] | None:
+    found = entries(stored)
+    return found[0]["data"] if found else None
+
+
+def remember(
+    history: WorkHistory, event: Any, keep: Callable[..., list], inputs: list[Any], *, only_success: bool = False
+) -> Any:
+    """After `event` (`only_success`: unless it failed), `keep(*input values, stored)` gives the new
+    history (see `pushed`); the list follows."""
+
+    def kept(*values: Any) -> tuple[list, Any]:
+        stored = keep(*values)
+        return stored, gr.update(choices=choices(stored), value=stored[0]["id"] if stored else None)
+
+    follow = event.success if only_success else event.then
+    return follow(kept, [*inputs, history.stored], [history.stored, history.picker], **QUIET)
+
+
+def reopen(
+    demo: gr.Blocks, history: WorkHistory, restore: Callable[[dict[str, Any]], list], outputs: list[Any]
+) -> list[Any]:
+    """On page load the newest entry comes back; a pick in the list brings that one. Returns the two
+    events, for what must follow a restore (the views drawn from it)."""
+    nothing = len(outputs)
+
+    def on_load(stored: Any) -> list[Any]:
+        data = newest(stored)
+        shown = restore(data) if data is not None else [gr.update()] * nothing
+        found = choices(stored)
+        return [*shown, gr.update(choices=found, value=found[0][1] if found else None)]
+
+    def on_pick(stored: Any, entry_id: Any) -> list[Any]:
+        data = find(stored, entry_id)
+        return restore(data) if data is not None else [gr.update()] * nothing
+
+    loaded = demo.load(on_load, history.stored, [*outputs, history.picker], **QUIET)
+    picked = history.picker.input(on_pick, [history.stored, history.picker], outputs, **QUIET)
+    history.clear.click(
+        lambda: ([], gr.update(choices=[], value=None)), None, [history.stored, history.picker], **QUIET
+    )
+    return [loaded, picked]
+
+
+def part(data: dict[str, Any], field: str) -> dict[str, Any]:
+    """A nested object of an entry (empty if it is not one)."""
+    value = data.get(field)
+    return value if isinstance(value, dict) else {}
+
+
+def text(value: Any, limit: int = 200_000) -> str:
+    """A string field of an entry, as the tab wrote it (anything else: empty)."""
+    return value[:limit] if isinstance(value, str) else ""

@@ -1,0 +1,126 @@
+"""Nothing a person did is lost on reload (issue 43): Generate's output with its token views, Chat's
+conversation, a RAG answer and a Reasoning run come back after a reload, an earlier one reopens from the
+tab's history, "Clear history" forgets them -- and another visitor's browser sees none of it."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+pytest.importorskip(
+    "playwright", reason="browser tests need the playwright package: run `make test` (requirements-dev.txt)"
+)
+from playwright.sync_api import Page, expect  # noqa: E402
+
+from tests.browser_flows import set_number  # noqa: E402
+
+pytestmark = pytest.mark.browser
+
+
+def _reload(page: Page) -> None:
+    page.reload()
+    page.get_by_role("tab", name="Generate").wait_for()
+
+
+def _kept(page: Page, key: str) -> None:
+    """Wait until the tab's history holds the newest result (it is written as the result finishes)."""
+    expect(page.locator(f"#{key}-history-pick input")).not_to_have_value("", timeout=60_000)
+
+
+def _generate(page: Page, prompt: str, tokens: int) -> str:
+    before = page.locator("#gen-output textarea").input_value()
+    page.get_by_label("Prompt", exact=True).fill(prompt)
+    page.get_by_role("button", name="Generate", exact=True).click()
+    expect(page.locator("#gen-output textarea")).not_to_have_value(before, timeout=60_000)
+    expect(page.locator("#gen-tokens .tok[data-index]")).to_have_count(tokens, timeout=60_000)
+    return page.locator("#gen-output textarea").input_value()
+
+
+def test_generate_comes_back_after_a_reload_reopens_from_history_and_clears(page: Page, open_page, app_url):
+    set_number(page, "Max new tokens", "4")
+    set_number(page, "Temperature", "0")
+    first = _generate(page, "Once upon a time", 4)
+    _kept(page, "generate")
+    second = _generate(page, "The weather today", 4)
+    expect(page.locator("#generate-history-pick input")).to_have_value(re.compile("The weather today"), timeout=60_000)
+    _reload(page)
+    expect(page.locator("#gen-output textarea")).to_have_value(second, timeout=30_000)
+    expect(page.get_by_label("Prompt", exact=True)).to_have_value("The weather today")
+    expect(page.locator("#gen-tokens .tok[data-index]")).to_have_count(4, timeout=30_000)  # the token view too
+
+    page.locator("#generate-history-pick input").click()
+    options = page.get_by_role("option")
+    expect(options).to_have_count(2)
+    page.get_by_role("option", name="Once upon a time").click()
+    expect(page.locator("#gen-output textarea")).to_have_value(first, timeout=30_000)
+    expect(page.get_by_label("Prompt", exact=True)).to_have_value("Once upon a time")
+
+    with open_page(app_url) as other:  # another visitor: nothing of this one's
+        other.wait_for_timeout(2_000)
+        expect(other.locator("#gen-output textarea")).to_have_value("")
+        other.locator("#generate-history-pick input").click()
+        expect(other.get_by_role("option")).to_have_count(0)
+
+    page.get_by_role("button", name="Clear history").first.click()
+    expect(page.locator("#generate-history-pick input")).to_have_value("", timeout=30_000)
+    page.wait_for_timeout(500)
+    _reload(page)
+    page.wait_for_timeout(2_000)
+    expect(page.locator("#gen-output textarea")).to_have_value("")
+
+
+def test_a_conversation_comes_back_after_a_reload(page: Page):
+    set_number(page, "Max new tokens", "4")
+    page.get_by_role("tab", name="Chat").click()
+    system = page.get_by_label("System prompt")
+    expect(system).to_be_editable(timeout=60_000)
+    system.fill("Answer in one word.")
+    box = page.locator("#chat-message textarea")
+    box.fill("Hello there")
+    box.press("Enter")
+    expect(page.locator("#chat-conversation [data-testid='bot']")).to_have_count(1, timeout=60_000)
+    _kept(page, "chat")
+    box.fill("And again")
+    box.press("Enter")
+    expect(page.locator("#chat-conversation [data-testid='bot']")).to_have_count(2, timeout=60_000)
+    page.wait_for_timeout(1_000)
+    _reload(page)
+    page.get_by_role("tab", name="Chat").click()
+    expect(page.locator("#chat-conversation [data-testid='user']")).to_have_count(2, timeout=30_000)
+    expect(page.locator("#chat-conversation [data-testid='user']").first).to_contain_text("Hello there")
+    expect(page.get_by_label("System prompt")).to_have_value("Answer in one word.", timeout=30_000)
+    page.locator("#chat-history-pick input").click()
+    expect(page.get_by_role("option")).to_have_count(1)  # one conversation, not one entry per turn
+
+
+def test_a_rag_answer_and_a_reasoning_run_come_back_after_a_reload(page: Page, tmp_path):
+    from pipelines.rag import store
+
+    notes = tmp_path / "harbour.md"
+    notes.write_text("# Harbour\n\nThe Corran lighthouse was repainted red in 1987 by volunteers.\n")
+    store.create("kept-docs", chunk_size=64, overlap=8)
+    store.ingest("kept-docs", [(str(notes), "harbour.md")])
+    _reload(page)  # the collection, made after the page opened, is offered (and picked: the only one)
+    set_number(page, "Max new tokens", "4")
+    page.get_by_role("tab", name="RAG").click()
+    page.get_by_label("Question").fill("When was the lighthouse repainted?")
+    page.get_by_role("button", name="Ask", exact=True).click()
+    expect(page.locator("#rag-hits")).to_contain_text("harbour.md", timeout=60_000)
+    _kept(page, "rag")
+
+    page.get_by_role("tab", name="Reasoning").click()
+    page.get_by_label("Word problem").fill("What is 2 plus 3?")
+    page.get_by_role("button", name="Run", exact=True).click()
+    expect(page.locator("#reason-direct-summary")).not_to_be_empty(timeout=60_000)
+    _kept(page, "reasoning")
+    direct = page.locator("#reason-direct textarea").input_value()
+    page.wait_for_timeout(500)
+
+    _reload(page)
+    page.get_by_role("tab", name="RAG").click()
+    expect(page.get_by_label("Question")).to_have_value("When was the lighthouse repainted?", timeout=30_000)
+    expect(page.locator("#rag-hits")).to_contain_text("harbour.md", timeout=30_000)
+    page.get_by_role("tab", name="Reasoning").click()
+    expect(page.get_by_label("Word problem")).to_have_value("What is 2 plus 3?", timeout=30_000)
+    expect(page.locator("#reason-direct textarea")).to_have_value(direct, timeout=30_000)
