@@ -15,7 +15,7 @@ from pipelines.engine.completion import record_ids
 from pipelines.engine.sampling import SamplingParams
 from pipelines.train import icl_eval
 
-from . import branches, history
+from . import branches, capsule_files, history
 from .controls import (
     MODEL_EVENTS,
     STOPS,
@@ -78,6 +78,9 @@ def _state(completion: generation.Completion, prompt: str, adapter: str | None) 
         "tokens": [t.to_json() for t in completion.tokens],
         "text": completion.text,
         "finish_reason": completion.finish_reason,
+        # what a replay capsule needs besides: the settings with the seed actually given, the engine
+        "params": completion.params.with_seed(completion.seed).to_dict(),
+        "engine": completion.engine,
     }
 
 
@@ -318,6 +321,7 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
             output = gr.Textbox(lines=8, label="Completion", interactive=False, buttons=["copy"], elem_id="gen-output")
             stats = gr.Markdown(elem_id="gen-stats")
             kept = history.build("generate")
+            save_capsule, load_capsule, capsule_file, capsule_note = capsule_files.build()
         with gr.Column(scale=2):
             gr.Markdown("#### Next-token distribution")
             position = gr.Slider(
@@ -470,6 +474,13 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
             position_update, state, position, api_visibility="private"
         ).then(**inspect_event, api_visibility="private")
     export_button.click(branches.export, tree, tree_file, api_name="token_tree_export")
+    save_capsule.click(capsule_files.save_generation, state, capsule_file, api_name="save_capsule")
+    load_capsule.upload(
+        capsule_files.load_generation,
+        load_capsule,
+        [prompt, *sampling.inputs, shared.adapter, capsule_note],
+        api_name="load_capsule",
+    ).success(**inspect_event, api_visibility="private")
     # every generation, and every branch grown from it, is kept in the browser; a reload brings it back
     work = [prompt, output, stats, state, tree]
     history.remember(kept, finished, keep_generation, work)

@@ -22,14 +22,31 @@ def _seeded(params: Any, seed: int) -> Any:
 
 
 def generation(handle: Any, prompt: str, completion: Any, *, adapter: str | None = None) -> dict[str, Any]:
-    inputs = {
-        "prompt": prompt,
-        "prompt_ids": list(completion.prompt_ids),
-        "sampler": capsules.sampler(_seeded(completion.params, completion.seed)),
-    }
-    return capsules.make(
-        "generate", handle, adapter=adapter, engine=completion.engine, inputs=inputs, result=_completion(completion)
+    return generated(
+        handle,
+        prompt,
+        list(completion.prompt_ids),
+        _seeded(completion.params, completion.seed),
+        _completion(completion),
+        engine=completion.engine,
+        adapter=adapter,
     )
+
+
+def generated(
+    handle: Any,
+    prompt: str,
+    prompt_ids: Sequence[int],
+    params: Any,
+    result: dict[str, Any],
+    *,
+    engine: str,
+    adapter: str | None = None,
+) -> dict[str, Any]:
+    """A generation's capsule from its parts (the Generate tab keeps them in its state): `params` with
+    the seed the generator was given, `result` = {"text", "token_ids", "finish_reason"}."""
+    inputs = {"prompt": prompt, "prompt_ids": list(prompt_ids), "sampler": capsules.sampler(params)}
+    return capsules.make("generate", handle, adapter=adapter, engine=engine, inputs=inputs, result=result)
 
 
 def chat(

@@ -34,6 +34,8 @@ def _cases(f: Path) -> dict[str, tuple[dict, str]]:
         "chat_compare": (dict(history=[], annotator="t"), r"no user message"),
         "check_dataset": (dict(upload=handle_file(str(f / "binary.jsonl")), sample=None), r"not UTF-8"),
         "clear_chat": (dict(), r"^OK"),
+        "save_capsule": (dict(), r"Generate something first"),
+        "load_capsule": (dict(file=handle_file(str(f / "broken.json"))), r"not valid JSON"),
         "download_adapter": (dict(name=None), r"Choose an adapter"),
         "explain_metrics": (dict(reference="", candidate="x"), r"Give both a reference"),
         "export_chat": (dict(history=[{"role": "user", "content": "hi"}]), r"content|list"),
@@ -220,6 +222,8 @@ ENDPOINTS = sorted(
         "student",
         "start_distillation",
         "grpo_group",
+        "save_capsule",
+        "load_capsule",
     ]
 )
 

@@ -4,6 +4,7 @@ tab's history, "Clear history" forgets them -- and another visitor's browser see
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -124,3 +125,29 @@ def test_a_rag_answer_and_a_reasoning_run_come_back_after_a_reload(page: Page, t
     page.get_by_role("tab", name="Reasoning").click()
     expect(page.get_by_label("Word problem")).to_have_value("What is 2 plus 3?", timeout=30_000)
     expect(page.locator("#reason-direct textarea")).to_have_value(direct, timeout=30_000)
+
+
+def test_a_generation_saved_as_a_capsule_loads_back_every_setting_and_generates_the_same_text(page: Page, tmp_path):
+    set_number(page, "Max new tokens", "5")
+    set_number(page, "Temperature", "1.1")
+    set_number(page, "Top-k", "50")
+    text = _generate(page, "A capsule keeps", 5)
+    page.get_by_text("Replay capsule: save this result, or load one").click()
+    page.get_by_role("button", name="Save capsule").click()
+    link = page.locator("a[href*='generation-capsule.json']").first
+    expect(link).to_be_visible(timeout=30_000)
+    saved = tmp_path / "capsule.json"
+    saved.write_bytes(page.request.get(link.get_attribute("href")).body())
+    assert json.loads(saved.read_text())["kind"] == "generate"
+    set_number(page, "Temperature", "0.3")
+    set_number(page, "Top-k", "0")
+    page.get_by_label("Prompt", exact=True).fill("something else")
+    with page.expect_file_chooser() as chooser:
+        page.locator("#capsule-load").click()
+    chooser.value.set_files(str(saved))
+    expect(page.locator("#capsule-note")).to_contain_text("press Generate to make it again", timeout=30_000)
+    expect(page.get_by_label("Prompt", exact=True)).to_have_value("A capsule keeps")
+    expect(page.get_by_label("number input for Temperature", exact=True).first).to_have_value("1.1")
+    expect(page.get_by_label("number input for Top-k", exact=True).first).to_have_value("50")
+    page.get_by_role("button", name="Generate", exact=True).click()
+    expect(page.locator("#gen-output textarea")).to_have_value(text, timeout=60_000)  # the same seed, the same text
