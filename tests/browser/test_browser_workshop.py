@@ -57,6 +57,7 @@ def _create_on_the_page(lecturer: Page) -> str:
     return re.search(r"workshop=([A-Z0-9]+)", created.inner_text())[1]
 
 
+@pytest.mark.heavy  # ~70 s: six browser contexts; the workshop's API and unit tests run in `make test`
 def test_a_lecturer_runs_a_class_of_five(page: Page, open_page, app_url):
     drives.save("class drive", drives.DriveSettings(overlap=1, gold_rate=0.0))
     drives.add_items("class drive", two_response_items(3))

@@ -214,7 +214,7 @@ def test_a_fine_tuning_job_replays_to_the_same_weights_and_changed_data_is_refus
     assert "data file d.jsonl has changed" in capsys.readouterr().err
 
 
-@pytest.mark.slow
+@pytest.mark.heavy  # ~35 s: four trainings, each twice (fine-tuning's replay runs in `make test`)
 def test_reward_dpo_rloo_and_grpo_jobs_replay_to_the_same_weights(tiny_model_env, capsys, tmp_path, data_dir):
     """Each job kind trained with --capsule, then trained again from the capsule: the same bytes."""
     pairs = ROOT / "assets" / "datasets" / "preference_pairs.jsonl"
