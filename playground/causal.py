@@ -101,7 +101,7 @@ def head_from_table(prompt: str, adapter: str | None, event: gr.SelectData) -> t
     return _head_pattern(prompt, int(row[0]), int(row[1]), adapter)
 
 
-def build_heads(shared: Shared) -> None:
+def build_heads(shared: Shared) -> dict[str, gr.Textbox]:
     gr.Markdown(
         "Every head of the model scored for three jobs, from one pass over a fixed probe: **induction** (on a random "
         "sequence repeated, attending to the token that followed the same token last time), **previous token**, and "
@@ -137,6 +137,7 @@ def build_heads(shared: Shared) -> None:
     score.change(regrid, [score, report], grid, api_visibility="private", show_progress="hidden")
     grid.select(head_from_grid, [prompt, report, adapter], [pattern, pattern_note], api_visibility="private")
     table.select(head_from_table, [prompt, adapter], [pattern, pattern_note], api_visibility="private")
+    return {"heads_prompt": prompt}
 
 
 # --- activation patching ---------------------------------------------------------------------------------
@@ -225,7 +226,7 @@ def patch_cell(place: str, report: dict[str, Any] | None, adapter: str | None, e
     )
 
 
-def build_patching(shared: Shared) -> None:
+def build_patching(shared: Shared) -> dict[str, gr.Textbox]:
     gr.Markdown(
         "Two prompts of the same length that differ in one fact. The clean run's activation at one layer and position "
         "is written into the corrupted run: where that brings the clean answer back, that activation carries the fact."
@@ -253,6 +254,7 @@ def build_patching(shared: Shared) -> None:
     )
     place.change(show_place, [place, report], grid, api_visibility="private", show_progress="hidden")
     grid.select(patch_cell, [place, report, adapter], cell, api_visibility="private")
+    return {"patch_clean": clean, "patch_corrupt": corrupt, "patch_target": target, "patch_foil": foil}
 
 
 # --- steering --------------------------------------------------------------------------------------------
@@ -311,8 +313,9 @@ def run_steer(
     )
 
 
-def build_steering(shared: Shared) -> Any:
-    """The panel; returns its layer control (narrowed to the model's own layers once it is loaded)."""
+def build_steering(shared: Shared) -> tuple[Any, dict[str, gr.Textbox]]:
+    """The panel; returns its layer control (narrowed to the model's own layers once it is loaded) and
+    its text inputs (kept across reloads)."""
     gr.Markdown(
         "A direction from two sets of prompts — the difference of their mean residual streams at one layer — added "
         "while the model writes. Same prompt, same seed: at strength 0 the two texts are identical."
@@ -346,4 +349,4 @@ def build_steering(shared: Shared) -> Any:
         [steered, unsteered, note],
         api_name="inside_steer",
     )
-    return knobs[0]
+    return knobs[0], {"steer_positive": positive, "steer_negative": negative, "steer_prompt": prompt}

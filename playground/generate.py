@@ -432,7 +432,7 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
         trigger_mode="always_last",
         **MODEL_EVENTS,
     )
-    demo.load(**inspect_event, api_visibility="private")
+    # on page load the distribution is drawn once the kept generation (if any) is back: see history.reopen below
     fill_when_model_ready(demo, lambda: engine_knob_updates(models.get_handle()), None, sampling_b.engine_knobs)
     preset.change(load_preset, preset, [prompt, *sampling.inputs], api_name="preset").then(
         **inspect_event, api_visibility="private"

@@ -192,7 +192,8 @@ def reopen(
         data = find(stored, entry_id)
         return restore(data) if data is not None else [gr.update()] * nothing
 
-    loaded = demo.load(on_load, history.stored, [*outputs, history.picker], **QUIET)
+    # not queued: answered at once, beside the page's other load events, not behind them
+    loaded = demo.load(on_load, history.stored, [*outputs, history.picker], queue=False, **QUIET)
     picked = history.picker.input(on_pick, [history.stored, history.picker], outputs, **QUIET)
     history.clear.click(
         lambda: ([], gr.update(choices=[], value=None)), None, [history.stored, history.picker], **QUIET
@@ -204,6 +205,33 @@ def part(data: dict[str, Any], field: str) -> dict[str, Any]:
     """A nested object of an entry (empty if it is not one)."""
     value = data.get(field)
     return value if isinstance(value, dict) else {}
+
+
+MAX_INPUT_CHARS = 20_000  # a kept input box (the bias probe's sentences, a steering set: a few KB)
+
+
+def keep_inputs(demo: gr.Blocks, key: str, fields: dict[str, Any]) -> None:
+    """A panel's last inputs (text boxes) kept in the browser and put back on load: a reload leaves the
+    Inside tab's prompts as the person had typed them. Only the named boxes' own text is kept."""
+    stored = gr.BrowserState(
+        {}, storage_key=f"{STORAGE_KEY}-inputs-{key}", secret=visitor_keys().derived("browser-state"), render=False
+    )
+    _unplaced.append(stored)
+    names, boxes = list(fields), list(fields.values())
+
+    def kept(*values: Any) -> dict[str, str]:
+        return {n: v[:MAX_INPUT_CHARS] for n, v in zip(names, values, strict=True) if isinstance(v, str)}
+
+    def restore(stored_value: Any) -> list[Any]:
+        found = stored_value if isinstance(stored_value, dict) else {}
+        return [
+            gr.update(value=text(found[n], MAX_INPUT_CHARS)) if isinstance(found.get(n), str) else gr.update()
+            for n in names
+        ]
+
+    for box in boxes:  # .change, not .input: a value set by a lesson step is the person's too
+        box.change(kept, boxes, stored, trigger_mode="always_last", queue=False, **QUIET)
+    demo.load(restore, stored, boxes, queue=False, **QUIET)
 
 
 def text(value: Any, limit: int = 200_000) -> str:

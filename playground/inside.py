@@ -17,7 +17,7 @@ from pipelines import inside
 from pipelines.engine import models
 from pipelines.inside import bias, steering, tuned_lens
 
-from . import causal, families
+from . import causal, families, history
 from . import compression as compression_panel
 from . import scale as scale_panel
 from .controls import fill_when_model_ready, how_it_works
@@ -334,11 +334,11 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
             )
             lens = gr.HTML(elem_id="inside-lens")
         with gr.Tab("Heads", id="heads"):
-            causal.build_heads(shared)  # which heads do a known job: induction, previous token, sink
+            typed = causal.build_heads(shared)  # which heads do a known job: induction, previous token, sink
         with gr.Tab("Patching", id="patching"):
-            causal.build_patching(shared)  # which layer and position carries a fact, by cause
+            typed |= causal.build_patching(shared)  # which layer and position carries a fact, by cause
         with gr.Tab("Steering", id="steering"):
-            steer_layer = causal.build_steering(shared)  # a direction added to the stream while the model writes
+            steer_layer, steer_inputs = causal.build_steering(shared)  # a direction added to the stream while it writes
         with gr.Tab("Architecture", id="architecture"):
             with gr.Row():
                 context = control(inside.ArchitectureSpec, "context")
@@ -387,4 +387,15 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
     gr.on([bias_button.click], probe_bias, [templates, adapter], [bias_summary, bias_table], api_name="inside_bias")
     gr.on([architecture_button.click], show_architecture, context, [tree, parts, cache], api_name="inside_architecture")
     fill_when_model_ready(demo, _sizes, None, [layer, head, steer_layer])
+    typed |= steer_inputs | {
+        "text": text,
+        "scored": scored,
+        "prompt": prompt,
+        "first": first,
+        "second": second,
+        "templates": templates,
+        "attn_prompt": attn_prompt,
+        "lens_prompt": lens_prompt,
+    }
+    history.keep_inputs(demo, "inside", typed)  # a reload leaves every panel's prompts as they were typed
     return {"inside_tab": sections, "inside_text": text}  # what a lesson step may set here

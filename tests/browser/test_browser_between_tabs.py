@@ -71,6 +71,7 @@ def _wait_for_job(name: str) -> jobs.JobInfo:
     raise AssertionError(f"job {name} did not finish")
 
 
+@pytest.mark.heavy  # ~85 s: two fine-tuning jobs through the page; `make test` keeps the short fine-tune walk
 def test_train_use_the_adapter_in_chat_reload_and_train_again(own_page: Page, job_runner, tmp_path):
     page = own_page
     rows = write_sft_rows(tmp_path / "rows.jsonl", n=16)
@@ -178,6 +179,7 @@ def test_pickers_know_what_was_created_since_start(page: Page, tokenizer, data_d
     assert "made-after-start (lora)" in _options(page, "ft-adapter-pick")
 
 
+@pytest.mark.heavy  # ~42 s: a classifier trained through the page
 def test_lesson_sets_up_a_classifier_that_trains_and_classifies(page: Page, job_runner):
     """Lessons -> the feature-based step opens the classification panel filled in; train; pick; classify."""
     page.get_by_role("tab", name="Lessons").click()

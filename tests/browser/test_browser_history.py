@@ -151,3 +151,22 @@ def test_a_generation_saved_as_a_capsule_loads_back_every_setting_and_generates_
     expect(page.get_by_label("number input for Top-k", exact=True).first).to_have_value("50")
     page.get_by_role("button", name="Generate", exact=True).click()
     expect(page.locator("#gen-output textarea")).to_have_value(text, timeout=60_000)  # the same seed, the same text
+
+
+def test_the_inside_panels_keep_their_typed_prompts_across_a_reload(page: Page, open_page, app_url):
+    page.get_by_role("tab", name="Inside the model").click()
+    page.get_by_label("Text", exact=True).fill("My own sentence to tokenize.")
+    page.get_by_role("tab", name="Patching").click()
+    page.get_by_label("Clean prompt").fill("The Louvre is in the city of")
+    page.get_by_label("Clean prompt").blur()
+    page.wait_for_timeout(1_000)
+    _reload(page)
+    page.get_by_role("tab", name="Inside the model").click()
+    expect(page.get_by_label("Text", exact=True)).to_have_value("My own sentence to tokenize.", timeout=30_000)
+    page.get_by_role("tab", name="Patching").click()
+    expect(page.get_by_label("Clean prompt")).to_have_value("The Louvre is in the city of")
+    with open_page(app_url) as other:  # another browser starts from the defaults
+        other.get_by_role("tab", name="Inside the model").click()
+        expect(other.get_by_label("Text", exact=True)).to_have_value(
+            "LLMs are cool, and unfriendly tokens split into pieces."
+        )
