@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.errors import PlaygroundError
+from pipelines.store.snapshots import sha256_of
 
 FORMAT = 1
 KINDS = ("generate", "chat", "rag", "reasoning", "job")
@@ -39,7 +40,8 @@ _digest_lock = threading.Lock()
 
 
 def weights_sha256(handle: Any) -> str:
-    """SHA-256 over the base model's tensors (names, dtypes, shapes, bytes), adapters' layers left out.
+    """SHA-256 over the base model's tensors (`training.weights_digest`: names, dtypes, shapes, bytes),
+    adapters' layers left out.
 
     Computed once per loaded model (~0.5 s for 135M parameters): a capsule names the weights, not
     a file, so a converted copy of the same weights is the same model and a fine-tuned one is not.
@@ -47,23 +49,17 @@ def weights_sha256(handle: Any) -> str:
     key = (id(handle.model), handle.name)
     with _digest_lock:
         if key not in _digests:
-            digest = hashlib.sha256()
+            from pipelines.train.training import weights_digest
+
             model = handle.model
             base = model.get_base_model() if hasattr(model, "get_base_model") else model
-            for name, tensor in sorted(base.state_dict().items()):
-                if "lora_" in name or "modules_to_save" in name or "prompt_encoder" in name:
-                    continue
-                tensor = tensor.detach().cpu().contiguous()
-                digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-                digest.update(_bytes(tensor))
-            _digests[key] = digest.hexdigest()
+            tensors = {
+                name: tensor
+                for name, tensor in base.state_dict().items()
+                if not any(part in name for part in ("lora_", "modules_to_save", "prompt_encoder"))
+            }
+            _digests[key] = weights_digest(tensors)
         return _digests[key]
-
-
-def _bytes(tensor: Any) -> bytes:
-    import torch
-
-    return tensor.reshape(-1).view(torch.uint8).numpy().tobytes()
 
 
 def files_sha256(folder: Path) -> str:
@@ -75,20 +71,11 @@ def files_sha256(folder: Path) -> str:
     return digest.hexdigest()
 
 
-def files_sha256_of(path: Path) -> str:
-    """SHA-256 of one file's bytes."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(2**20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def weights_files_sha256(folder: Path) -> str:
     """SHA-256 over a result folder's weight files (*.safetensors): its metadata (dates, timings) left out."""
     digest = hashlib.sha256()
     for path in sorted(folder.rglob("*.safetensors")):
-        digest.update(str(path.relative_to(folder)).encode() + b"\0" + files_sha256_of(path).encode())
+        digest.update(str(path.relative_to(folder)).encode() + b"\0" + sha256_of(path).encode())
     return digest.hexdigest()
 
 

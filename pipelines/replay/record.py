@@ -8,7 +8,8 @@ from typing import Any
 from pipelines.replay import capsules
 
 
-def _completion(completion: Any) -> dict[str, Any]:
+def completion_result(completion: Any) -> dict[str, Any]:
+    """What a capsule records of a generation's result (and a replay compares)."""
     return {
         "text": completion.text,
         "token_ids": [t.id for t in completion.tokens],
@@ -27,7 +28,7 @@ def generation(handle: Any, prompt: str, completion: Any, *, adapter: str | None
         prompt,
         list(completion.prompt_ids),
         _seeded(completion.params, completion.seed),
-        _completion(completion),
+        completion_result(completion),
         engine=completion.engine,
         adapter=adapter,
     )
@@ -65,7 +66,7 @@ def chat(
         "sampler": capsules.sampler(_seeded(completion.params, completion.seed)),
     }
     return capsules.make(
-        "chat", handle, adapter=adapter, engine=completion.engine, inputs=inputs, result=_completion(completion)
+        "chat", handle, adapter=adapter, engine=completion.engine, inputs=inputs, result=completion_result(completion)
     )
 
 
@@ -90,9 +91,19 @@ def rag(handle: Any, collection: str, question: str, search: Any, answered: Any)
         inputs["prompt_ids"] = list(prompt.ids)
         inputs["sampler"] = capsules.sampler(_seeded(completion.params, completion.seed))
         inputs["passages_in_prompt"] = len(prompt.hits)
-        result |= _completion(completion)
+        result |= completion_result(completion)
         engine = completion.engine
     return capsules.make("rag", handle, adapter=None, engine=engine, inputs=inputs, result=result)
+
+
+def strategy_results(results: Sequence[Any]) -> dict[str, Any]:
+    """What a capsule records of a reasoning run (and a replay compares): each strategy's outputs and answer."""
+    return {
+        "results": [
+            {"strategy": r.strategy, "outputs": [s.output for s in r.samples], "answer": r.answer, "program": r.program}
+            for r in results
+        ]
+    }
 
 
 def reasoning(
@@ -115,17 +126,7 @@ def reasoning(
         "token_cap": token_cap,
         "sampler": capsules.sampler(params),
     }
-    result = {
-        "results": [
-            {
-                "strategy": r.strategy,
-                "outputs": [s.output for s in r.samples],
-                "answer": r.answer,
-                "program": r.program,
-            }
-            for r in results
-        ]
-    }
+    result = strategy_results(results)
     engine = engine_choice.engine_for(handle, adapter).name
     return capsules.make("reasoning", handle, adapter=adapter, engine=engine, inputs=inputs, result=result)
 
@@ -147,7 +148,7 @@ def data_files(kind: str, spec: dict[str, Any]) -> list[dict[str, Any]]:
             source = "the label store" if kind in FROM_THE_LABEL_STORE else "the bundled default"
             found.append({"field": field, "path": None, "source": source})
         elif value is not None:
-            found.append({"field": field, "path": str(Path(value)), "sha256": capsules.files_sha256_of(Path(value))})
+            found.append({"field": field, "path": str(Path(value)), "sha256": capsules.sha256_of(Path(value))})
     if spec.get("reward_model"):  # RLOO's judge: a folder of weights, by name
         found.append(
             {"field": "reward_model", "name": spec["reward_model"], "sha256": reward_model_sha256(spec["reward_model"])}

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipelines.replay import capsules
+from pipelines.replay import capsules, record
 from pipelines.replay.capsules import CapsuleError
 
 
@@ -90,7 +90,7 @@ def _generate(handle: Any, document: dict) -> tuple[dict, str]:
     if isinstance(inputs.get("prompt"), str):
         _same_tokens(prompt_ids, generation.encode(handle, inputs["prompt"]), "prompt's text")
     completion = generation.generate(handle, prompt_ids, _params(inputs), adapter=_adapter(document))
-    return _completion(completion), completion.engine
+    return record.completion_result(completion), completion.engine
 
 
 def _chat(handle: Any, document: dict) -> tuple[dict, str]:
@@ -106,7 +106,7 @@ def _chat(handle: Any, document: dict) -> tuple[dict, str]:
     )
     _same_tokens(_ids(inputs), list(prompt.ids), "conversation")
     completion = generation.generate(handle, prompt.ids, params, adapter=_adapter(document))
-    return _completion(completion), completion.engine
+    return record.completion_result(completion), completion.engine
 
 
 def _rag(handle: Any, document: dict) -> tuple[dict, str]:
@@ -127,7 +127,7 @@ def _rag(handle: Any, document: dict) -> tuple[dict, str]:
     if "prompt_ids" not in inputs:
         return result, "retrieval only"
     completion = generation.generate(handle, _ids(inputs), _params(inputs))
-    return result | _completion(completion), completion.engine
+    return result | record.completion_result(completion), completion.engine
 
 
 def _reasoning(handle: Any, document: dict) -> tuple[dict, str]:
@@ -146,18 +146,13 @@ def _reasoning(handle: Any, document: dict) -> tuple[dict, str]:
         token_cap=inputs.get("token_cap"),
         adapter=adapter,
     )
-    replayed = [
-        {"strategy": r.strategy, "outputs": [s.output for s in r.samples], "answer": r.answer, "program": r.program}
-        for r in results
-    ]
-    return {"results": replayed}, generation.engine_for(handle, adapter).name
+    return record.strategy_results(results), generation.engine_for(handle, adapter).name
 
 
 def _job(handle: Any, document: dict) -> tuple[dict, str]:
     """Train again from the same spec and data under `<name>-replay`, and compare the weights' bytes."""
     from pathlib import Path
 
-    from pipelines.replay import record
     from pipelines.store import jobs
 
     inputs = document["inputs"]
@@ -179,7 +174,7 @@ def _job(handle: Any, document: dict) -> tuple[dict, str]:
         path = Path(item["path"])
         if not path.is_file():
             raise CapsuleError(f"the job's {item.get('field')} file {str(path)!r} is not here")
-        if capsules.files_sha256_of(path) != item.get("sha256"):
+        if capsules.sha256_of(path) != item.get("sha256"):
             raise CapsuleError(f"the job's {item.get('field')} file {path.name} has changed since the capsule was made")
     spec["out"] = f"{spec['out']}-replay"
     if "overwrite" in spec:
@@ -188,14 +183,6 @@ def _job(handle: Any, document: dict) -> tuple[dict, str]:
     if job.status != jobs.SUCCEEDED:
         raise CapsuleError(f"the replayed {kind} job {job.status}: {job.message}")
     return {"weights_sha256": record.outputs_sha256(job.result), "job_id": job.id}, "trl"
-
-
-def _completion(completion: Any) -> dict:
-    return {
-        "text": completion.text,
-        "token_ids": [t.id for t in completion.tokens],
-        "finish_reason": completion.finish_reason,
-    }
 
 
 REPLAYERS = {"generate": _generate, "chat": _chat, "rag": _rag, "reasoning": _reasoning, "job": _job}

@@ -202,7 +202,7 @@ def test_a_fine_tuning_job_replays_to_the_same_weights_and_changed_data_is_refus
     document = json.loads(cap.read_text())
     assert document["inputs"]["job"] == "finetune" and document["inputs"]["spec"]["seed"] == 7
     assert document["inputs"]["data"] == [
-        {"field": "data", "path": str(data.resolve()), "sha256": capsules.files_sha256_of(data)}
+        {"field": "data", "path": str(data.resolve()), "sha256": capsules.sha256_of(data)}
     ]
     assert set(document["result"]["weights_sha256"]) == {"adapter_dir"} and trained["adapter_dir"]
     answer = _replayed(capsys, cap)
