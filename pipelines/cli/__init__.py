@@ -81,6 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not getattr(args, "handler", None):
             raise UsageError("a command is required; see `python -m pipelines --help`")
         configure_logging(args.verbose)
+        args.argv = argv  # what a "command" capsule records (common.keep_capsule)
         return args.handler(args)
 
     return run_guarded(run)

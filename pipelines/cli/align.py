@@ -10,6 +10,7 @@ from pipelines.cli.common import (
     add_capsule_flag,
     add_spec_flags,
     emit_json,
+    keep_capsule,
     needs_action,
     quiet_stdout,
     spec_args,
@@ -50,6 +51,7 @@ def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     e.add_argument("--temperature", type=float, default=0.0, help="0: greedy (default); above 0: sampled answers")
     e.add_argument("--samples", type=int, default=1, help="seeded samples per prompt when sampling")
     e.add_argument("--json", action="store_true")
+    add_capsule_flag(e)
     e.set_defaults(handler=run_eval)
     parser.set_defaults(handler=needs_action("align", "dpo, rloo, grpo or eval"))
 
@@ -148,6 +150,7 @@ def run_eval(args: argparse.Namespace) -> int:
             SamplingParams(temperature=args.temperature, max_new_tokens=args.max_new_tokens, seed=0),
             samples=args.samples,
         )
+    keep_capsule(args, report, reward_model=args.reward_model)
     if args.json:
         emit_json(report)
     else:

@@ -154,6 +154,25 @@ def add_capsule_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def keep_capsule(
+    args: argparse.Namespace, report: dict[str, Any], *, reward_model: str | None = None, model: bool = True
+) -> None:
+    """With --capsule, a deterministic command's result written as a "command" capsule: its arguments
+    (main() leaves them on `args.argv`), the files and models it read, the JSON it prints. `model`: whether
+    the result came from the served model (its weights are then named, and checked on replay)."""
+    if not getattr(args, "capsule", None):
+        return
+    from pipelines.engine import models
+    from pipelines.replay import capsules, record
+
+    argv = getattr(args, "argv", None)
+    if argv is None:
+        raise UsageError("--capsule: a command capsule is written by `python -m pipelines` itself")
+    handle = models.get_handle() if model else None  # loaded already by the command that used it
+    document = record.command(argv, report, handle, adapter=getattr(args, "adapter", None), reward_model=reward_model)
+    capsules.write(args.capsule, document)
+
+
 def sampling_from_args(args: argparse.Namespace) -> SamplingParams:
     from pipelines.engine.sampling import SamplingParams
 

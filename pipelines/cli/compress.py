@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from pipelines.cli.common import add_spec_flags, emit_json, quiet_stdout, spec_args
+from pipelines.cli.common import add_capsule_flag, add_spec_flags, emit_json, keep_capsule, quiet_stdout, spec_args
 
 
 def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
@@ -43,6 +43,7 @@ def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
         help="also compare a distilled student (`python -m pipelines distill`; bundled: distilled-student) with its teacher",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON document")
+    add_capsule_flag(parser)
     parser.set_defaults(handler=run)
 
 
@@ -72,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
             report["adapters"] = compression.adapter_costs(handle, costs)
         if students is not None:
             report["student"] = compression.student_comparison(handle, students)
+    keep_capsule(args, report)
     if args.json:
         emit_json(report)
         return 0

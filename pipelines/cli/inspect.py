@@ -9,7 +9,16 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from pipelines.cli.common import UsageError, add_spec_flags, emit_json, needs_action, quiet_stdout, spec_args
+from pipelines.cli.common import (
+    UsageError,
+    add_capsule_flag,
+    add_spec_flags,
+    emit_json,
+    keep_capsule,
+    needs_action,
+    quiet_stdout,
+    spec_args,
+)
 
 
 def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
@@ -19,6 +28,7 @@ def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     def view(name: str, help_: str, handler: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
         sub = views.add_parser(name, help=help_)
         sub.add_argument("--json", action="store_true", help="print one JSON document")
+        add_capsule_flag(sub)
         sub.set_defaults(handler=handler)
         return sub
 
@@ -109,6 +119,7 @@ def _computed(args: argparse.Namespace, compute: Callable[[Any], dict[str, Any]]
 
 
 def _emit(args: argparse.Namespace, report: dict[str, Any], lines: list[str]) -> int:
+    keep_capsule(args, report)
     if args.json:
         emit_json(report)
     else:

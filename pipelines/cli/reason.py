@@ -16,6 +16,7 @@ from pipelines.cli.common import (
     add_sampling_flags,
     add_spec_flags,
     emit_json,
+    keep_capsule,
     needs_action,
     quiet_stdout,
     sampling_from_args,
@@ -45,6 +46,7 @@ def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     _strategy_flags(bench)
     bench.add_argument("--limit", type=int, help="only the first N problems")
     bench.add_argument("--json", action="store_true")
+    add_capsule_flag(bench)
     bench.set_defaults(handler=run_bench)
     parser.set_defaults(handler=needs_action("reason", "run, extract or bench"))
 
@@ -170,8 +172,10 @@ def run_bench(args: argparse.Namespace) -> int:
         ) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
+    report = record["summary"] | {"n": len(record["items"]), "run_id": record["id"], "errors": errors}
+    keep_capsule(args, report)
     if args.json:
-        emit_json(record["summary"] | {"n": len(record["items"]), "run_id": record["id"], "errors": errors})
+        emit_json(report)
     else:
         for key, row in record["summary"].items():
             print(

@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import json
+from pathlib import Path
+from typing import Any
 
 from pipelines.cli.common import emit_json, quiet_stdout
+
+# the commands whose --capsule is a "command" capsule: views and evaluations that compute, never train
+# or write what another command reads (what a capsule may name is only ever one of these)
+REPLAYABLE = frozenset({"inspect", "compress", "scale", "reward eval", "reward score", "align eval", "reason bench"})
 
 
 def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
@@ -21,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
 
     document = capsules.read(args.capsule)  # refused (exit 2) before any model loads
     with quiet_stdout(args.json):
-        answer = replay.replay(document)
+        answer = replay.replay(document, {"command": replay_command})
     if args.json:
         emit_json(answer)
     else:
@@ -33,3 +42,36 @@ def run(args: argparse.Namespace) -> int:
         if "text" in answer["replayed"]:
             print(answer["replayed"]["text"])
     return 0 if answer["match"] else 1
+
+
+def replay_command(handle: Any, document: dict) -> tuple[dict, str]:
+    """Run a "command" capsule's command again, in this process, and take the JSON it prints; refused first
+    when a file it read or a model it named has changed."""
+    from pipelines.cli import build_parser
+    from pipelines.replay import capsules, record
+    from pipelines.replay.replay import recorded_adapter
+
+    inputs = document["inputs"]
+    argv = inputs.get("argv")
+    if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+        raise capsules.CapsuleError("the capsule's argv is not a list of arguments")
+    named = argv[0] if argv[0] in REPLAYABLE else " ".join(argv[:2])
+    if named not in REPLAYABLE:
+        raise capsules.CapsuleError(
+            f"`{' '.join(argv[:2])}` is not replayed from a capsule; these are: {', '.join(sorted(REPLAYABLE))}"
+        )
+    for item in inputs.get("files") or []:
+        path = Path(str(item.get("path")))
+        if not path.is_file():
+            raise capsules.CapsuleError(f"the file {str(path)!r} the command read is not here")
+        if capsules.sha256_of(path) != item.get("sha256"):
+            raise capsules.CapsuleError(f"the file {path.name} has changed since the capsule was made")
+    judge = inputs.get("reward_model")
+    if isinstance(judge, dict) and record.reward_model_sha256(str(judge.get("name"))) != judge.get("sha256"):
+        raise capsules.CapsuleError(f"reward model {judge.get('name')!r} has changed since the capsule was made")
+    recorded_adapter(document)
+    args = build_parser(argv).parse_args([*argv, "--json"])
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        args.handler(args)
+    return json.loads(printed.getvalue().strip().splitlines()[-1]), "cli"

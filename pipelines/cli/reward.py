@@ -11,6 +11,7 @@ from pipelines.cli.common import (
     add_spec_flags,
     distributed_fields,
     emit_json,
+    keep_capsule,
     needs_action,
     quiet_stdout,
     spec_args,
@@ -31,12 +32,14 @@ def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     evaluate.add_argument("--model", required=True, metavar="NAME")
     evaluate.add_argument("--data", required=True, metavar="FILE")
     evaluate.add_argument("--json", action="store_true")
+    add_capsule_flag(evaluate)
     evaluate.set_defaults(handler=run_eval)
     score = commands.add_parser("score", help="the reward of one response to one prompt")
     score.add_argument("--model", required=True, metavar="NAME")
     score.add_argument("--prompt", required=True)
     score.add_argument("--response", required=True)
     score.add_argument("--json", action="store_true")
+    add_capsule_flag(score)
     score.set_defaults(handler=run_score)
     parser.set_defaults(handler=needs_action("reward", "train, eval or score"))
 
@@ -94,6 +97,7 @@ def run_eval(args: argparse.Namespace) -> int:
         raise UsageError(f"--data: no such file {args.data!r}")
     with quiet_stdout(args.json):
         result = reward.evaluate_file(args.model, args.data)
+    keep_capsule(args, result, reward_model=args.model)
     if args.json:
         emit_json(result)
     else:
@@ -107,6 +111,7 @@ def run_score(args: argparse.Namespace) -> int:
         raise UsageError("--prompt and --response must not be empty")
     with quiet_stdout(args.json):
         value = reward.score(args.model, args.prompt, args.response)
+    keep_capsule(args, {"reward": value}, reward_model=args.model)
     if args.json:
         emit_json({"reward": value})
     else:

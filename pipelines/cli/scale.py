@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from pipelines.cli.common import add_spec_flags, emit_json, spec_args
+from pipelines.cli.common import add_capsule_flag, add_spec_flags, emit_json, keep_capsule, spec_args
 
 
 def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
@@ -19,6 +19,7 @@ def register(subparsers: argparse._SubParsersAction, help_text: str) -> None:
     parser = subparsers.add_parser("scale", help=help_text)
     add_spec_flags(parser, ScaleSpec)
     parser.add_argument("--json", action="store_true")
+    add_capsule_flag(parser)
     parser.set_defaults(handler=run)
 
 
@@ -26,6 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from pipelines.train import scale
 
     report = scale.calculate(scale.ScaleSpec(**spec_args(args, scale.ScaleSpec)))
+    keep_capsule(args, report, model=False)  # arithmetic on a model's shape, not its weights
     if args.json:
         emit_json(report)
         return 0

@@ -24,7 +24,9 @@ from pipelines.errors import PlaygroundError
 from pipelines.store.snapshots import sha256_of
 
 FORMAT = 1
-KINDS = ("generate", "chat", "rag", "reasoning", "job")
+# "command": a deterministic view or evaluation of the CLI (inspect, compress, scale, reward eval|score,
+# align eval, reason bench), kept as its arguments, its input files' SHA-256 and the JSON it printed
+KINDS = ("generate", "chat", "rag", "reasoning", "job", "command")
 MAX_BYTES = 16 * 2**20  # a capsule holds prompt ids and results: a few hundred KB at most in practice
 LIBRARIES = ("torch", "transformers", "peft", "trl", "tokenizers", "gradio", "sentence-transformers", "faiss-cpu")
 
@@ -128,6 +130,8 @@ def libraries() -> dict[str, str | None]:
 
 
 def model_facts(handle: Any) -> dict[str, Any]:
+    if handle is None:  # a command that never loaded the model (scale's arithmetic)
+        return {"id": None, "weights_sha256": None}
     plan = handle.plan
     return {
         "id": handle.name,
@@ -157,7 +161,7 @@ def make(kind: str, handle: Any, *, adapter: str | None, engine: str, inputs: di
         "model": model_facts(handle),
         "adapter": adapter_facts(adapter),
         "engine": engine,
-        "chat_template_sha256": template_sha256(handle.tokenizer),
+        "chat_template_sha256": template_sha256(handle.tokenizer) if handle is not None else None,
         "machine": machine(),
         "libraries": libraries(),
         "inputs": inputs,

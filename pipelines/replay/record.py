@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -179,3 +180,70 @@ def job(handle: Any, kind: str, spec: dict[str, Any], result: dict[str, Any]) ->
     return capsules.make(
         "job", handle, adapter=None, engine="trl", inputs=inputs, result={"weights_sha256": outputs_sha256(result)}
     )
+
+
+# what a command measures rather than computes (timings), and the names of what it saved: left out when a
+# replay compares its JSON
+MEASURED = re.compile(r"(^|_)(seconds|ms|elapsed|timed_by|cached|run_id|job_id)$|per_second")
+# the CLI's flags that never change a result, left out of a command capsule's arguments
+NOT_THE_RESULTS = frozenset({"--json", "-v", "--verbose"})
+
+
+def _arguments(argv: Sequence[str]) -> tuple[list[str], list[dict[str, str]]]:
+    """The command's arguments as replayed (no --capsule, --json or -v; files as absolute paths) and
+    each file it read with its SHA-256."""
+    from pathlib import Path
+
+    kept: list[str] = []
+    files: list[dict[str, str]] = []
+    skip = False
+    for token in argv:
+        if skip or token in NOT_THE_RESULTS or token.startswith("--capsule="):
+            skip = False
+            continue
+        if token == "--capsule":
+            skip = True
+            continue
+        flag, equals, value = token.rpartition("=") if token.startswith("--") and "=" in token else ("", "", token)
+        if value and not value.startswith("-") and Path(value).is_file():
+            value = str(Path(value).resolve())
+            files.append({"path": value, "sha256": capsules.sha256_of(Path(value))})
+        kept.append(f"{flag}{equals}{value}")
+    return kept, files
+
+
+def command(
+    argv: Sequence[str],
+    report: dict[str, Any],
+    handle: Any,
+    *,
+    adapter: str | None = None,
+    reward_model: str | None = None,
+) -> dict[str, Any]:
+    """A deterministic command's result: its arguments, the files and named models it read, the JSON it
+    printed. `handle` is the model it used (None when it used none)."""
+    arguments, files = _arguments(argv)
+    inputs: dict[str, Any] = {"argv": arguments, "files": files}
+    if reward_model:
+        inputs["reward_model"] = {"name": reward_model, "sha256": reward_model_sha256(reward_model)}
+    return capsules.make("command", handle, adapter=adapter, engine="cli", inputs=inputs, result=report)
+
+
+def comparable(result: Any) -> tuple[Any, list[str]]:
+    """The result without what is measured rather than computed (timings), and the keys left out."""
+    dropped: set[str] = set()
+
+    def strip(value: Any) -> Any:
+        if isinstance(value, dict):
+            kept = {}
+            for key, item in value.items():
+                if isinstance(key, str) and MEASURED.search(key):
+                    dropped.add(key)
+                else:
+                    kept[key] = strip(item)
+            return kept
+        if isinstance(value, list):
+            return [strip(item) for item in value]
+        return value
+
+    return strip(result), sorted(dropped)

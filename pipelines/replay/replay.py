@@ -10,6 +10,7 @@ sampling is its own). The recorded prompt token ids, not the text, are what is d
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from pipelines.replay import capsules, record
@@ -26,7 +27,7 @@ def _refuse_other_model(document: dict, handle: Any) -> None:
         )
 
 
-def _adapter(document: dict) -> str | None:
+def recorded_adapter(document: dict) -> str | None:
     recorded = document.get("adapter")
     if not recorded:
         return None
@@ -77,7 +78,7 @@ def _why_it_may_differ(document: dict, handle: Any, engine: str) -> list[str]:
     if "openai" in (document.get("engine"), engine):
         reasons.append("a remote server samples with its own generator: its seeds are not the playground's")
     model = capsules.model_facts(handle)
-    if document["model"].get("dtype") not in (None, model["dtype"]):
+    if document["model"].get("dtype") not in (None, model.get("dtype")):
         reasons.append(f"the model ran in {document['model'].get('dtype')}, here in {model['dtype']}")
     return reasons
 
@@ -89,7 +90,7 @@ def _generate(handle: Any, document: dict) -> tuple[dict, str]:
     prompt_ids = _ids(inputs)
     if isinstance(inputs.get("prompt"), str):
         _same_tokens(prompt_ids, generation.encode(handle, inputs["prompt"]), "prompt's text")
-    completion = generation.generate(handle, prompt_ids, _params(inputs), adapter=_adapter(document))
+    completion = generation.generate(handle, prompt_ids, _params(inputs), adapter=recorded_adapter(document))
     return record.completion_result(completion), completion.engine
 
 
@@ -105,7 +106,7 @@ def _chat(handle: Any, document: dict) -> tuple[dict, str]:
         handle, conversation, system_prompt=inputs.get("system_prompt"), max_new_tokens=params.max_new_tokens
     )
     _same_tokens(_ids(inputs), list(prompt.ids), "conversation")
-    completion = generation.generate(handle, prompt.ids, params, adapter=_adapter(document))
+    completion = generation.generate(handle, prompt.ids, params, adapter=recorded_adapter(document))
     return record.completion_result(completion), completion.engine
 
 
@@ -135,7 +136,7 @@ def _reasoning(handle: Any, document: dict) -> tuple[dict, str]:
     from pipelines.reasoning import solve, strategies
 
     inputs = document["inputs"]
-    adapter = _adapter(document)
+    adapter = recorded_adapter(document)
     chosen = strategies.load_all(strategies.parse_keys(",".join(inputs.get("strategies") or [])))
     results = solve.solve(
         handle,
@@ -188,17 +189,32 @@ def _job(handle: Any, document: dict) -> tuple[dict, str]:
 REPLAYERS = {"generate": _generate, "chat": _chat, "rag": _rag, "reasoning": _reasoning, "job": _job}
 
 
-def replay(document: dict) -> dict[str, Any]:
-    """{"kind", "match", "reason"?, "original", "replayed"}: the result made again from a checked capsule."""
+Replayer = Callable[[Any, dict], tuple[dict, str]]
+
+
+def replay(document: dict, replayers: dict[str, Replayer] | None = None) -> dict[str, Any]:
+    """{"kind", "match", "reason"?, "original", "replayed"}: the result made again from a checked capsule.
+
+    `replayers` adds kinds made above this wing (the CLI replays its own "command" capsules). What a
+    result measures rather than computes (timings) is left out of the comparison and named in
+    "not_compared"."""
     from pipelines.engine import models
 
     document = capsules.verified(document)
-    handle = models.get_handle()
-    _refuse_other_model(document, handle)
-    replayed, engine = REPLAYERS[document["kind"]](handle, document)
+    chosen = {**REPLAYERS, **(replayers or {})}
+    if document["kind"] not in chosen:
+        raise CapsuleError(f"a {document['kind']} capsule is replayed by `python -m pipelines replay`")
+    used_the_model = document["kind"] != "command" or document["model"].get("weights_sha256") is not None
+    handle = models.get_handle() if used_the_model else None
+    if handle is not None:
+        _refuse_other_model(document, handle)
+    replayed, engine = chosen[document["kind"]](handle, document)
     original = document["result"]
-    match = all(replayed.get(key) == value for key, value in original.items() if key in replayed)
+    (left, skipped), (right, _) = record.comparable(original), record.comparable(replayed)
+    match = all(right.get(key) == value for key, value in left.items() if key in right)
     answer: dict[str, Any] = {"kind": document["kind"], "match": match, "original": original, "replayed": replayed}
+    if skipped:
+        answer["not_compared"] = skipped
     differences = _why_it_may_differ(document, handle, engine)
     if not match:
         answer["reason"] = (

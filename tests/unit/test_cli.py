@@ -318,8 +318,16 @@ def test_reward_cli_train_eval_score(tiny_model_env, capsys, data_dir):
     assert set(doc) >= {"model_dir", "eval_accuracy", "steps"} and doc["steps"] == 1
     doc = run_json(capsys, "reward", "eval", "--model", "cli-rm", "--data", sample, "--json")
     assert set(doc) >= {"accuracy", "n"} and doc["n"] == 120
-    doc = run_json(capsys, "reward", "score", "--model", "cli-rm", "--prompt", "Hi", "--response", "Hello", "--json")
+    cap = data_dir / "score-capsule.json"
+    score = ("reward", "score", "--model", "cli-rm", "--prompt", "Hi", "--response", "Hello", "--json")
+    doc = run_json(capsys, *score, "--capsule", str(cap))
     assert isinstance(doc["reward"], float)
+    answer = run_json(capsys, "replay", str(cap), "--json")  # the same reward again, from the capsule
+    assert answer["match"] is True and answer["replayed"] == {"reward": doc["reward"]}
+    judge = next((data_dir / "reward_models" / "cli-rm").rglob("*.safetensors"))
+    judge.write_bytes(judge.read_bytes() + b"\0")
+    assert main(["replay", str(cap), "--json"]) == 2
+    assert "reward model 'cli-rm' has changed" in capsys.readouterr().err
     assert main(["reward", "score", "--model", "missing", "--prompt", "a", "--response", "b", "--json"]) == 2
     assert "no reward model named" in capsys.readouterr().err
     assert main(["reward", "train", "--out", "x", "--json"]) == 2  # neither --data nor --from-store

@@ -115,6 +115,48 @@ def test_a_reasoning_run_replays(use_tiny, capsys, tmp_path):
     assert answer["match"] is True and [r["strategy"] for r in answer["replayed"]["results"]] == ["direct", "pal"]
 
 
+def test_views_and_evaluations_replay_from_a_command_capsule(use_tiny, capsys, tmp_path):
+    """inspect, compress, scale, reward eval|score, align eval and reason bench keep their arguments, the files
+    they read and the JSON they print; timings and saved runs' ids are named, not compared."""
+    scale = tmp_path / "scale.json"
+    assert main(["scale", "--capsule", str(scale)]) == 0  # lines on stdout, the capsule beside them
+    capsys.readouterr()
+    document = json.loads(scale.read_text())
+    assert document["kind"] == "command" and document["inputs"]["argv"] == ["scale"]
+    assert document["model"]["weights_sha256"] is None  # arithmetic: no model was loaded or needed
+    assert _replayed(capsys, scale)["match"] is True
+
+    view = tmp_path / "perplexity.json"
+    made = _json(capsys, "inspect", "perplexity", "--text", "The cat sat.", "--json", "--capsule", str(view))
+    assert json.loads(view.read_text())["inputs"]["argv"] == ["inspect", "perplexity", "--text", "The cat sat."]
+    answer = _replayed(capsys, view)
+    assert answer["match"] is True and answer["replayed"]["perplexity"] == made["perplexity"]
+
+    problems = tmp_path / "problems.jsonl"
+    problems.write_text('{"question": "What is 2 plus 3?", "answer": 5}\n')
+    bench = tmp_path / "bench.json"
+    flags = ("--data", str(problems), "--strategies", "direct", "--max-new-tokens", "8")
+    _json(capsys, "reason", "bench", *flags, "--json", "--capsule", str(bench))
+    document = json.loads(bench.read_text())
+    assert document["inputs"]["files"] == [{"path": str(problems.resolve()), "sha256": capsules.sha256_of(problems)}]
+    answer = _replayed(capsys, bench)
+    assert answer["match"] is True and {"mean_seconds", "run_id"} <= set(answer["not_compared"])
+    problems.write_text('{"question": "What is 2 plus 2?", "answer": 4}\n')
+    assert main(["replay", str(bench), "--json"]) == 2
+    assert "problems.jsonl has changed since the capsule was made" in capsys.readouterr().err
+
+
+def test_a_command_capsule_replays_only_views_and_evaluations(tmp_path, capsys):
+    """A seal is only a checksum: a capsule rewritten to run a training or a sandbox is refused, not run."""
+    scale = tmp_path / "scale.json"
+    assert main(["scale", "--json", "--capsule", str(scale)]) == 0
+    capsys.readouterr()
+    for argv in (["finetune", "--out", "x"], ["sandbox", "run", "--code", "print(1)"], ["replay", str(scale)]):
+        _resealed(scale, lambda d, argv=argv: d["inputs"].update(argv=argv))
+        assert main(["replay", str(scale), "--json"]) == 2
+        assert "is not replayed from a capsule" in capsys.readouterr().err
+
+
 @pytest.fixture
 def capsule(use_tiny, capsys, tmp_path) -> Path:
     cap = tmp_path / "cap.json"
