@@ -1,4 +1,4 @@
-"""A generation saved as a replay capsule, and a capsule loaded back into the Generate tab's settings.
+"""Results saved as replay capsules, and capsules loaded back into a tab's settings (Generate, Chat, RAG).
 
 The capsule is the CLI's (`pipelines/replay`): the same file replays with `python -m pipelines replay`,
 and loading one here puts back its prompt, every sampling value (the seed it was given included) and
@@ -23,6 +23,15 @@ from .controls import SamplingControls
 from .errors import UserError
 
 
+def saved(document: dict[str, Any] | None, what: str) -> str:
+    """A capsule the tab made at the end of its last run, as a file to download."""
+    if not isinstance(document, dict) or "kind" not in document:
+        raise UserError(f"Nothing to save yet: a capsule records a finished {what}.")
+    path = Path(tempfile.mkdtemp(prefix="capsule-")) / f"{document['kind']}-capsule.json"
+    path.write_text(json.dumps(document, ensure_ascii=False, indent=1), encoding="utf-8")
+    return str(path)
+
+
 def save_generation(state: dict[str, Any] | None) -> str:
     """The shown generation as a capsule file to download."""
     state = state or {}
@@ -45,44 +54,50 @@ def save_generation(state: dict[str, Any] | None) -> str:
         engine=str(state.get("engine") or "torch"),
         adapter=state.get("adapter"),
     )
-    path = Path(tempfile.mkdtemp(prefix="capsule-")) / "generation-capsule.json"
-    path.write_text(json.dumps(document, ensure_ascii=False, indent=1), encoding="utf-8")
-    return str(path)
+    return saved(document, "generation")
 
 
-def load_generation(file: str | None) -> list[Any]:
-    """Prompt, sampling values and adapter from a capsule, and a note on whether Generate will match it."""
+def opened(file: str | None, kind: str, tab: str) -> dict[str, Any]:
+    """A capsule read back for `tab`, which loads capsules of `kind` (any other kind is refused with where it goes)."""
     if not file:
         raise UserError("Choose a capsule file (a .json saved here or written by --capsule).")
     document = capsules.read(file)
-    if document["kind"] != "generate":
+    if document["kind"] != kind:
         raise UserError(
-            f"This capsule is a {document['kind']} result: the Generate tab loads generations. "
+            f"This capsule is a {document['kind']} result: the {tab} tab loads {kind} capsules. "
             f"Replay it with `python -m pipelines replay {Path(file).name}`."
         )
+    return document
+
+
+def settings_of(document: dict[str, Any], press: str) -> tuple[list[Any], list[str]]:
+    """Updates for the shared sampling controls and the adapter picker, and notes on whether pressing
+    `press` will make the same result again (other weights, a missing adapter)."""
     inputs = document["inputs"]
     sampler = inputs.get("sampler") if isinstance(inputs.get("sampler"), dict) else {}
     settings = SamplingParams.from_dict(sampler.get("params") or {}).to_dict()  # refused like any setting
     adapter = (document.get("adapter") or {}).get("name")
     notes = [
-        f"Loaded a capsule of {document['created']}: press **Generate** to make it again (seed {settings['seed']})."
+        f"Loaded a capsule of {document['created']}: press **{press}** to make it again (seed {settings['seed']})."
     ]
     if document["model"].get("weights_sha256") != capsules.weights_sha256(models.get_handle()):
-        notes.append(f"It was made with **other weights** ({document['model'].get('id')}): the text will differ.")
+        notes.append(f"It was made with **other weights** ({document['model'].get('id')}): the result will differ.")
     if adapter and not adapters.exists(adapter):
         notes.append(f"Its adapter **{adapter}** is not here: the base model is selected instead.")
         adapter = None
-    prompt = inputs.get("prompt") if isinstance(inputs.get("prompt"), str) else ""
-    return [
-        prompt,
-        *SamplingControls.updates_for(settings),
-        gr.update(value=adapter or adapters.BASE_CHOICE),
-        "  \n".join(notes),
-    ]
+    return [*SamplingControls.updates_for(settings), gr.update(value=adapter or adapters.BASE_CHOICE)], notes
 
 
-def build() -> tuple[gr.Button, gr.UploadButton, gr.File, gr.Markdown]:
-    """The row: save the shown generation, load one (laid out where it is called)."""
+def load_generation(file: str | None) -> list[Any]:
+    """Prompt, sampling values and adapter from a capsule, and a note on whether Generate will match it."""
+    document = opened(file, "generate", "Generate")
+    settings, notes = settings_of(document, "Generate")
+    prompt = document["inputs"].get("prompt")
+    return [prompt if isinstance(prompt, str) else "", *settings, "  \n".join(notes)]
+
+
+def build(prefix: str = "capsule") -> tuple[gr.Button, gr.UploadButton, gr.File, gr.Markdown]:
+    """The row: save the shown result, load one (laid out where it is called; `prefix` names its elements)."""
     with gr.Accordion("Replay capsule: save this result, or load one", open=False):
         gr.Markdown(
             "<span class='muted'>A capsule records how the result was made: the model's weights hash, the adapter, "
@@ -90,8 +105,8 @@ def build() -> tuple[gr.Button, gr.UploadButton, gr.File, gr.Markdown]:
             "set everything back, or replay it with `python -m pipelines replay FILE`.</span>"
         )
         with gr.Row():
-            save = gr.Button("Save capsule", size="sm", elem_id="capsule-save")
-            load = gr.UploadButton("Load capsule", file_types=[".json"], size="sm", elem_id="capsule-load")
+            save = gr.Button("Save capsule", size="sm", elem_id=f"{prefix}-save")
+            load = gr.UploadButton("Load capsule", file_types=[".json"], size="sm", elem_id=f"{prefix}-load")
         saved = gr.File(label="Capsule (JSON)", interactive=False, height=70)
-        note = gr.Markdown(elem_id="capsule-note")
+        note = gr.Markdown(elem_id=f"{prefix}-note")
     return save, load, saved, note

@@ -14,8 +14,9 @@ from pipelines.access import get_policy
 from pipelines.engine import chat, models
 from pipelines.engine.sampling import SamplingParams
 from pipelines.labels import comparisons
+from pipelines.replay import record
 
-from . import history
+from . import capsule_files, history
 from .controls import MODEL_EVENTS, STOPS, Throttle, fill_when_model_ready, how_it_works, to_params, waiting_note
 from .errors import UserError
 from .guard import signed_in
@@ -99,23 +100,21 @@ def _respond(
     adapter: str | None,
     sampling: dict[str, Any],
     run_id: str | None = None,
-) -> Iterator[tuple[list[dict[str, str]], str, str]]:
-    """Stream the assistant's reply to `history` (which ends with a user message); Stop ends it (run_id)."""
+) -> Iterator[tuple[Any, ...]]:
+    """Stream the assistant's reply to `history` (which ends with a user message); Stop ends it (run_id).
+    A reply that finished also leaves its replay capsule (for *Save capsule*); a stopped one does not."""
     params = to_params(sampling)
     messages = to_messages(history)
     shown = to_chatbot(messages, authors_of(history))
     author = author_label(selected_adapter(adapter))
     if not STOPS.begin(run_id):  # stopped while it waited for its turn: nothing to show
-        yield shown, gr.skip(), gr.skip()
+        yield shown, gr.skip(), gr.skip(), gr.skip()
         return
     throttle = Throttle(UI_UPDATE_SECONDS)
     notified = False
+    handle, chosen = models.get_handle(), selected_adapter(adapter)
     for completion, prompt in chat.stream_reply(
-        models.get_handle(),
-        messages,
-        params,
-        system_prompt=_system(system_prompt),
-        adapter=selected_adapter(adapter),
+        handle, messages, params, system_prompt=_system(system_prompt), adapter=chosen
     ):
         if prompt.notice() and not notified:
             gr.Info(prompt.notice().capitalize() + ".")
@@ -128,7 +127,12 @@ def _respond(
                 "metadata": {"log": author},
             }
             conversation = shown + [reply]
-            yield conversation, prompt.text, prompt_report(prompt) + "  \n" + written_by(conversation)
+            capsule = gr.skip()
+            if completion.done and not stopped:
+                capsule = record.chat(
+                    handle, messages, completion, prompt, system_prompt=_system(system_prompt), adapter=chosen
+                )
+            yield conversation, prompt.text, prompt_report(prompt) + "  \n" + written_by(conversation), capsule
         if stopped:  # the reply ends itself with what it has; its .then frees the conversation
             return
 
@@ -396,6 +400,18 @@ def restore_conversation(data: dict[str, Any]) -> list[Any]:
     return [messages, gr.update(value=history.text(data.get("system_prompt")), interactive=True)]
 
 
+def load_capsule_file(file: str | None) -> list[Any]:
+    """A chat capsule's conversation (up to the message it answered), system prompt, sampling values and
+    adapter: Regenerate then writes the same reply on the same engine and machine kind."""
+    document = capsule_files.opened(file, "chat", "Chat")
+    settings, notes = capsule_files.settings_of(document, "↻ Regenerate")
+    inputs = document["inputs"]
+    messages = to_messages(inputs.get("messages") if isinstance(inputs.get("messages"), list) else [])
+    conversation = to_chatbot(messages)  # a system message (a CLI conversation's) goes in the system prompt's box
+    system = inputs.get("system_prompt") or next((m.content for m in messages if m.role == "system"), None)
+    return [conversation, gr.update(value=system if isinstance(system, str) else ""), *settings, "  \n".join(notes)]
+
+
 def build(demo: gr.Blocks, shared: Shared) -> None:
     sampling_kwargs = shared.sampling.kwargs()
     with gr.Row():
@@ -446,10 +462,12 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
                 )
             export_file = gr.File(label="Exported conversation (OpenAI-style messages)", interactive=False)
     kept = history.build("chat")
+    save_capsule, load_capsule, capsule_file, capsule_note = capsule_files.build("chat-capsule")
     how_it_works("chat")
 
     busy = gr.State(False)  # per session: one reply streams into a conversation at a time
-    outputs = [chatbot, rendered, report]
+    made = gr.State(None)  # the last finished reply's replay capsule
+    outputs = [chatbot, rendered, report, made]
     # Queued (a gr.Error raised with queue=False never reaches the page: an HTTP 500 and no
     # message), but never waiting behind model calls: no concurrency limit of their own.
     fast: dict[str, Any] = {"concurrency_limit": None, "api_visibility": "private", "show_progress": "hidden"}
@@ -483,6 +501,15 @@ def build(demo: gr.Blocks, shared: Shared) -> None:
 
     fill_when_model_ready(demo, model_default_system, kept.stored, system_prompt)
     history.reopen(demo, kept, restore_conversation, [chatbot, system_prompt])
+    save_capsule.click(
+        lambda document: capsule_files.saved(document, "reply"), made, capsule_file, api_name="save_chat_capsule"
+    )
+    load_capsule.upload(
+        load_capsule_file,
+        load_capsule,
+        [chatbot, system_prompt, *shared.sampling.inputs, shared.adapter, capsule_note],
+        api_name="load_chat_capsule",
+    )
     gr.on([undo_button.click, chatbot.undo], undo, [chatbot, busy], [chatbot, message], api_name="undo")
     clear_button.click(lambda: ([], "", ""), None, [chatbot, rendered, report], api_name="clear_chat")
     chatbot.clear(lambda: ("", ""), None, [rendered, report], api_visibility="private")

@@ -13,9 +13,10 @@ import pandas as pd
 from pipelines.access import get_policy
 from pipelines.engine import models
 from pipelines.rag import answer, attribution, chunking, embedder, evaluate, parsing, retrieval, store
+from pipelines.replay import record
 from pipelines.store import personal_data
 
-from . import history
+from . import capsule_files, history
 from .controls import (
     MODEL_EVENTS,
     STOPS,
@@ -271,22 +272,29 @@ def ask(name: str | None, question: str, mode: str, k: float, adapter: str | Non
     frame, passages = _hits_frame(hits), passages_html(hits)
     throttle = Throttle(UI_UPDATE_SECONDS)
     supports = None
-    for grounded, plain, prompt in answer.stream_answers(
-        models.get_handle(), question, hits, params, adapter=selected_adapter(adapter)
-    ):
+    handle, chosen = models.get_handle(), selected_adapter(adapter)
+    for grounded, plain, prompt in answer.stream_answers(handle, question, hits, params, adapter=chosen):
         if grounded.done and supports is None:
             supports = attribution.supports(grounded.text, prompt.hits)
         rows = [grounded] if plain is None else [grounded, plain]
-        if throttle.due(final=grounded.done and (plain is None or plain.done), rows=rows):
+        finished = grounded.done and (plain is None or plain.done)
+        if throttle.due(final=finished, rows=rows):
             notice = waiting_note(rows) or (
                 f"⚠️ {prompt.notice}." if prompt.notice else f"All {len(prompt.hits)} passages fit in the prompt."
             )
+            capsule = gr.skip()
+            if finished:  # the answer's replay capsule, for Save capsule
+                found = answer.Answered(list(hits), prompt, grounded)
+                capsule = record.rag(
+                    handle, name, question, search, found, adapter=chosen, with_baseline=plain is not None
+                )
             yield (
                 frame,
                 _answer_md(grounded.text, prompt.hits, supports),
                 plain.text if plain else "",
                 notice,
                 passages,
+                capsule,
             )
 
 
@@ -366,6 +374,27 @@ def restore_answer(data: dict[str, Any]) -> list[Any]:
     ]
 
 
+def load_capsule_file(file: str | None) -> list[Any]:
+    """A RAG capsule's collection, question, retrieval settings, sampling values and adapter: Ask then gives
+    the same answer while the collection gives the same passages (the replay checks that they do)."""
+    document = capsule_files.opened(file, "rag", "RAG")
+    settings, notes = capsule_files.settings_of(document, "Ask")
+    inputs = document["inputs"]
+    name = inputs.get("collection")
+    here = name in store.collection_names()
+    if not here:
+        notes.append(f"Its collection **{name}** is not here: ingest the same documents into it to ask again.")
+    search = build_spec(retrieval.SearchSpec, dict(inputs.get("retrieval") or {}))
+    return [
+        gr.update(value=name) if here else gr.update(),
+        history.text(inputs.get("question")),
+        search.mode,
+        search.k,
+        *settings,
+        "  \n".join(notes),
+    ]
+
+
 def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
     """Lay out the tab; returns what a lesson step may set here (the question)."""
     names = store.collection_names()  # what exists at start (opens "New collection" when there is nothing)
@@ -425,6 +454,7 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
             with gr.Accordion("Passages in full (click a citation to jump here)", open=True):
                 passages = gr.HTML()
             kept = history.build("rag")
+            save_capsule, load_capsule, capsule_file, capsule_note = capsule_files.build("rag-capsule")
     with gr.Accordion("Evaluate retrieval on your questions", open=False):
         gr.Markdown(
             'Upload JSONL rows `{"question": ..., "source": "<file name>", "page": <optional>}`; recall@k and MRR per mode. '
@@ -462,11 +492,12 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
     )
     remove_button.click(remove_document, [collection, doc_id], doc_outputs, api_name="rag_remove_document")
     reindex_button.click(reindex_collection, collection, report, api_name="rag_reindex")
+    made = gr.State(None)  # the last finished answer's replay capsule
     asked = gr.on(
         [ask_button.click, question.submit],
         ask,
         [collection, question, mode, k, shared.adapter],
-        [hits, grounded, plain, notice, passages],
+        [hits, grounded, plain, notice, passages, made],
         inputs_kwargs=shared.sampling.kwargs(),
         api_name="rag_ask",
         **MODEL_EVENTS,
@@ -474,6 +505,15 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
     answer_parts = [question, mode, k, hits, grounded, plain, notice, passages]
     history.remember(kept, asked, keep_answer, [collection, *answer_parts], only_success=True)
     history.reopen(demo, kept, restore_answer, answer_parts)
+    save_capsule.click(
+        lambda document: capsule_files.saved(document, "answer"), made, capsule_file, api_name="save_rag_capsule"
+    )
+    load_capsule.upload(
+        load_capsule_file,
+        load_capsule,
+        [collection, question, mode, k, *shared.sampling.inputs, shared.adapter, capsule_note],
+        api_name="load_rag_capsule",
+    )
     eval_started, eval_id = stoppable([eval_button.click], eval_stop)
     eval_started.success(
         evaluate_questions,

@@ -71,8 +71,19 @@ def chat(
     )
 
 
-def rag(handle: Any, collection: str, question: str, search: Any, answered: Any) -> dict[str, Any]:
-    """`answered`: rag.answer.Answered (the passages found, the grounded prompt and its completion)."""
+def rag(
+    handle: Any,
+    collection: str,
+    question: str,
+    search: Any,
+    answered: Any,
+    *,
+    adapter: str | None = None,
+    with_baseline: bool = False,
+) -> dict[str, Any]:
+    """`answered`: rag.answer.Answered (the passages found, the grounded prompt and its completion).
+    `with_baseline`: the answer was decoded in one batch with the answer without retrieval (the RAG tab's
+    side by side), which the replay then decodes beside it again."""
     from pipelines.rag import store
 
     completion, prompt = answered.completion, answered.prompt
@@ -92,9 +103,10 @@ def rag(handle: Any, collection: str, question: str, search: Any, answered: Any)
         inputs["prompt_ids"] = list(prompt.ids)
         inputs["sampler"] = capsules.sampler(_seeded(completion.params, completion.seed))
         inputs["passages_in_prompt"] = len(prompt.hits)
+        inputs["with_baseline"] = with_baseline
         result |= completion_result(completion)
         engine = completion.engine
-    return capsules.make("rag", handle, adapter=None, engine=engine, inputs=inputs, result=result)
+    return capsules.make("rag", handle, adapter=adapter, engine=engine, inputs=inputs, result=result)
 
 
 def strategy_results(results: Sequence[Any]) -> dict[str, Any]:

@@ -127,8 +127,18 @@ def _rag(handle: Any, document: dict) -> tuple[dict, str]:
     result: dict[str, Any] = {"chunk_ids": [h.chunk.id for h in hits]}
     if "prompt_ids" not in inputs:
         return result, "retrieval only"
-    completion = generation.generate(handle, _ids(inputs), _params(inputs))
-    return result | record.completion_result(completion), completion.engine
+    adapter, params = recorded_adapter(document), _params(inputs)
+    if not inputs.get("with_baseline"):
+        completion = generation.generate(handle, _ids(inputs), params, adapter=adapter)
+        return result | record.completion_result(completion), completion.engine
+    # decoded in one batch beside the answer without retrieval, as the RAG tab does: the same batch again
+    from pipelines.engine import chat
+
+    plain = chat.build_prompt(
+        handle, [chat.Message("user", str(inputs["question"]).strip())], max_new_tokens=params.max_new_tokens
+    )
+    *_, rows = generation.stream_batch(handle, [_ids(inputs), list(plain.ids)], [params] * 2, adapter=adapter)
+    return result | record.completion_result(rows[0]), rows[0].engine
 
 
 def _reasoning(handle: Any, document: dict) -> tuple[dict, str]:

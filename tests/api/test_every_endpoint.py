@@ -36,6 +36,10 @@ def _cases(f: Path) -> dict[str, tuple[dict, str]]:
         "clear_chat": (dict(), r"^OK"),
         "save_capsule": (dict(), r"Generate something first"),
         "load_capsule": (dict(file=handle_file(str(f / "broken.json"))), r"not valid JSON"),
+        "save_chat_capsule": (dict(), r"Nothing to save yet"),
+        "load_chat_capsule": (dict(file=handle_file(str(f / "broken.json"))), r"not valid JSON"),
+        "save_rag_capsule": (dict(), r"Nothing to save yet"),
+        "load_rag_capsule": (dict(file=handle_file(str(f / "broken.json"))), r"not valid JSON"),
         "download_adapter": (dict(name=None), r"Choose an adapter"),
         "explain_metrics": (dict(reference="", candidate="x"), r"Give both a reference"),
         "export_chat": (dict(history=[{"role": "user", "content": "hi"}]), r"content|list"),
@@ -224,6 +228,10 @@ ENDPOINTS = sorted(
         "grpo_group",
         "save_capsule",
         "load_capsule",
+        "save_chat_capsule",
+        "load_chat_capsule",
+        "save_rag_capsule",
+        "load_rag_capsule",
     ]
 )
 

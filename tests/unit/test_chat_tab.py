@@ -26,10 +26,46 @@ def send(message, history, system="", **overrides):
 
 
 def test_send_streams_and_shows_the_prompt(use_tiny):
-    history, rendered, report = send("Hi there", [], "Be brief.")
+    history, rendered, report, capsule = send("Hi there", [], "Be brief.")
     assert [m["role"] for m in history] == ["user", "assistant"]
     assert "<|im_start|>system\nBe brief.<|im_end|>" in rendered and rendered.endswith("<|im_start|>assistant\n")
     assert "context tokens" in report
+    assert capsule["kind"] == "chat" and capsule["inputs"]["system_prompt"] == "Be brief."  # for Save capsule
+
+
+def test_a_reply_saved_as_a_capsule_replays_and_loads_back(use_tiny, tmp_path):
+    """Issue 43: a chat turn made in the page is saved as a capsule that `replay` makes again token for token,
+    and loading it puts back the conversation up to the message answered, the system prompt and the seed."""
+    from pipelines.replay import replay
+
+    history, *_ = send("First", [], "Sys", temperature=0.9, seed=-1)  # a fresh seed: the one used is recorded
+    history, _, _, capsule = send("Second", history, "Sys", temperature=0.9, seed=-1)
+    answer = replay.replay(capsule)
+    assert answer["match"] is True and answer["replayed"]["text"] == history[-1]["content"]
+    path = chat_tab.capsule_files.saved(capsule, "reply")
+    conversation, system, *settings, adapter, note = chat_tab.load_capsule_file(path)
+    assert [m["content"] for m in conversation] == ["First", history[1]["content"], "Second"]
+    assert system["value"] == "Sys" and f"seed {capsule['inputs']['sampler']['params']['seed']}" in note
+    again = last(
+        chat_tab.answer(
+            conversation,
+            system["value"],
+            None,
+            **{**DEFAULTS, "temperature": 0.9, "seed": capsule["inputs"]["sampler"]["params"]["seed"]},
+        )
+    )
+    assert again[0][-1]["content"] == history[-1]["content"]  # Regenerate with the loaded settings: the same reply
+    with pytest.raises(gr.Error, match="Nothing to save yet"):
+        chat_tab.capsule_files.saved(None, "reply")
+    from pipelines.replay import capsules
+
+    generated = tmp_path / "g.json"
+    generated.write_text(json.dumps(capsules.seal({**capsule, "kind": "generate"})))
+    with pytest.raises(gr.Error, match="the Chat tab loads chat capsules"):
+        chat_tab.load_capsule_file(str(generated))
+    generated.write_text(json.dumps({**capsule, "kind": "generate"}))
+    with pytest.raises(capsules.CapsuleError, match="changed after it was made"):
+        chat_tab.load_capsule_file(str(generated))
 
 
 def test_two_turns_regenerate_undo_edit(use_tiny):
@@ -37,13 +73,13 @@ def test_two_turns_regenerate_undo_edit(use_tiny):
     history, *_ = send("Second", history)
     assert [m["content"] for m in history if m["role"] == "user"] == ["First", "Second"]
     assert chat_tab.claim(False)[0] is True
-    again, rendered, _ = last(chat_tab.answer(history, "", None, **{**DEFAULTS, "temperature": 1.0, "seed": 5}))
+    again, rendered, *_ = last(chat_tab.answer(history, "", None, **{**DEFAULTS, "temperature": 1.0, "seed": 5}))
     assert len(again) == 4 and again[:3] == history[:3]
     before, text = chat_tab.undo(history)
     assert text == "Second" and len(before) == 2
     edited, busy, *_ = chat_tab.apply_edit(history, False, SimpleNamespace(index=0, value="Changed"))
     assert edited == [{"role": "user", "content": "Changed"}] and busy
-    answered, rendered, _ = last(chat_tab.answer(edited, "", None, **DEFAULTS))
+    answered, rendered, *_ = last(chat_tab.answer(edited, "", None, **DEFAULTS))
     assert len(answered) == 2 and "Changed" in rendered
 
 
@@ -118,9 +154,9 @@ def test_export_then_import_continues_the_conversation(use_tiny, tmp_path):
 
 def test_each_reply_says_which_model_and_adapter_wrote_it(use_tiny):
     """Issue 42: Chat did not show which model or adapter wrote each reply; the authors survive later turns."""
-    history, _, report = send("First", [], "")
+    history, _, report, _ = send("First", [], "")
     assert "**Written by** (reply: model + adapter): 1 tiny-llama (base)" in report
-    history, _, report = send("Second", history, "")
+    history, _, report, _ = send("Second", history, "")
     assert "1 tiny-llama (base) · 2 tiny-llama (base)" in report
     assert [m.get("metadata") for m in history if m["role"] == "assistant"] == [{"log": "tiny-llama (base)"}] * 2
 

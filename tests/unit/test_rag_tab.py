@@ -22,16 +22,30 @@ def test_collection_ingest_ask_evaluate(use_tiny, tmp_path, data_dir):
     assert "5 documents" in summary
     report, _, _ = tab.ingest_files("notes", files[:1])
     assert "already in the collection" in report
-    frame, grounded, plain, notice, passages = list(
+    frame, grounded, plain, notice, passages, capsule = list(
         tab.ask("notes", "Who planted the orchard?", "hybrid", 3, None, **{**DEFAULTS, "max_new_tokens": 4})
     )[-1]
     assert list(frame["source"])[0] == "orchard.md" and "id='passage-1'" in passages and "passages fit" in notice
+    _the_answer_replays_from_its_capsule(capsule)
     table, details, note = tab.evaluate_questions("notes", str(write_questions(tmp_path / "q.jsonl")), 5)
     assert list(table["mode"]) == ["dense", "bm25", "hybrid"] and len(details) == 12 and "12 questions" in note
     doc_id = docs.iloc[0]["id"]
     message, docs_after, _ = tab.remove_document("notes", doc_id)
     assert "Removed" in message and len(docs_after) == 4
     assert bad  # (bad files created above)
+
+
+def _the_answer_replays_from_its_capsule(capsule: dict) -> None:
+    """Issue 43: the answer shown (decoded beside the answer without retrieval, in one batch) replays token
+    for token, and its capsule loads back the collection, question, retrieval settings and seed."""
+    from pipelines.replay import replay
+
+    assert capsule["kind"] == "rag" and capsule["inputs"]["with_baseline"] is True
+    answer = replay.replay(capsule)
+    assert answer["match"] is True and answer["replayed"]["chunk_ids"] == capsule["result"]["chunk_ids"]
+    collection, question, mode, k, *_, note = tab.load_capsule_file(tab.capsule_files.saved(capsule, "answer"))
+    assert (collection["value"], question, mode, k) == ("notes", "Who planted the orchard?", "hybrid", 3)
+    assert "press **Ask**" in note
 
 
 def test_clear_messages_for_bad_input(use_tiny, data_dir):
@@ -88,7 +102,7 @@ def test_the_prompt_injection_demo_is_retrieved_for_its_question(use_tiny, data_
     report, docs, _, picked = tab.ingest_injection_demo("shop")
     assert picked["value"] == "shop"
     assert "✅ prompt_injection_demo.md" in report and len(docs) == 1
-    *_, passages = list(
+    *_, passages, _ = list(
         tab.ask(
             "shop",
             "What is the warranty on the Northwind lamp?",
