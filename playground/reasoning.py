@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+import secrets
 import time
 from typing import Any
 
@@ -13,8 +14,9 @@ import pandas as pd
 from pipelines.engine import models
 from pipelines.reasoning import benchmark, extract, solve, strategies
 from pipelines.reasoning.solve import StrategyResult
+from pipelines.replay import record
 
-from . import history
+from . import capsule_files, history
 from . import react as react_panel
 from .controls import MODEL_EVENTS, STOPS, Throttle, how_it_works, stoppable, to_params, waiting_text
 from .errors import UserError
@@ -130,20 +132,18 @@ def run_strategies(
     run_id: str | None = None,
     **sampling: Any,
 ):
-    """Stream the three columns: output, summary, and (PAL) program and sandbox report; Stop ends it (run_id)."""
+    """Stream the three columns: output, summary, and (PAL) program and sandbox report; Stop ends it (run_id).
+    A run that finished also leaves its replay capsule (for *Save capsule*)."""
     chosen = _strategies(keys, {"direct": direct_prompt, "cot": cot_prompt, "pal": pal_prompt})
     params = to_params(sampling)
     gold = parse_gold(gold)
     solve.check_inputs(question, int(samples), params)
+    if params.seed is None and not params.greedy:  # sampled rows are replayable only from the seed they had
+        params = params.with_seed(secrets.randbelow(2**31))
     throttle = Throttle(UI_UPDATE_SECONDS)
+    handle, chosen_adapter = models.get_handle(), selected_adapter(adapter)
     stream = solve.stream_solve(
-        models.get_handle(),
-        question,
-        chosen,
-        params,
-        samples=int(samples),
-        gold=gold,
-        adapter=selected_adapter(adapter),
+        handle, question, chosen, params, samples=int(samples), gold=gold, adapter=chosen_adapter
     )
     for results in stream:
         stopped = STOPS.stopped(run_id)
@@ -155,7 +155,13 @@ def run_strategies(
                 result = by_key.get(key)
                 outputs += [result.output if result else "", _summary(result, gold, stopped=stopped)]
             program, report = _program_report(by_key.get("pal"))
-            yield *outputs, program, report, {"results": [r.to_json() for r in results]} if finished else gr.skip()
+            if finished:
+                capsule = record.reasoning(
+                    handle, question, chosen, params, results, samples=int(samples), adapter=chosen_adapter
+                )
+                yield *outputs, program, report, {"results": [r.to_json() for r in results]}, capsule
+            else:
+                yield *outputs, program, report, gr.skip(), gr.skip()
         if stopped:  # the stream ends itself: its last update says so (a cancelled one would keep "generating…")
             stream.close()
             return
@@ -329,6 +335,31 @@ def restore_run(data: dict[str, Any]) -> list[Any]:
     return shown
 
 
+def load_capsule_file(file: str | None) -> list[Any]:
+    """A reasoning capsule's question, strategies, sample count, their prompts as they were (edited or
+    bundled), sampling values with the seed, and adapter: Run then makes the same outputs again."""
+    document = capsule_files.opened(file, "reasoning", "Reasoning")
+    settings, notes = capsule_files.settings_of(document, "Run")
+    inputs = document["inputs"]
+    chosen = [k for k in inputs.get("strategies") or [] if k in KEYS]
+    prompts = inputs.get("prompts") if isinstance(inputs.get("prompts"), dict) else {}
+    editors = [
+        json.dumps(strategies.parse(k, prompts[k]).to_json(), indent=2, ensure_ascii=False)
+        if k in prompts
+        else gr.update()
+        for k in KEYS
+    ]
+    samples = inputs.get("samples")
+    return [
+        history.text(inputs.get("question")),
+        chosen,
+        samples if isinstance(samples, int) and not isinstance(samples, bool) else gr.update(),
+        *editors,
+        *settings,
+        "  \n".join(notes),
+    ]
+
+
 def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
     problems = bundled_problems()
     with gr.Row():
@@ -367,6 +398,7 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
                 columns[key] = (output, summary)
     raw = gr.JSON(visible=False)
     kept = history.build("reasoning")
+    save_capsule, load_capsule, capsule_file, capsule_note = capsule_files.build("reason-capsule")
 
     with gr.Accordion("Prompts (few-shot exemplars, editable for this session)", open=False):
         editors = {}
@@ -408,10 +440,11 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
     prompt_inputs = [editors[k] for k in KEYS]
     outputs = [c for key in KEYS for c in columns[key]] + [program, program_report, raw]
     started, run_id = stoppable([run_button.click, question.submit], stop_button)
+    made = gr.State(None)  # the last finished run's replay capsule
     ran = started.success(
         run_strategies,
         [question, gold, keys, samples, *prompt_inputs, shared.adapter, run_id],
-        outputs,
+        [*outputs, made],
         inputs_kwargs=shared.sampling.kwargs(),
         api_name="reason",
         **MODEL_EVENTS,
@@ -419,6 +452,15 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
     run_parts = [question, gold, keys, *outputs]
     history.remember(kept, ran, keep_run, run_parts, only_success=True)
     history.reopen(demo, kept, restore_run, run_parts)
+    save_capsule.click(
+        lambda document: capsule_files.saved(document, "run"), made, capsule_file, api_name="save_reason_capsule"
+    )
+    load_capsule.upload(
+        load_capsule_file,
+        load_capsule,
+        [question, keys, samples, *prompt_inputs, *shared.sampling.inputs, shared.adapter, capsule_note],
+        api_name="load_reason_capsule",
+    )
     pick.change(pick_problem, pick, [question, gold], api_visibility="private")
     bench_started, bench_id = stoppable([bench_button.click], bench_stop)
     bench_started.success(

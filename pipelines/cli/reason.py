@@ -98,7 +98,7 @@ def run_run(args: argparse.Namespace) -> int:
         document = record.reasoning(
             handle,
             args.question,
-            [s.key for s in chosen],
+            chosen,
             params,
             results,
             samples=args.samples,

@@ -122,7 +122,7 @@ def strategy_results(results: Sequence[Any]) -> dict[str, Any]:
 def reasoning(
     handle: Any,
     question: str,
-    strategies: Sequence[str],
+    strategies: Sequence[Any],
     params: Any,
     results: Sequence[Any],
     *,
@@ -132,9 +132,11 @@ def reasoning(
 ) -> dict[str, Any]:
     from pipelines.engine import generation as engine_choice
 
+    """`strategies`: reasoning.strategies.Strategy, recorded whole: the Reasoning tab's prompts are editable."""
     inputs = {
         "question": question,
-        "strategies": list(strategies),
+        "strategies": [s.key for s in strategies],
+        "prompts": {s.key: s.to_json() for s in strategies},
         "samples": samples,
         "token_cap": token_cap,
         "sampler": capsules.sampler(params),

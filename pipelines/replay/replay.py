@@ -147,7 +147,10 @@ def _reasoning(handle: Any, document: dict) -> tuple[dict, str]:
 
     inputs = document["inputs"]
     adapter = recorded_adapter(document)
-    chosen = strategies.load_all(strategies.parse_keys(",".join(inputs.get("strategies") or [])))
+    keys = strategies.parse_keys(",".join(inputs.get("strategies") or []))
+    prompts = inputs.get("prompts") if isinstance(inputs.get("prompts"), dict) else {}
+    # the prompts as they were (edited in the tab, or the bundled ones then); older capsules name only the keys
+    chosen = [strategies.parse(key, prompts[key]) if key in prompts else strategies.load(key) for key in keys]
     results = solve.solve(
         handle,
         inputs["question"],

@@ -170,3 +170,83 @@ def test_the_inside_panels_keep_their_typed_prompts_across_a_reload(page: Page, 
         expect(other.get_by_label("Text", exact=True)).to_have_value(
             "LLMs are cool, and unfriendly tokens split into pieces."
         )
+
+
+def _capsule_round_trip(page: Page, prefix: str, kind: str, folder, change) -> None:
+    """Save the tab's capsule, `change` its settings, load the capsule back: the note says what to press."""
+    page.get_by_text("Replay capsule: save this result, or load one").filter(visible=True).click()
+    page.locator(f"#{prefix}-save").click()
+    link = page.locator(f"a[href*='{kind}-capsule.json']").filter(visible=True).first
+    expect(link).to_be_visible(timeout=30_000)
+    saved = folder / f"{kind}.json"
+    saved.write_bytes(page.request.get(link.get_attribute("href")).body())
+    assert json.loads(saved.read_text())["kind"] == kind
+    change()
+    with page.expect_file_chooser() as chooser:
+        page.locator(f"#{prefix}-load").click()
+    chooser.value.set_files(str(saved))
+    expect(page.locator(f"#{prefix}-note")).to_contain_text("to make it again", timeout=30_000)
+
+
+def test_a_chat_reply_a_rag_answer_and_a_reasoning_run_load_back_from_capsules_and_come_out_the_same(
+    page: Page, tmp_path
+):
+    """Issue 43: each tab's result saved as a capsule (sampled, with the seed it was given) loads back its
+    settings, and pressing the tab's button makes the same result again."""
+    from pipelines.rag import store
+
+    notes = tmp_path / "harbour.md"
+    notes.write_text("# Harbour\n\nThe Corran lighthouse was repainted red in 1987 by volunteers.\n")
+    store.create("capsule-docs", chunk_size=64, overlap=8)
+    store.ingest("capsule-docs", [(str(notes), "harbour.md")])
+    _reload(page)
+    set_number(page, "Max new tokens", "4")
+    set_number(page, "Temperature", "1.3")  # sampled, seed -1: the seed each run was given is in its capsule
+
+    page.get_by_role("tab", name="Chat").click()
+    page.locator("#chat-message textarea").fill("Tell me about the sea")
+    page.locator("#chat-message textarea").press("Enter")
+    bot = page.locator("#chat-conversation [data-testid='bot']")
+    expect(bot).to_have_count(1, timeout=60_000)
+    expect(page.get_by_role("button", name="Send", exact=True)).to_be_enabled(timeout=60_000)
+    reply = bot.first.inner_text()
+
+    def clear_chat() -> None:
+        page.get_by_role("button", name="🗑 Clear").click()
+        expect(bot).to_have_count(0)
+
+    _capsule_round_trip(page, "chat-capsule", "chat", tmp_path, clear_chat)
+    expect(page.locator("#chat-conversation [data-testid='user']")).to_have_count(1)  # the message answered
+    page.get_by_role("button", name="↻ Regenerate").click()
+    expect(bot).to_have_count(1, timeout=60_000)
+    expect(bot.first).to_have_text(reply, timeout=60_000)
+
+    page.get_by_role("tab", name="RAG").click()
+    page.get_by_label("Question").fill("When was the lighthouse repainted?")
+    page.get_by_role("button", name="Ask", exact=True).click()
+    grounded = page.locator("#rag-grounded")
+    expect(page.locator("#rag-hits")).to_contain_text("harbour.md", timeout=60_000)
+    expect(page.get_by_role("button", name="Ask", exact=True)).to_be_enabled(timeout=60_000)
+    page.wait_for_timeout(500)
+    answer = grounded.inner_text()
+    _capsule_round_trip(
+        page, "rag-capsule", "rag", tmp_path, lambda: page.get_by_label("Question").fill("something else")
+    )
+    expect(page.get_by_label("Question")).to_have_value("When was the lighthouse repainted?")
+    page.get_by_role("button", name="Ask", exact=True).click()
+    expect(grounded).to_contain_text(answer.splitlines()[0].strip(), timeout=60_000)  # the model's words
+
+    page.get_by_role("tab", name="Reasoning").click()
+    page.get_by_label("Word problem").fill("What is 2 plus 3?")
+    page.get_by_role("button", name="Run", exact=True).click()
+    expect(page.locator("#reason-direct-summary")).not_to_be_empty(timeout=60_000)
+    expect(page.get_by_role("button", name="Run", exact=True)).to_be_enabled(timeout=60_000)
+    _kept(page, "reasoning")
+    outputs = [page.locator(f"#reason-{key} textarea").input_value() for key in ("direct", "cot", "pal")]
+    _capsule_round_trip(
+        page, "reason-capsule", "reasoning", tmp_path, lambda: page.get_by_label("Word problem").fill("2 + 2?")
+    )
+    expect(page.get_by_label("Word problem")).to_have_value("What is 2 plus 3?")
+    page.get_by_role("button", name="Run", exact=True).click()
+    for key, text in zip(("direct", "cot", "pal"), outputs, strict=True):
+        expect(page.locator(f"#reason-{key} textarea")).to_have_value(text, timeout=60_000)

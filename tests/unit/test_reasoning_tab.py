@@ -36,10 +36,34 @@ def test_three_columns_stream_and_finish(use_tiny):
         tab.run_strategies("What is 2 + 2?", 4, list(tab.KEYS), 1, *[_short(p) for p in PROMPTS], None, **SHORT)
     )
     final = updates[-1]
-    direct_out, direct_summary, cot_out, cot_summary, pal_out, pal_summary, program, report, raw = final
+    direct_out, direct_summary, cot_out, cot_summary, pal_out, pal_summary, program, report, raw, capsule = final
     assert "Answer:" in direct_summary and "expected 4" in direct_summary or "right" in direct_summary
     assert isinstance(program, str) and report  # PAL's text went to the sandbox and the report says what happened
     assert [r["strategy"] for r in raw["results"]] == ["direct", "cot", "pal"]
+
+
+def test_a_sampled_run_with_edited_prompts_replays_from_its_capsule(use_tiny):
+    """Issue 43: a run made in the tab — prompts edited for the session, sampled without a seed — keeps its
+    capsule; replay makes every strategy's outputs again, and loading it puts the edited prompts back."""
+    from pipelines.replay import replay
+
+    edited = [_short(p, budget=6) for p in PROMPTS]
+    sampled = {**DEFAULTS, "temperature": 0.9, "seed": -1}
+    *_, raw, capsule = list(tab.run_strategies("What is 3 + 4?", None, ["direct", "pal"], 2, *edited, None, **sampled))[
+        -1
+    ]
+    seed = capsule["inputs"]["sampler"]["params"]["seed"]
+    assert isinstance(seed, int) and capsule["inputs"]["prompts"]["direct"]["max_new_tokens"] == 6
+    answer = replay.replay(capsule)
+    assert answer["match"] is True
+    assert [r["outputs"] for r in answer["replayed"]["results"]] == [
+        [s["output"] for s in r["samples"]] for r in raw["results"]
+    ]
+    question, keys, samples, *editors_and_settings, note = tab.load_capsule_file(
+        tab.capsule_files.saved(capsule, "run")
+    )
+    assert (question, keys, samples) == ("What is 3 + 4?", ["direct", "pal"], 2)
+    assert json.loads(editors_and_settings[0])["max_new_tokens"] == 6 and f"seed {seed}" in note
 
 
 def test_only_the_ticked_strategies_run(use_tiny):
