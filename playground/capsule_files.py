@@ -73,9 +73,7 @@ def opened(file: str | None, kind: str, tab: str) -> dict[str, Any]:
 def settings_of(document: dict[str, Any], press: str) -> tuple[list[Any], list[str]]:
     """Updates for the shared sampling controls and the adapter picker, and notes on whether pressing
     `press` will make the same result again (other weights, a missing adapter)."""
-    inputs = document["inputs"]
-    sampler = inputs.get("sampler") if isinstance(inputs.get("sampler"), dict) else {}
-    settings = SamplingParams.from_dict(sampler.get("params") or {}).to_dict()  # refused like any setting
+    settings = _settings(document["inputs"].get("sampler"))
     adapter = (document.get("adapter") or {}).get("name")
     notes = [
         f"Loaded a capsule of {document['created']}: press **{press}** to make it again (seed {settings['seed']})."
@@ -86,6 +84,33 @@ def settings_of(document: dict[str, Any], press: str) -> tuple[list[Any], list[s
         notes.append(f"Its adapter **{adapter}** is not here: the base model is selected instead.")
         adapter = None
     return [*SamplingControls.updates_for(settings), gr.update(value=adapter or adapters.BASE_CHOICE)], notes
+
+
+def _settings(sampler: Any) -> dict[str, Any]:
+    """A recorded sampler's values, checked as any setting is (a bad value is refused naming it)."""
+    values = sampler.get("params") if isinstance(sampler, dict) else None
+    return SamplingParams.from_dict(values if isinstance(values, dict) else {}).to_dict()
+
+
+def load_comparison(file: str | None) -> list[Any]:
+    """A comparison's prompt, A's settings (the sidebar), B's, and the adapter: Compare then makes both again."""
+    document = opened(file, "comparison", "Generate tab's Compare")
+    samplers = document["inputs"].get("samplers")
+    if not isinstance(samplers, list) or len(samplers) != 2:
+        raise UserError("This comparison capsule does not hold two settings.")
+    as_one = {**document, "inputs": {**document["inputs"], "sampler": samplers[0]}}
+    settings_a, notes = settings_of(as_one, "Compare")
+    settings_b = _settings(samplers[1])
+    notes[0] += f" B's seed: {settings_b['seed']}."
+    prompt = document["inputs"].get("prompt")
+    adapter = settings_a.pop()
+    return [
+        prompt if isinstance(prompt, str) else "",
+        *settings_a,
+        *SamplingControls.updates_for(settings_b),
+        adapter,
+        "  \n".join(notes),
+    ]
 
 
 def load_generation(file: str | None) -> list[Any]:

@@ -13,6 +13,7 @@ import pandas as pd
 from pipelines.engine import generation, models, prompts
 from pipelines.engine.completion import record_ids
 from pipelines.engine.sampling import SamplingParams
+from pipelines.replay import record
 from pipelines.train import icl_eval
 
 from . import branches, capsule_files, history
@@ -206,16 +207,20 @@ def inspect(
     return raw, final, summary, table
 
 
-def compare(prompt: str, adapter: str | None = None, **settings: Any) -> Iterator[tuple[str, str, str, str]]:
-    """Two sampling configurations (a_*, b_*) on the same prompt, generated together in one batch."""
+def compare(prompt: str, adapter: str | None = None, **settings: Any) -> Iterator[tuple[Any, ...]]:
+    """Two sampling configurations (a_*, b_*) on the same prompt, generated together in one batch; when both
+    are done, the comparison's replay capsule too (for *Save capsule*)."""
     params_a, params_b = to_params(settings, "a_"), to_params(settings, "b_")
     adapter = selected_adapter(adapter)
     if not prompt or not prompt.strip():
         raise UserError("The prompt is empty: type some text or pick a preset.")
     throttle = Throttle(UI_UPDATE_SECONDS)
-    for rows in generation.stream_batch(models.get_handle(), [prompt, prompt], [params_a, params_b], adapter=adapter):
-        if throttle.due(final=all(r.done for r in rows), rows=rows):
-            yield rows[0].text, _stats(rows[0]), rows[1].text, _stats(rows[1])
+    handle = models.get_handle()
+    for rows in generation.stream_batch(handle, [prompt, prompt], [params_a, params_b], adapter=adapter):
+        done = all(r.done for r in rows)
+        if throttle.due(final=done, rows=rows):
+            capsule = record.comparison(handle, prompt, rows, adapter=adapter) if done else gr.skip()
+            yield rows[0].text, _stats(rows[0]), rows[1].text, _stats(rows[1]), capsule
 
 
 def load_preset(label: str) -> list[Any]:
@@ -395,6 +400,7 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
                     with gr.Column():
                         text_b = gr.Textbox(lines=8, label="B", interactive=False)
                         stats_b = gr.Markdown()
+                save_pair, load_pair, pair_file, pair_note = capsule_files.build("compare-capsule")
     with gr.Accordion("In-context learning, measured: examples and wordings", open=False):
         gr.Markdown(
             "<span class='muted'>Each labelled item of the task is asked with no example, one, and three "
@@ -490,12 +496,25 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
         event.then(token_view, state, views, **history.QUIET).then(
             position_update, state, position, **history.QUIET
         ).then(branches.redraw, tree, [tree_view, branch_pick], **history.QUIET).then(**inspect_event, **history.QUIET)
+    compared = gr.State(None)  # the last finished comparison's replay capsule
     compare_run.click(
         compare,
         [prompt, shared.adapter],
-        [text_a, stats_a, text_b, stats_b],
+        [text_a, stats_a, text_b, stats_b, compared],
         inputs_kwargs={**sampling.kwargs("a_"), **sampling_b.kwargs("b_")},
         api_name="compare",
         **MODEL_EVENTS,
+    )
+    save_pair.click(
+        lambda document: capsule_files.saved(document, "comparison"),
+        compared,
+        pair_file,
+        api_name="save_comparison_capsule",
+    )
+    load_pair.upload(
+        capsule_files.load_comparison,
+        load_pair,
+        [prompt, *sampling.inputs, *sampling_b.inputs, shared.adapter, pair_note],
+        api_name="load_comparison_capsule",
     )
     return {"prompt": prompt}

@@ -26,7 +26,8 @@ from pipelines.store.snapshots import sha256_of
 FORMAT = 1
 # "command": a deterministic view or evaluation of the CLI (inspect, compress, scale, reward eval|score,
 # align eval, reason bench), kept as its arguments, its input files' SHA-256 and the JSON it printed
-KINDS = ("generate", "chat", "rag", "reasoning", "job", "command")
+# "comparison": Generate's two settings side by side on one prompt, decoded in one batch
+KINDS = ("generate", "chat", "rag", "reasoning", "job", "command", "comparison")
 MAX_BYTES = 16 * 2**20  # a capsule holds prompt ids and results: a few hundred KB at most in practice
 LIBRARIES = ("torch", "transformers", "peft", "trl", "tokenizers", "gradio", "sentence-transformers", "faiss-cpu")
 

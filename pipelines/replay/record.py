@@ -51,6 +51,19 @@ def generated(
     return capsules.make("generate", handle, adapter=adapter, engine=engine, inputs=inputs, result=result)
 
 
+def comparison(handle: Any, prompt: str, rows: Sequence[Any], *, adapter: str | None = None) -> dict[str, Any]:
+    """Two settings on one prompt decoded in one batch (`rows`: A's and B's completions): both samplers with
+    the seeds their rows were given, both results."""
+    a, b = rows
+    inputs = {
+        "prompt": prompt,
+        "prompt_ids": list(a.prompt_ids),
+        "samplers": [capsules.sampler(_seeded(row.params, row.seed)) for row in rows],
+    }
+    result = {"a": completion_result(a), "b": completion_result(b)}
+    return capsules.make("comparison", handle, adapter=adapter, engine=a.engine, inputs=inputs, result=result)
+
+
 def chat(
     handle: Any,
     messages: Sequence[Any],

@@ -94,6 +94,23 @@ def _generate(handle: Any, document: dict) -> tuple[dict, str]:
     return record.completion_result(completion), completion.engine
 
 
+def _comparison(handle: Any, document: dict) -> tuple[dict, str]:
+    """Both rows decoded again in one batch, each with its own settings and seed."""
+    from pipelines.engine import generation
+
+    inputs = document["inputs"]
+    prompt_ids = _ids(inputs)
+    if isinstance(inputs.get("prompt"), str):
+        _same_tokens(prompt_ids, generation.encode(handle, inputs["prompt"]), "prompt's text")
+    samplers = inputs.get("samplers")
+    if not isinstance(samplers, list) or len(samplers) != 2:
+        raise CapsuleError("the capsule's samplers are not the two settings of a comparison")
+    params = [_params({"sampler": sampler}) for sampler in samplers]
+    adapter = recorded_adapter(document)
+    *_, rows = generation.stream_batch(handle, [prompt_ids, prompt_ids], params, adapter=adapter)
+    return {"a": record.completion_result(rows[0]), "b": record.completion_result(rows[1])}, rows[0].engine
+
+
 def _chat(handle: Any, document: dict) -> tuple[dict, str]:
     from pipelines.engine import chat, generation, messages
 
@@ -199,7 +216,14 @@ def _job(handle: Any, document: dict) -> tuple[dict, str]:
     return {"weights_sha256": record.outputs_sha256(job.result), "job_id": job.id}, "trl"
 
 
-REPLAYERS = {"generate": _generate, "chat": _chat, "rag": _rag, "reasoning": _reasoning, "job": _job}
+REPLAYERS = {
+    "generate": _generate,
+    "comparison": _comparison,
+    "chat": _chat,
+    "rag": _rag,
+    "reasoning": _reasoning,
+    "job": _job,
+}
 
 
 Replayer = Callable[[Any, dict], tuple[dict, str]]

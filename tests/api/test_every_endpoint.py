@@ -42,6 +42,8 @@ def _cases(f: Path) -> dict[str, tuple[dict, str]]:
         "load_rag_capsule": (dict(file=handle_file(str(f / "broken.json"))), r"not valid JSON"),
         "save_reason_capsule": (dict(), r"Nothing to save yet"),
         "load_reason_capsule": (dict(file=handle_file(str(f / "broken.json"))), r"not valid JSON"),
+        "save_comparison_capsule": (dict(), r"Nothing to save yet"),
+        "load_comparison_capsule": (dict(file=handle_file(str(f / "broken.json"))), r"not valid JSON"),
         "download_adapter": (dict(name=None), r"Choose an adapter"),
         "explain_metrics": (dict(reference="", candidate="x"), r"Give both a reference"),
         "export_chat": (dict(history=[{"role": "user", "content": "hi"}]), r"content|list"),
@@ -236,6 +238,8 @@ ENDPOINTS = sorted(
         "load_rag_capsule",
         "save_reason_capsule",
         "load_reason_capsule",
+        "save_comparison_capsule",
+        "load_comparison_capsule",
     ]
 )
 

@@ -85,9 +85,30 @@ def test_empty_prompt_is_a_clear_error(use_tiny):
 def test_compare_runs_both_settings_in_one_batch(use_tiny):
     settings = {f"a_{k}": v for k, v in DEFAULTS.items()} | {f"b_{k}": v for k, v in DEFAULTS.items()}
     settings |= {"b_temperature": 1.0, "b_seed": 7}
-    a_text, a_stats, b_text, b_stats = list(generate.compare("Hello", **settings))[-1]
+    a_text, a_stats, b_text, b_stats, _ = list(generate.compare("Hello", **settings))[-1]
     greedy = list(generate.run_generation("Hello", **DEFAULTS))[-1][0]
     assert a_text == greedy and "seed `7`" in b_stats
+
+
+def test_a_comparison_replays_from_its_capsule_and_loads_both_settings_back(use_tiny):
+    """Issue 43: a comparison (A sampled without a seed, B seeded) keeps its capsule; replay decodes both rows
+    again in one batch, and loading it puts back the prompt, A's settings in the sidebar and B's."""
+    from pipelines.replay import replay
+
+    settings = {f"a_{k}": v for k, v in DEFAULTS.items()} | {f"b_{k}": v for k, v in DEFAULTS.items()}
+    settings |= {"a_temperature": 1.1, "a_max_new_tokens": 8, "b_temperature": 0.7, "b_seed": 7, "b_max_new_tokens": 8}
+    a_text, _, b_text, _, capsule = list(generate.compare("Hello there", **settings))[-1]
+    assert capsule["kind"] == "comparison" and capsule["inputs"]["samplers"][1]["params"]["seed"] == 7
+    answer = replay.replay(capsule)
+    assert answer["match"] is True and (answer["replayed"]["a"]["text"], answer["replayed"]["b"]["text"]) == (
+        a_text,
+        b_text,
+    )
+    values = generate.capsule_files.load_comparison(generate.capsule_files.saved(capsule, "comparison"))
+    n = len(PARAM_NAMES)
+    prompt, a, b, note = values[0], values[1 : 1 + n], values[1 + n : 1 + 2 * n], values[-1]
+    assert prompt == "Hello there" and a[PARAM_NAMES.index("temperature")]["value"] == 1.1
+    assert b[PARAM_NAMES.index("seed")]["value"] == 7 and "B's seed: 7" in note
 
 
 def test_preset_fills_prompt_and_settings():
