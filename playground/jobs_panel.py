@@ -16,10 +16,12 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
+from pipelines.replay import record as capsule_record
 from pipelines.store import jobs
 
+from . import capsule_files
 from .errors import UserError
-from .guard import admin_only
+from .guard import admin_only, signed_in
 from .pickers import FIRST, LiveDropdown
 
 POLL_SECONDS = 1.5
@@ -203,6 +205,16 @@ def forget_ended(kinds: tuple[str, ...], current: str | None, request: gr.Reques
     return note, refresh_choices(kinds, current)
 
 
+@signed_in("save a job's capsule")
+def save_capsule(job_id: str | None, request: gr.Request | None = None) -> dict:
+    """The selected job's replay capsule (its whole spec, each data file's SHA-256, the weights it wrote):
+    `python -m pipelines replay` trains it again and compares the weights byte for byte."""
+    if not job_id:
+        raise UserError("Select a job first.")
+    job = jobs.get(job_id)
+    return gr.update(value=capsule_files.saved(capsule_record.finished_job(job), f"{job.kind} job"), visible=True)
+
+
 @admin_only("cancel training jobs")
 def cancel(job_id: str | None, request: gr.Request | None = None) -> str:
     if not job_id:
@@ -228,6 +240,7 @@ def build(
             refresh = gr.Button("↻", scale=1, min_width=40, size="sm")
             cancel_button = gr.Button("Cancel job", elem_classes=["stop-quiet"], scale=1, interactive=False)
             tidy = gr.Button("Remove ended", scale=1, size="sm", min_width=90)
+            capsule = gr.Button("Save capsule", scale=1, size="sm", min_width=90, elem_id=f"{kinds[0]}-job-capsule")
         status = gr.Markdown()
         progress = gr.HTML()
         plot = gr.LinePlot(
@@ -242,6 +255,7 @@ def build(
         )
         gr.Markdown("<span class='muted'>Log (last lines)</span>")
         log = gr.HTML(log_html(""), elem_classes=["job-log-box"])
+        capsule_file = gr.File(label="Replay capsule (JSON)", interactive=False, height=70, visible=False)
     timer = gr.Timer(POLL_SECONDS)
     panel = JobPanel(job, status, progress, plot, log, cancel_button, timer, kinds, series)
     refresh.click(lambda current: refresh_choices(kinds, current), job, job, api_visibility="private")
@@ -259,6 +273,7 @@ def build(
         return forget_ended(kinds, current, request=request)
 
     tidy.click(tidy_up, job, [status, job], api_visibility="private")
+    capsule.click(save_capsule, job, capsule_file, api_name=f"save_{kinds[0]}_job_capsule")
     return panel
 
 

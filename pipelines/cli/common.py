@@ -198,12 +198,10 @@ def train_in_foreground(
     if not jobs.is_main_rank():
         return None
     if capsule:
-        from pipelines.engine import models
         from pipelines.replay import capsules, record
 
         with quiet_stdout(json_mode):
-            handle = models.load_handle(spec["base_model"]) if spec.get("base_model") else models.get_handle()
-        capsules.write(capsule, record.job(handle, kind, spec, job.result))
+            capsules.write(capsule, record.finished_job(job))
     return job
 
 

@@ -201,7 +201,22 @@ def outputs_sha256(result: dict[str, Any]) -> dict[str, str]:
     return found
 
 
-def job(handle: Any, kind: str, spec: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
+def finished_job(job: Any) -> dict[str, Any]:
+    """The capsule of a job that succeeded (store.jobs.JobInfo), named by the base model it trained on."""
+    from pipelines.engine import models
+    from pipelines.store import jobs
+
+    if job.status != jobs.SUCCEEDED:
+        raise capsules.CapsuleError(f"job {job.name!r} {job.status}: only a job that succeeded has a capsule")
+    served, base = models.wait_for_handle(0), job.spec.get("base_model")
+    if base and (served is None or base != served.name):
+        handle = models.load_handle(base)
+    else:
+        handle = served or models.get_handle()
+    return job_capsule(handle, job.kind, job.spec, job.result)
+
+
+def job_capsule(handle: Any, kind: str, spec: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
     """A training job: its spec (seed, steps, every hyperparameter), the data it read and the weights it wrote."""
     inputs = {"job": kind, "spec": spec, "data": data_files(kind, spec)}
     return capsules.make(

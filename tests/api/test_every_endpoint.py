@@ -87,6 +87,11 @@ def _cases(f: Path) -> dict[str, tuple[dict, str]]:
         "cancel_dpo_job": (dict(job_id=None), r"Select a job"),
         "cancel_classify_job": (dict(job_id=None), r"Select a job"),
         "cancel_distill_job": (dict(job_id=None), r"Select a job"),
+        "save_finetune_job_capsule": (dict(job_id=None), r"Select a job"),
+        "save_reward_job_capsule": (dict(job_id=None), r"Select a job"),
+        "save_dpo_job_capsule": (dict(job_id=None), r"Select a job"),
+        "save_classify_job_capsule": (dict(job_id=None), r"Select a job"),
+        "save_distill_job_capsule": (dict(job_id=None), r"Select a job"),
         "classifiers": (dict(), r"held-out acc"),
         "classify": (dict(name=None, text="x", text_pair=""), r"Choose a classifier"),
         "start_classifier": (
@@ -240,6 +245,11 @@ ENDPOINTS = sorted(
         "load_reason_capsule",
         "save_comparison_capsule",
         "load_comparison_capsule",
+        "save_finetune_job_capsule",
+        "save_reward_job_capsule",
+        "save_dpo_job_capsule",
+        "save_classify_job_capsule",
+        "save_distill_job_capsule",
     ]
 )
 

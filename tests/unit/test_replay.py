@@ -250,6 +250,12 @@ def test_a_fine_tuning_job_replays_to_the_same_weights_and_changed_data_is_refus
     answer = _replayed(capsys, cap)
     assert answer["match"] is True, answer
     assert answer["replayed"]["weights_sha256"] == document["result"]["weights_sha256"]
+    from playground import jobs_panel  # the job panel's Save capsule: the same capsule for the same job
+
+    saved = json.loads(Path(jobs_panel.save_capsule(trained["job_id"])["value"]).read_text())
+    assert [saved[k] for k in ("kind", "model", "inputs", "result")] == [
+        document[k] for k in ("kind", "model", "inputs", "result")
+    ]
 
     data.write_text(data.read_text() + data.read_text().splitlines()[0] + "\n")
     assert main(["replay", str(cap), "--json"]) == 2
