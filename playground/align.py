@@ -304,22 +304,24 @@ def build(demo: gr.Blocks) -> dict[str, Any]:
 
     refresh.click(refresh_lists, None, [eval_adapter, eval_rm, reward_model], api_visibility="private")
     jobs_panel.when_succeeded(panel, lambda job: refresh_lists(), [], [eval_adapter, eval_rm, reward_model])
+    form = {
+        "out": name,
+        "overwrite": overwrite,
+        **{f"dpo_{k}": c for k, c in dpo_settings.items()},
+        "rloo_reward_model": reward_model,
+        **{f"rloo_{k}": c for k, c in rloo_settings.items()},
+        **grpo_parts,
+    }
     on_submit(
         start,
         start_job,
         [method, pair_source, pair_upload, prompt_source, prompt_upload],
         panel.job,
         form="align-settings",
-        settings={
-            "out": name,
-            "overwrite": overwrite,
-            **{f"dpo_{k}": c for k, c in dpo_settings.items()},
-            "rloo_reward_model": reward_model,
-            **{f"rloo_{k}": c for k, c in rloo_settings.items()},
-            **grpo_parts,
-        },
+        settings=form,
         api_name="start_alignment",
     )
+    jobs_panel.loads_capsules(panel, form, method=method, labels=dict(zip(KINDS, METHODS, strict=True)))
     eval_button.click(
         run_evaluation,
         [eval_adapter, eval_rm, eval_source, eval_upload, eval_n, eval_tokens],

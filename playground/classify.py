@@ -198,6 +198,7 @@ def _build(demo: gr.Blocks) -> list[Any]:
         settings=settings,
         api_name="start_classifier",
     )
+    jobs_panel.loads_capsules(panel, settings)
     go.click(try_classifier, [pick, text, text_pair], shown, api_name="classify")
     pick.change(describe, pick, described, api_visibility="private")
     return [source, mode, settings["out"]]

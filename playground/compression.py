@@ -367,4 +367,5 @@ def _build_distillation(demo: gr.Blocks, settings: dict[str, Any]) -> None:
         settings=distill_settings,
         api_name="start_distillation",
     )
+    jobs_panel.loads_capsules(panel, distill_settings)
     jobs_panel.when_succeeded(panel, lambda job: [_offered_students()], [], [student_settings["student"]])

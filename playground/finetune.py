@@ -577,6 +577,7 @@ def build(demo: gr.Blocks, shared: Shared) -> dict[str, Any]:
     on_submit(
         start, start_job, [upload, sample], panel.job, form="ft-settings", settings=settings, api_name="start_finetune"
     )
+    jobs_panel.loads_capsules(panel, settings)
     gr.on(
         [panel.job.change, panel.timer.tick],
         results,

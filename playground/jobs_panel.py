@@ -11,18 +11,21 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
 import pandas as pd
 
+from pipelines import knobs
 from pipelines.replay import record as capsule_record
 from pipelines.store import jobs
 
 from . import capsule_files
 from .errors import UserError
 from .guard import admin_only, signed_in
-from .pickers import FIRST, LiveDropdown
+from .pickers import FIRST, LiveDropdown, normalise
+from .spec_controls import BOUND
 
 POLL_SECONDS = 1.5
 
@@ -38,6 +41,8 @@ class JobPanel:
     timer: gr.Timer
     kinds: tuple[str, ...]
     series: dict[str, str]
+    load: gr.UploadButton  # a job capsule, back into the form (wired by loads_capsules: the form is the tab's)
+    capsule_note: gr.Markdown
 
     @property
     def outputs(self) -> list[Any]:
@@ -241,6 +246,9 @@ def build(
             cancel_button = gr.Button("Cancel job", elem_classes=["stop-quiet"], scale=1, interactive=False)
             tidy = gr.Button("Remove ended", scale=1, size="sm", min_width=90)
             capsule = gr.Button("Save capsule", scale=1, size="sm", min_width=90, elem_id=f"{kinds[0]}-job-capsule")
+            load = gr.UploadButton(
+                "Load capsule", file_types=[".json"], scale=1, size="sm", min_width=90, elem_id=f"{kinds[0]}-job-load"
+            )
         status = gr.Markdown()
         progress = gr.HTML()
         plot = gr.LinePlot(
@@ -256,8 +264,9 @@ def build(
         gr.Markdown("<span class='muted'>Log (last lines)</span>")
         log = gr.HTML(log_html(""), elem_classes=["job-log-box"])
         capsule_file = gr.File(label="Replay capsule (JSON)", interactive=False, height=70, visible=False)
+        capsule_note = gr.Markdown(elem_id=f"{kinds[0]}-job-capsule-note")
     timer = gr.Timer(POLL_SECONDS)
-    panel = JobPanel(job, status, progress, plot, log, cancel_button, timer, kinds, series)
+    panel = JobPanel(job, status, progress, plot, log, cancel_button, timer, kinds, series, load, capsule_note)
     refresh.click(lambda current: refresh_choices(kinds, current), job, job, api_visibility="private")
     job.change(lambda job_id: render(job_id, series, kinds_series), job, panel.outputs, api_visibility="private")
     timer.tick(
@@ -275,6 +284,79 @@ def build(
     tidy.click(tidy_up, job, [status, job], api_visibility="private")
     capsule.click(save_capsule, job, capsule_file, api_name=f"save_{kinds[0]}_job_capsule")
     return panel
+
+
+def _shown(component: Any, value: Any) -> tuple[bool, Any]:
+    """The value a form control shows for a spec value (None as the control's stand-in), and whether it can."""
+    if isinstance(component, (gr.File, gr.UploadButton, gr.State)):
+        return False, None  # an upload is the person's to choose again
+    if value is None:
+        bound = getattr(component, BOUND, ())
+        stand_ins = [knobs.knobs(spec_class)[name].ui_none for spec_class, name in bound]
+        return (bool(stand_ins) and stand_ins[0] is not None), (stand_ins[0] if stand_ins else None)
+    items = value if isinstance(value, list) else [value]
+    if not all(isinstance(item, (str, int, float, bool)) for item in items):
+        return False, None
+    if isinstance(component, gr.Textbox) and isinstance(value, list):  # e.g. GRPO's rewards, comma-separated
+        return True, ", ".join(str(item) for item in value)
+    if isinstance(component, LiveDropdown):
+        component.choices = normalise(component.list_choices())
+    choices = getattr(component, "choices", None)
+    if choices is not None and not isinstance(component, (gr.Slider, gr.Number)):
+        allowed = {choice[1] if isinstance(choice, tuple) else choice for choice in choices}
+        if not all(item in allowed for item in items):
+            return False, None
+    return True, value
+
+
+def form_from_capsule(
+    file: str | None, kinds: tuple[str, ...], settings: dict[str, Any], method: dict[str, str] | None = None
+) -> tuple[list[Any], Any, str]:
+    """A job capsule's settings for the form (`settings`: field -> control, other kinds' fields prefixed
+    `kind_`), the method to select (`method`: kind -> its label), and a note on what to do next."""
+    document = capsule_files.opened(file, "job", "jobs panel")
+    inputs = document["inputs"]
+    kind, spec = inputs.get("job"), inputs.get("spec") if isinstance(inputs.get("spec"), dict) else {}
+    if kind not in kinds:
+        raise UserError(f"This capsule is a {kind} job: load it in the panel that trains {kind} jobs.")
+    updates, missed = [], []
+    for key, component in settings.items():
+        field = key.removeprefix(f"{kind}_")
+        if field == key and any(key.startswith(f"{other}_") for other in kinds):
+            updates.append(gr.update())  # another method's setting
+            continue
+        shows, value = _shown(component, spec.get(field)) if field in spec else (False, None)
+        updates.append(gr.update(value=value) if shows else gr.update())
+        if field in spec and not shows and spec.get(field) is not None:
+            missed.append(field)
+    notes = [f"Loaded a **{kind}** job capsule of {document['created']}: press Start to train it again."]
+    for item in inputs.get("data") or []:
+        if item.get("path"):
+            notes.append(
+                f"It trained on **{Path(item['path']).name}** (SHA-256 `{str(item.get('sha256'))[:12]}…`): "
+                "choose that file, or replay the capsule with `python -m pipelines replay`, which checks it."
+            )
+        elif item.get("source"):
+            notes.append(f"Its {item.get('field')} came from {item['source']}.")
+    if missed:
+        notes.append("Not set here (choose them again): " + ", ".join(missed) + ".")
+    chosen = gr.update(value=method[kind]) if method and kind in method else gr.update()
+    return updates, chosen, "  \n".join(notes)
+
+
+def loads_capsules(
+    panel: JobPanel, settings: dict[str, Any], *, method: Any = None, labels: dict[str, str] | None = None
+) -> None:
+    """The panel's Load capsule fills the tab's form (`settings`, as its Start button reads them; `method`: the
+    control that picks the kind, set to `labels[kind]`) from a job capsule."""
+    controls = list(settings.values())
+
+    def load(file: str | None) -> list[Any]:
+        updates, chosen, note = form_from_capsule(file, panel.kinds, settings, labels)
+        return [*updates, *([chosen] if method is not None else []), note]
+
+    outputs = [*controls, *([method] if method is not None else []), panel.capsule_note]
+    panel.load.upload(load, panel.load, outputs, api_name=f"load_{panel.kinds[0]}_job_capsule")
 
 
 def when_succeeded(

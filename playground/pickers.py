@@ -18,7 +18,7 @@ Choices = Sequence[Any]  # values, or (label, value) pairs, as gr.Dropdown takes
 FIRST = object()  # fallback: the first choice (e.g. the newest job, the first collection)
 
 
-def _normalise(choices: Choices) -> list[Any]:  # gradio types choices as list[tuple[...]]
+def normalise(choices: Choices) -> list[Any]:  # gradio types choices as list[tuple[...]]
     return [tuple(c) if isinstance(c, (tuple, list)) else (str(c), c) for c in choices]
 
 
@@ -49,7 +49,7 @@ class LiveDropdown(gr.Dropdown):
         self.newest_on_load = newest_on_load
         self.restored = restored
         # `choices` is given when Gradio rebuilds the component for a session from an update
-        choices = _normalise(list_choices() if choices is None else choices)
+        choices = normalise(list_choices() if choices is None else choices)
         if "value" not in kwargs:
             kwargs["value"] = self._fallback_value(choices)
         super().__init__(choices=choices, **kwargs)
@@ -65,7 +65,7 @@ class LiveDropdown(gr.Dropdown):
 
     def preprocess(self, payload: Any) -> Any:
         # validate against what exists now: anything created since start is a valid choice
-        self.choices = _normalise(self.list_choices())
+        self.choices = normalise(self.list_choices())
         return super().preprocess(payload)
 
     def api_info(self) -> dict[str, Any]:
@@ -78,7 +78,7 @@ class LiveDropdown(gr.Dropdown):
         Sending a value the person did not pick would undo a choice made while this request was
         on its way, so the value is only set when it must change.
         """
-        choices = _normalise(self.list_choices())
+        choices = normalise(self.list_choices())
         values = [value for _, value in choices]
         if current in values and not (page_load and self.newest_on_load):
             return gr.update(choices=choices)
@@ -87,7 +87,7 @@ class LiveDropdown(gr.Dropdown):
 
 def first_value(choices: Choices) -> Any:
     """The value of the first choice (what FIRST selects), or None."""
-    return _normalise(choices)[0][1] if choices else None
+    return normalise(choices)[0][1] if choices else None
 
 
 def live_pickers(demo: gr.Blocks) -> list[LiveDropdown]:

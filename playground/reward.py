@@ -168,5 +168,6 @@ def build(demo: gr.Blocks) -> None:
         settings=settings,
         api_name="start_reward_training",
     )
+    jobs_panel.loads_capsules(panel, settings)
     score_button.click(score_text, [pick, prompt, response], scored, api_name="reward_score")
     agree_button.click(agreement, pick, agreed, api_name="reward_agreement")

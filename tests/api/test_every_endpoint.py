@@ -92,6 +92,11 @@ def _cases(f: Path) -> dict[str, tuple[dict, str]]:
         "save_dpo_job_capsule": (dict(job_id=None), r"Select a job"),
         "save_classify_job_capsule": (dict(job_id=None), r"Select a job"),
         "save_distill_job_capsule": (dict(job_id=None), r"Select a job"),
+        "load_finetune_job_capsule": (dict(file=handle_file(str(f / "broken.json"))), r"not valid JSON"),
+        "load_reward_job_capsule": (dict(file=handle_file(str(f / "broken.json"))), r"not valid JSON"),
+        "load_dpo_job_capsule": (dict(file=handle_file(str(f / "broken.json"))), r"not valid JSON"),
+        "load_classify_job_capsule": (dict(file=handle_file(str(f / "broken.json"))), r"not valid JSON"),
+        "load_distill_job_capsule": (dict(file=handle_file(str(f / "broken.json"))), r"not valid JSON"),
         "classifiers": (dict(), r"held-out acc"),
         "classify": (dict(name=None, text="x", text_pair=""), r"Choose a classifier"),
         "start_classifier": (
@@ -250,6 +255,11 @@ ENDPOINTS = sorted(
         "save_dpo_job_capsule",
         "save_classify_job_capsule",
         "save_distill_job_capsule",
+        "load_finetune_job_capsule",
+        "load_reward_job_capsule",
+        "load_dpo_job_capsule",
+        "load_classify_job_capsule",
+        "load_distill_job_capsule",
     ]
 )
 

@@ -256,10 +256,36 @@ def test_a_fine_tuning_job_replays_to_the_same_weights_and_changed_data_is_refus
     assert [saved[k] for k in ("kind", "model", "inputs", "result")] == [
         document[k] for k in ("kind", "model", "inputs", "result")
     ]
+    _the_capsule_loads_back_into_the_fine_tuning_form(cap)
 
     data.write_text(data.read_text() + data.read_text().splitlines()[0] + "\n")
     assert main(["replay", str(cap), "--json"]) == 2
     assert "data file d.jsonl has changed" in capsys.readouterr().err
+
+
+def _the_capsule_loads_back_into_the_fine_tuning_form(cap: Path) -> None:
+    """The jobs panel's Load capsule: every setting the form has, from the capsule's spec; the data named."""
+    import gradio as gr
+
+    from pipelines.train.finetune import FinetuneSpec
+    from playground import jobs_panel
+    from playground.spec_controls import controls
+
+    names = ["seed", "max_steps", "batch_size", "max_length", "method", "target_modules", "out", "data"]
+    with gr.Blocks():
+        settings = controls(FinetuneSpec, names[:-1]) | {"data": gr.File()}
+    updates, _, note = jobs_panel.form_from_capsule(str(cap), ("finetune",), settings)
+    shown = dict(zip(names, updates, strict=True))
+    assert [shown[n]["value"] for n in ("seed", "max_steps", "batch_size", "max_length", "out")] == [
+        7,
+        2,
+        4,
+        64,
+        "tuned",
+    ]
+    assert shown["data"] == gr.update() and "trained on **d.jsonl**" in note and "press Start" in note
+    with pytest.raises(gr.Error, match="load it in the panel that trains finetune jobs"):
+        jobs_panel.form_from_capsule(str(cap), ("reward",), settings)
 
 
 @pytest.mark.heavy  # ~35 s: four trainings, each twice (fine-tuning's replay runs in `make test`)
