@@ -132,9 +132,9 @@ def test_a_generation_saved_as_a_capsule_loads_back_every_setting_and_generates_
     set_number(page, "Temperature", "1.1")
     set_number(page, "Top-k", "50")
     text = _generate(page, "A capsule keeps", 5)
-    page.get_by_text("Replay capsule: save this result, or load one").click()
-    page.get_by_role("button", name="Save capsule").click()
-    link = page.locator("a[href*='generation-capsule.json']").first
+    page.get_by_text("Replay capsule: save this result, or load one").filter(visible=True).first.click()
+    page.locator("#capsule-save").click()
+    link = page.locator("a[href*='generate-capsule.json']").first
     expect(link).to_be_visible(timeout=30_000)
     saved = tmp_path / "capsule.json"
     saved.write_bytes(page.request.get(link.get_attribute("href")).body())
