@@ -175,12 +175,17 @@ def test_a_restore_that_arrives_late_never_moves_a_person_off_the_tab_they_picke
     while not held and time.time() < deadline:
         page.wait_for_timeout(100)
     assert held, "the restore never asked"
+    kept_tab = "() => localStorage.getItem('llm-playground-tab')"  # remembered.keep's storage for the tab
+    before = page.evaluate(kept_tab)
     page.get_by_role("tab", name="Fine-tune").click()
     released.append(True)
     for route in held:
         route.continue_()
     page.wait_for_timeout(2000)  # the restore has answered and the page has done what it says
     expect(page.get_by_role("tab", name="Fine-tune", exact=True)).to_have_attribute("aria-selected", "true")
+    # the browser writes the tab to its storage after the page has drawn the ~20 answers released at once: on a
+    # busy 2-core machine that took over 2 s, and a reload before it came back to the tab written before
+    page.wait_for_function(f"(before) => ({kept_tab})() !== before", arg=before, timeout=30_000)
     page.reload()  # with nobody clicking, the page comes back where it was left: Fine-tune
     expect(page.get_by_role("tab", name="Fine-tune", exact=True)).to_have_attribute(
         "aria-selected", "true", timeout=15_000
