@@ -6,7 +6,6 @@ import argparse
 import contextlib
 import io
 import json
-from pathlib import Path
 from typing import Any
 
 from pipelines.cli.common import emit_json, quiet_stdout
@@ -48,8 +47,8 @@ def replay_command(handle: Any, document: dict) -> tuple[dict, str]:
     """Run a "command" capsule's command again, in this process, and take the JSON it prints; refused first
     when a file it read or a model it named has changed."""
     from pipelines.cli import build_parser
-    from pipelines.replay import capsules, record
-    from pipelines.replay.replay import recorded_adapter
+    from pipelines.replay import capsules
+    from pipelines.replay.replay import recorded_adapter, refuse_changed_file, refuse_changed_reward_model
 
     inputs = document["inputs"]
     argv = inputs.get("argv")
@@ -61,14 +60,10 @@ def replay_command(handle: Any, document: dict) -> tuple[dict, str]:
             f"`{' '.join(argv[:2])}` is not replayed from a capsule; these are: {', '.join(sorted(REPLAYABLE))}"
         )
     for item in inputs.get("files") or []:
-        path = Path(str(item.get("path")))
-        if not path.is_file():
-            raise capsules.CapsuleError(f"the file {str(path)!r} the command read is not here")
-        if capsules.sha256_of(path) != item.get("sha256"):
-            raise capsules.CapsuleError(f"the file {path.name} has changed since the capsule was made")
+        refuse_changed_file(item.get("path"), item.get("sha256"), "the file")
     judge = inputs.get("reward_model")
-    if isinstance(judge, dict) and record.reward_model_sha256(str(judge.get("name"))) != judge.get("sha256"):
-        raise capsules.CapsuleError(f"reward model {judge.get('name')!r} has changed since the capsule was made")
+    if isinstance(judge, dict):
+        refuse_changed_reward_model(judge.get("name"), judge.get("sha256"))
     recorded_adapter(document)
     args = build_parser(argv).parse_args([*argv, "--json"])
     printed = io.StringIO()

@@ -143,9 +143,9 @@ def reasoning(
     token_cap: int | None = None,
     adapter: str | None = None,
 ) -> dict[str, Any]:
+    """`strategies`: reasoning.strategies.Strategy, recorded whole: the Reasoning tab's prompts are editable."""
     from pipelines.engine import generation as engine_choice
 
-    """`strategies`: reasoning.strategies.Strategy, recorded whole: the Reasoning tab's prompts are editable."""
     inputs = {
         "question": question,
         "strategies": [s.key for s in strategies],

@@ -180,9 +180,24 @@ def _reasoning(handle: Any, document: dict) -> tuple[dict, str]:
     return record.strategy_results(results), generation.engine_for(handle, adapter).name
 
 
+def refuse_changed_file(path: Any, sha256: Any, what: str) -> None:
+    """Refused before anything runs: a file a capsule's result was made from, gone or changed since."""
+    from pathlib import Path
+
+    path = Path(str(path))
+    if not path.is_file():
+        raise CapsuleError(f"{what} {str(path)!r} is not here")
+    if capsules.sha256_of(path) != sha256:
+        raise CapsuleError(f"{what} {path.name} has changed since the capsule was made")
+
+
+def refuse_changed_reward_model(name: Any, sha256: Any) -> None:
+    if record.reward_model_sha256(str(name)) != sha256:
+        raise CapsuleError(f"reward model {name!r} has changed since the capsule was made")
+
+
 def _job(handle: Any, document: dict) -> tuple[dict, str]:
     """Train again from the same spec and data under `<name>-replay`, and compare the weights' bytes."""
-    from pathlib import Path
 
     from pipelines.store import jobs
 
@@ -192,8 +207,7 @@ def _job(handle: Any, document: dict) -> tuple[dict, str]:
         raise CapsuleError(f"the capsule's job kind {kind!r} or its spec is not one this app runs")
     for item in inputs.get("data") or []:
         if "name" in item:  # a reward model, by name
-            if record.reward_model_sha256(str(item["name"])) != item.get("sha256"):
-                raise CapsuleError(f"reward model {item['name']!r} has changed since the capsule was made")
+            refuse_changed_reward_model(item["name"], item.get("sha256"))
             continue
         if item.get("path") is None:
             if item.get("source") == "the label store":
@@ -202,11 +216,7 @@ def _job(handle: Any, document: dict) -> tuple[dict, str]:
                     "to a file and train from it (--data) to make a capsule that can be replayed"
                 )
             continue
-        path = Path(item["path"])
-        if not path.is_file():
-            raise CapsuleError(f"the job's {item.get('field')} file {str(path)!r} is not here")
-        if capsules.sha256_of(path) != item.get("sha256"):
-            raise CapsuleError(f"the job's {item.get('field')} file {path.name} has changed since the capsule was made")
+        refuse_changed_file(item["path"], item.get("sha256"), f"the job's {item.get('field')} file")
     spec["out"] = f"{spec['out']}-replay"
     if "overwrite" in spec:
         spec["overwrite"] = True
