@@ -154,6 +154,10 @@ def launch_kwargs() -> dict:
         # the reason instead of "the upstream app raised an exception"
         "show_error": True,
         "max_threads": MODEL_CONCURRENCY + UI_THREADS,
+        # launch() HEADs its own page once (3 s timeout) to tell Colab users to share, and raises when that
+        # is slow: on a 2-core machine still loading the model the page took longer (CI: "When localhost is
+        # not accessible..."). The app never runs in Colab; this skips that probe only.
+        "_frontend": False,
     }
     kwargs.update(signin.launch_kwargs(policy))  # throttled password sign-in when PLAYGROUND_AUTH is set
     # Every request passes the visitors middleware (the visitor cookie, sessions bound to it, the client's

@@ -6,6 +6,7 @@ the test checks the host afterwards (files, processes, the listening socket, the
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import textwrap
@@ -16,6 +17,8 @@ from pathlib import Path
 import pytest
 
 from pipelines import sandbox
+
+ROOT = Path(__file__).resolve().parents[2]
 
 FAST = sandbox.SandboxLimits(timeout_seconds=3, cpu_seconds=2)
 
@@ -250,18 +253,29 @@ def test_huge_output_is_truncated():
 
 
 def test_an_output_flood_costs_the_app_almost_no_cpu():
-    """Issue 35, L5: a program printing until its time limit cost the app 9-11 s of CPU per run (it read every byte)."""
-    import time
+    """Issue 35, L5: a program printing until its time limit cost the app 9-11 s of CPU per run (it read every byte).
+    Measured in a process of its own: in the test run's process, threads other tests left behind (a scheduler,
+    a model load) spend CPU of their own that process_time counts too (CI: 0.5 s)."""
+    import subprocess
+    import sys
 
-    before = time.process_time()
-    result = sandbox.run(
-        "import os\ndef solution():\n    block = b'y' * 65536\n    while True:\n        os.write(1, block)\n",
-        sandbox.SandboxLimits(timeout_seconds=3, cpu_seconds=3),
-    )
-    spent = time.process_time() - before
-    assert not result.ok and "output truncated" in result.stdout
-    assert len(result.stdout) < sandbox.SandboxLimits().output_chars + 200
-    assert spent < 0.3, f"the app spent {spent:.1f} s of CPU on the flood"
+    probe = """
+import json, time
+from pipelines import sandbox
+before = time.process_time()
+result = sandbox.run(
+    "import os\\ndef solution():\\n    block = b'y' * 65536\\n    while True:\\n        os.write(1, block)\\n",
+    sandbox.SandboxLimits(timeout_seconds=3, cpu_seconds=3),
+)
+spent = time.process_time() - before
+print(json.dumps({"spent": spent, "ok": result.ok, "stdout": result.stdout, "limit": sandbox.SandboxLimits().output_chars}))
+"""
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    measured = json.loads(done.stdout.strip().splitlines()[-1])
+    assert not measured["ok"] and "output truncated" in measured["stdout"]
+    assert len(measured["stdout"]) < measured["limit"] + 200
+    assert measured["spent"] < 0.3, f"the app spent {measured['spent']:.1f} s of CPU on the flood"
 
 
 def test_a_huge_file_stops_at_the_size_limit():
