@@ -11,21 +11,30 @@ drops its heaviest parts first: `shed`). What comes back from the browser is the
 so each entry carries the server's signature over its data (`VisitorKeys.signature`, with a key the page
 never sees: the storage's own encryption key is in the page) and an entry without a valid one is
 ignored: a tab restores only what it wrote itself.
+
+Signed-in people's entries are also signed for their name (a browser shared by two people shows each
+only their own) and kept on the server too (`pipelines.store.work_history`): on another device, or after
+the browser's storage was cleared, the page brings them back, merged with what that browser holds.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
 
 from pipelines.access import visitor_keys
+from pipelines.store import work_history
+
+from .sidebar import signed_in_user
 
 STORAGE_KEY = "llm-playground-work"
 LIMIT = 8
@@ -91,6 +100,25 @@ def _canonical(data: dict[str, Any]) -> str:
     return json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
+# whose history the event in this thread reads and writes: the signed-in name, or None (anonymous)
+_owner: ContextVar[str | None] = ContextVar("work_history_owner", default=None)
+
+
+@contextlib.contextmanager
+def owned_by(request: gr.Request | None) -> Iterator[str | None]:
+    """Within it, entries are signed for, and read as, the request's signed-in person."""
+    token = _owner.set(signed_in_user(request))
+    try:
+        yield _owner.get()
+    finally:
+        _owner.reset(token)
+
+
+def _purpose() -> str:
+    owner = _owner.get()
+    return f"work-history:{owner}" if owner else "work-history"
+
+
 def place_stores() -> None:
     """Render the histories' storage here (the app's top level, always on the page)."""
     while _unplaced:
@@ -109,15 +137,17 @@ def entries(stored: Any) -> list[dict[str, Any]]:
         and isinstance(e.get("id"), str)
         and isinstance(e.get("title"), str)
         and isinstance(e.get("data"), dict)
-        and keys.signed("work-history", _canonical(e["data"]), e.get("signature"))
+        and keys.signed(_purpose(), _canonical(e["data"]), e.get("signature"))
     ]
 
 
 def choices(stored: Any) -> list[tuple[str, str]]:
     found = []
     for entry in entries(stored):
-        at = entry.get("at")
-        when = time.strftime("%H:%M", time.localtime(at)) if isinstance(at, (int, float)) else "--:--"
+        try:  # `at` comes back from the browser unsigned: any number, NaN or huge included
+            when = time.strftime("%H:%M", time.localtime(_when(entry))) if _when(entry) > 0 else "--:--"
+        except (OverflowError, OSError, ValueError):
+            when = "--:--"
         found.append((f"{when} · {entry['title']}", entry["id"]))
     return found
 
@@ -147,7 +177,7 @@ def pushed(
         return kept
     data = browser_safe(data)  # signed as it will come back
     title = " ".join(title.split())[:TITLE_CHARS] or "(empty)"
-    signature = visitor_keys().signature("work-history", _canonical(data))
+    signature = visitor_keys().signature(_purpose(), _canonical(data))
     entry = {"id": uuid.uuid4().hex[:12], "at": time.time(), "title": title, "data": data, "signature": signature}
     return [entry, *kept][:LIMIT]
 
@@ -167,9 +197,14 @@ def remember(
     """After `event` (`only_success`: unless it failed), `keep(*input values, stored)` gives the new
     history (see `pushed`); the list follows."""
 
-    def kept(*values: Any) -> tuple[list, Any]:
-        stored = keep(*values)
-        return stored, gr.update(choices=choices(stored), value=stored[0]["id"] if stored else None)
+    def kept(request: gr.Request | None, *values: Any) -> tuple[list, Any]:
+        with owned_by(request) as owner:
+            if owner:  # what their other devices added since this page loaded is kept too
+                values = (*values[:-1], with_server_copy(owner, history.key, values[-1]))
+            stored = keep(*values)
+            if owner:  # their other devices see it too
+                work_history.save(owner, history.key, stored)
+            return stored, gr.update(choices=choices(stored), value=stored[0]["id"] if stored else None)
 
     follow = event.success if only_success else event.then
     return follow(kept, [*inputs, history.stored], [history.stored, history.picker], **QUIET)
@@ -182,23 +217,56 @@ def reopen(
     events, for what must follow a restore (the views drawn from it)."""
     nothing = len(outputs)
 
-    def on_load(stored: Any) -> list[Any]:
-        data = newest(stored)
-        shown = restore(data) if data is not None else [gr.update()] * nothing
-        found = choices(stored)
-        return [*shown, gr.update(choices=found, value=found[0][1] if found else None)]
+    # the page load never writes the browser's copy: a BrowserState written by a load event kept the page's
+    # other stored values (the tab it was on) from coming back; the merged list is written with the next result
+    def on_load(request: gr.Request | None, stored: Any) -> list[Any]:
+        with owned_by(request) as owner:
+            if owner:  # what this person kept on their other devices, with what this browser holds
+                stored = with_server_copy(owner, history.key, stored)
+            data = newest(stored)
+            shown = restore(data) if data is not None else [gr.update()] * nothing
+            found = choices(stored)
+            return [*shown, gr.update(choices=found, value=found[0][1] if found else None)]
 
-    def on_pick(stored: Any, entry_id: Any) -> list[Any]:
-        data = find(stored, entry_id)
-        return restore(data) if data is not None else [gr.update()] * nothing
+    def on_pick(request: gr.Request | None, stored: Any, entry_id: Any) -> list[Any]:
+        with owned_by(request) as owner:
+            data = find(with_server_copy(owner, history.key, stored) if owner else stored, entry_id)
+            return restore(data) if data is not None else [gr.update()] * nothing
+
+    def forget(request: gr.Request | None) -> tuple[list, Any]:
+        owner = signed_in_user(request)
+        if owner:  # on the server, and on their other devices (work_history.Kept.cleared_at)
+            work_history.forget(owner, history.key)
+        return [], gr.update(choices=[], value=None)
 
     # not queued: answered at once, beside the page's other load events, not behind them
     loaded = demo.load(on_load, history.stored, [*outputs, history.picker], queue=False, **QUIET)
     picked = history.picker.input(on_pick, [history.stored, history.picker], outputs, **QUIET)
-    history.clear.click(
-        lambda: ([], gr.update(choices=[], value=None)), None, [history.stored, history.picker], **QUIET
-    )
+    history.clear.click(forget, None, [history.stored, history.picker], **QUIET)
     return [loaded, picked]
+
+
+def with_server_copy(owner: str, key: str, stored: Any) -> list[dict[str, Any]]:
+    """This browser's entries merged with those kept on the server for `owner` (call within owned_by);
+    the browser's from before they last cleared this history (on any device) are dropped."""
+    server = work_history.load(owner, key)
+    here = [e for e in entries(stored) if _when(e) > server.cleared_at]
+    return merged(here, entries(server.entries))
+
+
+def merged(*lists: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Entries of several copies of one history, each once, newest first, at most LIMIT."""
+    seen: dict[str, dict[str, Any]] = {}
+    for entry in (e for found in lists for e in found):
+        seen.setdefault(entry["id"], entry)
+    return sorted(seen.values(), key=_when, reverse=True)[:LIMIT]
+
+
+def _when(entry: dict[str, Any]) -> float:
+    """When the entry was made, by the server's clock (0 when it has none). Not covered by the signature:
+    a browser that rewrites it only reorders, or keeps after a clearing, its own person's entries."""
+    at = entry.get("at")
+    return float(at) if isinstance(at, (int, float)) else 0.0
 
 
 def part(data: dict[str, Any], field: str) -> dict[str, Any]:

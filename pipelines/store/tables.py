@@ -192,3 +192,19 @@ class WorkshopEvent(Base):
     answer: Mapped[str | None] = mapped_column(Text, nullable=True)
     correct: Mapped[bool | None] = mapped_column(Boolean, nullable=True)  # None: a check without a right answer
     at: Mapped[float] = mapped_column(Float)
+
+
+# --- a signed-in person's recent work (pipelines.store.work_history) ---------------------------------
+
+
+class WorkHistoryRow(Base):
+    """A signed-in person's recent results in one tab, kept on the server so another device shows them too
+    (issue 43): the same entries the browser keeps, each signed by the server for its owner."""
+
+    __tablename__ = "work_history"
+
+    user: Mapped[str] = mapped_column(String(128), primary_key=True)
+    tab: Mapped[str] = mapped_column(String(32), primary_key=True)
+    entries: Mapped[str] = mapped_column(Text)  # JSON list, newest first
+    updated_at: Mapped[float] = mapped_column(Float)
+    cleared_at: Mapped[float] = mapped_column(Float)  # Clear history: older entries are not taken back

@@ -250,3 +250,54 @@ def test_a_chat_reply_a_rag_answer_and_a_reasoning_run_load_back_from_capsules_a
     page.get_by_role("button", name="Run", exact=True).click()
     for key, text in zip(("direct", "cot", "pal"), outputs, strict=True):
         expect(page.locator(f"#reason-{key} textarea")).to_have_value(text, timeout=60_000)
+
+
+@pytest.fixture
+def signed_in_url(use_tiny, monkeypatch):
+    """The app behind its own sign-in (PLAYGROUND_AUTH), on a database of this test's."""
+    from pipelines import access
+    from pipelines.store import db
+    from tests.helpers import launched_app
+
+    monkeypatch.setenv("PLAYGROUND_AUTH", "alice:alice-pw,bob:bob-pw")
+    access.reset_policy()
+    with launched_app(use_tiny) as url:
+        yield url
+    db.dispose_all()
+
+
+def _signed_in(browser, url: str, user: str):
+    """A new device (browser context) on which `user` signs in."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1100})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    page.goto(url)
+    page.get_by_label("username").fill(user)
+    page.get_by_label("password").fill(f"{user}-pw")
+    page.get_by_role("button", name="Login").click()
+    page.get_by_role("tab", name="Generate").wait_for()
+    return context, page
+
+
+def test_a_signed_in_persons_work_follows_them_to_another_device_and_no_one_else(browser, signed_in_url):
+    """Issue 43: signed-in people keep their history on the server across devices; a browser shared by two
+    people shows each only their own."""
+    laptop_context, laptop = _signed_in(browser, signed_in_url, "alice")
+    set_number(laptop, "Max new tokens", "4")
+    set_number(laptop, "Temperature", "0")
+    text = _generate(laptop, "On the laptop", 4)
+    _kept(laptop, "generate")
+    laptop_context.close()
+
+    phone_context, phone = _signed_in(browser, signed_in_url, "alice")
+    expect(phone.locator("#gen-output textarea")).to_have_value(text, timeout=30_000)  # from the server
+    expect(phone.locator("#generate-history-pick input")).to_have_value(re.compile("On the laptop"))
+    phone.goto(signed_in_url.rstrip("/") + "/logout")  # the phone passed to bob: alice's work stays in its storage
+    phone.get_by_label("username").fill("bob")
+    phone.get_by_label("password").fill("bob-pw")
+    phone.get_by_role("button", name="Login").click()
+    phone.get_by_role("tab", name="Generate").wait_for()
+    phone.wait_for_timeout(2_000)  # the page's restore has answered
+    expect(phone.locator("#gen-output textarea")).to_have_value("")
+    expect(phone.locator("#generate-history-pick input")).to_have_value("")
+    phone_context.close()

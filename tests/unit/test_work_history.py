@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from playground import history
 
 
@@ -56,3 +58,72 @@ def test_work_that_grew_replaces_its_entry(data_dir):
     stored = history.pushed([], "chat", {"messages": [1]})
     stored = history.pushed(stored, "chat", {"messages": [1, 2]}, replaces=lambda old: old["messages"] == [1])
     assert [e["data"] for e in history.entries(stored)] == [{"messages": [1, 2]}]
+
+
+class _Signed:
+    """A request as Gradio's sign-in gives it."""
+
+    def __init__(self, username: str | None) -> None:
+        self.username = username
+
+
+def test_a_shared_browser_shows_each_signed_in_person_only_their_own(data_dir):
+    with history.owned_by(_Signed("alice")):
+        alices = history.pushed([], "alice's", {"text": "mine"})
+        assert history.entries(alices) and history.newest(alices) == {"text": "mine"}
+    with history.owned_by(_Signed("bob")):
+        assert history.entries(alices) == [] and history.newest(alices) is None  # the same browser, not hers
+    assert history.entries(alices) == []  # nor anonymous visitors
+    anonymous = history.pushed([], "nobody's", {"text": "open"})
+    with history.owned_by(_Signed("alice")):
+        assert history.entries(anonymous) == []
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request, data_dir, monkeypatch):
+    from tests import postgres
+
+    with postgres.database_for(request, monkeypatch) as kind:
+        yield kind
+
+
+def test_signed_in_work_is_kept_on_the_server_for_other_devices(database):
+    from pipelines.store import work_history
+
+    with history.owned_by(_Signed("alice")):
+        first = history.pushed([], "laptop", {"n": 1})
+        work_history.save("alice", "chat", first)
+        phone = history.pushed([], "phone", {"n": 2})  # made on another device, newer
+        both = history.merged(history.entries(phone), history.entries(work_history.load("alice", "chat").entries))
+        assert [e["title"] for e in both] == ["phone", "laptop"]
+        assert history.merged(both, both) == both  # each entry once
+    assert work_history.load("bob", "chat").entries == [] and work_history.load("alice", "rag").entries == []
+    big = [{"id": str(i), "data": {"x": "y" * 100_000}} for i in range(12)]
+    work_history.save("alice", "chat", big)
+    kept = work_history.load("alice", "chat").entries
+    assert 0 < len(kept) < 12 and kept[0]["id"] == "0"  # bounded: the oldest went
+    overlong = "a" * (work_history.MAX_NAME + 1)  # longer than the key column: kept in the browser only
+    work_history.save(overlong, "chat", first)
+    assert work_history.load(overlong, "chat").entries == []
+
+
+def test_clearing_on_one_device_is_not_undone_by_another(database):
+    """The phone still holds the laptop's entry in its storage after the laptop cleared the history: its
+    next result must not send it back to the server."""
+    from pipelines.store import work_history
+
+    with history.owned_by(_Signed("alice")):
+        laptop = history.pushed([], "old", {"n": 1})
+        work_history.save("alice", "chat", laptop)
+        phone = history.with_server_copy("alice", "chat", [])  # the phone loaded it
+        work_history.forget("alice", "chat")  # Clear history on the laptop
+        assert history.with_server_copy("alice", "chat", phone) == []
+        newer = history.pushed(phone, "new", {"n": 2})  # made after the clearing: kept
+        assert [e["title"] for e in history.with_server_copy("alice", "chat", newer)] == ["new"]
+
+
+def test_a_forged_time_in_the_browsers_copy_is_harmless(data_dir):
+    stored = history.pushed([], "mine", {"n": 1})
+    for forged in (1e300, float("nan"), -5, "soon", 2**70):
+        stored[0]["at"] = forged
+        assert history.choices(stored)[0][0].startswith("--:--") and history.newest(stored) == {"n": 1}
