@@ -37,6 +37,7 @@ from pipelines.store import work_history
 from .sidebar import signed_in_user
 
 STORAGE_KEY = "llm-playground-work"
+LATEST = 253402300799.0  # 9999-12-31: later times are not dates (time.localtime overflows)
 LIMIT = 8
 MAX_ENTRY_BYTES = 64 * 1024
 TITLE_CHARS = 60
@@ -144,10 +145,8 @@ def entries(stored: Any) -> list[dict[str, Any]]:
 def choices(stored: Any) -> list[tuple[str, str]]:
     found = []
     for entry in entries(stored):
-        try:  # `at` comes back from the browser unsigned: any number, NaN or huge included
-            when = time.strftime("%H:%M", time.localtime(_when(entry))) if _when(entry) > 0 else "--:--"
-        except (OverflowError, OSError, ValueError):
-            when = "--:--"
+        at = _when(entry)  # comes back from the browser unsigned: any number; time.localtime overflows past 9999
+        when = time.strftime("%H:%M", time.localtime(at)) if 0 < at < LATEST else "--:--"
         found.append((f"{when} · {entry['title']}", entry["id"]))
     return found
 
@@ -263,10 +262,13 @@ def merged(*lists: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _when(entry: dict[str, Any]) -> float:
-    """When the entry was made, by the server's clock (0 when it has none). Not covered by the signature:
-    a browser that rewrites it only reorders, or keeps after a clearing, its own person's entries."""
+    """When the entry was made, by the server's clock (0 when it has none or it is out of range). Not covered
+    by the signature: a browser that rewrites it only reorders, or keeps after a clearing, its own person's
+    entries."""
     at = entry.get("at")
-    return float(at) if isinstance(at, (int, float)) else 0.0
+    if isinstance(at, bool) or not isinstance(at, (int, float)) or not -LATEST < at < LATEST:
+        return 0.0  # NaN fails the range test too; a huge int is refused before float() could overflow
+    return float(at)
 
 
 def part(data: dict[str, Any], field: str) -> dict[str, Any]:

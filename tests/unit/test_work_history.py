@@ -124,6 +124,6 @@ def test_clearing_on_one_device_is_not_undone_by_another(database):
 
 def test_a_forged_time_in_the_browsers_copy_is_harmless(data_dir):
     stored = history.pushed([], "mine", {"n": 1})
-    for forged in (1e300, float("nan"), -5, "soon", 2**70):
+    for forged in (1e300, float("nan"), float("inf"), -5, "soon", 2**70, 10**400, True):
         stored[0]["at"] = forged
         assert history.choices(stored)[0][0].startswith("--:--") and history.newest(stored) == {"n": 1}
