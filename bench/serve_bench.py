@@ -9,12 +9,20 @@ the first streamed update with text arrives. Greedy agreement compares each conc
 prompt answered alone, token by token.
 
     python bench/serve_bench.py [--clients 16] [--tokens 32] [--rounds 3] [--baseline] [--model DIR] [--json]
+                                [--shared-prefix TOKENS [--prefix-baseline]]
 
 Prints {"single_tokens_per_second", "aggregate_tokens_per_second", "speedup", "ttft_p50_s",
 "ttft_p95_s", "latency_p50_s", "latency_p95_s"} plus the clients, the tokens, the single-client
 latency and the greedy agreement, from the round with the median speedup. With --baseline, a second
 app with PLAYGROUND_BATCHING=0 is measured in the same rounds: "unbatched" (its figures) and
 "single_vs_unbatched" (one client alone, batched over unbatched; the scheduler must not slow it).
+
+With --shared-prefix TOKENS every prompt starts with the same text of that many tokens (a lesson's or
+workshop's system prompt), and with --prefix-baseline a second app with PLAYGROUND_PREFIX_CACHE_MB=0 is
+measured in the same rounds: "no_prefix_cache" (its figures) and "ttft_p50_no_prefix_cache_over_cached"
+(how many times longer the N clients wait for their first token when every request reads the shared text
+again). The prompts answered alone come first in every round, so the clients find the shared text already
+read, as they would after the first request of a class.
 """
 
 from __future__ import annotations
@@ -35,11 +43,29 @@ from load_test import launch, percentile  # noqa: E402  (the same launcher and p
 SUBJECTS = ("a lighthouse", "a bakery", "a river", "a robot", "a garden", "a train", "a violin", "a mountain")
 
 
-def prompts(n: int) -> list[str]:
-    """Different prompts of about the same length, so no request is a cache hit of another."""
+def prompts(n: int, shared: str = "") -> list[str]:
+    """Different prompts of about the same length after `shared`, so no request is another's whole prompt."""
     return [
-        f"Write a short story about {SUBJECTS[i % len(SUBJECTS)]} number {i + 1}. Once upon a time" for i in range(n)
+        f"{shared}Write a short story about {SUBJECTS[i % len(SUBJECTS)]} number {i + 1}. Once upon a time"
+        for i in range(n)
     ]
+
+
+PREAMBLE = (
+    "You are the teaching assistant of a workshop on small language models. Answer in plain words, one idea "
+    "at a time, and say when a question goes beyond what the lecture covered. The lecture covered tokens, "
+    "embeddings, attention, sampling with temperature, top-k and top-p, fine-tuning with LoRA adapters, "
+    "preference labels, reward models and retrieval with citations. "
+)
+
+
+def shared_text(tokenizer, tokens: int) -> str:
+    """A system-prompt-like text of exactly `tokens` tokens (the preamble repeated, then cut), ending in a
+    blank line so that what follows it does not change how it is split into tokens."""
+    if tokens <= 0:
+        return ""
+    ids = tokenizer.encode(PREAMBLE * (tokens // 40 + 2), add_special_tokens=False)[:tokens]
+    return tokenizer.decode(ids).rstrip() + "\n\n"
 
 
 class Session:
@@ -199,6 +225,20 @@ def _median(rounds: list[tuple]) -> tuple:
     return sorted(rounds, key=lambda r: r[0])[len(rounds) // 2]
 
 
+def _baseline_figures(base_rounds: list[tuple]) -> dict:
+    """The second app's figures, from its median round."""
+    base_speedup, base_single, base_aggregate, base_alone, base_done = _median(base_rounds)
+    return {
+        "single_tokens_per_second": round(base_single, 2),
+        "aggregate_tokens_per_second": round(base_aggregate, 2),
+        "speedup": round(base_speedup, 2),
+        "ttft_p50_s": round(percentile([r["ttft"] for r in base_done], 50), 3),
+        "ttft_p95_s": round(percentile([r["ttft"] for r in base_done], 95), 3),
+        "latency_p50_s": round(percentile([r["latency"] for r in base_done], 50), 3),
+        "single_ttft_p50_s": round(percentile([r["ttft"] for r in base_alone], 50), 3),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=16)
@@ -216,22 +256,38 @@ def main(argv: list[str] | None = None) -> int:
         help="also launch the app with PLAYGROUND_BATCHING=0 (every request decoded alone, as before the "
         "scheduler) and measure it in the same rounds, its single requests interleaved with the batched app's",
     )
+    parser.add_argument(
+        "--shared-prefix",
+        type=int,
+        default=0,
+        metavar="TOKENS",
+        help="every prompt starts with the same text of this many tokens (a lesson's system prompt)",
+    )
+    parser.add_argument(
+        "--prefix-baseline",
+        action="store_true",
+        help="also launch the app with PLAYGROUND_PREFIX_CACHE_MB=0 (every request reads the shared text again) "
+        "and measure it in the same rounds",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    if args.prefix_baseline and args.baseline:
+        parser.error("--baseline and --prefix-baseline each launch a second app: measure one at a time")
 
     data_dir = Path(tempfile.mkdtemp(prefix="playground-serve-"))
     process, url = launch(data_dir, args.model)
     base_process = base_url = None
     errors: list[str] = []
     rounds, base_rounds = [], []
+    base_env = {"PLAYGROUND_BATCHING": "0"} if args.baseline else {"PLAYGROUND_PREFIX_CACHE_MB": "0"}
     try:
-        texts = prompts(args.clients)
-        warm_up(url, args.tokens)
+        warm_up(url, args.tokens)  # the model is loaded (and, the first time, converted into data_dir)
+        texts = prompts(args.clients, shared_text(tokenizer_of(data_dir, args.model), args.shared_prefix))
         sessions = [connect(url) for _ in texts]  # N open pages, each session built once
         base_sessions: list[Session] = []
-        if args.baseline:
+        if args.baseline or args.prefix_baseline:
             base_dir = Path(tempfile.mkdtemp(prefix="playground-serve-base-"))
-            base_process, base_url = launch(base_dir, args.model, {"PLAYGROUND_BATCHING": "0"})
+            base_process, base_url = launch(base_dir, args.model, base_env)
             warm_up(base_url, args.tokens)
             base_sessions = [connect(base_url) for _ in texts]
         for _ in range(max(1, args.rounds)):
@@ -276,16 +332,29 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "errors": len(errors),
     }
+    if args.shared_prefix:
+        report["shared_prefix_tokens"] = args.shared_prefix
     if base_rounds:
-        base_speedup, base_single, base_aggregate, _, base_done = _median(base_rounds)
+        label = "no_prefix_cache" if args.prefix_baseline else "unbatched"
+        report[label] = _baseline_figures(base_rounds)
+    if base_rounds and args.prefix_baseline:
+        # per round, so the VM's drift hits both alike; the median round's ratio
+        ratios = sorted(
+            percentile([r["ttft"] for r in b[4]], 50) / percentile([r["ttft"] for r in c[4]], 50)
+            for c, b in zip(rounds, base_rounds, strict=False)
+        )
+        report["ttft_p50_no_prefix_cache_over_cached"] = round(ratios[len(ratios) // 2], 2)
+        # the same prompts answered by the app that reads every prompt whole: the cache must not change the text
+        report["greedy_agreement_with_no_prefix_cache"] = round(
+            agreement(
+                tokenizer,
+                [a["text"] for r in base_rounds for a in r[3] + r[4]],
+                [a["text"] for r in rounds for a in r[3] + r[4]],
+            ),
+            4,
+        )
+    elif base_rounds:
         singles = [r[1] / b[1] for r, b in zip(rounds, base_rounds, strict=False)]
-        report["unbatched"] = {
-            "single_tokens_per_second": round(base_single, 2),
-            "aggregate_tokens_per_second": round(base_aggregate, 2),
-            "speedup": round(base_speedup, 2),
-            "ttft_p50_s": round(percentile([r["ttft"] for r in base_done], 50), 3),
-            "latency_p50_s": round(percentile([r["latency"] for r in base_done], 50), 3),
-        }
         # one client alone, batched app over unbatched app, per round (interleaved requests): the "no slower" check
         report["single_vs_unbatched"] = round(sorted(singles)[len(singles) // 2], 3)
         report["single_vs_unbatched_per_round"] = [round(x, 3) for x in singles]

@@ -110,6 +110,12 @@ VARIABLES: tuple[Variable, ...] = (
         "`64`",
         'requests that may wait for a decoding slot, each shown its place ("⏳ Waiting for a free slot… 3 requests ahead"); one more is refused with a message saying the model is busy',
     ),
+    Variable(
+        "PLAYGROUND_PREFIX_CACHE_MB",
+        "Model and engine",
+        "`128`",
+        "keys and values of prompts already read, kept for later requests that start with the same tokens (a lesson's or workshop's system prompt is read once, not by every request); least recently used out first; `0` turns it off. The lean CPU decoder's base-model requests only",
+    ),
     # --- A serving engine (PLAYGROUND_ENGINE=openai)
     Variable(
         "PLAYGROUND_OPENAI_BASE_URL",
@@ -322,6 +328,9 @@ class Settings:
     )
     batch_rows: int = field(default_factory=lambda: int(_env("PLAYGROUND_BATCH_ROWS", "16")))
     batch_queue: int = field(default_factory=lambda: int(_env("PLAYGROUND_BATCH_QUEUE", "64")))
+    # keys and values of prompts already read, reused by later requests that start with the same tokens (a
+    # lesson's system prompt): at most this many MB (pipelines/engine/prefix_cache.py); 0 turns it off
+    prefix_cache_mb: int = field(default_factory=lambda: int(_env("PLAYGROUND_PREFIX_CACHE_MB", "128")))
     # how many reverse proxies stand between visitors and the app (a Space: 1, its own proxy); the client's
     # address, which sign-in throttling and the anonymous caps count, is read from X-Forwarded-For only then
     proxy_hops: int = field(
@@ -378,6 +387,8 @@ class Settings:
             raise ConfigError(f"PLAYGROUND_BATCH_ROWS must be at least 1, got {self.batch_rows}")
         if self.batch_queue < 1:
             raise ConfigError(f"PLAYGROUND_BATCH_QUEUE must be at least 1, got {self.batch_queue}")
+        if self.prefix_cache_mb < 0:
+            raise ConfigError(f"PLAYGROUND_PREFIX_CACHE_MB must be 0 (off) or more, got {self.prefix_cache_mb}")
         if self.backup_interval < 10:
             raise ConfigError(f"PLAYGROUND_BACKUP_INTERVAL must be at least 10 (seconds), got {self.backup_interval:g}")
         if self.backup_keep < 1:

@@ -182,8 +182,16 @@ class FastBatch(_Timeline):
     def prefill(self, job: Prefill, budget: int) -> int:
         """Feed up to `budget` more prompt tokens of one job; returns how many were fed."""
         total = len(job.ids)
+        prefixes = self.decoder.prefixes
         if job.partial is None:
             job.partial = self.decoder.new_cache(1, total)
+            if job.done_tokens == 0:  # a prompt that starts like one read before: copy, do not feed, those
+                reused, kv = prefixes.longest(job.ids)
+                if kv is not None:
+                    for (k, v), (pk, pv) in zip(job.partial, kv, strict=True):
+                        k[:, :, :reused] = pk[:, :, :reused]
+                        v[:, :, :reused] = pv[:, :, :reused]
+                    job.done_tokens = reused
         take = min(budget, total - job.done_tokens) if budget > 0 else total - job.done_tokens
         start = job.done_tokens
         chunk = torch.tensor([job.ids[start : start + take]], dtype=torch.long)
@@ -195,7 +203,12 @@ class FastBatch(_Timeline):
             job.length = total
             job.logits = logits[0].float()
             job.kv, job.partial = job.partial, None
+            prefixes.add(job.ids, job.kv)  # never written again: `join` only reads it
         return take
+
+    def reusable(self, ids: Sequence[int]) -> int:
+        """Leading prompt tokens whose keys and values another request already computed (prefix_cache.py)."""
+        return self.decoder.prefixes.reusable(ids)
 
     def prefill_group(self, jobs: Sequence[Prefill]) -> None:
         """Several short prompts in one left-padded pass (a GEMM of n rows costs far less than n GEMMs)."""
@@ -295,6 +308,10 @@ class TorchBatch(_Timeline):
             job.kv = [(layer.keys, layer.values) for layer in _cache_layers(job.partial)]
             job.partial = None
         return take
+
+    def reusable(self, ids: Sequence[int]) -> int:
+        """None here: adapters change the keys and values (the cache is the lean decoder's, base model only)."""
+        return 0
 
     def prefill_group(self, jobs: Sequence[Prefill]) -> None:
         """Several short prompts in one left-padded pass; rows with different LoRA adapters share it."""

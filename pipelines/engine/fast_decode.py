@@ -22,11 +22,13 @@ log-probabilities stay on the transformers model. `PLAYGROUND_FAST=0` turns it o
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from pipelines.engine.prefix_cache import PrefixCache
 
 KVCache = list[tuple[torch.Tensor, torch.Tensor]]
 try:  # the prepacked fp16 weight TorchScript needs to name in `_layers`' signature
@@ -117,6 +119,12 @@ def unsupported_reason(model: Any) -> str | None:
     return None
 
 
+def _prefix_cache() -> PrefixCache:
+    from pipelines.config import get_settings
+
+    return PrefixCache(get_settings().prefix_cache_mb * 2**20)
+
+
 def _interleave(n_heads: int, head_dim: int) -> torch.Tensor:
     """Row order that turns each head's (first half, second half) rotary pairs into adjacent pairs."""
     within = torch.arange(head_dim).view(2, head_dim // 2).t().reshape(-1)
@@ -143,6 +151,8 @@ class FastDecoder:
     eps: float
     n_layers: int
     scripted: bool = False
+    # prompts already read, for later requests that start with them (pipelines/engine/prefix_cache.py)
+    prefixes: PrefixCache = field(default_factory=lambda: _prefix_cache())
 
     @classmethod
     def build(cls, model: Any) -> FastDecoder:

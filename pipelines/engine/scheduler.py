@@ -18,6 +18,8 @@ How (the shape of vLLM's and nanochat's engines, on a CPU):
 - Rows of one request with the same prompt and adapter (the N samples of self-consistency, the
   2-4 responses of a preference comparison, Compare) prefill that prompt once; each row then
   samples its own first token from the shared logits and gets its own copy of the keys and values.
+  Across requests, a prompt that starts like one read before (a lesson's system prompt) copies that
+  part's keys and values and is fed from where it ends (pipelines/engine/prefix_cache.py, lean lane).
 - Two lanes, each a batch of its own (pipelines/engine/batch_cache.py): base-model rows on the lean fp16
   decoder when it is built, and rows with adapters (or everything, when there is no lean decoder)
   on the transformers model, where rows with different LoRA adapters share a step through PEFT's
@@ -384,6 +386,10 @@ class Scheduler:
                 if request.lanes[index] != lane_name or (job is not None and job.done_tokens) or free <= 0:
                     return group
                 if request.prompt_tuning[index]:
+                    return group
+                # a prompt that starts like one already read is fed alone from where that one ends: cheaper than
+                # reading it whole in a padded pass (pipelines/engine/prefix_cache.py)
+                if lane.batch.reusable(key[0]):
                     return group
                 wider = max(width, len(key[0]))
                 if (len(group) + 1) * wider > budget:
