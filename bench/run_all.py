@@ -19,6 +19,7 @@ BENCHES = [
     "memory_bench.py",
     "rag_bench.py",
     "serve_bench.py",
+    "adapters_bench.py",
     "inside_bench.py",
     "load_test.py",
 ]
