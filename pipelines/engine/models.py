@@ -74,6 +74,8 @@ class ModelHandle:
     _fast_ready: threading.Event = field(default_factory=lambda: _set_event())
     # the continuous-batching scheduler that owns this model's decoding (pipelines/engine/scheduler.py)
     scheduler: Any = None
+    # rows with different LoRA adapters in one pass, gathered per layer (pipelines/engine/mixed_lora.py)
+    _mixed_lora: Any = field(default_factory=lambda: _new_mixed_lora())
     # the engine configured beside the local model (pipelines/engine/engines.py: llama.cpp or an
     # OpenAI-compatible server); it serves the rows its capabilities allow, the local model the rest.
     # None: the local model serves everything.
@@ -157,7 +159,18 @@ class ModelHandle:
         with self.locked():
             if isinstance(adapter, (list, tuple)):
                 names = self._activate_per_row(adapter)
-                if names is not None:
+                if names is not None and self._mixed_lora.usable(self.model, names):
+                    self._activate(None)  # PEFT's adapter layers off: each row's adapter is added by mixed_lora
+                    with self._mixed_lora.rows(self.model, names):
+                        return self.model(**inputs)
+                if names is not None and (dora := self._mixed_lora.dora(names)):
+                    raise ModelUnavailable(
+                        f"adapter {dora[0].split('@')[0]!r} uses DoRA, which cannot share a batch with other "
+                        "adapters: use it on its own"
+                    )
+                if names is not None:  # a LoRA bias, an adapted embedding: PEFT's own mixed batch
+                    self.model.base_model.enable_adapter_layers()
+                    self._active_adapter = "\0mixed"  # the next single-adapter call re-establishes its state
                     return self.model(**inputs, adapter_names=names)
                 self._activate(adapter[0])
             else:
@@ -165,7 +178,7 @@ class ModelHandle:
             return self.model(**inputs)
 
     def _activate_per_row(self, row_adapters: Sequence[str | None]) -> list[str] | None:
-        """PEFT's mixed-batch LoRA: each row runs through its own adapter (or none).
+        """Each row's own LoRA adapter (or none), loaded: for mixed_lora's gathered pass, or PEFT's mixed batch.
 
         Returns the per-row PEFT adapter names, or None when all rows use the same adapter.
         """
@@ -181,8 +194,6 @@ class ModelHandle:
             loaded = self._loaded_adapters.get(adapter)
             if loaded is None or loaded[1] != version:
                 self._load_adapter(adapter, info.path, version)
-        self.model.base_model.enable_adapter_layers()
-        self._active_adapter = "\0mixed"  # the next single-adapter call re-establishes its state
         return [self._loaded_adapters[a][0] if a is not None else "__base__" for a in row_adapters]
 
     def is_prompt_tuning(self, adapter: str | None) -> bool:
@@ -301,6 +312,12 @@ class ModelHandle:
         from peft import PeftModel
 
         return self.model.get_base_model() if isinstance(self.model, PeftModel) else self.model
+
+
+def _new_mixed_lora() -> Any:
+    from pipelines.engine.mixed_lora import MixedLora
+
+    return MixedLora()
 
 
 def load_handle(
