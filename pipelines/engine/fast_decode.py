@@ -152,7 +152,7 @@ class FastDecoder:
     n_layers: int
     scripted: bool = False
     # prompts already read, for later requests that start with them (pipelines/engine/prefix_cache.py)
-    prefixes: PrefixCache = field(default_factory=lambda: _prefix_cache())
+    prefixes: PrefixCache = field(default_factory=_prefix_cache)
 
     @classmethod
     def build(cls, model: Any) -> FastDecoder:

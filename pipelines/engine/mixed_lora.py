@@ -65,7 +65,8 @@ class MixedLora:
         self._build(peft_model)
         assert self._key is not None
         slot = {name: i + 1 for i, name in enumerate(self._key)}
-        index = torch.tensor([slot.get(n, 0) if n != BASE else 0 for n in names], dtype=torch.long)
+        # every adapter of the rows is loaded (models.py loads them first): never silently a base row
+        index = torch.tensor([0 if n == BASE else slot[n] for n in names], dtype=torch.long)
         self._active = (self._stacks, index)
         try:
             yield

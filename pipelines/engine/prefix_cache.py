@@ -115,7 +115,3 @@ class PrefixCache:
             while total > self.max_bytes and self._entries:
                 _, dropped = self._entries.popitem(last=False)
                 total -= dropped.nbytes
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
